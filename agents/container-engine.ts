@@ -1,0 +1,119 @@
+import type { Readable } from 'node:stream';
+
+/**
+ * The seam between the host agent and the host's container engine. Podman (REST API on its unix
+ * socket) is the first implementation; Docker, containerd and the kubelet checkpoint API come later.
+ */
+export interface ContainerEngine {
+  /** Engine name/version, OCI runtime, CRIU version, kernel: what registration reports. */
+  info(): Promise<EngineInfo>;
+
+  /** All containers, running or not. */
+  listContainers(): Promise<ContainerSummary[]>;
+
+  /** One container by name or id, or undefined if the engine does not know it. */
+  inspectContainer(nameOrId: string): Promise<ContainerSummary | undefined>;
+
+  /** Images present on this host. */
+  listImages(): Promise<ImageSummary[]>;
+
+  /** True if the image reference (name:tag or id) resolves on this host. */
+  imageExists(ref: string): Promise<boolean>;
+
+  /**
+   * Freezes the container with CRIU and streams the uncompressed checkpoint archive (a tar).
+   * The container stays on this host in its checkpointed (stopped) state with its checkpoint kept,
+   * so that `resumeCheckpointed` can bring it back if the migration fails. The stream errors if the
+   * engine fails mid-way.
+   */
+  checkpoint(name: string, options?: CheckpointOptions): Promise<Readable>;
+
+  /**
+   * Restores a container from a checkpoint archive file on local disk under `name`. The archive's base
+   * image must already be on this host with the same image id (the archive records the image by id).
+   * On failure nothing is left behind under `name`.
+   */
+  restoreFromArchive(name: string, archivePath: string, options?: RestoreOptions): Promise<RestoredContainer>;
+
+  /** Restores a container that was checkpointed on this host from its kept checkpoint (rollback). */
+  resumeCheckpointed(name: string): Promise<RestoredContainer>;
+
+  /** Removes the container (force: even if running). Missing containers are not an error. */
+  removeContainer(name: string, options?: { force?: boolean }): Promise<void>;
+}
+
+export interface EngineInfo {
+  engine: 'podman';
+  version: string;
+  apiVersion: string;
+  ociRuntime: string;
+  criuVersion: string | undefined;
+  kernel: string;
+  freeMemoryBytes: number;
+  /** Free bytes where the engine keeps its storage (graph root). */
+  freeDiskBytes: number;
+}
+
+export type ContainerState = 'created' | 'running' | 'paused' | 'exited' | 'stopped' | 'unknown';
+
+export interface ContainerSummary {
+  id: string;
+  name: string;
+  /** The image reference the container was created from, e.g. localhost/ums/counter:1 */
+  image: string;
+  imageId: string;
+  state: ContainerState;
+  /** True when the container's state is a kept checkpoint (podman: State.Checkpointed). */
+  checkpointed: boolean;
+  pid: number;
+  startedAt: string | undefined;
+}
+
+export interface ImageSummary {
+  id: string;
+  names: string[];
+  sizeBytes: number;
+}
+
+export interface CheckpointOptions {
+  /** Keep running after the dump (copy instead of move). Default false. */
+  leaveRunning?: boolean;
+  /** Keep established TCP connections in the dump. Default false. */
+  tcpEstablished?: boolean;
+}
+
+export interface RestoreOptions {
+  /**
+   * Keep the source's IP and MAC addresses (podman: without ignoreStaticIP/ignoreStaticMAC). Default false:
+   * the destination's network assigns fresh ones, since the source's may be taken or foreign there. Needed
+   * only with tcpEstablished, where peers know the old address.
+   */
+  keepNetworkIdentity?: boolean;
+  /** Restore established TCP connections that the checkpoint kept. Default false. */
+  tcpEstablished?: boolean;
+}
+
+export interface RestoredContainer {
+  id: string;
+  name: string;
+  /** Engine-reported restore duration, if it reports one. */
+  runtimeRestoreMs: number | undefined;
+}
+
+export class ContainerNotFoundError extends Error {
+  constructor(readonly container: string, readonly where: string) {
+    super(`container "${container}" does not exist on ${where}`);
+    this.name = 'ContainerNotFoundError';
+  }
+}
+
+export class EngineError extends Error {
+  constructor(
+    readonly operation: string,
+    readonly status: number,
+    readonly detail: string,
+  ) {
+    super(`container engine ${operation} failed (HTTP ${status}): ${detail}`);
+    this.name = 'EngineError';
+  }
+}

@@ -1,0 +1,46 @@
+#!/usr/bin/env node
+import { Command, Option } from 'commander';
+import { Cloud } from '../core/agent-registration.js';
+import { AgentId } from '../core/events.js';
+import { createLogger } from '../core/log.js';
+import { connectNatsBus } from '../core/nats-event-bus.js';
+import { openObjectStore } from '../core/object-stores/open-object-store.js';
+import { HostAgent } from './host-agent.js';
+import { PodmanEngine } from './podman-engine.js';
+
+const program = new Command('ums-agent')
+  .description('The UMS host agent: registers this host and executes checkpoint/restore commands')
+  .addOption(new Option('--id <agentId>', 'this agent\'s id, e.g. azure-eastus-1').env('UMS_AGENT_ID').makeOptionMandatory())
+  .addOption(new Option('--cloud <cloud>', 'the cloud this host is in').choices(Cloud.options).env('UMS_CLOUD').makeOptionMandatory())
+  .addOption(new Option('--region <region>', 'the region or site').env('UMS_REGION').makeOptionMandatory())
+  .addOption(new Option('--store <url>', 'this host\'s object store, e.g. azblob://account/container/prefix').env('UMS_STORE_URL').makeOptionMandatory())
+  .addOption(new Option('--podman <url>', 'Podman API socket').env('UMS_PODMAN_URL').default('unix:///run/podman/podman.sock'))
+  .addOption(new Option('--nats <url>', 'NATS server').env('NATS_URL').default('nats://127.0.0.1:4222'))
+  .addOption(new Option('--work-dir <dir>', 'where downloaded archives wait for the engine').env('UMS_WORK_DIR').default('/var/lib/ums/agent'))
+  .action(async (options: { id: string; cloud: Cloud; region: string; store: string; podman: string; nats: string; workDir: string }) => {
+    const agentId = AgentId.parse(options.id);
+    const log = createLogger('agent', { agentId });
+    const bus = await connectNatsBus({ servers: options.nats, name: `ums-agent-${agentId}` });
+    const agent = new HostAgent({
+      identity: { agentId, cloud: options.cloud, region: options.region, storeUrl: options.store },
+      engine: new PodmanEngine({ socketPath: options.podman.replace(/^unix:\/\//, ''), where: agentId, logger: log.child({ component: 'podman-engine' }) }),
+      bus,
+      store: openObjectStore(options.store),
+      workDir: options.workDir,
+      log,
+    });
+    await agent.start();
+    const shutdown = async (signal: string) => {
+      log.info({ signal }, 'stopping');
+      await agent.stop().catch((error: unknown) => log.error({ err: error }, 'error while stopping'));
+      await bus.close();
+      process.exit(0);
+    };
+    process.once('SIGTERM', () => void shutdown('SIGTERM'));
+    process.once('SIGINT', () => void shutdown('SIGINT'));
+  });
+
+program.parseAsync().catch((error: unknown) => {
+  createLogger('agent').fatal({ err: error }, 'agent failed to start');
+  process.exit(1);
+});

@@ -1,0 +1,394 @@
+import { execFile } from 'node:child_process';
+import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { request, type IncomingMessage } from 'node:http';
+import { PassThrough, type Readable } from 'node:stream';
+import { promisify } from 'node:util';
+import { createLogger, type Logger } from '../core/log.js';
+import {
+  ContainerNotFoundError,
+  EngineError,
+  type CheckpointOptions,
+  type ContainerEngine,
+  type ContainerState,
+  type ContainerSummary,
+  type EngineInfo,
+  type ImageSummary,
+  type RestoredContainer,
+  type RestoreOptions,
+} from './container-engine.js';
+
+const execFileAsync = promisify(execFile);
+
+/** Podman 4.x serves the libpod API under any /vX.Y.Z prefix; 4.0.0 is the oldest shape we rely on. */
+const API_PREFIX = '/v4.0.0/libpod';
+
+export interface PodmanEngineOptions {
+  /** Path of Podman's API socket (`podman system service unix://PATH`). */
+  socketPath: string;
+  /** How this engine is named in errors, e.g. the host name. Default: the socket path. */
+  where?: string;
+  /**
+   * The criu the host's runc uses, probed once with `--version` for info(): Podman 4.3 does not report it.
+   * Default: /usr/local/sbin/criu (infra/host-setup.sh's wrapper), then criu from PATH. false: do not probe.
+   */
+  criuCommand?: string | false;
+  /** Timeout for short requests (inspect, list, remove). Checkpoint and restore have none. Default 60 s. */
+  requestTimeoutMs?: number;
+  logger?: Logger;
+}
+
+/**
+ * ContainerEngine over Podman's libpod REST API on its unix socket. Checkpoint archives stream through
+ * without being buffered here; Podman itself stages them in a temporary file on both sides.
+ */
+export class PodmanEngine implements ContainerEngine {
+  private readonly socketPath: string;
+  private readonly where: string;
+  private readonly criuCommand: string | false | undefined;
+  private readonly requestTimeoutMs: number;
+  private readonly log: Logger;
+  private criuVersion: Promise<string | undefined> | undefined;
+
+  constructor(options: PodmanEngineOptions) {
+    this.socketPath = options.socketPath;
+    this.where = options.where ?? `podman at ${options.socketPath}`;
+    this.criuCommand = options.criuCommand;
+    this.requestTimeoutMs = options.requestTimeoutMs ?? 60_000;
+    this.log = options.logger ?? createLogger('podman-engine', { where: this.where });
+  }
+
+  async info(): Promise<EngineInfo> {
+    const body = await this.json<LibpodInfo>('info', 'GET', '/info');
+    const ociVersion = body.host?.ociRuntime?.version?.split('\n')[0]?.trim();
+    const allocated = body.store?.graphRootAllocated ?? 0;
+    const used = body.store?.graphRootUsed ?? 0;
+    return {
+      engine: 'podman',
+      version: body.version?.Version ?? 'unknown',
+      apiVersion: body.version?.APIVersion ?? 'unknown',
+      ociRuntime: [body.host?.ociRuntime?.name, ociVersion].filter((s) => s !== undefined && s !== '').join(' ') || 'unknown',
+      criuVersion: await this.probeCriuVersion(),
+      kernel: body.host?.kernel ?? 'unknown',
+      freeMemoryBytes: body.host?.memFree ?? 0,
+      // graphRootAllocated/Used are statfs(2) of the graph root: total minus used is the free space.
+      freeDiskBytes: Math.max(0, allocated - used),
+    };
+  }
+
+  async listContainers(): Promise<ContainerSummary[]> {
+    const list = await this.json<LibpodListContainer[]>('list containers', 'GET', '/containers/json?all=true');
+    // The list has no Checkpointed flag; only a stopped container can be a kept checkpoint, so inspect those.
+    const summaries = await Promise.all(
+      list.map(async (c) => {
+        if (c.State === 'running' || c.State === 'paused') return fromListEntry(c);
+        return (await this.inspectContainer(c.Id)) ?? fromListEntry(c);
+      }),
+    );
+    return summaries;
+  }
+
+  async inspectContainer(nameOrId: string): Promise<ContainerSummary | undefined> {
+    const res = await this.call('inspect container', 'GET', `/containers/${enc(nameOrId)}/json`);
+    if (res.status === 404) return undefined;
+    const c = await expectJson<LibpodInspect>(res, 'inspect container');
+    return {
+      id: c.Id,
+      name: c.Name,
+      image: c.ImageName ?? '',
+      imageId: c.Image ?? '',
+      state: toState(c.State?.Status),
+      checkpointed: c.State?.Checkpointed === true,
+      pid: c.State?.Pid ?? 0,
+      startedAt: validTime(c.State?.StartedAt),
+    };
+  }
+
+  async listImages(): Promise<ImageSummary[]> {
+    const list = await this.json<LibpodImage[]>('list images', 'GET', '/images/json');
+    return list.map((i) => ({ id: i.Id, names: i.Names ?? i.RepoTags ?? [], sizeBytes: i.Size ?? 0 }));
+  }
+
+  async imageExists(ref: string): Promise<boolean> {
+    const res = await this.call('image exists', 'GET', `/images/${enc(ref)}/exists`);
+    if (res.status === 204 || res.status === 200) {
+      res.body.resume();
+      return true;
+    }
+    if (res.status === 404) {
+      res.body.resume();
+      return false;
+    }
+    throw await toEngineError(res, 'image exists');
+  }
+
+  /**
+   * POST /containers/{name}/checkpoint?export=true&keep=true. export makes the body the archive; keep
+   * leaves CRIU's images (and logs) in the container's bundle, so the container stays "exited" with
+   * State.Checkpointed and a later plain POST /restore resumes it here (rollback).
+   */
+  async checkpoint(name: string, options: CheckpointOptions = {}): Promise<Readable> {
+    const query = new URLSearchParams({ export: 'true', keep: 'true' });
+    if (options.leaveRunning === true) query.set('leaveRunning', 'true');
+    if (options.tcpEstablished === true) query.set('tcpEstablished', 'true');
+    const started = Date.now();
+    const res = await this.call('checkpoint', 'POST', `/containers/${enc(name)}/checkpoint?${query}`, { timeout: false });
+    if (res.status === 404) {
+      res.body.resume();
+      throw new ContainerNotFoundError(name, this.where);
+    }
+    if (res.status !== 200) throw await toEngineError(res, 'checkpoint');
+    this.log.debug({ container: name, firstByteMs: Date.now() - started }, 'checkpoint archive streaming');
+
+    // Hand out a PassThrough so a connection that drops mid-archive surfaces as an error on the stream
+    // the caller holds, instead of a silent early end that would look like a short but valid tar.
+    const out = new PassThrough({ highWaterMark: 1024 * 1024 });
+    const expected = Number(res.body.headers['content-length'] ?? NaN);
+    let received = 0;
+    res.body.on('data', (chunk: Buffer) => {
+      received += chunk.length;
+    });
+    res.body.once('error', (error) => out.destroy(new EngineError('checkpoint', 200, `archive stream broke: ${error.message}`)));
+    res.body.once('aborted', () => out.destroy(new EngineError('checkpoint', 200, 'archive stream aborted by the engine')));
+    res.body.once('end', () => {
+      if (Number.isFinite(expected) && received !== expected) {
+        out.destroy(new EngineError('checkpoint', 200, `archive truncated: ${received} of ${expected} bytes`));
+      }
+    });
+    out.once('close', () => {
+      if (!res.body.complete) res.body.destroy();
+    });
+    res.body.pipe(out);
+    return out;
+  }
+
+  /**
+   * POST /containers/{name}/restore?import=true&name={name} with the archive file as the body. Podman saves
+   * the body to a temporary file before it restores; the file is streamed from disk, never held in memory.
+   */
+  async restoreFromArchive(name: string, archivePath: string, options: RestoreOptions = {}): Promise<RestoredContainer> {
+    const size = (await stat(archivePath)).size;
+    const query = new URLSearchParams({ import: 'true', name, printStats: 'true' });
+    // Defaults to a fresh address: the source's IP/MAC may be taken, or outside the subnet, on this host.
+    if (options.keepNetworkIdentity !== true) {
+      query.set('ignoreStaticIP', 'true');
+      query.set('ignoreStaticMAC', 'true');
+    }
+    if (options.tcpEstablished === true) query.set('tcpEstablished', 'true');
+    const started = Date.now();
+    const res = await this.call('restore', 'POST', `/containers/${enc(name)}/restore?${query}`, {
+      timeout: false,
+      body: createReadStream(archivePath),
+      headers: { 'Content-Type': 'application/x-tar', 'Content-Length': String(size) },
+    });
+    if (res.status !== 200) throw await toEngineError(res, 'restore');
+    const report = await expectJson<LibpodRestoreReport>(res, 'restore');
+    this.log.info({ container: name, archiveBytes: size, ms: Date.now() - started }, 'restored from archive');
+    return { id: report.Id, name, runtimeRestoreMs: restoreMs(report) };
+  }
+
+  /** POST /containers/{name}/restore with no import: CRIU restores from the checkpoint kept in the bundle. */
+  async resumeCheckpointed(name: string): Promise<RestoredContainer> {
+    const started = Date.now();
+    const res = await this.call('resume checkpointed', 'POST', `/containers/${enc(name)}/restore?printStats=true`, { timeout: false });
+    if (res.status === 404) {
+      res.body.resume();
+      throw new ContainerNotFoundError(name, this.where);
+    }
+    if (res.status !== 200) throw await toEngineError(res, 'resume checkpointed');
+    const report = await expectJson<LibpodRestoreReport>(res, 'resume checkpointed');
+    this.log.info({ container: name, ms: Date.now() - started }, 'resumed from kept checkpoint');
+    return { id: report.Id, name, runtimeRestoreMs: restoreMs(report) };
+  }
+
+  async removeContainer(name: string, options: { force?: boolean } = {}): Promise<void> {
+    const query = new URLSearchParams({ force: String(options.force === true), v: 'true' });
+    const res = await this.call('remove container', 'DELETE', `/containers/${enc(name)}?${query}`);
+    if (res.status === 404) {
+      res.body.resume();
+      return;
+    }
+    if (res.status !== 200 && res.status !== 204) throw await toEngineError(res, 'remove container');
+    res.body.resume();
+  }
+
+  private async json<T>(operation: string, method: string, path: string): Promise<T> {
+    const res = await this.call(operation, method, path);
+    return expectJson<T>(res, operation);
+  }
+
+  private call(
+    operation: string,
+    method: string,
+    path: string,
+    extra: { timeout?: false; body?: Readable; headers?: Record<string, string> } = {},
+  ): Promise<ApiResponse> {
+    return new Promise((resolve, reject) => {
+      const req = request(
+        { socketPath: this.socketPath, method, path: `${API_PREFIX}${path}`, headers: { Host: 'd', ...extra.headers } },
+        (res) => resolve({ status: res.statusCode ?? 0, body: res }),
+      );
+      if (extra.timeout !== false) {
+        req.setTimeout(this.requestTimeoutMs, () =>
+          req.destroy(new EngineError(operation, 0, `no answer from ${this.where} within ${this.requestTimeoutMs} ms`)),
+        );
+      }
+      req.once('error', (error) =>
+        reject(error instanceof EngineError ? error : new EngineError(operation, 0, `cannot reach ${this.where}: ${error.message}`)),
+      );
+      if (extra.body !== undefined) {
+        extra.body.once('error', (error) => req.destroy(new EngineError(operation, 0, `reading the request body failed: ${error.message}`)));
+        extra.body.pipe(req);
+      } else {
+        req.end();
+      }
+    });
+  }
+
+  private probeCriuVersion(): Promise<string | undefined> {
+    const configured = this.criuCommand;
+    if (configured === false) return Promise.resolve(undefined);
+    this.criuVersion ??= (async () => {
+      const candidates = configured !== undefined ? [configured] : ['/usr/local/sbin/criu', 'criu'];
+      for (const command of candidates) {
+        try {
+          const { stdout } = await execFileAsync(command, ['--version'], { timeout: 5000 });
+          const match = /Version:\s*(\S+)/.exec(stdout);
+          if (match?.[1] !== undefined) return match[1];
+        } catch {
+          // Try the next candidate.
+        }
+      }
+      return undefined;
+    })();
+    return this.criuVersion;
+  }
+}
+
+interface ApiResponse {
+  status: number;
+  body: IncomingMessage;
+}
+
+async function readBody(res: IncomingMessage, limit = 4 * 1024 * 1024): Promise<string> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of res) {
+    const buf = chunk as Buffer;
+    size += buf.length;
+    if (size > limit) {
+      res.destroy();
+      break;
+    }
+    chunks.push(buf);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+async function expectJson<T>(res: ApiResponse, operation: string): Promise<T> {
+  if (res.status < 200 || res.status >= 300) throw await toEngineError(res, operation);
+  const text = await readBody(res.body);
+  try {
+    return JSON.parse(text) as T;
+  } catch {
+    throw new EngineError(operation, res.status, `unparseable response: ${text.slice(0, 500)}`);
+  }
+}
+
+/** Podman's errors are {"cause","message","response"}; its message already includes the cause. */
+async function toEngineError(res: ApiResponse, operation: string): Promise<EngineError> {
+  const text = await readBody(res.body, 64 * 1024).catch(() => '');
+  let detail = text.trim();
+  try {
+    const parsed = JSON.parse(text) as { message?: unknown; cause?: unknown };
+    if (typeof parsed.message === 'string' && parsed.message !== '') detail = parsed.message;
+    else if (typeof parsed.cause === 'string') detail = parsed.cause;
+  } catch {
+    // Not JSON: keep the raw text.
+  }
+  return new EngineError(operation, res.status, detail === '' ? 'no error detail from the engine' : detail);
+}
+
+function enc(segment: string): string {
+  return encodeURIComponent(segment);
+}
+
+function toState(status: string | undefined): ContainerState {
+  switch (status) {
+    case 'created':
+    case 'running':
+    case 'paused':
+    case 'exited':
+    case 'stopped':
+      return status;
+    case 'configured':
+      return 'created';
+    default:
+      return 'unknown';
+  }
+}
+
+function validTime(value: string | undefined): string | undefined {
+  if (value === undefined || value.startsWith('0001-01-01')) return undefined;
+  return value;
+}
+
+/** Podman reports runtime_restore_duration in microseconds, and only with printStats=true. */
+function restoreMs(report: LibpodRestoreReport): number | undefined {
+  const us = report.runtime_restore_duration;
+  return typeof us === 'number' && us > 0 ? us / 1000 : undefined;
+}
+
+function fromListEntry(c: LibpodListContainer): ContainerSummary {
+  return {
+    id: c.Id,
+    name: c.Names?.[0] ?? c.Id,
+    image: c.Image ?? '',
+    imageId: c.ImageID ?? '',
+    state: toState(c.State),
+    checkpointed: false,
+    pid: c.Pid ?? 0,
+    startedAt: c.StartedAt !== undefined && c.StartedAt > 0 ? new Date(c.StartedAt * 1000).toISOString() : undefined,
+  };
+}
+
+// The parts of libpod's responses this engine reads (Podman 4.3).
+interface LibpodInfo {
+  host?: {
+    kernel?: string;
+    memFree?: number;
+    ociRuntime?: { name?: string; version?: string };
+  };
+  store?: { graphRoot?: string; graphRootAllocated?: number; graphRootUsed?: number };
+  version?: { Version?: string; APIVersion?: string };
+}
+
+interface LibpodListContainer {
+  Id: string;
+  Names?: string[];
+  Image?: string;
+  ImageID?: string;
+  State?: string;
+  Pid?: number;
+  StartedAt?: number;
+}
+
+interface LibpodInspect {
+  Id: string;
+  Name: string;
+  Image?: string;
+  ImageName?: string;
+  State?: { Status?: string; Pid?: number; StartedAt?: string; Checkpointed?: boolean };
+}
+
+interface LibpodImage {
+  Id: string;
+  Names?: string[];
+  RepoTags?: string[];
+  Size?: number;
+}
+
+interface LibpodRestoreReport {
+  Id: string;
+  runtime_restore_duration?: number;
+}

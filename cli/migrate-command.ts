@@ -1,0 +1,123 @@
+import { randomUUID } from 'node:crypto';
+import { SingleBar } from 'cli-progress';
+import { makeEvent, type UmsEvent } from '../core/events.js';
+import { timelineOf } from '../core/migration.js';
+import { connectCli } from './bus-connection.js';
+import { bytes, formatTimeline, millis } from './format.js';
+
+export interface MigrateOptions {
+  to: string;
+  from?: string;
+  json?: boolean;
+  nats?: string;
+  timeout: string;
+  /** A caller-chosen migration id: repeating a request with the same id does not start a second migration. */
+  id?: string;
+}
+
+/**
+ * `ums migrate`: publishes the request, follows the migration's events with a live display until it
+ * ends, prints the timeline. Exit code 0 when the service runs at the destination, 1 when the
+ * migration failed (the reason says where the service runs), 2 when it did not end in time.
+ */
+export async function migrate(container: string, options: MigrateOptions): Promise<number> {
+  const bus = await connectCli(options.nats);
+  const migrationId = options.id ?? randomUUID();
+  const timeoutMs = Number(options.timeout) * 1000;
+  const live = !options.json && process.stderr.isTTY;
+  const say = (line: string) => {
+    if (!options.json) process.stderr.write(`${line}\n`);
+  };
+  let bar: SingleBar | undefined;
+  const stopBar = () => {
+    bar?.stop();
+    bar = undefined;
+  };
+  const progress = (label: string, value: number, total: number) => {
+    if (!live) return;
+    if (!bar) {
+      bar = new SingleBar({ format: `  ${label} [{bar}] {percentage}% {done}/{size}`, hideCursor: true, clearOnComplete: true }, undefined);
+      bar.start(Math.max(total, value, 1), value, { done: bytes(value), size: total ? bytes(total) : '?' });
+    }
+    bar.setTotal(Math.max(total, value, 1));
+    bar.update(value, { done: bytes(value), size: total ? bytes(total) : '?' });
+  };
+
+  let exitCode = 2;
+  let result: unknown;
+  const onEvent = (event: UmsEvent): 'stop' | void => {
+    switch (event.name) {
+      case 'migration.requested':
+        say(`migration ${migrationId}: ${container} -> ${event.data.destinationAgent}`);
+        return;
+      case 'migration.planned':
+        say(`  planned: ${event.data.sourceAgent} -> ${event.data.destinationAgent} (${event.data.approach} level, image ${event.data.image})`);
+        return;
+      case 'checkpoint.progress':
+        progress('checkpoint -> store', event.data.bytes, 0);
+        return;
+      case 'checkpoint.uploaded':
+        stopBar();
+        say(`  checkpoint uploaded: ${bytes(event.data.artifact.sizeBytes)} in ${millis(Date.parse(event.data.uploadedAt) - Date.parse(event.data.checkpointStartedAt))}`);
+        return;
+      case 'restore.progress':
+        progress('download', event.data.bytes, event.data.totalBytes);
+        return;
+      case 'restore.completed':
+        stopBar();
+        say(`  restored on ${event.data.agent} in ${millis(Date.parse(event.data.restoredAt) - Date.parse(event.data.receivedAt))}`);
+        return;
+      case 'checkpoint.failed':
+      case 'restore.failed':
+        stopBar();
+        say(`  ${event.name.replace('.', ' ')} on ${event.data.agent}: ${event.data.reason}`);
+        return;
+      case 'source.discarded':
+        say(`  source copy removed from ${event.data.agent}`);
+        return;
+      case 'source.resumed':
+        say(`  service resumed on ${event.data.agent} from its kept checkpoint`);
+        return;
+      case 'source.resume-failed':
+        say(`  resuming on ${event.data.agent} failed: ${event.data.reason}`);
+        return;
+      case 'migration.completed':
+        exitCode = 0;
+        result = { state: 'done', ...event.data };
+        say(`done: ${container} runs on ${event.data.destinationAgent}\n${formatTimeline(event.data.timeline)}`);
+        return 'stop';
+      case 'migration.failed':
+        exitCode = 1;
+        result = { state: 'failed', ...event.data };
+        say(`failed (${event.data.phase}, ${event.data.code}): ${event.data.reason}`);
+        say(event.data.runningOn ? `the service runs on ${event.data.runningOn}` : 'the service is NOT running anywhere: see "ums status"');
+        return 'stop';
+    }
+  };
+
+  try {
+    const subscription = await bus.followMigration(migrationId, onEvent);
+    await bus.publishEvent(
+      makeEvent('migration.requested', '/ums/cli', {
+        migrationId,
+        container,
+        destinationAgent: options.to,
+        ...(options.from ? { sourceAgent: options.from } : {}),
+        requestedBy: process.env.USER ?? 'cli',
+      }),
+    );
+    const timer = setTimeout(() => void subscription.stop(), timeoutMs);
+    await subscription.closed;
+    clearTimeout(timer);
+    stopBar();
+    if (exitCode === 2) {
+      const record = await bus.migrations.get(migrationId);
+      result = { migrationId, state: record?.value.state ?? 'unknown', timeline: record ? timelineOf(record.value) : undefined };
+      say(`migration ${migrationId} did not end within ${options.timeout} s (state: ${record?.value.state ?? 'unknown'}); "ums status ${migrationId}" follows it`);
+    }
+    if (options.json) process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+    return exitCode;
+  } finally {
+    await bus.close();
+  }
+}

@@ -1,0 +1,88 @@
+import { spawn } from 'node:child_process';
+import { mkdir, open, readFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { readStackInfo, startLocalStack, type StackInfo } from '../infra/local-stack.js';
+import { defaultStackDir } from './bus-connection.js';
+
+const cliEntry = join(dirname(fileURLToPath(import.meta.url)), 'ums.js');
+
+const alive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+/** `ums stack run`: the stack in the foreground until SIGTERM/SIGINT, then a clean teardown. */
+export async function runStack(name: string): Promise<void> {
+  const stack = await startLocalStack({ name, dir: defaultStackDir(name) });
+  process.stderr.write(`stack "${name}" ready (NATS ${stack.info.natsUrl})\n`);
+  await new Promise<void>((resolve) => {
+    process.once('SIGTERM', resolve);
+    process.once('SIGINT', resolve);
+  });
+  await stack.stop();
+}
+
+/** `ums stack up`: starts `stack run` in the background and returns once it is ready. */
+export async function stackUp(name: string, json: boolean): Promise<void> {
+  const dir = defaultStackDir(name);
+  const existing = await readStackInfo(dir).catch(() => undefined);
+  if (existing && alive(existing.pid)) throw new Error(`stack "${name}" already runs (pid ${existing.pid}); "ums stack down" stops it`);
+  await mkdir(dirname(dir), { recursive: true });
+  const logPath = `${dir}.log`;
+  const logFile = await open(logPath, 'w');
+  const child = spawn(process.execPath, [cliEntry, 'stack', 'run', '--name', name], { detached: true, stdio: ['ignore', logFile.fd, logFile.fd] });
+  child.unref();
+  await logFile.close();
+  const deadline = Date.now() + 300_000;
+  for (;;) {
+    const info = await readStackInfo(dir).catch(() => undefined);
+    if (info && info.pid === child.pid) return printStack(info, json);
+    if (child.pid === undefined || !alive(child.pid)) {
+      const tail = (await readFile(logPath, 'utf8').catch(() => '')).split('\n').slice(-25).join('\n');
+      throw new Error(`the stack failed to start; the end of ${logPath}:\n${tail}`);
+    }
+    if (Date.now() > deadline) throw new Error(`the stack did not become ready in 5 minutes; see ${logPath}`);
+    await sleep(250);
+  }
+}
+
+export async function stackDown(name: string): Promise<void> {
+  const info = await readStackInfo(defaultStackDir(name));
+  if (!alive(info.pid)) throw new Error(`stack "${name}" is not running (pid ${info.pid} is gone); remove ${info.dir} if it is left over`);
+  process.kill(info.pid, 'SIGTERM');
+  const deadline = Date.now() + 120_000;
+  while (alive(info.pid)) {
+    if (Date.now() > deadline) throw new Error(`stack "${name}" (pid ${info.pid}) did not stop in 2 minutes`);
+    await sleep(200);
+  }
+  process.stderr.write(`stack "${name}" stopped and removed\n`);
+}
+
+export async function stackInfo(name: string, json: boolean): Promise<void> {
+  printStack(await readStackInfo(defaultStackDir(name)), json);
+}
+
+function printStack(info: StackInfo, json: boolean): void {
+  if (json) {
+    process.stdout.write(`${JSON.stringify(info, null, 2)}\n`);
+    return;
+  }
+  const lines = [
+    `stack "${info.name}" (pid ${info.pid}) in ${info.dir}`,
+    `  NATS_URL=${info.natsUrl}`,
+    `  image on every host: ${info.image}`,
+    ...info.hosts.map((h) => `  host ${h.agentId} (${h.cloud} ${h.region}): podman --url ${h.podmanUrl}   store ${h.storeUrl}`),
+    '',
+    'try:',
+    `  podman --url ${info.hosts[0]?.podmanUrl ?? 'unix://...'} run -d --name web ${info.image}`,
+    `  npm run ums -- migrate web --to ${info.hosts[1]?.agentId ?? 'AGENT'}`,
+    `  podman --url ${info.hosts[1]?.podmanUrl ?? 'unix://...'} logs --tail 3 web`,
+  ];
+  process.stdout.write(`${lines.join('\n')}\n`);
+}

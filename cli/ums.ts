@@ -1,0 +1,89 @@
+#!/usr/bin/env node
+import { Command, Option } from 'commander';
+import { timelineOf } from '../core/migration.js';
+import { connectCli } from './bus-connection.js';
+import { formatAgents, formatMigrations, formatTimeline } from './format.js';
+import { migrate } from './migrate-command.js';
+import { runStack, stackDown, stackInfo, stackUp } from './stack-command.js';
+
+const program = new Command('ums').description('Live migration of running containers across clouds').showHelpAfterError();
+const natsOption = () => new Option('--nats <url>', 'NATS server (default: $NATS_URL, then the local stack)');
+
+program
+  .command('migrate')
+  .description('live-migrate a running container to another agent\'s host')
+  .argument('<container>', 'container name on the source host')
+  .requiredOption('--to <agent>', 'destination agent id')
+  .option('--from <agent>', 'source agent id (default: the agent that runs the container)')
+  .option('--timeout <seconds>', 'give up following after this long', '600')
+  .option('--id <migrationId>', 'choose the migration id (makes a retried request idempotent)')
+  .option('--json', 'print the result as JSON')
+  .addOption(natsOption())
+  .action(async (container: string, options: { to: string; from?: string; timeout: string; json?: boolean; nats?: string; id?: string }) => {
+    process.exitCode = await migrate(container, options);
+  });
+
+program
+  .command('agents')
+  .description('list registered agents and their capabilities')
+  .option('--json', 'print as JSON')
+  .addOption(natsOption())
+  .action(async (options: { json?: boolean; nats?: string }) => {
+    const bus = await connectCli(options.nats);
+    try {
+      const agents = (await bus.agents.list()).map((entry) => entry.value);
+      process.stdout.write(options.json ? `${JSON.stringify(agents, null, 2)}\n` : `${formatAgents(agents)}\n`);
+    } finally {
+      await bus.close();
+    }
+  });
+
+program
+  .command('status')
+  .description('show migrations (all, or one with its timeline) and rejected messages')
+  .argument('[migration]', 'a migration id')
+  .option('--json', 'print as JSON')
+  .addOption(natsOption())
+  .action(async (id: string | undefined, options: { json?: boolean; nats?: string }) => {
+    const bus = await connectCli(options.nats);
+    try {
+      if (id) {
+        const record = await bus.migrations.get(id);
+        if (!record) throw new Error(`no migration ${id}; "ums status" lists them`);
+        const timeline = timelineOf(record.value);
+        if (options.json) process.stdout.write(`${JSON.stringify({ ...record.value, timeline }, null, 2)}\n`);
+        else {
+          const r = record.value;
+          process.stdout.write(`${r.migrationId}: ${r.container} ${r.sourceAgent ?? '?'} -> ${r.destinationAgent}: ${r.state}${r.failure ? ` (${r.failure.phase}: ${r.failure.reason})` : ''}\n${formatTimeline(timeline)}\n`);
+        }
+        return;
+      }
+      const records = (await bus.migrations.list()).map((entry) => entry.value);
+      const deadLetters = await bus.listDeadLetters(20);
+      if (options.json) {
+        process.stdout.write(`${JSON.stringify({ migrations: records, deadLetters }, null, 2)}\n`);
+        return;
+      }
+      process.stdout.write(`${formatMigrations(records)}\n`);
+      if (deadLetters.length > 0) {
+        process.stdout.write(`\nrejected messages (dead letters):\n${deadLetters.map((d) => `  ${d.at} ${d.origin}: ${d.reason}`).join('\n')}\n`);
+      }
+    } finally {
+      await bus.close();
+    }
+  });
+
+const stack = program.command('stack').description('the local stack: NATS, object storage servers, functions, bridge, simulated hosts and agents');
+const stackName = () => new Option('--name <name>', 'stack name (its own ports and folder)').default('default');
+stack.command('up').description('start the local stack in the background').addOption(stackName()).option('--json', 'print as JSON')
+  .action((options: { name: string; json?: boolean }) => stackUp(options.name, options.json ?? false));
+stack.command('down').description('stop the local stack and remove its containers and data').addOption(stackName())
+  .action((options: { name: string }) => stackDown(options.name));
+stack.command('info').description('where each host\'s Podman socket is, and each agent\'s id').addOption(stackName()).option('--json', 'print as JSON')
+  .action((options: { name: string; json?: boolean }) => stackInfo(options.name, options.json ?? false));
+stack.command('run', { hidden: true }).addOption(stackName()).action((options: { name: string }) => runStack(options.name));
+
+program.parseAsync().catch((error: unknown) => {
+  process.stderr.write(`ums: ${error instanceof Error ? error.message : String(error)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,43 @@
+import { z } from 'zod';
+import { AgentId, Approach } from './events.js';
+
+/**
+ * What an agent tells the world about its host, refreshed by heartbeat into the JetStream KV bucket
+ * `ums_agents` (whose TTL removes an agent that stops heartbeating). Planners read it to validate a
+ * request before anything is frozen.
+ */
+export const Cloud = z.enum(['azure', 'gcp', 'aws', 'edge', 'local']);
+export type Cloud = z.infer<typeof Cloud>;
+
+export const AgentRegistration = z.object({
+  agentId: AgentId,
+  cloud: Cloud,
+  region: z.string().min(1),
+  /** The agent's own object store (URL without credentials), where its checkpoints go. */
+  storeUrl: z.string().min(1),
+  approaches: z.array(Approach),
+  engine: z.object({
+    engine: z.literal('podman'),
+    version: z.string(),
+    apiVersion: z.string(),
+    ociRuntime: z.string(),
+    criuVersion: z.string().optional(),
+    kernel: z.string(),
+  }),
+  freeMemoryBytes: z.number().nonnegative(),
+  freeDiskBytes: z.number().nonnegative(),
+  images: z.array(z.string()),
+  containers: z.array(
+    z.object({ name: z.string(), image: z.string(), state: z.string(), checkpointed: z.boolean() }),
+  ),
+  startedAt: z.iso.datetime({ offset: true }),
+  heartbeatAt: z.iso.datetime({ offset: true }),
+});
+export type AgentRegistration = z.infer<typeof AgentRegistration>;
+
+/** Heartbeats come every few seconds; an agent silent for longer than this is considered dead. */
+export const AGENT_LIVENESS_MS = 15_000;
+
+export function isAlive(registration: AgentRegistration, now: number = Date.now()): boolean {
+  return now - Date.parse(registration.heartbeatAt) <= AGENT_LIVENESS_MS;
+}

@@ -1,0 +1,83 @@
+import type { AgentRegistration } from './agent-registration.js';
+import type { EventName, UmsCommand, UmsEvent } from './events.js';
+import type { MigrationRecord } from './migration.js';
+
+/**
+ * The seam between every component and the broker. NATS JetStream implements it (nats-event-bus.ts):
+ * events in a stream, commands in a work-queue stream with a durable consumer per agent, records in KV.
+ */
+export interface EventBus {
+  /** Publishes an event; a second publish with the same event id within the dedupe window is dropped. */
+  publishEvent(event: UmsEvent): Promise<void>;
+
+  /** Queues a command for one agent; it survives the agent being down and is delivered when it returns. */
+  sendCommand(agentId: string, command: UmsCommand): Promise<void>;
+
+  /**
+   * Delivers this agent's commands one at a time, in order. The handler's promise settling acknowledges
+   * the command; a thrown error makes it redeliver later.
+   */
+  consumeCommands(agentId: string, handler: (command: UmsCommand) => Promise<void>, onInvalid: (error: Error) => void): Promise<Subscription>;
+
+  /** Every event of one migration from its first, then live; ends when `handler` returns 'stop'. */
+  followMigration(migrationId: string, handler: (event: UmsEvent) => 'stop' | void | Promise<'stop' | void>): Promise<Subscription>;
+
+  readonly migrations: RecordStore<MigrationRecord>;
+  readonly agents: RecordStore<AgentRegistration>;
+  /** One key per container being migrated (`<agent>.<container>`), holding the migration id. */
+  readonly locks: RecordStore<{ migrationId: string }>;
+
+  /** Keeps a rejected message with the reason where `ums status` shows it (instead of retrying it forever). */
+  deadLetter(origin: string, payload: Uint8Array, reason: string): Promise<void>;
+  listDeadLetters(limit?: number): Promise<DeadLetter[]>;
+
+  close(): Promise<void>;
+}
+
+export interface DeadLetter {
+  origin: string;
+  reason: string;
+  at: string;
+}
+
+export interface Subscription {
+  stop(): Promise<void>;
+  /** Settles when the subscription has ended (stopped or failed). */
+  readonly closed: Promise<void>;
+}
+
+export interface Versioned<T> {
+  value: T;
+  revision: number;
+}
+
+/** A typed view of a KV bucket, validated on read. */
+export interface RecordStore<T> {
+  get(key: string): Promise<Versioned<T> | undefined>;
+  /** Fails with RevisionConflictError if the key exists. */
+  create(key: string, value: T): Promise<number>;
+  /** Fails with RevisionConflictError unless the key is at `revision` (compare-and-set). */
+  update(key: string, value: T, revision: number): Promise<number>;
+  put(key: string, value: T): Promise<number>;
+  delete(key: string): Promise<void>;
+  list(): Promise<Array<Versioned<T> & { key: string }>>;
+}
+
+export class RevisionConflictError extends Error {
+  constructor(readonly bucket: string, readonly key: string) {
+    super(`"${key}" in ${bucket} was changed by someone else (revision conflict)`);
+    this.name = 'RevisionConflictError';
+  }
+}
+
+/** Subjects: one place that names them, shared by the bus, the bridge and infra. */
+export const subjects = {
+  eventsStream: 'UMS_EVENTS',
+  commandsStream: 'UMS_COMMANDS',
+  deadLetterStream: 'UMS_DEAD_LETTERS',
+  event: (migrationId: string, name: EventName): string => `ums.events.${migrationId}.${name}`,
+  eventsOf: (migrationId: string): string => `ums.events.${migrationId}.>`,
+  eventsNamed: (name: EventName): string => `ums.events.*.${name}`,
+  commandsFor: (agentId: string): string => `ums.commands.${agentId}`,
+  deadLetter: (origin: string): string => `ums.deadletter.${origin}`,
+} as const;

@@ -1,0 +1,299 @@
+import { randomUUID } from 'node:crypto';
+import { z } from 'zod';
+
+/**
+ * Every message on the bus is a CloudEvent (spec 1.0, structured JSON) whose `type` carries a schema
+ * version (`dev.ums.<name>.v1`). Events say what happened and go to `ums.events.<migrationId>.<name>`;
+ * commands ask one agent to act and go to `ums.commands.<agentId>`. Both are validated here, at the
+ * boundary, by whoever receives them.
+ *
+ * Events never carry secrets: signed URLs travel only in restore commands, which are addressed to one
+ * agent and removed from the work-queue stream once acknowledged.
+ */
+
+const TYPE_PREFIX = 'dev.ums.';
+const ids = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/, 'letters, digits, "_" and "-" only');
+const containerName = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,252}$/, 'a valid container name');
+const isoTime = z.iso.datetime({ offset: true });
+const sha256Hex = z.string().regex(/^[a-f0-9]{64}$/, 'a lowercase hex sha256');
+
+export const AgentId = ids;
+export const MigrationId = ids;
+export const ContainerName = containerName;
+
+export const Approach = z.enum(['container']);
+export type Approach = z.infer<typeof Approach>;
+
+/** Where the source put the archive: its own cloud's store (never a credential). */
+export const ArtifactLocation = z.object({
+  storeUrl: z.string().min(1),
+  key: z.string().min(1),
+});
+export type ArtifactLocation = z.infer<typeof ArtifactLocation>;
+
+export const Artifact = ArtifactLocation.extend({
+  sizeBytes: z.number().int().nonnegative(),
+  sha256: sha256Hex,
+});
+export type Artifact = z.infer<typeof Artifact>;
+
+const migrationRef = { migrationId: MigrationId };
+
+/** Why a restore or checkpoint failed, machine-readable; `reason` carries the human sentence. */
+export const FailureCode = z.enum([
+  'container-not-found',
+  'container-not-running',
+  'image-missing',
+  'download-failed',
+  'url-rejected',
+  'size-mismatch',
+  'digest-mismatch',
+  'upload-failed',
+  'engine-failed',
+  'agent-unavailable',
+  'invalid-request',
+  'already-migrating',
+  'resume-failed',
+]);
+export type FailureCode = z.infer<typeof FailureCode>;
+
+// ---- event data -------------------------------------------------------------------------------
+
+export const eventData = {
+  'migration.requested': z.object({
+    ...migrationRef,
+    container: containerName,
+    sourceAgent: AgentId.optional(),
+    destinationAgent: AgentId,
+    requestedBy: z.string().max(200).optional(),
+  }),
+  'migration.planned': z.object({
+    ...migrationRef,
+    container: containerName,
+    image: z.string().min(1),
+    sourceAgent: AgentId,
+    destinationAgent: AgentId,
+    approach: Approach,
+    artifact: ArtifactLocation,
+  }),
+  'checkpoint.progress': z.object({
+    ...migrationRef,
+    agent: AgentId,
+    bytes: z.number().int().nonnegative(),
+  }),
+  'checkpoint.uploaded': z.object({
+    ...migrationRef,
+    agent: AgentId,
+    container: containerName,
+    image: z.string().min(1),
+    artifact: Artifact,
+    checkpointStartedAt: isoTime,
+    firstByteAt: isoTime,
+    uploadedAt: isoTime,
+  }),
+  'checkpoint.failed': z.object({
+    ...migrationRef,
+    agent: AgentId,
+    code: FailureCode,
+    reason: z.string(),
+    /** whether the container was frozen before the failure (then it must be resumed) */
+    containerCheckpointed: z.boolean(),
+  }),
+  'restore.progress': z.object({
+    ...migrationRef,
+    agent: AgentId,
+    bytes: z.number().int().nonnegative(),
+    totalBytes: z.number().int().nonnegative(),
+  }),
+  'restore.completed': z.object({
+    ...migrationRef,
+    agent: AgentId,
+    container: containerName,
+    containerId: z.string(),
+    receivedAt: isoTime,
+    downloadedAt: isoTime,
+    restoredAt: isoTime,
+  }),
+  'restore.failed': z.object({
+    ...migrationRef,
+    agent: AgentId,
+    code: FailureCode,
+    reason: z.string(),
+  }),
+  'source.discarded': z.object({ ...migrationRef, agent: AgentId, container: containerName }),
+  'source.resumed': z.object({ ...migrationRef, agent: AgentId, container: containerName }),
+  'source.resume-failed': z.object({ ...migrationRef, agent: AgentId, container: containerName, reason: z.string() }),
+  'migration.completed': z.object({
+    ...migrationRef,
+    container: containerName,
+    sourceAgent: AgentId,
+    destinationAgent: AgentId,
+    timeline: z.lazy(() => Timeline),
+  }),
+  'migration.failed': z.object({
+    ...migrationRef,
+    container: containerName.optional(),
+    phase: z.string(),
+    code: FailureCode,
+    reason: z.string(),
+    /** Where the service runs now, as far as the saga knows; null means nowhere (operator action needed). */
+    runningOn: AgentId.nullable(),
+  }),
+} as const;
+
+// ---- command data -----------------------------------------------------------------------------
+
+export const commandData = {
+  checkpoint: z.object({
+    ...migrationRef,
+    container: containerName,
+    artifact: ArtifactLocation,
+  }),
+  restore: z.object({
+    ...migrationRef,
+    container: containerName,
+    image: z.string().min(1),
+    artifact: Artifact.extend({
+      /** Short-lived read-only URL in the source's cloud. A bearer secret: never log it. */
+      signedUrl: z.string().url(),
+      expiresAt: isoTime,
+    }),
+  }),
+  /** The migration is confirmed: remove the checkpointed copy kept at the source. */
+  discard: z.object({ ...migrationRef, container: containerName }),
+  /** The migration failed: restart the container from the checkpoint kept at the source. */
+  resume: z.object({ ...migrationRef, container: containerName }),
+} as const;
+
+// ---- migration timeline (what the CLI prints) -------------------------------------------------
+
+export const Timeline = z.object({
+  requestedAt: isoTime,
+  finishedAt: isoTime,
+  /** milliseconds per phase, in order */
+  phases: z.array(z.object({ name: z.string(), ms: z.number().nonnegative() })),
+  totalMs: z.number().nonnegative(),
+  /** from the freeze at the source to the restored process running at the destination */
+  frozenMs: z.number().nonnegative(),
+  archiveBytes: z.number().int().nonnegative(),
+});
+export type Timeline = z.infer<typeof Timeline>;
+
+// ---- envelope ---------------------------------------------------------------------------------
+
+export type EventName = keyof typeof eventData;
+export type CommandName = keyof typeof commandData;
+export type EventData<N extends EventName> = z.infer<(typeof eventData)[N]>;
+export type CommandData<N extends CommandName> = z.infer<(typeof commandData)[N]>;
+
+const Envelope = z.object({
+  specversion: z.literal('1.0'),
+  id: z.string().min(1).max(200),
+  source: z.string().min(1),
+  type: z.string().startsWith(TYPE_PREFIX),
+  subject: z.string().optional(),
+  time: isoTime,
+  datacontenttype: z.literal('application/json').optional(),
+  data: z.unknown(),
+});
+
+export interface CloudEvent<T extends string, D> {
+  specversion: '1.0';
+  id: string;
+  source: string;
+  type: T;
+  /** the migration id */
+  subject: string;
+  time: string;
+  datacontenttype: 'application/json';
+  data: D;
+}
+
+export type UmsEvent = { [N in EventName]: CloudEvent<`dev.ums.${N}.v1`, EventData<N>> & { name: N } }[EventName];
+export type UmsCommand = { [N in CommandName]: CloudEvent<`dev.ums.command.${N}.v1`, CommandData<N>> & { name: N } }[CommandName];
+export type EventOf<N extends EventName> = Extract<UmsEvent, { name: N }>;
+export type CommandOf<N extends CommandName> = Extract<UmsCommand, { name: N }>;
+
+export const eventType = (name: EventName): string => `${TYPE_PREFIX}${name}.v1`;
+export const commandType = (name: CommandName): string => `${TYPE_PREFIX}command.${name}.v1`;
+
+export class InvalidMessageError extends Error {
+  constructor(
+    readonly what: string,
+    readonly issues: string,
+  ) {
+    super(`invalid ${what}: ${issues}`);
+    this.name = 'InvalidMessageError';
+  }
+}
+
+function formatIssues(error: z.ZodError): string {
+  return error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
+}
+
+function parseEnvelope(raw: unknown, what: string): z.infer<typeof Envelope> {
+  const value = typeof raw === 'string' || raw instanceof Uint8Array ? safeJson(raw, what) : raw;
+  const envelope = Envelope.safeParse(value);
+  if (!envelope.success) throw new InvalidMessageError(what, formatIssues(envelope.error));
+  return envelope.data;
+}
+
+function safeJson(raw: string | Uint8Array, what: string): unknown {
+  try {
+    return JSON.parse(typeof raw === 'string' ? raw : new TextDecoder().decode(raw));
+  } catch (error) {
+    throw new InvalidMessageError(what, `not JSON (${(error as Error).message})`);
+  }
+}
+
+/** Validates an event (object, JSON string or bytes); throws InvalidMessageError naming what is wrong. */
+export function parseEvent(raw: unknown): UmsEvent {
+  const envelope = parseEnvelope(raw, 'event');
+  const match = /^dev\.ums\.(.+)\.v(\d+)$/.exec(envelope.type);
+  const name = match?.[1] as EventName | undefined;
+  if (!name || !(name in eventData) || name.startsWith('command.')) {
+    throw new InvalidMessageError('event', `unknown event type "${envelope.type}"`);
+  }
+  const data = eventData[name].safeParse(envelope.data);
+  if (!data.success) throw new InvalidMessageError(`${envelope.type} event`, formatIssues(data.error));
+  return { ...envelope, subject: envelope.subject ?? '', datacontenttype: 'application/json', data: data.data, name } as UmsEvent;
+}
+
+/** Validates a command; throws InvalidMessageError naming what is wrong. */
+export function parseCommand(raw: unknown): UmsCommand {
+  const envelope = parseEnvelope(raw, 'command');
+  const match = /^dev\.ums\.command\.(.+)\.v(\d+)$/.exec(envelope.type);
+  const name = match?.[1] as CommandName | undefined;
+  if (!name || !(name in commandData)) {
+    throw new InvalidMessageError('command', `unknown command type "${envelope.type}"`);
+  }
+  const data = commandData[name].safeParse(envelope.data);
+  if (!data.success) throw new InvalidMessageError(`${envelope.type} command`, formatIssues(data.error));
+  return { ...envelope, subject: envelope.subject ?? '', datacontenttype: 'application/json', data: data.data, name } as UmsCommand;
+}
+
+function envelopeFor<T extends string, D>(type: T, source: string, subject: string, data: D, id: string): CloudEvent<T, D> {
+  return { specversion: '1.0', id, source, type, subject, time: new Date().toISOString(), datacontenttype: 'application/json', data };
+}
+
+/**
+ * Builds a validated event. `id` defaults to a random UUID; pass a deterministic one where a retried
+ * handler must not publish the same fact twice (the bus deduplicates on it).
+ */
+export function makeEvent<N extends EventName>(name: N, source: string, data: EventData<N>, id: string = randomUUID()): EventOf<N> {
+  const parsed = eventData[name].parse(data);
+  const event = envelopeFor(eventType(name), source, data.migrationId, parsed, id);
+  return { ...event, name } as unknown as EventOf<N>;
+}
+
+export function makeCommand<N extends CommandName>(name: N, source: string, data: CommandData<N>, id: string = randomUUID()): CommandOf<N> {
+  const parsed = commandData[name].parse(data);
+  const command = envelopeFor(commandType(name), source, data.migrationId, parsed, id);
+  return { ...command, name } as unknown as CommandOf<N>;
+}
+
+/** The wire form: the CloudEvent without our in-memory `name` discriminator. */
+export function toWire(message: UmsEvent | UmsCommand): CloudEvent<string, unknown> {
+  const { name: _name, ...wire } = message;
+  return wire;
+}

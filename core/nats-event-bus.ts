@@ -1,0 +1,282 @@
+import {
+  AckPolicy,
+  connect,
+  DeliverPolicy,
+  nanos,
+  RetentionPolicy,
+  StorageType,
+  type ConsumerConfig,
+  type JetStreamClient,
+  type JetStreamManager,
+  type KV,
+  type NatsConnection,
+} from 'nats';
+import type { z } from 'zod';
+import { AgentRegistration } from './agent-registration.js';
+import { RevisionConflictError, subjects, type DeadLetter, type EventBus, type RecordStore, type Subscription, type Versioned } from './event-bus.js';
+import { parseCommand, parseEvent, toWire, type UmsCommand, type UmsEvent } from './events.js';
+import { createLogger } from './log.js';
+import { MigrationLock, MigrationRecord } from './migration.js';
+
+const log = createLogger('nats-event-bus');
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+const encode = (value: unknown): Uint8Array => encoder.encode(JSON.stringify(value));
+
+const buckets = { migrations: 'ums_migrations', agents: 'ums_agents', locks: 'ums_locks' } as const;
+
+/** How long an unacknowledged command waits before redelivery; long handlers extend it with working(). */
+const COMMAND_ACK_WAIT_MS = 30_000;
+/** Agent registrations expire this long after their last heartbeat. */
+const AGENT_TTL_MS = 60_000;
+
+export interface NatsBusOptions {
+  /** e.g. nats://127.0.0.1:4222; credentials, if any, come from NATS_CREDS / NATS_USER+NATS_PASSWORD. */
+  servers: string;
+  /** The connection name shown in the server's monitoring (agent id, function name, ...). */
+  name: string;
+}
+
+/** Connects and makes sure the streams and buckets exist (idempotent), so any component can start first. */
+export async function connectNatsBus(options: NatsBusOptions): Promise<NatsEventBus> {
+  const nc = await connect({
+    servers: options.servers,
+    name: options.name,
+    user: process.env.NATS_USER,
+    pass: process.env.NATS_PASSWORD,
+    maxReconnectAttempts: -1,
+    reconnectTimeWait: 500,
+  });
+  const jsm = await nc.jetstreamManager();
+  await ensureStreams(jsm);
+  const js = nc.jetstream();
+  const [migrations, agents, locks] = await Promise.all([
+    js.views.kv(buckets.migrations, { history: 10, storage: StorageType.File }),
+    js.views.kv(buckets.agents, { history: 1, ttl: AGENT_TTL_MS, storage: StorageType.File }),
+    js.views.kv(buckets.locks, { history: 1, storage: StorageType.File }),
+  ]);
+  return new NatsEventBus(nc, js, jsm, migrations, agents, locks);
+}
+
+async function ensureStream(jsm: JetStreamManager, name: string, config: Parameters<JetStreamManager['streams']['add']>[0]): Promise<void> {
+  try {
+    await jsm.streams.info(name);
+  } catch {
+    try {
+      await jsm.streams.add({ ...config, name });
+    } catch (error) {
+      // Two components starting at once may race to create it; the loser finds it there.
+      await jsm.streams.info(name).catch(() => {
+        throw error;
+      });
+    }
+  }
+}
+
+async function ensureStreams(jsm: JetStreamManager): Promise<void> {
+  await ensureStream(jsm, subjects.eventsStream, {
+    subjects: ['ums.events.>'],
+    retention: RetentionPolicy.Limits,
+    storage: StorageType.File,
+    max_age: nanos(7 * 24 * 3600 * 1000),
+    duplicate_window: nanos(10 * 60 * 1000),
+  });
+  // A work queue: an acknowledged command is deleted, which also removes the signed URL it carried.
+  await ensureStream(jsm, subjects.commandsStream, {
+    subjects: ['ums.commands.>'],
+    retention: RetentionPolicy.Workqueue,
+    storage: StorageType.File,
+    max_age: nanos(24 * 3600 * 1000),
+    duplicate_window: nanos(10 * 60 * 1000),
+  });
+  await ensureStream(jsm, subjects.deadLetterStream, {
+    subjects: ['ums.deadletter.>'],
+    retention: RetentionPolicy.Limits,
+    storage: StorageType.File,
+    max_age: nanos(30 * 24 * 3600 * 1000),
+  });
+}
+
+/** Creates the durable consumer if it is missing; an existing one keeps its position. */
+export async function ensureConsumer(jsm: JetStreamManager, stream: string, config: Partial<ConsumerConfig> & { durable_name: string }): Promise<void> {
+  try {
+    await jsm.consumers.info(stream, config.durable_name);
+  } catch {
+    await jsm.consumers.add(stream, { ack_policy: AckPolicy.Explicit, deliver_policy: DeliverPolicy.All, ...config });
+  }
+}
+
+class KvRecordStore<T> implements RecordStore<T> {
+  constructor(
+    private readonly kv: KV,
+    private readonly bucket: string,
+    private readonly schema: z.ZodType<T>,
+  ) {}
+
+  private decode(key: string, bytes: Uint8Array): T {
+    const parsed = this.schema.safeParse(JSON.parse(decoder.decode(bytes)));
+    if (!parsed.success) throw new Error(`record "${key}" in ${this.bucket} does not match its schema: ${parsed.error.message}`);
+    return parsed.data;
+  }
+
+  async get(key: string): Promise<Versioned<T> | undefined> {
+    const entry = await this.kv.get(key);
+    if (!entry || entry.operation !== 'PUT') return undefined;
+    return { value: this.decode(key, entry.value), revision: entry.revision };
+  }
+
+  async create(key: string, value: T): Promise<number> {
+    try {
+      return await this.kv.create(key, encode(value));
+    } catch (error) {
+      if (isWrongRevision(error)) throw new RevisionConflictError(this.bucket, key);
+      throw error;
+    }
+  }
+
+  async update(key: string, value: T, revision: number): Promise<number> {
+    try {
+      return await this.kv.update(key, encode(value), revision);
+    } catch (error) {
+      if (isWrongRevision(error)) throw new RevisionConflictError(this.bucket, key);
+      throw error;
+    }
+  }
+
+  put(key: string, value: T): Promise<number> {
+    return this.kv.put(key, encode(value));
+  }
+
+  async delete(key: string): Promise<void> {
+    await this.kv.delete(key);
+  }
+
+  async list(): Promise<Array<Versioned<T> & { key: string }>> {
+    const keys: string[] = [];
+    for await (const key of await this.kv.keys()) keys.push(key);
+    const entries = await Promise.all(keys.map(async (key) => ({ key, entry: await this.get(key) })));
+    return entries.flatMap(({ key, entry }) => (entry ? [{ key, ...entry }] : []));
+  }
+}
+
+function isWrongRevision(error: unknown): boolean {
+  const message = error instanceof Error ? error.message : String(error);
+  // JetStream API error 10071 "wrong last sequence", and KV create's "key exists".
+  return /wrong last sequence|key exists|10071/i.test(message);
+}
+
+export class NatsEventBus implements EventBus {
+  readonly migrations: RecordStore<MigrationRecord>;
+  readonly agents: RecordStore<AgentRegistration>;
+  readonly locks: RecordStore<{ migrationId: string }>;
+
+  constructor(
+    readonly connection: NatsConnection,
+    private readonly js: JetStreamClient,
+    readonly manager: JetStreamManager,
+    migrationsKv: KV,
+    agentsKv: KV,
+    locksKv: KV,
+  ) {
+    this.migrations = new KvRecordStore(migrationsKv, buckets.migrations, MigrationRecord);
+    this.agents = new KvRecordStore(agentsKv, buckets.agents, AgentRegistration);
+    this.locks = new KvRecordStore(locksKv, buckets.locks, MigrationLock);
+  }
+
+  async publishEvent(event: UmsEvent): Promise<void> {
+    await this.js.publish(subjects.event(event.data.migrationId, event.name), encode(toWire(event)), { msgID: event.id });
+  }
+
+  async sendCommand(agentId: string, command: UmsCommand): Promise<void> {
+    await this.js.publish(subjects.commandsFor(agentId), encode(toWire(command)), { msgID: command.id });
+  }
+
+  async consumeCommands(
+    agentId: string,
+    handler: (command: UmsCommand) => Promise<void>,
+    onInvalid: (error: Error) => void,
+  ): Promise<Subscription> {
+    const durable = `agent-${agentId}`;
+    await ensureConsumer(this.manager, subjects.commandsStream, {
+      durable_name: durable,
+      filter_subject: subjects.commandsFor(agentId),
+      ack_wait: nanos(COMMAND_ACK_WAIT_MS),
+      max_deliver: 20,
+    });
+    const consumer = await this.js.consumers.get(subjects.commandsStream, durable);
+    const messages = await consumer.consume({ max_messages: 1 });
+    const closed = (async () => {
+      for await (const message of messages) {
+        let command: UmsCommand;
+        try {
+          command = parseCommand(message.data);
+        } catch (error) {
+          onInvalid(error as Error);
+          await this.deadLetter(`agent-${agentId}`, message.data, (error as Error).message);
+          message.term();
+          continue;
+        }
+        // Keep the command ours while a long checkpoint or restore runs.
+        const keepAlive = setInterval(() => message.working(), COMMAND_ACK_WAIT_MS / 3);
+        try {
+          await handler(command);
+          message.ack();
+        } catch (error) {
+          log.warn({ err: error, command: command.type, migrationId: command.subject }, 'command handler failed; it will be redelivered');
+          message.nak(5_000);
+        } finally {
+          clearInterval(keepAlive);
+        }
+      }
+    })();
+    return { stop: async () => messages.close().then(() => undefined), closed };
+  }
+
+  async followMigration(
+    migrationId: string,
+    handler: (event: UmsEvent) => 'stop' | void | Promise<'stop' | void>,
+  ): Promise<Subscription> {
+    const consumer = await this.js.consumers.get(subjects.eventsStream, { filterSubjects: subjects.eventsOf(migrationId) });
+    const messages = await consumer.consume();
+    const closed = (async () => {
+      for await (const message of messages) {
+        let event: UmsEvent;
+        try {
+          event = parseEvent(message.data);
+        } catch (error) {
+          log.warn({ err: error, subject: message.subject }, 'skipping an invalid event');
+          continue;
+        }
+        if ((await handler(event)) === 'stop') break;
+      }
+      await messages.close();
+    })();
+    return { stop: async () => messages.close().then(() => undefined), closed };
+  }
+
+  /** Rejected messages are kept, with the reason, where `ums status` can show them. */
+  async deadLetter(origin: string, payload: Uint8Array, reason: string): Promise<void> {
+    await this.js.publish(subjects.deadLetter(origin), encode({ origin, reason, at: new Date().toISOString(), payload: decoder.decode(payload).slice(0, 64 * 1024) }));
+  }
+
+  async listDeadLetters(limit = 50): Promise<DeadLetter[]> {
+    const info = await this.manager.streams.info(subjects.deadLetterStream);
+    const last = info.state.last_seq;
+    const first = Math.max(info.state.first_seq, last - limit + 1);
+    const out: DeadLetter[] = [];
+    if (info.state.messages === 0) return out;
+    for (let seq = first; seq <= last; seq++) {
+      const message = await this.manager.streams.getMessage(subjects.deadLetterStream, { seq }).catch(() => undefined);
+      if (message) out.push(JSON.parse(decoder.decode(message.data)) as DeadLetter);
+    }
+    return out;
+  }
+
+  get jetstream(): JetStreamClient {
+    return this.js;
+  }
+
+  async close(): Promise<void> {
+    await this.connection.drain().catch(() => this.connection.close());
+  }
+}

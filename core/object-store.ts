@@ -1,0 +1,118 @@
+import type { Readable } from 'node:stream';
+
+/**
+ * The seam between agents/functions and a cloud's object storage.
+ *
+ * A store is addressed by a URL that names the cloud, the bucket/container and a key prefix:
+ *   s3://bucket/prefix, azblob://account/container/prefix, gs://bucket/prefix, file:///abs/path
+ * Credentials and endpoints come from each cloud's standard chain (environment variables, managed
+ * identity, application default credentials), never from the URL or from code.
+ *
+ * Keys passed to the methods are relative to the store's prefix: "/"-separated non-empty segments, none
+ * of them "." or "..", no control characters, at most 1024 bytes with the prefix (the GCS and S3 limit).
+ * Every store rejects other keys with InvalidKeyError, so a key cannot escape a file store's directory.
+ */
+export interface ObjectStore {
+  /** The store's URL as configured (no credentials in it). */
+  readonly url: string;
+
+  /**
+   * Streams `body` into `key` without buffering it whole. Resolves once the object is durable.
+   * With `ifNoneMatch: true` the write fails with ObjectExistsError if the key exists (where the
+   * backend supports conditional create; otherwise it throws UnsupportedOperationError).
+   */
+  put(key: string, body: Readable, options?: PutOptions): Promise<PutResult>;
+
+  /** A readable stream of the object's bytes (or of [start, end] inclusive). ObjectNotFoundError if absent. */
+  get(key: string, range?: ByteRange): Promise<Readable>;
+
+  /** Size and user metadata, or undefined if the key does not exist. */
+  head(key: string): Promise<ObjectInfo | undefined>;
+
+  /**
+   * Keys (relative to the store prefix) that start with `prefix`, in lexical (byte) order. Only key and
+   * size: S3 listings carry no user metadata, so asking for it would cost a HEAD per object.
+   */
+  list(prefix: string): AsyncIterable<ListedObject>;
+
+  /** Deletes the key; deleting a missing key is not an error. */
+  delete(key: string): Promise<void>;
+
+  /**
+   * A URL that lets anyone holding it GET the object (and Range-GET it) over plain HTTP(S) until
+   * `expiresAt`, and nothing else: S3 presigned GET, Azure read-only SAS, GCS V4 signed URL.
+   */
+  signedReadUrl(key: string, ttlSeconds: number): Promise<SignedUrl>;
+}
+
+export interface PutOptions {
+  contentType?: string;
+  /**
+   * Names match /^[a-z][a-z0-9_]{0,62}$/ and values are printable ASCII: the subset that S3 (lower-cases
+   * names), Azure (names must be C# identifiers) and GCS all return unchanged. Checked by every store.
+   */
+  metadata?: Record<string, string>;
+  ifNoneMatch?: boolean;
+  signal?: AbortSignal;
+}
+
+export interface PutResult {
+  key: string;
+  size: number;
+}
+
+export interface ByteRange {
+  start: number;
+  /** inclusive; omitted means to the end */
+  end?: number;
+}
+
+export interface ListedObject {
+  key: string;
+  size: number;
+}
+
+export interface ObjectInfo extends ListedObject {
+  metadata: Record<string, string>;
+}
+
+export interface SignedUrl {
+  url: string;
+  /** ISO 8601 */
+  expiresAt: string;
+}
+
+export class ObjectNotFoundError extends Error {
+  constructor(readonly storeUrl: string, readonly key: string) {
+    super(`object "${key}" does not exist in ${storeUrl}`);
+    this.name = 'ObjectNotFoundError';
+  }
+}
+
+export class ObjectExistsError extends Error {
+  constructor(readonly storeUrl: string, readonly key: string) {
+    super(`object "${key}" already exists in ${storeUrl}; refusing to overwrite it`);
+    this.name = 'ObjectExistsError';
+  }
+}
+
+export class UnsupportedOperationError extends Error {
+  constructor(operation: string, storeUrl: string, why: string) {
+    super(`${operation} is not supported by ${storeUrl}: ${why}`);
+    this.name = 'UnsupportedOperationError';
+  }
+}
+
+export class InvalidKeyError extends Error {
+  constructor(readonly key: string, why: string) {
+    super(`invalid object key ${JSON.stringify(key)}: ${why}`);
+    this.name = 'InvalidKeyError';
+  }
+}
+
+export class InvalidMetadataError extends Error {
+  constructor(why: string) {
+    super(`invalid object metadata: ${why}`);
+    this.name = 'InvalidMetadataError';
+  }
+}

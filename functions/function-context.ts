@@ -1,0 +1,38 @@
+import type { EventBus } from '../core/event-bus.js';
+import { createLogger, type Logger } from '../core/log.js';
+import { connectNatsBus } from '../core/nats-event-bus.js';
+import type { ObjectStore } from '../core/object-store.js';
+import { openObjectStore } from '../core/object-stores/open-object-store.js';
+
+/**
+ * What a function invocation needs, built from the environment. Functions keep no migration state in
+ * memory; the broker connection is reused across invocations of a warm instance, as Cloud Functions
+ * recommends for clients.
+ */
+export interface FunctionContext {
+  bus: EventBus;
+  log: Logger;
+  /** The CloudEvent `source` of what this function publishes. */
+  source: string;
+  openStore(url: string): ObjectStore;
+  signedUrlTtlSeconds: number;
+}
+
+let shared: Promise<EventBus> | undefined;
+
+export async function functionContext(functionName: string): Promise<FunctionContext> {
+  const servers = process.env.NATS_URL;
+  if (!servers) throw new Error('NATS_URL is not set: the functions need the broker address (e.g. nats://nats.internal:4222)');
+  shared ??= connectNatsBus({ servers, name: `ums-functions-${process.pid}` }).catch((error: unknown) => {
+    shared = undefined;
+    throw error;
+  });
+  const ttl = Number(process.env.UMS_SIGNED_URL_TTL_SECONDS ?? 900);
+  return {
+    bus: await shared,
+    log: createLogger(`function.${functionName}`),
+    source: `/ums/functions/${functionName}`,
+    openStore: (url) => openObjectStore(url),
+    signedUrlTtlSeconds: Number.isFinite(ttl) && ttl > 0 ? ttl : 900,
+  };
+}

@@ -1,0 +1,89 @@
+import { RevisionConflictError, type EventBus, type Versioned } from '../core/event-bus.js';
+import { makeEvent, type FailureCode } from '../core/events.js';
+import { canTransition, lockKey, timelineOf, type MigrationRecord, type MigrationState } from '../core/migration.js';
+
+/**
+ * Moves a migration record from one state to the next with compare-and-set on its KV revision, so
+ * that two concurrent invocations (a redelivery racing the original) cannot both advance it: the
+ * loser gets `undefined` and must do nothing further.
+ */
+export async function advance(
+  bus: EventBus,
+  current: Versioned<MigrationRecord>,
+  to: MigrationState,
+  patch: (record: MigrationRecord) => Partial<MigrationRecord> = () => ({}),
+): Promise<Versioned<MigrationRecord> | undefined> {
+  const from = current.value.state;
+  if (!canTransition(from, to)) {
+    throw new Error(`migration ${current.value.migrationId}: no transition from ${from} to ${to}`);
+  }
+  const now = new Date().toISOString();
+  const changes = patch(current.value);
+  const next: MigrationRecord = {
+    ...current.value,
+    ...changes,
+    times: { ...current.value.times, ...changes.times },
+    state: to,
+    updatedAt: now,
+  };
+  try {
+    const revision = await bus.migrations.update(next.migrationId, next, current.revision);
+    return { value: next, revision };
+  } catch (error) {
+    if (error instanceof RevisionConflictError) return undefined;
+    throw error;
+  }
+}
+
+/**
+ * Ends a migration as failed: the record says why and where the service runs, the container's lock is
+ * released, and a migration.failed event tells the operator.
+ */
+export async function failMigration(
+  bus: EventBus,
+  current: Versioned<MigrationRecord>,
+  source: string,
+  failure: { phase: string; code: FailureCode; reason: string },
+  runningOn: string | null,
+): Promise<void> {
+  const done = await advance(bus, current, 'failed', () => ({ failure, times: { ...current.value.times, finishedAt: new Date().toISOString() } }));
+  if (!done) return;
+  await releaseLock(bus, done.value);
+  await bus.publishEvent(
+    makeEvent(
+      'migration.failed',
+      source,
+      { migrationId: done.value.migrationId, container: done.value.container, ...failure, runningOn },
+      `${done.value.migrationId}.failed`,
+    ),
+  );
+}
+
+export async function completeMigration(bus: EventBus, current: Versioned<MigrationRecord>, source: string): Promise<Versioned<MigrationRecord> | undefined> {
+  const done = await advance(bus, current, 'done', () => ({ times: { ...current.value.times, finishedAt: new Date().toISOString() } }));
+  if (!done) return undefined;
+  await releaseLock(bus, done.value);
+  const record = done.value;
+  await bus.publishEvent(
+    makeEvent(
+      'migration.completed',
+      source,
+      {
+        migrationId: record.migrationId,
+        container: record.container,
+        sourceAgent: record.sourceAgent ?? '',
+        destinationAgent: record.destinationAgent,
+        timeline: timelineOf(record),
+      },
+      `${record.migrationId}.completed`,
+    ),
+  );
+  return done;
+}
+
+async function releaseLock(bus: EventBus, record: MigrationRecord): Promise<void> {
+  if (!record.sourceAgent) return;
+  const key = lockKey(record.sourceAgent, record.container);
+  const lock = await bus.locks.get(key);
+  if (lock?.value.migrationId === record.migrationId) await bus.locks.delete(key);
+}

@@ -1,0 +1,143 @@
+import { isAlive, type AgentRegistration } from '../core/agent-registration.js';
+import { RevisionConflictError, type Versioned } from '../core/event-bus.js';
+import { makeCommand, makeEvent, type EventOf, type FailureCode } from '../core/events.js';
+import { lockKey, type MigrationRecord } from '../core/migration.js';
+import type { FunctionContext } from './function-context.js';
+import { advance, failMigration } from './migration-transitions.js';
+
+/**
+ * On migration.requested: checks the request against the agent registry before anything is frozen
+ * (both agents alive, the container running on exactly one source, its image present at the
+ * destination, no other migration of it under way), records the plan, and commands the source to
+ * checkpoint into its own cloud's store.
+ */
+export async function planMigration(event: EventOf<'migration.requested'>, ctx: FunctionContext): Promise<void> {
+  const { bus, log } = ctx;
+  const request = event.data;
+  const record = await recordFor(event, ctx);
+  if (record.value.state === 'checkpointing') {
+    // A redelivery after a crash between the record update and the command: send it again (the bus
+    // drops the duplicate if the first one made it).
+    await commandCheckpoint(record.value, ctx);
+    return;
+  }
+  if (record.value.state !== 'requested') return;
+
+  const refuse = (code: FailureCode, reason: string, runningOn: string | null) => {
+    log.info({ migrationId: request.migrationId, code, reason }, 'migration refused');
+    return failMigration(bus, record, ctx.source, { phase: 'plan', code, reason }, runningOn);
+  };
+
+  const agents = (await bus.agents.list()).map((entry) => entry.value);
+  const alive = agents.filter((agent) => isAlive(agent));
+  const destination = alive.find((agent) => agent.agentId === request.destinationAgent);
+  if (!destination) {
+    const known = agents.some((agent) => agent.agentId === request.destinationAgent);
+    return refuse(
+      'agent-unavailable',
+      known
+        ? `destination agent "${request.destinationAgent}" has stopped sending heartbeats; check the agent on that host`
+        : `destination agent "${request.destinationAgent}" is not registered; "ums agents" lists the registered agents`,
+      null,
+    );
+  }
+
+  const candidates = request.sourceAgent ? alive.filter((agent) => agent.agentId === request.sourceAgent) : alive;
+  if (request.sourceAgent && candidates.length === 0) {
+    return refuse('agent-unavailable', `source agent "${request.sourceAgent}" is not registered or not alive; "ums agents" lists them`, null);
+  }
+  const holders = candidates.flatMap((agent) => {
+    const container = agent.containers.find((c) => c.name === request.container);
+    return container ? [{ agent, container }] : [];
+  });
+  if (holders.length === 0) {
+    const where = request.sourceAgent ? `on agent "${request.sourceAgent}"` : 'on any registered agent';
+    return refuse('container-not-found', `container "${request.container}" was not found ${where}; "ums agents" lists what each host runs`, null);
+  }
+  if (holders.length > 1) {
+    const names = holders.map((h) => h.agent.agentId).join(', ');
+    return refuse('invalid-request', `container "${request.container}" exists on several agents (${names}); name the source with --from`, null);
+  }
+  const [{ agent: source, container }] = holders as [{ agent: AgentRegistration; container: AgentRegistration['containers'][number] }];
+  if (source.agentId === destination.agentId) {
+    return refuse('invalid-request', `container "${request.container}" already runs on "${destination.agentId}"`, source.agentId);
+  }
+  if (container.state !== 'running') {
+    return refuse('container-not-running', `container "${request.container}" on "${source.agentId}" is ${container.state}, not running; only a running container can be live-migrated`, null);
+  }
+  if (!destination.images.includes(container.image)) {
+    return refuse(
+      'image-missing',
+      `destination "${destination.agentId}" does not have the image "${container.image}"; load it there first (the checkpoint carries the container's changes, not its base image)`,
+      source.agentId,
+    );
+  }
+  try {
+    await bus.locks.create(lockKey(source.agentId, request.container), { migrationId: request.migrationId });
+  } catch (error) {
+    if (!(error instanceof RevisionConflictError)) throw error;
+    const holder = await bus.locks.get(lockKey(source.agentId, request.container));
+    if (holder && holder.value.migrationId !== request.migrationId) {
+      return refuse('already-migrating', `container "${request.container}" is already being migrated by ${holder.value.migrationId}`, source.agentId);
+    }
+  }
+
+  const planned = await advance(bus, record, 'checkpointing', () => ({
+    sourceAgent: source.agentId,
+    image: container.image,
+    approach: 'container',
+    artifactLocation: { storeUrl: source.storeUrl, key: `migrations/${request.migrationId}/checkpoint.tar` },
+    times: { ...record.value.times, plannedAt: new Date().toISOString() },
+  }));
+  if (!planned) return;
+  await commandCheckpoint(planned.value, ctx);
+}
+
+async function recordFor(event: EventOf<'migration.requested'>, ctx: FunctionContext): Promise<Versioned<MigrationRecord>> {
+  const { migrationId, container, destinationAgent, sourceAgent } = event.data;
+  const existing = await ctx.bus.migrations.get(migrationId);
+  if (existing) return existing;
+  const record: MigrationRecord = {
+    migrationId,
+    state: 'requested',
+    container,
+    destinationAgent,
+    ...(sourceAgent ? { sourceAgent } : {}),
+    times: { requestedAt: event.time },
+    updatedAt: new Date().toISOString(),
+  };
+  try {
+    return { value: record, revision: await ctx.bus.migrations.create(migrationId, record) };
+  } catch (error) {
+    if (!(error instanceof RevisionConflictError)) throw error;
+    const raced = await ctx.bus.migrations.get(migrationId);
+    if (!raced) throw error;
+    return raced;
+  }
+}
+
+async function commandCheckpoint(record: MigrationRecord, ctx: FunctionContext): Promise<void> {
+  const { sourceAgent, artifactLocation, image } = record;
+  if (!sourceAgent || !artifactLocation || !image) throw new Error(`migration ${record.migrationId} is checkpointing but has no plan`);
+  await ctx.bus.sendCommand(
+    sourceAgent,
+    makeCommand('checkpoint', ctx.source, { migrationId: record.migrationId, container: record.container, artifact: artifactLocation }, `${record.migrationId}.checkpoint`),
+  );
+  await ctx.bus.publishEvent(
+    makeEvent(
+      'migration.planned',
+      ctx.source,
+      {
+        migrationId: record.migrationId,
+        container: record.container,
+        image,
+        sourceAgent,
+        destinationAgent: record.destinationAgent,
+        approach: 'container',
+        artifact: artifactLocation,
+      },
+      `${record.migrationId}.planned`,
+    ),
+  );
+  ctx.log.info({ migrationId: record.migrationId, sourceAgent, destinationAgent: record.destinationAgent }, 'migration planned; source commanded to checkpoint');
+}

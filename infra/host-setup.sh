@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Gives a Debian 12+ host what a UMS agent needs: Podman with runc, conmon, netavark, nats-server,
+# busybox-static + gcc (to build the demo image) and a CRIU that works on this kernel.
+# Idempotent: every step checks first and says whether it acted or skipped.
+#
+# Environment:
+#   UMS_PREFIX      where a side-loaded CRIU goes (default /opt/ums/criu)
+#   UMS_WRAPPER_DIR where the `criu` wrapper goes; must come before /usr/sbin in PATH (default /usr/local/sbin)
+#   UMS_CRIU_SUITE  Debian suite to side-load CRIU from (default trixie)
+#   UMS_FORCE_SIDELOAD=1  side-load even if the distribution's criu works
+set -euo pipefail
+
+UMS_PREFIX="${UMS_PREFIX:-/opt/ums/criu}"
+UMS_WRAPPER_DIR="${UMS_WRAPPER_DIR:-/usr/local/sbin}"
+UMS_CRIU_SUITE="${UMS_CRIU_SUITE:-trixie}"
+MIN_CRIU="4.1"
+REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+say() { printf '[host-setup] %s\n' "$*"; }
+die() { printf '[host-setup] ERROR: %s\n' "$*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "must run as root (CRIU checkpointing of rootful containers needs it)"
+command -v apt-get >/dev/null || die "apt-get not found: only Debian-family hosts are supported"
+
+# --- 1. distribution packages -------------------------------------------------------------------
+PKGS=(podman runc conmon netavark aardvark-dns containernetworking-plugins catatonit nats-server
+      busybox-static iproute2 iptables util-linux gcc libc6-dev tar ca-certificates debian-archive-keyring)
+missing=()
+for p in "${PKGS[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$p")
+  fi
+done
+# criu from the distribution is installed too: it pulls the right runtime deps on a distro where it works.
+if ! dpkg-query -W -f='${Status}' criu 2>/dev/null | grep -q 'install ok installed'; then
+  missing+=(criu)
+fi
+if [ "${#missing[@]}" -gt 0 ]; then
+  say "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  say "installed: ${missing[*]}"
+else
+  say "skip: apt packages already installed (${PKGS[*]} criu)"
+fi
+
+# --- 2. CRIU >= 4.1 -------------------------------------------------------------------------------
+version_ge() { [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n1)" = "$2" ]; }
+criu_version_of() { "$@" --version 2>/dev/null | sed -n 's/^Version: *//p' | head -n1; }
+criu_ok() { # $@ = criu command
+  local v; v="$(criu_version_of "$@")"
+  [ -n "$v" ] && version_ge "$v" "$MIN_CRIU" && "$@" check >/dev/null 2>&1
+}
+
+WRAPPER="$UMS_WRAPPER_DIR/criu"
+LOADER="$UMS_PREFIX/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
+
+# The wrapper is ours only if it carries our marker; never overwrite a foreign binary.
+if [ -x "$WRAPPER" ] && grep -q 'ums-criu-wrapper' "$WRAPPER" 2>/dev/null && criu_ok "$WRAPPER"; then
+  say "skip: CRIU wrapper $WRAPPER works (criu $(criu_version_of "$WRAPPER"))"
+elif [ "${UMS_FORCE_SIDELOAD:-0}" != 1 ] && criu_ok /usr/sbin/criu; then
+  say "skip: distribution criu $(criu_version_of /usr/sbin/criu) passes 'criu check'"
+else
+  dv="$(criu_version_of /usr/sbin/criu || true)"
+  say "distribution criu ${dv:-absent} is older than $MIN_CRIU or fails 'criu check': side-loading from Debian $UMS_CRIU_SUITE into $UMS_PREFIX"
+  [ "$(dpkg --print-architecture)" = amd64 ] || die "side-load recipe only verified for amd64"
+  if [ ! -x "$UMS_PREFIX/usr/sbin/criu" ] || [ ! -e "$LOADER" ]; then
+    work="$(mktemp -d /tmp/ums-criu.XXXXXX)"
+    trap 'rm -rf "$work"' EXIT
+    mkdir -p "$work/lists/partial" "$work/archives/partial"
+    # A private sources list: trixie packages are only downloaded and unpacked, never installed,
+    # because installing them would replace the host's glibc.
+    echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian $UMS_CRIU_SUITE main" >"$work/sources.list"
+    APT_OPTS=(-o "Dir::Etc::SourceList=$work/sources.list" -o Dir::Etc::SourceParts=/dev/null
+              -o "Dir::State::Lists=$work/lists" -o "Dir::Cache::Archives=$work/archives"
+              -o Debug::NoLocking=1 -o APT::Sandbox::User=root)
+    apt-get "${APT_OPTS[@]}" update -qq
+    CRIU_PKGS=(criu libcompel1 libbsd0 libc6 libffi8 libgmp10 libgnutls30t64 libhogweed6t64 libidn2-0
+               libjansson4 libmd0 libmnl0 libnet1 libnettle8t64 libnftables1 libnftnl11 libnl-3-200
+               libp11-kit0 libprotobuf-c1 libtasn1-6 libunistring5 libuuid1 libxtables12)
+    (cd "$work" && apt-get "${APT_OPTS[@]}" download "${CRIU_PKGS[@]}" >/dev/null)
+    mkdir -p "$UMS_PREFIX"
+    for deb in "$work"/*.deb; do dpkg -x "$deb" "$UMS_PREFIX"; done
+    say "unpacked ${#CRIU_PKGS[@]} packages into $UMS_PREFIX"
+  else
+    say "skip: $UMS_PREFIX already holds a side-loaded criu"
+  fi
+  mkdir -p "$UMS_WRAPPER_DIR"
+  cat >"$WRAPPER.tmp" <<WRAP
+#!/bin/sh
+# ums-criu-wrapper: runs Debian $UMS_CRIU_SUITE's criu with its own glibc, side by side with the host's.
+exec "$LOADER" --library-path "$UMS_PREFIX/usr/lib/x86_64-linux-gnu" "$UMS_PREFIX/usr/sbin/criu" "\$@"
+WRAP
+  chmod 0755 "$WRAPPER.tmp"
+  mv "$WRAPPER.tmp" "$WRAPPER"
+  criu_ok "$WRAPPER" || { "$WRAPPER" check || true; die "side-loaded criu fails 'criu check'"; }
+  say "installed CRIU wrapper $WRAPPER (criu $(criu_version_of "$WRAPPER")): criu check looks good"
+fi
+
+# runc looks criu up through PATH; the agent's Podman service and conmon must see the wrapper first.
+# conmon_env_vars in infra/podman/containers.conf pins that PATH for conmon; check the same order here.
+SERVICE_PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+first="$(PATH="$SERVICE_PATH" command -v criu || true)"
+if [ -x "$WRAPPER" ]; then
+  case ":$SERVICE_PATH:" in
+    *":$UMS_WRAPPER_DIR:"*) [ "$first" = "$WRAPPER" ] || die "criu in service PATH resolves to $first, not $WRAPPER" ;;
+    *) say "WARNING: $UMS_WRAPPER_DIR is not in the service PATH ($SERVICE_PATH); start Podman with PATH=$UMS_WRAPPER_DIR:\$PATH" ;;
+  esac
+fi
+say "criu used by runc under the service PATH: ${first:-none} ($(criu_version_of "${first:-/nonexistent}" || echo '?'))"
+
+# --- 3. checks Podman depends on ------------------------------------------------------------------
+CONF="$REPO_DIR/infra/podman/containers.conf"
+[ -f "$CONF" ] || die "missing $CONF (it ships with the repository)"
+if [ "$(cat /proc/1/comm 2>/dev/null)" != systemd ] && grep -q '^cgroup_manager *= *"systemd"' "$CONF"; then
+  die "$CONF uses the systemd cgroup manager but systemd is not PID 1"
+fi
+hard_nofile="$(ulimit -Hn)"
+if [ "$hard_nofile" != unlimited ] && [ "$hard_nofile" -lt 1024 ]; then
+  die "hard nofile limit $hard_nofile is below the containers' 1024 in $CONF"
+fi
+say "ok: podman $(podman --version | awk '{print $3}'), runc $(runc --version | awk 'NR==1{print $3}'), nats-server $(nats-server --version 2>&1 | awk '{print $NF}'), hard nofile $hard_nofile"
+say "agents start Podman with CONTAINERS_CONF=$CONF and PATH=$SERVICE_PATH"
+say "done"

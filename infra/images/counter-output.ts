@@ -1,0 +1,88 @@
+import { spawn } from 'node:child_process';
+
+/**
+ * Reading the counter workload's output (`count=N t=MS` per tick): how the demo, the tests and the
+ * benchmark see that a migrated process kept its memory (the count goes on, never resets) and how long
+ * it was frozen (the largest gap between two consecutive ticks, the paper's downtime measure).
+ */
+export interface Tick {
+  count: number;
+  /** ms since the epoch, from the container's clock */
+  t: number;
+}
+
+const TICK = /^count=(\d+) t=(\d+)$/;
+
+export function parseTicks(output: string): Tick[] {
+  return output.split('\n').flatMap((line) => {
+    const match = TICK.exec(line.trim());
+    return match ? [{ count: Number(match[1]), t: Number(match[2]) }] : [];
+  });
+}
+
+export interface Continuity {
+  /** every tick is the previous one plus one */
+  continuous: boolean;
+  /** the first place where it was not, if any */
+  break: { before: Tick; after: Tick } | undefined;
+  /** the longest pause between two consecutive ticks, minus nothing: the freeze plus one tick interval */
+  maxGapMs: number;
+  maxGapAt: Tick | undefined;
+}
+
+/** Checks a sequence of ticks (possibly gathered from two hosts, in order) for resets and gaps. */
+export function continuity(ticks: Tick[]): Continuity {
+  let maxGapMs = 0;
+  let maxGapAt: Tick | undefined;
+  for (let i = 1; i < ticks.length; i++) {
+    const before = ticks[i - 1] as Tick;
+    const after = ticks[i] as Tick;
+    if (after.count !== before.count + 1) return { continuous: false, break: { before, after }, maxGapMs, maxGapAt };
+    if (after.t - before.t > maxGapMs) {
+      maxGapMs = after.t - before.t;
+      maxGapAt = after;
+    }
+  }
+  return { continuous: true, break: undefined, maxGapMs, maxGapAt };
+}
+
+/** Joins the source's ticks and the destination's, dropping the destination's copy of the source's lines. */
+export function joinTicks(source: Tick[], destination: Tick[]): Tick[] {
+  const last = source.at(-1)?.count ?? 0;
+  return [...source, ...destination.filter((tick) => tick.count > last)];
+}
+
+export interface LogFollower {
+  ticks: Tick[];
+  /** Settles when the container stops (its log stream ends), e.g. when it is checkpointed. */
+  ended: Promise<void>;
+  stop(): void;
+}
+
+/** Follows a container's stdout through `podman --url URL logs -f` until the container stops. */
+export function followTicks(podmanUrl: string, container: string): LogFollower {
+  const child = spawn('podman', ['--url', podmanUrl, 'logs', '-f', container], { stdio: ['ignore', 'pipe', 'ignore'] });
+  const ticks: Tick[] = [];
+  let partial = '';
+  child.stdout.setEncoding('utf8');
+  child.stdout.on('data', (chunk: string) => {
+    const lines = (partial + chunk).split('\n');
+    partial = lines.pop() ?? '';
+    ticks.push(...parseTicks(lines.join('\n')));
+  });
+  const ended = new Promise<void>((resolve) => child.once('close', () => resolve()));
+  return { ticks, ended, stop: () => child.kill('SIGTERM') };
+}
+
+export async function readTicks(podmanUrl: string, container: string): Promise<Tick[]> {
+  const output = await new Promise<string>((resolve, reject) => {
+    const child = spawn('podman', ['--url', podmanUrl, 'logs', container], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (err += chunk.toString()));
+    child.once('error', reject);
+    child.once('close', (code) => (code === 0 ? resolve(out) : reject(new Error(`podman logs ${container} failed: ${err.trim()}`))));
+  });
+  return parseTicks(output);
+}

@@ -1,0 +1,224 @@
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { connect } from 'nats';
+import { z } from 'zod';
+import { Cloud } from '../core/agent-registration.js';
+import { createLogger } from '../core/log.js';
+import { connectNatsBus } from '../core/nats-event-bus.js';
+import { triggers, type FunctionName } from '../functions/triggers.js';
+import { ChildService } from './child-service.js';
+import { freePort } from './free-port.js';
+import { buildCounterImage, DEFAULT_COUNTER_IMAGE } from './images/build-counter-image.js';
+import { startAzurite, startGcsEmulator, startS3Server, type ObjectServer } from './object-servers.js';
+
+/** What the stack needs of a store's server; the file store has no server at all. */
+type StoreServer = Pick<ObjectServer, 'storeUrl' | 'env' | 'stop'>;
+import { startPodmanHost, type PodmanHost } from './podman-host.js';
+
+/**
+ * The whole system on one machine: nats-server with JetStream, a local server per cloud's object
+ * storage, the three functions under the functions-framework, the trigger bridge, and one simulated
+ * host per cloud (its own Podman service, storage and network namespace, and its agent). Every port
+ * is picked free and every file lives under the stack's own directory, so stacks never collide.
+ */
+const log = createLogger('local-stack');
+const here = dirname(fileURLToPath(import.meta.url));
+/** The compiled tree (dist/); the stack runs the same entry points a deployment runs. */
+const distRoot = resolve(here, '..');
+
+export const StoreKind = z.enum(['azure', 'gcs', 's3', 'file']);
+export type StoreKind = z.infer<typeof StoreKind>;
+
+export const HostSpec = z.object({ agentId: z.string(), cloud: Cloud, region: z.string(), store: StoreKind });
+export type HostSpec = z.infer<typeof HostSpec>;
+
+export const DEFAULT_HOSTS: HostSpec[] = [
+  { agentId: 'azure-eastus-1', cloud: 'azure', region: 'eastus', store: 'azure' },
+  { agentId: 'gcp-us-central1-1', cloud: 'gcp', region: 'us-central1', store: 'gcs' },
+];
+
+export const AWS_HOST: HostSpec = { agentId: 'aws-us-east-1', cloud: 'aws', region: 'us-east-1', store: 's3' };
+
+/** What `ums stack up` writes to stack.json, for the CLI and for anyone driving the stack by hand. */
+export const StackInfo = z.object({
+  name: z.string(),
+  dir: z.string(),
+  pid: z.number(),
+  natsUrl: z.string(),
+  startedAt: z.string(),
+  image: z.string(),
+  hosts: z.array(
+    HostSpec.extend({ podmanUrl: z.string(), socketPath: z.string(), storeUrl: z.string(), netns: z.string().optional(), agentLog: z.string() }),
+  ),
+  functions: z.record(z.string(), z.string()),
+});
+export type StackInfo = z.infer<typeof StackInfo>;
+
+export interface LocalStackOptions {
+  name: string;
+  /** Everything of the stack lives here; removed on stop. */
+  dir: string;
+  hosts?: HostSpec[];
+  /** Lifetime of the signed URLs the planner issues. */
+  signedUrlTtlSeconds?: number;
+}
+
+export interface LocalStack {
+  info: StackInfo;
+  hosts: Map<string, PodmanHost>;
+  /** The stack's processes by name (nats, functions, bridge, agent-<id>): to kill and restart in fault tests. */
+  services: Map<string, ChildService>;
+  /** Environment that gives the SDK of each store's cloud access to the local server (tests only). */
+  storeEnv: Record<StoreKind, NodeJS.ProcessEnv>;
+  stop(): Promise<void>;
+}
+
+export const stackInfoPath = (dir: string): string => join(dir, 'stack.json');
+
+export async function readStackInfo(dir: string): Promise<StackInfo> {
+  const raw = await readFile(stackInfoPath(dir), 'utf8').catch(() => {
+    throw new Error(`no local stack is running in ${dir} (no stack.json); start one with "npm run stack:up"`);
+  });
+  return StackInfo.parse(JSON.parse(raw));
+}
+
+export async function startLocalStack(options: LocalStackOptions): Promise<LocalStack> {
+  const dir = resolve(options.dir);
+  const hostsSpec = options.hosts ?? DEFAULT_HOSTS;
+  await rm(dir, { recursive: true, force: true });
+  await mkdir(join(dir, 'logs'), { recursive: true });
+  const services = new Map<string, ChildService>();
+  const hosts = new Map<string, PodmanHost>();
+  const storage = new Map<StoreKind, StoreServer>();
+  const teardown: Array<() => Promise<void>> = [];
+
+  const stop = async (keepLogs = false) => {
+    for (const service of [...services.values()].reverse()) await service.stop().catch(() => undefined);
+    for (const step of teardown.reverse()) await step().catch((error: unknown) => log.warn({ err: error }, 'teardown step failed'));
+    if (!keepLogs) await rm(dir, { recursive: true, force: true }).catch(() => undefined);
+  };
+
+  try {
+    const logFile = (name: string) => join(dir, 'logs', `${name}.log`);
+    const natsPort = await freePort();
+    const natsUrl = `nats://127.0.0.1:${natsPort}`;
+    const nats = await new ChildService({
+      name: 'nats',
+      command: 'nats-server',
+      args: ['-js', '-a', '127.0.0.1', '-p', String(natsPort), '-sd', join(dir, 'nats'), '-n', `ums-${options.name}`],
+      env: process.env,
+      logFile: logFile('nats'),
+      ready: async () => {
+        const nc = await connect({ servers: natsUrl, reconnect: false, timeout: 500 });
+        await nc.close();
+        return true;
+      },
+    }).start();
+    services.set('nats', nats);
+    // Provision streams and buckets before any component binds to them.
+    await (await connectNatsBus({ servers: natsUrl, name: 'ums-local-stack' })).close();
+
+    const kinds = [...new Set(hostsSpec.map((h) => h.store))];
+    const startStorage: Record<StoreKind, (d: string) => Promise<StoreServer>> = {
+      azure: startAzurite,
+      gcs: startGcsEmulator,
+      s3: startS3Server,
+      file: startFileStore,
+    };
+    for (const kind of kinds) {
+      const server = await startStorage[kind](join(dir, 'storage', kind));
+      storage.set(kind, server);
+      teardown.push(() => server.stop());
+    }
+    const storeEnv = Object.fromEntries([...storage].map(([kind, server]) => [kind, server.env])) as Record<StoreKind, NodeJS.ProcessEnv>;
+    const allStoreEnv = Object.assign({}, ...[...storage.values()].map((s) => s.env)) as NodeJS.ProcessEnv;
+
+    const functionUrls = {} as Record<FunctionName, string>;
+    // The package exports only its API; its CLI entry (the `functions-framework` bin) sits beside it.
+    const frameworkMain = join(dirname(createRequire(import.meta.url).resolve('@google-cloud/functions-framework')), 'main.js');
+    for (const fn of Object.keys(triggers) as FunctionName[]) {
+      const port = await freePort();
+      const url = `http://127.0.0.1:${port}/`;
+      const service = await new ChildService({
+        name: `function-${fn}`,
+        command: process.execPath,
+        args: [frameworkMain, `--target=${fn}`, '--signature-type=cloudevent', `--port=${port}`, `--source=${join(distRoot, 'functions', 'index.js')}`],
+        // The functions sign URLs for every cloud's store, so they get every store's credentials.
+        env: { ...process.env, ...allStoreEnv, NATS_URL: natsUrl, UMS_SIGNED_URL_TTL_SECONDS: String(options.signedUrlTtlSeconds ?? 900) },
+        logFile: logFile(`function-${fn}`),
+        // Any HTTP answer means the server listens (a bare GET is not a CloudEvent, so it answers an error).
+        ready: async () => (await fetch(url, { method: 'GET', signal: AbortSignal.timeout(1000) })).status > 0,
+      }).start();
+      services.set(`function-${fn}`, service);
+      functionUrls[fn] = url;
+    }
+
+    const bridge = await new ChildService({
+      name: 'bridge',
+      command: process.execPath,
+      args: [join(distRoot, 'infra', 'trigger-bridge.js')],
+      env: { ...process.env, NATS_URL: natsUrl, UMS_FUNCTION_ENDPOINTS: JSON.stringify(functionUrls) },
+      logFile: logFile('bridge'),
+      ready: async () => (await readFile(logFile('bridge'), 'utf8')).includes('trigger bound'),
+    }).start();
+    services.set('bridge', bridge);
+
+    const info: StackInfo = {
+      name: options.name,
+      dir,
+      pid: process.pid,
+      natsUrl,
+      startedAt: new Date().toISOString(),
+      image: DEFAULT_COUNTER_IMAGE,
+      hosts: [],
+      functions: functionUrls,
+    };
+    for (const [index, spec] of hostsSpec.entries()) {
+      // Short paths: Podman refuses a runroot longer than 50 characters.
+      const hostDir = join(dir, `h${index}`);
+      const host = await startPodmanHost({ name: spec.agentId, dir: hostDir });
+      hosts.set(spec.agentId, host);
+      teardown.push(() => host.destroy());
+      await buildCounterImage(host.url, DEFAULT_COUNTER_IMAGE, { env: host.env });
+      const server = storage.get(spec.store);
+      if (!server) throw new Error(`no storage server for ${spec.store}`);
+      const agentLog = logFile(`agent-${spec.agentId}`);
+      const agent = await new ChildService({
+        name: `agent-${spec.agentId}`,
+        command: process.execPath,
+        args: [join(distRoot, 'agents', 'main.js')],
+        // Only its own cloud's credentials: it reads other clouds' archives through signed URLs.
+        env: {
+          ...process.env,
+          ...server.env,
+          NATS_URL: natsUrl,
+          UMS_AGENT_ID: spec.agentId,
+          UMS_CLOUD: spec.cloud,
+          UMS_REGION: spec.region,
+          UMS_STORE_URL: server.storeUrl,
+          UMS_PODMAN_URL: host.url,
+          UMS_WORK_DIR: join(hostDir, 'agent'),
+        },
+        logFile: agentLog,
+        ready: async () => (await readFile(agentLog, 'utf8')).includes('agent started'),
+      }).start();
+      services.set(`agent-${spec.agentId}`, agent);
+      info.hosts.push({ ...spec, podmanUrl: host.url, socketPath: host.socketPath, storeUrl: server.storeUrl, netns: host.netns, agentLog });
+    }
+    await writeFile(stackInfoPath(dir), JSON.stringify(info, null, 2));
+    log.info({ name: options.name, natsUrl, hosts: info.hosts.map((h) => h.agentId) }, 'local stack ready');
+    return { info, hosts, services, storeEnv, stop: () => stop() };
+  } catch (error) {
+    // Keep the logs: they say why it failed. The next start with the same dir clears them.
+    await stop(true);
+    throw error;
+  }
+}
+
+/** The file "store" needs no server: a directory that every simulated host can read. */
+async function startFileStore(dir: string): Promise<StoreServer> {
+  await mkdir(dir, { recursive: true });
+  return { storeUrl: `file://${dir}`, env: {}, stop: async () => undefined };
+}

@@ -1,0 +1,335 @@
+import { spawn, execFile, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdir, open, readFile, readdir, readlink, rm, stat } from 'node:fs/promises';
+import { request } from 'node:http';
+import { join, resolve } from 'node:path';
+import { promisify } from 'node:util';
+import { createLogger } from '../core/log.js';
+import { repoPath } from './repo-paths.js';
+
+const execFileAsync = promisify(execFile);
+const log = createLogger('podman-host');
+
+/** The repository's Podman configuration for agents (runc, ulimits, file locks, ...). */
+export const DEFAULT_CONTAINERS_CONF = repoPath('infra', 'podman', 'containers.conf');
+
+/** Where infra/host-setup.sh puts the `criu` wrapper; runc finds criu through PATH, so it goes first. */
+export const DEFAULT_CRIU_WRAPPER_DIR = '/usr/local/sbin';
+
+const SYSTEM_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
+export interface PodmanHostOptions {
+  /** Short name, used in logs and in the network namespace's name. */
+  name: string;
+  /** Everything of this host lives here: storage, run state, locks, events, socket, service log. */
+  dir: string;
+  /** Defaults to infra/podman/containers.conf. */
+  containersConf?: string;
+  /**
+   * 'isolated' (default) runs the service in a network namespace of its own, so each simulated host has
+   * its own podman0 bridge, 10.88.0.0/16 subnet, IPAM and firewall chains, as separate machines would:
+   * a container restored with its source IP then fits the destination's default network unchanged.
+   * Not separable in Podman 4.3: netavark's IPAM database and lock (/run/containers/networks/ipam.db,
+   * /run/lock/netavark.lock) are fixed paths for rootful Podman, so simulated hosts draw addresses from one
+   * pool. Addresses are therefore unique across them, and an address in use on one host is refused on another.
+   * 'shared' uses the machine's network namespace (what a real single host does).
+   */
+  network?: 'isolated' | 'shared';
+  /** Directory holding the criu wrapper, put first in the service's PATH. */
+  criuWrapperDir?: string;
+  /** How long to wait for the API to answer. Default 30 s. */
+  startTimeoutMs?: number;
+}
+
+export interface PodmanHost {
+  name: string;
+  dir: string;
+  socketPath: string;
+  /** unix:///path/to/podman.sock, for `podman --url` and CONTAINER_HOST. */
+  url: string;
+  /** Environment for the podman CLI: CONTAINER_HOST points at this host (the CLI then runs remote). */
+  env: NodeJS.ProcessEnv;
+  /** The network namespace the service runs in, when isolated. */
+  netns: string | undefined;
+  /** Runs `podman --url URL ARGS...` against this host; rejects with stderr on a non-zero exit. */
+  podman(args: string[], options?: { timeoutMs?: number }): Promise<{ stdout: string; stderr: string }>;
+  /**
+   * Stops the API service only. Containers keep running under their conmon processes, as on a real host
+   * whose Podman service restarts; `startPodmanHost` with the same dir serves them again.
+   */
+  stop(): Promise<void>;
+  /**
+   * Tears the host down completely: removes every container (running or checkpointed), stops the service,
+   * kills any conmon/container process left under this host's dirs, unmounts everything below `dir`,
+   * deletes the network namespace and removes `dir`. Safe to call more than once.
+   */
+  destroy(): Promise<void>;
+}
+
+/**
+ * Starts `podman system service` as one simulated host. Every piece of state Podman keeps is moved under
+ * `dir`, so two hosts on one machine share nothing: --root (images, containers, bolt DB under libpod/),
+ * --runroot (run state, netavark IPAM/firewall state under networks/), --tmpdir (alive file, file locks,
+ * events log, exit files), --volumepath, --network-config-dir, and TMPDIR (checkpoint archives being
+ * exported/imported are staged there).
+ */
+export async function startPodmanHost(options: PodmanHostOptions): Promise<PodmanHost> {
+  const dir = resolve(options.dir);
+  const containersConf = resolve(options.containersConf ?? DEFAULT_CONTAINERS_CONF);
+  const network = options.network ?? 'isolated';
+  const criuWrapperDir = options.criuWrapperDir ?? DEFAULT_CRIU_WRAPPER_DIR;
+  const paths = hostPaths(dir);
+  if (paths.socket.length > 100) {
+    // sockaddr_un holds 108 bytes; a longer path fails later with an obscure bind error.
+    throw new Error(`socket path too long for a unix socket (${paths.socket.length} > 100): ${paths.socket}`);
+  }
+  await stat(containersConf).catch(() => {
+    throw new Error(`containers.conf not found: ${containersConf}`);
+  });
+  for (const d of [paths.root, paths.runroot, paths.tmpdir, paths.volumes, paths.networks, paths.stagingTmp]) {
+    await mkdir(d, { recursive: true });
+  }
+  await rm(paths.socket, { force: true });
+
+  let netns: string | undefined;
+  if (network === 'isolated') {
+    netns = netnsName(options.name, dir);
+    await ensureNetns(netns);
+  }
+
+  const serviceEnv: NodeJS.ProcessEnv = {
+    ...process.env,
+    PATH: `${criuWrapperDir}:${SYSTEM_PATH}`,
+    CONTAINERS_CONF: containersConf,
+    TMPDIR: paths.stagingTmp,
+  };
+  // Never let the service itself act as a remote client.
+  delete serviceEnv.CONTAINER_HOST;
+  delete serviceEnv.CONTAINER_CONNECTION;
+
+  const podmanArgs = [
+    '--root', paths.root,
+    '--runroot', paths.runroot,
+    '--tmpdir', paths.tmpdir,
+    '--volumepath', paths.volumes,
+    '--network-config-dir', paths.networks,
+    '--storage-driver', 'overlay',
+    '--cgroup-manager', 'cgroupfs',
+    '--events-backend', 'file',
+    'system', 'service', '--time=0', `unix://${paths.socket}`,
+  ];
+  const [command, args] = netns === undefined
+    ? ['podman', podmanArgs]
+    : ['nsenter', [`--net=/run/netns/${netns}`, '--', 'podman', ...podmanArgs]];
+
+  const logFile = await open(paths.serviceLog, 'a');
+  let child: ChildProcess;
+  try {
+    child = spawn(command, args, { env: serviceEnv, stdio: ['ignore', logFile.fd, logFile.fd], detached: true });
+  } finally {
+    await logFile.close();
+  }
+  // A test runner exiting must not wait on the service; destroy()/stop() end it explicitly.
+  child.unref();
+  let exited = false;
+  const exitPromise = new Promise<void>((resolveExit) => {
+    child.once('exit', () => {
+      exited = true;
+      resolveExit();
+    });
+    child.once('error', () => {
+      exited = true;
+      resolveExit();
+    });
+  });
+
+  const url = `unix://${paths.socket}`;
+  const startedAt = Date.now();
+  const timeoutMs = options.startTimeoutMs ?? 30_000;
+  for (;;) {
+    if (exited) {
+      const tail = await readFile(paths.serviceLog, 'utf8').catch(() => '');
+      throw new Error(`podman service for host ${options.name} exited during start-up: ${tail.slice(-2000)}`);
+    }
+    if (await ping(paths.socket)) break;
+    if (Date.now() - startedAt > timeoutMs) {
+      child.kill('SIGKILL');
+      throw new Error(`podman service for host ${options.name} did not answer /_ping within ${timeoutMs} ms`);
+    }
+    await sleep(50);
+  }
+  log.info({ host: options.name, dir, pid: child.pid, netns, startMs: Date.now() - startedAt }, 'podman service up');
+
+  const cliEnv: NodeJS.ProcessEnv = { ...process.env, CONTAINER_HOST: url };
+  delete cliEnv.CONTAINER_CONNECTION;
+
+  const stop = async (): Promise<void> => {
+    if (exited) return;
+    child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+    await exitPromise;
+    clearTimeout(timer);
+    log.info({ host: options.name }, 'podman service stopped');
+  };
+
+  let destroyed = false;
+  const host: PodmanHost = {
+    name: options.name,
+    dir,
+    socketPath: paths.socket,
+    url,
+    env: cliEnv,
+    netns,
+    podman: async (cliArgs, cliOptions) => {
+      try {
+        const { stdout, stderr } = await execFileAsync('podman', ['--url', url, ...cliArgs], {
+          env: cliEnv,
+          timeout: cliOptions?.timeoutMs ?? 120_000,
+          maxBuffer: 64 * 1024 * 1024,
+        });
+        return { stdout, stderr };
+      } catch (error) {
+        const e = error as { stderr?: string; message: string };
+        throw new Error(`podman ${cliArgs.join(' ')} on host ${options.name} failed: ${(e.stderr ?? e.message).trim()}`);
+      }
+    },
+    stop,
+    destroy: async () => {
+      if (destroyed) return;
+      destroyed = true;
+      if (!exited) {
+        // Podman itself knows how to stop conmon, the container and its mounts and network; use it first.
+        try {
+          await host.podman(['rm', '--all', '--force', '--time', '0'], { timeoutMs: 60_000 });
+          await host.podman(['pod', 'rm', '--all', '--force'], { timeoutMs: 60_000 }).catch(() => undefined);
+        } catch (error) {
+          log.warn({ host: options.name, err: (error as Error).message }, 'removing containers failed; cleaning up by force');
+        }
+      }
+      await stop();
+      await killProcessesUnder(dir);
+      await unmountUnder(dir);
+      if (netns !== undefined) await deleteNetns(netns);
+      await rm(dir, { recursive: true, force: true });
+      log.info({ host: options.name, dir }, 'podman host destroyed');
+    },
+  };
+  return host;
+}
+
+interface HostPaths {
+  root: string;
+  runroot: string;
+  tmpdir: string;
+  volumes: string;
+  networks: string;
+  stagingTmp: string;
+  socket: string;
+  serviceLog: string;
+}
+
+function hostPaths(dir: string): HostPaths {
+  return {
+    root: join(dir, 'root'),
+    runroot: join(dir, 'runroot'),
+    tmpdir: join(dir, 'tmp'),
+    volumes: join(dir, 'volumes'),
+    networks: join(dir, 'networks'),
+    stagingTmp: join(dir, 'staging'),
+    socket: join(dir, 'podman.sock'),
+    serviceLog: join(dir, 'service.log'),
+  };
+}
+
+/** Stable per (name, dir) so a restarted host finds its namespace, distinct across parallel test runs. */
+function netnsName(name: string, dir: string): string {
+  const safe = name.replace(/[^a-zA-Z0-9_.-]/g, '-').slice(0, 20);
+  const hash = createHash('sha256').update(dir).digest('hex').slice(0, 8);
+  return `ums-${safe}-${hash}`;
+}
+
+async function ensureNetns(netns: string): Promise<void> {
+  const exists = await stat(`/run/netns/${netns}`).then(() => true, () => false);
+  if (!exists) await execFileAsync('ip', ['netns', 'add', netns]);
+  // netavark needs loopback up for port forwarding to 127.0.0.1 inside the namespace.
+  await execFileAsync('ip', ['-n', netns, 'link', 'set', 'lo', 'up']);
+}
+
+async function deleteNetns(netns: string): Promise<void> {
+  await execFileAsync('ip', ['netns', 'delete', netns]).catch((error: Error) => {
+    if (!/No such file|Cannot remove namespace file/.test(error.message)) {
+      log.warn({ netns, err: error.message }, 'could not delete network namespace');
+    }
+  });
+}
+
+/**
+ * conmon, and the container processes below it, outlive the service (they are meant to). After a crash
+ * or a failed `rm`, find them by this host's paths on their command line or as their working directory,
+ * and kill them by pid.
+ */
+async function killProcessesUnder(dir: string): Promise<void> {
+  const needle = `${dir}/`;
+  const victims: { pid: number; cmdline: string }[] = [];
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const pid = Number(entry);
+    if (pid === process.pid) continue;
+    try {
+      const cmdline = (await readFile(`/proc/${pid}/cmdline`, 'utf8')).replace(/\0/g, ' ');
+      const cwd = await readlink(`/proc/${pid}/cwd`).catch(() => '');
+      if (cmdline.includes(needle) || cwd.startsWith(needle)) victims.push({ pid, cmdline: cmdline.slice(0, 200) });
+    } catch {
+      // The process ended while we looked.
+    }
+  }
+  for (const { pid } of victims) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // Already gone.
+    }
+  }
+  if (victims.length > 0) {
+    // Expected for exec sessions: their conmon pair (conmon 2.1.6 with runc) lingers after the command ends.
+    log.info({ dir, victims }, 'killed processes left behind by the podman host');
+    await sleep(200);
+  }
+}
+
+/** Overlay, shm and bind mounts below `dir` must go before rm -rf, or rm fails (EBUSY) or descends into them. */
+async function unmountUnder(dir: string): Promise<void> {
+  for (let round = 0; round < 5; round++) {
+    const mountinfo = await readFile('/proc/self/mountinfo', 'utf8');
+    const points = mountinfo
+      .split('\n')
+      .map((line) => line.split(' ')[4])
+      .filter((p): p is string => p !== undefined && (p === dir || p.startsWith(`${dir}/`)))
+      .map((p) => p.replace(/\\040/g, ' '))
+      .sort((a, b) => b.length - a.length);
+    if (points.length === 0) return;
+    for (const point of points) {
+      await execFileAsync('umount', [point]).catch(() => execFileAsync('umount', ['-l', point]).catch(() => undefined));
+    }
+  }
+  log.warn({ dir }, 'mounts remain below the host dir after unmounting');
+}
+
+function ping(socketPath: string): Promise<boolean> {
+  return new Promise((resolvePing) => {
+    const req = request({ socketPath, path: '/_ping', method: 'GET', timeout: 2000 }, (res) => {
+      res.resume();
+      resolvePing(res.statusCode === 200);
+    });
+    req.on('error', () => resolvePing(false));
+    req.on('timeout', () => {
+      req.destroy();
+      resolvePing(false);
+    });
+    req.end();
+  });
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}

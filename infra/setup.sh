@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Everything a fresh clone needs before the demo or the tests run, in order; each step is idempotent
+# and quick when already done:
+#   1. the host: Podman + runc, CRIU >= 4.1, nats-server, busybox-static, gcc  (infra/host-setup.sh, root)
+#   2. node_modules from the lockfile                                          (npm ci, when stale)
+#   3. the local object-storage servers: Azurite, patched s3rver, GCS emulator (infra/storage-servers-setup.sh)
+#   4. the TypeScript build into dist/                                         (tsc)
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+say() { printf '[setup] %s\n' "$*"; }
+
+bash infra/host-setup.sh
+
+# npm ci only when the lockfile changed since the last install (it wipes node_modules: slow).
+stamp=node_modules/.ums-lock.sha256
+want="$(sha256sum package-lock.json | cut -d' ' -f1)"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  say "skip: node_modules matches package-lock.json"
+else
+  say "npm ci"
+  npm ci --no-audit --no-fund --loglevel=error
+  echo "$want" > "$stamp"
+fi
+
+bash infra/storage-servers-setup.sh
+
+say "build (tsc)"
+rm -rf dist
+npx tsc -p tsconfig.json
+say "ready"

@@ -1,0 +1,120 @@
+#!/usr/bin/env node
+import { Command, Option } from 'commander';
+import { nanos, type JsMsg } from 'nats';
+import { z } from 'zod';
+import { subjects } from '../core/event-bus.js';
+import type { EventName } from '../core/events.js';
+import { createLogger } from '../core/log.js';
+import { connectNatsBus, ensureConsumer, type NatsEventBus } from '../core/nats-event-bus.js';
+import { triggers, type FunctionName } from '../functions/triggers.js';
+
+/**
+ * The trigger bridge: what Eventarc is to Cloud Functions, for events on NATS JetStream. Each
+ * (function, event type) pair is a durable consumer, so events wait in the stream while a function is
+ * down; each event is POSTed to the function as a structured-mode CloudEvent, acknowledged on 2xx and
+ * redelivered with exponential backoff otherwise; after `MAX_DELIVERIES` it becomes a dead letter.
+ */
+const log = createLogger('trigger-bridge');
+
+const MAX_DELIVERIES = 50;
+const BACKOFF_BASE_MS = 250;
+const BACKOFF_CAP_MS = 15_000;
+const REQUEST_TIMEOUT_MS = 60_000;
+/** In-flight deliveries per consumer; functions are idempotent, so order within a type does not matter. */
+const CONCURRENCY = 4;
+
+export const FunctionEndpoints = z.record(z.enum(Object.keys(triggers) as [FunctionName, ...FunctionName[]]), z.url());
+export type FunctionEndpoints = z.infer<typeof FunctionEndpoints>;
+
+export const backoffMs = (deliveryCount: number): number => Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** Math.max(0, deliveryCount - 1));
+
+const durableName = (fn: string, event: EventName): string => `trigger-${fn}-${event.replace(/[^A-Za-z0-9-]/g, '_')}`;
+
+export async function runBridge(bus: NatsEventBus, endpoints: FunctionEndpoints, headers: () => Promise<Record<string, string>>): Promise<() => Promise<void>> {
+  const stops: Array<() => Promise<void>> = [];
+  for (const [fn, url] of Object.entries(endpoints) as Array<[FunctionName, string]>) {
+    for (const event of triggers[fn] as readonly EventName[]) {
+      const durable = durableName(fn, event);
+      await ensureConsumer(bus.manager, subjects.eventsStream, {
+        durable_name: durable,
+        filter_subject: subjects.eventsNamed(event),
+        ack_wait: nanos(REQUEST_TIMEOUT_MS + 5_000),
+        max_deliver: MAX_DELIVERIES,
+      });
+      const consumer = await bus.jetstream.consumers.get(subjects.eventsStream, durable);
+      const messages = await consumer.consume({ max_messages: CONCURRENCY });
+      const inFlight = new Set<Promise<void>>();
+      const loop = (async () => {
+        for await (const message of messages) {
+          const delivery = deliver(bus, fn, url, message, headers).finally(() => inFlight.delete(delivery));
+          inFlight.add(delivery);
+          if (inFlight.size >= CONCURRENCY) await Promise.race(inFlight);
+        }
+        await Promise.all(inFlight);
+      })();
+      stops.push(async () => {
+        await messages.close();
+        await loop;
+      });
+      log.info({ function: fn, event, url }, 'trigger bound');
+    }
+  }
+  return async () => {
+    await Promise.all(stops.map((stop) => stop()));
+  };
+}
+
+async function deliver(bus: NatsEventBus, fn: string, url: string, message: JsMsg, headers: () => Promise<Record<string, string>>): Promise<void> {
+  const attempt = message.info.deliveryCount;
+  let failure: string;
+  try {
+    const response = await fetch(url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/cloudevents+json; charset=utf-8', ...(await headers()) },
+      body: message.data,
+      signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
+    });
+    if (response.ok) {
+      await response.body?.cancel();
+      message.ack();
+      return;
+    }
+    failure = `HTTP ${response.status}: ${(await response.text()).slice(0, 500)}`;
+  } catch (error) {
+    failure = (error as Error).message;
+  }
+  if (attempt >= MAX_DELIVERIES) {
+    log.error({ function: fn, subject: message.subject, attempt, failure }, 'giving up on an event; kept as a dead letter');
+    await bus.deadLetter(`bridge-${fn}`, message.data, `delivery to ${fn} failed ${attempt} times; last: ${failure}`);
+    message.term();
+    return;
+  }
+  const delay = backoffMs(attempt);
+  log.warn({ function: fn, subject: message.subject, attempt, delayMs: delay, failure }, 'function did not accept the event; redelivering later');
+  message.nak(delay);
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  new Command('ums-trigger-bridge')
+    .description('Delivers JetStream events to the UMS functions as CloudEvents')
+    .addOption(new Option('--nats <url>', 'NATS server').env('NATS_URL').default('nats://127.0.0.1:4222'))
+    .addOption(new Option('--endpoints <json>', 'function name -> URL, as JSON').env('UMS_FUNCTION_ENDPOINTS').makeOptionMandatory())
+    .action(async (options: { nats: string; endpoints: string }) => {
+      const endpoints = FunctionEndpoints.parse(JSON.parse(options.endpoints));
+      const bus = await connectNatsBus({ servers: options.nats, name: 'ums-trigger-bridge' });
+      // Locally the functions are open on loopback; on Cloud Run the bridge adds an ID token here.
+      const stop = await runBridge(bus, endpoints, async () => ({}));
+      const shutdown = async () => {
+        await stop();
+        await bus.close();
+        process.exit(0);
+      };
+      process.once('SIGTERM', () => void shutdown());
+      process.once('SIGINT', () => void shutdown());
+    })
+    .parseAsync()
+    .catch((error: unknown) => {
+      log.fatal({ err: error }, 'bridge failed');
+      process.exit(1);
+    });
+}

@@ -1,0 +1,207 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { Readable } from 'node:stream';
+import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { connectNatsBus, type NatsEventBus } from '../../core/nats-event-bus.js';
+import { openObjectStore } from '../../core/object-stores/open-object-store.js';
+import type { EventOf } from '../../core/events.js';
+import { COUNTER_MARKER_PATH } from '../../infra/images/build-counter-image.js';
+import { continuity, followTicks, joinTicks, readTicks, type Tick } from '../../infra/images/counter-output.js';
+import { startLocalStack, type LocalStack } from '../../infra/local-stack.js';
+import type { PodmanHost } from '../../infra/podman-host.js';
+
+/**
+ * The end-to-end slice: the real stack (nats-server, Azurite, the GCS emulator, the functions under the
+ * functions-framework, the bridge, two Podman hosts with runc + CRIU, two agents) and the real CLI.
+ * Nothing is mocked. Each test starts its own container, so the tests do not depend on each other.
+ */
+const cli = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'cli', 'ums.js');
+const AZURE = 'azure-eastus-1';
+const GCP = 'gcp-us-central1-1';
+const TICK_MS = 100;
+
+let stack: LocalStack;
+let bus: NatsEventBus;
+let azure: PodmanHost;
+let gcp: PodmanHost;
+
+interface MigrateResult {
+  code: number;
+  result: { state: string; code?: string; reason?: string; runningOn?: string | null; timeline?: { frozenMs: number; totalMs: number } };
+}
+
+function ums(args: string[]): Promise<MigrateResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [cli, ...args, '--json'], { env: { ...process.env, NATS_URL: stack.info.natsUrl }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (err += chunk.toString()));
+    child.once('error', reject);
+    child.once('close', (code) => {
+      try {
+        resolve({ code: code ?? -1, result: JSON.parse(out) as MigrateResult['result'] });
+      } catch {
+        reject(new Error(`ums ${args.join(' ')} printed no JSON (exit ${code}): ${out}\n${err}`));
+      }
+    });
+  });
+}
+
+async function runCounter(host: PodmanHost, name: string, image = stack.info.image): Promise<string> {
+  const token = randomBytes(8).toString('hex');
+  await host.podman(['run', '-d', '--name', name, '-e', `COUNTER_TOKEN=${token}`, '-e', `COUNTER_TICK_MS=${TICK_MS}`, image]);
+  await sleep(1_500);
+  return token;
+}
+
+/** "name state" for every container on the host (`podman ps` templates print a human status, JSON the state). */
+const names = async (host: PodmanHost): Promise<string[]> =>
+  (JSON.parse((await host.podman(['ps', '-a', '--format', 'json'])).stdout) as Array<{ Names: string[]; State: string }>).map(
+    (c) => `${c.Names[0] ?? '?'} ${c.State}`,
+  );
+
+/** Asserts that the container runs on exactly one of the two hosts, and returns which. */
+async function runningExactlyOnce(name: string): Promise<PodmanHost> {
+  const where = [];
+  for (const host of [azure, gcp]) {
+    const entries = await names(host);
+    if (entries.some((entry) => entry === `${name} running`)) where.push(host);
+  }
+  assert.equal(where.length, 1, `${name} should run on exactly one host, runs on ${where.map((h) => h.name).join(', ') || 'none'}`);
+  return where[0] as PodmanHost;
+}
+
+/** Migrates while following the source's output; returns the ticks from both sides, joined. */
+async function migrateAndWatch(name: string, from: PodmanHost, to: PodmanHost, toAgent: string): Promise<{ run: MigrateResult; ticks: Tick[] }> {
+  const follower = followTicks(from.url, name);
+  await sleep(300);
+  const run = await ums(['migrate', name, '--to', toAgent]);
+  await Promise.race([follower.ended, sleep(5_000)]);
+  follower.stop();
+  await sleep(1_000);
+  const at = run.code === 0 ? to : from;
+  return { run, ticks: joinTicks(follower.ticks, await readTicks(at.url, name)) };
+}
+
+describe('live migration through the whole stack', { timeout: 900_000 }, () => {
+  before(async () => {
+    stack = await startLocalStack({ name: `e2e-${process.pid}`, dir: join(tmpdir(), `ums-e2e-${process.pid}`) });
+    bus = await connectNatsBus({ servers: stack.info.natsUrl, name: 'e2e-test' });
+    azure = stack.hosts.get(AZURE) as PodmanHost;
+    gcp = stack.hosts.get(GCP) as PodmanHost;
+  });
+
+  after(async () => {
+    await bus?.close();
+    await stack?.stop();
+  });
+
+  it('moves a running counter azure -> gcp with its memory and rootfs, removes the source copy, and moves it back', async () => {
+    const name = 'counter-roundtrip';
+    const token = await runCounter(azure, name);
+
+    const there = await migrateAndWatch(name, azure, gcp, GCP);
+    assert.equal(there.run.code, 0, `migration failed: ${there.run.result.reason}`);
+    const first = continuity(there.ticks);
+    assert.ok(first.continuous, `the count reset or skipped: ${JSON.stringify(first.break)}`);
+    assert.ok(there.ticks.length > 20, 'ticks from both sides were read');
+    const frozenMs = there.run.result.timeline?.frozenMs ?? 0;
+    // The gap in the count is the freeze itself, give or take one tick on each side: the count never
+    // paused for longer than the migration says the process was frozen.
+    assert.ok(first.maxGapMs <= frozenMs + 2 * TICK_MS + 50, `largest gap ${first.maxGapMs} ms exceeds the frozen time ${frozenMs} ms`);
+    assert.match((await gcp.podman(['exec', name, 'cat', COUNTER_MARKER_PATH])).stdout, new RegExp(`token=${token}`));
+    assert.deepEqual((await names(azure)).filter((n) => n.startsWith(`${name} `)), [], 'the source copy is removed after success');
+    assert.equal(await runningExactlyOnce(name), gcp);
+
+    const back = await migrateAndWatch(name, gcp, azure, AZURE);
+    assert.equal(back.run.code, 0, `migration back failed: ${back.run.result.reason}`);
+    const all = continuity(joinTicks(there.ticks, back.ticks));
+    assert.ok(all.continuous, `the count reset on the way back: ${JSON.stringify(all.break)}`);
+    assert.equal(await runningExactlyOnce(name), azure);
+    await azure.podman(['rm', '-f', name]);
+  });
+
+  it('refuses a destination that lacks the image before freezing anything; the service keeps running', async () => {
+    const name = 'counter-no-image';
+    const image = 'localhost/ums/azure-only:1';
+    await azure.podman(['tag', stack.info.image, image]);
+    await runCounter(azure, name, image);
+    const { run, ticks } = await migrateAndWatch(name, azure, gcp, GCP);
+    assert.equal(run.code, 1);
+    assert.equal(run.result.code, 'image-missing');
+    assert.match(run.result.reason ?? '', /does not have the image "localhost\/ums\/azure-only:1"/);
+    assert.equal(run.result.runningOn, AZURE);
+    assert.ok(continuity(ticks).continuous);
+    assert.equal(await runningExactlyOnce(name), azure);
+    await azure.podman(['rm', '-f', name]);
+  });
+
+  it('rolls back when the archive is corrupted in the store: the destination refuses it, the source resumes', async () => {
+    const name = 'counter-corrupt';
+    await runCounter(azure, name);
+    const before = await readTicks(azure.url, name);
+    // The destination agent is down while the archive is tampered with, so its restore command waits
+    // in its durable queue; the restarted agent must then find the digest wrong.
+    const destinationAgent = stack.services.get(`agent-${GCP}`);
+    assert.ok(destinationAgent);
+    await destinationAgent.kill();
+
+    const migrationId = randomUUID();
+    const uploaded = new Promise<EventOf<'checkpoint.uploaded'>>((resolve) => {
+      void bus.followMigration(migrationId, (event) => {
+        if (event.name !== 'checkpoint.uploaded') return;
+        resolve(event);
+        return 'stop';
+      });
+    });
+    const running = ums(['migrate', name, '--to', GCP, '--id', migrationId]);
+    const { artifact } = (await uploaded).data;
+    const store = openObjectStore(artifact.storeUrl, { ...process.env, ...stack.storeEnv.azure });
+    await store.put(artifact.key, Readable.from([randomBytes(artifact.sizeBytes)]));
+    await destinationAgent.start();
+
+    const run = await running;
+    assert.equal(run.code, 1);
+    assert.equal(run.result.code, 'digest-mismatch');
+    assert.match(run.result.reason ?? '', /sha256/);
+    assert.equal(run.result.runningOn, AZURE);
+    await sleep(1_000);
+    const resumed = await readTicks(azure.url, name);
+    assert.ok(continuity(joinTicks(before, resumed)).continuous, 'the resumed source continues its count');
+    assert.ok((resumed.at(-1)?.count ?? 0) > (before.at(-1)?.count ?? 0), 'the resumed source is counting again');
+    assert.equal(await runningExactlyOnce(name), azure);
+    assert.deepEqual((await names(gcp)).filter((n) => n.startsWith(`${name} `)), [], 'nothing is left half-restored at the destination');
+    await azure.podman(['rm', '-f', name]);
+  });
+
+  it('answers bad requests with a clear reason and touches nothing', async () => {
+    const unknownContainer = await ums(['migrate', 'no-such-container', '--to', GCP]);
+    assert.equal(unknownContainer.code, 1);
+    assert.equal(unknownContainer.result.code, 'container-not-found');
+    assert.match(unknownContainer.result.reason ?? '', /no-such-container/);
+
+    const name = 'counter-bad-input';
+    await runCounter(azure, name);
+    const unknownAgent = await ums(['migrate', name, '--to', 'aws-nowhere-1']);
+    assert.equal(unknownAgent.code, 1);
+    assert.equal(unknownAgent.result.code, 'agent-unavailable');
+    assert.match(unknownAgent.result.reason ?? '', /aws-nowhere-1/);
+    assert.equal(await runningExactlyOnce(name), azure);
+
+    // A malformed event on the bus is refused at the function's boundary and kept as a dead letter.
+    await bus.jetstream.publish('ums.events.bogus.migration.requested', new TextEncoder().encode('{"specversion":"1.0","type":"dev.ums.migration.requested.v1"}'));
+    let letters: Awaited<ReturnType<NatsEventBus['listDeadLetters']>> = [];
+    for (let i = 0; i < 50 && letters.length === 0; i++) {
+      await sleep(100);
+      letters = await bus.listDeadLetters();
+    }
+    assert.ok(letters.some((letter) => /invalid event/.test(letter.reason)), `a dead letter names the problem: ${JSON.stringify(letters)}`);
+    await azure.podman(['rm', '-f', name]);
+  });
+});

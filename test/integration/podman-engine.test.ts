@@ -1,0 +1,292 @@
+/**
+ * PodmanEngine against two real Podman services on this machine ("hosts" A and B, each with its own storage,
+ * state and network namespace), with the counter image: migration A->B and back, rollback on the source,
+ * and the error paths. Needs root, podman, runc and a CRIU >= 4.1 (run infra/host-setup.sh first).
+ */
+import assert from 'node:assert/strict';
+import { createWriteStream } from 'node:fs';
+import { mkdtemp, readFile, readdir, rm, stat, truncate, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { after, before, describe, it } from 'node:test';
+import { ContainerNotFoundError, EngineError } from '../../agents/container-engine.js';
+import { PodmanEngine } from '../../agents/podman-engine.js';
+import { buildCounterImage, COUNTER_MARKER_PATH, DEFAULT_COUNTER_IMAGE } from '../../infra/images/build-counter-image.js';
+import { startPodmanHost, type PodmanHost } from '../../infra/podman-host.js';
+
+const IMAGE = DEFAULT_COUNTER_IMAGE;
+
+describe('PodmanEngine on two simulated hosts', { timeout: 600_000 }, () => {
+  let base: string;
+  let hostA: PodmanHost;
+  let hostB: PodmanHost;
+  let engineA: PodmanEngine;
+  let engineB: PodmanEngine;
+  const timings: Record<string, number[]> = {};
+
+  before(async () => {
+    // Short path: the API socket lives below it and unix socket paths are limited to 108 bytes.
+    base = await mkdtemp(join(tmpdir(), 'ums-pe-'));
+    [hostA, hostB] = await Promise.all([
+      startPodmanHost({ name: 'A', dir: join(base, 'A') }),
+      startPodmanHost({ name: 'B', dir: join(base, 'B') }),
+    ]);
+    engineA = new PodmanEngine({ socketPath: hostA.socketPath, where: 'host A' });
+    engineB = new PodmanEngine({ socketPath: hostB.socketPath, where: 'host B' });
+    const imageA = await buildCounterImage(hostA.url, IMAGE, { env: hostA.env });
+    const imageB = await buildCounterImage(hostB.url, IMAGE, { env: hostB.env });
+    // A checkpoint names its image by id: both hosts must hold the very same image.
+    assert.equal(imageA.id, imageB.id);
+  });
+
+  after(async () => {
+    for (const [name, values] of Object.entries(timings)) {
+      console.log(`timing ${name}: ${values.map((v) => `${v} ms`).join(', ')}`);
+    }
+    await Promise.allSettled([hostA?.destroy(), hostB?.destroy()]);
+    if (base === undefined) return;
+    const mounts = (await readFile('/proc/self/mountinfo', 'utf8')).split('\n').filter((l) => l.includes(`${base}/`));
+    assert.deepEqual(mounts, [], 'no mounts left below the hosts dir');
+    assert.deepEqual(await processesMentioning(base), [], 'no processes left from the hosts');
+    await rm(base, { recursive: true, force: true });
+  });
+
+  it('reports engine info', async () => {
+    const info = await engineA.info();
+    assert.equal(info.engine, 'podman');
+    assert.match(info.version, /^4\./);
+    assert.match(info.ociRuntime, /^runc /);
+    assert.ok(info.criuVersion !== undefined, 'criu version probed');
+    assert.ok(compareVersions(info.criuVersion, '4.1') >= 0, `criu ${info.criuVersion} >= 4.1`);
+    assert.ok(info.kernel.length > 0);
+    assert.ok(info.freeMemoryBytes > 0);
+    assert.ok(info.freeDiskBytes > 0);
+    assert.ok(await engineA.imageExists(IMAGE));
+    assert.equal(await engineA.imageExists('localhost/ums/nope:0'), false);
+    const images = await engineA.listImages();
+    assert.ok(images.some((i) => i.names.includes(IMAGE)));
+  });
+
+  it('migrates a running counter A -> B and back B -> A; memory and rootfs survive', async () => {
+    const name = 'mig';
+    const token = `tok-${Date.now()}`;
+    await hostA.podman(['run', '-d', '--name', name, '-e', `COUNTER_TOKEN=${token}`, IMAGE]);
+    await waitForCount(hostA, name, 5);
+    const listed = await engineA.listContainers();
+    assert.ok(listed.some((c) => c.name === name && c.state === 'running' && c.image === IMAGE));
+
+    // A -> B
+    const archiveAB = join(base, 'mig-ab.tar');
+    await checkpointToFile(engineA, name, archiveAB, timings);
+    const onA = await engineA.inspectContainer(name);
+    assert.ok(onA !== undefined);
+    assert.equal(onA.state, 'exited');
+    assert.equal(onA.checkpointed, true, 'source keeps its checkpoint for rollback');
+    const frozenAt = maxCount(await logs(hostA, name));
+    assert.ok(frozenAt >= 5);
+
+    await restoreTimed(engineB, name, archiveAB, timings);
+    const onB = await engineB.inspectContainer(name);
+    assert.equal(onB?.state, 'running');
+    await waitForCount(hostB, name, frozenAt + 3);
+    assertContinued(await logs(hostB, name), frozenAt);
+    const marker = (await hostB.podman(['exec', name, 'cat', COUNTER_MARKER_PATH])).stdout;
+    assert.match(marker, new RegExp(`^token=${token}$`, 'm'), 'rootfs change made on A is on B');
+    // The migration committed: the source drops its copy.
+    await engineA.removeContainer(name, { force: true });
+    assert.equal(await engineA.inspectContainer(name), undefined);
+
+    // B -> A (re-migration of a restored container)
+    const archiveBA = join(base, 'mig-ba.tar');
+    await checkpointToFile(engineB, name, archiveBA, timings);
+    const frozenOnB = maxCount(await logs(hostB, name));
+    assert.ok(frozenOnB > frozenAt);
+    await restoreTimed(engineA, name, archiveBA, timings);
+    await waitForCount(hostA, name, frozenOnB + 3);
+    assertContinued(await logs(hostA, name), frozenOnB);
+    assert.match((await hostA.podman(['exec', name, 'cat', COUNTER_MARKER_PATH])).stdout, new RegExp(`token=${token}`));
+    await engineB.removeContainer(name, { force: true });
+    await engineA.removeContainer(name, { force: true });
+  });
+
+  it('rolls back: a checkpointed container resumes on its source host', async () => {
+    const name = 'rollback';
+    await hostA.podman(['run', '-d', '--name', name, IMAGE]);
+    await waitForCount(hostA, name, 5);
+    await checkpointToFile(engineA, name, join(base, 'rollback.tar'), timings);
+    const frozenAt = maxCount(await logs(hostA, name));
+    assert.equal((await engineA.inspectContainer(name))?.checkpointed, true);
+
+    const started = Date.now();
+    const resumed = await engineA.resumeCheckpointed(name);
+    (timings['resume kept checkpoint'] ??= []).push(Date.now() - started);
+    assert.equal(resumed.name, name);
+    const state = await engineA.inspectContainer(name);
+    assert.equal(state?.state, 'running');
+    assert.equal(state?.checkpointed, false);
+    await waitForCount(hostA, name, frozenAt + 3);
+    assertContinued(await logs(hostA, name), frozenAt);
+    await engineA.removeContainer(name, { force: true });
+  });
+
+  it('restores with --network none, with a fresh address when the old one is taken, or with the old one kept', async () => {
+    // Podman 4.3 carries an address over only when the container was created with a static one (--ip);
+    // otherwise the destination's IPAM picks one whatever the options say.
+    const cases = [
+      { name: 'nonet', network: 'none', ip: undefined, clash: false, keep: false },
+      { name: 'clash', network: 'bridge', ip: '10.88.200.10', clash: true, keep: false },
+      { name: 'keepip', network: 'bridge', ip: '10.88.200.11', clash: false, keep: true },
+    ];
+    for (const { name, network, ip, clash, keep } of cases) {
+      await hostA.podman(['run', '-d', '--name', name, '--network', network, ...(ip !== undefined ? ['--ip', ip] : []), IMAGE]);
+      await waitForCount(hostA, name, 3);
+      const ipOnA = await ipOf(hostA, name);
+      const archive = join(base, `${name}.tar`);
+      await checkpointToFile(engineA, name, archive, timings);
+      const frozenAt = maxCount(await logs(hostA, name));
+      if (clash) {
+        // Another container on B takes the address the container had on A (free again once A checkpointed:
+        // the simulated hosts share netavark's IPAM database, see infra/podman-host.ts).
+        await hostB.podman(['run', '-d', '--name', 'squatter', '--ip', ipOnA, IMAGE]);
+      }
+      await engineB.restoreFromArchive(name, archive, { keepNetworkIdentity: keep });
+      await waitForCount(hostB, name, frozenAt + 2);
+      assertContinued(await logs(hostB, name), frozenAt);
+      const ipOnB = await ipOf(hostB, name);
+      if (network === 'none') assert.equal(ipOnB, '');
+      else if (keep) assert.equal(ipOnB, ipOnA);
+      else {
+        assert.match(ipOnB, /^10\.88\./);
+        assert.notEqual(ipOnB, ipOnA);
+      }
+      await engineA.removeContainer(name, { force: true });
+      await engineB.removeContainer(name, { force: true });
+    }
+    await engineB.removeContainer('squatter', { force: true });
+  });
+
+  it('reports unknown containers', async () => {
+    await assert.rejects(engineA.checkpoint('no-such-container'), (error: unknown) => {
+      assert.ok(error instanceof ContainerNotFoundError);
+      assert.equal(error.container, 'no-such-container');
+      return true;
+    });
+    await assert.rejects(engineA.resumeCheckpointed('no-such-container'), ContainerNotFoundError);
+    assert.equal(await engineA.inspectContainer('no-such-container'), undefined);
+    await engineA.removeContainer('no-such-container');
+  });
+
+  it('rejects a corrupt or truncated archive with a clear EngineError and leaves nothing on B', async () => {
+    const garbage = join(base, 'garbage.tar');
+    await writeFile(garbage, Buffer.alloc(64 * 1024, 0x5a));
+    const truncated = join(base, 'truncated.tar');
+    {
+      const name = 'torn';
+      await hostA.podman(['run', '-d', '--name', name, IMAGE]);
+      await waitForCount(hostA, name, 2);
+      await checkpointToFile(engineA, name, truncated, timings);
+      await truncate(truncated, Math.floor((await stat(truncated)).size / 2));
+      await engineA.removeContainer(name, { force: true });
+    }
+    const before = await engineB.listContainers();
+    for (const archive of [garbage, truncated]) {
+      const name = 'corrupt';
+      await assert.rejects(engineB.restoreFromArchive(name, archive), (error: unknown) => {
+        assert.ok(error instanceof EngineError, `EngineError, got ${String(error)}`);
+        assert.equal(error.operation, 'restore');
+        assert.ok(error.status >= 400);
+        assert.ok(error.detail.length > 0 && !error.detail.startsWith('{'), `readable detail: ${error.detail}`);
+        console.log(`corrupt archive (${archive.endsWith('garbage.tar') ? 'garbage' : 'truncated'}): ${error.message}`);
+        return true;
+      });
+      assert.equal(await engineB.inspectContainer(name), undefined);
+      assert.deepEqual((await engineB.listContainers()).map((c) => c.id), before.map((c) => c.id));
+    }
+  });
+
+  it('surfaces a checkpoint that fails inside the engine as an EngineError', async () => {
+    const name = 'exited';
+    await hostA.podman(['run', '--name', name, IMAGE, '/bin/true']);
+    await assert.rejects(engineA.checkpoint(name), (error: unknown) => {
+      assert.ok(error instanceof EngineError, `EngineError, got ${String(error)}`);
+      console.log(`checkpoint of an exited container: ${error.message}`);
+      assert.match(error.detail, /running|state/i);
+      return true;
+    });
+    await engineA.removeContainer(name, { force: true });
+  });
+});
+
+async function checkpointToFile(engine: PodmanEngine, name: string, path: string, timings: Record<string, number[]>): Promise<void> {
+  const started = Date.now();
+  const stream = await engine.checkpoint(name);
+  const firstByte = Date.now() - started;
+  await pipeline(stream, createWriteStream(path));
+  const total = Date.now() - started;
+  (timings['checkpoint export (first byte)'] ??= []).push(firstByte);
+  (timings['checkpoint export (complete)'] ??= []).push(total);
+  assert.ok((await stat(path)).size > 10_000, 'archive has content');
+}
+
+async function restoreTimed(engine: PodmanEngine, name: string, archive: string, timings: Record<string, number[]>): Promise<void> {
+  const started = Date.now();
+  const restored = await engine.restoreFromArchive(name, archive);
+  (timings['restore from archive'] ??= []).push(Date.now() - started);
+  if (restored.runtimeRestoreMs !== undefined) (timings['restore (runtime-reported)'] ??= []).push(Math.round(restored.runtimeRestoreMs));
+  assert.equal(restored.name, name);
+  assert.match(restored.id, /^[0-9a-f]{64}$/);
+}
+
+async function ipOf(host: PodmanHost, name: string): Promise<string> {
+  return (await host.podman(['inspect', '--format', '{{.NetworkSettings.IPAddress}}', name])).stdout.trim();
+}
+
+async function logs(host: PodmanHost, name: string): Promise<number[]> {
+  const { stdout } = await host.podman(['logs', name]);
+  return [...stdout.matchAll(/^count=(\d+) t=\d+$/gm)].map((m) => Number(m[1]));
+}
+
+function maxCount(counts: number[]): number {
+  return counts.reduce((a, b) => Math.max(a, b), 0);
+}
+
+/** The counter went on from `frozenAt`: the next value is there and it never started over. */
+function assertContinued(counts: number[], frozenAt: number): void {
+  assert.equal(counts.filter((c) => c === 1).length, 1, 'count=1 appears once: the counter never reset');
+  assert.ok(counts.includes(frozenAt + 1), `count=${frozenAt + 1} follows the checkpoint at count=${frozenAt}`);
+  const afterFreeze = counts.slice(counts.lastIndexOf(frozenAt));
+  for (let i = 1; i < afterFreeze.length; i++) {
+    assert.equal(afterFreeze[i], (afterFreeze[i - 1] ?? 0) + 1, 'consecutive counts after the restore');
+  }
+}
+
+async function waitForCount(host: PodmanHost, name: string, atLeast: number, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const counts = await logs(host, name).catch(() => []);
+    if (maxCount(counts) >= atLeast) return;
+    if (Date.now() > deadline) throw new Error(`${name} on ${host.name} did not reach count=${atLeast} (at ${maxCount(counts)})`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+async function processesMentioning(dir: string): Promise<string[]> {
+  const found: string[] = [];
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
+    const cmdline = await readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => '');
+    if (cmdline.includes(`${dir}/`)) found.push(`${entry}: ${cmdline.replace(/\0/g, ' ')}`);
+  }
+  return found;
+}
+
+function compareVersions(a: string, b: string): number {
+  const pa = a.split('.').map(Number);
+  const pb = b.split('.').map(Number);
+  for (let i = 0; i < Math.max(pa.length, pb.length); i++) {
+    const d = (pa[i] ?? 0) - (pb[i] ?? 0);
+    if (d !== 0) return d;
+  }
+  return 0;
+}
