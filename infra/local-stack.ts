@@ -2,7 +2,6 @@ import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { connect } from 'nats';
 import { z } from 'zod';
 import { Cloud } from '../core/agent-registration.js';
 import { createLogger } from '../core/log.js';
@@ -10,6 +9,7 @@ import { connectNatsBus } from '../core/nats-event-bus.js';
 import { triggers, type FunctionName } from '../functions/triggers.js';
 import { ChildService } from './child-service.js';
 import { freePort } from './free-port.js';
+import { startNatsServer } from './nats-server.js';
 import { buildCounterImage, DEFAULT_COUNTER_IMAGE } from './images/build-counter-image.js';
 import { startAzurite, startGcsEmulator, startS3Server, type ObjectServer } from './object-servers.js';
 
@@ -102,21 +102,10 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
 
   try {
     const logFile = (name: string) => join(dir, 'logs', `${name}.log`);
-    const natsPort = await freePort();
-    const natsUrl = `nats://127.0.0.1:${natsPort}`;
-    const nats = await new ChildService({
-      name: 'nats',
-      command: 'nats-server',
-      args: ['-js', '-a', '127.0.0.1', '-p', String(natsPort), '-sd', join(dir, 'nats'), '-n', `ums-${options.name}`],
-      env: process.env,
-      logFile: logFile('nats'),
-      ready: async () => {
-        const nc = await connect({ servers: natsUrl, reconnect: false, timeout: 500 });
-        await nc.close();
-        return true;
-      },
-    }).start();
-    services.set('nats', nats);
+    await mkdir(join(dir, 'nats'), { recursive: true });
+    const nats = await startNatsServer(join(dir, 'nats'), `ums-${options.name}`);
+    const natsUrl = nats.url;
+    services.set('nats', nats.service);
     // Provision streams and buckets before any component binds to them.
     await (await connectNatsBus({ servers: natsUrl, name: 'ums-local-stack' })).close();
 

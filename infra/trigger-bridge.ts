@@ -23,7 +23,7 @@ const REQUEST_TIMEOUT_MS = 60_000;
 /** In-flight deliveries per consumer; functions are idempotent, so order within a type does not matter. */
 const CONCURRENCY = 4;
 
-export const FunctionEndpoints = z.record(z.enum(Object.keys(triggers) as [FunctionName, ...FunctionName[]]), z.url());
+export const FunctionEndpoints = z.partialRecord(z.enum(Object.keys(triggers) as [FunctionName, ...FunctionName[]]), z.url());
 export type FunctionEndpoints = z.infer<typeof FunctionEndpoints>;
 
 export const backoffMs = (deliveryCount: number): number => Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** Math.max(0, deliveryCount - 1));

@@ -1,7 +1,8 @@
 /**
- * PodmanEngine against two real Podman services on this machine ("hosts" A and B, each with its own storage,
- * state and network namespace), with the counter image: migration A->B and back, rollback on the source,
- * and the error paths. Needs root, podman, runc and a CRIU >= 4.1 (run infra/host-setup.sh first).
+ * PodmanEngine against three real Podman services on this machine ("hosts" A, B and C, each with its own
+ * storage, state and network namespace), with the counter image: migration A->B and back, a chain
+ * A->B->C, rollback on the source, and the error paths. Needs root, podman, runc and a CRIU >= 4.1 (run
+ * infra/host-setup.sh first).
  */
 import assert from 'node:assert/strict';
 import { createWriteStream } from 'node:fs';
@@ -17,34 +18,40 @@ import { startPodmanHost, type PodmanHost } from '../../infra/podman-host.js';
 
 const IMAGE = DEFAULT_COUNTER_IMAGE;
 
-describe('PodmanEngine on two simulated hosts', { timeout: 600_000 }, () => {
+describe('PodmanEngine on three simulated hosts', { timeout: 600_000 }, () => {
   let base: string;
   let hostA: PodmanHost;
   let hostB: PodmanHost;
+  let hostC: PodmanHost;
   let engineA: PodmanEngine;
   let engineB: PodmanEngine;
+  let engineC: PodmanEngine;
   const timings: Record<string, number[]> = {};
 
   before(async () => {
     // Short path: the API socket lives below it and unix socket paths are limited to 108 bytes.
     base = await mkdtemp(join(tmpdir(), 'ums-pe-'));
-    [hostA, hostB] = await Promise.all([
+    [hostA, hostB, hostC] = await Promise.all([
       startPodmanHost({ name: 'A', dir: join(base, 'A') }),
       startPodmanHost({ name: 'B', dir: join(base, 'B') }),
+      startPodmanHost({ name: 'C', dir: join(base, 'C') }),
     ]);
     engineA = new PodmanEngine({ socketPath: hostA.socketPath, where: 'host A' });
     engineB = new PodmanEngine({ socketPath: hostB.socketPath, where: 'host B' });
+    engineC = new PodmanEngine({ socketPath: hostC.socketPath, where: 'host C' });
     const imageA = await buildCounterImage(hostA.url, IMAGE, { env: hostA.env });
     const imageB = await buildCounterImage(hostB.url, IMAGE, { env: hostB.env });
-    // A checkpoint names its image by id: both hosts must hold the very same image.
+    const imageC = await buildCounterImage(hostC.url, IMAGE, { env: hostC.env });
+    // A checkpoint names its image by id: every host must hold the very same image.
     assert.equal(imageA.id, imageB.id);
+    assert.equal(imageA.id, imageC.id);
   });
 
   after(async () => {
     for (const [name, values] of Object.entries(timings)) {
       console.log(`timing ${name}: ${values.map((v) => `${v} ms`).join(', ')}`);
     }
-    await Promise.allSettled([hostA?.destroy(), hostB?.destroy()]);
+    await Promise.allSettled([hostA?.destroy(), hostB?.destroy(), hostC?.destroy()]);
     if (base === undefined) return;
     const mounts = (await readFile('/proc/self/mountinfo', 'utf8')).split('\n').filter((l) => l.includes(`${base}/`));
     assert.deepEqual(mounts, [], 'no mounts left below the hosts dir');
@@ -108,6 +115,42 @@ describe('PodmanEngine on two simulated hosts', { timeout: 600_000 }, () => {
     assert.match((await hostA.podman(['exec', name, 'cat', COUNTER_MARKER_PATH])).stdout, new RegExp(`token=${token}`));
     await engineB.removeContainer(name, { force: true });
     await engineA.removeContainer(name, { force: true });
+  });
+
+  it('migrates along a chain A -> B -> C, re-checkpointing on B in between; the counter never resets', async () => {
+    // Regression: Podman 4.3 resets a restored container's conmon pidfile only when the path starts with the
+    // destination's runroot. Simulated hosts with different runroot paths kept the first host's path, and
+    // once that host's copy was removed the next restore failed ("Failed to write conmon pidfile").
+    const name = 'chain';
+    const token = `chain-${Date.now()}`;
+    await hostA.podman(['run', '-d', '--name', name, '-e', `COUNTER_TOKEN=${token}`, IMAGE]);
+    await waitForCount(hostA, name, 3);
+    let last = 0;
+    const hop = async (from: { host: PodmanHost; engine: PodmanEngine }, to: { host: PodmanHost; engine: PodmanEngine }, label: string) => {
+      const archive = join(base, `chain-${label}.tar`);
+      await checkpointToFile(from.engine, name, archive, timings);
+      const frozenAt = maxCount(await logs(from.host, name));
+      assert.ok(frozenAt > last, `${label}: counter went on before the checkpoint (${frozenAt} > ${last})`);
+      // The migration commits before the restore when source and destination are the same host (a plain
+      // re-import); otherwise after it, as PodmanEngine's callers do.
+      if (from.host === to.host) await from.engine.removeContainer(name, { force: true });
+      await restoreTimed(to.engine, name, archive, timings);
+      if (from.host !== to.host) {
+        await from.engine.removeContainer(name, { force: true });
+        assert.equal(await from.engine.inspectContainer(name), undefined, `${label}: the source dropped its copy`);
+      }
+      await waitForCount(to.host, name, frozenAt + 2);
+      assertContinued(await logs(to.host, name), frozenAt);
+      await assertOwnPaths(to.host, name, [hostA, hostB, hostC]);
+      last = frozenAt;
+    };
+    await hop({ host: hostA, engine: engineA }, { host: hostB, engine: engineB }, 'a-b');
+    await hop({ host: hostB, engine: engineB }, { host: hostB, engine: engineB }, 'b-b');
+    await hop({ host: hostB, engine: engineB }, { host: hostC, engine: engineC }, 'b-c');
+    await hop({ host: hostC, engine: engineC }, { host: hostC, engine: engineC }, 'c-c');
+    assert.match((await hostC.podman(['exec', name, 'cat', COUNTER_MARKER_PATH])).stdout, new RegExp(`token=${token}`));
+    for (const engine of [engineA, engineB]) assert.equal(await engine.inspectContainer(name), undefined);
+    await engineC.removeContainer(name, { force: true });
   });
 
   it('rolls back: a checkpointed container resumes on its source host', async () => {
@@ -236,6 +279,24 @@ async function restoreTimed(engine: PodmanEngine, name: string, archive: string,
   if (restored.runtimeRestoreMs !== undefined) (timings['restore (runtime-reported)'] ??= []).push(Math.round(restored.runtimeRestoreMs));
   assert.equal(restored.name, name);
   assert.match(restored.id, /^[0-9a-f]{64}$/);
+}
+
+/**
+ * A restored container's pidfiles must be this host's own (a fresh path under the runroot, named by the new
+ * container id), and nothing in its configuration may point into another simulated host's directory.
+ */
+async function assertOwnPaths(host: PodmanHost, name: string, all: PodmanHost[]): Promise<void> {
+  const [inspected] = JSON.parse((await host.podman(['container', 'inspect', name])).stdout) as {
+    Id: string;
+    ConmonPidFile: string;
+    PidFile: string;
+  }[];
+  assert.ok(inspected !== undefined);
+  assert.ok(inspected.ConmonPidFile.includes(inspected.Id), `conmon pidfile named by the new id: ${inspected.ConmonPidFile}`);
+  const text = JSON.stringify(inspected);
+  for (const other of all) {
+    if (other !== host) assert.ok(!text.includes(`${other.dir}/`), `${name} on ${host.name} refers to ${other.name}'s dir`);
+  }
 }
 
 async function ipOf(host: PodmanHost, name: string): Promise<string> {

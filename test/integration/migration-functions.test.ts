@@ -1,0 +1,222 @@
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { after, before, beforeEach, describe, it } from 'node:test';
+import type { AgentRegistration } from '../../core/agent-registration.js';
+import { subjects } from '../../core/event-bus.js';
+import { makeEvent, parseCommand, parseEvent, type EventName, type UmsCommand, type UmsEvent } from '../../core/events.js';
+import { createLogger } from '../../core/log.js';
+import { lockKey } from '../../core/migration.js';
+import { connectNatsBus, type NatsEventBus } from '../../core/nats-event-bus.js';
+import { openObjectStore } from '../../core/object-stores/open-object-store.js';
+import { finalize } from '../../functions/finalize.js';
+import type { FunctionContext } from '../../functions/function-context.js';
+import { planMigration } from '../../functions/plan-migration.js';
+import { planRestore } from '../../functions/plan-restore.js';
+import { startNatsServer, type NatsServer } from '../../infra/nats-server.js';
+
+/**
+ * The functions against a real nats-server with JetStream and a real (file) object store, called
+ * directly as the functions-framework would call them, including the redeliveries and duplicates that
+ * at-least-once delivery produces. The agents are represented by their registrations (plain data).
+ */
+const SOURCE = 'azure-eastus-1';
+const DESTINATION = 'gcp-us-central1-1';
+const IMAGE = 'localhost/ums/counter:1';
+
+let dir: string;
+let nats: NatsServer;
+let bus: NatsEventBus;
+let ctx: FunctionContext;
+let storeUrl: string;
+
+function registration(agentId: string, containers: AgentRegistration['containers'], images = [IMAGE]): AgentRegistration {
+  const now = new Date().toISOString();
+  return {
+    agentId,
+    cloud: agentId.startsWith('azure') ? 'azure' : 'gcp',
+    region: 'r',
+    storeUrl,
+    approaches: ['container'],
+    engine: { engine: 'podman', version: '4.3.1', apiVersion: '4.3.1', ociRuntime: 'runc', criuVersion: '4.1.1', kernel: '6.18' },
+    freeMemoryBytes: 1e10,
+    freeDiskBytes: 1e11,
+    images,
+    containers,
+    startedAt: now,
+    heartbeatAt: now,
+  };
+}
+
+const request = (container: string, migrationId = randomUUID(), destinationAgent = DESTINATION) =>
+  makeEvent('migration.requested', '/test', { migrationId, container, destinationAgent });
+
+async function commandsFor(agentId: string): Promise<UmsCommand[]> {
+  const info = await bus.manager.streams.info(subjects.commandsStream);
+  const out: UmsCommand[] = [];
+  for (let seq = info.state.first_seq; seq <= info.state.last_seq && info.state.messages > 0; seq++) {
+    const message = await bus.manager.streams.getMessage(subjects.commandsStream, { seq }).catch(() => undefined);
+    if (message?.subject === subjects.commandsFor(agentId)) out.push(parseCommand(message.data));
+  }
+  return out;
+}
+
+async function lastEvent(migrationId: string, name: EventName): Promise<UmsEvent | undefined> {
+  const message = await bus.manager.streams
+    .getMessage(subjects.eventsStream, { last_by_subj: subjects.event(migrationId, name) })
+    .catch(() => undefined);
+  return message ? parseEvent(message.data) : undefined;
+}
+
+async function purgeCommands(): Promise<void> {
+  await bus.manager.streams.purge(subjects.commandsStream);
+}
+
+describe('the migration functions against a real JetStream', () => {
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'ums-functions-'));
+    nats = await startNatsServer(dir);
+    bus = await connectNatsBus({ servers: nats.url, name: 'functions-test' });
+    storeUrl = `file://${join(dir, 'store')}`;
+    ctx = { bus, log: createLogger('test'), source: '/test/functions', openStore: (url) => openObjectStore(url), signedUrlTtlSeconds: 60 };
+  });
+
+  after(async () => {
+    await bus?.close();
+    await nats?.stop();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  beforeEach(async () => {
+    await purgeCommands();
+    await bus.agents.put(SOURCE, registration(SOURCE, [{ name: 'web', image: IMAGE, state: 'running', checkpointed: false }]));
+    await bus.agents.put(DESTINATION, registration(DESTINATION, []));
+  });
+
+  it('refuses, before anything is frozen, what cannot work, each with its reason', async () => {
+    const cases: Array<[ReturnType<typeof request>, string, RegExp]> = [
+      [request('web', randomUUID(), 'aws-nowhere-1'), 'agent-unavailable', /"aws-nowhere-1" is not registered/],
+      [request('nope'), 'container-not-found', /"nope" was not found on any registered agent/],
+      [request('web', randomUUID(), SOURCE), 'invalid-request', /already runs on "azure-eastus-1"/],
+    ];
+    await bus.agents.put(SOURCE, registration(SOURCE, [{ name: 'web', image: IMAGE, state: 'running', checkpointed: false }, { name: 'old', image: IMAGE, state: 'exited', checkpointed: false }, { name: 'odd', image: 'localhost/odd:1', state: 'running', checkpointed: false }]));
+    cases.push([request('old'), 'container-not-running', /is exited, not running/], [request('odd'), 'image-missing', /does not have the image "localhost\/odd:1"/]);
+    for (const [event, code, reason] of cases) {
+      await planMigration(event, ctx);
+      const record = await bus.migrations.get(event.data.migrationId);
+      assert.equal(record?.value.state, 'failed', event.data.container);
+      assert.equal(record?.value.failure?.code, code);
+      assert.match(record?.value.failure?.reason ?? '', reason);
+      const failed = await lastEvent(event.data.migrationId, 'migration.failed');
+      assert.equal(failed?.name === 'migration.failed' && failed.data.code, code);
+    }
+    assert.deepEqual(await commandsFor(SOURCE), [], 'nothing was commanded');
+    assert.equal(await bus.locks.get(lockKey(SOURCE, 'web')), undefined, 'no lock is left behind');
+  });
+
+  it('refuses a destination whose heartbeat stopped', async () => {
+    const stale = registration(DESTINATION, []);
+    stale.heartbeatAt = new Date(Date.now() - 60_000).toISOString();
+    await bus.agents.put(DESTINATION, stale);
+    const event = request('web');
+    await planMigration(event, ctx);
+    assert.match((await bus.migrations.get(event.data.migrationId))?.value.failure?.reason ?? '', /stopped sending heartbeats/);
+  });
+
+  it('plans once however often the request is delivered, and refuses a second migration of the same container', async () => {
+    const event = request('web');
+    await Promise.all([planMigration(event, ctx), planMigration(event, ctx)]);
+    await planMigration(event, ctx);
+    const record = await bus.migrations.get(event.data.migrationId);
+    assert.equal(record?.value.state, 'checkpointing');
+    assert.equal(record?.value.sourceAgent, SOURCE);
+    const commands = await commandsFor(SOURCE);
+    assert.equal(commands.length, 1, 'duplicates are dropped by the stream');
+    assert.equal(commands[0]?.name, 'checkpoint');
+    assert.equal((await bus.locks.get(lockKey(SOURCE, 'web')))?.value.migrationId, event.data.migrationId);
+
+    const second = request('web');
+    await planMigration(second, ctx);
+    const refused = await bus.migrations.get(second.data.migrationId);
+    assert.equal(refused?.value.failure?.code, 'already-migrating');
+    assert.equal((await bus.locks.get(lockKey(SOURCE, 'web')))?.value.migrationId, event.data.migrationId, 'the first keeps its lock');
+  });
+
+  it('signs a read URL on upload, rolls back on a failed restore, and ends failed once the source resumed', async () => {
+    await bus.locks.delete(lockKey(SOURCE, 'web'));
+    const event = request('web');
+    const { migrationId } = event.data;
+    await planMigration(event, ctx);
+    const key = `migrations/${migrationId}/checkpoint.tar`;
+    await openObjectStore(storeUrl).put(key, Readable.from([Buffer.from('archive bytes')]));
+    const now = new Date().toISOString();
+    const uploaded = (agent: string) =>
+      makeEvent('checkpoint.uploaded', `/agents/${agent}`, {
+        migrationId,
+        agent,
+        container: 'web',
+        image: IMAGE,
+        artifact: { storeUrl, key, sizeBytes: 13, sha256: 'b'.repeat(64) },
+        checkpointStartedAt: now,
+        firstByteAt: now,
+        uploadedAt: now,
+      });
+    await planRestore(uploaded('impostor-1'), ctx);
+    assert.equal((await bus.migrations.get(migrationId))?.value.state, 'checkpointing', 'an upload from another agent is ignored');
+    await planRestore(uploaded(SOURCE), ctx);
+    await planRestore(uploaded(SOURCE), ctx);
+    const restores = (await commandsFor(DESTINATION)).filter((c) => c.name === 'restore');
+    assert.equal(restores.length, 1);
+    const restore = restores[0];
+    assert.ok(restore?.name === 'restore');
+    assert.ok(restore.data.artifact.signedUrl.startsWith('file://'));
+    assert.ok(Date.parse(restore.data.artifact.expiresAt) > Date.now());
+    const uploadedEvent = await lastEvent(migrationId, 'migration.planned');
+    assert.ok(!JSON.stringify(uploadedEvent).includes('signedUrl'), 'events never carry the signed URL');
+
+    await finalize(makeEvent('restore.failed', '/a', { migrationId, agent: DESTINATION, code: 'digest-mismatch', reason: 'sha256 differs' }), ctx);
+    assert.equal((await bus.migrations.get(migrationId))?.value.state, 'rolling-back');
+    assert.deepEqual((await commandsFor(SOURCE)).map((c) => c.name), ['checkpoint', 'resume']);
+    // a late success report from the destination must not undo the rollback
+    await finalize(makeEvent('restore.completed', '/a', { migrationId, agent: DESTINATION, container: 'web', containerId: 'x', receivedAt: now, downloadedAt: now, restoredAt: now }), ctx);
+    assert.equal((await bus.migrations.get(migrationId))?.value.state, 'rolling-back');
+
+    await finalize(makeEvent('source.resumed', '/a', { migrationId, agent: SOURCE, container: 'web' }), ctx);
+    const record = await bus.migrations.get(migrationId);
+    assert.equal(record?.value.state, 'failed');
+    assert.equal(record?.value.failure?.code, 'digest-mismatch');
+    const failed = await lastEvent(migrationId, 'migration.failed');
+    assert.ok(failed?.name === 'migration.failed' && failed.data.runningOn === SOURCE);
+    assert.equal(await bus.locks.get(lockKey(SOURCE, 'web')), undefined, 'the lock is released');
+    assert.equal(await openObjectStore(storeUrl).head(key), undefined, 'the archive (process memory) is deleted');
+  });
+
+  it('completes only after the source discarded its copy, with a timeline', async () => {
+    const event = request('web');
+    const { migrationId } = event.data;
+    await planMigration(event, ctx);
+    const key = `migrations/${migrationId}/checkpoint.tar`;
+    await openObjectStore(storeUrl).put(key, Readable.from([Buffer.from('archive bytes')]));
+    const base = Date.now();
+    const t = (ms: number) => new Date(base + ms).toISOString();
+    await planRestore(
+      makeEvent('checkpoint.uploaded', '/a', { migrationId, agent: SOURCE, container: 'web', image: IMAGE, artifact: { storeUrl, key, sizeBytes: 13, sha256: 'b'.repeat(64) }, checkpointStartedAt: t(0), firstByteAt: t(300), uploadedAt: t(400) }),
+      ctx,
+    );
+    await finalize(makeEvent('restore.completed', '/a', { migrationId, agent: DESTINATION, container: 'web', containerId: 'x', receivedAt: t(450), downloadedAt: t(500), restoredAt: t(900) }), ctx);
+    assert.equal((await bus.migrations.get(migrationId))?.value.state, 'finalizing');
+    assert.ok((await commandsFor(SOURCE)).some((c) => c.name === 'discard'));
+    // a discard report from the wrong agent changes nothing
+    await finalize(makeEvent('source.discarded', '/a', { migrationId, agent: DESTINATION, container: 'web' }), ctx);
+    assert.equal((await bus.migrations.get(migrationId))?.value.state, 'finalizing');
+    await finalize(makeEvent('source.discarded', '/a', { migrationId, agent: SOURCE, container: 'web' }), ctx);
+    assert.equal((await bus.migrations.get(migrationId))?.value.state, 'done');
+    const completed = await lastEvent(migrationId, 'migration.completed');
+    assert.ok(completed?.name === 'migration.completed');
+    assert.equal(completed.data.timeline.frozenMs, 900);
+    assert.equal(await openObjectStore(storeUrl).head(key), undefined);
+  });
+});

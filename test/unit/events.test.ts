@@ -1,0 +1,57 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { InvalidMessageError, makeCommand, makeEvent, parseCommand, parseEvent, toWire } from '../../core/events.js';
+
+const migrationId = 'b24c00b7-a16d-4967-b816-2475c91c6379';
+
+describe('events and commands at the boundary', () => {
+  it('round-trips an event through its wire form', () => {
+    const event = makeEvent('migration.requested', '/ums/cli', { migrationId, container: 'web', destinationAgent: 'gcp-us-central1-1' });
+    const wire = JSON.stringify(toWire(event));
+    assert.ok(!wire.includes('"name"'), 'the in-memory discriminator stays off the wire');
+    const parsed = parseEvent(new TextEncoder().encode(wire));
+    assert.equal(parsed.name, 'migration.requested');
+    assert.equal(parsed.type, 'dev.ums.migration.requested.v1');
+    assert.equal(parsed.subject, migrationId);
+    assert.deepEqual(parsed.data, event.data);
+  });
+
+  it('refuses what is not JSON, not a CloudEvent, of an unknown type, or with bad data, naming the problem', () => {
+    assert.throws(() => parseEvent('{not json'), (e: unknown) => e instanceof InvalidMessageError && /not JSON/.test(e.message));
+    assert.throws(() => parseEvent({ type: 'dev.ums.migration.requested.v1' }), /specversion/);
+    const base = toWire(makeEvent('migration.requested', '/ums/cli', { migrationId, container: 'web', destinationAgent: 'gcp-us-central1-1' }));
+    assert.throws(() => parseEvent({ ...base, type: 'dev.ums.no.such.thing.v1' }), /unknown event type "dev.ums.no.such.thing.v1"/);
+    assert.throws(() => parseEvent({ ...base, data: { migrationId, container: '../etc', destinationAgent: 'x' } }), /container/);
+    assert.throws(() => parseEvent({ ...base, data: { migrationId: 'a.b', container: 'web', destinationAgent: 'x' } }), /migrationId/);
+    // a command is not an event, and the other way round
+    const command = toWire(makeCommand('discard', '/ums/functions/finalize', { migrationId, container: 'web' }));
+    assert.throws(() => parseEvent(command), /unknown event type/);
+    assert.throws(() => parseCommand(base), /unknown command type/);
+  });
+
+  it('validates a restore command, including its signed URL and digest', () => {
+    const data = {
+      migrationId,
+      container: 'web',
+      image: 'localhost/ums/counter:1',
+      artifact: {
+        storeUrl: 'azblob://devstoreaccount1/ums-local',
+        key: `migrations/${migrationId}/checkpoint.tar`,
+        sizeBytes: 1024,
+        sha256: 'a'.repeat(64),
+        signedUrl: 'https://example.blob.core.windows.net/c/k?sig=x',
+        expiresAt: new Date().toISOString(),
+      },
+    };
+    assert.equal(parseCommand(toWire(makeCommand('restore', '/f', data))).name, 'restore');
+    assert.throws(() => makeCommand('restore', '/f', { ...data, artifact: { ...data.artifact, sha256: 'XYZ' } }));
+    assert.throws(() => parseCommand({ ...toWire(makeCommand('restore', '/f', data)), data: { ...data, artifact: { ...data.artifact, signedUrl: 'not a url' } } }), /signedUrl/);
+  });
+
+  it('gives a deterministic id when asked, so that a retried publish is deduplicated', () => {
+    const a = makeEvent('source.resumed', '/a', { migrationId, agent: 'azure-eastus-1', container: 'web' }, `${migrationId}.resumed`);
+    const b = makeEvent('source.resumed', '/a', { migrationId, agent: 'azure-eastus-1', container: 'web' }, `${migrationId}.resumed`);
+    assert.equal(a.id, b.id);
+    assert.notEqual(makeEvent('source.resumed', '/a', a.data).id, makeEvent('source.resumed', '/a', a.data).id);
+  });
+});
