@@ -27,7 +27,8 @@ export async function describeHost(identity: AgentIdentity, engine: ContainerEng
     freeMemoryBytes: info.freeMemoryBytes,
     freeDiskBytes: info.freeDiskBytes,
     images: [...new Set(images.flatMap((image) => image.names))].sort(),
-    containers: containers.map((c) => ({ name: c.name, image: c.image, state: c.state, checkpointed: c.checkpointed })),
+    imageIds: images.map((image) => image.id).sort(),
+    containers: containers.map((c) => ({ name: c.name, image: c.image, imageId: c.imageId, state: c.state, checkpointed: c.checkpointed })),
     startedAt,
     heartbeatAt: new Date().toISOString(),
   };

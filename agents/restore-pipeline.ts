@@ -38,14 +38,17 @@ export async function restoreFromSignedUrl(
   workDir: string,
   onProgress: (bytes: number) => void,
 ): Promise<RestoredFromArchive> {
-  const { migrationId, container, image, artifact } = command;
+  const { migrationId, container, image, imageId, artifact } = command;
 
   const existing = await engine.inspectContainer(container);
   if (existing) {
     throw new RestoreRefusedError('invalid-request', `a container named "${container}" already exists here (${existing.state}); remove or rename it, then migrate again`);
   }
-  if (!(await engine.imageExists(image))) {
-    throw new RestoreRefusedError('image-missing', `image "${image}" is not present on this host; load it here first (the checkpoint carries the container's changes, not its base image)`);
+  if (!(await engine.imageExists(imageId))) {
+    throw new RestoreRefusedError(
+      'image-missing',
+      `image "${image}" (id ${imageId.slice(0, 12)}) is not present on this host; load that image here first (the checkpoint carries the container's changes, not its base image)`,
+    );
   }
   if (Date.parse(artifact.expiresAt) <= Date.now()) {
     throw new RestoreRefusedError('url-rejected', `the signed URL for the checkpoint expired at ${artifact.expiresAt}, before the restore began; migrate again`);

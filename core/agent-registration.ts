@@ -26,9 +26,12 @@ export const AgentRegistration = z.object({
   }),
   freeMemoryBytes: z.number().nonnegative(),
   freeDiskBytes: z.number().nonnegative(),
+  /** Image names (name:tag) present on the host. */
   images: z.array(z.string()),
+  /** Image ids present: a checkpoint restores only onto the very image id it was taken from. */
+  imageIds: z.array(z.string()),
   containers: z.array(
-    z.object({ name: z.string(), image: z.string(), state: z.string(), checkpointed: z.boolean() }),
+    z.object({ name: z.string(), image: z.string(), imageId: z.string(), state: z.string(), checkpointed: z.boolean() }),
   ),
   startedAt: z.iso.datetime({ offset: true }),
   heartbeatAt: z.iso.datetime({ offset: true }),

@@ -153,6 +153,8 @@ export const commandData = {
     ...migrationRef,
     container: containerName,
     image: z.string().min(1),
+    /** The restore needs this exact image (Podman looks it up by id). */
+    imageId: z.string().min(1),
     artifact: Artifact.extend({
       /** Short-lived read-only URL in the source's cloud. A bearer secret: never log it. */
       signedUrl: z.string().url(),

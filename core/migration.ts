@@ -44,6 +44,7 @@ export const MigrationRecord = z.object({
   state: MigrationState,
   container: ContainerName,
   image: z.string().optional(),
+  imageId: z.string().optional(),
   sourceAgent: AgentId.optional(),
   destinationAgent: AgentId,
   approach: Approach.optional(),

@@ -65,10 +65,13 @@ export async function planMigration(event: EventOf<'migration.requested'>, ctx: 
   if (container.state !== 'running') {
     return refuse('container-not-running', `container "${request.container}" on "${source.agentId}" is ${container.state}, not running; only a running container can be live-migrated`, null);
   }
-  if (!destination.images.includes(container.image)) {
+  if (!destination.imageIds.includes(container.imageId)) {
+    const sameName = destination.images.includes(container.image);
     return refuse(
       'image-missing',
-      `destination "${destination.agentId}" does not have the image "${container.image}"; load it there first (the checkpoint carries the container's changes, not its base image)`,
+      sameName
+        ? `destination "${destination.agentId}" has an image named "${container.image}" but not the same image (id ${container.imageId.slice(0, 12)}): a checkpoint restores only onto the image it was taken from; copy it there with "podman save | podman load" rather than rebuilding it`
+        : `destination "${destination.agentId}" does not have the image "${container.image}"; load it there first (the checkpoint carries the container's changes, not its base image)`,
       source.agentId,
     );
   }
@@ -85,6 +88,7 @@ export async function planMigration(event: EventOf<'migration.requested'>, ctx: 
   const planned = await advance(bus, record, 'checkpointing', () => ({
     sourceAgent: source.agentId,
     image: container.image,
+    imageId: container.imageId,
     approach: 'container',
     artifactLocation: { storeUrl: source.storeUrl, key: `migrations/${request.migrationId}/checkpoint.tar` },
     times: { ...record.value.times, plannedAt: new Date().toISOString() },

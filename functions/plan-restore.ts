@@ -40,8 +40,8 @@ export async function planRestore(event: EventOf<'checkpoint.uploaded'>, ctx: Fu
 }
 
 async function commandRestore(record: MigrationRecord, ctx: FunctionContext): Promise<void> {
-  const { artifact, image } = record;
-  if (!artifact || !image) throw new Error(`migration ${record.migrationId} is restoring but has no artifact`);
+  const { artifact, image, imageId } = record;
+  if (!artifact || !image || !imageId) throw new Error(`migration ${record.migrationId} is restoring but has no artifact`);
   const store = ctx.openStore(artifact.storeUrl);
   const signed = await store.signedReadUrl(artifact.key, ctx.signedUrlTtlSeconds);
   await ctx.bus.sendCommand(
@@ -53,6 +53,7 @@ async function commandRestore(record: MigrationRecord, ctx: FunctionContext): Pr
         migrationId: record.migrationId,
         container: record.container,
         image,
+        imageId,
         artifact: { ...artifact, signedUrl: signed.url, expiresAt: signed.expiresAt },
       },
       `${record.migrationId}.restore`,

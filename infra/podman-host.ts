@@ -1,6 +1,6 @@
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdir, open, readFile, readdir, readlink, rm, stat } from 'node:fs/promises';
+import { mkdir, open, readFile, readdir, readlink, rm, stat, type FileHandle } from 'node:fs/promises';
 import { request } from 'node:http';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
@@ -17,6 +17,17 @@ export const DEFAULT_CONTAINERS_CONF = repoPath('infra', 'podman', 'containers.c
 export const DEFAULT_CRIU_WRAPPER_DIR = '/usr/local/sbin';
 
 const SYSTEM_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
+/**
+ * The runroot every simulated host's service is given. Each service runs in a private mount namespace in
+ * which this path is a bind mount of the host's own `<dir>/runroot`, so all hosts name the same path (as
+ * real hosts all use /run/containers/storage) while each keeps its own contents. Podman 4.3's checkpoint
+ * import gives a restored container fresh pidfile paths only when the archived ones start with the
+ * destination's runroot (RestoreContainer in libpod/runtime_ctr.go); with a runroot path per host, a
+ * container restored on B kept A's pidfile path and conmon on B wrote into A's directory. Outside the
+ * services' namespaces this is an empty directory.
+ */
+export const SHARED_RUNROOT = '/run/ums-podman/runroot';
 
 export interface PodmanHostOptions {
   /** Short name, used in logs and in the network namespace's name. */
@@ -44,6 +55,10 @@ export interface PodmanHostOptions {
 export interface PodmanHost {
   name: string;
   dir: string;
+  /** What the service calls its runroot (SHARED_RUNROOT, visible as such only inside its mount namespace). */
+  runroot: string;
+  /** Where that runroot's contents really are: `<dir>/runroot`. */
+  runrootDir: string;
   socketPath: string;
   /** unix:///path/to/podman.sock, for `podman --url` and CONTAINER_HOST. */
   url: string;
@@ -51,17 +66,25 @@ export interface PodmanHost {
   env: NodeJS.ProcessEnv;
   /** The network namespace the service runs in, when isolated. */
   netns: string | undefined;
+  /**
+   * pid of the API service, which runs in a mount namespace of its own (as do conmon and, below them, the
+   * containers): /proc/PID/ns/mnt and /proc/PID/mountinfo show what the host sees. undefined once stopped.
+   */
+  servicePid(): number | undefined;
   /** Runs `podman --url URL ARGS...` against this host; rejects with stderr on a non-zero exit. */
   podman(args: string[], options?: { timeoutMs?: number }): Promise<{ stdout: string; stderr: string }>;
   /**
    * Stops the API service only. Containers keep running under their conmon processes, as on a real host
-   * whose Podman service restarts; `startPodmanHost` with the same dir serves them again.
+   * whose Podman service restarts; `startPodmanHost` with the same dir serves them again (it joins the mount
+   * namespace those conmon processes live in; with none left it makes a new one).
    */
   stop(): Promise<void>;
   /**
    * Tears the host down completely: removes every container (running or checkpointed), stops the service,
-   * kills any conmon/container process left under this host's dirs, unmounts everything below `dir`,
-   * deletes the network namespace and removes `dir`. Safe to call more than once.
+   * kills any process left in the host's mount namespace or naming this host's dirs (conmon and the like),
+   * unmounts everything below `dir`, deletes the network namespace and removes `dir`. The mounts Podman made
+   * (overlay, shm) live in the host's private mount namespace and go with its last process. Safe to call
+   * more than once.
    */
   destroy(): Promise<void>;
 }
@@ -72,6 +95,13 @@ export interface PodmanHost {
  * --runroot (run state, netavark IPAM/firewall state under networks/), --tmpdir (alive file, file locks,
  * events log, exit files), --volumepath, --network-config-dir, and TMPDIR (checkpoint archives being
  * exported/imported are staged there).
+ *
+ * The runroot is the exception to "a path under dir": the service runs in a private mount namespace
+ * (unshare --mount) where `<dir>/runroot` is bind-mounted at SHARED_RUNROOT, and is told --runroot
+ * SHARED_RUNROOT, so a checkpoint taken on one simulated host restores on another as it would between real
+ * hosts (see SHARED_RUNROOT). conmon, the containers and every mount Podman makes live in that namespace
+ * (invisible in the machine's own mount table) and the namespace ends with its last process. The short,
+ * fixed runroot also keeps Podman's runroot length limit out of the way: only the socket path bounds `dir`.
  */
 export async function startPodmanHost(options: PodmanHostOptions): Promise<PodmanHost> {
   const dir = resolve(options.dir);
@@ -90,6 +120,7 @@ export async function startPodmanHost(options: PodmanHostOptions): Promise<Podma
     await mkdir(d, { recursive: true });
   }
   await rm(paths.socket, { force: true });
+  await mkdir(SHARED_RUNROOT, { recursive: true });
 
   let netns: string | undefined;
   if (network === 'isolated') {
@@ -109,7 +140,7 @@ export async function startPodmanHost(options: PodmanHostOptions): Promise<Podma
 
   const podmanArgs = [
     '--root', paths.root,
-    '--runroot', paths.runroot,
+    '--runroot', SHARED_RUNROOT,
     '--tmpdir', paths.tmpdir,
     '--volumepath', paths.volumes,
     '--network-config-dir', paths.networks,
@@ -118,16 +149,35 @@ export async function startPodmanHost(options: PodmanHostOptions): Promise<Podma
     '--events-backend', 'file',
     'system', 'service', '--time=0', `unix://${paths.socket}`,
   ];
-  const [command, args] = netns === undefined
-    ? ['podman', podmanArgs]
-    : ['nsenter', [`--net=/run/netns/${netns}`, '--', 'podman', ...podmanArgs]];
+  const netArgs = netns === undefined ? [] : [`--net=/run/netns/${netns}`];
+  // A service restarted after stop() must see the mounts of the containers still running under conmon:
+  // join their mount namespace. Otherwise make a new private one with this host's runroot at the shared path.
+  const joined = await openHostMountNamespace(paths.runroot);
+  let command: string;
+  let args: string[];
+  if (joined !== undefined) {
+    // nsenter opens /proc/self/fd/3, the namespace held open here, so the pid it was found by may be gone.
+    [command, args] = ['nsenter', ['--mount=/proc/self/fd/3', ...netArgs, '--', 'podman', ...podmanArgs]];
+  } else {
+    const inner = netns === undefined ? ['podman', ...podmanArgs] : ['nsenter', ...netArgs, '--', 'podman', ...podmanArgs];
+    [command, args] = ['unshare', [
+      '--mount', '--propagation', 'private', '--',
+      'sh', '-c', 'mount --bind -- "$1" "$2" && shift 2 && exec "$@"', 'ums-podman-host', paths.runroot, SHARED_RUNROOT,
+      ...inner,
+    ]];
+  }
 
   const logFile = await open(paths.serviceLog, 'a');
   let child: ChildProcess;
   try {
-    child = spawn(command, args, { env: serviceEnv, stdio: ['ignore', logFile.fd, logFile.fd], detached: true });
+    child = spawn(command, args, {
+      env: serviceEnv,
+      stdio: ['ignore', logFile.fd, logFile.fd, ...(joined !== undefined ? [joined.handle.fd] : [])],
+      detached: true,
+    });
   } finally {
     await logFile.close();
+    await joined?.handle.close();
   }
   // A test runner exiting must not wait on the service; destroy()/stop() end it explicitly.
   child.unref();
@@ -158,7 +208,15 @@ export async function startPodmanHost(options: PodmanHostOptions): Promise<Podma
     }
     await sleep(50);
   }
-  log.info({ host: options.name, dir, pid: child.pid, netns, startMs: Date.now() - startedAt }, 'podman service up');
+  // unshare, sh and nsenter each exec the next, so the child is podman itself: check what it sees.
+  if (child.pid === undefined || !(await seesRunroot(child.pid, paths.runroot))) {
+    child.kill('SIGKILL');
+    throw new Error(`podman service for host ${options.name} does not see ${paths.runroot} at ${SHARED_RUNROOT}`);
+  }
+  log.info(
+    { host: options.name, dir, pid: child.pid, netns, mountNamespace: joined !== undefined ? `joined (pid ${joined.pid})` : 'new', startMs: Date.now() - startedAt },
+    'podman service up',
+  );
 
   const cliEnv: NodeJS.ProcessEnv = { ...process.env, CONTAINER_HOST: url };
   delete cliEnv.CONTAINER_CONNECTION;
@@ -178,8 +236,11 @@ export async function startPodmanHost(options: PodmanHostOptions): Promise<Podma
     dir,
     socketPath: paths.socket,
     url,
+    runroot: SHARED_RUNROOT,
+    runrootDir: paths.runroot,
     env: cliEnv,
     netns,
+    servicePid: () => (exited ? undefined : child.pid),
     podman: async (cliArgs, cliOptions) => {
       try {
         const { stdout, stderr } = await execFileAsync('podman', ['--url', url, ...cliArgs], {
@@ -207,7 +268,7 @@ export async function startPodmanHost(options: PodmanHostOptions): Promise<Podma
         }
       }
       await stop();
-      await killProcessesUnder(dir);
+      await killProcessesUnder(dir, paths.runroot);
       await unmountUnder(dir);
       if (netns !== undefined) await deleteNetns(netns);
       await rm(dir, { recursive: true, force: true });
@@ -263,38 +324,85 @@ async function deleteNetns(netns: string): Promise<void> {
   });
 }
 
-/**
- * conmon, and the container processes below it, outlive the service (they are meant to). After a crash
- * or a failed `rm`, find them by this host's paths on their command line or as their working directory,
- * and kill them by pid.
- */
-async function killProcessesUnder(dir: string): Promise<void> {
-  const needle = `${dir}/`;
-  const victims: { pid: number; cmdline: string }[] = [];
+/** Whether process `pid` sees `runrootDir` at SHARED_RUNROOT, i.e. lives in that host's mount namespace. */
+async function seesRunroot(pid: number, runrootDir: string): Promise<boolean> {
+  try {
+    const [inside, own] = await Promise.all([stat(`/proc/${pid}/root${SHARED_RUNROOT}`), stat(runrootDir)]);
+    return inside.dev === own.dev && inside.ino === own.ino;
+  } catch {
+    return false;
+  }
+}
+
+/** pids of the processes in the mount namespace that shows `runrootDir` at SHARED_RUNROOT (conmon and co). */
+async function processesInHostMountNamespace(runrootDir: string): Promise<number[]> {
+  const own = await stat(runrootDir).catch(() => undefined);
+  if (own === undefined) return [];
+  const ownNs = await readlink('/proc/self/ns/mnt').catch(() => '');
+  const found: number[] = [];
   for (const entry of await readdir('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     const pid = Number(entry);
     if (pid === process.pid) continue;
-    try {
-      const cmdline = (await readFile(`/proc/${pid}/cmdline`, 'utf8')).replace(/\0/g, ' ');
-      const cwd = await readlink(`/proc/${pid}/cwd`).catch(() => '');
-      if (cmdline.includes(needle) || cwd.startsWith(needle)) victims.push({ pid, cmdline: cmdline.slice(0, 200) });
-    } catch {
-      // The process ended while we looked.
-    }
+    // Cheap filter first: most processes share the machine's namespace.
+    if ((await readlink(`/proc/${pid}/ns/mnt`).catch(() => ownNs)) === ownNs) continue;
+    const inside = await stat(`/proc/${pid}/root${SHARED_RUNROOT}`).catch(() => undefined);
+    if (inside !== undefined && inside.dev === own.dev && inside.ino === own.ino) found.push(pid);
   }
-  for (const { pid } of victims) {
-    try {
-      process.kill(pid, 'SIGKILL');
-    } catch {
-      // Already gone.
-    }
+  return found;
+}
+
+/** Opens the mount namespace of a process still living in this host's namespace, if there is one. */
+async function openHostMountNamespace(runrootDir: string): Promise<{ pid: number; handle: FileHandle } | undefined> {
+  for (const pid of await processesInHostMountNamespace(runrootDir)) {
+    const handle = await open(`/proc/${pid}/ns/mnt`, 'r').catch(() => undefined);
+    if (handle === undefined) continue;
+    // The pid may have ended (and been reused) between the scan and the open: check again, now that the
+    // namespace is held open.
+    if (await seesRunroot(pid, runrootDir)) return { pid, handle };
+    await handle.close();
   }
-  if (victims.length > 0) {
+  return undefined;
+}
+
+/**
+ * conmon, and the container processes below it, outlive the service (they are meant to). After a crash
+ * or a failed `rm`, find them by this host's mount namespace, or by this host's paths on their command line
+ * or as their working directory, and kill them by pid. With the last of them the mount namespace ends, and
+ * the mounts Podman made in it go too.
+ */
+async function killProcessesUnder(dir: string, runrootDir: string): Promise<void> {
+  const needle = `${dir}/`;
+  for (let round = 0; round < 5; round++) {
+    const victims: { pid: number; cmdline: string }[] = [];
+    const inNamespace = new Set(await processesInHostMountNamespace(runrootDir));
+    for (const entry of await readdir('/proc')) {
+      if (!/^\d+$/.test(entry)) continue;
+      const pid = Number(entry);
+      if (pid === process.pid) continue;
+      try {
+        const cmdline = (await readFile(`/proc/${pid}/cmdline`, 'utf8')).replace(/\0/g, ' ');
+        const cwd = await readlink(`/proc/${pid}/cwd`).catch(() => '');
+        if (inNamespace.has(pid) || cmdline.includes(needle) || cwd.startsWith(needle)) {
+          victims.push({ pid, cmdline: cmdline.slice(0, 200) });
+        }
+      } catch {
+        // The process ended while we looked.
+      }
+    }
+    if (victims.length === 0) return;
+    for (const { pid } of victims) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // Already gone.
+      }
+    }
     // Expected for exec sessions: their conmon pair (conmon 2.1.6 with runc) lingers after the command ends.
     log.info({ dir, victims }, 'killed processes left behind by the podman host');
     await sleep(200);
   }
+  log.warn({ dir }, 'processes of the podman host survive SIGKILL');
 }
 
 /** Overlay, shm and bind mounts below `dir` must go before rm -rf, or rm fails (EBUSY) or descends into them. */

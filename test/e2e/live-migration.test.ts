@@ -130,7 +130,10 @@ describe('live migration through the whole stack', { timeout: 900_000 }, () => {
   it('refuses a destination that lacks the image before freezing anything; the service keeps running', async () => {
     const name = 'counter-no-image';
     const image = 'localhost/ums/azure-only:1';
-    await azure.podman(['tag', stack.info.image, image]);
+    // A new image (its own id) that only the azure host has: committed from a container there.
+    await azure.podman(['run', '--name', 'image-maker', stack.info.image, 'sh', '-c', 'echo built-on-azure > /etc/origin']);
+    await azure.podman(['commit', '--change', 'CMD ["/usr/local/bin/counter"]', 'image-maker', image]);
+    await azure.podman(['rm', 'image-maker']);
     await runCounter(azure, name, image);
     const { run, ticks } = await migrateAndWatch(name, azure, gcp, GCP);
     assert.equal(run.code, 1);

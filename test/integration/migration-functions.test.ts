@@ -26,6 +26,15 @@ import { startNatsServer, type NatsServer } from '../../infra/nats-server.js';
 const SOURCE = 'azure-eastus-1';
 const DESTINATION = 'gcp-us-central1-1';
 const IMAGE = 'localhost/ums/counter:1';
+const IMAGE_ID = 'e8357277f514d6894cf57d213bd2cb079d2a87f740e6f978625da55acc1bdd4a';
+
+const container = (name: string, state = 'running', image = IMAGE, imageId = IMAGE_ID): AgentRegistration['containers'][number] => ({
+  name,
+  image,
+  imageId,
+  state,
+  checkpointed: false,
+});
 
 let dir: string;
 let nats: NatsServer;
@@ -33,7 +42,7 @@ let bus: NatsEventBus;
 let ctx: FunctionContext;
 let storeUrl: string;
 
-function registration(agentId: string, containers: AgentRegistration['containers'], images = [IMAGE]): AgentRegistration {
+function registration(agentId: string, containers: AgentRegistration['containers'], images = [IMAGE], imageIds = [IMAGE_ID]): AgentRegistration {
   const now = new Date().toISOString();
   return {
     agentId,
@@ -45,6 +54,7 @@ function registration(agentId: string, containers: AgentRegistration['containers
     freeMemoryBytes: 1e10,
     freeDiskBytes: 1e11,
     images,
+    imageIds,
     containers,
     startedAt: now,
     heartbeatAt: now,
@@ -92,7 +102,7 @@ describe('the migration functions against a real JetStream', () => {
 
   beforeEach(async () => {
     await purgeCommands();
-    await bus.agents.put(SOURCE, registration(SOURCE, [{ name: 'web', image: IMAGE, state: 'running', checkpointed: false }]));
+    await bus.agents.put(SOURCE, registration(SOURCE, [container('web')]));
     await bus.agents.put(DESTINATION, registration(DESTINATION, []));
   });
 
@@ -102,8 +112,12 @@ describe('the migration functions against a real JetStream', () => {
       [request('nope'), 'container-not-found', /"nope" was not found on any registered agent/],
       [request('web', randomUUID(), SOURCE), 'invalid-request', /already runs on "azure-eastus-1"/],
     ];
-    await bus.agents.put(SOURCE, registration(SOURCE, [{ name: 'web', image: IMAGE, state: 'running', checkpointed: false }, { name: 'old', image: IMAGE, state: 'exited', checkpointed: false }, { name: 'odd', image: 'localhost/odd:1', state: 'running', checkpointed: false }]));
-    cases.push([request('old'), 'container-not-running', /is exited, not running/], [request('odd'), 'image-missing', /does not have the image "localhost\/odd:1"/]);
+    await bus.agents.put(SOURCE, registration(SOURCE, [container('web'), container('old', 'exited'), container('odd', 'running', 'localhost/odd:1', 'f'.repeat(64)), container('rebuilt', 'running', IMAGE, 'c'.repeat(64))]));
+    cases.push(
+      [request('old'), 'container-not-running', /is exited, not running/],
+      [request('odd'), 'image-missing', /does not have the image "localhost\/odd:1"/],
+      [request('rebuilt'), 'image-missing', /has an image named "localhost\/ums\/counter:1" but not the same image/],
+    );
     for (const [event, code, reason] of cases) {
       await planMigration(event, ctx);
       const record = await bus.migrations.get(event.data.migrationId);

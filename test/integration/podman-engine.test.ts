@@ -283,20 +283,34 @@ async function restoreTimed(engine: PodmanEngine, name: string, archive: string,
 
 /**
  * A restored container's pidfiles must be this host's own (a fresh path under the runroot, named by the new
- * container id), and nothing in its configuration may point into another simulated host's directory.
+ * container id), and neither its configuration nor its conmon (pidfile, exit command) may point into another
+ * simulated host's directory. The create command is history (`podman --url <A's socket> run ...`) and may.
  */
 async function assertOwnPaths(host: PodmanHost, name: string, all: PodmanHost[]): Promise<void> {
   const [inspected] = JSON.parse((await host.podman(['container', 'inspect', name])).stdout) as {
     Id: string;
     ConmonPidFile: string;
-    PidFile: string;
+    State: { ConmonPid: number };
+    Config: { CreateCommand?: string[] };
   }[];
   assert.ok(inspected !== undefined);
+  assert.ok(inspected.ConmonPidFile.startsWith(`${host.runroot}/`), `conmon pidfile under the runroot: ${inspected.ConmonPidFile}`);
   assert.ok(inspected.ConmonPidFile.includes(inspected.Id), `conmon pidfile named by the new id: ${inspected.ConmonPidFile}`);
-  const text = JSON.stringify(inspected);
+  delete inspected.Config.CreateCommand;
+  const conmonCmdline = (await readFile(`/proc/${inspected.State.ConmonPid}/cmdline`, 'utf8')).split('\0');
+  assert.ok(conmonCmdline.some((arg) => arg.includes(inspected.Id)), `conmon ${inspected.State.ConmonPid} is ${name}'s`);
   for (const other of all) {
-    if (other !== host) assert.ok(!text.includes(`${other.dir}/`), `${name} on ${host.name} refers to ${other.name}'s dir`);
+    if (other === host) continue;
+    const refs: string[] = [...stringsContaining(inspected, `${other.dir}/`), ...stringsContaining(conmonCmdline, `${other.dir}/`, 'conmon')];
+    assert.deepEqual(refs, [], `${name} on ${host.name} refers to ${other.name}'s dir`);
   }
+}
+
+/** `key.path: value` for every string below `value` that contains `needle`. */
+function stringsContaining(value: unknown, needle: string, path = ''): string[] {
+  if (typeof value === 'string') return value.includes(needle) ? [`${path}: ${value}`] : [];
+  if (value === null || typeof value !== 'object') return [];
+  return Object.entries(value).flatMap(([key, inner]) => stringsContaining(inner, needle, `${path}.${key}`));
 }
 
 async function ipOf(host: PodmanHost, name: string): Promise<string> {

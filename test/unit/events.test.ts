@@ -34,6 +34,7 @@ describe('events and commands at the boundary', () => {
       migrationId,
       container: 'web',
       image: 'localhost/ums/counter:1',
+      imageId: 'e'.repeat(64),
       artifact: {
         storeUrl: 'azblob://devstoreaccount1/ums-local',
         key: `migrations/${migrationId}/checkpoint.tar`,
