@@ -1,5 +1,5 @@
-import { pipeline } from 'node:stream/promises';
-import { DigestStream } from '../core/digest-stream.js';
+import { artifactPrefix, type ChunkRef } from '../core/checkpoint-artifact.js';
+import { uploadChunked } from '../core/chunked-upload.js';
 import type { Artifact, ArtifactLocation } from '../core/events.js';
 import type { ObjectStore } from '../core/object-store.js';
 import type { ContainerEngine } from './container-engine.js';
@@ -12,33 +12,42 @@ export interface UploadedCheckpoint {
   uploadedAt: Date;
 }
 
+export interface CheckpointStreamOptions {
+  chunkBytes: number;
+  parallel: number;
+  /** Announces each chunk as soon as it is durable, so the destination can fetch it right away. */
+  onChunk: (chunk: ChunkRef) => Promise<void>;
+}
+
 /**
  * Freezes the container and streams its checkpoint archive straight from the engine into the object
- * store, hashing it on the way: the archive never sits whole in memory nor on the agent's disk.
- * The container stays checkpointed on this host until a discard or resume command.
+ * store as parallel chunks, hashing on the way: the archive never sits whole in memory nor on the
+ * agent's disk. The container stays checkpointed on this host until a discard or resume command.
  */
 export async function streamCheckpoint(
   engine: ContainerEngine,
   store: ObjectStore,
+  migrationId: string,
   container: string,
   location: ArtifactLocation,
-  onProgress: (bytes: number) => void,
+  options: CheckpointStreamOptions,
 ): Promise<UploadedCheckpoint> {
+  if (location.prefix !== artifactPrefix(migrationId)) {
+    throw new Error(`refusing to write the checkpoint of ${migrationId} under "${location.prefix}": not its own prefix`);
+  }
   const checkpointStartedAt = new Date();
   const archive = await engine.checkpoint(container);
-  const digest = new DigestStream(onProgress);
-  const piping = pipeline(archive, digest);
-  const [put] = await Promise.all([
-    store.put(location.key, digest, { contentType: 'application/x-tar', metadata: { ums_kind: 'checkpoint_archive' } }),
-    piping,
-  ]);
-  if (put.size !== digest.bytes) {
-    throw new Error(`the store recorded ${put.size} bytes for ${location.key} but ${digest.bytes} were sent`);
-  }
+  const upload = await uploadChunked(archive, store, location.prefix, { migrationId, ...options });
   return {
-    artifact: { ...location, sizeBytes: digest.bytes, sha256: digest.digest() },
+    artifact: {
+      ...location,
+      sizeBytes: upload.manifest.sizeBytes,
+      sha256: upload.manifest.sha256,
+      chunkCount: upload.manifest.chunks.length,
+      manifestSha256: upload.manifestSha256,
+    },
     checkpointStartedAt,
-    firstByteAt: digest.firstByteAt ?? new Date(),
+    firstByteAt: upload.firstByteAt,
     uploadedAt: new Date(),
   };
 }

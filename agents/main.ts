@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { Command, Option } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { Cloud } from '../core/agent-registration.js';
 import { AgentId } from '../core/events.js';
 import { createLogger } from '../core/log.js';
@@ -7,6 +7,12 @@ import { connectNatsBus } from '../core/nats-event-bus.js';
 import { openObjectStore } from '../core/object-stores/open-object-store.js';
 import { HostAgent } from './host-agent.js';
 import { PodmanEngine } from './podman-engine.js';
+
+function positiveInt(value: string | number): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError(`expected a positive whole number, got "${value}"`);
+  return n;
+}
 
 const program = new Command('ums-agent')
   .description('The UMS host agent: registers this host and executes checkpoint/restore commands')
@@ -17,7 +23,10 @@ const program = new Command('ums-agent')
   .addOption(new Option('--podman <url>', 'Podman API socket').env('UMS_PODMAN_URL').default('unix:///run/podman/podman.sock'))
   .addOption(new Option('--nats <url>', 'NATS server').env('NATS_URL').default('nats://127.0.0.1:4222'))
   .addOption(new Option('--work-dir <dir>', 'where downloaded archives wait for the engine').env('UMS_WORK_DIR').default('/var/lib/ums/agent'))
-  .action(async (options: { id: string; cloud: Cloud; region: string; store: string; podman: string; nats: string; workDir: string }) => {
+  .addOption(new Option('--chunk-mib <n>', 'checkpoint chunk size').env('UMS_CHUNK_MIB').default('8').argParser(positiveInt))
+  .addOption(new Option('--parallel <n>', 'chunks moving at once, each way').env('UMS_TRANSFER_PARALLEL').default('4').argParser(positiveInt))
+  .addOption(new Option('--idle-timeout <seconds>', 'give up a restore when nothing arrives for this long').env('UMS_IDLE_TIMEOUT_SECONDS').default('120').argParser(positiveInt))
+  .action(async (options: { id: string; cloud: Cloud; region: string; store: string; podman: string; nats: string; workDir: string; chunkMib: number | string; parallel: number | string; idleTimeout: number | string }) => {
     const agentId = AgentId.parse(options.id);
     const log = createLogger('agent', { agentId });
     const bus = await connectNatsBus({ servers: options.nats, name: `ums-agent-${agentId}` });
@@ -27,6 +36,11 @@ const program = new Command('ums-agent')
       bus,
       store: openObjectStore(options.store),
       workDir: options.workDir,
+      transfer: {
+        chunkBytes: positiveInt(options.chunkMib) * 1024 * 1024,
+        parallel: positiveInt(options.parallel),
+        idleTimeoutMs: positiveInt(options.idleTimeout) * 1000,
+      },
       log,
     });
     await agent.start();

@@ -53,19 +53,22 @@ export async function migrate(container: string, options: MigrateOptions): Promi
       case 'migration.planned':
         say(`  planned: ${event.data.sourceAgent} -> ${event.data.destinationAgent} (${event.data.approach} level, image ${event.data.image})`);
         return;
+      case 'restore.prepared':
+        say(`  destination ready; freezing on the source`);
+        return;
       case 'checkpoint.progress':
         progress('checkpoint -> store', event.data.bytes, 0);
         return;
       case 'checkpoint.uploaded':
         stopBar();
-        say(`  checkpoint uploaded: ${bytes(event.data.artifact.sizeBytes)} in ${millis(Date.parse(event.data.uploadedAt) - Date.parse(event.data.checkpointStartedAt))}`);
+        say(`  checkpoint uploaded: ${bytes(event.data.artifact.sizeBytes)} in ${event.data.artifact.chunkCount} chunk(s), ${millis(Date.parse(event.data.uploadedAt) - Date.parse(event.data.checkpointStartedAt))} after the freeze`);
         return;
       case 'restore.progress':
         progress('download', event.data.bytes, event.data.totalBytes);
         return;
       case 'restore.completed':
         stopBar();
-        say(`  restored on ${event.data.agent} in ${millis(Date.parse(event.data.restoredAt) - Date.parse(event.data.receivedAt))}`);
+        say(`  restored on ${event.data.agent} in ${millis(Date.parse(event.data.restoredAt) - Date.parse(event.data.downloadedAt))}`);
         return;
       case 'checkpoint.failed':
       case 'restore.failed':

@@ -14,8 +14,9 @@ export interface EventBus {
   sendCommand(agentId: string, command: UmsCommand): Promise<void>;
 
   /**
-   * Delivers this agent's commands one at a time, in order. The handler's promise settling acknowledges
-   * the command; a thrown error makes it redeliver later.
+   * Delivers this agent's commands in stream order, several at once (the handler orders what must be
+   * ordered). The handler's promise resolving acknowledges the command; a thrown error makes it
+   * redeliver later.
    */
   consumeCommands(agentId: string, handler: (command: UmsCommand) => Promise<void>, onInvalid: (error: Error) => void): Promise<Subscription>;
 

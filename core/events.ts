@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
+import { ChunkRef } from './checkpoint-artifact.js';
 
 /**
  * Every message on the bus is a CloudEvent (spec 1.0, structured JSON) whose `type` carries a schema
@@ -24,16 +25,19 @@ export const ContainerName = containerName;
 export const Approach = z.enum(['container']);
 export type Approach = z.infer<typeof Approach>;
 
-/** Where the source put the archive: its own cloud's store (never a credential). */
+/** Where the source puts the archive: a prefix in its own cloud's store (never a credential). */
 export const ArtifactLocation = z.object({
   storeUrl: z.string().min(1),
-  key: z.string().min(1),
+  prefix: z.string().min(1).endsWith('/'),
 });
 export type ArtifactLocation = z.infer<typeof ArtifactLocation>;
 
+/** The uploaded archive: chunks plus a manifest whose digest vouches for the chunk list. */
 export const Artifact = ArtifactLocation.extend({
   sizeBytes: z.number().int().nonnegative(),
   sha256: sha256Hex,
+  chunkCount: z.number().int().nonnegative(),
+  manifestSha256: sha256Hex,
 });
 export type Artifact = z.infer<typeof Artifact>;
 
@@ -48,6 +52,8 @@ export const FailureCode = z.enum([
   'url-rejected',
   'size-mismatch',
   'digest-mismatch',
+  'manifest-invalid',
+  'disk-full',
   'upload-failed',
   'engine-failed',
   'agent-unavailable',
@@ -81,6 +87,12 @@ export const eventData = {
     agent: AgentId,
     bytes: z.number().int().nonnegative(),
   }),
+  /** One chunk is durable in the store: the destination may fetch it now. */
+  'checkpoint.chunk': z.object({
+    ...migrationRef,
+    agent: AgentId,
+    chunk: ChunkRef,
+  }),
   'checkpoint.uploaded': z.object({
     ...migrationRef,
     agent: AgentId,
@@ -99,6 +111,19 @@ export const eventData = {
     /** whether the container was frozen before the failure (then it must be resumed) */
     containerCheckpointed: z.boolean(),
   }),
+  /** The destination is ready (name free, image present, disk): the source may freeze now. */
+  'restore.prepared': z.object({
+    ...migrationRef,
+    agent: AgentId,
+    freeDiskBytes: z.number().nonnegative(),
+  }),
+  /** The destination asks for signed URLs of chunks [fromIndex, fromIndex + count). */
+  'restore.urls-needed': z.object({
+    ...migrationRef,
+    agent: AgentId,
+    fromIndex: z.number().int().nonnegative(),
+    count: z.number().int().positive().max(1000),
+  }),
   'restore.progress': z.object({
     ...migrationRef,
     agent: AgentId,
@@ -110,7 +135,6 @@ export const eventData = {
     agent: AgentId,
     container: containerName,
     containerId: z.string(),
-    receivedAt: isoTime,
     downloadedAt: isoTime,
     restoredAt: isoTime,
   }),
@@ -149,17 +173,24 @@ export const commandData = {
     container: containerName,
     artifact: ArtifactLocation,
   }),
-  restore: z.object({
+  /**
+   * Get ready to receive the container: check the name is free and the image present, then fetch the
+   * chunks as the source announces them, and restore once the source has uploaded them all.
+   */
+  prepare: z.object({
     ...migrationRef,
     container: containerName,
     image: z.string().min(1),
     /** The restore needs this exact image (Podman looks it up by id). */
     imageId: z.string().min(1),
-    artifact: Artifact.extend({
-      /** Short-lived read-only URL in the source's cloud. A bearer secret: never log it. */
-      signedUrl: z.string().url(),
-      expiresAt: isoTime,
-    }),
+    sourceAgent: AgentId,
+  }),
+  /** Short-lived read-only URLs in the source's cloud. Bearer secrets: never log them. */
+  'chunk-urls': z.object({
+    ...migrationRef,
+    manifestUrl: z.url().optional(),
+    chunks: z.array(z.object({ index: z.number().int().nonnegative(), url: z.url() })).max(1000),
+    expiresAt: isoTime,
   }),
   /** The migration is confirmed: remove the checkpointed copy kept at the source. */
   discard: z.object({ ...migrationRef, container: containerName }),

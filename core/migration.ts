@@ -7,23 +7,30 @@ import { AgentId, Approach, Artifact, ArtifactLocation, ContainerName, FailureCo
  *
  * The happy path, one event at a time (each arrow is one function invocation):
  *
- *   requested --plan-migration--> checkpointing          (source agent told to checkpoint)
- *   checkpointing --plan-restore--> restoring             (on checkpoint.uploaded: URL signed, destination told)
- *   restoring --finalize--> finalizing                    (on restore.completed: source told to discard its copy)
+ *   requested --plan-migration--> preparing              (destination told to prepare: name, image, disk)
+ *   preparing --plan-restore--> checkpointing             (on restore.prepared: first chunk URLs signed for the
+ *                                                          destination, then the source told to checkpoint)
+ *   checkpointing --plan-restore--> restoring             (on checkpoint.uploaded; the destination has been
+ *                                                          fetching chunks since the first was announced)
+ *   checkpointing|restoring --finalize--> finalizing      (on restore.completed: source told to discard its copy)
  *   finalizing --finalize--> done                         (on source.discarded)
  *
  * and the way back, which keeps the service running exactly once:
  *
  *   checkpointing|restoring --finalize--> rolling-back    (on checkpoint.failed / restore.failed: source told to resume)
  *   rolling-back --finalize--> failed                     (on source.resumed, or source.resume-failed: runningOn null)
- *   requested --plan-migration--> failed                  (request refused before anything was frozen)
+ *   requested|preparing --> failed                        (refused before anything was frozen)
+ *
+ * restore.completed may overtake checkpoint.uploaded (they reach different functions), hence
+ * checkpointing -> finalizing.
  */
-export const MigrationState = z.enum(['requested', 'checkpointing', 'restoring', 'finalizing', 'done', 'rolling-back', 'failed']);
+export const MigrationState = z.enum(['requested', 'preparing', 'checkpointing', 'restoring', 'finalizing', 'done', 'rolling-back', 'failed']);
 export type MigrationState = z.infer<typeof MigrationState>;
 
 const allowed: Record<MigrationState, readonly MigrationState[]> = {
-  requested: ['checkpointing', 'failed'],
-  checkpointing: ['restoring', 'rolling-back', 'failed'],
+  requested: ['preparing', 'failed'],
+  preparing: ['checkpointing', 'failed'],
+  checkpointing: ['restoring', 'finalizing', 'rolling-back', 'failed'],
   restoring: ['finalizing', 'rolling-back'],
   finalizing: ['done'],
   'rolling-back': ['failed'],
@@ -55,11 +62,10 @@ export const MigrationRecord = z.object({
   times: z.object({
     requestedAt: isoTime,
     plannedAt: isoTime.optional(),
+    preparedAt: isoTime.optional(),
     checkpointStartedAt: isoTime.optional(),
     firstByteAt: isoTime.optional(),
     uploadedAt: isoTime.optional(),
-    restoreCommandedAt: isoTime.optional(),
-    restoreReceivedAt: isoTime.optional(),
     downloadedAt: isoTime.optional(),
     restoredAt: isoTime.optional(),
     finishedAt: isoTime.optional(),
@@ -85,11 +91,11 @@ export function timelineOf(record: MigrationRecord): Timeline {
   const t = record.times;
   const finishedAt = t.finishedAt ?? new Date().toISOString();
   const phases: Array<[string, number | undefined]> = [
-    ['plan', ms(t.requestedAt, t.checkpointStartedAt)],
+    ['plan+prepare', ms(t.requestedAt, t.checkpointStartedAt)],
     ['checkpoint', ms(t.checkpointStartedAt, t.firstByteAt)],
     ['upload', ms(t.firstByteAt, t.uploadedAt)],
-    ['plan-restore', ms(t.uploadedAt, t.restoreReceivedAt)],
-    ['download+verify', ms(t.restoreReceivedAt, t.downloadedAt)],
+    // The destination fetches chunks while they upload; this is what remains after the last one landed.
+    ['download tail', ms(t.uploadedAt, t.downloadedAt)],
     ['restore', ms(t.downloadedAt, t.restoredAt)],
     ['finalize', ms(t.restoredAt, finishedAt)],
   ];

@@ -8,6 +8,7 @@ import {
   type ConsumerConfig,
   type JetStreamClient,
   type JetStreamManager,
+  type JsMsg,
   type KV,
   type NatsConnection,
 } from 'nats';
@@ -26,7 +27,12 @@ const encode = (value: unknown): Uint8Array => encoder.encode(JSON.stringify(val
 const buckets = { migrations: 'ums_migrations', agents: 'ums_agents', locks: 'ums_locks' } as const;
 
 /** How long an unacknowledged command waits before redelivery; long handlers extend it with working(). */
-const COMMAND_ACK_WAIT_MS = 30_000;
+const COMMAND_ACK_WAIT_MS = 10_000;
+/**
+ * Commands an agent handles at once: commands of different migrations run side by side (the agent
+ * keeps those of one migration in order), and a restore waits for URL commands while it runs.
+ */
+const COMMANDS_IN_FLIGHT = 32;
 /** Agent registrations expire this long after their last heartbeat. */
 const AGENT_TTL_MS = 60_000;
 
@@ -204,7 +210,21 @@ export class NatsEventBus implements EventBus {
       max_deliver: 20,
     });
     const consumer = await this.js.consumers.get(subjects.commandsStream, durable);
-    const messages = await consumer.consume({ max_messages: 1 });
+    const messages = await consumer.consume({ max_messages: COMMANDS_IN_FLIGHT });
+    const inFlight = new Set<Promise<void>>();
+    const handle = async (message: JsMsg, command: UmsCommand) => {
+      // Keep the command ours while a long checkpoint or restore runs.
+      const keepAlive = setInterval(() => message.working(), COMMAND_ACK_WAIT_MS / 3);
+      try {
+        await handler(command);
+        message.ack();
+      } catch (error) {
+        log.warn({ err: error, command: command.type, migrationId: command.subject }, 'command handler failed; it will be redelivered');
+        message.nak(5_000);
+      } finally {
+        clearInterval(keepAlive);
+      }
+    };
     const closed = (async () => {
       for await (const message of messages) {
         let command: UmsCommand;
@@ -216,18 +236,11 @@ export class NatsEventBus implements EventBus {
           message.term();
           continue;
         }
-        // Keep the command ours while a long checkpoint or restore runs.
-        const keepAlive = setInterval(() => message.working(), COMMAND_ACK_WAIT_MS / 3);
-        try {
-          await handler(command);
-          message.ack();
-        } catch (error) {
-          log.warn({ err: error, command: command.type, migrationId: command.subject }, 'command handler failed; it will be redelivered');
-          message.nak(5_000);
-        } finally {
-          clearInterval(keepAlive);
-        }
+        const running = handle(message, command).finally(() => inFlight.delete(running));
+        inFlight.add(running);
+        if (inFlight.size >= COMMANDS_IN_FLIGHT) await Promise.race(inFlight);
       }
+      await Promise.all(inFlight);
     })();
     return { stop: async () => messages.close().then(() => undefined), closed };
   }

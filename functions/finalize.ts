@@ -27,11 +27,13 @@ export async function finalize(event: FinalizeTrigger, ctx: FunctionContext): Pr
     case 'restore.completed': {
       if (!fromDestination) return;
       if (state === 'finalizing') return commandSource('discard', record.value, ctx);
-      if (state !== 'restoring') return;
+      // checkpointing too: this may overtake checkpoint.uploaded, which goes to another function.
+      if (state !== 'restoring' && state !== 'checkpointing') return;
       const next = await advance(bus, record, 'finalizing', (current) => ({
-        times: { ...current.times, restoreReceivedAt: event.data.receivedAt, downloadedAt: event.data.downloadedAt, restoredAt: event.data.restoredAt },
+        times: { ...current.times, downloadedAt: event.data.downloadedAt, restoredAt: event.data.restoredAt },
       }));
       if (next) await commandSource('discard', next.value, ctx);
+      else await finalize(event, ctx);
       return;
     }
     case 'source.discarded': {
@@ -46,11 +48,13 @@ export async function finalize(event: FinalizeTrigger, ctx: FunctionContext): Pr
       const phase = event.name === 'checkpoint.failed' ? 'checkpoint' : 'restore';
       const failure = { phase, code: event.data.code, reason: event.data.reason };
       if (state === 'rolling-back') return commandSource('resume', record.value, ctx);
-      if (state !== 'checkpointing' && state !== 'restoring') return;
-      if (event.name === 'checkpoint.failed' && !event.data.containerCheckpointed) {
-        // Nothing was frozen: the service never stopped running at the source.
+      // Nothing was frozen yet: the destination refused to prepare, or the source failed before the
+      // freeze. The service never stopped running at the source.
+      const frozen = event.name === 'checkpoint.failed' ? event.data.containerCheckpointed : state !== 'preparing';
+      if (!frozen && (state === 'preparing' || state === 'checkpointing')) {
         return failMigration(bus, record, ctx.source, failure, sourceAgent ?? null);
       }
+      if (state !== 'checkpointing' && state !== 'restoring') return;
       const next = await advance(bus, record, 'rolling-back', () => ({ failure }));
       if (next) await commandSource('resume', next.value, ctx);
       return;
@@ -92,10 +96,11 @@ async function commandSource(verb: 'discard' | 'resume', record: MigrationRecord
 
 /** The archive holds process memory: delete it as soon as the migration has ended either way. */
 async function deleteArtifact(record: MigrationRecord, ctx: FunctionContext): Promise<void> {
-  const location = record.artifact ?? record.artifactLocation;
+  const location = record.artifactLocation;
   if (!location) return;
   try {
-    await ctx.openStore(location.storeUrl).delete(location.key);
+    const store = ctx.openStore(location.storeUrl);
+    for await (const object of store.list(location.prefix)) await store.delete(object.key);
   } catch (error) {
     // The bucket's lifecycle rule removes it later; a failed delete must not fail the migration.
     ctx.log.warn({ err: error, migrationId: record.migrationId }, 'could not delete the checkpoint archive; the bucket lifecycle rule will expire it');

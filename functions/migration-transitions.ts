@@ -5,9 +5,9 @@ import { canTransition, lockKey, timelineOf, type MigrationRecord, type Migratio
 /**
  * Moves a migration record from one state to the next with compare-and-set on its KV revision, so
  * that two concurrent invocations (a redelivery racing the original) cannot both advance it: the
- * loser gets `undefined` and must do nothing further.
+ * loser gets `undefined` and must look again or do nothing further.
  */
-export async function advance(
+export function advance(
   bus: EventBus,
   current: Versioned<MigrationRecord>,
   to: MigrationState,
@@ -17,18 +17,26 @@ export async function advance(
   if (!canTransition(from, to)) {
     throw new Error(`migration ${current.value.migrationId}: no transition from ${from} to ${to}`);
   }
-  const now = new Date().toISOString();
-  const changes = patch(current.value);
-  const next: MigrationRecord = {
-    ...current.value,
-    ...changes,
-    times: { ...current.value.times, ...changes.times },
-    state: to,
-    updatedAt: now,
-  };
+  return write(bus, current, { ...merge(current.value, patch), state: to });
+}
+
+/** Records facts without a change of state (compare-and-set too); undefined if the record moved on. */
+export function annotate(
+  bus: EventBus,
+  current: Versioned<MigrationRecord>,
+  patch: (record: MigrationRecord) => Partial<MigrationRecord>,
+): Promise<Versioned<MigrationRecord> | undefined> {
+  return write(bus, current, merge(current.value, patch));
+}
+
+function merge(record: MigrationRecord, patch: (record: MigrationRecord) => Partial<MigrationRecord>): MigrationRecord {
+  const changes = patch(record);
+  return { ...record, ...changes, times: { ...record.times, ...changes.times }, updatedAt: new Date().toISOString() };
+}
+
+async function write(bus: EventBus, current: Versioned<MigrationRecord>, next: MigrationRecord): Promise<Versioned<MigrationRecord> | undefined> {
   try {
-    const revision = await bus.migrations.update(next.migrationId, next, current.revision);
-    return { value: next, revision };
+    return { value: next, revision: await bus.migrations.update(next.migrationId, next, current.revision) };
   } catch (error) {
     if (error instanceof RevisionConflictError) return undefined;
     throw error;

@@ -1,6 +1,7 @@
 import { isAlive, type AgentRegistration } from '../core/agent-registration.js';
 import { RevisionConflictError, type Versioned } from '../core/event-bus.js';
 import { makeCommand, makeEvent, type EventOf, type FailureCode } from '../core/events.js';
+import { artifactPrefix } from '../core/checkpoint-artifact.js';
 import { lockKey, type MigrationRecord } from '../core/migration.js';
 import type { FunctionContext } from './function-context.js';
 import { advance, failMigration } from './migration-transitions.js';
@@ -8,17 +9,17 @@ import { advance, failMigration } from './migration-transitions.js';
 /**
  * On migration.requested: checks the request against the agent registry before anything is frozen
  * (both agents alive, the container running on exactly one source, its image present at the
- * destination, no other migration of it under way), records the plan, and commands the source to
- * checkpoint into its own cloud's store.
+ * destination, no other migration of it under way), records the plan, and commands the destination to
+ * prepare. The source is told to freeze only once the destination is ready (plan-restore.ts).
  */
 export async function planMigration(event: EventOf<'migration.requested'>, ctx: FunctionContext): Promise<void> {
   const { bus, log } = ctx;
   const request = event.data;
   const record = await recordFor(event, ctx);
-  if (record.value.state === 'checkpointing') {
+  if (record.value.state === 'preparing') {
     // A redelivery after a crash between the record update and the command: send it again (the bus
     // drops the duplicate if the first one made it).
-    await commandCheckpoint(record.value, ctx);
+    await commandPrepare(record.value, ctx);
     return;
   }
   if (record.value.state !== 'requested') return;
@@ -85,16 +86,16 @@ export async function planMigration(event: EventOf<'migration.requested'>, ctx: 
     }
   }
 
-  const planned = await advance(bus, record, 'checkpointing', () => ({
+  const planned = await advance(bus, record, 'preparing', () => ({
     sourceAgent: source.agentId,
     image: container.image,
     imageId: container.imageId,
     approach: 'container',
-    artifactLocation: { storeUrl: source.storeUrl, key: `migrations/${request.migrationId}/checkpoint.tar` },
+    artifactLocation: { storeUrl: source.storeUrl, prefix: artifactPrefix(request.migrationId) },
     times: { ...record.value.times, plannedAt: new Date().toISOString() },
   }));
   if (!planned) return;
-  await commandCheckpoint(planned.value, ctx);
+  await commandPrepare(planned.value, ctx);
 }
 
 async function recordFor(event: EventOf<'migration.requested'>, ctx: FunctionContext): Promise<Versioned<MigrationRecord>> {
@@ -120,28 +121,20 @@ async function recordFor(event: EventOf<'migration.requested'>, ctx: FunctionCon
   }
 }
 
-async function commandCheckpoint(record: MigrationRecord, ctx: FunctionContext): Promise<void> {
-  const { sourceAgent, artifactLocation, image } = record;
-  if (!sourceAgent || !artifactLocation || !image) throw new Error(`migration ${record.migrationId} is checkpointing but has no plan`);
+async function commandPrepare(record: MigrationRecord, ctx: FunctionContext): Promise<void> {
+  const { migrationId, container, destinationAgent, sourceAgent, artifactLocation, image, imageId } = record;
+  if (!sourceAgent || !artifactLocation || !image || !imageId) throw new Error(`migration ${migrationId} is preparing but has no plan`);
   await ctx.bus.sendCommand(
-    sourceAgent,
-    makeCommand('checkpoint', ctx.source, { migrationId: record.migrationId, container: record.container, artifact: artifactLocation }, `${record.migrationId}.checkpoint`),
+    destinationAgent,
+    makeCommand('prepare', ctx.source, { migrationId, container, image, imageId, sourceAgent }, `${migrationId}.prepare`),
   );
   await ctx.bus.publishEvent(
     makeEvent(
       'migration.planned',
       ctx.source,
-      {
-        migrationId: record.migrationId,
-        container: record.container,
-        image,
-        sourceAgent,
-        destinationAgent: record.destinationAgent,
-        approach: 'container',
-        artifact: artifactLocation,
-      },
-      `${record.migrationId}.planned`,
+      { migrationId, container, image, sourceAgent, destinationAgent, approach: 'container', artifact: artifactLocation },
+      `${migrationId}.planned`,
     ),
   );
-  ctx.log.info({ migrationId: record.migrationId, sourceAgent, destinationAgent: record.destinationAgent }, 'migration planned; source commanded to checkpoint');
+  ctx.log.info({ migrationId, sourceAgent, destinationAgent }, 'migration planned; destination told to prepare');
 }

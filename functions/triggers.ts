@@ -6,7 +6,7 @@ import type { EventName } from '../core/events.js';
  */
 export const triggers = {
   planMigration: ['migration.requested'],
-  planRestore: ['checkpoint.uploaded'],
+  planRestore: ['restore.prepared', 'restore.urls-needed', 'checkpoint.uploaded'],
   finalize: ['restore.completed', 'restore.failed', 'checkpoint.failed', 'source.discarded', 'source.resumed', 'source.resume-failed'],
 } as const satisfies Record<string, readonly EventName[]>;
 

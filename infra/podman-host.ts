@@ -268,7 +268,10 @@ export async function startPodmanHost(options: PodmanHostOptions): Promise<Podma
         }
       }
       await stop();
+      const containerNetns = await containerNetnsIn(paths.runroot);
       await killProcessesUnder(dir, paths.runroot);
+      await deleteRuncContainersUnder(dir);
+      await removeNetnsFiles(containerNetns);
       await unmountUnder(dir);
       if (netns !== undefined) await deleteNetns(netns);
       await rm(dir, { recursive: true, force: true });
@@ -403,6 +406,56 @@ async function killProcessesUnder(dir: string, runrootDir: string): Promise<void
     await sleep(200);
   }
   log.warn({ dir }, 'processes of the podman host survive SIGKILL');
+}
+
+/**
+ * Podman pins each container's network namespace on a file /run/netns/netns-<uuid>: the file is on the
+ * machine's disk, the pin (a mount) only in the host's mount namespace. Podman removes both when it removes
+ * the container; when the namespace ends with containers still in it (crash, failed `rm`), the file stays,
+ * empty, and `ip netns list` complains about it. These are the files to remove once the processes are gone.
+ */
+async function containerNetnsIn(runrootDir: string): Promise<string[]> {
+  const [pid] = await processesInHostMountNamespace(runrootDir);
+  if (pid === undefined) return [];
+  const points = (mountinfo: string) =>
+    new Set(mountinfo.split('\n').map((line) => line.split(' ')[4] ?? '').filter((p) => p.startsWith('/run/netns/')));
+  const inside = points(await readFile(`/proc/${pid}/mountinfo`, 'utf8').catch(() => ''));
+  const outside = points(await readFile('/proc/self/mountinfo', 'utf8'));
+  // Pins the machine's namespace holds too (the simulated hosts' own ums-* namespaces) are not Podman's.
+  return [...inside].filter((p) => !outside.has(p));
+}
+
+async function removeNetnsFiles(files: string[]): Promise<void> {
+  const ownMounts = await readFile('/proc/self/mountinfo', 'utf8');
+  for (const file of files) {
+    if (ownMounts.includes(` ${file} `)) continue;
+    await rm(file, { force: true }).catch((error: Error) => log.warn({ file, err: error.message }, 'could not remove netns file'));
+  }
+  if (files.length > 0) log.info({ files }, 'removed network namespace files of containers left behind');
+}
+
+/**
+ * A container's processes outlive a killed conmon (they are in a PID and mount namespace of their own, and
+ * their command lines name nothing of the host): after a crash or a failed `rm`, runc's state (/run/runc,
+ * shared by every simulated host) still lists them with their bundle under `dir`. `runc delete --force`
+ * kills them and drops that state.
+ */
+async function deleteRuncContainersUnder(dir: string): Promise<void> {
+  let listed: { id: string; pid: number; status: string; bundle: string }[];
+  try {
+    const { stdout } = await execFileAsync('runc', ['list', '--format', 'json']);
+    listed = (JSON.parse(stdout.trim() || 'null') as typeof listed | null) ?? [];
+  } catch (error) {
+    log.warn({ dir, err: (error as Error).message }, 'runc list failed');
+    return;
+  }
+  const ours = listed.filter((c) => c.bundle.startsWith(`${dir}/`));
+  for (const c of ours) {
+    await execFileAsync('runc', ['delete', '--force', c.id]).catch((error: Error) => {
+      log.warn({ dir, container: c.id, err: error.message }, 'runc delete failed');
+    });
+  }
+  if (ours.length > 0) log.info({ dir, containers: ours.map((c) => ({ id: c.id, pid: c.pid, status: c.status })) }, 'deleted containers left behind by the podman host');
 }
 
 /** Overlay, shm and bind mounts below `dir` must go before rm -rf, or rm fails (EBUSY) or descends into them. */

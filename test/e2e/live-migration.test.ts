@@ -149,15 +149,15 @@ describe('live migration through the whole stack', { timeout: 900_000 }, () => {
     const name = 'counter-corrupt';
     await runCounter(azure, name);
     const before = await readTicks(azure.url, name);
-    // The destination agent is down while the archive is tampered with, so its restore command waits
-    // in its durable queue; the restarted agent must then find the digest wrong.
+    // The destination agent dies (kill -9) right after it said it is ready, before the source's
+    // first chunk exists; its prepare command waits in its durable queue. While it is down the
+    // archive is tampered with in the store, so the restarted agent must find a digest wrong.
     const destinationAgent = stack.services.get(`agent-${GCP}`);
     assert.ok(destinationAgent);
-    await destinationAgent.kill();
-
     const migrationId = randomUUID();
     const uploaded = new Promise<EventOf<'checkpoint.uploaded'>>((resolve) => {
-      void bus.followMigration(migrationId, (event) => {
+      void bus.followMigration(migrationId, async (event) => {
+        if (event.name === 'restore.prepared') await destinationAgent.kill();
         if (event.name !== 'checkpoint.uploaded') return;
         resolve(event);
         return 'stop';
@@ -166,13 +166,15 @@ describe('live migration through the whole stack', { timeout: 900_000 }, () => {
     const running = ums(['migrate', name, '--to', GCP, '--id', migrationId]);
     const { artifact } = (await uploaded).data;
     const store = openObjectStore(artifact.storeUrl, { ...process.env, ...stack.storeEnv.azure });
-    await store.put(artifact.key, Readable.from([randomBytes(artifact.sizeBytes)]));
+    const first = `${artifact.prefix}chunks/000000`;
+    const size = (await store.head(first))?.size ?? 0;
+    await store.put(first, Readable.from([randomBytes(size)]));
     await destinationAgent.start();
 
     const run = await running;
     assert.equal(run.code, 1);
     assert.equal(run.result.code, 'digest-mismatch');
-    assert.match(run.result.reason ?? '', /sha256/);
+    assert.match(run.result.reason ?? '', /chunk 0 .*sha256/);
     assert.equal(run.result.runningOn, AZURE);
     await sleep(1_000);
     const resumed = await readTicks(azure.url, name);

@@ -81,6 +81,16 @@ async function lastEvent(migrationId: string, name: EventName): Promise<UmsEvent
   return message ? parseEvent(message.data) : undefined;
 }
 
+async function allEvents(migrationId: string): Promise<UmsEvent[]> {
+  const events: UmsEvent[] = [];
+  const subscription = await bus.followMigration(migrationId, (event) => {
+    events.push(event);
+  });
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  await subscription.stop();
+  return events;
+}
+
 async function purgeCommands(): Promise<void> {
   await bus.manager.streams.purge(subjects.commandsStream);
 }
@@ -145,11 +155,11 @@ describe('the migration functions against a real JetStream', () => {
     await Promise.all([planMigration(event, ctx), planMigration(event, ctx)]);
     await planMigration(event, ctx);
     const record = await bus.migrations.get(event.data.migrationId);
-    assert.equal(record?.value.state, 'checkpointing');
+    assert.equal(record?.value.state, 'preparing');
     assert.equal(record?.value.sourceAgent, SOURCE);
-    const commands = await commandsFor(SOURCE);
+    const commands = await commandsFor(DESTINATION);
     assert.equal(commands.length, 1, 'duplicates are dropped by the stream');
-    assert.equal(commands[0]?.name, 'checkpoint');
+    assert.equal(commands[0]?.name, 'prepare');
     assert.equal((await bus.locks.get(lockKey(SOURCE, 'web')))?.value.migrationId, event.data.migrationId);
 
     const second = request('web');
@@ -159,43 +169,50 @@ describe('the migration functions against a real JetStream', () => {
     assert.equal((await bus.locks.get(lockKey(SOURCE, 'web')))?.value.migrationId, event.data.migrationId, 'the first keeps its lock');
   });
 
-  it('signs a read URL on upload, rolls back on a failed restore, and ends failed once the source resumed', async () => {
+  it('signs URLs once the destination is ready, then freezes the source; rolls back on a failed restore', async () => {
     await bus.locks.delete(lockKey(SOURCE, 'web'));
     const event = request('web');
     const { migrationId } = event.data;
+    const prefix = `migrations/${migrationId}/`;
     await planMigration(event, ctx);
-    const key = `migrations/${migrationId}/checkpoint.tar`;
-    await openObjectStore(storeUrl).put(key, Readable.from([Buffer.from('archive bytes')]));
+    assert.equal((await bus.migrations.get(migrationId))?.value.state, 'preparing');
+    assert.deepEqual((await commandsFor(DESTINATION)).map((c) => c.name), ['prepare']);
+    assert.deepEqual(await commandsFor(SOURCE), [], 'nothing is frozen before the destination is ready');
+
+    await planRestore(makeEvent('restore.prepared', '/a', { migrationId, agent: 'impostor-1', freeDiskBytes: 1e9 }), ctx);
+    assert.equal((await bus.migrations.get(migrationId))?.value.state, 'preparing', 'readiness from another agent is ignored');
+    const prepared = makeEvent('restore.prepared', '/a', { migrationId, agent: DESTINATION, freeDiskBytes: 1e9 });
+    await planRestore(prepared, ctx);
+    await planRestore(prepared, ctx);
+    assert.equal((await bus.migrations.get(migrationId))?.value.state, 'checkpointing');
+    assert.deepEqual((await commandsFor(SOURCE)).map((c) => c.name), ['checkpoint']);
+    const urls = (await commandsFor(DESTINATION)).filter((c) => c.name === 'chunk-urls');
+    assert.equal(urls.length, 1, 'the first batch is sent once');
+    const first = urls[0];
+    assert.ok(first?.name === 'chunk-urls');
+    assert.ok(first.data.manifestUrl?.endsWith(`${prefix}manifest.json`));
+    assert.deepEqual(first.data.chunks.map((c) => c.index), Array.from({ length: 64 }, (_, i) => i));
+    assert.ok(Date.parse(first.data.expiresAt) > Date.now());
+
+    await planRestore(makeEvent('restore.urls-needed', '/a', { migrationId, agent: DESTINATION, fromIndex: 64, count: 64 }), ctx);
+    const more = (await commandsFor(DESTINATION)).filter((c) => c.name === 'chunk-urls').at(-1);
+    assert.ok(more?.name === 'chunk-urls' && more.data.chunks[0]?.index === 64 && !more.data.manifestUrl);
+
+    await openObjectStore(storeUrl).put(`${prefix}chunks/000000`, Readable.from([Buffer.from('archive bytes')]));
     const now = new Date().toISOString();
+    const artifact = { storeUrl, prefix, sizeBytes: 13, sha256: 'b'.repeat(64), chunkCount: 1, manifestSha256: 'c'.repeat(64) };
     const uploaded = (agent: string) =>
-      makeEvent('checkpoint.uploaded', `/agents/${agent}`, {
-        migrationId,
-        agent,
-        container: 'web',
-        image: IMAGE,
-        artifact: { storeUrl, key, sizeBytes: 13, sha256: 'b'.repeat(64) },
-        checkpointStartedAt: now,
-        firstByteAt: now,
-        uploadedAt: now,
-      });
+      makeEvent('checkpoint.uploaded', `/agents/${agent}`, { migrationId, agent, container: 'web', image: IMAGE, artifact, checkpointStartedAt: now, firstByteAt: now, uploadedAt: now });
     await planRestore(uploaded('impostor-1'), ctx);
     assert.equal((await bus.migrations.get(migrationId))?.value.state, 'checkpointing', 'an upload from another agent is ignored');
     await planRestore(uploaded(SOURCE), ctx);
-    await planRestore(uploaded(SOURCE), ctx);
-    const restores = (await commandsFor(DESTINATION)).filter((c) => c.name === 'restore');
-    assert.equal(restores.length, 1);
-    const restore = restores[0];
-    assert.ok(restore?.name === 'restore');
-    assert.ok(restore.data.artifact.signedUrl.startsWith('file://'));
-    assert.ok(Date.parse(restore.data.artifact.expiresAt) > Date.now());
-    const uploadedEvent = await lastEvent(migrationId, 'migration.planned');
-    assert.ok(!JSON.stringify(uploadedEvent).includes('signedUrl'), 'events never carry the signed URL');
+    assert.equal((await bus.migrations.get(migrationId))?.value.state, 'restoring');
 
-    await finalize(makeEvent('restore.failed', '/a', { migrationId, agent: DESTINATION, code: 'digest-mismatch', reason: 'sha256 differs' }), ctx);
+    await finalize(makeEvent('restore.failed', '/a', { migrationId, agent: DESTINATION, code: 'digest-mismatch', reason: 'chunk 0 sha256 differs' }), ctx);
     assert.equal((await bus.migrations.get(migrationId))?.value.state, 'rolling-back');
     assert.deepEqual((await commandsFor(SOURCE)).map((c) => c.name), ['checkpoint', 'resume']);
     // a late success report from the destination must not undo the rollback
-    await finalize(makeEvent('restore.completed', '/a', { migrationId, agent: DESTINATION, container: 'web', containerId: 'x', receivedAt: now, downloadedAt: now, restoredAt: now }), ctx);
+    await finalize(makeEvent('restore.completed', '/a', { migrationId, agent: DESTINATION, container: 'web', containerId: 'x', downloadedAt: now, restoredAt: now }), ctx);
     assert.equal((await bus.migrations.get(migrationId))?.value.state, 'rolling-back');
 
     await finalize(makeEvent('source.resumed', '/a', { migrationId, agent: SOURCE, container: 'web' }), ctx);
@@ -205,23 +222,54 @@ describe('the migration functions against a real JetStream', () => {
     const failed = await lastEvent(migrationId, 'migration.failed');
     assert.ok(failed?.name === 'migration.failed' && failed.data.runningOn === SOURCE);
     assert.equal(await bus.locks.get(lockKey(SOURCE, 'web')), undefined, 'the lock is released');
-    assert.equal(await openObjectStore(storeUrl).head(key), undefined, 'the archive (process memory) is deleted');
+    const left = [];
+    for await (const object of openObjectStore(storeUrl).list(prefix)) left.push(object.key);
+    assert.deepEqual(left, [], 'the archive (process memory) is deleted');
+
+    const events = await allEvents(migrationId);
+    assert.ok(events.some((e) => e.name === 'migration.planned') && events.some((e) => e.name === 'migration.failed'));
+    assert.ok(!events.some((e) => /manifest\.json|chunks\/0000/.test(JSON.stringify(e))), 'events never carry the signed URLs');
   });
 
-  it('completes only after the source discarded its copy, with a timeline', async () => {
+  it('ends failed without touching the source when the destination refuses to prepare', async () => {
+    await bus.locks.delete(lockKey(SOURCE, 'web'));
     const event = request('web');
     const { migrationId } = event.data;
     await planMigration(event, ctx);
-    const key = `migrations/${migrationId}/checkpoint.tar`;
-    await openObjectStore(storeUrl).put(key, Readable.from([Buffer.from('archive bytes')]));
+    await finalize(makeEvent('restore.failed', '/a', { migrationId, agent: DESTINATION, code: 'image-missing', reason: 'image not here' }), ctx);
+    const record = await bus.migrations.get(migrationId);
+    assert.equal(record?.value.state, 'failed');
+    assert.deepEqual(await commandsFor(SOURCE), [], 'no checkpoint, no resume');
+    const failed = await lastEvent(migrationId, 'migration.failed');
+    assert.ok(failed?.name === 'migration.failed' && failed.data.runningOn === SOURCE && failed.data.code === 'image-missing');
+  });
+
+  it('completes only after the source discarded its copy, even when the restore report overtakes the upload report', async () => {
+    await bus.locks.delete(lockKey(SOURCE, 'web'));
+    const event = request('web');
+    const { migrationId } = event.data;
+    const prefix = `migrations/${migrationId}/`;
+    await planMigration(event, ctx);
+    await planRestore(makeEvent('restore.prepared', '/a', { migrationId, agent: DESTINATION, freeDiskBytes: 1e9 }), ctx);
+    await openObjectStore(storeUrl).put(`${prefix}manifest.json`, Readable.from([Buffer.from('{}')]));
     const base = Date.now();
     const t = (ms: number) => new Date(base + ms).toISOString();
+    await finalize(makeEvent('restore.completed', '/a', { migrationId, agent: DESTINATION, container: 'web', containerId: 'x', downloadedAt: t(500), restoredAt: t(900) }), ctx);
+    assert.equal((await bus.migrations.get(migrationId))?.value.state, 'finalizing');
     await planRestore(
-      makeEvent('checkpoint.uploaded', '/a', { migrationId, agent: SOURCE, container: 'web', image: IMAGE, artifact: { storeUrl, key, sizeBytes: 13, sha256: 'b'.repeat(64) }, checkpointStartedAt: t(0), firstByteAt: t(300), uploadedAt: t(400) }),
+      makeEvent('checkpoint.uploaded', '/a', {
+        migrationId,
+        agent: SOURCE,
+        container: 'web',
+        image: IMAGE,
+        artifact: { storeUrl, prefix, sizeBytes: 13, sha256: 'b'.repeat(64), chunkCount: 1, manifestSha256: 'c'.repeat(64) },
+        checkpointStartedAt: t(0),
+        firstByteAt: t(300),
+        uploadedAt: t(400),
+      }),
       ctx,
     );
-    await finalize(makeEvent('restore.completed', '/a', { migrationId, agent: DESTINATION, container: 'web', containerId: 'x', receivedAt: t(450), downloadedAt: t(500), restoredAt: t(900) }), ctx);
-    assert.equal((await bus.migrations.get(migrationId))?.value.state, 'finalizing');
+    assert.equal((await bus.migrations.get(migrationId))?.value.state, 'finalizing', 'the late upload report only adds its facts');
     assert.ok((await commandsFor(SOURCE)).some((c) => c.name === 'discard'));
     // a discard report from the wrong agent changes nothing
     await finalize(makeEvent('source.discarded', '/a', { migrationId, agent: DESTINATION, container: 'web' }), ctx);
@@ -231,6 +279,6 @@ describe('the migration functions against a real JetStream', () => {
     const completed = await lastEvent(migrationId, 'migration.completed');
     assert.ok(completed?.name === 'migration.completed');
     assert.equal(completed.data.timeline.frozenMs, 900);
-    assert.equal(await openObjectStore(storeUrl).head(key), undefined);
+    assert.equal(await openObjectStore(storeUrl).head(`${prefix}manifest.json`), undefined);
   });
 });

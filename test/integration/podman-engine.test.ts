@@ -5,11 +5,13 @@
  * infra/host-setup.sh first).
  */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
-import { mkdtemp, readFile, readdir, rm, stat, truncate, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, readlink, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
+import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { ContainerNotFoundError, EngineError } from '../../agents/container-engine.js';
 import { PodmanEngine } from '../../agents/podman-engine.js';
@@ -17,6 +19,7 @@ import { buildCounterImage, COUNTER_MARKER_PATH, DEFAULT_COUNTER_IMAGE } from '.
 import { startPodmanHost, type PodmanHost } from '../../infra/podman-host.js';
 
 const IMAGE = DEFAULT_COUNTER_IMAGE;
+const execFileAsync = promisify(execFile);
 
 describe('PodmanEngine on three simulated hosts', { timeout: 600_000 }, () => {
   let base: string;
@@ -53,9 +56,11 @@ describe('PodmanEngine on three simulated hosts', { timeout: 600_000 }, () => {
     }
     await Promise.allSettled([hostA?.destroy(), hostB?.destroy(), hostC?.destroy()]);
     if (base === undefined) return;
-    const mounts = (await readFile('/proc/self/mountinfo', 'utf8')).split('\n').filter((l) => l.includes(`${base}/`));
-    assert.deepEqual(mounts, [], 'no mounts left below the hosts dir');
+    // Each host's mounts live in its own mount namespace: look at every process's view, not just ours.
+    assert.deepEqual(await mountsMentioning(base), [], 'no mounts left below the hosts dir, in any mount namespace');
     assert.deepEqual(await processesMentioning(base), [], 'no processes left from the hosts');
+    const runc = JSON.parse((await execFileAsync('runc', ['list', '--format', 'json'])).stdout.trim() || '[]') as { bundle: string }[];
+    assert.deepEqual(runc.filter((c) => c.bundle.startsWith(`${base}/`)), [], 'no runc containers left from the hosts');
     await rm(base, { recursive: true, force: true });
   });
 
@@ -153,6 +158,55 @@ describe('PodmanEngine on three simulated hosts', { timeout: 600_000 }, () => {
     await engineC.removeContainer(name, { force: true });
   });
 
+  it('restarts a service into the mount namespace its containers live in; destroy then leaves nothing', async () => {
+    const dirD = join(base, 'D');
+    let hostD = await startPodmanHost({ name: 'D', dir: dirD });
+    try {
+      await buildCounterImage(hostD.url, IMAGE, { env: hostD.env });
+      const name = 'survivor';
+      await hostD.podman(['run', '-d', '--name', name, IMAGE]);
+      await waitForCount(hostD, name, 3);
+      const namespace = await readlink(`/proc/${hostD.servicePid()}/ns/mnt`);
+      assert.notEqual(namespace, await readlink('/proc/self/ns/mnt'), 'the service has a mount namespace of its own');
+      assert.deepEqual(await mountsMentioning(dirD, '/proc/self/mountinfo'), [], "the machine's mount table shows none of the host's mounts");
+
+      await hostD.stop();
+      hostD = await startPodmanHost({ name: 'D', dir: dirD });
+      assert.equal(await readlink(`/proc/${hostD.servicePid()}/ns/mnt`), namespace, 'the restarted service joined the namespace');
+      const engineD = new PodmanEngine({ socketPath: hostD.socketPath, where: 'host D' });
+      assert.equal((await engineD.inspectContainer(name))?.state, 'running');
+      assert.equal((await hostD.podman(['exec', name, 'echo', 'alive'])).stdout.trim(), 'alive');
+      const before = maxCount(await logs(hostD, name));
+      await waitForCount(hostD, name, before + 2);
+
+      // A container served by the restarted service still migrates (its rootfs mount is visible to it).
+      const archive = join(base, 'survivor.tar');
+      await checkpointToFile(engineD, name, archive, timings);
+      const frozenAt = maxCount(await logs(hostD, name));
+      await restoreTimed(engineA, name, archive, timings);
+      await waitForCount(hostA, name, frozenAt + 2);
+      assertContinued(await logs(hostA, name), frozenAt);
+      await engineA.removeContainer(name, { force: true });
+
+      // As after a crash: containers still running, no service to remove them. destroy() must kill them
+      // (conmon, and the container processes below it) and the namespace with its mounts must go.
+      await hostD.podman(['run', '-d', '--name', 'orphan', IMAGE]);
+      await waitForCount(hostD, 'orphan', 2);
+      const orphanNetns = (await hostD.podman(['inspect', '--format', '{{.NetworkSettings.SandboxKey}}', 'orphan'])).stdout.trim();
+      assert.match(orphanNetns, /^\/run\/netns\//);
+      await hostD.stop();
+      await hostD.destroy();
+      await assert.rejects(stat(orphanNetns), `${orphanNetns} removed`);
+    } finally {
+      await hostD.destroy();
+    }
+    assert.deepEqual(await mountsMentioning(dirD), [], 'no mounts of host D left in any namespace');
+    assert.deepEqual(await processesMentioning(dirD), [], 'no processes of host D left');
+    const runc = JSON.parse((await execFileAsync('runc', ['list', '--format', 'json'])).stdout.trim() || '[]') as { bundle: string }[];
+    assert.deepEqual(runc.filter((c) => c.bundle.startsWith(`${dirD}/`)), [], 'no runc containers of host D left');
+    await assert.rejects(stat(dirD), 'host D dir removed');
+  });
+
   it('rolls back: a checkpointed container resumes on its source host', async () => {
     const name = 'rollback';
     await hostA.podman(['run', '-d', '--name', name, IMAGE]);
@@ -176,10 +230,13 @@ describe('PodmanEngine on three simulated hosts', { timeout: 600_000 }, () => {
   it('restores with --network none, with a fresh address when the old one is taken, or with the old one kept', async () => {
     // Podman 4.3 carries an address over only when the container was created with a static one (--ip);
     // otherwise the destination's IPAM picks one whatever the options say.
+    // The simulated hosts of every run on the machine share netavark's IPAM pool: a per-run subnet part keeps
+    // parallel runs from asking for the same static address.
+    const net = `10.88.${200 + (process.pid % 50)}`;
     const cases = [
       { name: 'nonet', network: 'none', ip: undefined, clash: false, keep: false },
-      { name: 'clash', network: 'bridge', ip: '10.88.200.10', clash: true, keep: false },
-      { name: 'keepip', network: 'bridge', ip: '10.88.200.11', clash: false, keep: true },
+      { name: 'clash', network: 'bridge', ip: `${net}.10`, clash: true, keep: false },
+      { name: 'keepip', network: 'bridge', ip: `${net}.11`, clash: false, keep: true },
     ];
     for (const { name, network, ip, clash, keep } of cases) {
       await hostA.podman(['run', '-d', '--name', name, '--network', network, ...(ip !== undefined ? ['--ip', ip] : []), IMAGE]);
@@ -344,6 +401,22 @@ async function waitForCount(host: PodmanHost, name: string, atLeast: number, tim
     if (Date.now() > deadline) throw new Error(`${name} on ${host.name} did not reach count=${atLeast} (at ${maxCount(counts)})`);
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+/**
+ * Mounts whose mount point or source (a bind mount's root) lies below `dir`, as every process sees them
+ * (each simulated host's mounts are in a mount namespace of its own), or as one mountinfo file shows them.
+ */
+async function mountsMentioning(dir: string, mountinfoFile?: string): Promise<string[]> {
+  const files = mountinfoFile !== undefined
+    ? [mountinfoFile]
+    : (await readdir('/proc')).filter((e) => /^\d+$/.test(e)).map((e) => `/proc/${e}/mountinfo`);
+  const found = new Set<string>();
+  for (const file of files) {
+    const mountinfo = await readFile(file, 'utf8').catch(() => '');
+    for (const line of mountinfo.split('\n')) if (line.includes(`${dir}/`)) found.add(`${file}: ${line}`);
+  }
+  return [...found];
 }
 
 async function processesMentioning(dir: string): Promise<string[]> {

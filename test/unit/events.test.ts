@@ -29,24 +29,18 @@ describe('events and commands at the boundary', () => {
     assert.throws(() => parseCommand(base), /unknown command type/);
   });
 
-  it('validates a restore command, including its signed URL and digest', () => {
-    const data = {
+  it('validates the destination\'s commands, including the signed URLs', () => {
+    const prepare = { migrationId, container: 'web', image: 'localhost/ums/counter:1', imageId: 'e'.repeat(64), sourceAgent: 'azure-eastus-1' };
+    assert.equal(parseCommand(toWire(makeCommand('prepare', '/f', prepare))).name, 'prepare');
+    assert.throws(() => makeCommand('prepare', '/f', { ...prepare, sourceAgent: 'a b' }));
+    const urls = {
       migrationId,
-      container: 'web',
-      image: 'localhost/ums/counter:1',
-      imageId: 'e'.repeat(64),
-      artifact: {
-        storeUrl: 'azblob://devstoreaccount1/ums-local',
-        key: `migrations/${migrationId}/checkpoint.tar`,
-        sizeBytes: 1024,
-        sha256: 'a'.repeat(64),
-        signedUrl: 'https://example.blob.core.windows.net/c/k?sig=x',
-        expiresAt: new Date().toISOString(),
-      },
+      manifestUrl: 'https://example.blob.core.windows.net/c/migrations/m/manifest.json?sig=x',
+      chunks: [{ index: 0, url: 'https://example.blob.core.windows.net/c/migrations/m/chunks/000000?sig=x' }],
+      expiresAt: new Date().toISOString(),
     };
-    assert.equal(parseCommand(toWire(makeCommand('restore', '/f', data))).name, 'restore');
-    assert.throws(() => makeCommand('restore', '/f', { ...data, artifact: { ...data.artifact, sha256: 'XYZ' } }));
-    assert.throws(() => parseCommand({ ...toWire(makeCommand('restore', '/f', data)), data: { ...data, artifact: { ...data.artifact, signedUrl: 'not a url' } } }), /signedUrl/);
+    assert.equal(parseCommand(toWire(makeCommand('chunk-urls', '/f', urls))).name, 'chunk-urls');
+    assert.throws(() => parseCommand({ ...toWire(makeCommand('chunk-urls', '/f', urls)), data: { ...urls, chunks: [{ index: 0, url: 'not a url' }] } }), /chunks\.0\.url/);
   });
 
   it('gives a deterministic id when asked, so that a retried publish is deduplicated', () => {

@@ -4,9 +4,11 @@ import { canTransition, isTerminal, MigrationState, timelineOf, type MigrationRe
 
 describe('the migration state machine', () => {
   it('allows the happy path and the way back, and nothing out of a terminal state', () => {
-    const path: MigrationState[] = ['requested', 'checkpointing', 'restoring', 'finalizing', 'done'];
+    const path: MigrationState[] = ['requested', 'preparing', 'checkpointing', 'restoring', 'finalizing', 'done'];
     for (let i = 1; i < path.length; i++) assert.ok(canTransition(path[i - 1] as MigrationState, path[i] as MigrationState));
     assert.ok(canTransition('restoring', 'rolling-back'));
+    // the destination may report success before the upload's own report reached the planner
+    assert.ok(canTransition('checkpointing', 'finalizing'));
     assert.ok(canTransition('rolling-back', 'failed'));
     for (const terminal of ['done', 'failed'] as const) {
       assert.ok(isTerminal(terminal));
@@ -20,6 +22,8 @@ describe('the migration state machine', () => {
     assert.ok(!canTransition('finalizing', 'failed'));
     // after the freeze, failure goes through rolling-back (the source must resume first)
     assert.ok(!canTransition('restoring', 'failed'));
+    // before the freeze, a refusal ends it directly
+    assert.ok(canTransition('preparing', 'failed'));
   });
 
   it('derives the timeline from the recorded timestamps', () => {
@@ -30,13 +34,12 @@ describe('the migration state machine', () => {
       container: 'web',
       destinationAgent: 'gcp',
       sourceAgent: 'azure',
-      artifact: { storeUrl: 'gs://b', key: 'k', sizeBytes: 2048, sha256: 'a'.repeat(64) },
+      artifact: { storeUrl: 'gs://b', prefix: 'migrations/m1/', sizeBytes: 2048, sha256: 'a'.repeat(64), chunkCount: 1, manifestSha256: 'b'.repeat(64) },
       times: {
         requestedAt: at(0),
         checkpointStartedAt: at(100),
         firstByteAt: at(400),
         uploadedAt: at(500),
-        restoreReceivedAt: at(550),
         downloadedAt: at(600),
         restoredAt: at(900),
         finishedAt: at(950),
@@ -46,7 +49,7 @@ describe('the migration state machine', () => {
     const timeline = timelineOf(record);
     assert.deepEqual(
       timeline.phases.map((p) => [p.name, p.ms]),
-      [['plan', 100], ['checkpoint', 300], ['upload', 100], ['plan-restore', 50], ['download+verify', 50], ['restore', 300], ['finalize', 50]],
+      [['plan+prepare', 100], ['checkpoint', 300], ['upload', 100], ['download tail', 100], ['restore', 300], ['finalize', 50]],
     );
     assert.equal(timeline.totalMs, 950);
     assert.equal(timeline.frozenMs, 800);

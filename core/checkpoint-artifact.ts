@@ -1,0 +1,55 @@
+import { z } from 'zod';
+
+/**
+ * How a checkpoint archive lies in object storage: numbered chunks plus a manifest, under one prefix
+ * per migration. Chunks upload in parallel and are announced one by one, so the destination fetches
+ * them while later ones are still uploading; a failed chunk is retried alone; every chunk is verified
+ * before anything is restored.
+ *
+ *   migrations/<migrationId>/chunks/000000 ... 00000N
+ *   migrations/<migrationId>/manifest.json
+ */
+export const MANIFEST_FORMAT = 1;
+
+const sha256Hex = z.string().regex(/^[a-f0-9]{64}$/, 'a lowercase hex sha256');
+
+export const ChunkRef = z.object({
+  index: z.number().int().nonnegative(),
+  /** byte offset of the chunk in the archive */
+  offset: z.number().int().nonnegative(),
+  sizeBytes: z.number().int().nonnegative(),
+  sha256: sha256Hex,
+});
+export type ChunkRef = z.infer<typeof ChunkRef>;
+
+export const Manifest = z
+  .object({
+    formatVersion: z.literal(MANIFEST_FORMAT),
+    migrationId: z.string(),
+    contentType: z.literal('application/x-tar'),
+    chunkBytes: z.number().int().positive(),
+    chunks: z.array(ChunkRef),
+    sizeBytes: z.number().int().nonnegative(),
+    /** sha256 of the whole archive */
+    sha256: sha256Hex,
+    createdAt: z.iso.datetime({ offset: true }),
+  })
+  .superRefine((manifest, ctx) => {
+    let offset = 0;
+    for (const [i, chunk] of manifest.chunks.entries()) {
+      if (chunk.index !== i || chunk.offset !== offset) {
+        ctx.addIssue({ code: 'custom', message: `chunk ${i} is out of place (index ${chunk.index}, offset ${chunk.offset}, expected ${offset})` });
+        return;
+      }
+      offset += chunk.sizeBytes;
+    }
+    if (offset !== manifest.sizeBytes) ctx.addIssue({ code: 'custom', message: `the chunks add up to ${offset} bytes, the manifest says ${manifest.sizeBytes}` });
+  });
+export type Manifest = z.infer<typeof Manifest>;
+
+export const artifactPrefix = (migrationId: string): string => `migrations/${migrationId}/`;
+export const manifestKey = (prefix: string): string => `${prefix}manifest.json`;
+export const chunkKey = (prefix: string, index: number): string => `${prefix}chunks/${String(index).padStart(6, '0')}`;
+
+/** Chunk size: large enough to keep per-request overhead small, small enough to overlap and to retry alone. */
+export const DEFAULT_CHUNK_BYTES = 8 * 1024 * 1024;

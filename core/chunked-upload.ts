@@ -1,0 +1,94 @@
+import { createHash } from 'node:crypto';
+import { Readable } from 'node:stream';
+import pRetry from 'p-retry';
+import { chunkKey, MANIFEST_FORMAT, manifestKey, type ChunkRef, type Manifest } from './checkpoint-artifact.js';
+import type { ObjectStore } from './object-store.js';
+
+export interface ChunkedUploadOptions {
+  migrationId: string;
+  chunkBytes: number;
+  /** Chunks uploading at once; memory held is about (parallel + 1) x chunkBytes. */
+  parallel: number;
+  /** Called once per chunk as soon as it is durable in the store (in completion order). */
+  onChunk: (chunk: ChunkRef) => Promise<void>;
+  /** Attempts per chunk beyond the first. */
+  retries?: number;
+}
+
+export interface ChunkedUpload {
+  manifest: Manifest;
+  /** sha256 of the manifest object's bytes, so a reader can trust the chunk list it names. */
+  manifestSha256: string;
+  /** When the source produced its first byte. */
+  firstByteAt: Date;
+}
+
+/**
+ * Cuts a stream into numbered chunks and uploads them in parallel as they fill, each retried alone,
+ * then writes the manifest. The source is read once; memory stays bounded by the chunks in flight.
+ */
+export async function uploadChunked(source: Readable, store: ObjectStore, prefix: string, options: ChunkedUploadOptions): Promise<ChunkedUpload> {
+  const whole = createHash('sha256');
+  const chunks: ChunkRef[] = [];
+  const inFlight = new Set<Promise<void>>();
+  let failure: unknown;
+  let firstByteAt: Date | undefined;
+  let offset = 0;
+  let buffer = Buffer.allocUnsafe(options.chunkBytes);
+  let filled = 0;
+
+  const dispatch = (data: Buffer) => {
+    const chunk: ChunkRef = { index: chunks.length, offset, sizeBytes: data.length, sha256: createHash('sha256').update(data).digest('hex') };
+    chunks.push(chunk);
+    offset += data.length;
+    const upload = pRetry(() => store.put(chunkKey(prefix, chunk.index), Readable.from([data]), { contentType: 'application/octet-stream' }), {
+      retries: options.retries ?? 4,
+      minTimeout: 200,
+    })
+      .then(() => options.onChunk(chunk))
+      .catch((error: unknown) => {
+        failure ??= new Error(`uploading chunk ${chunk.index} (${data.length} bytes at offset ${chunk.offset}) failed: ${(error as Error).message}`);
+      })
+      .finally(() => inFlight.delete(upload));
+    inFlight.add(upload);
+  };
+
+  for await (const piece of source as AsyncIterable<Buffer>) {
+    firstByteAt ??= new Date();
+    whole.update(piece);
+    let consumed = 0;
+    while (consumed < piece.length) {
+      const n = piece.copy(buffer, filled, consumed);
+      filled += n;
+      consumed += n;
+      if (filled === options.chunkBytes) {
+        dispatch(buffer);
+        buffer = Buffer.allocUnsafe(options.chunkBytes);
+        filled = 0;
+        // Back-pressure: stop reading the source while the uploads are busy.
+        while (inFlight.size >= options.parallel) await Promise.race(inFlight);
+      }
+    }
+    if (failure) {
+      source.destroy();
+      throw failure;
+    }
+  }
+  if (filled > 0) dispatch(buffer.subarray(0, filled));
+  await Promise.all(inFlight);
+  if (failure) throw failure;
+
+  const manifest: Manifest = {
+    formatVersion: MANIFEST_FORMAT,
+    migrationId: options.migrationId,
+    contentType: 'application/x-tar',
+    chunkBytes: options.chunkBytes,
+    chunks,
+    sizeBytes: offset,
+    sha256: whole.digest('hex'),
+    createdAt: new Date().toISOString(),
+  };
+  const body = Buffer.from(JSON.stringify(manifest));
+  await pRetry(() => store.put(manifestKey(prefix), Readable.from([body]), { contentType: 'application/json' }), { retries: options.retries ?? 4, minTimeout: 200 });
+  return { manifest, manifestSha256: createHash('sha256').update(body).digest('hex'), firstByteAt: firstByteAt ?? new Date() };
+}

@@ -1,0 +1,257 @@
+#!/usr/bin/env node
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { cpus, release, totalmem } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { Command, InvalidArgumentError } from 'commander';
+import { createLogger } from '../../core/log.js';
+import { AWS_HOST, DEFAULT_HOSTS, startLocalStack, type HostSpec, type LocalStack, type StoreKind } from '../../infra/local-stack.js';
+import { repoRoot } from '../../infra/repo-paths.js';
+import { summarise } from './analysis.js';
+import { writeChart } from './chart.js';
+import { measureFloor } from './floor.js';
+import { runMigration, type MigrationContext, type MigrationRoute } from './migration-run.js';
+import { highWaterMiB, RSS_SAMPLE_MS } from './process-memory.js';
+import { consoleTable, markdownReport } from './report.js';
+import { STORE_KINDS, type BenchOptions, type BenchRun, type BenchStore } from './samples.js';
+import { measureTransfer, writeRandomFile, type StoreAccess } from './sdk-transfer.js';
+
+/**
+ * `npm run bench`: for each memory size, in one run and interleaved per repetition so that the machine's
+ * drift hits every condition alike: the Podman floor on one host, plain SDK transfers of the archive's size
+ * to each store, and full migrations through the local stack per store. Writes results.json (every raw
+ * sample), report.md and chart.png into --out, and prints a table. Measurement only: it asserts nothing.
+ */
+const log = createLogger('bench');
+const cli = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'cli', 'ums.js');
+
+const EDGE_1: HostSpec = { agentId: 'edge-site-1', cloud: 'edge', region: 'site-1', store: 'file' };
+const EDGE_2: HostSpec = { agentId: 'edge-site-2', cloud: 'edge', region: 'site-2', store: 'file' };
+const [AZURE, GCP] = DEFAULT_HOSTS as [HostSpec, HostSpec];
+
+/** The archive goes through the source's store, so each store is measured by migrating away from its host. */
+const ROUTES: Record<BenchStore, [HostSpec, HostSpec]> = {
+  file: [EDGE_1, EDGE_2],
+  azure: [AZURE, GCP],
+  gcs: [GCP, AZURE],
+  s3: [AWS_HOST, GCP],
+};
+
+const RSS_METHOD =
+  `Agents are restarted before each size, so each agent's VmHWM (/proc/<pid>/status, the kernel's high-water mark since ` +
+  `process start) read after that size's work is its exact peak at that size; VmRSS is also sampled every ${RSS_SAMPLE_MS} ms ` +
+  'during each migration (the migration table\'s "agent peak RSS"). The agents\' peak is the larger of the two. The bridge and ' +
+  'the functions are not restarted: their VmHWM is cumulative since the stack started.';
+
+function list<T>(parse: (item: string) => T) {
+  return (value: string): T[] => value.split(',').map((item) => item.trim()).filter((item) => item !== '').map(parse);
+}
+
+const parseSize = (item: string): number => {
+  const n = Number(item);
+  if (!Number.isInteger(n) || n < 0 || n > 16384) throw new InvalidArgumentError(`not a size in MiB: ${item}`);
+  return n;
+};
+const parseStore = (item: string): BenchStore => {
+  if (!(STORE_KINDS as readonly string[]).includes(item)) throw new InvalidArgumentError(`unknown store ${item} (${STORE_KINDS.join(', ')})`);
+  return item as BenchStore;
+};
+const parseCount = (item: string): number => {
+  const n = Number(item);
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`not a positive integer: ${item}`);
+  return n;
+};
+
+const program = new Command('bench')
+  .description('Benchmark migrations against the bare Podman checkpoint/restore floor and plain SDK transfers')
+  .option('--sizes <MiB,...>', 'memory sizes of the workload', list(parseSize), [0, 64, 128, 256, 512, 1024])
+  .option('--reps <n>', 'repetitions per size', parseCount, 3)
+  .option('--stores <kinds>', `stores to migrate through (${STORE_KINDS.join(', ')})`, list(parseStore), [...STORE_KINDS])
+  .option('--no-object-store', 'skip the transfer through UMS\'s ObjectStore seam (kept: the plain SDK transfer)')
+  .option('--out <dir>', 'where to write results.json, report.md and chart.png (default bench/results/<timestamp>)')
+  .option('--timeout <seconds>', 'give up on one migration after this long', parseCount, 900)
+  .option('--from-results <file>', 'measure nothing: re-write report.md and chart.png from a results.json into --out (or beside it)');
+
+async function restartAgent(stack: LocalStack, agentId: string): Promise<void> {
+  const service = stack.services.get(`agent-${agentId}`);
+  const logFile = stack.info.hosts.find((h) => h.agentId === agentId)?.agentLog;
+  if (!service || !logFile) throw new Error(`no agent ${agentId} in the stack`);
+  // The service's readiness probe looks for "agent started" in a log it appends to: count the new one.
+  const startedLines = async () => (await readFile(logFile, 'utf8').catch(() => '')).split('agent started').length - 1;
+  const before = await startedLines();
+  await service.stop();
+  await service.start();
+  const deadline = Date.now() + 30_000;
+  while ((await startedLines()) <= before) {
+    if (Date.now() > deadline) throw new Error(`agent ${agentId} did not start again within 30 s; see ${logFile}`);
+    await sleep(100);
+  }
+}
+
+function stackProcesses(stack: LocalStack): Map<string, number> {
+  const processes = new Map<string, number>();
+  for (const [name, service] of stack.services) {
+    if ((name.startsWith('agent-') || name.startsWith('function-') || name === 'bridge') && service.pid !== undefined) processes.set(name, service.pid);
+  }
+  return processes;
+}
+
+async function writeResults(run: BenchRun, out: string): Promise<void> {
+  const sizes = summarise(run);
+  await writeFile(join(out, 'results.json'), `${JSON.stringify({ ...run, summary: sizes }, null, 2)}\n`);
+  let chart: string | undefined = 'chart.png';
+  try {
+    await writeChart(sizes, run.options.stores, join(out, 'chart.svg'), join(out, 'chart.png'));
+  } catch (error) {
+    log.warn({ err: error }, 'chart could not be rendered');
+    chart = undefined;
+  }
+  await writeFile(join(out, 'report.md'), markdownReport(run, sizes, chart));
+}
+
+async function main(): Promise<void> {
+  const raw = program
+    .parse()
+    .opts<{ sizes: number[]; reps: number; stores: BenchStore[]; objectStore: boolean; out?: string; timeout: number; fromResults?: string }>();
+  if (raw.fromResults) {
+    // The summary in the file is recomputed, so a report can follow changes to the analysis.
+    const { summary: _summary, ...run } = JSON.parse(await readFile(raw.fromResults, 'utf8')) as BenchRun & { summary?: unknown };
+    const out = resolve(raw.out ?? dirname(raw.fromResults));
+    await mkdir(out, { recursive: true });
+    await writeResults(run, out);
+    process.stdout.write(`${consoleTable(summarise(run))}\n\nreport: ${join(out, 'report.md')}\n`);
+    return;
+  }
+  const startedAt = new Date();
+  const options: BenchOptions = {
+    sizes: raw.sizes,
+    reps: raw.reps,
+    stores: raw.stores,
+    viaObjectStore: raw.objectStore,
+    out: resolve(raw.out ?? join(repoRoot, 'bench', 'results', startedAt.toISOString().replace(/[:.]/g, '-'))),
+  };
+  await mkdir(options.out, { recursive: true });
+  const run: BenchRun = {
+    startedAt: startedAt.toISOString(),
+    finishedAt: '',
+    machine: { node: process.version, cpus: cpus().length, memGiB: Math.round(totalmem() / 2 ** 30), kernel: release() },
+    options,
+    rssMethod: RSS_METHOD,
+    floor: [],
+    transfers: [],
+    migrations: [],
+    highWater: [],
+    incidents: [],
+  };
+  const specs = [...new Map(options.stores.flatMap((store) => ROUTES[store]).map((spec) => [spec.agentId, spec])).values()];
+  // Short: Podman refuses long runroots and unix sockets cap their path length.
+  const stackDir = `/tmp/ums-bench-${process.pid}`;
+  log.info({ sizes: options.sizes, reps: options.reps, stores: options.stores, out: options.out }, 'starting the local stack');
+  const stack = await startLocalStack({ name: `bench-${process.pid}`, dir: stackDir, hosts: specs });
+  let stopping = false;
+  const onSignal = () => {
+    if (stopping) return;
+    stopping = true;
+    log.warn('interrupted: stopping the stack');
+    void stack.stop().finally(() => process.exit(130));
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    const host = (spec: HostSpec) => {
+      const found = stack.hosts.get(spec.agentId);
+      if (!found) throw new Error(`host ${spec.agentId} is missing from the stack`);
+      return found;
+    };
+    const routes: MigrationRoute[] = options.stores.map((store) => ({ store, source: host(ROUTES[store][0]), destination: host(ROUTES[store][1]) }));
+    const floorHost = host(specs[0] as HostSpec);
+    const access: StoreAccess[] = options.stores.map((kind: StoreKind & BenchStore) => {
+      const storeUrl = stack.info.hosts.find((h) => h.store === kind)?.storeUrl;
+      if (!storeUrl) throw new Error(`no ${kind} store in the stack`);
+      return { kind, storeUrl, env: stack.storeEnv[kind] ?? {} };
+    });
+    const context: MigrationContext = { cli, natsUrl: stack.info.natsUrl, image: stack.info.image, processes: () => stackProcesses(stack), timeoutSeconds: raw.timeout };
+    const scratch = join(stackDir, 'bench');
+    await mkdir(scratch, { recursive: true });
+    const archive = join(scratch, 'floor.tar');
+    const payload = join(scratch, 'payload.bin');
+    const incident = (what: string, error: unknown) => {
+      const message = `${what}: ${error instanceof Error ? error.message : String(error)}`;
+      run.incidents.push(message);
+      log.error({ err: error }, what);
+    };
+
+    for (const [sizeIndex, sizeMiB] of options.sizes.entries()) {
+      if (sizeIndex > 0) {
+        for (const spec of specs) await restartAgent(stack, spec.agentId);
+      }
+      let payloadBytes: number | undefined;
+      for (let rep = 0; rep < options.reps; rep++) {
+        log.info({ sizeMiB, rep }, 'floor');
+        try {
+          const floor = await measureFloor(floorHost, stack.info.image, sizeMiB, rep, archive);
+          run.floor.push(floor);
+          if (!floor.continuous) run.incidents.push(`floor ${sizeMiB} MiB rep ${rep}: the count did not continue across the bare pair`);
+          log.info({ sizeMiB, rep, checkpointMs: Math.round(floor.checkpointMs), restoreMs: Math.round(floor.restoreMs), downtimeMs: floor.downtimeMs }, 'floor measured');
+          if (payloadBytes === undefined) {
+            payloadBytes = floor.archiveBytes;
+            await writeRandomFile(payload, payloadBytes);
+          }
+        } catch (error) {
+          incident(`floor ${sizeMiB} MiB rep ${rep}`, error);
+        } finally {
+          await rm(archive, { force: true });
+        }
+        if (payloadBytes !== undefined) {
+          for (const store of access) {
+            for (const via of options.viaObjectStore ? (['sdk', 'object-store'] as const) : (['sdk'] as const)) {
+              try {
+                const sample = await measureTransfer(store, via, payload, payloadBytes, scratch, { sizeMiB, rep });
+                run.transfers.push(sample);
+                log.info({ sizeMiB, rep, store: store.kind, via, uploadMs: Math.round(sample.uploadMs), downloadMs: Math.round(sample.downloadMs) }, 'transfer measured');
+              } catch (error) {
+                incident(`transfer ${via} ${store.kind} ${sizeMiB} MiB rep ${rep}`, error);
+              }
+            }
+          }
+        }
+        for (const route of routes) {
+          log.info({ sizeMiB, rep, store: route.store }, 'migration');
+          try {
+            const sample = await runMigration(context, route, sizeMiB, rep);
+            run.migrations.push(sample);
+            if (!sample.ok) run.incidents.push(`migration ${route.store} ${sizeMiB} MiB rep ${rep} failed: ${sample.error ?? ''}`);
+            else if (!sample.continuous) run.incidents.push(`migration ${route.store} ${sizeMiB} MiB rep ${rep}: the count did not continue`);
+            log.info({ sizeMiB, rep, store: route.store, ok: sample.ok, totalMs: sample.totalMs, downtimeMs: sample.downtimeMs, rss: sample.rssPeakMiB }, 'migration measured');
+          } catch (error) {
+            incident(`migration ${route.store} ${sizeMiB} MiB rep ${rep}`, error);
+          }
+        }
+      }
+      for (const [name, pid] of stackProcesses(stack)) {
+        const vmHwmMiB = await highWaterMiB(pid);
+        if (vmHwmMiB !== undefined) run.highWater.push({ sizeMiB, process: name, vmHwmMiB });
+      }
+      await rm(payload, { force: true });
+      // After every size, so an interrupted run still leaves what it measured.
+      run.finishedAt = new Date().toISOString();
+      await writeResults(run, options.out);
+    }
+  } finally {
+    if (!stopping) await stack.stop();
+  }
+  run.finishedAt = new Date().toISOString();
+  await writeResults(run, options.out);
+  process.stdout.write(`\n${consoleTable(summarise(run))}\n\n`);
+  process.stdout.write(`report: ${join(options.out, 'report.md')}\nchart:  ${join(options.out, 'chart.png')}\nraw:    ${join(options.out, 'results.json')}\n`);
+  if (run.incidents.length > 0) process.stdout.write(`\n${run.incidents.length} incident(s):\n${run.incidents.map((i) => `  ${i}`).join('\n')}\n`);
+}
+
+main().then(
+  () => process.exit(0),
+  (error: unknown) => {
+    log.fatal({ err: error }, 'benchmark failed');
+    process.exit(1);
+  },
+);
