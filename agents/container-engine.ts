@@ -29,11 +29,12 @@ export interface ContainerEngine {
   checkpoint(name: string, options?: CheckpointOptions): Promise<Readable>;
 
   /**
-   * Restores a container from a checkpoint archive file on local disk under `name`. The archive's base
-   * image must already be on this host with the same image id (the archive records the image by id).
-   * On failure nothing is left behind under `name`.
+   * Restores a container under `name` from a checkpoint archive: a file on local disk, or a stream
+   * (destroying the stream with an error aborts the restore before anything is restored). The archive's
+   * base image must already be on this host with the same image id (the archive records the image by
+   * id). On failure nothing is left behind under `name`.
    */
-  restoreFromArchive(name: string, archivePath: string, options?: RestoreOptions): Promise<RestoredContainer>;
+  restoreFromArchive(name: string, archive: string | Readable, options?: RestoreOptions): Promise<RestoredContainer>;
 
   /** Restores a container that was checkpointed on this host from its kept checkpoint (rollback). */
   resumeCheckpointed(name: string): Promise<RestoredContainer>;

@@ -20,8 +20,6 @@ export interface HostAgentOptions {
   bus: EventBus;
   /** This host's own object store, where its checkpoints go. */
   store: ObjectStore;
-  /** Where downloaded archives wait for the engine (they hold process memory: deleted after use). */
-  workDir: string;
   transfer: TransferSettings;
   log: Logger;
 }
@@ -152,7 +150,6 @@ export class HostAgent {
       bus: this.options.bus,
       emit: this.emit,
       agentId: this.id,
-      workDir: this.options.workDir,
       log,
       parallel: transfer.parallel,
       urlBatch: 64,

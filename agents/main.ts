@@ -22,11 +22,10 @@ const program = new Command('ums-agent')
   .addOption(new Option('--store <url>', 'this host\'s object store, e.g. azblob://account/container/prefix').env('UMS_STORE_URL').makeOptionMandatory())
   .addOption(new Option('--podman <url>', 'Podman API socket').env('UMS_PODMAN_URL').default('unix:///run/podman/podman.sock'))
   .addOption(new Option('--nats <url>', 'NATS server').env('NATS_URL').default('nats://127.0.0.1:4222'))
-  .addOption(new Option('--work-dir <dir>', 'where downloaded archives wait for the engine').env('UMS_WORK_DIR').default('/var/lib/ums/agent'))
   .addOption(new Option('--chunk-mib <n>', 'checkpoint chunk size').env('UMS_CHUNK_MIB').default('8').argParser(positiveInt))
   .addOption(new Option('--parallel <n>', 'chunks moving at once, each way').env('UMS_TRANSFER_PARALLEL').default('4').argParser(positiveInt))
   .addOption(new Option('--idle-timeout <seconds>', 'give up a restore when nothing arrives for this long').env('UMS_IDLE_TIMEOUT_SECONDS').default('120').argParser(positiveInt))
-  .action(async (options: { id: string; cloud: Cloud; region: string; store: string; podman: string; nats: string; workDir: string; chunkMib: number | string; parallel: number | string; idleTimeout: number | string }) => {
+  .action(async (options: { id: string; cloud: Cloud; region: string; store: string; podman: string; nats: string; chunkMib: number | string; parallel: number | string; idleTimeout: number | string }) => {
     const agentId = AgentId.parse(options.id);
     const log = createLogger('agent', { agentId });
     const bus = await connectNatsBus({ servers: options.nats, name: `ums-agent-${agentId}` });
@@ -35,7 +34,6 @@ const program = new Command('ums-agent')
       engine: new PodmanEngine({ socketPath: options.podman.replace(/^unix:\/\//, ''), where: agentId, logger: log.child({ component: 'podman-engine' }) }),
       bus,
       store: openObjectStore(options.store),
-      workDir: options.workDir,
       transfer: {
         chunkBytes: positiveInt(options.chunkMib) * 1024 * 1024,
         parallel: positiveInt(options.parallel),

@@ -166,8 +166,10 @@ export class PodmanEngine implements ContainerEngine {
    * POST /containers/{name}/restore?import=true&name={name} with the archive file as the body. Podman saves
    * the body to a temporary file before it restores; the file is streamed from disk, never held in memory.
    */
-  async restoreFromArchive(name: string, archivePath: string, options: RestoreOptions = {}): Promise<RestoredContainer> {
-    const size = (await stat(archivePath)).size;
+  async restoreFromArchive(name: string, archive: string | Readable, options: RestoreOptions = {}): Promise<RestoredContainer> {
+    // A stream goes out chunked as it arrives: Podman spools the body to a file before it restores, so
+    // that spooling overlaps whatever produces the stream (the download of the chunks).
+    const size = typeof archive === 'string' ? (await stat(archive)).size : undefined;
     const query = new URLSearchParams({ import: 'true', name, printStats: 'true' });
     // Defaults to a fresh address: the source's IP/MAC may be taken, or outside the subnet, on this host.
     if (options.keepNetworkIdentity !== true) {
@@ -178,8 +180,8 @@ export class PodmanEngine implements ContainerEngine {
     const started = Date.now();
     const res = await this.call('restore', 'POST', `/containers/${enc(name)}/restore?${query}`, {
       timeout: false,
-      body: createReadStream(archivePath),
-      headers: { 'Content-Type': 'application/x-tar', 'Content-Length': String(size) },
+      body: typeof archive === 'string' ? createReadStream(archive) : archive,
+      headers: { 'Content-Type': 'application/x-tar', ...(size !== undefined ? { 'Content-Length': String(size) } : {}) },
     });
     if (res.status !== 200) throw await toEngineError(res, 'restore');
     const report = await expectJson<LibpodRestoreReport>(res, 'restore');

@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { AgentRegistration, Cloud } from '../core/agent-registration.js';
 import type { EventBus } from '../core/event-bus.js';
 import type { Logger } from '../core/log.js';
@@ -34,13 +35,20 @@ export async function describeHost(identity: AgentIdentity, engine: ContainerEng
   };
 }
 
+/** How long a heartbeat waits for a fresh description of the host before sending the last one. */
+const DESCRIBE_BUDGET_MS = 1_500;
+
 /**
  * Keeps the agent's registration fresh: immediately, every `intervalMs`, and on demand (after a
  * migration changed what runs here) so planners never wait a whole interval to see a change.
+ * Liveness never waits for a busy engine (inspecting a container blocks while it is being
+ * restored): if describing the host takes too long, the last description goes out with a fresh
+ * heartbeat time, and the new one follows when it is ready.
  */
 export class Heartbeat {
   private timer: NodeJS.Timeout | undefined;
-  private running: Promise<void> = Promise.resolve();
+  private last: AgentRegistration | undefined;
+  private describing: Promise<AgentRegistration | undefined> | undefined;
   private readonly startedAt = new Date().toISOString();
 
   constructor(
@@ -56,21 +64,27 @@ export class Heartbeat {
     this.timer = setInterval(() => void this.beat(), this.intervalMs);
   }
 
-  /** Serialised, so a slow engine never gets two listings at once. */
-  beat(): Promise<void> {
-    this.running = this.running.then(async () => {
-      try {
-        await this.bus.agents.put(this.identity.agentId, await describeHost(this.identity, this.engine, this.startedAt));
-      } catch (error) {
-        this.log.warn({ err: error }, 'heartbeat failed; retrying at the next interval');
-      }
-    });
-    return this.running;
+  async beat(): Promise<void> {
+    // One description at a time, so a slow engine never gets a pile of listings.
+    this.describing ??= describeHost(this.identity, this.engine, this.startedAt)
+      .catch((error: unknown) => {
+        this.log.warn({ err: error }, 'could not describe the host; the registration keeps its last description');
+        return undefined;
+      })
+      .finally(() => (this.describing = undefined));
+    const fresh = await Promise.race([this.describing, sleep(DESCRIBE_BUDGET_MS).then(() => undefined)]);
+    if (fresh) this.last = fresh;
+    if (!this.last) return;
+    try {
+      await this.bus.agents.put(this.identity.agentId, { ...this.last, heartbeatAt: new Date().toISOString() });
+    } catch (error) {
+      this.log.warn({ err: error }, 'heartbeat failed; retrying at the next interval');
+    }
   }
 
   async stop(): Promise<void> {
     clearInterval(this.timer);
-    await this.running;
+    await this.describing;
     await this.bus.agents.delete(this.identity.agentId).catch(() => undefined);
   }
 }

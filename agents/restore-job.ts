@@ -1,11 +1,6 @@
 import { createHash } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
-import { mkdir, open, rm, statfs } from 'node:fs/promises';
-import { join } from 'node:path';
-import { Writable } from 'node:stream';
-import { finished } from 'node:stream/promises';
+import { Readable, Writable } from 'node:stream';
 import { Manifest, type ChunkRef } from '../core/checkpoint-artifact.js';
-import { DigestStream } from '../core/digest-stream.js';
 import type { EventBus, Subscription } from '../core/event-bus.js';
 import type { CommandData, EventData, EventName, FailureCode } from '../core/events.js';
 import type { Logger } from '../core/log.js';
@@ -37,9 +32,8 @@ export interface RestoreJobOptions {
   bus: EventBus;
   emit: <N extends EventName>(name: N, data: EventData<N>) => Promise<void>;
   agentId: string;
-  workDir: string;
   log: Logger;
-  /** Chunks downloading at once. */
+  /** Chunks downloading at once; at most `parallel + 2` chunks are held in memory. */
   parallel: number;
   /** Ask for the next batch of URLs when fewer than this many signed chunks are left ahead. */
   urlLowWater: number;
@@ -50,23 +44,30 @@ export interface RestoreJobOptions {
 
 export interface RestoredArchive {
   containerId: string;
+  /** When the last verified byte went to the engine. */
   downloadedAt: Date;
   restoredAt: Date;
 }
 
+/** Podman spools the archive to a file and unpacks it: room for about twice the archive. */
+const DISK_PER_ARCHIVE_BYTE = 2;
+
 /**
  * The destination's side of one migration. It checks what it can before the source freezes (name
  * free, image present), then fetches chunks as the source announces them, each through its signed URL
- * and verified against its sha256, into one file at the chunk's offset; once the source has uploaded
- * everything it checks the manifest against the digest the source announced, and only then hands the
- * archive to the engine. Nothing is restored from bytes that were not verified.
+ * and verified against its sha256, and feeds them in order into the engine's restore, which spools
+ * them while later chunks are still uploading. The last chunk goes to the engine only once the
+ * manifest has been checked against the digest the source announced; any failure before that aborts
+ * the engine's request, so nothing is ever restored from bytes that were not verified.
  */
 export class RestoreJob {
   private readonly urls = new Map<number, string>();
   private manifestUrl: string | undefined;
   private readonly chunks = new Map<number, ChunkRef>();
-  private readonly fetched = new Set<number>();
   private readonly fetching = new Set<number>();
+  /** Verified chunks waiting for their turn in the archive. */
+  private readonly ready = new Map<number, Buffer>();
+  private nextToSend = 0;
   private uploaded: EventData<'checkpoint.uploaded'> | undefined;
   private manifest: Manifest | undefined;
   private manifestLoading = false;
@@ -74,13 +75,18 @@ export class RestoreJob {
   private bytes = 0;
   private lastProgressAt = 0;
   private lastActivity = Date.now();
-  private settle!: { resolve: () => void; reject: (error: Error) => void };
-  private readonly done = new Promise<void>((resolve, reject) => (this.settle = { resolve, reject }));
-  private readonly archivePath: string;
+  private failure: Error | undefined;
+  private downloadedAt: Date | undefined;
+  private readonly archive: Readable;
+  private engineWantsMore = true;
 
   constructor(private readonly options: RestoreJobOptions) {
-    this.archivePath = join(options.workDir, `${options.command.migrationId}.tar`);
-    this.done.catch(() => undefined);
+    this.archive = new Readable({
+      read: () => {
+        this.engineWantsMore = true;
+        this.flush();
+      },
+    });
   }
 
   /** Signed URLs from a chunk-urls command (may arrive before or while the job runs). */
@@ -94,14 +100,15 @@ export class RestoreJob {
   async run(): Promise<RestoredArchive> {
     const { command, engine, bus, log } = this.options;
     await this.preflight();
-    await mkdir(this.options.workDir, { recursive: true, mode: 0o700 });
-    await (await open(this.archivePath, 'w', 0o600)).close();
     let subscription: Subscription | undefined;
     const idle = setInterval(() => {
-      if (Date.now() - this.lastActivity > this.options.idleTimeoutMs) {
-        this.fail(new RestoreRefusedError('download-failed', `nothing arrived from the source for ${this.options.idleTimeoutMs / 1000} s (${this.fetched.size} chunks fetched); giving up`));
+      if (!this.downloadedAt && Date.now() - this.lastActivity > this.options.idleTimeoutMs) {
+        this.fail(new RestoreRefusedError('download-failed', `nothing arrived from the source for ${this.options.idleTimeoutMs / 1000} s (${this.nextToSend} chunks restored so far); giving up`));
       }
     }, 1_000);
+    // The engine starts reading (and spooling) the archive now; it restores once the stream ends.
+    const restoring = engine.restoreFromArchive(command.container, this.archive);
+    restoring.catch((error: unknown) => this.fail(new RestoreRefusedError('engine-failed', `the container engine could not restore the checkpoint: ${describe(error)}`)));
     try {
       subscription = await bus.followMigration(command.migrationId, (event) => {
         this.lastActivity = Date.now();
@@ -121,22 +128,20 @@ export class RestoreJob {
         }
         this.pump();
       });
-      await this.options.emit('restore.prepared', { migrationId: command.migrationId, agent: this.options.agentId, freeDiskBytes: await this.freeDisk() });
-      await this.done;
-      const downloadedAt = new Date();
-      log.info({ chunks: this.fetched.size, bytes: this.bytes }, 'archive fetched and verified; restoring');
-      try {
-        const restored = await engine.restoreFromArchive(command.container, this.archivePath);
-        return { containerId: restored.id, downloadedAt, restoredAt: new Date() };
-      } catch (error) {
-        // Leave no half-restored container behind (the name was free when we started).
-        await engine.removeContainer(command.container, { force: true }).catch(() => undefined);
-        throw new RestoreRefusedError('engine-failed', `the container engine could not restore the checkpoint: ${error instanceof Error ? error.message : String(error)}`);
-      }
+      await this.options.emit('restore.prepared', { migrationId: command.migrationId, agent: this.options.agentId, freeDiskBytes: (await engine.info()).freeDiskBytes });
+      const restored = await restoring;
+      log.info({ chunks: this.nextToSend, bytes: this.bytes }, 'restored from verified chunks');
+      return { containerId: restored.id, downloadedAt: this.downloadedAt ?? new Date(), restoredAt: new Date() };
+    } catch (error) {
+      this.fail(error instanceof Error ? error : new Error(String(error)));
+      await restoring.catch(() => undefined);
+      // Leave no half-restored container behind (the name was free when we started).
+      await engine.removeContainer(command.container, { force: true }).catch(() => undefined);
+      throw this.failure;
     } finally {
       clearInterval(idle);
       await subscription?.stop();
-      await rm(this.archivePath, { force: true });
+      this.ready.clear();
     }
   }
 
@@ -154,24 +159,24 @@ export class RestoreJob {
     }
   }
 
-  private async freeDisk(): Promise<number> {
-    const disk = await statfs(this.options.workDir);
-    return disk.bavail * disk.bsize;
-  }
-
+  /** The first failure wins; it aborts the engine's request so nothing unverified is restored. */
   private fail(error: Error): void {
-    this.settle.reject(error);
+    if (this.failure) return;
+    this.failure = error;
+    this.archive.destroy(error);
   }
 
-  /** Starts whatever can start: chunk downloads up to `parallel`, the manifest, URL requests. */
+  /** Starts whatever can start: chunk downloads within the window, the manifest, URL requests. */
   private pump(): void {
+    if (this.failure) return;
     const { parallel, urlBatch, urlLowWater } = this.options;
     if (this.uploaded && this.manifestUrl && !this.manifest && !this.manifestLoading) void this.loadManifest();
-    const pending = [...this.chunks.keys()].filter((i) => !this.fetched.has(i) && !this.fetching.has(i)).sort((a, b) => a - b);
-    for (const index of pending) {
-      if (this.fetching.size >= parallel) break;
+    const window = this.nextToSend + parallel + 2;
+    for (let index = this.nextToSend; index < window && this.fetching.size < parallel; index++) {
+      if (this.ready.has(index) || this.fetching.has(index)) continue;
       const url = this.urls.get(index);
-      if (url) void this.fetch(index, url);
+      const chunk = this.chunks.get(index);
+      if (url && chunk) void this.fetch(chunk, url);
     }
     const highest = Math.max(-1, ...this.chunks.keys());
     if (this.chunks.size > 0 && highest + urlLowWater >= this.urlsRequestedUpTo) {
@@ -181,35 +186,49 @@ export class RestoreJob {
         .emit('restore.urls-needed', { migrationId: this.options.command.migrationId, agent: this.options.agentId, fromIndex, count: urlBatch })
         .catch((error: unknown) => this.options.log.warn({ err: error }, 'could not ask for more chunk URLs'));
     }
-    this.checkComplete();
+    this.flush();
   }
 
-  private async fetch(index: number, url: string): Promise<void> {
-    const chunk = this.chunks.get(index);
-    if (!chunk) return;
-    this.fetching.add(index);
+  /**
+   * Feeds verified chunks to the engine in order, as fast as it reads. A chunk goes only once it is
+   * known not to be the last (a later one was announced) or the manifest has been checked: the end of
+   * the archive is the commitment to restore.
+   */
+  private flush(): void {
+    let advanced = false;
+    while (!this.failure && this.engineWantsMore) {
+      const next = this.ready.get(this.nextToSend);
+      if (!next || !(this.manifest || this.chunks.has(this.nextToSend + 1))) break;
+      this.ready.delete(this.nextToSend);
+      this.nextToSend += 1;
+      advanced = true;
+      this.engineWantsMore = this.archive.push(next);
+    }
+    if (!this.failure && this.manifest && this.nextToSend === this.manifest.chunks.length && !this.downloadedAt) {
+      this.downloadedAt = new Date();
+      this.archive.push(null);
+    }
+    // The download window moved: start the chunks that now fit (after this call stack unwinds).
+    if (advanced) setImmediate(() => this.pump());
+  }
+
+  private async fetch(chunk: ChunkRef, url: string): Promise<void> {
+    this.fetching.add(chunk.index);
     try {
-      const digest = new DigestStream();
-      const file = createWriteStream(this.archivePath, { flags: 'r+', start: chunk.offset });
-      digest.pipe(file);
-      try {
-        await downloadSignedUrl(url, digest, { expectedSize: chunk.sizeBytes, retries: 4 });
-      } finally {
-        digest.end();
-        await finished(file);
-      }
-      const sha256 = digest.digest();
+      const data = await downloadInto(Buffer.allocUnsafe(chunk.sizeBytes), url);
+      const sha256 = createHash('sha256').update(data).digest('hex');
       if (sha256 !== chunk.sha256) {
-        throw new RestoreRefusedError('digest-mismatch', `chunk ${index} of the checkpoint has sha256 ${sha256}, the source announced ${chunk.sha256}: it was corrupted or replaced in the store`);
+        throw new RestoreRefusedError('digest-mismatch', `chunk ${chunk.index} of the checkpoint has sha256 ${sha256}, the source announced ${chunk.sha256}: it was corrupted or replaced in the store`);
       }
-      this.fetched.add(index);
+      if (this.failure) return;
+      this.ready.set(chunk.index, data);
       this.bytes += chunk.sizeBytes;
       this.lastActivity = Date.now();
       this.reportProgress();
     } catch (error) {
-      this.fail(describeFetchError(index, error));
+      this.fail(describeFetchError(chunk.index, error));
     } finally {
-      this.fetching.delete(index);
+      this.fetching.delete(chunk.index);
     }
     this.pump();
   }
@@ -220,15 +239,7 @@ export class RestoreJob {
     if (!uploaded || !url) return;
     this.manifestLoading = true;
     try {
-      const parts: Buffer[] = [];
-      const sink = new Writable({
-        write(part: Buffer, _encoding, callback) {
-          parts.push(part);
-          callback();
-        },
-      });
-      await downloadSignedUrl(url, sink, { retries: 4 });
-      const body = Buffer.concat(parts);
+      const body = await downloadInto(undefined, url);
       const sha256 = createHash('sha256').update(body).digest('hex');
       if (sha256 !== uploaded.artifact.manifestSha256) {
         throw new RestoreRefusedError('manifest-invalid', `the checkpoint manifest has sha256 ${sha256}, the source announced ${uploaded.artifact.manifestSha256}: it was replaced in the store`);
@@ -237,13 +248,14 @@ export class RestoreJob {
       try {
         manifest = Manifest.parse(JSON.parse(body.toString('utf8')));
       } catch (error) {
-        throw new RestoreRefusedError('manifest-invalid', `the checkpoint manifest does not parse: ${(error as Error).message}`);
+        throw new RestoreRefusedError('manifest-invalid', `the checkpoint manifest does not parse: ${describe(error)}`);
       }
       if (manifest.chunks.length !== uploaded.artifact.chunkCount || manifest.sizeBytes !== uploaded.artifact.sizeBytes) {
         throw new RestoreRefusedError('manifest-invalid', `the manifest lists ${manifest.chunks.length} chunks / ${manifest.sizeBytes} bytes, the source announced ${uploaded.artifact.chunkCount} / ${uploaded.artifact.sizeBytes}`);
       }
-      if (manifest.sizeBytes > (await this.freeDisk()) + this.bytes) {
-        throw new RestoreRefusedError('disk-full', `not enough disk in ${this.options.workDir} for the ${manifest.sizeBytes}-byte checkpoint`);
+      const free = (await this.options.engine.info()).freeDiskBytes;
+      if (free < manifest.sizeBytes * DISK_PER_ARCHIVE_BYTE) {
+        throw new RestoreRefusedError('disk-full', `the engine's storage has ${free} bytes free; restoring the ${manifest.sizeBytes}-byte checkpoint needs about ${manifest.sizeBytes * DISK_PER_ARCHIVE_BYTE}`);
       }
       for (const chunk of manifest.chunks) {
         const announced = this.chunks.get(chunk.index);
@@ -258,10 +270,6 @@ export class RestoreJob {
     } catch (error) {
       this.fail(error instanceof RestoreRefusedError ? error : describeFetchError('manifest', error));
     }
-  }
-
-  private checkComplete(): void {
-    if (this.manifest && this.fetched.size === this.manifest.chunks.length) this.settle.resolve();
   }
 
   private reportProgress(): void {
@@ -279,13 +287,37 @@ export class RestoreJob {
   }
 }
 
+/**
+ * Downloads into `into` (a chunk of known size, no copy) or into a growing list (the small manifest).
+ * A resumed transfer continues where it stopped, so writing in arrival order is right.
+ */
+async function downloadInto(into: Buffer | undefined, url: string): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  let filled = 0;
+  const sink = new Writable({
+    write(part: Buffer, _encoding, callback) {
+      if (into) {
+        if (filled + part.length > into.length) return callback(new DownloadSizeMismatchError('chunk', into.length, filled + part.length));
+        part.copy(into, filled);
+      } else parts.push(part);
+      filled += part.length;
+      callback();
+    },
+  });
+  await downloadSignedUrl(url, sink, { retries: 4, ...(into ? { expectedSize: into.length } : {}) });
+  return into ?? Buffer.concat(parts);
+}
+
+function describe(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
 function describeFetchError(what: number | 'manifest', error: unknown): RestoreRefusedError {
   const name = what === 'manifest' ? 'the manifest' : `chunk ${what}`;
-  const message = error instanceof Error ? error.message : String(error);
+  const message = describe(error);
   if (error instanceof RestoreRefusedError) return error;
   if (error instanceof SignedUrlRejectedError) return new RestoreRefusedError('url-rejected', `${name}: ${message}`);
   if (error instanceof SignedUrlNotFoundError) return new RestoreRefusedError('download-failed', `${name} is missing from the store: ${message}`);
   if (error instanceof DownloadSizeMismatchError) return new RestoreRefusedError('size-mismatch', `${name} was truncated or replaced in the store: ${message}`);
-  if ((error as NodeJS.ErrnoException).code === 'ENOSPC') return new RestoreRefusedError('disk-full', `no space left writing ${name}`);
   return new RestoreRefusedError('download-failed', `downloading ${name} failed: ${message}`);
 }

@@ -6,6 +6,9 @@ import { lockKey, type MigrationRecord } from '../core/migration.js';
 import type { FunctionContext } from './function-context.js';
 import { advance, failMigration } from './migration-transitions.js';
 
+/** How long after a request a container missing from the registrations is waited for. */
+const CONTAINER_DISCOVERY_GRACE_MS = 8_000;
+
 /**
  * On migration.requested: checks the request against the agent registry before anything is frozen
  * (both agents alive, the container running on exactly one source, its image present at the
@@ -53,6 +56,10 @@ export async function planMigration(event: EventOf<'migration.requested'>, ctx: 
   });
   if (holders.length === 0) {
     const where = request.sourceAgent ? `on agent "${request.sourceAgent}"` : 'on any registered agent';
+    if (Date.now() - Date.parse(event.time) < CONTAINER_DISCOVERY_GRACE_MS) {
+      // Registrations lag a heartbeat behind: a container started a moment ago may not be listed yet.
+      throw new Error(`container "${request.container}" is not listed ${where} yet; the request will be delivered again`);
+    }
     return refuse('container-not-found', `container "${request.container}" was not found ${where}; "ums agents" lists what each host runs`, null);
   }
   if (holders.length > 1) {

@@ -24,7 +24,8 @@ command -v apt-get >/dev/null || die "apt-get not found: only Debian-family host
 
 # --- 1. distribution packages -------------------------------------------------------------------
 PKGS=(podman runc conmon netavark aardvark-dns containernetworking-plugins catatonit nats-server
-      busybox-static iproute2 iptables util-linux gcc libc6-dev tar ca-certificates debian-archive-keyring)
+      busybox-static iproute2 iptables util-linux gcc libc6-dev tar ca-certificates debian-archive-keyring
+      fonts-dejavu-core)
 missing=()
 for p in "${PKGS[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then

@@ -165,7 +165,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       functions: functionUrls,
     };
     for (const [index, spec] of hostsSpec.entries()) {
-      // Short paths: Podman refuses a runroot longer than 50 characters.
+      // Short paths keep the unix socket path well under its 108-byte limit.
       const hostDir = join(dir, `h${index}`);
       const host = await startPodmanHost({ name: spec.agentId, dir: hostDir });
       hosts.set(spec.agentId, host);
@@ -188,7 +188,6 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
           UMS_REGION: spec.region,
           UMS_STORE_URL: server.storeUrl,
           UMS_PODMAN_URL: host.url,
-          UMS_WORK_DIR: join(hostDir, 'agent'),
         },
         logFile: agentLog,
         ready: async () => (await readFile(agentLog, 'utf8')).includes('agent started'),

@@ -12,7 +12,7 @@ import { openObjectStore } from '../../core/object-stores/open-object-store.js';
 import type { EventOf } from '../../core/events.js';
 import { COUNTER_MARKER_PATH } from '../../infra/images/build-counter-image.js';
 import { continuity, followTicks, joinTicks, readTicks, type Tick } from '../../infra/images/counter-output.js';
-import { startLocalStack, type LocalStack } from '../../infra/local-stack.js';
+import { AWS_HOST, DEFAULT_HOSTS, startLocalStack, type LocalStack } from '../../infra/local-stack.js';
 import type { PodmanHost } from '../../infra/podman-host.js';
 
 /**
@@ -23,12 +23,14 @@ import type { PodmanHost } from '../../infra/podman-host.js';
 const cli = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'cli', 'ums.js');
 const AZURE = 'azure-eastus-1';
 const GCP = 'gcp-us-central1-1';
+const AWS = 'aws-us-east-1';
 const TICK_MS = 100;
 
 let stack: LocalStack;
 let bus: NatsEventBus;
 let azure: PodmanHost;
 let gcp: PodmanHost;
+let aws: PodmanHost;
 
 interface MigrateResult {
   code: number;
@@ -69,7 +71,7 @@ const names = async (host: PodmanHost): Promise<string[]> =>
 /** Asserts that the container runs on exactly one of the two hosts, and returns which. */
 async function runningExactlyOnce(name: string): Promise<PodmanHost> {
   const where = [];
-  for (const host of [azure, gcp]) {
+  for (const host of [azure, gcp, aws]) {
     const entries = await names(host);
     if (entries.some((entry) => entry === `${name} running`)) where.push(host);
   }
@@ -91,10 +93,11 @@ async function migrateAndWatch(name: string, from: PodmanHost, to: PodmanHost, t
 
 describe('live migration through the whole stack', { timeout: 900_000 }, () => {
   before(async () => {
-    stack = await startLocalStack({ name: `e2e-${process.pid}`, dir: join(tmpdir(), `ums-e2e-${process.pid}`) });
+    stack = await startLocalStack({ name: `e2e-${process.pid}`, dir: join(tmpdir(), `ums-e2e-${process.pid}`), hosts: [...DEFAULT_HOSTS, AWS_HOST] });
     bus = await connectNatsBus({ servers: stack.info.natsUrl, name: 'e2e-test' });
     azure = stack.hosts.get(AZURE) as PodmanHost;
     gcp = stack.hosts.get(GCP) as PodmanHost;
+    aws = stack.hosts.get(AWS) as PodmanHost;
   });
 
   after(async () => {
@@ -124,6 +127,28 @@ describe('live migration through the whole stack', { timeout: 900_000 }, () => {
     const all = continuity(joinTicks(there.ticks, back.ticks));
     assert.ok(all.continuous, `the count reset on the way back: ${JSON.stringify(all.break)}`);
     assert.equal(await runningExactlyOnce(name), azure);
+    await azure.podman(['rm', '-f', name]);
+  });
+
+  it('moves a container around the three clouds, each store carrying it once: azure -> gcp -> aws -> azure', async () => {
+    // Each hop's archive goes through the source's own store (Azure Blob, then GCS, then S3) and is
+    // read by the destination through a signed URL only.
+    const name = 'counter-around';
+    const token = await runCounter(azure, name);
+    let ticks: Tick[] = [];
+    for (const [from, to, toAgent] of [
+      [azure, gcp, GCP],
+      [gcp, aws, AWS],
+      [aws, azure, AZURE],
+    ] as const) {
+      const hop = await migrateAndWatch(name, from, to, toAgent);
+      assert.equal(hop.run.code, 0, `${from.name} -> ${toAgent} failed: ${hop.run.result.reason}`);
+      ticks = joinTicks(ticks, hop.ticks);
+      const check = continuity(ticks);
+      assert.ok(check.continuous, `the count reset or skipped after ${from.name} -> ${toAgent}: ${JSON.stringify(check.break)}`);
+      assert.equal(await runningExactlyOnce(name), to);
+    }
+    assert.match((await azure.podman(['exec', name, 'cat', COUNTER_MARKER_PATH])).stdout, new RegExp(`token=${token}`));
     await azure.podman(['rm', '-f', name]);
   });
 

@@ -119,7 +119,7 @@ describe('the migration functions against a real JetStream', () => {
   it('refuses, before anything is frozen, what cannot work, each with its reason', async () => {
     const cases: Array<[ReturnType<typeof request>, string, RegExp]> = [
       [request('web', randomUUID(), 'aws-nowhere-1'), 'agent-unavailable', /"aws-nowhere-1" is not registered/],
-      [request('nope'), 'container-not-found', /"nope" was not found on any registered agent/],
+      [{ ...request('nope'), time: new Date(Date.now() - 60_000).toISOString() }, 'container-not-found', /"nope" was not found on any registered agent/],
       [request('web', randomUUID(), SOURCE), 'invalid-request', /already runs on "azure-eastus-1"/],
     ];
     await bus.agents.put(SOURCE, registration(SOURCE, [container('web'), container('old', 'exited'), container('odd', 'running', 'localhost/odd:1', 'f'.repeat(64)), container('rebuilt', 'running', IMAGE, 'c'.repeat(64))]));
@@ -139,6 +139,16 @@ describe('the migration functions against a real JetStream', () => {
     }
     assert.deepEqual(await commandsFor(SOURCE), [], 'nothing was commanded');
     assert.equal(await bus.locks.get(lockKey(SOURCE, 'web')), undefined, 'no lock is left behind');
+  });
+
+  it('waits a few seconds for a container that no heartbeat listed yet (the request is delivered again)', async () => {
+    const fresh = request('started-a-moment-ago');
+    await assert.rejects(planMigration(fresh, ctx), /is not listed on any registered agent yet/);
+    assert.equal((await bus.migrations.get(fresh.data.migrationId))?.value.state, 'requested', 'nothing decided yet');
+    await bus.agents.put(SOURCE, registration(SOURCE, [container('web'), container('started-a-moment-ago')]));
+    await planMigration(fresh, ctx);
+    assert.equal((await bus.migrations.get(fresh.data.migrationId))?.value.state, 'preparing');
+    await bus.locks.delete(lockKey(SOURCE, 'started-a-moment-ago'));
   });
 
   it('refuses a destination whose heartbeat stopped', async () => {
