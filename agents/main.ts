@@ -33,7 +33,7 @@ const program = new Command('ums-agent')
       identity: { agentId, cloud: options.cloud, region: options.region, storeUrl: options.store },
       engine: new PodmanEngine({ socketPath: options.podman.replace(/^unix:\/\//, ''), where: agentId, logger: log.child({ component: 'podman-engine' }) }),
       bus,
-      store: openObjectStore(options.store),
+      store: await openObjectStore(options.store),
       transfer: {
         chunkBytes: positiveInt(options.chunkMib) * 1024 * 1024,
         parallel: positiveInt(options.parallel),

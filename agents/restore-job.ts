@@ -77,6 +77,7 @@ export class RestoreJob {
   private lastActivity = Date.now();
   private failure: Error | undefined;
   private downloadedAt: Date | undefined;
+  private freeDiskBytes: number | undefined;
   private readonly archive: Readable;
   private engineWantsMore = true;
 
@@ -128,7 +129,9 @@ export class RestoreJob {
         }
         this.pump();
       });
-      await this.options.emit('restore.prepared', { migrationId: command.migrationId, agent: this.options.agentId, freeDiskBytes: (await engine.info()).freeDiskBytes });
+      // Measured now, before the freeze: asking the engine is slow, and the answer is needed at the end.
+      this.freeDiskBytes = (await engine.info()).freeDiskBytes;
+      await this.options.emit('restore.prepared', { migrationId: command.migrationId, agent: this.options.agentId, freeDiskBytes: this.freeDiskBytes });
       const restored = await restoring;
       log.info({ chunks: this.nextToSend, bytes: this.bytes }, 'restored from verified chunks');
       return { containerId: restored.id, downloadedAt: this.downloadedAt ?? new Date(), restoredAt: new Date() };
@@ -253,7 +256,7 @@ export class RestoreJob {
       if (manifest.chunks.length !== uploaded.artifact.chunkCount || manifest.sizeBytes !== uploaded.artifact.sizeBytes) {
         throw new RestoreRefusedError('manifest-invalid', `the manifest lists ${manifest.chunks.length} chunks / ${manifest.sizeBytes} bytes, the source announced ${uploaded.artifact.chunkCount} / ${uploaded.artifact.sizeBytes}`);
       }
-      const free = (await this.options.engine.info()).freeDiskBytes;
+      const free = this.freeDiskBytes ?? 0;
       if (free < manifest.sizeBytes * DISK_PER_ARCHIVE_BYTE) {
         throw new RestoreRefusedError('disk-full', `the engine's storage has ${free} bytes free; restoring the ${manifest.sizeBytes}-byte checkpoint needs about ${manifest.sizeBytes * DISK_PER_ARCHIVE_BYTE}`);
       }

@@ -17,11 +17,23 @@ export interface ObjectStore {
   readonly url: string;
 
   /**
-   * Streams `body` into `key` without buffering it whole. Resolves once the object is durable.
-   * With `ifNoneMatch: true` the write fails with ObjectExistsError if the key exists (where the
-   * backend supports conditional create; otherwise it throws UnsupportedOperationError).
+   * Writes `body` to `key`. Resolves once the object is durable.
+   *
+   * - A Readable is streamed through the backend's streaming upload without being buffered whole: use it
+   *   for bodies of unknown or large size (its memory is the SDK's part/block buffers, about 32 MiB).
+   * - Bytes (a Buffer or other Uint8Array) already in memory are sent as one request (S3 PutObject, Azure
+   *   Put Blob, GCS single-request multipart upload, one file write) straight from the caller's memory,
+   *   with no copy into SDK buffers: use it for chunks held in memory. The store keeps no reference to
+   *   the bytes once the returned promise settles, so the caller may reuse the buffer then, and never
+   *   before. Meant for chunks (megabytes to a few hundred): one request is retried whole by the SDK
+   *   where it retries at all, and test emulators cap it (the GCS emulator at 130 MB).
+   *
+   * Both paths take the same options with the same meaning (contentType, metadata, ifNoneMatch, signal)
+   * and resolve with the same result. With `ifNoneMatch: true` the write fails with ObjectExistsError if
+   * the key exists (where the backend supports conditional create; otherwise it throws
+   * UnsupportedOperationError). Aborting `signal` rejects the put.
    */
-  put(key: string, body: Readable, options?: PutOptions): Promise<PutResult>;
+  put(key: string, body: Readable | Uint8Array, options?: PutOptions): Promise<PutResult>;
 
   /** A readable stream of the object's bytes (or of [start, end] inclusive). ObjectNotFoundError if absent. */
   get(key: string, range?: ByteRange): Promise<Readable>;

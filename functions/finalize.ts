@@ -99,7 +99,7 @@ async function deleteArtifact(record: MigrationRecord, ctx: FunctionContext): Pr
   const location = record.artifactLocation;
   if (!location) return;
   try {
-    const store = ctx.openStore(location.storeUrl);
+    const store = await ctx.openStore(location.storeUrl);
     for await (const object of store.list(location.prefix)) await store.delete(object.key);
   } catch (error) {
     // The bucket's lifecycle rule removes it later; a failed delete must not fail the migration.

@@ -14,7 +14,8 @@ export interface FunctionContext {
   log: Logger;
   /** The CloudEvent `source` of what this function publishes. */
   source: string;
-  openStore(url: string): ObjectStore;
+  /** Loads the backend's SDK on first use of each kind (see openObjectStore). */
+  openStore(url: string): Promise<ObjectStore>;
   signedUrlTtlSeconds: number;
 }
 

@@ -75,7 +75,7 @@ async function commandCheckpoint(record: MigrationRecord, ctx: FunctionContext):
 async function sendUrls(record: MigrationRecord, fromIndex: number, count: number, ctx: FunctionContext, commandId: string): Promise<void> {
   const location = record.artifactLocation;
   if (!location) throw new Error(`migration ${record.migrationId} has no artifact location`);
-  const store = ctx.openStore(location.storeUrl);
+  const store = await ctx.openStore(location.storeUrl);
   const indexes = Array.from({ length: Math.min(count, URL_BATCH) }, (_, i) => fromIndex + i);
   const [manifest, ...chunks] = await Promise.all([
     fromIndex === 0 ? store.signedReadUrl(manifestKey(location.prefix), ctx.signedUrlTtlSeconds) : undefined,

@@ -124,6 +124,9 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     const storeEnv = Object.fromEntries([...storage].map(([kind, server]) => [kind, server.env])) as Record<StoreKind, NodeJS.ProcessEnv>;
     const allStoreEnv = Object.assign({}, ...[...storage.values()].map((s) => s.env)) as NodeJS.ProcessEnv;
 
+    // The services log to their own files at info level whatever this process logs at: their log
+    // lines are what the readiness checks and a post-mortem read.
+    const serviceEnv: NodeJS.ProcessEnv = { ...process.env, UMS_LOG_LEVEL: 'info' };
     const functionUrls = {} as Record<FunctionName, string>;
     // The package exports only its API; its CLI entry (the `functions-framework` bin) sits beside it.
     const frameworkMain = join(dirname(createRequire(import.meta.url).resolve('@google-cloud/functions-framework')), 'main.js');
@@ -135,7 +138,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
         command: process.execPath,
         args: [frameworkMain, `--target=${fn}`, '--signature-type=cloudevent', `--port=${port}`, `--source=${join(distRoot, 'functions', 'index.js')}`],
         // The functions sign URLs for every cloud's store, so they get every store's credentials.
-        env: { ...process.env, ...allStoreEnv, NATS_URL: natsUrl, UMS_SIGNED_URL_TTL_SECONDS: String(options.signedUrlTtlSeconds ?? 900) },
+        env: { ...serviceEnv, ...allStoreEnv, NATS_URL: natsUrl, UMS_SIGNED_URL_TTL_SECONDS: String(options.signedUrlTtlSeconds ?? 900) },
         logFile: logFile(`function-${fn}`),
         // Any HTTP answer means the server listens (a bare GET is not a CloudEvent, so it answers an error).
         ready: async () => (await fetch(url, { method: 'GET', signal: AbortSignal.timeout(1000) })).status > 0,
@@ -148,7 +151,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       name: 'bridge',
       command: process.execPath,
       args: [join(distRoot, 'infra', 'trigger-bridge.js')],
-      env: { ...process.env, NATS_URL: natsUrl, UMS_FUNCTION_ENDPOINTS: JSON.stringify(functionUrls) },
+      env: { ...serviceEnv, NATS_URL: natsUrl, UMS_FUNCTION_ENDPOINTS: JSON.stringify(functionUrls) },
       logFile: logFile('bridge'),
       ready: async () => (await readFile(logFile('bridge'), 'utf8')).includes('trigger bound'),
     }).start();
@@ -180,7 +183,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
         args: [join(distRoot, 'agents', 'main.js')],
         // Only its own cloud's credentials: it reads other clouds' archives through signed URLs.
         env: {
-          ...process.env,
+          ...serviceEnv,
           ...server.env,
           NATS_URL: natsUrl,
           UMS_AGENT_ID: spec.agentId,

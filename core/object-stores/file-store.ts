@@ -43,7 +43,7 @@ export class FileStore implements ObjectStore {
     this.url = url;
   }
 
-  async put(key: string, body: Readable, options: PutOptions = {}): Promise<PutResult> {
+  async put(key: string, body: Readable | Uint8Array, options: PutOptions = {}): Promise<PutResult> {
     const path = this.dataPath(key);
     const metadata = checkPortableMetadata(options.metadata);
     const staging = join(this.root, STAGING_DIR, randomUUID());
@@ -52,8 +52,14 @@ export class FileStore implements ObjectStore {
     const counter = new ByteCounter();
     try {
       // flush: fsync before close, so the rename below never publishes a file whose data is still in cache.
-      const sink = createWriteStream(staging, { flags: 'wx', flush: true });
-      await pipeline(body, counter, sink, ...(options.signal !== undefined ? [{ signal: options.signal }] : []));
+      if (body instanceof Uint8Array) {
+        // Written straight from the caller's memory (no copy).
+        await writeFile(staging, body, { flag: 'wx', flush: true, ...(options.signal !== undefined ? { signal: options.signal } : {}) });
+        counter.bytes = body.byteLength;
+      } else {
+        const sink = createWriteStream(staging, { flags: 'wx', flush: true });
+        await pipeline(body, counter, sink, ...(options.signal !== undefined ? [{ signal: options.signal }] : []));
+      }
       if (options.ifNoneMatch === true) {
         // link() fails if the name exists, atomically: two racing writers cannot both win.
         try {

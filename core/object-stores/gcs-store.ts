@@ -1,4 +1,4 @@
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { ApiError, Storage, type Bucket, type StorageOptions } from '@google-cloud/storage';
 import {
@@ -52,26 +52,32 @@ export class GcsStore implements ObjectStore {
     this.bucket = options.storage.bucket(options.bucket);
   }
 
-  async put(key: string, body: Readable, options: PutOptions = {}): Promise<PutResult> {
+  async put(key: string, body: Readable | Uint8Array, options: PutOptions = {}): Promise<PutResult> {
     const file = this.bucket.file(this.keys.full(key));
     const metadata = checkPortableMetadata(options.metadata);
-    const counter = new ByteCounter();
+    const bytes = body instanceof Uint8Array;
+    // Bytes go in one multipart request (uploadType=multipart) that streams the caller's buffer as it is.
     // A resumable upload without chunkSize is one streaming request that keeps only its last buffer for a
     // retry; chunked mode would hold a whole chunk per request (and the emulator truncates chunked uploads).
+    // Not file.save(): without a precondition it sets the shared Storage's retryOptions.autoRetry to false
+    // and never restores it, turning retries off for every later call on this client.
     const sink = file.createWriteStream({
-      resumable: true,
+      resumable: !bytes,
       contentType: options.contentType ?? 'application/octet-stream',
       metadata: { metadata },
       // Generation 0 means "no live object": the GCS form of If-None-Match: *.
       ...(options.ifNoneMatch === true ? { preconditionOpts: { ifGenerationMatch: 0 } } : {}),
     });
+    const signal = options.signal !== undefined ? [{ signal: options.signal }] : [];
+    const counter = new ByteCounter();
     try {
-      await pipeline(body, counter, sink, ...(options.signal !== undefined ? [{ signal: options.signal }] : []));
+      if (body instanceof Uint8Array) await pipeline(Readable.from([body], { objectMode: false }), sink, ...signal);
+      else await pipeline(body, counter, sink, ...signal);
     } catch (error) {
       if (options.ifNoneMatch === true && statusOf(error) === 412) throw new ObjectExistsError(this.url, key);
       throw error;
     }
-    return { key, size: counter.bytes };
+    return { key, size: body instanceof Uint8Array ? body.byteLength : counter.bytes };
   }
 
   async get(key: string, range?: ByteRange): Promise<Readable> {

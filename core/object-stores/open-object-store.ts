@@ -1,14 +1,11 @@
 import { isAbsolute } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { S3Client } from '@aws-sdk/client-s3';
-import { StorageSharedKeyCredential } from '@azure/storage-blob';
-import { Storage } from '@google-cloud/storage';
 import type { ObjectStore } from '../object-store.js';
-import { AzureBlobStore, type AzureBlobCredential, type TokenCredential } from './azure-blob-store.js';
-import { FileStore } from './file-store.js';
-import { GcsStore, gcsStorageOptionsFromEnv } from './gcs-store.js';
+import type { AzureBlobCredential, TokenCredential } from './azure-blob-store.js';
 import { KeySpace } from './key-space.js';
-import { S3Store, s3ClientConfigFromEnv } from './s3-store.js';
+// Only types from the cloud SDKs and the store modules that wrap them here: each SDK costs tens of MiB of
+// heap once loaded, so openObjectStore imports a backend's module (and its SDK) when a store of that kind is
+// opened, and a host agent carries only the SDK of its own cloud.
 
 export class InvalidStoreUrlError extends Error {
   readonly storeUrl: string;
@@ -45,25 +42,38 @@ const AZURE_CONTAINER = /^(?=.{3,63}$)[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9]))*$/;
 /**
  * Opens the store a URL names: s3://bucket/prefix, azblob://account/container/prefix, gs://bucket/prefix or
  * file:///abs/path. Endpoints and credentials come from `env` in each cloud's standard variables (see the
- * store modules); a URL never carries credentials.
+ * store modules); a URL never carries credentials. Asynchronous because the backend's SDK is loaded on first
+ * use; URL and credential errors (InvalidStoreUrlError, StoreCredentialsError) come as rejections.
  */
-export function openObjectStore(
+export async function openObjectStore(
   url: string,
   env: NodeJS.ProcessEnv = process.env,
   options: OpenObjectStoreOptions = {},
-): ObjectStore {
+): Promise<ObjectStore> {
   const parsed = parseStoreUrl(url);
   switch (parsed.scheme) {
-    case 's3':
+    case 's3': {
+      const [{ S3Client }, { S3Store, s3ClientConfigFromEnv }] = await Promise.all([import('@aws-sdk/client-s3'), import('./s3-store.js')]);
       return new S3Store({ url, bucket: parsed.bucket, prefix: parsed.prefix, client: new S3Client(s3ClientConfigFromEnv(env)) });
-    case 'gs':
-      return new GcsStore({ url, bucket: parsed.bucket, prefix: parsed.prefix, storage: new Storage(gcsStorageOptionsFromEnv(env)) });
-    case 'azblob': {
-      const { serviceUrl, credential } = azureAccess(url, parsed.account, env, options.azureTokenCredential);
-      return new AzureBlobStore({ url, account: parsed.account, container: parsed.container, prefix: parsed.prefix, serviceUrl, credential });
     }
-    case 'file':
+    case 'gs': {
+      const [{ Storage }, { GcsStore, gcsStorageOptionsFromEnv }] = await Promise.all([import('@google-cloud/storage'), import('./gcs-store.js')]);
+      return new GcsStore({ url, bucket: parsed.bucket, prefix: parsed.prefix, storage: new Storage(gcsStorageOptionsFromEnv(env)) });
+    }
+    case 'azblob': {
+      // Checked before loading the SDK, so a misconfigured host fails fast and without the SDK's cost.
+      const access = azureAccess(url, parsed.account, env, options.azureTokenCredential);
+      const [{ StorageSharedKeyCredential }, { AzureBlobStore }] = await Promise.all([import('@azure/storage-blob'), import('./azure-blob-store.js')]);
+      const credential: AzureBlobCredential =
+        access.credential.kind === 'shared-key'
+          ? { kind: 'shared-key', key: new StorageSharedKeyCredential(parsed.account, access.credential.accountKey) }
+          : access.credential;
+      return new AzureBlobStore({ url, account: parsed.account, container: parsed.container, prefix: parsed.prefix, serviceUrl: access.serviceUrl, credential });
+    }
+    case 'file': {
+      const { FileStore } = await import('./file-store.js');
       return new FileStore(url, parsed.root);
+    }
   }
 }
 
@@ -145,12 +155,12 @@ function checkedPrefix(url: string, prefix: string): string {
   }
 }
 
-function azureAccess(
-  url: string,
-  account: string,
-  env: NodeJS.ProcessEnv,
-  token: TokenCredential | undefined,
-): { serviceUrl: string; credential: AzureBlobCredential } {
+type AzureAccess = {
+  serviceUrl: string;
+  credential: { kind: 'shared-key'; accountKey: string } | Extract<AzureBlobCredential, { kind: 'token' }>;
+};
+
+function azureAccess(url: string, account: string, env: NodeJS.ProcessEnv, token: TokenCredential | undefined): AzureAccess {
   const connectionString = env.AZURE_STORAGE_CONNECTION_STRING;
   if (connectionString !== undefined && connectionString !== '') {
     const fields = parseConnectionString(connectionString);
@@ -166,7 +176,7 @@ function azureAccess(
     const suffix = fields.get('endpointsuffix') ?? 'core.windows.net';
     return {
       serviceUrl: fields.get('blobendpoint') ?? `${protocol}://${account}.blob.${suffix}`,
-      credential: { kind: 'shared-key', key: new StorageSharedKeyCredential(account, key) },
+      credential: { kind: 'shared-key', accountKey: key },
     };
   }
   const envAccount = env.AZURE_STORAGE_ACCOUNT;
@@ -175,9 +185,7 @@ function azureAccess(
   }
   const serviceUrl = `https://${account}.blob.core.windows.net`;
   const key = env.AZURE_STORAGE_KEY;
-  if (key !== undefined && key !== '') {
-    return { serviceUrl, credential: { kind: 'shared-key', key: new StorageSharedKeyCredential(account, key) } };
-  }
+  if (key !== undefined && key !== '') return { serviceUrl, credential: { kind: 'shared-key', accountKey: key } };
   if (token !== undefined) return { serviceUrl, credential: { kind: 'token', token } };
   throw new StoreCredentialsError(
     url,

@@ -3,6 +3,7 @@ import {
   DeleteObjectCommand,
   GetObjectCommand,
   HeadObjectCommand,
+  PutObjectCommand,
   S3Client,
   S3ServiceException,
   paginateListObjectsV2,
@@ -73,24 +74,38 @@ export class S3Store implements ObjectStore {
     this.client = options.client;
   }
 
-  async put(key: string, body: Readable, options: PutOptions = {}): Promise<PutResult> {
+  async put(key: string, body: Readable | Uint8Array, options: PutOptions = {}): Promise<PutResult> {
     const name = this.keys.full(key);
     const metadata = checkPortableMetadata(options.metadata);
+    const params = {
+      Bucket: this.bucket,
+      Key: name,
+      ContentType: options.contentType ?? 'application/octet-stream',
+      Metadata: metadata,
+      // Sent with PutObject or CompleteMultipartUpload, whichever ends the upload (S3 since 2024-08).
+      ...(options.ifNoneMatch === true ? { IfNoneMatch: '*' } : {}),
+    };
+    if (body instanceof Uint8Array) {
+      try {
+        options.signal?.throwIfAborted();
+        // One PutObject whose body is the caller's bytes: the HTTP handler writes them as they are (no copy);
+        // SigV4 hashes them for x-amz-content-sha256, and retries resend them.
+        await this.client.send(
+          new PutObjectCommand({ ...params, Body: body, ContentLength: body.byteLength }),
+          options.signal !== undefined ? { abortSignal: options.signal } : {},
+        );
+      } catch (error) {
+        throw this.putError(error, key, options);
+      }
+      return { key, size: body.byteLength };
+    }
     const counted = ByteCounter.wrap(body);
     const upload = new Upload({
       client: this.client,
       queueSize: PARTS_IN_FLIGHT,
       partSize: PART_BYTES,
       leavePartsOnError: false,
-      params: {
-        Bucket: this.bucket,
-        Key: name,
-        Body: counted,
-        ContentType: options.contentType ?? 'application/octet-stream',
-        Metadata: metadata,
-        // Sent with PutObject or CompleteMultipartUpload, whichever ends the upload (S3 since 2024-08).
-        ...(options.ifNoneMatch === true ? { IfNoneMatch: '*' } : {}),
-      },
+      params: { ...params, Body: counted },
     });
     const abort = (): void => {
       void upload.abort();
@@ -102,14 +117,18 @@ export class S3Store implements ObjectStore {
     } catch (error) {
       counted.destroy();
       if (counted.sourceError !== undefined) throw withCause(counted.sourceError, error);
-      // 412 when the key exists; 409 when a concurrent conditional write won the race.
-      const status = httpStatus(error);
-      if (options.ifNoneMatch === true && (status === 409 || status === 412)) throw new ObjectExistsError(this.url, key);
-      throw error;
+      throw this.putError(error, key, options);
     } finally {
       options.signal?.removeEventListener('abort', abort);
     }
     return { key, size: counted.bytes };
+  }
+
+  /** 412 when the key exists; 409 when a concurrent conditional write won the race. */
+  private putError(error: unknown, key: string, options: PutOptions): unknown {
+    const status = httpStatus(error);
+    if (options.ifNoneMatch === true && (status === 409 || status === 412)) return new ObjectExistsError(this.url, key);
+    return error;
   }
 
   async get(key: string, range?: ByteRange): Promise<Readable> {

@@ -132,13 +132,15 @@ function sdkTransfer(access: StoreAccess): Transfer {
 }
 
 function objectStoreTransfer(access: StoreAccess): Transfer {
-  const store = openObjectStore(access.storeUrl, { ...process.env, ...access.env });
+  // Opened once, on first use (openObjectStore loads the backend's SDK asynchronously).
+  const opened = openObjectStore(access.storeUrl, { ...process.env, ...access.env });
+  opened.catch(() => undefined);
   return {
     upload: async (key, from) => {
-      await store.put(key, createReadStream(from));
+      await (await opened).put(key, createReadStream(from));
     },
-    download: async (key, to) => pipeline(await store.get(key), createWriteStream(to)),
-    remove: (key) => store.delete(key),
+    download: async (key, to) => pipeline(await (await opened).get(key), createWriteStream(to)),
+    remove: async (key) => (await opened).delete(key),
     close: () => undefined,
   };
 }

@@ -190,7 +190,7 @@ describe('live migration through the whole stack', { timeout: 900_000 }, () => {
     });
     const running = ums(['migrate', name, '--to', GCP, '--id', migrationId]);
     const { artifact } = (await uploaded).data;
-    const store = openObjectStore(artifact.storeUrl, { ...process.env, ...stack.storeEnv.azure });
+    const store = await openObjectStore(artifact.storeUrl, { ...process.env, ...stack.storeEnv.azure });
     const first = `${artifact.prefix}chunks/000000`;
     const size = (await store.head(first))?.size ?? 0;
     await store.put(first, Readable.from([randomBytes(size)]));

@@ -208,7 +208,7 @@ describe('the migration functions against a real JetStream', () => {
     const more = (await commandsFor(DESTINATION)).filter((c) => c.name === 'chunk-urls').at(-1);
     assert.ok(more?.name === 'chunk-urls' && more.data.chunks[0]?.index === 64 && !more.data.manifestUrl);
 
-    await openObjectStore(storeUrl).put(`${prefix}chunks/000000`, Readable.from([Buffer.from('archive bytes')]));
+    await (await openObjectStore(storeUrl)).put(`${prefix}chunks/000000`, Readable.from([Buffer.from('archive bytes')]));
     const now = new Date().toISOString();
     const artifact = { storeUrl, prefix, sizeBytes: 13, sha256: 'b'.repeat(64), chunkCount: 1, manifestSha256: 'c'.repeat(64) };
     const uploaded = (agent: string) =>
@@ -233,7 +233,7 @@ describe('the migration functions against a real JetStream', () => {
     assert.ok(failed?.name === 'migration.failed' && failed.data.runningOn === SOURCE);
     assert.equal(await bus.locks.get(lockKey(SOURCE, 'web')), undefined, 'the lock is released');
     const left = [];
-    for await (const object of openObjectStore(storeUrl).list(prefix)) left.push(object.key);
+    for await (const object of (await openObjectStore(storeUrl)).list(prefix)) left.push(object.key);
     assert.deepEqual(left, [], 'the archive (process memory) is deleted');
 
     const events = await allEvents(migrationId);
@@ -261,7 +261,7 @@ describe('the migration functions against a real JetStream', () => {
     const prefix = `migrations/${migrationId}/`;
     await planMigration(event, ctx);
     await planRestore(makeEvent('restore.prepared', '/a', { migrationId, agent: DESTINATION, freeDiskBytes: 1e9 }), ctx);
-    await openObjectStore(storeUrl).put(`${prefix}manifest.json`, Readable.from([Buffer.from('{}')]));
+    await (await openObjectStore(storeUrl)).put(`${prefix}manifest.json`, Readable.from([Buffer.from('{}')]));
     const base = Date.now();
     const t = (ms: number) => new Date(base + ms).toISOString();
     await finalize(makeEvent('restore.completed', '/a', { migrationId, agent: DESTINATION, container: 'web', containerId: 'x', downloadedAt: t(500), restoredAt: t(900) }), ctx);
@@ -289,6 +289,6 @@ describe('the migration functions against a real JetStream', () => {
     const completed = await lastEvent(migrationId, 'migration.completed');
     assert.ok(completed?.name === 'migration.completed');
     assert.equal(completed.data.timeline.frozenMs, 900);
-    assert.equal(await openObjectStore(storeUrl).head(`${prefix}manifest.json`), undefined);
+    assert.equal(await (await openObjectStore(storeUrl)).head(`${prefix}manifest.json`), undefined);
   });
 });

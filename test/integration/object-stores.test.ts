@@ -98,9 +98,9 @@ for (const backend of backends) {
       dir = await mkdtemp(join(tmpdir(), 'ums-object-stores-'));
       server = await backend.start(dir);
       const env = { ...process.env, ...server.env };
-      store = openObjectStore(`${server.storeUrl}/${run}`, env);
+      store = await openObjectStore(`${server.storeUrl}/${run}`, env);
       // Shares the store's prefix as a string prefix ("run-x" vs "run-x2"): must never leak into its listings.
-      sibling = openObjectStore(`${server.storeUrl}/${run}2`, env);
+      sibling = await openObjectStore(`${server.storeUrl}/${run}2`, env);
     });
 
     after(async () => {
