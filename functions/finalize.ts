@@ -97,7 +97,7 @@ async function commandSource(verb: 'discard' | 'resume', record: MigrationRecord
 /** The archive holds process memory: delete it as soon as the migration has ended either way. */
 async function deleteArtifact(record: MigrationRecord, ctx: FunctionContext): Promise<void> {
   const location = record.artifactLocation;
-  if (!location) return;
+  if (!location || ctx.artifactRetention === 'bucket-lifecycle') return;
   try {
     const store = await ctx.openStore(location.storeUrl);
     for await (const object of store.list(location.prefix)) await store.delete(object.key);

@@ -17,6 +17,12 @@ export interface FunctionContext {
   /** Loads the backend's SDK on first use of each kind (see openObjectStore). */
   openStore(url: string): Promise<ObjectStore>;
   signedUrlTtlSeconds: number;
+  /**
+   * What happens to a migration's archive when it ends: deleted at once (the default: it holds process
+   * memory), or kept for the bucket's lifecycle rule to expire (for post-mortems), via
+   * UMS_ARTIFACT_RETENTION=bucket-lifecycle.
+   */
+  artifactRetention: 'delete-when-done' | 'bucket-lifecycle';
 }
 
 let shared: Promise<EventBus> | undefined;
@@ -35,5 +41,6 @@ export async function functionContext(functionName: string): Promise<FunctionCon
     source: `/ums/functions/${functionName}`,
     openStore: (url) => openObjectStore(url),
     signedUrlTtlSeconds: Number.isFinite(ttl) && ttl > 0 ? ttl : 900,
+    artifactRetention: process.env.UMS_ARTIFACT_RETENTION === 'bucket-lifecycle' ? 'bucket-lifecycle' : 'delete-when-done',
   };
 }

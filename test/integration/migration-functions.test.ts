@@ -101,7 +101,14 @@ describe('the migration functions against a real JetStream', () => {
     nats = await startNatsServer(dir);
     bus = await connectNatsBus({ servers: nats.url, name: 'functions-test' });
     storeUrl = `file://${join(dir, 'store')}`;
-    ctx = { bus, log: createLogger('test'), source: '/test/functions', openStore: (url) => openObjectStore(url), signedUrlTtlSeconds: 60 };
+    ctx = {
+      bus,
+      log: createLogger('test'),
+      source: '/test/functions',
+      openStore: (url) => openObjectStore(url),
+      signedUrlTtlSeconds: 60,
+      artifactRetention: 'delete-when-done',
+    };
   });
 
   after(async () => {

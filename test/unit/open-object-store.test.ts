@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { describe, it } from 'node:test';
+import { promisify } from 'node:util';
 import { InvalidKeyError, InvalidMetadataError } from '../../core/object-store.js';
 import { AzureBlobStore } from '../../core/object-stores/azure-blob-store.js';
 import { FileStore } from '../../core/object-stores/file-store.js';
@@ -12,6 +14,9 @@ import {
   parseStoreUrl,
 } from '../../core/object-stores/open-object-store.js';
 import { S3Store } from '../../core/object-stores/s3-store.js';
+
+const execFileAsync = promisify(execFile);
+const openObjectStoreModule = new URL('../../core/object-stores/open-object-store.js', import.meta.url).href;
 
 // A syntactically valid base64 key that opens nothing.
 const FAKE_KEY = Buffer.alloc(64, 7).toString('base64');
@@ -87,42 +92,72 @@ describe('parseStoreUrl', () => {
 });
 
 describe('openObjectStore', () => {
-  it('opens the store class each scheme names, keeping the URL', () => {
+  it('opens the store class each scheme names, keeping the URL', async () => {
     const env = { AWS_ACCESS_KEY_ID: 'x', AWS_SECRET_ACCESS_KEY: 'y', AZURE_STORAGE_ACCOUNT: 'acct', AZURE_STORAGE_KEY: FAKE_KEY };
-    const s3 = openObjectStore('s3://bucket/p', env);
+    const s3 = await openObjectStore('s3://bucket/p', env);
     assert.ok(s3 instanceof S3Store);
     assert.equal(s3.url, 's3://bucket/p');
-    assert.ok(openObjectStore('gs://bucket/p', env) instanceof GcsStore);
-    assert.ok(openObjectStore('azblob://acct/container/p', env) instanceof AzureBlobStore);
-    assert.ok(openObjectStore('file:///tmp/ums-objects', env) instanceof FileStore);
+    assert.ok((await openObjectStore('gs://bucket/p', env)) instanceof GcsStore);
+    assert.ok((await openObjectStore('azblob://acct/container/p', env)) instanceof AzureBlobStore);
+    assert.ok((await openObjectStore('file:///tmp/ums-objects', env)) instanceof FileStore);
   });
 
-  it('takes the Azure account and endpoint from a connection string', () => {
+  it('takes the Azure account and endpoint from a connection string', async () => {
     const env = {
       AZURE_STORAGE_CONNECTION_STRING: `DefaultEndpointsProtocol=http;AccountName=acct;AccountKey=${FAKE_KEY};BlobEndpoint=http://127.0.0.1:1/acct;`,
     };
-    assert.ok(openObjectStore('azblob://acct/container', env) instanceof AzureBlobStore);
+    assert.ok((await openObjectStore('azblob://acct/container', env)) instanceof AzureBlobStore);
   });
 
-  it('refuses Azure credentials for another account', () => {
+  it('refuses Azure credentials for another account', async () => {
     const env = { AZURE_STORAGE_CONNECTION_STRING: `AccountName=other;AccountKey=${FAKE_KEY}` };
-    assert.throws(() => openObjectStore('azblob://acct/container', env), /is for account "other", the URL names "acct"/);
-    assert.throws(
-      () => openObjectStore('azblob://acct/container', { AZURE_STORAGE_ACCOUNT: 'other', AZURE_STORAGE_KEY: FAKE_KEY }),
+    await assert.rejects(openObjectStore('azblob://acct/container', env), /is for account "other", the URL names "acct"/);
+    await assert.rejects(
+      openObjectStore('azblob://acct/container', { AZURE_STORAGE_ACCOUNT: 'other', AZURE_STORAGE_KEY: FAKE_KEY }),
       /AZURE_STORAGE_ACCOUNT is "other"/,
     );
   });
 
-  it('explains what Azure needs when no key or token credential is given', () => {
-    assert.throws(() => openObjectStore('azblob://acct/container', {}), (error: unknown) => {
+  it('explains what Azure needs when no key or token credential is given', async () => {
+    await assert.rejects(openObjectStore('azblob://acct/container', {}), (error: unknown) => {
       assert.ok(error instanceof StoreCredentialsError);
       assert.match(error.message, /AZURE_STORAGE_CONNECTION_STRING/);
       return true;
     });
-    assert.throws(
-      () => openObjectStore('azblob://acct/container', { AZURE_STORAGE_CONNECTION_STRING: 'BlobEndpoint=https://x;SharedAccessSignature=sv=1' }),
+    await assert.rejects(
+      openObjectStore('azblob://acct/container', { AZURE_STORAGE_CONNECTION_STRING: 'BlobEndpoint=https://x;SharedAccessSignature=sv=1' }),
       /SAS-only strings cannot sign/,
     );
+  });
+
+  it('rejects a bad URL', async () => {
+    await assert.rejects(openObjectStore('ftp://bucket/p', {}), InvalidStoreUrlError);
+  });
+
+  it('loads a cloud SDK only when a store of that cloud is opened', async () => {
+    // A fresh process whose module hook refuses every cloud SDK: opening a file store (and parsing any URL)
+    // must work there, opening an s3:// store must be what trips the hook.
+    const hooks = `export async function resolve(specifier, context, next) {
+      if (['@aws-sdk/', '@azure/', '@google-cloud/', '@smithy/'].some((scope) => specifier.startsWith(scope))) {
+        throw new Error('cloud SDK loaded: ' + specifier);
+      }
+      return next(specifier, context);
+    }`;
+    const child = `
+      import { register } from 'node:module';
+      register('data:text/javascript,' + encodeURIComponent(${JSON.stringify(hooks)}));
+      const { openObjectStore, parseStoreUrl } = await import(${JSON.stringify(openObjectStoreModule)});
+      parseStoreUrl('azblob://acct/container/p');
+      const store = await openObjectStore('file:///tmp/ums-lazy-sdk-test', {});
+      console.log('file store opened: ' + store.url);
+      await openObjectStore('s3://bucket/p', { AWS_ACCESS_KEY_ID: 'x', AWS_SECRET_ACCESS_KEY: 'y' }).then(
+        () => console.log('s3 store opened without its SDK?'),
+        (error) => console.log(error.message),
+      );
+    `;
+    const { stdout } = await execFileAsync(process.execPath, ['--input-type=module', '--no-warnings', '-e', child]);
+    assert.match(stdout, /^file store opened: file:\/\/\/tmp\/ums-lazy-sdk-test$/m);
+    assert.match(stdout, /^cloud SDK loaded: @aws-sdk\//m);
   });
 });
 
