@@ -77,7 +77,7 @@ export class RestoreJob {
   private lastActivity = Date.now();
   private failure: Error | undefined;
   private downloadedAt: Date | undefined;
-  private freeDiskBytes: number | undefined;
+  private freeDiskBytes = 0;
   private readonly archive: Readable;
   private engineWantsMore = true;
 
@@ -109,7 +109,7 @@ export class RestoreJob {
     }, 1_000);
     // The engine starts reading (and spooling) the archive now; it restores once the stream ends.
     const restoring = engine.restoreFromArchive(command.container, this.archive);
-    restoring.catch((error: unknown) => this.fail(new RestoreRefusedError('engine-failed', `the container engine could not restore the checkpoint: ${describe(error)}`)));
+    restoring.catch((error: unknown) => this.fail(engineFailure(error, this.nextToSend)));
     try {
       subscription = await bus.followMigration(command.migrationId, (event) => {
         this.lastActivity = Date.now();
@@ -129,8 +129,6 @@ export class RestoreJob {
         }
         this.pump();
       });
-      // Measured now, before the freeze: asking the engine is slow, and the answer is needed at the end.
-      this.freeDiskBytes = (await engine.info()).freeDiskBytes;
       await this.options.emit('restore.prepared', { migrationId: command.migrationId, agent: this.options.agentId, freeDiskBytes: this.freeDiskBytes });
       const restored = await restoring;
       log.info({ chunks: this.nextToSend, bytes: this.bytes }, 'restored from verified chunks');
@@ -160,6 +158,8 @@ export class RestoreJob {
         `image "${command.image}" (id ${command.imageId.slice(0, 12)}) is not present on this host; load that image here first (the checkpoint carries the container's changes, not its base image)`,
       );
     }
+    // Measured now, before the freeze: asking the engine is slow, and the answer is needed at the end.
+    this.freeDiskBytes = (await engine.info()).freeDiskBytes;
   }
 
   /** The first failure wins; it aborts the engine's request so nothing unverified is restored. */
@@ -256,7 +256,7 @@ export class RestoreJob {
       if (manifest.chunks.length !== uploaded.artifact.chunkCount || manifest.sizeBytes !== uploaded.artifact.sizeBytes) {
         throw new RestoreRefusedError('manifest-invalid', `the manifest lists ${manifest.chunks.length} chunks / ${manifest.sizeBytes} bytes, the source announced ${uploaded.artifact.chunkCount} / ${uploaded.artifact.sizeBytes}`);
       }
-      const free = this.freeDiskBytes ?? 0;
+      const free = this.freeDiskBytes;
       if (free < manifest.sizeBytes * DISK_PER_ARCHIVE_BYTE) {
         throw new RestoreRefusedError('disk-full', `the engine's storage has ${free} bytes free; restoring the ${manifest.sizeBytes}-byte checkpoint needs about ${manifest.sizeBytes * DISK_PER_ARCHIVE_BYTE}`);
       }
@@ -309,6 +309,14 @@ async function downloadInto(into: Buffer | undefined, url: string): Promise<Buff
   });
   await downloadSignedUrl(url, sink, { retries: 4, ...(into ? { expectedSize: into.length } : {}) });
   return into ?? Buffer.concat(parts);
+}
+
+/** The engine spools the archive as it arrives: running out of room there is a full disk, not an engine fault. */
+function engineFailure(error: unknown, chunksSent: number): RestoreRefusedError {
+  if (/no space left on device|ENOSPC/i.test(describe(error))) {
+    return new RestoreRefusedError('disk-full', `the container engine ran out of disk space for the checkpoint (${chunksSent} chunks sent to it): ${describe(error)}`);
+  }
+  return new RestoreRefusedError('engine-failed', `the container engine could not restore the checkpoint: ${describe(error)}`);
 }
 
 function describe(error: unknown): string {

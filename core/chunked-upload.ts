@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import pRetry from 'p-retry';
 import { chunkKey, MANIFEST_FORMAT, manifestKey, type ChunkRef, type Manifest } from './checkpoint-artifact.js';
 import type { ObjectStore } from './object-store.js';
@@ -34,14 +34,17 @@ export async function uploadChunked(source: Readable, store: ObjectStore, prefix
   let failure: unknown;
   let firstByteAt: Date | undefined;
   let offset = 0;
-  let buffer = Buffer.allocUnsafe(options.chunkBytes);
+  // Full-size chunk buffers come back here once their upload settles: memory stays at the chunks in
+  // flight instead of growing with garbage the collector has not reclaimed yet.
+  const spare: Buffer[] = [];
+  let buffer: Buffer = Buffer.allocUnsafe(options.chunkBytes);
   let filled = 0;
 
   const dispatch = (data: Buffer) => {
     const chunk: ChunkRef = { index: chunks.length, offset, sizeBytes: data.length, sha256: createHash('sha256').update(data).digest('hex') };
     chunks.push(chunk);
     offset += data.length;
-    const upload = pRetry(() => store.put(chunkKey(prefix, chunk.index), Readable.from([data]), { contentType: 'application/octet-stream' }), {
+    const upload = pRetry(() => store.put(chunkKey(prefix, chunk.index), data, { contentType: 'application/octet-stream' }), {
       retries: options.retries ?? 4,
       minTimeout: 200,
     })
@@ -49,7 +52,10 @@ export async function uploadChunked(source: Readable, store: ObjectStore, prefix
       .catch((error: unknown) => {
         failure ??= new Error(`uploading chunk ${chunk.index} (${data.length} bytes at offset ${chunk.offset}) failed: ${(error as Error).message}`);
       })
-      .finally(() => inFlight.delete(upload));
+      .finally(() => {
+        inFlight.delete(upload);
+        if (data.length === options.chunkBytes) spare.push(data);
+      });
     inFlight.add(upload);
   };
 
@@ -63,10 +69,10 @@ export async function uploadChunked(source: Readable, store: ObjectStore, prefix
       consumed += n;
       if (filled === options.chunkBytes) {
         dispatch(buffer);
-        buffer = Buffer.allocUnsafe(options.chunkBytes);
         filled = 0;
         // Back-pressure: stop reading the source while the uploads are busy.
         while (inFlight.size >= options.parallel) await Promise.race(inFlight);
+        buffer = spare.pop() ?? Buffer.allocUnsafe(options.chunkBytes);
       }
     }
     if (failure) {
@@ -89,6 +95,6 @@ export async function uploadChunked(source: Readable, store: ObjectStore, prefix
     createdAt: new Date().toISOString(),
   };
   const body = Buffer.from(JSON.stringify(manifest));
-  await pRetry(() => store.put(manifestKey(prefix), Readable.from([body]), { contentType: 'application/json' }), { retries: options.retries ?? 4, minTimeout: 200 });
+  await pRetry(() => store.put(manifestKey(prefix), body, { contentType: 'application/json' }), { retries: options.retries ?? 4, minTimeout: 200 });
   return { manifest, manifestSha256: createHash('sha256').update(body).digest('hex'), firstByteAt: firstByteAt ?? new Date() };
 }

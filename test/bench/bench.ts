@@ -110,7 +110,7 @@ async function writeResults(run: BenchRun, out: string): Promise<void> {
   await writeFile(join(out, 'report.md'), markdownReport(run, sizes, chart));
 }
 
-async function main(): Promise<void> {
+async function main(): Promise<number> {
   const raw = program
     .parse()
     .opts<{ sizes: number[]; reps: number; stores: BenchStore[]; objectStore: boolean; out?: string; timeout: number; fromResults?: string }>();
@@ -121,7 +121,7 @@ async function main(): Promise<void> {
     await mkdir(out, { recursive: true });
     await writeResults(run, out);
     process.stdout.write(`${consoleTable(summarise(run))}\n\nreport: ${join(out, 'report.md')}\n`);
-    return;
+    return 0;
   }
   const startedAt = new Date();
   const options: BenchOptions = {
@@ -246,10 +246,12 @@ async function main(): Promise<void> {
   process.stdout.write(`\n${consoleTable(summarise(run))}\n\n`);
   process.stdout.write(`report: ${join(options.out, 'report.md')}\nchart:  ${join(options.out, 'chart.png')}\nraw:    ${join(options.out, 'results.json')}\n`);
   if (run.incidents.length > 0) process.stdout.write(`\n${run.incidents.length} incident(s):\n${run.incidents.map((i) => `  ${i}`).join('\n')}\n`);
+  return run.incidents.length;
 }
 
+// Missed targets are findings, never failures; a migration that failed or lost its count is a failure.
 main().then(
-  () => process.exit(0),
+  (incidents) => process.exit(incidents > 0 ? 1 : 0),
   (error: unknown) => {
     log.fatal({ err: error }, 'benchmark failed');
     process.exit(1);

@@ -198,7 +198,7 @@ describe('live migration through the whole stack', { timeout: 900_000 }, () => {
 
     const run = await running;
     assert.equal(run.code, 1);
-    assert.equal(run.result.code, 'digest-mismatch');
+    assert.equal(run.result.code, 'digest-mismatch', run.result.reason);
     assert.match(run.result.reason ?? '', /chunk 0 .*sha256/);
     assert.equal(run.result.runningOn, AZURE);
     await sleep(1_000);

@@ -33,7 +33,13 @@ import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { after, before, describe, it } from 'node:test';
-import { ObjectExistsError, ObjectNotFoundError, type ObjectStore } from '../../core/object-store.js';
+import {
+  InvalidKeyError,
+  InvalidMetadataError,
+  ObjectExistsError,
+  ObjectNotFoundError,
+  type ObjectStore,
+} from '../../core/object-store.js';
 import { openObjectStore } from '../../core/object-stores/open-object-store.js';
 import {
   SignedUrlNotFoundError,
@@ -140,6 +146,41 @@ for (const backend of backends) {
       await rm(target);
     });
 
+    it('puts bytes held in memory in one request, keeping content type and metadata', async () => {
+      // The chunk path: 8 MiB in a Buffer that is a view into a larger allocation (as a reused buffer can be).
+      const backing = randomBytes(8 * MIB + 64);
+      const bytes = backing.subarray(32, 32 + 8 * MIB);
+      const expected = createHash('sha256').update(bytes).digest('hex');
+      const metadata = { sha256: expected, chunk_index: '7' };
+      const result = await store.put('bytes/chunk-000007', bytes, { contentType: 'application/x-tar', metadata });
+      assert.deepEqual(result, { key: 'bytes/chunk-000007', size: 8 * MIB });
+      // The caller may reuse its buffer once put resolves: what was stored must not change with it.
+      backing.fill(0);
+      const got = await sha256Of(await store.get('bytes/chunk-000007'));
+      assert.deepEqual(got, { sha256: expected, bytes: 8 * MIB });
+      assert.deepEqual(await store.head('bytes/chunk-000007'), { key: 'bytes/chunk-000007', size: 8 * MIB, metadata });
+
+      // A plain Uint8Array (not a Buffer) and an empty body take the same path.
+      const small = new Uint8Array([1, 2, 3, 4, 5]);
+      assert.deepEqual(await store.put('bytes/small', small), { key: 'bytes/small', size: 5 });
+      assert.deepEqual(await bufferOf(await store.get('bytes/small')), Buffer.from(small));
+      assert.deepEqual(await store.put('bytes/empty', Buffer.alloc(0)), { key: 'bytes/empty', size: 0 });
+      assert.equal((await store.head('bytes/empty'))?.size, 0);
+    });
+
+    it('checks keys and metadata on the bytes path too, before sending anything', async () => {
+      await assert.rejects(store.put('../escape', Buffer.from('x')), InvalidKeyError);
+      await assert.rejects(store.put('bytes/bad-meta', Buffer.from('x'), { metadata: { 'Not-Portable': 'x' } }), InvalidMetadataError);
+      assert.equal(await store.head('bytes/bad-meta'), undefined);
+    });
+
+    it('rejects a bytes put whose signal is already aborted, writing nothing', async () => {
+      const controller = new AbortController();
+      controller.abort(new Error('migration cancelled'));
+      await assert.rejects(store.put('bytes/aborted', randomBytes(MIB), { signal: controller.signal }));
+      assert.equal(await store.head('bytes/aborted'), undefined);
+    });
+
     it('fails a put whose body fails, leaving no object behind', async () => {
       let sent = 0;
       const failing = new Readable({
@@ -212,6 +253,13 @@ for (const backend of backends) {
       await store.put('once', Readable.from([Buffer.from('first')]), { ifNoneMatch: true });
       await assert.rejects(store.put('once', Readable.from([Buffer.from('second')]), { ifNoneMatch: true }), ObjectExistsError);
       assert.deepEqual(await bufferOf(await store.get('once')), Buffer.from('first'));
+    });
+
+    it('creates only if absent with ifNoneMatch, for bytes too', { skip: backend.conditionalCreateGap ?? false }, async () => {
+      await store.put('once-bytes', Buffer.from('first'), { ifNoneMatch: true });
+      await assert.rejects(store.put('once-bytes', Buffer.from('second'), { ifNoneMatch: true }), ObjectExistsError);
+      await assert.rejects(store.put('once-bytes', Readable.from([Buffer.from('third')]), { ifNoneMatch: true }), ObjectExistsError);
+      assert.deepEqual(await bufferOf(await store.get('once-bytes')), Buffer.from('first'));
     });
 
     it('signs a read URL that a plain HTTP client can GET and Range-GET', { skip: backend.httpUrls ? false : 'file:// URLs are not fetched over HTTP' }, async () => {

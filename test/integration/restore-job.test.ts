@@ -1,0 +1,441 @@
+/**
+ * RestoreJob (the destination's side of a migration) against bad input, issue 3: a missing chunk, a
+ * truncated chunk, a corrupted chunk, a manifest replaced in the store, a manifest that does not parse, an
+ * expired and a forged signed URL, and a full disk at the destination, both as the job's own check sees it
+ * (container storage too small for the size the manifest gives) and as it really happens (the disk Podman
+ * spools the incoming archive on fills up half-way). Each is refused with the right RestoreRefusedError
+ * code, names the chunk where it concerns one, and leaves nothing behind: no container on the host, no
+ * restore performed by Podman (its event log), and no spooled archive in Podman's TMPDIR (the host's
+ * staging dir). The job has no archive file of its own: it streams verified chunks straight into Podman's
+ * restore request, which Podman spools to `<TMPDIR>/restoreNNN` (the spool-full case's error shows that
+ * path); a refusal aborts the request before its end, so the archive never completes and Podman deletes
+ * the spool. One good case restores for real (the counter goes on from where it was frozen), so the
+ * refusals are measured against input that does work.
+ *
+ * Everything is real, nothing is mocked: a nats-server with JetStream (the job follows the migration's
+ * events on it and publishes restore.prepared / restore.urls-needed through it), Azurite (it verifies SAS
+ * signatures and expiry, so the expired and forged URLs are refused by the store itself with 403, as Azure
+ * would), simulated Podman hosts (own storage, runroot and network namespace) with the counter image, a
+ * real CRIU checkpoint archive cut into 64 KiB chunks by uploadChunked, and real tmpfs mounts, resized
+ * per case, under a second destination's container storage and spool dir. The point of the issue is what happens at those boundaries (HTTP status
+ * codes from a store that checks signatures, Podman's handling of an import aborted half-way, the free
+ * space Podman reports, which containers exist afterwards): a mock would only repeat our own assumptions
+ * about them. The source side (checkpoint.chunk / checkpoint.uploaded events and the chunk-urls command) is
+ * played by the test with the real chunk refs from the manifest, or with the lie a case needs. The saga
+ * (the source resumes) is tested elsewhere.
+ *
+ * Needs root (tmpfs, Podman), podman, runc, CRIU >= 4.1 (infra/host-setup.sh) and Azurite (npm ci).
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { mkdir, mkdtemp, readdir, rm, statfs } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { promisify } from 'node:util';
+import { after, before, describe, it } from 'node:test';
+import { PodmanEngine } from '../../agents/podman-engine.js';
+import { RestoreJob, RestoreRefusedError, type RestoredArchive } from '../../agents/restore-job.js';
+import { artifactPrefix, chunkKey, manifestKey, type Manifest } from '../../core/checkpoint-artifact.js';
+import { uploadChunked } from '../../core/chunked-upload.js';
+import { subjects } from '../../core/event-bus.js';
+import { makeEvent, parseEvent, type Artifact, type CommandData, type EventData, type EventName, type FailureCode } from '../../core/events.js';
+import { createLogger } from '../../core/log.js';
+import { connectNatsBus, type NatsEventBus } from '../../core/nats-event-bus.js';
+import type { ObjectStore } from '../../core/object-store.js';
+import { openObjectStore } from '../../core/object-stores/open-object-store.js';
+import { buildCounterImage, DEFAULT_COUNTER_IMAGE, type CounterImage } from '../../infra/images/build-counter-image.js';
+import { readTicks } from '../../infra/images/counter-output.js';
+import { startNatsServer, type NatsServer } from '../../infra/nats-server.js';
+import { startAzurite, type ObjectServer } from '../../infra/object-servers.js';
+import { startPodmanHost, type PodmanHost } from '../../infra/podman-host.js';
+
+const execFileAsync = promisify(execFile);
+
+const IMAGE = DEFAULT_COUNTER_IMAGE;
+const NAME = 'rj-counter';
+const SOURCE = 'azure-eastus-1';
+const DESTINATION = 'gcp-us-central1-1';
+const CHUNK_BYTES = 64 * 1024;
+/** The chunk the chunk cases spoil: not the first, not the last. */
+const BAD = 2;
+/** A hung case fails within this rather than hanging the suite. */
+const IDLE_TIMEOUT_MS = 15_000;
+
+/** The good archive as the source stored it, read back from the store. */
+interface GoodArtifact {
+  manifest: Manifest;
+  manifestBody: Buffer;
+  manifestSha256: string;
+  chunks: Buffer[];
+  /** The counter's last count before the freeze. */
+  frozenAt: number;
+}
+
+/** A destination host and the engine the job drives. */
+interface Destination {
+  host: PodmanHost;
+  engine: PodmanEngine;
+}
+
+/** What a case stores, announces and signs; every field defaults to the good artifact. */
+interface CaseInput {
+  /** Chunk bodies to store by index; undefined leaves the chunk out of the store. */
+  chunks?: Array<Buffer | undefined>;
+  manifestBody?: Buffer;
+  /** What checkpoint.uploaded announces, over the real artifact. */
+  announce?: Partial<Pick<Artifact, 'manifestSha256' | 'sizeBytes' | 'chunkCount' | 'sha256'>>;
+  /** TTL per chunk URL (default 300 s). */
+  chunkTtlSeconds?: (index: number) => number;
+  /** Alters the signed URL of a chunk (e.g. forges its signature). */
+  alterChunkUrl?: (index: number, url: string) => string;
+  /** Time to let pass between signing the URLs and handing them over (expiry). */
+  waitAfterSigningMs?: number;
+  /** Default: the main destination host. */
+  destination?: Destination;
+}
+
+interface CaseRun {
+  migrationId: string;
+  destination: Destination;
+  /** What the job emitted, in order. */
+  emitted: EventName[];
+  result: Promise<RestoredArchive>;
+}
+
+describe('RestoreJob refuses bad input before anything is restored', { timeout: 600_000 }, () => {
+  const log = createLogger('restore-job-test');
+  let base: string;
+  let main: Destination;
+  let small: Destination | undefined;
+  let nats: NatsServer;
+  let azurite: ObjectServer;
+  let bus: NatsEventBus;
+  let store: ObjectStore;
+  let image: CounterImage;
+  let good: GoodArtifact;
+  const mounts: string[] = [];
+
+  before(async () => {
+    // Short path: the host's API socket lives below it (unix socket paths are limited to 108 bytes).
+    base = await mkdtemp(join(tmpdir(), 'ums-rj-'));
+    for (const d of ['nats', 'azurite']) await mkdir(join(base, d), { recursive: true });
+    // Each assigned as soon as it is up, so that after() stops it even if another fails to start.
+    await Promise.all([
+      startPodmanHost({ name: 'rj', dir: join(base, 'main') }).then((host) => {
+        main = { host, engine: new PodmanEngine({ socketPath: host.socketPath, where: 'host rj' }) };
+      }),
+      startNatsServer(join(base, 'nats')).then((server) => (nats = server)),
+      startAzurite(join(base, 'azurite')).then((server) => (azurite = server)),
+    ]);
+    const { host } = main;
+    bus = await connectNatsBus({ servers: nats.url, name: 'restore-job-test' });
+    store = await openObjectStore(`${azurite.storeUrl}/restore-job`, { ...process.env, ...azurite.env });
+    image = await buildCounterImage(host.url, IMAGE, { env: host.env });
+
+    // A real checkpoint of a running counter, stored the way the source stores it. 1 MiB of random
+    // memory makes the archive about 1.2 MB: some 20 chunks of 64 KiB.
+    await host.podman(['run', '-d', '--name', NAME, '-e', 'COUNTER_MEM_MIB=1', IMAGE]);
+    await waitForCount(host, NAME, 5);
+    const prefix = artifactPrefix('setup-good');
+    const uploaded = await uploadChunked(await main.engine.checkpoint(NAME), store, prefix, {
+      migrationId: 'setup-good',
+      chunkBytes: CHUNK_BYTES,
+      parallel: 4,
+      onChunk: async () => undefined,
+    });
+    const frozenAt = maxCount(await readTicks(host.url, NAME));
+    // The name must be free at the destination: the preflight refuses an existing one.
+    await main.engine.removeContainer(NAME, { force: true });
+    assert.equal(await main.engine.inspectContainer(NAME), undefined);
+
+    const { manifest } = uploaded;
+    assert.ok(manifest.chunks.length > BAD + 1, `the archive (${manifest.sizeBytes} bytes) has several chunks (${manifest.chunks.length})`);
+    const chunks: Buffer[] = [];
+    for (const chunk of manifest.chunks) {
+      const body = await readAll(await store.get(chunkKey(prefix, chunk.index)));
+      assert.equal(sha256(body), chunk.sha256, `chunk ${chunk.index} stored intact`);
+      chunks.push(body);
+    }
+    const manifestBody = await readAll(await store.get(manifestKey(prefix)));
+    assert.equal(sha256(manifestBody), uploaded.manifestSha256);
+    good = { manifest, manifestBody, manifestSha256: uploaded.manifestSha256, chunks, frozenAt };
+    console.log(`archive: ${manifest.sizeBytes} bytes in ${manifest.chunks.length} chunks of ${CHUNK_BYTES}; counter frozen at ${frozenAt}`);
+  });
+
+  after(async () => {
+    await bus?.close().catch(() => undefined);
+    // destroy() unmounts everything below the host's dir, the small host's tmpfs included.
+    await Promise.allSettled([main?.host.destroy(), small?.host.destroy(), nats?.stop(), azurite?.stop()]);
+    for (const mount of mounts) await execFileAsync('umount', [mount]).catch(() => undefined);
+    if (base !== undefined) await rm(base, { recursive: true, force: true });
+  });
+
+  /** Stores the case's objects under a fresh migration prefix, runs a RestoreJob and plays the source. */
+  async function startCase(label: string, input: CaseInput = {}): Promise<CaseRun> {
+    const destination = input.destination ?? main;
+    const migrationId = `rj-${label}-${randomUUID().slice(0, 8)}`;
+    const prefix = artifactPrefix(migrationId);
+    const bodies = input.chunks ?? good.chunks;
+    for (const [index, body] of bodies.entries()) {
+      if (body !== undefined) await store.put(chunkKey(prefix, index), Readable.from([body]), { contentType: 'application/octet-stream' });
+    }
+    await store.put(manifestKey(prefix), Readable.from([input.manifestBody ?? good.manifestBody]), { contentType: 'application/json' });
+
+    const manifestUrl = await store.signedReadUrl(manifestKey(prefix), 300);
+    const chunkUrls = await Promise.all(
+      good.manifest.chunks.map(async (chunk) => {
+        const signed = await store.signedReadUrl(chunkKey(prefix, chunk.index), input.chunkTtlSeconds?.(chunk.index) ?? 300);
+        return { index: chunk.index, url: input.alterChunkUrl?.(chunk.index, signed.url) ?? signed.url };
+      }),
+    );
+    if (input.waitAfterSigningMs !== undefined) await sleep(input.waitAfterSigningMs);
+
+    const emitted: EventName[] = [];
+    let prepared!: () => void;
+    const preparedPromise = new Promise<void>((resolve) => (prepared = resolve));
+    const job = new RestoreJob({
+      command: { migrationId, container: NAME, image: IMAGE, imageId: image.id, sourceAgent: SOURCE },
+      engine: destination.engine,
+      bus,
+      emit: async <N extends EventName>(name: N, data: EventData<N>): Promise<void> => {
+        emitted.push(name);
+        await bus.publishEvent(makeEvent(name, `/agents/${DESTINATION}`, data));
+        if (name === 'restore.prepared') prepared();
+      },
+      agentId: DESTINATION,
+      log: log.child({ migrationId }),
+      parallel: 4,
+      urlLowWater: 2,
+      urlBatch: 8,
+      idleTimeoutMs: IDLE_TIMEOUT_MS,
+    });
+    // The source's chunk-urls command, all of it up front: no case waits for URLs it does not have.
+    const urls: CommandData<'chunk-urls'> = { migrationId, manifestUrl: manifestUrl.url, chunks: chunkUrls, expiresAt: manifestUrl.expiresAt };
+    job.addUrls(urls);
+    const result = job.run();
+    result.catch(() => undefined);
+
+    // The source freezes once the destination is prepared, then announces the chunks and the upload.
+    await Promise.race([preparedPromise, result.then(() => undefined, () => undefined)]);
+    const source = `/agents/${SOURCE}`;
+    for (const chunk of good.manifest.chunks) {
+      await bus.publishEvent(makeEvent('checkpoint.chunk', source, { migrationId, agent: SOURCE, chunk }));
+    }
+    const now = new Date().toISOString();
+    const artifact: Artifact = {
+      storeUrl: store.url,
+      prefix,
+      sizeBytes: good.manifest.sizeBytes,
+      sha256: good.manifest.sha256,
+      chunkCount: good.manifest.chunks.length,
+      manifestSha256: good.manifestSha256,
+      ...input.announce,
+    };
+    await bus.publishEvent(
+      makeEvent('checkpoint.uploaded', source, { migrationId, agent: SOURCE, container: NAME, image: IMAGE, artifact, checkpointStartedAt: now, firstByteAt: now, uploadedAt: now }),
+    );
+    return { migrationId, destination, emitted, result };
+  }
+
+  /** The job refuses with `code`; nothing is left: no container, no restore by Podman, no spooled archive. */
+  async function assertRefused(run: CaseRun, code: FailureCode, message: RegExp, restoresBefore: number): Promise<void> {
+    const { host, engine } = run.destination;
+    await assert.rejects(run.result, (error: unknown) => {
+      assert.ok(error instanceof RestoreRefusedError, `RestoreRefusedError, got ${String(error)}`);
+      assert.equal(error.code, code, `code ${code}, got ${error.code}: ${error.message}`);
+      assert.match(error.message, message);
+      console.log(`${run.migrationId}: refused (${error.code}): ${error.message}`);
+      return true;
+    });
+    assert.equal(await engine.inspectContainer(NAME), undefined, `no container "${NAME}" on host ${host.name}`);
+    assert.deepEqual((await engine.listContainers()).map((c) => c.name), [], `no container at all on host ${host.name}`);
+    assert.equal(await restoreEvents(host), restoresBefore, 'Podman restored nothing');
+    // Podman spools an imported body into its TMPDIR (the host's staging dir); an aborted import must not leave it there.
+    await waitFor(async () => (await readdir(join(host.dir, 'staging'))).length === 0, `${host.name}'s staging dir to be empty`, 10_000).catch(async (error: unknown) => {
+      assert.fail(`${(error as Error).message}: ${(await readdir(join(host.dir, 'staging'))).join(', ')}`);
+    });
+    // The job's own announcement really went out on the bus.
+    assert.ok(run.emitted.includes('restore.prepared'));
+    assert.ok(await lastEvent(run.migrationId, 'restore.prepared'), 'restore.prepared is on the bus');
+  }
+
+  async function restoreEvents(host: PodmanHost): Promise<number> {
+    const { stdout } = await host.podman(['events', '--stream=false', '--filter', 'event=restore', '--format', '{{.Name}}']);
+    return stdout.split('\n').filter((line) => line.trim() !== '').length;
+  }
+
+  async function lastEvent(migrationId: string, name: EventName) {
+    const message = await bus.manager.streams.getMessage(subjects.eventsStream, { last_by_subj: subjects.event(migrationId, name) }).catch(() => undefined);
+    return message ? parseEvent(message.data) : undefined;
+  }
+
+  it('restores good input for real: the counter goes on from where it was frozen', async () => {
+    const { host, engine } = main;
+    const restoresBefore = await restoreEvents(host);
+    const run = await startCase('good');
+    const restored = await run.result;
+    assert.match(restored.containerId, /^[0-9a-f]{64}$/);
+    assert.equal((await engine.inspectContainer(NAME))?.state, 'running');
+    assert.equal(await restoreEvents(host), restoresBefore + 1, 'Podman restored once');
+    await waitForCount(host, NAME, good.frozenAt + 2);
+    const ticks = await readTicks(host.url, NAME);
+    assert.ok(maxCount(ticks) > good.frozenAt, `count after the restore (${maxCount(ticks)}) > count at the freeze (${good.frozenAt})`);
+    assert.equal(ticks.filter((t) => t.count === 1).length, 1, 'the counter never started over');
+    assert.ok(await lastEvent(run.migrationId, 'restore.prepared'), 'restore.prepared is on the bus');
+    await waitFor(async () => (await lastEvent(run.migrationId, 'restore.urls-needed')) !== undefined, 'restore.urls-needed on the bus');
+    await engine.removeContainer(NAME, { force: true });
+    assert.equal(await engine.inspectContainer(NAME), undefined);
+    await waitFor(async () => (await readdir(join(host.dir, 'staging'))).length === 0, 'the staging dir to be empty', 10_000);
+  });
+
+  it(`refuses a missing chunk (download-failed, naming chunk ${BAD})`, async () => {
+    const restoresBefore = await restoreEvents(main.host);
+    const chunks = good.chunks.map((body, i) => (i === BAD ? undefined : body));
+    const run = await startCase('missing', { chunks });
+    await assertRefused(run, 'download-failed', new RegExp(`chunk ${BAD}\\b.*missing`), restoresBefore);
+  });
+
+  it(`refuses a truncated chunk (size-mismatch, naming chunk ${BAD})`, async () => {
+    const restoresBefore = await restoreEvents(main.host);
+    const chunks = good.chunks.map((body, i) => (i === BAD ? body.subarray(0, body.length - 1000) : body));
+    const run = await startCase('truncated', { chunks });
+    await assertRefused(run, 'size-mismatch', new RegExp(`chunk ${BAD}\\b`), restoresBefore);
+  });
+
+  it(`refuses a corrupted chunk of the right size (digest-mismatch, naming chunk ${BAD})`, async () => {
+    const restoresBefore = await restoreEvents(main.host);
+    const chunks = good.chunks.map((body, i) => {
+      if (i !== BAD) return body;
+      const spoiled = Buffer.from(body);
+      spoiled[1234] = (spoiled[1234] ?? 0) ^ 0xff;
+      return spoiled;
+    });
+    const run = await startCase('corrupted', { chunks });
+    await assertRefused(run, 'digest-mismatch', new RegExp(`chunk ${BAD}\\b.*sha256`), restoresBefore);
+  });
+
+  it('refuses a manifest whose bytes differ from the digest the source announced (manifest-invalid)', async () => {
+    const restoresBefore = await restoreEvents(main.host);
+    // A well-formed manifest, but not the one the source wrote: it claims a different whole-archive digest.
+    const replaced = Buffer.from(JSON.stringify({ ...good.manifest, sha256: 'f'.repeat(64) }));
+    const run = await startCase('manifest-replaced', { manifestBody: replaced });
+    await assertRefused(run, 'manifest-invalid', /manifest has sha256 .* the source announced/, restoresBefore);
+  });
+
+  it('refuses a manifest that does not parse (manifest-invalid), its digest announced so the parse is reached', async () => {
+    const restoresBefore = await restoreEvents(main.host);
+    const garbage = Buffer.from('{"formatVersion": 1, "chunks": [ this is not json');
+    const run = await startCase('manifest-garbage', { manifestBody: garbage, announce: { manifestSha256: sha256(garbage) } });
+    await assertRefused(run, 'manifest-invalid', /manifest does not parse/, restoresBefore);
+  });
+
+  it(`refuses an expired signed URL (url-rejected by the store, naming chunk ${BAD})`, async () => {
+    const restoresBefore = await restoreEvents(main.host);
+    const run = await startCase('expired', { chunkTtlSeconds: (i) => (i === BAD ? 1 : 300), waitAfterSigningMs: 2_500 });
+    await assertRefused(run, 'url-rejected', new RegExp(`chunk ${BAD}\\b.*HTTP 403`), restoresBefore);
+  });
+
+  it(`refuses a forged signed URL (url-rejected by the store, naming chunk ${BAD})`, async () => {
+    const restoresBefore = await restoreEvents(main.host);
+    const run = await startCase('forged', {
+      alterChunkUrl: (i, url) => {
+        if (i !== BAD) return url;
+        const forged = new URL(url);
+        assert.ok(forged.searchParams.get('sig'), 'an Azure SAS carries its signature in "sig"');
+        forged.searchParams.set('sig', randomBytes(32).toString('base64'));
+        return forged.toString();
+      },
+    });
+    await assertRefused(run, 'url-rejected', new RegExp(`chunk ${BAD}\\b.*HTTP 403`), restoresBefore);
+  });
+
+  /**
+   * A second destination with its container storage (graph root) and its Podman TMPDIR (where an imported
+   * archive is spooled) each on a tmpfs: roomy while the image loads, resized per case with remount.
+   */
+  async function smallDestination(): Promise<Destination & { root: string; spool: string }> {
+    const dir = join(base, 'small');
+    const root = join(dir, 'root');
+    const spool = join(dir, 'staging');
+    if (small === undefined) {
+      for (const [mountPoint, size] of [[root, '256m'], [spool, '64m']] as const) {
+        await mkdir(mountPoint, { recursive: true });
+        await execFileAsync('mount', ['-t', 'tmpfs', '-o', `size=${size},mode=0700`, 'ums-rj-small', mountPoint]);
+        mounts.push(mountPoint);
+      }
+      const host = await startPodmanHost({ name: 'rjsmall', dir });
+      small = { host, engine: new PodmanEngine({ socketPath: host.socketPath, where: 'host rjsmall' }) };
+      assert.equal((await buildCounterImage(host.url, IMAGE, { env: host.env })).id, image.id, 'the same image id as the source');
+    }
+    return { ...small, root, spool };
+  }
+
+  /** Resizes a tmpfs to what it holds now plus `freeBytes` (its size is one limit, seen from every mount namespace). */
+  async function leaveFree(mountPoint: string, freeBytes: number): Promise<void> {
+    const disk = await statfs(mountPoint);
+    const used = (disk.blocks - disk.bfree) * disk.bsize;
+    await execFileAsync('mount', ['-o', `remount,size=${Math.ceil((used + freeBytes) / 4096) * 4096}`, mountPoint]);
+  }
+
+  it("refuses, once the manifest gives the size, a destination whose container storage is too small (disk-full)", async () => {
+    const destination = await smallDestination();
+    // About one archive's worth free: the job wants room for about two (Podman's spool and the unpacked checkpoint).
+    await leaveFree(destination.root, good.manifest.sizeBytes);
+    try {
+      const free = (await destination.engine.info()).freeDiskBytes;
+      console.log(`small destination: ${free} bytes free in its container storage for a ${good.manifest.sizeBytes}-byte archive`);
+      assert.ok(free < good.manifest.sizeBytes * 2, 'the engine reports less than two archives of room');
+      const restoresBefore = await restoreEvents(destination.host);
+      const run = await startCase('storage-full', { destination });
+      await assertRefused(run, 'disk-full', /bytes free.*checkpoint/, restoresBefore);
+    } finally {
+      await execFileAsync('mount', ['-o', 'remount,size=256m', destination.root]);
+    }
+  });
+
+  it('refuses when the disk Podman spools the incoming archive on fills up half-way (disk-full)', async () => {
+    const destination = await smallDestination();
+    // The container storage has plenty of room (the job's own check passes); the spool holds about 4 of 19 chunks.
+    await leaveFree(destination.spool, 4 * CHUNK_BYTES);
+    try {
+      assert.ok((await destination.engine.info()).freeDiskBytes > good.manifest.sizeBytes * 2);
+      const restoresBefore = await restoreEvents(destination.host);
+      const run = await startCase('spool-full', { destination });
+      await assertRefused(run, 'disk-full', /ran out of disk space.*no space left on device/, restoresBefore);
+    } finally {
+      await execFileAsync('mount', ['-o', 'remount,size=64m', destination.spool]);
+    }
+  });
+});
+
+function sha256(body: Buffer): string {
+  return createHash('sha256').update(body).digest('hex');
+}
+
+async function readAll(stream: Readable): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const part of stream) parts.push(part as Buffer);
+  return Buffer.concat(parts);
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+function maxCount(ticks: Array<{ count: number }>): number {
+  return ticks.reduce((max, t) => Math.max(max, t.count), 0);
+}
+
+async function waitFor(check: () => Promise<boolean>, what: string, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(100);
+  }
+}
+
+async function waitForCount(host: PodmanHost, name: string, atLeast: number): Promise<void> {
+  await waitFor(async () => maxCount(await readTicks(host.url, name).catch(() => [])) >= atLeast, `${name} on ${host.name} to reach count=${atLeast}`);
+}
