@@ -1,7 +1,7 @@
 import { makeCommand, type EventOf } from '../core/events.js';
 import type { MigrationRecord } from '../core/migration.js';
 import type { FunctionContext } from './function-context.js';
-import { advance, completeMigration, failMigration } from './migration-transitions.js';
+import { advance, completeMigration, failMigration, recordOf } from './migration-transitions.js';
 
 export type FinalizeTrigger = EventOf<
   'restore.completed' | 'restore.failed' | 'checkpoint.failed' | 'source.discarded' | 'source.resumed' | 'source.resume-failed'
@@ -13,12 +13,9 @@ export type FinalizeTrigger = EventOf<
  * freeze it is told to resume it; the migration is done or failed only once the source confirms.
  */
 export async function finalize(event: FinalizeTrigger, ctx: FunctionContext): Promise<void> {
-  const { bus, log } = ctx;
-  const record = await bus.migrations.get(event.data.migrationId);
-  if (!record) {
-    log.warn({ migrationId: event.data.migrationId, event: event.type }, 'event for an unknown migration; ignored');
-    return;
-  }
+  const { bus } = ctx;
+  const record = await recordOf(event, ctx);
+  if (!record) return;
   const { state, sourceAgent, destinationAgent } = record.value;
   const fromSource = event.data.agent === sourceAgent;
   const fromDestination = event.data.agent === destinationAgent;

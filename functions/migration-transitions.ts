@@ -1,6 +1,14 @@
 import { RevisionConflictError, type EventBus, type Versioned } from '../core/event-bus.js';
-import { makeEvent, type FailureCode } from '../core/events.js';
+import { makeEvent, type FailureCode, type UmsEvent } from '../core/events.js';
 import { canTransition, lockKey, timelineOf, type MigrationRecord, type MigrationState } from '../core/migration.js';
+import type { FunctionContext } from './function-context.js';
+
+/** The record an event is about; an event for an unknown migration is logged and ignored. */
+export async function recordOf(event: UmsEvent, ctx: FunctionContext): Promise<Versioned<MigrationRecord> | undefined> {
+  const record = await ctx.bus.migrations.get(event.data.migrationId);
+  if (!record) ctx.log.warn({ migrationId: event.data.migrationId, event: event.type }, 'event for an unknown migration; ignored');
+  return record;
+}
 
 /**
  * Moves a migration record from one state to the next with compare-and-set on its KV revision, so

@@ -3,7 +3,7 @@ import { chunkKey, manifestKey } from '../core/checkpoint-artifact.js';
 import { makeCommand, type EventOf } from '../core/events.js';
 import type { MigrationRecord } from '../core/migration.js';
 import type { FunctionContext } from './function-context.js';
-import { advance, annotate } from './migration-transitions.js';
+import { advance, annotate, recordOf } from './migration-transitions.js';
 
 export type PlanRestoreTrigger = EventOf<'restore.prepared' | 'restore.urls-needed' | 'checkpoint.uploaded'>;
 
@@ -22,11 +22,8 @@ export const URL_BATCH = 64;
  */
 export async function planRestore(event: PlanRestoreTrigger, ctx: FunctionContext): Promise<void> {
   const { bus, log } = ctx;
-  const record = await bus.migrations.get(event.data.migrationId);
-  if (!record) {
-    log.warn({ migrationId: event.data.migrationId, event: event.type }, 'event for an unknown migration; ignored');
-    return;
-  }
+  const record = await recordOf(event, ctx);
+  if (!record) return;
   const { state, sourceAgent, destinationAgent } = record.value;
   switch (event.name) {
     case 'restore.prepared': {
