@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { Readable, Writable } from 'node:stream';
 import { Manifest, type ChunkRef } from '../core/checkpoint-artifact.js';
 import type { EventBus, Subscription } from '../core/event-bus.js';
@@ -30,7 +30,8 @@ export interface RestoreJobOptions {
   command: CommandData<'prepare'>;
   engine: ContainerEngine;
   bus: EventBus;
-  emit: <N extends EventName>(name: N, data: EventData<N>) => Promise<void>;
+  /** Publishes an event; facts get a deterministic id (deduplicated), requests and progress pass their own. */
+  emit: <N extends EventName>(name: N, data: EventData<N>, id?: string) => Promise<void>;
   agentId: string;
   log: Logger;
   /** Chunks downloading at once; at most `parallel + 2` chunks are held in memory. */
@@ -48,6 +49,9 @@ export interface RestoredArchive {
   downloadedAt: Date;
   restoredAt: Date;
 }
+
+/** How long announced chunks may wait for their URLs before the request is repeated. */
+const URL_REQUEST_RETRY_MS = 5_000;
 
 /** Podman spools the archive to a file and unpacks it: room for about twice the archive. */
 const DISK_PER_ARCHIVE_BYTE = 2;
@@ -78,6 +82,7 @@ export class RestoreJob {
   private failure: Error | undefined;
   private downloadedAt: Date | undefined;
   private freeDiskBytes = 0;
+  private lastUrlRequestAt = 0;
   private readonly archive: Readable;
   private engineWantsMore = true;
 
@@ -103,6 +108,7 @@ export class RestoreJob {
     await this.preflight();
     let subscription: Subscription | undefined;
     const idle = setInterval(() => {
+      this.askAgainForMissingUrls();
       if (!this.downloadedAt && Date.now() - this.lastActivity > this.options.idleTimeoutMs) {
         this.fail(new RestoreRefusedError('download-failed', `nothing arrived from the source for ${this.options.idleTimeoutMs / 1000} s (${this.nextToSend} chunks restored so far); giving up`));
       }
@@ -185,11 +191,28 @@ export class RestoreJob {
     if (this.chunks.size > 0 && highest + urlLowWater >= this.urlsRequestedUpTo) {
       const fromIndex = this.urlsRequestedUpTo;
       this.urlsRequestedUpTo += urlBatch;
-      void this.options
-        .emit('restore.urls-needed', { migrationId: this.options.command.migrationId, agent: this.options.agentId, fromIndex, count: urlBatch })
-        .catch((error: unknown) => this.options.log.warn({ err: error }, 'could not ask for more chunk URLs'));
+      this.askForUrls(fromIndex, urlBatch);
     }
     this.flush();
+  }
+
+  /**
+   * A request, not a fact: each gets its own id so that a repeated one is not deduplicated away.
+   */
+  private askForUrls(fromIndex: number, count: number): void {
+    this.lastUrlRequestAt = Date.now();
+    void this.options
+      .emit('restore.urls-needed', { migrationId: this.options.command.migrationId, agent: this.options.agentId, fromIndex, count }, randomUUID())
+      .catch((error: unknown) => this.options.log.warn({ err: error }, 'could not ask for more chunk URLs'));
+  }
+
+  /** Announced chunks still without a URL after a while: the request or its answer was lost; ask again. */
+  private askAgainForMissingUrls(): void {
+    const missing = [...this.chunks.keys()].filter((i) => i >= this.nextToSend && !this.urls.has(i));
+    if (missing.length === 0 || Date.now() - this.lastUrlRequestAt < URL_REQUEST_RETRY_MS) return;
+    const fromIndex = Math.min(...missing);
+    this.options.log.warn({ fromIndex }, 'chunks announced without signed URLs; asking again');
+    this.askForUrls(fromIndex, this.options.urlBatch);
   }
 
   /**
@@ -285,7 +308,7 @@ export class RestoreJob {
         agent: this.options.agentId,
         bytes: this.bytes,
         totalBytes: this.uploaded?.artifact.sizeBytes ?? 0,
-      })
+      }, randomUUID())
       .catch(() => undefined);
   }
 }

@@ -63,6 +63,8 @@ export interface LocalStackOptions {
   hosts?: HostSpec[];
   /** Lifetime of the signed URLs the planner issues. */
   signedUrlTtlSeconds?: number;
+  /** Extra agent settings (UMS_CHUNK_MIB, UMS_TRANSFER_PARALLEL, ...). */
+  agentEnv?: Record<string, string>;
 }
 
 export interface LocalStack {
@@ -184,6 +186,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
         // Only its own cloud's credentials: it reads other clouds' archives through signed URLs.
         env: {
           ...serviceEnv,
+          ...options.agentEnv,
           ...server.env,
           NATS_URL: natsUrl,
           UMS_AGENT_ID: spec.agentId,

@@ -34,7 +34,7 @@ let aws: PodmanHost;
 
 interface MigrateResult {
   code: number;
-  result: { state: string; code?: string; reason?: string; runningOn?: string | null; timeline?: { frozenMs: number; totalMs: number } };
+  result: { state: string; code?: string; reason?: string; runningOn?: string | null; timeline?: { frozenMs: number; totalMs: number; archiveBytes: number } };
 }
 
 function ums(args: string[]): Promise<MigrateResult> {
@@ -55,9 +55,9 @@ function ums(args: string[]): Promise<MigrateResult> {
   });
 }
 
-async function runCounter(host: PodmanHost, name: string, image = stack.info.image): Promise<string> {
+async function runCounter(host: PodmanHost, name: string, image = stack.info.image, memoryMiB = 0): Promise<string> {
   const token = randomBytes(8).toString('hex');
-  await host.podman(['run', '-d', '--name', name, '-e', `COUNTER_TOKEN=${token}`, '-e', `COUNTER_TICK_MS=${TICK_MS}`, image]);
+  await host.podman(['run', '-d', '--name', name, '-e', `COUNTER_TOKEN=${token}`, '-e', `COUNTER_TICK_MS=${TICK_MS}`, '-e', `COUNTER_MEM_MIB=${memoryMiB}`, image]);
   await sleep(1_500);
   return token;
 }
@@ -93,7 +93,13 @@ async function migrateAndWatch(name: string, from: PodmanHost, to: PodmanHost, t
 
 describe('live migration through the whole stack', { timeout: 900_000 }, () => {
   before(async () => {
-    stack = await startLocalStack({ name: `e2e-${process.pid}`, dir: join(tmpdir(), `ums-e2e-${process.pid}`), hosts: [...DEFAULT_HOSTS, AWS_HOST] });
+    stack = await startLocalStack({
+      name: `e2e-${process.pid}`,
+      dir: join(tmpdir(), `ums-e2e-${process.pid}`),
+      hosts: [...DEFAULT_HOSTS, AWS_HOST],
+      // Small chunks, so that a test can move an archive of many chunks without moving much data.
+      agentEnv: { UMS_CHUNK_MIB: '1' },
+    });
     bus = await connectNatsBus({ servers: stack.info.natsUrl, name: 'e2e-test' });
     azure = stack.hosts.get(AZURE) as PodmanHost;
     gcp = stack.hosts.get(GCP) as PodmanHost;
@@ -149,6 +155,19 @@ describe('live migration through the whole stack', { timeout: 900_000 }, () => {
       assert.equal(await runningExactlyOnce(name), to);
     }
     assert.match((await azure.podman(['exec', name, 'cat', COUNTER_MARKER_PATH])).stdout, new RegExp(`token=${token}`));
+    await azure.podman(['rm', '-f', name]);
+  });
+
+  it('moves a container whose archive spans several batches of signed URLs, its memory intact', async () => {
+    // 150 MiB of random memory in 1 MiB chunks: about 150 chunks, so the destination asks the planner
+    // for URLs twice more after the first batch of 64.
+    const name = 'counter-big';
+    await runCounter(gcp, name, stack.info.image, 150);
+    const { run, ticks } = await migrateAndWatch(name, gcp, azure, AZURE);
+    assert.equal(run.code, 0, `migration failed: ${run.result.reason}`);
+    assert.ok((run.result.timeline?.archiveBytes ?? 0) > 150 * 1024 * 1024, 'the memory travelled with it');
+    assert.ok(continuity(ticks).continuous, 'the count went on');
+    assert.equal(await runningExactlyOnce(name), azure);
     await azure.podman(['rm', '-f', name]);
   });
 
