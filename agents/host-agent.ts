@@ -1,3 +1,4 @@
+import { URL_BATCH } from '../core/checkpoint-artifact.js';
 import type { EventBus, Subscription } from '../core/event-bus.js';
 import { makeEvent, type CommandData, type CommandOf, type EventData, type EventName, type FailureCode, type UmsCommand } from '../core/events.js';
 import type { Logger } from '../core/log.js';
@@ -152,8 +153,8 @@ export class HostAgent {
       agentId: this.id,
       log,
       parallel: transfer.parallel,
-      urlBatch: 64,
-      urlLowWater: 16,
+      urlBatch: URL_BATCH,
+      urlLowWater: URL_BATCH / 4,
       idleTimeoutMs: transfer.idleTimeoutMs,
     });
     this.restores.set(migrationId, job);

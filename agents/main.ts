@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { Cloud } from '../core/agent-registration.js';
+import { DEFAULT_CHUNK_MIB } from '../core/checkpoint-artifact.js';
 import { AgentId } from '../core/events.js';
 import { createLogger } from '../core/log.js';
 import { connectNatsBus } from '../core/nats-event-bus.js';
@@ -22,7 +23,7 @@ const program = new Command('ums-agent')
   .addOption(new Option('--store <url>', 'this host\'s object store, e.g. azblob://account/container/prefix').env('UMS_STORE_URL').makeOptionMandatory())
   .addOption(new Option('--podman <url>', 'Podman API socket').env('UMS_PODMAN_URL').default('unix:///run/podman/podman.sock'))
   .addOption(new Option('--nats <url>', 'NATS server').env('NATS_URL').default('nats://127.0.0.1:4222'))
-  .addOption(new Option('--chunk-mib <n>', 'checkpoint chunk size').env('UMS_CHUNK_MIB').default('8').argParser(positiveInt))
+  .addOption(new Option('--chunk-mib <n>', 'checkpoint chunk size').env('UMS_CHUNK_MIB').default(String(DEFAULT_CHUNK_MIB)).argParser(positiveInt))
   .addOption(new Option('--parallel <n>', 'chunks moving at once, each way').env('UMS_TRANSFER_PARALLEL').default('4').argParser(positiveInt))
   .addOption(new Option('--idle-timeout <seconds>', 'give up a restore when nothing arrives for this long').env('UMS_IDLE_TIMEOUT_SECONDS').default('120').argParser(positiveInt))
   .action(async (options: { id: string; cloud: Cloud; region: string; store: string; podman: string; nats: string; chunkMib: number | string; parallel: number | string; idleTimeout: number | string }) => {

@@ -52,4 +52,7 @@ export const manifestKey = (prefix: string): string => `${prefix}manifest.json`;
 export const chunkKey = (prefix: string, index: number): string => `${prefix}chunks/${String(index).padStart(6, '0')}`;
 
 /** Chunk size: large enough to keep per-request overhead small, small enough to overlap and to retry alone. */
-export const DEFAULT_CHUNK_BYTES = 8 * 1024 * 1024;
+export const DEFAULT_CHUNK_MIB = 8;
+
+/** Signed chunk URLs per batch: enough to keep the destination busy, small enough for one message. */
+export const URL_BATCH = 64;

@@ -30,8 +30,8 @@ export interface ObjectStore {
    *
    * Both paths take the same options with the same meaning (contentType, metadata, ifNoneMatch, signal)
    * and resolve with the same result. With `ifNoneMatch: true` the write fails with ObjectExistsError if
-   * the key exists (where the backend supports conditional create; otherwise it throws
-   * UnsupportedOperationError). Aborting `signal` rejects the put.
+   * the key exists (every backend sends the condition; a server that ignores it, like s3rver,
+   * simply overwrites). Aborting `signal` rejects the put.
    */
   put(key: string, body: Readable | Uint8Array, options?: PutOptions): Promise<PutResult>;
 
@@ -105,13 +105,6 @@ export class ObjectExistsError extends Error {
   constructor(readonly storeUrl: string, readonly key: string) {
     super(`object "${key}" already exists in ${storeUrl}; refusing to overwrite it`);
     this.name = 'ObjectExistsError';
-  }
-}
-
-export class UnsupportedOperationError extends Error {
-  constructor(operation: string, storeUrl: string, why: string) {
-    super(`${operation} is not supported by ${storeUrl}: ${why}`);
-    this.name = 'UnsupportedOperationError';
   }
 }
 

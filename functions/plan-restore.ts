@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { chunkKey, manifestKey } from '../core/checkpoint-artifact.js';
+import { chunkKey, manifestKey, URL_BATCH } from '../core/checkpoint-artifact.js';
 import { makeCommand, type EventOf } from '../core/events.js';
 import type { MigrationRecord } from '../core/migration.js';
 import type { FunctionContext } from './function-context.js';
@@ -7,8 +7,6 @@ import { advance, annotate, recordOf } from './migration-transitions.js';
 
 export type PlanRestoreTrigger = EventOf<'restore.prepared' | 'restore.urls-needed' | 'checkpoint.uploaded'>;
 
-/** URLs signed per batch: enough to keep the destination busy, small enough for one message. */
-export const URL_BATCH = 64;
 
 /**
  * Lets the destination read the source cloud's archive without that cloud's credentials: it signs
