@@ -1,12 +1,14 @@
 import { URL_BATCH } from '../core/checkpoint-artifact.js';
-import type { EventBus, Subscription } from '../core/event-bus.js';
-import { makeEvent, type CommandData, type CommandOf, type EventData, type EventName, type FailureCode, type UmsCommand } from '../core/events.js';
+import type { CommandDelivery, EventBus, Subscription } from '../core/event-bus.js';
+import { makeEvent, toWire, type CommandData, type CommandOf, type EventData, type EventName, type FailureCode, type UmsCommand } from '../core/events.js';
 import type { Logger } from '../core/log.js';
 import type { ObjectStore } from '../core/object-store.js';
 import { streamCheckpoint } from './checkpoint-stream.js';
+import { checkFence } from './command-fence.js';
 import { ContainerNotFoundError, type ContainerEngine } from './container-engine.js';
 import { Heartbeat, type AgentIdentity } from './registration.js';
 import { RestoreAbandonedError, RestoreJob, RestoreRefusedError } from './restore-job.js';
+import type { RestoreJournal } from './restore-journal.js';
 
 export interface TransferSettings {
   chunkBytes: number;
@@ -22,6 +24,8 @@ export interface HostAgentOptions {
   /** This host's own object store, where its checkpoints go. */
   store: ObjectStore;
   transfer: TransferSettings;
+  /** This host's record of the restores it started, kept on its disk across agent restarts. */
+  journal: RestoreJournal;
   log: Logger;
 }
 
@@ -30,6 +34,12 @@ export interface HostAgentOptions {
  * outcome as an event. It decides nothing about a migration; the functions do. Commands of one
  * migration run in order, different migrations at once; chunk URLs go straight to the restore that
  * waits for them.
+ *
+ * Crash safety: a command is acknowledged only when its handler has finished, so one that was under
+ * way when the agent died is delivered again after it restarts. Every handler is idempotent (it looks
+ * for the fact it would report before acting) and fenced (checkFence: a command from an earlier epoch,
+ * or for a step the migration has left, is refused), so a redelivery finishes or reports the
+ * interrupted work instead of repeating it.
  */
 export class HostAgent {
   private readonly heartbeat: Heartbeat;
@@ -49,9 +59,10 @@ export class HostAgent {
 
   async start(): Promise<void> {
     await this.heartbeat.start();
+    await this.pruneJournal();
     this.subscription = await this.options.bus.consumeCommands(
       this.id,
-      (command) => this.dispatch(command),
+      (command, delivery) => this.dispatch(command, delivery),
       (error) => this.options.log.warn({ reason: error.message }, 'rejected an invalid command (kept as a dead letter)'),
     );
     this.options.log.info({ agentId: this.id, store: this.options.identity.storeUrl }, 'agent started');
@@ -62,16 +73,27 @@ export class HostAgent {
     await this.heartbeat.stop();
   }
 
-  private dispatch(command: UmsCommand): Promise<void> {
+  /** Entries of migrations that completed are of no more use; a failed one waits for its abort. */
+  private async pruneJournal(): Promise<void> {
+    for (const entry of await this.options.journal.list()) {
+      const record = await this.options.bus.migrations.get(entry.migrationId);
+      if (!record || record.value.state === 'done') await this.options.journal.forget(entry.migrationId);
+    }
+  }
+
+  private async dispatch(command: UmsCommand, delivery: CommandDelivery): Promise<void> {
     const { migrationId } = command.data;
     if (command.name === 'chunk-urls') {
+      if (!(await this.accepts(command))) return;
       const job = this.restores.get(migrationId);
       if (job) job.addUrls(command.data);
       else this.earlyUrls.set(migrationId, [...(this.earlyUrls.get(migrationId) ?? []), command.data]);
-      return Promise.resolve();
+      return;
     }
+    // An abort must not wait behind the restore it is meant to stop.
+    if (command.name === 'abort') this.restores.get(migrationId)?.abandon(`migration ${migrationId} is rolling back (epoch ${command.data.epoch})`);
     const previous = this.lanes.get(migrationId) ?? Promise.resolve();
-    const run = previous.catch(() => undefined).then(() => this.execute(command));
+    const run = previous.catch(() => undefined).then(() => this.execute(command, delivery));
     const lane = run.catch(() => undefined).finally(() => {
       if (this.lanes.get(migrationId) === lane) this.lanes.delete(migrationId);
     });
@@ -79,15 +101,28 @@ export class HostAgent {
     return run;
   }
 
-  private async execute(command: Exclude<UmsCommand, { name: 'chunk-urls' }>): Promise<void> {
-    const log = this.options.log.child({ migrationId: command.data.migrationId, command: command.name });
-    log.info('command received');
+  /** The fence, with a refusal kept as a dead letter so that `ums status` shows it. */
+  private async accepts(command: UmsCommand): Promise<boolean> {
+    const verdict = await checkFence(this.options.bus, command);
+    if (verdict.accepted) return true;
+    this.options.log.warn({ migrationId: command.data.migrationId, command: command.name, reason: verdict.reason }, 'refused a command');
+    await this.options.bus.deadLetter(`agent-${this.id}`, new TextEncoder().encode(JSON.stringify(toWire(command))), verdict.reason);
+    return false;
+  }
+
+  private async execute(command: Exclude<UmsCommand, { name: 'chunk-urls' }>, delivery: CommandDelivery): Promise<void> {
+    const log = this.options.log.child({ migrationId: command.data.migrationId, command: command.name, epoch: command.data.epoch });
+    log.info({ redelivered: delivery.redelivered }, 'command received');
+    if (!(await this.accepts(command))) return;
     switch (command.name) {
       case 'checkpoint':
-        await this.checkpoint(command, log);
+        await this.checkpoint(command, delivery, log);
         break;
       case 'prepare':
         await this.restore(command, log);
+        break;
+      case 'abort':
+        await this.abort(command, log);
         break;
       case 'discard':
         await this.discard(command, log);
@@ -103,13 +138,22 @@ export class HostAgent {
     // Deterministic ids: a command redelivered after a crash re-announces the same fact, which the bus drops.
     this.options.bus.publishEvent(makeEvent(name, `/ums/agents/${this.id}`, data, id));
 
-  private async checkpoint(command: CommandOf<'checkpoint'>, log: Logger): Promise<void> {
+  private async checkpoint(command: CommandOf<'checkpoint'>, delivery: CommandDelivery, log: Logger): Promise<void> {
     const { migrationId, container, artifact } = command.data;
-    const { engine, store, transfer } = this.options;
+    const { engine, store, transfer, bus } = this.options;
     const failed = (code: FailureCode, reason: string, containerCheckpointed: boolean) =>
       this.emit('checkpoint.failed', { migrationId, agent: this.id, code, reason, containerCheckpointed });
+    if ((await bus.lastEvent(migrationId, 'checkpoint.uploaded')) || (await bus.lastEvent(migrationId, 'checkpoint.failed'))) {
+      log.info('checkpoint already reported; nothing to do');
+      return;
+    }
     const before = await engine.inspectContainer(container);
     if (!before) return failed('container-not-found', `container "${container}" does not exist on ${this.id}`, false);
+    if (before.state !== 'running' && delivery.redelivered) {
+      // This agent died while checkpointing: the engine finished the freeze, but the archive it streamed
+      // went nowhere. The kept checkpoint is intact; the saga resumes it.
+      return failed('agent-restarted', `the agent on ${this.id} restarted while checkpointing "${container}"; the container stays frozen with its checkpoint kept until it is resumed`, true);
+    }
     if (before.state !== 'running') return failed('container-not-running', `container "${container}" on ${this.id} is ${before.state}, not running`, before.checkpointed);
     try {
       let bytes = 0;
@@ -144,7 +188,25 @@ export class HostAgent {
 
   private async restore(command: CommandOf<'prepare'>, log: Logger): Promise<void> {
     const { migrationId, container } = command.data;
-    const { transfer } = this.options;
+    const { transfer, bus, engine, journal } = this.options;
+    if ((await bus.lastEvent(migrationId, 'restore.completed')) || (await bus.lastEvent(migrationId, 'restore.failed'))) {
+      log.info('restore already reported; nothing to do');
+      return;
+    }
+    if (await journal.get(migrationId)) {
+      // This agent started the restore and then died. What the engine did meanwhile decides: a running
+      // container is the finished restore; anything else is a half-made one, removed to start over.
+      const existing = await engine.inspectContainer(container);
+      if (existing?.state === 'running') {
+        log.info({ containerId: existing.id }, 'found the restore finished while the agent was down');
+        const at = existing.startedAt ?? new Date().toISOString();
+        await this.emit('restore.completed', { migrationId, agent: this.id, container, containerId: existing.id, downloadedAt: at, restoredAt: at });
+        return;
+      }
+      if (existing) await engine.removeContainer(container, { force: true });
+      await journal.forget(migrationId);
+      log.warn('restarting a restore that was interrupted by an agent restart');
+    }
     const job = new RestoreJob({
       command: command.data,
       engine: this.options.engine,
@@ -156,6 +218,7 @@ export class HostAgent {
       urlBatch: URL_BATCH,
       urlLowWater: URL_BATCH / 4,
       idleTimeoutMs: transfer.idleTimeoutMs,
+      beforeRestore: () => journal.record(migrationId, container),
     });
     this.restores.set(migrationId, job);
     for (const urls of this.earlyUrls.get(migrationId) ?? []) job.addUrls(urls);
@@ -163,6 +226,11 @@ export class HostAgent {
     try {
       const restored = await job.run();
       log.info({ restoreMs: restored.restoredAt.getTime() - restored.downloadedAt.getTime() }, 'restored');
+      if (!(await checkFence(bus, command)).accepted) {
+        // The saga turned back while the engine restored: the abort behind this command removes the copy.
+        log.warn('restored, but the migration is rolling back; leaving the copy to the abort');
+        return;
+      }
       await this.emit('restore.completed', {
         migrationId,
         agent: this.id,
@@ -172,6 +240,8 @@ export class HostAgent {
         restoredAt: restored.restoredAt.toISOString(),
       });
     } catch (error) {
+      // The job removed whatever the engine had made of the archive.
+      await journal.forget(migrationId);
       if (error instanceof RestoreAbandonedError) {
         log.info({ reason: error.message }, 'restore abandoned');
         return;
@@ -184,10 +254,34 @@ export class HostAgent {
     }
   }
 
+  /**
+   * Rolling back: the restore (if any) has stopped, since this runs in the migration's lane after it.
+   * Removes the container only if this agent's journal says it made it for this migration.
+   */
+  private async abort(command: CommandOf<'abort'>, log: Logger): Promise<void> {
+    const { migrationId, container, epoch } = command.data;
+    const { engine, journal } = this.options;
+    let removed = false;
+    if (await journal.get(migrationId)) {
+      if (await engine.inspectContainer(container)) {
+        await engine.removeContainer(container, { force: true });
+        removed = true;
+        log.warn({ container }, 'removed the copy restored here: the migration rolled back');
+      }
+      await journal.forget(migrationId);
+    }
+    await this.emit('restore.aborted', { migrationId, agent: this.id, container, removedRestoredCopy: removed }, `${migrationId}.restore.aborted.${epoch}`);
+  }
+
   private async discard(command: CommandOf<'discard'>, log: Logger): Promise<void> {
     const { migrationId, container } = command.data;
     const current = await this.options.engine.inspectContainer(container);
-    if (current?.state === 'running') {
+    if (current === undefined) {
+      log.info({ container }, 'kept checkpoint already gone');
+      await this.emit('source.discarded', { migrationId, agent: this.id, container });
+      return;
+    }
+    if (current.state === 'running') {
       // Fencing: a running container here is not the kept checkpoint (it was resumed); never remove it.
       log.error({ container }, 'refusing to discard a running container');
       throw new Error(`refusing to discard "${container}": it is running on ${this.id}`);

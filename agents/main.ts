@@ -6,7 +6,9 @@ import { AgentId } from '../core/events.js';
 import { createLogger } from '../core/log.js';
 import { connectNatsBus } from '../core/nats-event-bus.js';
 import { openObjectStore } from '../core/object-stores/open-object-store.js';
+import { join } from 'node:path';
 import { HostAgent } from './host-agent.js';
+import { RestoreJournal } from './restore-journal.js';
 import { PodmanEngine } from './podman-engine.js';
 
 function positiveInt(value: string | number): number {
@@ -25,8 +27,9 @@ const program = new Command('ums-agent')
   .addOption(new Option('--nats <url>', 'NATS server').env('NATS_URL').default('nats://127.0.0.1:4222'))
   .addOption(new Option('--chunk-mib <n>', 'checkpoint chunk size').env('UMS_CHUNK_MIB').default(String(DEFAULT_CHUNK_MIB)).argParser(positiveInt))
   .addOption(new Option('--parallel <n>', 'chunks moving at once, each way').env('UMS_TRANSFER_PARALLEL').default('4').argParser(positiveInt))
+  .addOption(new Option('--state-dir <dir>', 'where the agent keeps its restore journal (default /var/lib/ums/agent/<id>)').env('UMS_STATE_DIR'))
   .addOption(new Option('--idle-timeout <seconds>', 'give up a restore when nothing arrives for this long').env('UMS_IDLE_TIMEOUT_SECONDS').default('120').argParser(positiveInt))
-  .action(async (options: { id: string; cloud: Cloud; region: string; store: string; podman: string; nats: string; chunkMib: number | string; parallel: number | string; idleTimeout: number | string }) => {
+  .action(async (options: { id: string; cloud: Cloud; region: string; store: string; podman: string; nats: string; chunkMib: number | string; parallel: number | string; idleTimeout: number | string; stateDir?: string }) => {
     const agentId = AgentId.parse(options.id);
     const log = createLogger('agent', { agentId });
     const bus = await connectNatsBus({ servers: options.nats, name: `ums-agent-${agentId}` });
@@ -40,6 +43,7 @@ const program = new Command('ums-agent')
         parallel: positiveInt(options.parallel),
         idleTimeoutMs: positiveInt(options.idleTimeout) * 1000,
       },
+      journal: new RestoreJournal(options.stateDir ?? join('/var/lib/ums/agent', agentId)),
       log,
     });
     await agent.start();

@@ -41,6 +41,8 @@ export interface RestoreJobOptions {
   urlBatch: number;
   /** Give up when nothing arrives for this long. */
   idleTimeoutMs: number;
+  /** Called once the preflight passed, before the engine may create the container (the restore journal). */
+  beforeRestore: () => Promise<void>;
 }
 
 export interface RestoredArchive {
@@ -113,6 +115,7 @@ export class RestoreJob {
         this.fail(new RestoreRefusedError('download-failed', `nothing arrived from the source for ${this.options.idleTimeoutMs / 1000} s (${this.nextToSend} chunks restored so far); giving up`));
       }
     }, 1_000);
+    await this.options.beforeRestore();
     // The engine starts reading (and spooling) the archive now; it restores once the stream ends.
     const restoring = engine.restoreFromArchive(command.container, this.archive);
     restoring.catch((error: unknown) => this.fail(engineFailure(error, this.nextToSend)));
@@ -166,6 +169,11 @@ export class RestoreJob {
     }
     // Measured now, before the freeze: asking the engine is slow, and the answer is needed at the end.
     this.freeDiskBytes = (await engine.info()).freeDiskBytes;
+  }
+
+  /** The migration is turning back: stop, and leave nothing restored. */
+  abandon(reason: string): void {
+    this.fail(new RestoreAbandonedError(reason));
   }
 
   /** The first failure wins; it aborts the engine's request so nothing unverified is restored. */
@@ -231,8 +239,13 @@ export class RestoreJob {
       this.engineWantsMore = this.archive.push(next);
     }
     if (!this.failure && this.manifest && this.nextToSend === this.manifest.chunks.length && !this.downloadedAt) {
-      this.downloadedAt = new Date();
+      const downloadedAt = new Date();
+      this.downloadedAt = downloadedAt;
       this.archive.push(null);
+      const { migrationId } = this.options.command;
+      void this.options
+        .emit('restore.started', { migrationId, agent: this.options.agentId, downloadedAt: downloadedAt.toISOString() })
+        .catch((error: unknown) => this.options.log.warn({ err: error }, 'could not report that the restore started'));
     }
     // The download window moved: start the chunks that now fit (after this call stack unwinds).
     if (advanced) setImmediate(() => this.pump());

@@ -1,5 +1,5 @@
 import type { AgentRegistration } from './agent-registration.js';
-import type { EventName, UmsCommand, UmsEvent } from './events.js';
+import type { EventName, EventOf, UmsCommand, UmsEvent } from './events.js';
 import type { MigrationRecord } from './migration.js';
 
 /**
@@ -15,10 +15,17 @@ export interface EventBus {
 
   /**
    * Delivers this agent's commands in stream order, several at once (the handler orders what must be
-   * ordered). The handler's promise resolving acknowledges the command; a thrown error makes it
-   * redeliver later.
+   * ordered). The handler's promise resolving acknowledges the command; a thrown error, or the agent
+   * dying, makes it redeliver later (then `delivery.redelivered` says so).
    */
-  consumeCommands(agentId: string, handler: (command: UmsCommand) => Promise<void>, onInvalid: (error: Error) => void): Promise<Subscription>;
+  consumeCommands(
+    agentId: string,
+    handler: (command: UmsCommand, delivery: CommandDelivery) => Promise<void>,
+    onInvalid: (error: Error) => void,
+  ): Promise<Subscription>;
+
+  /** The latest event of this name for a migration, if any: how a handler finds out it already ran. */
+  lastEvent<N extends EventName>(migrationId: string, name: N): Promise<EventOf<N> | undefined>;
 
   /** Every event of one migration from its first, then live; ends when `handler` returns 'stop'. */
   followMigration(migrationId: string, handler: (event: UmsEvent) => 'stop' | void | Promise<'stop' | void>): Promise<Subscription>;
@@ -33,6 +40,11 @@ export interface EventBus {
   listDeadLetters(limit?: number): Promise<DeadLetter[]>;
 
   close(): Promise<void>;
+}
+
+export interface CommandDelivery {
+  /** Delivered before and not acknowledged: the agent crashed, or its handler failed, mid-command. */
+  redelivered: boolean;
 }
 
 export interface DeadLetter {

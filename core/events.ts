@@ -13,6 +13,8 @@ import { ChunkRef } from './checkpoint-artifact.js';
  */
 
 const TYPE_PREFIX = 'dev.ums.';
+/** The schema version this build speaks; a message of another version is rejected, not guessed at. */
+const SCHEMA_VERSION = '1';
 const ids = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/, 'letters, digits, "_" and "-" only');
 const containerName = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,252}$/, 'a valid container name');
 const isoTime = z.iso.datetime({ offset: true });
@@ -60,6 +62,10 @@ export const FailureCode = z.enum([
   'invalid-request',
   'already-migrating',
   'resume-failed',
+  /** an agent restarted in the middle of the step and cannot continue it */
+  'agent-restarted',
+  /** a phase outlived its deadline, or the agent doing it stopped sending heartbeats */
+  'deadline-exceeded',
 ]);
 export type FailureCode = z.infer<typeof FailureCode>;
 
@@ -130,6 +136,12 @@ export const eventData = {
     bytes: z.number().int().nonnegative(),
     totalBytes: z.number().int().nonnegative(),
   }),
+  /** Every verified byte went to the engine: the engine is restoring now. */
+  'restore.started': z.object({
+    ...migrationRef,
+    agent: AgentId,
+    downloadedAt: isoTime,
+  }),
   'restore.completed': z.object({
     ...migrationRef,
     agent: AgentId,
@@ -144,6 +156,8 @@ export const eventData = {
     code: FailureCode,
     reason: z.string(),
   }),
+  /** The destination holds no copy of the container and will not restore one (answer to abort). */
+  'restore.aborted': z.object({ ...migrationRef, agent: AgentId, container: containerName, removedRestoredCopy: z.boolean() }),
   'source.discarded': z.object({ ...migrationRef, agent: AgentId, container: containerName }),
   'source.resumed': z.object({ ...migrationRef, agent: AgentId, container: containerName }),
   'source.resume-failed': z.object({ ...migrationRef, agent: AgentId, container: containerName, reason: z.string() }),
@@ -167,9 +181,16 @@ export const eventData = {
 
 // ---- command data -----------------------------------------------------------------------------
 
+/**
+ * The fencing token: the migration record's epoch when the command was issued. It goes up when the
+ * saga turns back (rolling back), so a late forward command (checkpoint, prepare, chunk URLs, discard)
+ * is refused by the agent once the record has moved to a later epoch.
+ */
+const commandRef = { ...migrationRef, epoch: z.number().int().positive() };
+
 export const commandData = {
   checkpoint: z.object({
-    ...migrationRef,
+    ...commandRef,
     container: containerName,
     artifact: ArtifactLocation,
   }),
@@ -178,7 +199,7 @@ export const commandData = {
    * chunks as the source announces them, and restore once the source has uploaded them all.
    */
   prepare: z.object({
-    ...migrationRef,
+    ...commandRef,
     container: containerName,
     image: z.string().min(1),
     /** The restore needs this exact image (Podman looks it up by id). */
@@ -187,15 +208,20 @@ export const commandData = {
   }),
   /** Short-lived read-only URLs in the source's cloud. Bearer secrets: never log them. */
   'chunk-urls': z.object({
-    ...migrationRef,
+    ...commandRef,
     manifestUrl: z.url().optional(),
     chunks: z.array(z.object({ index: z.number().int().nonnegative(), url: z.url() })).max(1000),
     expiresAt: isoTime,
   }),
   /** The migration is confirmed: remove the checkpointed copy kept at the source. */
-  discard: z.object({ ...migrationRef, container: containerName }),
+  discard: z.object({ ...commandRef, container: containerName }),
   /** The migration failed: restart the container from the checkpoint kept at the source. */
-  resume: z.object({ ...migrationRef, container: containerName }),
+  resume: z.object({ ...commandRef, container: containerName }),
+  /**
+   * The migration is rolling back: stop restoring, remove any copy restored here, confirm with
+   * restore.aborted. Only then does the source resume, so the service never runs twice.
+   */
+  abort: z.object({ ...commandRef, container: containerName }),
 } as const;
 
 // ---- migration timeline (what the CLI prints) -------------------------------------------------
@@ -279,6 +305,12 @@ function safeJson(raw: string | Uint8Array, what: string): unknown {
   }
 }
 
+function checkVersion(type: string, version: string | undefined): void {
+  if (version !== SCHEMA_VERSION) {
+    throw new InvalidMessageError('message', `"${type}" is schema version ${version}; this build speaks version ${SCHEMA_VERSION} (upgrade the component that reads it)`);
+  }
+}
+
 /** Validates an event (object, JSON string or bytes); throws InvalidMessageError naming what is wrong. */
 export function parseEvent(raw: unknown): UmsEvent {
   const envelope = parseEnvelope(raw, 'event');
@@ -287,6 +319,7 @@ export function parseEvent(raw: unknown): UmsEvent {
   if (!name || !(name in eventData) || name.startsWith('command.')) {
     throw new InvalidMessageError('event', `unknown event type "${envelope.type}"`);
   }
+  checkVersion(envelope.type, match?.[2]);
   const data = eventData[name].safeParse(envelope.data);
   if (!data.success) throw new InvalidMessageError(`${envelope.type} event`, formatIssues(data.error));
   return { ...envelope, subject: envelope.subject ?? '', datacontenttype: 'application/json', data: data.data, name } as UmsEvent;
@@ -300,6 +333,7 @@ export function parseCommand(raw: unknown): UmsCommand {
   if (!name || !(name in commandData)) {
     throw new InvalidMessageError('command', `unknown command type "${envelope.type}"`);
   }
+  checkVersion(envelope.type, match?.[2]);
   const data = commandData[name].safeParse(envelope.data);
   if (!data.success) throw new InvalidMessageError(`${envelope.type} command`, formatIssues(data.error));
   return { ...envelope, subject: envelope.subject ?? '', datacontenttype: 'application/json', data: data.data, name } as UmsCommand;

@@ -1,37 +1,54 @@
 import { z } from 'zod';
-import { AgentId, Approach, Artifact, ArtifactLocation, ContainerName, FailureCode, MigrationId, type Timeline } from './events.js';
+import { AgentId, Approach, Artifact, ArtifactLocation, ContainerName, FailureCode, MigrationId, type CommandName, type Timeline } from './events.js';
 
 /**
  * The migration record: the only state of a migration, kept in the JetStream KV bucket `ums_migrations`
- * and advanced by the stateless functions with compare-and-set on the entry's revision.
+ * and advanced by the stateless functions with compare-and-set on the entry's revision, so two
+ * invocations racing on one migration (a redelivery and the original, say) cannot both advance it.
  *
- * The happy path, one event at a time (each arrow is one function invocation):
+ * Forward, one event at a time (each arrow is one function invocation):
  *
- *   requested --plan-migration--> preparing              (destination told to prepare: name, image, disk)
- *   preparing --plan-restore--> checkpointing             (on restore.prepared: first chunk URLs signed for the
- *                                                          destination, then the source told to checkpoint)
- *   checkpointing --plan-restore--> restoring             (on checkpoint.uploaded; the destination has been
- *                                                          fetching chunks since the first was announced)
- *   checkpointing|restoring --finalize--> finalizing      (on restore.completed: source told to discard its copy)
- *   finalizing --finalize--> done                         (on source.discarded)
+ *   requested     --plan-migration--> preflight      destination told to prepare (name free, image, disk)
+ *   preflight     --plan-restore--->  checkpointing  on restore.prepared: first chunk URLs signed, source told to freeze
+ *   checkpointing --plan-restore--->  uploaded       on checkpoint.uploaded (chunks stream to the destination meanwhile)
+ *   uploaded      --plan-restore--->  restoring      on restore.started: every verified byte is with the destination's engine
+ *   restoring     --finalize------->  restored       on restore.completed: the destination runs the service
+ *   restored      --finalize------->  finalizing     source told to discard its kept checkpoint
+ *   finalizing    --finalize------->  done           on source.discarded (or the supervisor, if the source is gone)
  *
- * and the way back, which keeps the service running exactly once:
+ * Back, which keeps the service running exactly once:
  *
- *   checkpointing|restoring --finalize--> rolling-back    (on checkpoint.failed / restore.failed: source told to resume)
- *   rolling-back --finalize--> failed                     (on source.resumed, or source.resume-failed: runningOn null)
- *   requested|preparing --> failed                        (refused before anything was frozen)
+ *   checkpointing|uploaded|restoring --> rolling-back   on a failure, a missed deadline or a silent agent;
+ *                                                        the epoch goes up, the destination is told to abort
+ *   rolling-back  --finalize-------->  rolling-back      on restore.aborted: the destination holds no copy; source told to resume
+ *   rolling-back  --finalize-------->  failed            on source.resumed (or source.resume-failed: runningOn null)
+ *   requested|preflight|checkpointing --> failed        refused or failed before anything was frozen
  *
- * restore.completed may overtake checkpoint.uploaded (they reach different functions), hence
- * checkpointing -> finalizing.
+ * The steps after checkpointing reach different functions and may be handled out of order (restore.completed
+ * before checkpoint.uploaded), so a forward step may skip the ones in between; it never goes backwards.
+ * Once `restored`, the destination has confirmed: the migration can only complete.
  */
-export const MigrationState = z.enum(['requested', 'preparing', 'checkpointing', 'restoring', 'finalizing', 'done', 'rolling-back', 'failed']);
+export const MigrationState = z.enum([
+  'requested',
+  'preflight',
+  'checkpointing',
+  'uploaded',
+  'restoring',
+  'restored',
+  'finalizing',
+  'done',
+  'rolling-back',
+  'failed',
+]);
 export type MigrationState = z.infer<typeof MigrationState>;
 
 const allowed: Record<MigrationState, readonly MigrationState[]> = {
-  requested: ['preparing', 'failed'],
-  preparing: ['checkpointing', 'failed'],
-  checkpointing: ['restoring', 'finalizing', 'rolling-back', 'failed'],
-  restoring: ['finalizing', 'rolling-back'],
+  requested: ['preflight', 'failed'],
+  preflight: ['checkpointing', 'failed'],
+  checkpointing: ['uploaded', 'restoring', 'restored', 'rolling-back', 'failed'],
+  uploaded: ['restoring', 'restored', 'rolling-back'],
+  restoring: ['restored', 'rolling-back'],
+  restored: ['finalizing'],
   finalizing: ['done'],
   'rolling-back': ['failed'],
   done: [],
@@ -44,11 +61,50 @@ export function canTransition(from: MigrationState, to: MigrationState): boolean
 
 export const isTerminal = (state: MigrationState): boolean => state === 'done' || state === 'failed';
 
+/** The states in which the source's container is frozen and the destination may be restoring it. */
+export const isInFlight = (state: MigrationState): boolean => state === 'checkpointing' || state === 'uploaded' || state === 'restoring';
+
+/**
+ * How long each phase may last before the supervisor steps in (rolls back, or completes what the
+ * destination confirmed). Generous: an agent that stops sending heartbeats is caught much sooner
+ * (AGENT_LIVENESS_MS); these catch an agent that is alive but stuck. Scaled by UMS_DEADLINE_SCALE.
+ */
+export const PHASE_DEADLINE_MS: Record<MigrationState, number> = {
+  requested: 60_000,
+  preflight: 60_000,
+  checkpointing: 600_000,
+  uploaded: 600_000,
+  restoring: 600_000,
+  restored: 30_000,
+  finalizing: 60_000,
+  'rolling-back': 60_000,
+  done: 0,
+  failed: 0,
+};
+
+/**
+ * The states in which an agent still carries out a command issued at the record's epoch; anything else
+ * is stale (a redelivery that outlived its purpose) and is refused. `prepare` stays valid through the
+ * transfer so that a destination that restarted picks its restore up again.
+ */
+export const COMMAND_VALID_IN: Record<CommandName, readonly MigrationState[]> = {
+  prepare: ['preflight', 'checkpointing', 'uploaded', 'restoring'],
+  'chunk-urls': ['preflight', 'checkpointing', 'uploaded', 'restoring'],
+  checkpoint: ['checkpointing'],
+  discard: ['finalizing', 'done'],
+  resume: ['rolling-back'],
+  abort: ['rolling-back', 'failed'],
+};
+
 const isoTime = z.iso.datetime({ offset: true });
 
 export const MigrationRecord = z.object({
   migrationId: MigrationId,
   state: MigrationState,
+  /** The fencing token every command carries (see commandData); raised when the saga turns back. */
+  epoch: z.number().int().positive().default(1),
+  /** When the supervisor steps in if the current phase has not moved on. */
+  deadlineAt: isoTime.optional(),
   container: ContainerName,
   image: z.string().optional(),
   imageId: z.string().optional(),
@@ -58,6 +114,10 @@ export const MigrationRecord = z.object({
   artifactLocation: ArtifactLocation.optional(),
   artifact: Artifact.optional(),
   failure: z.object({ phase: z.string(), code: FailureCode, reason: z.string() }).optional(),
+  /** Rolling back: whether the destination confirmed (or is presumed) to hold no copy, so the source may resume. */
+  rollback: z.object({ destinationClear: z.boolean(), how: z.string().optional() }).optional(),
+  /** Something left for an agent to do after the migration ended (e.g. a source that was gone must discard its copy). */
+  pendingCleanup: z.string().optional(),
   /** Timestamps of each step, for the timeline. */
   times: z.object({
     requestedAt: isoTime,

@@ -14,8 +14,9 @@ import {
 } from 'nats';
 import type { z } from 'zod';
 import { AgentRegistration } from './agent-registration.js';
-import { RevisionConflictError, subjects, type DeadLetter, type EventBus, type RecordStore, type Subscription, type Versioned } from './event-bus.js';
-import { parseCommand, parseEvent, toWire, type UmsCommand, type UmsEvent } from './events.js';
+import pRetry from 'p-retry';
+import { RevisionConflictError, subjects, type CommandDelivery, type DeadLetter, type EventBus, type RecordStore, type Subscription, type Versioned } from './event-bus.js';
+import { parseCommand, parseEvent, toWire, type EventName, type EventOf, type UmsCommand, type UmsEvent } from './events.js';
 import { createLogger } from './log.js';
 import { MigrationLock, MigrationRecord } from './migration.js';
 
@@ -26,8 +27,16 @@ const encode = (value: unknown): Uint8Array => encoder.encode(JSON.stringify(val
 
 const buckets = { migrations: 'ums_migrations', agents: 'ums_agents', locks: 'ums_locks' } as const;
 
-/** How long an unacknowledged command waits before redelivery; long handlers extend it with working(). */
-const COMMAND_ACK_WAIT_MS = 10_000;
+/**
+ * How long an unacknowledged command waits before redelivery; long handlers extend it with working().
+ * Short, because it is also how long a command stays stuck with an agent that was killed mid-command.
+ */
+const COMMAND_ACK_WAIT_MS = 6_000;
+/**
+ * Publishing rides out a broker restart: every publish carries a message id the stream deduplicates
+ * on, so repeating one that did land is harmless. Beyond this the caller's own recovery takes over.
+ */
+const PUBLISH_RETRY = { retries: 8, minTimeout: 250, maxTimeout: 4_000 } as const;
 /**
  * Commands an agent handles at once: commands of different migrations run side by side (the agent
  * keeps those of one migration in order), and a restore waits for URL commands while it runs.
@@ -190,16 +199,34 @@ export class NatsEventBus implements EventBus {
   }
 
   async publishEvent(event: UmsEvent): Promise<void> {
-    await this.js.publish(subjects.event(event.data.migrationId, event.name), encode(toWire(event)), { msgID: event.id });
+    await this.publish(subjects.event(event.data.migrationId, event.name), encode(toWire(event)), event.id);
   }
 
   async sendCommand(agentId: string, command: UmsCommand): Promise<void> {
-    await this.js.publish(subjects.commandsFor(agentId), encode(toWire(command)), { msgID: command.id });
+    await this.publish(subjects.commandsFor(agentId), encode(toWire(command)), command.id);
+  }
+
+  private async publish(subject: string, payload: Uint8Array, msgID: string): Promise<void> {
+    await pRetry(() => this.js.publish(subject, payload, { msgID }), {
+      ...PUBLISH_RETRY,
+      onFailedAttempt: ({ error, attemptNumber }) => log.warn({ subject, attempt: attemptNumber, reason: error.message }, 'publish failed; retrying'),
+    });
+  }
+
+  async lastEvent<N extends EventName>(migrationId: string, name: N): Promise<EventOf<N> | undefined> {
+    try {
+      const message = await this.manager.streams.getMessage(subjects.eventsStream, { last_by_subj: subjects.event(migrationId, name) });
+      const event = parseEvent(message.data);
+      return event.name === name ? (event as EventOf<N>) : undefined;
+    } catch (error) {
+      if (/no message found|10037|404/i.test((error as Error).message)) return undefined;
+      throw error;
+    }
   }
 
   async consumeCommands(
     agentId: string,
-    handler: (command: UmsCommand) => Promise<void>,
+    handler: (command: UmsCommand, delivery: CommandDelivery) => Promise<void>,
     onInvalid: (error: Error) => void,
   ): Promise<Subscription> {
     const durable = `agent-${agentId}`;
@@ -216,7 +243,7 @@ export class NatsEventBus implements EventBus {
       // Keep the command ours while a long checkpoint or restore runs.
       const keepAlive = setInterval(() => message.working(), COMMAND_ACK_WAIT_MS / 3);
       try {
-        await handler(command);
+        await handler(command, { redelivered: message.redelivered });
         message.ack();
       } catch (error) {
         log.warn({ err: error, command: command.type, migrationId: command.subject }, 'command handler failed; it will be redelivered');

@@ -1,11 +1,12 @@
 import * as framework from '@google-cloud/functions-framework';
 import type { CloudEvent as FrameworkCloudEvent } from '@google-cloud/functions-framework';
 import { InvalidMessageError, parseEvent, type EventOf } from '../core/events.js';
-import { triggers, type FunctionName } from './triggers.js';
+import { SCHEDULE_TICK_TYPE, triggers, type FunctionName } from './triggers.js';
 import { functionContext, type FunctionContext } from './function-context.js';
 import { finalize, type FinalizeTrigger } from './finalize.js';
 import { planMigration } from './plan-migration.js';
 import { planRestore } from './plan-restore.js';
+import { superviseMigrations } from './supervise-migrations.js';
 
 /**
  * The functions, as the functions-framework (and Cloud Functions / Cloud Run) load them:
@@ -31,6 +32,18 @@ function register<N extends FunctionName>(name: N, handler: (event: EventOf<(typ
     await handler(event as EventOf<(typeof triggers)[N][number]>, ctx);
   });
 }
+
+/** The supervisor runs on a scheduler tick, which carries nothing but its time. */
+framework.cloudEvent('superviseMigrations', async (incoming: FrameworkCloudEvent<unknown>) => {
+  const ctx = await functionContext('superviseMigrations');
+  if (incoming.type !== SCHEDULE_TICK_TYPE) {
+    const reason = `superviseMigrations runs on "${SCHEDULE_TICK_TYPE}" ticks, not "${String(incoming.type)}"`;
+    await ctx.bus.deadLetter('function-superviseMigrations', new TextEncoder().encode(JSON.stringify(incoming)), reason);
+    return;
+  }
+  const report = await superviseMigrations(ctx);
+  if (report.acted.length > 0) ctx.log.warn({ acted: report.acted }, 'supervisor moved stalled migrations on');
+});
 
 register('planMigration', planMigration);
 register('planRestore', planRestore);

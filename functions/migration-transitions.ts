@@ -1,6 +1,6 @@
 import { RevisionConflictError, type EventBus, type Versioned } from '../core/event-bus.js';
 import { makeEvent, type FailureCode, type UmsEvent } from '../core/events.js';
-import { canTransition, lockKey, timelineOf, type MigrationRecord, type MigrationState } from '../core/migration.js';
+import { canTransition, lockKey, PHASE_DEADLINE_MS, timelineOf, type MigrationRecord, type MigrationState } from '../core/migration.js';
 import type { FunctionContext } from './function-context.js';
 
 /** The record an event is about; an event for an unknown migration is logged and ignored. */
@@ -10,10 +10,20 @@ export async function recordOf(event: UmsEvent, ctx: FunctionContext): Promise<V
   return record;
 }
 
+const deadlineScale = (): number => {
+  const scale = Number(process.env.UMS_DEADLINE_SCALE ?? 1);
+  return Number.isFinite(scale) && scale > 0 ? scale : 1;
+};
+
+/** When the supervisor steps in if a migration stays in `state` from now on. */
+export const deadlineFor = (state: MigrationState, from = Date.now()): string | undefined =>
+  PHASE_DEADLINE_MS[state] > 0 ? new Date(from + PHASE_DEADLINE_MS[state] * deadlineScale()).toISOString() : undefined;
+
 /**
  * Moves a migration record from one state to the next with compare-and-set on its KV revision, so
  * that two concurrent invocations (a redelivery racing the original) cannot both advance it: the
- * loser gets `undefined` and must look again or do nothing further.
+ * loser gets `undefined` and must look again or do nothing further. Each state gets its deadline;
+ * turning back (rolling-back, failed) raises the epoch, which fences off every command issued before.
  */
 export function advance(
   bus: EventBus,
@@ -25,7 +35,15 @@ export function advance(
   if (!canTransition(from, to)) {
     throw new Error(`migration ${current.value.migrationId}: no transition from ${from} to ${to}`);
   }
-  return write(bus, current, { ...merge(current.value, patch), state: to });
+  const turnsBack = to === 'rolling-back' || (to === 'failed' && from !== 'rolling-back');
+  const { deadlineAt: _previous, ...merged } = merge(current.value, patch);
+  const deadlineAt = deadlineFor(to);
+  return write(bus, current, {
+    ...merged,
+    state: to,
+    epoch: turnsBack ? current.value.epoch + 1 : current.value.epoch,
+    ...(deadlineAt ? { deadlineAt } : {}),
+  });
 }
 
 /** Records facts without a change of state (compare-and-set too); undefined if the record moved on. */

@@ -2,9 +2,9 @@ import { isAlive, type AgentRegistration } from '../core/agent-registration.js';
 import { RevisionConflictError, type Versioned } from '../core/event-bus.js';
 import { makeCommand, makeEvent, type EventOf, type FailureCode } from '../core/events.js';
 import { artifactPrefix } from '../core/checkpoint-artifact.js';
-import { lockKey, type MigrationRecord } from '../core/migration.js';
+import { isTerminal, lockKey, type MigrationRecord } from '../core/migration.js';
 import type { FunctionContext } from './function-context.js';
-import { advance, failMigration } from './migration-transitions.js';
+import { advance, deadlineFor, failMigration } from './migration-transitions.js';
 
 /** How long after a request a container missing from the registrations is waited for. */
 const CONTAINER_DISCOVERY_GRACE_MS = 8_000;
@@ -19,7 +19,7 @@ export async function planMigration(event: EventOf<'migration.requested'>, ctx: 
   const { bus, log } = ctx;
   const request = event.data;
   const record = await recordFor(event, ctx);
-  if (record.value.state === 'preparing') {
+  if (record.value.state === 'preflight') {
     // A redelivery after a crash between the record update and the command: send it again (the bus
     // drops the duplicate if the first one made it).
     await commandPrepare(record.value, ctx);
@@ -83,17 +83,12 @@ export async function planMigration(event: EventOf<'migration.requested'>, ctx: 
       source.agentId,
     );
   }
-  try {
-    await bus.locks.create(lockKey(source.agentId, request.container), { migrationId: request.migrationId });
-  } catch (error) {
-    if (!(error instanceof RevisionConflictError)) throw error;
-    const holder = await bus.locks.get(lockKey(source.agentId, request.container));
-    if (holder && holder.value.migrationId !== request.migrationId) {
-      return refuse('already-migrating', `container "${request.container}" is already being migrated by ${holder.value.migrationId}`, source.agentId);
-    }
+  const holder = await takeLock(lockKey(source.agentId, request.container), request.migrationId, ctx);
+  if (holder) {
+    return refuse('already-migrating', `container "${request.container}" is already being migrated by ${holder}; wait for it to end ("ums status ${holder}")`, source.agentId);
   }
 
-  const planned = await advance(bus, record, 'preparing', () => ({
+  const planned = await advance(bus, record, 'preflight', () => ({
     sourceAgent: source.agentId,
     image: container.image,
     imageId: container.imageId,
@@ -105,6 +100,29 @@ export async function planMigration(event: EventOf<'migration.requested'>, ctx: 
   await commandPrepare(planned.value, ctx);
 }
 
+/**
+ * Takes the container's migration lock; returns the id of the migration that holds it instead, if
+ * that one is still under way. A lock left by a migration that has ended (its holder crashed between
+ * ending it and releasing the lock) is taken over rather than blocking the container for ever.
+ */
+async function takeLock(key: string, migrationId: string, ctx: FunctionContext): Promise<string | undefined> {
+  for (let attempt = 0; attempt < 3; attempt++) {
+    try {
+      await ctx.bus.locks.create(key, { migrationId });
+      return undefined;
+    } catch (error) {
+      if (!(error instanceof RevisionConflictError)) throw error;
+    }
+    const holder = await ctx.bus.locks.get(key);
+    if (!holder || holder.value.migrationId === migrationId) return undefined;
+    const holding = await ctx.bus.migrations.get(holder.value.migrationId);
+    if (holding && !isTerminal(holding.value.state)) return holder.value.migrationId;
+    ctx.log.warn({ lock: key, staleHolder: holder.value.migrationId }, 'taking over a lock left by a migration that has ended');
+    await ctx.bus.locks.delete(key);
+  }
+  throw new Error(`could not take the migration lock ${key}: it keeps changing hands; the request will be delivered again`);
+}
+
 async function recordFor(event: EventOf<'migration.requested'>, ctx: FunctionContext): Promise<Versioned<MigrationRecord>> {
   const { migrationId, container, destinationAgent, sourceAgent } = event.data;
   const existing = await ctx.bus.migrations.get(migrationId);
@@ -112,6 +130,8 @@ async function recordFor(event: EventOf<'migration.requested'>, ctx: FunctionCon
   const record: MigrationRecord = {
     migrationId,
     state: 'requested',
+    epoch: 1,
+    deadlineAt: deadlineFor('requested'),
     container,
     destinationAgent,
     ...(sourceAgent ? { sourceAgent } : {}),
@@ -129,11 +149,11 @@ async function recordFor(event: EventOf<'migration.requested'>, ctx: FunctionCon
 }
 
 async function commandPrepare(record: MigrationRecord, ctx: FunctionContext): Promise<void> {
-  const { migrationId, container, destinationAgent, sourceAgent, artifactLocation, image, imageId } = record;
-  if (!sourceAgent || !artifactLocation || !image || !imageId) throw new Error(`migration ${migrationId} is preparing but has no plan`);
+  const { migrationId, epoch, container, destinationAgent, sourceAgent, artifactLocation, image, imageId } = record;
+  if (!sourceAgent || !artifactLocation || !image || !imageId) throw new Error(`migration ${migrationId} is in preflight but has no plan`);
   await ctx.bus.sendCommand(
     destinationAgent,
-    makeCommand('prepare', ctx.source, { migrationId, container, image, imageId, sourceAgent }, `${migrationId}.prepare`),
+    makeCommand('prepare', ctx.source, { migrationId, epoch, container, image, imageId, sourceAgent }, `${migrationId}.prepare`),
   );
   await ctx.bus.publishEvent(
     makeEvent(

@@ -1,12 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import { chunkKey, manifestKey, URL_BATCH } from '../core/checkpoint-artifact.js';
 import { makeCommand, type EventOf } from '../core/events.js';
-import type { MigrationRecord } from '../core/migration.js';
+import { isInFlight, type MigrationRecord } from '../core/migration.js';
 import type { FunctionContext } from './function-context.js';
 import { advance, annotate, recordOf } from './migration-transitions.js';
 
-export type PlanRestoreTrigger = EventOf<'restore.prepared' | 'restore.urls-needed' | 'checkpoint.uploaded'>;
-
+export type PlanRestoreTrigger = EventOf<'restore.prepared' | 'restore.urls-needed' | 'checkpoint.uploaded' | 'restore.started'>;
 
 /**
  * Lets the destination read the source cloud's archive without that cloud's credentials: it signs
@@ -17,6 +16,7 @@ export type PlanRestoreTrigger = EventOf<'restore.prepared' | 'restore.urls-need
  *   planning is left inside the frozen window.
  * - restore.urls-needed: sign the next batch.
  * - checkpoint.uploaded: record the artifact; the destination is already fetching.
+ * - restore.started: the destination has every verified byte and its engine is restoring.
  */
 export async function planRestore(event: PlanRestoreTrigger, ctx: FunctionContext): Promise<void> {
   const { bus, log } = ctx;
@@ -27,14 +27,14 @@ export async function planRestore(event: PlanRestoreTrigger, ctx: FunctionContex
     case 'restore.prepared': {
       if (event.data.agent !== destinationAgent) return;
       if (state === 'checkpointing') return commandCheckpoint(record.value, ctx);
-      if (state !== 'preparing') return;
+      if (state !== 'preflight') return;
       await sendUrls(record.value, 0, URL_BATCH, ctx, `${record.value.migrationId}.chunk-urls.0`);
       const next = await advance(bus, record, 'checkpointing', (current) => ({ times: { ...current.times, preparedAt: event.time } }));
       if (next) await commandCheckpoint(next.value, ctx);
       return;
     }
     case 'restore.urls-needed': {
-      if (event.data.agent !== destinationAgent || (state !== 'checkpointing' && state !== 'restoring')) return;
+      if (event.data.agent !== destinationAgent || !isInFlight(state)) return;
       // Requests are not deduplicated: an agent that restarted asks again for what it lost.
       await sendUrls(record.value, event.data.fromIndex, event.data.count, ctx, randomUUID());
       return;
@@ -53,17 +53,24 @@ export async function planRestore(event: PlanRestoreTrigger, ctx: FunctionContex
       // The destination may have finished first (restore.completed reached finalize before this
       // reached us): then only keep the upload's facts for the timeline. A lost race: look again.
       if (record.value.artifact) return;
-      const changed = state === 'checkpointing' ? await advance(bus, record, 'restoring', patch) : await annotate(bus, record, patch);
+      const changed = state === 'checkpointing' ? await advance(bus, record, 'uploaded', patch) : await annotate(bus, record, patch);
       if (!changed) await planRestore(event, ctx);
+      return;
+    }
+    case 'restore.started': {
+      if (event.data.agent !== destinationAgent) return;
+      if (state !== 'checkpointing' && state !== 'uploaded') return;
+      const next = await advance(bus, record, 'restoring', (current) => ({ times: { ...current.times, downloadedAt: event.data.downloadedAt } }));
+      if (!next) await planRestore(event, ctx);
       return;
     }
   }
 }
 
 async function commandCheckpoint(record: MigrationRecord, ctx: FunctionContext): Promise<void> {
-  const { migrationId, container, sourceAgent, artifactLocation } = record;
+  const { migrationId, epoch, container, sourceAgent, artifactLocation } = record;
   if (!sourceAgent || !artifactLocation) throw new Error(`migration ${migrationId} is checkpointing but has no plan`);
-  await ctx.bus.sendCommand(sourceAgent, makeCommand('checkpoint', ctx.source, { migrationId, container, artifact: artifactLocation }, `${migrationId}.checkpoint`));
+  await ctx.bus.sendCommand(sourceAgent, makeCommand('checkpoint', ctx.source, { migrationId, epoch, container, artifact: artifactLocation }, `${migrationId}.checkpoint`));
   ctx.log.info({ migrationId, sourceAgent }, 'destination ready; source commanded to checkpoint');
 }
 
@@ -85,6 +92,7 @@ async function sendUrls(record: MigrationRecord, fromIndex: number, count: numbe
       ctx.source,
       {
         migrationId: record.migrationId,
+        epoch: record.epoch,
         ...(manifest ? { manifestUrl: manifest.url } : {}),
         chunks: signed.map((c, i) => ({ index: fromIndex + i, url: c.url })),
         expiresAt,

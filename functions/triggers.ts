@@ -6,8 +6,17 @@ import type { EventName } from '../core/events.js';
  */
 export const triggers = {
   planMigration: ['migration.requested'],
-  planRestore: ['restore.prepared', 'restore.urls-needed', 'checkpoint.uploaded'],
-  finalize: ['restore.completed', 'restore.failed', 'checkpoint.failed', 'source.discarded', 'source.resumed', 'source.resume-failed'],
+  planRestore: ['restore.prepared', 'restore.urls-needed', 'checkpoint.uploaded', 'restore.started'],
+  finalize: ['restore.completed', 'restore.failed', 'restore.aborted', 'checkpoint.failed', 'source.discarded', 'source.resumed', 'source.resume-failed'],
+  superviseMigrations: [],
 } as const satisfies Record<string, readonly EventName[]>;
 
 export type FunctionName = keyof typeof triggers;
+
+/** The CloudEvent type of a scheduler tick (Cloud Scheduler in the cloud, the trigger bridge locally). */
+export const SCHEDULE_TICK_TYPE = 'dev.ums.schedule.tick.v1';
+
+/** Functions run on a schedule rather than by events, and how often. */
+export const schedules: Partial<Record<FunctionName, { everySeconds: number }>> = {
+  superviseMigrations: { everySeconds: Number(process.env.UMS_SUPERVISE_EVERY_SECONDS ?? 5) || 5 },
+};

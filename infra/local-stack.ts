@@ -194,6 +194,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
           UMS_REGION: spec.region,
           UMS_STORE_URL: server.storeUrl,
           UMS_PODMAN_URL: host.url,
+          UMS_STATE_DIR: join(hostDir, 'agent-state'),
         },
         logFile: agentLog,
         ready: async () => (await readFile(agentLog, 'utf8')).includes('agent started'),

@@ -6,13 +6,15 @@ import { subjects } from '../core/event-bus.js';
 import type { EventName } from '../core/events.js';
 import { createLogger } from '../core/log.js';
 import { connectNatsBus, ensureConsumer, type NatsEventBus } from '../core/nats-event-bus.js';
-import { triggers, type FunctionName } from '../functions/triggers.js';
+import { randomUUID } from 'node:crypto';
+import { schedules, SCHEDULE_TICK_TYPE, triggers, type FunctionName } from '../functions/triggers.js';
 
 /**
  * The trigger bridge: what Eventarc is to Cloud Functions, for events on NATS JetStream. Each
  * (function, event type) pair is a durable consumer, so events wait in the stream while a function is
  * down; each event is POSTed to the function as a structured-mode CloudEvent, acknowledged on 2xx and
  * redelivered with exponential backoff otherwise; after `MAX_DELIVERIES` it becomes a dead letter.
+ * It also plays Cloud Scheduler for the functions that run on a schedule (the migration supervisor).
  */
 const log = createLogger('trigger-bridge');
 
@@ -59,8 +61,39 @@ export async function runBridge(bus: NatsEventBus, endpoints: FunctionEndpoints,
       log.info({ function: fn, event, url }, 'trigger bound');
     }
   }
+  for (const [fn, url] of Object.entries(endpoints) as Array<[FunctionName, string]>) {
+    const schedule = schedules[fn];
+    if (schedule) stops.push(tick(fn, url, schedule.everySeconds * 1000, headers));
+  }
   return async () => {
     await Promise.all(stops.map((stop) => stop()));
+  };
+}
+
+/** POSTs a tick CloudEvent every `everyMs`, one at a time; a failed tick is simply followed by the next. */
+function tick(fn: string, url: string, everyMs: number, headers: () => Promise<Record<string, string>>): () => Promise<void> {
+  let running: Promise<void> = Promise.resolve();
+  const timer = setInterval(() => {
+    running = running.then(async () => {
+      const event = { specversion: '1.0', id: randomUUID(), source: '/ums/scheduler', type: SCHEDULE_TICK_TYPE, time: new Date().toISOString(), data: {} };
+      try {
+        const response = await fetch(url, {
+          method: 'POST',
+          headers: { 'content-type': 'application/cloudevents+json; charset=utf-8', ...(await headers()) },
+          body: JSON.stringify(event),
+          signal: AbortSignal.timeout(everyMs * 4),
+        });
+        await response.body?.cancel();
+        if (!response.ok) log.warn({ function: fn, status: response.status }, 'scheduled function failed');
+      } catch (error) {
+        log.warn({ function: fn, reason: (error as Error).message }, 'scheduled function unreachable');
+      }
+    });
+  }, everyMs);
+  log.info({ function: fn, everyMs }, 'schedule bound');
+  return async () => {
+    clearInterval(timer);
+    await running;
   };
 }
 

@@ -16,6 +16,7 @@ import { finalize } from '../../functions/finalize.js';
 import type { FunctionContext } from '../../functions/function-context.js';
 import { planMigration } from '../../functions/plan-migration.js';
 import { planRestore } from '../../functions/plan-restore.js';
+import { superviseMigrations } from '../../functions/supervise-migrations.js';
 import { startNatsServer, type NatsServer } from '../../infra/nats-server.js';
 
 /**
@@ -154,7 +155,7 @@ describe('the migration functions against a real JetStream', () => {
     assert.equal((await bus.migrations.get(fresh.data.migrationId))?.value.state, 'requested', 'nothing decided yet');
     await bus.agents.put(SOURCE, registration(SOURCE, [container('web'), container('started-a-moment-ago')]));
     await planMigration(fresh, ctx);
-    assert.equal((await bus.migrations.get(fresh.data.migrationId))?.value.state, 'preparing');
+    assert.equal((await bus.migrations.get(fresh.data.migrationId))?.value.state, 'preflight');
     await bus.locks.delete(lockKey(SOURCE, 'started-a-moment-ago'));
   });
 
@@ -172,7 +173,7 @@ describe('the migration functions against a real JetStream', () => {
     await Promise.all([planMigration(event, ctx), planMigration(event, ctx)]);
     await planMigration(event, ctx);
     const record = await bus.migrations.get(event.data.migrationId);
-    assert.equal(record?.value.state, 'preparing');
+    assert.equal(record?.value.state, 'preflight');
     assert.equal(record?.value.sourceAgent, SOURCE);
     const commands = await commandsFor(DESTINATION);
     assert.equal(commands.length, 1, 'duplicates are dropped by the stream');
@@ -192,12 +193,12 @@ describe('the migration functions against a real JetStream', () => {
     const { migrationId } = event.data;
     const prefix = `migrations/${migrationId}/`;
     await planMigration(event, ctx);
-    assert.equal((await bus.migrations.get(migrationId))?.value.state, 'preparing');
+    assert.equal((await bus.migrations.get(migrationId))?.value.state, 'preflight');
     assert.deepEqual((await commandsFor(DESTINATION)).map((c) => c.name), ['prepare']);
     assert.deepEqual(await commandsFor(SOURCE), [], 'nothing is frozen before the destination is ready');
 
     await planRestore(makeEvent('restore.prepared', '/a', { migrationId, agent: 'impostor-1', freeDiskBytes: 1e9 }), ctx);
-    assert.equal((await bus.migrations.get(migrationId))?.value.state, 'preparing', 'readiness from another agent is ignored');
+    assert.equal((await bus.migrations.get(migrationId))?.value.state, 'preflight', 'readiness from another agent is ignored');
     const prepared = makeEvent('restore.prepared', '/a', { migrationId, agent: DESTINATION, freeDiskBytes: 1e9 });
     await planRestore(prepared, ctx);
     await planRestore(prepared, ctx);
@@ -223,14 +224,26 @@ describe('the migration functions against a real JetStream', () => {
     await planRestore(uploaded('impostor-1'), ctx);
     assert.equal((await bus.migrations.get(migrationId))?.value.state, 'checkpointing', 'an upload from another agent is ignored');
     await planRestore(uploaded(SOURCE), ctx);
+    assert.equal((await bus.migrations.get(migrationId))?.value.state, 'uploaded');
+    await planRestore(makeEvent('restore.started', '/a', { migrationId, agent: DESTINATION, downloadedAt: now }), ctx);
     assert.equal((await bus.migrations.get(migrationId))?.value.state, 'restoring');
+    const forwardEpoch = (await bus.migrations.get(migrationId))?.value.epoch;
 
     await finalize(makeEvent('restore.failed', '/a', { migrationId, agent: DESTINATION, code: 'digest-mismatch', reason: 'chunk 0 sha256 differs' }), ctx);
-    assert.equal((await bus.migrations.get(migrationId))?.value.state, 'rolling-back');
-    assert.deepEqual((await commandsFor(SOURCE)).map((c) => c.name), ['checkpoint', 'resume']);
+    const rolling = await bus.migrations.get(migrationId);
+    assert.equal(rolling?.value.state, 'rolling-back');
+    assert.equal(rolling?.value.epoch, (forwardEpoch ?? 0) + 1, 'turning back raises the epoch');
+    // the destination confirms it holds no copy before the source may resume
+    assert.deepEqual((await commandsFor(SOURCE)).map((c) => c.name), ['checkpoint']);
+    const abort = (await commandsFor(DESTINATION)).at(-1);
+    assert.ok(abort?.name === 'abort' && abort.data.epoch === rolling?.value.epoch);
     // a late success report from the destination must not undo the rollback
     await finalize(makeEvent('restore.completed', '/a', { migrationId, agent: DESTINATION, container: 'web', containerId: 'x', downloadedAt: now, restoredAt: now }), ctx);
     assert.equal((await bus.migrations.get(migrationId))?.value.state, 'rolling-back');
+    assert.deepEqual((await commandsFor(SOURCE)).map((c) => c.name), ['checkpoint']);
+    await finalize(makeEvent('restore.aborted', '/a', { migrationId, agent: DESTINATION, container: 'web', removedRestoredCopy: true }), ctx);
+    const resume = (await commandsFor(SOURCE)).at(-1);
+    assert.ok(resume?.name === 'resume' && resume.data.epoch === rolling?.value.epoch);
 
     await finalize(makeEvent('source.resumed', '/a', { migrationId, agent: SOURCE, container: 'web' }), ctx);
     const record = await bus.migrations.get(migrationId);
@@ -273,6 +286,9 @@ describe('the migration functions against a real JetStream', () => {
     const t = (ms: number) => new Date(base + ms).toISOString();
     await finalize(makeEvent('restore.completed', '/a', { migrationId, agent: DESTINATION, container: 'web', containerId: 'x', downloadedAt: t(500), restoredAt: t(900) }), ctx);
     assert.equal((await bus.migrations.get(migrationId))?.value.state, 'finalizing');
+    // the failure report of a step that was overtaken cannot turn a confirmed restore back
+    await finalize(makeEvent('checkpoint.failed', '/a', { migrationId, agent: SOURCE, code: 'upload-failed', reason: 'late', containerCheckpointed: true }), ctx);
+    assert.equal((await bus.migrations.get(migrationId))?.value.state, 'finalizing');
     await planRestore(
       makeEvent('checkpoint.uploaded', '/a', {
         migrationId,
@@ -297,5 +313,85 @@ describe('the migration functions against a real JetStream', () => {
     assert.ok(completed?.name === 'migration.completed');
     assert.equal(completed.data.timeline.frozenMs, 900);
     assert.equal(await (await openObjectStore(storeUrl)).head(`${prefix}manifest.json`), undefined);
+  });
+
+  /** A migration planned and frozen (checkpointing), ready for the supervisor to find stalled. */
+  async function frozenMigration(): Promise<string> {
+    await bus.locks.delete(lockKey(SOURCE, 'web'));
+    const event = request('web');
+    await planMigration(event, ctx);
+    await planRestore(makeEvent('restore.prepared', '/a', { migrationId: event.data.migrationId, agent: DESTINATION, freeDiskBytes: 1e9 }), ctx);
+    assert.equal((await bus.migrations.get(event.data.migrationId))?.value.state, 'checkpointing');
+    return event.data.migrationId;
+  }
+
+  const lastHeartbeat = async (agentId: string, at: number) => {
+    const entry = await bus.agents.get(agentId);
+    assert.ok(entry);
+    await bus.agents.put(agentId, { ...entry.value, heartbeatAt: new Date(at).toISOString() });
+  };
+  const silence = (agentId: string) => lastHeartbeat(agentId, Date.now() - 60_000);
+
+  it('supervisor: leaves healthy migrations alone, rolls back one whose destination went silent, resumes the source once the destination is presumed gone', async () => {
+    const migrationId = await frozenMigration();
+    const quiet = await superviseMigrations(ctx);
+    assert.ok(!quiet.acted.some((a) => a.migrationId === migrationId), 'on time and every agent alive: nothing to do');
+
+    await silence(DESTINATION);
+    await superviseMigrations(ctx);
+    const rolling = await bus.migrations.get(migrationId);
+    assert.equal(rolling?.value.state, 'rolling-back');
+    assert.equal(rolling?.value.failure?.code, 'deadline-exceeded');
+    assert.match(rolling?.value.failure?.reason ?? '', /"gcp-us-central1-1" stopped sending heartbeats/);
+    assert.ok((await commandsFor(DESTINATION)).some((c) => c.name === 'abort'));
+    assert.ok(!(await commandsFor(SOURCE)).some((c) => c.name === 'resume'), 'no resume before the rollback deadline: the destination may still answer');
+
+    // Past the rollback deadline, the destination still silent: availability wins, the source resumes.
+    await superviseMigrations(ctx, Date.now() + 61_000);
+    const presumed = await bus.migrations.get(migrationId);
+    assert.equal(presumed?.value.rollback?.destinationClear, true);
+    assert.match(presumed?.value.rollback?.how ?? '', /presumed/);
+    const resume = (await commandsFor(SOURCE)).find((c) => c.name === 'resume');
+    assert.ok(resume?.name === 'resume' && resume.data.epoch === presumed?.value.epoch);
+    await finalize(makeEvent('source.resumed', '/a', { migrationId, agent: SOURCE, container: 'web' }), ctx);
+    assert.equal((await bus.migrations.get(migrationId))?.value.state, 'failed');
+  });
+
+  it('supervisor: a phase past its deadline rolls back even with every agent alive; a confirmed restore is completed, not rolled back', async () => {
+    const stuck = await frozenMigration();
+    const later = Date.now() + 11 * 60_000;
+    // every agent still beating at that later time: only the deadline speaks
+    await lastHeartbeat(SOURCE, later);
+    await lastHeartbeat(DESTINATION, later);
+    await superviseMigrations(ctx, later);
+    assert.equal((await bus.migrations.get(stuck))?.value.state, 'rolling-back');
+    assert.match((await bus.migrations.get(stuck))?.value.failure?.reason ?? '', /stayed checkpointing past its deadline/);
+
+    await purgeCommands();
+    const confirmed = await frozenMigration();
+    const t = new Date().toISOString();
+    await finalize(makeEvent('restore.completed', '/a', { migrationId: confirmed, agent: DESTINATION, container: 'web', containerId: 'x', downloadedAt: t, restoredAt: t }), ctx);
+    assert.equal((await bus.migrations.get(confirmed))?.value.state, 'finalizing');
+    // the source's agent is gone before it discarded its copy: the migration still completes, and says what is left
+    await silence(SOURCE);
+    await superviseMigrations(ctx, Date.now() + 2 * 60_000);
+    const done = await bus.migrations.get(confirmed);
+    assert.equal(done?.value.state, 'done');
+    assert.match(done?.value.pendingCleanup ?? '', /discard its kept checkpoint/);
+    assert.ok((await commandsFor(SOURCE)).some((c) => c.name === 'discard'), 'the discard waits in the source\'s queue');
+  });
+
+  it('takes over a lock left behind by a migration that has ended', async () => {
+    await bus.locks.delete(lockKey(SOURCE, 'web'));
+    const ended = request('web');
+    await planMigration(ended, ctx);
+    await finalize(makeEvent('restore.failed', '/a', { migrationId: ended.data.migrationId, agent: DESTINATION, code: 'image-missing', reason: 'x' }), ctx);
+    assert.equal((await bus.migrations.get(ended.data.migrationId))?.value.state, 'failed');
+    // as if the function died between ending the migration and releasing its lock
+    await bus.locks.put(lockKey(SOURCE, 'web'), { migrationId: ended.data.migrationId });
+    const next = request('web');
+    await planMigration(next, ctx);
+    assert.equal((await bus.migrations.get(next.data.migrationId))?.value.state, 'preflight');
+    assert.equal((await bus.locks.get(lockKey(SOURCE, 'web')))?.value.migrationId, next.data.migrationId);
   });
 });

@@ -196,7 +196,7 @@ describe('RestoreJob refuses bad input before anything is restored', { timeout: 
     let prepared!: () => void;
     const preparedPromise = new Promise<void>((resolve) => (prepared = resolve));
     const job = new RestoreJob({
-      command: { migrationId, container: NAME, image: IMAGE, imageId: image.id, sourceAgent: SOURCE },
+      command: { migrationId, epoch: 1, container: NAME, image: IMAGE, imageId: image.id, sourceAgent: SOURCE },
       engine: destination.engine,
       bus,
       emit: async <N extends EventName>(name: N, data: EventData<N>): Promise<void> => {
@@ -210,9 +210,10 @@ describe('RestoreJob refuses bad input before anything is restored', { timeout: 
       urlLowWater: 2,
       urlBatch: 8,
       idleTimeoutMs: IDLE_TIMEOUT_MS,
+      beforeRestore: async () => undefined,
     });
     // The source's chunk-urls command, all of it up front: no case waits for URLs it does not have.
-    const urls: CommandData<'chunk-urls'> = { migrationId, manifestUrl: manifestUrl.url, chunks: chunkUrls, expiresAt: manifestUrl.expiresAt };
+    const urls: CommandData<'chunk-urls'> = { migrationId, epoch: 1, manifestUrl: manifestUrl.url, chunks: chunkUrls, expiresAt: manifestUrl.expiresAt };
     job.addUrls(urls);
     const result = job.run();
     result.catch(() => undefined);

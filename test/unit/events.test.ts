@@ -24,17 +24,27 @@ describe('events and commands at the boundary', () => {
     assert.throws(() => parseEvent({ ...base, data: { migrationId, container: '../etc', destinationAgent: 'x' } }), /container/);
     assert.throws(() => parseEvent({ ...base, data: { migrationId: 'a.b', container: 'web', destinationAgent: 'x' } }), /migrationId/);
     // a command is not an event, and the other way round
-    const command = toWire(makeCommand('discard', '/ums/functions/finalize', { migrationId, container: 'web' }));
+    const command = toWire(makeCommand('discard', '/ums/functions/finalize', { migrationId, epoch: 1, container: 'web' }));
     assert.throws(() => parseEvent(command), /unknown event type/);
     assert.throws(() => parseCommand(base), /unknown command type/);
   });
 
+  it('rejects another schema version with a reason instead of guessing at it, and a command without its epoch', () => {
+    const base = toWire(makeEvent('migration.requested', '/ums/cli', { migrationId, container: 'web', destinationAgent: 'gcp-us-central1-1' }));
+    assert.throws(() => parseEvent({ ...base, type: 'dev.ums.migration.requested.v2' }), /schema version 2; this build speaks version 1/);
+    const resume = toWire(makeCommand('resume', '/f', { migrationId, epoch: 2, container: 'web' }));
+    assert.throws(() => parseCommand({ ...resume, type: 'dev.ums.command.resume.v3' }), /schema version 3/);
+    assert.throws(() => parseCommand({ ...resume, data: { migrationId, container: 'web' } }), /epoch/);
+    assert.throws(() => parseCommand({ ...resume, data: { migrationId, container: 'web', epoch: 0 } }), /epoch/);
+  });
+
   it('validates the destination\'s commands, including the signed URLs', () => {
-    const prepare = { migrationId, container: 'web', image: 'localhost/ums/counter:1', imageId: 'e'.repeat(64), sourceAgent: 'azure-eastus-1' };
+    const prepare = { migrationId, epoch: 1, container: 'web', image: 'localhost/ums/counter:1', imageId: 'e'.repeat(64), sourceAgent: 'azure-eastus-1' };
     assert.equal(parseCommand(toWire(makeCommand('prepare', '/f', prepare))).name, 'prepare');
     assert.throws(() => makeCommand('prepare', '/f', { ...prepare, sourceAgent: 'a b' }));
     const urls = {
       migrationId,
+      epoch: 1,
       manifestUrl: 'https://example.blob.core.windows.net/c/migrations/m/manifest.json?sig=x',
       chunks: [{ index: 0, url: 'https://example.blob.core.windows.net/c/migrations/m/chunks/000000?sig=x' }],
       expiresAt: new Date().toISOString(),

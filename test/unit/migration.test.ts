@@ -1,14 +1,18 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { canTransition, isTerminal, MigrationState, timelineOf, type MigrationRecord } from '../../core/migration.js';
+import { canTransition, COMMAND_VALID_IN, isTerminal, MigrationState, timelineOf, type MigrationRecord } from '../../core/migration.js';
 
 describe('the migration state machine', () => {
   it('allows the happy path and the way back, and nothing out of a terminal state', () => {
-    const path: MigrationState[] = ['requested', 'preparing', 'checkpointing', 'restoring', 'finalizing', 'done'];
+    const path: MigrationState[] = ['requested', 'preflight', 'checkpointing', 'uploaded', 'restoring', 'restored', 'finalizing', 'done'];
     for (let i = 1; i < path.length; i++) assert.ok(canTransition(path[i - 1] as MigrationState, path[i] as MigrationState));
-    assert.ok(canTransition('restoring', 'rolling-back'));
+    for (const from of ['checkpointing', 'uploaded', 'restoring'] as const) assert.ok(canTransition(from, 'rolling-back'), from);
     // the destination may report success before the upload's own report reached the planner
-    assert.ok(canTransition('checkpointing', 'finalizing'));
+    assert.ok(canTransition('checkpointing', 'restored'));
+    assert.ok(canTransition('uploaded', 'restored'));
+    // forward steps never go backwards
+    assert.ok(!canTransition('restoring', 'uploaded'));
+    assert.ok(!canTransition('uploaded', 'checkpointing'));
     assert.ok(canTransition('rolling-back', 'failed'));
     for (const terminal of ['done', 'failed'] as const) {
       assert.ok(isTerminal(terminal));
@@ -18,12 +22,28 @@ describe('the migration state machine', () => {
 
   it('never lets a restored migration roll back, nor a frozen one fail without resuming', () => {
     // once the destination runs the service, only discarding the source is safe
-    assert.ok(!canTransition('finalizing', 'rolling-back'));
-    assert.ok(!canTransition('finalizing', 'failed'));
+    for (const from of ['restored', 'finalizing'] as const) {
+      assert.ok(!canTransition(from, 'rolling-back'), from);
+      assert.ok(!canTransition(from, 'failed'), from);
+    }
     // after the freeze, failure goes through rolling-back (the source must resume first)
+    assert.ok(!canTransition('uploaded', 'failed'));
     assert.ok(!canTransition('restoring', 'failed'));
     // before the freeze, a refusal ends it directly
-    assert.ok(canTransition('preparing', 'failed'));
+    assert.ok(canTransition('preflight', 'failed'));
+  });
+
+  it('keeps each command to the states where it still applies (the fence the agents check)', () => {
+    assert.deepEqual(COMMAND_VALID_IN.checkpoint, ['checkpointing']);
+    assert.deepEqual(COMMAND_VALID_IN.resume, ['rolling-back']);
+    // a forward command never applies once the saga turned back, nor a resume before it did
+    for (const forward of ['prepare', 'chunk-urls', 'checkpoint', 'discard'] as const) {
+      assert.ok(!COMMAND_VALID_IN[forward].includes('rolling-back'), forward);
+      assert.ok(!COMMAND_VALID_IN[forward].includes('failed'), forward);
+    }
+    for (const state of MigrationState.options) if (state !== 'rolling-back') assert.ok(!COMMAND_VALID_IN.resume.includes(state));
+    // the source discards only after the destination confirmed
+    assert.ok(COMMAND_VALID_IN.discard.every((state) => ['finalizing', 'done'].includes(state)));
   });
 
   it('derives the timeline from the recorded timestamps', () => {
@@ -31,6 +51,7 @@ describe('the migration state machine', () => {
     const record: MigrationRecord = {
       migrationId: 'm1',
       state: 'done',
+      epoch: 1,
       container: 'web',
       destinationAgent: 'gcp',
       sourceAgent: 'azure',

@@ -1,0 +1,345 @@
+import { z } from 'zod';
+
+/**
+ * Which of the three migration approaches of the UMS research (GLOBECOM 2023) moves a container, decided
+ * from what each end can do and what the container is like. The approaches differ by the authority the user
+ * has over the machinery:
+ *
+ * - orchestrator: Kubernetes does it. The kubelet's checkpoint API freezes-and-dumps the container through
+ *   CRI-O + CRIU on the source node; the archive becomes an OCI "checkpoint image" that CRI-O restores when a
+ *   Pod names it (agents/kubelet-checkpoint.ts). Needs it at both ends.
+ * - container: our host agents with the host's engine (Podman + CRIU) do it. Needs it at both ends.
+ * - service: the service's own image carries a launcher + CRIU that runs as the container's entrypoint and
+ *   checkpoints its child from inside; the destination only starts a plain container from the same image and
+ *   the launcher there restores. Needs the launcher in the source container; any engine at the destination.
+ *
+ * The paper found service level fastest for single-process services and container level better for
+ * multi-process ones; the cost model below encodes that (see COST_MODEL).
+ *
+ * Decision table (first matching feasibility, then the cheapest feasible estimate; `requested` overrides
+ * the choice but never feasibility):
+ *
+ * | # | container level both ends | launcher in source container | orchestrator both ends | processes / memory | chosen |
+ * |---|---|---|---|---|---|
+ * | 1 | yes | no  | no  | any                        | container |
+ * | 2 | yes | yes | any | 1 process, < ~340 MiB      | service (lower fixed cost) |
+ * | 3 | yes | yes | any | >= 2 processes             | container (per-process cost of in-image CRIU) |
+ * | 4 | yes | yes | any | 1 process, >= ~340 MiB     | container (the launcher's extra copy of memory) |
+ * | 5 | no  | yes | no  | any                        | service (the only one left) |
+ * | 6 | no  | yes | yes | <= ~10 processes           | service; above that orchestrator (the launcher's per-process cost) |
+ * | 7 | no  | no  | yes | any                        | orchestrator |
+ * | 8 | yes | no  | yes | any                        | container (orchestrator's image build + registry round trip cost more) |
+ * | 9 | no  | no  | no  | any                        | refused: nothing feasible, with each approach's reason |
+ * | 10 | destination cannot run a plain container, or lacks the image | | | | container and service infeasible; orchestrator if both ends have it |
+ * | 11 | `requested` feasible | | | | requested, even if another is cheaper |
+ * | 12 | `requested` infeasible | | | | refused with that approach's reason (no silent fallback) |
+ *
+ * Ties in the estimate go to container, then service, then orchestrator (container level is the path the
+ * rest of UMS exercises most).
+ */
+
+export const MigrationApproach = z.enum(['orchestrator', 'container', 'service']);
+export type MigrationApproach = z.infer<typeof MigrationApproach>;
+
+const reason = z.string().min(1).max(2000);
+
+/** Container level: the host's engine answers and its checkpoint/restore (CRIU) works. */
+export const ContainerLevelCapability = z.object({
+  available: z.boolean(),
+  /** Why not, when not available (what failed and what to do). */
+  reason: reason.optional(),
+  /** e.g. "podman 4.3.1 (runc 1.1.4)" */
+  engine: z.string().optional(),
+  criuVersion: z.string().optional(),
+});
+export type ContainerLevelCapability = z.infer<typeof ContainerLevelCapability>;
+
+/** Orchestrator level: a kubelet whose checkpoint API is enabled and that lets this agent use it. */
+export const OrchestratorLevelCapability = z.object({
+  available: z.boolean(),
+  reason: reason.optional(),
+  /** https://<node>:10250, without credentials. */
+  kubeletUrl: z.url().optional(),
+  nodeName: z.string().optional(),
+  /** The node's container runtime when known, e.g. "cri-o://1.30.4"; restore needs CRI-O. */
+  runtime: z.string().optional(),
+});
+export type OrchestratorLevelCapability = z.infer<typeof OrchestratorLevelCapability>;
+
+/** Whether the host can start a plain container at all (what service level needs at the destination). */
+export const PlainContainerCapability = z.object({
+  available: z.boolean(),
+  reason: reason.optional(),
+});
+export type PlainContainerCapability = z.infer<typeof PlainContainerCapability>;
+
+/** What an agent reports about its host (per host; service level is per container, see ContainerTraits). */
+export const HostCapabilities = z.object({
+  containerLevel: ContainerLevelCapability,
+  orchestratorLevel: OrchestratorLevelCapability,
+  /**
+   * Absent in reports from agents that predate it: then a host counts as able to start plain containers when
+   * its engine answered (containerLevel.engine set) or container level is available.
+   */
+  plainContainers: PlainContainerCapability.optional(),
+  probedAt: z.iso.datetime({ offset: true }).optional(),
+});
+export type HostCapabilities = z.infer<typeof HostCapabilities>;
+
+/** The in-image launcher of service level, as its control socket reports it. */
+export const LauncherCapability = z.object({
+  available: z.boolean(),
+  version: z.string().optional(),
+  reason: reason.optional(),
+});
+export type LauncherCapability = z.infer<typeof LauncherCapability>;
+
+/** Per container: what the cost model needs, and whether it runs the launcher. */
+export const ContainerTraits = z.object({
+  processCount: z.number().int().positive().optional(),
+  memoryBytes: z.number().int().nonnegative().optional(),
+  launcher: LauncherCapability.optional(),
+});
+export type ContainerTraits = z.infer<typeof ContainerTraits>;
+
+/** The link between the source's store (or registry) and the destination, as measured (optional). */
+export const LinkFacts = z.object({
+  bandwidthBytesPerSecond: z.number().positive().optional(),
+});
+export type LinkFacts = z.infer<typeof LinkFacts>;
+
+export const DecisionInput = z.object({
+  source: HostCapabilities,
+  destination: HostCapabilities,
+  container: ContainerTraits,
+  requested: MigrationApproach.optional(),
+  bandwidthBytesPerSecond: z.number().positive().optional(),
+  /**
+   * Whether the destination holds the container's image (the planner checks it). Container level restores
+   * onto the very image id and service level starts the image; orchestrator level pulls it by name through
+   * the Pod. Default true (unknown: the planner refuses a missing image before anything is frozen anyway).
+   */
+  destinationHasImage: z.boolean().optional(),
+});
+export type DecisionInput = z.infer<typeof DecisionInput>;
+
+export interface Candidate {
+  approach: MigrationApproach;
+  feasible: boolean;
+  /** Why it is (in)feasible, and for a feasible one what its estimate assumed. */
+  why: string;
+  /** Only for feasible candidates. */
+  estimatedMs?: number;
+}
+
+export type Decision =
+  | { kind: 'chosen'; approach: MigrationApproach; reason: string; candidates: Candidate[] }
+  | { kind: 'refused'; code: 'requested-infeasible' | 'none-feasible'; reason: string; candidates: Candidate[] };
+
+/**
+ * The cost model, in one place. Estimated time of one migration with approach A:
+ *
+ *   fixedMs[A]
+ *   + processes * perProcessMs[A]
+ *   + MiB * (dumpRestoreMsPerMiB + extraMsPerMiB[A])
+ *   + transferCopies[A] * bytes / bandwidth
+ *
+ * - fixedMs: what does not depend on the container. Service: the launcher's socket round trips and starting a
+ *   plain container. Container: Podman's export/import and container re-creation (the floor in
+ *   docs/bench/latest.md is 0.3-0.4 s each way for an idle container) plus UMS's planning (~0.4 s). Orchestrator:
+ *   the kubelet call, building the checkpoint image, the registry round trip and scheduling the Pod.
+ * - perProcessMs: CRIU's per-task work. The launcher runs an unprivileged, in-container CRIU that walks and
+ *   restores every task itself (and re-creates the process tree under its own pid namespace), which the paper
+ *   measured to grow quickly with processes; the host's CRIU under runc does it far cheaper.
+ * - dumpRestoreMsPerMiB: CRIU writing and reading memory pages, the same for all approaches (~1 GiB/s each way).
+ *   extraMsPerMiB: the launcher streams the images through its control socket, one more copy of every page.
+ * - transferCopies: container and service levels stream the archive once (upload and download overlap);
+ *   orchestrator level pushes the checkpoint image to a registry and the destination pulls it again.
+ *
+ * With these constants, service beats container for a single process below about 340 MiB and loses from two
+ * processes on, which is what the paper found. The numbers are placeholders to be recalibrated from
+ * `npm run bench` (test/bench/) once it measures all three approaches; only their ratios matter here.
+ */
+export const COST_MODEL = {
+  fixedMs: { service: 400, container: 1_600, orchestrator: 9_000 },
+  perProcessMs: { service: 900, container: 40, orchestrator: 40 },
+  dumpRestoreMsPerMiB: 2,
+  extraMsPerMiB: { service: 1, container: 0, orchestrator: 0 },
+  transferCopies: { service: 1, container: 1, orchestrator: 2 },
+  /** Assumed when no bandwidth was measured: what the cloud stores' emulators take (see README, Benchmark). */
+  defaultBandwidthBytesPerSecond: 50 * 1024 * 1024,
+  /** Assumed when the container's traits are unknown. */
+  defaultProcessCount: 1,
+  defaultMemoryBytes: 64 * 1024 * 1024,
+} as const;
+
+/** Tie-break and display order. */
+const ORDER: readonly MigrationApproach[] = ['container', 'service', 'orchestrator'];
+
+const MiB = 1024 * 1024;
+
+export class ApproachRefusedError extends Error {
+  constructor(
+    readonly code: 'requested-infeasible' | 'none-feasible',
+    readonly detail: string,
+    readonly candidates: Candidate[],
+  ) {
+    super(detail);
+    this.name = 'ApproachRefusedError';
+  }
+}
+
+/**
+ * Decides how to migrate. Never throws for a valid input: a request that cannot be honoured, or a pair of
+ * hosts with nothing in common, comes back as `kind: 'refused'` with a reason naming what is missing where.
+ * Validates its input with zod (it crosses the boundary from agents' registrations); throws on malformed input.
+ */
+export function decideApproach(raw: DecisionInput): Decision {
+  const input = DecisionInput.parse(raw);
+  const candidates = ORDER.map((approach) => assess(approach, input));
+
+  if (input.requested !== undefined) {
+    const requested = candidates.find((c) => c.approach === input.requested);
+    if (requested === undefined || !requested.feasible) {
+      return {
+        kind: 'refused',
+        code: 'requested-infeasible',
+        reason: `${input.requested} level was requested but cannot be used: ${requested?.why ?? 'unknown approach'}`,
+        candidates,
+      };
+    }
+    const cheapest = cheapestOf(candidates);
+    const note =
+      cheapest !== undefined && cheapest.approach !== requested.approach
+        ? ` (${cheapest.approach} level was estimated faster: ${fmtMs(cheapest.estimatedMs)} against ${fmtMs(requested.estimatedMs)})`
+        : '';
+    return { kind: 'chosen', approach: requested.approach, reason: `${requested.approach} level as requested${note}`, candidates };
+  }
+
+  const best = cheapestOf(candidates);
+  if (best === undefined) {
+    const whyNot = candidates.map((c) => `${c.approach} level: ${c.why}`).join('; ');
+    return { kind: 'refused', code: 'none-feasible', reason: `no migration approach is possible between these hosts: ${whyNot}`, candidates };
+  }
+  const others = candidates.filter((c) => c !== best);
+  const comparison = others
+    .map((c) => (c.feasible ? `${c.approach} ${fmtMs(c.estimatedMs)}` : `${c.approach} not possible`))
+    .join(', ');
+  return {
+    kind: 'chosen',
+    approach: best.approach,
+    reason: `${best.approach} level: estimated ${fmtMs(best.estimatedMs)} (${comparison})`,
+    candidates,
+  };
+}
+
+/** decideApproach, throwing ApproachRefusedError on a refusal (for callers that treat it as a failure). */
+export function decideApproachOrThrow(input: DecisionInput): Extract<Decision, { kind: 'chosen' }> {
+  const decision = decideApproach(input);
+  if (decision.kind === 'refused') throw new ApproachRefusedError(decision.code, decision.reason, decision.candidates);
+  return decision;
+}
+
+/** The estimate of the cost model for one approach (exported for the benchmark's recalibration). */
+export function estimateMs(approach: MigrationApproach, processCount: number, memoryBytes: number, bandwidthBytesPerSecond: number): number {
+  const mib = memoryBytes / MiB;
+  const ms =
+    COST_MODEL.fixedMs[approach] +
+    processCount * COST_MODEL.perProcessMs[approach] +
+    mib * (COST_MODEL.dumpRestoreMsPerMiB + COST_MODEL.extraMsPerMiB[approach]) +
+    (COST_MODEL.transferCopies[approach] * memoryBytes * 1000) / bandwidthBytesPerSecond;
+  return Math.round(ms);
+}
+
+function assess(approach: MigrationApproach, input: DecisionInput): Candidate {
+  const blocker = infeasibility(approach, input);
+  if (blocker !== undefined) return { approach, feasible: false, why: blocker };
+
+  const assumptions: string[] = [];
+  const processes = input.container.processCount ?? COST_MODEL.defaultProcessCount;
+  if (input.container.processCount === undefined) assumptions.push(`process count unknown, assumed ${processes}`);
+  const memory = input.container.memoryBytes ?? COST_MODEL.defaultMemoryBytes;
+  if (input.container.memoryBytes === undefined) assumptions.push(`memory unknown, assumed ${fmtMiB(memory)}`);
+  const bandwidth = input.bandwidthBytesPerSecond ?? COST_MODEL.defaultBandwidthBytesPerSecond;
+  if (input.bandwidthBytesPerSecond === undefined) assumptions.push(`bandwidth unmeasured, assumed ${fmtMiB(bandwidth)}/s`);
+
+  const estimatedMs = estimateMs(approach, processes, memory, bandwidth);
+  const basis = `${processes} process(es), ${fmtMiB(memory)}, ${fmtMiB(bandwidth)}/s`;
+  return {
+    approach,
+    feasible: true,
+    why: `${feasibleBecause(approach)}; estimate for ${basis}${assumptions.length > 0 ? ` (${assumptions.join('; ')})` : ''}`,
+    estimatedMs,
+  };
+}
+
+/** undefined when feasible, else what is missing where and what would fix it. */
+function infeasibility(approach: MigrationApproach, input: DecisionInput): string | undefined {
+  const { source, destination, container } = input;
+  const hasImage = input.destinationHasImage ?? true;
+  switch (approach) {
+    case 'container': {
+      const missing: string[] = [];
+      if (!source.containerLevel.available) missing.push(`the source cannot (${source.containerLevel.reason ?? 'no reason reported'})`);
+      if (!destination.containerLevel.available) missing.push(`the destination cannot (${destination.containerLevel.reason ?? 'no reason reported'})`);
+      if (missing.length > 0) return `needs the engine's checkpoint/restore (Podman + CRIU) at both ends: ${missing.join('; ')}`;
+      if (!hasImage) return 'the destination does not hold the container\'s image, and a checkpoint restores only onto the same image id: pull it there first';
+      return undefined;
+    }
+    case 'service': {
+      const launcher = container.launcher;
+      if (launcher === undefined || !launcher.available) {
+        const why = launcher?.reason ?? 'no launcher control socket found for it';
+        return `needs the container to run the UMS launcher as its entrypoint at the source: ${why}`;
+      }
+      if (!canRunPlainContainers(destination)) {
+        return `the destination cannot start a plain container: ${destination.plainContainers?.reason ?? destination.containerLevel.reason ?? 'its engine did not answer'}`;
+      }
+      if (!hasImage) return 'the destination does not hold the container\'s image (with the launcher in it): pull it there first';
+      return undefined;
+    }
+    case 'orchestrator': {
+      const missing: string[] = [];
+      if (!source.orchestratorLevel.available) missing.push(`the source cannot (${source.orchestratorLevel.reason ?? 'no kubelet configured'})`);
+      if (!destination.orchestratorLevel.available) missing.push(`the destination cannot (${destination.orchestratorLevel.reason ?? 'no kubelet configured'})`);
+      if (missing.length > 0) return `needs the kubelet checkpoint API (CRI-O with CRIU) at both ends: ${missing.join('; ')}`;
+      return undefined;
+    }
+  }
+}
+
+function canRunPlainContainers(host: HostCapabilities): boolean {
+  if (host.plainContainers !== undefined) return host.plainContainers.available;
+  return host.containerLevel.available || host.containerLevel.engine !== undefined;
+}
+
+function feasibleBecause(approach: MigrationApproach): string {
+  switch (approach) {
+    case 'container':
+      return 'both engines checkpoint and restore';
+    case 'service':
+      return 'the source container runs the launcher and the destination can start the image';
+    case 'orchestrator':
+      return 'both kubelets serve the checkpoint API';
+  }
+}
+
+function cheapestOf(candidates: Candidate[]): (Candidate & { estimatedMs: number }) | undefined {
+  let best: (Candidate & { estimatedMs: number }) | undefined;
+  // ORDER is the candidates' order, so the first of equal estimates wins the tie.
+  for (const c of candidates) {
+    if (!c.feasible || c.estimatedMs === undefined) continue;
+    if (best === undefined || c.estimatedMs < best.estimatedMs) best = { ...c, estimatedMs: c.estimatedMs };
+  }
+  return best;
+}
+
+function fmtMs(ms: number | undefined): string {
+  if (ms === undefined) return '?';
+  return ms >= 10_000 ? `${(ms / 1000).toFixed(1)} s` : `${Math.round(ms)} ms`;
+}
+
+function fmtMiB(bytes: number): string {
+  const mib = bytes / MiB;
+  return `${Number.isInteger(mib) ? mib : mib.toFixed(1)} MiB`;
+}

@@ -1,0 +1,182 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import {
+  ApproachRefusedError,
+  COST_MODEL,
+  decideApproach,
+  decideApproachOrThrow,
+  estimateMs,
+  HostCapabilities,
+  type ContainerTraits,
+  type Decision,
+  type DecisionInput,
+} from '../../core/migration-approach.js';
+
+const MiB = 1024 * 1024;
+
+function host(parts: { container?: boolean; orchestrator?: boolean; plain?: boolean } = {}): HostCapabilities {
+  const container = parts.container ?? true;
+  const orchestrator = parts.orchestrator ?? false;
+  return {
+    containerLevel: container
+      ? { available: true, engine: 'podman 4.3.1 (runc 1.1.4)', criuVersion: '4.1.1' }
+      : { available: false, reason: 'criu check failed: Looks bad' },
+    orchestratorLevel: orchestrator
+      ? { available: true, kubeletUrl: 'https://node-a:10250', runtime: 'cri-o://1.30.4' }
+      : { available: false, reason: 'UMS_KUBELET_URL is not set' },
+    ...(parts.plain !== undefined ? { plainContainers: parts.plain ? { available: true } : { available: false, reason: 'engine socket refused' } } : {}),
+  };
+}
+
+const launcher = { available: true, version: '0.1.0' };
+const singleSmall: ContainerTraits = { processCount: 1, memoryBytes: 32 * MiB, launcher };
+const measured = { bandwidthBytesPerSecond: 100 * MiB };
+
+function chosen(decision: Decision): Extract<Decision, { kind: 'chosen' }> {
+  assert.equal(decision.kind, 'chosen', decision.kind === 'refused' ? decision.reason : '');
+  return decision as Extract<Decision, { kind: 'chosen' }>;
+}
+
+function refused(decision: Decision): Extract<Decision, { kind: 'refused' }> {
+  assert.equal(decision.kind, 'refused', decision.kind === 'chosen' ? `chose ${decision.approach}: ${decision.reason}` : '');
+  return decision as Extract<Decision, { kind: 'refused' }>;
+}
+
+function decide(input: DecisionInput): Decision {
+  return decideApproach(input);
+}
+
+describe('decideApproach: the decision table', () => {
+  it('row 1: container level at both ends, no launcher, no kubelet -> container', () => {
+    const d = chosen(decide({ source: host(), destination: host(), container: { processCount: 3, memoryBytes: 200 * MiB }, ...measured }));
+    assert.equal(d.approach, 'container');
+    assert.deepEqual(
+      d.candidates.map((c) => [c.approach, c.feasible]),
+      [['container', true], ['service', false], ['orchestrator', false]],
+    );
+    assert.match(d.candidates.find((c) => c.approach === 'service')?.why ?? '', /launcher/);
+    assert.match(d.candidates.find((c) => c.approach === 'orchestrator')?.why ?? '', /UMS_KUBELET_URL is not set/);
+  });
+
+  it('row 2: launcher in a single-process small container -> service (the paper: fastest for one process)', () => {
+    const d = chosen(decide({ source: host(), destination: host(), container: singleSmall, ...measured }));
+    assert.equal(d.approach, 'service');
+    const service = d.candidates.find((c) => c.approach === 'service');
+    const container = d.candidates.find((c) => c.approach === 'container');
+    assert.ok(service?.estimatedMs !== undefined && container?.estimatedMs !== undefined);
+    assert.ok(service.estimatedMs < container.estimatedMs);
+    assert.match(d.reason, /^service level: estimated/);
+  });
+
+  it('row 3: launcher in a multi-process container -> container (the paper: better for several processes)', () => {
+    for (const processCount of [2, 5, 40]) {
+      const d = chosen(decide({ source: host(), destination: host(), container: { ...singleSmall, processCount }, ...measured }));
+      assert.equal(d.approach, 'container', `${processCount} processes`);
+    }
+  });
+
+  it('row 4: launcher in a single-process container with much memory -> container; the crossover is near 340 MiB', () => {
+    assert.equal(chosen(decide({ source: host(), destination: host(), container: { ...singleSmall, memoryBytes: 300 * MiB }, ...measured })).approach, 'service');
+    assert.equal(chosen(decide({ source: host(), destination: host(), container: { ...singleSmall, memoryBytes: 400 * MiB }, ...measured })).approach, 'container');
+  });
+
+  it('row 5: no container level at the source but the launcher -> service, even for many processes', () => {
+    const d = chosen(decide({ source: host({ container: false, plain: true }), destination: host(), container: { ...singleSmall, processCount: 8 } }));
+    assert.equal(d.approach, 'service');
+    assert.match(d.candidates.find((c) => c.approach === 'container')?.why ?? '', /the source cannot \(criu check failed: Looks bad\)/);
+  });
+
+  it('row 6: no container level, launcher and kubelets both ends -> service up to ~10 processes, orchestrator above', () => {
+    const base = { source: host({ container: false, orchestrator: true, plain: true }), destination: host({ container: false, orchestrator: true, plain: true }) };
+    assert.equal(chosen(decide({ ...base, container: { ...singleSmall, processCount: 4 }, ...measured })).approach, 'service');
+    assert.equal(chosen(decide({ ...base, container: { ...singleSmall, processCount: 30 }, ...measured })).approach, 'orchestrator');
+  });
+
+  it('row 7: only the kubelets at both ends -> orchestrator', () => {
+    const d = chosen(decide({ source: host({ container: false, orchestrator: true }), destination: host({ container: false, orchestrator: true }), container: { processCount: 2 } }));
+    assert.equal(d.approach, 'orchestrator');
+    const orchestrator = d.candidates.find((c) => c.approach === 'orchestrator');
+    assert.match(orchestrator?.why ?? '', /memory unknown, assumed 64 MiB; bandwidth unmeasured, assumed 50 MiB\/s/);
+  });
+
+  it('row 8: container level and kubelets at both ends -> container (orchestrator costs an image build and a registry round trip)', () => {
+    const d = chosen(decide({ source: host({ orchestrator: true }), destination: host({ orchestrator: true }), container: { processCount: 1, memoryBytes: 128 * MiB }, ...measured }));
+    assert.equal(d.approach, 'container');
+    assert.match(d.reason, /orchestrator \d/);
+  });
+
+  it('row 9: nothing feasible -> refused, naming every approach\'s reason', () => {
+    const r = refused(decide({ source: host({ container: false }), destination: host(), container: { processCount: 1 } }));
+    assert.equal(r.code, 'none-feasible');
+    assert.match(r.reason, /container level: needs .* the source cannot \(criu check failed: Looks bad\)/);
+    assert.match(r.reason, /service level: needs the container to run the UMS launcher/);
+    assert.match(r.reason, /orchestrator level: needs the kubelet checkpoint API/);
+    assert.ok(r.candidates.every((c) => !c.feasible && c.estimatedMs === undefined));
+    assert.throws(
+      () => decideApproachOrThrow({ source: host({ container: false }), destination: host(), container: {} }),
+      (e: unknown) => e instanceof ApproachRefusedError && e.code === 'none-feasible' && e.candidates.length === 3,
+    );
+  });
+
+  it('row 10: a destination that cannot start containers or lacks the image rules out container and service levels', () => {
+    const noEngine = refused(decide({ source: host(), destination: host({ container: false, plain: false }), container: singleSmall }));
+    assert.match(noEngine.candidates.find((c) => c.approach === 'service')?.why ?? '', /cannot start a plain container: engine socket refused/);
+    // Without a plainContainers report, a destination whose engine answered (criu missing) still starts plain containers.
+    const criuMissing = host({ container: false });
+    criuMissing.containerLevel.engine = 'podman 4.3.1';
+    assert.equal(chosen(decide({ source: host(), destination: criuMissing, container: singleSmall })).approach, 'service');
+
+    const withKubelets = { source: host({ orchestrator: true }), destination: host({ orchestrator: true }) };
+    const noImage = chosen(decide({ ...withKubelets, container: singleSmall, destinationHasImage: false }));
+    assert.equal(noImage.approach, 'orchestrator');
+    assert.match(noImage.candidates.find((c) => c.approach === 'container')?.why ?? '', /same image id/);
+    assert.match(noImage.candidates.find((c) => c.approach === 'service')?.why ?? '', /does not hold the container's image/);
+  });
+
+  it('row 11: an explicit feasible request is honoured even when another approach is estimated faster', () => {
+    const d = chosen(decide({ source: host({ orchestrator: true }), destination: host({ orchestrator: true }), container: singleSmall, requested: 'orchestrator', ...measured }));
+    assert.equal(d.approach, 'orchestrator');
+    assert.match(d.reason, /^orchestrator level as requested \(service level was estimated faster/);
+    const same = chosen(decide({ source: host(), destination: host(), container: { processCount: 4 }, requested: 'container' }));
+    assert.equal(same.reason, 'container level as requested');
+  });
+
+  it('row 12: an infeasible request is refused with its reason, never silently replaced', () => {
+    const r = refused(decide({ source: host(), destination: host(), container: { processCount: 1 }, requested: 'service' }));
+    assert.equal(r.code, 'requested-infeasible');
+    assert.match(r.reason, /^service level was requested but cannot be used: needs the container to run the UMS launcher/);
+    // container level would have worked, and the candidates say so
+    assert.equal(r.candidates.find((c) => c.approach === 'container')?.feasible, true);
+    const reported = refused(decide({ source: host(), destination: host(), container: { launcher: { available: false, reason: 'launcher 0.0.9 too old' } }, requested: 'service' }));
+    assert.match(reported.reason, /launcher 0\.0\.9 too old/);
+    assert.throws(
+      () => decideApproachOrThrow({ source: host(), destination: host(), container: {}, requested: 'orchestrator' }),
+      (e: unknown) => e instanceof ApproachRefusedError && e.code === 'requested-infeasible' && /the source cannot \(UMS_KUBELET_URL is not set\)/.test(e.message),
+    );
+  });
+});
+
+describe('decideApproach: the model and the boundary', () => {
+  it('lists the candidates in tie-break order: container, service, orchestrator', () => {
+    // No two approaches tie with the shipped constants; the order is what decides a tie after a recalibration.
+    const d = decide({ source: host(), destination: host(), container: {} });
+    assert.deepEqual(d.candidates.map((c) => c.approach), ['container', 'service', 'orchestrator']);
+  });
+
+  it('costs grow with memory and shrink with bandwidth, and the orchestrator pays the transfer twice', () => {
+    const slow = estimateMs('container', 1, 512 * MiB, 10 * MiB);
+    const fast = estimateMs('container', 1, 512 * MiB, 1000 * MiB);
+    assert.ok(slow > fast);
+    const transfer = (512 * MiB * 1000) / (10 * MiB);
+    assert.equal(
+      estimateMs('orchestrator', 1, 512 * MiB, 10 * MiB) - estimateMs('container', 1, 512 * MiB, 10 * MiB),
+      Math.round(COST_MODEL.fixedMs.orchestrator - COST_MODEL.fixedMs.container + transfer),
+    );
+  });
+
+  it('refuses malformed input at the boundary', () => {
+    assert.throws(() => decideApproach({ source: host(), destination: host(), container: { processCount: 0 } }), /processCount/);
+    assert.throws(() => decideApproach({ source: host(), destination: host(), container: {}, requested: 'vm' as 'container' }), /requested/);
+    assert.throws(() => HostCapabilities.parse({ containerLevel: { available: true }, orchestratorLevel: { available: true, kubeletUrl: 'not a url' } }), /kubeletUrl/);
+  });
+});
