@@ -2,7 +2,7 @@ import { artifactPrefix, type ChunkRef } from '../core/checkpoint-artifact.js';
 import { uploadChunked } from '../core/chunked-upload.js';
 import type { Artifact, ArtifactLocation } from '../core/events.js';
 import type { ObjectStore } from '../core/object-store.js';
-import type { ContainerEngine } from './container-engine.js';
+import type { Readable } from 'node:stream';
 
 export interface UploadedCheckpoint {
   artifact: Artifact;
@@ -20,15 +20,15 @@ export interface CheckpointStreamOptions {
 }
 
 /**
- * Freezes the container and streams its checkpoint archive straight from the engine into the object
- * store as parallel chunks, hashing on the way: the archive never sits whole in memory nor on the
- * agent's disk. The container stays checkpointed on this host until a discard or resume command.
+ * Freezes the service (`freeze` is the approach's checkpoint: the engine's or the in-image launcher's)
+ * and streams its checkpoint archive straight into the object store as parallel chunks, hashing on the
+ * way: the archive never sits whole in memory nor on the agent's disk. The frozen copy stays on this
+ * host until a discard or resume command.
  */
 export async function streamCheckpoint(
-  engine: ContainerEngine,
+  freeze: () => Promise<Readable>,
   store: ObjectStore,
   migrationId: string,
-  container: string,
   location: ArtifactLocation,
   options: CheckpointStreamOptions,
 ): Promise<UploadedCheckpoint> {
@@ -36,7 +36,7 @@ export async function streamCheckpoint(
     throw new Error(`refusing to write the checkpoint of ${migrationId} under "${location.prefix}": not its own prefix`);
   }
   const checkpointStartedAt = new Date();
-  const archive = await engine.checkpoint(container);
+  const archive = await freeze();
   const upload = await uploadChunked(archive, store, location.prefix, { migrationId, ...options });
   return {
     artifact: {

@@ -41,6 +41,20 @@ export interface ContainerEngine {
 
   /** Removes the container (force: even if running). Missing containers are not an error. */
   removeContainer(name: string, options?: { force?: boolean }): Promise<void>;
+
+  /** Creates and starts a plain container (service level needs nothing more of the engine). */
+  runContainer(spec: PlainContainerSpec): Promise<{ id: string }>;
+}
+
+export interface PlainContainerSpec {
+  name: string;
+  /** Image id or name:tag. */
+  image: string;
+  env?: Record<string, string>;
+  capAdd?: string[];
+  /** e.g. "unconfined": CRIU inside a container cannot suspend a seccomp filter (see infra/images/launcher). */
+  seccompProfile?: string;
+  binds?: Array<{ source: string; destination: string }>;
 }
 
 export interface EngineInfo {

@@ -5,9 +5,12 @@ import type { Logger } from '../core/log.js';
 import type { ObjectStore } from '../core/object-store.js';
 import { streamCheckpoint } from './checkpoint-stream.js';
 import { checkFence } from './command-fence.js';
+import type { ApproachDriver } from './approach-driver.js';
+import type { CapabilityProbe } from './capability-probe.js';
 import { ContainerNotFoundError, type ContainerEngine } from './container-engine.js';
+import type { MigrationApproach } from '../core/migration-approach.js';
 import { Heartbeat, type AgentIdentity } from './registration.js';
-import { RestoreAbandonedError, RestoreJob, RestoreRefusedError } from './restore-job.js';
+import { RestoreAbandonedError, RestoreJob, RestoreRefusedError, type RestoredArchive } from './restore-job.js';
 import type { RestoreJournal } from './restore-journal.js';
 
 export interface TransferSettings {
@@ -20,6 +23,10 @@ export interface TransferSettings {
 export interface HostAgentOptions {
   identity: AgentIdentity;
   engine: ContainerEngine;
+  /** How each approach this host supports freezes and restores (container-level.ts, service-level.ts). */
+  drivers: Partial<Record<MigrationApproach, ApproachDriver>>;
+  /** What this host and its containers can do, for the registration. */
+  probe: CapabilityProbe;
   bus: EventBus;
   /** This host's own object store, where its checkpoints go. */
   store: ObjectStore;
@@ -50,7 +57,7 @@ export class HostAgent {
   private readonly earlyUrls = new Map<string, Array<CommandData<'chunk-urls'>>>();
 
   constructor(private readonly options: HostAgentOptions) {
-    this.heartbeat = new Heartbeat(options.identity, options.engine, options.bus, options.log);
+    this.heartbeat = new Heartbeat(options.identity, options.engine, options.probe, options.bus, options.log);
   }
 
   get id(): string {
@@ -101,6 +108,14 @@ export class HostAgent {
     return run;
   }
 
+  private driver(approach: MigrationApproach): ApproachDriver {
+    const driver = this.options.drivers[approach];
+    if (!driver) {
+      throw new UnsupportedApproachError(`${approach} level is not available on ${this.id} (it supports ${Object.keys(this.options.drivers).join(', ') || 'none'}); plan the migration with another approach`);
+    }
+    return driver;
+  }
+
   /** The fence, with a refusal kept as a dead letter so that `ums status` shows it. */
   private async accepts(command: UmsCommand): Promise<boolean> {
     const verdict = await checkFence(this.options.bus, command);
@@ -139,7 +154,7 @@ export class HostAgent {
     this.options.bus.publishEvent(makeEvent(name, `/ums/agents/${this.id}`, data, id));
 
   private async checkpoint(command: CommandOf<'checkpoint'>, delivery: CommandDelivery, log: Logger): Promise<void> {
-    const { migrationId, container, artifact } = command.data;
+    const { migrationId, container, artifact, approach } = command.data;
     const { engine, store, transfer, bus } = this.options;
     const failed = (code: FailureCode, reason: string, containerCheckpointed: boolean) =>
       this.emit('checkpoint.failed', { migrationId, agent: this.id, code, reason, containerCheckpointed });
@@ -147,17 +162,24 @@ export class HostAgent {
       log.info('checkpoint already reported; nothing to do');
       return;
     }
+    let driver: ApproachDriver;
+    try {
+      driver = this.driver(approach);
+    } catch (error) {
+      return failed('approach-infeasible', describe(error), false);
+    }
     const before = await engine.inspectContainer(container);
     if (!before) return failed('container-not-found', `container "${container}" does not exist on ${this.id}`, false);
-    if (before.state !== 'running' && delivery.redelivered) {
-      // This agent died while checkpointing: the engine finished the freeze, but the archive it streamed
-      // went nowhere. The kept checkpoint is intact; the saga resumes it.
-      return failed('agent-restarted', `the agent on ${this.id} restarted while checkpointing "${container}"; the container stays frozen with its checkpoint kept until it is resumed`, true);
+    const frozen = await driver.frozen(container);
+    if (frozen && delivery.redelivered) {
+      // This agent died while checkpointing: the freeze happened, but the archive went nowhere. The
+      // frozen copy is intact; the saga resumes it.
+      return failed('agent-restarted', `the agent on ${this.id} restarted while checkpointing "${container}"; it stays frozen until it is resumed`, true);
     }
-    if (before.state !== 'running') return failed('container-not-running', `container "${container}" on ${this.id} is ${before.state}, not running`, before.checkpointed);
+    if (before.state !== 'running' || frozen) return failed('container-not-running', `container "${container}" on ${this.id} is ${frozen ? 'frozen' : before.state}, not running`, frozen === true || before.checkpointed);
     try {
       let bytes = 0;
-      const uploaded = await streamCheckpoint(engine, store, migrationId, container, artifact, {
+      const uploaded = await streamCheckpoint(() => driver.checkpoint(container), store, migrationId, artifact, {
         chunkBytes: transfer.chunkBytes,
         parallel: transfer.parallel,
         onChunk: async (chunk) => {
@@ -178,17 +200,24 @@ export class HostAgent {
         uploadedAt: uploaded.uploadedAt.toISOString(),
       });
     } catch (error) {
-      const after = await engine.inspectContainer(container).catch(() => undefined);
-      const frozen = after !== undefined && after.state !== 'running';
-      const code: FailureCode = error instanceof ContainerNotFoundError ? 'container-not-found' : frozen ? 'upload-failed' : 'engine-failed';
-      log.error({ err: error, frozen }, 'checkpoint failed');
-      await failed(code, describe(error), frozen);
+      // Unknown counts as frozen: resuming a service that runs is harmless, leaving one frozen is not.
+      const frozenNow = (await driver.frozen(container).catch(() => true)) === true;
+      const code: FailureCode = error instanceof ContainerNotFoundError ? 'container-not-found' : frozenNow ? 'upload-failed' : 'engine-failed';
+      log.error({ err: error, frozen: frozenNow }, 'checkpoint failed');
+      await failed(code, describe(error), frozenNow);
     }
   }
 
   private async restore(command: CommandOf<'prepare'>, log: Logger): Promise<void> {
-    const { migrationId, container } = command.data;
+    const { migrationId, container, approach, image, imageId } = command.data;
     const { transfer, bus, engine, journal } = this.options;
+    let driver: ApproachDriver;
+    try {
+      driver = this.driver(approach);
+    } catch (error) {
+      await this.emit('restore.failed', { migrationId, agent: this.id, code: 'approach-infeasible', reason: describe(error) });
+      return;
+    }
     if ((await bus.lastEvent(migrationId, 'restore.completed')) || (await bus.lastEvent(migrationId, 'restore.failed'))) {
       log.info('restore already reported; nothing to do');
       return;
@@ -197,7 +226,7 @@ export class HostAgent {
       // This agent started the restore and then died. What the engine did meanwhile decides: a running
       // container is the finished restore; anything else is a half-made one, removed to start over.
       const existing = await engine.inspectContainer(container);
-      if (existing?.state === 'running') {
+      if (existing?.state === 'running' && (await driver.restored(container))) {
         log.info({ containerId: existing.id }, 'found the restore finished while the agent was down');
         const at = existing.startedAt ?? new Date().toISOString();
         await this.emit('restore.completed', { migrationId, agent: this.id, container, containerId: existing.id, downloadedAt: at, restoredAt: at });
@@ -219,29 +248,18 @@ export class HostAgent {
       urlLowWater: URL_BATCH / 4,
       idleTimeoutMs: transfer.idleTimeoutMs,
       beforeRestore: () => journal.record(migrationId, container),
+      restoreFrom: (archive) => driver.restore({ container, image, imageId }, archive),
     });
     this.restores.set(migrationId, job);
     for (const urls of this.earlyUrls.get(migrationId) ?? []) job.addUrls(urls);
     this.earlyUrls.delete(migrationId);
+    let restored: RestoredArchive;
     try {
-      const restored = await job.run();
-      log.info({ restoreMs: restored.restoredAt.getTime() - restored.downloadedAt.getTime() }, 'restored');
-      if (!(await checkFence(bus, command)).accepted) {
-        // The saga turned back while the engine restored: the abort behind this command removes the copy.
-        log.warn('restored, but the migration is rolling back; leaving the copy to the abort');
-        return;
-      }
-      await this.emit('restore.completed', {
-        migrationId,
-        agent: this.id,
-        container,
-        containerId: restored.containerId,
-        downloadedAt: restored.downloadedAt.toISOString(),
-        restoredAt: restored.restoredAt.toISOString(),
-      });
+      restored = await job.run();
     } catch (error) {
-      // The job removed whatever the engine had made of the archive.
-      await journal.forget(migrationId);
+      // The job removed whatever the engine made of the archive; if it could not, the journal keeps the
+      // entry so that an abort still removes it.
+      if ((await engine.inspectContainer(container).catch(() => 'unknown')) === undefined) await journal.forget(migrationId);
       if (error instanceof RestoreAbandonedError) {
         log.info({ reason: error.message }, 'restore abandoned');
         return;
@@ -249,9 +267,26 @@ export class HostAgent {
       const code: FailureCode = error instanceof RestoreRefusedError ? error.code : 'engine-failed';
       log.error({ err: error, code }, 'restore failed');
       await this.emit('restore.failed', { migrationId, agent: this.id, code, reason: describe(error) });
+      return;
     } finally {
       this.restores.delete(migrationId);
     }
+    // From here on the service runs on this host. Nothing below may report a failure: if the broker is
+    // unreachable, the command fails, comes back, and finds the container running (see above).
+    log.info({ restoreMs: restored.restoredAt.getTime() - restored.downloadedAt.getTime() }, 'restored');
+    if (!(await checkFence(bus, command)).accepted) {
+      // The saga turned back while the engine restored: the abort behind this command removes the copy.
+      log.warn('restored, but the migration is rolling back; leaving the copy to the abort');
+      return;
+    }
+    await this.emit('restore.completed', {
+      migrationId,
+      agent: this.id,
+      container,
+      containerId: restored.containerId,
+      downloadedAt: restored.downloadedAt.toISOString(),
+      restoredAt: restored.restoredAt.toISOString(),
+    });
   }
 
   /**
@@ -274,34 +309,34 @@ export class HostAgent {
   }
 
   private async discard(command: CommandOf<'discard'>, log: Logger): Promise<void> {
-    const { migrationId, container } = command.data;
-    const current = await this.options.engine.inspectContainer(container);
-    if (current === undefined) {
-      log.info({ container }, 'kept checkpoint already gone');
-      await this.emit('source.discarded', { migrationId, agent: this.id, container });
-      return;
+    const { migrationId, container, approach } = command.data;
+    try {
+      await this.driver(approach).discard(container);
+    } catch (error) {
+      log.error({ err: error, container }, 'discard refused');
+      throw error;
     }
-    if (current.state === 'running') {
-      // Fencing: a running container here is not the kept checkpoint (it was resumed); never remove it.
-      log.error({ container }, 'refusing to discard a running container');
-      throw new Error(`refusing to discard "${container}": it is running on ${this.id}`);
-    }
-    await this.options.engine.removeContainer(container, { force: true });
     log.info({ container }, 'kept checkpoint discarded');
     await this.emit('source.discarded', { migrationId, agent: this.id, container });
   }
 
   private async resume(command: CommandOf<'resume'>, log: Logger): Promise<void> {
-    const { migrationId, container } = command.data;
+    const { migrationId, container, approach } = command.data;
     try {
-      const current = await this.options.engine.inspectContainer(container);
-      if (current?.state !== 'running') await this.options.engine.resumeCheckpointed(container);
+      await this.driver(approach).resume(container);
       log.info({ container }, 'resumed from the kept checkpoint');
       await this.emit('source.resumed', { migrationId, agent: this.id, container });
     } catch (error) {
       log.error({ err: error, container }, 'resume failed');
       await this.emit('source.resume-failed', { migrationId, agent: this.id, container, reason: describe(error) });
     }
+  }
+}
+
+class UnsupportedApproachError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'UnsupportedApproachError';
   }
 }
 

@@ -7,7 +7,10 @@ import { createLogger } from '../core/log.js';
 import { connectNatsBus } from '../core/nats-event-bus.js';
 import { openObjectStore } from '../core/object-stores/open-object-store.js';
 import { join } from 'node:path';
+import { CapabilityProbe, kubeletClientFromEnv } from './capability-probe.js';
+import { ContainerLevel } from './container-level.js';
 import { HostAgent } from './host-agent.js';
+import { ServiceLevel } from './service-level.js';
 import { RestoreJournal } from './restore-journal.js';
 import { PodmanEngine } from './podman-engine.js';
 
@@ -27,15 +30,28 @@ const program = new Command('ums-agent')
   .addOption(new Option('--nats <url>', 'NATS server').env('NATS_URL').default('nats://127.0.0.1:4222'))
   .addOption(new Option('--chunk-mib <n>', 'checkpoint chunk size').env('UMS_CHUNK_MIB').default(String(DEFAULT_CHUNK_MIB)).argParser(positiveInt))
   .addOption(new Option('--parallel <n>', 'chunks moving at once, each way').env('UMS_TRANSFER_PARALLEL').default('4').argParser(positiveInt))
+  .addOption(new Option('--launcher-dir <dir>', 'host directory holding each service-level container\'s launcher control dir (<dir>/<container>)').env('UMS_LAUNCHER_DIR').default('/run/ums-launcher'))
   .addOption(new Option('--state-dir <dir>', 'where the agent keeps its restore journal (default /var/lib/ums/agent/<id>)').env('UMS_STATE_DIR'))
   .addOption(new Option('--idle-timeout <seconds>', 'give up a restore when nothing arrives for this long').env('UMS_IDLE_TIMEOUT_SECONDS').default('120').argParser(positiveInt))
-  .action(async (options: { id: string; cloud: Cloud; region: string; store: string; podman: string; nats: string; chunkMib: number | string; parallel: number | string; idleTimeout: number | string; stateDir?: string }) => {
+  .action(async (options: { id: string; cloud: Cloud; region: string; store: string; podman: string; nats: string; chunkMib: number | string; parallel: number | string; idleTimeout: number | string; stateDir?: string; launcherDir: string }) => {
     const agentId = AgentId.parse(options.id);
     const log = createLogger('agent', { agentId });
     const bus = await connectNatsBus({ servers: options.nats, name: `ums-agent-${agentId}` });
+    const engine = new PodmanEngine({ socketPath: options.podman.replace(/^unix:\/\//, ''), where: agentId, logger: log.child({ component: 'podman-engine' }) });
+    const serviceLevel = new ServiceLevel(engine, options.launcherDir, agentId);
+    const kubelet = kubeletClientFromEnv();
+    const probe = new CapabilityProbe({
+      engine,
+      probeLauncher: (container) => serviceLevel.probe(container),
+      launcherHostDir: options.launcherDir,
+      ...(kubelet && process.env.UMS_KUBELET_URL ? { kubelet: { url: process.env.UMS_KUBELET_URL, prober: kubelet } } : {}),
+    });
     const agent = new HostAgent({
       identity: { agentId, cloud: options.cloud, region: options.region, storeUrl: options.store },
-      engine: new PodmanEngine({ socketPath: options.podman.replace(/^unix:\/\//, ''), where: agentId, logger: log.child({ component: 'podman-engine' }) }),
+      engine,
+      // Orchestrator level goes through the kubelet (agents/kubelet-checkpoint.ts); no agent here drives it.
+      drivers: { container: new ContainerLevel(engine, agentId), service: serviceLevel },
+      probe,
       bus,
       store: await openObjectStore(options.store),
       transfer: {

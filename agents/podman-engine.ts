@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process';
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { request, type IncomingMessage } from 'node:http';
-import { PassThrough, type Readable } from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { createLogger, type Logger } from '../core/log.js';
 import {
@@ -14,6 +14,7 @@ import {
   type ContainerSummary,
   type EngineInfo,
   type ImageSummary,
+  type PlainContainerSpec,
   type RestoredContainer,
   type RestoreOptions,
 } from './container-engine.js';
@@ -212,6 +213,32 @@ export class PodmanEngine implements ContainerEngine {
     }
     if (res.status !== 200 && res.status !== 204) throw await toEngineError(res, 'remove container');
     res.body.resume();
+  }
+
+  /** POST /containers/create with a SpecGenerator, then /containers/{name}/start. */
+  async runContainer(spec: PlainContainerSpec): Promise<{ id: string }> {
+    const body = JSON.stringify({
+      name: spec.name,
+      image: spec.image,
+      env: spec.env ?? {},
+      cap_add: spec.capAdd ?? [],
+      ...(spec.seccompProfile ? { seccomp_profile_path: spec.seccompProfile } : {}),
+      mounts: (spec.binds ?? []).map((b) => ({ type: 'bind', source: b.source, destination: b.destination, options: ['rbind'] })),
+    });
+    const created = await this.call('create container', 'POST', '/containers/create', {
+      body: Readable.from([body]),
+      headers: { 'Content-Type': 'application/json', 'Content-Length': String(Buffer.byteLength(body)) },
+    });
+    if (created.status !== 201) throw await toEngineError(created, 'create container');
+    const { Id } = await expectJson<{ Id: string }>(created, 'create container');
+    const started = await this.call('start container', 'POST', `/containers/${enc(spec.name)}/start`);
+    if (started.status !== 204 && started.status !== 304) {
+      const error = await toEngineError(started, 'start container');
+      await this.removeContainer(spec.name, { force: true }).catch(() => undefined);
+      throw error;
+    }
+    started.body.resume();
+    return { id: Id };
   }
 
   private async json<T>(operation: string, method: string, path: string): Promise<T> {

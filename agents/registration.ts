@@ -2,6 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { AgentRegistration, Cloud } from '../core/agent-registration.js';
 import type { EventBus } from '../core/event-bus.js';
 import type { Logger } from '../core/log.js';
+import type { CapabilityProbe } from './capability-probe.js';
 import type { ContainerEngine } from './container-engine.js';
 
 export interface AgentIdentity {
@@ -11,12 +12,25 @@ export interface AgentIdentity {
   storeUrl: string;
 }
 
-/** Reads the host's state from its engine into a registration record. */
-export async function describeHost(identity: AgentIdentity, engine: ContainerEngine, startedAt: string): Promise<AgentRegistration> {
-  const [info, containers, images] = await Promise.all([engine.info(), engine.listContainers(), engine.listImages()]);
+/**
+ * Reads the host's state from its engine into a registration record, with what the capability probe
+ * found: which approaches this host can do, and per running container its size and whether it runs
+ * the service-level launcher (the planner decides the approach from these).
+ */
+export async function describeHost(identity: AgentIdentity, engine: ContainerEngine, startedAt: string, probe: CapabilityProbe): Promise<AgentRegistration> {
+  const [info, containers, images, capabilities] = await Promise.all([engine.info(), engine.listContainers(), engine.listImages(), probe.host()]);
+  probe.retainContainers(containers.map((c) => c.name));
+  const traits = new Map(
+    await Promise.all(containers.filter((c) => c.state === 'running').map(async (c) => [c.name, await probe.container(c.name)] as const)),
+  );
+  const approaches: AgentRegistration['approaches'] = [];
+  if (capabilities.containerLevel.available) approaches.push('container');
+  if (capabilities.plainContainers?.available) approaches.push('service');
+  if (capabilities.orchestratorLevel.available) approaches.push('orchestrator');
   return {
     ...identity,
-    approaches: info.criuVersion ? ['container'] : [],
+    approaches,
+    capabilities,
     engine: {
       engine: info.engine,
       version: info.version,
@@ -29,7 +43,10 @@ export async function describeHost(identity: AgentIdentity, engine: ContainerEng
     freeDiskBytes: info.freeDiskBytes,
     images: [...new Set(images.flatMap((image) => image.names))].sort(),
     imageIds: images.map((image) => image.id).sort(),
-    containers: containers.map((c) => ({ name: c.name, image: c.image, imageId: c.imageId, state: c.state, checkpointed: c.checkpointed })),
+    containers: containers.map((c) => {
+      const found = traits.get(c.name);
+      return { name: c.name, image: c.image, imageId: c.imageId, state: c.state, checkpointed: c.checkpointed, ...(found ? { traits: found } : {}) };
+    }),
     startedAt,
     heartbeatAt: new Date().toISOString(),
   };
@@ -54,6 +71,7 @@ export class Heartbeat {
   constructor(
     private readonly identity: AgentIdentity,
     private readonly engine: ContainerEngine,
+    private readonly probe: CapabilityProbe,
     private readonly bus: EventBus,
     private readonly log: Logger,
     private readonly intervalMs = 2_000,
@@ -66,7 +84,7 @@ export class Heartbeat {
 
   async beat(): Promise<void> {
     // One description at a time, so a slow engine never gets a pile of listings.
-    this.describing ??= describeHost(this.identity, this.engine, this.startedAt)
+    this.describing ??= describeHost(this.identity, this.engine, this.startedAt, this.probe)
       .catch((error: unknown) => {
         this.log.warn({ err: error }, 'could not describe the host; the registration keeps its last description');
         return undefined;

@@ -43,6 +43,8 @@ export interface RestoreJobOptions {
   idleTimeoutMs: number;
   /** Called once the preflight passed, before the engine may create the container (the restore journal). */
   beforeRestore: () => Promise<void>;
+  /** The approach's restore (ApproachDriver.restore): consumes the verified archive as it arrives. */
+  restoreFrom: (archive: Readable) => Promise<{ id: string }>;
 }
 
 export interface RestoredArchive {
@@ -117,7 +119,7 @@ export class RestoreJob {
     }, 1_000);
     await this.options.beforeRestore();
     // The engine starts reading (and spooling) the archive now; it restores once the stream ends.
-    const restoring = engine.restoreFromArchive(command.container, this.archive);
+    const restoring = this.options.restoreFrom(this.archive);
     restoring.catch((error: unknown) => this.fail(engineFailure(error, this.nextToSend)));
     try {
       subscription = await bus.followMigration(command.migrationId, (event) => {

@@ -1,6 +1,7 @@
 import type { AgentRegistration } from '../core/agent-registration.js';
 import { isAlive } from '../core/agent-registration.js';
 import type { Timeline } from '../core/events.js';
+import type { Plan } from '../core/migration-plan.js';
 import type { MigrationRecord } from '../core/migration.js';
 
 export const bytes = (n: number): string => {
@@ -39,15 +40,62 @@ export function formatAgents(agents: AgentRegistration[], now = Date.now()): str
     a.approaches.join(',') || 'none',
     bytes(a.freeMemoryBytes),
     bytes(a.freeDiskBytes),
-    a.containers.map((c) => `${c.name}:${c.checkpointed ? 'checkpointed' : c.state}`).join(' ') || '-',
+    a.containers.map((c) => `${c.name}:${c.checkpointed ? 'checkpointed' : c.state}${traitsOf(c)}`).join(' ') || '-',
   ]);
-  return table([header, ...rows]);
+  const notes = agents.flatMap((a) => {
+    const caps = a.capabilities;
+    if (!caps) return [];
+    const off = [
+      ...(caps.containerLevel.available ? [] : [`container level: ${caps.containerLevel.reason ?? 'unavailable'}`]),
+      ...(caps.orchestratorLevel.available ? [] : [`orchestrator level: ${caps.orchestratorLevel.reason ?? 'unavailable'}`]),
+    ];
+    return off.map((why) => `  ${a.agentId}: ${why}`);
+  });
+  return table([header, ...rows]) + (notes.length > 0 ? `\n\nnot available:\n${notes.join('\n')}` : '');
+}
+
+/** `[launcher, 1 proc, 12.0 MiB]` for a container whose traits were probed. */
+function traitsOf(c: AgentRegistration['containers'][number]): string {
+  const t = c.traits;
+  if (!t) return '';
+  const parts = [
+    ...(t.launcher?.available ? ['launcher'] : []),
+    ...(t.processCount !== undefined ? [`${t.processCount} proc`] : []),
+    ...(t.memoryBytes !== undefined ? [bytes(t.memoryBytes)] : []),
+  ];
+  return parts.length > 0 ? `[${parts.join(', ')}]` : '';
+}
+
+/** What `ums plan --json` prints: the decision and every approach considered, without the registrations. */
+export function planSummary(plan: Plan): unknown {
+  if (!plan.ok) return { ok: false, code: plan.code, reason: plan.reason, candidates: plan.decision?.candidates ?? [] };
+  return {
+    ok: true,
+    container: plan.container.name,
+    source: plan.source.agentId,
+    destination: plan.destination.agentId,
+    approach: plan.decision.approach,
+    reason: plan.decision.reason,
+    candidates: plan.decision.candidates,
+  };
+}
+
+export function formatPlan(plan: Plan): string {
+  const candidates = (plan.ok ? plan.decision.candidates : (plan.decision?.candidates ?? [])).map((c) => [
+    `  ${c.approach}`,
+    c.feasible ? `~${millis(c.estimatedMs ?? 0)}` : 'not possible',
+    c.why,
+  ]);
+  const head = plan.ok
+    ? `${plan.container.name}: ${plan.source.agentId} -> ${plan.destination.agentId} at ${plan.decision.approach} level\n  ${plan.decision.reason}`
+    : `refused (${plan.code}): ${plan.reason}`;
+  return candidates.length > 0 ? `${head}\n\n${table(candidates)}` : head;
 }
 
 export function formatMigrations(records: MigrationRecord[]): string {
-  const header = ['MIGRATION', 'CONTAINER', 'FROM', 'TO', 'STATE', 'REQUESTED', 'REASON'];
+  const header = ['MIGRATION', 'CONTAINER', 'FROM', 'TO', 'APPROACH', 'STATE', 'EPOCH', 'REQUESTED', 'REASON'];
   const rows = records
     .sort((a, b) => a.times.requestedAt.localeCompare(b.times.requestedAt))
-    .map((r) => [r.migrationId, r.container, r.sourceAgent ?? '?', r.destinationAgent, r.state, r.times.requestedAt, r.failure?.reason ?? '']);
+    .map((r) => [r.migrationId, r.container, r.sourceAgent ?? '?', r.destinationAgent, r.approach ?? '-', r.state, String(r.epoch), r.times.requestedAt, r.failure?.reason ?? r.pendingCleanup ?? '']);
   return table([header, ...rows]);
 }

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { SingleBar } from 'cli-progress';
-import { makeEvent, type UmsEvent } from '../core/events.js';
+import { makeEvent, type Approach, type UmsEvent } from '../core/events.js';
 import { timelineOf } from '../core/migration.js';
 import { connectCli } from './bus-connection.js';
 import { bytes, formatTimeline, millis } from './format.js';
@@ -13,6 +13,7 @@ export interface MigrateOptions {
   timeout: string;
   /** A caller-chosen migration id: repeating a request with the same id does not start a second migration. */
   id?: string;
+  approach?: Approach;
 }
 
 /**
@@ -45,13 +46,16 @@ export async function migrate(container: string, options: MigrateOptions): Promi
 
   let exitCode = 2;
   let result: unknown;
+  let approach: Approach | undefined;
   const onEvent = (event: UmsEvent): 'stop' | void => {
     switch (event.name) {
       case 'migration.requested':
         say(`migration ${migrationId}: ${container} -> ${event.data.destinationAgent}`);
         return;
       case 'migration.planned':
+        approach = event.data.approach;
         say(`  planned: ${event.data.sourceAgent} -> ${event.data.destinationAgent} (${event.data.approach} level, image ${event.data.image})`);
+        if (event.data.approachReason) say(`    why: ${event.data.approachReason}`);
         return;
       case 'restore.prepared':
         say(`  destination ready; freezing on the source`);
@@ -86,12 +90,12 @@ export async function migrate(container: string, options: MigrateOptions): Promi
         return;
       case 'migration.completed':
         exitCode = 0;
-        result = { state: 'done', ...event.data };
+        result = { state: 'done', approach, ...event.data };
         say(`done: ${container} runs on ${event.data.destinationAgent}\n${formatTimeline(event.data.timeline)}`);
         return 'stop';
       case 'migration.failed':
         exitCode = 1;
-        result = { state: 'failed', ...event.data };
+        result = { state: 'failed', approach, ...event.data };
         say(`failed (${event.data.phase}, ${event.data.code}): ${event.data.reason}`);
         say(event.data.runningOn ? `the service runs on ${event.data.runningOn}` : 'the service is NOT running anywhere: see "ums status"');
         return 'stop';
@@ -106,6 +110,7 @@ export async function migrate(container: string, options: MigrateOptions): Promi
         container,
         destinationAgent: options.to,
         ...(options.from ? { sourceAgent: options.from } : {}),
+        ...(options.approach ? { approach: options.approach } : {}),
         requestedBy: process.env.USER ?? 'cli',
       }),
     );

@@ -1,13 +1,17 @@
 #!/usr/bin/env node
 import { Command, Option } from 'commander';
+import { Approach } from '../core/events.js';
+import { planAgainst } from '../core/migration-plan.js';
 import { timelineOf } from '../core/migration.js';
 import { connectCli } from './bus-connection.js';
-import { formatAgents, formatMigrations, formatTimeline } from './format.js';
+import { formatAgents, formatMigrations, formatPlan, formatTimeline, planSummary } from './format.js';
 import { migrate } from './migrate-command.js';
 import { runStack, stackDown, stackInfo, stackUp } from './stack-command.js';
 
 const program = new Command('ums').description('Live migration of running containers across clouds').showHelpAfterError();
 const natsOption = () => new Option('--nats <url>', 'NATS server (default: $NATS_URL, then the local stack)');
+const approachOption = () =>
+  new Option('--approach <approach>', 'force an approach (refused with the reason if it is not possible); default: the cheapest possible').choices(Approach.options);
 
 program
   .command('migrate')
@@ -17,10 +21,37 @@ program
   .option('--from <agent>', 'source agent id (default: the agent that runs the container)')
   .option('--timeout <seconds>', 'give up following after this long', '600')
   .option('--id <migrationId>', 'choose the migration id (makes a retried request idempotent)')
+  .addOption(approachOption())
   .option('--json', 'print the result as JSON')
   .addOption(natsOption())
-  .action(async (container: string, options: { to: string; from?: string; timeout: string; json?: boolean; nats?: string; id?: string }) => {
+  .action(async (container: string, options: { to: string; from?: string; timeout: string; json?: boolean; nats?: string; id?: string; approach?: Approach }) => {
     process.exitCode = await migrate(container, options);
+  });
+
+program
+  .command('plan')
+  .description('show which migration approach would be used for a container, and why (nothing is moved)')
+  .argument('<container>', 'container name on the source host')
+  .requiredOption('--to <agent>', 'destination agent id')
+  .option('--from <agent>', 'source agent id (default: the agent that runs the container)')
+  .addOption(approachOption())
+  .option('--json', 'print as JSON')
+  .addOption(natsOption())
+  .action(async (container: string, options: { to: string; from?: string; approach?: Approach; json?: boolean; nats?: string }) => {
+    const bus = await connectCli(options.nats);
+    try {
+      const agents = (await bus.agents.list()).map((entry) => entry.value);
+      const plan = planAgainst(agents, {
+        container,
+        destinationAgent: options.to,
+        ...(options.from ? { sourceAgent: options.from } : {}),
+        ...(options.approach ? { approach: options.approach } : {}),
+      });
+      process.stdout.write(options.json ? `${JSON.stringify(planSummary(plan), null, 2)}\n` : `${formatPlan(plan)}\n`);
+      process.exitCode = plan.ok ? 0 : 1;
+    } finally {
+      await bus.close();
+    }
   });
 
 program
@@ -54,7 +85,14 @@ program
         if (options.json) process.stdout.write(`${JSON.stringify({ ...record.value, timeline }, null, 2)}\n`);
         else {
           const r = record.value;
-          process.stdout.write(`${r.migrationId}: ${r.container} ${r.sourceAgent ?? '?'} -> ${r.destinationAgent}: ${r.state}${r.failure ? ` (${r.failure.phase}: ${r.failure.reason})` : ''}\n${formatTimeline(timeline)}\n`);
+          process.stdout.write(
+            `${r.migrationId}: ${r.container} ${r.sourceAgent ?? '?'} -> ${r.destinationAgent}: ${r.state} (epoch ${r.epoch})${r.failure ? ` (${r.failure.phase}: ${r.failure.reason})` : ''}\n` +
+              (r.approach ? `  approach: ${r.approachReason ?? r.approach}\n` : '') +
+              (r.deadlineAt && !['done', 'failed'].includes(r.state) ? `  deadline of this phase: ${r.deadlineAt}\n` : '') +
+              (r.rollback ? `  rollback: ${r.rollback.how ?? (r.rollback.destinationClear ? 'destination clear' : 'waiting for the destination to confirm it holds no copy')}\n` : '') +
+              (r.pendingCleanup ? `  pending cleanup: ${r.pendingCleanup}\n` : '') +
+              `${formatTimeline(timeline)}\n`,
+          );
         }
         return;
       }

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { AgentId, Approach } from './events.js';
+import { ContainerTraits, HostCapabilities } from './migration-approach.js';
 
 /**
  * What an agent tells the world about its host, refreshed by heartbeat into the JetStream KV bucket
@@ -16,6 +17,8 @@ export const AgentRegistration = z.object({
   /** The agent's own object store (URL without credentials), where its checkpoints go. */
   storeUrl: z.string().min(1),
   approaches: z.array(Approach),
+  /** What the capability probe found (agents/capability-probe.ts); the planner decides the approach from it. */
+  capabilities: HostCapabilities.optional(),
   engine: z.object({
     engine: z.literal('podman'),
     version: z.string(),
@@ -31,7 +34,15 @@ export const AgentRegistration = z.object({
   /** Image ids present: a checkpoint restores only onto the very image id it was taken from. */
   imageIds: z.array(z.string()),
   containers: z.array(
-    z.object({ name: z.string(), image: z.string(), imageId: z.string(), state: z.string(), checkpointed: z.boolean() }),
+    z.object({
+      name: z.string(),
+      image: z.string(),
+      imageId: z.string(),
+      state: z.string(),
+      checkpointed: z.boolean(),
+      /** Process count, memory, and whether it runs the service-level launcher. */
+      traits: ContainerTraits.optional(),
+    }),
   ),
   startedAt: z.iso.datetime({ offset: true }),
   heartbeatAt: z.iso.datetime({ offset: true }),

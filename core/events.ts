@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { ChunkRef } from './checkpoint-artifact.js';
+import { MigrationApproach } from './migration-approach.js';
 
 /**
  * Every message on the bus is a CloudEvent (spec 1.0, structured JSON) whose `type` carries a schema
@@ -24,8 +25,9 @@ export const AgentId = ids;
 export const MigrationId = ids;
 export const ContainerName = containerName;
 
-export const Approach = z.enum(['container']);
-export type Approach = z.infer<typeof Approach>;
+/** orchestrator, container or service level (core/migration-approach.ts decides which). */
+export const Approach = MigrationApproach;
+export type Approach = MigrationApproach;
 
 /** Where the source puts the archive: a prefix in its own cloud's store (never a credential). */
 export const ArtifactLocation = z.object({
@@ -62,6 +64,8 @@ export const FailureCode = z.enum([
   'invalid-request',
   'already-migrating',
   'resume-failed',
+  /** no migration approach works between the two hosts for this container, or the requested one does not */
+  'approach-infeasible',
   /** an agent restarted in the middle of the step and cannot continue it */
   'agent-restarted',
   /** a phase outlived its deadline, or the agent doing it stopped sending heartbeats */
@@ -77,6 +81,8 @@ export const eventData = {
     container: containerName,
     sourceAgent: AgentId.optional(),
     destinationAgent: AgentId,
+    /** The user's choice; without it the planner picks the cheapest feasible approach. */
+    approach: Approach.optional(),
     requestedBy: z.string().max(200).optional(),
   }),
   'migration.planned': z.object({
@@ -86,6 +92,7 @@ export const eventData = {
     sourceAgent: AgentId,
     destinationAgent: AgentId,
     approach: Approach,
+    approachReason: z.string().optional(),
     artifact: ArtifactLocation,
   }),
   'checkpoint.progress': z.object({
@@ -191,6 +198,7 @@ const commandRef = { ...migrationRef, epoch: z.number().int().positive() };
 export const commandData = {
   checkpoint: z.object({
     ...commandRef,
+    approach: Approach,
     container: containerName,
     artifact: ArtifactLocation,
   }),
@@ -200,6 +208,7 @@ export const commandData = {
    */
   prepare: z.object({
     ...commandRef,
+    approach: Approach,
     container: containerName,
     image: z.string().min(1),
     /** The restore needs this exact image (Podman looks it up by id). */
@@ -214,9 +223,9 @@ export const commandData = {
     expiresAt: isoTime,
   }),
   /** The migration is confirmed: remove the checkpointed copy kept at the source. */
-  discard: z.object({ ...commandRef, container: containerName }),
+  discard: z.object({ ...commandRef, approach: Approach, container: containerName }),
   /** The migration failed: restart the container from the checkpoint kept at the source. */
-  resume: z.object({ ...commandRef, container: containerName }),
+  resume: z.object({ ...commandRef, approach: Approach, container: containerName }),
   /**
    * The migration is rolling back: stop restoring, remove any copy restored here, confirm with
    * restore.aborted. Only then does the source resume, so the service never runs twice.

@@ -111,6 +111,8 @@ export const MigrationRecord = z.object({
   sourceAgent: AgentId.optional(),
   destinationAgent: AgentId,
   approach: Approach.optional(),
+  /** Why the planner chose that approach (core/migration-approach.ts), for `ums status`. */
+  approachReason: z.string().optional(),
   artifactLocation: ArtifactLocation.optional(),
   artifact: Artifact.optional(),
   failure: z.object({ phase: z.string(), code: FailureCode, reason: z.string() }).optional(),

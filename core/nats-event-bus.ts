@@ -112,12 +112,21 @@ async function ensureStreams(jsm: JetStreamManager): Promise<void> {
   });
 }
 
-/** Creates the durable consumer if it is missing; an existing one keeps its position. */
+/**
+ * Creates the durable consumer if it is missing; an existing one keeps its position and takes this
+ * version's ack wait and delivery limit.
+ */
 export async function ensureConsumer(jsm: JetStreamManager, stream: string, config: Partial<ConsumerConfig> & { durable_name: string }): Promise<void> {
+  let existing;
   try {
-    await jsm.consumers.info(stream, config.durable_name);
+    existing = await jsm.consumers.info(stream, config.durable_name);
   } catch {
     await jsm.consumers.add(stream, { ack_policy: AckPolicy.Explicit, deliver_policy: DeliverPolicy.All, ...config });
+    return;
+  }
+  const { ack_wait, max_deliver } = config;
+  if ((ack_wait !== undefined && existing.config.ack_wait !== ack_wait) || (max_deliver !== undefined && existing.config.max_deliver !== max_deliver)) {
+    await jsm.consumers.update(stream, config.durable_name, { ...(ack_wait !== undefined ? { ack_wait } : {}), ...(max_deliver !== undefined ? { max_deliver } : {}) });
   }
 }
 

@@ -142,7 +142,7 @@ export async function commandSource(
   if (!record.sourceAgent) throw new Error(`migration ${record.migrationId} has no source agent to ${verb}`);
   await ctx.bus.sendCommand(
     record.sourceAgent,
-    makeCommand(verb, ctx.source, { migrationId: record.migrationId, epoch: record.epoch, container: record.container }, id),
+    makeCommand(verb, ctx.source, { migrationId: record.migrationId, epoch: record.epoch, approach: record.approach ?? 'container', container: record.container }, id),
   );
   ctx.log.info({ migrationId: record.migrationId, sourceAgent: record.sourceAgent }, `source commanded to ${verb} its kept checkpoint`);
 }

@@ -1,7 +1,7 @@
-import { isAlive, type AgentRegistration } from '../core/agent-registration.js';
 import { RevisionConflictError, type Versioned } from '../core/event-bus.js';
 import { makeCommand, makeEvent, type EventOf, type FailureCode } from '../core/events.js';
 import { artifactPrefix } from '../core/checkpoint-artifact.js';
+import { planAgainst } from '../core/migration-plan.js';
 import { isTerminal, lockKey, type MigrationRecord } from '../core/migration.js';
 import type { FunctionContext } from './function-context.js';
 import { advance, deadlineFor, failMigration } from './migration-transitions.js';
@@ -33,56 +33,17 @@ export async function planMigration(event: EventOf<'migration.requested'>, ctx: 
   };
 
   const agents = (await bus.agents.list()).map((entry) => entry.value);
-  const alive = agents.filter((agent) => isAlive(agent));
-  const destination = alive.find((agent) => agent.agentId === request.destinationAgent);
-  if (!destination) {
-    const known = agents.some((agent) => agent.agentId === request.destinationAgent);
-    return refuse(
-      'agent-unavailable',
-      known
-        ? `destination agent "${request.destinationAgent}" has stopped sending heartbeats; check the agent on that host`
-        : `destination agent "${request.destinationAgent}" is not registered; "ums agents" lists the registered agents`,
-      null,
-    );
-  }
-
-  const candidates = request.sourceAgent ? alive.filter((agent) => agent.agentId === request.sourceAgent) : alive;
-  if (request.sourceAgent && candidates.length === 0) {
-    return refuse('agent-unavailable', `source agent "${request.sourceAgent}" is not registered or not alive; "ums agents" lists them`, null);
-  }
-  const holders = candidates.flatMap((agent) => {
-    const container = agent.containers.find((c) => c.name === request.container);
-    return container ? [{ agent, container }] : [];
-  });
-  if (holders.length === 0) {
-    const where = request.sourceAgent ? `on agent "${request.sourceAgent}"` : 'on any registered agent';
-    if (Date.now() - Date.parse(event.time) < CONTAINER_DISCOVERY_GRACE_MS) {
+  const plan = planAgainst(agents, request);
+  if (!plan.ok) {
+    if (plan.notListedYet && Date.now() - Date.parse(event.time) < CONTAINER_DISCOVERY_GRACE_MS) {
       // Registrations lag a heartbeat behind: a container started a moment ago may not be listed yet.
-      throw new Error(`container "${request.container}" is not listed ${where} yet; the request will be delivered again`);
+      throw new Error(`${plan.reason}; it may not be listed yet, so the request will be delivered again`);
     }
-    return refuse('container-not-found', `container "${request.container}" was not found ${where}; "ums agents" lists what each host runs`, null);
+    return refuse(plan.code, plan.reason, plan.runningOn);
   }
-  if (holders.length > 1) {
-    const names = holders.map((h) => h.agent.agentId).join(', ');
-    return refuse('invalid-request', `container "${request.container}" exists on several agents (${names}); name the source with --from`, null);
-  }
-  const [{ agent: source, container }] = holders as [{ agent: AgentRegistration; container: AgentRegistration['containers'][number] }];
-  if (source.agentId === destination.agentId) {
-    return refuse('invalid-request', `container "${request.container}" already runs on "${destination.agentId}"`, source.agentId);
-  }
-  if (container.state !== 'running') {
-    return refuse('container-not-running', `container "${request.container}" on "${source.agentId}" is ${container.state}, not running; only a running container can be live-migrated`, null);
-  }
-  if (!destination.imageIds.includes(container.imageId)) {
-    const sameName = destination.images.includes(container.image);
-    return refuse(
-      'image-missing',
-      sameName
-        ? `destination "${destination.agentId}" has an image named "${container.image}" but not the same image (id ${container.imageId.slice(0, 12)}): a checkpoint restores only onto the image it was taken from; copy it there with "podman save | podman load" rather than rebuilding it`
-        : `destination "${destination.agentId}" does not have the image "${container.image}"; load it there first (the checkpoint carries the container's changes, not its base image)`,
-      source.agentId,
-    );
-  }
+  const { source, container, decision } = plan;
+  log.info({ migrationId: request.migrationId, approach: decision.approach, why: decision.reason }, 'approach decided');
+
   const holder = await takeLock(lockKey(source.agentId, request.container), request.migrationId, ctx);
   if (holder) {
     return refuse('already-migrating', `container "${request.container}" is already being migrated by ${holder}; wait for it to end ("ums status ${holder}")`, source.agentId);
@@ -92,7 +53,8 @@ export async function planMigration(event: EventOf<'migration.requested'>, ctx: 
     sourceAgent: source.agentId,
     image: container.image,
     imageId: container.imageId,
-    approach: 'container',
+    approach: decision.approach,
+    approachReason: decision.reason,
     artifactLocation: { storeUrl: source.storeUrl, prefix: artifactPrefix(request.migrationId) },
     times: { ...record.value.times, plannedAt: new Date().toISOString() },
   }));
@@ -149,17 +111,17 @@ async function recordFor(event: EventOf<'migration.requested'>, ctx: FunctionCon
 }
 
 async function commandPrepare(record: MigrationRecord, ctx: FunctionContext): Promise<void> {
-  const { migrationId, epoch, container, destinationAgent, sourceAgent, artifactLocation, image, imageId } = record;
-  if (!sourceAgent || !artifactLocation || !image || !imageId) throw new Error(`migration ${migrationId} is in preflight but has no plan`);
+  const { migrationId, epoch, container, destinationAgent, sourceAgent, artifactLocation, image, imageId, approach } = record;
+  if (!sourceAgent || !artifactLocation || !image || !imageId || !approach) throw new Error(`migration ${migrationId} is in preflight but has no plan`);
   await ctx.bus.sendCommand(
     destinationAgent,
-    makeCommand('prepare', ctx.source, { migrationId, epoch, container, image, imageId, sourceAgent }, `${migrationId}.prepare`),
+    makeCommand('prepare', ctx.source, { migrationId, epoch, approach, container, image, imageId, sourceAgent }, `${migrationId}.prepare`),
   );
   await ctx.bus.publishEvent(
     makeEvent(
       'migration.planned',
       ctx.source,
-      { migrationId, container, image, sourceAgent, destinationAgent, approach: 'container', artifact: artifactLocation },
+      { migrationId, container, image, sourceAgent, destinationAgent, approach, ...(record.approachReason ? { approachReason: record.approachReason } : {}), artifact: artifactLocation },
       `${migrationId}.planned`,
     ),
   );

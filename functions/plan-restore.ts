@@ -70,7 +70,7 @@ export async function planRestore(event: PlanRestoreTrigger, ctx: FunctionContex
 async function commandCheckpoint(record: MigrationRecord, ctx: FunctionContext): Promise<void> {
   const { migrationId, epoch, container, sourceAgent, artifactLocation } = record;
   if (!sourceAgent || !artifactLocation) throw new Error(`migration ${migrationId} is checkpointing but has no plan`);
-  await ctx.bus.sendCommand(sourceAgent, makeCommand('checkpoint', ctx.source, { migrationId, epoch, container, artifact: artifactLocation }, `${migrationId}.checkpoint`));
+  await ctx.bus.sendCommand(sourceAgent, makeCommand('checkpoint', ctx.source, { migrationId, epoch, approach: record.approach ?? 'container', container, artifact: artifactLocation }, `${migrationId}.checkpoint`));
   ctx.log.info({ migrationId, sourceAgent }, 'destination ready; source commanded to checkpoint');
 }
 

@@ -66,6 +66,12 @@ export class ChildService {
     await this.closeLog();
   }
 
+  /** Starts it again with the same command, port and files (after kill or stop). */
+  async restart(): Promise<void> {
+    await this.kill();
+    await this.start();
+  }
+
   /** kill -9: what a crash looks like to everyone else. */
   async kill(): Promise<void> {
     if (this.running) {

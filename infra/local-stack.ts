@@ -11,10 +11,11 @@ import { ChildService } from './child-service.js';
 import { freePort } from './free-port.js';
 import { startNatsServer } from './nats-server.js';
 import { buildCounterImage, DEFAULT_COUNTER_IMAGE } from './images/build-counter-image.js';
+import { buildLauncherImage, DEFAULT_LAUNCHED_COUNTER_IMAGE, DEFAULT_LAUNCHED_MULTI_COUNTER_IMAGE } from './images/build-service-image.js';
 import { startAzurite, startGcsEmulator, startS3Server, type ObjectServer } from './object-servers.js';
 
-/** What the stack needs of a store's server; the file store has no server at all. */
-type StoreServer = Pick<ObjectServer, 'storeUrl' | 'env' | 'stop'>;
+/** What the stack needs of a store's server; the file store has no server at all (nothing to crash). */
+export type StoreServer = Pick<ObjectServer, 'storeUrl' | 'env' | 'stop'> & Partial<Pick<ObjectServer, 'crash' | 'restart'>>;
 import { startPodmanHost, type PodmanHost } from './podman-host.js';
 
 /**
@@ -50,7 +51,15 @@ export const StackInfo = z.object({
   startedAt: z.string(),
   image: z.string(),
   hosts: z.array(
-    HostSpec.extend({ podmanUrl: z.string(), socketPath: z.string(), storeUrl: z.string(), netns: z.string().optional(), agentLog: z.string() }),
+    HostSpec.extend({
+      podmanUrl: z.string(),
+      socketPath: z.string(),
+      storeUrl: z.string(),
+      netns: z.string().optional(),
+      agentLog: z.string(),
+      /** Where a service-level container's control dir goes (<launcherDir>/<container>, bind-mounted at /run/ums-launcher). */
+      launcherDir: z.string(),
+    }),
   ),
   functions: z.record(z.string(), z.string()),
 });
@@ -65,6 +74,8 @@ export interface LocalStackOptions {
   signedUrlTtlSeconds?: number;
   /** Extra agent settings (UMS_CHUNK_MIB, UMS_TRANSFER_PARALLEL, ...). */
   agentEnv?: Record<string, string>;
+  /** Extra settings of the functions and the bridge (UMS_DEADLINE_SCALE, UMS_SUPERVISE_EVERY_SECONDS, ...). */
+  functionEnv?: Record<string, string>;
 }
 
 export interface LocalStack {
@@ -74,6 +85,8 @@ export interface LocalStack {
   services: Map<string, ChildService>;
   /** Environment that gives the SDK of each store's cloud access to the local server (tests only). */
   storeEnv: Record<StoreKind, NodeJS.ProcessEnv>;
+  /** The object storage servers by kind: to crash and restart in fault tests. */
+  storage: Map<StoreKind, StoreServer>;
   stop(): Promise<void>;
 }
 
@@ -140,7 +153,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
         command: process.execPath,
         args: [frameworkMain, `--target=${fn}`, '--signature-type=cloudevent', `--port=${port}`, `--source=${join(distRoot, 'functions', 'index.js')}`],
         // The functions sign URLs for every cloud's store, so they get every store's credentials.
-        env: { ...serviceEnv, ...allStoreEnv, NATS_URL: natsUrl, UMS_SIGNED_URL_TTL_SECONDS: String(options.signedUrlTtlSeconds ?? 900) },
+        env: { ...serviceEnv, ...options.functionEnv, ...allStoreEnv, NATS_URL: natsUrl, UMS_SIGNED_URL_TTL_SECONDS: String(options.signedUrlTtlSeconds ?? 900) },
         logFile: logFile(`function-${fn}`),
         // Any HTTP answer means the server listens (a bare GET is not a CloudEvent, so it answers an error).
         ready: async () => (await fetch(url, { method: 'GET', signal: AbortSignal.timeout(1000) })).status > 0,
@@ -153,7 +166,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       name: 'bridge',
       command: process.execPath,
       args: [join(distRoot, 'infra', 'trigger-bridge.js')],
-      env: { ...serviceEnv, NATS_URL: natsUrl, UMS_FUNCTION_ENDPOINTS: JSON.stringify(functionUrls) },
+      env: { ...serviceEnv, ...options.functionEnv, NATS_URL: natsUrl, UMS_FUNCTION_ENDPOINTS: JSON.stringify(functionUrls) },
       logFile: logFile('bridge'),
       ready: async () => (await readFile(logFile('bridge'), 'utf8')).includes('trigger bound'),
     }).start();
@@ -176,6 +189,11 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       hosts.set(spec.agentId, host);
       teardown.push(() => host.destroy());
       await buildCounterImage(host.url, DEFAULT_COUNTER_IMAGE, { env: host.env });
+      // The same counter with the service-level launcher inside, single- and multi-process.
+      await buildLauncherImage(host.url, DEFAULT_LAUNCHED_COUNTER_IMAGE, { env: host.env, base: 'counter' });
+      await buildLauncherImage(host.url, DEFAULT_LAUNCHED_MULTI_COUNTER_IMAGE, { env: host.env, base: 'multi-counter' });
+      const launcherDir = join(hostDir, 'launcher');
+      await mkdir(launcherDir, { recursive: true, mode: 0o700 });
       const server = storage.get(spec.store);
       if (!server) throw new Error(`no storage server for ${spec.store}`);
       const agentLog = logFile(`agent-${spec.agentId}`);
@@ -195,16 +213,17 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
           UMS_STORE_URL: server.storeUrl,
           UMS_PODMAN_URL: host.url,
           UMS_STATE_DIR: join(hostDir, 'agent-state'),
+          UMS_LAUNCHER_DIR: launcherDir,
         },
         logFile: agentLog,
         ready: async () => (await readFile(agentLog, 'utf8')).includes('agent started'),
       }).start();
       services.set(`agent-${spec.agentId}`, agent);
-      info.hosts.push({ ...spec, podmanUrl: host.url, socketPath: host.socketPath, storeUrl: server.storeUrl, netns: host.netns, agentLog });
+      info.hosts.push({ ...spec, podmanUrl: host.url, socketPath: host.socketPath, storeUrl: server.storeUrl, netns: host.netns, agentLog, launcherDir });
     }
     await writeFile(stackInfoPath(dir), JSON.stringify(info, null, 2));
     log.info({ name: options.name, natsUrl, hosts: info.hosts.map((h) => h.agentId) }, 'local stack ready');
-    return { info, hosts, services, storeEnv, stop: () => stop() };
+    return { info, hosts, services, storeEnv, storage, stop: () => stop() };
   } catch (error) {
     // Keep the logs: they say why it failed. The next start with the same dir clears them.
     await stop(true);

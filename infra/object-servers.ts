@@ -26,6 +26,10 @@ export interface ObjectServer {
   logFile: string;
   /** Kills the server's whole process group and waits for it to exit. Safe to call twice. */
   stop(): Promise<void>;
+  /** kill -9 (fault injection: the store drops off mid-transfer). */
+  crash(): Promise<void>;
+  /** Starts it again on the same port and data directory. */
+  restart(): Promise<void>;
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -184,6 +188,10 @@ function throwawayServiceAccount(): Record<string, string> {
 interface RunningServer {
   logFile: string;
   stop(): Promise<void>;
+  /** kill -9 of the server's whole process group: what a crash of the store looks like to its clients. */
+  crash(): Promise<void>;
+  /** Starts it again on the same port and data directory (after crash or stop). */
+  restart(): Promise<void>;
 }
 
 const running = new Set<ChildProcess>();
@@ -197,9 +205,29 @@ async function spawnServer(
   extraEnv: Record<string, string> = {},
 ): Promise<RunningServer> {
   const logFile = join(dataDir, `${name}.log`);
-  const log = openSync(logFile, 'a');
   // Only what a Node program needs, so no cloud credentials of the caller leak into an emulator.
   const env: NodeJS.ProcessEnv = { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? dataDir, ...extraEnv };
+  let current = await launch(name, logFile, dataDir, port, args, env);
+  return {
+    logFile,
+    stop: () => current.stop(),
+    crash: () => current.crash(),
+    restart: async () => {
+      await current.stop();
+      current = await launch(name, logFile, dataDir, port, args, env);
+    },
+  };
+}
+
+async function launch(
+  name: string,
+  logFile: string,
+  dataDir: string,
+  port: number,
+  args: string[],
+  env: NodeJS.ProcessEnv,
+): Promise<{ stop(): Promise<void>; crash(): Promise<void> }> {
+  const log = openSync(logFile, 'a');
   const child = spawn(process.execPath, args, { cwd: dataDir, env, stdio: ['ignore', log, log], detached: true });
   closeSync(log);
   // A forgotten server must not keep a test runner alive; the exit hook below still kills it.
@@ -208,11 +236,12 @@ async function spawnServer(
   installExitHook();
   const exited = new Promise<void>((done) => child.once('exit', () => done()));
   child.once('exit', () => running.delete(child));
+  const isDown = () => child.exitCode !== null || child.signalCode !== null;
 
   let stopping: Promise<void> | undefined;
   const stop = (): Promise<void> => {
     stopping ??= (async () => {
-      if (child.exitCode !== null || child.signalCode !== null) return;
+      if (isDown()) return;
       // Referenced again so that the caller's event loop stays alive until the exit is seen.
       child.ref();
       killGroup(child, 'SIGTERM');
@@ -231,6 +260,12 @@ async function spawnServer(
     })();
     return stopping;
   };
+  const crash = async (): Promise<void> => {
+    if (isDown()) return;
+    child.ref();
+    killGroup(child, 'SIGKILL');
+    await exited;
+  };
 
   try {
     await waitForPort(port, exited, name, logFile);
@@ -238,7 +273,7 @@ async function spawnServer(
     await stop();
     throw error;
   }
-  return { logFile, stop };
+  return { stop, crash };
 }
 
 function killGroup(child: ChildProcess, signal: NodeJS.Signals): void {

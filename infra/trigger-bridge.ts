@@ -3,7 +3,7 @@ import { Command, Option } from 'commander';
 import { nanos, type JsMsg } from 'nats';
 import { z } from 'zod';
 import { subjects } from '../core/event-bus.js';
-import type { EventName } from '../core/events.js';
+import { InvalidMessageError, parseEvent, type EventName } from '../core/events.js';
 import { createLogger } from '../core/log.js';
 import { connectNatsBus, ensureConsumer, type NatsEventBus } from '../core/nats-event-bus.js';
 import { randomUUID } from 'node:crypto';
@@ -22,6 +22,7 @@ const MAX_DELIVERIES = 50;
 const BACKOFF_BASE_MS = 250;
 const BACKOFF_CAP_MS = 15_000;
 const REQUEST_TIMEOUT_MS = 60_000;
+const ACK_WAIT_MS = 10_000;
 /** In-flight deliveries per consumer; functions are idempotent, so order within a type does not matter. */
 const CONCURRENCY = 4;
 
@@ -40,7 +41,9 @@ export async function runBridge(bus: NatsEventBus, endpoints: FunctionEndpoints,
       await ensureConsumer(bus.manager, subjects.eventsStream, {
         durable_name: durable,
         filter_subject: subjects.eventsNamed(event),
-        ack_wait: nanos(REQUEST_TIMEOUT_MS + 5_000),
+        // Short, so that an event the bridge was delivering when it died is delivered again soon; a
+        // delivery in progress keeps it with working().
+        ack_wait: nanos(ACK_WAIT_MS),
         max_deliver: MAX_DELIVERIES,
       });
       const consumer = await bus.jetstream.consumers.get(subjects.eventsStream, durable);
@@ -99,7 +102,18 @@ function tick(fn: string, url: string, everyMs: number, headers: () => Promise<R
 
 async function deliver(bus: NatsEventBus, fn: string, url: string, message: JsMsg, headers: () => Promise<Record<string, string>>): Promise<void> {
   const attempt = message.info.deliveryCount;
+  try {
+    parseEvent(message.data);
+  } catch (error) {
+    // Validated at the boundary: a message that will never parse is not retried, it is kept with its reason.
+    if (!(error instanceof InvalidMessageError)) throw error;
+    log.warn({ function: fn, subject: message.subject, reason: error.message }, 'rejected an invalid event; kept as a dead letter');
+    await bus.deadLetter(`bridge-${fn}`, message.data, error.message);
+    message.term();
+    return;
+  }
   let failure: string;
+  const keepAlive = setInterval(() => message.working(), ACK_WAIT_MS / 3);
   try {
     const response = await fetch(url, {
       method: 'POST',
@@ -115,6 +129,8 @@ async function deliver(bus: NatsEventBus, fn: string, url: string, message: JsMs
     failure = `HTTP ${response.status}: ${(await response.text()).slice(0, 500)}`;
   } catch (error) {
     failure = (error as Error).message;
+  } finally {
+    clearInterval(keepAlive);
   }
   if (attempt >= MAX_DELIVERIES) {
     log.error({ function: fn, subject: message.subject, attempt, failure }, 'giving up on an event; kept as a dead letter');

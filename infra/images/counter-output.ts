@@ -20,6 +20,21 @@ export function parseTicks(output: string): Tick[] {
   });
 }
 
+/** A tick of the multi-process workload (infra/images/launcher/multi-counter.sh): `a lines=N count=M t=MS`. */
+export interface LabelledTick extends Tick {
+  /** the labelling shell's own line count: memory of another process than the counter's */
+  lines: number;
+}
+
+/** The multi-counter's ticks, by label (one counter and one labelling shell per label). */
+export function parseLabelledTicks(output: string): Record<string, LabelledTick[]> {
+  const result: Record<string, LabelledTick[]> = {};
+  for (const m of output.matchAll(/^(\w+) lines=(\d+) count=(\d+) t=(\d+)$/gm)) {
+    (result[m[1] as string] ??= []).push({ lines: Number(m[2]), count: Number(m[3]), t: Number(m[4]) });
+  }
+  return result;
+}
+
 export interface Continuity {
   /** every tick is the previous one plus one */
   continuous: boolean;

@@ -196,7 +196,7 @@ describe('RestoreJob refuses bad input before anything is restored', { timeout: 
     let prepared!: () => void;
     const preparedPromise = new Promise<void>((resolve) => (prepared = resolve));
     const job = new RestoreJob({
-      command: { migrationId, epoch: 1, container: NAME, image: IMAGE, imageId: image.id, sourceAgent: SOURCE },
+      command: { migrationId, epoch: 1, approach: 'container', container: NAME, image: IMAGE, imageId: image.id, sourceAgent: SOURCE },
       engine: destination.engine,
       bus,
       emit: async <N extends EventName>(name: N, data: EventData<N>): Promise<void> => {
@@ -211,6 +211,7 @@ describe('RestoreJob refuses bad input before anything is restored', { timeout: 
       urlBatch: 8,
       idleTimeoutMs: IDLE_TIMEOUT_MS,
       beforeRestore: async () => undefined,
+      restoreFrom: (archive) => destination.engine.restoreFromArchive(NAME, archive),
     });
     // The source's chunk-urls command, all of it up front: no case waits for URLs it does not have.
     const urls: CommandData<'chunk-urls'> = { migrationId, epoch: 1, manifestUrl: manifestUrl.url, chunks: chunkUrls, expiresAt: manifestUrl.expiresAt };

@@ -24,7 +24,7 @@ describe('events and commands at the boundary', () => {
     assert.throws(() => parseEvent({ ...base, data: { migrationId, container: '../etc', destinationAgent: 'x' } }), /container/);
     assert.throws(() => parseEvent({ ...base, data: { migrationId: 'a.b', container: 'web', destinationAgent: 'x' } }), /migrationId/);
     // a command is not an event, and the other way round
-    const command = toWire(makeCommand('discard', '/ums/functions/finalize', { migrationId, epoch: 1, container: 'web' }));
+    const command = toWire(makeCommand('discard', '/ums/functions/finalize', { migrationId, epoch: 1, approach: 'container', container: 'web' }));
     assert.throws(() => parseEvent(command), /unknown event type/);
     assert.throws(() => parseCommand(base), /unknown command type/);
   });
@@ -32,14 +32,14 @@ describe('events and commands at the boundary', () => {
   it('rejects another schema version with a reason instead of guessing at it, and a command without its epoch', () => {
     const base = toWire(makeEvent('migration.requested', '/ums/cli', { migrationId, container: 'web', destinationAgent: 'gcp-us-central1-1' }));
     assert.throws(() => parseEvent({ ...base, type: 'dev.ums.migration.requested.v2' }), /schema version 2; this build speaks version 1/);
-    const resume = toWire(makeCommand('resume', '/f', { migrationId, epoch: 2, container: 'web' }));
+    const resume = toWire(makeCommand('resume', '/f', { migrationId, epoch: 2, approach: 'container', container: 'web' }));
     assert.throws(() => parseCommand({ ...resume, type: 'dev.ums.command.resume.v3' }), /schema version 3/);
     assert.throws(() => parseCommand({ ...resume, data: { migrationId, container: 'web' } }), /epoch/);
     assert.throws(() => parseCommand({ ...resume, data: { migrationId, container: 'web', epoch: 0 } }), /epoch/);
   });
 
   it('validates the destination\'s commands, including the signed URLs', () => {
-    const prepare = { migrationId, epoch: 1, container: 'web', image: 'localhost/ums/counter:1', imageId: 'e'.repeat(64), sourceAgent: 'azure-eastus-1' };
+    const prepare = { migrationId, epoch: 1, approach: 'container' as const, container: 'web', image: 'localhost/ums/counter:1', imageId: 'e'.repeat(64), sourceAgent: 'azure-eastus-1' };
     assert.equal(parseCommand(toWire(makeCommand('prepare', '/f', prepare))).name, 'prepare');
     assert.throws(() => makeCommand('prepare', '/f', { ...prepare, sourceAgent: 'a b' }));
     const urls = {

@@ -4,7 +4,7 @@
  * The container's entrypoint (PID 1). It runs the service as its child and carries CRIU inside the image, so
  * migrating the service needs nothing from the host engine but "start a plain container of this image":
  * no CRIU on the host, no engine checkpoint API, no privileged container (CAP_CHECKPOINT_RESTORE and
- * CAP_SYS_PTRACE only).
+ * CAP_SYS_PTRACE added, and no seccomp filter: CRIU cannot suspend one without CAP_SYS_ADMIN; see README.md).
  *
  *   ums-launcher [--restore] [--] CMD [ARGS...]
  *
@@ -21,14 +21,16 @@
  *                  M is running | frozen | waiting-for-restore | restored; pid=0 when there is no service.
  *   checkpoint  -> (running or restored) CRIU-dumps the service tree with --leave-stopped, answers
  *                  `ok dump_ms=D bytes=B files=F` and then streams exactly B bytes of an uncompressed ustar
- *                  archive (flat: ums-launcher.meta first, then CRIU's image files). The tree stays stopped
- *                  (mode frozen) until `resume` or `discard`.
+ *                  archive (flat: ums-launcher.meta first, then CRIU's image files, then ums-launcher.sums with
+ *                  a hash per entry). The tree stays stopped (mode frozen) until `resume` or `discard`.
  *   resume      -> (frozen) SIGCONTs the stopped tree: the migration failed, the service runs on here.
  *   discard     -> (frozen or waiting-for-restore) the migration succeeded (or this target is not wanted):
  *                  SIGKILLs the tree, answers ok and exits 0, so the container exits.
  *   restore     -> (waiting-for-restore) after the request line the client sends the archive; the launcher
- *                  reads up to the tar's end-of-archive blocks, restores and answers
- *                  `ok restore_ms=T pid=P procs=N`. On error it stays waiting, so a second try is possible.
+ *                  reads up to the tar's end-of-archive blocks, checks it (plain files only, meta first, sums
+ *                  match, nothing missing), restores and answers `ok restore_ms=T receive_ms=R pid=P procs=N
+ *                  bytes=B`. On error it stays waiting, so a second try is possible.
+ * A request line must arrive within 5 s (the output relay waits meanwhile); an archive may pause up to 30 s.
  *
  * PIDs: CRIU restores every process under its old PID, so those must be free in the fresh container, where
  * this launcher is PID 1 and CRIU's own processes take the lowest free PIDs. The service tree therefore lives
@@ -492,37 +494,120 @@ static int list_images(struct image_file *files, int max, char *err, size_t err_
   return n;
 }
 
+/*
+ * Integrity: CRIU images carry no checksums, and a flipped byte in pages-*.img restores silently as wrong
+ * memory. Every archive therefore ends with SUMS_NAME, one `HASH NAME` line per preceding entry: a 64-bit
+ * multiply-xorshift hash over 8-byte words (fast enough to compute while streaming; it detects transport
+ * corruption and truncation, not tampering).
+ */
+#define SUMS_NAME "ums-launcher.sums"
+#define SUMS_LINE_FIXED 18 /* 16 hex digits, a space and a newline */
+
+struct sum_state {
+  uint64_t h;
+  unsigned char carry[8];
+  size_t carried;
+  uint64_t length;
+};
+
+static void sum_init(struct sum_state *s) {
+  memset(s, 0, sizeof *s);
+  s->h = 0x6a09e667f3bcc908ULL;
+}
+
+static void sum_word(struct sum_state *s, uint64_t w) {
+  s->h ^= w * 0x9E3779B97F4A7C15ULL;
+  s->h = (s->h << 27 | s->h >> 37) * 0xC2B2AE3D27D4EB4FULL;
+}
+
+static void sum_update(struct sum_state *s, const unsigned char *p, size_t n) {
+  s->length += n;
+  while (n > 0 && s->carried > 0 && s->carried < 8) {
+    s->carry[s->carried++] = *p++;
+    n--;
+    if (s->carried == 8) {
+      uint64_t w;
+      memcpy(&w, s->carry, 8);
+      sum_word(s, w);
+      s->carried = 0;
+    }
+  }
+  for (; n >= 8; p += 8, n -= 8) {
+    uint64_t w;
+    memcpy(&w, p, 8);
+    sum_word(s, w);
+  }
+  memcpy(s->carry + s->carried, p, n);
+  s->carried += n;
+}
+
+static uint64_t sum_final(struct sum_state *s) {
+  uint64_t w = 0;
+  memcpy(&w, s->carry, s->carried);
+  sum_word(s, w ^ (s->length << 3));
+  return s->h ^ (s->h >> 31);
+}
+
+static long long sums_size(const struct image_file *files, int n) {
+  long long size = 0;
+  for (int i = 0; i < n; i++) size += SUMS_LINE_FIXED + (long long)strlen(files[i].name);
+  return size;
+}
+
 static long long tar_size(const struct image_file *files, int n) {
   long long total = 1024; /* end-of-archive: two zero blocks */
   for (int i = 0; i < n; i++) total += 512 + (files[i].size + 511) / 512 * 512;
-  return total;
+  return total + 512 + (sums_size(files, n) + 511) / 512 * 512;
 }
 
-/* Streams the images dir as ustar to fd; returns 0, or -1 with err set. */
+static void fill_header(struct tar_header *h, const char *name, long long size) {
+  memset(h, 0, sizeof *h);
+  memcpy(h->name, name, strnlen(name, sizeof h->name - 1));
+  snprintf(h->mode, sizeof h->mode, "%07o", 0600);
+  snprintf(h->uid, sizeof h->uid, "%07o", 0);
+  snprintf(h->gid, sizeof h->gid, "%07o", 0);
+  snprintf(h->size, sizeof h->size, "%011llo", (unsigned long long)size);
+  snprintf(h->mtime, sizeof h->mtime, "%011o", 0);
+  h->typeflag = '0';
+  memcpy(h->magic, "ustar", 6);
+  memcpy(h->version, "00", 2);
+  snprintf(h->chksum, sizeof h->chksum, "%06o", header_checksum(h));
+  h->chksum[7] = ' ';
+}
+
+static int write_entry(int fd, const char *name, const char *data, long long size) {
+  struct tar_header h;
+  fill_header(&h, name, size);
+  static const char zero[512];
+  if (write_all(fd, &h, sizeof h) != 0 || write_all(fd, data, (size_t)size) != 0) return -1;
+  size_t pad = (size_t)((512 - size % 512) % 512);
+  return pad > 0 ? write_all(fd, zero, pad) : 0;
+}
+
+/* Streams the images dir as ustar to fd, then the sums; returns 0, or -1 with err set. */
 static int write_tar(int fd, const struct image_file *files, int n, char *err, size_t err_len) {
   static char buf[1 << 16];
+  long long sums_len = sums_size(files, n);
+  char *sums = malloc((size_t)sums_len + 1);
+  if (sums == NULL) {
+    snprintf(err, err_len, "out of memory");
+    return -1;
+  }
+  size_t sums_used = 0;
   for (int i = 0; i < n; i++) {
     struct tar_header h;
-    memset(&h, 0, sizeof h);
-    memcpy(h.name, files[i].name, strnlen(files[i].name, sizeof h.name - 1));
-    snprintf(h.mode, sizeof h.mode, "%07o", 0600);
-    snprintf(h.uid, sizeof h.uid, "%07o", 0);
-    snprintf(h.gid, sizeof h.gid, "%07o", 0);
-    snprintf(h.size, sizeof h.size, "%011llo", (unsigned long long)files[i].size);
-    snprintf(h.mtime, sizeof h.mtime, "%011o", 0);
-    h.typeflag = '0';
-    memcpy(h.magic, "ustar", 6);
-    memcpy(h.version, "00", 2);
-    snprintf(h.chksum, sizeof h.chksum, "%06o", header_checksum(&h));
-    h.chksum[7] = ' ';
+    fill_header(&h, files[i].name, files[i].size);
     if (write_all(fd, &h, sizeof h) != 0) goto send_failed;
     char path[600];
-    snprintf(path, sizeof path, "%s/%s", L.images_dir, files[i].name);
+    snprintf(path, sizeof path, "%s/%.99s", L.images_dir, files[i].name);
     int in = open(path, O_RDONLY | O_CLOEXEC);
     if (in < 0) {
       snprintf(err, err_len, "cannot read %s: %s", path, strerror(errno));
+      free(sums);
       return -1;
     }
+    struct sum_state s;
+    sum_init(&s);
     long long left = files[i].size;
     while (left > 0) {
       size_t want = left < (long long)sizeof buf ? (size_t)left : sizeof buf;
@@ -530,8 +615,10 @@ static int write_tar(int fd, const struct image_file *files, int n, char *err, s
       if (got != want) {
         snprintf(err, err_len, "%s changed while it was archived", path);
         close(in);
+        free(sums);
         return -1;
       }
+      sum_update(&s, (const unsigned char *)buf, got);
       if (write_all(fd, buf, got) != 0) {
         close(in);
         goto send_failed;
@@ -542,11 +629,17 @@ static int write_tar(int fd, const struct image_file *files, int n, char *err, s
     size_t pad = (size_t)((512 - files[i].size % 512) % 512);
     memset(buf, 0, pad);
     if (pad > 0 && write_all(fd, buf, pad) != 0) goto send_failed;
+    sums_used += (size_t)snprintf(sums + sums_used, (size_t)sums_len + 1 - sums_used, "%016llx %s\n", (unsigned long long)sum_final(&s),
+                                  files[i].name);
   }
+  if (write_entry(fd, SUMS_NAME, sums, sums_len) != 0) goto send_failed;
+  free(sums);
   memset(buf, 0, 1024);
-  if (write_all(fd, buf, 1024) != 0) goto send_failed;
+  if (write_all(fd, buf, 1024) != 0) goto send_failed_freed;
   return 0;
 send_failed:
+  free(sums);
+send_failed_freed:
   snprintf(err, err_len, "sending the archive failed: %s", strerror(errno));
   return -1;
 }
@@ -565,10 +658,15 @@ static long long parse_octal(const char *field, size_t len, int *ok) {
 
 /*
  * Reads a ustar archive from fd into the images dir, up to its end-of-archive blocks. Only flat regular
- * files with plain names are accepted, and the first must be the meta file. Returns 0, or -1 with err set.
+ * files with plain names are accepted, the first must be the meta file and the last the sums, which must
+ * match what arrived. Returns 0, or -1 with err set.
  */
 static int read_tar(int fd, long long *total, char *err, size_t err_len) {
   static char buf[1 << 16];
+  /* "HASH NAME\n" of every entry received, to compare with the sender's sums. */
+  static char computed[1 << 16];
+  size_t computed_used = 0;
+  char *sums = NULL;
   long long offset = 0;
   int entries = 0;
   for (;;) {
@@ -578,7 +676,7 @@ static int read_tar(int fd, long long *total, char *err, size_t err_len) {
       snprintf(err, err_len,
                "the archive ended after %lld bytes, before its end-of-archive blocks (truncated? %s)", offset + (long long)got,
                errno ? strerror(errno) : "EOF");
-      return -1;
+      goto fail;
     }
     static const char zero[512];
     if (memcmp(&h, zero, 512) == 0) {
@@ -587,66 +685,117 @@ static int read_tar(int fd, long long *total, char *err, size_t err_len) {
       offset += 1024;
       break;
     }
+    if (sums != NULL) {
+      snprintf(err, err_len, "entry %d follows %s, which must be the last: not a ums-launcher checkpoint", entries + 1, SUMS_NAME);
+      goto fail;
+    }
     int ok = 1;
     unsigned stored = (unsigned)parse_octal(h.chksum, sizeof h.chksum, &ok);
     if (!ok || stored != header_checksum(&h)) {
       snprintf(err, err_len, "entry %d at byte %lld has a bad header checksum: not a tar archive, or corrupt", entries + 1, offset);
-      return -1;
+      goto fail;
     }
     char name[101];
     memcpy(name, h.name, 100);
     name[100] = '\0';
     if ((h.typeflag != '0' && h.typeflag != '\0') || h.prefix[0] != '\0' || !name_ok(name)) {
       snprintf(err, err_len, "entry %d (%.100s) is not a plain file of a ums-launcher checkpoint", entries + 1, name);
-      return -1;
+      goto fail;
     }
     if (entries == 0 && strcmp(name, META_NAME) != 0) {
       snprintf(err, err_len, "the archive does not start with %s: not a ums-launcher checkpoint (first entry %s)", META_NAME, name);
-      return -1;
+      goto fail;
     }
     long long size = parse_octal(h.size, sizeof h.size, &ok);
     if (!ok || size < 0) {
       snprintf(err, err_len, "entry %s has a bad size field", name);
-      return -1;
+      goto fail;
     }
     offset += 512;
+    int is_sums = strcmp(name, SUMS_NAME) == 0;
+    if (is_sums && size > (long long)sizeof computed) {
+      snprintf(err, err_len, "%s is implausibly large (%lld bytes)", SUMS_NAME, size);
+      goto fail;
+    }
+    int out = -1;
     char path[600];
     snprintf(path, sizeof path, "%s/%s", L.images_dir, name);
-    int out = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (out < 0) {
-      snprintf(err, err_len, "cannot create %s: %s", path, strerror(errno));
-      return -1;
+    if (is_sums) {
+      sums = calloc(1, (size_t)size + 1);
+      if (sums == NULL) {
+        snprintf(err, err_len, "out of memory");
+        goto fail;
+      }
+    } else {
+      out = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+      if (out < 0) {
+        snprintf(err, err_len, "cannot create %s: %s", path, strerror(errno));
+        goto fail;
+      }
     }
+    struct sum_state s;
+    sum_init(&s);
     long long left = (size + 511) / 512 * 512;
     long long data_left = size;
     while (left > 0) {
       size_t want = left < (long long)sizeof buf ? (size_t)left : sizeof buf;
       size_t n = read_full(fd, buf, want);
       if (n != want) {
-        close(out);
+        if (out >= 0) close(out);
         snprintf(err, err_len, "the archive ended inside %s after %lld bytes (truncated? %s)", name, offset + (long long)n,
                  errno ? strerror(errno) : "EOF");
-        return -1;
+        goto fail;
       }
       size_t data = data_left < (long long)n ? (size_t)data_left : n;
-      if (data > 0 && write_all(out, buf, data) != 0) {
-        snprintf(err, err_len, "cannot write %s: %s", path, strerror(errno));
-        close(out);
-        return -1;
+      if (is_sums) {
+        memcpy(sums + (size - data_left), buf, data);
+      } else if (data > 0) {
+        sum_update(&s, (const unsigned char *)buf, data);
+        if (write_all(out, buf, data) != 0) {
+          snprintf(err, err_len, "cannot write %s: %s", path, strerror(errno));
+          close(out);
+          goto fail;
+        }
       }
       data_left -= (long long)data;
       left -= (long long)n;
       offset += (long long)n;
     }
-    close(out);
+    if (out >= 0) close(out);
+    if (!is_sums) {
+      int w = snprintf(computed + computed_used, sizeof computed - computed_used, "%016llx %s\n", (unsigned long long)sum_final(&s), name);
+      if (w < 0 || (size_t)w >= sizeof computed - computed_used) {
+        snprintf(err, err_len, "too many entries");
+        goto fail;
+      }
+      computed_used += (size_t)w;
+    }
     entries++;
   }
   if (entries == 0) {
     snprintf(err, err_len, "the archive is empty: not a ums-launcher checkpoint");
-    return -1;
+    goto fail;
   }
+  if (sums == NULL) {
+    snprintf(err, err_len, "the archive has no %s at its end: incomplete, or not a ums-launcher checkpoint", SUMS_NAME);
+    goto fail;
+  }
+  if (strlen(sums) != computed_used || memcmp(sums, computed, computed_used) != 0) {
+    /* Name the first file that differs: it tells transport corruption from a mixed-up archive. */
+    const char *a = sums, *b = computed;
+    while (*a && *a == *b) a++, b++;
+    while (a > sums && a[-1] != '\n') a--;
+    const char *end = strchr(a, '\n');
+    int len = end != NULL ? (int)(end - a) : (int)strlen(a);
+    snprintf(err, err_len, "checksum mismatch (sender's line: '%.*s'): the archive was corrupted in transit", len > 200 ? 200 : len, a);
+    goto fail;
+  }
+  free(sums);
   *total = offset;
   return 0;
+fail:
+  free(sums);
+  return -1;
 }
 
 /* ---- meta file ------------------------------------------------------------------------------------- */
@@ -821,9 +970,10 @@ static void op_discard(int conn) {
 }
 
 /* Reads and drops what the client still sends, so it sees our reply instead of EPIPE. */
+static void set_receive_timeout(int conn, int seconds);
+
 static void drain_input(int conn) {
-  struct timeval tv = {.tv_sec = 2, .tv_usec = 0};
-  setsockopt(conn, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  set_receive_timeout(conn, 2);
   static char buf[1 << 16];
   while (read(conn, buf, sizeof buf) > 0) {
   }
@@ -841,6 +991,8 @@ static void op_restore(int conn) {
     reply(conn, "err restore: cannot prepare %s: %s", L.images_dir, strerror(errno));
     return;
   }
+  /* A stalled sender is given up on after this long without a byte (the service is not running yet). */
+  set_receive_timeout(conn, 30);
   long started = now_ms();
   long long archive_bytes = 0;
   struct meta m;
@@ -903,9 +1055,14 @@ static void op_restore(int conn) {
   advance_pid_cursor(highest + 1);
 }
 
-static void handle_connection(int conn) {
-  struct timeval tv = {.tv_sec = 30, .tv_usec = 0};
+static void set_receive_timeout(int conn, int seconds) {
+  struct timeval tv = {.tv_sec = seconds, .tv_usec = 0};
   setsockopt(conn, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+}
+
+static void handle_connection(int conn) {
+  /* Short: while a request is read, nothing copies the service's output, and a full pipe blocks the service. */
+  set_receive_timeout(conn, 5);
   struct timeval stv = {.tv_sec = 120, .tv_usec = 0};
   setsockopt(conn, SOL_SOCKET, SO_SNDTIMEO, &stv, sizeof stv);
   /* Byte by byte, so nothing after the newline (the restore archive) is consumed here. */

@@ -1,0 +1,42 @@
+import type { Readable } from 'node:stream';
+import type { MigrationApproach } from '../core/migration-approach.js';
+
+/** What a restore needs to know of the container it recreates. */
+export interface RestoreTarget {
+  container: string;
+  image: string;
+  /** The very image the checkpoint was taken from. */
+  imageId: string;
+}
+
+/**
+ * How one migration approach freezes, restores, resumes and discards a service on this host. The host
+ * agent runs the same saga steps for every approach (fenced commands, chunked archive, verified
+ * restore); only these operations differ: the engine's CRIU for container level
+ * (container-level.ts), the launcher inside the image for service level (service-level.ts).
+ */
+export interface ApproachDriver {
+  readonly approach: MigrationApproach;
+  /** Freezes the service and streams its checkpoint archive; the frozen copy stays until resume or discard. */
+  checkpoint(container: string): Promise<Readable>;
+  /** Whether an earlier checkpoint left the service frozen here; undefined if there is no such container. */
+  frozen(container: string): Promise<boolean | undefined>;
+  /**
+   * Recreates the service from `archive`, which arrives while the source is still uploading; resolves
+   * once it runs. Destroying `archive` with an error aborts the restore before anything runs.
+   */
+  restore(target: RestoreTarget, archive: Readable): Promise<{ id: string }>;
+  /** Whether the container (one this agent restored) runs the service, as opposed to a half-made one. */
+  restored(container: string): Promise<boolean>;
+  /** The migration failed: the frozen service runs on here. Idempotent. */
+  resume(container: string): Promise<void>;
+  /** The migration succeeded: remove the frozen copy. Idempotent; refuses a service that runs. */
+  discard(container: string): Promise<void>;
+}
+
+export class RunningServiceError extends Error {
+  constructor(container: string, where: string) {
+    super(`refusing to discard "${container}": it is running on ${where}, so it is not the frozen copy (it was resumed)`);
+    this.name = 'RunningServiceError';
+  }
+}

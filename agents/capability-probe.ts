@@ -1,0 +1,326 @@
+import { execFile } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { z } from 'zod';
+import {
+  ContainerTraits,
+  type ContainerLevelCapability,
+  type HostCapabilities,
+  type LauncherCapability,
+  type OrchestratorLevelCapability,
+  type PlainContainerCapability,
+} from '../core/migration-approach.js';
+import type { EngineInfo } from './container-engine.js';
+import { KubeletCheckpointClient, tokenFromFile, type KubeletCheckpointError } from './kubelet-checkpoint.js';
+
+const execFileAsync = promisify(execFile);
+
+/**
+ * What this host can do for each migration approach (core/migration-approach.ts), probed at start and on each
+ * heartbeat. Heartbeats come every 2 s, so everything here is cached: engine info for `hostTtlMs`, the kubelet
+ * for `kubeletTtlMs`, `criu check` once when it passes (a kernel does not lose features while running; a
+ * failure is retried, since an operator may fix it), each container's launcher for `containerTtlMs`. Concurrent
+ * callers share one probe in flight. Probes never throw: what fails becomes `available: false` with a reason
+ * that says what failed and what to do.
+ */
+
+// ---- container level ----------------------------------------------------------------------------
+
+export interface CriuCheckResult {
+  ok: boolean;
+  /** The binary that answered, if any. */
+  command: string | undefined;
+  /** Its output ("Looks good."), or why it failed. */
+  detail: string;
+}
+
+/**
+ * Runs `criu check` (the kernel and CRIU agree on what a dump needs). Candidates as PodmanEngine's:
+ * infra/host-setup.sh's wrapper first, then criu from PATH. Needs root, as the engine's CRIU does. An agent
+ * running in a container checks its own view: give it the host's criu and /proc, or pass `commands`.
+ */
+export async function runCriuCheck(options: { commands?: string[]; timeoutMs?: number } = {}): Promise<CriuCheckResult> {
+  const commands = options.commands ?? ['/usr/local/sbin/criu', 'criu'];
+  const failures: string[] = [];
+  for (const command of commands) {
+    try {
+      const { stdout, stderr } = await execFileAsync(command, ['check'], { timeout: options.timeoutMs ?? 20_000 });
+      return { ok: true, command, detail: `${stdout}${stderr}`.trim() || 'criu check passed' };
+    } catch (error) {
+      const e = error as NodeJS.ErrnoException & { stdout?: string; stderr?: string; killed?: boolean };
+      if (e.code === 'ENOENT') {
+        failures.push(`${command}: not found`);
+        continue;
+      }
+      const output = `${e.stdout ?? ''}${e.stderr ?? ''}`.trim().split('\n').slice(-3).join(' | ');
+      const why = e.killed === true ? 'timed out' : `exit ${String(e.code ?? '?')}`;
+      return { ok: false, command, detail: `\`${command} check\` failed (${why}): ${output || e.message}` };
+    }
+  }
+  return { ok: false, command: undefined, detail: `no criu binary found (${failures.join('; ')}): install CRIU >= 4.1 (infra/host-setup.sh)` };
+}
+
+/**
+ * Container level = the engine answers and its host's CRIU works. Returns plain-container capability too
+ * (service level's destination only needs the engine to answer).
+ */
+export async function probeContainerLevel(deps: {
+  engineInfo: () => Promise<EngineInfo>;
+  criuCheck: () => Promise<CriuCheckResult>;
+}): Promise<{ containerLevel: ContainerLevelCapability; plainContainers: PlainContainerCapability }> {
+  let info: EngineInfo;
+  try {
+    info = await deps.engineInfo();
+  } catch (error) {
+    const reason = `the container engine does not answer (${(error as Error).message}): is its API service running?`;
+    return { containerLevel: { available: false, reason }, plainContainers: { available: false, reason } };
+  }
+  const engine = `${info.engine} ${info.version} (${info.ociRuntime})`;
+  const plainContainers = { available: true };
+  if (info.criuVersion === undefined) {
+    return {
+      containerLevel: { available: false, engine, reason: 'no criu on the engine\'s host: install CRIU >= 4.1 (infra/host-setup.sh side-loads it where the distribution\'s is too old)' },
+      plainContainers,
+    };
+  }
+  const check = await deps.criuCheck();
+  if (!check.ok) {
+    return { containerLevel: { available: false, engine, criuVersion: info.criuVersion, reason: check.detail }, plainContainers };
+  }
+  return { containerLevel: { available: true, engine, criuVersion: info.criuVersion }, plainContainers };
+}
+
+// ---- orchestrator level -------------------------------------------------------------------------
+
+export interface KubeletProber {
+  probe(): Promise<{ available: true } | { available: false; error: KubeletCheckpointError }>;
+}
+
+/** Orchestrator level = a kubelet is configured and its checkpoint API answers us (not 404 page not found). */
+export async function probeOrchestratorLevel(options: { kubeletUrl?: string; prober?: KubeletProber; nodeName?: string }): Promise<OrchestratorLevelCapability> {
+  if (options.kubeletUrl === undefined || options.prober === undefined) {
+    return { available: false, reason: 'UMS_KUBELET_URL is not set: this agent has no kubelet to checkpoint through' };
+  }
+  const where = { kubeletUrl: options.kubeletUrl, ...(options.nodeName !== undefined ? { nodeName: options.nodeName } : {}) };
+  try {
+    const probed = await options.prober.probe();
+    if (probed.available) return { available: true, ...where };
+    return { available: false, reason: probed.error.message, ...where };
+  } catch (error) {
+    return { available: false, reason: `probing the kubelet failed: ${(error as Error).message}`, ...where };
+  }
+}
+
+/**
+ * The kubelet client an agent configures from its environment, or undefined without UMS_KUBELET_URL:
+ * UMS_KUBELET_URL (https://<node>:10250), UMS_KUBELET_TOKEN_FILE (default: the pod's service-account token
+ * when it exists), UMS_KUBELET_CA_FILE (the kubelet's serving CA), UMS_KUBELET_NODE_NAME.
+ */
+export function kubeletClientFromEnv(env: NodeJS.ProcessEnv = process.env): KubeletCheckpointClient | undefined {
+  const url = env.UMS_KUBELET_URL;
+  if (url === undefined || url === '') return undefined;
+  const serviceAccountToken = '/var/run/secrets/kubernetes.io/serviceaccount/token';
+  const tokenFile = env.UMS_KUBELET_TOKEN_FILE ?? (existsSync(serviceAccountToken) ? serviceAccountToken : undefined);
+  const caFile = env.UMS_KUBELET_CA_FILE;
+  return new KubeletCheckpointClient({
+    url,
+    ...(tokenFile !== undefined ? { token: tokenFromFile(tokenFile) } : {}),
+    ...(caFile !== undefined ? { ca: readFileSync(caFile) } : {}),
+    ...(env.UMS_KUBELET_NODE_NAME !== undefined ? { nodeName: env.UMS_KUBELET_NODE_NAME } : {}),
+  });
+}
+
+// ---- service level (per container) --------------------------------------------------------------
+
+/**
+ * The launcher's control socket convention: the host directory <LAUNCHER_HOST_DIR>/<container>/ is
+ * bind-mounted at /run/ums-launcher in the container, where the launcher (the container's entrypoint)
+ * listens on control.sock. The agent finds it from the host side without entering the container.
+ */
+export const LAUNCHER_HOST_DIR = '/run/ums-launcher';
+export const LAUNCHER_CONTAINER_DIR = '/run/ums-launcher';
+export const LAUNCHER_SOCKET_NAME = 'control.sock';
+
+export function launcherSocketPath(container: string, hostDir: string = LAUNCHER_HOST_DIR): string {
+  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(container) || container.includes('..')) throw new Error(`invalid container name "${container}"`);
+  return join(hostDir, container, LAUNCHER_SOCKET_NAME);
+}
+
+/** What the launcher client (agents/service-launcher-client.ts) reports; validated here, at the boundary. */
+export const LauncherProbeResult = z.object({
+  available: z.boolean(),
+  version: z.string().optional(),
+  /** 0 while the launcher waits for a restore: then it is left out of the traits. */
+  processCount: z.number().int().nonnegative().optional(),
+  memoryBytes: z.number().int().nonnegative().optional(),
+  reason: z.string().optional(),
+});
+export type LauncherProbeResult = z.infer<typeof LauncherProbeResult>;
+export type ProbeLauncher = (container: string) => Promise<LauncherProbeResult>;
+
+/**
+ * Service-level traits of one container: asks its launcher over the control socket (through `probeLauncher`,
+ * the launcher client's job) only when the socket exists, so containers without the launcher cost one stat.
+ */
+export async function probeContainerTraits(
+  container: string,
+  options: { probeLauncher?: ProbeLauncher; hostDir?: string; timeoutMs?: number } = {},
+): Promise<ContainerTraits> {
+  const socket = launcherSocketPath(container, options.hostDir);
+  const isSocket = await stat(socket).then((s) => s.isSocket(), () => false);
+  if (!isSocket) {
+    return {
+      launcher: {
+        available: false,
+        reason: `no launcher control socket at ${socket}: the image does not run the UMS launcher as its entrypoint, or ${LAUNCHER_CONTAINER_DIR} is not bind-mounted from there`,
+      },
+    };
+  }
+  if (options.probeLauncher === undefined) {
+    return { launcher: { available: false, reason: `a launcher socket is at ${socket} but this agent has no launcher client configured` } };
+  }
+  const timeoutMs = options.timeoutMs ?? 2_000;
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    const raw = await Promise.race([
+      options.probeLauncher(container),
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
+      }),
+    ]);
+    const parsed = LauncherProbeResult.safeParse(raw);
+    if (!parsed.success) {
+      return { launcher: { available: false, reason: `the launcher at ${socket} answered something unexpected: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}` } };
+    }
+    const result = parsed.data;
+    const launcher: LauncherCapability = {
+      available: result.available,
+      ...(result.version !== undefined ? { version: result.version } : {}),
+      ...(result.available ? {} : { reason: result.reason ?? `the launcher at ${socket} reports it cannot checkpoint` }),
+    };
+    return ContainerTraits.parse({
+      launcher,
+      ...(result.processCount !== undefined && result.processCount > 0 ? { processCount: result.processCount } : {}),
+      ...(result.memoryBytes !== undefined ? { memoryBytes: result.memoryBytes } : {}),
+    });
+  } catch (error) {
+    return { launcher: { available: false, reason: `the launcher at ${socket} did not answer: ${(error as Error).message}` } };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+// ---- the cached probe an agent holds -----------------------------------------------------------
+
+export interface CapabilityProbeOptions {
+  /** The host's engine (PodmanEngine); only info() is used. */
+  engine: { info(): Promise<EngineInfo> };
+  /** Default: runCriuCheck(). */
+  criuCheck?: () => Promise<CriuCheckResult>;
+  /** The kubelet to probe (kubeletClientFromEnv()), with its URL for the report. */
+  kubelet?: { url: string; prober: KubeletProber; nodeName?: string };
+  probeLauncher?: ProbeLauncher;
+  launcherHostDir?: string;
+  /** Engine info and the whole host report. Default 10 s. */
+  hostTtlMs?: number;
+  /** Default 60 s: each probe costs the kubelet an authorisation check against the API server. */
+  kubeletTtlMs?: number;
+  /** Default 15 s. */
+  containerTtlMs?: number;
+  /** How long a failed `criu check` stands before it is run again. Default 5 min. */
+  criuRetryMs?: number;
+  now?: () => number;
+}
+
+export class CapabilityProbe {
+  private readonly now: () => number;
+  private readonly hostCache: Cached<{ containerLevel: ContainerLevelCapability; plainContainers: PlainContainerCapability }>;
+  private readonly kubeletCache: Cached<OrchestratorLevelCapability>;
+  private readonly criuCache: Cached<CriuCheckResult>;
+  private readonly containerCaches = new Map<string, Cached<ContainerTraits>>();
+
+  constructor(private readonly options: CapabilityProbeOptions) {
+    this.now = options.now ?? Date.now;
+    const criuCheck = options.criuCheck ?? (() => runCriuCheck());
+    const criuRetryMs = options.criuRetryMs ?? 5 * 60_000;
+    this.criuCache = new Cached(criuCheck, (r) => (r.ok ? Number.POSITIVE_INFINITY : criuRetryMs), this.now);
+    this.hostCache = new Cached(
+      () => probeContainerLevel({ engineInfo: () => options.engine.info(), criuCheck: () => this.criuCache.get() }),
+      () => options.hostTtlMs ?? 10_000,
+      this.now,
+    );
+    const kubelet = options.kubelet;
+    this.kubeletCache = new Cached(
+      () => probeOrchestratorLevel(kubelet === undefined ? {} : { kubeletUrl: kubelet.url, prober: kubelet.prober, ...(kubelet.nodeName !== undefined ? { nodeName: kubelet.nodeName } : {}) }),
+      () => options.kubeletTtlMs ?? 60_000,
+      this.now,
+    );
+  }
+
+  /** The host's report for the registration: cheap when cached, never throws. */
+  async host(): Promise<HostCapabilities> {
+    const [{ containerLevel, plainContainers }, orchestratorLevel] = await Promise.all([this.hostCache.get(), this.kubeletCache.get()]);
+    return { containerLevel, orchestratorLevel, plainContainers, probedAt: new Date(this.now()).toISOString() };
+  }
+
+  /** One container's traits (service level), cached per container. */
+  container(name: string): Promise<ContainerTraits> {
+    let cache = this.containerCaches.get(name);
+    if (cache === undefined) {
+      cache = new Cached(
+        () =>
+          probeContainerTraits(name, {
+            ...(this.options.probeLauncher !== undefined ? { probeLauncher: this.options.probeLauncher } : {}),
+            ...(this.options.launcherHostDir !== undefined ? { hostDir: this.options.launcherHostDir } : {}),
+          }),
+        () => this.options.containerTtlMs ?? 15_000,
+        this.now,
+      );
+      this.containerCaches.set(name, cache);
+    }
+    return cache.get();
+  }
+
+  /** Drops cached traits of containers no longer here (call with the current list on each heartbeat). */
+  retainContainers(names: Iterable<string>): void {
+    const keep = new Set(names);
+    for (const name of this.containerCaches.keys()) if (!keep.has(name)) this.containerCaches.delete(name);
+  }
+
+  /** Forgets everything (after a migration changed what this host runs, or its configuration). */
+  invalidate(): void {
+    this.hostCache.clear();
+    this.kubeletCache.clear();
+    this.containerCaches.clear();
+  }
+}
+
+/** A value recomputed when older than its TTL (which may depend on the value); one computation at a time. */
+class Cached<T> {
+  private value: { at: number; ttl: number; data: T } | undefined;
+  private inflight: Promise<T> | undefined;
+
+  constructor(
+    private readonly compute: () => Promise<T>,
+    private readonly ttlFor: (value: T) => number,
+    private readonly now: () => number,
+  ) {}
+
+  get(): Promise<T> {
+    const value = this.value;
+    if (value !== undefined && this.now() - value.at < value.ttl) return Promise.resolve(value.data);
+    this.inflight ??= this.compute()
+      .then((data) => {
+        this.value = { at: this.now(), ttl: this.ttlFor(data), data };
+        return data;
+      })
+      .finally(() => (this.inflight = undefined));
+    return this.inflight;
+  }
+
+  clear(): void {
+    this.value = undefined;
+  }
+}

@@ -1,0 +1,109 @@
+import { isAlive, type AgentRegistration } from './agent-registration.js';
+import type { Approach, FailureCode } from './events.js';
+import { decideApproach, type Decision, type HostCapabilities } from './migration-approach.js';
+
+export interface PlanRequest {
+  container: string;
+  destinationAgent: string;
+  sourceAgent?: string;
+  approach?: Approach;
+}
+
+export type Plan =
+  | {
+      ok: true;
+      source: AgentRegistration;
+      destination: AgentRegistration;
+      container: AgentRegistration['containers'][number];
+      decision: Extract<Decision, { kind: 'chosen' }>;
+    }
+  | {
+      ok: false;
+      code: FailureCode;
+      reason: string;
+      /** Where the service runs, as far as the registrations tell. */
+      runningOn: string | null;
+      /** The container may simply not be listed yet (registrations lag a heartbeat). */
+      notListedYet?: boolean;
+      decision?: Decision;
+    };
+
+/**
+ * Checks a migration request against the agents' registrations, before anything is frozen (both
+ * agents alive, the container running on exactly one source, the very image at the destination), and
+ * decides the approach (core/migration-approach.ts) from what both hosts and the container can do.
+ * Pure: the planner function and `ums plan` both use it.
+ */
+export function planAgainst(agents: AgentRegistration[], request: PlanRequest, now = Date.now()): Plan {
+  const refuse = (code: FailureCode, reason: string, runningOn: string | null, extra: Partial<Extract<Plan, { ok: false }>> = {}): Plan => ({
+    ok: false,
+    code,
+    reason,
+    runningOn,
+    ...extra,
+  });
+  const alive = agents.filter((agent) => isAlive(agent, now));
+  const destination = alive.find((agent) => agent.agentId === request.destinationAgent);
+  if (!destination) {
+    const known = agents.some((agent) => agent.agentId === request.destinationAgent);
+    return refuse(
+      'agent-unavailable',
+      known
+        ? `destination agent "${request.destinationAgent}" has stopped sending heartbeats; check the agent on that host`
+        : `destination agent "${request.destinationAgent}" is not registered; "ums agents" lists the registered agents`,
+      null,
+    );
+  }
+  const candidates = request.sourceAgent ? alive.filter((agent) => agent.agentId === request.sourceAgent) : alive;
+  if (request.sourceAgent && candidates.length === 0) {
+    return refuse('agent-unavailable', `source agent "${request.sourceAgent}" is not registered or not alive; "ums agents" lists them`, null);
+  }
+  const holders = candidates.flatMap((agent) => {
+    const container = agent.containers.find((c) => c.name === request.container);
+    return container ? [{ agent, container }] : [];
+  });
+  if (holders.length === 0) {
+    const where = request.sourceAgent ? `on agent "${request.sourceAgent}"` : 'on any registered agent';
+    return refuse('container-not-found', `container "${request.container}" was not found ${where}; "ums agents" lists what each host runs`, null, { notListedYet: true });
+  }
+  if (holders.length > 1) {
+    const names = holders.map((h) => h.agent.agentId).join(', ');
+    return refuse('invalid-request', `container "${request.container}" exists on several agents (${names}); name the source with --from`, null);
+  }
+  const [{ agent: source, container }] = holders as [{ agent: AgentRegistration; container: AgentRegistration['containers'][number] }];
+  if (source.agentId === destination.agentId) {
+    return refuse('invalid-request', `container "${request.container}" already runs on "${destination.agentId}"`, source.agentId);
+  }
+  if (container.state !== 'running') {
+    return refuse('container-not-running', `container "${request.container}" on "${source.agentId}" is ${container.state}, not running; only a running container can be live-migrated`, null);
+  }
+  if (!destination.imageIds.includes(container.imageId)) {
+    const sameName = destination.images.includes(container.image);
+    return refuse(
+      'image-missing',
+      sameName
+        ? `destination "${destination.agentId}" has an image named "${container.image}" but not the same image (id ${container.imageId.slice(0, 12)}): a checkpoint restores only onto the image it was taken from; copy it there with "podman save | podman load" rather than rebuilding it`
+        : `destination "${destination.agentId}" does not have the image "${container.image}"; load it there first (the checkpoint carries the container's changes, not its base image)`,
+      source.agentId,
+    );
+  }
+  const decision = decideApproach({
+    source: capabilitiesOf(source),
+    destination: capabilitiesOf(destination),
+    container: container.traits ?? {},
+    destinationHasImage: true,
+    ...(request.approach ? { requested: request.approach } : {}),
+  });
+  if (decision.kind === 'refused') return refuse('approach-infeasible', decision.reason, source.agentId, { decision });
+  return { ok: true, source, destination, container, decision };
+}
+
+/** An agent that predates capability reports counts as able to do what its `approaches` list says. */
+export function capabilitiesOf(agent: AgentRegistration): HostCapabilities {
+  if (agent.capabilities) return agent.capabilities;
+  const reason = 'the agent reports no capabilities (an older agent)';
+  return {
+    containerLevel: agent.approaches.includes('container') ? { available: true } : { available: false, reason },
+    orchestratorLevel: { available: false, reason },
+  };
+}

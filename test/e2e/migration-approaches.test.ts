@@ -1,0 +1,160 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdir } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { connectNatsBus, type NatsEventBus } from '../../core/nats-event-bus.js';
+import { continuity, followTicks, joinTicks, parseLabelledTicks, readTicks } from '../../infra/images/counter-output.js';
+import { DEFAULT_LAUNCHED_COUNTER_IMAGE, DEFAULT_LAUNCHED_MULTI_COUNTER_IMAGE, LAUNCHER_CONTROL_DIR } from '../../infra/images/build-service-image.js';
+import { DEFAULT_HOSTS, startLocalStack, type LocalStack } from '../../infra/local-stack.js';
+import type { PodmanHost } from '../../infra/podman-host.js';
+import { LAUNCHER_CAPABILITIES, LAUNCHER_SECCOMP } from '../../agents/service-level.js';
+
+/**
+ * Approach detection end to end: the agents probe what their hosts and containers can do, the planner
+ * picks the cheapest approach feasible at both ends, and the migration runs at that level. A
+ * single-process service built with the launcher goes at service level (its own CRIU inside the
+ * image); a multi-process one at container level (the engine's CRIU). Both keep their memory state.
+ */
+const cli = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'cli', 'ums.js');
+const SOURCE = DEFAULT_HOSTS[0]?.agentId ?? 'azure-eastus-1';
+const DESTINATION = DEFAULT_HOSTS[1]?.agentId ?? 'gcp-us-central1-1';
+
+let stack: LocalStack;
+let bus: NatsEventBus;
+let source: PodmanHost;
+let destination: PodmanHost;
+
+function ums(args: string[]): Promise<{ code: number; json: Record<string, unknown> }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [cli, ...args, '--json'], { env: { ...process.env, NATS_URL: stack.info.natsUrl }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (err += chunk.toString()));
+    child.once('error', reject);
+    child.once('close', (code) => {
+      try {
+        resolve({ code: code ?? -1, json: JSON.parse(out) as Record<string, unknown> });
+      } catch {
+        reject(new Error(`ums ${args.join(' ')} printed no JSON (exit ${code}): ${out}\n${err}`));
+      }
+    });
+  });
+}
+
+/** Runs a launched image as its owner would: CRIU's capabilities, no seccomp filter, the control dir bind-mounted. */
+async function runLaunched(name: string, image: string): Promise<void> {
+  const launcherDir = stack.info.hosts.find((h) => h.agentId === SOURCE)?.launcherDir;
+  assert.ok(launcherDir);
+  const control = join(launcherDir, name);
+  await mkdir(control, { recursive: true, mode: 0o700 });
+  await source.podman(['run', '-d', '--name', name, '--cap-add', LAUNCHER_CAPABILITIES.join(','), '--security-opt', `seccomp=${LAUNCHER_SECCOMP}`, '-v', `${control}:${LAUNCHER_CONTROL_DIR}`, '-e', 'COUNTER_TICK_MS=100', image]);
+}
+
+/** Waits until the source's registration shows the container's probed traits. */
+async function traitsOf(name: string): Promise<{ launcher?: { available: boolean }; processCount?: number }> {
+  for (let i = 0; i < 100; i++) {
+    const registration = await bus.agents.get(SOURCE);
+    const traits = registration?.value.containers.find((c) => c.name === name)?.traits;
+    if (traits?.launcher?.available && traits.processCount !== undefined) return traits;
+    await sleep(200);
+  }
+  throw new Error(`the traits of ${name} never showed a launcher in ${SOURCE}'s registration`);
+}
+
+describe('approach detection: service level for a single process, container level for several', { timeout: 600_000 }, () => {
+  before(async () => {
+    stack = await startLocalStack({ name: `approaches-${process.pid}`, dir: join(tmpdir(), `ums-ap-${process.pid}`), hosts: DEFAULT_HOSTS, agentEnv: { UMS_CHUNK_MIB: '1' } });
+    bus = await connectNatsBus({ servers: stack.info.natsUrl, name: 'approaches-test' });
+    source = stack.hosts.get(SOURCE) as PodmanHost;
+    destination = stack.hosts.get(DESTINATION) as PodmanHost;
+  });
+
+  after(async () => {
+    await bus?.close();
+    await stack?.stop();
+  });
+
+  it('reports what each host can do', async () => {
+    const { code, json } = await ums(['agents']);
+    assert.equal(code, 0);
+    const agents = json as unknown as Array<{ agentId: string; approaches: string[]; capabilities?: { containerLevel: { available: boolean }; orchestratorLevel: { available: boolean; reason?: string } } }>;
+    for (const agent of agents) {
+      assert.deepEqual(agent.approaches, ['container', 'service'], agent.agentId);
+      assert.equal(agent.capabilities?.containerLevel.available, true);
+      // No kubelet runs here: orchestrator level is reported unavailable, with the reason.
+      assert.equal(agent.capabilities?.orchestratorLevel.available, false);
+      assert.match(agent.capabilities?.orchestratorLevel.reason ?? '', /UMS_KUBELET_URL/);
+    }
+  });
+
+  it('moves a single-process service built with the launcher at service level; its count continues', async () => {
+    const name = 'svc-single';
+    await runLaunched(name, DEFAULT_LAUNCHED_COUNTER_IMAGE);
+    const traits = await traitsOf(name);
+    assert.equal(traits.processCount, 1);
+
+    const plan = await ums(['plan', name, '--to', DESTINATION]);
+    assert.equal(plan.code, 0);
+    assert.equal(plan.json.approach, 'service', String(plan.json.reason));
+
+    const follower = followTicks(source.url, name);
+    await sleep(1_000);
+    const run = await ums(['migrate', name, '--to', DESTINATION]);
+    assert.equal(run.code, 0, `migration failed: ${String(run.json.reason)}`);
+    assert.equal(run.json.approach, 'service');
+    await Promise.race([follower.ended, sleep(5_000)]);
+    follower.stop();
+    await sleep(1_500);
+    const ticks = joinTicks(follower.ticks, await readTicks(destination.url, name));
+    const flow = continuity(ticks);
+    assert.ok(flow.continuous, `the count broke: ${JSON.stringify(flow.break)}`);
+    assert.ok(follower.ticks.length > 3 && ticks.length > follower.ticks.length + 3, 'ticks on both sides of the move');
+    const timeline = run.json.timeline as { frozenMs: number; totalMs: number };
+    console.log(`service level, single process: total ${timeline.totalMs} ms, frozen ${timeline.frozenMs} ms, counter gap ${flow.maxGapMs} ms`);
+    const left = JSON.parse((await source.podman(['ps', '-a', '--format', 'json'])).stdout) as Array<{ Names: string[] }>;
+    assert.ok(!left.some((c) => c.Names.includes(name)), 'the source container is gone');
+    await destination.podman(['rm', '-f', '-t', '0', name]);
+  });
+
+  it('moves a multi-process service at container level; every process keeps its state', async () => {
+    const name = 'svc-multi';
+    await runLaunched(name, DEFAULT_LAUNCHED_MULTI_COUNTER_IMAGE);
+    const traits = await traitsOf(name);
+    assert.equal(traits.processCount, 5, 'shell, two counters, two labelling loops');
+
+    const plan = await ums(['plan', name, '--to', DESTINATION]);
+    assert.equal(plan.json.approach, 'container', String(plan.json.reason));
+    // Asking for the other approach is honoured when it is possible...
+    const forced = await ums(['plan', name, '--to', DESTINATION, '--approach', 'service']);
+    assert.equal(forced.json.approach, 'service');
+    // ...and refused with the reason when it is not.
+    const impossible = await ums(['plan', name, '--to', DESTINATION, '--approach', 'orchestrator']);
+    assert.equal(impossible.code, 1);
+    assert.equal(impossible.json.code, 'approach-infeasible');
+    assert.match(String(impossible.json.reason), /kubelet/);
+
+    await sleep(1_500);
+    const before = parseLabelledTicks((await source.podman(['logs', name])).stdout);
+    const run = await ums(['migrate', name, '--to', DESTINATION]);
+    assert.equal(run.code, 0, `migration failed: ${String(run.json.reason)}`);
+    assert.equal(run.json.approach, 'container');
+    await sleep(1_500);
+    // Container level carries the container's log along: the destination's log holds both sides.
+    const after = parseLabelledTicks((await destination.podman(['logs', name])).stdout);
+    for (const label of ['a', 'b']) {
+      const ticks = after[label] ?? [];
+      const flow = continuity(ticks);
+      assert.ok(flow.continuous, `${label}: the count broke: ${JSON.stringify(flow.break)}`);
+      assert.ok((ticks.at(-1)?.count ?? 0) > (before[label]?.at(-1)?.count ?? 0) + 3, `${label}: counted on after the move`);
+      for (let i = 1; i < ticks.length; i++) assert.equal(ticks[i]?.lines, (ticks[i - 1]?.lines ?? 0) + 1, `${label}: the labelling shell's count continues`);
+    }
+    const timeline = run.json.timeline as { frozenMs: number; totalMs: number };
+    console.log(`container level, five processes: total ${timeline.totalMs} ms, frozen ${timeline.frozenMs} ms`);
+    await destination.podman(['rm', '-f', '-t', '0', name]);
+  });
+});
