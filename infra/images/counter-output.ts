@@ -67,23 +67,29 @@ export function joinTicks(source: Tick[], destination: Tick[]): Tick[] {
   return [...source, ...destination.filter((tick) => tick.count > last)];
 }
 
-export interface LogFollower {
-  ticks: Tick[];
+export interface LogFollower<T = Tick> {
+  /** What the parser made of the lines so far (the ticks, by default). */
+  ticks: T[];
   /** Settles when the container stops (its log stream ends), e.g. when it is checkpointed. */
   ended: Promise<void>;
   stop(): void;
 }
 
-/** Follows a container's stdout through `podman --url URL logs -f` until the container stops. */
-export function followTicks(podmanUrl: string, container: string): LogFollower {
+/**
+ * Follows a container's stdout through `podman --url URL logs -f` until the container stops. `parse` reads
+ * each batch of complete lines (without the last newline); by default the counter's ticks.
+ */
+export function followTicks(podmanUrl: string, container: string): LogFollower<Tick>;
+export function followTicks<T>(podmanUrl: string, container: string, parse: (lines: string) => T[]): LogFollower<T>;
+export function followTicks(podmanUrl: string, container: string, parse: (lines: string) => unknown[] = parseTicks): LogFollower<unknown> {
   const child = spawn('podman', ['--url', podmanUrl, 'logs', '-f', container], { stdio: ['ignore', 'pipe', 'ignore'] });
-  const ticks: Tick[] = [];
+  const ticks: unknown[] = [];
   let partial = '';
   child.stdout.setEncoding('utf8');
   child.stdout.on('data', (chunk: string) => {
     const lines = (partial + chunk).split('\n');
     partial = lines.pop() ?? '';
-    ticks.push(...parseTicks(lines.join('\n')));
+    if (lines.length > 0) ticks.push(...parse(lines.join('\n')));
   });
   const ended = new Promise<void>((resolve) => child.once('close', () => resolve()));
   return { ticks, ended, stop: () => child.kill('SIGTERM') };

@@ -1,4 +1,4 @@
-import type { BenchRun, BenchStore, MigrationSample } from './samples.js';
+import { APPROACH_WORKLOADS, BENCH_APPROACHES, type ApproachSample, type ApproachWorkload, type BenchApproach, type BenchRun, type BenchStore, type MigrationSample } from './samples.js';
 import { ratio, spread, type Spread } from './statistics.js';
 
 /**
@@ -162,4 +162,116 @@ export function checkTargets(sizes: SizeSummary[]): TargetCheck[] {
     checks.push({ what: 'agents: peak RSS <= 150 MiB', sizeMiB: size.sizeMiB, store: 'agents', value: rss, limit: TARGETS.agentRssMiB, unit: 'MiB', met: verdict(rss, TARGETS.agentRssMiB) });
   }
   return checks;
+}
+
+/** One approach's migrations of one workload at one size: medians over the ones that ended `done`. */
+export interface ApproachStats {
+  ok: number;
+  failed: number;
+  continuityBroken: number;
+  total: Spread | undefined;
+  frozen: Spread | undefined;
+  downtime: Spread | undefined;
+  archiveBytes: number | undefined;
+  processCount: number | undefined;
+}
+
+/** Service level against container level (the baseline, measured in the same run), per workload and size. */
+export interface ApproachComparison {
+  workload: ApproachWorkload;
+  sizeMiB: number;
+  stats: Record<BenchApproach, ApproachStats>;
+  /** service / container, of medians; below 1 service level is faster */
+  totalRatio: number | undefined;
+  frozenRatio: number | undefined;
+  downtimeRatio: number | undefined;
+}
+
+function approachStats(samples: ApproachSample[]): ApproachStats {
+  const ok = samples.filter((s) => s.ok);
+  return {
+    ok: ok.length,
+    failed: samples.length - ok.length,
+    continuityBroken: ok.filter((s) => !s.continuous).length,
+    total: values(ok, (s) => s.totalMs),
+    frozen: values(ok, (s) => s.frozenMs),
+    downtime: values(ok, (s) => s.downtimeMs),
+    archiveBytes: spread(ok.map((s) => s.archiveBytes))?.median,
+    processCount: samples.find((s) => s.processCount !== undefined)?.processCount,
+  };
+}
+
+export function summariseApproaches(run: BenchRun): ApproachComparison[] {
+  return APPROACH_WORKLOADS.flatMap((workload) =>
+    run.options.approachSizes.flatMap((sizeMiB): ApproachComparison[] => {
+      const samples = run.approaches.filter((s) => s.workload === workload && s.sizeMiB === sizeMiB);
+      if (samples.length === 0) return [];
+      const stats = Object.fromEntries(BENCH_APPROACHES.map((approach) => [approach, approachStats(samples.filter((s) => s.approach === approach))])) as Record<BenchApproach, ApproachStats>;
+      const versus = (pick: (a: ApproachStats) => Spread | undefined) => ratio(pick(stats.service)?.median, pick(stats.container)?.median);
+      return [{ workload, sizeMiB, stats, totalRatio: versus((a) => a.total), frozenRatio: versus((a) => a.frozen), downtimeRatio: versus((a) => a.downtime) }];
+    }),
+  );
+}
+
+/** Within 5 % of each other, two medians of two or three repetitions on a shared machine are a tie. */
+export const APPROACH_TIE = 0.05;
+
+/** What the paper found: service level fastest for single-process services, container level for multi-process. */
+export const PAPER_WINNER: Record<ApproachWorkload, BenchApproach> = { single: 'service', multi: 'container' };
+
+const winnerOf = (r: number): BenchApproach | 'tie' => (r < 1 - APPROACH_TIE ? 'service' : r > 1 + APPROACH_TIE ? 'container' : 'tie');
+
+/** Sizes in MiB as "0, 64 and 256 MiB". */
+function sizeList(sizes: number[]): string {
+  const names = sizes.map(String);
+  return `${names.length > 1 ? `${names.slice(0, -1).join(', ')} and ${names.at(-1)}` : (names[0] ?? '')} MiB`;
+}
+
+const ratioRange = (ratios: number[]): string => {
+  const low = Math.min(...ratios);
+  const high = Math.max(...ratios);
+  return low === high ? `${low.toFixed(2)}x` : `${low.toFixed(2)}x-${high.toFixed(2)}x`;
+};
+
+/**
+ * Which approach wins where, in total time (the paper's measure) and in downtime, and whether that agrees
+ * with the paper; one paragraph per workload. Ratios are service / container.
+ */
+export function approachFindings(comparisons: ApproachComparison[]): string[] {
+  const label: Record<ApproachWorkload, string> = { single: 'Single process', multi: 'Five processes' };
+  return APPROACH_WORKLOADS.flatMap((workload) => {
+    const rows = comparisons.filter((c) => c.workload === workload);
+    const judged = (pick: (c: ApproachComparison) => number | undefined) =>
+      rows.flatMap((c) => {
+        const r = pick(c);
+        return r === undefined ? [] : [{ sizeMiB: c.sizeMiB, r, winner: winnerOf(r) }];
+      });
+    const total = judged((c) => c.totalRatio);
+    if (total.length === 0) return [];
+    const describe = (items: Array<{ sizeMiB: number; r: number; winner: BenchApproach | 'tie' }>, measure: string): string => {
+      const parts = (['service', 'container', 'tie'] as const).flatMap((winner) => {
+        const at = items.filter((i) => i.winner === winner);
+        if (at.length === 0) return [];
+        const what = winner === 'tie' ? 'even with container level' : winner === 'service' ? 'shorter' : 'longer';
+        return [`${what} at ${sizeList(at.map((i) => i.sizeMiB))} (${ratioRange(at.map((i) => i.r))})`];
+      });
+      return `service level's ${measure} is ${parts.join(', ')}`;
+    };
+    const downtime = judged((c) => c.downtimeRatio);
+    const expected = PAPER_WINNER[workload];
+    const agree = total.filter((t) => t.winner === expected);
+    const against = total.filter((t) => t.winner !== expected && t.winner !== 'tie');
+    const paper =
+      agree.length === total.length
+        ? `as in the paper, ${expected} level is faster here at every size measured`
+        : agree.length === 0 && against.length === total.length
+          ? `unlike the paper, ${expected === 'service' ? 'container' : 'service'} level is faster here at every size measured`
+          : agree.length === 0
+            ? `the paper found ${expected} level faster; here neither is clearly faster at ${sizeList(total.filter((t) => t.winner === 'tie').map((t) => t.sizeMiB))}` +
+              (against.length > 0 ? ` and ${expected === 'service' ? 'container' : 'service'} level is faster at ${sizeList(against.map((t) => t.sizeMiB))}` : '')
+            : `the paper's finding (${expected} level faster) holds here at ${sizeList(agree.map((t) => t.sizeMiB))} only`;
+    return [
+      `${label[workload]}: ${describe(total, 'total time')}` + (downtime.length > 0 ? `; ${describe(downtime, 'downtime')}` : '') + `. In total time, ${paper}.`,
+    ];
+  });
 }

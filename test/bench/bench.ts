@@ -8,20 +8,23 @@ import { Command, InvalidArgumentError } from 'commander';
 import { createLogger } from '../../core/log.js';
 import { AWS_HOST, DEFAULT_HOSTS, startLocalStack, type HostSpec, type LocalStack, type StoreKind } from '../../infra/local-stack.js';
 import { repoRoot } from '../../infra/repo-paths.js';
-import { summarise } from './analysis.js';
+import { summarise, summariseApproaches } from './analysis.js';
+import { runApproachMigration, type ApproachRoute } from './approach-run.js';
 import { writeChart } from './chart.js';
 import { measureFloor } from './floor.js';
 import { runMigration, type MigrationContext, type MigrationRoute } from './migration-run.js';
 import { highWaterMiB, RSS_SAMPLE_MS } from './process-memory.js';
-import { consoleTable, markdownReport } from './report.js';
-import { STORE_KINDS, type BenchOptions, type BenchRun, type BenchStore } from './samples.js';
+import { approachConsoleTable, consoleTable, markdownReport } from './report.js';
+import { APPROACH_WORKLOADS, BENCH_APPROACHES, STORE_KINDS, type BenchOptions, type BenchRun, type BenchStore } from './samples.js';
 import { measureTransfer, writeRandomFile, type StoreAccess } from './sdk-transfer.js';
 
 /**
  * `npm run bench`: for each memory size, in one run and interleaved per repetition so that the machine's
  * drift hits every condition alike: the Podman floor on one host, plain SDK transfers of the archive's size
- * to each store, and full migrations through the local stack per store. Writes results.json (every raw
- * sample), report.md and chart.png into --out, and prints a table. Measurement only: it asserts nothing.
+ * to each store, full migrations through the local stack per store, and the approach comparison (the
+ * launched images, single- and multi-process, at container and at service level through the file store).
+ * Writes results.json (every raw sample), report.md and chart.png into --out, and prints the tables.
+ * Measurement only: it asserts nothing.
  */
 const log = createLogger('bench');
 const cli = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'cli', 'ums.js');
@@ -42,7 +45,8 @@ const RSS_METHOD =
   `Agents are restarted before each size, so each agent's VmHWM (/proc/<pid>/status, the kernel's high-water mark since ` +
   `process start) read after that size's work is its exact peak at that size; VmRSS is also sampled every ${RSS_SAMPLE_MS} ms ` +
   'during each migration (the migration table\'s "agent peak RSS"). The agents\' peak is the larger of the two. The bridge and ' +
-  'the functions are not restarted: their VmHWM is cumulative since the stack started.';
+  'the functions are not restarted: their VmHWM is cumulative since the stack started. At a size that is also in the approach comparison, ' +
+  'the VmHWM includes its migrations.';
 
 function list<T>(parse: (item: string) => T) {
   return (value: string): T[] => value.split(',').map((item) => item.trim()).filter((item) => item !== '').map(parse);
@@ -67,6 +71,7 @@ const program = new Command('bench')
   .description('Benchmark migrations against the bare Podman checkpoint/restore floor and plain SDK transfers')
   .option('--sizes <MiB,...>', 'memory sizes of the workload', list(parseSize), [0, 64, 128, 256, 512, 1024])
   .option('--reps <n>', 'repetitions per size', parseCount, 3)
+  .option('--approach-sizes <MiB,...>', 'sizes of the approach comparison (container vs service level; multi-process: split over two counters; empty: none)', list(parseSize), [0, 64, 256])
   .option('--stores <kinds>', `stores to migrate through (${STORE_KINDS.join(', ')})`, list(parseStore), [...STORE_KINDS])
   .option('--no-object-store', 'skip the transfer through UMS\'s ObjectStore seam (kept: the plain SDK transfer)')
   .option('--out <dir>', 'where to write results.json, report.md and chart.png (default bench/results/<timestamp>)')
@@ -99,7 +104,8 @@ function stackProcesses(stack: LocalStack): Map<string, number> {
 
 async function writeResults(run: BenchRun, out: string): Promise<void> {
   const sizes = summarise(run);
-  await writeFile(join(out, 'results.json'), `${JSON.stringify({ ...run, summary: sizes }, null, 2)}\n`);
+  const approaches = summariseApproaches(run);
+  await writeFile(join(out, 'results.json'), `${JSON.stringify({ ...run, summary: sizes, approachSummary: approaches }, null, 2)}\n`);
   let chart: string | undefined = 'chart.png';
   try {
     await writeChart(sizes, run.options.stores, join(out, 'chart.svg'), join(out, 'chart.png'));
@@ -107,20 +113,38 @@ async function writeResults(run: BenchRun, out: string): Promise<void> {
     log.warn({ err: error }, 'chart could not be rendered');
     chart = undefined;
   }
-  await writeFile(join(out, 'report.md'), markdownReport(run, sizes, chart));
+  await writeFile(join(out, 'report.md'), markdownReport(run, sizes, chart, approaches));
+}
+
+/** A results.json as written, possibly before the approach comparison existed (no `approaches`, no `approachSizes`). */
+type StoredRun = Omit<BenchRun, 'approaches' | 'options'> & {
+  options: Omit<BenchOptions, 'approachSizes'> & Partial<Pick<BenchOptions, 'approachSizes'>>;
+  approaches?: BenchRun['approaches'];
+  summary?: unknown;
+  approachSummary?: unknown;
+};
+
+async function readResults(file: string): Promise<BenchRun> {
+  // The summaries in the file are recomputed, so a report can follow changes to the analysis.
+  const { summary: _summary, approachSummary: _approachSummary, ...stored } = JSON.parse(await readFile(file, 'utf8')) as StoredRun;
+  return { ...stored, options: { ...stored.options, approachSizes: stored.options.approachSizes ?? [] }, approaches: stored.approaches ?? [] };
+}
+
+function printTables(run: BenchRun): string {
+  const approaches = summariseApproaches(run);
+  return [consoleTable(summarise(run)), ...(approaches.length > 0 ? ['', approachConsoleTable(approaches)] : [])].join('\n');
 }
 
 async function main(): Promise<number> {
   const raw = program
     .parse()
-    .opts<{ sizes: number[]; reps: number; stores: BenchStore[]; objectStore: boolean; out?: string; timeout: number; fromResults?: string }>();
+    .opts<{ sizes: number[]; approachSizes: number[]; reps: number; stores: BenchStore[]; objectStore: boolean; out?: string; timeout: number; fromResults?: string }>();
   if (raw.fromResults) {
-    // The summary in the file is recomputed, so a report can follow changes to the analysis.
-    const { summary: _summary, ...run } = JSON.parse(await readFile(raw.fromResults, 'utf8')) as BenchRun & { summary?: unknown };
+    const run = await readResults(raw.fromResults);
     const out = resolve(raw.out ?? dirname(raw.fromResults));
     await mkdir(out, { recursive: true });
     await writeResults(run, out);
-    process.stdout.write(`${consoleTable(summarise(run))}\n\nreport: ${join(out, 'report.md')}\n`);
+    process.stdout.write(`${printTables(run)}\n\nreport: ${join(out, 'report.md')}\n`);
     return 0;
   }
   const startedAt = new Date();
@@ -129,6 +153,7 @@ async function main(): Promise<number> {
     reps: raw.reps,
     stores: raw.stores,
     viaObjectStore: raw.objectStore,
+    approachSizes: raw.approachSizes,
     out: resolve(raw.out ?? join(repoRoot, 'bench', 'results', startedAt.toISOString().replace(/[:.]/g, '-'))),
   };
   await mkdir(options.out, { recursive: true });
@@ -141,13 +166,16 @@ async function main(): Promise<number> {
     floor: [],
     transfers: [],
     migrations: [],
+    approaches: [],
     highWater: [],
     incidents: [],
   };
-  const specs = [...new Map(options.stores.flatMap((store) => ROUTES[store]).map((spec) => [spec.agentId, spec])).values()];
+  // The approach comparison goes through the file store's pair whatever --stores says.
+  const compared = options.approachSizes.length > 0;
+  const specs = [...new Map([...options.stores.flatMap((store) => ROUTES[store]), ...(compared ? ROUTES.file : [])].map((spec) => [spec.agentId, spec])).values()];
   // Short: Podman refuses long runroots and unix sockets cap their path length.
   const stackDir = `/tmp/ums-bench-${process.pid}`;
-  log.info({ sizes: options.sizes, reps: options.reps, stores: options.stores, out: options.out }, 'starting the local stack');
+  log.info({ sizes: options.sizes, approachSizes: options.approachSizes, reps: options.reps, stores: options.stores, out: options.out }, 'starting the local stack');
   const stack = await startLocalStack({ name: `bench-${process.pid}`, dir: stackDir, hosts: specs });
   let stopping = false;
   const onSignal = () => {
@@ -165,6 +193,15 @@ async function main(): Promise<number> {
       return found;
     };
     const routes: MigrationRoute[] = options.stores.map((store) => ({ store, source: host(ROUTES[store][0]), destination: host(ROUTES[store][1]) }));
+    const launcherDir = (spec: HostSpec) => {
+      const dir = stack.info.hosts.find((h) => h.agentId === spec.agentId)?.launcherDir;
+      if (!dir) throw new Error(`host ${spec.agentId} has no launcher directory`);
+      return dir;
+    };
+    const [approachSource, approachDestination] = ROUTES.file;
+    const approachRoute: ApproachRoute | undefined = compared
+      ? { source: host(approachSource), destination: host(approachDestination), sourceLauncherDir: launcherDir(approachSource), destinationLauncherDir: launcherDir(approachDestination) }
+      : undefined;
     const floorHost = host(specs[0] as HostSpec);
     const access: StoreAccess[] = options.stores.map((kind: StoreKind & BenchStore) => {
       const storeUrl = stack.info.hosts.find((h) => h.store === kind)?.storeUrl;
@@ -182,56 +219,82 @@ async function main(): Promise<number> {
       log.error({ err: error }, what);
     };
 
-    for (const [sizeIndex, sizeMiB] of options.sizes.entries()) {
+    // Every size of either list, in the order given; a size in both gets both kinds of work in each repetition.
+    const allSizes = [...new Set([...options.sizes, ...options.approachSizes])];
+    for (const [sizeIndex, sizeMiB] of allSizes.entries()) {
       if (sizeIndex > 0) {
         for (const spec of specs) await restartAgent(stack, spec.agentId);
       }
+      const measureStores = options.sizes.includes(sizeMiB);
       let payloadBytes: number | undefined;
       for (let rep = 0; rep < options.reps; rep++) {
-        log.info({ sizeMiB, rep }, 'floor');
-        try {
-          const floor = await measureFloor(floorHost, stack.info.image, sizeMiB, rep, archive);
-          run.floor.push(floor);
-          if (!floor.continuous) run.incidents.push(`floor ${sizeMiB} MiB rep ${rep}: the count did not continue across the bare pair`);
-          log.info({ sizeMiB, rep, checkpointMs: Math.round(floor.checkpointMs), restoreMs: Math.round(floor.restoreMs), downtimeMs: floor.downtimeMs }, 'floor measured');
-          if (payloadBytes === undefined) {
-            payloadBytes = floor.archiveBytes;
-            await writeRandomFile(payload, payloadBytes);
+        if (measureStores) {
+          log.info({ sizeMiB, rep }, 'floor');
+          try {
+            const floor = await measureFloor(floorHost, stack.info.image, sizeMiB, rep, archive);
+            run.floor.push(floor);
+            if (!floor.continuous) run.incidents.push(`floor ${sizeMiB} MiB rep ${rep}: the count did not continue across the bare pair`);
+            log.info({ sizeMiB, rep, checkpointMs: Math.round(floor.checkpointMs), restoreMs: Math.round(floor.restoreMs), downtimeMs: floor.downtimeMs }, 'floor measured');
+            if (payloadBytes === undefined) {
+              payloadBytes = floor.archiveBytes;
+              await writeRandomFile(payload, payloadBytes);
+            }
+          } catch (error) {
+            incident(`floor ${sizeMiB} MiB rep ${rep}`, error);
+          } finally {
+            await rm(archive, { force: true });
           }
-        } catch (error) {
-          incident(`floor ${sizeMiB} MiB rep ${rep}`, error);
-        } finally {
-          await rm(archive, { force: true });
+          if (payloadBytes !== undefined) {
+            for (const store of access) {
+              for (const via of options.viaObjectStore ? (['sdk', 'object-store'] as const) : (['sdk'] as const)) {
+                try {
+                  const sample = await measureTransfer(store, via, payload, payloadBytes, scratch, { sizeMiB, rep });
+                  run.transfers.push(sample);
+                  log.info({ sizeMiB, rep, store: store.kind, via, uploadMs: Math.round(sample.uploadMs), downloadMs: Math.round(sample.downloadMs) }, 'transfer measured');
+                } catch (error) {
+                  incident(`transfer ${via} ${store.kind} ${sizeMiB} MiB rep ${rep}`, error);
+                }
+              }
+            }
+          }
+          for (const route of routes) {
+            log.info({ sizeMiB, rep, store: route.store }, 'migration');
+            try {
+              const sample = await runMigration(context, route, sizeMiB, rep);
+              run.migrations.push(sample);
+              if (!sample.ok) run.incidents.push(`migration ${route.store} ${sizeMiB} MiB rep ${rep} failed: ${sample.error ?? ''}`);
+              else if (!sample.continuous) run.incidents.push(`migration ${route.store} ${sizeMiB} MiB rep ${rep}: the count did not continue`);
+              log.info({ sizeMiB, rep, store: route.store, ok: sample.ok, totalMs: sample.totalMs, downtimeMs: sample.downtimeMs, rss: sample.rssPeakMiB }, 'migration measured');
+            } catch (error) {
+              incident(`migration ${route.store} ${sizeMiB} MiB rep ${rep}`, error);
+            }
+          }
         }
-        if (payloadBytes !== undefined) {
-          for (const store of access) {
-            for (const via of options.viaObjectStore ? (['sdk', 'object-store'] as const) : (['sdk'] as const)) {
+        if (approachRoute && options.approachSizes.includes(sizeMiB)) {
+          // Alternate which approach goes first, so neither always follows the other's leftovers.
+          const order = rep % 2 === 0 ? [...BENCH_APPROACHES] : [...BENCH_APPROACHES].reverse();
+          for (const workload of APPROACH_WORKLOADS) {
+            for (const approach of order) {
+              const what = `approach ${workload} ${approach} ${sizeMiB} MiB rep ${rep}`;
+              log.info({ sizeMiB, rep, workload, approach }, 'approach migration');
               try {
-                const sample = await measureTransfer(store, via, payload, payloadBytes, scratch, { sizeMiB, rep });
-                run.transfers.push(sample);
-                log.info({ sizeMiB, rep, store: store.kind, via, uploadMs: Math.round(sample.uploadMs), downloadMs: Math.round(sample.downloadMs) }, 'transfer measured');
+                const sample = await runApproachMigration(context, approachRoute, workload, approach, sizeMiB, rep);
+                run.approaches.push(sample);
+                if (!sample.ok) run.incidents.push(`${what} failed: ${sample.error ?? ''}`);
+                else if (!sample.continuous) run.incidents.push(`${what}: the count did not continue (${sample.broken ?? '?'})`);
+                log.info({ sizeMiB, rep, workload, approach, ok: sample.ok, totalMs: sample.totalMs, frozenMs: sample.frozenMs, downtimeMs: sample.downtimeMs }, 'approach migration measured');
               } catch (error) {
-                incident(`transfer ${via} ${store.kind} ${sizeMiB} MiB rep ${rep}`, error);
+                incident(what, error);
               }
             }
           }
         }
-        for (const route of routes) {
-          log.info({ sizeMiB, rep, store: route.store }, 'migration');
-          try {
-            const sample = await runMigration(context, route, sizeMiB, rep);
-            run.migrations.push(sample);
-            if (!sample.ok) run.incidents.push(`migration ${route.store} ${sizeMiB} MiB rep ${rep} failed: ${sample.error ?? ''}`);
-            else if (!sample.continuous) run.incidents.push(`migration ${route.store} ${sizeMiB} MiB rep ${rep}: the count did not continue`);
-            log.info({ sizeMiB, rep, store: route.store, ok: sample.ok, totalMs: sample.totalMs, downtimeMs: sample.downtimeMs, rss: sample.rssPeakMiB }, 'migration measured');
-          } catch (error) {
-            incident(`migration ${route.store} ${sizeMiB} MiB rep ${rep}`, error);
-          }
-        }
       }
-      for (const [name, pid] of stackProcesses(stack)) {
-        const vmHwmMiB = await highWaterMiB(pid);
-        if (vmHwmMiB !== undefined) run.highWater.push({ sizeMiB, process: name, vmHwmMiB });
+      if (measureStores) {
+        for (const [name, pid] of stackProcesses(stack)) {
+          const vmHwmMiB = await highWaterMiB(pid);
+          if (vmHwmMiB !== undefined) run.highWater.push({ sizeMiB, process: name, vmHwmMiB });
+        }
       }
       await rm(payload, { force: true });
       // After every size, so an interrupted run still leaves what it measured.
@@ -243,7 +306,7 @@ async function main(): Promise<number> {
   }
   run.finishedAt = new Date().toISOString();
   await writeResults(run, options.out);
-  process.stdout.write(`\n${consoleTable(summarise(run))}\n\n`);
+  process.stdout.write(`\n${printTables(run)}\n\n`);
   process.stdout.write(`report: ${join(options.out, 'report.md')}\nchart:  ${join(options.out, 'chart.png')}\nraw:    ${join(options.out, 'results.json')}\n`);
   if (run.incidents.length > 0) process.stdout.write(`\n${run.incidents.length} incident(s):\n${run.incidents.map((i) => `  ${i}`).join('\n')}\n`);
   return run.incidents.length;

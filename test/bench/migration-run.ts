@@ -4,12 +4,13 @@ import { z } from 'zod';
 import { followTicks } from '../../infra/images/counter-output.js';
 import type { PodmanHost } from '../../infra/podman-host.js';
 import { sampleRss } from './process-memory.js';
-import type { BenchStore, MigrationSample } from './samples.js';
+import type { BenchApproach, BenchStore, MigrationSample } from './samples.js';
 import { downtimeAcross, startWorkload } from './workload.js';
 
 /** What `ums migrate --json` prints that the benchmark reads; anything else in it is ignored. */
 const MigrateOutput = z.object({
   state: z.string(),
+  approach: z.string().optional(),
   reason: z.string().optional(),
   code: z.string().optional(),
   timeline: z
@@ -37,14 +38,14 @@ export interface MigrationContext {
   timeoutSeconds: number;
 }
 
-interface CliResult {
+export interface CliResult {
   code: number;
   stdout: string;
   stderr: string;
   wallMs: number;
 }
 
-function runCli(context: MigrationContext, args: string[]): Promise<CliResult> {
+export function runCli(context: MigrationContext, args: string[]): Promise<CliResult> {
   return new Promise((resolve, reject) => {
     const t0 = performance.now();
     const child = spawn(process.execPath, [context.cli, ...args], {
@@ -81,31 +82,22 @@ export async function runMigration(context: MigrationContext, route: MigrationRo
   const follower = followTicks(route.source.url, name);
   await sleep(300);
   const sampler = sampleRss(context.processes());
-  const cli = await runCli(context, ['migrate', name, '--to', route.destination.name, '--json', '--timeout', String(context.timeoutSeconds)]).finally(
-    () => void sampler.stop(),
-  );
+  const migration = await migrateWithCli(context, name, route.destination.name).finally(() => void sampler.stop());
   const rss = await sampler.stop();
   try {
-    const parsed = MigrateOutput.safeParse(safeJson(cli.stdout));
-    const output = parsed.success ? parsed.data : undefined;
-    const timeline = output?.timeline;
-    const ok = cli.code === 0 && output?.state === 'done';
     await Promise.race([follower.ended, sleep(5_000)]);
-    const downtime = ok ? await downtimeAcross(follower.ticks, route.destination, name) : { downtimeMs: 0, continuous: false };
-    const error = ok
-      ? undefined
-      : `exit ${cli.code}, state ${output?.state ?? '?'}: ${output?.reason ?? ''} ${output?.code ?? ''} ${lastLines(cli.stderr)}`.trim();
+    const downtime = migration.ok ? await downtimeAcross(follower.ticks, route.destination, name) : { downtimeMs: 0, continuous: false };
     return {
       ...base,
-      ok,
-      error,
-      wallMs: cli.wallMs,
-      totalMs: timeline?.totalMs ?? 0,
-      frozenMs: timeline?.frozenMs ?? 0,
+      ok: migration.ok,
+      error: migration.error,
+      wallMs: migration.wallMs,
+      totalMs: migration.totalMs,
+      frozenMs: migration.frozenMs,
       downtimeMs: downtime.downtimeMs,
       continuous: downtime.continuous,
-      phases: Object.fromEntries((timeline?.phases ?? []).map((phase) => [phase.name, phase.ms])),
-      archiveBytes: timeline?.archiveBytes ?? 0,
+      phases: migration.phases,
+      archiveBytes: migration.archiveBytes,
       rssPeakMiB: rss.peaks,
       rssSamples: rss.samples,
     };
@@ -116,22 +108,80 @@ export async function runMigration(context: MigrationContext, route: MigrationRo
   }
 }
 
-const Registrations = z.array(z.object({ agentId: z.string(), containers: z.array(z.object({ name: z.string(), state: z.string() })) }));
+/** What one `ums migrate --json` ended with; a failed or unreadable answer is `ok: false` with the reason. */
+export interface CliMigration {
+  ok: boolean;
+  error: string | undefined;
+  /** the level it ran at, as the CLI reports it */
+  approach: string | undefined;
+  /** from spawning `ums migrate` to its exit */
+  wallMs: number;
+  totalMs: number;
+  frozenMs: number;
+  phases: Record<string, number>;
+  archiveBytes: number;
+}
+
+/** Runs `ums migrate NAME --to DESTINATION --json` (with `--approach` if given) and reads its answer. */
+export async function migrateWithCli(context: MigrationContext, name: string, destination: string, approach?: BenchApproach): Promise<CliMigration> {
+  const cli = await runCli(context, [
+    'migrate',
+    name,
+    '--to',
+    destination,
+    ...(approach === undefined ? [] : ['--approach', approach]),
+    '--json',
+    '--timeout',
+    String(context.timeoutSeconds),
+  ]);
+  const parsed = MigrateOutput.safeParse(safeJson(cli.stdout));
+  const output = parsed.success ? parsed.data : undefined;
+  const timeline = output?.timeline;
+  const ok = cli.code === 0 && output?.state === 'done';
+  return {
+    ok,
+    error: ok ? undefined : `exit ${cli.code}, state ${output?.state ?? '?'}: ${output?.reason ?? ''} ${output?.code ?? ''} ${lastLines(cli.stderr)}`.trim(),
+    approach: output?.approach,
+    wallMs: cli.wallMs,
+    totalMs: timeline?.totalMs ?? 0,
+    frozenMs: timeline?.frozenMs ?? 0,
+    phases: Object.fromEntries((timeline?.phases ?? []).map((phase) => [phase.name, phase.ms])),
+    archiveBytes: timeline?.archiveBytes ?? 0,
+  };
+}
+
+const ListedContainer = z.object({
+  name: z.string(),
+  state: z.string(),
+  traits: z.object({ processCount: z.number().optional(), launcher: z.object({ available: z.boolean() }).optional() }).optional(),
+});
+export type ListedContainer = z.infer<typeof ListedContainer>;
+const Registrations = z.array(z.object({ agentId: z.string(), containers: z.array(ListedContainer) }));
+
+/** What waitUntilListed waits for in the container's registration. */
+export interface ListedCondition {
+  what: string;
+  test: (container: ListedContainer) => boolean;
+}
+
+const RUNNING: ListedCondition = { what: 'running', test: (c) => c.state === 'running' };
 
 /**
  * The planner finds the source in the agents' registrations, which a heartbeat refreshes every ~2 s: a
- * container started just before `ums migrate` is refused as not found. Wait until the source lists it.
+ * container started just before `ums migrate` is refused as not found. Wait until the source lists it
+ * (by default as running), and return what it lists.
  */
-async function waitUntilListed(context: MigrationContext, agentId: string, container: string): Promise<void> {
+export async function waitUntilListed(context: MigrationContext, agentId: string, container: string, until: ListedCondition = RUNNING): Promise<ListedContainer> {
   const deadline = Date.now() + 30_000;
   while (Date.now() < deadline) {
     const answer = await runCli(context, ['agents', '--json']);
     const parsed = Registrations.safeParse(safeJson(answer.stdout));
     const agent = parsed.success ? parsed.data.find((a) => a.agentId === agentId) : undefined;
-    if (agent?.containers.some((c) => c.name === container && c.state === 'running')) return;
+    const listed = agent?.containers.find((c) => c.name === container && until.test(c));
+    if (listed) return listed;
     await sleep(250);
   }
-  throw new Error(`agent ${agentId} did not list ${container} as running within 30 s`);
+  throw new Error(`agent ${agentId} did not list ${container} as ${until.what} within 30 s`);
 }
 
 function safeJson(text: string): unknown {

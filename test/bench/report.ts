@@ -1,4 +1,4 @@
-import { agentPeakMiB, checkTargets, TARGET_SIZES_MIB, type SizeSummary, type TargetCheck } from './analysis.js';
+import { agentPeakMiB, APPROACH_TIE, approachFindings, checkTargets, TARGET_SIZES_MIB, type ApproachComparison, type ApproachStats, type SizeSummary, type TargetCheck } from './analysis.js';
 import type { BenchRun } from './samples.js';
 import { formatRatio, formatSpread, seconds } from './statistics.js';
 
@@ -35,13 +35,97 @@ export function consoleTable(sizes: SizeSummary[]): string {
   return [line(header), ...rows.map(line)].join('\n');
 }
 
-export function markdownReport(run: BenchRun, sizes: SizeSummary[], chartFile: string | undefined): string {
+/** "2/2", "1/2 (1 count broken)": migrations that ended `done`, and those whose count did not continue. */
+const okCount = (a: ApproachStats): string => `${a.ok}/${a.ok + a.failed}${a.continuityBroken > 0 ? ` (${a.continuityBroken} count broken)` : ''}`;
+const incidentsOf = (a: ApproachStats): number => a.failed + a.continuityBroken;
+
+/** The approach comparison for the console: medians in seconds, then service / container. */
+export function approachConsoleTable(comparisons: ApproachComparison[]): string {
+  const header = ['workload', 'MiB', 'C total', 'C frozen', 'C down', 'S total', 'S frozen', 'S down', 'S/C total', 'S/C frozen', 'S/C down', 'ok C', 'ok S'];
+  const rows = comparisons.map((c) => {
+    const { container, service } = c.stats;
+    return [
+      c.workload,
+      String(c.sizeMiB),
+      seconds(container.total?.median),
+      seconds(container.frozen?.median),
+      seconds(container.downtime?.median),
+      seconds(service.total?.median),
+      seconds(service.frozen?.median),
+      seconds(service.downtime?.median),
+      formatRatio(c.totalRatio),
+      formatRatio(c.frozenRatio),
+      formatRatio(c.downtimeRatio),
+      `${okCount(container)}${incidentsOf(container) > 0 ? ' !' : ''}`,
+      `${okCount(service)}${incidentsOf(service) > 0 ? ' !' : ''}`,
+    ];
+  });
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: string[]) => cells.map((c, i) => c.padStart(widths[i] ?? 0)).join('  ');
+  return ['Approaches (paper\'s comparison): C = container level, S = service level; medians, seconds', line(header), ...rows.map(line), '', ...approachFindings(comparisons)].join('\n');
+}
+
+function approachSection(run: BenchRun, comparisons: ApproachComparison[]): string[] {
+  const out: string[] = [];
+  const first = run.approaches[0];
+  out.push('## Approaches (paper\'s comparison)', '');
+  out.push(
+    `The launched images (\`ums-launcher\` as PID 1, CRIU inside the image) moved ${first ? `from ${first.source} to ${first.destination} ` : ''}through the file store with ` +
+      '`ums migrate --approach container|service`, each approach on a fresh container of the same image, interleaved with the rest of each repetition. ' +
+      '**Container level**: the host\'s Podman + CRIU checkpoints the whole container; **service level**: the launcher checkpoints the service\'s process tree ' +
+      'from inside and restores it into a fresh container of the image. **single**: one counter process; **multi**: five processes (two counters, their ' +
+      'labelling shells, the parent shell), the memory split over the two counters. Total and frozen come from the migration record; downtime is the longest ' +
+      'gap of the 10 ms counter (multi: counter a), source then destination; the count must continue (multi: both counters and both shells\' line counts). ' +
+      `Ratios are service / container of medians: below 1 service level wins; within ${(APPROACH_TIE * 100).toFixed(0)} % counts as even.`,
+    '',
+  );
+  if (comparisons.length === 0) {
+    out.push('(no approach migration ended)', '');
+    return out;
+  }
+  const mark = (a: ApproachStats) => (incidentsOf(a) > 0 ? `**${okCount(a)}**` : okCount(a));
+  out.push(
+    table(
+      ['workload', 'size', 'processes', 'ok C, S', 'C total', 'C frozen', 'C downtime', 'S total', 'S frozen', 'S downtime', 'S/C total', 'S/C frozen', 'S/C downtime', 'archive C / S'],
+      comparisons.map((c) => {
+        const { container, service } = c.stats;
+        return [
+          c.workload,
+          `${c.sizeMiB} MiB`,
+          String(container.processCount ?? service.processCount ?? '-'),
+          `${mark(container)}, ${mark(service)}`,
+          formatSpread(container.total),
+          formatSpread(container.frozen),
+          formatSpread(container.downtime),
+          formatSpread(service.total),
+          formatSpread(service.frozen),
+          formatSpread(service.downtime),
+          formatRatio(c.totalRatio),
+          formatRatio(c.frozenRatio),
+          formatRatio(c.downtimeRatio),
+          `${container.archiveBytes === undefined ? '-' : mib(container.archiveBytes)} / ${service.archiveBytes === undefined ? '-' : mib(service.archiveBytes)}`,
+        ];
+      }),
+    ),
+    '',
+  );
+  out.push(...approachFindings(comparisons).flatMap((line) => [line, '']));
+  out.push(
+    'The paper (GLOBECOM 2023) found service level fastest for single-process services and container level better for multi-process ones. ' +
+      'A failed migration or a broken count is an incident (in bold above, listed under Incidents); medians are over the migrations that ended `done`, as above.',
+    '',
+  );
+  return out;
+}
+
+export function markdownReport(run: BenchRun, sizes: SizeSummary[], chartFile: string | undefined, approaches: ApproachComparison[] = []): string {
   const targets = checkTargets(sizes);
   const out: string[] = [];
   out.push('# UMS benchmark: migration time and downtime against the Podman floor', '');
   out.push(
     `Run ${run.startedAt} to ${run.finishedAt} on ${run.machine.cpus} CPUs, ${run.machine.memGiB} GiB, kernel ${run.machine.kernel}, Node ${run.machine.node}. ` +
-      `Sizes ${run.options.sizes.join(', ')} MiB, ${run.options.reps} repetition(s), stores ${run.options.stores.join(', ')}. ` +
+      `Sizes ${run.options.sizes.join(', ')} MiB, ${run.options.reps} repetition(s), stores ${run.options.stores.join(', ')}` +
+      (run.options.approachSizes.length > 0 ? `; approach comparison at ${run.options.approachSizes.join(', ')} MiB. ` : '. ') +
       'All servers are local (loopback); the figures compare the pipeline with the floor measured in the same run, not with real clouds.',
     '',
   );
@@ -92,6 +176,8 @@ export function markdownReport(run: BenchRun, sizes: SizeSummary[], chartFile: s
     '',
   );
 
+  if (run.options.approachSizes.length > 0) out.push(...approachSection(run, approaches));
+
   out.push('## The floor (same run, one host)', '');
   out.push(
     table(
@@ -141,6 +227,10 @@ export function markdownReport(run: BenchRun, sizes: SizeSummary[], chartFile: s
 
   out.push('## Incidents', '');
   out.push(run.incidents.length === 0 ? 'None: every migration ended `done` with its count continuous.' : run.incidents.map((i) => `- ${i}`).join('\n'), '');
-  out.push('Raw samples: `results.json` beside this report. Re-run: `npm run bench -- --sizes ' + run.options.sizes.join(',') + ` --reps ${run.options.reps}\`.`, '');
+  const listArg = (items: readonly (number | string)[]) => (items.length > 0 ? items.join(',') : "''");
+  const rerun =
+    `npm run bench -- --sizes ${listArg(run.options.sizes)} --approach-sizes ${listArg(run.options.approachSizes)} ` +
+    `--reps ${run.options.reps} --stores ${listArg(run.options.stores)}`;
+  out.push(`Raw samples: \`results.json\` beside this report. Re-run: \`${rerun}\`.`, '');
   return out.join('\n');
 }

@@ -57,6 +57,43 @@ export interface MigrationSample {
   rssSamples: number;
 }
 
+/** The approaches that run here (orchestrator level needs a kubelet), in the order the report compares them. */
+export const BENCH_APPROACHES = ['container', 'service'] as const;
+export type BenchApproach = (typeof BENCH_APPROACHES)[number];
+
+/** The launched images: one counter process, or five processes (two counters, their labelling shells, a parent shell). */
+export const APPROACH_WORKLOADS = ['single', 'multi'] as const;
+export type ApproachWorkload = (typeof APPROACH_WORKLOADS)[number];
+
+/**
+ * One migration of a launched image at a forced approach, through the file store (the approach is the
+ * variable, not the store): the paper's comparison of container and service level.
+ */
+export interface ApproachSample {
+  workload: ApproachWorkload;
+  approach: BenchApproach;
+  /** random memory of the whole workload; the multi-process one splits it over its two counters */
+  sizeMiB: number;
+  rep: number;
+  source: string;
+  destination: string;
+  /** what the source's agent probed in the container (1 or 5), if it said */
+  processCount: number | undefined;
+  ok: boolean;
+  error: string | undefined;
+  wallMs: number;
+  totalMs: number;
+  frozenMs: number;
+  /** longest gap between two ticks of the (first) counter, source then destination */
+  downtimeMs: number;
+  /** every count went on (multi: both counters and both labelling shells' line counts) */
+  continuous: boolean;
+  /** the first series that did not continue, if any ('count', 'a', 'b', 'a lines', 'b lines') */
+  broken: string | undefined;
+  phases: Record<string, number>;
+  archiveBytes: number;
+}
+
 /** VmHWM of a process at the end of one size's work; the agents are restarted fresh at each size. */
 export interface HighWaterSample {
   sizeMiB: number;
@@ -69,6 +106,8 @@ export interface BenchOptions {
   reps: number;
   stores: BenchStore[];
   viaObjectStore: boolean;
+  /** sizes of the approach comparison (empty: none) */
+  approachSizes: number[];
   out: string;
 }
 
@@ -82,6 +121,8 @@ export interface BenchRun {
   floor: FloorSample[];
   transfers: TransferSample[];
   migrations: MigrationSample[];
+  /** the approach comparison (absent from results written before it existed) */
+  approaches: ApproachSample[];
   highWater: HighWaterSample[];
   /** anything that went wrong but did not stop the run (a failed migration, a broken count) */
   incidents: string[];

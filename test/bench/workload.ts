@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { continuity, joinTicks, readTicks, type Tick } from '../../infra/images/counter-output.js';
+import { continuity, joinTicks, parseLabelledTicks, parseTicks, type LabelledTick, type Tick } from '../../infra/images/counter-output.js';
 import type { PodmanHost } from '../../infra/podman-host.js';
 
 /**
@@ -8,13 +8,50 @@ import type { PodmanHost } from '../../infra/podman-host.js';
  */
 export const TICK_MS = 10;
 
-/** Starts the counter and returns once it prints: the memory is filled before the first tick. */
-export async function startWorkload(host: PodmanHost, image: string, name: string, sizeMiB: number): Promise<void> {
-  await host.podman(['run', '-d', '--name', name, '-e', `COUNTER_MEM_MIB=${sizeMiB}`, '-e', `COUNTER_TICK_MS=${TICK_MS}`, image]);
+/**
+ * A workload's log read as named tick series. The first series is the one whose longest gap is the
+ * downtime; every series must continue across a move (a count that starts over is a lost process).
+ */
+export type TickSeries = Record<string, Tick[]>;
+export type SeriesParser = (output: string) => TickSeries;
+
+/** The counter: one series. */
+export const counterSeries: SeriesParser = (output) => ({ count: parseTicks(output) });
+
+/** A labelling shell's own line count, as a series of its own (`count` is the line number). */
+const linesOf = (ticks: LabelledTick[]): Tick[] => ticks.map((tick) => ({ count: tick.lines, t: tick.t }));
+
+/**
+ * The multi-counter (infra/images/launcher/multi-counter.sh): each counter's ticks and each labelling
+ * shell's line count, 'a' first (the downtime is read from counter a).
+ */
+export const multiCounterSeries: SeriesParser = (output) => {
+  const labelled = parseLabelledTicks(output);
+  const a = labelled.a ?? [];
+  const b = labelled.b ?? [];
+  return { a, b, 'a lines': linesOf(a), 'b lines': linesOf(b) };
+};
+
+export interface WorkloadOptions {
+  /** `podman run` options before the image (capabilities, mounts); default none */
+  runArgs?: string[];
+  /** how its log reads; default the counter's */
+  series?: SeriesParser;
+}
+
+const readLog = async (host: PodmanHost, name: string): Promise<string> => (await host.podman(['logs', name])).stdout;
+
+/**
+ * Starts a counter workload whose counters each hold `sizeMiB` and returns once its first series has 20
+ * ticks: the memory is filled before the first tick.
+ */
+export async function startWorkload(host: PodmanHost, image: string, name: string, sizeMiB: number, options: WorkloadOptions = {}): Promise<void> {
+  const series = options.series ?? counterSeries;
+  await host.podman(['run', '-d', '--name', name, ...(options.runArgs ?? []), '-e', `COUNTER_MEM_MIB=${sizeMiB}`, '-e', `COUNTER_TICK_MS=${TICK_MS}`, image]);
   // Filling 1 GiB with random words takes a few seconds on a cold VM; memory faulted in slowly can take more.
   const deadline = Date.now() + 120_000;
   while (Date.now() < deadline) {
-    if ((await readTicks(host.url, name)).length >= 20) return;
+    if ((Object.values(series(await readLog(host, name)))[0] ?? []).length >= 20) return;
     await sleep(200);
   }
   throw new Error(`${name} on ${host.name} printed no ticks within 120 s`);
@@ -24,6 +61,8 @@ export interface Downtime {
   downtimeMs: number;
   continuous: boolean;
   ticks: number;
+  /** the first series that did not continue, or did not go on at the destination */
+  broken?: string;
 }
 
 /**
@@ -31,18 +70,39 @@ export interface Downtime {
  * gap. The restored container's log repeats the source's lines (the archive carries the log); joinTicks
  * drops them.
  */
-export async function downtimeAcross(before: Tick[], after: PodmanHost, name: string): Promise<Downtime> {
+export function downtimeAcross(before: Tick[], after: PodmanHost, name: string): Promise<Downtime> {
+  return seriesAcross({ count: before }, after, name, counterSeries);
+}
+
+/**
+ * downtimeAcross for every series of a workload: the downtime is the first series' longest gap, and the
+ * move is continuous only if every series continues and goes on at the destination. A container restored
+ * at service level is a fresh container: its log holds only what the restored processes printed.
+ */
+export async function seriesAcross(before: TickSeries, after: PodmanHost, name: string, parse: SeriesParser): Promise<Downtime> {
   // Let the restored process tick a few times so the first tick after the gap is certainly in its log.
   await sleep(300);
-  let restored: Tick[] = [];
+  const names = Object.keys(before);
+  const lastBefore = (series: string) => before[series]?.at(-1)?.count ?? 0;
+  let restored: TickSeries = {};
+  const wentOn = (series: string) => (restored[series] ?? []).some((tick) => tick.count > lastBefore(series));
   const deadline = Date.now() + 10_000;
-  const last = before.at(-1)?.count ?? 0;
   while (Date.now() < deadline) {
-    restored = await readTicks(after.url, name);
-    if (restored.some((tick) => tick.count > last)) break;
+    restored = parse(await readLog(after, name));
+    if (names.every(wentOn)) break;
     await sleep(200);
   }
-  const joined = joinTicks(before, restored);
-  const check = continuity(joined);
-  return { downtimeMs: check.maxGapMs, continuous: check.continuous && restored.some((t) => t.count > last), ticks: joined.length };
+  let downtimeMs = 0;
+  let ticks = 0;
+  let broken: string | undefined;
+  for (const [index, series] of names.entries()) {
+    const joined = joinTicks(before[series] ?? [], restored[series] ?? []);
+    const check = continuity(joined);
+    if (index === 0) {
+      downtimeMs = check.maxGapMs;
+      ticks = joined.length;
+    }
+    if (broken === undefined && !(check.continuous && wentOn(series))) broken = series;
+  }
+  return { downtimeMs, continuous: broken === undefined, ticks, ...(broken === undefined ? {} : { broken }) };
 }

@@ -1,0 +1,104 @@
+import { mkdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { LAUNCHER_CAPABILITIES, LAUNCHER_SECCOMP } from '../../agents/service-level.js';
+import { DEFAULT_LAUNCHED_COUNTER_IMAGE, DEFAULT_LAUNCHED_MULTI_COUNTER_IMAGE, LAUNCHER_CONTROL_DIR } from '../../infra/images/build-service-image.js';
+import { followTicks } from '../../infra/images/counter-output.js';
+import type { PodmanHost } from '../../infra/podman-host.js';
+import { migrateWithCli, waitUntilListed, type ListedCondition, type MigrationContext } from './migration-run.js';
+import type { ApproachSample, ApproachWorkload, BenchApproach } from './samples.js';
+import { counterSeries, multiCounterSeries, seriesAcross, startWorkload, type SeriesParser } from './workload.js';
+
+/** A route for launched containers: each host's launcher directory holds its containers' control dirs. */
+export interface ApproachRoute {
+  source: PodmanHost;
+  destination: PodmanHost;
+  sourceLauncherDir: string;
+  destinationLauncherDir: string;
+}
+
+interface LaunchedWorkload {
+  image: string;
+  /** counters the memory is split over */
+  counters: number;
+  series: SeriesParser;
+}
+
+const WORKLOADS: Record<ApproachWorkload, LaunchedWorkload> = {
+  single: { image: DEFAULT_LAUNCHED_COUNTER_IMAGE, counters: 1, series: counterSeries },
+  multi: { image: DEFAULT_LAUNCHED_MULTI_COUNTER_IMAGE, counters: 2, series: multiCounterSeries },
+};
+
+/** The planner offers service level only once the source's probe has reached the container's launcher. */
+const LAUNCHER_PROBED: ListedCondition = {
+  what: 'running with its launcher probed',
+  test: (c) => c.state === 'running' && c.traits?.launcher?.available === true,
+};
+
+/**
+ * One migration of a launched workload at a forced approach, with the real CLI: the container is started
+ * as its owner would (CRIU's capabilities, no seccomp filter, the control dir bind-mounted), both
+ * approaches wait for the same registration (launcher probed), the source's log is followed until the
+ * container stops or goes, and joined with the destination's. Never throws for a failed migration.
+ */
+export async function runApproachMigration(
+  context: MigrationContext,
+  route: ApproachRoute,
+  workload: ApproachWorkload,
+  approach: BenchApproach,
+  sizeMiB: number,
+  rep: number,
+): Promise<ApproachSample> {
+  const name = `ap-${workload}-${approach}-${sizeMiB}-${rep}`;
+  const spec = WORKLOADS[workload];
+  const controlDir = join(route.sourceLauncherDir, name);
+  const cleanUp = async () => {
+    for (const host of [route.destination, route.source]) await host.podman(['rm', '-f', '-t', '0', name]).catch(() => undefined);
+    // Service level makes the destination's control dir; container level restores the source's bind mount.
+    for (const dir of [controlDir, join(route.destinationLauncherDir, name)]) await rm(dir, { recursive: true, force: true });
+  };
+  await cleanUp();
+  let processCount: number | undefined;
+  try {
+    await mkdir(controlDir, { recursive: true, mode: 0o700 });
+    const runArgs = ['--cap-add', LAUNCHER_CAPABILITIES.join(','), '--security-opt', `seccomp=${LAUNCHER_SECCOMP}`, '-v', `${controlDir}:${LAUNCHER_CONTROL_DIR}`];
+    await startWorkload(route.source, spec.image, name, Math.floor(sizeMiB / spec.counters), { runArgs, series: spec.series });
+    processCount = (await waitUntilListed(context, route.source.name, name, LAUNCHER_PROBED)).traits?.processCount;
+  } catch (error) {
+    // A workload left behind would hold its memory through every later measurement on that host.
+    await cleanUp();
+    throw error;
+  }
+  const follower = followTicks(route.source.url, name, (lines) => lines.split('\n'));
+  await sleep(300);
+  try {
+    const migration = await migrateWithCli(context, name, route.destination.name, approach);
+    // A forced approach is honoured or refused, never swapped; check anyway, the comparison rests on it.
+    const ok = migration.ok && migration.approach === approach;
+    const error = migration.ok && !ok ? `ran at ${migration.approach ?? 'an unreported'} level, not ${approach}` : migration.error;
+    await Promise.race([follower.ended, sleep(5_000)]);
+    const downtime = ok ? await seriesAcross(spec.series(follower.ticks.join('\n')), route.destination, name, spec.series) : undefined;
+    return {
+      workload,
+      approach,
+      sizeMiB,
+      rep,
+      source: route.source.name,
+      destination: route.destination.name,
+      processCount,
+      ok,
+      error,
+      wallMs: migration.wallMs,
+      totalMs: migration.totalMs,
+      frozenMs: migration.frozenMs,
+      downtimeMs: downtime?.downtimeMs ?? 0,
+      continuous: downtime?.continuous ?? false,
+      broken: downtime?.broken,
+      phases: migration.phases,
+      archiveBytes: migration.archiveBytes,
+    };
+  } finally {
+    follower.stop();
+    await cleanUp();
+  }
+}
