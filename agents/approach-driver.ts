@@ -26,6 +26,8 @@ export interface ApproachDriver {
    * once it runs. Destroying `archive` with an error aborts the restore before anything runs.
    */
   restore(target: RestoreTarget, archive: Readable): Promise<{ id: string }>;
+  /** Removes a copy this agent restored (the migration rolled back), running or not, and whatever it needed. */
+  removeRestored(container: string): Promise<void>;
   /** Whether the container (one this agent restored) runs the service, as opposed to a half-made one. */
   restored(container: string): Promise<boolean>;
   /** The migration failed: the frozen service runs on here. Idempotent. */

@@ -24,6 +24,10 @@ export class ContainerLevel implements ApproachDriver {
     return this.engine.restoreFromArchive(target.container, archive);
   }
 
+  removeRestored(container: string): Promise<void> {
+    return this.engine.removeContainer(container, { force: true });
+  }
+
   async restored(container: string): Promise<boolean> {
     return (await this.engine.inspectContainer(container))?.state === 'running';
   }

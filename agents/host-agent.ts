@@ -189,6 +189,7 @@ export class HostAgent {
         },
       });
       log.info({ bytes: uploaded.artifact.sizeBytes, chunks: uploaded.artifact.chunkCount, ms: uploaded.uploadedAt.getTime() - uploaded.checkpointStartedAt.getTime() }, 'checkpoint uploaded');
+      this.heartbeat.recordUpload(uploaded.artifact.sizeBytes, uploaded.uploadedAt.getTime() - uploaded.firstByteAt.getTime());
       await this.emit('checkpoint.uploaded', {
         migrationId,
         agent: this.id,
@@ -249,6 +250,7 @@ export class HostAgent {
       idleTimeoutMs: transfer.idleTimeoutMs,
       beforeRestore: () => journal.record(migrationId, container),
       restoreFrom: (archive) => driver.restore({ container, image, imageId }, archive),
+      removePartial: () => driver.removeRestored(container),
     });
     this.restores.set(migrationId, job);
     for (const urls of this.earlyUrls.get(migrationId) ?? []) job.addUrls(urls);
@@ -294,12 +296,12 @@ export class HostAgent {
    * Removes the container only if this agent's journal says it made it for this migration.
    */
   private async abort(command: CommandOf<'abort'>, log: Logger): Promise<void> {
-    const { migrationId, container, epoch } = command.data;
+    const { migrationId, container, epoch, approach } = command.data;
     const { engine, journal } = this.options;
     let removed = false;
     if (await journal.get(migrationId)) {
       if (await engine.inspectContainer(container)) {
-        await engine.removeContainer(container, { force: true });
+        await this.driver(approach).removeRestored(container);
         removed = true;
         log.warn({ container }, 'removed the copy restored here: the migration rolled back');
       }

@@ -67,6 +67,7 @@ export class Heartbeat {
   private last: AgentRegistration | undefined;
   private describing: Promise<AgentRegistration | undefined> | undefined;
   private readonly startedAt = new Date().toISOString();
+  private transfer: AgentRegistration['transfer'];
 
   constructor(
     private readonly identity: AgentIdentity,
@@ -82,6 +83,13 @@ export class Heartbeat {
     this.timer = setInterval(() => void this.beat(), this.intervalMs);
   }
 
+  /** A measured upload (bytes over the time from the first byte to the last chunk stored). */
+  recordUpload(bytes: number, ms: number): void {
+    // Below a few chunks the figure is all latency: not a bandwidth.
+    if (bytes < 16 * 1024 * 1024 || ms <= 0) return;
+    this.transfer = { uploadBytesPerSecond: Math.round((bytes * 1000) / ms), measuredAt: new Date().toISOString() };
+  }
+
   async beat(): Promise<void> {
     // One description at a time, so a slow engine never gets a pile of listings.
     this.describing ??= describeHost(this.identity, this.engine, this.startedAt, this.probe)
@@ -94,7 +102,7 @@ export class Heartbeat {
     if (fresh) this.last = fresh;
     if (!this.last) return;
     try {
-      await this.bus.agents.put(this.identity.agentId, { ...this.last, heartbeatAt: new Date().toISOString() });
+      await this.bus.agents.put(this.identity.agentId, { ...this.last, ...(this.transfer ? { transfer: this.transfer } : {}), heartbeatAt: new Date().toISOString() });
     } catch (error) {
       this.log.warn({ err: error }, 'heartbeat failed; retrying at the next interval');
     }

@@ -45,6 +45,8 @@ export interface RestoreJobOptions {
   beforeRestore: () => Promise<void>;
   /** The approach's restore (ApproachDriver.restore): consumes the verified archive as it arrives. */
   restoreFrom: (archive: Readable) => Promise<{ id: string }>;
+  /** Removes whatever the restore made of the container after a failure (ApproachDriver.removeRestored). */
+  removePartial: () => Promise<void>;
 }
 
 export interface RestoredArchive {
@@ -108,7 +110,7 @@ export class RestoreJob {
   }
 
   async run(): Promise<RestoredArchive> {
-    const { command, engine, bus, log } = this.options;
+    const { command, bus, log } = this.options;
     await this.preflight();
     let subscription: Subscription | undefined;
     const idle = setInterval(() => {
@@ -148,7 +150,7 @@ export class RestoreJob {
       this.fail(error instanceof Error ? error : new Error(String(error)));
       await restoring.catch(() => undefined);
       // Leave no half-restored container behind (the name was free when we started).
-      await engine.removeContainer(command.container, { force: true }).catch(() => undefined);
+      await this.options.removePartial().catch(() => undefined);
       throw this.failure;
     } finally {
       clearInterval(idle);

@@ -86,6 +86,11 @@ export class ServiceLevel implements ApproachDriver {
     };
   }
 
+  async removeRestored(container: string): Promise<void> {
+    await this.engine.removeContainer(container, { force: true });
+    await rm(this.controlDir(container), { recursive: true, force: true });
+  }
+
   async restored(container: string): Promise<boolean> {
     try {
       const mode = (await this.client(container).status()).mode;

@@ -230,7 +230,7 @@ export const commandData = {
    * The migration is rolling back: stop restoring, remove any copy restored here, confirm with
    * restore.aborted. Only then does the source resume, so the service never runs twice.
    */
-  abort: z.object({ ...commandRef, container: containerName }),
+  abort: z.object({ ...commandRef, approach: Approach, container: containerName }),
 } as const;
 
 // ---- migration timeline (what the CLI prints) -------------------------------------------------

@@ -92,6 +92,7 @@ export function planAgainst(agents: AgentRegistration[], request: PlanRequest, n
     destination: capabilitiesOf(destination),
     container: container.traits ?? {},
     destinationHasImage: true,
+    ...(source.transfer ? { bandwidthBytesPerSecond: source.transfer.uploadBytesPerSecond } : {}),
     ...(request.approach ? { requested: request.approach } : {}),
   });
   if (decision.kind === 'refused') return refuse('approach-infeasible', decision.reason, source.agentId, { decision });

@@ -183,6 +183,14 @@ class KvRecordStore<T> implements RecordStore<T> {
   }
 }
 
+/**
+ * A rejected command may carry signed URLs (bearer secrets for the archive, which holds process memory):
+ * what is kept for the operator is the URL without its query, where every store puts the signature.
+ */
+export function redactSignedUrls(text: string): string {
+  return text.replace(/(https?:\/\/[^\s"'?]+)\?[^\s"']*/g, '$1?<redacted>');
+}
+
 function isWrongRevision(error: unknown): boolean {
   const message = error instanceof Error ? error.message : String(error);
   // JetStream API error 10071 "wrong last sequence", and KV create's "key exists".
@@ -305,7 +313,8 @@ export class NatsEventBus implements EventBus {
 
   /** Rejected messages are kept, with the reason, where `ums status` can show them. */
   async deadLetter(origin: string, payload: Uint8Array, reason: string): Promise<void> {
-    await this.js.publish(subjects.deadLetter(origin), encode({ origin, reason, at: new Date().toISOString(), payload: decoder.decode(payload).slice(0, 64 * 1024) }));
+    const kept = redactSignedUrls(decoder.decode(payload).slice(0, 64 * 1024));
+    await this.js.publish(subjects.deadLetter(origin), encode({ origin, reason, at: new Date().toISOString(), payload: kept }));
   }
 
   async listDeadLetters(limit = 50): Promise<DeadLetter[]> {

@@ -130,7 +130,7 @@ export async function rollBack(record: Versioned<MigrationRecord>, failure: Fail
 /** `id` defaults to one per epoch (the bus drops repeats); the supervisor passes fresh ones to retry. */
 export async function commandDestinationAbort(record: MigrationRecord, ctx: FunctionContext, id = `${record.migrationId}.abort.${record.epoch}`): Promise<void> {
   const { migrationId, epoch, container, destinationAgent } = record;
-  await ctx.bus.sendCommand(destinationAgent, makeCommand('abort', ctx.source, { migrationId, epoch, container }, id));
+  await ctx.bus.sendCommand(destinationAgent, makeCommand('abort', ctx.source, { migrationId, epoch, approach: record.approach ?? 'container', container }, id));
 }
 
 export async function commandSource(

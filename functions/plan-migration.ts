@@ -37,7 +37,8 @@ export async function planMigration(event: EventOf<'migration.requested'>, ctx: 
   if (!plan.ok) {
     if (plan.notListedYet && Date.now() - Date.parse(event.time) < CONTAINER_DISCOVERY_GRACE_MS) {
       // Registrations lag a heartbeat behind: a container started a moment ago may not be listed yet.
-      throw new Error(`${plan.reason}; it may not be listed yet, so the request will be delivered again`);
+      const where = request.sourceAgent ? `on agent "${request.sourceAgent}"` : 'on any registered agent';
+      throw new Error(`container "${request.container}" is not listed ${where} yet; the request will be delivered again`);
     }
     return refuse(plan.code, plan.reason, plan.runningOn);
   }

@@ -1,12 +1,12 @@
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { chmod, copyFile, mkdir, mkdtemp, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { createLogger } from '../../core/log.js';
 import { repoPath } from '../repo-paths.js';
 import { buildCounterRootfs, COUNTER_BINARY_PATH } from './build-counter-image.js';
+import { deterministicTar, fileExists, imageCacheDir, loadImage, writeDockerArchive } from './docker-archive.js';
 
 /*
  * Service-level images: the service's image carries its own checkpoint/restore machinery (the ums-launcher
@@ -84,41 +84,24 @@ export async function buildLauncherImage(
   tag: string = DEFAULT_LAUNCHED_COUNTER_IMAGE,
   options: BuildLauncherImageOptions = {},
 ): Promise<LauncherImage> {
-  const env = { ...(options.env ?? process.env) };
-  const podman = (args: string[]) =>
-    execFileAsync('podman', ['--url', podmanUrl, ...args], { env, maxBuffer: 16 * 1024 * 1024 });
   const base = options.base ?? 'counter';
   const command = [LAUNCHER_BINARY_PATH, '--', SERVICE_COMMAND[base]];
-
   const archive = await buildLauncherImageArchive(tag, options);
-  const existing = await podman(['image', 'inspect', '--format', '{{.Id}}', tag]).then(
-    (r) => r.stdout.trim(),
-    () => undefined,
-  );
-  if (existing !== undefined && existing !== '') return { tag, id: existing, archive, imported: false, command };
-  const started = Date.now();
-  await podman(['load', '--input', archive]).catch((error: { stderr?: string; message: string }) => {
-    throw new Error(`podman load of ${tag} failed: ${(error.stderr ?? error.message).trim()}`);
-  });
-  const { stdout } = await podman(['image', 'inspect', '--format', '{{.Id}}', tag]);
-  log.info({ tag, id: stdout.trim(), loadMs: Date.now() - started }, 'launched image loaded');
-  return { tag, id: stdout.trim(), archive, imported: true, command };
+  const { id, imported } = await loadImage(podmanUrl, tag, archive, options.env);
+  return { tag, id, archive, imported, command };
 }
 
-/** Builds (or reuses) the docker-archive of a launched image; returns its path. */
+/** Builds (or reuses) the docker-archive of a launched image (docker-archive.ts); returns its path. */
 export async function buildLauncherImageArchive(
   tag: string = DEFAULT_LAUNCHED_COUNTER_IMAGE,
   options: Omit<BuildLauncherImageOptions, 'env'> = {},
 ): Promise<string> {
-  const cache = resolveCacheDir(options.cacheDir);
+  const cache = imageCacheDir(options.cacheDir);
   const base = options.base ?? 'counter';
-  const baseLayer = await buildCounterRootfs(cache);
-  const launcherLayer = await buildLauncherLayer(cache, options.criuPrefix ?? DEFAULT_CRIU_PREFIX);
-  const [baseDigest, launcherDigest] = await Promise.all([sha256File(baseLayer), sha256File(launcherLayer)]);
-  const config = JSON.stringify({
-    architecture: 'amd64',
-    os: 'linux',
-    created: '1970-01-01T00:00:00Z',
+  return writeDockerArchive({
+    tag,
+    cacheName: 'launched-image',
+    cacheDir: cache,
     config: {
       Env: ['PATH=/usr/local/bin:/bin:/sbin:/usr/bin:/usr/sbin'],
       Entrypoint: [LAUNCHER_BINARY_PATH],
@@ -132,33 +115,11 @@ export async function buildLauncherImageArchive(
         'io.ums.launcher.capabilities': 'CHECKPOINT_RESTORE,SYS_PTRACE',
       },
     },
-    rootfs: { type: 'layers', diff_ids: [`sha256:${baseDigest}`, `sha256:${launcherDigest}`] },
-    history: [
-      { created: '1970-01-01T00:00:00Z', created_by: 'infra/images/build-counter-image.ts' },
-      { created: '1970-01-01T00:00:00Z', created_by: 'infra/images/build-service-image.ts' },
+    layers: [
+      { tar: await buildCounterRootfs(cache), createdBy: 'infra/images/build-counter-image.ts' },
+      { tar: await buildLauncherLayer(cache, options.criuPrefix ?? DEFAULT_CRIU_PREFIX), createdBy: 'infra/images/build-service-image.ts' },
     ],
   });
-  const configDigest = createHash('sha256').update(config).digest('hex');
-  const tagKey = createHash('sha256').update(tag).digest('hex').slice(0, 8);
-  const archive = join(cache, `launched-image-${configDigest.slice(0, 16)}-${tagKey}.tar`);
-  if (await exists(archive)) return archive;
-
-  const work = await mkdtemp(join(cache, 'archive-'));
-  try {
-    for (const [digest, layer] of [[baseDigest, baseLayer], [launcherDigest, launcherLayer]] as const) {
-      await mkdir(join(work, digest));
-      await copyFile(layer, join(work, digest, 'layer.tar'));
-    }
-    await writeFile(join(work, `${configDigest}.json`), config);
-    const manifest = [{ Config: `${configDigest}.json`, RepoTags: [tag], Layers: [`${baseDigest}/layer.tar`, `${launcherDigest}/layer.tar`] }];
-    await writeFile(join(work, 'manifest.json'), JSON.stringify(manifest));
-    const partial = join(work, 'image.tar');
-    await execFileAsync('tar', ['--create', '--file', partial, '--directory', work, '--owner=0', '--group=0', '--numeric-owner', '--sort=name', '--mtime=@0', 'manifest.json', `${configDigest}.json`, baseDigest, launcherDigest]);
-    await rename(partial, archive);
-    return archive;
-  } finally {
-    await rm(work, { recursive: true, force: true });
-  }
 }
 
 /**
@@ -199,7 +160,7 @@ async function buildLauncherLayer(cache: string, criuPrefix: string): Promise<st
     key.update(`${file}:${s.size}:${s.mtimeMs}\n`);
   }
   const tarPath = join(cache, `launcher-layer-${key.digest('hex').slice(0, 16)}.tar`);
-  if (await exists(tarPath)) return tarPath;
+  if (await fileExists(tarPath)) return tarPath;
 
   await mkdir(cache, { recursive: true });
   const work = await mkdtemp(join(cache, 'build-'));
@@ -229,26 +190,11 @@ async function buildLauncherLayer(cache: string, criuPrefix: string): Promise<st
       { mode: 0o755 },
     );
     const partial = join(work, 'layer.tar');
-    // Fixed owner and mtime: the same inputs give the same tar bytes (and image id) on every machine.
-    await execFileAsync('tar', ['--create', '--file', partial, '--directory', root, '--owner=0', '--group=0', '--numeric-owner', '--sort=name', '--mtime=@0', '.']);
+    await deterministicTar(partial, root, ['.']);
     await rename(partial, tarPath);
     log.info({ tarPath, libraries: libraries.length, buildMs: Date.now() - started }, 'launcher layer built');
     return tarPath;
   } finally {
     await rm(work, { recursive: true, force: true });
   }
-}
-
-function resolveCacheDir(cacheDir: string | undefined): string {
-  return resolve(cacheDir ?? process.env.UMS_IMAGE_CACHE ?? repoPath('.tools', 'image-cache'));
-}
-
-async function exists(path: string): Promise<boolean> {
-  return stat(path).then(() => true, () => false);
-}
-
-async function sha256File(path: string): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
-  return hash.digest('hex');
 }

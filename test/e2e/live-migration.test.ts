@@ -1,18 +1,17 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
 import { connectNatsBus, type NatsEventBus } from '../../core/nats-event-bus.js';
 import { openObjectStore } from '../../core/object-stores/open-object-store.js';
 import type { EventOf } from '../../core/events.js';
 import { COUNTER_MARKER_PATH } from '../../infra/images/build-counter-image.js';
 import { continuity, followTicks, joinTicks, readTicks, type Tick } from '../../infra/images/counter-output.js';
 import { AWS_HOST, DEFAULT_HOSTS, startLocalStack, type LocalStack } from '../../infra/local-stack.js';
+import { umsJson } from './ums-cli.js';
 import type { PodmanHost } from '../../infra/podman-host.js';
 
 /**
@@ -20,7 +19,6 @@ import type { PodmanHost } from '../../infra/podman-host.js';
  * functions-framework, the bridge, two Podman hosts with runc + CRIU, two agents) and the real CLI.
  * Nothing is mocked. Each test starts its own container, so the tests do not depend on each other.
  */
-const cli = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'cli', 'ums.js');
 const AZURE = 'azure-eastus-1';
 const GCP = 'gcp-us-central1-1';
 const AWS = 'aws-us-east-1';
@@ -37,22 +35,9 @@ interface MigrateResult {
   result: { state: string; code?: string; reason?: string; runningOn?: string | null; timeline?: { frozenMs: number; totalMs: number; archiveBytes: number } };
 }
 
-function ums(args: string[]): Promise<MigrateResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [cli, ...args, '--json'], { env: { ...process.env, NATS_URL: stack.info.natsUrl }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
-    child.stderr.on('data', (chunk: Buffer) => (err += chunk.toString()));
-    child.once('error', reject);
-    child.once('close', (code) => {
-      try {
-        resolve({ code: code ?? -1, result: JSON.parse(out) as MigrateResult['result'] });
-      } catch {
-        reject(new Error(`ums ${args.join(' ')} printed no JSON (exit ${code}): ${out}\n${err}`));
-      }
-    });
-  });
+async function ums(args: string[]): Promise<MigrateResult> {
+  const { code, json } = await umsJson<MigrateResult['result']>(stack.info.natsUrl, args);
+  return { code, result: json };
 }
 
 async function runCounter(host: PodmanHost, name: string, image = stack.info.image, memoryMiB = 0): Promise<string> {

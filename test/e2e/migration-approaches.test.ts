@@ -1,17 +1,16 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
 import { connectNatsBus, type NatsEventBus } from '../../core/nats-event-bus.js';
 import { continuity, followTicks, joinTicks, parseLabelledTicks, readTicks } from '../../infra/images/counter-output.js';
 import { DEFAULT_LAUNCHED_COUNTER_IMAGE, DEFAULT_LAUNCHED_MULTI_COUNTER_IMAGE, LAUNCHER_CONTROL_DIR } from '../../infra/images/build-service-image.js';
 import { DEFAULT_HOSTS, startLocalStack, type LocalStack } from '../../infra/local-stack.js';
 import type { PodmanHost } from '../../infra/podman-host.js';
 import { LAUNCHER_CAPABILITIES, LAUNCHER_SECCOMP } from '../../agents/service-level.js';
+import { umsJson } from './ums-cli.js';
 
 /**
  * Approach detection end to end: the agents probe what their hosts and containers can do, the planner
@@ -19,7 +18,6 @@ import { LAUNCHER_CAPABILITIES, LAUNCHER_SECCOMP } from '../../agents/service-le
  * single-process service built with the launcher goes at service level (its own CRIU inside the
  * image); a multi-process one at container level (the engine's CRIU). Both keep their memory state.
  */
-const cli = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'cli', 'ums.js');
 const SOURCE = DEFAULT_HOSTS[0]?.agentId ?? 'azure-eastus-1';
 const DESTINATION = DEFAULT_HOSTS[1]?.agentId ?? 'gcp-us-central1-1';
 
@@ -28,23 +26,7 @@ let bus: NatsEventBus;
 let source: PodmanHost;
 let destination: PodmanHost;
 
-function ums(args: string[]): Promise<{ code: number; json: Record<string, unknown> }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [cli, ...args, '--json'], { env: { ...process.env, NATS_URL: stack.info.natsUrl }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
-    child.stderr.on('data', (chunk: Buffer) => (err += chunk.toString()));
-    child.once('error', reject);
-    child.once('close', (code) => {
-      try {
-        resolve({ code: code ?? -1, json: JSON.parse(out) as Record<string, unknown> });
-      } catch {
-        reject(new Error(`ums ${args.join(' ')} printed no JSON (exit ${code}): ${out}\n${err}`));
-      }
-    });
-  });
-}
+const ums = (args: string[]) => umsJson<Record<string, unknown>>(stack.info.natsUrl, args);
 
 /** Runs a launched image as its owner would: CRIU's capabilities, no seccomp filter, the control dir bind-mounted. */
 async function runLaunched(name: string, image: string): Promise<void> {

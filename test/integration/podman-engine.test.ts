@@ -59,7 +59,8 @@ describe('PodmanEngine on three simulated hosts', { timeout: 600_000 }, () => {
     // Each host's mounts live in its own mount namespace: look at every process's view, not just ours.
     assert.deepEqual(await mountsMentioning(base), [], 'no mounts left below the hosts dir, in any mount namespace');
     assert.deepEqual(await processesMentioning(base), [], 'no processes left from the hosts');
-    const runc = JSON.parse((await execFileAsync('runc', ['list', '--format', 'json'])).stdout.trim() || '[]') as { bundle: string }[];
+    // runc prints `null`, not `[]`, when it knows no container at all.
+    const runc = (JSON.parse((await execFileAsync('runc', ['list', '--format', 'json'])).stdout.trim() || 'null') as { bundle: string }[] | null) ?? [];
     assert.deepEqual(runc.filter((c) => c.bundle.startsWith(`${base}/`)), [], 'no runc containers left from the hosts');
     await rm(base, { recursive: true, force: true });
   });
@@ -202,7 +203,8 @@ describe('PodmanEngine on three simulated hosts', { timeout: 600_000 }, () => {
     }
     assert.deepEqual(await mountsMentioning(dirD), [], 'no mounts of host D left in any namespace');
     assert.deepEqual(await processesMentioning(dirD), [], 'no processes of host D left');
-    const runc = JSON.parse((await execFileAsync('runc', ['list', '--format', 'json'])).stdout.trim() || '[]') as { bundle: string }[];
+    // runc prints `null`, not `[]`, when it knows no container at all.
+    const runc = (JSON.parse((await execFileAsync('runc', ['list', '--format', 'json'])).stdout.trim() || 'null') as { bundle: string }[] | null) ?? [];
     assert.deepEqual(runc.filter((c) => c.bundle.startsWith(`${dirD}/`)), [], 'no runc containers of host D left');
     await assert.rejects(stat(dirD), 'host D dir removed');
   });

@@ -212,6 +212,7 @@ describe('RestoreJob refuses bad input before anything is restored', { timeout: 
       idleTimeoutMs: IDLE_TIMEOUT_MS,
       beforeRestore: async () => undefined,
       restoreFrom: (archive) => destination.engine.restoreFromArchive(NAME, archive),
+      removePartial: () => destination.engine.removeContainer(NAME, { force: true }),
     });
     // The source's chunk-urls command, all of it up front: no case waits for URLs it does not have.
     const urls: CommandData<'chunk-urls'> = { migrationId, epoch: 1, manifestUrl: manifestUrl.url, chunks: chunkUrls, expiresAt: manifestUrl.expiresAt };
