@@ -44,6 +44,9 @@ const program = new Command('ums-agent')
       engine,
       probeLauncher: (container) => serviceLevel.probe(container),
       launcherHostDir: options.launcherDir,
+      // A status call per container and heartbeat is cheap, and a tree still starting its processes must
+      // not be taken for a single process for long.
+      containerTtlMs: 2_000,
       ...(kubelet && process.env.UMS_KUBELET_URL ? { kubelet: { url: process.env.UMS_KUBELET_URL, prober: kubelet } } : {}),
     });
     const agent = new HostAgent({

@@ -14,7 +14,11 @@ import { z } from 'zod';
  *   the launcher there restores. Needs the launcher in the source container; any engine at the destination.
  *
  * The paper found service level fastest for single-process services and container level better for
- * multi-process ones; the cost model below encodes that (see COST_MODEL).
+ * multi-process ones. Our own measurements (COST_MODEL, from `npm run bench`) agree for one process and not
+ * for five: the in-image CRIU showed no per-process cost, so where the launcher runs, service level is
+ * cheaper whatever the process count. Service level moves the process tree only (files written into the
+ * container's filesystem stay behind; state belongs in memory or volumes), which is why it is offered only
+ * for images built with the launcher: building with it is the owner's consent to that.
  *
  * Decision table (first matching feasibility, then the cheapest feasible estimate; `requested` overrides
  * the choice but never feasibility):
@@ -22,11 +26,11 @@ import { z } from 'zod';
  * | # | container level both ends | launcher in source container | orchestrator both ends | processes / memory | chosen |
  * |---|---|---|---|---|---|
  * | 1 | yes | no  | no  | any                        | container |
- * | 2 | yes | yes | any | 1 process, < ~340 MiB      | service (lower fixed cost) |
- * | 3 | yes | yes | any | >= 2 processes             | container (per-process cost of in-image CRIU) |
- * | 4 | yes | yes | any | 1 process, >= ~340 MiB     | container (the launcher's extra copy of memory) |
+ * | 2 | yes | yes | any | 1 process, any memory      | service (measured: 0.25-0.7x container level's downtime) |
+ * | 3 | yes | yes | any | >= 2 processes             | service (measured at 5 processes: no per-process cost) |
+ * | 4 | yes | no, but the container is multi-process | any | any | container |
  * | 5 | no  | yes | no  | any                        | service (the only one left) |
- * | 6 | no  | yes | yes | <= ~10 processes           | service; above that orchestrator (the launcher's per-process cost) |
+ * | 6 | no  | yes | yes | any                        | service (orchestrator adds an image build and a registry round trip) |
  * | 7 | no  | no  | yes | any                        | orchestrator |
  * | 8 | yes | no  | yes | any                        | container (orchestrator's image build + registry round trip cost more) |
  * | 9 | no  | no  | no  | any                        | refused: nothing feasible, with each approach's reason |
@@ -144,27 +148,22 @@ export type Decision =
  *   + MiB * (dumpRestoreMsPerMiB + extraMsPerMiB[A])
  *   + transferCopies[A] * bytes / bandwidth
  *
- * - fixedMs: what does not depend on the container. Service: the launcher's socket round trips and starting a
- *   plain container. Container: Podman's export/import and container re-creation (the floor in
- *   docs/bench/latest.md is 0.3-0.4 s each way for an idle container) plus UMS's planning (~0.4 s). Orchestrator:
- *   the kubelet call, building the checkpoint image, the registry round trip and scheduling the Pod.
- * - perProcessMs: CRIU's per-task work. The launcher runs an unprivileged, in-container CRIU that walks and
- *   restores every task itself (and re-creates the process tree under its own pid namespace), which the paper
- *   measured to grow quickly with processes; the host's CRIU under runc does it far cheaper.
- * - dumpRestoreMsPerMiB: CRIU writing and reading memory pages, the same for all approaches (~1 GiB/s each way).
- *   extraMsPerMiB: the launcher streams the images through its control socket, one more copy of every page.
- * - transferCopies: container and service levels stream the archive once (upload and download overlap);
- *   orchestrator level pushes the checkpoint image to a registry and the destination pulls it again.
- *
- * With these constants, service beats container for a single process below about 340 MiB and loses from two
- * processes on, which is what the paper found. The numbers are placeholders to be recalibrated from
- * `npm run bench` (test/bench/) once it measures all three approaches; only their ratios matter here.
+ * Calibrated from `npm run bench` (docs/bench/approaches/report.md, 2026-11-28: the launched counter images
+ * moved through the local file store at 0, 64 and 256 MiB with one and five processes, medians of total):
+ * container level took 0.81-0.98 s at 0 MiB and about 11.5 ms more per MiB; service level 0.71-0.77 s and
+ * about 9.5 ms per MiB; five processes cost neither approach anything measurable over one (a 10 ms term
+ * stands for the noise). dumpRestoreMsPerMiB is what both spend per MiB on CRIU and the local disk;
+ * extraMsPerMiB is the rest: Podman writing the whole archive before it sends it and spooling it again
+ * before it restores (container), the launcher staging CRIU's images in the container (service).
+ * Orchestrator level is not measured here (no cluster): its fixed cost stands for the kubelet call, the
+ * checkpoint image build, a registry push and pull and scheduling a Pod, and it moves the bytes twice.
+ * Re-run the benchmark and update these when the pipeline changes; only the differences decide.
  */
 export const COST_MODEL = {
-  fixedMs: { service: 400, container: 1_600, orchestrator: 9_000 },
-  perProcessMs: { service: 900, container: 40, orchestrator: 40 },
-  dumpRestoreMsPerMiB: 2,
-  extraMsPerMiB: { service: 1, container: 0, orchestrator: 0 },
+  fixedMs: { service: 700, container: 850, orchestrator: 9_000 },
+  perProcessMs: { service: 10, container: 10, orchestrator: 10 },
+  dumpRestoreMsPerMiB: 5,
+  extraMsPerMiB: { service: 4.5, container: 6.5, orchestrator: 6.5 },
   transferCopies: { service: 1, container: 1, orchestrator: 2 },
   /** Assumed when no bandwidth was measured: what the cloud stores' emulators take (see README, Benchmark). */
   defaultBandwidthBytesPerSecond: 50 * 1024 * 1024,
@@ -221,7 +220,7 @@ export function decideApproach(raw: DecisionInput): Decision {
     const whyNot = candidates.map((c) => `${c.approach} level: ${c.why}`).join('; ');
     return { kind: 'refused', code: 'none-feasible', reason: `no migration approach is possible between these hosts: ${whyNot}`, candidates };
   }
-  const others = candidates.filter((c) => c !== best);
+  const others = candidates.filter((c) => c.approach !== best.approach);
   const comparison = others
     .map((c) => (c.feasible ? `${c.approach} ${fmtMs(c.estimatedMs)}` : `${c.approach} not possible`))
     .join(', ');

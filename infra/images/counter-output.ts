@@ -62,7 +62,7 @@ export function continuity(ticks: Tick[]): Continuity {
 }
 
 /** Joins the source's ticks and the destination's, dropping the destination's copy of the source's lines. */
-export function joinTicks(source: Tick[], destination: Tick[]): Tick[] {
+export function joinTicks<T extends Tick>(source: T[], destination: T[]): T[] {
   const last = source.at(-1)?.count ?? 0;
   return [...source, ...destination.filter((tick) => tick.count > last)];
 }

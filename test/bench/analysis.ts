@@ -173,6 +173,7 @@ export interface ApproachStats {
   frozen: Spread | undefined;
   downtime: Spread | undefined;
   archiveBytes: number | undefined;
+  /** the most processes the source's agent reported for the container */
   processCount: number | undefined;
 }
 
@@ -197,7 +198,8 @@ function approachStats(samples: ApproachSample[]): ApproachStats {
     frozen: values(ok, (s) => s.frozenMs),
     downtime: values(ok, (s) => s.downtimeMs),
     archiveBytes: spread(ok.map((s) => s.archiveBytes))?.median,
-    processCount: samples.find((s) => s.processCount !== undefined)?.processCount,
+    // A probe cached from the container's first instants can count fewer processes than it settles at.
+    processCount: maxOrUndefined(samples.flatMap((s) => (s.processCount === undefined ? [] : [s.processCount]))),
   };
 }
 

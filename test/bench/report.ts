@@ -76,6 +76,7 @@ function approachSection(run: BenchRun, comparisons: ApproachComparison[]): stri
       'from inside and restores it into a fresh container of the image. **single**: one counter process; **multi**: five processes (two counters, their ' +
       'labelling shells, the parent shell), the memory split over the two counters. Total and frozen come from the migration record; downtime is the longest ' +
       'gap of the 10 ms counter (multi: counter a), source then destination; the count must continue (multi: both counters and both shells\' line counts). ' +
+      'Processes: the most the source\'s agent reported (its launcher probe). ' +
       `Ratios are service / container of medians: below 1 service level wins; within ${(APPROACH_TIE * 100).toFixed(0)} % counts as even.`,
     '',
   );

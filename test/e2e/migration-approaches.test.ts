@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { connectNatsBus, type NatsEventBus } from '../../core/nats-event-bus.js';
-import { continuity, followTicks, joinTicks, parseLabelledTicks, readTicks } from '../../infra/images/counter-output.js';
+import { continuity, followTicks, joinTicks, parseLabelledTicks, readTicks, type LabelledTick } from '../../infra/images/counter-output.js';
 import { DEFAULT_LAUNCHED_COUNTER_IMAGE, DEFAULT_LAUNCHED_MULTI_COUNTER_IMAGE, LAUNCHER_CONTROL_DIR } from '../../infra/images/build-service-image.js';
 import { DEFAULT_HOSTS, startLocalStack, type LocalStack } from '../../infra/local-stack.js';
 import type { PodmanHost } from '../../infra/podman-host.js';
@@ -14,9 +14,10 @@ import { umsJson } from './ums-cli.js';
 
 /**
  * Approach detection end to end: the agents probe what their hosts and containers can do, the planner
- * picks the cheapest approach feasible at both ends, and the migration runs at that level. A
- * single-process service built with the launcher goes at service level (its own CRIU inside the
- * image); a multi-process one at container level (the engine's CRIU). Both keep their memory state.
+ * picks the cheapest approach feasible at both ends (the cost model is calibrated from `npm run bench`),
+ * and the migration runs at that level. Services built with the launcher go at service level (their own
+ * CRIU inside the image), one process or five; a multi-process container without it at container level
+ * (the engine's CRIU). All keep their memory state.
  */
 const SOURCE = DEFAULT_HOSTS[0]?.agentId ?? 'azure-eastus-1';
 const DESTINATION = DEFAULT_HOSTS[1]?.agentId ?? 'gcp-us-central1-1';
@@ -37,18 +38,18 @@ async function runLaunched(name: string, image: string): Promise<void> {
   await source.podman(['run', '-d', '--name', name, '--cap-add', LAUNCHER_CAPABILITIES.join(','), '--security-opt', `seccomp=${LAUNCHER_SECCOMP}`, '-v', `${control}:${LAUNCHER_CONTROL_DIR}`, '-e', 'COUNTER_TICK_MS=100', image]);
 }
 
-/** Waits until the source's registration shows the container's probed traits. */
-async function traitsOf(name: string): Promise<{ launcher?: { available: boolean }; processCount?: number }> {
+/** Waits until the source's registration shows the container's probed traits (all its processes started). */
+async function traitsOf(name: string, processes = 1): Promise<{ launcher?: { available: boolean }; processCount?: number }> {
   for (let i = 0; i < 100; i++) {
     const registration = await bus.agents.get(SOURCE);
     const traits = registration?.value.containers.find((c) => c.name === name)?.traits;
-    if (traits?.launcher?.available && traits.processCount !== undefined) return traits;
+    if (traits?.launcher?.available && (traits.processCount ?? 0) >= processes) return traits;
     await sleep(200);
   }
   throw new Error(`the traits of ${name} never showed a launcher in ${SOURCE}'s registration`);
 }
 
-describe('approach detection: service level for a single process, container level for several', { timeout: 600_000 }, () => {
+describe('approach detection: service level where the launcher runs, container level elsewhere', { timeout: 600_000 }, () => {
   before(async () => {
     stack = await startLocalStack({ name: `approaches-${process.pid}`, dir: join(tmpdir(), `ums-ap-${process.pid}`), hosts: DEFAULT_HOSTS, agentEnv: { UMS_CHUNK_MIB: '1' } });
     bus = await connectNatsBus({ servers: stack.info.natsUrl, name: 'approaches-test' });
@@ -103,40 +104,79 @@ describe('approach detection: service level for a single process, container leve
     await destination.podman(['rm', '-f', '-t', '0', name]);
   });
 
-  it('moves a multi-process service at container level; every process keeps its state', async () => {
+  it('moves a five-process service built with the launcher at service level too (our measurements), every process keeping its state', async () => {
     const name = 'svc-multi';
     await runLaunched(name, DEFAULT_LAUNCHED_MULTI_COUNTER_IMAGE);
-    const traits = await traitsOf(name);
+    const traits = await traitsOf(name, 5);
     assert.equal(traits.processCount, 5, 'shell, two counters, two labelling loops');
 
     const plan = await ums(['plan', name, '--to', DESTINATION]);
-    assert.equal(plan.json.approach, 'container', String(plan.json.reason));
+    assert.equal(plan.json.approach, 'service', String(plan.json.reason));
     // Asking for the other approach is honoured when it is possible...
-    const forced = await ums(['plan', name, '--to', DESTINATION, '--approach', 'service']);
-    assert.equal(forced.json.approach, 'service');
+    const forced = await ums(['plan', name, '--to', DESTINATION, '--approach', 'container']);
+    assert.equal(forced.json.approach, 'container');
     // ...and refused with the reason when it is not.
     const impossible = await ums(['plan', name, '--to', DESTINATION, '--approach', 'orchestrator']);
     assert.equal(impossible.code, 1);
     assert.equal(impossible.json.code, 'approach-infeasible');
     assert.match(String(impossible.json.reason), /kubelet/);
 
+    const follower = followTicks(source.url, name, (text) => labelled(text));
     await sleep(1_500);
-    const before = parseLabelledTicks((await source.podman(['logs', name])).stdout);
+    const run = await ums(['migrate', name, '--to', DESTINATION]);
+    assert.equal(run.code, 0, `migration failed: ${String(run.json.reason)}`);
+    assert.equal(run.json.approach, 'service');
+    await Promise.race([follower.ended, sleep(5_000)]);
+    follower.stop();
+    await sleep(1_500);
+    // A fresh container at the destination: its log starts at the restore, so join it to the source's.
+    const after = labelled((await destination.podman(['logs', name])).stdout);
+    assertEveryProcessContinued(follower.ticks, after);
+    const timeline = run.json.timeline as { frozenMs: number; totalMs: number };
+    console.log(`service level, five processes: total ${timeline.totalMs} ms, frozen ${timeline.frozenMs} ms`);
+    await destination.podman(['rm', '-f', '-t', '0', name]);
+  });
+
+  it('moves a multi-process container without the launcher at container level; every process keeps its state', async () => {
+    const name = 'plain-multi';
+    // The same five processes, started directly: no launcher, so no service level.
+    await source.podman(['run', '-d', '--name', name, '--entrypoint', '/usr/local/bin/multi-counter', '-e', 'COUNTER_TICK_MS=100', DEFAULT_LAUNCHED_MULTI_COUNTER_IMAGE]);
+    for (let i = 0; i < 100; i++) {
+      const listed = (await bus.agents.get(SOURCE))?.value.containers.find((c) => c.name === name);
+      if (listed?.traits?.launcher) break;
+      await sleep(200);
+    }
+    const plan = await ums(['plan', name, '--to', DESTINATION]);
+    assert.equal(plan.json.approach, 'container', String(plan.json.reason));
+
+    await sleep(1_500);
+    const before = labelled((await source.podman(['logs', name])).stdout);
     const run = await ums(['migrate', name, '--to', DESTINATION]);
     assert.equal(run.code, 0, `migration failed: ${String(run.json.reason)}`);
     assert.equal(run.json.approach, 'container');
     await sleep(1_500);
     // Container level carries the container's log along: the destination's log holds both sides.
-    const after = parseLabelledTicks((await destination.podman(['logs', name])).stdout);
-    for (const label of ['a', 'b']) {
-      const ticks = after[label] ?? [];
-      const flow = continuity(ticks);
-      assert.ok(flow.continuous, `${label}: the count broke: ${JSON.stringify(flow.break)}`);
-      assert.ok((ticks.at(-1)?.count ?? 0) > (before[label]?.at(-1)?.count ?? 0) + 3, `${label}: counted on after the move`);
-      for (let i = 1; i < ticks.length; i++) assert.equal(ticks[i]?.lines, (ticks[i - 1]?.lines ?? 0) + 1, `${label}: the labelling shell's count continues`);
-    }
+    const after = labelled((await destination.podman(['logs', name])).stdout);
+    assertEveryProcessContinued(before, after);
     const timeline = run.json.timeline as { frozenMs: number; totalMs: number };
     console.log(`container level, five processes: total ${timeline.totalMs} ms, frozen ${timeline.frozenMs} ms`);
     await destination.podman(['rm', '-f', '-t', '0', name]);
   });
 });
+
+/** The multi-counter's lines as one list, label first: `a`, `b`. */
+function labelled(text: string): Array<LabelledTick & { label: string }> {
+  return Object.entries(parseLabelledTicks(text)).flatMap(([label, ticks]) => ticks.map((tick) => ({ ...tick, label })));
+}
+
+/** Both counters and both labelling shells went on from where they were, never restarting. */
+function assertEveryProcessContinued(before: Array<LabelledTick & { label: string }>, after: Array<LabelledTick & { label: string }>): void {
+  for (const label of ['a', 'b']) {
+    const source = before.filter((t) => t.label === label);
+    const ticks = joinTicks(source, after.filter((t) => t.label === label));
+    const flow = continuity(ticks);
+    assert.ok(flow.continuous, `${label}: the count broke: ${JSON.stringify(flow.break)}`);
+    assert.ok(ticks.length > source.length + 3, `${label}: counted on after the move`);
+    for (let i = 1; i < ticks.length; i++) assert.equal(ticks[i]?.lines, (ticks[i - 1]?.lines ?? 0) + 1, `${label}: the labelling shell's count continues`);
+  }
+}

@@ -58,7 +58,7 @@ describe('decideApproach: the decision table', () => {
     assert.match(d.candidates.find((c) => c.approach === 'orchestrator')?.why ?? '', /UMS_KUBELET_URL is not set/);
   });
 
-  it('row 2: launcher in a single-process small container -> service (the paper: fastest for one process)', () => {
+  it('row 2: launcher in a single-process container -> service, at any memory size (measured: less downtime)', () => {
     const d = chosen(decide({ source: host(), destination: host(), container: singleSmall, ...measured }));
     assert.equal(d.approach, 'service');
     const service = d.candidates.find((c) => c.approach === 'service');
@@ -66,18 +66,22 @@ describe('decideApproach: the decision table', () => {
     assert.ok(service?.estimatedMs !== undefined && container?.estimatedMs !== undefined);
     assert.ok(service.estimatedMs < container.estimatedMs);
     assert.match(d.reason, /^service level: estimated/);
-  });
-
-  it('row 3: launcher in a multi-process container -> container (the paper: better for several processes)', () => {
-    for (const processCount of [2, 5, 40]) {
-      const d = chosen(decide({ source: host(), destination: host(), container: { ...singleSmall, processCount }, ...measured }));
-      assert.equal(d.approach, 'container', `${processCount} processes`);
+    for (const memoryBytes of [300 * MiB, 4096 * MiB]) {
+      assert.equal(chosen(decide({ source: host(), destination: host(), container: { ...singleSmall, memoryBytes }, ...measured })).approach, 'service');
     }
   });
 
-  it('row 4: launcher in a single-process container with much memory -> container; the crossover is near 340 MiB', () => {
-    assert.equal(chosen(decide({ source: host(), destination: host(), container: { ...singleSmall, memoryBytes: 300 * MiB }, ...measured })).approach, 'service');
-    assert.equal(chosen(decide({ source: host(), destination: host(), container: { ...singleSmall, memoryBytes: 400 * MiB }, ...measured })).approach, 'container');
+  it('row 3: launcher in a multi-process container -> service too (measured: no per-process cost; the paper found otherwise)', () => {
+    for (const processCount of [2, 5, 40]) {
+      const d = chosen(decide({ source: host(), destination: host(), container: { ...singleSmall, processCount }, ...measured }));
+      assert.equal(d.approach, 'service', `${processCount} processes`);
+    }
+  });
+
+  it('row 4: a multi-process container without the launcher -> container', () => {
+    const d = chosen(decide({ source: host(), destination: host(), container: { processCount: 5, memoryBytes: 64 * MiB, launcher: { available: false, reason: 'no launcher control socket' } }, ...measured }));
+    assert.equal(d.approach, 'container');
+    assert.match(d.candidates.find((c) => c.approach === 'service')?.why ?? '', /no launcher control socket/);
   });
 
   it('row 5: no container level at the source but the launcher -> service, even for many processes', () => {
@@ -86,10 +90,9 @@ describe('decideApproach: the decision table', () => {
     assert.match(d.candidates.find((c) => c.approach === 'container')?.why ?? '', /the source cannot \(criu check failed: Looks bad\)/);
   });
 
-  it('row 6: no container level, launcher and kubelets both ends -> service up to ~10 processes, orchestrator above', () => {
+  it('row 6: no container level, launcher and kubelets both ends -> service, whatever the process count', () => {
     const base = { source: host({ container: false, orchestrator: true, plain: true }), destination: host({ container: false, orchestrator: true, plain: true }) };
-    assert.equal(chosen(decide({ ...base, container: { ...singleSmall, processCount: 4 }, ...measured })).approach, 'service');
-    assert.equal(chosen(decide({ ...base, container: { ...singleSmall, processCount: 30 }, ...measured })).approach, 'orchestrator');
+    for (const processCount of [4, 30]) assert.equal(chosen(decide({ ...base, container: { ...singleSmall, processCount }, ...measured })).approach, 'service');
   });
 
   it('row 7: only the kubelets at both ends -> orchestrator', () => {

@@ -45,12 +45,16 @@ const launched = (name: string, processCount: number, memoryBytes = 8 * MiB): Co
 });
 
 describe('planAgainst: registrations to a plan, as planMigration and `ums plan` see them', () => {
-  it('picks service level for a single small launched process and container level for five processes', () => {
-    const agents = [agent('a', [launched('one', 1), launched('five', 5)]), agent('b', [])];
-    const one = planAgainst(agents, { container: 'one', destinationAgent: 'b' }, NOW);
-    assert.ok(one.ok && one.decision.approach === 'service', JSON.stringify(one));
-    const five = planAgainst(agents, { container: 'five', destinationAgent: 'b' }, NOW);
-    assert.ok(five.ok && five.decision.approach === 'container', JSON.stringify(five));
+  it('picks service level where the launcher runs and container level for a multi-process container without it', () => {
+    const plain: Container = { name: 'plain', image: IMAGE, imageId: IMAGE_ID, state: 'running', checkpointed: false, traits: { launcher: { available: false, reason: 'no launcher control socket' } } };
+    const agents = [agent('a', [launched('one', 1), launched('five', 5), plain]), agent('b', [])];
+    for (const name of ['one', 'five']) {
+      const plan = planAgainst(agents, { container: name, destinationAgent: 'b' }, NOW);
+      assert.ok(plan.ok && plan.decision.approach === 'service', `${name}: ${plan.ok ? plan.decision.reason : plan.reason}`);
+      assert.ok(!/service \d/.test(plan.decision.reason), `the reason compares with the others only: ${plan.decision.reason}`);
+    }
+    const multi = planAgainst(agents, { container: 'plain', destinationAgent: 'b' }, NOW);
+    assert.ok(multi.ok && multi.decision.approach === 'container');
   });
 
   it('uses the bandwidth the source measured on its last upload', () => {
