@@ -1,16 +1,18 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { subjects } from '../../core/event-bus.js';
-import { makeCommand, makeEvent, toWire, type EventName, type UmsEvent } from '../../core/events.js';
+import { makeCommand, makeEvent, toWire, type Approach, type EventName, type UmsEvent } from '../../core/events.js';
 import { isTerminal, type MigrationRecord } from '../../core/migration.js';
 import { connectNatsBus, type NatsEventBus } from '../../core/nats-event-bus.js';
 import { openObjectStore } from '../../core/object-stores/open-object-store.js';
 import { continuity, readTicks } from '../../infra/images/counter-output.js';
+import { DEFAULT_LAUNCHED_COUNTER_IMAGE, LAUNCHER_CONTROL_DIR } from '../../infra/images/build-service-image.js';
+import { LAUNCHER_CAPABILITIES, LAUNCHER_SECCOMP } from '../../agents/service-level.js';
 import { DEFAULT_HOSTS, startLocalStack, type LocalStack } from '../../infra/local-stack.js';
 import type { PodmanHost } from '../../infra/podman-host.js';
 import { triggers } from '../../functions/triggers.js';
@@ -108,19 +110,30 @@ async function containersNamed(host: PodmanHost, name: string): Promise<string[]
   return list.filter((c) => c.Names.includes(name)).map((c) => c.State);
 }
 
-async function startCounter(name: string, memoryMiB = MEMORY_MIB): Promise<void> {
-  await source.podman(['run', '-d', '--name', name, '-e', `COUNTER_TOKEN=${randomBytes(4).toString('hex')}`, '-e', 'COUNTER_TICK_MS=100', '-e', `COUNTER_MEM_MIB=${memoryMiB}`, stack.info.image]);
-  // Wait until the source's heartbeat lists it, so the planner finds it at once.
+/** A counter on the source: the plain image (container level), or the launched one (service level). */
+async function startCounter(name: string, memoryMiB = MEMORY_MIB, approach: Approach = 'container'): Promise<void> {
+  const env = ['-e', `COUNTER_TOKEN=${randomBytes(4).toString('hex')}`, '-e', 'COUNTER_TICK_MS=100', '-e', `COUNTER_MEM_MIB=${memoryMiB}`];
+  if (approach === 'service') {
+    const control = join(stack.info.hosts.find((h) => h.agentId === SOURCE)?.launcherDir ?? '', name);
+    await mkdir(control, { recursive: true, mode: 0o700 });
+    await source.podman(['run', '-d', '--name', name, '--cap-add', LAUNCHER_CAPABILITIES.join(','), '--security-opt', `seccomp=${LAUNCHER_SECCOMP}`, '-v', `${control}:${LAUNCHER_CONTROL_DIR}`, ...env, DEFAULT_LAUNCHED_COUNTER_IMAGE]);
+  } else {
+    await source.podman(['run', '-d', '--name', name, ...env, stack.info.image]);
+  }
+  // Wait until the source's heartbeat lists it (with its launcher, for service level), so the planner finds it at once.
   for (let i = 0; i < 50; i++) {
     const registration = await bus.agents.get(SOURCE).catch(() => undefined);
-    if (registration?.value.containers.some((c) => c.name === name && c.state === 'running')) return;
+    const listed = registration?.value.containers.find((c) => c.name === name && c.state === 'running');
+    if (listed && (approach !== 'service' || listed.traits?.launcher?.available)) return;
     await sleep(200);
   }
   throw new Error(`${name} never appeared in ${SOURCE}'s registration`);
 }
 
-function request(name: string, migrationId: string): Promise<void> {
-  return bus.publishEvent(makeEvent('migration.requested', '/test/faults', { migrationId, container: name, sourceAgent: SOURCE, destinationAgent: DESTINATION }));
+function request(name: string, migrationId: string, approach?: Approach): Promise<void> {
+  return bus.publishEvent(
+    makeEvent('migration.requested', '/test/faults', { migrationId, container: name, sourceAgent: SOURCE, destinationAgent: DESTINATION, ...(approach ? { approach } : {}) }),
+  );
 }
 
 async function waitForEnd(migrationId: string): Promise<MigrationRecord> {
@@ -178,12 +191,17 @@ async function removeEverywhere(name: string): Promise<void> {
 }
 
 /** One cell: migrate a fresh counter, inject the fault when the phase's event is seen, check the invariants. */
-async function runCell(component: string, phase: Phase, inject: () => Promise<void>, options: { checkArtifact?: boolean; label?: string } = {}): Promise<CellResult> {
-  const slug = `${component}-${phase}`.replace(/[^a-z0-9]+/g, '-');
+async function runCell(
+  component: string,
+  phase: Phase,
+  inject: () => Promise<void>,
+  options: { checkArtifact?: boolean; label?: string; approach?: Approach } = {},
+): Promise<CellResult> {
+  const slug = `${options.label ?? component}-${phase}`.replace(/[^a-z0-9]+/g, '-');
   const name = `f-${slug}`.slice(0, 60);
-  const migrationId = `fault-${slug}-${randomBytes(3).toString('hex')}`;
+  const migrationId = `fault-${slug}-${randomBytes(3).toString('hex')}`.slice(0, 120);
   const started = Date.now();
-  await startCounter(name);
+  await startCounter(name, MEMORY_MIB, options.approach);
   const countBefore = (await readTicks(source.url, name)).at(-1)?.count ?? 0;
   let stateAtFault = 'not reached';
   let injected: Promise<void> = Promise.resolve();
@@ -193,7 +211,7 @@ async function runCell(component: string, phase: Phase, inject: () => Promise<vo
     injected = inject();
     return 'stop';
   });
-  await request(name, migrationId);
+  await request(name, migrationId, options.approach);
   const record = await waitForEnd(migrationId);
   await injected;
   await subscription.stop().catch(() => undefined);
@@ -254,6 +272,11 @@ describe('fault matrix: kill -9 each component in each phase; the service runs e
   it('an agent gone for longer than its heartbeat allows: the supervisor rolls back, and the agent cleans up when it returns', async () => {
     await runCell('destination agent', 'checkpoint', () => COMPONENTS['destination agent']?.(25_000) ?? Promise.resolve(), { label: 'destination agent, down 25 s' });
     await runCell('source agent', 'checkpoint', () => COMPONENTS['source agent']?.(25_000) ?? Promise.resolve(), { label: 'source agent, down 25 s' });
+  });
+
+  it('service level: the agents killed while the launcher checkpoints and while it restores', async () => {
+    await runCell('source agent', 'checkpoint', () => COMPONENTS['source agent']?.() ?? Promise.resolve(), { label: 'source agent (service level)', approach: 'service' });
+    await runCell('destination agent', 'restore', () => COMPONENTS['destination agent']?.() ?? Promise.resolve(), { label: 'destination agent (service level)', approach: 'service' });
   });
 
   it('duplicate and out-of-order events change nothing: each is delivered again, late, and all again in reverse after the end', async () => {
