@@ -244,6 +244,7 @@ describe('the migration functions against a real JetStream', () => {
     await finalize(makeEvent('restore.aborted', '/a', { migrationId, agent: DESTINATION, container: 'web', removedRestoredCopy: true }), ctx);
     const resume = (await commandsFor(SOURCE)).at(-1);
     assert.ok(resume?.name === 'resume' && resume.data.epoch === rolling?.value.epoch);
+    assert.ok(await (await openObjectStore(storeUrl)).head(`${prefix}chunks/000000`), 'the archive stays until the source confirmed it runs again');
 
     await finalize(makeEvent('source.resumed', '/a', { migrationId, agent: SOURCE, container: 'web' }), ctx);
     const record = await bus.migrations.get(migrationId);
@@ -307,6 +308,7 @@ describe('the migration functions against a real JetStream', () => {
     // a discard report from the wrong agent changes nothing
     await finalize(makeEvent('source.discarded', '/a', { migrationId, agent: DESTINATION, container: 'web' }), ctx);
     assert.equal((await bus.migrations.get(migrationId))?.value.state, 'finalizing');
+    assert.ok(await (await openObjectStore(storeUrl)).head(`${prefix}manifest.json`), 'the archive stays until the source confirmed');
     await finalize(makeEvent('source.discarded', '/a', { migrationId, agent: SOURCE, container: 'web' }), ctx);
     assert.equal((await bus.migrations.get(migrationId))?.value.state, 'done');
     const completed = await lastEvent(migrationId, 'migration.completed');
