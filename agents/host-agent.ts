@@ -170,7 +170,13 @@ export class HostAgent {
     }
     const before = await engine.inspectContainer(container);
     if (!before) return failed('container-not-found', `container "${container}" does not exist on ${this.id}`, false);
-    const frozen = await driver.frozen(container);
+    let frozen: boolean | undefined;
+    try {
+      frozen = await driver.frozen(container);
+    } catch (error) {
+      // Nothing was frozen by this command unless an earlier delivery of it got that far.
+      return failed('engine-failed', `cannot tell whether "${container}" on ${this.id} is running: ${describe(error)}`, delivery.redelivered);
+    }
     if (frozen && delivery.redelivered) {
       // This agent died while checkpointing: the freeze happened, but the archive went nowhere. The
       // frozen copy is intact; the saga resumes it.
