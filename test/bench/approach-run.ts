@@ -76,9 +76,12 @@ export async function runApproachMigration(
     // A forced approach is honoured or refused, never swapped; check anyway, the comparison rests on it.
     const ok = migration.ok && migration.approach === approach;
     const error = migration.ok && !ok ? `ran at ${migration.approach ?? 'an unreported'} level, not ${approach}` : migration.error;
+
     await Promise.race([follower.ended, sleep(5_000)]);
     const downtime = ok ? await seriesAcross(spec.series(follower.ticks.join('\n')), route.destination, name, spec.series) : undefined;
+    const { approach: _ranAt, ...measured } = migration;
     return {
+      ...measured,
       workload,
       approach,
       sizeMiB,
@@ -88,14 +91,9 @@ export async function runApproachMigration(
       processCount,
       ok,
       error,
-      wallMs: migration.wallMs,
-      totalMs: migration.totalMs,
-      frozenMs: migration.frozenMs,
       downtimeMs: downtime?.downtimeMs ?? 0,
       continuous: downtime?.continuous ?? false,
       broken: downtime?.broken,
-      phases: migration.phases,
-      archiveBytes: migration.archiveBytes,
     };
   } finally {
     follower.stop();

@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { followTicks } from '../../infra/images/counter-output.js';
 import type { PodmanHost } from '../../infra/podman-host.js';
 import { sampleRss } from './process-memory.js';
-import type { BenchApproach, BenchStore, MigrationSample } from './samples.js';
+import type { BenchApproach, BenchStore, MigrationOutcome, MigrationSample } from './samples.js';
 import { downtimeAcross, startWorkload } from './workload.js';
 
 /** What `ums migrate --json` prints that the benchmark reads; anything else in it is ignored. */
@@ -87,17 +87,12 @@ export async function runMigration(context: MigrationContext, route: MigrationRo
   try {
     await Promise.race([follower.ended, sleep(5_000)]);
     const downtime = migration.ok ? await downtimeAcross(follower.ticks, route.destination, name) : { downtimeMs: 0, continuous: false };
+    const { approach: _approach, ...measured } = migration;
     return {
       ...base,
-      ok: migration.ok,
-      error: migration.error,
-      wallMs: migration.wallMs,
-      totalMs: migration.totalMs,
-      frozenMs: migration.frozenMs,
+      ...measured,
       downtimeMs: downtime.downtimeMs,
       continuous: downtime.continuous,
-      phases: migration.phases,
-      archiveBytes: migration.archiveBytes,
       rssPeakMiB: rss.peaks,
       rssSamples: rss.samples,
     };
@@ -109,18 +104,10 @@ export async function runMigration(context: MigrationContext, route: MigrationRo
 }
 
 /** What one `ums migrate --json` ended with; a failed or unreadable answer is `ok: false` with the reason. */
-export interface CliMigration {
-  ok: boolean;
-  error: string | undefined;
+export type CliMigration = Pick<MigrationOutcome, 'ok' | 'error' | 'wallMs' | 'totalMs' | 'frozenMs' | 'phases' | 'archiveBytes'> & {
   /** the level it ran at, as the CLI reports it */
   approach: string | undefined;
-  /** from spawning `ums migrate` to its exit */
-  wallMs: number;
-  totalMs: number;
-  frozenMs: number;
-  phases: Record<string, number>;
-  archiveBytes: number;
-}
+};
 
 /** Runs `ums migrate NAME --to DESTINATION --json` (with `--approach` if given) and reads its answer. */
 export async function migrateWithCli(context: MigrationContext, name: string, destination: string, approach?: BenchApproach): Promise<CliMigration> {

@@ -33,10 +33,10 @@ export interface TransferSample {
 /** Peak resident set size per process, sampled every RSS_SAMPLE_MS during one migration. */
 export type RssPeaks = Record<string, number>;
 
-export interface MigrationSample {
+/** What every migration the benchmark runs records, whatever it compares. */
+export interface MigrationOutcome {
   sizeMiB: number;
   rep: number;
-  store: BenchStore;
   source: string;
   destination: string;
   ok: boolean;
@@ -52,6 +52,10 @@ export interface MigrationSample {
   continuous: boolean;
   phases: Record<string, number>;
   archiveBytes: number;
+}
+
+export interface MigrationSample extends MigrationOutcome {
+  store: BenchStore;
   /** MiB, max VmRSS seen per process (agent-<id>, bridge, function-<name>) */
   rssPeakMiB: RssPeaks;
   rssSamples: number;
@@ -69,29 +73,13 @@ export type ApproachWorkload = (typeof APPROACH_WORKLOADS)[number];
  * One migration of a launched image at a forced approach, through the file store (the approach is the
  * variable, not the store): the paper's comparison of container and service level.
  */
-export interface ApproachSample {
+export interface ApproachSample extends MigrationOutcome {
   workload: ApproachWorkload;
   approach: BenchApproach;
-  /** random memory of the whole workload; the multi-process one splits it over its two counters */
-  sizeMiB: number;
-  rep: number;
-  source: string;
-  destination: string;
-  /** what the source's agent probed in the container (1 or 5), if it said */
+  /** what the source's agent probed in the container (1 or 5), if it said; memory is the whole workload's */
   processCount: number | undefined;
-  ok: boolean;
-  error: string | undefined;
-  wallMs: number;
-  totalMs: number;
-  frozenMs: number;
-  /** longest gap between two ticks of the (first) counter, source then destination */
-  downtimeMs: number;
-  /** every count went on (multi: both counters and both labelling shells' line counts) */
-  continuous: boolean;
-  /** the first series that did not continue, if any ('count', 'a', 'b', 'a lines', 'b lines') */
+  /** the first series that did not continue, if any ('count', 'a', 'b', 'a lines', 'b lines'); downtime is the first counter's */
   broken: string | undefined;
-  phases: Record<string, number>;
-  archiveBytes: number;
 }
 
 /** VmHWM of a process at the end of one size's work; the agents are restarted fresh at each size. */

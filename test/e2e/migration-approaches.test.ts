@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { connectNatsBus, type NatsEventBus } from '../../core/nats-event-bus.js';
-import { continuity, followTicks, joinTicks, parseLabelledTicks, readTicks, type LabelledTick } from '../../infra/images/counter-output.js';
+import { continuity, followTicks, joinTicks, parseLabelledTicks, parseTicks, readTicks, type LabelledTick } from '../../infra/images/counter-output.js';
 import { DEFAULT_LAUNCHED_COUNTER_IMAGE, DEFAULT_LAUNCHED_MULTI_COUNTER_IMAGE, LAUNCHER_CONTROL_DIR } from '../../infra/images/build-service-image.js';
 import { DEFAULT_HOSTS, startLocalStack, type LocalStack } from '../../infra/local-stack.js';
 import type { PodmanHost } from '../../infra/podman-host.js';
@@ -85,18 +85,11 @@ describe('approach detection: service level where the launcher runs, container l
     assert.equal(plan.code, 0);
     assert.equal(plan.json.approach, 'service', String(plan.json.reason));
 
-    const follower = followTicks(source.url, name);
-    await sleep(1_000);
-    const run = await ums(['migrate', name, '--to', DESTINATION]);
-    assert.equal(run.code, 0, `migration failed: ${String(run.json.reason)}`);
-    assert.equal(run.json.approach, 'service');
-    await Promise.race([follower.ended, sleep(5_000)]);
-    follower.stop();
-    await sleep(1_500);
-    const ticks = joinTicks(follower.ticks, await readTicks(destination.url, name));
+    const { run, followed } = await migrateFollowing(name, 'service', parseTicks);
+    const ticks = joinTicks(followed, await readTicks(destination.url, name));
     const flow = continuity(ticks);
     assert.ok(flow.continuous, `the count broke: ${JSON.stringify(flow.break)}`);
-    assert.ok(follower.ticks.length > 3 && ticks.length > follower.ticks.length + 3, 'ticks on both sides of the move');
+    assert.ok(followed.length > 3 && ticks.length > followed.length + 3, 'ticks on both sides of the move');
     const timeline = run.json.timeline as { frozenMs: number; totalMs: number };
     console.log(`service level, single process: total ${timeline.totalMs} ms, frozen ${timeline.frozenMs} ms, counter gap ${flow.maxGapMs} ms`);
     const left = JSON.parse((await source.podman(['ps', '-a', '--format', 'json'])).stdout) as Array<{ Names: string[] }>;
@@ -121,17 +114,10 @@ describe('approach detection: service level where the launcher runs, container l
     assert.equal(impossible.json.code, 'approach-infeasible');
     assert.match(String(impossible.json.reason), /kubelet/);
 
-    const follower = followTicks(source.url, name, (text) => labelled(text));
-    await sleep(1_500);
-    const run = await ums(['migrate', name, '--to', DESTINATION]);
-    assert.equal(run.code, 0, `migration failed: ${String(run.json.reason)}`);
-    assert.equal(run.json.approach, 'service');
-    await Promise.race([follower.ended, sleep(5_000)]);
-    follower.stop();
-    await sleep(1_500);
+    const { run, followed } = await migrateFollowing(name, 'service', labelled);
     // A fresh container at the destination: its log starts at the restore, so join it to the source's.
     const after = labelled((await destination.podman(['logs', name])).stdout);
-    assertEveryProcessContinued(follower.ticks, after);
+    assertEveryProcessContinued(followed, after);
     const timeline = run.json.timeline as { frozenMs: number; totalMs: number };
     console.log(`service level, five processes: total ${timeline.totalMs} ms, frozen ${timeline.frozenMs} ms`);
     await destination.podman(['rm', '-f', '-t', '0', name]);
@@ -163,6 +149,22 @@ describe('approach detection: service level where the launcher runs, container l
     await destination.podman(['rm', '-f', '-t', '0', name]);
   });
 });
+
+/**
+ * Migrates while following the source's log until the source container stops (service level starts a
+ * fresh container at the destination, whose log begins at the restore); asserts it ran at `approach`.
+ */
+async function migrateFollowing<T>(name: string, approach: string, parse: (text: string) => T[]): Promise<{ run: Awaited<ReturnType<typeof ums>>; followed: T[] }> {
+  const follower = followTicks(source.url, name, parse);
+  await sleep(1_000);
+  const run = await ums(['migrate', name, '--to', DESTINATION]);
+  assert.equal(run.code, 0, `migration failed: ${String(run.json.reason)}`);
+  assert.equal(run.json.approach, approach);
+  await Promise.race([follower.ended, sleep(5_000)]);
+  follower.stop();
+  await sleep(1_500);
+  return { run, followed: follower.ticks };
+}
 
 /** The multi-counter's lines as one list, label first: `a`, `b`. */
 function labelled(text: string): Array<LabelledTick & { label: string }> {

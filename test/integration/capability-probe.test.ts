@@ -2,9 +2,10 @@
  * Capability probing (agents/capability-probe.ts) on this machine: container level against a real simulated
  * Podman host (infra/podman-host.ts) with the real `criu check`; service level against a real unix socket at
  * the launcher's path convention; orchestrator level without a kubelet (none runs here; the kubelet's own
- * answers are covered by test/integration/kubelet-checkpoint.test.ts). The launcher's answers come from a
- * `probeLauncher` function, the parameter the launcher client (agents/service-launcher-client.ts, written
- * elsewhere) will fill. Needs root, podman, runc and CRIU >= 4.1 (infra/host-setup.sh).
+ * answers are covered by test/integration/kubelet-checkpoint.test.ts). A real launched container is probed
+ * through the real launcher client (ServiceLevel.probe); the launcher misbehaving (hanging, failing,
+ * answering nonsense) is played by `probeLauncher` functions, because the real launcher does not do that on
+ * demand. Needs root, podman, runc and CRIU >= 4.1 (infra/host-setup.sh).
  */
 import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
@@ -24,6 +25,8 @@ import {
 } from '../../agents/capability-probe.js';
 import { KubeletCheckpointClient } from '../../agents/kubelet-checkpoint.js';
 import { PodmanEngine } from '../../agents/podman-engine.js';
+import { LAUNCHER_CAPABILITIES, LAUNCHER_SECCOMP, ServiceLevel } from '../../agents/service-level.js';
+import { buildLauncherImage, DEFAULT_LAUNCHED_COUNTER_IMAGE, LAUNCHER_CONTROL_DIR } from '../../infra/images/build-service-image.js';
 import { decideApproach } from '../../core/migration-approach.js';
 import { startPodmanHost, type PodmanHost } from '../../infra/podman-host.js';
 
@@ -187,19 +190,29 @@ describe('capability probe', { timeout: 300_000 }, () => {
     assert.equal(failures, 2);
   });
 
-  it('feeds the decision: two such hosts and a single-process launcher container choose service level', async () => {
-    const probe = new CapabilityProbe({
-      engine,
-      probeLauncher: async () => ({ available: true, version: '0.1.0', processCount: 1, memoryBytes: 24 * MiB }),
-      launcherHostDir: launcherDir,
-    });
+  it('feeds the decision: a real launched container, probed through its launcher, chooses service level', async () => {
+    await buildLauncherImage(podmanHost.url, DEFAULT_LAUNCHED_COUNTER_IMAGE, { env: podmanHost.env });
+    const name = 'launched';
+    const control = join(launcherDir, name);
+    await mkdir(control, { recursive: true });
+    await podmanHost.podman(['run', '-d', '--name', name, '--cap-add', LAUNCHER_CAPABILITIES.join(','), '--security-opt', `seccomp=${LAUNCHER_SECCOMP}`, '-v', `${control}:${LAUNCHER_CONTROL_DIR}`, '-e', 'COUNTER_MEM_MIB=16', DEFAULT_LAUNCHED_COUNTER_IMAGE]);
+    const serviceLevel = new ServiceLevel(engine, launcherDir, 'host cp');
+    const probe = new CapabilityProbe({ engine, probeLauncher: (container) => serviceLevel.probe(container), launcherHostDir: launcherDir, containerTtlMs: 0 });
+    let traits = await probe.container(name);
+    // The launcher answers at once; the counter needs a moment to start and fill its memory.
+    for (let i = 0; i < 100 && !(traits.launcher?.available && (traits.memoryBytes ?? 0) > 16 * MiB); i++) {
+      await new Promise((resolveWait) => setTimeout(resolveWait, 100));
+      traits = await probe.container(name);
+    }
+    assert.equal(traits.launcher?.available, true, traits.launcher?.reason);
+    assert.equal(traits.processCount, 1);
+    assert.ok((traits.memoryBytes ?? 0) > 16 * MiB, `the launcher reports the tree's memory (${traits.memoryBytes})`);
     const hostCaps = await probe.host();
-    const web = await probe.container('web');
-    const decision = decideApproach({ source: hostCaps, destination: hostCaps, container: web, bandwidthBytesPerSecond: 100 * MiB });
-    assert.equal(decision.kind, 'chosen');
-    assert.equal(decision.kind === 'chosen' ? decision.approach : undefined, 'service');
-    const db = await probe.container('db');
-    const forDb = decideApproach({ source: hostCaps, destination: hostCaps, container: db });
-    assert.equal(forDb.kind === 'chosen' ? forDb.approach : undefined, 'container');
+    const decision = decideApproach({ source: hostCaps, destination: hostCaps, container: traits });
+    assert.equal(decision.kind === 'chosen' ? decision.approach : decision.reason, 'service');
+    const plain = await probe.container('db');
+    const forPlain = decideApproach({ source: hostCaps, destination: hostCaps, container: plain });
+    assert.equal(forPlain.kind === 'chosen' ? forPlain.approach : forPlain.reason, 'container');
+    await podmanHost.podman(['rm', '-f', '-t', '0', name]);
   });
 });

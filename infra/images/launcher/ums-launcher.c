@@ -103,16 +103,23 @@ static struct {
   int listen_fd, signal_fd;
 } L = {.out_r = -1, .err_r = -1, .last_dump_ms = -1, .last_restore_ms = -1, .listen_fd = -1, .signal_fd = -1};
 
+/* Formats one line, truncated to fit, ending in a newline; returns its length, or -1. */
+static int format_line(char *buf, size_t size, const char *fmt, va_list ap) {
+  int n = vsnprintf(buf, size - 1, fmt, ap);
+  if (n < 0) return -1;
+  if (n > (int)size - 2) n = (int)size - 2;
+  buf[n++] = '\n';
+  return n;
+}
+
 static void logmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void logmsg(const char *fmt, ...) {
   char buf[1024];
   va_list ap;
   va_start(ap, fmt);
-  int n = vsnprintf(buf, sizeof buf - 1, fmt, ap);
+  int n = format_line(buf, sizeof buf, fmt, ap);
   va_end(ap);
   if (n < 0) return;
-  if (n > (int)sizeof buf - 2) n = (int)sizeof buf - 2;
-  buf[n++] = '\n';
   /* Unbuffered: the service's output is copied to the same descriptor and must not be reordered. */
   (void)!write(2, "ums-launcher: ", 14);
   (void)!write(2, buf, (size_t)n);
@@ -158,14 +165,12 @@ static void reply(int conn, const char *fmt, ...) {
   char buf[2048];
   va_list ap;
   va_start(ap, fmt);
-  int n = vsnprintf(buf, sizeof buf - 1, fmt, ap);
+  int n = format_line(buf, sizeof buf, fmt, ap);
   va_end(ap);
   if (n < 0) return;
-  if (n > (int)sizeof buf - 2) n = (int)sizeof buf - 2;
   /* The reply is one line: a newline inside a CRIU message would end it early. */
-  for (int i = 0; i < n; i++)
+  for (int i = 0; i < n - 1; i++)
     if (buf[i] == '\n' || buf[i] == '\r') buf[i] = ' ';
-  buf[n++] = '\n';
   if (write_all(conn, buf, (size_t)n) != 0) logmsg("could not send a reply: %s", strerror(errno));
 }
 
