@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
 # Gives a Debian 12+ host what a UMS agent needs: Podman with runc, conmon, netavark, nats-server,
-# busybox-static + gcc (to build the demo image) and a CRIU that works on this kernel.
+# busybox-static + gcc (to build the demo image) and a CRIU that works on this kernel: one that dumps and
+# restores a process holding TCP sockets (listening and established), checked for real, not by `criu check`.
 # Idempotent: every step checks first and says whether it acted or skipped.
 #
 # Environment:
 #   UMS_PREFIX      where a side-loaded CRIU goes (default /opt/ums/criu)
 #   UMS_WRAPPER_DIR where the `criu` wrapper goes; must come before /usr/sbin in PATH (default /usr/local/sbin)
-#   UMS_CRIU_SUITE  Debian suite to side-load CRIU from (default trixie)
+#   UMS_CRIU_SUITE  Debian suite to side-load CRIU from (default forky: CRIU 4.2+, see MIN_CRIU)
 #   UMS_FORCE_SIDELOAD=1  side-load even if the distribution's criu works
 set -euo pipefail
 
 UMS_PREFIX="${UMS_PREFIX:-/opt/ums/criu}"
 UMS_WRAPPER_DIR="${UMS_WRAPPER_DIR:-/usr/local/sbin}"
-UMS_CRIU_SUITE="${UMS_CRIU_SUITE:-trixie}"
-MIN_CRIU="4.1"
+UMS_CRIU_SUITE="${UMS_CRIU_SUITE:-forky}"
+# CRIU < 4.2 asks every socket for SO_PASSCRED/SO_PASSSEC, which Linux >= 6.16 refuses on inet sockets:
+# any server fails to dump ("Can't get 1:16 opt", checkpoint-restore/criu issue 2705, fixed in 4.2).
+MIN_CRIU="4.2"
 REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 say() { printf '[host-setup] %s\n' "$*"; }
@@ -49,9 +52,20 @@ fi
 # --- 2. CRIU >= 4.1 -------------------------------------------------------------------------------
 version_ge() { [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n1)" = "$2" ]; }
 criu_version_of() { "$@" --version 2>/dev/null | sed -n 's/^Version: *//p' | head -n1; }
-criu_ok() { # $@ = criu command
+# The socket check (infra/criu/socket-check.sh) is installed where agents find it too: their capability
+# probe runs it, and the planner refuses a host whose CRIU cannot dump a network service.
+UMS_LIBEXEC="${UMS_LIBEXEC:-/usr/local/libexec/ums}"
+SOCKET_CHECK="$UMS_LIBEXEC/criu-socket-check"
+mkdir -p "$UMS_LIBEXEC"
+if [ ! -x "$UMS_LIBEXEC/ums-socket-holder" ] || [ "$REPO_DIR/infra/criu/socket-check.c" -nt "$UMS_LIBEXEC/ums-socket-holder" ]; then
+  gcc -O2 -Wall -o "$UMS_LIBEXEC/ums-socket-holder.tmp" "$REPO_DIR/infra/criu/socket-check.c" || die "cannot build the CRIU socket check"
+  mv "$UMS_LIBEXEC/ums-socket-holder.tmp" "$UMS_LIBEXEC/ums-socket-holder"
+fi
+install -m 0755 "$REPO_DIR/infra/criu/socket-check.sh" "$SOCKET_CHECK"
+
+criu_ok() { # $@ = criu command; version, `criu check`, then a real dump and restore of TCP sockets
   local v; v="$(criu_version_of "$@")"
-  [ -n "$v" ] && version_ge "$v" "$MIN_CRIU" && "$@" check >/dev/null 2>&1
+  [ -n "$v" ] && version_ge "$v" "$MIN_CRIU" && "$@" check >/dev/null 2>&1 && "$SOCKET_CHECK" "$@" >/dev/null 2>&1
 }
 
 WRAPPER="$UMS_WRAPPER_DIR/criu"
@@ -61,11 +75,16 @@ LOADER="$UMS_PREFIX/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
 if [ -x "$WRAPPER" ] && grep -q 'ums-criu-wrapper' "$WRAPPER" 2>/dev/null && criu_ok "$WRAPPER"; then
   say "skip: CRIU wrapper $WRAPPER works (criu $(criu_version_of "$WRAPPER"))"
 elif [ "${UMS_FORCE_SIDELOAD:-0}" != 1 ] && criu_ok /usr/sbin/criu; then
-  say "skip: distribution criu $(criu_version_of /usr/sbin/criu) passes 'criu check'"
+  say "skip: distribution criu $(criu_version_of /usr/sbin/criu) passes 'criu check' and the socket check"
 else
   dv="$(criu_version_of /usr/sbin/criu || true)"
-  say "distribution criu ${dv:-absent} is older than $MIN_CRIU or fails 'criu check': side-loading from Debian $UMS_CRIU_SUITE into $UMS_PREFIX"
+  say "distribution criu ${dv:-absent} is older than $MIN_CRIU or cannot dump sockets here: side-loading from Debian $UMS_CRIU_SUITE into $UMS_PREFIX"
   [ "$(dpkg --print-architecture)" = amd64 ] || die "side-load recipe only verified for amd64"
+  sideloaded="$(criu_version_of "$LOADER" --library-path "$UMS_PREFIX/usr/lib/x86_64-linux-gnu" "$UMS_PREFIX/usr/sbin/criu" 2>/dev/null || true)"
+  if [ -n "$sideloaded" ] && ! version_ge "$sideloaded" "$MIN_CRIU"; then
+    say "removing the side-loaded criu $sideloaded from $UMS_PREFIX: older than $MIN_CRIU"
+    rm -rf "$UMS_PREFIX"
+  fi
   if [ ! -x "$UMS_PREFIX/usr/sbin/criu" ] || [ ! -e "$LOADER" ]; then
     work="$(mktemp -d /tmp/ums-criu.XXXXXX)"
     trap 'rm -rf "$work"' EXIT
@@ -77,10 +96,12 @@ else
               -o "Dir::State::Lists=$work/lists" -o "Dir::Cache::Archives=$work/archives"
               -o Debug::NoLocking=1 -o APT::Sandbox::User=root)
     apt-get "${APT_OPTS[@]}" update -qq
+    # forky is Debian's moving testing suite: names can change under us, and apt says which one is gone.
     CRIU_PKGS=(criu libcompel1 libbsd0 libc6 libffi8 libgmp10 libgnutls30t64 libhogweed6t64 libidn2-0
-               libjansson4 libmd0 libmnl0 libnet1 libnettle8t64 libnftables1 libnftnl11 libnl-3-200
+               libjansson4 libmd0 libmnl0 libnet9 libnettle8t64 libnftables1 libnftnl11 libnl-3-200
                libp11-kit0 libprotobuf-c1 libtasn1-6 libunistring5 libuuid1 libxtables12)
-    (cd "$work" && apt-get "${APT_OPTS[@]}" download "${CRIU_PKGS[@]}" >/dev/null)
+    (cd "$work" && apt-get "${APT_OPTS[@]}" download "${CRIU_PKGS[@]}" >/dev/null) ||
+      die "cannot download CRIU's packages from Debian $UMS_CRIU_SUITE (a package above was renamed or dropped there?)"
     mkdir -p "$UMS_PREFIX"
     for deb in "$work"/*.deb; do dpkg -x "$deb" "$UMS_PREFIX"; done
     say "unpacked ${#CRIU_PKGS[@]} packages into $UMS_PREFIX"
@@ -95,8 +116,11 @@ exec "$LOADER" --library-path "$UMS_PREFIX/usr/lib/x86_64-linux-gnu" "$UMS_PREFI
 WRAP
   chmod 0755 "$WRAPPER.tmp"
   mv "$WRAPPER.tmp" "$WRAPPER"
-  criu_ok "$WRAPPER" || { "$WRAPPER" check || true; die "side-loaded criu fails 'criu check'"; }
-  say "installed CRIU wrapper $WRAPPER (criu $(criu_version_of "$WRAPPER")): criu check looks good"
+  v="$(criu_version_of "$WRAPPER")"
+  version_ge "${v:-0}" "$MIN_CRIU" || die "Debian $UMS_CRIU_SUITE's criu is ${v:-unusable}, older than $MIN_CRIU: set UMS_CRIU_SUITE to a suite that has $MIN_CRIU or newer (sid)"
+  "$WRAPPER" check >/dev/null 2>&1 || { "$WRAPPER" check || true; die "side-loaded criu $v fails 'criu check'"; }
+  "$SOCKET_CHECK" "$WRAPPER" || die "side-loaded criu $v cannot dump and restore TCP sockets on this kernel (above: CRIU's reason)"
+  say "installed CRIU wrapper $WRAPPER (criu $v): criu check looks good; $("$SOCKET_CHECK" "$WRAPPER")"
 fi
 
 # runc looks criu up through PATH; the agent's Podman service and conmon must see the wrapper first.
