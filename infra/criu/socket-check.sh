@@ -38,6 +38,7 @@ mkdir -p "$work/img"
 # setsid: its own session, so CRIU needs no --shell-job and nothing of this shell goes into the dump.
 setsid "$prog" "$work/port" </dev/null >/dev/null 2>"$work/holder.err" &
 pid=$!
+disown # still our child (wait reaps it), but bash does not announce its SIGKILL by CRIU
 i=0
 while [ ! -s "$work/port" ]; do
   i=$((i + 1)); [ "$i" -gt 100 ] && fail "the socket holder did not start: $(cat "$work/holder.err")"
@@ -49,7 +50,7 @@ before="$(ask "$port" 2>/dev/null | awk '{print $2}')"
 [ -n "$before" ] || fail "the socket holder does not answer on 127.0.0.1:$port"
 "$criu" dump -t "$pid" -D "$work/img" --tcp-established -o dump.log -v4 >/dev/null 2>&1 ||
   fail "criu dump of a process holding TCP sockets failed"
-{ wait "$pid"; } 2>/dev/null # reap it now: its pid must be free for the restore
+wait "$pid" 2>/dev/null # reap it now: its pid must be free for the restore
 pid=""
 "$criu" restore -D "$work/img" --tcp-established -d --pidfile "$work/restored.pid" -o restore.log -v4 >/dev/null 2>&1 ||
   fail "criu restore of a process holding TCP sockets failed"
