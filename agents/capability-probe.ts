@@ -1,6 +1,7 @@
 import { execFile } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
+import { machine } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { z } from 'zod';
@@ -12,7 +13,10 @@ import {
   type OrchestratorLevelCapability,
   type PlainContainerCapability,
 } from '../core/migration-approach.js';
-import type { EngineInfo } from './container-engine.js';
+import type { ContainerSummary, EngineInfo } from './container-engine.js';
+import { inspectContainer } from './container-inspection.js';
+import { CRIU_CANDIDATES } from './criu-command.js';
+import { dumpCpuinfo } from './cpu-compatibility.js';
 import { KubeletCheckpointClient, tokenFromFile, type KubeletCheckpointError } from './kubelet-checkpoint.js';
 
 const execFileAsync = promisify(execFile);
@@ -42,7 +46,7 @@ export interface CriuCheckResult {
  * running in a container checks its own view: give it the host's criu and /proc, or pass `commands`.
  */
 export async function runCriuCheck(options: { commands?: string[]; timeoutMs?: number } = {}): Promise<CriuCheckResult> {
-  const commands = options.commands ?? ['/usr/local/sbin/criu', 'criu'];
+  const commands = options.commands ?? CRIU_CANDIDATES;
   const failures: string[] = [];
   for (const command of commands) {
     try {
@@ -62,6 +66,33 @@ export async function runCriuCheck(options: { commands?: string[]; timeoutMs?: n
   return { ok: false, command: undefined, detail: `no criu binary found (${failures.join('; ')}): install CRIU >= 4.1 (infra/host-setup.sh)` };
 }
 
+/** Where infra/host-setup.sh installs the socket check (infra/criu/socket-check.sh). */
+export const SOCKET_CHECK = '/usr/local/libexec/ums/criu-socket-check';
+
+export interface CriuFacts {
+  sockets: { available: boolean; reason?: string };
+  cpuinfo: string | undefined;
+}
+
+/**
+ * What `criu check` does not tell: whether this CRIU dumps and restores a process holding TCP sockets here
+ * (the socket check does it for real, about a second), and the CPU's cpuinfo image for destinations to check.
+ */
+export async function probeCriuFacts(criu: string, socketCheck: string = SOCKET_CHECK): Promise<CriuFacts> {
+  const cpuinfo = await dumpCpuinfo(criu).catch(() => undefined);
+  try {
+    await execFileAsync(socketCheck, [criu], { timeout: 30_000 });
+    return { sockets: { available: true }, cpuinfo };
+  } catch (error) {
+    const e = error as NodeJS.ErrnoException & { stdout?: string };
+    const reason =
+      e.code === 'ENOENT'
+        ? `the socket check ${socketCheck} is not installed (infra/host-setup.sh installs it), so it is unknown whether this CRIU can dump network services`
+        : `this host's CRIU cannot checkpoint a process holding TCP sockets: ${(e.stdout ?? '').trim().split('\n').join(' | ') || e.message}`;
+    return { sockets: { available: false, reason }, cpuinfo };
+  }
+}
+
 /**
  * Container level = the engine answers and its host's CRIU works. Returns plain-container capability too
  * (service level's destination only needs the engine to answer).
@@ -69,6 +100,7 @@ export async function runCriuCheck(options: { commands?: string[]; timeoutMs?: n
 export async function probeContainerLevel(deps: {
   engineInfo: () => Promise<EngineInfo>;
   criuCheck: () => Promise<CriuCheckResult>;
+  criuFacts?: (criu: string) => Promise<CriuFacts>;
 }): Promise<{ containerLevel: ContainerLevelCapability; plainContainers: PlainContainerCapability }> {
   let info: EngineInfo;
   try {
@@ -86,10 +118,22 @@ export async function probeContainerLevel(deps: {
     };
   }
   const check = await deps.criuCheck();
-  if (!check.ok) {
-    return { containerLevel: { available: false, engine, criuVersion: info.criuVersion, reason: check.detail }, plainContainers };
+  const arch = machine();
+  if (!check.ok || check.command === undefined) {
+    return { containerLevel: { available: false, engine, criuVersion: info.criuVersion, arch, reason: check.detail }, plainContainers };
   }
-  return { containerLevel: { available: true, engine, criuVersion: info.criuVersion }, plainContainers };
+  const facts = deps.criuFacts === undefined ? undefined : await deps.criuFacts(check.command);
+  return {
+    containerLevel: {
+      available: true,
+      engine,
+      criuVersion: info.criuVersion,
+      arch,
+      ...(facts !== undefined ? { sockets: facts.sockets } : {}),
+      ...(facts?.cpuinfo !== undefined ? { cpuinfo: facts.cpuinfo } : {}),
+    },
+    plainContainers,
+  };
 }
 
 // ---- orchestrator level -------------------------------------------------------------------------
@@ -166,8 +210,25 @@ export type ProbeLauncher = (container: string) => Promise<LauncherProbeResult>;
  */
 export async function probeContainerTraits(
   container: string,
-  options: { probeLauncher?: ProbeLauncher; hostDir?: string; timeoutMs?: number } = {},
+  options: { probeLauncher?: ProbeLauncher; hostDir?: string; timeoutMs?: number; running?: Pick<ContainerSummary, 'pid' | 'published'> } = {},
 ): Promise<ContainerTraits> {
+  const [launcherTraits, kernelTraits] = await Promise.all([probeLauncherTraits(container, options), options.running === undefined ? {} : probeKernelTraits(options.running)]);
+  return { ...launcherTraits, ...kernelTraits };
+}
+
+/** Sockets and what CRIU would refuse, read from /proc (agents/container-inspection.ts). */
+async function probeKernelTraits(running: Pick<ContainerSummary, 'pid' | 'published'>): Promise<ContainerTraits> {
+  if (running.pid <= 0) return {};
+  try {
+    const { network, blockers } = await inspectContainer(running.pid, running.published);
+    return { network, checkpointable: blockers.length === 0 ? { available: true } : { available: false, reason: blockers.join('; ') } };
+  } catch (error) {
+    // The container exited or was frozen meanwhile: the next heartbeat reads it again.
+    return { checkpointable: { available: false, reason: `its processes could not be read: ${(error as Error).message}` } };
+  }
+}
+
+async function probeLauncherTraits(container: string, options: { probeLauncher?: ProbeLauncher; hostDir?: string; timeoutMs?: number }): Promise<ContainerTraits> {
   const socket = launcherSocketPath(container, options.hostDir);
   const isSocket = await stat(socket).then((s) => s.isSocket(), () => false);
   if (!isSocket) {
@@ -219,6 +280,8 @@ export interface CapabilityProbeOptions {
   engine: { info(): Promise<EngineInfo> };
   /** Default: runCriuCheck(). */
   criuCheck?: () => Promise<CriuCheckResult>;
+  /** Default: probeCriuFacts() (the socket check and the cpuinfo image). */
+  criuFacts?: (criu: string) => Promise<CriuFacts>;
   /** The kubelet to probe (kubeletClientFromEnv()), with its URL for the report. */
   kubelet?: { url: string; prober: KubeletProber; nodeName?: string };
   probeLauncher?: ProbeLauncher;
@@ -239,7 +302,8 @@ export class CapabilityProbe {
   private readonly hostCache: Cached<{ containerLevel: ContainerLevelCapability; plainContainers: PlainContainerCapability }>;
   private readonly kubeletCache: Cached<OrchestratorLevelCapability>;
   private readonly criuCache: Cached<CriuCheckResult>;
-  private readonly containerCaches = new Map<string, Cached<ContainerTraits>>();
+  private readonly criuFactsCache = new Map<string, Cached<CriuFacts>>();
+  private readonly containerCaches = new Map<string, Cached<ContainerTraits> & { key: number | undefined }>();
 
   constructor(private readonly options: CapabilityProbeOptions) {
     this.now = options.now ?? Date.now;
@@ -247,7 +311,7 @@ export class CapabilityProbe {
     const criuRetryMs = options.criuRetryMs ?? 5 * 60_000;
     this.criuCache = new Cached(criuCheck, (r) => (r.ok ? Number.POSITIVE_INFINITY : criuRetryMs), this.now);
     this.hostCache = new Cached(
-      () => probeContainerLevel({ engineInfo: () => options.engine.info(), criuCheck: () => this.criuCache.get() }),
+      () => probeContainerLevel({ engineInfo: () => options.engine.info(), criuCheck: () => this.criuCache.get(), criuFacts: (criu) => this.criuFacts(criu, criuRetryMs) }),
       () => options.hostTtlMs ?? 10_000,
       this.now,
     );
@@ -265,18 +329,37 @@ export class CapabilityProbe {
     return { containerLevel, orchestratorLevel, plainContainers, probedAt: new Date(this.now()).toISOString() };
   }
 
-  /** One container's traits (service level), cached per container. */
-  container(name: string): Promise<ContainerTraits> {
-    let cache = this.containerCaches.get(name);
+  /** Like `criu check`: once when it passes (a kernel does not lose features while running), retried when not. */
+  private criuFacts(criu: string, retryMs: number): Promise<CriuFacts> {
+    let cache = this.criuFactsCache.get(criu);
     if (cache === undefined) {
-      cache = new Cached(
-        () =>
-          probeContainerTraits(name, {
-            ...(this.options.probeLauncher !== undefined ? { probeLauncher: this.options.probeLauncher } : {}),
-            ...(this.options.launcherHostDir !== undefined ? { hostDir: this.options.launcherHostDir } : {}),
-          }),
-        () => this.options.containerTtlMs ?? 15_000,
-        this.now,
+      const probe = this.options.criuFacts ?? ((command: string) => probeCriuFacts(command));
+      cache = new Cached(() => probe(criu), (facts) => (facts.sockets.available ? Number.POSITIVE_INFINITY : retryMs), this.now);
+      this.criuFactsCache.set(criu, cache);
+    }
+    return cache.get();
+  }
+
+  /**
+   * One container's traits, cached per container: its launcher (service level) and, when it runs (`running`
+   * gives its init pid and published ports), its sockets and what CRIU would refuse.
+   */
+  container(name: string, running?: Pick<ContainerSummary, 'pid' | 'published'>): Promise<ContainerTraits> {
+    let cache = this.containerCaches.get(name);
+    // A new init pid is a new process tree (restarted, or restored here): what was read of the old one is stale.
+    if (cache === undefined || cache.key !== running?.pid) {
+      cache = Object.assign(
+        new Cached(
+          () =>
+            probeContainerTraits(name, {
+              ...(this.options.probeLauncher !== undefined ? { probeLauncher: this.options.probeLauncher } : {}),
+              ...(this.options.launcherHostDir !== undefined ? { hostDir: this.options.launcherHostDir } : {}),
+              ...(running !== undefined ? { running } : {}),
+            }),
+          () => this.options.containerTtlMs ?? 15_000,
+          this.now,
+        ),
+        { key: running?.pid },
       );
       this.containerCaches.set(name, cache);
     }

@@ -1,4 +1,5 @@
 import type { Readable } from 'node:stream';
+import type { PublishedPort } from '../core/container-network.js';
 
 /**
  * The seam between the host agent and the host's container engine. Podman (REST API on its unix
@@ -37,7 +38,7 @@ export interface ContainerEngine {
   restoreFromArchive(name: string, archive: string | Readable, options?: RestoreOptions): Promise<RestoredContainer>;
 
   /** Restores a container that was checkpointed on this host from its kept checkpoint (rollback). */
-  resumeCheckpointed(name: string): Promise<RestoredContainer>;
+  resumeCheckpointed(name: string, options?: RestoreOptions): Promise<RestoredContainer>;
 
   /** Removes the container (force: even if running). Missing containers are not an error. */
   removeContainer(name: string, options?: { force?: boolean }): Promise<void>;
@@ -82,6 +83,8 @@ export interface ContainerSummary {
   checkpointed: boolean;
   pid: number;
   startedAt: string | undefined;
+  /** Host ports the container publishes. */
+  published: PublishedPort[];
 }
 
 export interface ImageSummary {
@@ -95,6 +98,8 @@ export interface CheckpointOptions {
   leaveRunning?: boolean;
   /** Keep established TCP connections in the dump. Default false. */
   tcpEstablished?: boolean;
+  /** Dump file locks the processes hold (CRIU refuses a process holding one otherwise). Default false. */
+  fileLocks?: boolean;
 }
 
 export interface RestoreOptions {
@@ -106,6 +111,8 @@ export interface RestoreOptions {
   keepNetworkIdentity?: boolean;
   /** Restore established TCP connections that the checkpoint kept. Default false. */
   tcpEstablished?: boolean;
+  /** Restore the file locks that the checkpoint kept. Default false. */
+  fileLocks?: boolean;
 }
 
 export interface RestoredContainer {
@@ -127,8 +134,21 @@ export class EngineError extends Error {
     readonly operation: string,
     readonly status: number,
     readonly detail: string,
+    options?: { cause?: unknown },
   ) {
-    super(`container engine ${operation} failed (HTTP ${status}): ${detail}`);
+    super(`container engine ${operation} failed (HTTP ${status}): ${detail}`, options);
     this.name = 'EngineError';
+  }
+}
+
+/** CRIU refused to dump or restore; `reason` is CRIU's own, from its log. The engine's error is the cause. */
+export class CriuError extends Error {
+  constructor(
+    readonly operation: 'checkpoint' | 'restore',
+    readonly reason: string,
+    options: { cause: EngineError },
+  ) {
+    super(`CRIU could not ${operation === 'checkpoint' ? 'checkpoint' : 'restore'} the container: ${reason}`, options);
+    this.name = 'CriuError';
   }
 }

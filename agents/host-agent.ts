@@ -1,5 +1,6 @@
 import { URL_BATCH } from '../core/checkpoint-artifact.js';
 import type { CommandDelivery, EventBus, Subscription } from '../core/event-bus.js';
+import { conflictingPorts } from '../core/container-network.js';
 import { makeEvent, toWire, type CommandData, type CommandOf, type EventData, type EventName, type FailureCode, type UmsCommand } from '../core/events.js';
 import type { Logger } from '../core/log.js';
 import type { ObjectStore } from '../core/object-store.js';
@@ -7,7 +8,10 @@ import { streamCheckpoint } from './checkpoint-stream.js';
 import { checkFence } from './command-fence.js';
 import type { ApproachDriver } from './approach-driver.js';
 import type { CapabilityProbe } from './capability-probe.js';
-import { ContainerNotFoundError, type ContainerEngine } from './container-engine.js';
+import { ContainerNotFoundError, CriuError, type ContainerEngine } from './container-engine.js';
+import { NotCheckpointableError } from './container-level.js';
+import { checkCpuinfo } from './cpu-compatibility.js';
+import { resolveCriu } from './criu-command.js';
 import type { MigrationApproach } from '../core/migration-approach.js';
 import { Heartbeat, type AgentIdentity } from './registration.js';
 import { RestoreAbandonedError, RestoreJob, RestoreRefusedError, type RestoredArchive } from './restore-job.js';
@@ -209,7 +213,11 @@ export class HostAgent {
     } catch (error) {
       // Unknown counts as frozen: resuming a service that runs is harmless, leaving one frozen is not.
       const frozenNow = (await driver.frozen(container).catch(() => true)) === true;
-      const code: FailureCode = error instanceof ContainerNotFoundError ? 'container-not-found' : frozenNow ? 'upload-failed' : 'engine-failed';
+      const code: FailureCode =
+        error instanceof ContainerNotFoundError ? 'container-not-found'
+        : error instanceof NotCheckpointableError || (error instanceof CriuError && !frozenNow) ? 'not-checkpointable'
+        : frozenNow ? 'upload-failed'
+        : 'engine-failed';
       log.error({ err: error, frozen: frozenNow }, 'checkpoint failed');
       await failed(code, describe(error), frozenNow);
     }
@@ -254,6 +262,7 @@ export class HostAgent {
       urlBatch: URL_BATCH,
       urlLowWater: URL_BATCH / 4,
       idleTimeoutMs: transfer.idleTimeoutMs,
+      ...(approach === 'container' ? { checkRequirements: () => this.checkRequirements(command.data) } : {}),
       beforeRestore: () => journal.record(migrationId, container),
       restoreFrom: (archive) => driver.restore({ container, image, imageId }, archive),
       removePartial: () => driver.removeRestored(container),
@@ -295,6 +304,32 @@ export class HostAgent {
       downloadedAt: restored.downloadedAt.toISOString(),
       restoredAt: restored.restoredAt.toISOString(),
     });
+  }
+
+  /**
+   * What makes a container-level restore fail after the freeze, or the service die after it (SIGILL on a
+   * CPU without the features it picked at start), checked here before the source freezes.
+   */
+  private async checkRequirements({ requirements, container }: CommandData<'prepare'>): Promise<void> {
+    if (requirements?.cpuinfo !== undefined) {
+      const criu = await resolveCriu();
+      if (criu === undefined) throw new RestoreRefusedError('destination-incompatible', `no criu on ${this.id} to check the source's CPU features against`);
+      const verdict = await checkCpuinfo(criu, requirements.cpuinfo);
+      if (!verdict.compatible) throw new RestoreRefusedError('destination-incompatible', `${this.id}: ${verdict.reason}`);
+    }
+    const wanted = requirements?.published ?? [];
+    if (wanted.length > 0) {
+      const running = (await this.options.engine.listContainers()).filter((c) => c.state === 'running' && c.name !== container);
+      for (const other of running) {
+        const taken = conflictingPorts(wanted, other.published);
+        if (taken.length > 0) {
+          throw new RestoreRefusedError(
+            'destination-incompatible',
+            `host port ${taken.map((p) => `${p.hostPort}/${p.protocol}`).join(', ')} that "${container}" publishes is already published on ${this.id} by "${other.name}": free it there, or migrate elsewhere`,
+          );
+        }
+      }
+    }
   }
 
   /**

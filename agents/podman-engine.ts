@@ -5,8 +5,12 @@ import { request, type IncomingMessage } from 'node:http';
 import { PassThrough, Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { createLogger, type Logger } from '../core/log.js';
+import type { PublishedPort } from '../core/container-network.js';
+import { CRIU_CANDIDATES } from './criu-command.js';
+import { criuReason } from './criu-log.js';
 import {
   ContainerNotFoundError,
+  CriuError,
   EngineError,
   type CheckpointOptions,
   type ContainerEngine,
@@ -102,7 +106,24 @@ export class PodmanEngine implements ContainerEngine {
       checkpointed: c.State?.Checkpointed === true,
       pid: c.State?.Pid ?? 0,
       startedAt: validTime(c.State?.StartedAt),
+      published: portBindings(c.HostConfig?.PortBindings),
     };
+  }
+
+  /**
+   * CRIU's reason for the failure, from the log it left in the container's directory (dump.log or
+   * restore.log); the engine's error itself names only runc's command line.
+   */
+  private async explainCriuFailure(error: EngineError, name: string, operation: 'checkpoint' | 'restore'): Promise<Error> {
+    const res = await this.call('inspect container', 'GET', `/containers/${enc(name)}/json`).catch(() => undefined);
+    if (res === undefined || res.status !== 200) {
+      res?.body.resume();
+      return error;
+    }
+    const staticDir = (await expectJson<LibpodInspect>(res, 'inspect container').catch(() => undefined))?.StaticDir;
+    if (staticDir === undefined) return error;
+    const reason = await criuReason(`${staticDir}/${operation === 'checkpoint' ? 'dump' : 'restore'}.log`);
+    return reason === undefined ? error : new CriuError(operation, reason, { cause: error });
   }
 
   async listImages(): Promise<ImageSummary[]> {
@@ -132,13 +153,14 @@ export class PodmanEngine implements ContainerEngine {
     const query = new URLSearchParams({ export: 'true', keep: 'true' });
     if (options.leaveRunning === true) query.set('leaveRunning', 'true');
     if (options.tcpEstablished === true) query.set('tcpEstablished', 'true');
+    if (options.fileLocks === true) query.set('fileLocks', 'true');
     const started = Date.now();
     const res = await this.call('checkpoint', 'POST', `/containers/${enc(name)}/checkpoint?${query}`, { timeout: false });
     if (res.status === 404) {
       res.body.resume();
       throw new ContainerNotFoundError(name, this.where);
     }
-    if (res.status !== 200) throw await toEngineError(res, 'checkpoint');
+    if (res.status !== 200) throw await this.explainCriuFailure(await toEngineError(res, 'checkpoint'), name, 'checkpoint');
     this.log.debug({ container: name, firstByteMs: Date.now() - started }, 'checkpoint archive streaming');
 
     // Hand out a PassThrough so a connection that drops mid-archive surfaces as an error on the stream
@@ -178,27 +200,31 @@ export class PodmanEngine implements ContainerEngine {
       query.set('ignoreStaticMAC', 'true');
     }
     if (options.tcpEstablished === true) query.set('tcpEstablished', 'true');
+    if (options.fileLocks === true) query.set('fileLocks', 'true');
     const started = Date.now();
     const res = await this.call('restore', 'POST', `/containers/${enc(name)}/restore?${query}`, {
       timeout: false,
       body: typeof archive === 'string' ? createReadStream(archive) : archive,
       headers: { 'Content-Type': 'application/x-tar', ...(size !== undefined ? { 'Content-Length': String(size) } : {}) },
     });
-    if (res.status !== 200) throw await toEngineError(res, 'restore');
+    if (res.status !== 200) throw await this.explainCriuFailure(await toEngineError(res, 'restore'), name, 'restore');
     const report = await expectJson<LibpodRestoreReport>(res, 'restore');
     this.log.info({ container: name, archiveBytes: size, ms: Date.now() - started }, 'restored from archive');
     return { id: report.Id, name, runtimeRestoreMs: restoreMs(report) };
   }
 
   /** POST /containers/{name}/restore with no import: CRIU restores from the checkpoint kept in the bundle. */
-  async resumeCheckpointed(name: string): Promise<RestoredContainer> {
+  async resumeCheckpointed(name: string, options: RestoreOptions = {}): Promise<RestoredContainer> {
     const started = Date.now();
-    const res = await this.call('resume checkpointed', 'POST', `/containers/${enc(name)}/restore?printStats=true`, { timeout: false });
+    const query = new URLSearchParams({ printStats: 'true' });
+    if (options.tcpEstablished === true) query.set('tcpEstablished', 'true');
+    if (options.fileLocks === true) query.set('fileLocks', 'true');
+    const res = await this.call('resume checkpointed', 'POST', `/containers/${enc(name)}/restore?${query}`, { timeout: false });
     if (res.status === 404) {
       res.body.resume();
       throw new ContainerNotFoundError(name, this.where);
     }
-    if (res.status !== 200) throw await toEngineError(res, 'resume checkpointed');
+    if (res.status !== 200) throw await this.explainCriuFailure(await toEngineError(res, 'resume checkpointed'), name, 'restore');
     const report = await expectJson<LibpodRestoreReport>(res, 'resume checkpointed');
     this.log.info({ container: name, ms: Date.now() - started }, 'resumed from kept checkpoint');
     return { id: report.Id, name, runtimeRestoreMs: restoreMs(report) };
@@ -278,7 +304,7 @@ export class PodmanEngine implements ContainerEngine {
     const configured = this.criuCommand;
     if (configured === false) return Promise.resolve(undefined);
     this.criuVersion ??= (async () => {
-      const candidates = configured !== undefined ? [configured] : ['/usr/local/sbin/criu', 'criu'];
+      const candidates = configured !== undefined ? [configured] : CRIU_CANDIDATES;
       for (const command of candidates) {
         try {
           const { stdout } = await execFileAsync(command, ['--version'], { timeout: 5000 });
@@ -368,6 +394,20 @@ function restoreMs(report: LibpodRestoreReport): number | undefined {
   return typeof us === 'number' && us > 0 ? us / 1000 : undefined;
 }
 
+/** Podman's inspect PortBindings: {"6379/tcp": [{"HostIp": "", "HostPort": "6379"}]}. */
+function portBindings(bindings: Record<string, Array<{ HostIp?: string; HostPort?: string }> | null> | undefined): PublishedPort[] {
+  const published: PublishedPort[] = [];
+  for (const [key, hosts] of Object.entries(bindings ?? {})) {
+    const [port, protocol = 'tcp'] = key.split('/');
+    for (const host of hosts ?? []) {
+      const hostPort = Number(host.HostPort);
+      if (!Number.isInteger(hostPort) || hostPort <= 0 || (protocol !== 'tcp' && protocol !== 'udp' && protocol !== 'sctp')) continue;
+      published.push({ hostPort, containerPort: Number(port), protocol, ...(host.HostIp ? { hostIp: host.HostIp } : {}) });
+    }
+  }
+  return published;
+}
+
 function fromListEntry(c: LibpodListContainer): ContainerSummary {
   return {
     id: c.Id,
@@ -378,6 +418,17 @@ function fromListEntry(c: LibpodListContainer): ContainerSummary {
     checkpointed: false,
     pid: c.Pid ?? 0,
     startedAt: c.StartedAt !== undefined && c.StartedAt > 0 ? new Date(c.StartedAt * 1000).toISOString() : undefined,
+    published: (c.Ports ?? []).flatMap((p) => {
+      const protocol = p.protocol ?? 'tcp';
+      if (p.host_port === undefined || (protocol !== 'tcp' && protocol !== 'udp' && protocol !== 'sctp')) return [];
+      // A range publishes `range` consecutive ports from host_port.
+      return Array.from({ length: Math.max(1, p.range ?? 1) }, (_, i) => ({
+        hostPort: p.host_port! + i,
+        containerPort: (p.container_port ?? 0) + i,
+        protocol,
+        ...(p.host_ip ? { hostIp: p.host_ip } : {}),
+      }));
+    }),
   };
 }
 
@@ -400,6 +451,7 @@ interface LibpodListContainer {
   State?: string;
   Pid?: number;
   StartedAt?: number;
+  Ports?: Array<{ host_ip?: string; container_port?: number; host_port?: number; range?: number; protocol?: string }> | null;
 }
 
 interface LibpodInspect {
@@ -408,6 +460,9 @@ interface LibpodInspect {
   Image?: string;
   ImageName?: string;
   State?: { Status?: string; Pid?: number; StartedAt?: string; Checkpointed?: boolean };
+  /** The container's own directory: CRIU's dump.log and restore.log land here. */
+  StaticDir?: string;
+  HostConfig?: { PortBindings?: Record<string, Array<{ HostIp?: string; HostPort?: string }> | null> };
 }
 
 interface LibpodImage {

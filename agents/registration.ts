@@ -21,7 +21,7 @@ export async function describeHost(identity: AgentIdentity, engine: ContainerEng
   const [info, containers, images, capabilities] = await Promise.all([engine.info(), engine.listContainers(), engine.listImages(), probe.host()]);
   probe.retainContainers(containers.map((c) => c.name));
   const traits = new Map(
-    await Promise.all(containers.filter((c) => c.state === 'running').map(async (c) => [c.name, await probe.container(c.name)] as const)),
+    await Promise.all(containers.filter((c) => c.state === 'running').map(async (c) => [c.name, await probe.container(c.name, c)] as const)),
   );
   const approaches: AgentRegistration['approaches'] = [];
   if (capabilities.containerLevel.available) approaches.push('container');

@@ -41,6 +41,11 @@ export interface RestoreJobOptions {
   urlBatch: number;
   /** Give up when nothing arrives for this long. */
   idleTimeoutMs: number;
+  /**
+   * The approach's own checks before the source freezes (container level: CPU features, free host ports);
+   * throws RestoreRefusedError with the reason.
+   */
+  checkRequirements?: () => Promise<void>;
   /** Called once the preflight passed, before the engine may create the container (the restore journal). */
   beforeRestore: () => Promise<void>;
   /** The approach's restore (ApproachDriver.restore): consumes the verified archive as it arrives. */
@@ -171,6 +176,7 @@ export class RestoreJob {
         `image "${command.image}" (id ${command.imageId.slice(0, 12)}) is not present on this host; load that image here first (the checkpoint carries the container's changes, not its base image)`,
       );
     }
+    await this.options.checkRequirements?.();
     // Measured now, before the freeze: asking the engine is slow, and the answer is needed at the end.
     this.freeDiskBytes = (await engine.info()).freeDiskBytes;
   }

@@ -1,6 +1,7 @@
 import type { AgentRegistration } from '../core/agent-registration.js';
 import { isAlive } from '../core/agent-registration.js';
 import type { Timeline } from '../core/events.js';
+import type { ConnectionPlan } from '../core/container-network.js';
 import type { Plan } from '../core/migration-plan.js';
 import type { MigrationRecord } from '../core/migration.js';
 
@@ -77,6 +78,7 @@ export function planSummary(plan: Plan): unknown {
     approach: plan.decision.approach,
     reason: plan.decision.reason,
     candidates: plan.decision.candidates,
+    ...(plan.connections !== undefined ? { connections: plan.connections } : {}),
   };
 }
 
@@ -89,7 +91,20 @@ export function formatPlan(plan: Plan): string {
   const head = plan.ok
     ? `${plan.container.name}: ${plan.source.agentId} -> ${plan.destination.agentId} at ${plan.decision.approach} level\n  ${plan.decision.reason}`
     : `refused (${plan.code}): ${plan.reason}`;
-  return candidates.length > 0 ? `${head}\n\n${table(candidates)}` : head;
+  const withCandidates = candidates.length > 0 ? `${head}\n\n${table(candidates)}` : head;
+  return plan.ok && plan.connections !== undefined ? `${withCandidates}\n\n${formatConnections(plan.connections)}` : withCandidates;
+}
+
+/** What happens to the service's network state, before anything is frozen. */
+function formatConnections(connections: ConnectionPlan): string {
+  const lines = [
+    'network:',
+    `  listening, restored on the destination: ${connections.restoredListening.join(', ') || 'none'}`,
+    `  published ports, published again there: ${connections.republished.join(', ') || 'none'}`,
+    `  kept: ${connections.kept}`,
+    `  closed: ${connections.closed}`,
+  ];
+  return lines.join('\n');
 }
 
 export function formatMigrations(records: MigrationRecord[]): string {

@@ -97,7 +97,7 @@ export async function migrate(container: string, options: MigrateOptions): Promi
         exitCode = 1;
         result = { state: 'failed', approach, ...event.data };
         say(`failed (${event.data.phase}, ${event.data.code}): ${event.data.reason}`);
-        say(event.data.runningOn ? `the service runs on ${event.data.runningOn}` : 'the service is NOT running anywhere: see "ums status"');
+        say(verdict(event.data.phase, event.data.runningOn));
         return 'stop';
     }
   };
@@ -128,4 +128,13 @@ export async function migrate(container: string, options: MigrateOptions): Promi
   } finally {
     await bus.close();
   }
+}
+
+/** Where the service is after a failed migration, told so that it is true for a refusal as for a rollback. */
+function verdict(phase: string, runningOn: string | null): string {
+  if (phase === 'plan') {
+    // Refused by the planner: nothing was asked of any agent.
+    return runningOn ? `nothing was frozen: the service runs untouched on ${runningOn}` : 'nothing was frozen or changed on any host';
+  }
+  return runningOn ? `the service runs on ${runningOn}` : 'the service is NOT running anywhere: see "ums status"';
 }

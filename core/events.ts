@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
+import { PublishedPort } from './container-network.js';
 import { ChunkRef } from './checkpoint-artifact.js';
 import { MigrationApproach } from './migration-approach.js';
 
@@ -70,6 +71,10 @@ export const FailureCode = z.enum([
   'agent-restarted',
   /** a phase outlived its deadline, or the agent doing it stopped sending heartbeats */
   'deadline-exceeded',
+  /** CRIU cannot dump the container as it is (found before the freeze, or CRIU's own refusal) */
+  'not-checkpointable',
+  /** the destination cannot run what the source would send: CPU features, architecture, a port taken */
+  'destination-incompatible',
 ]);
 export type FailureCode = z.infer<typeof FailureCode>;
 
@@ -189,6 +194,17 @@ export const eventData = {
 // ---- command data -----------------------------------------------------------------------------
 
 /**
+ * What the destination checks before the source freezes, from the source's registration: that its CPU has
+ * every instruction-set feature of the source's (`criu cpuinfo dump` image, base64), and that the host ports
+ * the container publishes are free there.
+ */
+export const RestoreRequirements = z.object({
+  cpuinfo: z.base64().max(8192).optional(),
+  published: z.array(PublishedPort).max(256).optional(),
+});
+export type RestoreRequirements = z.infer<typeof RestoreRequirements>;
+
+/**
  * The fencing token: the migration record's epoch when the command was issued. It goes up when the
  * saga turns back (rolling back), so a late forward command (checkpoint, prepare, chunk URLs, discard)
  * is refused by the agent once the record has moved to a later epoch.
@@ -214,6 +230,7 @@ export const commandData = {
     /** The restore needs this exact image (Podman looks it up by id). */
     imageId: z.string().min(1),
     sourceAgent: AgentId,
+    requirements: RestoreRequirements.optional(),
   }),
   /** Short-lived read-only URLs in the source's cloud. Bearer secrets: never log them. */
   'chunk-urls': z.object({

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { ContainerNetwork } from './container-network.js';
 
 /**
  * Which of the three migration approaches of the UMS research (GLOBECOM 2023) moves a container, decided
@@ -55,6 +56,15 @@ export const ContainerLevelCapability = z.object({
   /** e.g. "podman 4.3.1 (runc 1.1.4)" */
   engine: z.string().optional(),
   criuVersion: z.string().optional(),
+  /**
+   * Whether this host's CRIU dumped and restored a process holding TCP sockets (listening and established)
+   * when probed: `criu check` passes where every dump of a server fails (CRIU < 4.2 on Linux >= 6.16).
+   */
+  sockets: z.object({ available: z.boolean(), reason: reason.optional() }).optional(),
+  /** The machine architecture (uname -m): a checkpoint restores only on the same. */
+  arch: z.string().max(32).optional(),
+  /** This host's `criu cpuinfo dump` image, base64: a destination checks it can run what was started here. */
+  cpuinfo: z.base64().max(8192).optional(),
 });
 export type ContainerLevelCapability = z.infer<typeof ContainerLevelCapability>;
 
@@ -103,6 +113,10 @@ export const ContainerTraits = z.object({
   processCount: z.number().int().positive().optional(),
   memoryBytes: z.number().int().nonnegative().optional(),
   launcher: LauncherCapability.optional(),
+  /** Sockets, connections and published ports, read from the kernel by the source agent. */
+  network: ContainerNetwork.optional(),
+  /** Whether CRIU can dump the container as it is now (its processes, file descriptors), and why not. */
+  checkpointable: z.object({ available: z.boolean(), reason: reason.optional() }).optional(),
 });
 export type ContainerTraits = z.infer<typeof ContainerTraits>;
 
@@ -283,13 +297,17 @@ function infeasibility(approach: MigrationApproach, input: DecisionInput): strin
       if (!destination.containerLevel.available) missing.push(`the destination cannot (${destination.containerLevel.reason ?? 'no reason reported'})`);
       if (missing.length > 0) return `needs the engine's checkpoint/restore (Podman + CRIU) at both ends: ${missing.join('; ')}`;
       if (!hasImage) return 'the destination does not hold the container\'s image, and a checkpoint restores only onto the same image id: pull it there first';
-      return undefined;
+      return hostMismatch(source.containerLevel, destination.containerLevel) ?? notDumpable(container) ?? socketBlocker(container, source, destination);
     }
     case 'service': {
       const launcher = container.launcher;
       if (launcher === undefined || !launcher.available) {
         const why = launcher?.reason ?? 'no launcher control socket found for it';
         return `needs the container to run the UMS launcher as its entrypoint at the source: ${why}`;
+      }
+      if (holdsInetSockets(container)) {
+        // The launcher image carries CRIU 4.1.1, which aborts on any inet socket on Linux >= 6.16.
+        return 'the container holds network sockets, and the launcher\'s CRIU inside the image cannot dump them on this kernel (CRIU < 4.2); container level can';
       }
       if (!canRunPlainContainers(destination)) {
         return `the destination cannot start a plain container: ${destination.plainContainers?.reason ?? destination.containerLevel.reason ?? 'its engine did not answer'}`;
@@ -305,6 +323,51 @@ function infeasibility(approach: MigrationApproach, input: DecisionInput): strin
       return undefined;
     }
   }
+}
+
+/** Facts of the two hosts that make any container-level restore fail after the freeze. */
+function hostMismatch(source: ContainerLevelCapability, destination: ContainerLevelCapability): string | undefined {
+  if (source.arch !== undefined && destination.arch !== undefined && source.arch !== destination.arch) {
+    return `the source is ${source.arch} and the destination ${destination.arch}: CRIU restores a process only on the architecture it was dumped on`;
+  }
+  if (source.criuVersion !== undefined && destination.criuVersion !== undefined && compareVersions(destination.criuVersion, source.criuVersion) < 0) {
+    return `the destination's CRIU ${destination.criuVersion} is older than the source's ${source.criuVersion}: it may not read the images; upgrade it (infra/host-setup.sh)`;
+  }
+  return undefined;
+}
+
+function notDumpable(container: ContainerTraits): string | undefined {
+  const checkpointable = container.checkpointable;
+  if (checkpointable === undefined || checkpointable.available) return undefined;
+  return `CRIU cannot checkpoint the container as it is now: ${checkpointable.reason ?? 'no reason reported'}`;
+}
+
+function holdsInetSockets(container: ContainerTraits): boolean {
+  const network = container.network;
+  return network !== undefined && (network.listening.length > 0 || network.insideConnections > 0 || network.outsideConnectionCount > 0);
+}
+
+function socketBlocker(container: ContainerTraits, source: HostCapabilities, destination: HostCapabilities): string | undefined {
+  if (!holdsInetSockets(container)) return undefined;
+  const unable = [
+    ['source', source.containerLevel.sockets],
+    ['destination', destination.containerLevel.sockets],
+  ] as const;
+  const missing = unable.filter(([, sockets]) => sockets !== undefined && !sockets.available).map(([end, sockets]) => `the ${end}'s: ${sockets?.reason ?? 'no reason reported'}`);
+  if (missing.length === 0) return undefined;
+  return `the container holds network sockets and CRIU cannot checkpoint or restore them on ${missing.join('; ')}`;
+}
+
+/** Dotted numeric versions: negative if a < b. */
+export function compareVersions(a: string, b: string): number {
+  const pa = a.split(/[.+~-]/).map((p) => Number.parseInt(p, 10));
+  const pb = b.split(/[.+~-]/).map((p) => Number.parseInt(p, 10));
+  for (let i = 0; i < Math.max(pa.length, pb.length); i++) {
+    const x = Number.isFinite(pa[i]) ? (pa[i] as number) : 0;
+    const y = Number.isFinite(pb[i]) ? (pb[i] as number) : 0;
+    if (x !== y) return x - y;
+  }
+  return 0;
 }
 
 function canRunPlainContainers(host: HostCapabilities): boolean {

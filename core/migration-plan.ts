@@ -1,4 +1,5 @@
 import { isAlive, type AgentRegistration } from './agent-registration.js';
+import { conflictingPorts, planConnections, type ConnectionPlan } from './container-network.js';
 import type { Approach, FailureCode } from './events.js';
 import { decideApproach, type Decision, type HostCapabilities } from './migration-approach.js';
 
@@ -16,6 +17,8 @@ export type Plan =
       destination: AgentRegistration;
       container: AgentRegistration['containers'][number];
       decision: Extract<Decision, { kind: 'chosen' }>;
+      /** What happens to the container's sockets and connections (container level), when its agent read them. */
+      connections?: ConnectionPlan;
     }
   | {
       ok: false;
@@ -43,6 +46,9 @@ export function planAgainst(agents: AgentRegistration[], request: PlanRequest, n
     ...extra,
   });
   const alive = agents.filter((agent) => isAlive(agent, now));
+  // Where the service runs now, as far as the registrations tell: every refusal says it, since none touches it.
+  const runsOn = alive.filter((agent) => agent.containers.some((c) => c.name === request.container && c.state === 'running')).map((agent) => agent.agentId);
+  const runningNow = runsOn.length === 1 ? (runsOn[0] as string) : null;
   const destination = alive.find((agent) => agent.agentId === request.destinationAgent);
   if (!destination) {
     const known = agents.some((agent) => agent.agentId === request.destinationAgent);
@@ -51,12 +57,12 @@ export function planAgainst(agents: AgentRegistration[], request: PlanRequest, n
       known
         ? `destination agent "${request.destinationAgent}" has stopped sending heartbeats; check the agent on that host`
         : `destination agent "${request.destinationAgent}" is not registered; "ums agents" lists the registered agents`,
-      null,
+      runningNow,
     );
   }
   const candidates = request.sourceAgent ? alive.filter((agent) => agent.agentId === request.sourceAgent) : alive;
   if (request.sourceAgent && candidates.length === 0) {
-    return refuse('agent-unavailable', `source agent "${request.sourceAgent}" is not registered or not alive; "ums agents" lists them`, null);
+    return refuse('agent-unavailable', `source agent "${request.sourceAgent}" is not registered or not alive; "ums agents" lists them`, runningNow);
   }
   const holders = candidates.flatMap((agent) => {
     const container = agent.containers.find((c) => c.name === request.container);
@@ -68,7 +74,7 @@ export function planAgainst(agents: AgentRegistration[], request: PlanRequest, n
   }
   if (holders.length > 1) {
     const names = holders.map((h) => h.agent.agentId).join(', ');
-    return refuse('invalid-request', `container "${request.container}" exists on several agents (${names}); name the source with --from`, null);
+    return refuse('invalid-request', `container "${request.container}" exists on several agents (${names}); name the source with --from`, runningNow);
   }
   const [{ agent: source, container }] = holders as [{ agent: AgentRegistration; container: AgentRegistration['containers'][number] }];
   if (source.agentId === destination.agentId) {
@@ -96,7 +102,16 @@ export function planAgainst(agents: AgentRegistration[], request: PlanRequest, n
     ...(request.approach ? { requested: request.approach } : {}),
   });
   if (decision.kind === 'refused') return refuse('approach-infeasible', decision.reason, source.agentId, { decision });
-  return { ok: true, source, destination, container, decision };
+  const network = container.traits?.network;
+  if (network !== undefined && decision.approach === 'container') {
+    const taken = destination.containers.flatMap((c) => (c.state === 'running' ? (c.traits?.network?.published ?? []).map((p) => ({ ...p, by: c.name })) : []));
+    const conflicts = conflictingPorts(network.published, taken);
+    if (conflicts.length > 0) {
+      const which = conflicts.map((p) => `${p.hostPort}/${p.protocol} (held by "${taken.find((t) => t.hostPort === p.hostPort && t.protocol === p.protocol)?.by ?? '?'}")`).join(', ');
+      return refuse('destination-incompatible', `the destination "${destination.agentId}" already publishes port ${which}, which "${request.container}" publishes: free it there, or migrate elsewhere`, source.agentId, { decision });
+    }
+  }
+  return { ok: true, source, destination, container, decision, ...(network !== undefined && decision.approach === 'container' ? { connections: planConnections(network) } : {}) };
 }
 
 /** An agent that predates capability reports counts as able to do what its `approaches` list says. */

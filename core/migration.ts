@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { AgentId, Approach, Artifact, ArtifactLocation, ContainerName, FailureCode, MigrationId, type CommandName, type Timeline } from './events.js';
+import { AgentId, Approach, Artifact, ArtifactLocation, ContainerName, FailureCode, MigrationId, RestoreRequirements, type CommandName, type Timeline } from './events.js';
 
 /**
  * The migration record: the only state of a migration, kept in the JetStream KV bucket `ums_migrations`
@@ -114,6 +114,8 @@ export const MigrationRecord = z.object({
   /** Why the planner chose that approach (core/migration-approach.ts), for `ums status`. */
   approachReason: z.string().optional(),
   artifactLocation: ArtifactLocation.optional(),
+  /** What the destination checks before the freeze (set with the plan). */
+  requirements: RestoreRequirements.optional(),
   artifact: Artifact.optional(),
   failure: z.object({ phase: z.string(), code: FailureCode, reason: z.string() }).optional(),
   /** Rolling back: whether the destination confirmed (or is presumed) to hold no copy, so the source may resume. */

@@ -57,6 +57,10 @@ export async function planMigration(event: EventOf<'migration.requested'>, ctx: 
     approach: decision.approach,
     approachReason: decision.reason,
     artifactLocation: { storeUrl: source.storeUrl, prefix: artifactPrefix(request.migrationId) },
+    requirements: {
+      ...(source.capabilities?.containerLevel.cpuinfo !== undefined ? { cpuinfo: source.capabilities.containerLevel.cpuinfo } : {}),
+      ...(container.traits?.network !== undefined ? { published: container.traits.network.published } : {}),
+    },
     times: { ...record.value.times, plannedAt: new Date().toISOString() },
   }));
   if (!planned) return;
@@ -112,11 +116,11 @@ async function recordFor(event: EventOf<'migration.requested'>, ctx: FunctionCon
 }
 
 async function commandPrepare(record: MigrationRecord, ctx: FunctionContext): Promise<void> {
-  const { migrationId, epoch, container, destinationAgent, sourceAgent, artifactLocation, image, imageId, approach } = record;
+  const { migrationId, epoch, container, destinationAgent, sourceAgent, artifactLocation, image, imageId, approach, requirements } = record;
   if (!sourceAgent || !artifactLocation || !image || !imageId || !approach) throw new Error(`migration ${migrationId} is in preflight but has no plan`);
   await ctx.bus.sendCommand(
     destinationAgent,
-    makeCommand('prepare', ctx.source, { migrationId, epoch, approach, container, image, imageId, sourceAgent }, `${migrationId}.prepare`),
+    makeCommand('prepare', ctx.source, { migrationId, epoch, approach, container, image, imageId, sourceAgent, ...(requirements ? { requirements } : {}) }, `${migrationId}.prepare`),
   );
   await ctx.bus.publishEvent(
     makeEvent(
