@@ -17,12 +17,14 @@ import { startAzurite, startGcsEmulator, startS3Server, type ObjectServer } from
 /** What the stack needs of a store's server; the file store has no server at all (nothing to crash). */
 export type StoreServer = Pick<ObjectServer, 'storeUrl' | 'env' | 'stop'> & Partial<Pick<ObjectServer, 'crash' | 'restart'>>;
 import { startPodmanHost, type PodmanHost } from './podman-host.js';
+import { createWan, type Wan } from './wan.js';
 
 /**
  * The whole system on one machine: nats-server with JetStream, a local server per cloud's object
  * storage, the three functions under the functions-framework, the trigger bridge, and one simulated
- * host per cloud (its own Podman service, storage and network namespace, and its agent). Every port
- * is picked free and every file lives under the stack's own directory, so stacks never collide.
+ * host per cloud (its own Podman service, storage and network namespace, and its agent), the hosts joined
+ * by the stack's own WAN (infra/wan.ts). Every port is picked free, every file lives under the stack's own
+ * directory and every namespace is named from it, so stacks never collide.
  */
 const log = createLogger('local-stack');
 const here = dirname(fileURLToPath(import.meta.url));
@@ -56,12 +58,16 @@ export const StackInfo = z.object({
       socketPath: z.string(),
       storeUrl: z.string(),
       netns: z.string().optional(),
+      /** The host's address on the stack's WAN: where other hosts and WAN clients reach it and its published ports. */
+      wanAddress: z.string(),
       agentLog: z.string(),
       /** Where a service-level container's control dir goes (<launcherDir>/<container>, bind-mounted at /run/ums-launcher). */
       launcherDir: z.string(),
     }),
   ),
   functions: z.record(z.string(), z.string()),
+  /** The network joining the hosts: its namespace (holding the bridge), subnet and the bridge's address. */
+  wan: z.object({ netns: z.string(), subnet: z.string(), bridgeAddress: z.string() }),
 });
 export type StackInfo = z.infer<typeof StackInfo>;
 
@@ -81,6 +87,8 @@ export interface LocalStackOptions {
 export interface LocalStack {
   info: StackInfo;
   hosts: Map<string, PodmanHost>;
+  /** The hosts' network; `wan.addClient(name)` gives a namespace to run client programs in. */
+  wan: Wan;
   /** The stack's processes by name (nats, functions, bridge, agent-<id>): to kill and restart in fault tests. */
   services: Map<string, ChildService>;
   /** Environment that gives the SDK of each store's cloud access to the local server (tests only). */
@@ -172,6 +180,10 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     }).start();
     services.set('bridge', bridge);
 
+    const wan = await createWan({ stackName: options.name, stackDir: dir });
+    // Torn down after the hosts (teardown runs in reverse): the hosts' namespaces go first, then the WAN's.
+    teardown.push(() => wan.destroy());
+
     const info: StackInfo = {
       name: options.name,
       dir,
@@ -181,6 +193,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       image: DEFAULT_COUNTER_IMAGE,
       hosts: [],
       functions: functionUrls,
+      wan: { netns: wan.netns, subnet: wan.subnet, bridgeAddress: wan.bridgeAddress },
     };
     for (const [index, spec] of hostsSpec.entries()) {
       // Short paths keep the unix socket path well under its 108-byte limit.
@@ -188,6 +201,8 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       const host = await startPodmanHost({ name: spec.agentId, dir: hostDir });
       hosts.set(spec.agentId, host);
       teardown.push(() => host.destroy());
+      if (host.netns === undefined) throw new Error(`host ${spec.agentId} has no network namespace to join to the WAN`);
+      const onWan = await wan.attachHost(spec.agentId, host.netns);
       await buildCounterImage(host.url, DEFAULT_COUNTER_IMAGE, { env: host.env });
       // The same counter with the service-level launcher inside, single- and multi-process.
       await buildLauncherImage(host.url, DEFAULT_LAUNCHED_COUNTER_IMAGE, { env: host.env, base: 'counter' });
@@ -219,11 +234,11 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
         ready: async () => (await readFile(agentLog, 'utf8')).includes('agent started'),
       }).start();
       services.set(`agent-${spec.agentId}`, agent);
-      info.hosts.push({ ...spec, podmanUrl: host.url, socketPath: host.socketPath, storeUrl: server.storeUrl, netns: host.netns, agentLog, launcherDir });
+      info.hosts.push({ ...spec, podmanUrl: host.url, socketPath: host.socketPath, storeUrl: server.storeUrl, netns: host.netns, wanAddress: onWan.address, agentLog, launcherDir });
     }
     await writeFile(stackInfoPath(dir), JSON.stringify(info, null, 2));
     log.info({ name: options.name, natsUrl, hosts: info.hosts.map((h) => h.agentId) }, 'local stack ready');
-    return { info, hosts, services, storeEnv, storage, stop: () => stop() };
+    return { info, hosts, wan, services, storeEnv, storage, stop: () => stop() };
   } catch (error) {
     // Keep the logs: they say why it failed. The next start with the same dir clears them.
     await stop(true);

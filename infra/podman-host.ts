@@ -5,6 +5,7 @@ import { request } from 'node:http';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { createLogger } from '../core/log.js';
+import { deleteNetns, ensureNetns } from './network-namespace.js';
 import { repoPath } from './repo-paths.js';
 
 const execFileAsync = promisify(execFile);
@@ -310,21 +311,6 @@ function netnsName(name: string, dir: string): string {
   const safe = name.replace(/[^a-zA-Z0-9_.-]/g, '-').slice(0, 20);
   const hash = createHash('sha256').update(dir).digest('hex').slice(0, 8);
   return `ums-${safe}-${hash}`;
-}
-
-async function ensureNetns(netns: string): Promise<void> {
-  const exists = await stat(`/run/netns/${netns}`).then(() => true, () => false);
-  if (!exists) await execFileAsync('ip', ['netns', 'add', netns]);
-  // netavark needs loopback up for port forwarding to 127.0.0.1 inside the namespace.
-  await execFileAsync('ip', ['-n', netns, 'link', 'set', 'lo', 'up']);
-}
-
-async function deleteNetns(netns: string): Promise<void> {
-  await execFileAsync('ip', ['netns', 'delete', netns]).catch((error: Error) => {
-    if (!/No such file|Cannot remove namespace file/.test(error.message)) {
-      log.warn({ netns, err: error.message }, 'could not delete network namespace');
-    }
-  });
 }
 
 /** Whether process `pid` sees `runrootDir` at SHARED_RUNROOT, i.e. lives in that host's mount namespace. */
