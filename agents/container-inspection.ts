@@ -79,8 +79,8 @@ function parseEndpoint(text: string, family: 4 | 6): Endpoint {
 function ipv6Text(bytes: number[]): string {
   const groups: string[] = [];
   for (let i = 0; i < 16; i += 2) groups.push((((bytes[i] ?? 0) << 8) | (bytes[i + 1] ?? 0)).toString(16));
-  // IPv4-mapped addresses (dual-stack sockets) read best as the IPv4 address they carry.
-  if (groups.slice(0, 5).every((g) => g === '0') && groups[5] === 'ffff') return `::ffff:${bytes.slice(12).join('.')}`;
+  // IPv4-mapped addresses (a dual-stack socket's IPv4 peers) are the IPv4 address they carry.
+  if (groups.slice(0, 5).every((g) => g === '0') && groups[5] === 'ffff') return bytes.slice(12).join('.');
   // The WHATWG URL parser writes IPv6 in its canonical compressed form.
   return new URL(`http://[${groups.join(':')}]/`).hostname.slice(1, -1);
 }
@@ -111,16 +111,12 @@ function countUnixSockets(unix: string): number {
 }
 
 function isLoopback(address: string): boolean {
-  return address.startsWith('127.') || address === '::1' || address.startsWith('::ffff:127.');
-}
-
-function unmapped(address: string): string {
-  return address.startsWith('::ffff:') ? address.slice(7) : address;
+  return address.startsWith('127.') || address === '::1';
 }
 
 export function classify(sockets: InetSocket[], addresses: string[], published: PublishedPort[], unixSockets: number): ContainerNetwork {
-  const own = new Set(addresses.map(unmapped));
-  const inside = (endpoint: Endpoint) => isLoopback(endpoint.address) || own.has(unmapped(endpoint.address));
+  const own = new Set(addresses);
+  const inside = (endpoint: Endpoint) => isLoopback(endpoint.address) || own.has(endpoint.address);
   const listening: ListeningSocket[] = [];
   let insideEnds = 0;
   const outside: Connection[] = [];

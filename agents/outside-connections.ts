@@ -52,7 +52,7 @@ export async function cutOutsideConnections(pid: number, ownAddresses: string[])
         if (tool === 'iptables') throw error;
       }
     }
-    const inside = ['127.0.0.0/8', '[::1]', '[::ffff:127.0.0.0]/104', ...ownAddresses.flatMap((a) => (a.includes(':') ? [`[${a}]`] : [a, `[::ffff:${a}]`]))];
+    const inside = ['127.0.0.0/8', '[::1]', '::ffff:127.0.0.0/104', ...ownAddresses.flatMap((a) => (a.includes(':') ? [`[${a}]`] : [a, `[::ffff:${a}]`]))];
     const filter = ['state', 'connected', `! ( ${inside.map((a) => `dst ${a}`).join(' or ')} )`];
     const { stdout } = await inNetns('ss', ['-K', '-H', '-tn', ...filter]);
     return { reset: stdout.split('\n').filter((line) => line.trim() !== '').length, lift };
