@@ -57,6 +57,7 @@ describe('Debian server images migrate with their in-container clients', { timeo
     ]);
     engineA = new PodmanEngine({ socketPath: hostA.socketPath, where: 'host A' });
     engineB = new PodmanEngine({ socketPath: hostB.socketPath, where: 'host B' });
+    assert.ok(hostB.netns !== undefined, 'host B has a network namespace of its own (clients reach containers from it)');
     for (const [build, tag] of [[buildRedisImage, DEFAULT_REDIS_IMAGE], [buildMemcachedImage, DEFAULT_MEMCACHED_IMAGE]] as const) {
       const images: ServerImage[] = [];
       for (const host of [hostA, hostB]) {
