@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Gives a Debian 12+ host what a UMS agent needs: Podman with runc, conmon, netavark, nats-server,
-# busybox-static + gcc (to build the demo image) and a CRIU that works on this kernel: one that dumps and
+# busybox-static + gcc (to build the demo image), the clients of the real-server test images (redis-tools,
+# libmemcached-tools: clients only, no server starts on the host) and a CRIU that works on this kernel: one that dumps and
 # restores a process holding TCP sockets (listening and established), checked for real, not by `criu check`.
 # Idempotent: every step checks first and says whether it acted or skipped.
 #
@@ -48,6 +49,33 @@ if [ "${#missing[@]}" -gt 0 ]; then
 else
   say "skip: apt packages already installed (${PKGS[*]} criu)"
 fi
+
+# --- 1b. clients of the server images (infra/images/build-server-images.ts) ----------------------------
+# redis-cli/redis-benchmark and memcached's own clients (memccat, memcstat, memcslap, ...), run from the host
+# in a container's network namespace. Only the client packages: redis-server or memcached on the host would
+# start a service here (the images carry the servers; they are built with apt-get download + dpkg-deb -x,
+# which install nothing on the host).
+CLIENT_PKGS=(redis-tools libmemcached-tools)
+missing=()
+for p in "${CLIENT_PKGS[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$p")
+  fi
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  say "installing server-image clients: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  say "installed: ${missing[*]}"
+else
+  say "skip: server-image clients already installed (${CLIENT_PKGS[*]})"
+fi
+for server in redis-server memcached; do
+  if dpkg-query -W -f='${Status}' "$server" 2>/dev/null | grep -q 'install ok installed'; then
+    say "WARNING: $server is installed on this host (not by this script); it may run a service next to the test containers"
+  fi
+done
 
 # --- 2. CRIU >= 4.1 -------------------------------------------------------------------------------
 version_ge() { [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n1)" = "$2" ]; }

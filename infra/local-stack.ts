@@ -12,6 +12,7 @@ import { freePort } from './free-port.js';
 import { startNatsServer } from './nats-server.js';
 import { buildCounterImage, DEFAULT_COUNTER_IMAGE } from './images/build-counter-image.js';
 import { buildLauncherImage, DEFAULT_LAUNCHED_COUNTER_IMAGE, DEFAULT_LAUNCHED_MULTI_COUNTER_IMAGE } from './images/build-service-image.js';
+import { buildMemcachedImage, buildRedisImage, DEFAULT_MEMCACHED_IMAGE, DEFAULT_REDIS_IMAGE } from './images/build-server-images.js';
 import { startAzurite, startGcsEmulator, startS3Server, type ObjectServer } from './object-servers.js';
 
 /** What the stack needs of a store's server; the file store has no server at all (nothing to crash). */
@@ -52,6 +53,8 @@ export const StackInfo = z.object({
   natsUrl: z.string(),
   startedAt: z.string(),
   image: z.string(),
+  /** Real-server images loaded into every host (LocalStackOptions.serverImages), by ref. */
+  serverImages: z.array(z.string()).optional(),
   hosts: z.array(
     HostSpec.extend({
       podmanUrl: z.string(),
@@ -82,6 +85,11 @@ export interface LocalStackOptions {
   agentEnv?: Record<string, string>;
   /** Extra settings of the functions and the bridge (UMS_DEADLINE_SCALE, UMS_SUPERVISE_EVERY_SECONDS, ...). */
   functionEnv?: Record<string, string>;
+  /**
+   * Also load the Debian redis and memcached images (infra/images/build-server-images.ts) into every host.
+   * Off by default: the first build of them needs Debian's apt mirror (then they come from the cache).
+   */
+  serverImages?: boolean;
 }
 
 export interface LocalStack {
@@ -191,6 +199,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       natsUrl,
       startedAt: new Date().toISOString(),
       image: DEFAULT_COUNTER_IMAGE,
+      ...(options.serverImages === true ? { serverImages: [DEFAULT_REDIS_IMAGE, DEFAULT_MEMCACHED_IMAGE] } : {}),
       hosts: [],
       functions: functionUrls,
       wan: { netns: wan.netns, subnet: wan.subnet, bridgeAddress: wan.bridgeAddress },
@@ -207,6 +216,10 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       // The same counter with the service-level launcher inside, single- and multi-process.
       await buildLauncherImage(host.url, DEFAULT_LAUNCHED_COUNTER_IMAGE, { env: host.env, base: 'counter' });
       await buildLauncherImage(host.url, DEFAULT_LAUNCHED_MULTI_COUNTER_IMAGE, { env: host.env, base: 'multi-counter' });
+      if (options.serverImages === true) {
+        await buildRedisImage(host.url, DEFAULT_REDIS_IMAGE, { env: host.env });
+        await buildMemcachedImage(host.url, DEFAULT_MEMCACHED_IMAGE, { env: host.env });
+      }
       const launcherDir = join(hostDir, 'launcher');
       await mkdir(launcherDir, { recursive: true, mode: 0o700 });
       const server = storage.get(spec.store);
