@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { AgentRegistration } from '../../core/agent-registration.js';
+import type { ContainerNetwork } from '../../core/container-network.js';
 import { planAgainst } from '../../core/migration-plan.js';
 
 const MiB = 1024 * 1024;
@@ -84,5 +85,77 @@ describe('planAgainst: registrations to a plan, as planMigration and `ums plan` 
     assert.ok(!missing.ok && missing.code === 'container-not-found' && missing.notListedYet === true);
     const noImage = planAgainst([agents[0] as AgentRegistration, agent('b', [], { imageIds: [], images: [] })], { container: 'one', destinationAgent: 'b' }, NOW);
     assert.ok(!noImage.ok && noImage.code === 'image-missing');
+  });
+
+  describe('network services (container level)', () => {
+    const network = (over: Partial<ContainerNetwork> = {}): ContainerNetwork => ({
+      addresses: ['10.88.0.5'],
+      published: [{ hostPort: 6379, containerPort: 6379, protocol: 'tcp' }],
+      listening: [{ protocol: 'tcp', family: 4, address: '0.0.0.0', port: 6379 }],
+      insideConnections: 1,
+      outsideConnections: [{ local: { address: '10.88.0.5', port: 6379 }, peer: { address: '198.18.0.100', port: 40000 } }],
+      outsideConnectionCount: 1,
+      unixSockets: 0,
+      ...over,
+    });
+    const server = (name: string, net = network(), checkpointable: { available: boolean; reason?: string } = { available: true }): Container => ({
+      name,
+      image: IMAGE,
+      imageId: IMAGE_ID,
+      state: 'running',
+      checkpointed: false,
+      traits: { launcher: { available: false, reason: 'no launcher' }, network: net, checkpointable },
+    });
+    const criu42 = (extra: Record<string, unknown> = {}) => ({
+      capabilities: {
+        containerLevel: { available: true, engine: 'podman 4.3.1', criuVersion: '4.2.1', arch: 'x86_64', sockets: { available: true }, ...extra },
+        orchestratorLevel: { available: false, reason: 'no kubelet' },
+        plainContainers: { available: true },
+      },
+    });
+
+    it('says what happens to each connection, and the service runs untouched where it is refused', () => {
+      const plan = planAgainst([agent('a', [server('redis')], criu42()), agent('b', [], criu42())], { container: 'redis', destinationAgent: 'b' }, NOW);
+      assert.ok(plan.ok && plan.decision.approach === 'container' && plan.connections !== undefined);
+      assert.match(plan.connections.kept, /^1 connection\(s\) with both ends inside the container: kept/);
+      assert.match(plan.connections.closed, /198\.18\.0\.100:40000.*reset at the freeze/);
+      assert.deepEqual(plan.connections.republished, ['6379 -> 6379/tcp']);
+      const unknown = planAgainst([agent('a', [server('redis')], criu42())], { container: 'redis', destinationAgent: 'nowhere' }, NOW);
+      assert.ok(!unknown.ok && unknown.runningOn === 'a', 'a refusal says where the untouched service runs');
+    });
+
+    it('refuses a host whose CRIU cannot dump sockets, a service CRIU cannot dump, and foreign architectures or older CRIU', () => {
+      const cannot = criu42({ sockets: { available: false, reason: "Can't get 1:16 opt" } });
+      const noSockets = planAgainst([agent('a', [server('redis')], criu42()), agent('b', [], cannot)], { container: 'redis', destinationAgent: 'b' }, NOW);
+      assert.ok(!noSockets.ok && noSockets.code === 'approach-infeasible');
+      assert.match(noSockets.reason, /holds network sockets and CRIU cannot checkpoint or restore them on the destination's: Can't get 1:16 opt/);
+      const quiet = network({ listening: [], insideConnections: 0, outsideConnections: [], outsideConnectionCount: 0, published: [] });
+      assert.ok(planAgainst([agent('a', [server('batch', quiet)], criu42()), agent('b', [], cannot)], { container: 'batch', destinationAgent: 'b' }, NOW).ok, 'a service without sockets still moves');
+      const nonRoot = planAgainst([agent('a', [server('pg', network(), { available: false, reason: 'process 7 (postgres) runs as uid 101' })], criu42()), agent('b', [], criu42())], { container: 'pg', destinationAgent: 'b' }, NOW);
+      assert.ok(!nonRoot.ok);
+      assert.match(nonRoot.reason, /CRIU cannot checkpoint the container as it is now: process 7 \(postgres\) runs as uid 101/);
+      const arm = planAgainst([agent('a', [server('redis')], criu42()), agent('b', [], criu42({ arch: 'aarch64' }))], { container: 'redis', destinationAgent: 'b' }, NOW);
+      assert.ok(!arm.ok);
+      assert.match(arm.reason, /x86_64 and the destination aarch64/);
+      const older = planAgainst([agent('a', [server('redis')], criu42()), agent('b', [], criu42({ criuVersion: '4.1.1' }))], { container: 'redis', destinationAgent: 'b' }, NOW);
+      assert.ok(!older.ok);
+      assert.match(older.reason, /CRIU 4\.1\.1 is older than the source's 4\.2\.1/);
+    });
+
+    it('refuses a destination that already publishes one of the container\'s host ports, naming the port and its holder', () => {
+      const other = server('cache', network({ published: [{ hostPort: 6379, containerPort: 11211, protocol: 'tcp' }] }));
+      const plan = planAgainst([agent('a', [server('redis')], criu42()), agent('b', [other], criu42())], { container: 'redis', destinationAgent: 'b' }, NOW);
+      assert.ok(!plan.ok && plan.code === 'destination-incompatible' && plan.runningOn === 'a');
+      assert.match(plan.reason, /already publishes port 6379\/tcp \(held by "cache"\)/);
+      const udp = server('dns', network({ published: [{ hostPort: 6379, containerPort: 53, protocol: 'udp' }] }));
+      assert.ok(planAgainst([agent('a', [server('redis')], criu42()), agent('b', [udp], criu42())], { container: 'redis', destinationAgent: 'b' }, NOW).ok, 'the same number over another protocol is no conflict');
+    });
+
+    it('does not offer service level for a container holding sockets (the launcher\'s CRIU cannot dump them)', () => {
+      const launchedServer: Container = { ...server('web'), traits: { ...server('web').traits, launcher: { available: true, version: '1' } } };
+      const plan = planAgainst([agent('a', [launchedServer], criu42()), agent('b', [], criu42())], { container: 'web', destinationAgent: 'b' }, NOW);
+      assert.ok(plan.ok && plan.decision.approach === 'container');
+      assert.match(plan.decision.candidates.find((c) => c.approach === 'service')?.why ?? '', /cannot dump them/);
+    });
   });
 });
