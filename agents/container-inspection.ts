@@ -164,9 +164,25 @@ async function containerPids(proc: string, initPid: number): Promise<number[]> {
   return inNs.filter((pid): pid is number => pid !== undefined);
 }
 
+/**
+ * Whether the container shares its parent's (the engine's conmon, so the host's) network namespace
+ * (`--network host`): its sockets are then the host's, and neither resetting "outside" connections nor
+ * moving them to another host means anything.
+ */
+async function sharesHostNetwork(proc: string, initPid: number): Promise<boolean> {
+  const status = await readFile(`${proc}/${initPid}/status`, 'utf8').catch(() => '');
+  const parent = /^PPid:\s*(\d+)$/m.exec(status)?.[1];
+  if (parent === undefined || parent === '0') return false;
+  const [own, parents] = await Promise.all([readlink(`${proc}/${initPid}/ns/net`).catch(() => 'own'), readlink(`${proc}/${parent}/ns/net`).catch(() => 'parent')]);
+  return own === parents;
+}
+
 /** What CRIU 4.2 is known to refuse, found per process. */
 async function processBlockers(proc: string, initPid: number, hasCapSysResource: boolean): Promise<string[]> {
   const blockers: string[] = [];
+  if (await sharesHostNetwork(proc, initPid)) {
+    blockers.push("it runs in its host's network namespace (--network host): its sockets are the host's and cannot move to another host; run it with a network of its own and published ports");
+  }
   for (const pid of await containerPids(proc, initPid)) {
     const status = await readFile(`${proc}/${pid}/status`, 'utf8').catch(() => undefined);
     if (status === undefined) continue; // exited meanwhile
