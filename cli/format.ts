@@ -37,7 +37,7 @@ export function formatAgents(agents: AgentRegistration[], now = Date.now()): str
     a.region,
     isAlive(a, now) ? 'alive' : `silent ${Math.round((now - Date.parse(a.heartbeatAt)) / 1000)} s`,
     `${a.engine.engine} ${a.engine.version} (${a.engine.ociRuntime})`,
-    a.engine.criuVersion ?? 'none',
+    `${a.engine.criuVersion ?? 'none'}${a.capabilities?.containerLevel.sockets?.available === true ? ' +sockets' : ''}`,
     a.approaches.join(',') || 'none',
     bytes(a.freeMemoryBytes),
     bytes(a.freeDiskBytes),
@@ -48,6 +48,7 @@ export function formatAgents(agents: AgentRegistration[], now = Date.now()): str
     if (!caps) return [];
     const off = [
       ...(caps.containerLevel.available ? [] : [`container level: ${caps.containerLevel.reason ?? 'unavailable'}`]),
+      ...(caps.containerLevel.sockets?.available === false ? [`network services: ${caps.containerLevel.sockets.reason ?? 'unavailable'}`] : []),
       ...(caps.orchestratorLevel.available ? [] : [`orchestrator level: ${caps.orchestratorLevel.reason ?? 'unavailable'}`]),
     ];
     return off.map((why) => `  ${a.agentId}: ${why}`);
@@ -61,6 +62,10 @@ function traitsOf(c: AgentRegistration['containers'][number]): string {
   if (!t) return '';
   const parts = [
     ...(t.launcher?.available ? ['launcher'] : []),
+    ...(t.checkpointable?.available === false ? ['not checkpointable'] : []),
+    ...(t.network !== undefined && t.network.listening.length + t.network.insideConnections + t.network.outsideConnectionCount > 0
+      ? [`${t.network.listening.length} listening, ${t.network.insideConnections} inside + ${t.network.outsideConnectionCount} outside conn`]
+      : []),
     ...(t.processCount !== undefined ? [`${t.processCount} proc`] : []),
     ...(t.memoryBytes !== undefined ? [bytes(t.memoryBytes)] : []),
   ];
