@@ -29,7 +29,7 @@ command -v apt-get >/dev/null || die "apt-get not found: only Debian-family host
 # --- 1. distribution packages -------------------------------------------------------------------
 PKGS=(podman runc conmon netavark aardvark-dns containernetworking-plugins catatonit nats-server
       busybox-static iproute2 iptables util-linux gcc libc6-dev tar ca-certificates debian-archive-keyring
-      fonts-dejavu-core)
+      fonts-dejavu-core redis-tools libmemcached-tools)
 missing=()
 for p in "${PKGS[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
@@ -50,27 +50,10 @@ else
   say "skip: apt packages already installed (${PKGS[*]} criu)"
 fi
 
-# --- 1b. clients of the server images (infra/images/build-server-images.ts) ----------------------------
-# redis-cli/redis-benchmark and memcached's own clients (memccat, memcstat, memcslap, ...), run from the host
-# in a container's network namespace. Only the client packages: redis-server or memcached on the host would
-# start a service here (the images carry the servers; they are built with apt-get download + dpkg-deb -x,
-# which install nothing on the host).
-CLIENT_PKGS=(redis-tools libmemcached-tools)
-missing=()
-for p in "${CLIENT_PKGS[@]}"; do
-  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
-    missing+=("$p")
-  fi
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-  say "installing server-image clients: ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  say "installed: ${missing[*]}"
-else
-  say "skip: server-image clients already installed (${CLIENT_PKGS[*]})"
-fi
+# redis-tools and libmemcached-tools (in PKGS) are the clients of the real-server test images
+# (infra/images/build-server-images.ts), run from the host in a container's network namespace. Only the
+# clients: redis-server or memcached on the host would start a service here (the images carry the servers,
+# unpacked with dpkg-deb -x, which installs nothing on the host).
 for server in redis-server memcached; do
   if dpkg-query -W -f='${Status}' "$server" 2>/dev/null | grep -q 'install ok installed'; then
     say "WARNING: $server is installed on this host (not by this script); it may run a service next to the test containers"
