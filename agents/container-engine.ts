@@ -40,8 +40,13 @@ export interface ContainerEngine {
   /** Restores a container that was checkpointed on this host from its kept checkpoint (rollback). */
   resumeCheckpointed(name: string, options?: RestoreOptions): Promise<RestoredContainer>;
 
-  /** Removes the container (force: even if running). Missing containers are not an error. */
-  removeContainer(name: string, options?: { force?: boolean }): Promise<void>;
+  /**
+   * Removes the container (force: even if running). Missing containers are not an error. withVolumes: also
+   * every volume it mounts, named ones included, that no other container here uses (a migration carries
+   * volume contents in its archive: a copy left behind is stale, and it makes Podman refuse a later restore
+   * of the same container here with "volume with name ... already exists").
+   */
+  removeContainer(name: string, options?: { force?: boolean; withVolumes?: boolean }): Promise<void>;
 
   /** Creates and starts a plain container (service level needs nothing more of the engine). */
   runContainer(spec: PlainContainerSpec): Promise<{ id: string }>;

@@ -59,7 +59,8 @@ export class ContainerLevel implements ApproachDriver {
   }
 
   removeRestored(container: string): Promise<void> {
-    return this.engine.removeContainer(container, { force: true });
+    // Volumes too: the import created them from the archive, and a retry would find them in its way.
+    return this.engine.removeContainer(container, { force: true, withVolumes: true });
   }
 
   async restored(container: string): Promise<boolean> {
@@ -76,6 +77,7 @@ export class ContainerLevel implements ApproachDriver {
     if (current === undefined) return;
     // Fencing: a running container here is not the kept checkpoint (it was resumed); never remove it.
     if (current.state === 'running') throw new RunningServiceError(container, this.where);
-    await this.engine.removeContainer(container, { force: true });
+    // Its volumes moved with the archive: the copy here is stale, and would block migrating back.
+    await this.engine.removeContainer(container, { force: true, withVolumes: true });
   }
 }

@@ -247,7 +247,7 @@ export class HostAgent {
         await this.emit('restore.completed', { migrationId, agent: this.id, container, containerId: existing.id, downloadedAt: at, restoredAt: at });
         return;
       }
-      if (existing) await engine.removeContainer(container, { force: true });
+      if (existing) await engine.removeContainer(container, { force: true, withVolumes: true });
       await journal.forget(migrationId);
       log.warn('restarting a restore that was interrupted by an agent restart');
     }

@@ -230,7 +230,10 @@ export class PodmanEngine implements ContainerEngine {
     return { id: report.Id, name, runtimeRestoreMs: restoreMs(report) };
   }
 
-  async removeContainer(name: string, options: { force?: boolean } = {}): Promise<void> {
+  async removeContainer(name: string, options: { force?: boolean; withVolumes?: boolean } = {}): Promise<void> {
+    // Read before the container goes: which volumes it mounts (v=true below removes only anonymous ones, and
+    // a restored container's volumes are never anonymous: Podman recreates them by name).
+    const volumes = options.withVolumes === true ? await this.volumesOf(name) : [];
     const query = new URLSearchParams({ force: String(options.force === true), v: 'true' });
     const res = await this.call('remove container', 'DELETE', `/containers/${enc(name)}?${query}`);
     if (res.status === 404) {
@@ -239,6 +242,24 @@ export class PodmanEngine implements ContainerEngine {
     }
     if (res.status !== 200 && res.status !== 204) throw await toEngineError(res, 'remove container');
     res.body.resume();
+    for (const volume of volumes) {
+      const removed = await this.call('remove volume', 'DELETE', `/volumes/${enc(volume)}`);
+      removed.body.resume();
+      // 404: gone already (v=true took an anonymous one); 409: another container here uses it, so it stays.
+      if (removed.status !== 204 && removed.status !== 200 && removed.status !== 404) {
+        this.log.warn({ container: name, volume, status: removed.status }, 'kept a volume of the removed container');
+      }
+    }
+  }
+
+  private async volumesOf(name: string): Promise<string[]> {
+    const res = await this.call('inspect container', 'GET', `/containers/${enc(name)}/json`);
+    if (res.status !== 200) {
+      res.body.resume();
+      return [];
+    }
+    const inspect = await expectJson<LibpodInspect>(res, 'inspect container');
+    return (inspect.Mounts ?? []).flatMap((m) => (m.Type === 'volume' && m.Name !== undefined && m.Name !== '' ? [m.Name] : []));
   }
 
   /** POST /containers/create with a SpecGenerator, then /containers/{name}/start. */
@@ -463,6 +484,7 @@ interface LibpodInspect {
   /** The container's own directory: CRIU's dump.log and restore.log land here. */
   StaticDir?: string;
   HostConfig?: { PortBindings?: Record<string, Array<{ HostIp?: string; HostPort?: string }> | null> };
+  Mounts?: Array<{ Type?: string; Name?: string }>;
 }
 
 interface LibpodImage {

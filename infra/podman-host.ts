@@ -30,6 +30,15 @@ const SYSTEM_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
  */
 export const SHARED_RUNROOT = '/run/ums-podman/runroot';
 
+/**
+ * The volume path every simulated host's service is given, the same way: a bind mount of the host's own
+ * `<dir>/volumes` in its mount namespace, so all hosts name the same path (as real hosts all use
+ * /var/lib/containers/storage/volumes). Podman 4.3's checkpoint import fills the destination's volumes from
+ * the archive, but the restored container's spec keeps the mount sources of spec.dump: with a volume path
+ * per host, a container restored on B mounted A's volume directory (and saw nothing once A removed it).
+ */
+export const SHARED_VOLUMEPATH = '/run/ums-podman/volumes';
+
 export interface PodmanHostOptions {
   /** Short name, used in logs and in the network namespace's name. */
   name: string;
@@ -97,9 +106,9 @@ export interface PodmanHost {
  * events log, exit files), --volumepath, --network-config-dir, and TMPDIR (checkpoint archives being
  * exported/imported are staged there).
  *
- * The runroot is the exception to "a path under dir": the service runs in a private mount namespace
- * (unshare --mount) where `<dir>/runroot` is bind-mounted at SHARED_RUNROOT, and is told --runroot
- * SHARED_RUNROOT, so a checkpoint taken on one simulated host restores on another as it would between real
+ * The runroot and the volume path are the exceptions to "a path under dir": the service runs in a private
+ * mount namespace (unshare --mount) where `<dir>/runroot` is bind-mounted at SHARED_RUNROOT and
+ * `<dir>/volumes` at SHARED_VOLUMEPATH, and is told those paths, so a checkpoint taken on one simulated host restores on another as it would between real
  * hosts (see SHARED_RUNROOT). conmon, the containers and every mount Podman makes live in that namespace
  * (invisible in the machine's own mount table) and the namespace ends with its last process. The short,
  * fixed runroot also keeps Podman's runroot length limit out of the way: only the socket path bounds `dir`.
@@ -122,6 +131,7 @@ export async function startPodmanHost(options: PodmanHostOptions): Promise<Podma
   }
   await rm(paths.socket, { force: true });
   await mkdir(SHARED_RUNROOT, { recursive: true });
+  await mkdir(SHARED_VOLUMEPATH, { recursive: true });
 
   let netns: string | undefined;
   if (network === 'isolated') {
@@ -143,7 +153,7 @@ export async function startPodmanHost(options: PodmanHostOptions): Promise<Podma
     '--root', paths.root,
     '--runroot', SHARED_RUNROOT,
     '--tmpdir', paths.tmpdir,
-    '--volumepath', paths.volumes,
+    '--volumepath', SHARED_VOLUMEPATH,
     '--network-config-dir', paths.networks,
     '--storage-driver', 'overlay',
     '--cgroup-manager', 'cgroupfs',
@@ -163,7 +173,8 @@ export async function startPodmanHost(options: PodmanHostOptions): Promise<Podma
     const inner = netns === undefined ? ['podman', ...podmanArgs] : ['nsenter', ...netArgs, '--', 'podman', ...podmanArgs];
     [command, args] = ['unshare', [
       '--mount', '--propagation', 'private', '--',
-      'sh', '-c', 'mount --bind -- "$1" "$2" && shift 2 && exec "$@"', 'ums-podman-host', paths.runroot, SHARED_RUNROOT,
+      'sh', '-c', 'mount --bind -- "$1" "$2" && mount --bind -- "$3" "$4" && shift 4 && exec "$@"', 'ums-podman-host',
+      paths.runroot, SHARED_RUNROOT, paths.volumes, SHARED_VOLUMEPATH,
       ...inner,
     ]];
   }

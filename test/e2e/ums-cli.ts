@@ -4,21 +4,25 @@ import { fileURLToPath } from 'node:url';
 
 const cli = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'cli', 'ums.js');
 
-/** Runs the real `ums` CLI with `--json` against a stack's broker; the JSON it prints, and its exit code. */
-export function umsJson<T>(natsUrl: string, args: string[]): Promise<{ code: number; json: T }> {
+/** Runs the real `ums` CLI against a stack's broker; what it printed, and its exit code. */
+export function umsText(natsUrl: string, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [cli, ...args, '--json'], { env: { ...process.env, NATS_URL: natsUrl }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
-    child.stderr.on('data', (chunk: Buffer) => (err += chunk.toString()));
+    const child = spawn(process.execPath, [cli, ...args], { env: { ...process.env, NATS_URL: natsUrl }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
     child.once('error', reject);
-    child.once('close', (code) => {
-      try {
-        resolve({ code: code ?? -1, json: JSON.parse(out) as T });
-      } catch {
-        reject(new Error(`ums ${args.join(' ')} printed no JSON (exit ${code}): ${out}\n${err}`));
-      }
-    });
+    child.once('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
   });
+}
+
+/** Runs the real `ums` CLI with `--json` against a stack's broker; the JSON it prints, and its exit code. */
+export async function umsJson<T>(natsUrl: string, args: string[]): Promise<{ code: number; json: T }> {
+  const { code, stdout, stderr } = await umsText(natsUrl, [...args, '--json']);
+  try {
+    return { code, json: JSON.parse(stdout) as T };
+  } catch {
+    throw new Error(`ums ${args.join(' ')} printed no JSON (exit ${code}): ${stdout}\n${stderr}`);
+  }
 }

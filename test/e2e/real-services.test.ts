@@ -1,0 +1,422 @@
+/**
+ * Real servers no one here wrote (Debian's redis-server and memcached, infra/images/build-server-images.ts)
+ * migrated through the whole stack with `ums migrate`, with both kinds of client: one inside the container's
+ * process tree (kept: same connection after the move) and one outside it on the WAN (reset at the freeze;
+ * it reconnects to the destination, and nothing it was told was written is lost). Then what users configure
+ * (volumes, /dev/shm, rootfs changes, environment, a held file lock, a published port; Podman's own
+ * checkpoint_test.go scenarios), the refusals that come before any freeze, and a failure only CRIU finds,
+ * told in CRIU's words. One stack for the file; each case removes its containers.
+ * Needs root, podman, runc, CRIU >= 4.2, gcc (static), redis-tools and libmemcached-tools (infra/host-setup.sh).
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdir, rm } from 'node:fs/promises';
+import { createServer, type Server, type Socket } from 'node:net';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { promisify } from 'node:util';
+import { readTicks } from '../../infra/images/counter-output.js';
+import {
+  DEFAULT_MEMCACHED_IMAGE,
+  DEFAULT_REDIS_IMAGE,
+  INNER_CLIENT_ENV,
+  INNER_COUNT_KEY,
+  MEMCACHED_PORT,
+  REDIS_PORT,
+} from '../../infra/images/build-server-images.js';
+import { DEFAULT_HOSTS, startLocalStack, type LocalStack } from '../../infra/local-stack.js';
+import type { PodmanHost } from '../../infra/podman-host.js';
+import type { WanEndpoint } from '../../infra/wan.js';
+import { repoPath } from '../../infra/repo-paths.js';
+import {
+  innerMemcachedConnection,
+  innerRedisClient,
+  memcached,
+  memcachedCount,
+  memcachedStat,
+  OutsideRedisWriter,
+  parseGet,
+  redis,
+  redisClients,
+  redisDigest,
+  valueFor,
+  waitFor,
+} from './real-server-clients.js';
+import { umsJson, umsText } from './ums-cli.js';
+
+const execFileAsync = promisify(execFile);
+const AZURE = 'azure-eastus-1';
+const GCP = 'gcp-us-central1-1';
+const STACK_DIR = '/var/lib/ums/stacks/realsvc-e2e';
+const REDIS_KEYS = 50_000;
+const MEMCACHED_KEYS = 2_000;
+/** The outside writer's list, and the key prefixes of clients (not of the loaded dataset) for the digest. */
+const OUTSIDE_LOG = 'outside:log';
+const CLIENT_KEYS = [INNER_COUNT_KEY, 'outside:'];
+
+let stack: LocalStack;
+let azure: PodmanHost;
+let gcp: PodmanHost;
+let outside: WanEndpoint;
+let holdLock: string;
+
+interface MigrateResult {
+  state: string;
+  phase?: string;
+  code?: string;
+  reason?: string;
+  runningOn?: string | null;
+  migrationId?: string;
+}
+
+interface PlanSummary {
+  ok: boolean;
+  approach?: string;
+  reason?: string;
+  connections?: { restoredListening: string[]; kept: string; closed: string; republished: string[] };
+}
+
+const ums = <T>(args: string[]) => umsJson<T>(stack.info.natsUrl, args);
+const wanAddress = (agentId: string): string => stack.info.hosts.find((h) => h.agentId === agentId)?.wanAddress ?? assert.fail(`no host ${agentId}`);
+
+async function inspect(host: PodmanHost, name: string): Promise<{ running: boolean; pid: number; startedAt: string; checkpointed: boolean } | undefined> {
+  const list = JSON.parse((await host.podman(['ps', '-a', '--format', 'json'])).stdout) as Array<{ Names: string[] }>;
+  if (!list.some((c) => c.Names[0] === name)) return undefined;
+  const [state] = JSON.parse((await host.podman(['inspect', name])).stdout) as Array<{ State: { Running: boolean; Pid: number; StartedAt: string; Checkpointed?: boolean } }>;
+  assert.ok(state !== undefined);
+  return { running: state.State.Running, pid: state.State.Pid, startedAt: state.State.StartedAt, checkpointed: state.State.Checkpointed === true };
+}
+
+async function pidOf(host: PodmanHost, name: string): Promise<number> {
+  const state = await inspect(host, name);
+  assert.ok(state?.running === true && state.pid > 0, `${name} runs on ${host.name}: ${JSON.stringify(state)}`);
+  return state.pid;
+}
+
+/** Waits until the source agent's registration describes the container's connections as wanted, then returns the plan. */
+async function planWhen(name: string, to: string, ready: (plan: PlanSummary) => boolean): Promise<PlanSummary> {
+  let last: PlanSummary | undefined;
+  await waitFor(async () => {
+    last = (await ums<PlanSummary>(['plan', name, '--to', to])).json;
+    return ready(last);
+  }, `the plan of ${name} to show its connections (last: ${JSON.stringify(last?.connections)})`);
+  return last as PlanSummary;
+}
+
+/** redis-cli from the outside client's namespace to a host's WAN address: stdout, or the error it printed. */
+async function redisFromOutside(agentId: string, port: number, ...args: string[]): Promise<{ ok: boolean; out: string }> {
+  try {
+    const { stdout, stderr } = await outside.exec('redis-cli', ['-h', wanAddress(agentId), '-p', String(port), ...args]);
+    // redis-cli exits 0 even when it cannot connect; it says so on stderr.
+    return stderr.trim() === '' ? { ok: true, out: stdout.trim() } : { ok: false, out: stderr.trim() };
+  } catch (error) {
+    return { ok: false, out: (error as Error).message };
+  }
+}
+
+async function removeEverywhere(name: string, volumes: string[] = []): Promise<void> {
+  for (const host of [azure, gcp]) {
+    await host.podman(['rm', '-f', '-v', '--time', '0', name]).catch(() => undefined);
+    for (const volume of volumes) await host.podman(['volume', 'rm', '-f', volume]).catch(() => undefined);
+  }
+}
+
+describe('real services (redis, memcached) through the whole stack', { timeout: 600_000 }, () => {
+  before(async () => {
+    stack = await startLocalStack({ name: 'realsvc', dir: STACK_DIR, hosts: DEFAULT_HOSTS, serverImages: true });
+    azure = stack.hosts.get(AZURE) as PodmanHost;
+    gcp = stack.hosts.get(GCP) as PodmanHost;
+    outside = await stack.wan.addClient('outside');
+    // Debian's busybox-static has no flock applet: a static program of our own holds the lock (bind-mounted).
+    const bin = join(STACK_DIR, 'bin');
+    await mkdir(bin, { recursive: true });
+    holdLock = join(bin, 'hold-lock');
+    await execFileAsync('gcc', ['-static', '-O2', '-Wall', '-Wextra', '-o', holdLock, repoPath('test', 'fixtures', 'hold-lock', 'hold-lock.c')]);
+    // Both agents registered, whichever case runs first.
+    await waitFor(async () => {
+      const agents = (await ums<Array<{ agentId: string }>>(['agents'])).json.map((a) => a.agentId);
+      return agents.includes(AZURE) && agents.includes(GCP);
+    }, 'both agents registered');
+  });
+
+  after(async () => {
+    await stack?.stop();
+  });
+
+  it('redis: the inner client keeps its connection, the outside client is reset, reconnects, and loses no acknowledged write', async () => {
+    const name = 'redis';
+    await azure.podman(['run', '-d', '--name', name, '-p', `${REDIS_PORT}:${REDIS_PORT}`, '-e', `${INNER_CLIENT_ENV}=1`, DEFAULT_REDIS_IMAGE]);
+    const pidA = await pidOf(azure, name);
+    await waitFor(async () => Number(await redis(pidA, 'GET', INNER_COUNT_KEY)) >= 10, 'the inner client counting on the source');
+    assert.equal(await redis(pidA, 'DEBUG', 'POPULATE', String(REDIS_KEYS), 'ums', '128'), 'OK');
+    await redis(pidA, 'RPUSH', 'ums:list', 'a', 'b', 'c');
+    await redis(pidA, 'HSET', 'ums:hash', 'field', 'value', 'other', '42');
+    await redis(pidA, 'ZADD', 'ums:zset', '1', 'one', '2', 'two');
+    const digestBefore = await redisDigest(pidA, CLIENT_KEYS);
+
+    const writer = new OutsideRedisWriter(outside.spawn('redis-cli', ['-h', wanAddress(AZURE), '-p', String(REDIS_PORT)], { stdio: ['pipe', 'pipe', 'pipe'] }), OUTSIDE_LOG);
+    await writer.waitForAcks(20);
+
+    const plan = await planWhen(name, GCP, (p) => /^1 connection/.test(p.connections?.kept ?? '') && (p.connections?.closed ?? '').includes(outside.address));
+    assert.equal(plan.ok, true);
+    assert.equal(plan.approach, 'container');
+    assert.match(plan.connections?.kept ?? '', /^1 connection\(s\) with both ends inside the container: kept/);
+    assert.match(plan.connections?.closed ?? '', new RegExp(`^1 connection\\(s\\) with outside peers \\(${outside.address.replace(/\./g, '\\.')}:\\d+\\): reset at the freeze`));
+    assert.deepEqual(plan.connections?.republished, [`${REDIS_PORT} -> ${REDIS_PORT}/tcp`]);
+
+    const innerBefore = innerRedisClient(await redis(pidA, 'CLIENT', 'LIST'));
+    const countBefore = Number(await redis(pidA, 'GET', INNER_COUNT_KEY));
+    const { code, json: result } = await ums<MigrateResult>(['migrate', name, '--to', GCP]);
+    assert.equal(code, 0, `migration failed: ${result.reason}`);
+    assert.equal(result.state, 'done');
+
+    // The outside client's connection ended: redis-cli reported the reset (or, retrying, the refusal) and exited.
+    const end = await Promise.race([writer.ended, sleep(30_000).then(() => undefined)]);
+    assert.ok(end !== undefined, `the outside client's connection did not end (acks ${writer.acknowledged.length}, errors ${writer.errors.join(' | ')})`);
+    assert.match(end.error ?? '', /Connection reset by peer|Could not connect to Redis|Connection refused|Network is unreachable|Server closed the connection/, `how it ended: ${JSON.stringify(end)}`);
+    assert.equal(end.exitCode, 0, 'redis-cli exited at the end of its input');
+    const acknowledged = writer.acknowledged;
+    assert.ok(acknowledged.length >= 20);
+
+    // On the destination: the dataset, the inner client's very connection, counting on.
+    const pidB = await pidOf(gcp, name);
+    assert.equal(await redisDigest(pidB, CLIENT_KEYS), digestBefore, 'every loaded key and value is the same');
+    await waitFor(async () => Number(await redis(pidB, 'GET', INNER_COUNT_KEY)) > countBefore + 5, 'the inner client counting on the destination');
+    const innerAfter = innerRedisClient(await redis(pidB, 'CLIENT', 'LIST'));
+    assert.equal(innerAfter.id, innerBefore.id, 'the inner client is the same connection (same client id)');
+    assert.equal(innerAfter.addr, innerBefore.addr, 'from the same source port');
+
+    // The outside client reconnects, to the destination's address, and finds every write it was told of.
+    const length = await redisFromOutside(GCP, REDIS_PORT, 'LLEN', OUTSIDE_LOG);
+    assert.ok(length.ok, `reconnecting to ${GCP}: ${length.out}`);
+    const log = await redisFromOutside(GCP, REDIS_PORT, 'LRANGE', OUTSIDE_LOG, '0', '-1');
+    const stored = new Set(log.out.split('\n').map(Number));
+    const lost = acknowledged.filter((n) => !stored.has(n));
+    assert.deepEqual(lost, [], `acknowledged writes missing on the destination (of ${acknowledged.length})`);
+    console.log(`redis: ${acknowledged.length} acknowledged outside writes, all on ${GCP} (list length ${length.out}); the outside client ended with: ${end.error}`);
+
+    assert.equal(await inspect(azure, name), undefined, 'the source no longer has the container');
+    const refused = await redisFromOutside(AZURE, REDIS_PORT, 'PING');
+    assert.equal(refused.ok, false);
+    assert.match(refused.out, /Connection refused/, `${AZURE}:${REDIS_PORT} after the move`);
+    await removeEverywhere(name);
+  });
+
+  it('memcached: items intact, the inner connection the same, memcached\'s own tools read them at the destination', async () => {
+    const name = 'memcached';
+    await azure.podman(['run', '-d', '--name', name, '-p', `${MEMCACHED_PORT}:${MEMCACHED_PORT}`, '-e', `${INNER_CLIENT_ENV}=1`, DEFAULT_MEMCACHED_IMAGE]);
+    const pidA = await pidOf(azure, name);
+    await waitFor(async () => (await memcachedCount(pidA)) >= 10, 'the inner client counting on the source');
+    const items = new Map<string, string>();
+    for (let i = 0; i < MEMCACHED_KEYS; i++) items.set(`ums:${i}`, valueFor(i));
+    const stored = await memcached(pidA, [...items].map(([k, v]) => `set ${k} 0 0 ${v.length}\r\n${v}\r\n`).join(''));
+    assert.equal(stored.split('\r\n').filter((l) => l === 'STORED').length, MEMCACHED_KEYS);
+    const itemsBefore = memcachedStat(await memcached(pidA, 'stats\r\n'), 'curr_items');
+    const innerBefore = innerMemcachedConnection(await memcached(pidA, 'stats conns\r\n'));
+    const countBefore = await memcachedCount(pidA);
+
+    const { code, json: result } = await ums<MigrateResult>(['migrate', name, '--to', GCP]);
+    assert.equal(code, 0, `migration failed: ${result.reason}`);
+
+    const pidB = await pidOf(gcp, name);
+    await waitFor(async () => (await memcachedCount(pidB)) > countBefore + 5, 'the inner client counting on the destination');
+    assert.deepEqual(innerMemcachedConnection(await memcached(pidB, 'stats conns\r\n')), innerBefore, 'the inner client is the same connection (same fd, same source port)');
+    assert.equal(memcachedStat(await memcached(pidB, 'stats\r\n'), 'curr_items'), itemsBefore);
+    const keys = [...items.keys()];
+    for (let i = 0; i < keys.length; i += 500) {
+      const batch = keys.slice(i, i + 500);
+      const got = parseGet(await memcached(pidB, `get ${batch.join(' ')}\r\n`));
+      for (const key of batch) assert.equal(got.get(key), items.get(key), `${key} intact`);
+    }
+    // memcached's own client tools, from outside at the destination's published port.
+    const server = `--servers=${wanAddress(GCP)}:${MEMCACHED_PORT}`;
+    const fetched = (await outside.exec('memccat', [server, 'ums:42'])).stdout;
+    assert.equal(fetched.replace(/\n$/, ''), valueFor(42), 'memccat reads an item (it ends the value with a newline)');
+    assert.match((await outside.exec('memcstat', [server])).stdout, new RegExp(`curr_items: ${itemsBefore}\\b`));
+    assert.equal(await inspect(azure, name), undefined, 'the source no longer has the container');
+    await removeEverywhere(name);
+  });
+
+  it('carries what users configure: named and anonymous volumes, /dev/shm, rootfs changes, environment, a held file lock, a published port; and back', async () => {
+    const name = 'settings';
+    const volume = 'realsvc-data';
+    const port = 6380;
+    const lockFile = '/var/lib/redis/ums.lock';
+    await azure.podman([
+      'run', '-d', '--name', name,
+      '-p', `${port}:${REDIS_PORT}`,
+      '-v', `${volume}:/data`,
+      '-v', '/anon',
+      '-e', 'UMS_SETTING=carried-over',
+      '-v', `${holdLock}:/usr/local/bin/hold-lock:ro`,
+      // The lock holder is in the container's own process tree (a `podman exec` process would not move).
+      '--entrypoint', 'sh', DEFAULT_REDIS_IMAGE,
+      '-c', `hold-lock ${lockFile} & exec /usr/local/bin/ums-redis-entrypoint`,
+    ]);
+    await pidOf(azure, name);
+    await azure.podman(['exec', name, 'sh', '-c', [
+      'echo named-volume > /data/f',
+      'echo anonymous-volume > /anon/f',
+      'echo shm > /dev/shm/f',
+      'echo added > /added.txt',
+      'rm /etc/redis/redis.conf',
+    ].join(' && ')]);
+    // hold-lock -n: exit 1 when another open file description holds the lock (flock -n).
+    const tryLock = async (host: PodmanHost) => (await host.podman(['exec', name, 'sh', '-c', `hold-lock -n ${lockFile}; echo "exit=$?"`])).stdout.trim();
+    await waitFor(async () => (await tryLock(azure)) === 'held\nexit=1', 'the lock held on the source');
+    const diffBefore = (await azure.podman(['diff', name])).stdout.split('\n').filter(Boolean).sort();
+    assert.ok(diffBefore.includes('A /added.txt') && diffBefore.includes('D /etc/redis/redis.conf'), diffBefore.join(', '));
+    const setKey = await redisFromOutside(AZURE, port, 'SET', 'settings:key', 'in-memory');
+    assert.equal(setKey.out, 'OK');
+
+    const there = await ums<MigrateResult>(['migrate', name, '--to', GCP]);
+    assert.equal(there.code, 0, `migration failed: ${there.json.reason}`);
+
+    const check = async (host: PodmanHost, agentId: string) => {
+      const exec = async (command: string) => (await host.podman(['exec', name, 'sh', '-c', command])).stdout.trim();
+      assert.equal(await exec('cat /data/f'), 'named-volume', `named volume on ${agentId}`);
+      assert.equal(await exec('cat /anon/f'), 'anonymous-volume', `anonymous volume on ${agentId}`);
+      assert.equal(await exec('cat /dev/shm/f'), 'shm', `/dev/shm on ${agentId}`);
+      assert.equal(await exec('cat /added.txt'), 'added', `added file on ${agentId}`);
+      assert.equal(await exec('test -e /etc/redis/redis.conf && echo present || echo deleted'), 'deleted', `deleted image file on ${agentId}`);
+      assert.equal(await exec('echo "$UMS_SETTING"'), 'carried-over', `environment of a new process on ${agentId}`);
+      // The lock holder's: redis-server rewrites its own environ block for its process title.
+      const holderEnv = 'for c in /proc/[0-9]*/comm; do [ "$(cat $c)" = hold-lock ] && tr "\\0" "\\n" < ${c%/comm}/environ; done; true';
+      assert.match(await exec(holderEnv), /^UMS_SETTING=carried-over$/m, `environment of a restored process on ${agentId}`);
+      assert.deepEqual((await host.podman(['diff', name])).stdout.split('\n').filter(Boolean).sort(), diffBefore, `the same rootfs changes on ${agentId}`);
+      assert.equal(await tryLock(host), 'held\nexit=1', `the lock is still held on ${agentId}`);
+      const got = await redisFromOutside(agentId, port, 'GET', 'settings:key');
+      assert.deepEqual(got, { ok: true, out: 'in-memory' }, `the published port ${port} answers at ${agentId}'s address`);
+    };
+    await check(gcp, GCP);
+    assert.equal(await inspect(azure, name), undefined, 'the source no longer has the container');
+    const leftVolumes = (await azure.podman(['volume', 'ls', '--format', '{{.Name}}'])).stdout.trim();
+    assert.equal(leftVolumes, '', 'the volumes moved: no stale copy stays on the source');
+
+    // And back: the source holds no volume of the same name that would make Podman refuse the restore.
+    const back = await ums<MigrateResult>(['migrate', name, '--to', AZURE]);
+    assert.equal(back.code, 0, `migration back failed: ${back.json.reason}`);
+    await check(azure, AZURE);
+    await removeEverywhere(name, [volume]);
+    for (const host of [azure, gcp]) await host.podman(['volume', 'prune', '-f']);
+  });
+
+  it('refuses before any freeze, the service untouched: a port taken at the destination, a non-root process, an unknown destination', async () => {
+    const name = 'redis-stays';
+    await azure.podman(['run', '-d', '--name', name, '-p', `${REDIS_PORT}:${REDIS_PORT}`, '-e', `${INNER_CLIENT_ENV}=1`, DEFAULT_REDIS_IMAGE]);
+    const pid = await pidOf(azure, name);
+    const startedAt = (await inspect(azure, name))?.startedAt;
+    await waitFor(async () => Number(await redis(pid, 'GET', INNER_COUNT_KEY)) >= 10, 'the inner client counting');
+    const writer = new OutsideRedisWriter(outside.spawn('redis-cli', ['-h', wanAddress(AZURE), '-p', String(REDIS_PORT)], { stdio: ['pipe', 'pipe', 'pipe'] }), OUTSIDE_LOG);
+    await writer.waitForAcks(10);
+    const outsideClient = () => redis(pid, 'CLIENT', 'LIST').then((list) => redisClients(list).filter((c) => c.addr.startsWith(`${outside.address}:`)));
+    const [outsideBefore] = await outsideClient();
+    assert.ok(outsideBefore !== undefined, 'the outside client is connected');
+    const innerBefore = innerRedisClient(await redis(pid, 'CLIENT', 'LIST'));
+
+    // (a) Another container already publishes 6379 on the destination.
+    await gcp.podman(['run', '-d', '--name', 'port-holder', '-p', `${REDIS_PORT}:${REDIS_PORT}`, stack.info.image]);
+    const countBefore = Number(await redis(pid, 'GET', INNER_COUNT_KEY));
+    const acksBefore = writer.acknowledged.length;
+    const taken = await ums<MigrateResult>(['migrate', name, '--to', GCP]);
+    assert.equal(taken.code, 1);
+    assert.equal(taken.json.code, 'destination-incompatible', taken.json.reason);
+    assert.match(taken.json.reason ?? '', new RegExp(`port ${REDIS_PORT}/tcp`));
+    assert.equal(taken.json.runningOn, AZURE);
+    // Its clients went on: the inner one on its connection, the outside one on its connection, acknowledged.
+    await waitFor(async () => Number(await redis(pid, 'GET', INNER_COUNT_KEY)) > countBefore + 5, 'the inner client counting on');
+    await writer.waitForAcks(acksBefore + 20);
+    assert.ok(writer.running, 'the outside client is still connected');
+    assert.deepEqual(writer.errors, [], 'the outside client saw no error');
+    assert.equal((await outsideClient())[0]?.id, outsideBefore.id, 'the same outside connection');
+    assert.equal(innerRedisClient(await redis(pid, 'CLIENT', 'LIST')).id, innerBefore.id, 'the same inner connection');
+    const state = await inspect(azure, name);
+    assert.equal(state?.running, true);
+    assert.equal(state?.checkpointed, false, 'never checkpointed');
+    assert.equal(state?.startedAt, startedAt, 'never restarted');
+    await gcp.podman(['rm', '-f', '--time', '0', 'port-holder']);
+
+    // (c) An unknown destination: the CLI says nothing was frozen and where the service runs.
+    const unknown = await umsText(stack.info.natsUrl, ['migrate', name, '--to', 'aws-nowhere-1']);
+    assert.equal(unknown.code, 1);
+    assert.match(unknown.stderr, /aws-nowhere-1/);
+    assert.match(unknown.stderr, new RegExp(`nothing was frozen: the service runs untouched on ${AZURE}`));
+    assert.ok(writer.running && writer.errors.length === 0, 'the outside client is still connected');
+    const end = await writer.stop();
+    assert.equal(end.error, undefined);
+    await removeEverywhere(name);
+
+    // (b) A process running as another user: CRIU could not read its rlimits here, so the source refuses.
+    const counter = 'counter-uid1000';
+    await azure.podman(['run', '-d', '--name', counter, '--user', '1000', '-e', 'COUNTER_MARKER=/dev/shm/started', '-e', 'COUNTER_TICK_MS=100', stack.info.image]);
+    await waitFor(async () => (await readTicks(azure.url, counter)).length >= 5, 'the uid 1000 counter ticking');
+    const nonRoot = await ums<MigrateResult>(['migrate', counter, '--to', GCP]);
+    assert.equal(nonRoot.code, 1);
+    // The planner refuses it when the source's registration already tells (approach-infeasible); the source
+    // agent's own check before the freeze otherwise (not-checkpointable). Either way, nothing was frozen.
+    assert.ok(['approach-infeasible', 'not-checkpointable'].includes(nonRoot.json.code ?? ''), `${nonRoot.json.code}: ${nonRoot.json.reason}`);
+    assert.match(nonRoot.json.reason ?? '', /uid 1000/);
+    assert.match(nonRoot.json.reason ?? '', /CAP_SYS_RESOURCE/);
+    assert.equal(nonRoot.json.runningOn, AZURE);
+    const ticks = (await readTicks(azure.url, counter)).length;
+    await waitFor(async () => (await readTicks(azure.url, counter)).length > ticks + 3, 'the counter ticking on after the refusal');
+    assert.equal((await inspect(azure, counter))?.checkpointed, false);
+    assert.equal(await inspect(gcp, counter), undefined, 'nothing at the destination');
+    await removeEverywhere(counter);
+  });
+
+  it('a failure only CRIU finds (a unix socket connected outside the container) is told in CRIU\'s words; the service runs on', async () => {
+    const name = 'redis-ext-unix';
+    const port = 6381;
+    const socketDir = join(STACK_DIR, 'ext');
+    await mkdir(socketDir, { recursive: true });
+    const peers: Socket[] = [];
+    let closed = 0;
+    const server: Server = createServer((socket) => {
+      peers.push(socket);
+      socket.on('data', () => undefined);
+      socket.on('close', () => closed++);
+    });
+    await new Promise<void>((resolve) => server.listen(join(socketDir, 'peer.sock'), resolve));
+    try {
+      // redis-cli in the container's process tree holds a connection to a unix socket served on the host.
+      await azure.podman([
+        'run', '-d', '--name', name, '-p', `${port}:${REDIS_PORT}`, '-v', `${socketDir}:/ext`,
+        '--entrypoint', 'sh', DEFAULT_REDIS_IMAGE,
+        '-c', '(sleep 100000 | redis-cli -s /ext/peer.sock) & exec /usr/local/bin/ums-redis-entrypoint',
+      ]);
+      const pid = await pidOf(azure, name);
+      await waitFor(async () => peers.length === 1, 'the container connected to the host socket');
+      await redis(pid, 'SET', 'ext:key', 'kept');
+
+      const failed = await ums<MigrateResult>(['migrate', name, '--to', GCP]);
+      assert.equal(failed.code, 1);
+      assert.equal(failed.json.phase, 'checkpoint');
+      assert.match(failed.json.reason ?? '', /External socket is used/, 'CRIU\'s own words');
+      assert.doesNotMatch(failed.json.reason ?? '', /runc|exit status/, 'not the runtime\'s command line');
+      assert.equal(failed.json.runningOn, AZURE);
+
+      // CRIU let the tasks go: the same process serves, its unix peer still connected, outside clients let in again.
+      const state = await inspect(azure, name);
+      assert.equal(state?.running, true);
+      assert.equal(state?.pid, pid, 'the same process');
+      assert.equal(await redis(pid, 'GET', 'ext:key'), 'kept');
+      assert.equal(closed, 0, 'the unix connection to the host was never closed');
+      assert.deepEqual(await redisFromOutside(AZURE, port, 'PING'), { ok: true, out: 'PONG' }, 'new outside connections are let in again');
+      assert.equal(await inspect(gcp, name), undefined, 'nothing at the destination');
+
+      const migrationId = failed.json.migrationId ?? assert.fail('no migration id');
+      const status = await ums<{ state: string; failure?: { reason: string } }>(['status', migrationId]);
+      assert.equal(status.json.state, 'failed');
+      assert.match(status.json.failure?.reason ?? '', /External socket is used/);
+      const statusText = await umsText(stack.info.natsUrl, ['status', migrationId]);
+      assert.match(statusText.stdout, /External socket is used/);
+    } finally {
+      await removeEverywhere(name);
+      server.close();
+      for (const peer of peers) peer.destroy();
+      await rm(socketDir, { recursive: true, force: true });
+    }
+  });
+});
