@@ -85,7 +85,8 @@ function serverSection(run: BenchRun, servers: ServerSummary[]): string[] {
       servers.map((s) => [s.server, `${s.sizeMiB} MiB`, formatSpread(s.floor.checkpoint), formatSpread(s.floor.restore), formatSpread(s.floor.pair), formatSpread(s.floor.clientGap), s.floor.checks]),
     ),
     '',
-    `The WAN client's connection was reset ${servers.map((s) => `${formatSpread(s.clientClosedAfter)} s`).join(', ')} (at ${servers.map((s) => `${s.sizeMiB} MiB`).join(', ')}) after its last reply from the source: a prompt close, not a hang until its own timeout.`,
+    `In the migrations the WAN client's connection was reset ${servers.map((s) => `${formatSpread(s.clientClosedAfter)} s`).join(', ')} (at ${servers.map((s) => `${s.sizeMiB} MiB`).join(', ')}) after its last reply from the source: a prompt close, not a hang until its own timeout. ` +
+      `In the bare pair (same host, same address) CRIU dumped and restored that connection too: it was kept in ${run.serverFloor.filter((f) => f.clientClosedAfterMs === undefined).length} of ${run.serverFloor.length} runs.`,
     '',
   );
   const phases = [...new Set(run.serverMigrations.flatMap((m) => (m.ok ? Object.keys(m.phases) : [])))];
@@ -101,6 +102,13 @@ function serverSection(run: BenchRun, servers: ServerSummary[]): string[] {
       ),
       '',
     );
+    const uploads = servers.flatMap((s) => {
+      const ok = run.serverMigrations.filter((m) => m.ok && m.server === s.server && m.sizeMiB === s.sizeMiB);
+      const upload = spread(ok.flatMap((m) => (m.phases.upload === undefined ? [] : [m.phases.upload])))?.median;
+      if (upload === undefined || s.total === undefined || s.archiveBytes === undefined) return [];
+      return [`${s.sizeMiB} MiB: ${seconds(upload)} of ${seconds(s.total.median)} s (${((s.archiveBytes / 2 ** 20) / (upload / 1000)).toFixed(0)} MiB/s)`];
+    });
+    if (uploads.length > 0) out.push(`The upload phase (the source's agent to the store's emulator; the floor moves nothing between hosts), median of the total: ${uploads.join('; ')}.`, '');
   }
   return out;
 }
