@@ -1,82 +1,128 @@
 import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { continuity, followTicks, joinTicks, readTicks } from './images/counter-output.js';
-import { COUNTER_MARKER_PATH } from './images/build-counter-image.js';
+import { rm } from 'node:fs/promises';
+import { bareCheckpointRestore } from './bare-checkpoint.js';
+import { DEFAULT_REDIS_IMAGE, INNER_CLIENT_ENV, REDIS_PORT } from './images/build-server-images.js';
 import { startLocalStack } from './local-stack.js';
+import {
+  containerPid,
+  datasetDigest,
+  populateTo,
+  redisAt,
+  startWanWriter,
+  usedMemoryBytes,
+  waitForInnerCount,
+  writerView,
+  WRITER_KEY,
+} from './redis-clients.js';
 
 /**
- * The live-migration demo: the whole stack on this machine, a stateful counter started on the "azure"
- * host, migrated with `ums migrate` to the "gcp" host while we watch its count go on; then the bare
- * Podman checkpoint + restore of the same container on one host, as the floor to compare against.
+ * The live-migration demo: the whole stack on this machine, Debian's redis-server started on the "azure"
+ * host with data in memory and two real clients: one inside the container (one connection, INCR every
+ * 0.1 s) and one outside, on the stack's WAN, writing every 10 ms through the host's published port.
+ * `ums plan` says what happens to the network, `ums migrate` moves it to the "gcp" host, then each client
+ * says what it saw; last, the bare Podman checkpoint + restore of the same container on one host, as the
+ * floor to compare against.
  */
 const cli = join(dirname(fileURLToPath(import.meta.url)), '..', 'cli', 'ums.js');
 const say = (line = '') => process.stdout.write(`${line}\n`);
 const seconds = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
+const DATA_MIB = 64;
+
+/** Runs the CLI; its output goes to ours (all of it, or only the lines from `from` on). */
+function ums(natsUrl: string, args: string[], from?: string): Promise<number> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [cli, ...args], {
+      env: { ...process.env, NATS_URL: natsUrl },
+      stdio: ['ignore', from === undefined ? 'inherit' : 'pipe', 'inherit'],
+    });
+    let out = '';
+    child.stdout?.on('data', (chunk: Buffer) => (out += chunk.toString()));
+    child.once('close', (code) => {
+      if (from !== undefined) {
+        const lines = out.split('\n');
+        const at = lines.findIndex((line) => line.startsWith(from));
+        say(lines.slice(Math.max(at, 0)).join('\n').trimEnd());
+      }
+      resolve(code ?? 1);
+    });
+  });
+}
 
 async function main(): Promise<number> {
   const name = `demo-${process.pid}`;
-  say('starting the local stack (NATS JetStream, Azurite, GCS emulator, functions, bridge, two hosts)...');
+  say('starting the local stack (NATS JetStream, Azurite, GCS emulator, functions, bridge, two hosts on a WAN)...');
   const started = Date.now();
-  const stack = await startLocalStack({ name, dir: join(tmpdir(), `ums-${name}`) });
+  const stack = await startLocalStack({ name, dir: join(tmpdir(), `ums-${name}`), serverImages: true });
   try {
     const [azure, gcp] = stack.info.hosts;
     const source = azure && stack.hosts.get(azure.agentId);
     const destination = gcp && stack.hosts.get(gcp.agentId);
     if (!azure || !gcp || !source || !destination) throw new Error('the stack has fewer than two hosts');
-    say(`stack ready in ${seconds(Date.now() - started)}: ${azure.agentId} (store ${azure.storeUrl}), ${gcp.agentId} (store ${gcp.storeUrl})`);
+    say(`stack ready in ${seconds(Date.now() - started)}: ${azure.agentId} at ${azure.wanAddress}, ${gcp.agentId} at ${gcp.wanAddress}`);
 
-    const container = 'counter';
-    const token = randomBytes(8).toString('hex');
-    await source.podman(['run', '-d', '--name', container, '-e', `COUNTER_TOKEN=${token}`, stack.info.image]);
-    say(`\nstarted "${container}" on ${azure.agentId}: it keeps a count in memory and prints it every 100 ms`);
+    const container = 'redis';
+    await source.podman(['run', '-d', '--name', container, '-p', `${REDIS_PORT}:${REDIS_PORT}`, '-e', `${INNER_CLIENT_ENV}=1`, DEFAULT_REDIS_IMAGE]);
+    const pidA = await containerPid(source, container);
+    await waitForInnerCount(pidA, 5);
+    const keys = await populateTo(pidA, DATA_MIB);
+    say(`\nstarted "${container}" (${DEFAULT_REDIS_IMAGE}, Debian's redis-server) on ${azure.agentId}, port ${REDIS_PORT} published at ${azure.wanAddress}`);
+    say(`  data: ${keys} keys, used_memory ${((await usedMemoryBytes(pidA)) / 2 ** 20).toFixed(0)} MiB`);
+
+    const client = await stack.wan.addClient('client');
+    const writer = startWanWriter(client, azure.wanAddress, gcp.wanAddress);
+    await writer.repliesFrom(azure.wanAddress, 20, 30_000);
+    const before = await datasetDigest(pidA, keys);
+    const inner = await waitForInnerCount(pidA, 0);
+    say(`  inner client (redis-cli in the container's process tree): CLIENT LIST id=${inner.id} addr=${inner.addr}, inner:count=${inner.count}`);
+    say(`  outside client (redis-cli -r -1 -i 0.01 INCR ${WRITER_KEY}, from ${client.address} on the WAN): writing to ${azure.wanAddress}, ${writer.replies.length} writes acknowledged so far`);
+    say(`  dataset: DBSIZE ${before.keys}, digest ${before.digest.slice(0, 16)}...`);
+    // The planner reads the source's registration, which a heartbeat refreshes about every 2 s.
     await sleep(2_500);
-    const follower = followTicks(source.url, container);
-    await sleep(500);
-    say(`  last count seen on ${azure.agentId}: ${follower.ticks.at(-1)?.count ?? '?'}\n`);
 
-    say(`$ ums migrate ${container} --to ${gcp.agentId}`);
-    const exitCode = await new Promise<number>((resolve) => {
-      const child = spawn(process.execPath, [cli, 'migrate', container, '--to', gcp.agentId], {
-        env: { ...process.env, NATS_URL: stack.info.natsUrl },
-        stdio: ['ignore', 'inherit', 'inherit'],
-      });
-      child.once('close', (code) => resolve(code ?? 1));
-    });
-    await Promise.race([follower.ended, sleep(5_000)]);
-    follower.stop();
+    say(`\n$ ums plan ${container} --to ${gcp.agentId}     (its network section)`);
+    await ums(stack.info.natsUrl, ['plan', container, '--to', gcp.agentId], 'network:');
+
+    say(`\n$ ums migrate ${container} --to ${gcp.agentId}`);
+    const migrateStarted = performance.now();
+    const exitCode = await ums(stack.info.natsUrl, ['migrate', container, '--to', gcp.agentId]);
     if (exitCode !== 0) throw new Error(`ums migrate exited with ${exitCode}`);
 
-    await sleep(1_500);
-    const after = await readTicks(destination.url, container);
-    const ticks = joinTicks(follower.ticks, after);
-    const check = continuity(ticks);
-    const lastBefore = follower.ticks.at(-1);
-    const firstAfter = after.find((tick) => tick.count > (lastBefore?.count ?? 0));
-    say(`\non ${gcp.agentId}: count ${firstAfter?.count ?? '?'} follows ${lastBefore?.count ?? '?'} from ${azure.agentId}; now at ${after.at(-1)?.count ?? '?'}`);
-    say(`  count continuous across the move: ${check.continuous ? 'yes' : `NO (break after ${check.break?.before.count})`}`);
-    say(`  longest pause between two ticks (the service's downtime): ${seconds(check.maxGapMs)}`);
-    const marker = (await destination.podman(['exec', container, 'cat', COUNTER_MARKER_PATH])).stdout;
-    say(`  rootfs file written before the move is there: ${marker.includes(token) ? 'yes' : 'NO'}`);
+    const pidB = await containerPid(destination, container);
+    const innerAfter = await waitForInnerCount(pidB, inner.count + 5, 30_000);
+    await writer.repliesFrom(gcp.wanAddress, 50, 60_000);
+    await writer.stop();
+    const view = writerView(writer);
+    const after = await datasetDigest(pidB, keys);
+    const stored = Number(await redisAt(pidB, ['GET', WRITER_KEY]));
+
+    say(`\nwhat the clients saw:`);
+    const sameInner = innerAfter.id === inner.id && innerAfter.addr === inner.addr;
+    say(`  inner client: CLIENT LIST id=${innerAfter.id} addr=${innerAfter.addr} age=${innerAfter.age}s on ${gcp.agentId}: ${sameInner ? 'the same connection' : 'NOT the same connection'}; inner:count ${inner.count} -> ${innerAfter.count}`);
+    const { lastBefore, firstAfter } = view;
+    if (lastBefore && firstAfter) {
+      say(
+        `  outside client: last reply ${lastBefore.value} from ${lastBefore.address} ${seconds(lastBefore.t - migrateStarted)} after "ums migrate" started; ` +
+          `connection closed ${view.closedAfterMs === undefined ? '?' : `${(view.closedAfterMs / 1000).toFixed(3)} s`} later (${view.closedWith || 'closed'})`,
+      );
+      say(`    reconnected to ${firstAfter.address}: first reply ${firstAfter.value}, ${seconds(view.longestGapMs)} after the last one (the outage it saw, retrying every 10 ms)`);
+    }
+    const noLoss = view.noLostWrites && stored >= (writer.replies.at(-1)?.value ?? Number.POSITIVE_INFINITY);
+    say(`    ${view.acknowledged} writes acknowledged, ${WRITER_KEY}=${stored} on ${gcp.agentId}: ${noLoss ? 'every acknowledged write is there' : 'ACKNOWLEDGED WRITES MISSING'}`);
+    const intact = after.keys === before.keys && after.digest === before.digest;
+    say(`  dataset: DBSIZE ${after.keys}, digest ${after.digest.slice(0, 16)}...: ${intact ? 'intact' : 'DIFFERS'}`);
     const left = (await source.podman(['ps', '-a', '--format', '{{.Names}}'])).stdout.trim();
     say(`  containers left on ${azure.agentId}: ${left || 'none'}`);
 
-    say(`\nthe floor, on ${gcp.agentId} alone: bare podman checkpoint --export + restore --import of the same container`);
+    say(`\nthe floor, on ${gcp.agentId} alone: bare podman checkpoint --export + restore --import (--tcp-established) of the same container`);
     const archive = join(stack.info.dir, 'bare-checkpoint.tar');
-    let t0 = Date.now();
-    await destination.podman(['container', 'checkpoint', '--export', archive, '--compress', 'none', container], { timeoutMs: 300_000 });
-    const checkpointMs = Date.now() - t0;
-    await destination.podman(['rm', '-f', container]);
-    t0 = Date.now();
-    await destination.podman(['container', 'restore', '--import', archive], { timeoutMs: 300_000 });
-    const restoreMs = Date.now() - t0;
+    const pair = await bareCheckpointRestore(destination, container, archive, { tcpEstablished: true });
     await rm(archive, { force: true });
-    say(`  checkpoint ${seconds(checkpointMs)}, restore ${seconds(restoreMs)}, together ${seconds(checkpointMs + restoreMs)}`);
-    return check.continuous && marker.includes(token) ? 0 : 1;
+    say(`  checkpoint ${seconds(pair.checkpointMs)}, restore ${seconds(pair.restoreMs)}, together ${seconds(pair.checkpointMs + pair.restoreMs)} (archive ${(pair.archiveBytes / 2 ** 20).toFixed(0)} MiB)`);
+    return sameInner && noLoss && intact && firstAfter?.address === gcp.wanAddress ? 0 : 1;
   } finally {
     say('\nstopping the stack...');
     await stack.stop();

@@ -1,4 +1,4 @@
-import { APPROACH_WORKLOADS, BENCH_APPROACHES, type ApproachSample, type ApproachWorkload, type BenchApproach, type BenchRun, type BenchStore, type MigrationSample } from './samples.js';
+import { APPROACH_WORKLOADS, BENCH_APPROACHES, type ApproachSample, type BenchServer, type ServerCheck, type ApproachWorkload, type BenchApproach, type BenchRun, type BenchStore, type MigrationSample } from './samples.js';
 import { ratio, spread, type Spread } from './statistics.js';
 
 /**
@@ -276,4 +276,73 @@ export function approachFindings(comparisons: ApproachComparison[]): string[] {
       `${label[workload]}: ${describe(total, 'total time')}` + (downtime.length > 0 ? `; ${describe(downtime, 'downtime')}` : '') + `. In total time, ${paper}.`,
     ];
   });
+}
+
+/** A real server at one size: the bare pair and the migrations, medians over the moves that ended `done`. */
+export interface ServerSummary {
+  server: BenchServer;
+  sizeMiB: number;
+  usedMemoryMiB: number | undefined;
+  populatedKeys: number | undefined;
+  archiveBytes: number | undefined;
+  floor: { n: number; checkpoint: Spread | undefined; restore: Spread | undefined; pair: Spread | undefined; clientGap: Spread | undefined; checks: string };
+  route: string | undefined;
+  ok: number;
+  failed: number;
+  total: Spread | undefined;
+  frozen: Spread | undefined;
+  clientGap: Spread | undefined;
+  wall: Spread | undefined;
+  /** from the WAN client's last reply to its connection being reset at the source */
+  clientClosedAfter: Spread | undefined;
+  checks: string;
+  /** migration / floor, of medians: total and frozen against C + R, the client's gap against the bare pair's */
+  totalRatio: number | undefined;
+  frozenRatio: number | undefined;
+  clientGapRatio: number | undefined;
+}
+
+/** "2/2 intact, 2/2 same inner connection, 2/2 no lost write" over the moves that were checked. */
+function checksOf(samples: ServerCheck[]): string {
+  const of = (pick: (s: ServerCheck) => boolean) => `${samples.filter(pick).length}/${samples.length}`;
+  return `${of((s) => s.intact)} intact, ${of((s) => s.innerSameConnection)} same inner connection, ${of((s) => s.noLostWrites)} no lost write`;
+}
+
+export function summariseServers(run: BenchRun): ServerSummary[] {
+  return run.options.servers.flatMap((server) =>
+    run.options.serverSizes.flatMap((sizeMiB): ServerSummary[] => {
+      const floor = run.serverFloor.filter((s) => s.server === server && s.sizeMiB === sizeMiB);
+      const all = run.serverMigrations.filter((s) => s.server === server && s.sizeMiB === sizeMiB);
+      if (floor.length === 0 && all.length === 0) return [];
+      const ok = all.filter((s) => s.ok);
+      const pair = values(floor, (s) => s.checkpointMs + s.restoreMs);
+      const floorGap = values(floor, (s) => s.clientGapMs);
+      const total = values(ok, (s) => s.totalMs);
+      const frozen = values(ok, (s) => s.frozenMs);
+      const clientGap = values(ok, (s) => s.clientGapMs);
+      const both = [...floor, ...all];
+      return [
+        {
+          server,
+          sizeMiB,
+          usedMemoryMiB: spread(both.map((s) => s.usedMemoryMiB))?.median,
+          populatedKeys: spread(both.map((s) => s.populatedKeys))?.median,
+          archiveBytes: spread([...floor.map((s) => s.archiveBytes), ...ok.map((s) => s.archiveBytes)])?.median,
+          floor: { n: floor.length, checkpoint: values(floor, (s) => s.checkpointMs), restore: values(floor, (s) => s.restoreMs), pair, clientGap: floorGap, checks: checksOf(floor) },
+          route: all[0] === undefined ? undefined : `${all[0].source} -> ${all[0].destination}`,
+          ok: ok.length,
+          failed: all.length - ok.length,
+          total,
+          frozen,
+          clientGap,
+          wall: values(ok, (s) => s.wallMs),
+          clientClosedAfter: spread(ok.flatMap((s) => (s.clientClosedAfterMs === undefined ? [] : [s.clientClosedAfterMs]))),
+          checks: checksOf(ok),
+          totalRatio: ratio(total?.median, pair?.median),
+          frozenRatio: ratio(frozen?.median, pair?.median),
+          clientGapRatio: ratio(clientGap?.median, floorGap?.median),
+        },
+      ];
+    }),
+  );
 }

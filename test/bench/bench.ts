@@ -8,21 +8,24 @@ import { Command, InvalidArgumentError } from 'commander';
 import { createLogger } from '../../core/log.js';
 import { AWS_HOST, DEFAULT_HOSTS, startLocalStack, type HostSpec, type LocalStack, type StoreKind } from '../../infra/local-stack.js';
 import { repoRoot } from '../../infra/repo-paths.js';
-import { summarise, summariseApproaches } from './analysis.js';
+import { summarise, summariseApproaches, summariseServers } from './analysis.js';
 import { runApproachMigration, type ApproachRoute } from './approach-run.js';
 import { writeChart } from './chart.js';
 import { measureFloor } from './floor.js';
 import { runMigration, type MigrationContext, type MigrationRoute } from './migration-run.js';
 import { highWaterMiB, RSS_SAMPLE_MS } from './process-memory.js';
-import { approachConsoleTable, consoleTable, markdownReport } from './report.js';
-import { APPROACH_WORKLOADS, BENCH_APPROACHES, STORE_KINDS, type BenchOptions, type BenchRun, type BenchStore } from './samples.js';
+import { approachConsoleTable, consoleTable, markdownReport, serverConsoleTable } from './report.js';
+import { APPROACH_WORKLOADS, BENCH_APPROACHES, BENCH_SERVERS, STORE_KINDS, type BenchOptions, type BenchRun, type BenchServer, type BenchStore, type ServerCheck } from './samples.js';
+import { measureServerFloor, runServerMigration, type ServerHost } from './server-run.js';
 import { measureTransfer, writeRandomFile, type StoreAccess } from './sdk-transfer.js';
 
 /**
  * `npm run bench`: for each memory size, in one run and interleaved per repetition so that the machine's
  * drift hits every condition alike: the Podman floor on one host, plain SDK transfers of the archive's size
  * to each store, full migrations through the local stack per store, and the approach comparison (the
- * launched images, single- and multi-process, at container and at service level through the file store).
+ * launched images, single- and multi-process, at container and at service level through the file store);
+ * then real servers (redis filled to each --server-sizes, with an in-container and a WAN client): the bare
+ * Podman pair of the same container on one host, and a migration azure -> gcp, their data checked after each.
  * Writes results.json (every raw sample), report.md and chart.png into --out, and prints the tables.
  * Measurement only: it asserts nothing.
  */
@@ -61,6 +64,10 @@ const parseStore = (item: string): BenchStore => {
   if (!(STORE_KINDS as readonly string[]).includes(item)) throw new InvalidArgumentError(`unknown store ${item} (${STORE_KINDS.join(', ')})`);
   return item as BenchStore;
 };
+const parseServer = (item: string): BenchServer => {
+  if (!(BENCH_SERVERS as readonly string[]).includes(item)) throw new InvalidArgumentError(`unknown server ${item} (${BENCH_SERVERS.join(', ')})`);
+  return item as BenchServer;
+};
 const parseCount = (item: string): number => {
   const n = Number(item);
   if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`not a positive integer: ${item}`);
@@ -73,6 +80,8 @@ const program = new Command('bench')
   .option('--reps <n>', 'repetitions per size', parseCount, 3)
   .option('--approach-sizes <MiB,...>', 'sizes of the approach comparison (container vs service level; multi-process: split over two counters; empty: none)', list(parseSize), [0, 64, 256])
   .option('--stores <kinds>', `stores to migrate through (${STORE_KINDS.join(', ')})`, list(parseStore), [...STORE_KINDS])
+  .option('--servers <names>', `real servers to move with their clients, azure -> gcp (${BENCH_SERVERS.join(', ')}; empty: none)`, list(parseServer), [...BENCH_SERVERS])
+  .option('--server-sizes <MiB,...>', 'memory the real servers are filled to (INFO used_memory)', list(parseSize), [128, 1100])
   .option('--no-object-store', 'skip the transfer through UMS\'s ObjectStore seam (kept: the plain SDK transfer)')
   .option('--out <dir>', 'where to write results.json, report.md and chart.png (default bench/results/<timestamp>)')
   .option('--timeout <seconds>', 'give up on one migration after this long', parseCount, 900)
@@ -105,40 +114,68 @@ function stackProcesses(stack: LocalStack): Map<string, number> {
 async function writeResults(run: BenchRun, out: string): Promise<void> {
   const sizes = summarise(run);
   const approaches = summariseApproaches(run);
-  await writeFile(join(out, 'results.json'), `${JSON.stringify({ ...run, summary: sizes, approachSummary: approaches }, null, 2)}\n`);
-  let chart: string | undefined = 'chart.png';
-  try {
-    await writeChart(sizes, run.options.stores, join(out, 'chart.svg'), join(out, 'chart.png'));
-  } catch (error) {
-    log.warn({ err: error }, 'chart could not be rendered');
-    chart = undefined;
+  const servers = summariseServers(run);
+  await writeFile(join(out, 'results.json'), `${JSON.stringify({ ...run, summary: sizes, approachSummary: approaches, serverSummary: servers }, null, 2)}\n`);
+  let chart: string | undefined;
+  if (sizes.length > 0) {
+    try {
+      await writeChart(sizes, run.options.stores, join(out, 'chart.svg'), join(out, 'chart.png'));
+      chart = 'chart.png';
+    } catch (error) {
+      log.warn({ err: error }, 'chart could not be rendered');
+    }
   }
-  await writeFile(join(out, 'report.md'), markdownReport(run, sizes, chart, approaches));
+  await writeFile(join(out, 'report.md'), markdownReport(run, sizes, chart, approaches, servers));
 }
 
-/** A results.json as written, possibly before the approach comparison existed (no `approaches`, no `approachSizes`). */
-type StoredRun = Omit<BenchRun, 'approaches' | 'options'> & {
-  options: Omit<BenchOptions, 'approachSizes'> & Partial<Pick<BenchOptions, 'approachSizes'>>;
+/** A results.json as written, possibly before the approach comparison or the real servers existed. */
+type StoredRun = Omit<BenchRun, 'approaches' | 'serverFloor' | 'serverMigrations' | 'options'> & {
+  options: Omit<BenchOptions, 'approachSizes' | 'servers' | 'serverSizes'> & Partial<Pick<BenchOptions, 'approachSizes' | 'servers' | 'serverSizes'>>;
   approaches?: BenchRun['approaches'];
+  serverFloor?: BenchRun['serverFloor'];
+  serverMigrations?: BenchRun['serverMigrations'];
   summary?: unknown;
   approachSummary?: unknown;
+  serverSummary?: unknown;
 };
 
 async function readResults(file: string): Promise<BenchRun> {
   // The summaries in the file are recomputed, so a report can follow changes to the analysis.
-  const { summary: _summary, approachSummary: _approachSummary, ...stored } = JSON.parse(await readFile(file, 'utf8')) as StoredRun;
-  return { ...stored, options: { ...stored.options, approachSizes: stored.options.approachSizes ?? [] }, approaches: stored.approaches ?? [] };
+  const { summary: _summary, approachSummary: _approachSummary, serverSummary: _serverSummary, ...stored } = JSON.parse(await readFile(file, 'utf8')) as StoredRun;
+  return {
+    ...stored,
+    options: { ...stored.options, approachSizes: stored.options.approachSizes ?? [], servers: stored.options.servers ?? [], serverSizes: stored.options.serverSizes ?? [] },
+    approaches: stored.approaches ?? [],
+    serverFloor: stored.serverFloor ?? [],
+    serverMigrations: stored.serverMigrations ?? [],
+  };
 }
 
 function printTables(run: BenchRun): string {
   const approaches = summariseApproaches(run);
-  return [consoleTable(summarise(run)), ...(approaches.length > 0 ? ['', approachConsoleTable(approaches)] : [])].join('\n');
+  const servers = summariseServers(run);
+  return [
+    ...(run.options.sizes.length > 0 ? [consoleTable(summarise(run))] : []),
+    ...(approaches.length > 0 ? ['', approachConsoleTable(approaches)] : []),
+    ...(servers.length > 0 ? ['', serverConsoleTable(servers)] : []),
+  ].join('\n');
 }
 
 async function main(): Promise<number> {
   const raw = program
     .parse()
-    .opts<{ sizes: number[]; approachSizes: number[]; reps: number; stores: BenchStore[]; objectStore: boolean; out?: string; timeout: number; fromResults?: string }>();
+    .opts<{
+      sizes: number[];
+      approachSizes: number[];
+      reps: number;
+      stores: BenchStore[];
+      objectStore: boolean;
+      servers: BenchServer[];
+      serverSizes: number[];
+      out?: string;
+      timeout: number;
+      fromResults?: string;
+    }>();
   if (raw.fromResults) {
     const run = await readResults(raw.fromResults);
     const out = resolve(raw.out ?? dirname(raw.fromResults));
@@ -154,6 +191,8 @@ async function main(): Promise<number> {
     stores: raw.stores,
     viaObjectStore: raw.objectStore,
     approachSizes: raw.approachSizes,
+    servers: raw.serverSizes.length > 0 ? raw.servers : [],
+    serverSizes: raw.servers.length > 0 ? raw.serverSizes : [],
     out: resolve(raw.out ?? join(repoRoot, 'bench', 'results', startedAt.toISOString().replace(/[:.]/g, '-'))),
   };
   await mkdir(options.out, { recursive: true });
@@ -168,15 +207,21 @@ async function main(): Promise<number> {
     migrations: [],
     approaches: [],
     highWater: [],
+    serverFloor: [],
+    serverMigrations: [],
     incidents: [],
   };
   // The approach comparison goes through the file store's pair whatever --stores says.
   const compared = options.approachSizes.length > 0;
-  const specs = [...new Map([...options.stores.flatMap((store) => ROUTES[store]), ...(compared ? ROUTES.file : [])].map((spec) => [spec.agentId, spec])).values()];
+  // Real servers move azure -> gcp (the default hosts and stores) whatever --stores says.
+  const serving = options.servers.length > 0;
+  const specs = [
+    ...new Map([...options.stores.flatMap((store) => ROUTES[store]), ...(compared ? ROUTES.file : []), ...(serving ? ROUTES.azure : [])].map((spec) => [spec.agentId, spec])).values(),
+  ];
   // Short: Podman refuses long runroots and unix sockets cap their path length.
   const stackDir = `/tmp/ums-bench-${process.pid}`;
-  log.info({ sizes: options.sizes, approachSizes: options.approachSizes, reps: options.reps, stores: options.stores, out: options.out }, 'starting the local stack');
-  const stack = await startLocalStack({ name: `bench-${process.pid}`, dir: stackDir, hosts: specs });
+  log.info({ sizes: options.sizes, approachSizes: options.approachSizes, servers: options.servers, serverSizes: options.serverSizes, reps: options.reps, stores: options.stores, out: options.out }, 'starting the local stack');
+  const stack = await startLocalStack({ name: `bench-${process.pid}`, dir: stackDir, hosts: specs, serverImages: serving });
   let stopping = false;
   const onSignal = () => {
     if (stopping) return;
@@ -300,6 +345,54 @@ async function main(): Promise<number> {
       // After every size, so an interrupted run still leaves what it measured.
       run.finishedAt = new Date().toISOString();
       await writeResults(run, options.out);
+    }
+
+    if (serving) {
+      // The WAN client's own namespace: the outside client reaches each host's published port from it.
+      const probe = await stack.wan.addClient('probe');
+      const serverHost = (spec: HostSpec): ServerHost => {
+        const wanAddress = stack.info.hosts.find((h) => h.agentId === spec.agentId)?.wanAddress;
+        if (!wanAddress) throw new Error(`host ${spec.agentId} has no WAN address`);
+        return { host: host(spec), wanAddress };
+      };
+      const [from, to] = ROUTES.azure.map(serverHost) as [ServerHost, ServerHost];
+      const route: MigrationRoute = { store: 'azure', source: from.host, destination: to.host };
+      const checked = (what: string, check: ServerCheck) => {
+        if (!check.intact) run.incidents.push(`${what}: the dataset differs after the move (DBSIZE ${check.keysBefore} -> ${check.keysAfter ?? '?'}, digest ${check.digestBefore} -> ${check.digestAfter ?? '?'})`);
+        if (!check.innerSameConnection) run.incidents.push(`${what}: the inner client's connection did not go on (count ${check.innerCountBefore} -> ${check.innerCountAfter})`);
+        if (!check.noLostWrites) run.incidents.push(`${what}: the WAN client lost acknowledged writes or got no reply after the move`);
+      };
+      for (const [sizeIndex, sizeMiB] of options.serverSizes.entries()) {
+        if (sizeIndex > 0 || allSizes.length > 0) {
+          for (const spec of specs) await restartAgent(stack, spec.agentId);
+        }
+        for (let rep = 0; rep < options.reps; rep++) {
+          for (const server of options.servers) {
+            const what = `${server} ${sizeMiB} MiB rep ${rep}`;
+            log.info({ server, sizeMiB, rep }, 'server floor');
+            try {
+              const floor = await measureServerFloor(from, probe, sizeMiB, rep, archive);
+              run.serverFloor.push(floor);
+              checked(`floor ${what}`, floor);
+              log.info({ server, sizeMiB, rep, checkpointMs: Math.round(floor.checkpointMs), restoreMs: Math.round(floor.restoreMs), clientGapMs: Math.round(floor.clientGapMs), intact: floor.intact }, 'server floor measured');
+            } catch (error) {
+              incident(`floor ${what}`, error);
+            }
+            log.info({ server, sizeMiB, rep }, 'server migration');
+            try {
+              const sample = await runServerMigration(context, route, from, to, probe, sizeMiB, rep);
+              run.serverMigrations.push(sample);
+              if (!sample.ok) run.incidents.push(`migration ${what} failed: ${sample.error ?? ''}`);
+              else checked(`migration ${what}`, sample);
+              log.info({ server, sizeMiB, rep, ok: sample.ok, totalMs: sample.totalMs, frozenMs: sample.frozenMs, clientGapMs: Math.round(sample.clientGapMs), intact: sample.intact }, 'server migration measured');
+            } catch (error) {
+              incident(`migration ${what}`, error);
+            }
+          }
+        }
+        run.finishedAt = new Date().toISOString();
+        await writeResults(run, options.out);
+      }
     }
   } finally {
     if (!stopping) await stack.stop();

@@ -89,6 +89,56 @@ export interface HighWaterSample {
   vmHwmMiB: number;
 }
 
+/** Real servers the benchmark can move (localhost/ums/<server>:1, infra/images/build-server-images.ts). */
+export const BENCH_SERVERS = ['redis'] as const;
+export type BenchServer = (typeof BENCH_SERVERS)[number];
+
+/** What a real server's move looked like to its clients and its data, for the floor and for a migration alike. */
+export interface ServerCheck {
+  server: BenchServer;
+  /** MiB asked for: the server's used_memory is filled to at least this */
+  sizeMiB: number;
+  rep: number;
+  /** INFO used_memory before the move, MiB */
+  usedMemoryMiB: number;
+  /** keys populated (DEBUG POPULATE, 1000-byte values) */
+  populatedKeys: number;
+  /**
+   * Longest time between two successive acknowledged writes of the WAN client (redis-cli INCR every 10 ms
+   * through the host's published port; reconnecting to the service's new address after a lost connection):
+   * the outage as an outside client sees it.
+   */
+  clientGapMs: number;
+  /** from the WAN client's last reply before the gap to its connection closing (none if it survived) */
+  clientClosedAfterMs: number | undefined;
+  clientClosedWith: string | undefined;
+  /** every acknowledged write of the WAN client is in the restored server */
+  noLostWrites: boolean;
+  /** the in-container client's connection: the same CLIENT LIST id and address after, and its count went on */
+  innerSameConnection: boolean;
+  innerCountBefore: number;
+  innerCountAfter: number;
+  /** DBSIZE and the digest of every populated key, before and after: equal or the run fails */
+  intact: boolean;
+  keysBefore: number;
+  keysAfter: number | undefined;
+  digestBefore: string;
+  digestAfter: string | undefined;
+}
+
+/** The bare Podman pair of the same server container on one host (with --tcp-established: it has a client inside). */
+export interface ServerFloorSample extends ServerCheck {
+  host: string;
+  checkpointMs: number;
+  restoreMs: number;
+  archiveBytes: number;
+}
+
+/** One migration of a real server through the stack with the CLI; downtimeMs is the WAN client's gap. */
+export interface ServerMigrationSample extends MigrationOutcome, ServerCheck {
+  store: BenchStore;
+}
+
 export interface BenchOptions {
   sizes: number[];
   reps: number;
@@ -96,6 +146,9 @@ export interface BenchOptions {
   viaObjectStore: boolean;
   /** sizes of the approach comparison (empty: none) */
   approachSizes: number[];
+  /** real servers to move (empty: none) and the memory sizes they are filled to */
+  servers: BenchServer[];
+  serverSizes: number[];
   out: string;
 }
 
@@ -112,6 +165,9 @@ export interface BenchRun {
   /** the approach comparison (absent from results written before it existed) */
   approaches: ApproachSample[];
   highWater: HighWaterSample[];
+  /** real servers: the bare pair on one host, and migrations through the stack (absent from older results) */
+  serverFloor: ServerFloorSample[];
+  serverMigrations: ServerMigrationSample[];
   /** anything that went wrong but did not stop the run (a failed migration, a broken count) */
   incidents: string[];
 }
