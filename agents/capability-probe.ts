@@ -213,15 +213,20 @@ export async function probeContainerTraits(
   options: { probeLauncher?: ProbeLauncher; hostDir?: string; timeoutMs?: number; running?: Pick<ContainerSummary, 'pid' | 'published'> } = {},
 ): Promise<ContainerTraits> {
   const [launcherTraits, kernelTraits] = await Promise.all([probeLauncherTraits(container, options), options.running === undefined ? {} : probeKernelTraits(options.running)]);
-  return { ...launcherTraits, ...kernelTraits };
+  // The launcher counts its service tree without itself: its figures win where it reports them.
+  return { ...kernelTraits, ...launcherTraits };
 }
 
 /** Sockets and what CRIU would refuse, read from /proc (agents/container-inspection.ts). */
 async function probeKernelTraits(running: Pick<ContainerSummary, 'pid' | 'published'>): Promise<ContainerTraits> {
   if (running.pid <= 0) return {};
   try {
-    const { network, blockers } = await inspectContainer(running.pid, running.published);
-    return { network, checkpointable: blockers.length === 0 ? { available: true } : { available: false, reason: blockers.join('; ') } };
+    const { network, processCount, residentBytes, blockers } = await inspectContainer(running.pid, running.published);
+    return {
+      network,
+      ...(processCount > 0 ? { processCount, memoryBytes: residentBytes } : {}),
+      checkpointable: blockers.length === 0 ? { available: true } : { available: false, reason: blockers.join('; ') },
+    };
   } catch (error) {
     // The container exited or was frozen meanwhile: the next heartbeat reads it again.
     return { checkpointable: { available: false, reason: `its processes could not be read: ${(error as Error).message}` } };

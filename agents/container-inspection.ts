@@ -10,6 +10,9 @@ import { LISTED_CONNECTIONS, type Connection, type ContainerNetwork, type Endpoi
 
 export interface ContainerInspection {
   network: ContainerNetwork;
+  /** Processes in the container and their resident memory: what the checkpoint will hold. */
+  processCount: number;
+  residentBytes: number;
   /** Why CRIU cannot dump the container as it is now; empty when nothing known stands in the way. */
   blockers: string[];
 }
@@ -28,8 +31,8 @@ export async function inspectContainer(initPid: number, published: PublishedPort
   const addresses = await ownAddresses(initPid, proc);
   const sockets = [...parseInetTable(tcp, 'tcp', 4), ...parseInetTable(tcp6, 'tcp', 6), ...parseInetTable(udp, 'udp', 4), ...parseInetTable(udp6, 'udp', 6)];
   const network = classify(sockets, addresses, published, countUnixSockets(unix));
-  const blockers = await processBlockers(proc, initPid, options.hasCapSysResource ?? (await hasCapability(proc, CAP_SYS_RESOURCE)));
-  return { network, blockers };
+  const { processCount, residentBytes, blockers } = await readProcesses(proc, initPid, options.hasCapSysResource ?? (await hasCapability(proc, CAP_SYS_RESOURCE)));
+  return { network, processCount, residentBytes, blockers };
 }
 
 /** The addresses of the container's network namespace, loopback left out. */
@@ -177,15 +180,19 @@ async function sharesHostNetwork(proc: string, initPid: number): Promise<boolean
   return own === parents;
 }
 
-/** What CRIU 4.2 is known to refuse, found per process. */
-async function processBlockers(proc: string, initPid: number, hasCapSysResource: boolean): Promise<string[]> {
+/** The container's processes: how many, their resident memory, and what CRIU 4.2 is known to refuse in them. */
+async function readProcesses(proc: string, initPid: number, hasCapSysResource: boolean): Promise<{ processCount: number; residentBytes: number; blockers: string[] }> {
   const blockers: string[] = [];
+  let processCount = 0;
+  let residentBytes = 0;
   if (await sharesHostNetwork(proc, initPid)) {
     blockers.push("it runs in its host's network namespace (--network host): its sockets are the host's and cannot move to another host; run it with a network of its own and published ports");
   }
   for (const pid of await containerPids(proc, initPid)) {
     const status = await readFile(`${proc}/${pid}/status`, 'utf8').catch(() => undefined);
     if (status === undefined) continue; // exited meanwhile
+    processCount++;
+    residentBytes += Number(/^VmRSS:\s*(\d+) kB$/m.exec(status)?.[1] ?? 0) * 1024;
     const name = /^Name:\s*(.*)$/m.exec(status)?.[1] ?? '?';
     const uids = (/^Uid:\s*(.*)$/m.exec(status)?.[1] ?? '').trim().split(/\s+/).map(Number);
     const nonRoot = uids.find((uid) => uid !== 0);
@@ -203,5 +210,5 @@ async function processBlockers(proc: string, initPid: number, hasCapSysResource:
       }
     }
   }
-  return [...new Set(blockers)].slice(0, 5);
+  return { processCount, residentBytes, blockers: [...new Set(blockers)].slice(0, 5) };
 }
