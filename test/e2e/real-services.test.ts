@@ -42,7 +42,7 @@ import {
   redisDigest,
   valueFor,
   waitFor,
-} from './real-server-clients.js';
+} from '../real-servers/clients.js';
 import { umsJson, umsText } from './ums-cli.js';
 
 const execFileAsync = promisify(execFile);

@@ -9,14 +9,11 @@
  * Needs root, podman, runc, CRIU >= 4.2 and redis-tools, libmemcached-tools, busybox-static (infra/host-setup.sh).
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { PodmanEngine } from '../../agents/podman-engine.js';
 import {
@@ -25,16 +22,14 @@ import {
   DEFAULT_MEMCACHED_IMAGE,
   DEFAULT_REDIS_IMAGE,
   INNER_CLIENT_ENV,
-  INNER_CLIENT_NAME,
   INNER_COUNT_KEY,
-  MEMCACHED_INNER_CLIENT_ADDRESS,
   MEMCACHED_PORT,
   REDIS_PORT,
   type ServerImage,
 } from '../../infra/images/build-server-images.js';
 import { startPodmanHost, type PodmanHost } from '../../infra/podman-host.js';
+import { innerMemcachedConnection, innerRedisClient, inNetns, memcached, memcachedCount, memcachedStat, parseGet, redis, redisDigest, run, valueFor, waitFor } from '../real-servers/clients.js';
 
-const execFileAsync = promisify(execFile);
 /** Keys of data put into memory before the migration. */
 const REDIS_KEYS = 100_000;
 const MEMCACHED_KEYS = 3_000;
@@ -186,122 +181,3 @@ async function ipOf(host: PodmanHost, name: string): Promise<string> {
   return (await host.podman(['inspect', '--format', '{{.NetworkSettings.IPAddress}}', name])).stdout.trim();
 }
 
-async function run(command: string, args: string[], input?: string): Promise<string> {
-  const pending = execFileAsync(command, args, { maxBuffer: 64 * 1024 * 1024, timeout: 60_000 });
-  pending.child.stdin?.end(input ?? '');
-  try {
-    return (await pending).stdout;
-  } catch (error) {
-    const e = error as { stderr?: string; message: string };
-    throw new Error(`${command} ${args.join(' ').slice(0, 200)} failed: ${(e.stderr ?? e.message).trim()}`, { cause: error });
-  }
-}
-
-/** Runs a host program in the network namespace of the process `pid` (the container's), nothing else. */
-function inNetns(pid: number, args: string[], input?: string): Promise<string> {
-  return run('nsenter', ['-t', String(pid), '-n', '--', ...args], input);
-}
-
-async function redis(pid: number, ...args: string[]): Promise<string> {
-  return (await inNetns(pid, ['redis-cli', '-h', '127.0.0.1', '-p', String(REDIS_PORT), ...args])).trim();
-}
-
-/**
- * SHA-1 of every key but inner:count with its DUMP serialisation, sorted by key. (DEBUG DIGEST covers the
- * whole dataset, and the inner client changes inner:count ten times a second.)
- */
-async function redisDigest(pid: number): Promise<string> {
-  const script = `
-    local keys = redis.call('KEYS', '*')
-    table.sort(keys)
-    local parts = {}
-    for _, key in ipairs(keys) do
-      if key ~= ARGV[1] then
-        parts[#parts + 1] = key
-        parts[#parts + 1] = redis.call('DUMP', key)
-      end
-    end
-    return redis.sha1hex(table.concat(parts, '\\n'))`;
-  const digest = await redis(pid, 'EVAL', script, '0', INNER_COUNT_KEY);
-  assert.match(digest, /^[0-9a-f]{40}$/);
-  return digest;
-}
-
-interface RedisClient {
-  id: string;
-  addr: string;
-  age: number;
-}
-
-/** The one CLIENT LIST entry named `inner`. */
-function innerRedisClient(clientList: string): RedisClient {
-  const entries = clientList.split('\n').filter((l) => l !== '').map((line) => new Map(line.split(' ').map((f) => {
-    const eq = f.indexOf('=');
-    return [f.slice(0, eq), f.slice(eq + 1)] as const;
-  })));
-  const inner = entries.filter((e) => e.get('name') === INNER_CLIENT_NAME);
-  assert.equal(inner.length, 1, `one client named ${INNER_CLIENT_NAME}:\n${clientList}`);
-  const [entry] = inner;
-  return { id: entry?.get('id') ?? '', addr: entry?.get('addr') ?? '', age: Number(entry?.get('age')) };
-}
-
-/** Sends memcached text-protocol commands over a fresh connection (busybox nc) and returns the replies. */
-function memcached(pid: number, commands: string): Promise<string> {
-  return inNetns(pid, ['busybox', 'nc', '127.0.0.1', String(MEMCACHED_PORT)], `${commands}quit\r\n`);
-}
-
-async function memcachedCount(pid: number): Promise<number> {
-  return Number(parseGet(await memcached(pid, `get ${INNER_COUNT_KEY}\r\n`)).get(INNER_COUNT_KEY) ?? -1);
-}
-
-function memcachedStat(stats: string, stat: string): number {
-  const match = new RegExp(`^STAT ${stat} (\\d+)\\r?$`, 'm').exec(stats);
-  assert.ok(match?.[1] !== undefined, `no ${stat} in:\n${stats}`);
-  return Number(match[1]);
-}
-
-/** From `stats conns`: the connection made to MEMCACHED_INNER_CLIENT_ADDRESS, which only the inner client uses. */
-function innerMemcachedConnection(statsConns: string): { fd: string; addr: string } {
-  const byFd = new Map<string, Map<string, string>>();
-  for (const m of statsConns.matchAll(/^STAT (\d+):(\S+) (.*?)\r?$/gm)) {
-    const [, fd = '', field = '', value = ''] = m;
-    if (!byFd.has(fd)) byFd.set(fd, new Map());
-    byFd.get(fd)?.set(field, value);
-  }
-  const inner = [...byFd].filter(([, f]) => f.get('listen_addr') === `tcp:${MEMCACHED_INNER_CLIENT_ADDRESS}:${MEMCACHED_PORT}`);
-  assert.equal(inner.length, 1, `one connection to ${MEMCACHED_INNER_CLIENT_ADDRESS}:\n${statsConns}`);
-  const [[fd, fields] = ['', new Map<string, string>()]] = inner;
-  return { fd, addr: fields.get('addr') ?? '' };
-}
-
-/** key -> value from the VALUE blocks of a get reply. */
-function parseGet(reply: string): Map<string, string> {
-  const values = new Map<string, string>();
-  const re = /VALUE (\S+) \d+ (\d+)\r\n/g;
-  for (let m = re.exec(reply); m !== null; m = re.exec(reply)) {
-    const start = m.index + m[0].length;
-    values.set(m[1] ?? '', reply.slice(start, start + Number(m[2])));
-    re.lastIndex = start + Number(m[2]);
-  }
-  return values;
-}
-
-/** A value of 100 to 900 bytes that depends on i, so a swapped or stale item shows. */
-function valueFor(i: number): string {
-  const seed = createHash('sha256').update(String(i)).digest('hex');
-  return seed.repeat(15).slice(0, 100 + (i % 9) * 100);
-}
-
-async function waitFor(check: () => Promise<boolean>, what: string, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      if (await check()) return;
-    } catch (error) {
-      last = error;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`, { cause: last });
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}

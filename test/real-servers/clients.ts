@@ -17,6 +17,9 @@ const execFileAsync = promisify(execFile);
 
 export async function run(command: string, args: string[], input?: string): Promise<string> {
   const pending = execFileAsync(command, args, { maxBuffer: 64 * 1024 * 1024, timeout: 60_000 });
+  // A program that exits without reading its input (an error, or no input wanted) must not crash the test
+  // with EPIPE: its exit status and stderr say what happened.
+  pending.child.stdin?.on('error', () => undefined);
   pending.child.stdin?.end(input ?? '');
   try {
     return (await pending).stdout;
