@@ -136,7 +136,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     const bridge = await new ChildService({
       name: 'bridge',
       command: process.execPath,
-      args: [join(distRoot, 'infra', 'trigger-bridge.js')],
+      args: [join(distRoot, 'bridge', 'main.js')],
       env: { ...serviceEnv, ...options.functionEnv, NATS_URL: natsUrl, UMS_FUNCTION_ENDPOINTS: JSON.stringify(functionUrls) },
       logFile: logFile('bridge'),
       ready: async () => (await readFile(logFile('bridge'), 'utf8')).includes('trigger bound'),
