@@ -2,7 +2,6 @@ import { execFile } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { machine } from 'node:os';
-import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { z } from 'zod';
 import {
@@ -13,6 +12,7 @@ import {
   type OrchestratorLevelCapability,
   type PlainContainerCapability,
 } from '../core/migration-approach.js';
+import { launcherSocketPath, LAUNCHER_CONTROL_DIR } from '../launcher/convention.js';
 import type { ContainerSummary, EngineInfo } from './container-engine.js';
 import { inspectContainer } from './container-inspection.js';
 import { CRIU_CANDIDATES } from './criu-command.js';
@@ -178,21 +178,11 @@ export function kubeletClientFromEnv(env: NodeJS.ProcessEnv = process.env): Kube
 
 // ---- service level (per container) --------------------------------------------------------------
 
-/**
- * The launcher's control socket convention: the host directory <LAUNCHER_HOST_DIR>/<container>/ is
- * bind-mounted at /run/ums-launcher in the container, where the launcher (the container's entrypoint)
- * listens on control.sock. The agent finds it from the host side without entering the container.
- */
-export const LAUNCHER_HOST_DIR = '/run/ums-launcher';
-export const LAUNCHER_CONTAINER_DIR = '/run/ums-launcher';
-export const LAUNCHER_SOCKET_NAME = 'control.sock';
+// The launcher's control socket convention (launcher/convention.ts): the host directory <hostDir>/<container>/
+// is bind-mounted at /run/ums-launcher in the container, where the launcher (the container's entrypoint)
+// listens on control.sock. The agent finds it from the host side without entering the container.
 
-export function launcherSocketPath(container: string, hostDir: string = LAUNCHER_HOST_DIR): string {
-  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(container) || container.includes('..')) throw new Error(`invalid container name "${container}"`);
-  return join(hostDir, container, LAUNCHER_SOCKET_NAME);
-}
-
-/** What the launcher client (agents/service-launcher-client.ts) reports; validated here, at the boundary. */
+/** What the launcher client (launcher/client.ts) reports; validated here, at the boundary. */
 export const LauncherProbeResult = z.object({
   available: z.boolean(),
   version: z.string().optional(),
@@ -240,7 +230,7 @@ async function probeLauncherTraits(container: string, options: { probeLauncher?:
     return {
       launcher: {
         available: false,
-        reason: `no launcher control socket at ${socket}: the image does not run the UMS launcher as its entrypoint, or ${LAUNCHER_CONTAINER_DIR} is not bind-mounted from there`,
+        reason: `no launcher control socket at ${socket}: the image does not run the UMS launcher as its entrypoint, or ${LAUNCHER_CONTROL_DIR} is not bind-mounted from there`,
       },
     };
   }

@@ -58,7 +58,7 @@ export interface PlainContainerSpec {
   image: string;
   env?: Record<string, string>;
   capAdd?: string[];
-  /** e.g. "unconfined": CRIU inside a container cannot suspend a seccomp filter (see infra/images/launcher). */
+  /** e.g. "unconfined": CRIU inside a container cannot suspend a seccomp filter (see launcher/README.md). */
   seccompProfile?: string;
   binds?: Array<{ source: string; destination: string }>;
 }

@@ -1,11 +1,14 @@
 import { access, constants } from 'node:fs/promises';
 import { delimiter, join } from 'node:path';
 
+/** Where infra/host-setup.sh puts its `criu` wrapper (UMS_WRAPPER_DIR there); it comes first in the engine's PATH. */
+export const CRIU_WRAPPER_DIR = '/usr/local/sbin';
+
 /**
  * The criu the host's runc runs: infra/host-setup.sh's wrapper (side-loaded CRIU) first, then criu from
  * PATH, in the order runc itself finds it (the wrapper's directory comes first in the engine's PATH).
  */
-export const CRIU_CANDIDATES = ['/usr/local/sbin/criu', 'criu'] as const;
+export const CRIU_CANDIDATES = [`${CRIU_WRAPPER_DIR}/criu`, 'criu'] as const;
 
 /** The first candidate that exists and is executable, as a path; undefined when there is none. */
 export async function resolveCriu(candidates: readonly string[] = CRIU_CANDIDATES): Promise<string | undefined> {

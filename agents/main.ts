@@ -7,6 +7,7 @@ import { createLogger } from '../core/log.js';
 import { connectNatsBus } from '../core/nats-event-bus.js';
 import { openObjectStore } from '../core/object-stores/open-object-store.js';
 import { join } from 'node:path';
+import { DEFAULT_LAUNCHER_HOST_DIR } from '../launcher/convention.js';
 import { CapabilityProbe, kubeletClientFromEnv } from './capability-probe.js';
 import { ContainerLevel } from './container-level.js';
 import { HostAgent } from './host-agent.js';
@@ -30,7 +31,7 @@ const program = new Command('ums-agent')
   .addOption(new Option('--nats <url>', 'NATS server').env('NATS_URL').default('nats://127.0.0.1:4222'))
   .addOption(new Option('--chunk-mib <n>', 'checkpoint chunk size').env('UMS_CHUNK_MIB').default(String(DEFAULT_CHUNK_MIB)).argParser(positiveInt))
   .addOption(new Option('--parallel <n>', 'chunks moving at once, each way').env('UMS_TRANSFER_PARALLEL').default('4').argParser(positiveInt))
-  .addOption(new Option('--launcher-dir <dir>', 'host directory holding each service-level container\'s launcher control dir (<dir>/<container>)').env('UMS_LAUNCHER_DIR').default('/run/ums-launcher'))
+  .addOption(new Option('--launcher-dir <dir>', 'host directory holding each service-level container\'s launcher control dir (<dir>/<container>)').env('UMS_LAUNCHER_DIR').default(DEFAULT_LAUNCHER_HOST_DIR))
   .addOption(new Option('--state-dir <dir>', 'where the agent keeps its restore journal (default /var/lib/ums/agent/<id>)').env('UMS_STATE_DIR'))
   .addOption(new Option('--idle-timeout <seconds>', 'give up a restore when nothing arrives for this long').env('UMS_IDLE_TIMEOUT_SECONDS').default('120').argParser(positiveInt))
   .action(async (options: { id: string; cloud: Cloud; region: string; store: string; podman: string; nats: string; chunkMib: number | string; parallel: number | string; idleTimeout: number | string; stateDir?: string; launcherDir: string }) => {

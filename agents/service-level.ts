@@ -1,29 +1,17 @@
 import { once } from 'node:events';
 import { mkdir, rm } from 'node:fs/promises';
-import { join } from 'node:path';
 import type { Readable } from 'node:stream';
+import { LauncherClient, LauncherError } from '../launcher/client.js';
+import { launcherControlDir, launcherRunSpec, launcherSocketPath, LAUNCHER_RESTORE_ENV } from '../launcher/convention.js';
 import { RunningServiceError, type ApproachDriver, type RestoreTarget } from './approach-driver.js';
 import type { ContainerEngine } from './container-engine.js';
-import { LauncherClient, LauncherError } from './service-launcher-client.js';
-
-/** Where the launcher listens inside the container (the image's convention, infra/images/launcher). */
-const CONTAINER_CONTROL_DIR = '/run/ums-launcher';
-const SOCKET_NAME = 'control.sock';
-
-/**
- * What a container running the launcher needs to checkpoint itself: CRIU's two capabilities, and no
- * seccomp filter (CRIU cannot suspend one without CAP_SYS_ADMIN in the initial user namespace). Nothing
- * privileged, nothing from the host but the control directory.
- */
-export const LAUNCHER_CAPABILITIES = ['CHECKPOINT_RESTORE', 'SYS_PTRACE'];
-export const LAUNCHER_SECCOMP = 'unconfined';
 
 /**
  * Service level: the service's image carries the UMS launcher and CRIU; the launcher (PID 1 of the
  * container) checkpoints the service tree from inside and restores it into a fresh container of the same
  * image. The engine is used only to start and remove plain containers, so this works where the engine
  * offers no checkpoint API. The host reaches each launcher through `<launcherDir>/<container>/control.sock`,
- * the directory bind-mounted at /run/ums-launcher in the container.
+ * the directory bind-mounted at /run/ums-launcher in the container (launcher/convention.ts).
  */
 export class ServiceLevel implements ApproachDriver {
   readonly approach = 'service' as const;
@@ -35,11 +23,11 @@ export class ServiceLevel implements ApproachDriver {
   ) {}
 
   controlDir(container: string): string {
-    return join(this.launcherDir, container);
+    return launcherControlDir(container, this.launcherDir);
   }
 
   private client(container: string): LauncherClient {
-    return new LauncherClient({ socketPath: join(this.controlDir(container), SOCKET_NAME), where: `the launcher of "${container}" on ${this.where}` });
+    return new LauncherClient({ socketPath: launcherSocketPath(container, this.launcherDir), where: `the launcher of "${container}" on ${this.where}` });
   }
 
   checkpoint(container: string): Promise<Readable> {
@@ -60,10 +48,8 @@ export class ServiceLevel implements ApproachDriver {
     const { id } = await this.engine.runContainer({
       name: target.container,
       image: target.imageId,
-      env: { UMS_LAUNCHER_RESTORE: '1' },
-      capAdd: LAUNCHER_CAPABILITIES,
-      seccompProfile: LAUNCHER_SECCOMP,
-      binds: [{ source: dir, destination: CONTAINER_CONTROL_DIR }],
+      env: { ...LAUNCHER_RESTORE_ENV },
+      ...launcherRunSpec(dir),
     });
     const client = this.client(target.container);
     await client.waitReady();

@@ -1,11 +1,5 @@
-import { homedir } from 'node:os';
-import { join } from 'node:path';
 import { connectNatsBus, type NatsEventBus } from '../core/nats-event-bus.js';
-import { readStackInfo } from '../infra/local-stack.js';
-
-/** Where `ums stack up` keeps a stack by default; the CLI finds the broker there when NATS_URL is unset. */
-export const defaultStackDir = (name = 'default'): string =>
-  join(process.env.UMS_HOME ?? (process.getuid?.() === 0 ? '/var/lib/ums' : join(homedir(), '.ums')), 'stacks', name);
+import { defaultStackDir, readStackInfo } from './stack-info.js';
 
 export async function resolveNatsUrl(explicit: string | undefined): Promise<string> {
   if (explicit) return explicit;

@@ -3,8 +3,7 @@ import { mkdir, open, readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { readStackInfo, startLocalStack, type StackInfo } from '../infra/local-stack.js';
-import { defaultStackDir } from './bus-connection.js';
+import { defaultStackDir, readStackInfo, type StackInfo } from './stack-info.js';
 
 const cliEntry = join(dirname(fileURLToPath(import.meta.url)), 'ums.js');
 
@@ -19,6 +18,9 @@ const alive = (pid: number): boolean => {
 
 /** `ums stack run`: the stack in the foreground until SIGTERM/SIGINT, then a clean teardown. */
 export async function runStack(name: string): Promise<void> {
+  // The development harness (Podman host simulation, image builders, storage emulators) is loaded only here:
+  // the other commands, and a CLI talking to a real broker, never load it (test/unit/cli-module-graph.test.ts).
+  const { startLocalStack } = await import('../infra/local-stack.js');
   const stack = await startLocalStack({ name, dir: defaultStackDir(name) });
   process.stderr.write(`stack "${name}" ready (NATS ${stack.info.natsUrl})\n`);
   await new Promise<void>((resolve) => {

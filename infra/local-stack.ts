@@ -2,11 +2,10 @@ import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { z } from 'zod';
-import { Cloud } from '../core/agent-registration.js';
 import { createLogger } from '../core/log.js';
 import { connectNatsBus } from '../core/nats-event-bus.js';
 import { triggers, type FunctionName } from '../functions/triggers.js';
+import { stackInfoPath, type HostSpec, type StackInfo, type StoreKind } from '../cli/stack-info.js';
 import { ChildService } from './child-service.js';
 import { freePort } from './free-port.js';
 import { startNatsServer } from './nats-server.js';
@@ -32,47 +31,12 @@ const here = dirname(fileURLToPath(import.meta.url));
 /** The compiled tree (dist/); the stack runs the same entry points a deployment runs. */
 const distRoot = resolve(here, '..');
 
-export const StoreKind = z.enum(['azure', 'gcs', 's3', 'file']);
-export type StoreKind = z.infer<typeof StoreKind>;
-
-export const HostSpec = z.object({ agentId: z.string(), cloud: Cloud, region: z.string(), store: StoreKind });
-export type HostSpec = z.infer<typeof HostSpec>;
-
 export const DEFAULT_HOSTS: HostSpec[] = [
   { agentId: 'azure-eastus-1', cloud: 'azure', region: 'eastus', store: 'azure' },
   { agentId: 'gcp-us-central1-1', cloud: 'gcp', region: 'us-central1', store: 'gcs' },
 ];
 
 export const AWS_HOST: HostSpec = { agentId: 'aws-us-east-1', cloud: 'aws', region: 'us-east-1', store: 's3' };
-
-/** What `ums stack up` writes to stack.json, for the CLI and for anyone driving the stack by hand. */
-export const StackInfo = z.object({
-  name: z.string(),
-  dir: z.string(),
-  pid: z.number(),
-  natsUrl: z.string(),
-  startedAt: z.string(),
-  image: z.string(),
-  /** Real-server images loaded into every host (LocalStackOptions.serverImages), by ref. */
-  serverImages: z.array(z.string()).optional(),
-  hosts: z.array(
-    HostSpec.extend({
-      podmanUrl: z.string(),
-      socketPath: z.string(),
-      storeUrl: z.string(),
-      netns: z.string().optional(),
-      /** The host's address on the stack's WAN: where other hosts and WAN clients reach it and its published ports. */
-      wanAddress: z.string(),
-      agentLog: z.string(),
-      /** Where a service-level container's control dir goes (<launcherDir>/<container>, bind-mounted at /run/ums-launcher). */
-      launcherDir: z.string(),
-    }),
-  ),
-  functions: z.record(z.string(), z.string()),
-  /** The network joining the hosts: its namespace (holding the bridge), subnet and the bridge's address. */
-  wan: z.object({ netns: z.string(), subnet: z.string(), bridgeAddress: z.string() }),
-});
-export type StackInfo = z.infer<typeof StackInfo>;
 
 export interface LocalStackOptions {
   name: string;
@@ -104,15 +68,6 @@ export interface LocalStack {
   /** The object storage servers by kind: to crash and restart in fault tests. */
   storage: Map<StoreKind, StoreServer>;
   stop(): Promise<void>;
-}
-
-export const stackInfoPath = (dir: string): string => join(dir, 'stack.json');
-
-export async function readStackInfo(dir: string): Promise<StackInfo> {
-  const raw = await readFile(stackInfoPath(dir), 'utf8').catch(() => {
-    throw new Error(`no local stack is running in ${dir} (no stack.json); start one with "npm run stack:up"`);
-  });
-  return StackInfo.parse(JSON.parse(raw));
 }
 
 export async function startLocalStack(options: LocalStackOptions): Promise<LocalStack> {
@@ -181,7 +136,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     const bridge = await new ChildService({
       name: 'bridge',
       command: process.execPath,
-      args: [join(distRoot, 'infra', 'trigger-bridge.js')],
+      args: [join(distRoot, 'bridge', 'main.js')],
       env: { ...serviceEnv, ...options.functionEnv, NATS_URL: natsUrl, UMS_FUNCTION_ENDPOINTS: JSON.stringify(functionUrls) },
       logFile: logFile('bridge'),
       ready: async () => (await readFile(logFile('bridge'), 'utf8')).includes('trigger bound'),

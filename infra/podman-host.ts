@@ -4,6 +4,7 @@ import { mkdir, open, readFile, readdir, readlink, rm, stat, type FileHandle } f
 import { request } from 'node:http';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
+import { CRIU_WRAPPER_DIR } from '../agents/criu-command.js';
 import { createLogger } from '../core/log.js';
 import { deleteNetns, ensureNetns } from './network-namespace.js';
 import { repoPath } from './repo-paths.js';
@@ -15,7 +16,7 @@ const log = createLogger('podman-host');
 export const DEFAULT_CONTAINERS_CONF = repoPath('infra', 'podman', 'containers.conf');
 
 /** Where infra/host-setup.sh puts the `criu` wrapper; runc finds criu through PATH, so it goes first. */
-export const DEFAULT_CRIU_WRAPPER_DIR = '/usr/local/sbin';
+export const DEFAULT_CRIU_WRAPPER_DIR = CRIU_WRAPPER_DIR;
 
 const SYSTEM_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 

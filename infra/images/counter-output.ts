@@ -20,7 +20,7 @@ export function parseTicks(output: string): Tick[] {
   });
 }
 
-/** A tick of the multi-process workload (infra/images/launcher/multi-counter.sh): `a lines=N count=M t=MS`. */
+/** A tick of the multi-process workload (infra/images/counter/multi-counter.sh): `a lines=N count=M t=MS`. */
 export interface LabelledTick extends Tick {
   /** the labelling shell's own line count: memory of another process than the counter's */
   lines: number;

@@ -1,8 +1,7 @@
 import { mkdir, rm } from 'node:fs/promises';
-import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { LAUNCHER_CAPABILITIES, LAUNCHER_SECCOMP } from '../../agents/service-level.js';
-import { DEFAULT_LAUNCHED_COUNTER_IMAGE, DEFAULT_LAUNCHED_MULTI_COUNTER_IMAGE, LAUNCHER_CONTROL_DIR } from '../../infra/images/build-service-image.js';
+import { launcherControlDir, launcherRunArgs } from '../../launcher/convention.js';
+import { DEFAULT_LAUNCHED_COUNTER_IMAGE, DEFAULT_LAUNCHED_MULTI_COUNTER_IMAGE } from '../../infra/images/build-service-image.js';
 import { followTicks } from '../../infra/images/counter-output.js';
 import type { PodmanHost } from '../../infra/podman-host.js';
 import { migrateWithCli, waitUntilListed, type ListedCondition, type MigrationContext } from './migration-run.js';
@@ -51,17 +50,17 @@ export async function runApproachMigration(
 ): Promise<ApproachSample> {
   const name = `ap-${workload}-${approach}-${sizeMiB}-${rep}`;
   const spec = WORKLOADS[workload];
-  const controlDir = join(route.sourceLauncherDir, name);
+  const controlDir = launcherControlDir(name, route.sourceLauncherDir);
   const cleanUp = async () => {
     for (const host of [route.destination, route.source]) await host.podman(['rm', '-f', '-t', '0', name]).catch(() => undefined);
     // Service level makes the destination's control dir; container level restores the source's bind mount.
-    for (const dir of [controlDir, join(route.destinationLauncherDir, name)]) await rm(dir, { recursive: true, force: true });
+    for (const dir of [controlDir, launcherControlDir(name, route.destinationLauncherDir)]) await rm(dir, { recursive: true, force: true });
   };
   await cleanUp();
   let processCount: number | undefined;
   try {
     await mkdir(controlDir, { recursive: true, mode: 0o700 });
-    const runArgs = ['--cap-add', LAUNCHER_CAPABILITIES.join(','), '--security-opt', `seccomp=${LAUNCHER_SECCOMP}`, '-v', `${controlDir}:${LAUNCHER_CONTROL_DIR}`];
+    const runArgs = launcherRunArgs(controlDir);
     await startWorkload(route.source, spec.image, name, Math.floor(sizeMiB / spec.counters), { runArgs, series: spec.series });
     processCount = (await waitUntilListed(context, route.source.name, name, LAUNCHER_PROBED)).traits?.processCount;
   } catch (error) {

@@ -22,7 +22,7 @@ export const counterSeries: SeriesParser = (output) => ({ count: parseTicks(outp
 const linesOf = (ticks: LabelledTick[]): Tick[] => ticks.map((tick) => ({ count: tick.lines, t: tick.t }));
 
 /**
- * The multi-counter (infra/images/launcher/multi-counter.sh): each counter's ticks and each labelling
+ * The multi-counter (infra/images/counter/multi-counter.sh): each counter's ticks and each labelling
  * shell's line count, 'a' first (the downtime is read from counter a).
  */
 export const multiCounterSeries: SeriesParser = (output) => {

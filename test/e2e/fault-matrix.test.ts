@@ -11,8 +11,8 @@ import { isTerminal, type MigrationRecord } from '../../core/migration.js';
 import { connectNatsBus, type NatsEventBus } from '../../core/nats-event-bus.js';
 import { openObjectStore } from '../../core/object-stores/open-object-store.js';
 import { continuity, readTicks } from '../../infra/images/counter-output.js';
-import { DEFAULT_LAUNCHED_COUNTER_IMAGE, LAUNCHER_CONTROL_DIR } from '../../infra/images/build-service-image.js';
-import { LAUNCHER_CAPABILITIES, LAUNCHER_SECCOMP } from '../../agents/service-level.js';
+import { DEFAULT_LAUNCHED_COUNTER_IMAGE } from '../../infra/images/build-service-image.js';
+import { launcherControlDir, launcherRunArgs } from '../../launcher/convention.js';
 import { DEFAULT_HOSTS, startLocalStack, type LocalStack } from '../../infra/local-stack.js';
 import type { PodmanHost } from '../../infra/podman-host.js';
 import { triggers } from '../../functions/triggers.js';
@@ -114,9 +114,9 @@ async function containersNamed(host: PodmanHost, name: string): Promise<string[]
 async function startCounter(name: string, memoryMiB = MEMORY_MIB, approach: Approach = 'container'): Promise<void> {
   const env = ['-e', `COUNTER_TOKEN=${randomBytes(4).toString('hex')}`, '-e', 'COUNTER_TICK_MS=100', '-e', `COUNTER_MEM_MIB=${memoryMiB}`];
   if (approach === 'service') {
-    const control = join(stack.info.hosts.find((h) => h.agentId === SOURCE)?.launcherDir ?? '', name);
+    const control = launcherControlDir(name, stack.info.hosts.find((h) => h.agentId === SOURCE)?.launcherDir ?? '');
     await mkdir(control, { recursive: true, mode: 0o700 });
-    await source.podman(['run', '-d', '--name', name, '--cap-add', LAUNCHER_CAPABILITIES.join(','), '--security-opt', `seccomp=${LAUNCHER_SECCOMP}`, '-v', `${control}:${LAUNCHER_CONTROL_DIR}`, ...env, DEFAULT_LAUNCHED_COUNTER_IMAGE]);
+    await source.podman(['run', '-d', '--name', name, ...launcherRunArgs(control), ...env, DEFAULT_LAUNCHED_COUNTER_IMAGE]);
   } else {
     await source.podman(['run', '-d', '--name', name, ...env, stack.info.image]);
   }

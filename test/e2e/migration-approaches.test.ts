@@ -6,10 +6,10 @@ import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { connectNatsBus, type NatsEventBus } from '../../core/nats-event-bus.js';
 import { continuity, followTicks, joinTicks, parseLabelledTicks, parseTicks, readTicks, type LabelledTick } from '../../infra/images/counter-output.js';
-import { DEFAULT_LAUNCHED_COUNTER_IMAGE, DEFAULT_LAUNCHED_MULTI_COUNTER_IMAGE, LAUNCHER_CONTROL_DIR } from '../../infra/images/build-service-image.js';
+import { DEFAULT_LAUNCHED_COUNTER_IMAGE, DEFAULT_LAUNCHED_MULTI_COUNTER_IMAGE } from '../../infra/images/build-service-image.js';
 import { DEFAULT_HOSTS, startLocalStack, type LocalStack } from '../../infra/local-stack.js';
 import type { PodmanHost } from '../../infra/podman-host.js';
-import { LAUNCHER_CAPABILITIES, LAUNCHER_SECCOMP } from '../../agents/service-level.js';
+import { launcherControlDir, launcherRunArgs } from '../../launcher/convention.js';
 import { umsJson } from './ums-cli.js';
 
 /**
@@ -33,9 +33,9 @@ const ums = (args: string[]) => umsJson<Record<string, unknown>>(stack.info.nats
 async function runLaunched(name: string, image: string): Promise<void> {
   const launcherDir = stack.info.hosts.find((h) => h.agentId === SOURCE)?.launcherDir;
   assert.ok(launcherDir);
-  const control = join(launcherDir, name);
+  const control = launcherControlDir(name, launcherDir);
   await mkdir(control, { recursive: true, mode: 0o700 });
-  await source.podman(['run', '-d', '--name', name, '--cap-add', LAUNCHER_CAPABILITIES.join(','), '--security-opt', `seccomp=${LAUNCHER_SECCOMP}`, '-v', `${control}:${LAUNCHER_CONTROL_DIR}`, '-e', 'COUNTER_TICK_MS=100', image]);
+  await source.podman(['run', '-d', '--name', name, ...launcherRunArgs(control), '-e', 'COUNTER_TICK_MS=100', image]);
 }
 
 /** Waits until the source's registration shows the container's probed traits (all its processes started). */

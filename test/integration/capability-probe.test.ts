@@ -16,7 +16,6 @@ import { after, before, describe, it } from 'node:test';
 import {
   CapabilityProbe,
   kubeletClientFromEnv,
-  launcherSocketPath,
   probeContainerLevel,
   probeContainerTraits,
   probeOrchestratorLevel,
@@ -25,8 +24,9 @@ import {
 } from '../../agents/capability-probe.js';
 import { KubeletCheckpointClient } from '../../agents/kubelet-checkpoint.js';
 import { PodmanEngine } from '../../agents/podman-engine.js';
-import { LAUNCHER_CAPABILITIES, LAUNCHER_SECCOMP, ServiceLevel } from '../../agents/service-level.js';
-import { buildLauncherImage, DEFAULT_LAUNCHED_COUNTER_IMAGE, LAUNCHER_CONTROL_DIR } from '../../infra/images/build-service-image.js';
+import { ServiceLevel } from '../../agents/service-level.js';
+import { launcherControlDir, launcherRunArgs, launcherSocketPath } from '../../launcher/convention.js';
+import { buildLauncherImage, DEFAULT_LAUNCHED_COUNTER_IMAGE } from '../../infra/images/build-service-image.js';
 import { decideApproach } from '../../core/migration-approach.js';
 import { startPodmanHost, type PodmanHost } from '../../infra/podman-host.js';
 
@@ -193,9 +193,9 @@ describe('capability probe', { timeout: 300_000 }, () => {
   it('feeds the decision: a real launched container, probed through its launcher, chooses service level', async () => {
     await buildLauncherImage(podmanHost.url, DEFAULT_LAUNCHED_COUNTER_IMAGE, { env: podmanHost.env });
     const name = 'launched';
-    const control = join(launcherDir, name);
+    const control = launcherControlDir(name, launcherDir);
     await mkdir(control, { recursive: true });
-    await podmanHost.podman(['run', '-d', '--name', name, '--cap-add', LAUNCHER_CAPABILITIES.join(','), '--security-opt', `seccomp=${LAUNCHER_SECCOMP}`, '-v', `${control}:${LAUNCHER_CONTROL_DIR}`, '-e', 'COUNTER_MEM_MIB=16', DEFAULT_LAUNCHED_COUNTER_IMAGE]);
+    await podmanHost.podman(['run', '-d', '--name', name, ...launcherRunArgs(control), '-e', 'COUNTER_MEM_MIB=16', DEFAULT_LAUNCHED_COUNTER_IMAGE]);
     const serviceLevel = new ServiceLevel(engine, launcherDir, 'host cp');
     const probe = new CapabilityProbe({ engine, probeLauncher: (container) => serviceLevel.probe(container), launcherHostDir: launcherDir, containerTtlMs: 0 });
     let traits = await probe.container(name);

@@ -11,7 +11,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
-import { readStackInfo, startLocalStack, type HostSpec, type LocalStack, type StackInfo } from '../../infra/local-stack.js';
+import { readStackInfo, type HostSpec, type StackInfo } from '../../cli/stack-info.js';
+import { startLocalStack, type LocalStack } from '../../infra/local-stack.js';
 
 const execFileAsync = promisify(execFile);
 

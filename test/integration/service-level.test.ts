@@ -4,7 +4,8 @@
  * needs only "start a plain container of this image" on each; neither host's engine checkpoints anything.
  * Needs root, podman with runc and the side-loaded CRIU of infra/host-setup.sh (copied into the image).
  *
- * Every container runs with exactly these options beyond `podman run -d --name N IMAGE`:
+ * Every container runs with exactly these options beyond `podman run -d --name N IMAGE` (launcherRunArgs,
+ * launcher/convention.ts):
  *   --cap-add CHECKPOINT_RESTORE,SYS_PTRACE  CRIU --unprivileged: ptrace/parasite (SYS_PTRACE), map_files,
  *                                            PR_SET_MM_MAP and clone3 set_tid for old PIDs (CHECKPOINT_RESTORE)
  *   --security-opt seccomp=unconfined        CRIU must suspend a traced task's seccomp filter while its
@@ -22,14 +23,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
-import { LauncherClient, LauncherError, type CheckpointStream } from '../../agents/service-launcher-client.js';
+import { LauncherClient, LauncherError, type CheckpointStream } from '../../launcher/client.js';
+import { launcherRunArgs, LAUNCHER_SOCKET_NAME } from '../../launcher/convention.js';
 import { continuity, joinTicks, parseLabelledTicks, parseTicks, type LabelledTick, type Tick } from '../../infra/images/counter-output.js';
 import {
   buildLauncherImage,
   DEFAULT_LAUNCHED_COUNTER_IMAGE,
   DEFAULT_LAUNCHED_MULTI_COUNTER_IMAGE,
-  LAUNCHER_CONTROL_DIR,
-  LAUNCHER_SOCKET_NAME,
   MULTI_COUNTER_PATH,
 } from '../../infra/images/build-service-image.js';
 import { COUNTER_BINARY_PATH } from '../../infra/images/build-counter-image.js';
@@ -37,7 +37,6 @@ import { startPodmanHost, type PodmanHost } from '../../infra/podman-host.js';
 
 const COUNTER = DEFAULT_LAUNCHED_COUNTER_IMAGE;
 const MULTI = DEFAULT_LAUNCHED_MULTI_COUNTER_IMAGE;
-const RUN_OPTIONS = ['--cap-add', 'CHECKPOINT_RESTORE,SYS_PTRACE', '--security-opt', 'seccomp=unconfined'];
 
 interface Launched {
   host: PodmanHost;
@@ -79,7 +78,7 @@ describe('service-level migration with ums-launcher on two simulated hosts', { t
     const service = image === MULTI ? MULTI_COUNTER_PATH : COUNTER_BINARY_PATH;
     const command = mode === 'restore' ? ['--restore', '--', service] : [];
     const envArgs = env.flatMap((e) => ['-e', e]);
-    await host.podman(['run', '-d', '--name', name, ...RUN_OPTIONS, ...envArgs, '-v', `${control}:${LAUNCHER_CONTROL_DIR}`, image, ...command]);
+    await host.podman(['run', '-d', '--name', name, ...launcherRunArgs(control), ...envArgs, image, ...command]);
     const client = new LauncherClient({ socketPath: join(control, LAUNCHER_SOCKET_NAME), where: `${name} on host ${host.name}` });
     const status = await client.waitReady();
     assert.equal(status.mode, mode === 'run' ? 'running' : 'waiting-for-restore');

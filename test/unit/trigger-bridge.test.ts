@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { backoffMs, FunctionEndpoints } from '../../infra/trigger-bridge.js';
+import { backoffMs, FunctionEndpoints } from '../../bridge/trigger-bridge.js';
 
 describe('the trigger bridge configuration and backoff', () => {
   it('backs off exponentially from the second delivery and caps the delay', () => {

@@ -1,11 +1,9 @@
-#!/usr/bin/env node
-import { Command, Option } from 'commander';
 import { nanos, type JsMsg } from 'nats';
 import { z } from 'zod';
 import { subjects } from '../core/event-bus.js';
 import { InvalidMessageError, parseEvent, type EventName } from '../core/events.js';
 import { createLogger } from '../core/log.js';
-import { connectNatsBus, ensureConsumer, type NatsEventBus } from '../core/nats-event-bus.js';
+import { ensureConsumer, type NatsEventBus } from '../core/nats-event-bus.js';
 import { randomUUID } from 'node:crypto';
 import { schedules, SCHEDULE_TICK_TYPE, triggers, type FunctionName } from '../functions/triggers.js';
 
@@ -15,6 +13,7 @@ import { schedules, SCHEDULE_TICK_TYPE, triggers, type FunctionName } from '../f
  * down; each event is POSTed to the function as a structured-mode CloudEvent, acknowledged on 2xx and
  * redelivered with exponential backoff otherwise; after `MAX_DELIVERIES` it becomes a dead letter.
  * It also plays Cloud Scheduler for the functions that run on a schedule (the migration supervisor).
+ * The process's entry point (configuration from the environment) is bridge/main.ts.
  */
 const log = createLogger('trigger-bridge');
 
@@ -141,29 +140,4 @@ async function deliver(bus: NatsEventBus, fn: string, url: string, message: JsMs
   const delay = backoffMs(attempt);
   log.warn({ function: fn, subject: message.subject, attempt, delayMs: delay, failure }, 'function did not accept the event; redelivering later');
   message.nak(delay);
-}
-
-if (import.meta.url === `file://${process.argv[1]}`) {
-  new Command('ums-trigger-bridge')
-    .description('Delivers JetStream events to the UMS functions as CloudEvents')
-    .addOption(new Option('--nats <url>', 'NATS server').env('NATS_URL').default('nats://127.0.0.1:4222'))
-    .addOption(new Option('--endpoints <json>', 'function name -> URL, as JSON').env('UMS_FUNCTION_ENDPOINTS').makeOptionMandatory())
-    .action(async (options: { nats: string; endpoints: string }) => {
-      const endpoints = FunctionEndpoints.parse(JSON.parse(options.endpoints));
-      const bus = await connectNatsBus({ servers: options.nats, name: 'ums-trigger-bridge' });
-      // Locally the functions are open on loopback; on Cloud Run the bridge adds an ID token here.
-      const stop = await runBridge(bus, endpoints, async () => ({}));
-      const shutdown = async () => {
-        await stop();
-        await bus.close();
-        process.exit(0);
-      };
-      process.once('SIGTERM', () => void shutdown());
-      process.once('SIGINT', () => void shutdown());
-    })
-    .parseAsync()
-    .catch((error: unknown) => {
-      log.fatal({ err: error }, 'bridge failed');
-      process.exit(1);
-    });
 }

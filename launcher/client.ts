@@ -2,7 +2,7 @@ import { createConnection, type Socket } from 'node:net';
 import { PassThrough, type Readable } from 'node:stream';
 
 /**
- * Client for the control socket of ums-launcher (infra/images/launcher/ums-launcher.c), the PID 1 of a
+ * Client for the control socket of ums-launcher (launcher/ums-launcher.c), the PID 1 of a
  * service-level image: it checkpoints and restores its own service with the CRIU inside the image, so the
  * host needs neither CRIU nor an engine checkpoint API. The host bind-mounts a directory at
  * /run/ums-launcher in the container and talks to `<dir>/control.sock`.

@@ -1,0 +1,34 @@
+#!/usr/bin/env node
+import { Command, Option } from 'commander';
+import { createLogger } from '../core/log.js';
+import { connectNatsBus } from '../core/nats-event-bus.js';
+import { FunctionEndpoints, runBridge } from './trigger-bridge.js';
+
+/**
+ * The trigger bridge's process (`node dist/bridge/main.js`; a small Cloud Run service in a deployment):
+ * configuration from flags or the environment, then bridge/trigger-bridge.ts until SIGTERM/SIGINT.
+ */
+const log = createLogger('trigger-bridge');
+
+new Command('ums-trigger-bridge')
+  .description('Delivers JetStream events to the UMS functions as CloudEvents')
+  .addOption(new Option('--nats <url>', 'NATS server').env('NATS_URL').default('nats://127.0.0.1:4222'))
+  .addOption(new Option('--endpoints <json>', 'function name -> URL, as JSON').env('UMS_FUNCTION_ENDPOINTS').makeOptionMandatory())
+  .action(async (options: { nats: string; endpoints: string }) => {
+    const endpoints = FunctionEndpoints.parse(JSON.parse(options.endpoints));
+    const bus = await connectNatsBus({ servers: options.nats, name: 'ums-trigger-bridge' });
+    // Locally the functions are open on loopback; on Cloud Run the bridge adds an ID token here.
+    const stop = await runBridge(bus, endpoints, async () => ({}));
+    const shutdown = async () => {
+      await stop();
+      await bus.close();
+      process.exit(0);
+    };
+    process.once('SIGTERM', () => void shutdown());
+    process.once('SIGINT', () => void shutdown());
+  })
+  .parseAsync()
+  .catch((error: unknown) => {
+    log.fatal({ err: error }, 'bridge failed');
+    process.exit(1);
+  });

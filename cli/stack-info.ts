@@ -1,0 +1,61 @@
+import { readFile } from 'node:fs/promises';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { z } from 'zod';
+import { Cloud } from '../core/agent-registration.js';
+
+/*
+ * What a running local stack says about itself (its stack.json), and where it lives: the contract
+ * between the development harness that writes it (infra/local-stack.ts) and the CLI that reads it to find
+ * the broker and to print `ums stack info`. It lives with the CLI, its only production reader, so that
+ * `ums status`/`migrate`/`plan`/`agents` read the file without loading the harness (the Podman host
+ * simulation, the image builders, the storage emulators); the harness imports it from here.
+ */
+
+export const StoreKind = z.enum(['azure', 'gcs', 's3', 'file']);
+export type StoreKind = z.infer<typeof StoreKind>;
+
+export const HostSpec = z.object({ agentId: z.string(), cloud: Cloud, region: z.string(), store: StoreKind });
+export type HostSpec = z.infer<typeof HostSpec>;
+
+/** What `ums stack up` writes to stack.json, for the CLI and for anyone driving the stack by hand. */
+export const StackInfo = z.object({
+  name: z.string(),
+  dir: z.string(),
+  pid: z.number(),
+  natsUrl: z.string(),
+  startedAt: z.string(),
+  image: z.string(),
+  /** Real-server images loaded into every host (LocalStackOptions.serverImages), by ref. */
+  serverImages: z.array(z.string()).optional(),
+  hosts: z.array(
+    HostSpec.extend({
+      podmanUrl: z.string(),
+      socketPath: z.string(),
+      storeUrl: z.string(),
+      netns: z.string().optional(),
+      /** The host's address on the stack's WAN: where other hosts and WAN clients reach it and its published ports. */
+      wanAddress: z.string(),
+      agentLog: z.string(),
+      /** Where a service-level container's control dir goes (<launcherDir>/<container>, bind-mounted at /run/ums-launcher). */
+      launcherDir: z.string(),
+    }),
+  ),
+  functions: z.record(z.string(), z.string()),
+  /** The network joining the hosts: its namespace (holding the bridge), subnet and the bridge's address. */
+  wan: z.object({ netns: z.string(), subnet: z.string(), bridgeAddress: z.string() }),
+});
+export type StackInfo = z.infer<typeof StackInfo>;
+
+/** Where `ums stack up` keeps a stack by default; the CLI finds the broker there when NATS_URL is unset. */
+export const defaultStackDir = (name = 'default'): string =>
+  join(process.env.UMS_HOME ?? (process.getuid?.() === 0 ? '/var/lib/ums' : join(homedir(), '.ums')), 'stacks', name);
+
+export const stackInfoPath = (dir: string): string => join(dir, 'stack.json');
+
+export async function readStackInfo(dir: string): Promise<StackInfo> {
+  const raw = await readFile(stackInfoPath(dir), 'utf8').catch(() => {
+    throw new Error(`no local stack is running in ${dir} (no stack.json); start one with "npm run stack:up"`);
+  });
+  return StackInfo.parse(JSON.parse(raw));
+}
