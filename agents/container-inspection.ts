@@ -32,6 +32,11 @@ export async function inspectContainer(initPid: number, published: PublishedPort
   const sockets = [...parseInetTable(tcp, 'tcp', 4), ...parseInetTable(tcp6, 'tcp', 6), ...parseInetTable(udp, 'udp', 4), ...parseInetTable(udp6, 'udp', 6)];
   const network = classify(sockets, addresses, published, countUnixSockets(unix));
   const { processCount, residentBytes, blockers } = await readProcesses(proc, initPid, options.hasCapSysResource ?? (await hasCapability(proc, CAP_SYS_RESOURCE)));
+  if (network.insideOverOwnAddress > 0) {
+    blockers.push(
+      `${network.insideOverOwnAddress} connection(s) between the container's own processes go over its address ${network.addresses[0] ?? ''} rather than loopback: the destination gives the container a fresh address, so CRIU could not restore them there (connect over 127.0.0.1 / ::1 inside the container)`,
+    );
+  }
   return { network, processCount, residentBytes, blockers };
 }
 
@@ -122,6 +127,7 @@ export function classify(sockets: InetSocket[], addresses: string[], published: 
   const inside = (endpoint: Endpoint) => isLoopback(endpoint.address) || own.has(endpoint.address);
   const listening: ListeningSocket[] = [];
   let insideEnds = 0;
+  let ownAddressEnds = 0;
   const outside: Connection[] = [];
   for (const s of sockets) {
     if (s.protocol === 'udp') {
@@ -133,8 +139,11 @@ export function classify(sockets: InetSocket[], addresses: string[], published: 
       continue;
     }
     if (s.state === TCP_CLOSE || s.state === TCP_TIME_WAIT || s.peer.port === 0) continue;
-    if (inside(s.peer)) insideEnds++;
-    else outside.push({ local: s.local, peer: s.peer });
+    if (!inside(s.peer)) outside.push({ local: s.local, peer: s.peer });
+    else {
+      insideEnds++;
+      if (!isLoopback(s.peer.address)) ownAddressEnds++;
+    }
   }
   return {
     addresses: [...own],
@@ -142,6 +151,7 @@ export function classify(sockets: InetSocket[], addresses: string[], published: 
     listening,
     // Both ends of an inside connection are in the table: two sockets, one connection.
     insideConnections: Math.ceil(insideEnds / 2),
+    insideOverOwnAddress: Math.ceil(ownAddressEnds / 2),
     outsideConnections: outside.slice(0, LISTED_CONNECTIONS),
     outsideConnectionCount: outside.length,
     unixSockets,

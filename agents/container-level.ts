@@ -6,12 +6,13 @@ import { cutOutsideConnections } from './outside-connections.js';
 
 /**
  * What every container-level dump and restore asks of CRIU, whatever the container holds: connections with
- * both ends in the container are kept (and the container keeps its address, which they use), file locks
- * are kept. Both cost nothing when there is nothing to keep, and deciding per migration would need the
- * answer before the restore request opens, which is before the freeze, while connections come and go.
+ * both ends in the container (over loopback) are kept, file locks are kept. Both cost nothing when there is
+ * nothing to keep, and deciding per migration would need the answer before the restore request opens,
+ * which is before the freeze, while connections come and go. The container gets the destination network's
+ * address for it (the source's may be taken or foreign there).
  */
 const CHECKPOINT = { tcpEstablished: true, fileLocks: true } as const;
-const RESTORE = { tcpEstablished: true, fileLocks: true, keepNetworkIdentity: true } as const;
+const RESTORE = { tcpEstablished: true, fileLocks: true } as const;
 
 /** CRIU cannot dump the container as it is now; found before anything was frozen. */
 export class NotCheckpointableError extends Error {

@@ -8,8 +8,9 @@ import { z } from 'zod';
  * - Listening TCP and bound UDP sockets (IPv4 and IPv6) are restored listening on the destination; the
  *   container's published ports are published there again by its engine.
  * - A TCP connection whose both ends are inside the container (a client in the container's own process
- *   tree) is kept: CRIU checkpoints it with --tcp-established at both ends and the container keeps its
- *   address, so neither end notices.
+ *   tree) over loopback is kept: CRIU checkpoints it with --tcp-established at both ends, so neither end
+ *   notices. Over the container's own address it cannot be: the destination's network gives the container
+ *   a fresh address, so such a container is refused before the freeze.
  * - A TCP connection with a peer outside the container cannot follow: the peer reached the service through
  *   the source host's address, which does not move to another cloud. It is reset at the freeze (the peer
  *   sees a prompt close, never a hang until its own timeout), new outside connections are refused from
@@ -48,6 +49,11 @@ export const ContainerNetwork = z.object({
   listening: z.array(ListeningSocket).max(256),
   /** Established TCP connections with both ends inside the container: kept. */
   insideConnections: z.number().int().nonnegative(),
+  /**
+   * Of those, the ones over the container's own non-loopback address rather than loopback: the destination
+   * gives the container a fresh address (its network's, not the source's), so CRIU could not bind them there.
+   */
+  insideOverOwnAddress: z.number().int().nonnegative(),
   /** Established TCP connections with a peer outside: reset at the freeze (the first LISTED_CONNECTIONS). */
   outsideConnections: z.array(Connection).max(LISTED_CONNECTIONS),
   outsideConnectionCount: z.number().int().nonnegative(),
@@ -76,7 +82,7 @@ export function planConnections(network: ContainerNetwork): ConnectionPlan {
     kept:
       network.insideConnections === 0
         ? 'no connection with both ends inside the container'
-        : `${network.insideConnections} connection(s) with both ends inside the container: kept, they go on after the restore (CRIU tcp-established; the container keeps its address)`,
+        : `${network.insideConnections} connection(s) with both ends inside the container: kept, they go on after the restore (CRIU tcp-established; over loopback, which is the same on every host)`,
     closed:
       outside === 0
         ? 'no connection with an outside peer now; any opened before the freeze is reset then'

@@ -58,6 +58,9 @@ describe('container inspection: what a container holds on the network, read from
     const sockets = [...parseInetTable(TCP, 'tcp', 4), ...parseInetTable(TCP6, 'tcp', 6), ...parseInetTable(UDP, 'udp', 4)];
     const network = classify(sockets, ['10.88.0.5'], [{ hostPort: 6379, containerPort: 6379, protocol: 'tcp' }], 3);
     assert.equal(network.insideConnections, 1, 'two sockets, one connection');
+    assert.equal(network.insideOverOwnAddress, 0, 'over loopback');
+    const overOwn = classify(parseInetTable(TCP.replace(/0100007F:(18EB|D2F0)/g, '0500580A:$1'), 'tcp', 4), ['10.88.0.5'], [], 0);
+    assert.equal(overOwn.insideOverOwnAddress, 1, 'the same pair over the container\'s own address');
     assert.equal(network.outsideConnectionCount, 2);
     assert.deepEqual(network.outsideConnections.map((c) => c.peer.address), ['198.18.0.100', '198.18.0.101']);
     assert.deepEqual(

@@ -93,6 +93,7 @@ describe('planAgainst: registrations to a plan, as planMigration and `ums plan` 
       published: [{ hostPort: 6379, containerPort: 6379, protocol: 'tcp' }],
       listening: [{ protocol: 'tcp', family: 4, address: '0.0.0.0', port: 6379 }],
       insideConnections: 1,
+      insideOverOwnAddress: 0,
       outsideConnections: [{ local: { address: '10.88.0.5', port: 6379 }, peer: { address: '198.18.0.100', port: 40000 } }],
       outsideConnectionCount: 1,
       unixSockets: 0,
