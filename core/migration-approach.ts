@@ -8,7 +8,7 @@ import { ContainerNetwork } from './container-network.js';
  *
  * - orchestrator: Kubernetes does it. The kubelet's checkpoint API freezes-and-dumps the container through
  *   CRI-O + CRIU on the source node; the archive becomes an OCI "checkpoint image" that CRI-O restores when a
- *   Pod names it (agents/kubelet-checkpoint.ts). Needs it at both ends.
+ *   Pod names it (agents/kubelet/). Needs it at both ends.
  * - container: our host agents with the host's engine (Podman + CRIU) do it. Needs it at both ends.
  * - service: the service's own image carries a launcher + CRIU that runs as the container's entrypoint and
  *   checkpoints its child from inside; the destination only starts a plain container from the same image and

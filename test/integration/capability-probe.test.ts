@@ -23,7 +23,7 @@ import {
   runCriuCheck,
   type LauncherProbeResult,
 } from '../../agents/capability-probe.js';
-import { KubeletCheckpointClient } from '../../agents/kubelet-checkpoint.js';
+import { KubeletCheckpointClient } from '../../agents/kubelet/kubelet-client.js';
 import { PodmanEngine } from '../../agents/podman-engine.js';
 import { LAUNCHER_CAPABILITIES, LAUNCHER_SECCOMP, ServiceLevel } from '../../agents/service-level.js';
 import { buildLauncherImage, DEFAULT_LAUNCHED_COUNTER_IMAGE, LAUNCHER_CONTROL_DIR } from '../../infra/images/build-service-image.js';
