@@ -54,6 +54,11 @@ function registration(agentId: string, containers: AgentRegistration['containers
     region: 'r',
     storeUrl,
     approaches: ['container'],
+    capabilities: {
+      containerLevel: { available: true, engine: 'podman 4.3.1', criuVersion: '4.1.1' },
+      orchestratorLevel: { available: false, reason: 'UMS_KUBELET_URL is not set' },
+      plainContainers: { available: true },
+    },
     engine: { engine: 'podman', version: '4.3.1', apiVersion: '4.3.1', ociRuntime: 'runc', criuVersion: '4.1.1', kernel: '6.18' },
     freeMemoryBytes: 1e10,
     freeDiskBytes: 1e11,
