@@ -1,4 +1,13 @@
-import { connect, nanos, RetentionPolicy, StorageType, type JetStreamClient, type JetStreamManager, type KV, type NatsConnection } from 'nats';
+import {
+  connect,
+  nanos,
+  RetentionPolicy,
+  StorageType,
+  type JetStreamClient,
+  type JetStreamManager,
+  type KV,
+  type NatsConnection,
+} from 'nats';
 import type { z } from 'zod';
 import { AgentRegistration } from './agent-registration.js';
 import pRetry from 'p-retry';
