@@ -17,7 +17,8 @@ import type { ContainerSummary, EngineInfo } from './container-engine.js';
 import { inspectContainer } from './container-inspection.js';
 import { CRIU_CANDIDATES } from './criu-command.js';
 import { dumpCpuinfo } from './cpu-compatibility.js';
-import { KubeletCheckpointClient, tokenFromFile, type KubeletCheckpointError } from './kubelet-checkpoint.js';
+import { KubeletCheckpointClient, tokenFromFile } from './kubelet/kubelet-client.js';
+import type { KubeletCheckpointError } from './kubelet/kubelet-errors.js';
 
 const execFileAsync = promisify(execFile);
 

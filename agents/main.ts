@@ -53,7 +53,7 @@ const program = new Command('ums-agent')
     const agent = new HostAgent({
       identity: { agentId, cloud: options.cloud, region: options.region, storeUrl: options.store },
       engine,
-      // Orchestrator level goes through the kubelet (agents/kubelet-checkpoint.ts); no agent here drives it.
+      // Orchestrator level goes through the kubelet (agents/kubelet/); no agent here drives it.
       drivers: { container: new ContainerLevel(engine, agentId), service: serviceLevel },
       probe,
       bus,

@@ -25,7 +25,7 @@ export async function describeHost(identity: AgentIdentity, engine: ContainerEng
   );
   const approaches: AgentRegistration['approaches'] = [];
   if (capabilities.containerLevel.available) approaches.push('container');
-  if (capabilities.plainContainers?.available) approaches.push('service');
+  if (capabilities.plainContainers.available) approaches.push('service');
   if (capabilities.orchestratorLevel.available) approaches.push('orchestrator');
   return {
     ...identity,

@@ -1,9 +1,8 @@
-import { nanos, type JsMsg } from 'nats';
 import { z } from 'zod';
 import { subjects } from '../core/event-bus.js';
-import { InvalidMessageError, parseEvent, type EventName } from '../core/events.js';
+import type { EventName } from '../core/events.js';
 import { createLogger } from '../core/log.js';
-import { ensureConsumer, type NatsEventBus } from '../core/nats-event-bus.js';
+import { type Delivery, type DeliveryOutcome, type NatsEventBus } from '../core/nats-event-bus.js';
 import { randomUUID } from 'node:crypto';
 import { schedules, SCHEDULE_TICK_TYPE, triggers, type FunctionName } from '../functions/triggers.js';
 
@@ -36,29 +35,24 @@ export async function runBridge(bus: NatsEventBus, endpoints: FunctionEndpoints,
   const stops: Array<() => Promise<void>> = [];
   for (const [fn, url] of Object.entries(endpoints) as Array<[FunctionName, string]>) {
     for (const event of triggers[fn] as readonly EventName[]) {
-      const durable = durableName(fn, event);
-      await ensureConsumer(bus.manager, subjects.eventsStream, {
-        durable_name: durable,
-        filter_subject: subjects.eventsNamed(event),
-        // Short, so that an event the bridge was delivering when it died is delivered again soon; a
-        // delivery in progress keeps it with working().
-        ack_wait: nanos(ACK_WAIT_MS),
-        max_deliver: MAX_DELIVERIES,
-      });
-      const consumer = await bus.jetstream.consumers.get(subjects.eventsStream, durable);
-      const messages = await consumer.consume({ max_messages: CONCURRENCY });
-      const inFlight = new Set<Promise<void>>();
-      const loop = (async () => {
-        for await (const message of messages) {
-          const delivery = deliver(bus, fn, url, message, headers).finally(() => inFlight.delete(delivery));
-          inFlight.add(delivery);
-          if (inFlight.size >= CONCURRENCY) await Promise.race(inFlight);
-        }
-        await Promise.all(inFlight);
-      })();
+      const subscription = await bus.consumeEvents(
+        {
+          durableName: durableName(fn, event),
+          filterSubject: subjects.eventsNamed(event),
+          // Short, so that an event the bridge was delivering when it died is delivered again soon; a
+          // delivery in progress keeps it.
+          ackWaitMs: ACK_WAIT_MS,
+          maxDeliveries: MAX_DELIVERIES,
+          concurrency: CONCURRENCY,
+          // Validated at the boundary: a message that will never parse is not retried, it is kept with its reason.
+          deadLetterOrigin: `bridge-${fn}`,
+          onInvalid: (error, subject) => log.warn({ function: fn, subject, reason: error.message }, 'rejected an invalid event; kept as a dead letter'),
+        },
+        (_event, delivery) => deliver(fn, url, delivery, headers),
+      );
       stops.push(async () => {
-        await messages.close();
-        await loop;
+        await subscription.stop();
+        await subscription.closed;
       });
       log.info({ function: fn, event, url }, 'trigger bound');
     }
@@ -99,45 +93,29 @@ function tick(fn: string, url: string, everyMs: number, headers: () => Promise<R
   };
 }
 
-async function deliver(bus: NatsEventBus, fn: string, url: string, message: JsMsg, headers: () => Promise<Record<string, string>>): Promise<void> {
-  const attempt = message.info.deliveryCount;
-  try {
-    parseEvent(message.data);
-  } catch (error) {
-    // Validated at the boundary: a message that will never parse is not retried, it is kept with its reason.
-    if (!(error instanceof InvalidMessageError)) throw error;
-    log.warn({ function: fn, subject: message.subject, reason: error.message }, 'rejected an invalid event; kept as a dead letter');
-    await bus.deadLetter(`bridge-${fn}`, message.data, error.message);
-    message.term();
-    return;
-  }
+async function deliver(fn: string, url: string, message: Delivery, headers: () => Promise<Record<string, string>>): Promise<DeliveryOutcome> {
+  const attempt = message.deliveryCount;
   let failure: string;
-  const keepAlive = setInterval(() => message.working(), ACK_WAIT_MS / 3);
   try {
     const response = await fetch(url, {
       method: 'POST',
       headers: { 'content-type': 'application/cloudevents+json; charset=utf-8', ...(await headers()) },
-      body: message.data,
+      body: message.payload,
       signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
     });
     if (response.ok) {
       await response.body?.cancel();
-      message.ack();
-      return;
+      return 'done';
     }
     failure = `HTTP ${response.status}: ${(await response.text()).slice(0, 500)}`;
   } catch (error) {
     failure = (error as Error).message;
-  } finally {
-    clearInterval(keepAlive);
   }
   if (attempt >= MAX_DELIVERIES) {
     log.error({ function: fn, subject: message.subject, attempt, failure }, 'giving up on an event; kept as a dead letter');
-    await bus.deadLetter(`bridge-${fn}`, message.data, `delivery to ${fn} failed ${attempt} times; last: ${failure}`);
-    message.term();
-    return;
+    return { deadLetter: `delivery to ${fn} failed ${attempt} times; last: ${failure}` };
   }
   const delay = backoffMs(attempt);
   log.warn({ function: fn, subject: message.subject, attempt, delayMs: delay, failure }, 'function did not accept the event; redelivering later');
-  message.nak(delay);
+  return { retryAfterMs: delay };
 }

@@ -37,7 +37,7 @@ export function formatAgents(agents: AgentRegistration[], now = Date.now()): str
     a.region,
     isAlive(a, now) ? 'alive' : `silent ${Math.round((now - Date.parse(a.heartbeatAt)) / 1000)} s`,
     `${a.engine.engine} ${a.engine.version} (${a.engine.ociRuntime})`,
-    `${a.engine.criuVersion ?? 'none'}${a.capabilities?.containerLevel.sockets?.available === true ? ' +sockets' : ''}`,
+    `${a.engine.criuVersion ?? 'none'}${a.capabilities.containerLevel.sockets?.available === true ? ' +sockets' : ''}`,
     a.approaches.join(',') || 'none',
     bytes(a.freeMemoryBytes),
     bytes(a.freeDiskBytes),
@@ -45,7 +45,6 @@ export function formatAgents(agents: AgentRegistration[], now = Date.now()): str
   ]);
   const notes = agents.flatMap((a) => {
     const caps = a.capabilities;
-    if (!caps) return [];
     const off = [
       ...(caps.containerLevel.available ? [] : [`container level: ${caps.containerLevel.reason ?? 'unavailable'}`]),
       ...(caps.containerLevel.sockets?.available === false ? [`network services: ${caps.containerLevel.sockets.reason ?? 'unavailable'}`] : []),

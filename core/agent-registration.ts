@@ -18,7 +18,7 @@ export const AgentRegistration = z.object({
   storeUrl: z.string().min(1),
   approaches: z.array(Approach),
   /** What the capability probe found (agents/capability-probe.ts); the planner decides the approach from it. */
-  capabilities: HostCapabilities.optional(),
+  capabilities: HostCapabilities,
   /** Throughput of this host's last checkpoint upload into its store: the planner's bandwidth estimate. */
   transfer: z.object({ uploadBytesPerSecond: z.number().positive(), measuredAt: z.iso.datetime({ offset: true }) }).optional(),
   engine: z.object({

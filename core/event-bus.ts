@@ -1,4 +1,5 @@
 import type { AgentRegistration } from './agent-registration.js';
+import { BusError } from './bus-errors.js';
 import type { EventName, EventOf, UmsCommand, UmsEvent } from './events.js';
 import type { MigrationRecord } from './migration.js';
 
@@ -76,9 +77,9 @@ export interface RecordStore<T> {
   list(): Promise<Array<Versioned<T> & { key: string }>>;
 }
 
-export class RevisionConflictError extends Error {
-  constructor(readonly bucket: string, readonly key: string) {
-    super(`"${key}" in ${bucket} was changed by someone else (revision conflict)`);
+export class RevisionConflictError extends BusError {
+  constructor(readonly bucket: string, readonly key: string, options?: { cause?: unknown }) {
+    super('revision-conflict', `"${key}" in ${bucket} was changed by someone else (revision conflict)`, options);
     this.name = 'RevisionConflictError';
   }
 }

@@ -8,7 +8,7 @@ import { ContainerNetwork } from './container-network.js';
  *
  * - orchestrator: Kubernetes does it. The kubelet's checkpoint API freezes-and-dumps the container through
  *   CRI-O + CRIU on the source node; the archive becomes an OCI "checkpoint image" that CRI-O restores when a
- *   Pod names it (agents/kubelet-checkpoint.ts). Needs it at both ends.
+ *   Pod names it (agents/kubelet/). Needs it at both ends.
  * - container: our host agents with the host's engine (Podman + CRIU) do it. Needs it at both ends.
  * - service: the service's own image carries a launcher + CRIU that runs as the container's entrypoint and
  *   checkpoints its child from inside; the destination only starts a plain container from the same image and
@@ -91,11 +91,7 @@ export type PlainContainerCapability = z.infer<typeof PlainContainerCapability>;
 export const HostCapabilities = z.object({
   containerLevel: ContainerLevelCapability,
   orchestratorLevel: OrchestratorLevelCapability,
-  /**
-   * Absent in reports from agents that predate it: then a host counts as able to start plain containers when
-   * its engine answered (containerLevel.engine set) or container level is available.
-   */
-  plainContainers: PlainContainerCapability.optional(),
+  plainContainers: PlainContainerCapability,
   probedAt: z.iso.datetime({ offset: true }).optional(),
 });
 export type HostCapabilities = z.infer<typeof HostCapabilities>;
@@ -309,8 +305,8 @@ function infeasibility(approach: MigrationApproach, input: DecisionInput): strin
         // The launcher image carries CRIU 4.1.1, which aborts on any inet socket on Linux >= 6.16.
         return 'the container holds network sockets, and the launcher\'s CRIU inside the image cannot dump them on this kernel (CRIU < 4.2); container level can';
       }
-      if (!canRunPlainContainers(destination)) {
-        return `the destination cannot start a plain container: ${destination.plainContainers?.reason ?? destination.containerLevel.reason ?? 'its engine did not answer'}`;
+      if (!destination.plainContainers.available) {
+        return `the destination cannot start a plain container: ${destination.plainContainers.reason ?? destination.containerLevel.reason ?? 'its engine did not answer'}`;
       }
       if (!hasImage) return 'the destination does not hold the container\'s image (with the launcher in it): pull it there first';
       return undefined;
@@ -368,11 +364,6 @@ export function compareVersions(a: string, b: string): number {
     if (x !== y) return x - y;
   }
   return 0;
-}
-
-function canRunPlainContainers(host: HostCapabilities): boolean {
-  if (host.plainContainers !== undefined) return host.plainContainers.available;
-  return host.containerLevel.available || host.containerLevel.engine !== undefined;
 }
 
 function feasibleBecause(approach: MigrationApproach): string {

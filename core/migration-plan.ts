@@ -1,7 +1,7 @@
 import { isAlive, type AgentRegistration } from './agent-registration.js';
 import { conflictingPorts, planConnections, type ConnectionPlan } from './container-network.js';
 import type { Approach, FailureCode } from './events.js';
-import { decideApproach, type Decision, type HostCapabilities } from './migration-approach.js';
+import { decideApproach, type Decision } from './migration-approach.js';
 
 export interface PlanRequest {
   container: string;
@@ -94,8 +94,8 @@ export function planAgainst(agents: AgentRegistration[], request: PlanRequest, n
     );
   }
   const decision = decideApproach({
-    source: capabilitiesOf(source),
-    destination: capabilitiesOf(destination),
+    source: source.capabilities,
+    destination: destination.capabilities,
     container: container.traits ?? {},
     destinationHasImage: true,
     ...(source.transfer ? { bandwidthBytesPerSecond: source.transfer.uploadBytesPerSecond } : {}),
@@ -112,14 +112,4 @@ export function planAgainst(agents: AgentRegistration[], request: PlanRequest, n
     }
   }
   return { ok: true, source, destination, container, decision, ...(network !== undefined && decision.approach === 'container' ? { connections: planConnections(network) } : {}) };
-}
-
-/** An agent that predates capability reports counts as able to do what its `approaches` list says. */
-export function capabilitiesOf(agent: AgentRegistration): HostCapabilities {
-  if (agent.capabilities) return agent.capabilities;
-  const reason = 'the agent reports no capabilities (an older agent)';
-  return {
-    containerLevel: agent.approaches.includes('container') ? { available: true } : { available: false, reason },
-    orchestratorLevel: { available: false, reason },
-  };
 }

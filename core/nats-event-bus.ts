@@ -1,24 +1,24 @@
 import {
-  AckPolicy,
   connect,
-  DeliverPolicy,
   nanos,
   RetentionPolicy,
   StorageType,
-  type ConsumerConfig,
   type JetStreamClient,
   type JetStreamManager,
-  type JsMsg,
   type KV,
   type NatsConnection,
 } from 'nats';
 import type { z } from 'zod';
 import { AgentRegistration } from './agent-registration.js';
 import pRetry from 'p-retry';
+import { BusError, isJetStreamApiError, JetStreamApiCode } from './bus-errors.js';
+import { consumeDurable, type Delivery, type DeliveryOutcome, type DurableConsumerOptions } from './durable-consumer.js';
 import { RevisionConflictError, subjects, type CommandDelivery, type DeadLetter, type EventBus, type RecordStore, type Subscription, type Versioned } from './event-bus.js';
 import { parseCommand, parseEvent, toWire, type EventName, type EventOf, type UmsCommand, type UmsEvent } from './events.js';
 import { createLogger } from './log.js';
 import { MigrationLock, MigrationRecord } from './migration.js';
+
+export type { Delivery, DeliveryOutcome, DurableConsumerOptions } from './durable-consumer.js';
 
 const log = createLogger('nats-event-bus');
 const encoder = new TextEncoder();
@@ -76,15 +76,19 @@ export async function connectNatsBus(options: NatsBusOptions): Promise<NatsEvent
 async function ensureStream(jsm: JetStreamManager, name: string, config: Parameters<JetStreamManager['streams']['add']>[0]): Promise<void> {
   try {
     await jsm.streams.info(name);
-  } catch {
-    try {
-      await jsm.streams.add({ ...config, name });
-    } catch (error) {
-      // Two components starting at once may race to create it; the loser finds it there.
-      await jsm.streams.info(name).catch(() => {
-        throw error;
-      });
+    return;
+  } catch (error) {
+    if (!isJetStreamApiError(error, JetStreamApiCode.StreamNotFound)) {
+      throw new BusError('setup-failed', `cannot read stream ${name}: ${(error as Error).message}`, { cause: error });
     }
+  }
+  try {
+    await jsm.streams.add({ ...config, name });
+  } catch (error) {
+    // Two components starting at once may race to create it; the loser finds it there.
+    await jsm.streams.info(name).catch(() => {
+      throw new BusError('setup-failed', `cannot create stream ${name}: ${(error as Error).message}`, { cause: error });
+    });
   }
 }
 
@@ -112,24 +116,6 @@ async function ensureStreams(jsm: JetStreamManager): Promise<void> {
   });
 }
 
-/**
- * Creates the durable consumer if it is missing; an existing one keeps its position and takes this
- * version's ack wait and delivery limit.
- */
-export async function ensureConsumer(jsm: JetStreamManager, stream: string, config: Partial<ConsumerConfig> & { durable_name: string }): Promise<void> {
-  let existing;
-  try {
-    existing = await jsm.consumers.info(stream, config.durable_name);
-  } catch {
-    await jsm.consumers.add(stream, { ack_policy: AckPolicy.Explicit, deliver_policy: DeliverPolicy.All, ...config });
-    return;
-  }
-  const { ack_wait, max_deliver } = config;
-  if ((ack_wait !== undefined && existing.config.ack_wait !== ack_wait) || (max_deliver !== undefined && existing.config.max_deliver !== max_deliver)) {
-    await jsm.consumers.update(stream, config.durable_name, { ...(ack_wait !== undefined ? { ack_wait } : {}), ...(max_deliver !== undefined ? { max_deliver } : {}) });
-  }
-}
-
 class KvRecordStore<T> implements RecordStore<T> {
   constructor(
     private readonly kv: KV,
@@ -138,8 +124,14 @@ class KvRecordStore<T> implements RecordStore<T> {
   ) {}
 
   private decode(key: string, bytes: Uint8Array): T {
-    const parsed = this.schema.safeParse(JSON.parse(decoder.decode(bytes)));
-    if (!parsed.success) throw new Error(`record "${key}" in ${this.bucket} does not match its schema: ${parsed.error.message}`);
+    let json: unknown;
+    try {
+      json = JSON.parse(decoder.decode(bytes));
+    } catch (cause) {
+      throw new BusError('invalid-record', `record "${key}" in ${this.bucket} is not JSON: ${(cause as Error).message}`, { cause });
+    }
+    const parsed = this.schema.safeParse(json);
+    if (!parsed.success) throw new BusError('invalid-record', `record "${key}" in ${this.bucket} does not match its schema: ${parsed.error.message}`, { cause: parsed.error });
     return parsed.data;
   }
 
@@ -153,7 +145,7 @@ class KvRecordStore<T> implements RecordStore<T> {
     try {
       return await this.kv.create(key, encode(value));
     } catch (error) {
-      if (isWrongRevision(error)) throw new RevisionConflictError(this.bucket, key);
+      if (isJetStreamApiError(error, JetStreamApiCode.StreamWrongLastSequence)) throw new RevisionConflictError(this.bucket, key, { cause: error });
       throw error;
     }
   }
@@ -162,7 +154,7 @@ class KvRecordStore<T> implements RecordStore<T> {
     try {
       return await this.kv.update(key, encode(value), revision);
     } catch (error) {
-      if (isWrongRevision(error)) throw new RevisionConflictError(this.bucket, key);
+      if (isJetStreamApiError(error, JetStreamApiCode.StreamWrongLastSequence)) throw new RevisionConflictError(this.bucket, key, { cause: error });
       throw error;
     }
   }
@@ -191,21 +183,16 @@ export function redactSignedUrls(text: string): string {
   return text.replace(/(https?:\/\/[^\s"'?]+)\?[^\s"']*/g, '$1?<redacted>');
 }
 
-function isWrongRevision(error: unknown): boolean {
-  const message = error instanceof Error ? error.message : String(error);
-  // JetStream API error 10071 "wrong last sequence", and KV create's "key exists".
-  return /wrong last sequence|key exists|10071/i.test(message);
-}
-
 export class NatsEventBus implements EventBus {
   readonly migrations: RecordStore<MigrationRecord>;
   readonly agents: RecordStore<AgentRegistration>;
   readonly locks: RecordStore<{ migrationId: string }>;
 
+  /** Only connectNatsBus() makes one: it has made sure the streams and buckets exist. */
   constructor(
-    readonly connection: NatsConnection,
+    private readonly connection: NatsConnection,
     private readonly js: JetStreamClient,
-    readonly manager: JetStreamManager,
+    private readonly manager: JetStreamManager,
     migrationsKv: KV,
     agentsKv: KV,
     locksKv: KV,
@@ -236,7 +223,7 @@ export class NatsEventBus implements EventBus {
       const event = parseEvent(message.data);
       return event.name === name ? (event as EventOf<N>) : undefined;
     } catch (error) {
-      if (/no message found|10037|404/i.test((error as Error).message)) return undefined;
+      if (isJetStreamApiError(error, JetStreamApiCode.NoMessageFound)) return undefined;
       throw error;
     }
   }
@@ -246,47 +233,34 @@ export class NatsEventBus implements EventBus {
     handler: (command: UmsCommand, delivery: CommandDelivery) => Promise<void>,
     onInvalid: (error: Error) => void,
   ): Promise<Subscription> {
-    const durable = `agent-${agentId}`;
-    await ensureConsumer(this.manager, subjects.commandsStream, {
-      durable_name: durable,
-      filter_subject: subjects.commandsFor(agentId),
-      ack_wait: nanos(COMMAND_ACK_WAIT_MS),
-      max_deliver: 20,
-    });
-    const consumer = await this.js.consumers.get(subjects.commandsStream, durable);
-    const messages = await consumer.consume({ max_messages: COMMANDS_IN_FLIGHT });
-    const inFlight = new Set<Promise<void>>();
-    const handle = async (message: JsMsg, command: UmsCommand) => {
-      // Keep the command ours while a long checkpoint or restore runs.
-      const keepAlive = setInterval(() => message.working(), COMMAND_ACK_WAIT_MS / 3);
+    const options: DurableConsumerOptions = {
+      durableName: `agent-${agentId}`,
+      filterSubject: subjects.commandsFor(agentId),
+      ackWaitMs: COMMAND_ACK_WAIT_MS,
+      maxDeliveries: 20,
+      concurrency: COMMANDS_IN_FLIGHT,
+      deadLetterOrigin: `agent-${agentId}`,
+      onInvalid,
+    };
+    return consumeDurable(this.js, this.manager, subjects.commandsStream, options, parseCommand, async (command, { redelivered }) => {
       try {
-        await handler(command, { redelivered: message.redelivered });
-        message.ack();
+        await handler(command, { redelivered });
+        return 'done';
       } catch (error) {
         log.warn({ err: error, command: command.type, migrationId: command.subject }, 'command handler failed; it will be redelivered');
-        message.nak(5_000);
-      } finally {
-        clearInterval(keepAlive);
+        return { retryAfterMs: 5_000 };
       }
-    };
-    const closed = (async () => {
-      for await (const message of messages) {
-        let command: UmsCommand;
-        try {
-          command = parseCommand(message.data);
-        } catch (error) {
-          onInvalid(error as Error);
-          await this.deadLetter(`agent-${agentId}`, message.data, (error as Error).message);
-          message.term();
-          continue;
-        }
-        const running = handle(message, command).finally(() => inFlight.delete(running));
-        inFlight.add(running);
-        if (inFlight.size >= COMMANDS_IN_FLIGHT) await Promise.race(inFlight);
-      }
-      await Promise.all(inFlight);
-    })();
-    return { stop: async () => messages.close().then(() => undefined), closed };
+    }, (origin, payload, reason) => this.deadLetter(origin, payload, reason));
+  }
+
+  /**
+   * Events through a durable consumer of the events stream, for the trigger bridge (one per function and
+   * event type): an event waits in the stream while its consumer is down. Not part of EventBus: components
+   * follow migrations; only the bridge, which stands in for Eventarc, needs durable positions. An event that
+   * does not parse is kept as a dead letter; the others are settled as `handler` decides.
+   */
+  async consumeEvents(options: DurableConsumerOptions, handler: (event: UmsEvent, delivery: Delivery) => Promise<DeliveryOutcome>): Promise<Subscription> {
+    return consumeDurable(this.js, this.manager, subjects.eventsStream, options, parseEvent, handler, (origin, payload, reason) => this.deadLetter(origin, payload, reason));
   }
 
   async followMigration(
@@ -324,14 +298,14 @@ export class NatsEventBus implements EventBus {
     const out: DeadLetter[] = [];
     if (info.state.messages === 0) return out;
     for (let seq = first; seq <= last; seq++) {
-      const message = await this.manager.streams.getMessage(subjects.deadLetterStream, { seq }).catch(() => undefined);
+      const message = await this.manager.streams.getMessage(subjects.deadLetterStream, { seq }).catch((error: unknown) => {
+        // Gone since the info was read (aged out): skipped.
+        if (isJetStreamApiError(error, JetStreamApiCode.NoMessageFound)) return undefined;
+        throw error;
+      });
       if (message) out.push(JSON.parse(decoder.decode(message.data)) as DeadLetter);
     }
     return out;
-  }
-
-  get jetstream(): JetStreamClient {
-    return this.js;
   }
 
   async close(): Promise<void> {

@@ -9,6 +9,7 @@ import { subjects } from '../../core/event-bus.js';
 import { makeCommand, makeEvent, toWire, type Approach, type EventName, type UmsEvent } from '../../core/events.js';
 import { isTerminal, type MigrationRecord } from '../../core/migration.js';
 import { connectNatsBus, type NatsEventBus } from '../../core/nats-event-bus.js';
+import { BrokerClient } from '../broker-client.js';
 import { openObjectStore } from '../../core/object-stores/open-object-store.js';
 import { continuity, readTicks } from '../../infra/images/counter-output.js';
 import { DEFAULT_LAUNCHED_COUNTER_IMAGE } from '../../infra/images/build-service-image.js';
@@ -338,8 +339,10 @@ describe('fault matrix: kill -9 each component in each phase; the service runs e
   it('an invalid event and an unknown schema version go to the dead letters with their reason', async () => {
     const deadBefore = (await bus.listDeadLetters(500)).length;
     const good = toWire(makeEvent('migration.requested', '/test/faults', { migrationId: 'fault-bad-1', container: 'x', destinationAgent: DESTINATION }));
-    await bus.jetstream.publish(subjects.event('fault-bad-1', 'migration.requested'), new TextEncoder().encode(JSON.stringify({ ...good, type: 'dev.ums.migration.requested.v7' })));
-    await bus.jetstream.publish(subjects.event('fault-bad-2', 'migration.requested'), new TextEncoder().encode('{"not":"a cloudevent"'));
+    const outsider = await BrokerClient.connect(stack.info.natsUrl);
+    await outsider.publishRaw(subjects.event('fault-bad-1', 'migration.requested'), JSON.stringify({ ...good, type: 'dev.ums.migration.requested.v7' }));
+    await outsider.publishRaw(subjects.event('fault-bad-2', 'migration.requested'), '{"not":"a cloudevent"');
+    await outsider.close();
     let reasons: string[] = [];
     for (let i = 0; i < 60 && reasons.length < 2; i++) {
       await sleep(250);

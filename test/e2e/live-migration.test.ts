@@ -6,6 +6,7 @@ import { Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { connectNatsBus, type NatsEventBus } from '../../core/nats-event-bus.js';
+import { BrokerClient } from '../broker-client.js';
 import { openObjectStore } from '../../core/object-stores/open-object-store.js';
 import type { EventOf } from '../../core/events.js';
 import { COUNTER_MARKER_PATH } from '../../infra/images/build-counter-image.js';
@@ -230,7 +231,9 @@ describe('live migration through the whole stack', { timeout: 900_000 }, () => {
     assert.equal(await runningExactlyOnce(name), azure);
 
     // A malformed event on the bus is refused at the function's boundary and kept as a dead letter.
-    await bus.jetstream.publish('ums.events.bogus.migration.requested', new TextEncoder().encode('{"specversion":"1.0","type":"dev.ums.migration.requested.v1"}'));
+    const outsider = await BrokerClient.connect(stack.info.natsUrl);
+    await outsider.publishRaw('ums.events.bogus.migration.requested', '{"specversion":"1.0","type":"dev.ums.migration.requested.v1"}');
+    await outsider.close();
     let letters: Awaited<ReturnType<NatsEventBus['listDeadLetters']>> = [];
     for (let i = 0; i < 50 && letters.length === 0; i++) {
       await sleep(100);

@@ -22,7 +22,7 @@ import {
   runCriuCheck,
   type LauncherProbeResult,
 } from '../../agents/capability-probe.js';
-import { KubeletCheckpointClient } from '../../agents/kubelet-checkpoint.js';
+import { KubeletCheckpointClient } from '../../agents/kubelet/kubelet-client.js';
 import { PodmanEngine } from '../../agents/podman-engine.js';
 import { ServiceLevel } from '../../agents/service-level.js';
 import { launcherControlDir, launcherRunArgs, launcherSocketPath } from '../../launcher/convention.js';

@@ -1,5 +1,5 @@
 /**
- * The orchestrator-level adapter (agents/kubelet-checkpoint.ts) against RECORDED kubelet behaviour: no
+ * The orchestrator-level adapter (agents/kubelet/) against RECORDED kubelet behaviour: no
  * cluster runs here (no kubelet, no CRI-O, no k3s), so a local HTTPS server with a certificate made by the
  * `openssl` CLI replays the kubelet's answers from test/fixtures/kubelet/ (each file says where its answer
  * comes from: the kubelet's source and error texts quoted in Kubernetes issues, by version; none was captured
@@ -24,19 +24,11 @@ import { pipeline } from 'node:stream/promises';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { z } from 'zod';
-import {
-  buildCheckpointImageArchive,
-  CRIO_CHECKPOINT_ANNOTATION,
-  KUBELET_CHECKPOINT_DIR,
-  KubeletCheckpointClient,
-  KubeletCheckpointError,
-  openArchive,
-  parseCheckpointArchiveName,
-  removeArchive,
-  restorePodManifest,
-  tokenFromFile,
-  type KubeletCheckpointErrorCode,
-} from '../../agents/kubelet-checkpoint.js';
+import { KUBELET_CHECKPOINT_DIR, openArchive, parseCheckpointArchiveName, removeArchive } from '../../agents/kubelet/checkpoint-archive.js';
+import { buildCheckpointImageArchive, CRIO_CHECKPOINT_ANNOTATION } from '../../agents/kubelet/checkpoint-image.js';
+import { KubeletCheckpointClient, tokenFromFile } from '../../agents/kubelet/kubelet-client.js';
+import { KubeletCheckpointError, type KubeletCheckpointErrorCode } from '../../agents/kubelet/kubelet-errors.js';
+import { restorePodManifest } from '../../agents/kubelet/restore-pod.js';
 import { startPodmanHost, type PodmanHost } from '../../infra/podman-host.js';
 import { repoPath } from '../../infra/repo-paths.js';
 

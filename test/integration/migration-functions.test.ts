@@ -7,7 +7,7 @@ import { Readable } from 'node:stream';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import type { AgentRegistration } from '../../core/agent-registration.js';
 import { subjects } from '../../core/event-bus.js';
-import { makeEvent, parseCommand, parseEvent, type EventName, type UmsCommand, type UmsEvent } from '../../core/events.js';
+import { makeEvent, parseCommand, type EventName, type UmsCommand, type UmsEvent } from '../../core/events.js';
 import { createLogger } from '../../core/log.js';
 import { lockKey } from '../../core/migration.js';
 import { connectNatsBus, type NatsEventBus } from '../../core/nats-event-bus.js';
@@ -18,6 +18,7 @@ import { planMigration } from '../../functions/plan-migration.js';
 import { planRestore } from '../../functions/plan-restore.js';
 import { superviseMigrations } from '../../functions/supervise-migrations.js';
 import { startNatsServer, type NatsServer } from '../../infra/nats-server.js';
+import { BrokerClient } from '../broker-client.js';
 
 /**
  * The functions against a real nats-server with JetStream and a real (file) object store, called
@@ -40,6 +41,8 @@ const container = (name: string, state = 'running', image = IMAGE, imageId = IMA
 let dir: string;
 let nats: NatsServer;
 let bus: NatsEventBus;
+/** Reads and empties the command queues from outside the bus (no component does either). */
+let broker: BrokerClient;
 let ctx: FunctionContext;
 let storeUrl: string;
 
@@ -51,6 +54,11 @@ function registration(agentId: string, containers: AgentRegistration['containers
     region: 'r',
     storeUrl,
     approaches: ['container'],
+    capabilities: {
+      containerLevel: { available: true, engine: 'podman 4.3.1', criuVersion: '4.1.1' },
+      orchestratorLevel: { available: false, reason: 'UMS_KUBELET_URL is not set' },
+      plainContainers: { available: true },
+    },
     engine: { engine: 'podman', version: '4.3.1', apiVersion: '4.3.1', ociRuntime: 'runc', criuVersion: '4.1.1', kernel: '6.18' },
     freeMemoryBytes: 1e10,
     freeDiskBytes: 1e11,
@@ -66,20 +74,11 @@ const request = (container: string, migrationId = randomUUID(), destinationAgent
   makeEvent('migration.requested', '/test', { migrationId, container, destinationAgent });
 
 async function commandsFor(agentId: string): Promise<UmsCommand[]> {
-  const info = await bus.manager.streams.info(subjects.commandsStream);
-  const out: UmsCommand[] = [];
-  for (let seq = info.state.first_seq; seq <= info.state.last_seq && info.state.messages > 0; seq++) {
-    const message = await bus.manager.streams.getMessage(subjects.commandsStream, { seq }).catch(() => undefined);
-    if (message?.subject === subjects.commandsFor(agentId)) out.push(parseCommand(message.data));
-  }
-  return out;
+  return (await broker.stored(subjects.commandsStream, subjects.commandsFor(agentId))).map((message) => parseCommand(message.data));
 }
 
 async function lastEvent(migrationId: string, name: EventName): Promise<UmsEvent | undefined> {
-  const message = await bus.manager.streams
-    .getMessage(subjects.eventsStream, { last_by_subj: subjects.event(migrationId, name) })
-    .catch(() => undefined);
-  return message ? parseEvent(message.data) : undefined;
+  return bus.lastEvent(migrationId, name);
 }
 
 async function allEvents(migrationId: string): Promise<UmsEvent[]> {
@@ -93,7 +92,7 @@ async function allEvents(migrationId: string): Promise<UmsEvent[]> {
 }
 
 async function purgeCommands(): Promise<void> {
-  await bus.manager.streams.purge(subjects.commandsStream);
+  await broker.purge(subjects.commandsStream);
 }
 
 describe('the migration functions against a real JetStream', () => {
@@ -101,6 +100,7 @@ describe('the migration functions against a real JetStream', () => {
     dir = await mkdtemp(join(tmpdir(), 'ums-functions-'));
     nats = await startNatsServer(dir);
     bus = await connectNatsBus({ servers: nats.url, name: 'functions-test' });
+    broker = await BrokerClient.connect(nats.url);
     storeUrl = `file://${join(dir, 'store')}`;
     ctx = {
       bus,
@@ -113,6 +113,7 @@ describe('the migration functions against a real JetStream', () => {
   });
 
   after(async () => {
+    await broker?.close();
     await bus?.close();
     await nats?.stop();
     await rm(dir, { recursive: true, force: true });

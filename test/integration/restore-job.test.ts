@@ -39,8 +39,7 @@ import { PodmanEngine } from '../../agents/podman-engine.js';
 import { RestoreJob, RestoreRefusedError, type RestoredArchive } from '../../agents/restore-job.js';
 import { artifactPrefix, chunkKey, manifestKey, type Manifest } from '../../core/checkpoint-artifact.js';
 import { uploadChunked } from '../../core/chunked-upload.js';
-import { subjects } from '../../core/event-bus.js';
-import { makeEvent, parseEvent, type Artifact, type CommandData, type EventData, type EventName, type FailureCode } from '../../core/events.js';
+import { makeEvent, type Artifact, type CommandData, type EventData, type EventName, type FailureCode } from '../../core/events.js';
 import { createLogger } from '../../core/log.js';
 import { connectNatsBus, type NatsEventBus } from '../../core/nats-event-bus.js';
 import type { ObjectStore } from '../../core/object-store.js';
@@ -270,8 +269,7 @@ describe('RestoreJob refuses bad input before anything is restored', { timeout: 
   }
 
   async function lastEvent(migrationId: string, name: EventName) {
-    const message = await bus.manager.streams.getMessage(subjects.eventsStream, { last_by_subj: subjects.event(migrationId, name) }).catch(() => undefined);
-    return message ? parseEvent(message.data) : undefined;
+    return bus.lastEvent(migrationId, name);
   }
 
   it('restores good input for real: the counter goes on from where it was frozen', async () => {

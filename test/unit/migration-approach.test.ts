@@ -17,6 +17,8 @@ const MiB = 1024 * 1024;
 function host(parts: { container?: boolean; orchestrator?: boolean; plain?: boolean } = {}): HostCapabilities {
   const container = parts.container ?? true;
   const orchestrator = parts.orchestrator ?? false;
+  // Where the engine answers (container level available), it starts plain containers too.
+  const plain = parts.plain ?? container;
   return {
     containerLevel: container
       ? { available: true, engine: 'podman 4.3.1 (runc 1.1.4)', criuVersion: '4.1.1' }
@@ -24,7 +26,7 @@ function host(parts: { container?: boolean; orchestrator?: boolean; plain?: bool
     orchestratorLevel: orchestrator
       ? { available: true, kubeletUrl: 'https://node-a:10250', runtime: 'cri-o://1.30.4' }
       : { available: false, reason: 'UMS_KUBELET_URL is not set' },
-    ...(parts.plain !== undefined ? { plainContainers: parts.plain ? { available: true } : { available: false, reason: 'engine socket refused' } } : {}),
+    plainContainers: plain ? { available: true } : { available: false, reason: 'engine socket refused' },
   };
 }
 
@@ -124,8 +126,8 @@ describe('decideApproach: the decision table', () => {
   it('row 10: a destination that cannot start containers or lacks the image rules out container and service levels', () => {
     const noEngine = refused(decide({ source: host(), destination: host({ container: false, plain: false }), container: singleSmall }));
     assert.match(noEngine.candidates.find((c) => c.approach === 'service')?.why ?? '', /cannot start a plain container: engine socket refused/);
-    // Without a plainContainers report, a destination whose engine answered (criu missing) still starts plain containers.
-    const criuMissing = host({ container: false });
+    // A destination whose engine answered but whose CRIU is missing still starts plain containers.
+    const criuMissing = host({ container: false, plain: true });
     criuMissing.containerLevel.engine = 'podman 4.3.1';
     assert.equal(chosen(decide({ source: host(), destination: criuMissing, container: singleSmall })).approach, 'service');
 

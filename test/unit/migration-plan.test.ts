@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { AgentRegistration } from '../../core/agent-registration.js';
+import { AgentRegistration } from '../../core/agent-registration.js';
 import type { ContainerNetwork } from '../../core/container-network.js';
 import { planAgainst } from '../../core/migration-plan.js';
 
@@ -68,10 +68,18 @@ describe('planAgainst: registrations to a plan, as planMigration and `ums plan` 
     assert.match(unmeasured.decision.candidates.find((c) => c.approach === 'container')?.why ?? '', /bandwidth unmeasured/);
   });
 
-  it('treats an agent without capability reports as container level only', () => {
-    const old = agent('a', [{ name: 'web', image: IMAGE, imageId: IMAGE_ID, state: 'running', checkpointed: false }], { approaches: ['container'], capabilities: undefined });
-    const plan = planAgainst([old, agent('b', [])], { container: 'web', destinationAgent: 'b' }, NOW);
-    assert.ok(plan.ok && plan.decision.approach === 'container');
+  it('requires every registration to carry the capability report the approach is decided from', () => {
+    const { capabilities, ...withoutCapabilities } = agent('a', []);
+    assert.ok(AgentRegistration.safeParse(agent('a', [])).success);
+    assert.match(AgentRegistration.safeParse(withoutCapabilities).error?.message ?? '', /capabilities/);
+    const { plainContainers: _plainContainers, ...withoutPlainContainers } = capabilities;
+    assert.match(AgentRegistration.safeParse({ ...withoutCapabilities, capabilities: withoutPlainContainers }).error?.message ?? '', /plainContainers/);
+
+    // Decided from the report alone: a host that reports container level only gets container level.
+    const containerOnly = { ...capabilities, plainContainers: { available: false, reason: 'engine socket refused' } };
+    const web = launched('web', 1);
+    const plan = planAgainst([agent('a', [web], { capabilities: containerOnly }), agent('b', [], { capabilities: containerOnly })], { container: 'web', destinationAgent: 'b' }, NOW);
+    assert.ok(plan.ok && plan.decision.approach === 'container', plan.ok ? plan.decision.reason : plan.reason);
   });
 
   it('refuses, with the reason, a requested approach that is not possible, and every registry problem before it', () => {

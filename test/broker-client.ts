@@ -1,0 +1,44 @@
+import { connect, type JetStreamClient, type JetStreamManager, type NatsConnection } from 'nats';
+
+/**
+ * A second client of the broker, for tests: its own connection, apart from the bus under test, doing what
+ * no component does and the bus therefore does not offer: publishing bytes the bus would refuse to send (a
+ * misbehaving publisher elsewhere on the network), reading what waits in a stream, emptying a stream.
+ */
+export class BrokerClient {
+  private constructor(
+    private readonly nc: NatsConnection,
+    private readonly js: JetStreamClient,
+    private readonly jsm: JetStreamManager,
+  ) {}
+
+  static async connect(servers: string): Promise<BrokerClient> {
+    const nc = await connect({ servers, name: 'ums-test-broker-client' });
+    return new BrokerClient(nc, nc.jetstream(), await nc.jetstreamManager());
+  }
+
+  /** Publishes as is, unvalidated. */
+  async publishRaw(subject: string, payload: Uint8Array | string): Promise<void> {
+    await this.js.publish(subject, typeof payload === 'string' ? new TextEncoder().encode(payload) : payload);
+  }
+
+  /** What is stored in `stream` now, oldest first, optionally only on one subject. */
+  async stored(stream: string, subject?: string): Promise<Array<{ subject: string; data: Uint8Array }>> {
+    const info = await this.jsm.streams.info(stream);
+    const out: Array<{ subject: string; data: Uint8Array }> = [];
+    for (let seq = info.state.first_seq; seq <= info.state.last_seq && info.state.messages > 0; seq++) {
+      // A work queue has gaps where acknowledged messages were.
+      const message = await this.jsm.streams.getMessage(stream, { seq }).catch(() => undefined);
+      if (message && (subject === undefined || message.subject === subject)) out.push({ subject: message.subject, data: message.data });
+    }
+    return out;
+  }
+
+  async purge(stream: string): Promise<void> {
+    await this.jsm.streams.purge(stream);
+  }
+
+  async close(): Promise<void> {
+    await this.nc.drain().catch(() => this.nc.close());
+  }
+}
