@@ -55,6 +55,10 @@ describe('the migration state machine', () => {
       container: 'web',
       destinationAgent: 'gcp',
       sourceAgent: 'azure',
+      image: 'localhost/web:1',
+      imageId: 'c'.repeat(64),
+      approach: 'container',
+      artifactLocation: { storeUrl: 'gs://b', prefix: 'migrations/m1/' },
       artifact: { storeUrl: 'gs://b', prefix: 'migrations/m1/', sizeBytes: 2048, sha256: 'a'.repeat(64), chunkCount: 1, manifestSha256: 'b'.repeat(64) },
       times: {
         requestedAt: at(0),
