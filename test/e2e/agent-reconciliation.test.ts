@@ -134,6 +134,13 @@ describe('agents reconcile at start: the record says where the service runs', { 
     bus = await connectNatsBus({ servers: stack.info.natsUrl, name: 'reconcile-test' });
     source = stack.hosts.get(SOURCE) as PodmanHost;
     destination = stack.hosts.get(DESTINATION) as PodmanHost;
+    // Both agents registered and beating, so that the planner does not refuse the first request.
+    for (const agentId of [SOURCE, DESTINATION]) {
+      await waitFor(`${agentId} to register`, async () => {
+        const registration = await bus.agents.get(agentId);
+        return registration && Date.now() - Date.parse(registration.value.heartbeatAt) < 5_000 ? true : undefined;
+      }, 60_000);
+    }
   });
 
   after(async () => {
@@ -149,7 +156,7 @@ describe('agents reconcile at start: the record says where the service runs', { 
       const migrationId = `reconcile-${opening.replace('.', '-')}-${randomBytes(3).toString('hex')}`;
       await startCounter(source, name, SOURCE);
       const countBefore = (await readTicks(source.url, name)).at(-1)?.count ?? 0;
-      let injected: Promise<void> = Promise.resolve();
+      let injected: Promise<void> | undefined;
       const subscription = await bus.followMigration(migrationId, (event) => {
         if (event.name !== opening) return;
         injected = restartAgent(SOURCE);
@@ -160,6 +167,7 @@ describe('agents reconcile at start: the record says where the service runs', { 
         const r = await recordOf(migrationId);
         return r && isTerminal(r.state) ? r : undefined;
       });
+      assert.ok(injected, `the migration ended ${record.state} before ${opening}: ${record.failure?.reason ?? ''}`);
       await injected;
       await subscription.stop().catch(() => undefined);
       if (record.state === 'failed') assert.equal(record.runningOn, SOURCE, `failed: ${record.failure.reason}`);
