@@ -13,6 +13,7 @@ import { NotCheckpointableError } from './container-level.js';
 import { checkCpuinfo } from './cpu-compatibility.js';
 import { resolveCriu } from './criu-command.js';
 import type { MigrationApproach } from '../core/migration-approach.js';
+import type { MigrationRecord } from '../core/migration.js';
 import { Heartbeat, type AgentIdentity } from './registration.js';
 import { RestoreAbandonedError, RestoreJob, RestoreRefusedError, type RestoredArchive } from './restore-job.js';
 import type { RestoreJournal } from './restore-journal.js';
@@ -70,7 +71,7 @@ export class HostAgent {
 
   async start(): Promise<void> {
     await this.heartbeat.start();
-    await this.pruneJournal();
+    await this.reconcile().catch((error: unknown) => this.options.log.warn({ err: error }, 'reconciling with the migration records failed; the saga\'s commands still clean up'));
     this.subscription = await this.options.bus.consumeCommands(
       this.id,
       (command, delivery) => this.dispatch(command, delivery),
@@ -84,11 +85,45 @@ export class HostAgent {
     await this.heartbeat.stop();
   }
 
-  /** Entries of migrations that completed are of no more use; a failed one waits for its abort. */
-  private async pruneJournal(): Promise<void> {
-    for (const entry of await this.options.journal.list()) {
-      const record = await this.options.bus.migrations.get(entry.migrationId);
-      if (!record || record.value.state === 'done') await this.options.journal.forget(entry.migrationId);
+  /**
+   * At start, before any command: what this host holds is reconciled with the migration records, so
+   * that a record says where the service runs even when a command was lost or came too late.
+   *
+   * - The restore journal (the copies this agent made): an entry of a migration that is done, or has no
+   *   record, is of no more use. A copy made for a migration that ended failed is removed, unless the
+   *   record places the service nowhere else and the copy runs (then it is the service): the abort that
+   *   should have removed it may have expired or been refused. Migrations under way are left to their
+   *   commands, which come again.
+   * - The engine: a container that runs here while the latest ended-failed migration of it says it runs
+   *   elsewhere or nowhere is reported (service.running), and the saga corrects the record.
+   */
+  private async reconcile(): Promise<void> {
+    const { bus, journal, engine, log } = this.options;
+    for (const entry of await journal.list()) {
+      const record = (await bus.migrations.get(entry.migrationId))?.value;
+      if (record && record.state !== 'done' && record.state !== 'failed') continue;
+      const copy = record?.state === 'failed' ? await engine.inspectContainer(entry.container) : undefined;
+      const isTheService = copy?.state === 'running' && (record?.runningOn === null || record?.runningOn === this.id);
+      if (record?.state === 'failed' && copy && !isTheService) {
+        const driver = record.approach ? this.options.drivers[record.approach] : undefined;
+        if (driver) await driver.removeRestored(entry.container);
+        else await engine.removeContainer(entry.container, { force: true, withVolumes: true });
+        log.warn({ migrationId: entry.migrationId, container: entry.container, runningOn: record.runningOn }, 'removed a copy restored here for a migration that rolled back (its abort never reached this agent)');
+      }
+      await journal.forget(entry.migrationId);
+    }
+
+    const running = new Set((await engine.listContainers()).filter((c) => c.state === 'running').map((c) => c.name));
+    const latest = new Map<string, MigrationRecord>();
+    for (const { value: record } of await bus.migrations.list()) {
+      if (!running.has(record.container) || (record.sourceAgent !== this.id && record.destinationAgent !== this.id)) continue;
+      const previous = latest.get(record.container);
+      if (!previous || previous.times.requestedAt < record.times.requestedAt) latest.set(record.container, record);
+    }
+    for (const record of latest.values()) {
+      if (record.state !== 'failed' || record.runningOn === this.id) continue;
+      log.warn({ migrationId: record.migrationId, container: record.container, recordSays: record.runningOn }, 'the service of a failed migration runs here; reporting it');
+      await this.emit('service.running', { migrationId: record.migrationId, agent: this.id, container: record.container });
     }
   }
 
@@ -184,7 +219,7 @@ export class HostAgent {
     if (frozen && delivery.redelivered) {
       // This agent died while checkpointing: the freeze happened, but the archive went nowhere. The
       // frozen copy is intact; the saga resumes it.
-      return failed('agent-restarted', `the agent on ${this.id} restarted while checkpointing "${container}"; it stays frozen until it is resumed`, true);
+      return failed('agent-restarted', `the agent on ${this.id} restarted while checkpointing "${container}" (frozen there, its checkpoint kept): the migration turns back and resumes it there`, true);
     }
     if (before.state !== 'running' || frozen) return failed('container-not-running', `container "${container}" on ${this.id} is ${frozen ? 'frozen' : before.state}, not running`, frozen === true || before.checkpointed);
     try {

@@ -2,7 +2,7 @@
 import { Command, Option } from 'commander';
 import { Approach } from '../core/events.js';
 import { planAgainst } from '../core/migration-plan.js';
-import { timelineOf } from '../core/migration.js';
+import { timelineOf, whereItRuns } from '../core/migration.js';
 import { connectCli } from './bus-connection.js';
 import { formatAgents, formatMigrations, formatPlan, formatTimeline, planSummary } from './format.js';
 import { migrate } from './migrate-command.js';
@@ -88,6 +88,7 @@ program
           process.stdout.write(
             `${r.migrationId}: ${r.container} ${r.sourceAgent ?? '?'} -> ${r.destinationAgent}: ${r.state} (epoch ${r.epoch})${r.failure ? ` (${r.failure.phase}: ${r.failure.reason})` : ''}\n` +
               (r.approach ? `  approach: ${r.approachReason ?? r.approach}\n` : '') +
+              `  service: ${describeWhere(whereItRuns(r))}${r.runningOnReport ? ` (${r.runningOnReport})` : ''}\n` +
               (r.deadlineAt && !['done', 'failed'].includes(r.state) ? `  deadline of this phase: ${r.deadlineAt}\n` : '') +
               (r.rollback ? `  rollback: ${r.rollback.how ?? (r.rollback.destinationClear ? 'destination clear' : 'waiting for the destination to confirm it holds no copy')}\n` : '') +
               (r.pendingCleanup ? `  pending cleanup: ${r.pendingCleanup}\n` : '') +
@@ -110,6 +111,12 @@ program
       await bus.close();
     }
   });
+
+function describeWhere({ agent, frozen }: ReturnType<typeof whereItRuns>): string {
+  if (agent === null) return 'NOT running anywhere (operator action needed)';
+  if (agent === undefined) return 'where it runs is not known yet';
+  return frozen ? `frozen on ${agent} (checkpoint kept) while the migration moves it` : `runs on ${agent}`;
+}
 
 const stack = program.command('stack').description('the local stack: NATS, object storage servers, functions, bridge, simulated hosts and agents');
 const stackName = () => new Option('--name <name>', 'stack name (its own ports and folder)').default('default');

@@ -173,6 +173,11 @@ export const eventData = {
   'source.discarded': z.object({ ...migrationRef, agent: AgentId, container: containerName }),
   'source.resumed': z.object({ ...migrationRef, agent: AgentId, container: containerName }),
   'source.resume-failed': z.object({ ...migrationRef, agent: AgentId, container: containerName, reason: z.string() }),
+  /**
+   * An agent, reconciling at its start, found the migration's container running on its host while the
+   * ended migration's record says it runs elsewhere or nowhere: the saga corrects the record.
+   */
+  'service.running': z.object({ ...migrationRef, agent: AgentId, container: containerName }),
   'migration.completed': z.object({
     ...migrationRef,
     container: containerName,

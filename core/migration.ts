@@ -98,45 +98,151 @@ export const COMMAND_VALID_IN: Record<CommandName, readonly MigrationState[]> = 
 
 const isoTime = z.iso.datetime({ offset: true });
 
-export const MigrationRecord = z.object({
+const Times = z.object({
+  requestedAt: isoTime,
+  plannedAt: isoTime.optional(),
+  preparedAt: isoTime.optional(),
+  checkpointStartedAt: isoTime.optional(),
+  firstByteAt: isoTime.optional(),
+  uploadedAt: isoTime.optional(),
+  downloadedAt: isoTime.optional(),
+  restoredAt: isoTime.optional(),
+  finishedAt: isoTime.optional(),
+});
+export type MigrationTimes = z.infer<typeof Times>;
+
+export const MigrationFailure = z.object({ phase: z.string(), code: FailureCode, reason: z.string() });
+export type MigrationFailure = z.infer<typeof MigrationFailure>;
+
+/** Rolling back: whether the destination confirmed (or is presumed) to hold no copy, so the source may resume. */
+const Rollback = z.object({ destinationClear: z.boolean(), how: z.string().optional() });
+
+/** What every record has, whatever its state. */
+const Base = {
   migrationId: MigrationId,
-  state: MigrationState,
-  /** The fencing token every command carries (see commandData); raised when the saga turns back. */
+  /**
+   * The fencing token every command carries (see commandData); raised when the saga turns back.
+   * Defaulted only for records written before there were epochs.
+   */
   epoch: z.number().int().positive().default(1),
   /** When the supervisor steps in if the current phase has not moved on. */
   deadlineAt: isoTime.optional(),
   container: ContainerName,
-  image: z.string().optional(),
-  imageId: z.string().optional(),
-  sourceAgent: AgentId.optional(),
   destinationAgent: AgentId,
-  approach: Approach.optional(),
+  /** Timestamps of each step, for the timeline. */
+  times: Times,
+  updatedAt: isoTime,
+};
+
+/** The plan (plan-migration): set when the record leaves `requested`, kept from then on. */
+const Plan = {
+  sourceAgent: AgentId,
+  image: z.string().min(1),
+  imageId: z.string().min(1),
+  approach: Approach,
   /** Why the planner chose that approach (core/migration-approach.ts), for `ums status`. */
   approachReason: z.string().optional(),
-  artifactLocation: ArtifactLocation.optional(),
-  /** What the destination checks before the freeze (set with the plan). */
+  artifactLocation: ArtifactLocation,
+  /** What the destination checks before the freeze. */
   requirements: RestoreRequirements.optional(),
-  artifact: Artifact.optional(),
-  failure: z.object({ phase: z.string(), code: FailureCode, reason: z.string() }).optional(),
-  /** Rolling back: whether the destination confirmed (or is presumed) to hold no copy, so the source may resume. */
-  rollback: z.object({ destinationClear: z.boolean(), how: z.string().optional() }).optional(),
+};
+
+/** Once the plan is made: the uploaded archive, which the destination's confirmation may overtake. */
+const Planned = { ...Plan, artifact: Artifact.optional() };
+
+const Requested = z.object({
+  ...Base,
+  state: z.literal('requested'),
+  /** The source the request named, if it named one (the planner finds it otherwise). */
+  sourceAgent: AgentId.optional(),
+});
+const Preflight = z.object({ ...Base, state: z.literal('preflight'), ...Plan });
+const Checkpointing = z.object({ ...Base, state: z.literal('checkpointing'), ...Planned });
+const Uploaded = z.object({ ...Base, state: z.literal('uploaded'), ...Plan, artifact: Artifact });
+const Restoring = z.object({ ...Base, state: z.literal('restoring'), ...Planned });
+const Restored = z.object({ ...Base, state: z.literal('restored'), ...Planned });
+const Finalizing = z.object({ ...Base, state: z.literal('finalizing'), ...Planned });
+const Done = z.object({
+  ...Base,
+  state: z.literal('done'),
+  ...Planned,
   /** Something left for an agent to do after the migration ended (e.g. a source that was gone must discard its copy). */
   pendingCleanup: z.string().optional(),
-  /** Timestamps of each step, for the timeline. */
-  times: z.object({
-    requestedAt: isoTime,
-    plannedAt: isoTime.optional(),
-    preparedAt: isoTime.optional(),
-    checkpointStartedAt: isoTime.optional(),
-    firstByteAt: isoTime.optional(),
-    uploadedAt: isoTime.optional(),
-    downloadedAt: isoTime.optional(),
-    restoredAt: isoTime.optional(),
-    finishedAt: isoTime.optional(),
-  }),
-  updatedAt: isoTime,
 });
-export type MigrationRecord = z.infer<typeof MigrationRecord>;
+const RollingBack = z.object({ ...Base, state: z.literal('rolling-back'), ...Planned, failure: MigrationFailure, rollback: Rollback });
+const Failed = z.object({
+  ...Base,
+  state: z.literal('failed'),
+  // A migration refused before it was planned has no plan.
+  ...z.object(Planned).partial().shape,
+  failure: MigrationFailure,
+  rollback: Rollback.optional(),
+  /**
+   * Where the service runs now: the source (untouched, or resumed), or null (nowhere: the operator must
+   * act). Set by the saga when the migration fails, corrected by an agent's `service.running` report.
+   */
+  runningOn: AgentId.nullable(),
+  /** How runningOn was learnt, when an agent's report corrected it. */
+  runningOnReport: z.string().optional(),
+});
+
+const ByState = z.discriminatedUnion('state', [Requested, Preflight, Checkpointing, Uploaded, Restoring, Restored, Finalizing, Done, RollingBack, Failed]);
+
+/**
+ * Records written before `failed` records said where the service runs: what the saga told the operator
+ * at the time in migration.failed (nowhere after a failed or abandoned resume; the source otherwise).
+ */
+function fromEarlierVersions(raw: unknown): unknown {
+  if (typeof raw !== 'object' || raw === null) return raw;
+  const record = raw as Record<string, unknown>;
+  if (record.state !== 'failed' || 'runningOn' in record) return raw;
+  const failure = record.failure as { phase?: unknown; code?: unknown } | undefined;
+  const nowhere = failure?.code === 'resume-failed' || (failure?.phase === 'rollback' && failure.code === 'agent-unavailable');
+  return { ...record, runningOn: nowhere ? null : (record.sourceAgent ?? null) };
+}
+
+/**
+ * The migration record, one shape per state (a discriminated union on `state`): a planned record has
+ * its plan, a record rolling back its failure and rollback, a failed one its failure and where the
+ * service runs. The KV form is the same flat JSON as before; records of earlier versions still read.
+ */
+export const MigrationRecord = z.preprocess(fromEarlierVersions, ByState);
+type ByState = z.infer<typeof ByState>;
+type AnyKey = ByState extends infer U ? (U extends unknown ? keyof U : never) : never;
+/**
+ * The union, with each state's shape saying which fields it does not have (`?: undefined`): a reader
+ * (`ums status`, a test) may look at `record.failure` on any record, and gets `MigrationFailure` only
+ * where the state guarantees it.
+ */
+export type MigrationRecord = ByState extends infer U ? (U extends unknown ? U & { [K in Exclude<AnyKey, keyof U>]?: undefined } : never) : never;
+/** The record in one state. */
+export type RecordIn<S extends MigrationState> = Extract<MigrationRecord, { state: S }>;
+
+/**
+ * Where the service runs, as the record knows it: at the source until the freeze, frozen there while the
+ * archive moves (or the saga turns back), at the destination once it confirmed, and for a failed
+ * migration wherever the saga (or an agent's report) last placed it; null is nowhere, undefined not
+ * known yet (a request that has not found its source).
+ */
+export function whereItRuns(record: MigrationRecord): { agent: string | null | undefined; frozen: boolean } {
+  switch (record.state) {
+    case 'requested':
+    case 'preflight':
+      return { agent: record.sourceAgent, frozen: false };
+    // From `checkpointing` on the source is told to freeze; it runs again only if the saga turns back.
+    case 'checkpointing':
+    case 'uploaded':
+    case 'restoring':
+    case 'rolling-back':
+      return { agent: record.sourceAgent, frozen: true };
+    case 'restored':
+    case 'finalizing':
+    case 'done':
+      return { agent: record.destinationAgent, frozen: false };
+    case 'failed':
+      return { agent: record.runningOn, frozen: false };
+  }
+}
 
 /** Held in `ums_locks` under `<agent>.<container>` while a container migrates: one migration at a time. */
 export const MigrationLock = z.object({ migrationId: MigrationId });
@@ -151,7 +257,7 @@ const ms = (from: string | undefined, to: string | undefined): number | undefine
  * NTP-synchronised (skew shows up in the short phases, never in total or frozen time, which are each
  * measured on one clock... except frozen, which spans source and destination clocks).
  */
-export function timelineOf(record: MigrationRecord): Timeline {
+export function timelineOf(record: { times: MigrationTimes; artifact?: Artifact | undefined }): Timeline {
   const t = record.times;
   const finishedAt = t.finishedAt ?? new Date().toISOString();
   const phases: Array<[string, number | undefined]> = [

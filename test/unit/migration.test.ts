@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { canTransition, COMMAND_VALID_IN, isTerminal, MigrationState, timelineOf, type MigrationRecord } from '../../core/migration.js';
+import { canTransition, COMMAND_VALID_IN, isTerminal, MigrationRecord, MigrationState, timelineOf, whereItRuns } from '../../core/migration.js';
 
 describe('the migration state machine', () => {
   it('allows the happy path and the way back, and nothing out of a terminal state', () => {
@@ -55,6 +55,10 @@ describe('the migration state machine', () => {
       container: 'web',
       destinationAgent: 'gcp',
       sourceAgent: 'azure',
+      image: 'localhost/web:1',
+      imageId: 'c'.repeat(64),
+      approach: 'container',
+      artifactLocation: { storeUrl: 'gs://b', prefix: 'migrations/m1/' },
       artifact: { storeUrl: 'gs://b', prefix: 'migrations/m1/', sizeBytes: 2048, sha256: 'a'.repeat(64), chunkCount: 1, manifestSha256: 'b'.repeat(64) },
       times: {
         requestedAt: at(0),
@@ -75,5 +79,25 @@ describe('the migration state machine', () => {
     assert.equal(timeline.totalMs, 950);
     assert.equal(timeline.frozenMs, 800);
     assert.equal(timeline.archiveBytes, 2048);
+  });
+
+  it('reads each state with what it must have, and failed records written before runningOn', () => {
+    const at = new Date(Date.UTC(2026, 10, 28)).toISOString();
+    const base = { migrationId: 'm2', epoch: 2, container: 'web', destinationAgent: 'gcp', times: { requestedAt: at }, updatedAt: at };
+    const plan = { sourceAgent: 'azure', image: 'localhost/web:1', imageId: 'c'.repeat(64), approach: 'container', artifactLocation: { storeUrl: 'gs://b', prefix: 'migrations/m2/' } };
+    // a planned state without its plan is not a record
+    assert.ok(!MigrationRecord.safeParse({ ...base, state: 'preflight' }).success);
+    assert.ok(MigrationRecord.safeParse({ ...base, state: 'preflight', ...plan }).success);
+    // rolling back needs its failure
+    assert.ok(!MigrationRecord.safeParse({ ...base, state: 'rolling-back', ...plan, rollback: { destinationClear: false } }).success);
+    // an earlier version's failed record: runningOn is what its migration.failed said
+    const failure = { phase: 'checkpoint', code: 'agent-restarted', reason: 'x' };
+    const resumed = MigrationRecord.parse({ ...base, state: 'failed', ...plan, failure });
+    assert.ok(resumed.state === 'failed' && resumed.runningOn === 'azure');
+    assert.deepEqual(whereItRuns(resumed), { agent: 'azure', frozen: false });
+    const lost = MigrationRecord.parse({ ...base, state: 'failed', ...plan, failure: { ...failure, phase: 'rollback', code: 'resume-failed' } });
+    assert.ok(lost.state === 'failed' && lost.runningOn === null);
+    const refused = MigrationRecord.parse({ ...base, state: 'failed', failure: { phase: 'plan', code: 'container-not-found', reason: 'x' } });
+    assert.ok(refused.state === 'failed' && refused.runningOn === null && refused.sourceAgent === undefined);
   });
 });
