@@ -4,7 +4,12 @@ import { Manifest, type ChunkRef } from '../core/checkpoint-artifact.js';
 import type { EventBus, Subscription } from '../core/event-bus.js';
 import type { CommandData, EventData, EventName, FailureCode } from '../core/events.js';
 import type { Logger } from '../core/log.js';
-import { DownloadSizeMismatchError, downloadSignedUrl, SignedUrlNotFoundError, SignedUrlRejectedError } from '../core/object-stores/signed-url-download.js';
+import {
+  DownloadSizeMismatchError,
+  downloadSignedUrl,
+  SignedUrlNotFoundError,
+  SignedUrlRejectedError,
+} from '../core/object-stores/signed-url-download.js';
 import type { ContainerEngine } from './container-engine.js';
 
 /** A restore refused for a reason the operator can act on; `code` goes into the restore.failed event. */
@@ -67,6 +72,15 @@ const URL_REQUEST_RETRY_MS = 5_000;
 /** Podman spools the archive to a file and unpacks it: room for about twice the archive. */
 const DISK_PER_ARCHIVE_BYTE = 2;
 
+/** Where the job is. A failure can come in any of them (see RestoreJob.failure). */
+type Phase =
+  /** Checking the name, the image and the disk; URLs may already arrive. */
+  | { name: 'preparing' }
+  /** Following the source: fetching, verifying and feeding chunks to the engine's restore. */
+  | { name: 'downloading' }
+  /** Every verified byte went to the engine and the archive ended: the engine restores. */
+  | { name: 'downloaded'; at: Date };
+
 /**
  * The destination's side of one migration. It checks what it can before the source freezes (name
  * free, image present), then fetches chunks as the source announces them, each through its signed URL
@@ -76,67 +90,69 @@ const DISK_PER_ARCHIVE_BYTE = 2;
  * the engine's request, so nothing is ever restored from bytes that were not verified.
  */
 export class RestoreJob {
-  private readonly urls = new Map<number, string>();
-  private manifestUrl: string | undefined;
-  private readonly chunks = new Map<number, ChunkRef>();
-  private readonly fetching = new Set<number>();
-  /** Verified chunks waiting for their turn in the archive. */
-  private readonly ready = new Map<number, Buffer>();
-  private nextToSend = 0;
-  private uploaded: EventData<'checkpoint.uploaded'> | undefined;
-  private manifest: Manifest | undefined;
-  private manifestLoading = false;
-  private urlsRequestedUpTo = 0;
-  private bytes = 0;
-  private lastProgressAt = 0;
-  private lastActivity = Date.now();
+  private phase: Phase = { name: 'preparing' };
+  /** The first failure, from any phase (the engine's restore can fail after the download); nothing starts after it. */
   private failure: Error | undefined;
-  private downloadedAt: Date | undefined;
+  /** What the source announced on the bus: each chunk as it was uploaded, then the whole upload. */
+  private readonly source: { chunks: Map<number, ChunkRef>; uploaded?: EventData<'checkpoint.uploaded'> } = { chunks: new Map() };
+  /** Signed URLs from chunk-urls commands, and how far this job has asked for them. */
+  private readonly urls: { chunks: Map<number, string>; manifest?: string; requestedUpTo: number; lastRequestAt: number } = {
+    chunks: new Map(),
+    requestedUpTo: 0,
+    lastRequestAt: 0,
+  };
+  /** Absent until the upload is announced and its URL known; checked against the announced digest once loaded. */
+  private manifest: Manifest | 'loading' | undefined;
+  /** Chunks on their way to the engine: indexes below `sent` went, `verified` wait for their turn. */
+  private readonly downloads = { fetching: new Set<number>(), verified: new Map<number, Buffer>(), sent: 0, lastProgressAt: 0 };
+  /** Measured by the preflight, before the freeze; the manifest's size is checked against it. */
   private freeDiskBytes = 0;
-  private lastUrlRequestAt = 0;
+  /** When the source or a download last showed life: the idle timeout counts from here. */
+  private lastActivity = Date.now();
+  /** The archive as the engine reads it; it asks for more through read(). */
   private readonly archive: Readable;
-  private engineWantsMore = true;
 
   constructor(private readonly options: RestoreJobOptions) {
-    this.archive = new Readable({
-      read: () => {
-        this.engineWantsMore = true;
-        this.flush();
-      },
-    });
+    this.archive = new Readable({ read: () => this.flush() });
   }
 
   /** Signed URLs from a chunk-urls command (may arrive before or while the job runs). */
   addUrls(urls: CommandData<'chunk-urls'>): void {
-    if (urls.manifestUrl) this.manifestUrl = urls.manifestUrl;
-    for (const chunk of urls.chunks) this.urls.set(chunk.index, chunk.url);
-    this.urlsRequestedUpTo = Math.max(this.urlsRequestedUpTo, ...urls.chunks.map((c) => c.index + 1));
+    if (urls.manifestUrl) this.urls.manifest = urls.manifestUrl;
+    for (const chunk of urls.chunks) this.urls.chunks.set(chunk.index, chunk.url);
+    this.urls.requestedUpTo = Math.max(this.urls.requestedUpTo, ...urls.chunks.map((c) => c.index + 1));
     this.pump();
   }
 
   async run(): Promise<RestoredArchive> {
     const { command, bus, log } = this.options;
     await this.preflight();
+    this.phase = { name: 'downloading' };
     let subscription: Subscription | undefined;
     const idle = setInterval(() => {
       this.askAgainForMissingUrls();
-      if (!this.downloadedAt && Date.now() - this.lastActivity > this.options.idleTimeoutMs) {
-        this.fail(new RestoreRefusedError('download-failed', `nothing arrived from the source for ${this.options.idleTimeoutMs / 1000} s (${this.nextToSend} chunks restored so far); giving up`));
+      if (this.phase.name !== 'downloaded' && Date.now() - this.lastActivity > this.options.idleTimeoutMs) {
+        this.fail(
+          new RestoreRefusedError(
+            'download-failed',
+            `nothing arrived from the source for ${this.options.idleTimeoutMs / 1000} s (${this.downloads.sent} chunks restored so far); giving up`,
+          ),
+        );
       }
     }, 1_000);
     await this.options.beforeRestore();
     // The engine starts reading (and spooling) the archive now; it restores once the stream ends.
     const restoring = this.options.restoreFrom(this.archive);
-    restoring.catch((error: unknown) => this.fail(engineFailure(error, this.nextToSend)));
+    restoring.catch((error: unknown) => this.fail(engineFailure(error, this.downloads.sent)));
     try {
       subscription = await bus.followMigration(command.migrationId, (event) => {
         this.lastActivity = Date.now();
         switch (event.name) {
           case 'checkpoint.chunk':
-            this.chunks.set(event.data.chunk.index, event.data.chunk);
+            this.source.chunks.set(event.data.chunk.index, event.data.chunk);
             break;
           case 'checkpoint.uploaded':
-            this.uploaded = event.data;
+            this.source.uploaded = event.data;
             break;
           case 'checkpoint.failed':
           case 'migration.failed':
@@ -147,20 +163,28 @@ export class RestoreJob {
         }
         this.pump();
       });
-      await this.options.emit('restore.prepared', { migrationId: command.migrationId, agent: this.options.agentId, freeDiskBytes: this.freeDiskBytes });
+      await this.options.emit('restore.prepared', {
+        migrationId: command.migrationId,
+        agent: this.options.agentId,
+        freeDiskBytes: this.freeDiskBytes,
+      });
       const restored = await restoring;
-      log.info({ chunks: this.nextToSend, bytes: this.bytes }, 'restored from verified chunks');
-      return { containerId: restored.id, downloadedAt: this.downloadedAt ?? new Date(), restoredAt: new Date() };
+      log.info({ chunks: this.downloads.sent, bytes: this.verifiedBytes() }, 'restored from verified chunks');
+      return {
+        containerId: restored.id,
+        downloadedAt: this.downloadedAt() ?? new Date(),
+        restoredAt: new Date(),
+      };
     } catch (error) {
-      this.fail(error instanceof Error ? error : new Error(String(error)));
+      const failure = this.fail(error instanceof Error ? error : new Error(String(error)));
       await restoring.catch(() => undefined);
       // Leave no half-restored container behind (the name was free when we started).
       await this.options.removePartial().catch(() => undefined);
-      throw this.failure;
+      throw failure;
     } finally {
       clearInterval(idle);
       await subscription?.stop();
-      this.ready.clear();
+      this.downloads.verified.clear();
     }
   }
 
@@ -168,7 +192,10 @@ export class RestoreJob {
     const { command, engine } = this.options;
     const existing = await engine.inspectContainer(command.container);
     if (existing) {
-      throw new RestoreRefusedError('invalid-request', `a container named "${command.container}" already exists here (${existing.state}); remove or rename it, then migrate again`);
+      throw new RestoreRefusedError(
+        'invalid-request',
+        `a container named "${command.container}" already exists here (${existing.state}); remove or rename it, then migrate again`,
+      );
     }
     if (!(await engine.imageExists(command.imageId))) {
       throw new RestoreRefusedError(
@@ -186,29 +213,35 @@ export class RestoreJob {
     this.fail(new RestoreAbandonedError(reason));
   }
 
-  /** The first failure wins; it aborts the engine's request so nothing unverified is restored. */
-  private fail(error: Error): void {
-    if (this.failure) return;
+  /**
+   * The first failure wins (and is returned); it aborts the engine's request so nothing unverified is
+   * restored.
+   */
+  private fail(error: Error): Error {
+    if (this.failure) return this.failure;
     this.failure = error;
     this.archive.destroy(error);
+    return error;
   }
 
   /** Starts whatever can start: chunk downloads within the window, the manifest, URL requests. */
   private pump(): void {
     if (this.failure) return;
     const { parallel, urlBatch, urlLowWater } = this.options;
-    if (this.uploaded && this.manifestUrl && !this.manifest && !this.manifestLoading) void this.loadManifest();
-    const window = this.nextToSend + parallel + 2;
-    for (let index = this.nextToSend; index < window && this.fetching.size < parallel; index++) {
-      if (this.ready.has(index) || this.fetching.has(index)) continue;
-      const url = this.urls.get(index);
-      const chunk = this.chunks.get(index);
+    const { chunks } = this.source;
+    const { fetching, verified, sent } = this.downloads;
+    if (this.source.uploaded && this.urls.manifest && this.manifest === undefined) void this.loadManifest();
+    const window = sent + parallel + 2;
+    for (let index = sent; index < window && fetching.size < parallel; index++) {
+      if (verified.has(index) || fetching.has(index)) continue;
+      const url = this.urls.chunks.get(index);
+      const chunk = chunks.get(index);
       if (url && chunk) void this.fetch(chunk, url);
     }
-    const highest = Math.max(-1, ...this.chunks.keys());
-    if (this.chunks.size > 0 && highest + urlLowWater >= this.urlsRequestedUpTo) {
-      const fromIndex = this.urlsRequestedUpTo;
-      this.urlsRequestedUpTo += urlBatch;
+    const highest = Math.max(-1, ...chunks.keys());
+    if (chunks.size > 0 && highest + urlLowWater >= this.urls.requestedUpTo) {
+      const fromIndex = this.urls.requestedUpTo;
+      this.urls.requestedUpTo += urlBatch;
       this.askForUrls(fromIndex, urlBatch);
     }
     this.flush();
@@ -218,19 +251,28 @@ export class RestoreJob {
    * A request, not a fact: each gets its own id so that a repeated one is not deduplicated away.
    */
   private askForUrls(fromIndex: number, count: number): void {
-    this.lastUrlRequestAt = Date.now();
+    this.urls.lastRequestAt = Date.now();
     void this.options
-      .emit('restore.urls-needed', { migrationId: this.options.command.migrationId, agent: this.options.agentId, fromIndex, count }, randomUUID())
+      .emit(
+        'restore.urls-needed',
+        { migrationId: this.options.command.migrationId, agent: this.options.agentId, fromIndex, count },
+        randomUUID(),
+      )
       .catch((error: unknown) => this.options.log.warn({ err: error }, 'could not ask for more chunk URLs'));
   }
 
   /** Announced chunks still without a URL after a while: the request or its answer was lost; ask again. */
   private askAgainForMissingUrls(): void {
-    const missing = [...this.chunks.keys()].filter((i) => i >= this.nextToSend && !this.urls.has(i));
-    if (missing.length === 0 || Date.now() - this.lastUrlRequestAt < URL_REQUEST_RETRY_MS) return;
+    const missing = [...this.source.chunks.keys()].filter((i) => i >= this.downloads.sent && !this.urls.chunks.has(i));
+    if (missing.length === 0 || Date.now() - this.urls.lastRequestAt < URL_REQUEST_RETRY_MS) return;
     const fromIndex = Math.min(...missing);
     this.options.log.warn({ fromIndex }, 'chunks announced without signed URLs; asking again');
     this.askForUrls(fromIndex, this.options.urlBatch);
+  }
+
+  /** The engine wants more while what it has not read yet is below its stream's high-water mark. */
+  private engineWantsMore(): boolean {
+    return this.archive.readableLength < this.archive.readableHighWaterMark;
   }
 
   /**
@@ -239,22 +281,24 @@ export class RestoreJob {
    * the archive is the commitment to restore.
    */
   private flush(): void {
+    const downloads = this.downloads;
+    const manifest = this.manifest === 'loading' ? undefined : this.manifest;
     let advanced = false;
-    while (!this.failure && this.engineWantsMore) {
-      const next = this.ready.get(this.nextToSend);
-      if (!next || !(this.manifest || this.chunks.has(this.nextToSend + 1))) break;
-      this.ready.delete(this.nextToSend);
-      this.nextToSend += 1;
+    while (!this.failure && this.engineWantsMore()) {
+      const next = downloads.verified.get(downloads.sent);
+      if (!next || !(manifest || this.source.chunks.has(downloads.sent + 1))) break;
+      downloads.verified.delete(downloads.sent);
+      downloads.sent += 1;
       advanced = true;
-      this.engineWantsMore = this.archive.push(next);
+      this.archive.push(next);
     }
-    if (!this.failure && this.manifest && this.nextToSend === this.manifest.chunks.length && !this.downloadedAt) {
-      const downloadedAt = new Date();
-      this.downloadedAt = downloadedAt;
+    if (!this.failure && this.phase.name === 'downloading' && manifest && downloads.sent === manifest.chunks.length) {
+      const at = new Date();
+      this.phase = { name: 'downloaded', at };
       this.archive.push(null);
       const { migrationId } = this.options.command;
       void this.options
-        .emit('restore.started', { migrationId, agent: this.options.agentId, downloadedAt: downloadedAt.toISOString() })
+        .emit('restore.started', { migrationId, agent: this.options.agentId, downloadedAt: at.toISOString() })
         .catch((error: unknown) => this.options.log.warn({ err: error }, 'could not report that the restore started'));
     }
     // The download window moved: start the chunks that now fit (after this call stack unwinds).
@@ -262,36 +306,41 @@ export class RestoreJob {
   }
 
   private async fetch(chunk: ChunkRef, url: string): Promise<void> {
-    this.fetching.add(chunk.index);
+    this.downloads.fetching.add(chunk.index);
     try {
       const data = await downloadInto(Buffer.allocUnsafe(chunk.sizeBytes), url);
       const sha256 = createHash('sha256').update(data).digest('hex');
       if (sha256 !== chunk.sha256) {
-        throw new RestoreRefusedError('digest-mismatch', `chunk ${chunk.index} of the checkpoint has sha256 ${sha256}, the source announced ${chunk.sha256}: it was corrupted or replaced in the store`);
+        throw new RestoreRefusedError(
+          'digest-mismatch',
+          `chunk ${chunk.index} of the checkpoint has sha256 ${sha256}, the source announced ${chunk.sha256}: it was corrupted or replaced in the store`,
+        );
       }
       if (this.failure) return;
-      this.ready.set(chunk.index, data);
-      this.bytes += chunk.sizeBytes;
+      this.downloads.verified.set(chunk.index, data);
       this.lastActivity = Date.now();
       this.reportProgress();
     } catch (error) {
       this.fail(describeFetchError(chunk.index, error));
     } finally {
-      this.fetching.delete(chunk.index);
+      this.downloads.fetching.delete(chunk.index);
     }
     this.pump();
   }
 
   private async loadManifest(): Promise<void> {
-    const uploaded = this.uploaded;
-    const url = this.manifestUrl;
+    const uploaded = this.source.uploaded;
+    const url = this.urls.manifest;
     if (!uploaded || !url) return;
-    this.manifestLoading = true;
+    this.manifest = 'loading';
     try {
       const body = await downloadInto(undefined, url);
       const sha256 = createHash('sha256').update(body).digest('hex');
       if (sha256 !== uploaded.artifact.manifestSha256) {
-        throw new RestoreRefusedError('manifest-invalid', `the checkpoint manifest has sha256 ${sha256}, the source announced ${uploaded.artifact.manifestSha256}: it was replaced in the store`);
+        throw new RestoreRefusedError(
+          'manifest-invalid',
+          `the checkpoint manifest has sha256 ${sha256}, the source announced ${uploaded.artifact.manifestSha256}: it was replaced in the store`,
+        );
       }
       let manifest: Manifest;
       try {
@@ -300,19 +349,28 @@ export class RestoreJob {
         throw new RestoreRefusedError('manifest-invalid', `the checkpoint manifest does not parse: ${describe(error)}`);
       }
       if (manifest.chunks.length !== uploaded.artifact.chunkCount || manifest.sizeBytes !== uploaded.artifact.sizeBytes) {
-        throw new RestoreRefusedError('manifest-invalid', `the manifest lists ${manifest.chunks.length} chunks / ${manifest.sizeBytes} bytes, the source announced ${uploaded.artifact.chunkCount} / ${uploaded.artifact.sizeBytes}`);
+        throw new RestoreRefusedError(
+          'manifest-invalid',
+          `the manifest lists ${manifest.chunks.length} chunks / ${manifest.sizeBytes} bytes, the source announced ${uploaded.artifact.chunkCount} / ${uploaded.artifact.sizeBytes}`,
+        );
       }
       const free = this.freeDiskBytes;
       if (free < manifest.sizeBytes * DISK_PER_ARCHIVE_BYTE) {
-        throw new RestoreRefusedError('disk-full', `the engine's storage has ${free} bytes free; restoring the ${manifest.sizeBytes}-byte checkpoint needs about ${manifest.sizeBytes * DISK_PER_ARCHIVE_BYTE}`);
+        throw new RestoreRefusedError(
+          'disk-full',
+          `the engine's storage has ${free} bytes free; restoring the ${manifest.sizeBytes}-byte checkpoint needs about ${manifest.sizeBytes * DISK_PER_ARCHIVE_BYTE}`,
+        );
       }
       for (const chunk of manifest.chunks) {
-        const announced = this.chunks.get(chunk.index);
-        if (announced && (announced.sha256 !== chunk.sha256 || announced.offset !== chunk.offset || announced.sizeBytes !== chunk.sizeBytes)) {
+        const announced = this.source.chunks.get(chunk.index);
+        if (
+          announced &&
+          (announced.sha256 !== chunk.sha256 || announced.offset !== chunk.offset || announced.sizeBytes !== chunk.sizeBytes)
+        ) {
           throw new RestoreRefusedError('manifest-invalid', `chunk ${chunk.index} was announced differently from what the manifest lists`);
         }
         // Chunks whose announcement we missed are known from the manifest now.
-        this.chunks.set(chunk.index, chunk);
+        this.source.chunks.set(chunk.index, chunk);
       }
       this.manifest = manifest;
       this.pump();
@@ -321,17 +379,33 @@ export class RestoreJob {
     }
   }
 
+  private downloadedAt(): Date | undefined {
+    return this.phase.name === 'downloaded' ? this.phase.at : undefined;
+  }
+
+  /** Bytes verified so far: the chunks sent to the engine and those waiting for their turn. */
+  private verifiedBytes(): number {
+    let bytes = 0;
+    for (let index = 0; index < this.downloads.sent; index++) bytes += this.source.chunks.get(index)?.sizeBytes ?? 0;
+    for (const data of this.downloads.verified.values()) bytes += data.length;
+    return bytes;
+  }
+
   private reportProgress(): void {
     const now = Date.now();
-    if (now - this.lastProgressAt < 500) return;
-    this.lastProgressAt = now;
+    if (now - this.downloads.lastProgressAt < 500) return;
+    this.downloads.lastProgressAt = now;
     void this.options
-      .emit('restore.progress', {
-        migrationId: this.options.command.migrationId,
-        agent: this.options.agentId,
-        bytes: this.bytes,
-        totalBytes: this.uploaded?.artifact.sizeBytes ?? 0,
-      }, randomUUID())
+      .emit(
+        'restore.progress',
+        {
+          migrationId: this.options.command.migrationId,
+          agent: this.options.agentId,
+          bytes: this.verifiedBytes(),
+          totalBytes: this.source.uploaded?.artifact.sizeBytes ?? 0,
+        },
+        randomUUID(),
+      )
       .catch(() => undefined);
   }
 }
@@ -360,7 +434,10 @@ async function downloadInto(into: Buffer | undefined, url: string): Promise<Buff
 /** The engine spools the archive as it arrives: running out of room there is a full disk, not an engine fault. */
 function engineFailure(error: unknown, chunksSent: number): RestoreRefusedError {
   if (/no space left on device|ENOSPC/i.test(describe(error))) {
-    return new RestoreRefusedError('disk-full', `the container engine ran out of disk space for the checkpoint (${chunksSent} chunks sent to it): ${describe(error)}`);
+    return new RestoreRefusedError(
+      'disk-full',
+      `the container engine ran out of disk space for the checkpoint (${chunksSent} chunks sent to it): ${describe(error)}`,
+    );
   }
   return new RestoreRefusedError('engine-failed', `the container engine could not restore the checkpoint: ${describe(error)}`);
 }
@@ -374,7 +451,9 @@ function describeFetchError(what: number | 'manifest', error: unknown): RestoreR
   const message = describe(error);
   if (error instanceof RestoreRefusedError) return error;
   if (error instanceof SignedUrlRejectedError) return new RestoreRefusedError('url-rejected', `${name}: ${message}`);
-  if (error instanceof SignedUrlNotFoundError) return new RestoreRefusedError('download-failed', `${name} is missing from the store: ${message}`);
-  if (error instanceof DownloadSizeMismatchError) return new RestoreRefusedError('size-mismatch', `${name} was truncated or replaced in the store: ${message}`);
+  if (error instanceof SignedUrlNotFoundError)
+    return new RestoreRefusedError('download-failed', `${name} is missing from the store: ${message}`);
+  if (error instanceof DownloadSizeMismatchError)
+    return new RestoreRefusedError('size-mismatch', `${name} was truncated or replaced in the store: ${message}`);
   return new RestoreRefusedError('download-failed', `downloading ${name} failed: ${message}`);
 }
