@@ -64,7 +64,11 @@ export async function runCriuCheck(options: { commands?: string[]; timeoutMs?: n
       return { ok: false, command, detail: `\`${command} check\` failed (${why}): ${output || e.message}` };
     }
   }
-  return { ok: false, command: undefined, detail: `no criu binary found (${failures.join('; ')}): install CRIU >= 4.1 (infra/host-setup.sh)` };
+  return {
+    ok: false,
+    command: undefined,
+    detail: `no criu binary found (${failures.join('; ')}): install CRIU >= 4.1 (infra/host-setup.sh)`,
+  };
 }
 
 /** Where infra/host-setup.sh installs the socket check (infra/criu/socket-check.sh). */
@@ -114,7 +118,11 @@ export async function probeContainerLevel(deps: {
   const plainContainers = { available: true };
   if (info.criuVersion === undefined) {
     return {
-      containerLevel: { available: false, engine, reason: 'no criu on the engine\'s host: install CRIU >= 4.1 (infra/host-setup.sh side-loads it where the distribution\'s is too old)' },
+      containerLevel: {
+        available: false,
+        engine,
+        reason: "no criu on the engine's host: install CRIU >= 4.1 (infra/host-setup.sh side-loads it where the distribution's is too old)",
+      },
       plainContainers,
     };
   }
@@ -144,7 +152,11 @@ export interface KubeletProber {
 }
 
 /** Orchestrator level = a kubelet is configured and its checkpoint API answers us (not 404 page not found). */
-export async function probeOrchestratorLevel(options: { kubeletUrl?: string; prober?: KubeletProber; nodeName?: string }): Promise<OrchestratorLevelCapability> {
+export async function probeOrchestratorLevel(options: {
+  kubeletUrl?: string;
+  prober?: KubeletProber;
+  nodeName?: string;
+}): Promise<OrchestratorLevelCapability> {
   if (options.kubeletUrl === undefined || options.prober === undefined) {
     return { available: false, reason: 'UMS_KUBELET_URL is not set: this agent has no kubelet to checkpoint through' };
   }
@@ -201,9 +213,17 @@ export type ProbeLauncher = (container: string) => Promise<LauncherProbeResult>;
  */
 export async function probeContainerTraits(
   container: string,
-  options: { probeLauncher?: ProbeLauncher; hostDir?: string; timeoutMs?: number; running?: Pick<ContainerSummary, 'pid' | 'published'> } = {},
+  options: {
+    probeLauncher?: ProbeLauncher;
+    hostDir?: string;
+    timeoutMs?: number;
+    running?: Pick<ContainerSummary, 'pid' | 'published'>;
+  } = {},
 ): Promise<ContainerTraits> {
-  const [launcherTraits, kernelTraits] = await Promise.all([probeLauncherTraits(container, options), options.running === undefined ? {} : probeKernelTraits(options.running)]);
+  const [launcherTraits, kernelTraits] = await Promise.all([
+    probeLauncherTraits(container, options),
+    options.running === undefined ? {} : probeKernelTraits(options.running),
+  ]);
   // The launcher counts its service tree without itself: its figures win where it reports them.
   return { ...kernelTraits, ...launcherTraits };
 }
@@ -224,9 +244,15 @@ async function probeKernelTraits(running: Pick<ContainerSummary, 'pid' | 'publis
   }
 }
 
-async function probeLauncherTraits(container: string, options: { probeLauncher?: ProbeLauncher; hostDir?: string; timeoutMs?: number }): Promise<ContainerTraits> {
+async function probeLauncherTraits(
+  container: string,
+  options: { probeLauncher?: ProbeLauncher; hostDir?: string; timeoutMs?: number },
+): Promise<ContainerTraits> {
   const socket = launcherSocketPath(container, options.hostDir);
-  const isSocket = await stat(socket).then((s) => s.isSocket(), () => false);
+  const isSocket = await stat(socket).then(
+    (s) => s.isSocket(),
+    () => false,
+  );
   if (!isSocket) {
     return {
       launcher: {
@@ -249,7 +275,12 @@ async function probeLauncherTraits(container: string, options: { probeLauncher?:
     ]);
     const parsed = LauncherProbeResult.safeParse(raw);
     if (!parsed.success) {
-      return { launcher: { available: false, reason: `the launcher at ${socket} answered something unexpected: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}` } };
+      return {
+        launcher: {
+          available: false,
+          reason: `the launcher at ${socket} answered something unexpected: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`,
+        },
+      };
     }
     const result = parsed.data;
     const launcher: LauncherCapability = {
@@ -307,13 +338,27 @@ export class CapabilityProbe {
     const criuRetryMs = options.criuRetryMs ?? 5 * 60_000;
     this.criuCache = new Cached(criuCheck, (r) => (r.ok ? Number.POSITIVE_INFINITY : criuRetryMs), this.now);
     this.hostCache = new Cached(
-      () => probeContainerLevel({ engineInfo: () => options.engine.info(), criuCheck: () => this.criuCache.get(), criuFacts: (criu) => this.criuFacts(criu, criuRetryMs) }),
+      () =>
+        probeContainerLevel({
+          engineInfo: () => options.engine.info(),
+          criuCheck: () => this.criuCache.get(),
+          criuFacts: (criu) => this.criuFacts(criu, criuRetryMs),
+        }),
       () => options.hostTtlMs ?? 10_000,
       this.now,
     );
     const kubelet = options.kubelet;
     this.kubeletCache = new Cached(
-      () => probeOrchestratorLevel(kubelet === undefined ? {} : { kubeletUrl: kubelet.url, prober: kubelet.prober, ...(kubelet.nodeName !== undefined ? { nodeName: kubelet.nodeName } : {}) }),
+      () =>
+        probeOrchestratorLevel(
+          kubelet === undefined
+            ? {}
+            : {
+                kubeletUrl: kubelet.url,
+                prober: kubelet.prober,
+                ...(kubelet.nodeName !== undefined ? { nodeName: kubelet.nodeName } : {}),
+              },
+        ),
       () => options.kubeletTtlMs ?? 60_000,
       this.now,
     );
@@ -330,7 +375,11 @@ export class CapabilityProbe {
     let cache = this.criuFactsCache.get(criu);
     if (cache === undefined) {
       const probe = this.options.criuFacts ?? ((command: string) => probeCriuFacts(command));
-      cache = new Cached(() => probe(criu), (facts) => (facts.sockets.available ? Number.POSITIVE_INFINITY : retryMs), this.now);
+      cache = new Cached(
+        () => probe(criu),
+        (facts) => (facts.sockets.available ? Number.POSITIVE_INFINITY : retryMs),
+        this.now,
+      );
       this.criuFactsCache.set(criu, cache);
     }
     return cache.get();

@@ -13,10 +13,14 @@ export type FenceVerdict = { accepted: true; record: Versioned<MigrationRecord> 
 export async function checkFence(bus: EventBus, command: UmsCommand): Promise<FenceVerdict> {
   const { migrationId, epoch } = command.data;
   const record = await bus.migrations.get(migrationId);
-  if (!record) return { accepted: false, reason: `stale command: migration ${migrationId} is unknown (never planned, or its record was removed)` };
+  if (!record)
+    return { accepted: false, reason: `stale command: migration ${migrationId} is unknown (never planned, or its record was removed)` };
   const { state, epoch: current } = record.value;
   if (epoch !== current) {
-    return { accepted: false, reason: `stale command: ${command.name} was issued at epoch ${epoch}, migration ${migrationId} is at epoch ${current} (${state})` };
+    return {
+      accepted: false,
+      reason: `stale command: ${command.name} was issued at epoch ${epoch}, migration ${migrationId} is at epoch ${current} (${state})`,
+    };
   }
   if (!COMMAND_VALID_IN[command.name].includes(state)) {
     return { accepted: false, reason: `stale command: ${command.name} does not apply to migration ${migrationId} in state ${state}` };

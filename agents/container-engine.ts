@@ -128,7 +128,10 @@ export interface RestoredContainer {
 }
 
 export class ContainerNotFoundError extends Error {
-  constructor(readonly container: string, readonly where: string) {
+  constructor(
+    readonly container: string,
+    readonly where: string,
+  ) {
     super(`container "${container}" does not exist on ${where}`);
     this.name = 'ContainerNotFoundError';
   }

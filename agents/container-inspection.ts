@@ -1,5 +1,12 @@
 import { readdir, readFile, readlink } from 'node:fs/promises';
-import { LISTED_CONNECTIONS, type Connection, type ContainerNetwork, type Endpoint, type ListeningSocket, type PublishedPort } from '../core/container-network.js';
+import {
+  LISTED_CONNECTIONS,
+  type Connection,
+  type ContainerNetwork,
+  type Endpoint,
+  type ListeningSocket,
+  type PublishedPort,
+} from '../core/container-network.js';
 
 /**
  * Reads, from the host's /proc and without entering the container, what decides whether and how CRIU can
@@ -24,14 +31,33 @@ export interface InspectionOptions {
   hasCapSysResource?: boolean;
 }
 
-export async function inspectContainer(initPid: number, published: PublishedPort[], options: InspectionOptions = {}): Promise<ContainerInspection> {
+export async function inspectContainer(
+  initPid: number,
+  published: PublishedPort[],
+  options: InspectionOptions = {},
+): Promise<ContainerInspection> {
   const proc = options.proc ?? '/proc';
   const read = (name: string) => readFile(`${proc}/${initPid}/net/${name}`, 'utf8').catch(() => '');
-  const [tcp, tcp6, udp, udp6, unix] = await Promise.all(['tcp', 'tcp6', 'udp', 'udp6', 'unix'].map(read)) as [string, string, string, string, string];
+  const [tcp, tcp6, udp, udp6, unix] = (await Promise.all(['tcp', 'tcp6', 'udp', 'udp6', 'unix'].map(read))) as [
+    string,
+    string,
+    string,
+    string,
+    string,
+  ];
   const addresses = await ownAddresses(initPid, proc);
-  const sockets = [...parseInetTable(tcp, 'tcp', 4), ...parseInetTable(tcp6, 'tcp', 6), ...parseInetTable(udp, 'udp', 4), ...parseInetTable(udp6, 'udp', 6)];
+  const sockets = [
+    ...parseInetTable(tcp, 'tcp', 4),
+    ...parseInetTable(tcp6, 'tcp', 6),
+    ...parseInetTable(udp, 'udp', 4),
+    ...parseInetTable(udp6, 'udp', 6),
+  ];
   const network = classify(sockets, addresses, published, countUnixSockets(unix));
-  const { processCount, residentBytes, blockers } = await readProcesses(proc, initPid, options.hasCapSysResource ?? (await hasCapability(proc, CAP_SYS_RESOURCE)));
+  const { processCount, residentBytes, blockers } = await readProcesses(
+    proc,
+    initPid,
+    options.hasCapSysResource ?? (await hasCapability(proc, CAP_SYS_RESOURCE)),
+  );
   if (network.insideOverOwnAddress > 0) {
     blockers.push(
       `${network.insideOverOwnAddress} connection(s) between the container's own processes go over its address ${network.addresses[0] ?? ''} rather than loopback: the destination gives the container a fresh address, so CRIU could not restore them there (connect over 127.0.0.1 / ::1 inside the container)`,
@@ -67,9 +93,26 @@ export function parseInetTable(text: string, protocol: 'tcp' | 'udp', family: 4 
   for (const line of text.split('\n').slice(1)) {
     const fields = line.trim().split(/\s+/);
     if (fields.length < 10) continue;
-    const [, local, peer, state, , , , , , inode] = fields as [string, string, string, string, string, string, string, string, string, string];
+    const [, local, peer, state, , , , , , inode] = fields as [
+      string,
+      string,
+      string,
+      string,
+      string,
+      string,
+      string,
+      string,
+      string,
+      string,
+    ];
     if (inode === '0') continue;
-    sockets.push({ protocol, family, local: parseEndpoint(local, family), peer: parseEndpoint(peer, family), state: Number.parseInt(state, 16) });
+    sockets.push({
+      protocol,
+      family,
+      local: parseEndpoint(local, family),
+      peer: parseEndpoint(peer, family),
+      state: Number.parseInt(state, 16),
+    });
   }
   return sockets;
 }
@@ -115,7 +158,10 @@ export function localIpv6Addresses(ifInet6: string): string[] {
 }
 
 function countUnixSockets(unix: string): number {
-  return unix.split('\n').slice(1).filter((line) => line.trim() !== '').length;
+  return unix
+    .split('\n')
+    .slice(1)
+    .filter((line) => line.trim() !== '').length;
 }
 
 function isLoopback(address: string): boolean {
@@ -173,7 +219,9 @@ async function containerPids(proc: string, initPid: number): Promise<number[]> {
   const ns = await readlink(`${proc}/${initPid}/ns/pid`).catch(() => undefined);
   if (ns === undefined) return [];
   const pids = (await readdir(proc)).filter((name) => /^\d+$/.test(name)).map(Number);
-  const inNs = await Promise.all(pids.map(async (pid) => ((await readlink(`${proc}/${pid}/ns/pid`).catch(() => '')) === ns ? pid : undefined)));
+  const inNs = await Promise.all(
+    pids.map(async (pid) => ((await readlink(`${proc}/${pid}/ns/pid`).catch(() => '')) === ns ? pid : undefined)),
+  );
   return inNs.filter((pid): pid is number => pid !== undefined);
 }
 
@@ -186,17 +234,26 @@ async function sharesHostNetwork(proc: string, initPid: number): Promise<boolean
   const status = await readFile(`${proc}/${initPid}/status`, 'utf8').catch(() => '');
   const parent = /^PPid:\s*(\d+)$/m.exec(status)?.[1];
   if (parent === undefined || parent === '0') return false;
-  const [own, parents] = await Promise.all([readlink(`${proc}/${initPid}/ns/net`).catch(() => 'own'), readlink(`${proc}/${parent}/ns/net`).catch(() => 'parent')]);
+  const [own, parents] = await Promise.all([
+    readlink(`${proc}/${initPid}/ns/net`).catch(() => 'own'),
+    readlink(`${proc}/${parent}/ns/net`).catch(() => 'parent'),
+  ]);
   return own === parents;
 }
 
 /** The container's processes: how many, their resident memory, and what CRIU 4.2 is known to refuse in them. */
-async function readProcesses(proc: string, initPid: number, hasCapSysResource: boolean): Promise<{ processCount: number; residentBytes: number; blockers: string[] }> {
+async function readProcesses(
+  proc: string,
+  initPid: number,
+  hasCapSysResource: boolean,
+): Promise<{ processCount: number; residentBytes: number; blockers: string[] }> {
   const blockers: string[] = [];
   let processCount = 0;
   let residentBytes = 0;
   if (await sharesHostNetwork(proc, initPid)) {
-    blockers.push("it runs in its host's network namespace (--network host): its sockets are the host's and cannot move to another host; run it with a network of its own and published ports");
+    blockers.push(
+      "it runs in its host's network namespace (--network host): its sockets are the host's and cannot move to another host; run it with a network of its own and published ports",
+    );
   }
   for (const pid of await containerPids(proc, initPid)) {
     const status = await readFile(`${proc}/${pid}/status`, 'utf8').catch(() => undefined);

@@ -16,7 +16,11 @@ const RESTORE = { tcpEstablished: true, fileLocks: true } as const;
 
 /** CRIU cannot dump the container as it is now; found before anything was frozen. */
 export class NotCheckpointableError extends Error {
-  constructor(container: string, where: string, readonly blockers: string[]) {
+  constructor(
+    container: string,
+    where: string,
+    readonly blockers: string[],
+  ) {
     super(`CRIU cannot checkpoint "${container}" on ${where} as it is now: ${blockers.join('; ')}`);
     this.name = 'NotCheckpointableError';
   }

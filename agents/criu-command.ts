@@ -15,7 +15,13 @@ export async function resolveCriu(candidates: readonly string[] = CRIU_CANDIDATE
   for (const candidate of candidates) {
     const paths = candidate.includes('/') ? [candidate] : (process.env.PATH ?? '').split(delimiter).map((dir) => join(dir, candidate));
     for (const path of paths) {
-      if (await access(path, constants.X_OK).then(() => true, () => false)) return path;
+      if (
+        await access(path, constants.X_OK).then(
+          () => true,
+          () => false,
+        )
+      )
+        return path;
     }
   }
   return undefined;

@@ -24,7 +24,10 @@ const NOT_THE_CAUSE = [
 const ADVICE: Array<[RegExp, string]> = [
   [/Connected TCP socket/, 'the service has an established TCP connection and the checkpoint was taken without tcp-established'],
   [/Can't get rlimit/, 'a process runs as another user, and CRIU needs CAP_SYS_RESOURCE to read its rlimits'],
-  [/Can't get 1:(?:16|34) opt/, "this CRIU asks inet sockets for SO_PASSCRED/SO_PASSSEC, which Linux >= 6.16 refuses: CRIU >= 4.2 is needed"],
+  [
+    /Can't get 1:(?:16|34) opt/,
+    'this CRIU asks inet sockets for SO_PASSCRED/SO_PASSSEC, which Linux >= 6.16 refuses: CRIU >= 4.2 is needed',
+  ],
   [/External socket|unix socket.*external/i, 'a unix socket is connected to a process outside the container'],
   [/Address already in use/, 'an address or port the service holds is taken on this host'],
 ];

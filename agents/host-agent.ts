@@ -1,7 +1,16 @@
 import { URL_BATCH } from '../core/checkpoint-artifact.js';
 import type { CommandDelivery, EventBus, Subscription } from '../core/event-bus.js';
 import { conflictingPorts } from '../core/container-network.js';
-import { makeEvent, toWire, type CommandData, type CommandOf, type EventData, type EventName, type FailureCode, type UmsCommand } from '../core/events.js';
+import {
+  makeEvent,
+  toWire,
+  type CommandData,
+  type CommandOf,
+  type EventData,
+  type EventName,
+  type FailureCode,
+  type UmsCommand,
+} from '../core/events.js';
 import type { Logger } from '../core/log.js';
 import type { ObjectStore } from '../core/object-store.js';
 import { streamCheckpoint } from './checkpoint-stream.js';
@@ -71,7 +80,9 @@ export class HostAgent {
 
   async start(): Promise<void> {
     await this.heartbeat.start();
-    await this.reconcile().catch((error: unknown) => this.options.log.warn({ err: error }, 'reconciling with the migration records failed; the saga\'s commands still clean up'));
+    await this.reconcile().catch((error: unknown) =>
+      this.options.log.warn({ err: error }, "reconciling with the migration records failed; the saga's commands still clean up"),
+    );
     this.subscription = await this.options.bus.consumeCommands(
       this.id,
       (command, delivery) => this.dispatch(command, delivery),
@@ -108,7 +119,10 @@ export class HostAgent {
         const driver = record.approach ? this.options.drivers[record.approach] : undefined;
         if (driver) await driver.removeRestored(entry.container);
         else await engine.removeContainer(entry.container, { force: true, withVolumes: true });
-        log.warn({ migrationId: entry.migrationId, container: entry.container, runningOn: record.runningOn }, 'removed a copy restored here for a migration that rolled back (its abort never reached this agent)');
+        log.warn(
+          { migrationId: entry.migrationId, container: entry.container, runningOn: record.runningOn },
+          'removed a copy restored here for a migration that rolled back (its abort never reached this agent)',
+        );
       }
       await journal.forget(entry.migrationId);
     }
@@ -122,7 +136,10 @@ export class HostAgent {
     }
     for (const record of latest.values()) {
       if (record.state !== 'failed' || record.runningOn === this.id) continue;
-      log.warn({ migrationId: record.migrationId, container: record.container, recordSays: record.runningOn }, 'the service of a failed migration runs here; reporting it');
+      log.warn(
+        { migrationId: record.migrationId, container: record.container, recordSays: record.runningOn },
+        'the service of a failed migration runs here; reporting it',
+      );
       await this.emit('service.running', { migrationId: record.migrationId, agent: this.id, container: record.container });
     }
   }
@@ -137,12 +154,15 @@ export class HostAgent {
       return;
     }
     // An abort must not wait behind the restore it is meant to stop.
-    if (command.name === 'abort') this.restores.get(migrationId)?.abandon(`migration ${migrationId} is rolling back (epoch ${command.data.epoch})`);
+    if (command.name === 'abort')
+      this.restores.get(migrationId)?.abandon(`migration ${migrationId} is rolling back (epoch ${command.data.epoch})`);
     const previous = this.lanes.get(migrationId) ?? Promise.resolve();
     const run = previous.catch(() => undefined).then(() => this.execute(command, delivery));
-    const lane = run.catch(() => undefined).finally(() => {
-      if (this.lanes.get(migrationId) === lane) this.lanes.delete(migrationId);
-    });
+    const lane = run
+      .catch(() => undefined)
+      .finally(() => {
+        if (this.lanes.get(migrationId) === lane) this.lanes.delete(migrationId);
+      });
     this.lanes.set(migrationId, lane);
     return run;
   }
@@ -150,7 +170,9 @@ export class HostAgent {
   private driver(approach: MigrationApproach): ApproachDriver {
     const driver = this.options.drivers[approach];
     if (!driver) {
-      throw new UnsupportedApproachError(`${approach} level is not available on ${this.id} (it supports ${Object.keys(this.options.drivers).join(', ') || 'none'}); plan the migration with another approach`);
+      throw new UnsupportedApproachError(
+        `${approach} level is not available on ${this.id} (it supports ${Object.keys(this.options.drivers).join(', ') || 'none'}); plan the migration with another approach`,
+      );
     }
     return driver;
   }
@@ -214,14 +236,27 @@ export class HostAgent {
       frozen = await driver.frozen(container);
     } catch (error) {
       // Nothing was frozen by this command unless an earlier delivery of it got that far.
-      return failed('engine-failed', `cannot tell whether "${container}" on ${this.id} is running: ${describe(error)}`, delivery.redelivered);
+      return failed(
+        'engine-failed',
+        `cannot tell whether "${container}" on ${this.id} is running: ${describe(error)}`,
+        delivery.redelivered,
+      );
     }
     if (frozen && delivery.redelivered) {
       // This agent died while checkpointing: the freeze happened, but the archive went nowhere. The
       // frozen copy is intact; the saga resumes it.
-      return failed('agent-restarted', `the agent on ${this.id} restarted while checkpointing "${container}" (frozen there, its checkpoint kept): the migration turns back and resumes it there`, true);
+      return failed(
+        'agent-restarted',
+        `the agent on ${this.id} restarted while checkpointing "${container}" (frozen there, its checkpoint kept): the migration turns back and resumes it there`,
+        true,
+      );
     }
-    if (before.state !== 'running' || frozen) return failed('container-not-running', `container "${container}" on ${this.id} is ${frozen ? 'frozen' : before.state}, not running`, frozen === true || before.checkpointed);
+    if (before.state !== 'running' || frozen)
+      return failed(
+        'container-not-running',
+        `container "${container}" on ${this.id} is ${frozen ? 'frozen' : before.state}, not running`,
+        frozen === true || before.checkpointed,
+      );
     try {
       let bytes = 0;
       const uploaded = await streamCheckpoint(() => driver.checkpoint(container), store, migrationId, artifact, {
@@ -230,10 +265,19 @@ export class HostAgent {
         onChunk: async (chunk) => {
           await this.emit('checkpoint.chunk', { migrationId, agent: this.id, chunk }, `${migrationId}.chunk.${chunk.index}`);
           bytes += chunk.sizeBytes;
-          void this.emit('checkpoint.progress', { migrationId, agent: this.id, bytes }, `${migrationId}.progress.${chunk.index}`).catch(() => undefined);
+          void this.emit('checkpoint.progress', { migrationId, agent: this.id, bytes }, `${migrationId}.progress.${chunk.index}`).catch(
+            () => undefined,
+          );
         },
       });
-      log.info({ bytes: uploaded.artifact.sizeBytes, chunks: uploaded.artifact.chunkCount, ms: uploaded.uploadedAt.getTime() - uploaded.checkpointStartedAt.getTime() }, 'checkpoint uploaded');
+      log.info(
+        {
+          bytes: uploaded.artifact.sizeBytes,
+          chunks: uploaded.artifact.chunkCount,
+          ms: uploaded.uploadedAt.getTime() - uploaded.checkpointStartedAt.getTime(),
+        },
+        'checkpoint uploaded',
+      );
       this.heartbeat.recordUpload(uploaded.artifact.sizeBytes, uploaded.uploadedAt.getTime() - uploaded.firstByteAt.getTime());
       await this.emit('checkpoint.uploaded', {
         migrationId,
@@ -249,10 +293,13 @@ export class HostAgent {
       // Unknown counts as frozen: resuming a service that runs is harmless, leaving one frozen is not.
       const frozenNow = (await driver.frozen(container).catch(() => true)) === true;
       const code: FailureCode =
-        error instanceof ContainerNotFoundError ? 'container-not-found'
-        : error instanceof NotCheckpointableError || (error instanceof CriuError && !frozenNow) ? 'not-checkpointable'
-        : frozenNow ? 'upload-failed'
-        : 'engine-failed';
+        error instanceof ContainerNotFoundError
+          ? 'container-not-found'
+          : error instanceof NotCheckpointableError || (error instanceof CriuError && !frozenNow)
+            ? 'not-checkpointable'
+            : frozenNow
+              ? 'upload-failed'
+              : 'engine-failed';
       log.error({ err: error, frozen: frozenNow }, 'checkpoint failed');
       await failed(code, describe(error), frozenNow);
     }
@@ -279,7 +326,14 @@ export class HostAgent {
       if (existing?.state === 'running' && (await driver.restored(container))) {
         log.info({ containerId: existing.id }, 'found the restore finished while the agent was down');
         const at = existing.startedAt ?? new Date().toISOString();
-        await this.emit('restore.completed', { migrationId, agent: this.id, container, containerId: existing.id, downloadedAt: at, restoredAt: at });
+        await this.emit('restore.completed', {
+          migrationId,
+          agent: this.id,
+          container,
+          containerId: existing.id,
+          downloadedAt: at,
+          restoredAt: at,
+        });
         return;
       }
       if (existing) await engine.removeContainer(container, { force: true, withVolumes: true });
@@ -348,7 +402,8 @@ export class HostAgent {
   private async checkRequirements({ requirements, container }: CommandData<'prepare'>): Promise<void> {
     if (requirements?.cpuinfo !== undefined) {
       const criu = await resolveCriu();
-      if (criu === undefined) throw new RestoreRefusedError('destination-incompatible', `no criu on ${this.id} to check the source's CPU features against`);
+      if (criu === undefined)
+        throw new RestoreRefusedError('destination-incompatible', `no criu on ${this.id} to check the source's CPU features against`);
       const verdict = await checkCpuinfo(criu, requirements.cpuinfo);
       if (!verdict.compatible) throw new RestoreRefusedError('destination-incompatible', `${this.id}: ${verdict.reason}`);
     }
@@ -383,7 +438,11 @@ export class HostAgent {
       }
       await journal.forget(migrationId);
     }
-    await this.emit('restore.aborted', { migrationId, agent: this.id, container, removedRestoredCopy: removed }, `${migrationId}.restore.aborted.${epoch}`);
+    await this.emit(
+      'restore.aborted',
+      { migrationId, agent: this.id, container, removedRestoredCopy: removed },
+      `${migrationId}.restore.aborted.${epoch}`,
+    );
   }
 
   private async discard(command: CommandOf<'discard'>, log: Logger): Promise<void> {

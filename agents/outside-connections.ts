@@ -26,7 +26,23 @@ export interface OutsideConnectionCut {
 }
 
 const GUARD_COMMENT = 'ums: migrating, new outside connections refused';
-const GUARD_RULE = ['INPUT', '!', '-i', 'lo', '-p', 'tcp', '--syn', '-m', 'comment', '--comment', GUARD_COMMENT, '-j', 'REJECT', '--reject-with', 'tcp-reset'];
+const GUARD_RULE = [
+  'INPUT',
+  '!',
+  '-i',
+  'lo',
+  '-p',
+  'tcp',
+  '--syn',
+  '-m',
+  'comment',
+  '--comment',
+  GUARD_COMMENT,
+  '-j',
+  'REJECT',
+  '--reject-with',
+  'tcp-reset',
+];
 
 export class ConnectionCutError extends Error {
   constructor(message: string, options?: { cause?: unknown }) {
@@ -37,7 +53,8 @@ export class ConnectionCutError extends Error {
 
 /** `pid`: any process of the container (its init), whose network namespace is the container's. */
 export async function cutOutsideConnections(pid: number, ownAddresses: string[]): Promise<OutsideConnectionCut> {
-  const inNetns = (command: string, args: string[]) => execFileAsync('nsenter', ['-t', String(pid), '-n', '--', command, ...args], { timeout: 10_000 });
+  const inNetns = (command: string, args: string[]) =>
+    execFileAsync('nsenter', ['-t', String(pid), '-n', '--', command, ...args], { timeout: 10_000 });
   const guards: Array<'iptables' | 'ip6tables'> = [];
   const lift = async () => {
     for (const tool of guards.splice(0)) await inNetns(tool, ['-w', '-D', ...GUARD_RULE]).catch(() => undefined);
@@ -52,13 +69,21 @@ export async function cutOutsideConnections(pid: number, ownAddresses: string[])
         if (tool === 'iptables') throw error;
       }
     }
-    const inside = ['127.0.0.0/8', '[::1]', '::ffff:127.0.0.0/104', ...ownAddresses.flatMap((a) => (a.includes(':') ? [`[${a}]`] : [a, `[::ffff:${a}]`]))];
+    const inside = [
+      '127.0.0.0/8',
+      '[::1]',
+      '::ffff:127.0.0.0/104',
+      ...ownAddresses.flatMap((a) => (a.includes(':') ? [`[${a}]`] : [a, `[::ffff:${a}]`])),
+    ];
     const filter = ['state', 'connected', `! ( ${inside.map((a) => `dst ${a}`).join(' or ')} )`];
     const { stdout } = await inNetns('ss', ['-K', '-H', '-tn', ...filter]);
     return { reset: stdout.split('\n').filter((line) => line.trim() !== '').length, lift };
   } catch (error) {
     await lift();
     const e = error as Error & { stderr?: string };
-    throw new ConnectionCutError(`could not end the container's outside connections before the freeze: ${(e.stderr ?? '').trim() || e.message}`, { cause: error });
+    throw new ConnectionCutError(
+      `could not end the container's outside connections before the freeze: ${(e.stderr ?? '').trim() || e.message}`,
+      { cause: error },
+    );
   }
 }

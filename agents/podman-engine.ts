@@ -313,7 +313,9 @@ export class PodmanEngine implements ContainerEngine {
         reject(error instanceof EngineError ? error : new EngineError(operation, 0, `cannot reach ${this.where}: ${error.message}`)),
       );
       if (extra.body !== undefined) {
-        extra.body.once('error', (error) => req.destroy(new EngineError(operation, 0, `reading the request body failed: ${error.message}`)));
+        extra.body.once('error', (error) =>
+          req.destroy(new EngineError(operation, 0, `reading the request body failed: ${error.message}`)),
+        );
         extra.body.pipe(req);
       } else {
         req.end();

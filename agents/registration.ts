@@ -17,11 +17,23 @@ export interface AgentIdentity {
  * found: which approaches this host can do, and per running container its size and whether it runs
  * the service-level launcher (the planner decides the approach from these).
  */
-export async function describeHost(identity: AgentIdentity, engine: ContainerEngine, startedAt: string, probe: CapabilityProbe): Promise<AgentRegistration> {
-  const [info, containers, images, capabilities] = await Promise.all([engine.info(), engine.listContainers(), engine.listImages(), probe.host()]);
+export async function describeHost(
+  identity: AgentIdentity,
+  engine: ContainerEngine,
+  startedAt: string,
+  probe: CapabilityProbe,
+): Promise<AgentRegistration> {
+  const [info, containers, images, capabilities] = await Promise.all([
+    engine.info(),
+    engine.listContainers(),
+    engine.listImages(),
+    probe.host(),
+  ]);
   probe.retainContainers(containers.map((c) => c.name));
   const traits = new Map(
-    await Promise.all(containers.filter((c) => c.state === 'running').map(async (c) => [c.name, await probe.container(c.name, c)] as const)),
+    await Promise.all(
+      containers.filter((c) => c.state === 'running').map(async (c) => [c.name, await probe.container(c.name, c)] as const),
+    ),
   );
   const approaches: AgentRegistration['approaches'] = [];
   if (capabilities.containerLevel.available) approaches.push('container');
@@ -45,7 +57,14 @@ export async function describeHost(identity: AgentIdentity, engine: ContainerEng
     imageIds: images.map((image) => image.id).sort(),
     containers: containers.map((c) => {
       const found = traits.get(c.name);
-      return { name: c.name, image: c.image, imageId: c.imageId, state: c.state, checkpointed: c.checkpointed, ...(found ? { traits: found } : {}) };
+      return {
+        name: c.name,
+        image: c.image,
+        imageId: c.imageId,
+        state: c.state,
+        checkpointed: c.checkpointed,
+        ...(found ? { traits: found } : {}),
+      };
     }),
     startedAt,
     heartbeatAt: new Date().toISOString(),
@@ -102,7 +121,11 @@ export class Heartbeat {
     if (fresh) this.last = fresh;
     if (!this.last) return;
     try {
-      await this.bus.agents.put(this.identity.agentId, { ...this.last, ...(this.transfer ? { transfer: this.transfer } : {}), heartbeatAt: new Date().toISOString() });
+      await this.bus.agents.put(this.identity.agentId, {
+        ...this.last,
+        ...(this.transfer ? { transfer: this.transfer } : {}),
+        heartbeatAt: new Date().toISOString(),
+      });
     } catch (error) {
       this.log.warn({ err: error }, 'heartbeat failed; retrying at the next interval');
     }

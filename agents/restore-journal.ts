@@ -29,7 +29,9 @@ export class RestoreJournal {
       return Entry.parse(JSON.parse(await readFile(this.file(migrationId), 'utf8')));
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw new Error(`the restore journal entry for ${migrationId} in ${this.dir} is unreadable (${(error as Error).message}); remove it once the container is checked by hand`);
+      throw new Error(
+        `the restore journal entry for ${migrationId} in ${this.dir} is unreadable (${(error as Error).message}); remove it once the container is checked by hand`,
+      );
     }
   }
 

@@ -27,7 +27,10 @@ export class ServiceLevel implements ApproachDriver {
   }
 
   private client(container: string): LauncherClient {
-    return new LauncherClient({ socketPath: launcherSocketPath(container, this.launcherDir), where: `the launcher of "${container}" on ${this.where}` });
+    return new LauncherClient({
+      socketPath: launcherSocketPath(container, this.launcherDir),
+      where: `the launcher of "${container}" on ${this.where}`,
+    });
   }
 
   checkpoint(container: string): Promise<Readable> {
@@ -54,13 +57,16 @@ export class ServiceLevel implements ApproachDriver {
     const client = this.client(target.container);
     await client.waitReady();
     // The launcher gives a silent archive 30 s: connect only once the first verified bytes are there.
-    if (archive.readableLength === 0) await Promise.race([once(archive, 'readable'), once(archive, 'error').then(([error]) => Promise.reject(error))]);
+    if (archive.readableLength === 0)
+      await Promise.race([once(archive, 'readable'), once(archive, 'error').then(([error]) => Promise.reject(error))]);
     await client.restore(archive);
     return { id };
   }
 
   /** What the capability probe reports of a container's launcher (agents/capability-probe.ts). */
-  async probe(container: string): Promise<{ available: boolean; version: string; processCount: number; memoryBytes: number; reason?: string }> {
+  async probe(
+    container: string,
+  ): Promise<{ available: boolean; version: string; processCount: number; memoryBytes: number; reason?: string }> {
     const status = await this.client(container).status();
     const available = status.mode === 'running' || status.mode === 'restored';
     return {
@@ -95,7 +101,12 @@ export class ServiceLevel implements ApproachDriver {
   async discard(container: string): Promise<void> {
     const current = await this.engine.inspectContainer(container);
     if (current !== undefined && current.state === 'running') {
-      const mode = await this.client(container).status().then((s) => s.mode, () => undefined);
+      const mode = await this.client(container)
+        .status()
+        .then(
+          (s) => s.mode,
+          () => undefined,
+        );
       if (mode === 'running' || mode === 'restored') throw new RunningServiceError(container, this.where);
       // The launcher kills the frozen tree and exits; the container goes with it.
       if (mode === 'frozen') await this.client(container).discard();

@@ -31,7 +31,11 @@ export const backoffMs = (deliveryCount: number): number => Math.min(BACKOFF_CAP
 
 const durableName = (fn: string, event: EventName): string => `trigger-${fn}-${event.replace(/[^A-Za-z0-9-]/g, '_')}`;
 
-export async function runBridge(bus: NatsEventBus, endpoints: FunctionEndpoints, headers: () => Promise<Record<string, string>>): Promise<() => Promise<void>> {
+export async function runBridge(
+  bus: NatsEventBus,
+  endpoints: FunctionEndpoints,
+  headers: () => Promise<Record<string, string>>,
+): Promise<() => Promise<void>> {
   const stops: Array<() => Promise<void>> = [];
   for (const [fn, url] of Object.entries(endpoints) as Array<[FunctionName, string]>) {
     for (const event of triggers[fn] as readonly EventName[]) {
@@ -46,7 +50,8 @@ export async function runBridge(bus: NatsEventBus, endpoints: FunctionEndpoints,
           concurrency: CONCURRENCY,
           // Validated at the boundary: a message that will never parse is not retried, it is kept with its reason.
           deadLetterOrigin: `bridge-${fn}`,
-          onInvalid: (error, subject) => log.warn({ function: fn, subject, reason: error.message }, 'rejected an invalid event; kept as a dead letter'),
+          onInvalid: (error, subject) =>
+            log.warn({ function: fn, subject, reason: error.message }, 'rejected an invalid event; kept as a dead letter'),
         },
         (_event, delivery) => deliver(fn, url, delivery, headers),
       );
@@ -71,7 +76,14 @@ function tick(fn: string, url: string, everyMs: number, headers: () => Promise<R
   let running: Promise<void> = Promise.resolve();
   const timer = setInterval(() => {
     running = running.then(async () => {
-      const event = { specversion: '1.0', id: randomUUID(), source: '/ums/scheduler', type: SCHEDULE_TICK_TYPE, time: new Date().toISOString(), data: {} };
+      const event = {
+        specversion: '1.0',
+        id: randomUUID(),
+        source: '/ums/scheduler',
+        type: SCHEDULE_TICK_TYPE,
+        time: new Date().toISOString(),
+        data: {},
+      };
       try {
         const response = await fetch(url, {
           method: 'POST',
@@ -93,7 +105,12 @@ function tick(fn: string, url: string, everyMs: number, headers: () => Promise<R
   };
 }
 
-async function deliver(fn: string, url: string, message: Delivery, headers: () => Promise<Record<string, string>>): Promise<DeliveryOutcome> {
+async function deliver(
+  fn: string,
+  url: string,
+  message: Delivery,
+  headers: () => Promise<Record<string, string>>,
+): Promise<DeliveryOutcome> {
   const attempt = message.deliveryCount;
   let failure: string;
   try {
@@ -116,6 +133,9 @@ async function deliver(fn: string, url: string, message: Delivery, headers: () =
     return { deadLetter: `delivery to ${fn} failed ${attempt} times; last: ${failure}` };
   }
   const delay = backoffMs(attempt);
-  log.warn({ function: fn, subject: message.subject, attempt, delayMs: delay, failure }, 'function did not accept the event; redelivering later');
+  log.warn(
+    { function: fn, subject: message.subject, attempt, delayMs: delay, failure },
+    'function did not accept the event; redelivering later',
+  );
   return { retryAfterMs: delay };
 }

@@ -20,7 +20,14 @@ export const millis = (ms: number): string => (ms >= 10_000 ? `${(ms / 1000).toF
 
 export function table(rows: string[][]): string {
   const widths = rows[0]?.map((_, column) => Math.max(...rows.map((row) => (row[column] ?? '').length))) ?? [];
-  return rows.map((row) => row.map((cell, column) => cell.padEnd(widths[column] ?? 0)).join('  ').trimEnd()).join('\n');
+  return rows
+    .map((row) =>
+      row
+        .map((cell, column) => cell.padEnd(widths[column] ?? 0))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
 }
 
 export function formatTimeline(timeline: Timeline): string {
@@ -47,7 +54,9 @@ export function formatAgents(agents: AgentRegistration[], now = Date.now()): str
     const caps = a.capabilities;
     const off = [
       ...(caps.containerLevel.available ? [] : [`container level: ${caps.containerLevel.reason ?? 'unavailable'}`]),
-      ...(caps.containerLevel.sockets?.available === false ? [`network services: ${caps.containerLevel.sockets.reason ?? 'unavailable'}`] : []),
+      ...(caps.containerLevel.sockets?.available === false
+        ? [`network services: ${caps.containerLevel.sockets.reason ?? 'unavailable'}`]
+        : []),
       ...(caps.orchestratorLevel.available ? [] : [`orchestrator level: ${caps.orchestratorLevel.reason ?? 'unavailable'}`]),
     ];
     return off.map((why) => `  ${a.agentId}: ${why}`);
@@ -63,7 +72,9 @@ function traitsOf(c: AgentRegistration['containers'][number]): string {
     ...(t.launcher?.available ? ['launcher'] : []),
     ...(t.checkpointable?.available === false ? ['not checkpointable'] : []),
     ...(t.network !== undefined && t.network.listening.length + t.network.insideConnections + t.network.outsideConnectionCount > 0
-      ? [`${t.network.listening.length} listening, ${t.network.insideConnections} inside + ${t.network.outsideConnectionCount} outside conn`]
+      ? [
+          `${t.network.listening.length} listening, ${t.network.insideConnections} inside + ${t.network.outsideConnectionCount} outside conn`,
+        ]
       : []),
     ...(t.processCount !== undefined ? [`${t.processCount} proc`] : []),
     ...(t.memoryBytes !== undefined ? [bytes(t.memoryBytes)] : []),
@@ -115,6 +126,16 @@ export function formatMigrations(records: MigrationRecord[]): string {
   const header = ['MIGRATION', 'CONTAINER', 'FROM', 'TO', 'APPROACH', 'STATE', 'EPOCH', 'REQUESTED', 'REASON'];
   const rows = records
     .sort((a, b) => a.times.requestedAt.localeCompare(b.times.requestedAt))
-    .map((r) => [r.migrationId, r.container, r.sourceAgent ?? '?', r.destinationAgent, r.approach ?? '-', r.state, String(r.epoch), r.times.requestedAt, r.failure?.reason ?? r.pendingCleanup ?? '']);
+    .map((r) => [
+      r.migrationId,
+      r.container,
+      r.sourceAgent ?? '?',
+      r.destinationAgent,
+      r.approach ?? '-',
+      r.state,
+      String(r.epoch),
+      r.times.requestedAt,
+      r.failure?.reason ?? r.pendingCleanup ?? '',
+    ]);
   return table([header, ...rows]);
 }

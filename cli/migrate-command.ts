@@ -54,7 +54,9 @@ export async function migrate(container: string, options: MigrateOptions): Promi
         return;
       case 'migration.planned':
         approach = event.data.approach;
-        say(`  planned: ${event.data.sourceAgent} -> ${event.data.destinationAgent} (${event.data.approach} level, image ${event.data.image})`);
+        say(
+          `  planned: ${event.data.sourceAgent} -> ${event.data.destinationAgent} (${event.data.approach} level, image ${event.data.image})`,
+        );
         if (event.data.approachReason) say(`    why: ${event.data.approachReason}`);
         return;
       case 'restore.prepared':
@@ -65,7 +67,9 @@ export async function migrate(container: string, options: MigrateOptions): Promi
         return;
       case 'checkpoint.uploaded':
         stopBar();
-        say(`  checkpoint uploaded: ${bytes(event.data.artifact.sizeBytes)} in ${event.data.artifact.chunkCount} chunk(s), ${millis(Date.parse(event.data.uploadedAt) - Date.parse(event.data.checkpointStartedAt))} after the freeze`);
+        say(
+          `  checkpoint uploaded: ${bytes(event.data.artifact.sizeBytes)} in ${event.data.artifact.chunkCount} chunk(s), ${millis(Date.parse(event.data.uploadedAt) - Date.parse(event.data.checkpointStartedAt))} after the freeze`,
+        );
         return;
       case 'restore.progress':
         progress('download', event.data.bytes, event.data.totalBytes);
@@ -121,7 +125,9 @@ export async function migrate(container: string, options: MigrateOptions): Promi
     if (exitCode === 2) {
       const record = await bus.migrations.get(migrationId);
       result = { migrationId, state: record?.value.state ?? 'unknown', timeline: record ? timelineOf(record.value) : undefined };
-      say(`migration ${migrationId} did not end within ${options.timeout} s (state: ${record?.value.state ?? 'unknown'}); "ums status ${migrationId}" follows it`);
+      say(
+        `migration ${migrationId} did not end within ${options.timeout} s (state: ${record?.value.state ?? 'unknown'}); "ums status ${migrationId}" follows it`,
+      );
     }
     if (options.json) process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
     return exitCode;

@@ -38,7 +38,10 @@ export async function stackUp(name: string, json: boolean): Promise<void> {
   await mkdir(dirname(dir), { recursive: true });
   const logPath = `${dir}.log`;
   const logFile = await open(logPath, 'w');
-  const child = spawn(process.execPath, [cliEntry, 'stack', 'run', '--name', name], { detached: true, stdio: ['ignore', logFile.fd, logFile.fd] });
+  const child = spawn(process.execPath, [cliEntry, 'stack', 'run', '--name', name], {
+    detached: true,
+    stdio: ['ignore', logFile.fd, logFile.fd],
+  });
   child.unref();
   await logFile.close();
   const deadline = Date.now() + 300_000;
@@ -80,7 +83,10 @@ function printStack(info: StackInfo, json: boolean): void {
     `  NATS_URL=${info.natsUrl}`,
     `  image on every host: ${info.image}`,
     `  WAN ${info.wan.subnet} in network namespace ${info.wan.netns}`,
-    ...info.hosts.map((h) => `  host ${h.agentId} (${h.cloud} ${h.region}) at ${h.wanAddress} (netns ${h.netns ?? '-'}): podman --url ${h.podmanUrl}   store ${h.storeUrl}`),
+    ...info.hosts.map(
+      (h) =>
+        `  host ${h.agentId} (${h.cloud} ${h.region}) at ${h.wanAddress} (netns ${h.netns ?? '-'}): podman --url ${h.podmanUrl}   store ${h.storeUrl}`,
+    ),
     '',
     'try:',
     `  podman --url ${info.hosts[0]?.podmanUrl ?? 'unix://...'} run -d --name web ${info.image}`,

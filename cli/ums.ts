@@ -11,11 +11,14 @@ import { runStack, stackDown, stackInfo, stackUp } from './stack-command.js';
 const program = new Command('ums').description('Live migration of running containers across clouds').showHelpAfterError();
 const natsOption = () => new Option('--nats <url>', 'NATS server (default: $NATS_URL, then the local stack)');
 const approachOption = () =>
-  new Option('--approach <approach>', 'force an approach (refused with the reason if it is not possible); default: the cheapest possible').choices(Approach.options);
+  new Option(
+    '--approach <approach>',
+    'force an approach (refused with the reason if it is not possible); default: the cheapest possible',
+  ).choices(Approach.options);
 
 program
   .command('migrate')
-  .description('live-migrate a running container to another agent\'s host')
+  .description("live-migrate a running container to another agent's host")
   .argument('<container>', 'container name on the source host')
   .requiredOption('--to <agent>', 'destination agent id')
   .option('--from <agent>', 'source agent id (default: the agent that runs the container)')
@@ -24,9 +27,14 @@ program
   .addOption(approachOption())
   .option('--json', 'print the result as JSON')
   .addOption(natsOption())
-  .action(async (container: string, options: { to: string; from?: string; timeout: string; json?: boolean; nats?: string; id?: string; approach?: Approach }) => {
-    process.exitCode = await migrate(container, options);
-  });
+  .action(
+    async (
+      container: string,
+      options: { to: string; from?: string; timeout: string; json?: boolean; nats?: string; id?: string; approach?: Approach },
+    ) => {
+      process.exitCode = await migrate(container, options);
+    },
+  );
 
 program
   .command('plan')
@@ -90,7 +98,9 @@ program
               (r.approach ? `  approach: ${r.approachReason ?? r.approach}\n` : '') +
               `  service: ${describeWhere(whereItRuns(r))}${r.runningOnReport ? ` (${r.runningOnReport})` : ''}\n` +
               (r.deadlineAt && !['done', 'failed'].includes(r.state) ? `  deadline of this phase: ${r.deadlineAt}\n` : '') +
-              (r.rollback ? `  rollback: ${r.rollback.how ?? (r.rollback.destinationClear ? 'destination clear' : 'waiting for the destination to confirm it holds no copy')}\n` : '') +
+              (r.rollback
+                ? `  rollback: ${r.rollback.how ?? (r.rollback.destinationClear ? 'destination clear' : 'waiting for the destination to confirm it holds no copy')}\n`
+                : '') +
               (r.pendingCleanup ? `  pending cleanup: ${r.pendingCleanup}\n` : '') +
               `${formatTimeline(timeline)}\n`,
           );
@@ -105,7 +115,9 @@ program
       }
       process.stdout.write(`${formatMigrations(records)}\n`);
       if (deadLetters.length > 0) {
-        process.stdout.write(`\nrejected messages (dead letters):\n${deadLetters.map((d) => `  ${d.at} ${d.origin}: ${d.reason}`).join('\n')}\n`);
+        process.stdout.write(
+          `\nrejected messages (dead letters):\n${deadLetters.map((d) => `  ${d.at} ${d.origin}: ${d.reason}`).join('\n')}\n`,
+        );
       }
     } finally {
       await bus.close();
@@ -118,15 +130,31 @@ function describeWhere({ agent, frozen }: ReturnType<typeof whereItRuns>): strin
   return frozen ? `frozen on ${agent} (checkpoint kept) while the migration moves it` : `runs on ${agent}`;
 }
 
-const stack = program.command('stack').description('the local stack: NATS, object storage servers, functions, bridge, simulated hosts and agents');
+const stack = program
+  .command('stack')
+  .description('the local stack: NATS, object storage servers, functions, bridge, simulated hosts and agents');
 const stackName = () => new Option('--name <name>', 'stack name (its own ports and folder)').default('default');
-stack.command('up').description('start the local stack in the background').addOption(stackName()).option('--json', 'print as JSON')
+stack
+  .command('up')
+  .description('start the local stack in the background')
+  .addOption(stackName())
+  .option('--json', 'print as JSON')
   .action((options: { name: string; json?: boolean }) => stackUp(options.name, options.json ?? false));
-stack.command('down').description('stop the local stack and remove its containers and data').addOption(stackName())
+stack
+  .command('down')
+  .description('stop the local stack and remove its containers and data')
+  .addOption(stackName())
   .action((options: { name: string }) => stackDown(options.name));
-stack.command('info').description('where each host\'s Podman socket is, and each agent\'s id').addOption(stackName()).option('--json', 'print as JSON')
+stack
+  .command('info')
+  .description("where each host's Podman socket is, and each agent's id")
+  .addOption(stackName())
+  .option('--json', 'print as JSON')
   .action((options: { name: string; json?: boolean }) => stackInfo(options.name, options.json ?? false));
-stack.command('run', { hidden: true }).addOption(stackName()).action((options: { name: string }) => runStack(options.name));
+stack
+  .command('run', { hidden: true })
+  .addOption(stackName())
+  .action((options: { name: string }) => runStack(options.name));
 
 program.parseAsync().catch((error: unknown) => {
   process.stderr.write(`ums: ${error instanceof Error ? error.message : String(error)}\n`);

@@ -38,12 +38,16 @@ export const Manifest = z
     let offset = 0;
     for (const [i, chunk] of manifest.chunks.entries()) {
       if (chunk.index !== i || chunk.offset !== offset) {
-        ctx.addIssue({ code: 'custom', message: `chunk ${i} is out of place (index ${chunk.index}, offset ${chunk.offset}, expected ${offset})` });
+        ctx.addIssue({
+          code: 'custom',
+          message: `chunk ${i} is out of place (index ${chunk.index}, offset ${chunk.offset}, expected ${offset})`,
+        });
         return;
       }
       offset += chunk.sizeBytes;
     }
-    if (offset !== manifest.sizeBytes) ctx.addIssue({ code: 'custom', message: `the chunks add up to ${offset} bytes, the manifest says ${manifest.sizeBytes}` });
+    if (offset !== manifest.sizeBytes)
+      ctx.addIssue({ code: 'custom', message: `the chunks add up to ${offset} bytes, the manifest says ${manifest.sizeBytes}` });
   });
 export type Manifest = z.infer<typeof Manifest>;
 

@@ -27,7 +27,12 @@ export interface ChunkedUpload {
  * Cuts a stream into numbered chunks and uploads them in parallel as they fill, each retried alone,
  * then writes the manifest. The source is read once; memory stays bounded by the chunks in flight.
  */
-export async function uploadChunked(source: Readable, store: ObjectStore, prefix: string, options: ChunkedUploadOptions): Promise<ChunkedUpload> {
+export async function uploadChunked(
+  source: Readable,
+  store: ObjectStore,
+  prefix: string,
+  options: ChunkedUploadOptions,
+): Promise<ChunkedUpload> {
   const whole = createHash('sha256');
   const chunks: ChunkRef[] = [];
   const inFlight = new Set<Promise<void>>();
@@ -41,7 +46,12 @@ export async function uploadChunked(source: Readable, store: ObjectStore, prefix
   let filled = 0;
 
   const dispatch = (data: Buffer) => {
-    const chunk: ChunkRef = { index: chunks.length, offset, sizeBytes: data.length, sha256: createHash('sha256').update(data).digest('hex') };
+    const chunk: ChunkRef = {
+      index: chunks.length,
+      offset,
+      sizeBytes: data.length,
+      sha256: createHash('sha256').update(data).digest('hex'),
+    };
     chunks.push(chunk);
     offset += data.length;
     const upload = pRetry(() => store.put(chunkKey(prefix, chunk.index), data, { contentType: 'application/octet-stream' }), {
@@ -50,7 +60,9 @@ export async function uploadChunked(source: Readable, store: ObjectStore, prefix
     })
       .then(() => options.onChunk(chunk))
       .catch((error: unknown) => {
-        failure ??= new Error(`uploading chunk ${chunk.index} (${data.length} bytes at offset ${chunk.offset}) failed: ${(error as Error).message}`);
+        failure ??= new Error(
+          `uploading chunk ${chunk.index} (${data.length} bytes at offset ${chunk.offset}) failed: ${(error as Error).message}`,
+        );
       })
       .finally(() => {
         inFlight.delete(upload);
@@ -95,6 +107,9 @@ export async function uploadChunked(source: Readable, store: ObjectStore, prefix
     createdAt: new Date().toISOString(),
   };
   const body = Buffer.from(JSON.stringify(manifest));
-  await pRetry(() => store.put(manifestKey(prefix), body, { contentType: 'application/json' }), { retries: options.retries ?? 4, minTimeout: 200 });
+  await pRetry(() => store.put(manifestKey(prefix), body, { contentType: 'application/json' }), {
+    retries: options.retries ?? 4,
+    minTimeout: 200,
+  });
   return { manifest, manifestSha256: createHash('sha256').update(body).digest('hex'), firstByteAt: firstByteAt ?? new Date() };
 }

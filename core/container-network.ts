@@ -87,7 +87,9 @@ export function planConnections(network: ContainerNetwork): ConnectionPlan {
       outside === 0
         ? 'no connection with an outside peer now; any opened before the freeze is reset then'
         : `${outside} connection(s) with outside peers (${listed}${more}): reset at the freeze so that each client sees a prompt close, then reconnects to the destination; new outside connections are refused until the service runs there`,
-    republished: network.published.map((p) => `${p.hostIp !== undefined && p.hostIp !== '' ? `${p.hostIp}:` : ''}${p.hostPort} -> ${p.containerPort}/${p.protocol}`),
+    republished: network.published.map(
+      (p) => `${p.hostIp !== undefined && p.hostIp !== '' ? `${p.hostIp}:` : ''}${p.hostPort} -> ${p.containerPort}/${p.protocol}`,
+    ),
   };
 }
 

@@ -53,25 +53,43 @@ const RETRY_AFTER_FAILURE_MS = 5_000;
  * Creates the durable consumer if it is missing; an existing one keeps its position and takes this
  * version's ack wait and delivery limit.
  */
-export async function ensureConsumer(jsm: JetStreamManager, stream: string, config: Partial<ConsumerConfig> & { durable_name: string }): Promise<void> {
+export async function ensureConsumer(
+  jsm: JetStreamManager,
+  stream: string,
+  config: Partial<ConsumerConfig> & { durable_name: string },
+): Promise<void> {
   let existing;
   try {
     existing = await jsm.consumers.info(stream, config.durable_name);
   } catch (error) {
     if (!isJetStreamApiError(error, JetStreamApiCode.ConsumerNotFound)) {
-      throw new BusError('setup-failed', `cannot read consumer ${config.durable_name} of ${stream}: ${(error as Error).message}`, { cause: error });
+      throw new BusError('setup-failed', `cannot read consumer ${config.durable_name} of ${stream}: ${(error as Error).message}`, {
+        cause: error,
+      });
     }
-    await jsm.consumers.add(stream, { ack_policy: AckPolicy.Explicit, deliver_policy: DeliverPolicy.All, ...config }).catch((cause: unknown) => {
-      throw new BusError('setup-failed', `cannot create consumer ${config.durable_name} of ${stream}: ${(cause as Error).message}`, { cause });
-    });
+    await jsm.consumers
+      .add(stream, { ack_policy: AckPolicy.Explicit, deliver_policy: DeliverPolicy.All, ...config })
+      .catch((cause: unknown) => {
+        throw new BusError('setup-failed', `cannot create consumer ${config.durable_name} of ${stream}: ${(cause as Error).message}`, {
+          cause,
+        });
+      });
     return;
   }
   const { ack_wait, max_deliver } = config;
-  if ((ack_wait !== undefined && existing.config.ack_wait !== ack_wait) || (max_deliver !== undefined && existing.config.max_deliver !== max_deliver)) {
+  if (
+    (ack_wait !== undefined && existing.config.ack_wait !== ack_wait) ||
+    (max_deliver !== undefined && existing.config.max_deliver !== max_deliver)
+  ) {
     await jsm.consumers
-      .update(stream, config.durable_name, { ...(ack_wait !== undefined ? { ack_wait } : {}), ...(max_deliver !== undefined ? { max_deliver } : {}) })
+      .update(stream, config.durable_name, {
+        ...(ack_wait !== undefined ? { ack_wait } : {}),
+        ...(max_deliver !== undefined ? { max_deliver } : {}),
+      })
       .catch((cause: unknown) => {
-        throw new BusError('setup-failed', `cannot update consumer ${config.durable_name} of ${stream}: ${(cause as Error).message}`, { cause });
+        throw new BusError('setup-failed', `cannot update consumer ${config.durable_name} of ${stream}: ${(cause as Error).message}`, {
+          cause,
+        });
       });
   }
 }
@@ -119,7 +137,12 @@ export async function consumeDurable<T>(
     const keepAlive = setInterval(() => message.working(), options.ackWaitMs / 3);
     let outcome: DeliveryOutcome;
     try {
-      outcome = await handle(value, { subject: message.subject, payload: message.data, redelivered: message.redelivered, deliveryCount: message.info.deliveryCount });
+      outcome = await handle(value, {
+        subject: message.subject,
+        payload: message.data,
+        redelivered: message.redelivered,
+        deliveryCount: message.info.deliveryCount,
+      });
     } catch (error) {
       log.warn({ err: error, consumer: options.durableName, subject: message.subject }, 'handler failed; the message will be redelivered');
       outcome = { retryAfterMs: RETRY_AFTER_FAILURE_MS };
@@ -135,7 +158,10 @@ export async function consumeDurable<T>(
       const running = run(message)
         .catch((error: unknown) => {
           // Settling failed (the dead letter could not be kept): unacknowledged, it comes back after the ack wait.
-          log.error({ err: error, consumer: options.durableName, subject: message.subject }, 'could not settle a message; it will be redelivered');
+          log.error(
+            { err: error, consumer: options.durableName, subject: message.subject },
+            'could not settle a message; it will be redelivered',
+          );
         })
         .finally(() => inFlight.delete(running));
       inFlight.add(running);

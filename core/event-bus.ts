@@ -78,7 +78,11 @@ export interface RecordStore<T> {
 }
 
 export class RevisionConflictError extends BusError {
-  constructor(readonly bucket: string, readonly key: string, options?: { cause?: unknown }) {
+  constructor(
+    readonly bucket: string,
+    readonly key: string,
+    options?: { cause?: unknown },
+  ) {
     super('revision-conflict', `"${key}" in ${bucket} was changed by someone else (revision conflict)`, options);
     this.name = 'RevisionConflictError';
   }

@@ -338,7 +338,10 @@ function safeJson(raw: string | Uint8Array, what: string): unknown {
 
 function checkVersion(type: string, version: string | undefined): void {
   if (version !== SCHEMA_VERSION) {
-    throw new InvalidMessageError('message', `"${type}" is schema version ${version}; this build speaks version ${SCHEMA_VERSION} (upgrade the component that reads it)`);
+    throw new InvalidMessageError(
+      'message',
+      `"${type}" is schema version ${version}; this build speaks version ${SCHEMA_VERSION} (upgrade the component that reads it)`,
+    );
   }
 }
 

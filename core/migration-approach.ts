@@ -228,12 +228,15 @@ export function decideApproach(raw: DecisionInput): Decision {
   const best = cheapestOf(candidates);
   if (best === undefined) {
     const whyNot = candidates.map((c) => `${c.approach} level: ${c.why}`).join('; ');
-    return { kind: 'refused', code: 'none-feasible', reason: `no migration approach is possible between these hosts: ${whyNot}`, candidates };
+    return {
+      kind: 'refused',
+      code: 'none-feasible',
+      reason: `no migration approach is possible between these hosts: ${whyNot}`,
+      candidates,
+    };
   }
   const others = candidates.filter((c) => c.approach !== best.approach);
-  const comparison = others
-    .map((c) => (c.feasible ? `${c.approach} ${fmtMs(c.estimatedMs)}` : `${c.approach} not possible`))
-    .join(', ');
+  const comparison = others.map((c) => (c.feasible ? `${c.approach} ${fmtMs(c.estimatedMs)}` : `${c.approach} not possible`)).join(', ');
   return {
     kind: 'chosen',
     approach: best.approach,
@@ -250,7 +253,12 @@ export function decideApproachOrThrow(input: DecisionInput): Extract<Decision, {
 }
 
 /** The estimate of the cost model for one approach (exported for the benchmark's recalibration). */
-export function estimateMs(approach: MigrationApproach, processCount: number, memoryBytes: number, bandwidthBytesPerSecond: number): number {
+export function estimateMs(
+  approach: MigrationApproach,
+  processCount: number,
+  memoryBytes: number,
+  bandwidthBytesPerSecond: number,
+): number {
   const mib = memoryBytes / MiB;
   const ms =
     COST_MODEL.fixedMs[approach] +
@@ -290,10 +298,16 @@ function infeasibility(approach: MigrationApproach, input: DecisionInput): strin
     case 'container': {
       const missing: string[] = [];
       if (!source.containerLevel.available) missing.push(`the source cannot (${source.containerLevel.reason ?? 'no reason reported'})`);
-      if (!destination.containerLevel.available) missing.push(`the destination cannot (${destination.containerLevel.reason ?? 'no reason reported'})`);
+      if (!destination.containerLevel.available)
+        missing.push(`the destination cannot (${destination.containerLevel.reason ?? 'no reason reported'})`);
       if (missing.length > 0) return `needs the engine's checkpoint/restore (Podman + CRIU) at both ends: ${missing.join('; ')}`;
-      if (!hasImage) return 'the destination does not hold the container\'s image, and a checkpoint restores only onto the same image id: pull it there first';
-      return hostMismatch(source.containerLevel, destination.containerLevel) ?? notDumpable(container) ?? socketBlocker(container, source, destination);
+      if (!hasImage)
+        return "the destination does not hold the container's image, and a checkpoint restores only onto the same image id: pull it there first";
+      return (
+        hostMismatch(source.containerLevel, destination.containerLevel) ??
+        notDumpable(container) ??
+        socketBlocker(container, source, destination)
+      );
     }
     case 'service': {
       const launcher = container.launcher;
@@ -303,18 +317,20 @@ function infeasibility(approach: MigrationApproach, input: DecisionInput): strin
       }
       if (holdsInetSockets(container)) {
         // The launcher image carries CRIU 4.1.1, which aborts on any inet socket on Linux >= 6.16.
-        return 'the container holds network sockets, and the launcher\'s CRIU inside the image cannot dump them on this kernel (CRIU < 4.2); container level can';
+        return "the container holds network sockets, and the launcher's CRIU inside the image cannot dump them on this kernel (CRIU < 4.2); container level can";
       }
       if (!destination.plainContainers.available) {
         return `the destination cannot start a plain container: ${destination.plainContainers.reason ?? destination.containerLevel.reason ?? 'its engine did not answer'}`;
       }
-      if (!hasImage) return 'the destination does not hold the container\'s image (with the launcher in it): pull it there first';
+      if (!hasImage) return "the destination does not hold the container's image (with the launcher in it): pull it there first";
       return undefined;
     }
     case 'orchestrator': {
       const missing: string[] = [];
-      if (!source.orchestratorLevel.available) missing.push(`the source cannot (${source.orchestratorLevel.reason ?? 'no kubelet configured'})`);
-      if (!destination.orchestratorLevel.available) missing.push(`the destination cannot (${destination.orchestratorLevel.reason ?? 'no kubelet configured'})`);
+      if (!source.orchestratorLevel.available)
+        missing.push(`the source cannot (${source.orchestratorLevel.reason ?? 'no kubelet configured'})`);
+      if (!destination.orchestratorLevel.available)
+        missing.push(`the destination cannot (${destination.orchestratorLevel.reason ?? 'no kubelet configured'})`);
       if (missing.length > 0) return `needs the kubelet checkpoint API (CRI-O with CRIU) at both ends: ${missing.join('; ')}`;
       return undefined;
     }
@@ -326,7 +342,11 @@ function hostMismatch(source: ContainerLevelCapability, destination: ContainerLe
   if (source.arch !== undefined && destination.arch !== undefined && source.arch !== destination.arch) {
     return `the source is ${source.arch} and the destination ${destination.arch}: CRIU restores a process only on the architecture it was dumped on`;
   }
-  if (source.criuVersion !== undefined && destination.criuVersion !== undefined && compareVersions(destination.criuVersion, source.criuVersion) < 0) {
+  if (
+    source.criuVersion !== undefined &&
+    destination.criuVersion !== undefined &&
+    compareVersions(destination.criuVersion, source.criuVersion) < 0
+  ) {
     return `the destination's CRIU ${destination.criuVersion} is older than the source's ${source.criuVersion}: it may not read the images; upgrade it (infra/host-setup.sh)`;
   }
   return undefined;
@@ -349,7 +369,9 @@ function socketBlocker(container: ContainerTraits, source: HostCapabilities, des
     ['source', source.containerLevel.sockets],
     ['destination', destination.containerLevel.sockets],
   ] as const;
-  const missing = unable.filter(([, sockets]) => sockets !== undefined && !sockets.available).map(([end, sockets]) => `the ${end}'s: ${sockets?.reason ?? 'no reason reported'}`);
+  const missing = unable
+    .filter(([, sockets]) => sockets !== undefined && !sockets.available)
+    .map(([end, sockets]) => `the ${end}'s: ${sockets?.reason ?? 'no reason reported'}`);
   if (missing.length === 0) return undefined;
   return `the container holds network sockets and CRIU cannot checkpoint or restore them on ${missing.join('; ')}`;
 }

@@ -38,7 +38,12 @@ export type Plan =
  * Pure: the planner function and `ums plan` both use it.
  */
 export function planAgainst(agents: AgentRegistration[], request: PlanRequest, now = Date.now()): Plan {
-  const refuse = (code: FailureCode, reason: string, runningOn: string | null, extra: Partial<Extract<Plan, { ok: false }>> = {}): Plan => ({
+  const refuse = (
+    code: FailureCode,
+    reason: string,
+    runningOn: string | null,
+    extra: Partial<Extract<Plan, { ok: false }>> = {},
+  ): Plan => ({
     ok: false,
     code,
     reason,
@@ -47,7 +52,9 @@ export function planAgainst(agents: AgentRegistration[], request: PlanRequest, n
   });
   const alive = agents.filter((agent) => isAlive(agent, now));
   // Where the service runs now, as far as the registrations tell: every refusal says it, since none touches it.
-  const runsOn = alive.filter((agent) => agent.containers.some((c) => c.name === request.container && c.state === 'running')).map((agent) => agent.agentId);
+  const runsOn = alive
+    .filter((agent) => agent.containers.some((c) => c.name === request.container && c.state === 'running'))
+    .map((agent) => agent.agentId);
   const runningNow = runsOn.length === 1 ? (runsOn[0] as string) : null;
   const destination = alive.find((agent) => agent.agentId === request.destinationAgent);
   if (!destination) {
@@ -62,7 +69,11 @@ export function planAgainst(agents: AgentRegistration[], request: PlanRequest, n
   }
   const candidates = request.sourceAgent ? alive.filter((agent) => agent.agentId === request.sourceAgent) : alive;
   if (request.sourceAgent && candidates.length === 0) {
-    return refuse('agent-unavailable', `source agent "${request.sourceAgent}" is not registered or not alive; "ums agents" lists them`, runningNow);
+    return refuse(
+      'agent-unavailable',
+      `source agent "${request.sourceAgent}" is not registered or not alive; "ums agents" lists them`,
+      runningNow,
+    );
   }
   const holders = candidates.flatMap((agent) => {
     const container = agent.containers.find((c) => c.name === request.container);
@@ -70,18 +81,31 @@ export function planAgainst(agents: AgentRegistration[], request: PlanRequest, n
   });
   if (holders.length === 0) {
     const where = request.sourceAgent ? `on agent "${request.sourceAgent}"` : 'on any registered agent';
-    return refuse('container-not-found', `container "${request.container}" was not found ${where}; "ums agents" lists what each host runs`, null, { notListedYet: true });
+    return refuse(
+      'container-not-found',
+      `container "${request.container}" was not found ${where}; "ums agents" lists what each host runs`,
+      null,
+      { notListedYet: true },
+    );
   }
   if (holders.length > 1) {
     const names = holders.map((h) => h.agent.agentId).join(', ');
-    return refuse('invalid-request', `container "${request.container}" exists on several agents (${names}); name the source with --from`, runningNow);
+    return refuse(
+      'invalid-request',
+      `container "${request.container}" exists on several agents (${names}); name the source with --from`,
+      runningNow,
+    );
   }
   const [{ agent: source, container }] = holders as [{ agent: AgentRegistration; container: AgentRegistration['containers'][number] }];
   if (source.agentId === destination.agentId) {
     return refuse('invalid-request', `container "${request.container}" already runs on "${destination.agentId}"`, source.agentId);
   }
   if (container.state !== 'running') {
-    return refuse('container-not-running', `container "${request.container}" on "${source.agentId}" is ${container.state}, not running; only a running container can be live-migrated`, null);
+    return refuse(
+      'container-not-running',
+      `container "${request.container}" on "${source.agentId}" is ${container.state}, not running; only a running container can be live-migrated`,
+      null,
+    );
   }
   if (!destination.imageIds.includes(container.imageId)) {
     const sameName = destination.images.includes(container.image);
@@ -104,12 +128,31 @@ export function planAgainst(agents: AgentRegistration[], request: PlanRequest, n
   if (decision.kind === 'refused') return refuse('approach-infeasible', decision.reason, source.agentId, { decision });
   const network = container.traits?.network;
   if (network !== undefined && decision.approach === 'container') {
-    const taken = destination.containers.flatMap((c) => (c.state === 'running' ? (c.traits?.network?.published ?? []).map((p) => ({ ...p, by: c.name })) : []));
+    const taken = destination.containers.flatMap((c) =>
+      c.state === 'running' ? (c.traits?.network?.published ?? []).map((p) => ({ ...p, by: c.name })) : [],
+    );
     const conflicts = conflictingPorts(network.published, taken);
     if (conflicts.length > 0) {
-      const which = conflicts.map((p) => `${p.hostPort}/${p.protocol} (held by "${taken.find((t) => t.hostPort === p.hostPort && t.protocol === p.protocol)?.by ?? '?'}")`).join(', ');
-      return refuse('destination-incompatible', `the destination "${destination.agentId}" already publishes port ${which}, which "${request.container}" publishes: free it there, or migrate elsewhere`, source.agentId, { decision });
+      const which = conflicts
+        .map(
+          (p) =>
+            `${p.hostPort}/${p.protocol} (held by "${taken.find((t) => t.hostPort === p.hostPort && t.protocol === p.protocol)?.by ?? '?'}")`,
+        )
+        .join(', ');
+      return refuse(
+        'destination-incompatible',
+        `the destination "${destination.agentId}" already publishes port ${which}, which "${request.container}" publishes: free it there, or migrate elsewhere`,
+        source.agentId,
+        { decision },
+      );
     }
   }
-  return { ok: true, source, destination, container, decision, ...(network !== undefined && decision.approach === 'container' ? { connections: planConnections(network) } : {}) };
+  return {
+    ok: true,
+    source,
+    destination,
+    container,
+    decision,
+    ...(network !== undefined && decision.approach === 'container' ? { connections: planConnections(network) } : {}),
+  };
 }

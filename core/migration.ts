@@ -1,5 +1,16 @@
 import { z } from 'zod';
-import { AgentId, Approach, Artifact, ArtifactLocation, ContainerName, FailureCode, MigrationId, RestoreRequirements, type CommandName, type Timeline } from './events.js';
+import {
+  AgentId,
+  Approach,
+  Artifact,
+  ArtifactLocation,
+  ContainerName,
+  FailureCode,
+  MigrationId,
+  RestoreRequirements,
+  type CommandName,
+  type Timeline,
+} from './events.js';
 
 /**
  * The migration record: the only state of a migration, kept in the JetStream KV bucket `ums_migrations`
@@ -186,7 +197,18 @@ const Failed = z.object({
   runningOnReport: z.string().optional(),
 });
 
-const ByState = z.discriminatedUnion('state', [Requested, Preflight, Checkpointing, Uploaded, Restoring, Restored, Finalizing, Done, RollingBack, Failed]);
+const ByState = z.discriminatedUnion('state', [
+  Requested,
+  Preflight,
+  Checkpointing,
+  Uploaded,
+  Restoring,
+  Restored,
+  Finalizing,
+  Done,
+  RollingBack,
+  Failed,
+]);
 
 /**
  * Records written before `failed` records said where the service runs: what the saga told the operator
@@ -214,7 +236,11 @@ type AnyKey = ByState extends infer U ? (U extends unknown ? keyof U : never) : 
  * (`ums status`, a test) may look at `record.failure` on any record, and gets `MigrationFailure` only
  * where the state guarantees it.
  */
-export type MigrationRecord = ByState extends infer U ? (U extends unknown ? U & { [K in Exclude<AnyKey, keyof U>]?: undefined } : never) : never;
+export type MigrationRecord = ByState extends infer U
+  ? U extends unknown
+    ? U & { [K in Exclude<AnyKey, keyof U>]?: undefined }
+    : never
+  : never;
 /** The record in one state. */
 export type RecordIn<S extends MigrationState> = Extract<MigrationRecord, { state: S }>;
 

@@ -13,7 +13,16 @@ import { AgentRegistration } from './agent-registration.js';
 import pRetry from 'p-retry';
 import { BusError, isJetStreamApiError, JetStreamApiCode } from './bus-errors.js';
 import { consumeDurable, type Delivery, type DeliveryOutcome, type DurableConsumerOptions } from './durable-consumer.js';
-import { RevisionConflictError, subjects, type CommandDelivery, type DeadLetter, type EventBus, type RecordStore, type Subscription, type Versioned } from './event-bus.js';
+import {
+  RevisionConflictError,
+  subjects,
+  type CommandDelivery,
+  type DeadLetter,
+  type EventBus,
+  type RecordStore,
+  type Subscription,
+  type Versioned,
+} from './event-bus.js';
 import { parseCommand, parseEvent, toWire, type EventName, type EventOf, type UmsCommand, type UmsEvent } from './events.js';
 import { createLogger } from './log.js';
 import { MigrationLock, MigrationRecord } from './migration.js';
@@ -131,7 +140,10 @@ class KvRecordStore<T> implements RecordStore<T> {
       throw new BusError('invalid-record', `record "${key}" in ${this.bucket} is not JSON: ${(cause as Error).message}`, { cause });
     }
     const parsed = this.schema.safeParse(json);
-    if (!parsed.success) throw new BusError('invalid-record', `record "${key}" in ${this.bucket} does not match its schema: ${parsed.error.message}`, { cause: parsed.error });
+    if (!parsed.success)
+      throw new BusError('invalid-record', `record "${key}" in ${this.bucket} does not match its schema: ${parsed.error.message}`, {
+        cause: parsed.error,
+      });
     return parsed.data;
   }
 
@@ -145,7 +157,8 @@ class KvRecordStore<T> implements RecordStore<T> {
     try {
       return await this.kv.create(key, encode(value));
     } catch (error) {
-      if (isJetStreamApiError(error, JetStreamApiCode.StreamWrongLastSequence)) throw new RevisionConflictError(this.bucket, key, { cause: error });
+      if (isJetStreamApiError(error, JetStreamApiCode.StreamWrongLastSequence))
+        throw new RevisionConflictError(this.bucket, key, { cause: error });
       throw error;
     }
   }
@@ -154,7 +167,8 @@ class KvRecordStore<T> implements RecordStore<T> {
     try {
       return await this.kv.update(key, encode(value), revision);
     } catch (error) {
-      if (isJetStreamApiError(error, JetStreamApiCode.StreamWrongLastSequence)) throw new RevisionConflictError(this.bucket, key, { cause: error });
+      if (isJetStreamApiError(error, JetStreamApiCode.StreamWrongLastSequence))
+        throw new RevisionConflictError(this.bucket, key, { cause: error });
       throw error;
     }
   }
@@ -213,7 +227,8 @@ export class NatsEventBus implements EventBus {
   private async publish(subject: string, payload: Uint8Array, msgID: string): Promise<void> {
     await pRetry(() => this.js.publish(subject, payload, { msgID }), {
       ...PUBLISH_RETRY,
-      onFailedAttempt: ({ error, attemptNumber }) => log.warn({ subject, attempt: attemptNumber, reason: error.message }, 'publish failed; retrying'),
+      onFailedAttempt: ({ error, attemptNumber }) =>
+        log.warn({ subject, attempt: attemptNumber, reason: error.message }, 'publish failed; retrying'),
     });
   }
 
@@ -242,15 +257,23 @@ export class NatsEventBus implements EventBus {
       deadLetterOrigin: `agent-${agentId}`,
       onInvalid,
     };
-    return consumeDurable(this.js, this.manager, subjects.commandsStream, options, parseCommand, async (command, { redelivered }) => {
-      try {
-        await handler(command, { redelivered });
-        return 'done';
-      } catch (error) {
-        log.warn({ err: error, command: command.type, migrationId: command.subject }, 'command handler failed; it will be redelivered');
-        return { retryAfterMs: 5_000 };
-      }
-    }, (origin, payload, reason) => this.deadLetter(origin, payload, reason));
+    return consumeDurable(
+      this.js,
+      this.manager,
+      subjects.commandsStream,
+      options,
+      parseCommand,
+      async (command, { redelivered }) => {
+        try {
+          await handler(command, { redelivered });
+          return 'done';
+        } catch (error) {
+          log.warn({ err: error, command: command.type, migrationId: command.subject }, 'command handler failed; it will be redelivered');
+          return { retryAfterMs: 5_000 };
+        }
+      },
+      (origin, payload, reason) => this.deadLetter(origin, payload, reason),
+    );
   }
 
   /**
@@ -259,14 +282,16 @@ export class NatsEventBus implements EventBus {
    * follow migrations; only the bridge, which stands in for Eventarc, needs durable positions. An event that
    * does not parse is kept as a dead letter; the others are settled as `handler` decides.
    */
-  async consumeEvents(options: DurableConsumerOptions, handler: (event: UmsEvent, delivery: Delivery) => Promise<DeliveryOutcome>): Promise<Subscription> {
-    return consumeDurable(this.js, this.manager, subjects.eventsStream, options, parseEvent, handler, (origin, payload, reason) => this.deadLetter(origin, payload, reason));
+  async consumeEvents(
+    options: DurableConsumerOptions,
+    handler: (event: UmsEvent, delivery: Delivery) => Promise<DeliveryOutcome>,
+  ): Promise<Subscription> {
+    return consumeDurable(this.js, this.manager, subjects.eventsStream, options, parseEvent, handler, (origin, payload, reason) =>
+      this.deadLetter(origin, payload, reason),
+    );
   }
 
-  async followMigration(
-    migrationId: string,
-    handler: (event: UmsEvent) => 'stop' | void | Promise<'stop' | void>,
-  ): Promise<Subscription> {
+  async followMigration(migrationId: string, handler: (event: UmsEvent) => 'stop' | void | Promise<'stop' | void>): Promise<Subscription> {
     const consumer = await this.js.consumers.get(subjects.eventsStream, { filterSubjects: subjects.eventsOf(migrationId) });
     const messages = await consumer.consume();
     const closed = (async () => {

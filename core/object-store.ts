@@ -95,21 +95,30 @@ export interface SignedUrl {
 }
 
 export class ObjectNotFoundError extends Error {
-  constructor(readonly storeUrl: string, readonly key: string) {
+  constructor(
+    readonly storeUrl: string,
+    readonly key: string,
+  ) {
     super(`object "${key}" does not exist in ${storeUrl}`);
     this.name = 'ObjectNotFoundError';
   }
 }
 
 export class ObjectExistsError extends Error {
-  constructor(readonly storeUrl: string, readonly key: string) {
+  constructor(
+    readonly storeUrl: string,
+    readonly key: string,
+  ) {
     super(`object "${key}" already exists in ${storeUrl}; refusing to overwrite it`);
     this.name = 'ObjectExistsError';
   }
 }
 
 export class InvalidKeyError extends Error {
-  constructor(readonly key: string, why: string) {
+  constructor(
+    readonly key: string,
+    why: string,
+  ) {
     super(`invalid object key ${JSON.stringify(key)}: ${why}`);
     this.name = 'InvalidKeyError';
   }

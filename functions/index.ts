@@ -13,7 +13,10 @@ import { superviseMigrations } from './supervise-migrations.js';
  * `--target=planMigration --signature-type=cloudevent`.
  */
 
-function register<N extends FunctionName>(name: N, handler: (event: EventOf<(typeof triggers)[N][number]>, ctx: FunctionContext) => Promise<void>): void {
+function register<N extends FunctionName>(
+  name: N,
+  handler: (event: EventOf<(typeof triggers)[N][number]>, ctx: FunctionContext) => Promise<void>,
+): void {
   framework.cloudEvent(name, async (incoming: FrameworkCloudEvent<unknown>) => {
     const ctx = await functionContext(name);
     let event;

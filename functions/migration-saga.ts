@@ -105,7 +105,11 @@ export async function plan(event: EventOf<'migration.requested'>, ctx: FunctionC
 
   const holder = await takeLock(lockKey(source.agentId, request.container), request.migrationId, ctx);
   if (holder) {
-    return refuse('already-migrating', `container "${request.container}" is already being migrated by ${holder}; wait for it to end ("ums status ${holder}")`, source.agentId);
+    return refuse(
+      'already-migrating',
+      `container "${request.container}" is already being migrated by ${holder}; wait for it to end ("ums status ${holder}")`,
+      source.agentId,
+    );
   }
 
   const planned = await transition(bus, record, {
@@ -132,16 +136,42 @@ export async function plan(event: EventOf<'migration.requested'>, ctx: FunctionC
 
 /** The destination checks name, image, disk and the source's requirements, and opens its restore. */
 async function prepareDestination(record: RecordIn<'preflight'>, ctx: FunctionContext): Promise<void> {
-  const { migrationId, epoch, container, destinationAgent, sourceAgent, artifactLocation, image, imageId, approach, requirements, approachReason } = record;
+  const {
+    migrationId,
+    epoch,
+    container,
+    destinationAgent,
+    sourceAgent,
+    artifactLocation,
+    image,
+    imageId,
+    approach,
+    requirements,
+    approachReason,
+  } = record;
   await ctx.bus.sendCommand(
     destinationAgent,
-    makeCommand('prepare', ctx.source, { migrationId, epoch, approach, container, image, imageId, sourceAgent, ...(requirements ? { requirements } : {}) }, `${migrationId}.prepare`),
+    makeCommand(
+      'prepare',
+      ctx.source,
+      { migrationId, epoch, approach, container, image, imageId, sourceAgent, ...(requirements ? { requirements } : {}) },
+      `${migrationId}.prepare`,
+    ),
   );
   await ctx.bus.publishEvent(
     makeEvent(
       'migration.planned',
       ctx.source,
-      { migrationId, container, image, sourceAgent, destinationAgent, approach, ...(approachReason ? { approachReason } : {}), artifact: artifactLocation },
+      {
+        migrationId,
+        container,
+        image,
+        sourceAgent,
+        destinationAgent,
+        approach,
+        ...(approachReason ? { approachReason } : {}),
+        artifact: artifactLocation,
+      },
       `${migrationId}.planned`,
     ),
   );
@@ -168,7 +198,15 @@ export async function destinationReady(event: EventOf<'restore.prepared'>, recor
 
 async function freezeSource(record: RecordIn<'checkpointing'>, ctx: FunctionContext): Promise<void> {
   const { migrationId, epoch, container, sourceAgent, artifactLocation, approach } = record;
-  await ctx.bus.sendCommand(sourceAgent, makeCommand('checkpoint', ctx.source, { migrationId, epoch, approach, container, artifact: artifactLocation }, `${migrationId}.checkpoint`));
+  await ctx.bus.sendCommand(
+    sourceAgent,
+    makeCommand(
+      'checkpoint',
+      ctx.source,
+      { migrationId, epoch, approach, container, artifact: artifactLocation },
+      `${migrationId}.checkpoint`,
+    ),
+  );
   ctx.log.info({ migrationId, sourceAgent }, 'destination ready; source commanded to checkpoint');
 }
 
@@ -185,14 +223,26 @@ export async function sourceUploaded(event: EventOf<'checkpoint.uploaded'>, reco
   const uploaded = event.data;
   const r = record.value;
   const expected = r.state === 'requested' ? undefined : r.artifactLocation;
-  if (uploaded.agent !== r.sourceAgent || expected?.storeUrl !== uploaded.artifact.storeUrl || expected.prefix !== uploaded.artifact.prefix) {
-    ctx.log.warn({ migrationId: uploaded.migrationId, agent: uploaded.agent }, 'checkpoint.uploaded does not match the plan (agent or location); ignored');
+  if (
+    uploaded.agent !== r.sourceAgent ||
+    expected?.storeUrl !== uploaded.artifact.storeUrl ||
+    expected.prefix !== uploaded.artifact.prefix
+  ) {
+    ctx.log.warn(
+      { migrationId: uploaded.migrationId, agent: uploaded.agent },
+      'checkpoint.uploaded does not match the plan (agent or location); ignored',
+    );
     return;
   }
   // The destination may have finished first (restore.completed overtook this): then only keep the
   // upload's facts for the timeline.
   if (r.state === 'requested' || r.state === 'preflight' || r.artifact) return;
-  const times = { ...r.times, checkpointStartedAt: uploaded.checkpointStartedAt, firstByteAt: uploaded.firstByteAt, uploadedAt: uploaded.uploadedAt };
+  const times = {
+    ...r.times,
+    checkpointStartedAt: uploaded.checkpointStartedAt,
+    firstByteAt: uploaded.firstByteAt,
+    uploadedAt: uploaded.uploadedAt,
+  };
   const changed =
     r.state === 'checkpointing'
       ? await transition(ctx.bus, record, { ...r, state: 'uploaded', artifact: uploaded.artifact, times })
@@ -215,7 +265,11 @@ export async function destinationAborted(event: EventOf<'restore.aborted'>, reco
 }
 
 /** `id` defaults to one per epoch (the bus drops repeats); the supervisor passes fresh ones to retry. */
-async function resumeSource(record: RecordIn<'rolling-back'>, ctx: FunctionContext, id = `${record.migrationId}.resume.${record.epoch}`): Promise<void> {
+async function resumeSource(
+  record: RecordIn<'rolling-back'>,
+  ctx: FunctionContext,
+  id = `${record.migrationId}.resume.${record.epoch}`,
+): Promise<void> {
   const { migrationId, epoch, approach, container, sourceAgent } = record;
   await ctx.bus.sendCommand(sourceAgent, makeCommand('resume', ctx.source, { migrationId, epoch, approach, container }, id));
   ctx.log.info({ migrationId, sourceAgent }, 'source commanded to resume its kept checkpoint');
@@ -230,7 +284,11 @@ export async function sourceResumed(event: EventOf<'source.resumed'>, record: Cu
 }
 
 /** source.resume-failed: the compensation itself failed; the service runs nowhere and the operator must act. */
-export async function sourceResumeFailed(event: EventOf<'source.resume-failed'>, record: Current, ctx: FunctionContext): Promise<StepOutcome> {
+export async function sourceResumeFailed(
+  event: EventOf<'source.resume-failed'>,
+  record: Current,
+  ctx: FunctionContext,
+): Promise<StepOutcome> {
   const r = record.value;
   if (event.data.agent !== r.sourceAgent || r.state !== 'rolling-back') return;
   await failMigration(
@@ -254,7 +312,11 @@ export async function restoreStarted(event: EventOf<'restore.started'>, record: 
   const r = record.value;
   if (event.data.agent !== r.destinationAgent) return;
   if (r.state !== 'checkpointing' && r.state !== 'uploaded') return;
-  const next = await transition(ctx.bus, record, { ...r, state: 'restoring', times: { ...r.times, downloadedAt: event.data.downloadedAt } });
+  const next = await transition(ctx.bus, record, {
+    ...r,
+    state: 'restoring',
+    times: { ...r.times, downloadedAt: event.data.downloadedAt },
+  });
   if (!next) return LOST_RACE;
 }
 
@@ -283,7 +345,11 @@ export async function restoreCompleted(event: EventOf<'restore.completed'>, reco
  * source failed before freezing) the migration simply fails: the service never stopped at the source.
  * After it, the saga turns back.
  */
-export async function stepFailed(event: EventOf<'checkpoint.failed' | 'restore.failed'>, record: Current, ctx: FunctionContext): Promise<StepOutcome> {
+export async function stepFailed(
+  event: EventOf<'checkpoint.failed' | 'restore.failed'>,
+  record: Current,
+  ctx: FunctionContext,
+): Promise<StepOutcome> {
   const r = record.value;
   if (r.state === 'requested' || r.state === 'failed') return;
   const atSource = event.name === 'checkpoint.failed';
@@ -303,7 +369,12 @@ export async function stepFailed(event: EventOf<'checkpoint.failed' | 'restore.f
  * destination is told to abort. The source resumes only when the destination confirms (restore.aborted)
  * or, if it has gone silent, when the supervisor presumes it holds nothing. False on a lost race.
  */
-async function rollBack(current: Current, r: RecordIn<'checkpointing' | 'uploaded' | 'restoring'>, failure: MigrationFailure, ctx: FunctionContext): Promise<boolean> {
+async function rollBack(
+  current: Current,
+  r: RecordIn<'checkpointing' | 'uploaded' | 'restoring'>,
+  failure: MigrationFailure,
+  ctx: FunctionContext,
+): Promise<boolean> {
   const next = await transition(ctx.bus, current, { ...r, state: 'rolling-back', failure, rollback: { destinationClear: false } });
   if (!next) return false;
   await abortDestination(next.value, ctx);
@@ -312,7 +383,11 @@ async function rollBack(current: Current, r: RecordIn<'checkpointing' | 'uploade
 }
 
 /** `id` defaults to one per epoch (the bus drops repeats); the supervisor passes fresh ones to retry. */
-async function abortDestination(record: RecordIn<'rolling-back'>, ctx: FunctionContext, id = `${record.migrationId}.abort.${record.epoch}`): Promise<void> {
+async function abortDestination(
+  record: RecordIn<'rolling-back'>,
+  ctx: FunctionContext,
+  id = `${record.migrationId}.abort.${record.epoch}`,
+): Promise<void> {
   const { migrationId, epoch, container, destinationAgent, approach } = record;
   await ctx.bus.sendCommand(destinationAgent, makeCommand('abort', ctx.source, { migrationId, epoch, approach, container }, id));
 }
@@ -327,7 +402,11 @@ async function beginFinalizing(current: Current, r: RecordIn<'restored'>, ctx: F
   await discardSource(next.value, ctx);
 }
 
-async function discardSource(record: RecordIn<'finalizing'>, ctx: FunctionContext, id = `${record.migrationId}.discard.${record.epoch}`): Promise<void> {
+async function discardSource(
+  record: RecordIn<'finalizing'>,
+  ctx: FunctionContext,
+  id = `${record.migrationId}.discard.${record.epoch}`,
+): Promise<void> {
   const { migrationId, epoch, approach, container, sourceAgent } = record;
   await ctx.bus.sendCommand(sourceAgent, makeCommand('discard', ctx.source, { migrationId, epoch, approach, container }, id));
   ctx.log.info({ migrationId, sourceAgent }, 'source commanded to discard its kept checkpoint');
@@ -355,10 +434,17 @@ export async function serviceRunning(event: EventOf<'service.running'>, record: 
   if (r.state !== 'failed' || container !== r.container || r.runningOn === agent) return;
   if (agent !== r.sourceAgent && agent !== r.destinationAgent) return;
   if (r.runningOn !== null) {
-    ctx.log.error({ migrationId: r.migrationId, runningOn: r.runningOn, alsoOn: agent }, `"${container}" is reported running on "${agent}" too; check both hosts`);
+    ctx.log.error(
+      { migrationId: r.migrationId, runningOn: r.runningOn, alsoOn: agent },
+      `"${container}" is reported running on "${agent}" too; check both hosts`,
+    );
     return;
   }
-  const corrected = await annotate(ctx.bus, record, { ...r, runningOn: agent, runningOnReport: `agent "${agent}" found it running when it started (${event.time})` });
+  const corrected = await annotate(ctx.bus, record, {
+    ...r,
+    runningOn: agent,
+    runningOnReport: `agent "${agent}" found it running when it started (${event.time})`,
+  });
   if (!corrected) return LOST_RACE;
   ctx.log.warn({ migrationId: r.migrationId, runningOn: agent }, 'record corrected: the service runs where an agent found it');
 }
@@ -375,7 +461,12 @@ const ROLLBACK_GIVE_UP_MS = 10 * 60_000;
  * source's queue); rolling back with a silent destination it resumes the source (availability wins: the
  * abort waiting in the destination's queue removes any copy when its agent returns). Returns what it did.
  */
-export async function superviseStalled(record: Current, alive: ReadonlySet<string>, ctx: FunctionContext, now: number): Promise<string | undefined> {
+export async function superviseStalled(
+  record: Current,
+  alive: ReadonlySet<string>,
+  ctx: FunctionContext,
+  now: number,
+): Promise<string | undefined> {
   const { bus } = ctx;
   const r = record.value;
   const overdue = r.deadlineAt !== undefined && Date.parse(r.deadlineAt) <= now;
@@ -400,7 +491,9 @@ export async function superviseStalled(record: Current, alive: ReadonlySet<strin
     case 'restoring': {
       const silent = !destinationAlive ? r.destinationAgent : r.state === 'checkpointing' && !sourceAlive ? r.sourceAgent : undefined;
       if (!overdue && !silent) return undefined;
-      const why = silent ? `agent "${silent}" stopped sending heartbeats while the migration was ${r.state}` : `the migration stayed ${r.state} past its deadline (${r.deadlineAt})`;
+      const why = silent
+        ? `agent "${silent}" stopped sending heartbeats while the migration was ${r.state}`
+        : `the migration stayed ${r.state} past its deadline (${r.deadlineAt})`;
       return (await rollBack(record, r, deadline(why), ctx)) ? 'rolling back' : undefined;
     }
     case 'restored': {
@@ -450,7 +543,10 @@ export async function superviseStalled(record: Current, alive: ReadonlySet<strin
         // reconciliation at start) removes any copy it made.
         const clear = await annotate(bus, record, {
           ...r,
-          rollback: { destinationClear: true, how: `destination "${r.destinationAgent}" silent; presumed without a copy (the abort in its queue removes any when it returns)` },
+          rollback: {
+            destinationClear: true,
+            how: `destination "${r.destinationAgent}" silent; presumed without a copy (the abort in its queue removes any when it returns)`,
+          },
           deadlineAt: deadlineFor(r.state, now),
         });
         if (clear) await resumeSource(clear.value, ctx);
@@ -471,17 +567,39 @@ export async function superviseStalled(record: Current, alive: ReadonlySet<strin
  * Ends a migration as failed: the record says why and where the service runs, the container's lock is
  * released, and a migration.failed event tells the operator.
  */
-async function failMigration(ctx: FunctionContext, current: Current, r: RecordIn<'requested' | 'preflight' | 'checkpointing' | 'rolling-back'>, failure: MigrationFailure, runningOn: string | null): Promise<void> {
-  const next: RecordIn<'failed'> = { ...r, state: 'failed', failure, runningOn, times: { ...r.times, finishedAt: new Date().toISOString() } };
+async function failMigration(
+  ctx: FunctionContext,
+  current: Current,
+  r: RecordIn<'requested' | 'preflight' | 'checkpointing' | 'rolling-back'>,
+  failure: MigrationFailure,
+  runningOn: string | null,
+): Promise<void> {
+  const next: RecordIn<'failed'> = {
+    ...r,
+    state: 'failed',
+    failure,
+    runningOn,
+    times: { ...r.times, finishedAt: new Date().toISOString() },
+  };
   const done = await transition(ctx.bus, current, next);
   if (!done) return;
   await releaseLock(ctx.bus, done.value);
   await ctx.bus.publishEvent(
-    makeEvent('migration.failed', ctx.source, { migrationId: r.migrationId, container: r.container, ...failure, runningOn }, `${r.migrationId}.failed`),
+    makeEvent(
+      'migration.failed',
+      ctx.source,
+      { migrationId: r.migrationId, container: r.container, ...failure, runningOn },
+      `${r.migrationId}.failed`,
+    ),
   );
 }
 
-async function completeMigration(ctx: FunctionContext, current: Current, r: RecordIn<'finalizing'>, pendingCleanup?: string): Promise<Versioned<RecordIn<'done'>> | undefined> {
+async function completeMigration(
+  ctx: FunctionContext,
+  current: Current,
+  r: RecordIn<'finalizing'>,
+  pendingCleanup?: string,
+): Promise<Versioned<RecordIn<'done'>> | undefined> {
   const done = await transition(ctx.bus, current, {
     ...r,
     state: 'done',
@@ -495,7 +613,13 @@ async function completeMigration(ctx: FunctionContext, current: Current, r: Reco
     makeEvent(
       'migration.completed',
       ctx.source,
-      { migrationId: record.migrationId, container: record.container, sourceAgent: record.sourceAgent, destinationAgent: record.destinationAgent, timeline: timelineOf(record) },
+      {
+        migrationId: record.migrationId,
+        container: record.container,
+        sourceAgent: record.sourceAgent,
+        destinationAgent: record.destinationAgent,
+        timeline: timelineOf(record),
+      },
       `${record.migrationId}.completed`,
     ),
   );
@@ -519,7 +643,10 @@ async function deleteArtifact(record: MigrationRecord, ctx: FunctionContext): Pr
     for await (const object of store.list(location.prefix)) await store.delete(object.key);
   } catch (error) {
     // The bucket's lifecycle rule removes it later; a failed delete must not fail the migration.
-    ctx.log.warn({ err: error, migrationId: record.migrationId }, 'could not delete the checkpoint archive; the bucket lifecycle rule will expire it');
+    ctx.log.warn(
+      { err: error, migrationId: record.migrationId },
+      'could not delete the checkpoint archive; the bucket lifecycle rule will expire it',
+    );
   }
 }
 
@@ -542,9 +669,14 @@ export const deadlineFor = (state: MigrationState, from = Date.now()): string | 
  */
 async function transition<R extends MigrationRecord>(bus: EventBus, current: Current, next: R): Promise<Versioned<R> | undefined> {
   const from = current.value.state;
-  if (!canTransition(from, next.state)) throw new Error(`migration ${current.value.migrationId}: no transition from ${from} to ${next.state}`);
+  if (!canTransition(from, next.state))
+    throw new Error(`migration ${current.value.migrationId}: no transition from ${from} to ${next.state}`);
   const turnsBack = next.state === 'rolling-back' || (next.state === 'failed' && from !== 'rolling-back');
-  return write(bus, current, { ...next, epoch: turnsBack ? current.value.epoch + 1 : current.value.epoch, deadlineAt: deadlineFor(next.state) });
+  return write(bus, current, {
+    ...next,
+    epoch: turnsBack ? current.value.epoch + 1 : current.value.epoch,
+    deadlineAt: deadlineFor(next.state),
+  });
 }
 
 /** Records facts without a change of state (compare-and-set too); undefined if the record moved on. */
@@ -640,5 +772,8 @@ async function sendUrls(record: PlannedRecord, fromIndex: number, count: number,
       commandId,
     ),
   );
-  ctx.log.info({ migrationId: record.migrationId, fromIndex, count: signed.length, expiresAt }, 'signed chunk URLs sent to the destination');
+  ctx.log.info(
+    { migrationId: record.migrationId, fromIndex, count: signed.length, expiresAt },
+    'signed chunk URLs sent to the destination',
+  );
 }

@@ -7,7 +7,16 @@ import type { EventName } from '../core/events.js';
 export const triggers = {
   planMigration: ['migration.requested'],
   planRestore: ['restore.prepared', 'restore.urls-needed', 'checkpoint.uploaded', 'restore.started'],
-  finalize: ['restore.completed', 'restore.failed', 'restore.aborted', 'checkpoint.failed', 'source.discarded', 'source.resumed', 'source.resume-failed', 'service.running'],
+  finalize: [
+    'restore.completed',
+    'restore.failed',
+    'restore.aborted',
+    'checkpoint.failed',
+    'source.discarded',
+    'source.resumed',
+    'source.resume-failed',
+    'service.running',
+  ],
   superviseMigrations: [],
 } as const satisfies Record<string, readonly EventName[]>;
 

@@ -35,4 +35,3 @@ export async function bareCheckpointRestore(
   const restoreMs = performance.now() - t0;
   return { checkpointMs, restoreMs, archiveBytes: (await stat(archive)).size };
 }
-

@@ -41,7 +41,9 @@ export class ChildService {
     child.stdout?.pipe(this.log, { end: false });
     child.stderr?.pipe(this.log, { end: false });
     this.exited = new Promise((resolve) => child.once('exit', () => resolve()));
-    const spawnError = new Promise<never>((_, reject) => child.once('error', (error) => reject(new Error(`${spec.name} could not start (${spec.command}): ${error.message}`))));
+    const spawnError = new Promise<never>((_, reject) =>
+      child.once('error', (error) => reject(new Error(`${spec.name} could not start (${spec.command}): ${error.message}`))),
+    );
     const deadline = Date.now() + (spec.readyTimeoutMs ?? 30_000);
     for (;;) {
       if (!this.running) {

@@ -65,11 +65,23 @@ async function main(): Promise<number> {
     say(`stack ready in ${seconds(Date.now() - started)}: ${azure.agentId} at ${azure.wanAddress}, ${gcp.agentId} at ${gcp.wanAddress}`);
 
     const container = 'redis';
-    await source.podman(['run', '-d', '--name', container, '-p', `${REDIS_PORT}:${REDIS_PORT}`, '-e', `${INNER_CLIENT_ENV}=1`, DEFAULT_REDIS_IMAGE]);
+    await source.podman([
+      'run',
+      '-d',
+      '--name',
+      container,
+      '-p',
+      `${REDIS_PORT}:${REDIS_PORT}`,
+      '-e',
+      `${INNER_CLIENT_ENV}=1`,
+      DEFAULT_REDIS_IMAGE,
+    ]);
     const pidA = await containerPid(source, container);
     await waitForInnerCount(pidA, 5);
     const keys = await populateTo(pidA, DATA_MIB);
-    say(`\nstarted "${container}" (${DEFAULT_REDIS_IMAGE}, Debian's redis-server) on ${azure.agentId}, port ${REDIS_PORT} published at ${azure.wanAddress}`);
+    say(
+      `\nstarted "${container}" (${DEFAULT_REDIS_IMAGE}, Debian's redis-server) on ${azure.agentId}, port ${REDIS_PORT} published at ${azure.wanAddress}`,
+    );
     say(`  data: ${keys} keys, used_memory ${((await usedMemoryBytes(pidA)) / 2 ** 20).toFixed(0)} MiB`);
 
     const client = await stack.wan.addClient('client');
@@ -77,8 +89,12 @@ async function main(): Promise<number> {
     await writer.repliesFrom(azure.wanAddress, 20, 30_000);
     const before = await datasetDigest(pidA, keys);
     const inner = await waitForInnerCount(pidA, 0);
-    say(`  inner client (redis-cli in the container's process tree): CLIENT LIST id=${inner.id} addr=${inner.addr}, inner:count=${inner.count}`);
-    say(`  outside client (redis-cli -r -1 -i 0.01 INCR ${WRITER_KEY}, from ${client.address} on the WAN): writing to ${azure.wanAddress}, ${writer.replies.length} writes acknowledged so far`);
+    say(
+      `  inner client (redis-cli in the container's process tree): CLIENT LIST id=${inner.id} addr=${inner.addr}, inner:count=${inner.count}`,
+    );
+    say(
+      `  outside client (redis-cli -r -1 -i 0.01 INCR ${WRITER_KEY}, from ${client.address} on the WAN): writing to ${azure.wanAddress}, ${writer.replies.length} writes acknowledged so far`,
+    );
     say(`  dataset: DBSIZE ${before.keys}, digest ${before.digest.slice(0, 16)}...`);
     // The planner reads the source's registration, which a heartbeat refreshes about every 2 s.
     await sleep(2_500);
@@ -101,27 +117,37 @@ async function main(): Promise<number> {
 
     say(`\nwhat the clients saw:`);
     const sameInner = innerAfter.id === inner.id && innerAfter.addr === inner.addr;
-    say(`  inner client: CLIENT LIST id=${innerAfter.id} addr=${innerAfter.addr} age=${innerAfter.age}s on ${gcp.agentId}: ${sameInner ? 'the same connection' : 'NOT the same connection'}; inner:count ${inner.count} -> ${innerAfter.count}`);
+    say(
+      `  inner client: CLIENT LIST id=${innerAfter.id} addr=${innerAfter.addr} age=${innerAfter.age}s on ${gcp.agentId}: ${sameInner ? 'the same connection' : 'NOT the same connection'}; inner:count ${inner.count} -> ${innerAfter.count}`,
+    );
     const { lastBefore, firstAfter } = view;
     if (lastBefore && firstAfter) {
       say(
         `  outside client: last reply ${lastBefore.value} from ${lastBefore.address} ${seconds(lastBefore.t - migrateStarted)} after "ums migrate" started; ` +
           `connection closed ${view.closedAfterMs === undefined ? '?' : `${(view.closedAfterMs / 1000).toFixed(3)} s`} later (${view.closedWith || 'closed'})`,
       );
-      say(`    reconnected to ${firstAfter.address}: first reply ${firstAfter.value}, ${seconds(view.longestGapMs)} after the last one (the outage it saw, retrying every 10 ms)`);
+      say(
+        `    reconnected to ${firstAfter.address}: first reply ${firstAfter.value}, ${seconds(view.longestGapMs)} after the last one (the outage it saw, retrying every 10 ms)`,
+      );
     }
     const noLoss = view.noLostWrites && stored >= (writer.replies.at(-1)?.value ?? Number.POSITIVE_INFINITY);
-    say(`    ${view.acknowledged} writes acknowledged, ${WRITER_KEY}=${stored} on ${gcp.agentId}: ${noLoss ? 'every acknowledged write is there' : 'ACKNOWLEDGED WRITES MISSING'}`);
+    say(
+      `    ${view.acknowledged} writes acknowledged, ${WRITER_KEY}=${stored} on ${gcp.agentId}: ${noLoss ? 'every acknowledged write is there' : 'ACKNOWLEDGED WRITES MISSING'}`,
+    );
     const intact = after.keys === before.keys && after.digest === before.digest;
     say(`  dataset: DBSIZE ${after.keys}, digest ${after.digest.slice(0, 16)}...: ${intact ? 'intact' : 'DIFFERS'}`);
     const left = (await source.podman(['ps', '-a', '--format', '{{.Names}}'])).stdout.trim();
     say(`  containers left on ${azure.agentId}: ${left || 'none'}`);
 
-    say(`\nthe floor, on ${gcp.agentId} alone: bare podman checkpoint --export + restore --import (--tcp-established) of the same container`);
+    say(
+      `\nthe floor, on ${gcp.agentId} alone: bare podman checkpoint --export + restore --import (--tcp-established) of the same container`,
+    );
     const archive = join(stack.info.dir, 'bare-checkpoint.tar');
     const pair = await bareCheckpointRestore(destination, container, archive, { tcpEstablished: true });
     await rm(archive, { force: true });
-    say(`  checkpoint ${seconds(pair.checkpointMs)}, restore ${seconds(pair.restoreMs)}, together ${seconds(pair.checkpointMs + pair.restoreMs)} (archive ${(pair.archiveBytes / 2 ** 20).toFixed(0)} MiB)`);
+    say(
+      `  checkpoint ${seconds(pair.checkpointMs)}, restore ${seconds(pair.restoreMs)}, together ${seconds(pair.checkpointMs + pair.restoreMs)} (archive ${(pair.archiveBytes / 2 ** 20).toFixed(0)} MiB)`,
+    );
     return sameInner && noLoss && intact && firstAfter?.address === gcp.wanAddress ? 0 : 1;
   } finally {
     say('\nstopping the stack...');

@@ -122,9 +122,21 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       const service = await new ChildService({
         name: `function-${fn}`,
         command: process.execPath,
-        args: [frameworkMain, `--target=${fn}`, '--signature-type=cloudevent', `--port=${port}`, `--source=${join(distRoot, 'functions', 'index.js')}`],
+        args: [
+          frameworkMain,
+          `--target=${fn}`,
+          '--signature-type=cloudevent',
+          `--port=${port}`,
+          `--source=${join(distRoot, 'functions', 'index.js')}`,
+        ],
         // The functions sign URLs for every cloud's store, so they get every store's credentials.
-        env: { ...serviceEnv, ...options.functionEnv, ...allStoreEnv, NATS_URL: natsUrl, UMS_SIGNED_URL_TTL_SECONDS: String(options.signedUrlTtlSeconds ?? 900) },
+        env: {
+          ...serviceEnv,
+          ...options.functionEnv,
+          ...allStoreEnv,
+          NATS_URL: natsUrl,
+          UMS_SIGNED_URL_TTL_SECONDS: String(options.signedUrlTtlSeconds ?? 900),
+        },
         logFile: logFile(`function-${fn}`),
         // Any HTTP answer means the server listens (a bare GET is not a CloudEvent, so it answers an error).
         ready: async () => (await fetch(url, { method: 'GET', signal: AbortSignal.timeout(1000) })).status > 0,
@@ -202,7 +214,16 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
         ready: async () => (await readFile(agentLog, 'utf8')).includes('agent started'),
       }).start();
       services.set(`agent-${spec.agentId}`, agent);
-      info.hosts.push({ ...spec, podmanUrl: host.url, socketPath: host.socketPath, storeUrl: server.storeUrl, netns: host.netns, wanAddress: onWan.address, agentLog, launcherDir });
+      info.hosts.push({
+        ...spec,
+        podmanUrl: host.url,
+        socketPath: host.socketPath,
+        storeUrl: server.storeUrl,
+        netns: host.netns,
+        wanAddress: onWan.address,
+        agentLog,
+        launcherDir,
+      });
     }
     await writeFile(stackInfoPath(dir), JSON.stringify(info, null, 2));
     log.info({ name: options.name, natsUrl, hosts: info.hosts.map((h) => h.agentId) }, 'local stack ready');

@@ -25,7 +25,10 @@ export interface NetnsCommandOptions {
 }
 
 export async function netnsExists(netns: string): Promise<boolean> {
-  return stat(`${NETNS_DIR}/${netns}`).then(() => true, () => false);
+  return stat(`${NETNS_DIR}/${netns}`).then(
+    () => true,
+    () => false,
+  );
 }
 
 /** Names of the named network namespaces whose name is `exact` or starts with `prefix`. */
@@ -58,7 +61,10 @@ export async function killProcessesInNetns(netns: string): Promise<void> {
   if (!(await netnsExists(netns))) return;
   for (let round = 0; round < 5; round++) {
     const { stdout } = await execFileAsync('ip', ['netns', 'pids', netns]).catch(() => ({ stdout: '' }));
-    const pids = stdout.split('\n').map((p) => Number(p.trim())).filter((p) => Number.isInteger(p) && p > 0 && p !== process.pid);
+    const pids = stdout
+      .split('\n')
+      .map((p) => Number(p.trim()))
+      .filter((p) => Number.isInteger(p) && p > 0 && p !== process.pid);
     if (pids.length === 0) return;
     for (const pid of pids) {
       try {
@@ -73,7 +79,12 @@ export async function killProcessesInNetns(netns: string): Promise<void> {
 }
 
 /** Runs `command args...` inside `netns`; rejects with its stderr on a non-zero exit. */
-export async function execInNetns(netns: string, command: string, args: string[], options: NetnsCommandOptions = {}): Promise<CommandOutput> {
+export async function execInNetns(
+  netns: string,
+  command: string,
+  args: string[],
+  options: NetnsCommandOptions = {},
+): Promise<CommandOutput> {
   try {
     const { stdout, stderr } = await execFileAsync('ip', ['netns', 'exec', netns, command, ...args], {
       env: options.env ?? process.env,
@@ -83,7 +94,9 @@ export async function execInNetns(netns: string, command: string, args: string[]
     return { stdout, stderr };
   } catch (error) {
     const e = error as { stderr?: string; message: string };
-    throw new Error(`${command} ${args.join(' ')} in network namespace ${netns} failed: ${(e.stderr || e.message).trim()}`, { cause: error });
+    throw new Error(`${command} ${args.join(' ')} in network namespace ${netns} failed: ${(e.stderr || e.message).trim()}`, {
+      cause: error,
+    });
   }
 }
 

@@ -56,9 +56,12 @@ export async function startAzurite(dir: string): Promise<ObjectServer> {
   const port = await freePort();
   const server = await spawnServer('azurite', dataDir, port, [
     main,
-    '--blobHost', '127.0.0.1',
-    '--blobPort', String(port),
-    '-l', dataDir,
+    '--blobHost',
+    '127.0.0.1',
+    '--blobPort',
+    String(port),
+    '-l',
+    dataDir,
     '--disableTelemetry',
     '--skipApiVersionCheck',
   ]);
@@ -71,8 +74,7 @@ export async function startAzurite(dir: string): Promise<ObjectServer> {
       name: 'azurite',
       storeUrl: `azblob://${AZURITE_ACCOUNT}/${BUCKET}`,
       env: {
-        AZURE_STORAGE_CONNECTION_STRING:
-          `DefaultEndpointsProtocol=http;AccountName=${AZURITE_ACCOUNT};AccountKey=${AZURITE_KEY};BlobEndpoint=${blobEndpoint};`,
+        AZURE_STORAGE_CONNECTION_STRING: `DefaultEndpointsProtocol=http;AccountName=${AZURITE_ACCOUNT};AccountKey=${AZURITE_KEY};BlobEndpoint=${blobEndpoint};`,
       },
     };
   } catch (error) {
@@ -90,10 +92,15 @@ export async function startS3Server(dir: string): Promise<ObjectServer> {
   // 4.0.4 ships no bin; its cli.js exports the commander program without parsing argv.
   const launcher = `require(${JSON.stringify(cli)}).parseAsync(process.argv.slice(1), { from: 'user' }).catch((e) => { console.error(e); process.exit(1); });`;
   const server = await spawnServer('s3rver', dataDir, port, [
-    '-e', launcher, '--',
-    '--directory', join(dataDir, 'data'),
-    '--address', '127.0.0.1',
-    '--port', String(port),
+    '-e',
+    launcher,
+    '--',
+    '--directory',
+    join(dataDir, 'data'),
+    '--address',
+    '127.0.0.1',
+    '--port',
+    String(port),
     '--no-vhost-buckets',
     '--silent',
   ]);

@@ -151,15 +151,26 @@ export async function startPodmanHost(options: PodmanHostOptions): Promise<Podma
   delete serviceEnv.CONTAINER_CONNECTION;
 
   const podmanArgs = [
-    '--root', paths.root,
-    '--runroot', SHARED_RUNROOT,
-    '--tmpdir', paths.tmpdir,
-    '--volumepath', SHARED_VOLUMEPATH,
-    '--network-config-dir', paths.networks,
-    '--storage-driver', 'overlay',
-    '--cgroup-manager', 'cgroupfs',
-    '--events-backend', 'file',
-    'system', 'service', '--time=0', `unix://${paths.socket}`,
+    '--root',
+    paths.root,
+    '--runroot',
+    SHARED_RUNROOT,
+    '--tmpdir',
+    paths.tmpdir,
+    '--volumepath',
+    SHARED_VOLUMEPATH,
+    '--network-config-dir',
+    paths.networks,
+    '--storage-driver',
+    'overlay',
+    '--cgroup-manager',
+    'cgroupfs',
+    '--events-backend',
+    'file',
+    'system',
+    'service',
+    '--time=0',
+    `unix://${paths.socket}`,
   ];
   const netArgs = netns === undefined ? [] : [`--net=/run/netns/${netns}`];
   // A service restarted after stop() must see the mounts of the containers still running under conmon:
@@ -172,12 +183,24 @@ export async function startPodmanHost(options: PodmanHostOptions): Promise<Podma
     [command, args] = ['nsenter', ['--mount=/proc/self/fd/3', ...netArgs, '--', 'podman', ...podmanArgs]];
   } else {
     const inner = netns === undefined ? ['podman', ...podmanArgs] : ['nsenter', ...netArgs, '--', 'podman', ...podmanArgs];
-    [command, args] = ['unshare', [
-      '--mount', '--propagation', 'private', '--',
-      'sh', '-c', 'mount --bind -- "$1" "$2" && mount --bind -- "$3" "$4" && shift 4 && exec "$@"', 'ums-podman-host',
-      paths.runroot, SHARED_RUNROOT, paths.volumes, SHARED_VOLUMEPATH,
-      ...inner,
-    ]];
+    [command, args] = [
+      'unshare',
+      [
+        '--mount',
+        '--propagation',
+        'private',
+        '--',
+        'sh',
+        '-c',
+        'mount --bind -- "$1" "$2" && mount --bind -- "$3" "$4" && shift 4 && exec "$@"',
+        'ums-podman-host',
+        paths.runroot,
+        SHARED_RUNROOT,
+        paths.volumes,
+        SHARED_VOLUMEPATH,
+        ...inner,
+      ],
+    ];
   }
 
   const logFile = await open(paths.serviceLog, 'a');
@@ -227,7 +250,14 @@ export async function startPodmanHost(options: PodmanHostOptions): Promise<Podma
     throw new Error(`podman service for host ${options.name} does not see ${paths.runroot} at ${SHARED_RUNROOT}`);
   }
   log.info(
-    { host: options.name, dir, pid: child.pid, netns, mountNamespace: joined !== undefined ? `joined (pid ${joined.pid})` : 'new', startMs: Date.now() - startedAt },
+    {
+      host: options.name,
+      dir,
+      pid: child.pid,
+      netns,
+      mountNamespace: joined !== undefined ? `joined (pid ${joined.pid})` : 'new',
+      startMs: Date.now() - startedAt,
+    },
     'podman service up',
   );
 
@@ -416,7 +446,12 @@ async function containerNetnsIn(runrootDir: string): Promise<string[]> {
   const [pid] = await processesInHostMountNamespace(runrootDir);
   if (pid === undefined) return [];
   const points = (mountinfo: string) =>
-    new Set(mountinfo.split('\n').map((line) => line.split(' ')[4] ?? '').filter((p) => p.startsWith('/run/netns/')));
+    new Set(
+      mountinfo
+        .split('\n')
+        .map((line) => line.split(' ')[4] ?? '')
+        .filter((p) => p.startsWith('/run/netns/')),
+    );
   const inside = points(await readFile(`/proc/${pid}/mountinfo`, 'utf8').catch(() => ''));
   const outside = points(await readFile('/proc/self/mountinfo', 'utf8'));
   // Pins the machine's namespace holds too (the simulated hosts' own ums-* namespaces) are not Podman's.
@@ -453,7 +488,11 @@ async function deleteRuncContainersUnder(dir: string): Promise<void> {
       log.warn({ dir, container: c.id, err: error.message }, 'runc delete failed');
     });
   }
-  if (ours.length > 0) log.info({ dir, containers: ours.map((c) => ({ id: c.id, pid: c.pid, status: c.status })) }, 'deleted containers left behind by the podman host');
+  if (ours.length > 0)
+    log.info(
+      { dir, containers: ours.map((c) => ({ id: c.id, pid: c.pid, status: c.status })) },
+      'deleted containers left behind by the podman host',
+    );
 }
 
 /** Overlay, shm and bind mounts below `dir` must go before rm -rf, or rm fails (EBUSY) or descends into them. */

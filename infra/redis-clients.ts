@@ -28,10 +28,14 @@ const DIGEST_CHUNK_KEYS = 20_000;
 
 /** Runs redis-cli against 127.0.0.1 in the network namespace of process `pid` (a container's init). */
 export async function redisAt(pid: number, args: string[], input?: string): Promise<string> {
-  const pending = execFileAsync('nsenter', ['-t', String(pid), '-n', '--', 'redis-cli', '-h', '127.0.0.1', '-p', String(REDIS_PORT), ...args], {
-    maxBuffer: 64 * 1024 * 1024,
-    timeout: 300_000,
-  });
+  const pending = execFileAsync(
+    'nsenter',
+    ['-t', String(pid), '-n', '--', 'redis-cli', '-h', '127.0.0.1', '-p', String(REDIS_PORT), ...args],
+    {
+      maxBuffer: 64 * 1024 * 1024,
+      timeout: 300_000,
+    },
+  );
   // redis-cli may exit before reading its input (a refused connection): that is its answer, not a crash.
   pending.child.stdin?.on('error', () => undefined);
   pending.child.stdin?.end(input ?? '');
@@ -88,7 +92,7 @@ const CHUNK_DIGEST = [
   'local parts = {}',
   'for i = tonumber(ARGV[2]), tonumber(ARGV[3]) - 1 do',
   "  local key = ARGV[1] .. ':' .. i",
-  "  parts[#parts + 1] = key",
+  '  parts[#parts + 1] = key',
   "  parts[#parts + 1] = redis.call('DUMP', key) or '(missing)'",
   'end',
   "return redis.sha1hex(table.concat(parts, '\\n'))",
@@ -105,7 +109,8 @@ export async function datasetDigest(pid: number, populated: number): Promise<Dat
     commands.push(`EVALSHA ${sha} 0 ${POPULATE_PREFIX} ${from} ${Math.min(from + DIGEST_CHUNK_KEYS, populated)}`);
   }
   const chunks = commands.length === 0 ? [] : (await redisAt(pid, [], `${commands.join('\n')}\n`)).split('\n');
-  if (chunks.length !== commands.length || chunks.some((c) => !/^[0-9a-f]{40}$/.test(c))) throw new Error(`the digest script answered: ${chunks.slice(0, 3).join(' | ')}`);
+  if (chunks.length !== commands.length || chunks.some((c) => !/^[0-9a-f]{40}$/.test(c)))
+    throw new Error(`the digest script answered: ${chunks.slice(0, 3).join(' | ')}`);
   return { keys: Number(await redisAt(pid, ['DBSIZE'])), digest: createHash('sha1').update(chunks.join('\n')).digest('hex') };
 }
 
@@ -121,13 +126,26 @@ export interface InnerClient {
 
 /** The in-container client (UMS_INNER_CLIENT=1): its one connection and its count; undefined if it has none. */
 export async function innerClient(pid: number): Promise<InnerClient | undefined> {
-  const entries = (await redisAt(pid, ['CLIENT', 'LIST'])).split('\n').map((line) => new Map(line.trim().split(' ').map((field) => {
-    const eq = field.indexOf('=');
-    return [field.slice(0, eq), field.slice(eq + 1)] as const;
-  })));
+  const entries = (await redisAt(pid, ['CLIENT', 'LIST'])).split('\n').map(
+    (line) =>
+      new Map(
+        line
+          .trim()
+          .split(' ')
+          .map((field) => {
+            const eq = field.indexOf('=');
+            return [field.slice(0, eq), field.slice(eq + 1)] as const;
+          }),
+      ),
+  );
   const inner = entries.filter((e) => e.get('name') === INNER_CLIENT_NAME);
   if (inner.length !== 1 || !inner[0]) return undefined;
-  return { id: inner[0].get('id') ?? '', addr: inner[0].get('addr') ?? '', age: Number(inner[0].get('age')), count: Number(await redisAt(pid, ['GET', INNER_COUNT_KEY])) };
+  return {
+    id: inner[0].get('id') ?? '',
+    addr: inner[0].get('addr') ?? '',
+    age: Number(inner[0].get('age')),
+    count: Number(await redisAt(pid, ['GET', INNER_COUNT_KEY])),
+  };
 }
 
 /** Waits until the inner client has counted `atLeast` (the server is up and the client connected). */
@@ -184,7 +202,9 @@ export function startWanWriter(client: WanEndpoint, first: string, then: string,
   const connect = (): void => {
     if (stopped) return;
     const address = current;
-    const cli = client.spawn('redis-cli', ['-h', address, '-p', String(port), '-r', '-1', '-i', '0.01', 'INCR', WRITER_KEY], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const cli = client.spawn('redis-cli', ['-h', address, '-p', String(port), '-r', '-1', '-i', '0.01', 'INCR', WRITER_KEY], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     child = cli;
     let partial = '';
     let stderr = '';
@@ -221,7 +241,10 @@ export function startWanWriter(client: WanEndpoint, first: string, then: string,
       const enough = () => replies.filter((r) => r.address === address).length >= count;
       const deadline = Date.now() + timeoutMs;
       while (!enough()) {
-        if (Date.now() > deadline) throw new Error(`the WAN writer got fewer than ${count} replies from ${address} within ${timeoutMs / 1000} s (last: ${ends.at(-1)?.message ?? 'none'})`);
+        if (Date.now() > deadline)
+          throw new Error(
+            `the WAN writer got fewer than ${count} replies from ${address} within ${timeoutMs / 1000} s (last: ${ends.at(-1)?.message ?? 'none'})`,
+          );
         await new Promise<void>((resolve) => {
           const wake = () => {
             waiters.delete(wake);

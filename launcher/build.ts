@@ -18,7 +18,9 @@ const execFileAsync = promisify(execFile);
 
 /** ums-launcher.c beside this module's source: launcher/ in the repository, run from there or from dist/launcher/. */
 const here = dirname(fileURLToPath(import.meta.url));
-export const LAUNCHER_SOURCE = [join(here, 'ums-launcher.c'), join(here, '..', '..', 'launcher', 'ums-launcher.c')].find((path) => existsSync(path)) ?? join(here, 'ums-launcher.c');
+export const LAUNCHER_SOURCE =
+  [join(here, 'ums-launcher.c'), join(here, '..', '..', 'launcher', 'ums-launcher.c')].find((path) => existsSync(path)) ??
+  join(here, 'ums-launcher.c');
 
 /** The image's entrypoint. */
 export const LAUNCHER_BINARY_PATH = '/usr/local/bin/ums-launcher';

@@ -176,7 +176,13 @@ export class LauncherClient {
     const fail = (detail: string) => {
       socket.destroy();
       stream.destroy(
-        new LauncherError('checkpoint', this.where, 'stream', detail, 'the service is still stopped in its container: resume() it or checkpoint() again'),
+        new LauncherError(
+          'checkpoint',
+          this.where,
+          'stream',
+          detail,
+          'the service is still stopped in its container: resume() it or checkpoint() again',
+        ),
       );
     };
     const take = (chunk: Buffer): boolean => {
@@ -268,7 +274,16 @@ export class LauncherClient {
         }
       };
       const timer = setTimeout(
-        () => finish(new LauncherError(verb, this.where, 'timeout', `no answer within ${timeoutMs} ms`, 'the launcher serves one request at a time; is another one running?')),
+        () =>
+          finish(
+            new LauncherError(
+              verb,
+              this.where,
+              'timeout',
+              `no answer within ${timeoutMs} ms`,
+              'the launcher serves one request at a time; is another one running?',
+            ),
+          ),
         timeoutMs,
       );
       socket.once('connect', () => {
@@ -278,7 +293,15 @@ export class LauncherClient {
         body.once('error', (error: Error) => {
           // The launcher sees a cut-off archive and refuses it; what broke on our side is the better message.
           bodyError = error;
-          finish(new LauncherError(verb, this.where, 'stream', `the archive stream failed: ${error.message}`, 'the target launcher is still waiting for an archive'));
+          finish(
+            new LauncherError(
+              verb,
+              this.where,
+              'stream',
+              `the archive stream failed: ${error.message}`,
+              'the target launcher is still waiting for an archive',
+            ),
+          );
         });
         body.pipe(socket);
       });
@@ -286,7 +309,8 @@ export class LauncherClient {
         buffered = Buffer.concat([buffered, chunk]);
         const newline = buffered.indexOf(0x0a);
         if (newline < 0) {
-          if (buffered.length > MAX_LINE) finish(new LauncherError(verb, this.where, 'protocol', 'answer line too long: is this a ums-launcher socket?'));
+          if (buffered.length > MAX_LINE)
+            finish(new LauncherError(verb, this.where, 'protocol', 'answer line too long: is this a ums-launcher socket?'));
           return;
         }
         socket.pause();
@@ -312,7 +336,13 @@ export class LauncherClient {
       });
       socket.on('end', () =>
         finish(
-          new LauncherError(verb, this.where, 'protocol', 'the launcher closed the connection without answering', 'see the container log (ums-launcher: lines)'),
+          new LauncherError(
+            verb,
+            this.where,
+            'protocol',
+            'the launcher closed the connection without answering',
+            'see the container log (ums-launcher: lines)',
+          ),
         ),
       );
     });
@@ -337,7 +367,12 @@ export class LauncherClient {
     const raw = fields.get(key);
     const value = raw === undefined ? Number.NaN : Number(raw);
     if (!Number.isInteger(value)) {
-      throw new LauncherError(verb, this.where, 'protocol', `answer lacks an integer ${key} (got ${String(raw)}): launcher too old or too new?`);
+      throw new LauncherError(
+        verb,
+        this.where,
+        'protocol',
+        `answer lacks an integer ${key} (got ${String(raw)}): launcher too old or too new?`,
+      );
     }
     return value;
   }

@@ -35,11 +35,26 @@ export function launcherSocketPath(container: string, hostDir: string = DEFAULT_
 }
 
 /** The launcher's part of a container spec for the engine's API (ContainerEngine.runContainer). */
-export function launcherRunSpec(controlDir: string): { capAdd: string[]; seccompProfile: string; binds: Array<{ source: string; destination: string }> } {
-  return { capAdd: [...LAUNCHER_CAPABILITIES], seccompProfile: LAUNCHER_SECCOMP, binds: [{ source: controlDir, destination: LAUNCHER_CONTROL_DIR }] };
+export function launcherRunSpec(controlDir: string): {
+  capAdd: string[];
+  seccompProfile: string;
+  binds: Array<{ source: string; destination: string }>;
+} {
+  return {
+    capAdd: [...LAUNCHER_CAPABILITIES],
+    seccompProfile: LAUNCHER_SECCOMP,
+    binds: [{ source: controlDir, destination: LAUNCHER_CONTROL_DIR }],
+  };
 }
 
 /** The same as `podman run` flags: `podman run -d --name NAME ...launcherRunArgs(dir) IMAGE`. */
 export function launcherRunArgs(controlDir: string): string[] {
-  return ['--cap-add', LAUNCHER_CAPABILITIES.join(','), '--security-opt', `seccomp=${LAUNCHER_SECCOMP}`, '-v', `${controlDir}:${LAUNCHER_CONTROL_DIR}`];
+  return [
+    '--cap-add',
+    LAUNCHER_CAPABILITIES.join(','),
+    '--security-opt',
+    `seccomp=${LAUNCHER_SECCOMP}`,
+    '-v',
+    `${controlDir}:${LAUNCHER_CONTROL_DIR}`,
+  ];
 }

@@ -66,7 +66,8 @@ const OCI_LAYER_TAR = 'application/vnd.oci.image.layer.v1.tar';
  * out). Refuses a gzip-compressed archive (Podman's default export): CRI-O's archives are plain tar.
  */
 export async function buildCheckpointImageArchive(options: CheckpointImageOptions): Promise<CheckpointImageArchive> {
-  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(options.containerName)) throw new Error(`invalid container name for the checkpoint annotation: "${options.containerName}"`);
+  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(options.containerName))
+    throw new Error(`invalid container name for the checkpoint annotation: "${options.containerName}"`);
   let sizeBytes = options.sizeBytes;
   let sha256 = options.sha256?.toLowerCase();
   if (sha256 !== undefined && !/^[a-f0-9]{64}$/.test(sha256)) throw new Error('sha256 must be 64 hex digits');
@@ -74,12 +75,15 @@ export async function buildCheckpointImageArchive(options: CheckpointImageOption
     const path = options.archive;
     const info = await lstat(path);
     if (!info.isFile()) throw new Error(`checkpoint archive ${path} is not a regular file`);
-    if (sizeBytes !== undefined && sizeBytes !== info.size) throw new Error(`checkpoint archive ${path} has ${info.size} bytes, not the ${sizeBytes} announced`);
+    if (sizeBytes !== undefined && sizeBytes !== info.size)
+      throw new Error(`checkpoint archive ${path} has ${info.size} bytes, not the ${sizeBytes} announced`);
     sizeBytes = info.size;
     await checkTarStart(path);
     sha256 ??= await sha256OfFile(path);
   } else if (sizeBytes === undefined || sha256 === undefined) {
-    throw new Error('a streamed checkpoint archive needs its sizeBytes and sha256 up front (the image names its layer by digest before the layer)');
+    throw new Error(
+      'a streamed checkpoint archive needs its sizeBytes and sha256 up front (the image names its layer by digest before the layer)',
+    );
   }
 
   const created = (options.created ?? new Date()).toISOString();
@@ -108,7 +112,10 @@ export async function buildCheckpointImageArchive(options: CheckpointImageOption
         mediaType: OCI_MANIFEST,
         digest: manifest.digest,
         size: manifest.bytes.length,
-        annotations: { ...annotations, ...(options.imageName !== undefined ? { 'org.opencontainers.image.ref.name': options.imageName } : {}) },
+        annotations: {
+          ...annotations,
+          ...(options.imageName !== undefined ? { 'org.opencontainers.image.ref.name': options.imageName } : {}),
+        },
       },
     ],
   });

@@ -83,8 +83,10 @@ export class KubeletCheckpointClient {
 
   constructor(private readonly options: KubeletCheckpointClientOptions) {
     const base = new URL(options.url);
-    if (base.protocol !== 'https:') throw new Error(`kubelet URL must be https (the kubelet serves its API over TLS on 10250): ${options.url}`);
-    if (base.username !== '' || base.password !== '') throw new Error('kubelet URL must not carry credentials; pass a token or a client certificate');
+    if (base.protocol !== 'https:')
+      throw new Error(`kubelet URL must be https (the kubelet serves its API over TLS on 10250): ${options.url}`);
+    if (base.username !== '' || base.password !== '')
+      throw new Error('kubelet URL must not carry credentials; pass a token or a client certificate');
     this.base = base;
     this.where = `kubelet ${options.nodeName ?? base.host}`;
   }
@@ -97,7 +99,11 @@ export class KubeletCheckpointClient {
   async checkpoint(ref: ContainerRef, options: { timeoutSeconds?: number } = {}): Promise<KubeletCheckpoint> {
     const parsed = ContainerRefSchema.safeParse(ref);
     if (!parsed.success) {
-      throw new KubeletCheckpointError('invalid-request', 0, `invalid container reference: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+      throw new KubeletCheckpointError(
+        'invalid-request',
+        0,
+        `invalid container reference: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`,
+      );
     }
     const timeoutSeconds = options.timeoutSeconds;
     if (timeoutSeconds !== undefined && (!Number.isInteger(timeoutSeconds) || timeoutSeconds <= 0)) {
@@ -113,7 +119,13 @@ export class KubeletCheckpointClient {
     try {
       items = CheckpointResponse.parse(JSON.parse(res.body)).items;
     } catch (cause) {
-      throw new KubeletCheckpointError('bad-response', res.status, `${this.where} answered 200 without the expected {"items":[path]}: ${res.body.slice(0, 300)}`, res.body, { cause });
+      throw new KubeletCheckpointError(
+        'bad-response',
+        res.status,
+        `${this.where} answered 200 without the expected {"items":[path]}: ${res.body.slice(0, 300)}`,
+        res.body,
+        { cause },
+      );
     }
     const archivePath = items[0] as string;
     return { archivePath, items, checkpointedAt: parseCheckpointArchiveName(archivePath)?.checkpointedAt, durationMs };
@@ -163,7 +175,11 @@ export class KubeletCheckpointClient {
           if (size <= 1024 * 1024) chunks.push(chunk);
         });
         res.once('end', () => resolvePromise({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
-        res.once('error', (error) => reject(new KubeletCheckpointError('unreachable', 0, `${this.where}: the answer broke off: ${error.message}`, '', { cause: error })));
+        res.once('error', (error) =>
+          reject(
+            new KubeletCheckpointError('unreachable', 0, `${this.where}: the answer broke off: ${error.message}`, '', { cause: error }),
+          ),
+        );
       });
       req.setTimeout(timeoutMs, () =>
         req.destroy(
@@ -171,7 +187,7 @@ export class KubeletCheckpointClient {
             'timeout',
             0,
             `no answer from ${this.where} within ${timeoutMs} ms for ${describe(ref)}. The checkpoint may still finish on the node: ` +
-              'an archive may appear in its /var/lib/kubelet/checkpoints and must be removed (it holds the container\'s memory); ' +
+              "an archive may appear in its /var/lib/kubelet/checkpoints and must be removed (it holds the container's memory); " +
               'for a container with much memory, pass a larger timeoutSeconds',
           ),
         ),
@@ -190,7 +206,11 @@ export class KubeletCheckpointClient {
             ),
           );
         }
-        reject(new KubeletCheckpointError('unreachable', 0, `cannot reach ${this.where} at ${this.base.origin}: ${error.message}`, '', { cause: error }));
+        reject(
+          new KubeletCheckpointError('unreachable', 0, `cannot reach ${this.where} at ${this.base.origin}: ${error.message}`, '', {
+            cause: error,
+          }),
+        );
       });
       req.end();
     });

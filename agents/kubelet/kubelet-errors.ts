@@ -86,10 +86,20 @@ export function interpretFailure(status: number, rawBody: string, ref: Container
         );
       }
       if (/^pod .*does not exist/.test(body)) {
-        return new KubeletCheckpointError('pod-not-found', status, `${where} runs no pod ${ref.namespace}/${ref.pod} (${body}): is it scheduled on this node?`, body);
+        return new KubeletCheckpointError(
+          'pod-not-found',
+          status,
+          `${where} runs no pod ${ref.namespace}/${ref.pod} (${body}): is it scheduled on this node?`,
+          body,
+        );
       }
       if (/^container .* does not exist/.test(body)) {
-        return new KubeletCheckpointError('container-not-found', status, `pod ${ref.namespace}/${ref.pod} on ${where} has no container "${ref.container}" (${body})`, body);
+        return new KubeletCheckpointError(
+          'container-not-found',
+          status,
+          `pod ${ref.namespace}/${ref.pod} on ${where} has no container "${ref.container}" (${body})`,
+          body,
+        );
       }
       if (/cannot parse value of timeout parameter/.test(body)) {
         return new KubeletCheckpointError('invalid-request', status, `${where} refused the timeout parameter (${body})`, body);
@@ -120,14 +130,33 @@ export function interpretFailure(status: number, rawBody: string, ref: Container
         );
       }
       if (/(DeadlineExceeded|context deadline exceeded)/.test(body)) {
-        return new KubeletCheckpointError('runtime-timeout', status, `the runtime on ${where} did not finish the checkpoint of ${what} in time (${body}): pass a larger timeoutSeconds`, body);
+        return new KubeletCheckpointError(
+          'runtime-timeout',
+          status,
+          `the runtime on ${where} did not finish the checkpoint of ${what} in time (${body}): pass a larger timeoutSeconds`,
+          body,
+        );
       }
       if (/^Authorization error/.test(body)) {
-        return new KubeletCheckpointError('forbidden', status, `${where} could not ask the API server whether we may checkpoint (${body}): check the kubelet's authorization webhook`, body);
+        return new KubeletCheckpointError(
+          'forbidden',
+          status,
+          `${where} could not ask the API server whether we may checkpoint (${body}): check the kubelet's authorization webhook`,
+          body,
+        );
       }
-      return new KubeletCheckpointError('runtime-failed', status, `the runtime on ${where} failed to checkpoint ${what}: ${body || 'no detail'}; the CRIU log is in the runtime's container directory on the node`, body);
+      return new KubeletCheckpointError(
+        'runtime-failed',
+        status,
+        `the runtime on ${where} failed to checkpoint ${what}: ${body || 'no detail'}; the CRIU log is in the runtime's container directory on the node`,
+        body,
+      );
     default:
-      return new KubeletCheckpointError('bad-response', status, `${where} answered HTTP ${status} for ${what}: ${body.slice(0, 300) || 'no detail'}`, body);
+      return new KubeletCheckpointError(
+        'bad-response',
+        status,
+        `${where} answered HTTP ${status} for ${what}: ${body.slice(0, 300) || 'no detail'}`,
+        body,
+      );
   }
 }
-

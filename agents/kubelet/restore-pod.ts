@@ -44,7 +44,11 @@ export function restorePodManifest(options: RestorePodOptions): RestorePodManife
   return {
     apiVersion: 'v1',
     kind: 'Pod',
-    metadata: { name: options.podName, namespace: options.namespace ?? 'default', ...(options.labels !== undefined ? { labels: options.labels } : {}) },
+    metadata: {
+      name: options.podName,
+      namespace: options.namespace ?? 'default',
+      ...(options.labels !== undefined ? { labels: options.labels } : {}),
+    },
     spec: {
       ...(options.nodeName !== undefined ? { nodeName: options.nodeName } : {}),
       restartPolicy: 'Never',

@@ -72,7 +72,8 @@ export class TarStartCheck {
     }
     if (this.head.length >= 512) {
       this.done = true;
-      if (this.head.toString('latin1', 257, 262) !== 'ustar') throw new Error('checkpoint archive is not a tar (no ustar magic in its first header)');
+      if (this.head.toString('latin1', 257, 262) !== 'ustar')
+        throw new Error('checkpoint archive is not a tar (no ustar magic in its first header)');
     }
   }
 

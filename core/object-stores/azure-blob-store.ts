@@ -5,7 +5,7 @@ import {
   RestError,
   SASProtocol,
   type newPipeline,
-  StorageSharedKeyCredential,
+  type StorageSharedKeyCredential,
   type AnonymousCredential,
   type ContainerClient,
   type UserDelegationKey,
@@ -33,10 +33,7 @@ const CLOCK_SKEW_MS = 5 * 60 * 1000;
 const DELEGATION_KEY_MARGIN_MS = 60 * 60 * 1000;
 
 /** @azure/core-auth's TokenCredential, named through the client that takes it (core-auth is not a direct dependency). */
-export type TokenCredential = Exclude<
-  Parameters<typeof newPipeline>[0],
-  StorageSharedKeyCredential | AnonymousCredential | undefined
->;
+export type TokenCredential = Exclude<Parameters<typeof newPipeline>[0], StorageSharedKeyCredential | AnonymousCredential | undefined>;
 
 export type AzureBlobCredential =
   | { kind: 'shared-key'; key: StorageSharedKeyCredential }

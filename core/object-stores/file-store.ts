@@ -39,7 +39,10 @@ export class FileStore implements ObjectStore {
   readonly url: string;
   private readonly keys = new KeySpace('');
 
-  constructor(url: string, private readonly root: string) {
+  constructor(
+    url: string,
+    private readonly root: string,
+  ) {
     this.url = url;
   }
 

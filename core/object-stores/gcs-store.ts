@@ -1,6 +1,6 @@
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { ApiError, Storage, type Bucket, type StorageOptions } from '@google-cloud/storage';
+import { ApiError, type Storage, type Bucket, type StorageOptions } from '@google-cloud/storage';
 import {
   ObjectExistsError,
   ObjectNotFoundError,
@@ -94,9 +94,7 @@ export class GcsStore implements ObjectStore {
     }
     const file = this.bucket.file(name, generation !== undefined ? { generation } : {});
     return file.createReadStream(
-      range === undefined
-        ? {}
-        : { start: range.start, ...(range.end !== undefined ? { end: range.end } : {}), validation: false },
+      range === undefined ? {} : { start: range.start, ...(range.end !== undefined ? { end: range.end } : {}), validation: false },
     );
   }
 

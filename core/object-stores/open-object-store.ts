@@ -57,18 +57,31 @@ export async function openObjectStore(
       return new S3Store({ url, bucket: parsed.bucket, prefix: parsed.prefix, client: new S3Client(s3ClientConfigFromEnv(env)) });
     }
     case 'gs': {
-      const [{ Storage }, { GcsStore, gcsStorageOptionsFromEnv }] = await Promise.all([import('@google-cloud/storage'), import('./gcs-store.js')]);
+      const [{ Storage }, { GcsStore, gcsStorageOptionsFromEnv }] = await Promise.all([
+        import('@google-cloud/storage'),
+        import('./gcs-store.js'),
+      ]);
       return new GcsStore({ url, bucket: parsed.bucket, prefix: parsed.prefix, storage: new Storage(gcsStorageOptionsFromEnv(env)) });
     }
     case 'azblob': {
       // Checked before loading the SDK, so a misconfigured host fails fast and without the SDK's cost.
       const access = azureAccess(url, parsed.account, env, options.azureTokenCredential);
-      const [{ StorageSharedKeyCredential }, { AzureBlobStore }] = await Promise.all([import('@azure/storage-blob'), import('./azure-blob-store.js')]);
+      const [{ StorageSharedKeyCredential }, { AzureBlobStore }] = await Promise.all([
+        import('@azure/storage-blob'),
+        import('./azure-blob-store.js'),
+      ]);
       const credential: AzureBlobCredential =
         access.credential.kind === 'shared-key'
           ? { kind: 'shared-key', key: new StorageSharedKeyCredential(parsed.account, access.credential.accountKey) }
           : access.credential;
-      return new AzureBlobStore({ url, account: parsed.account, container: parsed.container, prefix: parsed.prefix, serviceUrl: access.serviceUrl, credential });
+      return new AzureBlobStore({
+        url,
+        account: parsed.account,
+        container: parsed.container,
+        prefix: parsed.prefix,
+        serviceUrl: access.serviceUrl,
+        credential,
+      });
     }
     case 'file': {
       const { FileStore } = await import('./file-store.js');
@@ -91,7 +104,7 @@ export function parseStoreUrl(url: string): ParsedStoreUrl {
     throw new InvalidStoreUrlError(url, 'not an absolute URL (expected s3://, azblob://, gs:// or file://)');
   }
   if (parsed.username !== '' || parsed.password !== '') {
-    throw new InvalidStoreUrlError(url, 'credentials do not belong in a store URL; use the cloud\'s standard environment');
+    throw new InvalidStoreUrlError(url, "credentials do not belong in a store URL; use the cloud's standard environment");
   }
   if (parsed.search !== '' || parsed.hash !== '') throw new InvalidStoreUrlError(url, 'query strings and fragments are not allowed');
   if (parsed.port !== '') throw new InvalidStoreUrlError(url, 'a port is not allowed; set the endpoint through the environment');
@@ -117,7 +130,10 @@ export function parseStoreUrl(url: string): ParsedStoreUrl {
   if (scheme === 's3' || scheme === 'gs') {
     const rule = scheme === 's3' ? S3_BUCKET : GCS_BUCKET;
     if (!rule.test(host) || host.includes('..')) {
-      throw new InvalidStoreUrlError(url, `"${host}" is not a valid ${scheme === 's3' ? 'S3' : 'GCS'} bucket name (lowercase letters, digits, dots, hyphens)`);
+      throw new InvalidStoreUrlError(
+        url,
+        `"${host}" is not a valid ${scheme === 's3' ? 'S3' : 'GCS'} bucket name (lowercase letters, digits, dots, hyphens)`,
+      );
     }
     return { scheme, bucket: host, prefix: checkedPrefix(url, segments.join('/')) };
   }
@@ -167,7 +183,10 @@ function azureAccess(url: string, account: string, env: NodeJS.ProcessEnv, token
     const named = fields.get('accountname');
     const key = fields.get('accountkey');
     if (named === undefined || key === undefined) {
-      throw new StoreCredentialsError(url, 'AZURE_STORAGE_CONNECTION_STRING has no AccountName/AccountKey (SAS-only strings cannot sign read URLs)');
+      throw new StoreCredentialsError(
+        url,
+        'AZURE_STORAGE_CONNECTION_STRING has no AccountName/AccountKey (SAS-only strings cannot sign read URLs)',
+      );
     }
     if (named !== account) {
       throw new StoreCredentialsError(url, `AZURE_STORAGE_CONNECTION_STRING is for account "${named}", the URL names "${account}"`);

@@ -4,7 +4,7 @@ import {
   GetObjectCommand,
   HeadObjectCommand,
   PutObjectCommand,
-  S3Client,
+  type S3Client,
   S3ServiceException,
   paginateListObjectsV2,
   type S3ClientConfig,

@@ -11,8 +11,14 @@ const log = createLogger('signed-url-download');
 
 /** The object store refused the URL: it expired, was altered, or does not grant reading this object. */
 export class SignedUrlRejectedError extends Error {
-  constructor(readonly status: number, readonly target: string, detail: string) {
-    super(`the signed URL was refused (expired, forged or wrong permission): HTTP ${status} for ${target}${detail === '' ? '' : `: ${detail}`}`);
+  constructor(
+    readonly status: number,
+    readonly target: string,
+    detail: string,
+  ) {
+    super(
+      `the signed URL was refused (expired, forged or wrong permission): HTTP ${status} for ${target}${detail === '' ? '' : `: ${detail}`}`,
+    );
     this.name = 'SignedUrlRejectedError';
   }
 }
@@ -34,7 +40,11 @@ export class ObjectChangedDuringDownloadError extends Error {
 }
 
 export class DownloadSizeMismatchError extends Error {
-  constructor(readonly target: string, readonly expectedSize: number, readonly actualSize: number) {
+  constructor(
+    readonly target: string,
+    readonly expectedSize: number,
+    readonly actualSize: number,
+  ) {
     super(`${target} has ${actualSize} bytes, expected ${expectedSize}: it was truncated or replaced`);
     this.name = 'DownloadSizeMismatchError';
   }
@@ -138,13 +148,7 @@ interface TransferState {
   attempts: number;
 }
 
-async function fetchAttempt(
-  url: string,
-  where: string,
-  sink: Writable,
-  state: TransferState,
-  options: DownloadOptions,
-): Promise<void> {
+async function fetchAttempt(url: string, where: string, sink: Writable, state: TransferState, options: DownloadOptions): Promise<void> {
   const attempt = new AbortController();
   const signal = options.signal !== undefined ? AbortSignal.any([options.signal, attempt.signal]) : attempt.signal;
   const idleMs = options.idleTimeoutMs ?? 60_000;
@@ -240,13 +244,7 @@ async function fetchAttempt(
   }
 }
 
-async function copyFromFile(
-  target: URL,
-  where: string,
-  sink: Writable,
-  state: TransferState,
-  options: DownloadOptions,
-): Promise<void> {
+async function copyFromFile(target: URL, where: string, sink: Writable, state: TransferState, options: DownloadOptions): Promise<void> {
   const source = createReadStream(fileURLToPath(target), { start: state.written });
   try {
     for await (const chunk of source as AsyncIterable<Buffer>) {
@@ -305,5 +303,8 @@ async function errorDetail(response: Response): Promise<string> {
   const message = /<(?:Message|Details)>([^<]{1,300})<\/(?:Message|Details)>/.exec(text)?.[1];
   const detail = [code, message].filter((part): part is string => part !== undefined).join(': ');
   // Some servers echo the signature or the string-to-sign in the message; keep those out of errors.
-  return (detail === '' ? text.replace(/\s+/g, ' ').slice(0, 200) : detail).replace(/(sig|signature|x-amz-[a-z-]+)=[^&\s]+/gi, '$1=[redacted]');
+  return (detail === '' ? text.replace(/\s+/g, ' ').slice(0, 200) : detail).replace(
+    /(sig|signature|x-amz-[a-z-]+)=[^&\s]+/gi,
+    '$1=[redacted]',
+  );
 }

@@ -73,11 +73,7 @@ export async function buildCounterRootfs(cacheDir?: string): Promise<string> {
   const busybox = await stat(BUSYBOX).catch(() => {
     throw new Error(`${BUSYBOX} not found: install busybox-static (infra/host-setup.sh does)`);
   });
-  const key = createHash('sha256')
-    .update(source)
-    .update(`${busybox.size}:${busybox.mtimeMs}`)
-    .digest('hex')
-    .slice(0, 16);
+  const key = createHash('sha256').update(source).update(`${busybox.size}:${busybox.mtimeMs}`).digest('hex').slice(0, 16);
   const tarPath = join(cache, `counter-rootfs-${key}.tar`);
   if (await fileExists(tarPath)) return tarPath;
 
@@ -86,7 +82,22 @@ export async function buildCounterRootfs(cacheDir?: string): Promise<string> {
   try {
     const started = Date.now();
     const rootfs = join(work, 'rootfs');
-    for (const d of ['bin', 'sbin', 'usr/bin', 'usr/sbin', 'usr/local/bin', 'etc', 'tmp', 'var/lib/counter', 'var/tmp', 'root', 'proc', 'sys', 'dev', 'run']) {
+    for (const d of [
+      'bin',
+      'sbin',
+      'usr/bin',
+      'usr/sbin',
+      'usr/local/bin',
+      'etc',
+      'tmp',
+      'var/lib/counter',
+      'var/tmp',
+      'root',
+      'proc',
+      'sys',
+      'dev',
+      'run',
+    ]) {
       await mkdir(join(rootfs, d), { recursive: true });
     }
     await chmod(join(rootfs, 'tmp'), 0o1777);
@@ -95,7 +106,10 @@ export async function buildCounterRootfs(cacheDir?: string): Promise<string> {
     await copyFile(BUSYBOX, join(rootfs, 'bin/busybox'));
     await chmod(join(rootfs, 'bin/busybox'), 0o755);
     const { stdout: applets } = await execFileAsync(BUSYBOX, ['--list']);
-    for (const applet of applets.split('\n').map((a) => a.trim()).filter((a) => a !== '' && a !== 'busybox')) {
+    for (const applet of applets
+      .split('\n')
+      .map((a) => a.trim())
+      .filter((a) => a !== '' && a !== 'busybox')) {
       await symlink('busybox', join(rootfs, 'bin', applet)).catch(() => undefined);
     }
 

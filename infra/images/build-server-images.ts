@@ -107,23 +107,40 @@ export interface ServerImage {
 }
 
 /** Builds (or reuses) localhost/ums/redis and loads it into the Podman service at `podmanUrl` (unix://...). */
-export function buildRedisImage(podmanUrl: string, tag: string = DEFAULT_REDIS_IMAGE, options: BuildServerImageOptions = {}): Promise<ServerImage> {
+export function buildRedisImage(
+  podmanUrl: string,
+  tag: string = DEFAULT_REDIS_IMAGE,
+  options: BuildServerImageOptions = {},
+): Promise<ServerImage> {
   return buildServerImage('redis', podmanUrl, tag, options);
 }
 
 /** Builds (or reuses) localhost/ums/memcached and loads it into the Podman service at `podmanUrl` (unix://...). */
-export function buildMemcachedImage(podmanUrl: string, tag: string = DEFAULT_MEMCACHED_IMAGE, options: BuildServerImageOptions = {}): Promise<ServerImage> {
+export function buildMemcachedImage(
+  podmanUrl: string,
+  tag: string = DEFAULT_MEMCACHED_IMAGE,
+  options: BuildServerImageOptions = {},
+): Promise<ServerImage> {
   return buildServerImage('memcached', podmanUrl, tag, options);
 }
 
-export async function buildServerImage(kind: ServerKind, podmanUrl: string, tag: string, options: BuildServerImageOptions = {}): Promise<ServerImage> {
+export async function buildServerImage(
+  kind: ServerKind,
+  podmanUrl: string,
+  tag: string,
+  options: BuildServerImageOptions = {},
+): Promise<ServerImage> {
   const { archive, serverVersion } = await buildServerImageArchive(kind, tag, options.cacheDir);
   const { id, imported } = await loadImage(podmanUrl, tag, archive, options.env);
   return { tag, id, archive, imported, serverVersion };
 }
 
 /** Builds (or reuses from the cache) a docker-archive of the server image tagged `tag`. */
-export async function buildServerImageArchive(kind: ServerKind, tag: string, cacheDir?: string): Promise<{ archive: string; serverVersion: string }> {
+export async function buildServerImageArchive(
+  kind: ServerKind,
+  tag: string,
+  cacheDir?: string,
+): Promise<{ archive: string; serverVersion: string }> {
   const recipe = RECIPES[kind];
   const rootfs = await buildServerRootfs(kind, cacheDir);
   const serverVersion = rootfs.versions.get(recipe.mainPackage);
@@ -145,7 +162,12 @@ export async function buildServerImageArchive(kind: ServerKind, tag: string, cac
         'ums.debian.suite': SERVER_DEBIAN_SUITE,
       },
     },
-    layers: [{ tar: rootfs.tar, createdBy: `infra/images/build-server-images.ts: ${recipe.packages.join(' ')} from Debian ${SERVER_DEBIAN_SUITE}` }],
+    layers: [
+      {
+        tar: rootfs.tar,
+        createdBy: `infra/images/build-server-images.ts: ${recipe.packages.join(' ')} from Debian ${SERVER_DEBIAN_SUITE}`,
+      },
+    ],
   });
   return { archive, serverVersion };
 }
@@ -165,7 +187,16 @@ export async function buildServerRootfs(kind: ServerKind, cacheDir?: string): Pr
     throw new Error(`entrypoint script ${recipe.entrypointSource} missing from the repository`, { cause: error });
   });
   const key = createHash('sha256')
-    .update(JSON.stringify([ROOTFS_LAYOUT_REVISION, SERVER_DEBIAN_SUITE, recipe.packages, MAINTAINER_SCRIPT_ONLY_PACKAGES, recipe.dirs, recipe.entrypointPath]))
+    .update(
+      JSON.stringify([
+        ROOTFS_LAYOUT_REVISION,
+        SERVER_DEBIAN_SUITE,
+        recipe.packages,
+        MAINTAINER_SCRIPT_ONLY_PACKAGES,
+        recipe.dirs,
+        recipe.entrypointPath,
+      ]),
+    )
     .update(entrypoint)
     .digest('hex')
     .slice(0, 16);
@@ -187,10 +218,33 @@ export async function buildServerRootfs(kind: ServerKind, cacheDir?: string): Pr
     const rootfs = join(work, 'rootfs');
     await unpackDebs(debs, rootfs);
     // What only people read, and service-manager files for a system that is not there.
-    for (const unused of ['usr/share/doc', 'usr/share/man', 'usr/share/info', 'usr/share/locale', 'usr/share/lintian', 'usr/share/bug', 'etc/init.d', 'lib/systemd', 'usr/lib/systemd']) {
+    for (const unused of [
+      'usr/share/doc',
+      'usr/share/man',
+      'usr/share/info',
+      'usr/share/locale',
+      'usr/share/lintian',
+      'usr/share/bug',
+      'etc/init.d',
+      'lib/systemd',
+      'usr/lib/systemd',
+    ]) {
       await rm(join(rootfs, unused), { recursive: true, force: true });
     }
-    for (const d of ['bin', 'etc', 'tmp', 'var/tmp', 'root', 'proc', 'sys', 'dev', 'run', 'usr/local/bin', 'usr/share/ums', ...recipe.dirs]) {
+    for (const d of [
+      'bin',
+      'etc',
+      'tmp',
+      'var/tmp',
+      'root',
+      'proc',
+      'sys',
+      'dev',
+      'run',
+      'usr/local/bin',
+      'usr/share/ums',
+      ...recipe.dirs,
+    ]) {
       await mkdir(join(rootfs, d), { recursive: true });
     }
     await chmod(join(rootfs, 'tmp'), 0o1777);
@@ -223,17 +277,28 @@ async function linkBusyboxApplets(rootfs: string): Promise<void> {
   const { stdout } = await execFileAsync(busybox, ['--list']).catch((error: unknown) => {
     throw new Error(`${busybox} --list failed: busybox-static did not unpack into the rootfs`, { cause: error });
   });
-  for (const applet of stdout.split('\n').map((a) => a.trim()).filter((a) => a !== '' && a !== 'busybox')) {
+  for (const applet of stdout
+    .split('\n')
+    .map((a) => a.trim())
+    .filter((a) => a !== '' && a !== 'busybox')) {
     const path = join(rootfs, 'bin', applet);
-    if (await lstat(path).then(() => true, () => false)) continue;
+    if (
+      await lstat(path).then(
+        () => true,
+        () => false,
+      )
+    )
+      continue;
     await symlink('busybox', path);
   }
 }
 
 async function readManifest(path: string): Promise<Map<string, string>> {
   const lines = (await readFile(path, 'utf8')).split('\n').filter((l) => l !== '');
-  return new Map(lines.map((l) => {
-    const [name = '', version = ''] = l.split(' ');
-    return [name, version];
-  }));
+  return new Map(
+    lines.map((l) => {
+      const [name = '', version = ''] = l.split(' ');
+      return [name, version];
+    }),
+  );
 }

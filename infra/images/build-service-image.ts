@@ -115,7 +115,9 @@ export async function buildLauncherImageArchive(
 /** Layer 2 (the launcher's files, the multi-counter script); cached by the content of everything in it. */
 async function buildLauncherLayer(cache: string, criuPrefix: string): Promise<string> {
   const script = await readFile(MULTI_COUNTER_SCRIPT);
-  const key = createHash('sha256').update(await launcherFilesDigest(criuPrefix)).update(script);
+  const key = createHash('sha256')
+    .update(await launcherFilesDigest(criuPrefix))
+    .update(script);
   const tarPath = join(cache, `launcher-layer-${key.digest('hex').slice(0, 16)}.tar`);
   if (await fileExists(tarPath)) return tarPath;
 

@@ -23,8 +23,17 @@ const ARCHIVE_KEYRING = '/usr/share/keyrings/debian-archive-keyring.gpg';
  * private dpkg status: apt then leaves them, and everything only they need (perl, PAM, ...), out.
  */
 export const MAINTAINER_SCRIPT_ONLY_PACKAGES: readonly string[] = [
-  'adduser', 'debconf', 'dpkg', 'init-system-helpers', 'lsb-base', 'passwd', 'perl', 'perl-base',
-  'sysvinit-utils', 'tar', 'usrmerge',
+  'adduser',
+  'debconf',
+  'dpkg',
+  'init-system-helpers',
+  'lsb-base',
+  'passwd',
+  'perl',
+  'perl-base',
+  'sysvinit-utils',
+  'tar',
+  'usrmerge',
 ];
 
 export interface DebianSource {
@@ -49,19 +58,32 @@ export interface ResolvedPackage {
 export class PrivateApt {
   private readonly options: string[];
 
-  private constructor(stateDir: string, private readonly source: Required<DebianSource>) {
+  private constructor(
+    stateDir: string,
+    private readonly source: Required<DebianSource>,
+  ) {
     this.options = [
-      '-o', `Dir::Etc::SourceList=${join(stateDir, 'sources.list')}`,
-      '-o', 'Dir::Etc::SourceParts=/dev/null',
-      '-o', `Dir::State::Lists=${join(stateDir, 'lists')}`,
-      '-o', `Dir::State::status=${join(stateDir, 'status')}`,
-      '-o', `Dir::Cache=${join(stateDir, 'cache')}`,
-      '-o', `Dir::Cache::Archives=${join(stateDir, 'archives')}`,
+      '-o',
+      `Dir::Etc::SourceList=${join(stateDir, 'sources.list')}`,
+      '-o',
+      'Dir::Etc::SourceParts=/dev/null',
+      '-o',
+      `Dir::State::Lists=${join(stateDir, 'lists')}`,
+      '-o',
+      `Dir::State::status=${join(stateDir, 'status')}`,
+      '-o',
+      `Dir::Cache=${join(stateDir, 'cache')}`,
+      '-o',
+      `Dir::Cache::Archives=${join(stateDir, 'archives')}`,
       // The host's apt lock and sandbox user are about the host's own state, which this never touches.
-      '-o', 'Debug::NoLocking=1',
-      '-o', 'APT::Sandbox::User=root',
-      '-o', 'APT::Install-Recommends=false',
-      '-o', 'APT::Get::Assume-Yes=true',
+      '-o',
+      'Debug::NoLocking=1',
+      '-o',
+      'APT::Sandbox::User=root',
+      '-o',
+      'APT::Install-Recommends=false',
+      '-o',
+      'APT::Get::Assume-Yes=true',
     ];
   }
 
@@ -92,7 +114,10 @@ export class PrivateApt {
 
   /** The full dependency closure of `packages` (without recommends and the stand-ins), as apt would install it. */
   async resolve(packages: readonly string[]): Promise<ResolvedPackage[]> {
-    const { stdout } = await this.aptGet(['install', '--simulate', ...packages], `resolving ${packages.join(' ')} in Debian ${this.source.suite}`);
+    const { stdout } = await this.aptGet(
+      ['install', '--simulate', ...packages],
+      `resolving ${packages.join(' ')} in Debian ${this.source.suite}`,
+    );
     // "Inst libc6 (2.36-9+deb12u14 Debian:12.15/oldstable [amd64]) []"
     const resolved = [...stdout.matchAll(/^Inst (\S+) \((\S+) .*\[(\S+)\]\)/gm)].map((m) => ({
       name: m[1] as string,

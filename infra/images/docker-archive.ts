@@ -16,7 +16,11 @@ export function imageCacheDir(cacheDir?: string): string {
   return resolve(cacheDir ?? process.env.UMS_IMAGE_CACHE ?? repoPath('.tools', 'image-cache'));
 }
 
-export const fileExists = (path: string): Promise<boolean> => stat(path).then(() => true, () => false);
+export const fileExists = (path: string): Promise<boolean> =>
+  stat(path).then(
+    () => true,
+    () => false,
+  );
 
 export async function sha256File(path: string): Promise<string> {
   const hash = createHash('sha256');
@@ -26,7 +30,19 @@ export async function sha256File(path: string): Promise<string> {
 
 /** tar with fixed owner, order and mtime: the same inputs give the same bytes (and digests) on every machine. */
 export async function deterministicTar(output: string, directory: string, entries: string[]): Promise<void> {
-  await execFileAsync('tar', ['--create', '--file', output, '--directory', directory, '--owner=0', '--group=0', '--numeric-owner', '--sort=name', '--mtime=@0', ...entries]);
+  await execFileAsync('tar', [
+    '--create',
+    '--file',
+    output,
+    '--directory',
+    directory,
+    '--owner=0',
+    '--group=0',
+    '--numeric-owner',
+    '--sort=name',
+    '--mtime=@0',
+    ...entries,
+  ]);
 }
 
 export interface ImageSpec {
@@ -86,8 +102,14 @@ export async function writeDockerArchive(spec: ImageSpec): Promise<string> {
  * Loads the archive into the Podman service at `podmanUrl` unless it already has `tag`; returns the
  * image id. Setup-time only: it shells out to the podman CLI (`env`: e.g. PodmanHost.env).
  */
-export async function loadImage(podmanUrl: string, tag: string, archive: string, env: NodeJS.ProcessEnv = process.env): Promise<{ id: string; imported: boolean }> {
-  const podman = (args: string[]) => execFileAsync('podman', ['--url', podmanUrl, ...args], { env: { ...env }, maxBuffer: 16 * 1024 * 1024 });
+export async function loadImage(
+  podmanUrl: string,
+  tag: string,
+  archive: string,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<{ id: string; imported: boolean }> {
+  const podman = (args: string[]) =>
+    execFileAsync('podman', ['--url', podmanUrl, ...args], { env: { ...env }, maxBuffer: 16 * 1024 * 1024 });
   const existing = await podman(['image', 'inspect', '--format', '{{.Id}}', tag]).then(
     (r) => r.stdout.trim(),
     () => undefined,

@@ -1,4 +1,15 @@
-import { APPROACH_WORKLOADS, BENCH_APPROACHES, type ApproachSample, type BenchServer, type ServerCheck, type ApproachWorkload, type BenchApproach, type BenchRun, type BenchStore, type MigrationSample } from './samples.js';
+import {
+  APPROACH_WORKLOADS,
+  BENCH_APPROACHES,
+  type ApproachSample,
+  type BenchServer,
+  type ServerCheck,
+  type ApproachWorkload,
+  type BenchApproach,
+  type BenchRun,
+  type BenchStore,
+  type MigrationSample,
+} from './samples.js';
 import { ratio, spread, type Spread } from './statistics.js';
 
 /**
@@ -116,7 +127,9 @@ export function summarise(run: BenchRun): SizeSummary[] {
           wall: values(ok, (m) => m.wallMs),
           downtime,
           frozen: values(ok, (m) => m.frozenMs),
-          phases: Object.fromEntries(phaseNames.map((name) => [name, spread(ok.flatMap((m) => (m.phases[name] === undefined ? [] : [m.phases[name] as number])))])),
+          phases: Object.fromEntries(
+            phaseNames.map((name) => [name, spread(ok.flatMap((m) => (m.phases[name] === undefined ? [] : [m.phases[name]])))]),
+          ),
           agentRssPeakMiB: maxOrUndefined(all.flatMap((m) => agentPeaks(m))),
           floorMs,
           totalRatio: ratio(total?.median, floorMs),
@@ -131,7 +144,9 @@ export function summarise(run: BenchRun): SizeSummary[] {
 }
 
 const agentPeaks = (m: MigrationSample): number[] =>
-  Object.entries(m.rssPeakMiB).filter(([name]) => name.startsWith('agent-')).map(([, mib]) => mib);
+  Object.entries(m.rssPeakMiB)
+    .filter(([name]) => name.startsWith('agent-'))
+    .map(([, mib]) => mib);
 
 function maxOrUndefined(list: number[]): number | undefined {
   return list.length === 0 ? undefined : Math.max(...list);
@@ -139,7 +154,9 @@ function maxOrUndefined(list: number[]): number | undefined {
 
 /** The agents' peak at one size: the larger of the sampled VmRSS and the kernel's VmHWM. */
 export function agentPeakMiB(size: SizeSummary): number | undefined {
-  const hwm = Object.entries(size.highWater).filter(([name]) => name.startsWith('agent-')).map(([, mib]) => mib);
+  const hwm = Object.entries(size.highWater)
+    .filter(([name]) => name.startsWith('agent-'))
+    .map(([, mib]) => mib);
   return maxOrUndefined([...hwm, ...size.migrations.flatMap((m) => (m.agentRssPeakMiB === undefined ? [] : [m.agentRssPeakMiB]))]);
 }
 
@@ -151,15 +168,47 @@ export function checkTargets(sizes: SizeSummary[]): TargetCheck[] {
     if (inRange) {
       for (const m of size.migrations) {
         if (m.store === 'file') {
-          checks.push({ what: 'file store: total <= 1.3 x (C + R)', sizeMiB: size.sizeMiB, store: m.store, value: m.totalRatio, limit: TARGETS.fileTotalVsFloor, unit: 'x', met: verdict(m.totalRatio, TARGETS.fileTotalVsFloor) });
-          checks.push({ what: 'file store: downtime <= 1.2 x bare pair downtime', sizeMiB: size.sizeMiB, store: m.store, value: m.downtimeRatio, limit: TARGETS.fileDowntimeVsBare, unit: 'x', met: verdict(m.downtimeRatio, TARGETS.fileDowntimeVsBare) });
+          checks.push({
+            what: 'file store: total <= 1.3 x (C + R)',
+            sizeMiB: size.sizeMiB,
+            store: m.store,
+            value: m.totalRatio,
+            limit: TARGETS.fileTotalVsFloor,
+            unit: 'x',
+            met: verdict(m.totalRatio, TARGETS.fileTotalVsFloor),
+          });
+          checks.push({
+            what: 'file store: downtime <= 1.2 x bare pair downtime',
+            sizeMiB: size.sizeMiB,
+            store: m.store,
+            value: m.downtimeRatio,
+            limit: TARGETS.fileDowntimeVsBare,
+            unit: 'x',
+            met: verdict(m.downtimeRatio, TARGETS.fileDowntimeVsBare),
+          });
         } else {
-          checks.push({ what: `${m.store}: total <= 1.2 x (C + max(U, D) + R)`, sizeMiB: size.sizeMiB, store: m.store, value: m.totalRatio, limit: TARGETS.cloudTotalVsFloorPlusTransfer, unit: 'x', met: verdict(m.totalRatio, TARGETS.cloudTotalVsFloorPlusTransfer) });
+          checks.push({
+            what: `${m.store}: total <= 1.2 x (C + max(U, D) + R)`,
+            sizeMiB: size.sizeMiB,
+            store: m.store,
+            value: m.totalRatio,
+            limit: TARGETS.cloudTotalVsFloorPlusTransfer,
+            unit: 'x',
+            met: verdict(m.totalRatio, TARGETS.cloudTotalVsFloorPlusTransfer),
+          });
         }
       }
     }
     const rss = agentPeakMiB(size);
-    checks.push({ what: 'agents: peak RSS <= 150 MiB', sizeMiB: size.sizeMiB, store: 'agents', value: rss, limit: TARGETS.agentRssMiB, unit: 'MiB', met: verdict(rss, TARGETS.agentRssMiB) });
+    checks.push({
+      what: 'agents: peak RSS <= 150 MiB',
+      sizeMiB: size.sizeMiB,
+      store: 'agents',
+      value: rss,
+      limit: TARGETS.agentRssMiB,
+      unit: 'MiB',
+      met: verdict(rss, TARGETS.agentRssMiB),
+    });
   }
   return checks;
 }
@@ -208,9 +257,20 @@ export function summariseApproaches(run: BenchRun): ApproachComparison[] {
     run.options.approachSizes.flatMap((sizeMiB): ApproachComparison[] => {
       const samples = run.approaches.filter((s) => s.workload === workload && s.sizeMiB === sizeMiB);
       if (samples.length === 0) return [];
-      const stats = Object.fromEntries(BENCH_APPROACHES.map((approach) => [approach, approachStats(samples.filter((s) => s.approach === approach))])) as Record<BenchApproach, ApproachStats>;
+      const stats = Object.fromEntries(
+        BENCH_APPROACHES.map((approach) => [approach, approachStats(samples.filter((s) => s.approach === approach))]),
+      ) as Record<BenchApproach, ApproachStats>;
       const versus = (pick: (a: ApproachStats) => Spread | undefined) => ratio(pick(stats.service)?.median, pick(stats.container)?.median);
-      return [{ workload, sizeMiB, stats, totalRatio: versus((a) => a.total), frozenRatio: versus((a) => a.frozen), downtimeRatio: versus((a) => a.downtime) }];
+      return [
+        {
+          workload,
+          sizeMiB,
+          stats,
+          totalRatio: versus((a) => a.total),
+          frozenRatio: versus((a) => a.frozen),
+          downtimeRatio: versus((a) => a.downtime),
+        },
+      ];
     }),
   );
 }
@@ -270,10 +330,14 @@ export function approachFindings(comparisons: ApproachComparison[]): string[] {
           ? `unlike the paper, ${expected === 'service' ? 'container' : 'service'} level is faster here at every size measured`
           : agree.length === 0
             ? `the paper found ${expected} level faster; here neither is clearly faster at ${sizeList(total.filter((t) => t.winner === 'tie').map((t) => t.sizeMiB))}` +
-              (against.length > 0 ? ` and ${expected === 'service' ? 'container' : 'service'} level is faster at ${sizeList(against.map((t) => t.sizeMiB))}` : '')
+              (against.length > 0
+                ? ` and ${expected === 'service' ? 'container' : 'service'} level is faster at ${sizeList(against.map((t) => t.sizeMiB))}`
+                : '')
             : `the paper's finding (${expected} level faster) holds here at ${sizeList(agree.map((t) => t.sizeMiB))} only`;
     return [
-      `${label[workload]}: ${describe(total, 'total time')}` + (downtime.length > 0 ? `; ${describe(downtime, 'downtime')}` : '') + `. In total time, ${paper}.`,
+      `${label[workload]}: ${describe(total, 'total time')}` +
+        (downtime.length > 0 ? `; ${describe(downtime, 'downtime')}` : '') +
+        `. In total time, ${paper}.`,
     ];
   });
 }
@@ -285,7 +349,14 @@ export interface ServerSummary {
   usedMemoryMiB: number | undefined;
   populatedKeys: number | undefined;
   archiveBytes: number | undefined;
-  floor: { n: number; checkpoint: Spread | undefined; restore: Spread | undefined; pair: Spread | undefined; clientGap: Spread | undefined; checks: string };
+  floor: {
+    n: number;
+    checkpoint: Spread | undefined;
+    restore: Spread | undefined;
+    pair: Spread | undefined;
+    clientGap: Spread | undefined;
+    checks: string;
+  };
   route: string | undefined;
   ok: number;
   failed: number;
@@ -328,7 +399,14 @@ export function summariseServers(run: BenchRun): ServerSummary[] {
           usedMemoryMiB: spread(both.map((s) => s.usedMemoryMiB))?.median,
           populatedKeys: spread(both.map((s) => s.populatedKeys))?.median,
           archiveBytes: spread([...floor.map((s) => s.archiveBytes), ...ok.map((s) => s.archiveBytes)])?.median,
-          floor: { n: floor.length, checkpoint: values(floor, (s) => s.checkpointMs), restore: values(floor, (s) => s.restoreMs), pair, clientGap: floorGap, checks: checksOf(floor) },
+          floor: {
+            n: floor.length,
+            checkpoint: values(floor, (s) => s.checkpointMs),
+            restore: values(floor, (s) => s.restoreMs),
+            pair,
+            clientGap: floorGap,
+            checks: checksOf(floor),
+          },
           route: all[0] === undefined ? undefined : `${all[0].source} -> ${all[0].destination}`,
           ok: ok.length,
           failed: all.length - ok.length,

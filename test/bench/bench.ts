@@ -16,7 +16,17 @@ import { measureFloor } from './floor.js';
 import { runMigration, type MigrationContext, type MigrationRoute } from './migration-run.js';
 import { highWaterMiB, RSS_SAMPLE_MS } from './process-memory.js';
 import { approachConsoleTable, consoleTable, markdownReport, serverConsoleTable } from './report.js';
-import { APPROACH_WORKLOADS, BENCH_APPROACHES, BENCH_SERVERS, STORE_KINDS, type BenchOptions, type BenchRun, type BenchServer, type BenchStore, type ServerCheck } from './samples.js';
+import {
+  APPROACH_WORKLOADS,
+  BENCH_APPROACHES,
+  BENCH_SERVERS,
+  STORE_KINDS,
+  type BenchOptions,
+  type BenchRun,
+  type BenchServer,
+  type BenchStore,
+  type ServerCheck,
+} from './samples.js';
 import { measureServerFloor, runServerMigration, type ServerHost } from './server-run.js';
 import { measureTransfer, writeRandomFile, type StoreAccess } from './sdk-transfer.js';
 
@@ -53,7 +63,12 @@ const RSS_METHOD =
   'the VmHWM includes its migrations.';
 
 function list<T>(parse: (item: string) => T) {
-  return (value: string): T[] => value.split(',').map((item) => item.trim()).filter((item) => item !== '').map(parse);
+  return (value: string): T[] =>
+    value
+      .split(',')
+      .map((item) => item.trim())
+      .filter((item) => item !== '')
+      .map(parse);
 }
 
 const parseSize = (item: string): number => {
@@ -62,11 +77,13 @@ const parseSize = (item: string): number => {
   return n;
 };
 const parseStore = (item: string): BenchStore => {
-  if (!(STORE_KINDS as readonly string[]).includes(item)) throw new InvalidArgumentError(`unknown store ${item} (${STORE_KINDS.join(', ')})`);
+  if (!(STORE_KINDS as readonly string[]).includes(item))
+    throw new InvalidArgumentError(`unknown store ${item} (${STORE_KINDS.join(', ')})`);
   return item as BenchStore;
 };
 const parseServer = (item: string): BenchServer => {
-  if (!(BENCH_SERVERS as readonly string[]).includes(item)) throw new InvalidArgumentError(`unknown server ${item} (${BENCH_SERVERS.join(', ')})`);
+  if (!(BENCH_SERVERS as readonly string[]).includes(item))
+    throw new InvalidArgumentError(`unknown server ${item} (${BENCH_SERVERS.join(', ')})`);
   return item as BenchServer;
 };
 const parseCount = (item: string): number => {
@@ -79,11 +96,21 @@ const program = new Command('bench')
   .description('Benchmark migrations against the bare Podman checkpoint/restore floor and plain SDK transfers')
   .option('--sizes <MiB,...>', 'memory sizes of the workload', list(parseSize), [0, 64, 128, 256, 512, 1024])
   .option('--reps <n>', 'repetitions per size', parseCount, 3)
-  .option('--approach-sizes <MiB,...>', 'sizes of the approach comparison (container vs service level; multi-process: split over two counters; empty: none)', list(parseSize), [0, 64, 256])
+  .option(
+    '--approach-sizes <MiB,...>',
+    'sizes of the approach comparison (container vs service level; multi-process: split over two counters; empty: none)',
+    list(parseSize),
+    [0, 64, 256],
+  )
   .option('--stores <kinds>', `stores to migrate through (${STORE_KINDS.join(', ')})`, list(parseStore), [...STORE_KINDS])
-  .option('--servers <names>', `real servers to move with their clients, azure -> gcp (${BENCH_SERVERS.join(', ')}; empty: none)`, list(parseServer), [...BENCH_SERVERS])
+  .option(
+    '--servers <names>',
+    `real servers to move with their clients, azure -> gcp (${BENCH_SERVERS.join(', ')}; empty: none)`,
+    list(parseServer),
+    [...BENCH_SERVERS],
+  )
   .option('--server-sizes <MiB,...>', 'memory the real servers are filled to (INFO used_memory)', list(parseSize), [128, 1100])
-  .option('--no-object-store', 'skip the transfer through UMS\'s ObjectStore seam (kept: the plain SDK transfer)')
+  .option('--no-object-store', "skip the transfer through UMS's ObjectStore seam (kept: the plain SDK transfer)")
   .option('--out <dir>', 'where to write results.json, report.md and chart.png (default bench/results/<timestamp>)')
   .option('--timeout <seconds>', 'give up on one migration after this long', parseCount, 900)
   .option('--from-results <file>', 'measure nothing: re-write report.md and chart.png from a results.json into --out (or beside it)');
@@ -107,7 +134,8 @@ async function restartAgent(stack: LocalStack, agentId: string): Promise<void> {
 function stackProcesses(stack: LocalStack): Map<string, number> {
   const processes = new Map<string, number>();
   for (const [name, service] of stack.services) {
-    if ((name.startsWith('agent-') || name.startsWith('function-') || name === 'bridge') && service.pid !== undefined) processes.set(name, service.pid);
+    if ((name.startsWith('agent-') || name.startsWith('function-') || name === 'bridge') && service.pid !== undefined)
+      processes.set(name, service.pid);
   }
   return processes;
 }
@@ -116,7 +144,10 @@ async function writeResults(run: BenchRun, out: string): Promise<void> {
   const sizes = summarise(run);
   const approaches = summariseApproaches(run);
   const servers = summariseServers(run);
-  await writeFile(join(out, 'results.json'), `${JSON.stringify({ ...run, summary: sizes, approachSummary: approaches, serverSummary: servers }, null, 2)}\n`);
+  await writeFile(
+    join(out, 'results.json'),
+    `${JSON.stringify({ ...run, summary: sizes, approachSummary: approaches, serverSummary: servers }, null, 2)}\n`,
+  );
   let chart: string | undefined;
   if (sizes.length > 0) {
     try {
@@ -131,7 +162,8 @@ async function writeResults(run: BenchRun, out: string): Promise<void> {
 
 /** A results.json as written, possibly before the approach comparison or the real servers existed. */
 type StoredRun = Omit<BenchRun, 'approaches' | 'serverFloor' | 'serverMigrations' | 'options'> & {
-  options: Omit<BenchOptions, 'approachSizes' | 'servers' | 'serverSizes'> & Partial<Pick<BenchOptions, 'approachSizes' | 'servers' | 'serverSizes'>>;
+  options: Omit<BenchOptions, 'approachSizes' | 'servers' | 'serverSizes'> &
+    Partial<Pick<BenchOptions, 'approachSizes' | 'servers' | 'serverSizes'>>;
   approaches?: BenchRun['approaches'];
   serverFloor?: BenchRun['serverFloor'];
   serverMigrations?: BenchRun['serverMigrations'];
@@ -142,10 +174,20 @@ type StoredRun = Omit<BenchRun, 'approaches' | 'serverFloor' | 'serverMigrations
 
 async function readResults(file: string): Promise<BenchRun> {
   // The summaries in the file are recomputed, so a report can follow changes to the analysis.
-  const { summary: _summary, approachSummary: _approachSummary, serverSummary: _serverSummary, ...stored } = JSON.parse(await readFile(file, 'utf8')) as StoredRun;
+  const {
+    summary: _summary,
+    approachSummary: _approachSummary,
+    serverSummary: _serverSummary,
+    ...stored
+  } = JSON.parse(await readFile(file, 'utf8')) as StoredRun;
   return {
     ...stored,
-    options: { ...stored.options, approachSizes: stored.options.approachSizes ?? [], servers: stored.options.servers ?? [], serverSizes: stored.options.serverSizes ?? [] },
+    options: {
+      ...stored.options,
+      approachSizes: stored.options.approachSizes ?? [],
+      servers: stored.options.servers ?? [],
+      serverSizes: stored.options.serverSizes ?? [],
+    },
     approaches: stored.approaches ?? [],
     serverFloor: stored.serverFloor ?? [],
     serverMigrations: stored.serverMigrations ?? [],
@@ -163,20 +205,18 @@ function printTables(run: BenchRun): string {
 }
 
 async function main(): Promise<number> {
-  const raw = program
-    .parse()
-    .opts<{
-      sizes: number[];
-      approachSizes: number[];
-      reps: number;
-      stores: BenchStore[];
-      objectStore: boolean;
-      servers: BenchServer[];
-      serverSizes: number[];
-      out?: string;
-      timeout: number;
-      fromResults?: string;
-    }>();
+  const raw = program.parse().opts<{
+    sizes: number[];
+    approachSizes: number[];
+    reps: number;
+    stores: BenchStore[];
+    objectStore: boolean;
+    servers: BenchServer[];
+    serverSizes: number[];
+    out?: string;
+    timeout: number;
+    fromResults?: string;
+  }>();
   if (raw.fromResults) {
     const run = await readResults(raw.fromResults);
     const out = resolve(raw.out ?? dirname(raw.fromResults));
@@ -217,11 +257,26 @@ async function main(): Promise<number> {
   // Real servers move azure -> gcp (the default hosts and stores) whatever --stores says.
   const serving = options.servers.length > 0;
   const specs = [
-    ...new Map([...options.stores.flatMap((store) => ROUTES[store]), ...(compared ? ROUTES.file : []), ...(serving ? ROUTES.azure : [])].map((spec) => [spec.agentId, spec])).values(),
+    ...new Map(
+      [...options.stores.flatMap((store) => ROUTES[store]), ...(compared ? ROUTES.file : []), ...(serving ? ROUTES.azure : [])].map(
+        (spec) => [spec.agentId, spec],
+      ),
+    ).values(),
   ];
   // Short: Podman refuses long runroots and unix sockets cap their path length.
   const stackDir = `/tmp/ums-bench-${process.pid}`;
-  log.info({ sizes: options.sizes, approachSizes: options.approachSizes, servers: options.servers, serverSizes: options.serverSizes, reps: options.reps, stores: options.stores, out: options.out }, 'starting the local stack');
+  log.info(
+    {
+      sizes: options.sizes,
+      approachSizes: options.approachSizes,
+      servers: options.servers,
+      serverSizes: options.serverSizes,
+      reps: options.reps,
+      stores: options.stores,
+      out: options.out,
+    },
+    'starting the local stack',
+  );
   const stack = await startLocalStack({ name: `bench-${process.pid}`, dir: stackDir, hosts: specs, serverImages: serving });
   let stopping = false;
   const onSignal = () => {
@@ -238,7 +293,11 @@ async function main(): Promise<number> {
       if (!found) throw new Error(`host ${spec.agentId} is missing from the stack`);
       return found;
     };
-    const routes: MigrationRoute[] = options.stores.map((store) => ({ store, source: host(ROUTES[store][0]), destination: host(ROUTES[store][1]) }));
+    const routes: MigrationRoute[] = options.stores.map((store) => ({
+      store,
+      source: host(ROUTES[store][0]),
+      destination: host(ROUTES[store][1]),
+    }));
     const launcherDir = (spec: HostSpec) => {
       const dir = stack.info.hosts.find((h) => h.agentId === spec.agentId)?.launcherDir;
       if (!dir) throw new Error(`host ${spec.agentId} has no launcher directory`);
@@ -246,15 +305,26 @@ async function main(): Promise<number> {
     };
     const [approachSource, approachDestination] = ROUTES.file;
     const approachRoute: ApproachRoute | undefined = compared
-      ? { source: host(approachSource), destination: host(approachDestination), sourceLauncherDir: launcherDir(approachSource), destinationLauncherDir: launcherDir(approachDestination) }
+      ? {
+          source: host(approachSource),
+          destination: host(approachDestination),
+          sourceLauncherDir: launcherDir(approachSource),
+          destinationLauncherDir: launcherDir(approachDestination),
+        }
       : undefined;
     const floorHost = host(specs[0] as HostSpec);
-    const access: StoreAccess[] = options.stores.map((kind: StoreKind & BenchStore) => {
+    const access: StoreAccess[] = options.stores.map((kind: StoreKind) => {
       const storeUrl = stack.info.hosts.find((h) => h.store === kind)?.storeUrl;
       if (!storeUrl) throw new Error(`no ${kind} store in the stack`);
       return { kind, storeUrl, env: stack.storeEnv[kind] ?? {} };
     });
-    const context: MigrationContext = { cli, natsUrl: stack.info.natsUrl, image: stack.info.image, processes: () => stackProcesses(stack), timeoutSeconds: raw.timeout };
+    const context: MigrationContext = {
+      cli,
+      natsUrl: stack.info.natsUrl,
+      image: stack.info.image,
+      processes: () => stackProcesses(stack),
+      timeoutSeconds: raw.timeout,
+    };
     const scratch = join(stackDir, 'bench');
     await mkdir(scratch, { recursive: true });
     const archive = join(scratch, 'floor.tar');
@@ -280,7 +350,16 @@ async function main(): Promise<number> {
             const floor = await measureFloor(floorHost, stack.info.image, sizeMiB, rep, archive);
             run.floor.push(floor);
             if (!floor.continuous) run.incidents.push(`floor ${sizeMiB} MiB rep ${rep}: the count did not continue across the bare pair`);
-            log.info({ sizeMiB, rep, checkpointMs: Math.round(floor.checkpointMs), restoreMs: Math.round(floor.restoreMs), downtimeMs: floor.downtimeMs }, 'floor measured');
+            log.info(
+              {
+                sizeMiB,
+                rep,
+                checkpointMs: Math.round(floor.checkpointMs),
+                restoreMs: Math.round(floor.restoreMs),
+                downtimeMs: floor.downtimeMs,
+              },
+              'floor measured',
+            );
             if (payloadBytes === undefined) {
               payloadBytes = floor.archiveBytes;
               await writeRandomFile(payload, payloadBytes);
@@ -296,7 +375,17 @@ async function main(): Promise<number> {
                 try {
                   const sample = await measureTransfer(store, via, payload, payloadBytes, scratch, { sizeMiB, rep });
                   run.transfers.push(sample);
-                  log.info({ sizeMiB, rep, store: store.kind, via, uploadMs: Math.round(sample.uploadMs), downloadMs: Math.round(sample.downloadMs) }, 'transfer measured');
+                  log.info(
+                    {
+                      sizeMiB,
+                      rep,
+                      store: store.kind,
+                      via,
+                      uploadMs: Math.round(sample.uploadMs),
+                      downloadMs: Math.round(sample.downloadMs),
+                    },
+                    'transfer measured',
+                  );
                 } catch (error) {
                   incident(`transfer ${via} ${store.kind} ${sizeMiB} MiB rep ${rep}`, error);
                 }
@@ -309,8 +398,20 @@ async function main(): Promise<number> {
               const sample = await runMigration(context, route, sizeMiB, rep);
               run.migrations.push(sample);
               if (!sample.ok) run.incidents.push(`migration ${route.store} ${sizeMiB} MiB rep ${rep} failed: ${sample.error ?? ''}`);
-              else if (!sample.continuous) run.incidents.push(`migration ${route.store} ${sizeMiB} MiB rep ${rep}: the count did not continue`);
-              log.info({ sizeMiB, rep, store: route.store, ok: sample.ok, totalMs: sample.totalMs, downtimeMs: sample.downtimeMs, rss: sample.rssPeakMiB }, 'migration measured');
+              else if (!sample.continuous)
+                run.incidents.push(`migration ${route.store} ${sizeMiB} MiB rep ${rep}: the count did not continue`);
+              log.info(
+                {
+                  sizeMiB,
+                  rep,
+                  store: route.store,
+                  ok: sample.ok,
+                  totalMs: sample.totalMs,
+                  downtimeMs: sample.downtimeMs,
+                  rss: sample.rssPeakMiB,
+                },
+                'migration measured',
+              );
             } catch (error) {
               incident(`migration ${route.store} ${sizeMiB} MiB rep ${rep}`, error);
             }
@@ -328,7 +429,19 @@ async function main(): Promise<number> {
                 run.approaches.push(sample);
                 if (!sample.ok) run.incidents.push(`${what} failed: ${sample.error ?? ''}`);
                 else if (!sample.continuous) run.incidents.push(`${what}: the count did not continue (${sample.broken ?? '?'})`);
-                log.info({ sizeMiB, rep, workload, approach, ok: sample.ok, totalMs: sample.totalMs, frozenMs: sample.frozenMs, downtimeMs: sample.downtimeMs }, 'approach migration measured');
+                log.info(
+                  {
+                    sizeMiB,
+                    rep,
+                    workload,
+                    approach,
+                    ok: sample.ok,
+                    totalMs: sample.totalMs,
+                    frozenMs: sample.frozenMs,
+                    downtimeMs: sample.downtimeMs,
+                  },
+                  'approach migration measured',
+                );
               } catch (error) {
                 incident(what, error);
               }
@@ -359,8 +472,14 @@ async function main(): Promise<number> {
       const [from, to] = ROUTES.azure.map(serverHost) as [ServerHost, ServerHost];
       const route: MigrationRoute = { store: 'azure', source: from.host, destination: to.host };
       const checked = (what: string, check: ServerCheck) => {
-        if (!check.intact) run.incidents.push(`${what}: the dataset differs after the move (DBSIZE ${check.keysBefore} -> ${check.keysAfter ?? '?'}, digest ${check.digestBefore} -> ${check.digestAfter ?? '?'})`);
-        if (!check.innerSameConnection) run.incidents.push(`${what}: the inner client's connection did not go on (count ${check.innerCountBefore} -> ${check.innerCountAfter})`);
+        if (!check.intact)
+          run.incidents.push(
+            `${what}: the dataset differs after the move (DBSIZE ${check.keysBefore} -> ${check.keysAfter ?? '?'}, digest ${check.digestBefore} -> ${check.digestAfter ?? '?'})`,
+          );
+        if (!check.innerSameConnection)
+          run.incidents.push(
+            `${what}: the inner client's connection did not go on (count ${check.innerCountBefore} -> ${check.innerCountAfter})`,
+          );
         if (!check.noLostWrites) run.incidents.push(`${what}: the WAN client lost acknowledged writes or got no reply after the move`);
       };
       for (const [sizeIndex, sizeMiB] of options.serverSizes.entries()) {
@@ -375,7 +494,18 @@ async function main(): Promise<number> {
               const floor = await measureServerFloor(from, probe, sizeMiB, rep, archive);
               run.serverFloor.push(floor);
               checked(`floor ${what}`, floor);
-              log.info({ server, sizeMiB, rep, checkpointMs: Math.round(floor.checkpointMs), restoreMs: Math.round(floor.restoreMs), clientGapMs: Math.round(floor.clientGapMs), intact: floor.intact }, 'server floor measured');
+              log.info(
+                {
+                  server,
+                  sizeMiB,
+                  rep,
+                  checkpointMs: Math.round(floor.checkpointMs),
+                  restoreMs: Math.round(floor.restoreMs),
+                  clientGapMs: Math.round(floor.clientGapMs),
+                  intact: floor.intact,
+                },
+                'server floor measured',
+              );
             } catch (error) {
               incident(`floor ${what}`, error);
             }
@@ -385,7 +515,19 @@ async function main(): Promise<number> {
               run.serverMigrations.push(sample);
               if (!sample.ok) run.incidents.push(`migration ${what} failed: ${sample.error ?? ''}`);
               else checked(`migration ${what}`, sample);
-              log.info({ server, sizeMiB, rep, ok: sample.ok, totalMs: sample.totalMs, frozenMs: sample.frozenMs, clientGapMs: Math.round(sample.clientGapMs), intact: sample.intact }, 'server migration measured');
+              log.info(
+                {
+                  server,
+                  sizeMiB,
+                  rep,
+                  ok: sample.ok,
+                  totalMs: sample.totalMs,
+                  frozenMs: sample.frozenMs,
+                  clientGapMs: Math.round(sample.clientGapMs),
+                  intact: sample.intact,
+                },
+                'server migration measured',
+              );
             } catch (error) {
               incident(`migration ${what}`, error);
             }
@@ -401,8 +543,11 @@ async function main(): Promise<number> {
   run.finishedAt = new Date().toISOString();
   await writeResults(run, options.out);
   process.stdout.write(`\n${printTables(run)}\n\n`);
-  process.stdout.write(`report: ${join(options.out, 'report.md')}\nchart:  ${join(options.out, 'chart.png')}\nraw:    ${join(options.out, 'results.json')}\n`);
-  if (run.incidents.length > 0) process.stdout.write(`\n${run.incidents.length} incident(s):\n${run.incidents.map((i) => `  ${i}`).join('\n')}\n`);
+  process.stdout.write(
+    `report: ${join(options.out, 'report.md')}\nchart:  ${join(options.out, 'chart.png')}\nraw:    ${join(options.out, 'results.json')}\n`,
+  );
+  if (run.incidents.length > 0)
+    process.stdout.write(`\n${run.incidents.length} incident(s):\n${run.incidents.map((i) => `  ${i}`).join('\n')}\n`);
   return run.incidents.length;
 }
 

@@ -35,7 +35,9 @@ function panel(left: number, title: string, series: Series[], xMax: number): str
   const x = (v: number) => left + (v / xMax) * PANEL.width;
   const y = (seconds: number) => PANEL.bottom - (seconds / yMax) * (PANEL.bottom - PANEL.top);
   const parts: string[] = [];
-  parts.push(`<text x="${left + PANEL.width / 2}" y="${PANEL.top - 20}" font-size="17" font-weight="bold" text-anchor="middle">${escape(title)}</text>`);
+  parts.push(
+    `<text x="${left + PANEL.width / 2}" y="${PANEL.top - 20}" font-size="17" font-weight="bold" text-anchor="middle">${escape(title)}</text>`,
+  );
   for (let i = 0; i <= 5; i++) {
     const value = (yMax * i) / 5;
     parts.push(`<line x1="${left}" x2="${left + PANEL.width}" y1="${y(value)}" y2="${y(value)}" stroke="#ddd"/>`);
@@ -48,15 +50,21 @@ function panel(left: number, title: string, series: Series[], xMax: number): str
   }
   parts.push(`<line x1="${left}" x2="${left + PANEL.width}" y1="${PANEL.bottom}" y2="${PANEL.bottom}" stroke="#333"/>`);
   parts.push(`<line x1="${left}" x2="${left}" y1="${PANEL.top}" y2="${PANEL.bottom}" stroke="#333"/>`);
-  parts.push(`<text x="${left + PANEL.width / 2}" y="${PANEL.bottom + 42}" font-size="13" text-anchor="middle">memory held by the workload (MiB)</text>`);
-  parts.push(`<text transform="translate(${left - 50} ${(PANEL.top + PANEL.bottom) / 2}) rotate(-90)" font-size="13" text-anchor="middle">seconds</text>`);
+  parts.push(
+    `<text x="${left + PANEL.width / 2}" y="${PANEL.bottom + 42}" font-size="13" text-anchor="middle">memory held by the workload (MiB)</text>`,
+  );
+  parts.push(
+    `<text transform="translate(${left - 50} ${(PANEL.top + PANEL.bottom) / 2}) rotate(-90)" font-size="13" text-anchor="middle">seconds</text>`,
+  );
   for (const s of series) {
     const path = s.points.map((p, i) => `${i === 0 ? 'M' : 'L'}${x(p.x).toFixed(1)},${y(p.spread.median / 1000).toFixed(1)}`).join(' ');
     parts.push(`<path d="${path}" fill="none" stroke="${s.color}" stroke-width="2" ${s.dashed ? 'stroke-dasharray="7 5"' : ''}/>`);
     for (const p of s.points) {
       const px = x(p.x);
       if (p.spread.max > p.spread.min) {
-        parts.push(`<line x1="${px}" x2="${px}" y1="${y(p.spread.min / 1000)}" y2="${y(p.spread.max / 1000)}" stroke="${s.color}" stroke-width="1.5"/>`);
+        parts.push(
+          `<line x1="${px}" x2="${px}" y1="${y(p.spread.min / 1000)}" y2="${y(p.spread.max / 1000)}" stroke="${s.color}" stroke-width="1.5"/>`,
+        );
       }
       parts.push(
         s.dashed
@@ -75,7 +83,9 @@ function legend(series: Series[], top: number): string {
     const row = Math.floor(i / 3);
     const lx = 80 + col * 370;
     const ly = top + row * 22;
-    parts.push(`<line x1="${lx}" x2="${lx + 30}" y1="${ly}" y2="${ly}" stroke="${s.color}" stroke-width="2" ${s.dashed ? 'stroke-dasharray="7 5"' : ''}/>`);
+    parts.push(
+      `<line x1="${lx}" x2="${lx + 30}" y1="${ly}" y2="${ly}" stroke="${s.color}" stroke-width="2" ${s.dashed ? 'stroke-dasharray="7 5"' : ''}/>`,
+    );
     parts.push(`<text x="${lx + 38}" y="${ly + 4}" font-size="13">${escape(s.label)}</text>`);
   });
   return parts.join('\n');
@@ -88,11 +98,25 @@ export function chartSvg(sizes: SizeSummary[], stores: BenchStore[]): string {
       const value = pick(size);
       return value ? [{ x: size.sizeMiB, spread: value }] : [];
     });
-  const timeSeries: Series[] = [{ label: 'floor: bare checkpoint + restore (C + R)', color: COLORS.floor, dashed: true, points: pointsOf((s) => s.floor.pair) }];
-  const downtimeSeries: Series[] = [{ label: 'floor: bare pair downtime', color: COLORS.floor, dashed: true, points: pointsOf((s) => s.floor.downtime) }];
+  const timeSeries: Series[] = [
+    { label: 'floor: bare checkpoint + restore (C + R)', color: COLORS.floor, dashed: true, points: pointsOf((s) => s.floor.pair) },
+  ];
+  const downtimeSeries: Series[] = [
+    { label: 'floor: bare pair downtime', color: COLORS.floor, dashed: true, points: pointsOf((s) => s.floor.downtime) },
+  ];
   for (const store of stores) {
-    timeSeries.push({ label: `${store} store: migration (total, downtime)`, color: COLORS[store], dashed: false, points: pointsOf((s) => s.migrations.find((m) => m.store === store)?.total) });
-    downtimeSeries.push({ label: `${store} store: migration downtime`, color: COLORS[store], dashed: false, points: pointsOf((s) => s.migrations.find((m) => m.store === store)?.downtime) });
+    timeSeries.push({
+      label: `${store} store: migration (total, downtime)`,
+      color: COLORS[store],
+      dashed: false,
+      points: pointsOf((s) => s.migrations.find((m) => m.store === store)?.total),
+    });
+    downtimeSeries.push({
+      label: `${store} store: migration downtime`,
+      color: COLORS[store],
+      dashed: false,
+      points: pointsOf((s) => s.migrations.find((m) => m.store === store)?.downtime),
+    });
     if (store !== 'file') {
       timeSeries.push({
         label: `floor for ${store}: C + max(U, D) + R`,

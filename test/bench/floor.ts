@@ -9,13 +9,7 @@ import { downtimeAcross, startWorkload } from './workload.js';
  * The floor: what Podman alone costs on one host, with no transfer and no orchestration. The archive is
  * left at `archive` for the caller (its size sets the plain-transfer baseline); the container is removed.
  */
-export async function measureFloor(
-  host: PodmanHost,
-  image: string,
-  sizeMiB: number,
-  rep: number,
-  archive: string,
-): Promise<FloorSample> {
+export async function measureFloor(host: PodmanHost, image: string, sizeMiB: number, rep: number, archive: string): Promise<FloorSample> {
   const name = `floor-${sizeMiB}-${rep}`;
   await host.podman(['rm', '-f', name]).catch(() => undefined);
   await startWorkload(host, image, name, sizeMiB);

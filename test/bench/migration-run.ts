@@ -66,7 +66,12 @@ export function runCli(context: MigrationContext, args: string[]): Promise<CliRe
  * source, its ticks followed until the freeze, `ums migrate --to` the destination, then the restored
  * container's ticks read. Never throws for a failed migration: the failure is the sample.
  */
-export async function runMigration(context: MigrationContext, route: MigrationRoute, sizeMiB: number, rep: number): Promise<MigrationSample> {
+export async function runMigration(
+  context: MigrationContext,
+  route: MigrationRoute,
+  sizeMiB: number,
+  rep: number,
+): Promise<MigrationSample> {
   const name = `mig-${route.store}-${sizeMiB}-${rep}`;
   const base = { sizeMiB, rep, store: route.store, source: route.source.name, destination: route.destination.name };
   await route.source.podman(['rm', '-f', name]).catch(() => undefined);
@@ -110,7 +115,12 @@ export type CliMigration = Pick<MigrationOutcome, 'ok' | 'error' | 'wallMs' | 't
 };
 
 /** Runs `ums migrate NAME --to DESTINATION --json` (with `--approach` if given) and reads its answer. */
-export async function migrateWithCli(context: MigrationContext, name: string, destination: string, approach?: BenchApproach): Promise<CliMigration> {
+export async function migrateWithCli(
+  context: MigrationContext,
+  name: string,
+  destination: string,
+  approach?: BenchApproach,
+): Promise<CliMigration> {
   const cli = await runCli(context, [
     'migrate',
     name,
@@ -127,7 +137,9 @@ export async function migrateWithCli(context: MigrationContext, name: string, de
   const ok = cli.code === 0 && output?.state === 'done';
   return {
     ok,
-    error: ok ? undefined : `exit ${cli.code}, state ${output?.state ?? '?'}: ${output?.reason ?? ''} ${output?.code ?? ''} ${lastLines(cli.stderr)}`.trim(),
+    error: ok
+      ? undefined
+      : `exit ${cli.code}, state ${output?.state ?? '?'}: ${output?.reason ?? ''} ${output?.code ?? ''} ${lastLines(cli.stderr)}`.trim(),
     approach: output?.approach,
     wallMs: cli.wallMs,
     totalMs: timeline?.totalMs ?? 0,
@@ -158,7 +170,12 @@ const RUNNING: ListedCondition = { what: 'running', test: (c) => c.state === 'ru
  * container started just before `ums migrate` is refused as not found. Wait until the source lists it
  * (by default as running), and return what it lists.
  */
-export async function waitUntilListed(context: MigrationContext, agentId: string, container: string, until: ListedCondition = RUNNING): Promise<ListedContainer> {
+export async function waitUntilListed(
+  context: MigrationContext,
+  agentId: string,
+  container: string,
+  until: ListedCondition = RUNNING,
+): Promise<ListedContainer> {
   const deadline = Date.now() + 30_000;
   while (Date.now() < deadline) {
     const answer = await runCli(context, ['agents', '--json']);

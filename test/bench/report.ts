@@ -1,4 +1,15 @@
-import { agentPeakMiB, APPROACH_TIE, approachFindings, checkTargets, TARGET_SIZES_MIB, type ApproachComparison, type ApproachStats, type ServerSummary, type SizeSummary, type TargetCheck } from './analysis.js';
+import {
+  agentPeakMiB,
+  APPROACH_TIE,
+  approachFindings,
+  checkTargets,
+  TARGET_SIZES_MIB,
+  type ApproachComparison,
+  type ApproachStats,
+  type ServerSummary,
+  type SizeSummary,
+  type TargetCheck,
+} from './analysis.js';
 import type { BenchRun } from './samples.js';
 import { formatRatio, formatSpread, seconds, spread } from './statistics.js';
 
@@ -20,7 +31,21 @@ function columns(header: string[], rows: string[][]): string {
 
 /** Real servers for the console: medians in seconds, ratios to the bare pair of the same run. */
 export function serverConsoleTable(servers: ServerSummary[]): string {
-  const header = ['server', 'MiB', 'used MiB', 'floor C+R', 'bare gap', 'total', 'frozen', 'client gap', 'total/floor', 'frozen/floor', 'gap/bare', 'ok', 'checks'];
+  const header = [
+    'server',
+    'MiB',
+    'used MiB',
+    'floor C+R',
+    'bare gap',
+    'total',
+    'frozen',
+    'client gap',
+    'total/floor',
+    'frozen/floor',
+    'gap/bare',
+    'ok',
+    'checks',
+  ];
   const rows = servers.map((s) => [
     s.server,
     String(s.sizeMiB),
@@ -36,7 +61,10 @@ export function serverConsoleTable(servers: ServerSummary[]): string {
     `${s.ok}/${s.ok + s.failed}`,
     s.checks,
   ]);
-  return ['Real servers (medians, seconds; floor = bare podman checkpoint + restore of the same container on one host)', columns(header, rows)].join('\n');
+  return [
+    'Real servers (medians, seconds; floor = bare podman checkpoint + restore of the same container on one host)',
+    columns(header, rows),
+  ].join('\n');
 }
 
 function serverSection(run: BenchRun, servers: ServerSummary[]): string[] {
@@ -44,22 +72,37 @@ function serverSection(run: BenchRun, servers: ServerSummary[]): string[] {
   out.push(
     "Debian's redis-server 7.0 (`localhost/ums/redis:1`, running as root in its container) filled with `DEBUG POPULATE` (1000-byte values: `value:<n>` then zero bytes; " +
       'UMS and the floor move the archive uncompressed) until INFO `used_memory` reaches the size asked for, with two real clients: the **inner client**, ' +
-      'a redis-cli in the container\'s own process tree on one connection (INCR every 0.1 s), and a **WAN client**, redis-cli `-r -1 -i 0.01 INCR` in a client ' +
-      'namespace of the stack\'s WAN through the host\'s published port. ' +
+      "a redis-cli in the container's own process tree on one connection (INCR every 0.1 s), and a **WAN client**, redis-cli `-r -1 -i 0.01 INCR` in a client " +
+      "namespace of the stack's WAN through the host's published port. " +
       '**Migration**: `ums migrate` from the azure host to the gcp host through the azure store (container level, tcp-established; outside connections are reset at the freeze). ' +
       '**Floor**: the same container, filled and with the same clients, checkpointed with bare `podman container checkpoint --export --compress none --tcp-established` (C) ' +
       'and restored with `podman container restore --import --tcp-established` (R) on the source host alone. ' +
       '**Client gap**: the longest time between two successive acknowledged writes of the WAN client, which on a lost connection reconnects every 10 ms to the ' +
-      'service\'s new address (as after a DNS update; the same address for the floor): the outage as an outside client sees it, reconnection included. ' +
-      '**Frozen**: the migration record\'s freeze to restored. Ratios are of medians from this run: total and frozen against C + R, the client gap against the bare pair\'s. ' +
-      '**Checks** (a failed one fails the bench): DBSIZE and a digest of every populated key (DUMP, in chunks) equal before and after; the inner client\'s ' +
+      "service's new address (as after a DNS update; the same address for the floor): the outage as an outside client sees it, reconnection included. " +
+      "**Frozen**: the migration record's freeze to restored. Ratios are of medians from this run: total and frozen against C + R, the client gap against the bare pair's. " +
+      "**Checks** (a failed one fails the bench): DBSIZE and a digest of every populated key (DUMP, in chunks) equal before and after; the inner client's " +
       'CLIENT LIST entry has the same id and address after and its count went on; every acknowledged WAN write is in the restored server (INCR replies go on by one).',
     '',
   );
   if (servers.length === 0) return [...out, '(no real-server move ended)', ''];
   out.push(
     table(
-      ['server', 'size', 'used_memory', 'keys', 'archive', 'ok', 'total', 'frozen (record)', 'client gap', 'CLI wall', 'total / (C+R)', 'frozen / (C+R)', 'client gap / bare', 'checks'],
+      [
+        'server',
+        'size',
+        'used_memory',
+        'keys',
+        'archive',
+        'ok',
+        'total',
+        'frozen (record)',
+        'client gap',
+        'CLI wall',
+        'total / (C+R)',
+        'frozen / (C+R)',
+        'client gap / bare',
+        'checks',
+      ],
       servers.map((s) => [
         s.server,
         `${s.sizeMiB} MiB`,
@@ -82,7 +125,15 @@ function serverSection(run: BenchRun, servers: ServerSummary[]): string[] {
     '',
     table(
       ['server', 'size', 'checkpoint C', 'restore R', 'C + R', 'client gap (bare)', 'checks'],
-      servers.map((s) => [s.server, `${s.sizeMiB} MiB`, formatSpread(s.floor.checkpoint), formatSpread(s.floor.restore), formatSpread(s.floor.pair), formatSpread(s.floor.clientGap), s.floor.checks]),
+      servers.map((s) => [
+        s.server,
+        `${s.sizeMiB} MiB`,
+        formatSpread(s.floor.checkpoint),
+        formatSpread(s.floor.restore),
+        formatSpread(s.floor.pair),
+        formatSpread(s.floor.clientGap),
+        s.floor.checks,
+      ]),
     ),
     '',
     `In the migrations the WAN client's connection was reset ${servers.map((s) => `${formatSpread(s.clientClosedAfter)} s`).join(', ')} (at ${servers.map((s) => `${s.sizeMiB} MiB`).join(', ')}) after its last reply from the source: a prompt close, not a hang until its own timeout. ` +
@@ -97,7 +148,11 @@ function serverSection(run: BenchRun, servers: ServerSummary[]): string[] {
         ['server', 'size', ...phases],
         servers.map((s) => {
           const ok = run.serverMigrations.filter((m) => m.ok && m.server === s.server && m.sizeMiB === s.sizeMiB);
-          return [s.server, `${s.sizeMiB} MiB`, ...phases.map((p) => seconds(spread(ok.flatMap((m) => (m.phases[p] === undefined ? [] : [m.phases[p] as number])))?.median))];
+          return [
+            s.server,
+            `${s.sizeMiB} MiB`,
+            ...phases.map((p) => seconds(spread(ok.flatMap((m) => (m.phases[p] === undefined ? [] : [m.phases[p]])))?.median)),
+          ];
         }),
       ),
       '',
@@ -106,9 +161,15 @@ function serverSection(run: BenchRun, servers: ServerSummary[]): string[] {
       const ok = run.serverMigrations.filter((m) => m.ok && m.server === s.server && m.sizeMiB === s.sizeMiB);
       const upload = spread(ok.flatMap((m) => (m.phases.upload === undefined ? [] : [m.phases.upload])))?.median;
       if (upload === undefined || s.total === undefined || s.archiveBytes === undefined) return [];
-      return [`${s.sizeMiB} MiB: ${seconds(upload)} of ${seconds(s.total.median)} s (${((s.archiveBytes / 2 ** 20) / (upload / 1000)).toFixed(0)} MiB/s)`];
+      return [
+        `${s.sizeMiB} MiB: ${seconds(upload)} of ${seconds(s.total.median)} s (${(s.archiveBytes / 2 ** 20 / (upload / 1000)).toFixed(0)} MiB/s)`,
+      ];
     });
-    if (uploads.length > 0) out.push(`The upload phase (the source's agent to the store's emulator; the floor moves nothing between hosts), median of the total: ${uploads.join('; ')}.`, '');
+    if (uploads.length > 0)
+      out.push(
+        `The upload phase (the source's agent to the store's emulator; the floor moves nothing between hosts), median of the total: ${uploads.join('; ')}.`,
+        '',
+      );
   }
   return out;
 }
@@ -136,12 +197,27 @@ export function consoleTable(sizes: SizeSummary[]): string {
 }
 
 /** "2/2", "1/2 (1 count broken)": migrations that ended `done`, and those whose count did not continue. */
-const okCount = (a: ApproachStats): string => `${a.ok}/${a.ok + a.failed}${a.continuityBroken > 0 ? ` (${a.continuityBroken} count broken)` : ''}`;
+const okCount = (a: ApproachStats): string =>
+  `${a.ok}/${a.ok + a.failed}${a.continuityBroken > 0 ? ` (${a.continuityBroken} count broken)` : ''}`;
 const incidentsOf = (a: ApproachStats): number => a.failed + a.continuityBroken;
 
 /** The approach comparison for the console: medians in seconds, then service / container. */
 export function approachConsoleTable(comparisons: ApproachComparison[]): string {
-  const header = ['workload', 'MiB', 'C total', 'C frozen', 'C down', 'S total', 'S frozen', 'S down', 'S/C total', 'S/C frozen', 'S/C down', 'ok C', 'ok S'];
+  const header = [
+    'workload',
+    'MiB',
+    'C total',
+    'C frozen',
+    'C down',
+    'S total',
+    'S frozen',
+    'S down',
+    'S/C total',
+    'S/C frozen',
+    'S/C down',
+    'ok C',
+    'ok S',
+  ];
   const rows = comparisons.map((c) => {
     const { container, service } = c.stats;
     return [
@@ -160,21 +236,26 @@ export function approachConsoleTable(comparisons: ApproachComparison[]): string 
       `${okCount(service)}${incidentsOf(service) > 0 ? ' !' : ''}`,
     ];
   });
-  return ['Approaches (paper\'s comparison): C = container level, S = service level; medians, seconds', columns(header, rows), '', ...approachFindings(comparisons)].join('\n');
+  return [
+    "Approaches (paper's comparison): C = container level, S = service level; medians, seconds",
+    columns(header, rows),
+    '',
+    ...approachFindings(comparisons),
+  ].join('\n');
 }
 
 function approachSection(run: BenchRun, comparisons: ApproachComparison[]): string[] {
   const out: string[] = [];
   const first = run.approaches[0];
-  out.push('## Approaches (paper\'s comparison)', '');
+  out.push("## Approaches (paper's comparison)", '');
   out.push(
     `The launched images (\`ums-launcher\` as PID 1, CRIU inside the image) moved ${first ? `from ${first.source} to ${first.destination} ` : ''}through the file store with ` +
       '`ums migrate --approach container|service`, each approach on a fresh container of the same image, interleaved with the rest of each repetition. ' +
-      '**Container level**: the host\'s Podman + CRIU checkpoints the whole container; **service level**: the launcher checkpoints the service\'s process tree ' +
+      "**Container level**: the host's Podman + CRIU checkpoints the whole container; **service level**: the launcher checkpoints the service's process tree " +
       'from inside and restores it into a fresh container of the image. **single**: one counter process; **multi**: five processes (two counters, their ' +
       'labelling shells, the parent shell), the memory split over the two counters. Total and frozen come from the migration record; downtime is the longest ' +
-      'gap of the 10 ms counter (multi: counter a), source then destination; the count must continue (multi: both counters and both shells\' line counts). ' +
-      'Processes: the most the source\'s agent reported (its launcher probe). ' +
+      "gap of the 10 ms counter (multi: counter a), source then destination; the count must continue (multi: both counters and both shells' line counts). " +
+      "Processes: the most the source's agent reported (its launcher probe). " +
       `Ratios are service / container of medians: below 1 service level wins; within ${(APPROACH_TIE * 100).toFixed(0)} % counts as even.`,
     '',
   );
@@ -185,7 +266,22 @@ function approachSection(run: BenchRun, comparisons: ApproachComparison[]): stri
   const mark = (a: ApproachStats) => (incidentsOf(a) > 0 ? `**${okCount(a)}**` : okCount(a));
   out.push(
     table(
-      ['workload', 'size', 'processes', 'ok C, S', 'C total', 'C frozen', 'C downtime', 'S total', 'S frozen', 'S downtime', 'S/C total', 'S/C frozen', 'S/C downtime', 'archive C / S'],
+      [
+        'workload',
+        'size',
+        'processes',
+        'ok C, S',
+        'C total',
+        'C frozen',
+        'C downtime',
+        'S total',
+        'S frozen',
+        'S downtime',
+        'S/C total',
+        'S/C frozen',
+        'S/C downtime',
+        'archive C / S',
+      ],
       comparisons.map((c) => {
         const { container, service } = c.stats;
         return [
@@ -217,7 +313,13 @@ function approachSection(run: BenchRun, comparisons: ApproachComparison[]): stri
   return out;
 }
 
-export function markdownReport(run: BenchRun, sizes: SizeSummary[], chartFile: string | undefined, approaches: ApproachComparison[] = [], servers: ServerSummary[] = []): string {
+export function markdownReport(
+  run: BenchRun,
+  sizes: SizeSummary[],
+  chartFile: string | undefined,
+  approaches: ApproachComparison[] = [],
+  servers: ServerSummary[] = [],
+): string {
   const targets = checkTargets(sizes);
   const counters = run.options.sizes.length > 0;
   const out: string[] = [];
@@ -226,28 +328,41 @@ export function markdownReport(run: BenchRun, sizes: SizeSummary[], chartFile: s
     `Run ${run.startedAt} to ${run.finishedAt} on ${run.machine.cpus} CPUs, ${run.machine.memGiB} GiB, kernel ${run.machine.kernel}, Node ${run.machine.node}. ` +
       `Sizes ${run.options.sizes.join(', ') || 'none'} MiB, ${run.options.reps} repetition(s), stores ${run.options.stores.join(', ')}` +
       (run.options.approachSizes.length > 0 ? `; approach comparison at ${run.options.approachSizes.join(', ')} MiB` : '') +
-      (run.options.servers.length > 0 ? `; real servers ${run.options.servers.join(', ')} at ${run.options.serverSizes.join(', ')} MiB. ` : '. ') +
+      (run.options.servers.length > 0
+        ? `; real servers ${run.options.servers.join(', ')} at ${run.options.serverSizes.join(', ')} MiB. `
+        : '. ') +
       'All servers are local (loopback); the figures compare the pipeline with the floor measured in the same run, not with real clouds.',
     '',
   );
   out.push(
     (counters ? '' : 'Counter workloads: none in this run (`--sizes`); ') +
-    'Figures are medians over the repetitions with (min-max), in seconds. **Floor**: bare `podman container checkpoint --export --compress none` (C) and ' +
+      'Figures are medians over the repetitions with (min-max), in seconds. **Floor**: bare `podman container checkpoint --export --compress none` (C) and ' +
       '`podman container restore --import` (R) on one host; bare downtime is the longest counter gap across that pair. **U / D**: the same number of bytes as ' +
-      'the archive uploaded from a file and downloaded into a file with the cloud SDK directly. **Total**: the migration record\'s request to finish; ' +
-      '**downtime**: the longest gap between two ticks of the 10 ms counter, source then destination (the paper\'s method). Ratios are of medians from this run.',
+      "the archive uploaded from a file and downloaded into a file with the cloud SDK directly. **Total**: the migration record's request to finish; " +
+      "**downtime**: the longest gap between two ticks of the 10 ms counter, source then destination (the paper's method). Ratios are of medians from this run.",
     '',
   );
   if (counters) {
     if (chartFile) out.push(`![time and downtime against memory size](${chartFile})`, '');
 
-    out.push('## Targets', '', `Judged at ${TARGET_SIZES_MIB.from} MiB to ${TARGET_SIZES_MIB.to} MiB for time and downtime, at every size for memory.`, '');
+    out.push(
+      '## Targets',
+      '',
+      `Judged at ${TARGET_SIZES_MIB.from} MiB to ${TARGET_SIZES_MIB.to} MiB for time and downtime, at every size for memory.`,
+      '',
+    );
     out.push(
       targets.length === 0
         ? '(no size in range)'
         : table(
             ['target', 'size', 'measured', 'limit', 'verdict'],
-            targets.map((t) => [t.what, `${t.sizeMiB} MiB`, t.unit === 'x' ? formatRatio(t.value) : mibValue(t.value), t.unit === 'x' ? `${t.limit}x` : `${t.limit} MiB`, verdict(t)]),
+            targets.map((t) => [
+              t.what,
+              `${t.sizeMiB} MiB`,
+              t.unit === 'x' ? formatRatio(t.value) : mibValue(t.value),
+              t.unit === 'x' ? `${t.limit}x` : `${t.limit} MiB`,
+              verdict(t),
+            ]),
           ),
       '',
     );
@@ -258,7 +373,20 @@ export function markdownReport(run: BenchRun, sizes: SizeSummary[], chartFile: s
     out.push('## Migrations through the stack', '');
     out.push(
       table(
-        ['size', 'store', 'route', 'ok', 'total', 'floor', 'total / floor', 'downtime', 'downtime / bare', 'frozen (record)', 'CLI wall', 'agent peak RSS'],
+        [
+          'size',
+          'store',
+          'route',
+          'ok',
+          'total',
+          'floor',
+          'total / floor',
+          'downtime',
+          'downtime / bare',
+          'frozen (record)',
+          'CLI wall',
+          'agent peak RSS',
+        ],
         sizes.flatMap((size) =>
           size.migrations.map((m) => [
             `${size.sizeMiB} MiB`,
@@ -278,8 +406,6 @@ export function markdownReport(run: BenchRun, sizes: SizeSummary[], chartFile: s
       ),
       '',
     );
-
-  
   }
 
   if (run.options.approachSizes.length > 0) out.push(...approachSection(run, approaches));
@@ -290,12 +416,19 @@ export function markdownReport(run: BenchRun, sizes: SizeSummary[], chartFile: s
     out.push(
       table(
         ['size', 'archive', 'checkpoint C', 'restore R', 'C + R', 'bare downtime'],
-        sizes.map((s) => [`${s.sizeMiB} MiB`, mib(s.floor.archiveBytes), formatSpread(s.floor.checkpoint), formatSpread(s.floor.restore), formatSpread(s.floor.pair), formatSpread(s.floor.downtime)]),
+        sizes.map((s) => [
+          `${s.sizeMiB} MiB`,
+          mib(s.floor.archiveBytes),
+          formatSpread(s.floor.checkpoint),
+          formatSpread(s.floor.restore),
+          formatSpread(s.floor.pair),
+          formatSpread(s.floor.downtime),
+        ]),
       ),
       '',
     );
 
-    out.push('## Plain transfers of the archive\'s size', '');
+    out.push("## Plain transfers of the archive's size", '');
     const viaSeam = sizes.some((s) => Object.keys(s.objectStore).length > 0);
     out.push(
       table(
@@ -305,14 +438,27 @@ export function markdownReport(run: BenchRun, sizes: SizeSummary[], chartFile: s
             const sdk = s.sdk[store];
             if (!sdk) return [];
             const seam = s.objectStore[store];
-            return [[`${s.sizeMiB} MiB`, store, formatSpread(sdk.upload), formatSpread(sdk.download), ...(viaSeam ? [formatSpread(seam?.upload), formatSpread(seam?.download)] : [])]];
+            return [
+              [
+                `${s.sizeMiB} MiB`,
+                store,
+                formatSpread(sdk.upload),
+                formatSpread(sdk.download),
+                ...(viaSeam ? [formatSpread(seam?.upload), formatSpread(seam?.download)] : []),
+              ],
+            ];
           }),
         ),
       ),
       '',
     );
 
-    out.push('## Phases (medians, seconds)', '', 'From the migration record\'s timestamps (`core/migration.ts`); checkpoint is freeze to first byte (Podman writes the whole archive first).', '');
+    out.push(
+      '## Phases (medians, seconds)',
+      '',
+      "From the migration record's timestamps (`core/migration.ts`); checkpoint is freeze to first byte (Podman writes the whole archive first).",
+      '',
+    );
     // Whatever phases the record reports, in its order: the pipeline's phases change as it does.
     const phases = [...new Set(sizes.flatMap((s) => s.migrations.flatMap((m) => Object.keys(m.phases))))];
     out.push(
@@ -327,17 +473,20 @@ export function markdownReport(run: BenchRun, sizes: SizeSummary[], chartFile: s
     const processes = [...new Set(sizes.flatMap((s) => Object.keys(s.highWater)))].sort();
     out.push(
       table(
-        ['size', 'agents\' peak', ...processes.map((p) => `${p} VmHWM`)],
+        ['size', "agents' peak", ...processes.map((p) => `${p} VmHWM`)],
         sizes.map((s) => [`${s.sizeMiB} MiB`, mibValue(agentPeakMiB(s)), ...processes.map((p) => mibValue(s.highWater[p]))]),
       ),
       '',
     );
-
-  
   }
 
   out.push('## Incidents', '');
-  out.push(run.incidents.length === 0 ? 'None: every migration ended `done` with its count continuous.' : run.incidents.map((i) => `- ${i}`).join('\n'), '');
+  out.push(
+    run.incidents.length === 0
+      ? 'None: every migration ended `done` with its count continuous.'
+      : run.incidents.map((i) => `- ${i}`).join('\n'),
+    '',
+  );
   const listArg = (items: readonly (number | string)[]) => (items.length > 0 ? items.join(',') : "''");
   const rerun =
     `npm run bench -- --sizes ${listArg(run.options.sizes)} --approach-sizes ${listArg(run.options.approachSizes)} ` +

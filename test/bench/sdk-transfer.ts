@@ -33,7 +33,7 @@ export async function writeRandomFile(path: string, bytes: number): Promise<void
   const file = await open(path, 'w', 0o600);
   try {
     const chunk = Buffer.allocUnsafe(PART_BYTES);
-    for (let written = 0; written < bytes; ) {
+    for (let written = 0; written < bytes;) {
       const n = Math.min(chunk.length, bytes - written);
       randomFillSync(chunk, 0, n);
       await file.write(chunk, 0, n);
@@ -68,7 +68,12 @@ function sdkTransfer(access: StoreAccess): Transfer {
       });
       return {
         upload: async (key, from) => {
-          await new Upload({ client, params: { Bucket: bucket, Key: key, Body: createReadStream(from) }, partSize: PART_BYTES, queueSize: PARTS_IN_FLIGHT }).done();
+          await new Upload({
+            client,
+            params: { Bucket: bucket, Key: key, Body: createReadStream(from) },
+            partSize: PART_BYTES,
+            queueSize: PARTS_IN_FLIGHT,
+          }).done();
         },
         download: async (key, to) => {
           const answer = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key }));

@@ -47,7 +47,17 @@ const REPLIES_AFTER = 50;
 
 /** Starts the server on `at`, fills it, digests it and starts the WAN writer (towards `at`, then `then`). */
 async function prepareServer(at: ServerHost, then: ServerHost, client: WanEndpoint, name: string, sizeMiB: number): Promise<Prepared> {
-  await at.host.podman(['run', '-d', '--name', name, '-p', `${REDIS_PORT}:${REDIS_PORT}`, '-e', `${INNER_CLIENT_ENV}=1`, DEFAULT_REDIS_IMAGE]);
+  await at.host.podman([
+    'run',
+    '-d',
+    '--name',
+    name,
+    '-p',
+    `${REDIS_PORT}:${REDIS_PORT}`,
+    '-e',
+    `${INNER_CLIENT_ENV}=1`,
+    DEFAULT_REDIS_IMAGE,
+  ]);
   const pid = await containerPid(at.host, name);
   await waitForInnerCount(pid, 5);
   const populatedKeys = await populateTo(pid, sizeMiB);
@@ -75,13 +85,20 @@ async function checkServer(prepared: Prepared, now: ServerHost, name: string, si
     pidAfter = await containerPid(now.host, name);
     const pid = pidAfter;
     innerAfter = await waitForInnerCount(pid, inner.count + 5, 30_000).catch(() => innerClient(pid).catch(() => undefined));
-    await writer.repliesFrom(now.wanAddress, REPLIES_AFTER + writer.replies.filter((r) => r.address === now.wanAddress).length, 60_000).catch(() => undefined);
+    await writer
+      .repliesFrom(now.wanAddress, REPLIES_AFTER + writer.replies.filter((r) => r.address === now.wanAddress).length, 60_000)
+      .catch(() => undefined);
   } finally {
     await writer.stop();
   }
   const after = await datasetDigest(pidAfter, prepared.populatedKeys).catch(() => undefined);
   // A writer that never got a reply after the move lost the service, whatever its replies say.
-  return serverCheck(prepared, sizeMiB, rep, { view: writerView(writer), reachedNew: writer.replies.at(-1)?.address === now.wanAddress, innerAfter, after });
+  return serverCheck(prepared, sizeMiB, rep, {
+    view: writerView(writer),
+    reachedNew: writer.replies.at(-1)?.address === now.wanAddress,
+    innerAfter,
+    after,
+  });
 }
 
 /** What was seen after a move, if it ended: the WAN writer, the inner client and the dataset. */
@@ -108,7 +125,8 @@ function serverCheck(prepared: Prepared, sizeMiB: number, rep: number, seen: See
     clientClosedAfterMs: seen?.view.closedAfterMs,
     clientClosedWith: seen?.view.closedWith,
     noLostWrites: seen !== undefined && seen.view.noLostWrites && seen.reachedNew,
-    innerSameConnection: innerAfter !== undefined && innerAfter.id === inner.id && innerAfter.addr === inner.addr && innerAfter.count > inner.count,
+    innerSameConnection:
+      innerAfter !== undefined && innerAfter.id === inner.id && innerAfter.addr === inner.addr && innerAfter.count > inner.count,
     innerCountBefore: inner.count,
     innerCountAfter: innerAfter?.count ?? 0,
     intact: after !== undefined && after.keys === before.keys && after.digest === before.digest,
@@ -124,7 +142,13 @@ function serverCheck(prepared: Prepared, sizeMiB: number, rep: number, seen: See
  * restored with bare Podman on one host (`--tcp-established`, as the agent does; the WAN writer keeps
  * to the host's address). The archive is removed.
  */
-export async function measureServerFloor(at: ServerHost, client: WanEndpoint, sizeMiB: number, rep: number, archive: string): Promise<ServerFloorSample> {
+export async function measureServerFloor(
+  at: ServerHost,
+  client: WanEndpoint,
+  sizeMiB: number,
+  rep: number,
+  archive: string,
+): Promise<ServerFloorSample> {
   const name = `floor-redis-${sizeMiB}-${rep}`;
   await at.host.podman(['rm', '-f', name]).catch(() => undefined);
   try {

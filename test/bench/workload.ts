@@ -45,9 +45,26 @@ const readLog = async (host: PodmanHost, name: string): Promise<string> => (awai
  * Starts a counter workload whose counters each hold `sizeMiB` and returns once its first series has 20
  * ticks: the memory is filled before the first tick.
  */
-export async function startWorkload(host: PodmanHost, image: string, name: string, sizeMiB: number, options: WorkloadOptions = {}): Promise<void> {
+export async function startWorkload(
+  host: PodmanHost,
+  image: string,
+  name: string,
+  sizeMiB: number,
+  options: WorkloadOptions = {},
+): Promise<void> {
   const series = options.series ?? counterSeries;
-  await host.podman(['run', '-d', '--name', name, ...(options.runArgs ?? []), '-e', `COUNTER_MEM_MIB=${sizeMiB}`, '-e', `COUNTER_TICK_MS=${TICK_MS}`, image]);
+  await host.podman([
+    'run',
+    '-d',
+    '--name',
+    name,
+    ...(options.runArgs ?? []),
+    '-e',
+    `COUNTER_MEM_MIB=${sizeMiB}`,
+    '-e',
+    `COUNTER_TICK_MS=${TICK_MS}`,
+    image,
+  ]);
   // Filling 1 GiB with random words takes a few seconds on a cold VM; memory faulted in slowly can take more.
   const deadline = Date.now() + 120_000;
   while (Date.now() < deadline) {

@@ -47,7 +47,19 @@ async function containersNamed(host: PodmanHost, name: string): Promise<string[]
 }
 
 async function startCounter(host: PodmanHost, name: string, agentId: string): Promise<void> {
-  await host.podman(['run', '-d', '--name', name, '-e', `COUNTER_TOKEN=${randomBytes(4).toString('hex')}`, '-e', 'COUNTER_TICK_MS=100', '-e', 'COUNTER_MEM_MIB=24', stack.info.image]);
+  await host.podman([
+    'run',
+    '-d',
+    '--name',
+    name,
+    '-e',
+    `COUNTER_TOKEN=${randomBytes(4).toString('hex')}`,
+    '-e',
+    'COUNTER_TICK_MS=100',
+    '-e',
+    'COUNTER_MEM_MIB=24',
+    stack.info.image,
+  ]);
   for (let i = 0; i < 50; i++) {
     const registration = await bus.agents.get(agentId).catch(() => undefined);
     if (registration?.value.containers.some((c) => c.name === name && c.state === 'running')) return;
@@ -71,7 +83,10 @@ const hostOf = (agentId: string): PodmanHost => (agentId === SOURCE ? source : d
 /** The service runs exactly once, on the host the record names, and its count went on. */
 async function assertRunsWhereTheRecordSays(name: string, record: MigrationRecord, countBefore: number): Promise<string> {
   const where = whereItRuns(record);
-  assert.ok(where.agent, `the record of ${record.migrationId} (${record.state}) places the service nowhere: ${record.failure?.reason ?? ''}`);
+  assert.ok(
+    where.agent,
+    `the record of ${record.migrationId} (${record.state}) places the service nowhere: ${record.failure?.reason ?? ''}`,
+  );
   assert.equal(where.frozen, false);
   const here = hostOf(where.agent);
   const other = here === source ? destination : source;
@@ -136,10 +151,14 @@ describe('agents reconcile at start: the record says where the service runs', { 
     destination = stack.hosts.get(DESTINATION) as PodmanHost;
     // Both agents registered and beating, so that the planner does not refuse the first request.
     for (const agentId of [SOURCE, DESTINATION]) {
-      await waitFor(`${agentId} to register`, async () => {
-        const registration = await bus.agents.get(agentId);
-        return registration && Date.now() - Date.parse(registration.value.heartbeatAt) < 5_000 ? true : undefined;
-      }, 60_000);
+      await waitFor(
+        `${agentId} to register`,
+        async () => {
+          const registration = await bus.agents.get(agentId);
+          return registration && Date.now() - Date.parse(registration.value.heartbeatAt) < 5_000 ? true : undefined;
+        },
+        60_000,
+      );
     }
   });
 
@@ -150,7 +169,10 @@ describe('agents reconcile at start: the record says where the service runs', { 
 
   // The source's agent dies while the container is being frozen (restore.prepared: the checkpoint command
   // is on its way) and while the archive streams out (the first chunk).
-  for (const [when, opening] of [['while freezing', 'restore.prepared'], ['mid-upload', 'checkpoint.chunk']] as Array<[string, EventName]>) {
+  for (const [when, opening] of [
+    ['while freezing', 'restore.prepared'],
+    ['mid-upload', 'checkpoint.chunk'],
+  ] as Array<[string, EventName]>) {
     it(`source agent killed ${when} and restarted: the record names the one host where the service runs`, async () => {
       const name = `r-src-${opening.replace('.', '-')}`;
       const migrationId = `reconcile-${opening.replace('.', '-')}-${randomBytes(3).toString('hex')}`;
@@ -162,7 +184,14 @@ describe('agents reconcile at start: the record says where the service runs', { 
         injected = restartAgent(SOURCE);
         return 'stop';
       });
-      await bus.publishEvent(makeEvent('migration.requested', '/test/reconcile', { migrationId, container: name, sourceAgent: SOURCE, destinationAgent: DESTINATION }));
+      await bus.publishEvent(
+        makeEvent('migration.requested', '/test/reconcile', {
+          migrationId,
+          container: name,
+          sourceAgent: SOURCE,
+          destinationAgent: DESTINATION,
+        }),
+      );
       const record = await waitFor(`${migrationId} to end`, async () => {
         const r = await recordOf(migrationId);
         return r && isTerminal(r.state) ? r : undefined;
@@ -183,10 +212,14 @@ describe('agents reconcile at start: the record says where the service runs', { 
     await startCounter(source, name, SOURCE);
     await bus.migrations.put(migrationId, failedRecord(migrationId, name, null));
     await restartAgent(SOURCE);
-    const corrected = await waitFor('the record to be corrected', async () => {
-      const r = await recordOf(migrationId);
-      return r?.state === 'failed' && r.runningOn !== null ? r : undefined;
-    }, 30_000);
+    const corrected = await waitFor(
+      'the record to be corrected',
+      async () => {
+        const r = await recordOf(migrationId);
+        return r?.state === 'failed' && r.runningOn !== null ? r : undefined;
+      },
+      30_000,
+    );
     assert.equal(corrected.runningOn, SOURCE);
     assert.match(corrected.runningOnReport ?? '', /found it running/);
     await assertRunsWhereTheRecordSays(name, corrected, 0);
@@ -201,11 +234,22 @@ describe('agents reconcile at start: the record says where the service runs', { 
     await destination.podman(['run', '-d', '--name', name, '-e', 'COUNTER_TICK_MS=100', stack.info.image]);
     const journalDir = join(stackDir, `h${DEFAULT_HOSTS.findIndex((h) => h.agentId === DESTINATION)}`, 'agent-state');
     await mkdir(journalDir, { recursive: true, mode: 0o700 });
-    await writeFile(join(journalDir, `${migrationId}.json`), JSON.stringify({ migrationId, container: name, at: new Date().toISOString() }));
+    await writeFile(
+      join(journalDir, `${migrationId}.json`),
+      JSON.stringify({ migrationId, container: name, at: new Date().toISOString() }),
+    );
     await bus.migrations.put(migrationId, failedRecord(migrationId, name, SOURCE));
     await restartAgent(DESTINATION);
-    await waitFor('the leftover copy to be removed', async () => ((await containersNamed(destination, name)).length === 0 ? true : undefined), 30_000);
-    await waitFor('the journal entry to be forgotten', async () => (!(await readdir(journalDir)).includes(`${migrationId}.json`) ? true : undefined), 10_000);
+    await waitFor(
+      'the leftover copy to be removed',
+      async () => ((await containersNamed(destination, name)).length === 0 ? true : undefined),
+      30_000,
+    );
+    await waitFor(
+      'the journal entry to be forgotten',
+      async () => (!(await readdir(journalDir)).includes(`${migrationId}.json`) ? true : undefined),
+      10_000,
+    );
     const record = await recordOf(migrationId);
     assert.ok(record);
     await assertRunsWhereTheRecordSays(name, record, 0);

@@ -133,7 +133,13 @@ async function startCounter(name: string, memoryMiB = MEMORY_MIB, approach: Appr
 
 function request(name: string, migrationId: string, approach?: Approach): Promise<void> {
   return bus.publishEvent(
-    makeEvent('migration.requested', '/test/faults', { migrationId, container: name, sourceAgent: SOURCE, destinationAgent: DESTINATION, ...(approach ? { approach } : {}) }),
+    makeEvent('migration.requested', '/test/faults', {
+      migrationId,
+      container: name,
+      sourceAgent: SOURCE,
+      destinationAgent: DESTINATION,
+      ...(approach ? { approach } : {}),
+    }),
   );
 }
 
@@ -234,7 +240,10 @@ async function runCell(
 
 function matrixMarkdown(): string {
   const lines = ['| component | phase | state when the fault hit | outcome | invariants | time |', '|---|---|---|---|---|---|'];
-  for (const r of results) lines.push(`| ${r.component} | ${r.phase} | ${r.stateAtFault} | ${r.outcome} | ${r.ok ? 'hold' : 'VIOLATED'} (${r.note || 'see the test output'}) | ${r.seconds} s |`);
+  for (const r of results)
+    lines.push(
+      `| ${r.component} | ${r.phase} | ${r.stateAtFault} | ${r.outcome} | ${r.ok ? 'hold' : 'VIOLATED'} (${r.note || 'see the test output'}) | ${r.seconds} s |`,
+    );
   return lines.join('\n');
 }
 
@@ -271,13 +280,23 @@ describe('fault matrix: kill -9 each component in each phase; the service runs e
   }
 
   it('an agent gone for longer than its heartbeat allows: the supervisor rolls back, and the agent cleans up when it returns', async () => {
-    await runCell('destination agent', 'checkpoint', () => COMPONENTS['destination agent']?.(25_000) ?? Promise.resolve(), { label: 'destination agent, down 25 s' });
-    await runCell('source agent', 'checkpoint', () => COMPONENTS['source agent']?.(25_000) ?? Promise.resolve(), { label: 'source agent, down 25 s' });
+    await runCell('destination agent', 'checkpoint', () => COMPONENTS['destination agent']?.(25_000) ?? Promise.resolve(), {
+      label: 'destination agent, down 25 s',
+    });
+    await runCell('source agent', 'checkpoint', () => COMPONENTS['source agent']?.(25_000) ?? Promise.resolve(), {
+      label: 'source agent, down 25 s',
+    });
   });
 
   it('service level: the agents killed while the launcher checkpoints and while it restores', async () => {
-    await runCell('source agent', 'checkpoint', () => COMPONENTS['source agent']?.() ?? Promise.resolve(), { label: 'source agent (service level)', approach: 'service' });
-    await runCell('destination agent', 'restore', () => COMPONENTS['destination agent']?.() ?? Promise.resolve(), { label: 'destination agent (service level)', approach: 'service' });
+    await runCell('source agent', 'checkpoint', () => COMPONENTS['source agent']?.() ?? Promise.resolve(), {
+      label: 'source agent (service level)',
+      approach: 'service',
+    });
+    await runCell('destination agent', 'restore', () => COMPONENTS['destination agent']?.() ?? Promise.resolve(), {
+      label: 'destination agent (service level)',
+      approach: 'service',
+    });
   });
 
   it('duplicate and out-of-order events change nothing: each is delivered again, late, and all again in reverse after the end', async () => {
@@ -306,7 +325,15 @@ describe('fault matrix: kill -9 each component in each phase; the service runs e
     assert.equal(after?.state, 'done');
     assert.equal(after?.epoch, record.epoch, 'nothing turned the migration back');
     const note = await checkInvariants(name, record, countBefore, true);
-    results.push({ component: 'duplicated + reordered events', phase: 'all', outcome: 'done', stateAtFault: 'every state', seconds: 0, ok: true, note });
+    results.push({
+      component: 'duplicated + reordered events',
+      phase: 'all',
+      outcome: 'done',
+      stateAtFault: 'every state',
+      seconds: 0,
+      ok: true,
+      note,
+    });
     await removeEverywhere(name);
   });
 
@@ -321,26 +348,54 @@ describe('fault matrix: kill -9 each component in each phase; the service runs e
     const deadBefore = (await bus.listDeadLetters(500)).length;
     // A late checkpoint at the current epoch, and a resume from an epoch that never was: both would
     // stop or duplicate the service if carried out.
-    await bus.sendCommand(DESTINATION, makeCommand('checkpoint', '/test/faults', { migrationId, epoch: record.epoch, approach: 'container', container: name, artifact: record.artifactLocation ?? { storeUrl: 'file:///x', prefix: 'x/' } }));
-    await bus.sendCommand(SOURCE, makeCommand('resume', '/test/faults', { migrationId, epoch: record.epoch + 5, approach: 'container', container: name }));
+    await bus.sendCommand(
+      DESTINATION,
+      makeCommand('checkpoint', '/test/faults', {
+        migrationId,
+        epoch: record.epoch,
+        approach: 'container',
+        container: name,
+        artifact: record.artifactLocation ?? { storeUrl: 'file:///x', prefix: 'x/' },
+      }),
+    );
+    await bus.sendCommand(
+      SOURCE,
+      makeCommand('resume', '/test/faults', { migrationId, epoch: record.epoch + 5, approach: 'container', container: name }),
+    );
     let refusals: string[] = [];
     for (let i = 0; i < 40 && refusals.length < 2; i++) {
       await sleep(250);
-      refusals = (await bus.listDeadLetters(500)).slice(deadBefore).map((d) => d.reason).filter((r) => r.startsWith('stale command'));
+      refusals = (await bus.listDeadLetters(500))
+        .slice(deadBefore)
+        .map((d) => d.reason)
+        .filter((r) => r.startsWith('stale command'));
     }
     assert.equal(refusals.length, 2, `two refusals expected, got: ${refusals.join(' | ')}`);
     assert.ok(refusals.some((r) => /checkpoint does not apply to migration .* in state done/.test(r)));
     assert.ok(refusals.some((r) => /resume was issued at epoch \d+, migration .* is at epoch \d+/.test(r)));
     const note = await checkInvariants(name, record, countBefore, true);
-    results.push({ component: 'stale commands', phase: 'after done', outcome: 'refused', stateAtFault: 'done', seconds: 0, ok: true, note });
+    results.push({
+      component: 'stale commands',
+      phase: 'after done',
+      outcome: 'refused',
+      stateAtFault: 'done',
+      seconds: 0,
+      ok: true,
+      note,
+    });
     await removeEverywhere(name);
   });
 
   it('an invalid event and an unknown schema version go to the dead letters with their reason', async () => {
     const deadBefore = (await bus.listDeadLetters(500)).length;
-    const good = toWire(makeEvent('migration.requested', '/test/faults', { migrationId: 'fault-bad-1', container: 'x', destinationAgent: DESTINATION }));
+    const good = toWire(
+      makeEvent('migration.requested', '/test/faults', { migrationId: 'fault-bad-1', container: 'x', destinationAgent: DESTINATION }),
+    );
     const outsider = await BrokerClient.connect(stack.info.natsUrl);
-    await outsider.publishRaw(subjects.event('fault-bad-1', 'migration.requested'), JSON.stringify({ ...good, type: 'dev.ums.migration.requested.v7' }));
+    await outsider.publishRaw(
+      subjects.event('fault-bad-1', 'migration.requested'),
+      JSON.stringify({ ...good, type: 'dev.ums.migration.requested.v7' }),
+    );
     await outsider.publishRaw(subjects.event('fault-bad-2', 'migration.requested'), '{"not":"a cloudevent"');
     await outsider.close();
     let reasons: string[] = [];
@@ -348,8 +403,14 @@ describe('fault matrix: kill -9 each component in each phase; the service runs e
       await sleep(250);
       reasons = (await bus.listDeadLetters(500)).slice(deadBefore).map((d) => d.reason);
     }
-    assert.ok(reasons.some((r) => /schema version 7; this build speaks version 1/.test(r)), reasons.join(' | '));
-    assert.ok(reasons.some((r) => /not JSON/.test(r)), reasons.join(' | '));
+    assert.ok(
+      reasons.some((r) => /schema version 7; this build speaks version 1/.test(r)),
+      reasons.join(' | '),
+    );
+    assert.ok(
+      reasons.some((r) => /not JSON/.test(r)),
+      reasons.join(' | '),
+    );
     assert.equal(await bus.migrations.get('fault-bad-1'), undefined, 'nothing was started from it');
   });
 
@@ -367,7 +428,15 @@ describe('fault matrix: kill -9 each component in each phase; the service runs e
       assert.equal(record.state, 'done', `${names[i]}: ${record.failure?.reason ?? ''}`);
       await checkInvariants(names[i] as string, record, before.get(names[i] as string) ?? 0, true);
     }
-    results.push({ component: '10 concurrent migrations', phase: 'all', outcome: '10 done', stateAtFault: '-', seconds, ok: true, note: 'each ran once on the destination, counts continued' });
+    results.push({
+      component: '10 concurrent migrations',
+      phase: 'all',
+      outcome: '10 done',
+      stateAtFault: '-',
+      seconds,
+      ok: true,
+      note: 'each ran once on the destination, counts continued',
+    });
     for (const name of names) await removeEverywhere(name);
   });
 });

@@ -33,7 +33,13 @@ let aws: PodmanHost;
 
 interface MigrateResult {
   code: number;
-  result: { state: string; code?: string; reason?: string; runningOn?: string | null; timeline?: { frozenMs: number; totalMs: number; archiveBytes: number } };
+  result: {
+    state: string;
+    code?: string;
+    reason?: string;
+    runningOn?: string | null;
+    timeline?: { frozenMs: number; totalMs: number; archiveBytes: number };
+  };
 }
 
 async function ums(args: string[]): Promise<MigrateResult> {
@@ -43,7 +49,19 @@ async function ums(args: string[]): Promise<MigrateResult> {
 
 async function runCounter(host: PodmanHost, name: string, image = stack.info.image, memoryMiB = 0): Promise<string> {
   const token = randomBytes(8).toString('hex');
-  await host.podman(['run', '-d', '--name', name, '-e', `COUNTER_TOKEN=${token}`, '-e', `COUNTER_TICK_MS=${TICK_MS}`, '-e', `COUNTER_MEM_MIB=${memoryMiB}`, image]);
+  await host.podman([
+    'run',
+    '-d',
+    '--name',
+    name,
+    '-e',
+    `COUNTER_TOKEN=${token}`,
+    '-e',
+    `COUNTER_TICK_MS=${TICK_MS}`,
+    '-e',
+    `COUNTER_MEM_MIB=${memoryMiB}`,
+    image,
+  ]);
   await sleep(1_500);
   return token;
 }
@@ -66,7 +84,12 @@ async function runningExactlyOnce(name: string): Promise<PodmanHost> {
 }
 
 /** Migrates while following the source's output; returns the ticks from both sides, joined. */
-async function migrateAndWatch(name: string, from: PodmanHost, to: PodmanHost, toAgent: string): Promise<{ run: MigrateResult; ticks: Tick[] }> {
+async function migrateAndWatch(
+  name: string,
+  from: PodmanHost,
+  to: PodmanHost,
+  toAgent: string,
+): Promise<{ run: MigrateResult; ticks: Tick[] }> {
   const follower = followTicks(from.url, name);
   await sleep(300);
   const run = await ums(['migrate', name, '--to', toAgent]);
@@ -112,7 +135,11 @@ describe('live migration through the whole stack', { timeout: 900_000 }, () => {
     // process was frozen.
     assert.ok(first.maxGapMs <= frozenMs + 2 * TICK_MS + 500, `largest gap ${first.maxGapMs} ms exceeds the frozen time ${frozenMs} ms`);
     assert.match((await gcp.podman(['exec', name, 'cat', COUNTER_MARKER_PATH])).stdout, new RegExp(`token=${token}`));
-    assert.deepEqual((await names(azure)).filter((n) => n.startsWith(`${name} `)), [], 'the source copy is removed after success');
+    assert.deepEqual(
+      (await names(azure)).filter((n) => n.startsWith(`${name} `)),
+      [],
+      'the source copy is removed after success',
+    );
     assert.equal(await runningExactlyOnce(name), gcp);
 
     const back = await migrateAndWatch(name, gcp, azure, AZURE);
@@ -212,7 +239,11 @@ describe('live migration through the whole stack', { timeout: 900_000 }, () => {
     assert.ok(continuity(joinTicks(before, resumed)).continuous, 'the resumed source continues its count');
     assert.ok((resumed.at(-1)?.count ?? 0) > (before.at(-1)?.count ?? 0), 'the resumed source is counting again');
     assert.equal(await runningExactlyOnce(name), azure);
-    assert.deepEqual((await names(gcp)).filter((n) => n.startsWith(`${name} `)), [], 'nothing is left half-restored at the destination');
+    assert.deepEqual(
+      (await names(gcp)).filter((n) => n.startsWith(`${name} `)),
+      [],
+      'nothing is left half-restored at the destination',
+    );
     await azure.podman(['rm', '-f', name]);
   });
 
@@ -239,7 +270,10 @@ describe('live migration through the whole stack', { timeout: 900_000 }, () => {
       await sleep(100);
       letters = await bus.listDeadLetters();
     }
-    assert.ok(letters.some((letter) => /invalid event/.test(letter.reason)), `a dead letter names the problem: ${JSON.stringify(letters)}`);
+    assert.ok(
+      letters.some((letter) => /invalid event/.test(letter.reason)),
+      `a dead letter names the problem: ${JSON.stringify(letters)}`,
+    );
     await azure.podman(['rm', '-f', name]);
   });
 });

@@ -5,7 +5,15 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { connectNatsBus, type NatsEventBus } from '../../core/nats-event-bus.js';
-import { continuity, followTicks, joinTicks, parseLabelledTicks, parseTicks, readTicks, type LabelledTick } from '../../infra/images/counter-output.js';
+import {
+  continuity,
+  followTicks,
+  joinTicks,
+  parseLabelledTicks,
+  parseTicks,
+  readTicks,
+  type LabelledTick,
+} from '../../infra/images/counter-output.js';
 import { DEFAULT_LAUNCHED_COUNTER_IMAGE, DEFAULT_LAUNCHED_MULTI_COUNTER_IMAGE } from '../../infra/images/build-service-image.js';
 import { DEFAULT_HOSTS, startLocalStack, type LocalStack } from '../../infra/local-stack.js';
 import type { PodmanHost } from '../../infra/podman-host.js';
@@ -51,7 +59,12 @@ async function traitsOf(name: string, processes = 1): Promise<{ launcher?: { ava
 
 describe('approach detection: service level where the launcher runs, container level elsewhere', { timeout: 600_000 }, () => {
   before(async () => {
-    stack = await startLocalStack({ name: `approaches-${process.pid}`, dir: join(tmpdir(), `ums-ap-${process.pid}`), hosts: DEFAULT_HOSTS, agentEnv: { UMS_CHUNK_MIB: '1' } });
+    stack = await startLocalStack({
+      name: `approaches-${process.pid}`,
+      dir: join(tmpdir(), `ums-ap-${process.pid}`),
+      hosts: DEFAULT_HOSTS,
+      agentEnv: { UMS_CHUNK_MIB: '1' },
+    });
     bus = await connectNatsBus({ servers: stack.info.natsUrl, name: 'approaches-test' });
     source = stack.hosts.get(SOURCE) as PodmanHost;
     destination = stack.hosts.get(DESTINATION) as PodmanHost;
@@ -65,7 +78,11 @@ describe('approach detection: service level where the launcher runs, container l
   it('reports what each host can do', async () => {
     const { code, json } = await ums(['agents']);
     assert.equal(code, 0);
-    const agents = json as unknown as Array<{ agentId: string; approaches: string[]; capabilities?: { containerLevel: { available: boolean }; orchestratorLevel: { available: boolean; reason?: string } } }>;
+    const agents = json as unknown as Array<{
+      agentId: string;
+      approaches: string[];
+      capabilities?: { containerLevel: { available: boolean }; orchestratorLevel: { available: boolean; reason?: string } };
+    }>;
     for (const agent of agents) {
       assert.deepEqual(agent.approaches, ['container', 'service'], agent.agentId);
       assert.equal(agent.capabilities?.containerLevel.available, true);
@@ -91,7 +108,9 @@ describe('approach detection: service level where the launcher runs, container l
     assert.ok(flow.continuous, `the count broke: ${JSON.stringify(flow.break)}`);
     assert.ok(followed.length > 3 && ticks.length > followed.length + 3, 'ticks on both sides of the move');
     const timeline = run.json.timeline as { frozenMs: number; totalMs: number };
-    console.log(`service level, single process: total ${timeline.totalMs} ms, frozen ${timeline.frozenMs} ms, counter gap ${flow.maxGapMs} ms`);
+    console.log(
+      `service level, single process: total ${timeline.totalMs} ms, frozen ${timeline.frozenMs} ms, counter gap ${flow.maxGapMs} ms`,
+    );
     const left = JSON.parse((await source.podman(['ps', '-a', '--format', 'json'])).stdout) as Array<{ Names: string[] }>;
     assert.ok(!left.some((c) => c.Names.includes(name)), 'the source container is gone');
     await destination.podman(['rm', '-f', '-t', '0', name]);
@@ -126,7 +145,17 @@ describe('approach detection: service level where the launcher runs, container l
   it('moves a multi-process container without the launcher at container level; every process keeps its state', async () => {
     const name = 'plain-multi';
     // The same five processes, started directly: no launcher, so no service level.
-    await source.podman(['run', '-d', '--name', name, '--entrypoint', '/usr/local/bin/multi-counter', '-e', 'COUNTER_TICK_MS=100', DEFAULT_LAUNCHED_MULTI_COUNTER_IMAGE]);
+    await source.podman([
+      'run',
+      '-d',
+      '--name',
+      name,
+      '--entrypoint',
+      '/usr/local/bin/multi-counter',
+      '-e',
+      'COUNTER_TICK_MS=100',
+      DEFAULT_LAUNCHED_MULTI_COUNTER_IMAGE,
+    ]);
     for (let i = 0; i < 100; i++) {
       const listed = (await bus.agents.get(SOURCE))?.value.containers.find((c) => c.name === name);
       if (listed?.traits?.launcher) break;
@@ -154,7 +183,11 @@ describe('approach detection: service level where the launcher runs, container l
  * Migrates while following the source's log until the source container stops (service level starts a
  * fresh container at the destination, whose log begins at the restore); asserts it ran at `approach`.
  */
-async function migrateFollowing<T>(name: string, approach: string, parse: (text: string) => T[]): Promise<{ run: Awaited<ReturnType<typeof ums>>; followed: T[] }> {
+async function migrateFollowing<T>(
+  name: string,
+  approach: string,
+  parse: (text: string) => T[],
+): Promise<{ run: Awaited<ReturnType<typeof ums>>; followed: T[] }> {
   const follower = followTicks(source.url, name, parse);
   await sleep(1_000);
   const run = await ums(['migrate', name, '--to', DESTINATION]);
@@ -172,13 +205,20 @@ function labelled(text: string): Array<LabelledTick & { label: string }> {
 }
 
 /** Both counters and both labelling shells went on from where they were, never restarting. */
-function assertEveryProcessContinued(before: Array<LabelledTick & { label: string }>, after: Array<LabelledTick & { label: string }>): void {
+function assertEveryProcessContinued(
+  before: Array<LabelledTick & { label: string }>,
+  after: Array<LabelledTick & { label: string }>,
+): void {
   for (const label of ['a', 'b']) {
     const source = before.filter((t) => t.label === label);
-    const ticks = joinTicks(source, after.filter((t) => t.label === label));
+    const ticks = joinTicks(
+      source,
+      after.filter((t) => t.label === label),
+    );
     const flow = continuity(ticks);
     assert.ok(flow.continuous, `${label}: the count broke: ${JSON.stringify(flow.break)}`);
     assert.ok(ticks.length > source.length + 3, `${label}: counted on after the move`);
-    for (let i = 1; i < ticks.length; i++) assert.equal(ticks[i]?.lines, (ticks[i - 1]?.lines ?? 0) + 1, `${label}: the labelling shell's count continues`);
+    for (let i = 1; i < ticks.length; i++)
+      assert.equal(ticks[i]?.lines, (ticks[i - 1]?.lines ?? 0) + 1, `${label}: the labelling shell's count continues`);
   }
 }

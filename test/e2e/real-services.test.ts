@@ -78,14 +78,25 @@ interface PlanSummary {
 }
 
 const ums = <T>(args: string[]) => umsJson<T>(stack.info.natsUrl, args);
-const wanAddress = (agentId: string): string => stack.info.hosts.find((h) => h.agentId === agentId)?.wanAddress ?? assert.fail(`no host ${agentId}`);
+const wanAddress = (agentId: string): string =>
+  stack.info.hosts.find((h) => h.agentId === agentId)?.wanAddress ?? assert.fail(`no host ${agentId}`);
 
-async function inspect(host: PodmanHost, name: string): Promise<{ running: boolean; pid: number; startedAt: string; checkpointed: boolean } | undefined> {
+async function inspect(
+  host: PodmanHost,
+  name: string,
+): Promise<{ running: boolean; pid: number; startedAt: string; checkpointed: boolean } | undefined> {
   const list = JSON.parse((await host.podman(['ps', '-a', '--format', 'json'])).stdout) as Array<{ Names: string[] }>;
   if (!list.some((c) => c.Names[0] === name)) return undefined;
-  const [state] = JSON.parse((await host.podman(['inspect', name])).stdout) as Array<{ State: { Running: boolean; Pid: number; StartedAt: string; Checkpointed?: boolean } }>;
+  const [state] = JSON.parse((await host.podman(['inspect', name])).stdout) as Array<{
+    State: { Running: boolean; Pid: number; StartedAt: string; Checkpointed?: boolean };
+  }>;
   assert.ok(state !== undefined);
-  return { running: state.State.Running, pid: state.State.Pid, startedAt: state.State.StartedAt, checkpointed: state.State.Checkpointed === true };
+  return {
+    running: state.State.Running,
+    pid: state.State.Pid,
+    startedAt: state.State.StartedAt,
+    checkpointed: state.State.Checkpointed === true,
+  };
 }
 
 async function pidOf(host: PodmanHost, name: string): Promise<number> {
@@ -97,10 +108,13 @@ async function pidOf(host: PodmanHost, name: string): Promise<number> {
 /** Waits until the source agent's registration describes the container's connections as wanted, then returns the plan. */
 async function planWhen(name: string, to: string, ready: (plan: PlanSummary) => boolean): Promise<PlanSummary> {
   let last: PlanSummary | undefined;
-  await waitFor(async () => {
-    last = (await ums<PlanSummary>(['plan', name, '--to', to])).json;
-    return ready(last);
-  }, `the plan of ${name} to show its connections (last: ${JSON.stringify(last?.connections)})`);
+  await waitFor(
+    async () => {
+      last = (await ums<PlanSummary>(['plan', name, '--to', to])).json;
+      return ready(last);
+    },
+    `the plan of ${name} to show its connections (last: ${JSON.stringify(last?.connections)})`,
+  );
   return last as PlanSummary;
 }
 
@@ -132,7 +146,15 @@ describe('real services (redis, memcached) through the whole stack', { timeout: 
     const bin = join(STACK_DIR, 'bin');
     await mkdir(bin, { recursive: true });
     holdLock = join(bin, 'hold-lock');
-    await execFileAsync('gcc', ['-static', '-O2', '-Wall', '-Wextra', '-o', holdLock, repoPath('test', 'fixtures', 'hold-lock', 'hold-lock.c')]);
+    await execFileAsync('gcc', [
+      '-static',
+      '-O2',
+      '-Wall',
+      '-Wextra',
+      '-o',
+      holdLock,
+      repoPath('test', 'fixtures', 'hold-lock', 'hold-lock.c'),
+    ]);
     // Both agents registered, whichever case runs first.
     await waitFor(async () => {
       const agents = (await ums<Array<{ agentId: string }>>(['agents'])).json.map((a) => a.agentId);
@@ -146,7 +168,17 @@ describe('real services (redis, memcached) through the whole stack', { timeout: 
 
   it('redis: the inner client keeps its connection, the outside client is reset, reconnects, and loses no acknowledged write', async () => {
     const name = 'redis';
-    await azure.podman(['run', '-d', '--name', name, '-p', `${REDIS_PORT}:${REDIS_PORT}`, '-e', `${INNER_CLIENT_ENV}=1`, DEFAULT_REDIS_IMAGE]);
+    await azure.podman([
+      'run',
+      '-d',
+      '--name',
+      name,
+      '-p',
+      `${REDIS_PORT}:${REDIS_PORT}`,
+      '-e',
+      `${INNER_CLIENT_ENV}=1`,
+      DEFAULT_REDIS_IMAGE,
+    ]);
     const pidA = await pidOf(azure, name);
     await waitFor(async () => Number(await redis(pidA, 'GET', INNER_COUNT_KEY)) >= 10, 'the inner client counting on the source');
     assert.equal(await redis(pidA, 'DEBUG', 'POPULATE', String(REDIS_KEYS), 'ums', '128'), 'OK');
@@ -155,14 +187,24 @@ describe('real services (redis, memcached) through the whole stack', { timeout: 
     await redis(pidA, 'ZADD', 'ums:zset', '1', 'one', '2', 'two');
     const digestBefore = await redisDigest(pidA, CLIENT_KEYS);
 
-    const writer = new OutsideRedisWriter(outside.spawn('redis-cli', ['-h', wanAddress(AZURE), '-p', String(REDIS_PORT)], { stdio: ['pipe', 'pipe', 'pipe'] }), OUTSIDE_LOG);
+    const writer = new OutsideRedisWriter(
+      outside.spawn('redis-cli', ['-h', wanAddress(AZURE), '-p', String(REDIS_PORT)], { stdio: ['pipe', 'pipe', 'pipe'] }),
+      OUTSIDE_LOG,
+    );
     await writer.waitForAcks(20);
 
-    const plan = await planWhen(name, GCP, (p) => /^1 connection/.test(p.connections?.kept ?? '') && (p.connections?.closed ?? '').includes(outside.address));
+    const plan = await planWhen(
+      name,
+      GCP,
+      (p) => /^1 connection/.test(p.connections?.kept ?? '') && (p.connections?.closed ?? '').includes(outside.address),
+    );
     assert.equal(plan.ok, true);
     assert.equal(plan.approach, 'container');
     assert.match(plan.connections?.kept ?? '', /^1 connection\(s\) with both ends inside the container: kept/);
-    assert.match(plan.connections?.closed ?? '', new RegExp(`^1 connection\\(s\\) with outside peers \\(${outside.address.replace(/\./g, '\\.')}:\\d+\\): reset at the freeze`));
+    assert.match(
+      plan.connections?.closed ?? '',
+      new RegExp(`^1 connection\\(s\\) with outside peers \\(${outside.address.replace(/\./g, '\\.')}:\\d+\\): reset at the freeze`),
+    );
     assert.deepEqual(plan.connections?.republished, [`${REDIS_PORT} -> ${REDIS_PORT}/tcp`]);
 
     const innerBefore = innerRedisClient(await redis(pidA, 'CLIENT', 'LIST'));
@@ -173,8 +215,15 @@ describe('real services (redis, memcached) through the whole stack', { timeout: 
 
     // The outside client's connection ended: redis-cli reported the reset (or, retrying, the refusal) and exited.
     const end = await Promise.race([writer.ended, sleep(30_000).then(() => undefined)]);
-    assert.ok(end !== undefined, `the outside client's connection did not end (acks ${writer.acknowledged.length}, errors ${writer.errors.join(' | ')})`);
-    assert.match(end.error ?? '', /Connection reset by peer|Could not connect to Redis|Connection refused|Network is unreachable|Server closed the connection/, `how it ended: ${JSON.stringify(end)}`);
+    assert.ok(
+      end !== undefined,
+      `the outside client's connection did not end (acks ${writer.acknowledged.length}, errors ${writer.errors.join(' | ')})`,
+    );
+    assert.match(
+      end.error ?? '',
+      /Connection reset by peer|Could not connect to Redis|Connection refused|Network is unreachable|Server closed the connection/,
+      `how it ended: ${JSON.stringify(end)}`,
+    );
     assert.equal(end.exitCode, 0, 'redis-cli exited at the end of its input');
     const acknowledged = writer.acknowledged;
     assert.ok(acknowledged.length >= 20);
@@ -182,7 +231,10 @@ describe('real services (redis, memcached) through the whole stack', { timeout: 
     // On the destination: the dataset, the inner client's very connection, counting on.
     const pidB = await pidOf(gcp, name);
     assert.equal(await redisDigest(pidB, CLIENT_KEYS), digestBefore, 'every loaded key and value is the same');
-    await waitFor(async () => Number(await redis(pidB, 'GET', INNER_COUNT_KEY)) > countBefore + 5, 'the inner client counting on the destination');
+    await waitFor(
+      async () => Number(await redis(pidB, 'GET', INNER_COUNT_KEY)) > countBefore + 5,
+      'the inner client counting on the destination',
+    );
     const innerAfter = innerRedisClient(await redis(pidB, 'CLIENT', 'LIST'));
     assert.equal(innerAfter.id, innerBefore.id, 'the inner client is the same connection (same client id)');
     assert.equal(innerAfter.addr, innerBefore.addr, 'from the same source port');
@@ -194,7 +246,9 @@ describe('real services (redis, memcached) through the whole stack', { timeout: 
     const stored = new Set(log.out.split('\n').map(Number));
     const lost = acknowledged.filter((n) => !stored.has(n));
     assert.deepEqual(lost, [], `acknowledged writes missing on the destination (of ${acknowledged.length})`);
-    console.log(`redis: ${acknowledged.length} acknowledged outside writes, all on ${GCP} (list length ${length.out}); the outside client ended with: ${end.error}`);
+    console.log(
+      `redis: ${acknowledged.length} acknowledged outside writes, all on ${GCP} (list length ${length.out}); the outside client ended with: ${end.error}`,
+    );
 
     assert.equal(await inspect(azure, name), undefined, 'the source no longer has the container');
     const refused = await redisFromOutside(AZURE, REDIS_PORT, 'PING');
@@ -203,9 +257,19 @@ describe('real services (redis, memcached) through the whole stack', { timeout: 
     await removeEverywhere(name);
   });
 
-  it('memcached: items intact, the inner connection the same, memcached\'s own tools read them at the destination', async () => {
+  it("memcached: items intact, the inner connection the same, memcached's own tools read them at the destination", async () => {
     const name = 'memcached';
-    await azure.podman(['run', '-d', '--name', name, '-p', `${MEMCACHED_PORT}:${MEMCACHED_PORT}`, '-e', `${INNER_CLIENT_ENV}=1`, DEFAULT_MEMCACHED_IMAGE]);
+    await azure.podman([
+      'run',
+      '-d',
+      '--name',
+      name,
+      '-p',
+      `${MEMCACHED_PORT}:${MEMCACHED_PORT}`,
+      '-e',
+      `${INNER_CLIENT_ENV}=1`,
+      DEFAULT_MEMCACHED_IMAGE,
+    ]);
     const pidA = await pidOf(azure, name);
     await waitFor(async () => (await memcachedCount(pidA)) >= 10, 'the inner client counting on the source');
     const items = new Map<string, string>();
@@ -221,7 +285,11 @@ describe('real services (redis, memcached) through the whole stack', { timeout: 
 
     const pidB = await pidOf(gcp, name);
     await waitFor(async () => (await memcachedCount(pidB)) > countBefore + 5, 'the inner client counting on the destination');
-    assert.deepEqual(innerMemcachedConnection(await memcached(pidB, 'stats conns\r\n')), innerBefore, 'the inner client is the same connection (same fd, same source port)');
+    assert.deepEqual(
+      innerMemcachedConnection(await memcached(pidB, 'stats conns\r\n')),
+      innerBefore,
+      'the inner client is the same connection (same fd, same source port)',
+    );
     assert.equal(memcachedStat(await memcached(pidB, 'stats\r\n'), 'curr_items'), itemsBefore);
     const keys = [...items.keys()];
     for (let i = 0; i < keys.length; i += 500) {
@@ -244,26 +312,44 @@ describe('real services (redis, memcached) through the whole stack', { timeout: 
     const port = 6380;
     const lockFile = '/var/lib/redis/ums.lock';
     await azure.podman([
-      'run', '-d', '--name', name,
-      '-p', `${port}:${REDIS_PORT}`,
-      '-v', `${volume}:/data`,
-      '-v', '/anon',
-      '-e', 'UMS_SETTING=carried-over',
-      '-v', `${holdLock}:/usr/local/bin/hold-lock:ro`,
+      'run',
+      '-d',
+      '--name',
+      name,
+      '-p',
+      `${port}:${REDIS_PORT}`,
+      '-v',
+      `${volume}:/data`,
+      '-v',
+      '/anon',
+      '-e',
+      'UMS_SETTING=carried-over',
+      '-v',
+      `${holdLock}:/usr/local/bin/hold-lock:ro`,
       // The lock holder is in the container's own process tree (a `podman exec` process would not move).
-      '--entrypoint', 'sh', DEFAULT_REDIS_IMAGE,
-      '-c', `hold-lock ${lockFile} & exec /usr/local/bin/ums-redis-entrypoint`,
+      '--entrypoint',
+      'sh',
+      DEFAULT_REDIS_IMAGE,
+      '-c',
+      `hold-lock ${lockFile} & exec /usr/local/bin/ums-redis-entrypoint`,
     ]);
     await pidOf(azure, name);
-    await azure.podman(['exec', name, 'sh', '-c', [
-      'echo named-volume > /data/f',
-      'echo anonymous-volume > /anon/f',
-      'echo shm > /dev/shm/f',
-      'echo added > /added.txt',
-      'rm /etc/redis/redis.conf',
-    ].join(' && ')]);
+    await azure.podman([
+      'exec',
+      name,
+      'sh',
+      '-c',
+      [
+        'echo named-volume > /data/f',
+        'echo anonymous-volume > /anon/f',
+        'echo shm > /dev/shm/f',
+        'echo added > /added.txt',
+        'rm /etc/redis/redis.conf',
+      ].join(' && '),
+    ]);
     // hold-lock -n: exit 1 when another open file description holds the lock (flock -n).
-    const tryLock = async (host: PodmanHost) => (await host.podman(['exec', name, 'sh', '-c', `hold-lock -n ${lockFile}; echo "exit=$?"`])).stdout.trim();
+    const tryLock = async (host: PodmanHost) =>
+      (await host.podman(['exec', name, 'sh', '-c', `hold-lock -n ${lockFile}; echo "exit=$?"`])).stdout.trim();
     await waitFor(async () => (await tryLock(azure)) === 'held\nexit=1', 'the lock held on the source');
     const diffBefore = (await azure.podman(['diff', name])).stdout.split('\n').filter(Boolean).sort();
     assert.ok(diffBefore.includes('A /added.txt') && diffBefore.includes('D /etc/redis/redis.conf'), diffBefore.join(', '));
@@ -279,12 +365,20 @@ describe('real services (redis, memcached) through the whole stack', { timeout: 
       assert.equal(await exec('cat /anon/f'), 'anonymous-volume', `anonymous volume on ${agentId}`);
       assert.equal(await exec('cat /dev/shm/f'), 'shm', `/dev/shm on ${agentId}`);
       assert.equal(await exec('cat /added.txt'), 'added', `added file on ${agentId}`);
-      assert.equal(await exec('test -e /etc/redis/redis.conf && echo present || echo deleted'), 'deleted', `deleted image file on ${agentId}`);
+      assert.equal(
+        await exec('test -e /etc/redis/redis.conf && echo present || echo deleted'),
+        'deleted',
+        `deleted image file on ${agentId}`,
+      );
       assert.equal(await exec('echo "$UMS_SETTING"'), 'carried-over', `environment of a new process on ${agentId}`);
       // The lock holder's: redis-server rewrites its own environ block for its process title.
       const holderEnv = 'for c in /proc/[0-9]*/comm; do [ "$(cat $c)" = hold-lock ] && tr "\\0" "\\n" < ${c%/comm}/environ; done; true';
       assert.match(await exec(holderEnv), /^UMS_SETTING=carried-over$/m, `environment of a restored process on ${agentId}`);
-      assert.deepEqual((await host.podman(['diff', name])).stdout.split('\n').filter(Boolean).sort(), diffBefore, `the same rootfs changes on ${agentId}`);
+      assert.deepEqual(
+        (await host.podman(['diff', name])).stdout.split('\n').filter(Boolean).sort(),
+        diffBefore,
+        `the same rootfs changes on ${agentId}`,
+      );
       assert.equal(await tryLock(host), 'held\nexit=1', `the lock is still held on ${agentId}`);
       const got = await redisFromOutside(agentId, port, 'GET', 'settings:key');
       assert.deepEqual(got, { ok: true, out: 'in-memory' }, `the published port ${port} answers at ${agentId}'s address`);
@@ -304,13 +398,27 @@ describe('real services (redis, memcached) through the whole stack', { timeout: 
 
   it('refuses before any freeze, the service untouched: a port taken at the destination, a non-root process, an unknown destination', async () => {
     const name = 'redis-stays';
-    await azure.podman(['run', '-d', '--name', name, '-p', `${REDIS_PORT}:${REDIS_PORT}`, '-e', `${INNER_CLIENT_ENV}=1`, DEFAULT_REDIS_IMAGE]);
+    await azure.podman([
+      'run',
+      '-d',
+      '--name',
+      name,
+      '-p',
+      `${REDIS_PORT}:${REDIS_PORT}`,
+      '-e',
+      `${INNER_CLIENT_ENV}=1`,
+      DEFAULT_REDIS_IMAGE,
+    ]);
     const pid = await pidOf(azure, name);
     const startedAt = (await inspect(azure, name))?.startedAt;
     await waitFor(async () => Number(await redis(pid, 'GET', INNER_COUNT_KEY)) >= 10, 'the inner client counting');
-    const writer = new OutsideRedisWriter(outside.spawn('redis-cli', ['-h', wanAddress(AZURE), '-p', String(REDIS_PORT)], { stdio: ['pipe', 'pipe', 'pipe'] }), OUTSIDE_LOG);
+    const writer = new OutsideRedisWriter(
+      outside.spawn('redis-cli', ['-h', wanAddress(AZURE), '-p', String(REDIS_PORT)], { stdio: ['pipe', 'pipe', 'pipe'] }),
+      OUTSIDE_LOG,
+    );
     await writer.waitForAcks(10);
-    const outsideClient = () => redis(pid, 'CLIENT', 'LIST').then((list) => redisClients(list).filter((c) => c.addr.startsWith(`${outside.address}:`)));
+    const outsideClient = () =>
+      redis(pid, 'CLIENT', 'LIST').then((list) => redisClients(list).filter((c) => c.addr.startsWith(`${outside.address}:`)));
     const [outsideBefore] = await outsideClient();
     assert.ok(outsideBefore !== undefined, 'the outside client is connected');
     const innerBefore = innerRedisClient(await redis(pid, 'CLIENT', 'LIST'));
@@ -349,13 +457,28 @@ describe('real services (redis, memcached) through the whole stack', { timeout: 
 
     // (b) A process running as another user: CRIU could not read its rlimits here, so the source refuses.
     const counter = 'counter-uid1000';
-    await azure.podman(['run', '-d', '--name', counter, '--user', '1000', '-e', 'COUNTER_MARKER=/dev/shm/started', '-e', 'COUNTER_TICK_MS=100', stack.info.image]);
+    await azure.podman([
+      'run',
+      '-d',
+      '--name',
+      counter,
+      '--user',
+      '1000',
+      '-e',
+      'COUNTER_MARKER=/dev/shm/started',
+      '-e',
+      'COUNTER_TICK_MS=100',
+      stack.info.image,
+    ]);
     await waitFor(async () => (await readTicks(azure.url, counter)).length >= 5, 'the uid 1000 counter ticking');
     const nonRoot = await ums<MigrateResult>(['migrate', counter, '--to', GCP]);
     assert.equal(nonRoot.code, 1);
     // The planner refuses it when the source's registration already tells (approach-infeasible); the source
     // agent's own check before the freeze otherwise (not-checkpointable). Either way, nothing was frozen.
-    assert.ok(['approach-infeasible', 'not-checkpointable'].includes(nonRoot.json.code ?? ''), `${nonRoot.json.code}: ${nonRoot.json.reason}`);
+    assert.ok(
+      ['approach-infeasible', 'not-checkpointable'].includes(nonRoot.json.code ?? ''),
+      `${nonRoot.json.code}: ${nonRoot.json.reason}`,
+    );
     assert.match(nonRoot.json.reason ?? '', /uid 1000/);
     assert.match(nonRoot.json.reason ?? '', /CAP_SYS_RESOURCE/);
     assert.equal(nonRoot.json.runningOn, AZURE);
@@ -366,7 +489,7 @@ describe('real services (redis, memcached) through the whole stack', { timeout: 
     await removeEverywhere(counter);
   });
 
-  it('a failure only CRIU finds (a unix socket connected outside the container) is told in CRIU\'s words; the service runs on', async () => {
+  it("a failure only CRIU finds (a unix socket connected outside the container) is told in CRIU's words; the service runs on", async () => {
     const name = 'redis-ext-unix';
     const port = 6381;
     const socketDir = join(STACK_DIR, 'ext');
@@ -382,9 +505,19 @@ describe('real services (redis, memcached) through the whole stack', { timeout: 
     try {
       // redis-cli in the container's process tree holds a connection to a unix socket served on the host.
       await azure.podman([
-        'run', '-d', '--name', name, '-p', `${port}:${REDIS_PORT}`, '-v', `${socketDir}:/ext`,
-        '--entrypoint', 'sh', DEFAULT_REDIS_IMAGE,
-        '-c', '(sleep 100000 | redis-cli -s /ext/peer.sock) & exec /usr/local/bin/ums-redis-entrypoint',
+        'run',
+        '-d',
+        '--name',
+        name,
+        '-p',
+        `${port}:${REDIS_PORT}`,
+        '-v',
+        `${socketDir}:/ext`,
+        '--entrypoint',
+        'sh',
+        DEFAULT_REDIS_IMAGE,
+        '-c',
+        '(sleep 100000 | redis-cli -s /ext/peer.sock) & exec /usr/local/bin/ums-redis-entrypoint',
       ]);
       const pid = await pidOf(azure, name);
       await waitFor(async () => peers.length === 1, 'the container connected to the host socket');
@@ -393,8 +526,8 @@ describe('real services (redis, memcached) through the whole stack', { timeout: 
       const failed = await ums<MigrateResult>(['migrate', name, '--to', GCP]);
       assert.equal(failed.code, 1);
       assert.equal(failed.json.phase, 'checkpoint');
-      assert.match(failed.json.reason ?? '', /External socket is used/, 'CRIU\'s own words');
-      assert.doesNotMatch(failed.json.reason ?? '', /runc|exit status/, 'not the runtime\'s command line');
+      assert.match(failed.json.reason ?? '', /External socket is used/, "CRIU's own words");
+      assert.doesNotMatch(failed.json.reason ?? '', /runc|exit status/, "not the runtime's command line");
       assert.equal(failed.json.runningOn, AZURE);
 
       // CRIU let the tasks go: the same process serves, its unix peer still connected, outside clients let in again.

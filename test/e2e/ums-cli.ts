@@ -7,7 +7,10 @@ const cli = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'cli', 'um
 /** Runs the real `ums` CLI against a stack's broker; what it printed, and its exit code. */
 export function umsText(natsUrl: string, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [cli, ...args], { env: { ...process.env, NATS_URL: natsUrl }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [cli, ...args], {
+      env: { ...process.env, NATS_URL: natsUrl },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));

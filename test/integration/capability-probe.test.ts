@@ -130,7 +130,10 @@ describe('capability probe', { timeout: 300_000 }, () => {
     assert.deepEqual(old.launcher, { available: false, version: '0.0.9', reason: 'launcher 0.0.9 cannot checkpoint: upgrade the image' });
     const unconfigured = await probeContainerTraits('web', { hostDir: launcherDir });
     assert.match(unconfigured.launcher?.reason ?? '', /no launcher client configured/);
-    const nonsense = await probeContainerTraits('web', { hostDir: launcherDir, probeLauncher: async () => ({ available: true, processCount: -1 }) });
+    const nonsense = await probeContainerTraits('web', {
+      hostDir: launcherDir,
+      probeLauncher: async () => ({ available: true, processCount: -1 }),
+    });
     assert.match(nonsense.launcher?.reason ?? '', /answered something unexpected: processCount/);
     assert.throws(() => launcherSocketPath('../etc', launcherDir), /invalid container name/);
   });
@@ -141,9 +144,20 @@ describe('capability probe', { timeout: 300_000 }, () => {
     let criuCalls = 0;
     let launcherCalls = 0;
     const probe = new CapabilityProbe({
-      engine: { info: () => { infoCalls++; return engine.info(); } },
-      criuCheck: () => { criuCalls++; return runCriuCheck(); },
-      probeLauncher: async () => { launcherCalls++; return { available: true, version: '0.1.0', processCount: 1, memoryBytes: 24 * MiB }; },
+      engine: {
+        info: () => {
+          infoCalls++;
+          return engine.info();
+        },
+      },
+      criuCheck: () => {
+        criuCalls++;
+        return runCriuCheck();
+      },
+      probeLauncher: async () => {
+        launcherCalls++;
+        return { available: true, version: '0.1.0', processCount: 1, memoryBytes: 24 * MiB };
+      },
       launcherHostDir: launcherDir,
       hostTtlMs: 10_000,
       containerTtlMs: 15_000,
@@ -176,7 +190,10 @@ describe('capability probe', { timeout: 300_000 }, () => {
     let failures = 0;
     const failing = new CapabilityProbe({
       engine,
-      criuCheck: async () => { failures++; return { ok: false, command: 'criu', detail: 'criu check failed: Looks bad' }; },
+      criuCheck: async () => {
+        failures++;
+        return { ok: false, command: 'criu', detail: 'criu check failed: Looks bad' };
+      },
       hostTtlMs: 1,
       criuRetryMs: 60_000,
       now: () => clock,
@@ -195,9 +212,23 @@ describe('capability probe', { timeout: 300_000 }, () => {
     const name = 'launched';
     const control = launcherControlDir(name, launcherDir);
     await mkdir(control, { recursive: true });
-    await podmanHost.podman(['run', '-d', '--name', name, ...launcherRunArgs(control), '-e', 'COUNTER_MEM_MIB=16', DEFAULT_LAUNCHED_COUNTER_IMAGE]);
+    await podmanHost.podman([
+      'run',
+      '-d',
+      '--name',
+      name,
+      ...launcherRunArgs(control),
+      '-e',
+      'COUNTER_MEM_MIB=16',
+      DEFAULT_LAUNCHED_COUNTER_IMAGE,
+    ]);
     const serviceLevel = new ServiceLevel(engine, launcherDir, 'host cp');
-    const probe = new CapabilityProbe({ engine, probeLauncher: (container) => serviceLevel.probe(container), launcherHostDir: launcherDir, containerTtlMs: 0 });
+    const probe = new CapabilityProbe({
+      engine,
+      probeLauncher: (container) => serviceLevel.probe(container),
+      launcherHostDir: launcherDir,
+      containerTtlMs: 0,
+    });
     let traits = await probe.container(name);
     // The launcher answers at once; the counter needs a moment to start and fill its memory.
     for (let i = 0; i < 100 && !(traits.launcher?.available && (traits.memoryBytes ?? 0) > 16 * MiB); i++) {

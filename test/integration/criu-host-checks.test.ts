@@ -43,7 +43,7 @@ function withCapability(image: Buffer, word: number, bit: number): Buffer {
   const entry = body.subarray(entryStart, entryStart + entryLength);
   const out: number[] = [];
   let index = 0;
-  for (let at = 0; at < entry.length; ) {
+  for (let at = 0; at < entry.length;) {
     const tag = entry[at++] as number;
     if ((tag & 7) === 0) {
       let [value, next] = readVarint(entry, at);
@@ -65,11 +65,15 @@ function withCapability(image: Buffer, word: number, bit: number): Buffer {
 describe('host checks with the real CRIU', async () => {
   const criu = await resolveCriu();
 
-  it('finds that this CRIU checkpoints and restores TCP sockets, and dumps the CPU\'s features', { skip: criu === undefined && 'no criu on this host' }, async () => {
-    const facts = await probeCriuFacts(criu as string);
-    assert.equal(facts.sockets.available, true, facts.sockets.reason);
-    assert.ok(facts.cpuinfo !== undefined && Buffer.from(facts.cpuinfo, 'base64').length > 12);
-  });
+  it(
+    "finds that this CRIU checkpoints and restores TCP sockets, and dumps the CPU's features",
+    { skip: criu === undefined && 'no criu on this host' },
+    async () => {
+      const facts = await probeCriuFacts(criu as string);
+      assert.equal(facts.sockets.available, true, facts.sockets.reason);
+      assert.ok(facts.cpuinfo !== undefined && Buffer.from(facts.cpuinfo, 'base64').length > 12);
+    },
+  );
 
   it('says where the socket check is missing, instead of guessing', { skip: criu === undefined && 'no criu on this host' }, async () => {
     const facts = await probeCriuFacts(criu as string, '/nonexistent/criu-socket-check');
@@ -77,14 +81,21 @@ describe('host checks with the real CRIU', async () => {
     assert.match(facts.sockets.reason ?? '', /not installed \(infra\/host-setup\.sh installs it\)/);
   });
 
-  it('accepts the source\'s CPU when it is this one, and refuses one with an instruction set this CPU lacks', { skip: criu === undefined && 'no criu on this host' }, async () => {
-    const own = await dumpCpuinfo(criu as string);
-    assert.deepEqual(await checkCpuinfo(criu as string, own), { compatible: true });
-    // Word 18 (CPUID 7 EDX) bit 3: AVX512_4FMAPS, an AVX-512 extension of Xeon Phi only: no cloud VM has it.
-    const richer = withCapability(Buffer.from(own, 'base64'), 18, 3);
-    assert.notEqual(richer.toString('base64'), own, 'this CPU must not have the feature for the test to mean anything');
-    const verdict = await checkCpuinfo(criu as string, richer.toString('base64'));
-    assert.equal(verdict.compatible, false);
-    assert.match(verdict.compatible ? '' : verdict.reason, /lacks instruction-set features .*CPU instruction capabilities do not match run time/);
-  });
+  it(
+    "accepts the source's CPU when it is this one, and refuses one with an instruction set this CPU lacks",
+    { skip: criu === undefined && 'no criu on this host' },
+    async () => {
+      const own = await dumpCpuinfo(criu as string);
+      assert.deepEqual(await checkCpuinfo(criu as string, own), { compatible: true });
+      // Word 18 (CPUID 7 EDX) bit 3: AVX512_4FMAPS, an AVX-512 extension of Xeon Phi only: no cloud VM has it.
+      const richer = withCapability(Buffer.from(own, 'base64'), 18, 3);
+      assert.notEqual(richer.toString('base64'), own, 'this CPU must not have the feature for the test to mean anything');
+      const verdict = await checkCpuinfo(criu as string, richer.toString('base64'));
+      assert.equal(verdict.compatible, false);
+      assert.match(
+        verdict.compatible ? '' : verdict.reason,
+        /lacks instruction-set features .*CPU instruction capabilities do not match run time/,
+      );
+    },
+  );
 });

@@ -73,16 +73,33 @@ describe('kubelet checkpoint adapter against recorded kubelet answers', { timeou
     await mkdir(checkpointsDir);
     // A kubelet's self-signed serving certificate, for 127.0.0.1 (Node has no X.509 API; openssl does).
     await execFileAsync('openssl', [
-      'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1',
-      '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem'),
-      '-subj', '/CN=node-a@1700000000', '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost',
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-days',
+      '1',
+      '-keyout',
+      join(dir, 'key.pem'),
+      '-out',
+      join(dir, 'cert.pem'),
+      '-subj',
+      '/CN=node-a@1700000000',
+      '-addext',
+      'subjectAltName=IP:127.0.0.1,DNS:localhost',
     ]);
     ca = await readFile(join(dir, 'cert.pem'), 'utf8');
     archiveBytes = await makeCheckpointTar(join(dir, 'ctr'), join(checkpointsDir, ARCHIVE_NAME));
 
     server = createServer({ key: await readFile(join(dir, 'key.pem')), cert: ca }, (req, res) => {
       const parsed = new URL(req.url ?? '/', 'https://127.0.0.1');
-      requests.push({ method: req.method ?? '', path: parsed.pathname, query: parsed.searchParams, authorization: req.headers.authorization });
+      requests.push({
+        method: req.method ?? '',
+        path: parsed.pathname,
+        query: parsed.searchParams,
+        authorization: req.headers.authorization,
+      });
       const answer = replay;
       if (answer === undefined) {
         res.writeHead(599).end('no fixture set');
@@ -116,10 +133,12 @@ describe('kubelet checkpoint adapter against recorded kubelet answers', { timeou
 
   async function expectFailure(name: string, code: KubeletCheckpointErrorCode, message: RegExp): Promise<KubeletCheckpointError> {
     replay = await fixture(name);
-    const error = await client().checkpoint(ref).then(
-      () => assert.fail(`${name}: expected ${code}`),
-      (e: unknown) => e,
-    );
+    const error = await client()
+      .checkpoint(ref)
+      .then(
+        () => assert.fail(`${name}: expected ${code}`),
+        (e: unknown) => e,
+      );
     assert.ok(error instanceof KubeletCheckpointError, `${name}: ${String(error)}`);
     assert.equal(error.code, code, error.message);
     assert.match(error.message, message);
@@ -140,7 +159,10 @@ describe('kubelet checkpoint adapter against recorded kubelet answers', { timeou
     assert.equal(result.archivePath, join(checkpointsDir, ARCHIVE_NAME));
     assert.deepEqual(result.items, [result.archivePath]);
     assert.equal(result.checkpointedAt, '2024-02-12T13:20:06Z');
-    assert.deepEqual(parseCheckpointArchiveName(result.archivePath), { podAndContainer: 'counters_default-counter', checkpointedAt: '2024-02-12T13:20:06Z' });
+    assert.deepEqual(parseCheckpointArchiveName(result.archivePath), {
+      podAndContainer: 'counters_default-counter',
+      checkpointedAt: '2024-02-12T13:20:06Z',
+    });
 
     // Without a timeout the kubelet uses the CRI default: no query at all.
     requests.length = 0;
@@ -158,10 +180,13 @@ describe('kubelet checkpoint adapter against recorded kubelet answers', { timeou
     await writeFile(tokenFile, 'second\n');
     await rotating.checkpoint(ref);
     await client({ token: undefined }).checkpoint(ref);
-    assert.deepEqual(requests.map((r) => r.authorization), ['Bearer first', 'Bearer second', undefined]);
+    assert.deepEqual(
+      requests.map((r) => r.authorization),
+      ['Bearer first', 'Bearer second', undefined],
+    );
   });
 
-  it('streams the archive from the node\'s disk, and only from the checkpoint directory', async () => {
+  it("streams the archive from the node's disk, and only from the checkpoint directory", async () => {
     const opened = await openArchive(join(checkpointsDir, ARCHIVE_NAME), { root: checkpointsDir });
     assert.equal(opened.sizeBytes, archiveBytes.length);
     const chunks: Buffer[] = [];
@@ -188,35 +213,50 @@ describe('kubelet checkpoint adapter against recorded kubelet answers', { timeou
 
   it('401 and 403 say what authentication and which RBAC rule are needed', async () => {
     await expectFailure('unauthorized', 'unauthorized', /token is missing, expired or unknown.*--authentication-token-webhook/);
-    const forbidden = await expectFailure('forbidden', 'forbidden', /bind "system:serviceaccount:ums:ums-agent" to a ClusterRole with apiGroups: \[""\], resources: \["nodes\/checkpoint"\], verbs: \["create"\]/);
+    const forbidden = await expectFailure(
+      'forbidden',
+      'forbidden',
+      /bind "system:serviceaccount:ums:ums-agent" to a ClusterRole with apiGroups: \[""\], resources: \["nodes\/checkpoint"\], verbs: \["create"\]/,
+    );
     assert.match(forbidden.detail, /subresource=checkpoint/);
   });
 
   it('500 from the runtime: CRI-O without CRIU support, and a runtime without the RPC (containerd 1.x)', async () => {
     const crio = await expectFailure('crio-without-criu', 'runtime-criu-disabled', /enable_criu_support = true/);
-    assert.equal(crio.detail, 'checkpointing of default/counters/counter failed (rpc error: code = Unknown desc = checkpoint/restore support not available)');
+    assert.equal(
+      crio.detail,
+      'checkpointing of default/counters/counter failed (rpc error: code = Unknown desc = checkpoint/restore support not available)',
+    );
     await expectFailure('containerd-unimplemented', 'runtime-unsupported', /does not implement CheckpointContainer.*needs CRI-O/);
   });
 
   it('a kubelet slower than the request timeout: a timeout error that warns the archive may still appear', async () => {
     replay = await fixture('slow');
     const started = Date.now();
-    const error = await client({ requestTimeoutMs: 400 }).checkpoint(ref, { timeoutSeconds: 1 }).then(
-      () => assert.fail('expected a timeout'),
-      (e: unknown) => e,
-    );
+    const error = await client({ requestTimeoutMs: 400 })
+      .checkpoint(ref, { timeoutSeconds: 1 })
+      .then(
+        () => assert.fail('expected a timeout'),
+        (e: unknown) => e,
+      );
     assert.ok(error instanceof KubeletCheckpointError);
     assert.equal(error.code, 'timeout');
     assert.match(error.message, /within 400 ms.*may still finish on the node.*must be removed/);
-    assert.ok(Date.now() - started < 2500, 'gave up at the request timeout, not at the server\'s delay');
+    assert.ok(Date.now() - started < 2500, "gave up at the request timeout, not at the server's delay");
   });
 
   it('refuses a kubelet whose certificate it cannot verify, and bad references before sending anything', async () => {
     replay = await fixture('success');
     const noCa = new KubeletCheckpointClient({ url, token: 'test-token', nodeName: 'node-a' });
-    await assert.rejects(noCa.checkpoint(ref), (e: unknown) => e instanceof KubeletCheckpointError && e.code === 'tls' && /UMS_KUBELET_CA_FILE/.test(e.message));
+    await assert.rejects(
+      noCa.checkpoint(ref),
+      (e: unknown) => e instanceof KubeletCheckpointError && e.code === 'tls' && /UMS_KUBELET_CA_FILE/.test(e.message),
+    );
     requests.length = 0;
-    await assert.rejects(client().checkpoint({ ...ref, pod: 'Bad_Pod' }), (e: unknown) => e instanceof KubeletCheckpointError && e.code === 'invalid-request' && /pod/.test(e.message));
+    await assert.rejects(
+      client().checkpoint({ ...ref, pod: 'Bad_Pod' }),
+      (e: unknown) => e instanceof KubeletCheckpointError && e.code === 'invalid-request' && /pod/.test(e.message),
+    );
     await assert.rejects(client().checkpoint(ref, { timeoutSeconds: 0 }), /positive integer/);
     assert.equal(requests.length, 0);
     assert.throws(() => new KubeletCheckpointClient({ url: 'http://127.0.0.1:10255' }), /must be https/);
@@ -230,7 +270,11 @@ describe('kubelet checkpoint adapter against recorded kubelet answers', { timeou
     assert.deepEqual(await client().probe(), { available: true });
     assert.equal(requests[0]?.method, 'POST');
     assert.match(requests[0]?.path ?? '', /^\/checkpoint\/ums-probe\/ums-capability-probe-nonexistent\/probe$/);
-    for (const [name, code] of [['feature-gate-off', 'feature-disabled'], ['forbidden', 'forbidden'], ['unauthorized', 'unauthorized']] as const) {
+    for (const [name, code] of [
+      ['feature-gate-off', 'feature-disabled'],
+      ['forbidden', 'forbidden'],
+      ['unauthorized', 'unauthorized'],
+    ] as const) {
       replay = await fixture(name);
       const probed = await client().probe();
       assert.equal(probed.available, false, name);
@@ -264,15 +308,25 @@ describe('kubelet checkpoint adapter against recorded kubelet answers', { timeou
       const sha = createHash('sha256').update(archiveBytes).digest('hex');
       assert.equal(image.layerDigest, `sha256:${sha}`);
       assert.deepEqual(await readFile(join(layout, 'blobs', 'sha256', sha)), archiveBytes);
-      const index = JSON.parse(await readFile(join(layout, 'index.json'), 'utf8')) as { manifests: { digest: string; annotations: Record<string, string> }[] };
+      const index = JSON.parse(await readFile(join(layout, 'index.json'), 'utf8')) as {
+        manifests: { digest: string; annotations: Record<string, string> }[];
+      };
       assert.equal(index.manifests[0]?.digest, image.manifestDigest);
       assert.equal(index.manifests[0]?.annotations['org.opencontainers.image.ref.name'], 'localhost/ums/checkpoint-counter:test');
       const manifestBytes = await readFile(join(layout, 'blobs', 'sha256', image.manifestDigest.slice(7)));
       assert.equal(`sha256:${createHash('sha256').update(manifestBytes).digest('hex')}`, image.manifestDigest);
-      const manifest = JSON.parse(manifestBytes.toString('utf8')) as { annotations: Record<string, string>; layers: { digest: string; size: number; mediaType: string }[] };
+      const manifest = JSON.parse(manifestBytes.toString('utf8')) as {
+        annotations: Record<string, string>;
+        layers: { digest: string; size: number; mediaType: string }[];
+      };
       assert.equal(manifest.annotations[CRIO_CHECKPOINT_ANNOTATION], 'counter');
-      assert.deepEqual(manifest.layers, [{ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: image.layerDigest, size: archiveBytes.length }]);
-      assert.deepEqual((await readdir(join(layout, 'blobs', 'sha256'))).sort(), [sha, image.configDigest.slice(7), image.manifestDigest.slice(7)].sort());
+      assert.deepEqual(manifest.layers, [
+        { mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: image.layerDigest, size: archiveBytes.length },
+      ]);
+      assert.deepEqual(
+        (await readdir(join(layout, 'blobs', 'sha256'))).sort(),
+        [sha, image.configDigest.slice(7), image.manifestDigest.slice(7)].sort(),
+      );
 
       // Podman loads it (oci-archive) and shows the annotation CRI-O reads; its layer is the archive's digest.
       // Short path: the API socket lives below it and unix socket paths are limited to 108 bytes.
@@ -299,7 +353,12 @@ describe('kubelet checkpoint adapter against recorded kubelet answers', { timeou
 
     it('streams from a download when size and digest are known, and refuses a corrupt or compressed archive', async () => {
       const sha = createHash('sha256').update(archiveBytes).digest('hex');
-      const ok = await buildCheckpointImageArchive({ archive: Readable.from([archiveBytes.subarray(0, 700), archiveBytes.subarray(700)]), sizeBytes: archiveBytes.length, sha256: sha, containerName: 'counter' });
+      const ok = await buildCheckpointImageArchive({
+        archive: Readable.from([archiveBytes.subarray(0, 700), archiveBytes.subarray(700)]),
+        sizeBytes: archiveBytes.length,
+        sha256: sha,
+        containerName: 'counter',
+      });
       let total = 0;
       for await (const chunk of ok.stream) total += (chunk as Buffer).length;
       assert.equal(total % 512, 0);
@@ -307,26 +366,52 @@ describe('kubelet checkpoint adapter against recorded kubelet answers', { timeou
 
       const corrupt = Buffer.from(archiveBytes);
       corrupt[2000] = (corrupt[2000] ?? 0) ^ 0xff;
-      const bad = await buildCheckpointImageArchive({ archive: Readable.from([corrupt]), sizeBytes: corrupt.length, sha256: sha, containerName: 'counter' });
+      const bad = await buildCheckpointImageArchive({
+        archive: Readable.from([corrupt]),
+        sizeBytes: corrupt.length,
+        sha256: sha,
+        containerName: 'counter',
+      });
       await assert.rejects(pipeline(bad.stream, createWriteStream(join(dir, 'bad.tar'))), /changed or is corrupt: sha256/);
 
-      const short = await buildCheckpointImageArchive({ archive: Readable.from([archiveBytes.subarray(0, 1024)]), sizeBytes: archiveBytes.length, sha256: sha, containerName: 'counter' });
+      const short = await buildCheckpointImageArchive({
+        archive: Readable.from([archiveBytes.subarray(0, 1024)]),
+        sizeBytes: archiveBytes.length,
+        sha256: sha,
+        containerName: 'counter',
+      });
       await assert.rejects(pipeline(short.stream, createWriteStream(join(dir, 'short.tar'))), /ended after 1024 of/);
 
-      await assert.rejects(buildCheckpointImageArchive({ archive: Readable.from([archiveBytes]), containerName: 'counter' }), /needs its sizeBytes and sha256/);
+      await assert.rejects(
+        buildCheckpointImageArchive({ archive: Readable.from([archiveBytes]), containerName: 'counter' }),
+        /needs its sizeBytes and sha256/,
+      );
       const gz = join(dir, 'ck.tar.gz');
       await writeFile(gz, Buffer.concat([Buffer.from([0x1f, 0x8b, 8, 0]), Buffer.alloc(600)]));
       await assert.rejects(buildCheckpointImageArchive({ archive: gz, containerName: 'counter' }), /gzip-compressed.*decompress/);
-      await assert.rejects(buildCheckpointImageArchive({ archive: join(checkpointsDir, ARCHIVE_NAME), containerName: 'a b' }), /invalid container name/);
+      await assert.rejects(
+        buildCheckpointImageArchive({ archive: join(checkpointsDir, ARCHIVE_NAME), containerName: 'a b' }),
+        /invalid container name/,
+      );
     });
 
     it('gives the Pod that restores it', () => {
-      const pod = restorePodManifest({ podName: 'counters-restored', namespace: 'default', containerName: 'counter', image: 'localhost/ums/checkpoint-counter:test', nodeName: 'node-b' });
+      const pod = restorePodManifest({
+        podName: 'counters-restored',
+        namespace: 'default',
+        containerName: 'counter',
+        image: 'localhost/ums/checkpoint-counter:test',
+        nodeName: 'node-b',
+      });
       assert.deepEqual(pod, {
         apiVersion: 'v1',
         kind: 'Pod',
         metadata: { name: 'counters-restored', namespace: 'default' },
-        spec: { nodeName: 'node-b', restartPolicy: 'Never', containers: [{ name: 'counter', image: 'localhost/ums/checkpoint-counter:test', imagePullPolicy: 'IfNotPresent' }] },
+        spec: {
+          nodeName: 'node-b',
+          restartPolicy: 'Never',
+          containers: [{ name: 'counter', image: 'localhost/ums/checkpoint-counter:test', imagePullPolicy: 'IfNotPresent' }],
+        },
       });
       assert.throws(() => restorePodManifest({ podName: 'x', containerName: 'Counter', image: 'i' }), /container/);
     });
@@ -340,13 +425,27 @@ describe('kubelet checkpoint adapter against recorded kubelet answers', { timeou
  */
 async function makeCheckpointTar(workDir: string, target: string): Promise<Buffer> {
   await mkdir(join(workDir, 'checkpoint'), { recursive: true });
-  await writeFile(join(workDir, 'config.dump'), JSON.stringify({ id: 'f'.repeat(64), name: 'counter', rootfsImageName: 'localhost/ums/counter:1', runtime: 'runc' }));
+  await writeFile(
+    join(workDir, 'config.dump'),
+    JSON.stringify({ id: 'f'.repeat(64), name: 'counter', rootfsImageName: 'localhost/ums/counter:1', runtime: 'runc' }),
+  );
   await writeFile(join(workDir, 'spec.dump'), JSON.stringify({ ociVersion: '1.0.2', process: { args: ['/usr/local/bin/counter'] } }));
   await writeFile(join(workDir, 'checkpoint', 'inventory.img'), Buffer.from([0x01, 0x02, 0x03]));
   await writeFile(join(workDir, 'checkpoint', 'pages-1.img'), createHash('sha512').update('pages').digest());
   await writeFile(join(workDir, 'deleted.files'), '[]');
   await writeFile(join(workDir, 'dump.log'), 'Dumping finished successfully\n');
   await execFileAsync('tar', ['-cf', join(workDir, 'rootfs-diff.tar'), '-C', workDir, 'deleted.files']);
-  await execFileAsync('tar', ['-cf', target, '-C', workDir, 'config.dump', 'spec.dump', 'checkpoint', 'rootfs-diff.tar', 'deleted.files', 'dump.log']);
+  await execFileAsync('tar', [
+    '-cf',
+    target,
+    '-C',
+    workDir,
+    'config.dump',
+    'spec.dump',
+    'checkpoint',
+    'rootfs-diff.tar',
+    'deleted.files',
+    'dump.log',
+  ]);
   return readFile(target);
 }

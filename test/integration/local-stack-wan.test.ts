@@ -43,7 +43,7 @@ describe('local stack WAN', { timeout: 180_000 }, () => {
     if (base !== undefined) await rm(base, { recursive: true, force: true });
   });
 
-  it('records the WAN and each host\'s address on it in stack.json', () => {
+  it("records the WAN and each host's address on it in stack.json", () => {
     assert.equal(info.wan.subnet, '198.18.0.0/24');
     assert.equal(info.wan.netns, stack?.wan.netns);
     const addresses = info.hosts.map((h) => h.wanAddress);
@@ -57,10 +57,20 @@ describe('local stack WAN', { timeout: 180_000 }, () => {
   it('lets a client reach a published port at the host address stack.json gives', async () => {
     const target = info.hosts[1];
     assert.ok(stack !== undefined && target !== undefined);
-    await stack.hosts.get(target.agentId)?.podman([
-      'run', '-d', '--name', 'web', '-p', '8080:80', info.image,
-      'sh', '-c', `mkdir -p /www && echo served-by-${target.agentId} > /www/index.html && exec httpd -f -p 80 -h /www`,
-    ]);
+    await stack.hosts
+      .get(target.agentId)
+      ?.podman([
+        'run',
+        '-d',
+        '--name',
+        'web',
+        '-p',
+        '8080:80',
+        info.image,
+        'sh',
+        '-c',
+        `mkdir -p /www && echo served-by-${target.agentId} > /www/index.html && exec httpd -f -p 80 -h /www`,
+      ]);
     const client = await stack.wan.addClient('curl');
     const url = `http://${target.wanAddress}:8080/`;
     let body = '';
@@ -84,6 +94,9 @@ describe('local stack WAN', { timeout: 180_000 }, () => {
     await stack.stop();
     stack = undefined;
     const listed = (await execFileAsync('ip', ['netns', 'list'])).stdout;
-    assert.deepEqual(namespaces.filter((n) => listed.includes(n)), []);
+    assert.deepEqual(
+      namespaces.filter((n) => listed.includes(n)),
+      [],
+    );
   });
 });

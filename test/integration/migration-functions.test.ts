@@ -46,7 +46,12 @@ let broker: BrokerClient;
 let ctx: FunctionContext;
 let storeUrl: string;
 
-function registration(agentId: string, containers: AgentRegistration['containers'], images = [IMAGE], imageIds = [IMAGE_ID]): AgentRegistration {
+function registration(
+  agentId: string,
+  containers: AgentRegistration['containers'],
+  images = [IMAGE],
+  imageIds = [IMAGE_ID],
+): AgentRegistration {
   const now = new Date().toISOString();
   return {
     agentId,
@@ -128,10 +133,22 @@ describe('the migration functions against a real JetStream', () => {
   it('refuses, before anything is frozen, what cannot work, each with its reason', async () => {
     const cases: Array<[ReturnType<typeof request>, string, RegExp]> = [
       [request('web', randomUUID(), 'aws-nowhere-1'), 'agent-unavailable', /"aws-nowhere-1" is not registered/],
-      [{ ...request('nope'), time: new Date(Date.now() - 60_000).toISOString() }, 'container-not-found', /"nope" was not found on any registered agent/],
+      [
+        { ...request('nope'), time: new Date(Date.now() - 60_000).toISOString() },
+        'container-not-found',
+        /"nope" was not found on any registered agent/,
+      ],
       [request('web', randomUUID(), SOURCE), 'invalid-request', /already runs on "azure-eastus-1"/],
     ];
-    await bus.agents.put(SOURCE, registration(SOURCE, [container('web'), container('old', 'exited'), container('odd', 'running', 'localhost/odd:1', 'f'.repeat(64)), container('rebuilt', 'running', IMAGE, 'c'.repeat(64))]));
+    await bus.agents.put(
+      SOURCE,
+      registration(SOURCE, [
+        container('web'),
+        container('old', 'exited'),
+        container('odd', 'running', 'localhost/odd:1', 'f'.repeat(64)),
+        container('rebuilt', 'running', IMAGE, 'c'.repeat(64)),
+      ]),
+    );
     cases.push(
       [request('old'), 'container-not-running', /is exited, not running/],
       [request('odd'), 'image-missing', /does not have the image "localhost\/odd:1"/],
@@ -195,7 +212,10 @@ describe('the migration functions against a real JetStream', () => {
     const prefix = `migrations/${migrationId}/`;
     await planMigration(event, ctx);
     assert.equal((await bus.migrations.get(migrationId))?.value.state, 'preflight');
-    assert.deepEqual((await commandsFor(DESTINATION)).map((c) => c.name), ['prepare']);
+    assert.deepEqual(
+      (await commandsFor(DESTINATION)).map((c) => c.name),
+      ['prepare'],
+    );
     assert.deepEqual(await commandsFor(SOURCE), [], 'nothing is frozen before the destination is ready');
 
     await planRestore(makeEvent('restore.prepared', '/a', { migrationId, agent: 'impostor-1', freeDiskBytes: 1e9 }), ctx);
@@ -204,13 +224,19 @@ describe('the migration functions against a real JetStream', () => {
     await planRestore(prepared, ctx);
     await planRestore(prepared, ctx);
     assert.equal((await bus.migrations.get(migrationId))?.value.state, 'checkpointing');
-    assert.deepEqual((await commandsFor(SOURCE)).map((c) => c.name), ['checkpoint']);
+    assert.deepEqual(
+      (await commandsFor(SOURCE)).map((c) => c.name),
+      ['checkpoint'],
+    );
     const urls = (await commandsFor(DESTINATION)).filter((c) => c.name === 'chunk-urls');
     assert.equal(urls.length, 1, 'the first batch is sent once');
     const first = urls[0];
     assert.ok(first?.name === 'chunk-urls');
     assert.ok(first.data.manifestUrl?.endsWith(`${prefix}manifest.json`));
-    assert.deepEqual(first.data.chunks.map((c) => c.index), Array.from({ length: 64 }, (_, i) => i));
+    assert.deepEqual(
+      first.data.chunks.map((c) => c.index),
+      Array.from({ length: 64 }, (_, i) => i),
+    );
     assert.ok(Date.parse(first.data.expiresAt) > Date.now());
 
     await planRestore(makeEvent('restore.urls-needed', '/a', { migrationId, agent: DESTINATION, fromIndex: 64, count: 64 }), ctx);
@@ -221,7 +247,16 @@ describe('the migration functions against a real JetStream', () => {
     const now = new Date().toISOString();
     const artifact = { storeUrl, prefix, sizeBytes: 13, sha256: 'b'.repeat(64), chunkCount: 1, manifestSha256: 'c'.repeat(64) };
     const uploaded = (agent: string) =>
-      makeEvent('checkpoint.uploaded', `/agents/${agent}`, { migrationId, agent, container: 'web', image: IMAGE, artifact, checkpointStartedAt: now, firstByteAt: now, uploadedAt: now });
+      makeEvent('checkpoint.uploaded', `/agents/${agent}`, {
+        migrationId,
+        agent,
+        container: 'web',
+        image: IMAGE,
+        artifact,
+        checkpointStartedAt: now,
+        firstByteAt: now,
+        uploadedAt: now,
+      });
     await planRestore(uploaded('impostor-1'), ctx);
     assert.equal((await bus.migrations.get(migrationId))?.value.state, 'checkpointing', 'an upload from another agent is ignored');
     await planRestore(uploaded(SOURCE), ctx);
@@ -230,22 +265,47 @@ describe('the migration functions against a real JetStream', () => {
     assert.equal((await bus.migrations.get(migrationId))?.value.state, 'restoring');
     const forwardEpoch = (await bus.migrations.get(migrationId))?.value.epoch;
 
-    await finalize(makeEvent('restore.failed', '/a', { migrationId, agent: DESTINATION, code: 'digest-mismatch', reason: 'chunk 0 sha256 differs' }), ctx);
+    await finalize(
+      makeEvent('restore.failed', '/a', { migrationId, agent: DESTINATION, code: 'digest-mismatch', reason: 'chunk 0 sha256 differs' }),
+      ctx,
+    );
     const rolling = await bus.migrations.get(migrationId);
     assert.equal(rolling?.value.state, 'rolling-back');
     assert.equal(rolling?.value.epoch, (forwardEpoch ?? 0) + 1, 'turning back raises the epoch');
     // the destination confirms it holds no copy before the source may resume
-    assert.deepEqual((await commandsFor(SOURCE)).map((c) => c.name), ['checkpoint']);
+    assert.deepEqual(
+      (await commandsFor(SOURCE)).map((c) => c.name),
+      ['checkpoint'],
+    );
     const abort = (await commandsFor(DESTINATION)).at(-1);
     assert.ok(abort?.name === 'abort' && abort.data.epoch === rolling?.value.epoch);
     // a late success report from the destination must not undo the rollback
-    await finalize(makeEvent('restore.completed', '/a', { migrationId, agent: DESTINATION, container: 'web', containerId: 'x', downloadedAt: now, restoredAt: now }), ctx);
+    await finalize(
+      makeEvent('restore.completed', '/a', {
+        migrationId,
+        agent: DESTINATION,
+        container: 'web',
+        containerId: 'x',
+        downloadedAt: now,
+        restoredAt: now,
+      }),
+      ctx,
+    );
     assert.equal((await bus.migrations.get(migrationId))?.value.state, 'rolling-back');
-    assert.deepEqual((await commandsFor(SOURCE)).map((c) => c.name), ['checkpoint']);
-    await finalize(makeEvent('restore.aborted', '/a', { migrationId, agent: DESTINATION, container: 'web', removedRestoredCopy: true }), ctx);
+    assert.deepEqual(
+      (await commandsFor(SOURCE)).map((c) => c.name),
+      ['checkpoint'],
+    );
+    await finalize(
+      makeEvent('restore.aborted', '/a', { migrationId, agent: DESTINATION, container: 'web', removedRestoredCopy: true }),
+      ctx,
+    );
     const resume = (await commandsFor(SOURCE)).at(-1);
     assert.ok(resume?.name === 'resume' && resume.data.epoch === rolling?.value.epoch);
-    assert.ok(await (await openObjectStore(storeUrl)).head(`${prefix}chunks/000000`), 'the archive stays until the source confirmed it runs again');
+    assert.ok(
+      await (await openObjectStore(storeUrl)).head(`${prefix}chunks/000000`),
+      'the archive stays until the source confirmed it runs again',
+    );
 
     await finalize(makeEvent('source.resumed', '/a', { migrationId, agent: SOURCE, container: 'web' }), ctx);
     const record = await bus.migrations.get(migrationId);
@@ -268,7 +328,10 @@ describe('the migration functions against a real JetStream', () => {
     const event = request('web');
     const { migrationId } = event.data;
     await planMigration(event, ctx);
-    await finalize(makeEvent('restore.failed', '/a', { migrationId, agent: DESTINATION, code: 'image-missing', reason: 'image not here' }), ctx);
+    await finalize(
+      makeEvent('restore.failed', '/a', { migrationId, agent: DESTINATION, code: 'image-missing', reason: 'image not here' }),
+      ctx,
+    );
     const record = await bus.migrations.get(migrationId);
     assert.equal(record?.value.state, 'failed');
     assert.deepEqual(await commandsFor(SOURCE), [], 'no checkpoint, no resume');
@@ -286,10 +349,29 @@ describe('the migration functions against a real JetStream', () => {
     await (await openObjectStore(storeUrl)).put(`${prefix}manifest.json`, Readable.from([Buffer.from('{}')]));
     const base = Date.now();
     const t = (ms: number) => new Date(base + ms).toISOString();
-    await finalize(makeEvent('restore.completed', '/a', { migrationId, agent: DESTINATION, container: 'web', containerId: 'x', downloadedAt: t(500), restoredAt: t(900) }), ctx);
+    await finalize(
+      makeEvent('restore.completed', '/a', {
+        migrationId,
+        agent: DESTINATION,
+        container: 'web',
+        containerId: 'x',
+        downloadedAt: t(500),
+        restoredAt: t(900),
+      }),
+      ctx,
+    );
     assert.equal((await bus.migrations.get(migrationId))?.value.state, 'finalizing');
     // the failure report of a step that was overtaken cannot turn a confirmed restore back
-    await finalize(makeEvent('checkpoint.failed', '/a', { migrationId, agent: SOURCE, code: 'upload-failed', reason: 'late', containerCheckpointed: true }), ctx);
+    await finalize(
+      makeEvent('checkpoint.failed', '/a', {
+        migrationId,
+        agent: SOURCE,
+        code: 'upload-failed',
+        reason: 'late',
+        containerCheckpointed: true,
+      }),
+      ctx,
+    );
     assert.equal((await bus.migrations.get(migrationId))?.value.state, 'finalizing');
     await planRestore(
       makeEvent('checkpoint.uploaded', '/a', {
@@ -323,7 +405,10 @@ describe('the migration functions against a real JetStream', () => {
     await bus.locks.delete(lockKey(SOURCE, 'web'));
     const event = request('web');
     await planMigration(event, ctx);
-    await planRestore(makeEvent('restore.prepared', '/a', { migrationId: event.data.migrationId, agent: DESTINATION, freeDiskBytes: 1e9 }), ctx);
+    await planRestore(
+      makeEvent('restore.prepared', '/a', { migrationId: event.data.migrationId, agent: DESTINATION, freeDiskBytes: 1e9 }),
+      ctx,
+    );
     assert.equal((await bus.migrations.get(event.data.migrationId))?.value.state, 'checkpointing');
     return event.data.migrationId;
   }
@@ -347,7 +432,10 @@ describe('the migration functions against a real JetStream', () => {
     assert.equal(rolling?.value.failure?.code, 'deadline-exceeded');
     assert.match(rolling?.value.failure?.reason ?? '', /"gcp-us-central1-1" stopped sending heartbeats/);
     assert.ok((await commandsFor(DESTINATION)).some((c) => c.name === 'abort'));
-    assert.ok(!(await commandsFor(SOURCE)).some((c) => c.name === 'resume'), 'no resume before the rollback deadline: the destination may still answer');
+    assert.ok(
+      !(await commandsFor(SOURCE)).some((c) => c.name === 'resume'),
+      'no resume before the rollback deadline: the destination may still answer',
+    );
 
     // Past the rollback deadline, the destination still silent: availability wins, the source resumes.
     await superviseMigrations(ctx, Date.now() + 61_000);
@@ -373,7 +461,17 @@ describe('the migration functions against a real JetStream', () => {
     await purgeCommands();
     const confirmed = await frozenMigration();
     const t = new Date().toISOString();
-    await finalize(makeEvent('restore.completed', '/a', { migrationId: confirmed, agent: DESTINATION, container: 'web', containerId: 'x', downloadedAt: t, restoredAt: t }), ctx);
+    await finalize(
+      makeEvent('restore.completed', '/a', {
+        migrationId: confirmed,
+        agent: DESTINATION,
+        container: 'web',
+        containerId: 'x',
+        downloadedAt: t,
+        restoredAt: t,
+      }),
+      ctx,
+    );
     assert.equal((await bus.migrations.get(confirmed))?.value.state, 'finalizing');
     // the source's agent is gone before it discarded its copy: the migration still completes, and says what is left
     await silence(SOURCE);
@@ -381,14 +479,20 @@ describe('the migration functions against a real JetStream', () => {
     const done = await bus.migrations.get(confirmed);
     assert.equal(done?.value.state, 'done');
     assert.match(done?.value.pendingCleanup ?? '', /discard its kept checkpoint/);
-    assert.ok((await commandsFor(SOURCE)).some((c) => c.name === 'discard'), 'the discard waits in the source\'s queue');
+    assert.ok(
+      (await commandsFor(SOURCE)).some((c) => c.name === 'discard'),
+      "the discard waits in the source's queue",
+    );
   });
 
   it('takes over a lock left behind by a migration that has ended', async () => {
     await bus.locks.delete(lockKey(SOURCE, 'web'));
     const ended = request('web');
     await planMigration(ended, ctx);
-    await finalize(makeEvent('restore.failed', '/a', { migrationId: ended.data.migrationId, agent: DESTINATION, code: 'image-missing', reason: 'x' }), ctx);
+    await finalize(
+      makeEvent('restore.failed', '/a', { migrationId: ended.data.migrationId, agent: DESTINATION, code: 'image-missing', reason: 'x' }),
+      ctx,
+    );
     assert.equal((await bus.migrations.get(ended.data.migrationId))?.value.state, 'failed');
     // as if the function died between ending the migration and releasing its lock
     await bus.locks.put(lockKey(SOURCE, 'web'), { migrationId: ended.data.migrationId });

@@ -41,11 +41,7 @@ import {
   type ObjectStore,
 } from '../../core/object-store.js';
 import { openObjectStore } from '../../core/object-stores/open-object-store.js';
-import {
-  SignedUrlNotFoundError,
-  SignedUrlRejectedError,
-  downloadSignedUrl,
-} from '../../core/object-stores/signed-url-download.js';
+import { SignedUrlNotFoundError, SignedUrlRejectedError, downloadSignedUrl } from '../../core/object-stores/signed-url-download.js';
 import { startAzurite, startGcsEmulator, startS3Server } from '../../infra/object-servers.js';
 
 const MIB = 1024 * 1024;
@@ -146,7 +142,10 @@ for (const backend of backends) {
       t.diagnostic(`${backend.name}: client peak RSS ${(peakRss / MIB).toFixed(0)} MiB`);
       // Not a performance figure: the property that nothing held the object whole. A client that
       // buffered it would grow by the object's size at least.
-      assert.ok(peakRss - baselineRss < BIG_BYTES * 0.75, `the client grew by ${((peakRss - baselineRss) / MIB).toFixed(0)} MiB moving ${BIG_BYTES / MIB} MiB: it buffered the object`);
+      assert.ok(
+        peakRss - baselineRss < BIG_BYTES * 0.75,
+        `the client grew by ${((peakRss - baselineRss) / MIB).toFixed(0)} MiB moving ${BIG_BYTES / MIB} MiB: it buffered the object`,
+      );
       await rm(target);
     });
 
@@ -266,18 +265,22 @@ for (const backend of backends) {
       assert.deepEqual(await bufferOf(await store.get('once-bytes')), Buffer.from('first'));
     });
 
-    it('signs a read URL that a plain HTTP client can GET and Range-GET', { skip: backend.httpUrls ? false : 'file:// URLs are not fetched over HTTP' }, async () => {
-      const bytes = randomBytes(300_000);
-      await store.put('signed/plain', Readable.from([bytes]));
-      const { url, expiresAt } = await store.signedReadUrl('signed/plain', 60);
-      assert.ok(Date.parse(expiresAt) > Date.now());
-      const whole = await fetch(url);
-      assert.equal(whole.status, 200);
-      assert.deepEqual(Buffer.from(await whole.arrayBuffer()), bytes);
-      const part = await fetch(url, { headers: { range: 'bytes=100-199' } });
-      assert.equal(part.status, 206);
-      assert.deepEqual(Buffer.from(await part.arrayBuffer()), bytes.subarray(100, 200));
-    });
+    it(
+      'signs a read URL that a plain HTTP client can GET and Range-GET',
+      { skip: backend.httpUrls ? false : 'file:// URLs are not fetched over HTTP' },
+      async () => {
+        const bytes = randomBytes(300_000);
+        await store.put('signed/plain', Readable.from([bytes]));
+        const { url, expiresAt } = await store.signedReadUrl('signed/plain', 60);
+        assert.ok(Date.parse(expiresAt) > Date.now());
+        const whole = await fetch(url);
+        assert.equal(whole.status, 200);
+        assert.deepEqual(Buffer.from(await whole.arrayBuffer()), bytes);
+        const part = await fetch(url, { headers: { range: 'bytes=100-199' } });
+        assert.equal(part.status, 206);
+        assert.deepEqual(Buffer.from(await part.arrayBuffer()), bytes.subarray(100, 200));
+      },
+    );
 
     it('downloads through a signed URL into a caller-owned Writable, reporting progress', async () => {
       const bytes = randomBytes(2 * MIB + 7);

@@ -60,8 +60,14 @@ describe('PodmanEngine on three simulated hosts', { timeout: 600_000 }, () => {
     assert.deepEqual(await mountsMentioning(base), [], 'no mounts left below the hosts dir, in any mount namespace');
     assert.deepEqual(await processesMentioning(base), [], 'no processes left from the hosts');
     // runc prints `null`, not `[]`, when it knows no container at all.
-    const runc = (JSON.parse((await execFileAsync('runc', ['list', '--format', 'json'])).stdout.trim() || 'null') as { bundle: string }[] | null) ?? [];
-    assert.deepEqual(runc.filter((c) => c.bundle.startsWith(`${base}/`)), [], 'no runc containers left from the hosts');
+    const runc =
+      (JSON.parse((await execFileAsync('runc', ['list', '--format', 'json'])).stdout.trim() || 'null') as { bundle: string }[] | null) ??
+      [];
+    assert.deepEqual(
+      runc.filter((c) => c.bundle.startsWith(`${base}/`)),
+      [],
+      'no runc containers left from the hosts',
+    );
     await rm(base, { recursive: true, force: true });
   });
 
@@ -169,7 +175,11 @@ describe('PodmanEngine on three simulated hosts', { timeout: 600_000 }, () => {
       await waitForCount(hostD, name, 3);
       const namespace = await readlink(`/proc/${hostD.servicePid()}/ns/mnt`);
       assert.notEqual(namespace, await readlink('/proc/self/ns/mnt'), 'the service has a mount namespace of its own');
-      assert.deepEqual(await mountsMentioning(dirD, '/proc/self/mountinfo'), [], "the machine's mount table shows none of the host's mounts");
+      assert.deepEqual(
+        await mountsMentioning(dirD, '/proc/self/mountinfo'),
+        [],
+        "the machine's mount table shows none of the host's mounts",
+      );
 
       await hostD.stop();
       hostD = await startPodmanHost({ name: 'D', dir: dirD });
@@ -204,8 +214,14 @@ describe('PodmanEngine on three simulated hosts', { timeout: 600_000 }, () => {
     assert.deepEqual(await mountsMentioning(dirD), [], 'no mounts of host D left in any namespace');
     assert.deepEqual(await processesMentioning(dirD), [], 'no processes of host D left');
     // runc prints `null`, not `[]`, when it knows no container at all.
-    const runc = (JSON.parse((await execFileAsync('runc', ['list', '--format', 'json'])).stdout.trim() || 'null') as { bundle: string }[] | null) ?? [];
-    assert.deepEqual(runc.filter((c) => c.bundle.startsWith(`${dirD}/`)), [], 'no runc containers of host D left');
+    const runc =
+      (JSON.parse((await execFileAsync('runc', ['list', '--format', 'json'])).stdout.trim() || 'null') as { bundle: string }[] | null) ??
+      [];
+    assert.deepEqual(
+      runc.filter((c) => c.bundle.startsWith(`${dirD}/`)),
+      [],
+      'no runc containers of host D left',
+    );
     await assert.rejects(stat(dirD), 'host D dir removed');
   });
 
@@ -303,7 +319,10 @@ describe('PodmanEngine on three simulated hosts', { timeout: 600_000 }, () => {
         return true;
       });
       assert.equal(await engineB.inspectContainer(name), undefined);
-      assert.deepEqual((await engineB.listContainers()).map((c) => c.id), before.map((c) => c.id));
+      assert.deepEqual(
+        (await engineB.listContainers()).map((c) => c.id),
+        before.map((c) => c.id),
+      );
     }
   });
 
@@ -357,10 +376,16 @@ async function assertOwnPaths(host: PodmanHost, name: string, all: PodmanHost[])
   assert.ok(inspected.ConmonPidFile.includes(inspected.Id), `conmon pidfile named by the new id: ${inspected.ConmonPidFile}`);
   delete inspected.Config.CreateCommand;
   const conmonCmdline = (await readFile(`/proc/${inspected.State.ConmonPid}/cmdline`, 'utf8')).split('\0');
-  assert.ok(conmonCmdline.some((arg) => arg.includes(inspected.Id)), `conmon ${inspected.State.ConmonPid} is ${name}'s`);
+  assert.ok(
+    conmonCmdline.some((arg) => arg.includes(inspected.Id)),
+    `conmon ${inspected.State.ConmonPid} is ${name}'s`,
+  );
   for (const other of all) {
     if (other === host) continue;
-    const refs: string[] = [...stringsContaining(inspected, `${other.dir}/`), ...stringsContaining(conmonCmdline, `${other.dir}/`, 'conmon')];
+    const refs: string[] = [
+      ...stringsContaining(inspected, `${other.dir}/`),
+      ...stringsContaining(conmonCmdline, `${other.dir}/`, 'conmon'),
+    ];
     assert.deepEqual(refs, [], `${name} on ${host.name} refers to ${other.name}'s dir`);
   }
 }
@@ -410,9 +435,10 @@ async function waitForCount(host: PodmanHost, name: string, atLeast: number, tim
  * (each simulated host's mounts are in a mount namespace of its own), or as one mountinfo file shows them.
  */
 async function mountsMentioning(dir: string, mountinfoFile?: string): Promise<string[]> {
-  const files = mountinfoFile !== undefined
-    ? [mountinfoFile]
-    : (await readdir('/proc')).filter((e) => /^\d+$/.test(e)).map((e) => `/proc/${e}/mountinfo`);
+  const files =
+    mountinfoFile !== undefined
+      ? [mountinfoFile]
+      : (await readdir('/proc')).filter((e) => /^\d+$/.test(e)).map((e) => `/proc/${e}/mountinfo`);
   const found = new Set<string>();
   for (const file of files) {
     const mountinfo = await readFile(file, 'utf8').catch(() => '');

@@ -160,7 +160,9 @@ describe('RestoreJob refuses bad input before anything is restored', { timeout: 
     const manifestBody = await readAll(await store.get(manifestKey(prefix)));
     assert.equal(sha256(manifestBody), uploaded.manifestSha256);
     good = { manifest, manifestBody, manifestSha256: uploaded.manifestSha256, chunks, frozenAt };
-    console.log(`archive: ${manifest.sizeBytes} bytes in ${manifest.chunks.length} chunks of ${CHUNK_BYTES}; counter frozen at ${frozenAt}`);
+    console.log(
+      `archive: ${manifest.sizeBytes} bytes in ${manifest.chunks.length} chunks of ${CHUNK_BYTES}; counter frozen at ${frozenAt}`,
+    );
   });
 
   after(async () => {
@@ -214,13 +216,25 @@ describe('RestoreJob refuses bad input before anything is restored', { timeout: 
       removePartial: () => destination.engine.removeContainer(NAME, { force: true }),
     });
     // The source's chunk-urls command, all of it up front: no case waits for URLs it does not have.
-    const urls: CommandData<'chunk-urls'> = { migrationId, epoch: 1, manifestUrl: manifestUrl.url, chunks: chunkUrls, expiresAt: manifestUrl.expiresAt };
+    const urls: CommandData<'chunk-urls'> = {
+      migrationId,
+      epoch: 1,
+      manifestUrl: manifestUrl.url,
+      chunks: chunkUrls,
+      expiresAt: manifestUrl.expiresAt,
+    };
     job.addUrls(urls);
     const result = job.run();
     result.catch(() => undefined);
 
     // The source freezes once the destination is prepared, then announces the chunks and the upload.
-    await Promise.race([preparedPromise, result.then(() => undefined, () => undefined)]);
+    await Promise.race([
+      preparedPromise,
+      result.then(
+        () => undefined,
+        () => undefined,
+      ),
+    ]);
     const source = `/agents/${SOURCE}`;
     for (const chunk of good.manifest.chunks) {
       await bus.publishEvent(makeEvent('checkpoint.chunk', source, { migrationId, agent: SOURCE, chunk }));
@@ -236,7 +250,16 @@ describe('RestoreJob refuses bad input before anything is restored', { timeout: 
       ...input.announce,
     };
     await bus.publishEvent(
-      makeEvent('checkpoint.uploaded', source, { migrationId, agent: SOURCE, container: NAME, image: IMAGE, artifact, checkpointStartedAt: now, firstByteAt: now, uploadedAt: now }),
+      makeEvent('checkpoint.uploaded', source, {
+        migrationId,
+        agent: SOURCE,
+        container: NAME,
+        image: IMAGE,
+        artifact,
+        checkpointStartedAt: now,
+        firstByteAt: now,
+        uploadedAt: now,
+      }),
     );
     return { migrationId, destination, emitted, result };
   }
@@ -252,10 +275,18 @@ describe('RestoreJob refuses bad input before anything is restored', { timeout: 
       return true;
     });
     assert.equal(await engine.inspectContainer(NAME), undefined, `no container "${NAME}" on host ${host.name}`);
-    assert.deepEqual((await engine.listContainers()).map((c) => c.name), [], `no container at all on host ${host.name}`);
+    assert.deepEqual(
+      (await engine.listContainers()).map((c) => c.name),
+      [],
+      `no container at all on host ${host.name}`,
+    );
     assert.equal(await restoreEvents(host), restoresBefore, 'Podman restored nothing');
     // Podman spools an imported body into its TMPDIR (the host's staging dir); an aborted import must not leave it there.
-    await waitFor(async () => (await readdir(join(host.dir, 'staging'))).length === 0, `${host.name}'s staging dir to be empty`, 10_000).catch(async (error: unknown) => {
+    await waitFor(
+      async () => (await readdir(join(host.dir, 'staging'))).length === 0,
+      `${host.name}'s staging dir to be empty`,
+      10_000,
+    ).catch(async (error: unknown) => {
       assert.fail(`${(error as Error).message}: ${(await readdir(join(host.dir, 'staging'))).join(', ')}`);
     });
     // The job's own announcement really went out on the bus.
@@ -361,7 +392,10 @@ describe('RestoreJob refuses bad input before anything is restored', { timeout: 
     const root = join(dir, 'root');
     const spool = join(dir, 'staging');
     if (small === undefined) {
-      for (const [mountPoint, size] of [[root, '256m'], [spool, '64m']] as const) {
+      for (const [mountPoint, size] of [
+        [root, '256m'],
+        [spool, '64m'],
+      ] as const) {
         await mkdir(mountPoint, { recursive: true });
         await execFileAsync('mount', ['-t', 'tmpfs', '-o', `size=${size},mode=0700`, 'ums-rj-small', mountPoint]);
         mounts.push(mountPoint);
@@ -380,7 +414,7 @@ describe('RestoreJob refuses bad input before anything is restored', { timeout: 
     await execFileAsync('mount', ['-o', `remount,size=${Math.ceil((used + freeBytes) / 4096) * 4096}`, mountPoint]);
   }
 
-  it("refuses, once the manifest gives the size, a destination whose container storage is too small (disk-full)", async () => {
+  it('refuses, once the manifest gives the size, a destination whose container storage is too small (disk-full)', async () => {
     const destination = await smallDestination();
     // About one archive's worth free: the job wants room for about two (Podman's spool and the unpacked checkpoint).
     await leaveFree(destination.root, good.manifest.sizeBytes);
@@ -438,5 +472,8 @@ async function waitFor(check: () => Promise<boolean>, what: string, timeoutMs = 
 }
 
 async function waitForCount(host: PodmanHost, name: string, atLeast: number): Promise<void> {
-  await waitFor(async () => maxCount(await readTicks(host.url, name).catch(() => [])) >= atLeast, `${name} on ${host.name} to reach count=${atLeast}`);
+  await waitFor(
+    async () => maxCount(await readTicks(host.url, name).catch(() => [])) >= atLeast,
+    `${name} on ${host.name} to reach count=${atLeast}`,
+  );
 }

@@ -28,7 +28,20 @@ import {
   type ServerImage,
 } from '../../infra/images/build-server-images.js';
 import { startPodmanHost, type PodmanHost } from '../../infra/podman-host.js';
-import { innerMemcachedConnection, innerRedisClient, inNetns, memcached, memcachedCount, memcachedStat, parseGet, redis, redisDigest, run, valueFor, waitFor } from '../real-servers/clients.js';
+import {
+  innerMemcachedConnection,
+  innerRedisClient,
+  inNetns,
+  memcached,
+  memcachedCount,
+  memcachedStat,
+  parseGet,
+  redis,
+  redisDigest,
+  run,
+  valueFor,
+  waitFor,
+} from '../real-servers/clients.js';
 
 /** Keys of data put into memory before the migration. */
 const REDIS_KEYS = 100_000;
@@ -53,7 +66,10 @@ describe('Debian server images migrate with their in-container clients', { timeo
     engineA = new PodmanEngine({ socketPath: hostA.socketPath, where: 'host A' });
     engineB = new PodmanEngine({ socketPath: hostB.socketPath, where: 'host B' });
     assert.ok(hostB.netns !== undefined, 'host B has a network namespace of its own (clients reach containers from it)');
-    for (const [build, tag] of [[buildRedisImage, DEFAULT_REDIS_IMAGE], [buildMemcachedImage, DEFAULT_MEMCACHED_IMAGE]] as const) {
+    for (const [build, tag] of [
+      [buildRedisImage, DEFAULT_REDIS_IMAGE],
+      [buildMemcachedImage, DEFAULT_MEMCACHED_IMAGE],
+    ] as const) {
       const images: ServerImage[] = [];
       for (const host of [hostA, hostB]) {
         const started = Date.now();
@@ -86,7 +102,9 @@ describe('Debian server images migrate with their in-container clients', { timeo
     const digestBefore = await redisDigest(pidA);
     const innerBefore = innerRedisClient(await redis(pidA, 'CLIENT', 'LIST'));
     const countBefore = Number(await redis(pidA, 'GET', INNER_COUNT_KEY));
-    console.log(`redis before: ${dbsize} keys, digest ${digestBefore}, inner id=${innerBefore.id} addr=${innerBefore.addr} age=${innerBefore.age}s count=${countBefore}`);
+    console.log(
+      `redis before: ${dbsize} keys, digest ${digestBefore}, inner id=${innerBefore.id} addr=${innerBefore.addr} age=${innerBefore.age}s count=${countBefore}`,
+    );
 
     const movedAt = Date.now();
     await migrate(engineA, engineB, name, join(base, `${name}.tar`));
@@ -96,10 +114,15 @@ describe('Debian server images migrate with their in-container clients', { timeo
     await waitFor(async () => Number(await redis(pidB, 'GET', INNER_COUNT_KEY)) > countBefore + 5, 'the inner client counting on B');
     const innerAfter = innerRedisClient(await redis(pidB, 'CLIENT', 'LIST'));
     const elapsedS = Math.floor((Date.now() - movedAt) / 1000);
-    console.log(`redis after: inner id=${innerAfter.id} addr=${innerAfter.addr} age=${innerAfter.age}s count=${await redis(pidB, 'GET', INNER_COUNT_KEY)}`);
+    console.log(
+      `redis after: inner id=${innerAfter.id} addr=${innerAfter.addr} age=${innerAfter.age}s count=${await redis(pidB, 'GET', INNER_COUNT_KEY)}`,
+    );
     assert.equal(innerAfter.id, innerBefore.id, 'the inner client is the same connection (same client id)');
     assert.equal(innerAfter.addr, innerBefore.addr, 'from the same source port');
-    assert.ok(innerAfter.age >= innerBefore.age + elapsedS - 1, `its age went on across the migration: ${innerBefore.age}s, then ${innerAfter.age}s ${elapsedS}s later`);
+    assert.ok(
+      innerAfter.age >= innerBefore.age + elapsedS - 1,
+      `its age went on across the migration: ${innerBefore.age}s, then ${innerAfter.age}s ${elapsedS}s later`,
+    );
 
     assert.equal(Number(await redis(pidB, 'DBSIZE')), dbsize);
     assert.equal(await redisDigest(pidB), digestBefore, 'every key and value is the same (digest of all keys but inner:count)');
@@ -109,9 +132,28 @@ describe('Debian server images migrate with their in-container clients', { timeo
     // New connections: at its old address from host B's network, and redis' own benchmark inside.
     const pong = await run('nsenter', [`--net=/run/netns/${hostB.netns}`, '--', 'redis-cli', '-h', ip, '-p', String(REDIS_PORT), 'PING']);
     assert.equal(pong.trim(), 'PONG');
-    const bench = await inNetns(pidB, ['redis-benchmark', '-h', '127.0.0.1', '-p', String(REDIS_PORT), '-n', '2000', '-c', '10', '-t', 'ping,set,get', '-q']);
+    const bench = await inNetns(pidB, [
+      'redis-benchmark',
+      '-h',
+      '127.0.0.1',
+      '-p',
+      String(REDIS_PORT),
+      '-n',
+      '2000',
+      '-c',
+      '10',
+      '-t',
+      'ping,set,get',
+      '-q',
+    ]);
     assert.match(bench, /GET: [\d.]+ requests per second/);
-    console.log(`redis-benchmark after the migration:\n${bench.replace(/\r/g, '\n').split('\n').filter((l) => /requests per second/.test(l)).join('\n')}`);
+    console.log(
+      `redis-benchmark after the migration:\n${bench
+        .replace(/\r/g, '\n')
+        .split('\n')
+        .filter((l) => /requests per second/.test(l))
+        .join('\n')}`,
+    );
 
     await engineA.removeContainer(name, { force: true });
     await engineB.removeContainer(name, { force: true });
@@ -180,4 +222,3 @@ async function pidOf(engine: PodmanEngine, name: string): Promise<number> {
 async function ipOf(host: PodmanHost, name: string): Promise<string> {
   return (await host.podman(['inspect', '--format', '{{.NetworkSettings.IPAddress}}', name])).stdout.trim();
 }
-

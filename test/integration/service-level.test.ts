@@ -58,7 +58,10 @@ describe('service-level migration with ums-launcher on two simulated hosts', { t
       startPodmanHost({ name: 'A', dir: join(base, 'A') }),
       startPodmanHost({ name: 'B', dir: join(base, 'B') }),
     ]);
-    for (const [tag, service] of [[COUNTER, 'counter'], [MULTI, 'multi-counter']] as const) {
+    for (const [tag, service] of [
+      [COUNTER, 'counter'],
+      [MULTI, 'multi-counter'],
+    ] as const) {
       const onA = await buildLauncherImage(hostA.url, tag, { env: hostA.env, base: service });
       const onB = await buildLauncherImage(hostB.url, tag, { env: hostB.env, base: service });
       assert.equal(onA.id, onB.id, `${tag} has the same id on both hosts`);
@@ -72,7 +75,13 @@ describe('service-level migration with ums-launcher on two simulated hosts', { t
   });
 
   /** `podman run` of a launched image, the control directory bind-mounted; restore mode waits for an archive. */
-  async function launch(host: PodmanHost, name: string, image: string, mode: 'run' | 'restore' = 'run', env: string[] = []): Promise<Launched> {
+  async function launch(
+    host: PodmanHost,
+    name: string,
+    image: string,
+    mode: 'run' | 'restore' = 'run',
+    env: string[] = [],
+  ): Promise<Launched> {
     const control = join(base, 'ctl', `${host.name}-${name}`);
     await mkdir(control, { recursive: true });
     const service = image === MULTI ? MULTI_COUNTER_PATH : COUNTER_BINARY_PATH;
@@ -107,7 +116,9 @@ describe('service-level migration with ums-launcher on two simulated hosts', { t
     await launched.client.discard();
     const deadline = Date.now() + 15_000;
     for (;;) {
-      const state = (await launched.host.podman(['inspect', '--format', '{{.State.Status}} {{.State.ExitCode}}', launched.name])).stdout.trim();
+      const state = (
+        await launched.host.podman(['inspect', '--format', '{{.State.Status}} {{.State.ExitCode}}', launched.name])
+      ).stdout.trim();
       if (state === 'exited 0') break;
       assert.ok(Date.now() < deadline, `${launched.name} on ${launched.host.name} exits after discard (state ${state})`);
       await sleep(100);
@@ -198,7 +209,10 @@ describe('service-level migration with ums-launcher on two simulated hosts', { t
     await sleep(500);
     assert.equal((await ticksOf(a)).at(-1)?.count, frozenAt, 'nothing ticks while frozen');
     // A second checkpoint of a frozen service is refused, not a second dump.
-    await assert.rejects(a.client.checkpoint(), (error: unknown) => error instanceof LauncherError && error.failure === 'refused' && /resume or discard/.test(error.message));
+    await assert.rejects(
+      a.client.checkpoint(),
+      (error: unknown) => error instanceof LauncherError && error.failure === 'refused' && /resume or discard/.test(error.message),
+    );
 
     const started = Date.now();
     const resumed = await a.client.resume();
@@ -230,7 +244,9 @@ describe('service-level migration with ums-launcher on two simulated hosts', { t
     const onA = await labelledOf(a);
     await waitFor(async () => {
       const lines = await labelledOf(b);
-      return (lines.a.at(-1)?.count ?? 0) >= (onA.a.at(-1)?.count ?? 0) + 5 && (lines.b.at(-1)?.count ?? 0) >= (onA.b.at(-1)?.count ?? 0) + 5;
+      return (
+        (lines.a.at(-1)?.count ?? 0) >= (onA.a.at(-1)?.count ?? 0) + 5 && (lines.b.at(-1)?.count ?? 0) >= (onA.b.at(-1)?.count ?? 0) + 5
+      );
     }, 'both counters tick on B');
     const onB = await labelledOf(b);
     for (const label of ['a', 'b'] as const) {
@@ -256,10 +272,19 @@ describe('service-level migration with ums-launcher on two simulated hosts', { t
     const b = await launch(hostB, 'bad', COUNTER, 'restore');
 
     // Wrong-mode requests and a missing socket.
-    await assert.rejects(b.client.checkpoint(), (error: unknown) => error instanceof LauncherError && error.failure === 'refused' && /waiting-for-restore/.test(error.message));
-    await assert.rejects(a.client.restore(Readable.from([Buffer.alloc(1024)])), (error: unknown) => error instanceof LauncherError && /restore mode/.test(error.message));
+    await assert.rejects(
+      b.client.checkpoint(),
+      (error: unknown) => error instanceof LauncherError && error.failure === 'refused' && /waiting-for-restore/.test(error.message),
+    );
+    await assert.rejects(
+      a.client.restore(Readable.from([Buffer.alloc(1024)])),
+      (error: unknown) => error instanceof LauncherError && /restore mode/.test(error.message),
+    );
     const nowhere = new LauncherClient({ socketPath: join(base, 'nowhere', 'control.sock'), where: 'nowhere' });
-    await assert.rejects(nowhere.status(), (error: unknown) => error instanceof LauncherError && error.failure === 'unreachable' && /bind-mounted/.test(error.message));
+    await assert.rejects(
+      nowhere.status(),
+      (error: unknown) => error instanceof LauncherError && error.failure === 'unreachable' && /bind-mounted/.test(error.message),
+    );
 
     const archive = await collect(await a.client.checkpoint());
     const frozenAt = (await ticksOf(a)).at(-1)?.count ?? 0;
@@ -287,7 +312,10 @@ describe('service-level migration with ums-launcher on two simulated hosts', { t
     const broken = new Readable({ read() {} });
     broken.push(archive.subarray(0, 4096));
     setTimeout(() => broken.destroy(new Error('source went away')), 100);
-    await assert.rejects(b.client.restore(broken), (error: unknown) => error instanceof LauncherError && error.failure === 'stream' && /source went away/.test(error.message));
+    await assert.rejects(
+      b.client.restore(broken),
+      (error: unknown) => error instanceof LauncherError && error.failure === 'stream' && /source went away/.test(error.message),
+    );
     await waitFor(async () => (await b.client.status()).mode === 'waiting-for-restore', 'B waits after a broken stream');
 
     // The migration failed: the source resumes where it stopped.
@@ -321,7 +349,10 @@ async function labelledOf(launched: Launched): Promise<{ a: LabelledTick[]; b: L
 }
 
 async function waitForTicks(launched: Launched, atLeast: number): Promise<void> {
-  await waitFor(async () => ((await ticksOf(launched)).at(-1)?.count ?? 0) >= atLeast, `${launched.name} on ${launched.host.name} reaches count=${atLeast}`);
+  await waitFor(
+    async () => ((await ticksOf(launched)).at(-1)?.count ?? 0) >= atLeast,
+    `${launched.name} on ${launched.host.name} reaches count=${atLeast}`,
+  );
 }
 
 async function waitFor(check: () => Promise<boolean>, what: string, timeoutMs = 30_000): Promise<void> {
@@ -347,10 +378,20 @@ async function collect(stream: CheckpointStream): Promise<Buffer> {
 
 /** Where the first tar entry whose name matches starts its data, and its size. */
 function entryOffset(tar: Buffer, name: RegExp): { data: number; size: number } {
-  for (let offset = 0; offset + 512 <= tar.length; ) {
-    const entryName = tar.subarray(offset, offset + 100).toString('latin1').replace(/\0.*$/s, '');
+  for (let offset = 0; offset + 512 <= tar.length;) {
+    const entryName = tar
+      .subarray(offset, offset + 100)
+      .toString('latin1')
+      .replace(/\0.*$/s, '');
     if (entryName === '') break;
-    const size = parseInt(tar.subarray(offset + 124, offset + 136).toString('latin1').replace(/\0/g, '').trim(), 8);
+    const size = parseInt(
+      tar
+        .subarray(offset + 124, offset + 136)
+        .toString('latin1')
+        .replace(/\0/g, '')
+        .trim(),
+      8,
+    );
     if (name.test(entryName)) return { data: offset + 512, size };
     offset += 512 + Math.ceil(size / 512) * 512;
   }

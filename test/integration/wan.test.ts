@@ -76,7 +76,10 @@ describe('stack WAN between two simulated hosts', { timeout: 180_000 }, () => {
   });
 
   it('lets the hosts reach each other over TCP in both directions', async () => {
-    for (const [server, client] of [[onWanA, onWanB], [onWanB, onWanA]] as const) {
+    for (const [server, client] of [
+      [onWanA, onWanB],
+      [onWanB, onWanA],
+    ] as const) {
       const port = 7100;
       servers.push(await startServer(server, port));
       const { stdout } = await client.exec(process.execPath, ['-e', CLIENT, server.address, String(port)]);
@@ -85,10 +88,18 @@ describe('stack WAN between two simulated hosts', { timeout: 180_000 }, () => {
     }
   });
 
-  it('serves a container port published on host A to a client namespace at host A\'s address', async () => {
+  it("serves a container port published on host A to a client namespace at host A's address", async () => {
     await hostA.podman([
-      'run', '-d', '--name', 'web', '-p', '8080:80', DEFAULT_COUNTER_IMAGE,
-      'sh', '-c', 'mkdir -p /www && echo hello-from-web > /www/index.html && exec httpd -f -p 80 -h /www',
+      'run',
+      '-d',
+      '--name',
+      'web',
+      '-p',
+      '8080:80',
+      DEFAULT_COUNTER_IMAGE,
+      'sh',
+      '-c',
+      'mkdir -p /www && echo hello-from-web > /www/index.html && exec httpd -f -p 80 -h /www',
     ]);
     const client = await wan.addClient('browser');
     assert.match(client.address, /^198\.18\.0\.\d+$/);
@@ -122,7 +133,11 @@ describe('stack WAN between two simulated hosts', { timeout: 180_000 }, () => {
     assert.deepEqual(await netnsReferences(inodes), [], 'nothing holds the namespaces any more');
     // Others may add interfaces to the machine's namespace meanwhile; none may be one of ours.
     const added = (await rootLinks()).filter((l) => !rootLinksBefore.includes(l));
-    assert.deepEqual(added.filter((l) => l === WAN_INTERFACE || l === WAN_BRIDGE || /^v\d+$/.test(l)), [], 'no WAN interface in the machine\'s own namespace');
+    assert.deepEqual(
+      added.filter((l) => l === WAN_INTERFACE || l === WAN_BRIDGE || /^v\d+$/.test(l)),
+      [],
+      "no WAN interface in the machine's own namespace",
+    );
   });
 });
 
@@ -149,7 +164,10 @@ describe('a WAN started again for the same stack dir', { timeout: 60_000 }, () =
       } finally {
         await wan.destroy();
       }
-      assert.deepEqual((await readdir('/run/netns')).filter((n) => n.startsWith(wan.netns)), []);
+      assert.deepEqual(
+        (await readdir('/run/netns')).filter((n) => n.startsWith(wan.netns)),
+        [],
+      );
     } finally {
       await removeWan({ stackName: 'crash-test', stackDir: dir });
       await rm(dir, { recursive: true, force: true });
@@ -163,7 +181,9 @@ function netnsOf(host: PodmanHost): string {
 }
 
 async function startServer(endpoint: WanEndpoint, port: number): Promise<ChildProcess> {
-  const child = endpoint.spawn(process.execPath, ['-e', SERVER, endpoint.name, endpoint.address, String(port)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = endpoint.spawn(process.execPath, ['-e', SERVER, endpoint.name, endpoint.address, String(port)], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   await new Promise<void>((resolve, reject) => {
     child.stdout?.on('data', (d: Buffer) => {
       if (d.toString().includes('listening')) resolve();
@@ -187,7 +207,11 @@ async function retry<T>(attempt: () => Promise<T>): Promise<T> {
 
 async function rootLinks(): Promise<string[]> {
   const { stdout } = await execFileAsync('ip', ['-o', 'link', 'show']);
-  return stdout.split('\n').map((line) => /^\d+:\s+([^:@\s]+)/.exec(line)?.[1]).filter((n): n is string => n !== undefined).sort();
+  return stdout
+    .split('\n')
+    .map((line) => /^\d+:\s+([^:@\s]+)/.exec(line)?.[1])
+    .filter((n): n is string => n !== undefined)
+    .sort();
 }
 
 /** Processes in, and mounts (in any process's mount namespace) of, the network namespaces with these inodes. */

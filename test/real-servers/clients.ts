@@ -11,7 +11,13 @@ import { createHash } from 'node:crypto';
 import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
-import { INNER_CLIENT_NAME, INNER_COUNT_KEY, MEMCACHED_INNER_CLIENT_ADDRESS, MEMCACHED_PORT, REDIS_PORT } from '../../infra/images/build-server-images.js';
+import {
+  INNER_CLIENT_NAME,
+  INNER_COUNT_KEY,
+  MEMCACHED_INNER_CLIENT_ADDRESS,
+  MEMCACHED_PORT,
+  REDIS_PORT,
+} from '../../infra/images/build-server-images.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -78,10 +84,13 @@ export function redisClients(clientList: string): RedisClient[] {
     .filter((l) => l.trim() !== '')
     .map((line) => {
       const fields = new Map(
-        line.trim().split(' ').map((f) => {
-          const eq = f.indexOf('=');
-          return [f.slice(0, eq), f.slice(eq + 1)] as const;
-        }),
+        line
+          .trim()
+          .split(' ')
+          .map((f) => {
+            const eq = f.indexOf('=');
+            return [f.slice(0, eq), f.slice(eq + 1)] as const;
+          }),
       );
       return { id: fields.get('id') ?? '', addr: fields.get('addr') ?? '', name: fields.get('name') ?? '', age: Number(fields.get('age')) };
     });
@@ -221,7 +230,11 @@ export class OutsideRedisWriter {
   }
 
   async waitForAcks(count: number, timeoutMs = 30_000): Promise<void> {
-    await waitFor(async () => this.acknowledged.length >= count, `${count} acknowledged writes from the outside client (${this.acknowledged.length} so far, errors: ${this.stderrLines.join(' | ')})`, timeoutMs);
+    await waitFor(
+      async () => this.acknowledged.length >= count,
+      `${count} acknowledged writes from the outside client (${this.acknowledged.length} so far, errors: ${this.stderrLines.join(' | ')})`,
+      timeoutMs,
+    );
   }
 
   /** Stops writing and lets redis-cli exit at the end of its input. */

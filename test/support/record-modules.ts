@@ -16,7 +16,11 @@ interface ResolveResult {
   url: string;
 }
 
-export async function resolve(specifier: string, context: unknown, nextResolve: (specifier: string, context: unknown) => Promise<ResolveResult>): Promise<ResolveResult> {
+export async function resolve(
+  specifier: string,
+  context: unknown,
+  nextResolve: (specifier: string, context: unknown) => Promise<ResolveResult>,
+): Promise<ResolveResult> {
   const result = await nextResolve(specifier, context);
   if (file !== undefined) appendFileSync(file, `${result.url}\n`);
   return result;

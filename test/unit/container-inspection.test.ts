@@ -49,7 +49,7 @@ describe('container inspection: what a container holds on the network, read from
     assert.deepEqual(v4[3]?.peer, { address: '198.18.0.100', port: 40000 });
     const v6 = parseInetTable(TCP6, 'tcp', 6);
     assert.deepEqual(v6[0]?.local, { address: '::', port: 6379 });
-    assert.deepEqual(v6[1]?.peer, { address: '198.18.0.101', port: 40001 }, 'a dual-stack socket\'s IPv4 peer reads as IPv4');
+    assert.deepEqual(v6[1]?.peer, { address: '198.18.0.101', port: 40001 }, "a dual-stack socket's IPv4 peer reads as IPv4");
     assert.deepEqual(localIpv4Addresses(FIB_TRIE), ['10.88.0.5']);
     assert.deepEqual(localIpv6Addresses(IF_INET6), ['fe80::4c3d:1bff:fe2a:9e11']);
   });
@@ -60,9 +60,12 @@ describe('container inspection: what a container holds on the network, read from
     assert.equal(network.insideConnections, 1, 'two sockets, one connection');
     assert.equal(network.insideOverOwnAddress, 0, 'over loopback');
     const overOwn = classify(parseInetTable(TCP.replace(/0100007F:(18EB|D2F0)/g, '0500580A:$1'), 'tcp', 4), ['10.88.0.5'], [], 0);
-    assert.equal(overOwn.insideOverOwnAddress, 1, 'the same pair over the container\'s own address');
+    assert.equal(overOwn.insideOverOwnAddress, 1, "the same pair over the container's own address");
     assert.equal(network.outsideConnectionCount, 2);
-    assert.deepEqual(network.outsideConnections.map((c) => c.peer.address), ['198.18.0.100', '198.18.0.101']);
+    assert.deepEqual(
+      network.outsideConnections.map((c) => c.peer.address),
+      ['198.18.0.100', '198.18.0.101'],
+    );
     assert.deepEqual(
       network.listening.map((l) => `${l.protocol}${l.family} ${l.address}:${l.port}`),
       ['tcp4 0.0.0.0:6379', 'tcp6 :::6379', 'udp4 0.0.0.0:53'],
@@ -72,7 +75,7 @@ describe('container inspection: what a container holds on the network, read from
 });
 
 describe("CRIU's own reason, from its log", () => {
-  it('names the cause in the user\'s terms and leaves out the bookkeeping lines', () => {
+  it("names the cause in the user's terms and leaves out the bookkeeping lines", () => {
     const log = `(00.001) Error (criu/util.c:1534): rlimit: Can't setup RLIMIT_NOFILE for self: Operation not permitted
 (00.120) Error (criu/sk-inet.c:199): inet: Connected TCP socket, consider using --tcp-established option.
 (00.121) Error (criu/cr-dump.c:1681): Dump files (pid: 3260) failed with -1

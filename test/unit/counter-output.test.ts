@@ -14,7 +14,10 @@ describe('reading the counter workload', () => {
     const source = [1, 2, 3].map((count) => ({ count, t: count * 100 }));
     const destination = [2, 3, 4, 5].map((count) => ({ count, t: count === 4 ? 1300 : count * 100 + 1000 }));
     const joined = joinTicks(source, destination);
-    assert.deepEqual(joined.map((t) => t.count), [1, 2, 3, 4, 5]);
+    assert.deepEqual(
+      joined.map((t) => t.count),
+      [1, 2, 3, 4, 5],
+    );
     const ok = continuity(joined);
     assert.ok(ok.continuous);
     assert.equal(ok.maxGapMs, 1000);

@@ -17,20 +17,29 @@ describe('events and commands at the boundary', () => {
   });
 
   it('refuses what is not JSON, not a CloudEvent, of an unknown type, or with bad data, naming the problem', () => {
-    assert.throws(() => parseEvent('{not json'), (e: unknown) => e instanceof InvalidMessageError && /not JSON/.test(e.message));
+    assert.throws(
+      () => parseEvent('{not json'),
+      (e: unknown) => e instanceof InvalidMessageError && /not JSON/.test(e.message),
+    );
     assert.throws(() => parseEvent({ type: 'dev.ums.migration.requested.v1' }), /specversion/);
-    const base = toWire(makeEvent('migration.requested', '/ums/cli', { migrationId, container: 'web', destinationAgent: 'gcp-us-central1-1' }));
+    const base = toWire(
+      makeEvent('migration.requested', '/ums/cli', { migrationId, container: 'web', destinationAgent: 'gcp-us-central1-1' }),
+    );
     assert.throws(() => parseEvent({ ...base, type: 'dev.ums.no.such.thing.v1' }), /unknown event type "dev.ums.no.such.thing.v1"/);
     assert.throws(() => parseEvent({ ...base, data: { migrationId, container: '../etc', destinationAgent: 'x' } }), /container/);
     assert.throws(() => parseEvent({ ...base, data: { migrationId: 'a.b', container: 'web', destinationAgent: 'x' } }), /migrationId/);
     // a command is not an event, and the other way round
-    const command = toWire(makeCommand('discard', '/ums/functions/finalize', { migrationId, epoch: 1, approach: 'container', container: 'web' }));
+    const command = toWire(
+      makeCommand('discard', '/ums/functions/finalize', { migrationId, epoch: 1, approach: 'container', container: 'web' }),
+    );
     assert.throws(() => parseEvent(command), /unknown event type/);
     assert.throws(() => parseCommand(base), /unknown command type/);
   });
 
   it('rejects another schema version with a reason instead of guessing at it, and a command without its epoch', () => {
-    const base = toWire(makeEvent('migration.requested', '/ums/cli', { migrationId, container: 'web', destinationAgent: 'gcp-us-central1-1' }));
+    const base = toWire(
+      makeEvent('migration.requested', '/ums/cli', { migrationId, container: 'web', destinationAgent: 'gcp-us-central1-1' }),
+    );
     assert.throws(() => parseEvent({ ...base, type: 'dev.ums.migration.requested.v2' }), /schema version 2; this build speaks version 1/);
     const resume = toWire(makeCommand('resume', '/f', { migrationId, epoch: 2, approach: 'container', container: 'web' }));
     assert.throws(() => parseCommand({ ...resume, type: 'dev.ums.command.resume.v3' }), /schema version 3/);
@@ -38,8 +47,16 @@ describe('events and commands at the boundary', () => {
     assert.throws(() => parseCommand({ ...resume, data: { migrationId, container: 'web', epoch: 0 } }), /epoch/);
   });
 
-  it('validates the destination\'s commands, including the signed URLs', () => {
-    const prepare = { migrationId, epoch: 1, approach: 'container' as const, container: 'web', image: 'localhost/ums/counter:1', imageId: 'e'.repeat(64), sourceAgent: 'azure-eastus-1' };
+  it("validates the destination's commands, including the signed URLs", () => {
+    const prepare = {
+      migrationId,
+      epoch: 1,
+      approach: 'container' as const,
+      container: 'web',
+      image: 'localhost/ums/counter:1',
+      imageId: 'e'.repeat(64),
+      sourceAgent: 'azure-eastus-1',
+    };
     assert.equal(parseCommand(toWire(makeCommand('prepare', '/f', prepare))).name, 'prepare');
     assert.throws(() => makeCommand('prepare', '/f', { ...prepare, sourceAgent: 'a b' }));
     const urls = {
@@ -50,7 +67,10 @@ describe('events and commands at the boundary', () => {
       expiresAt: new Date().toISOString(),
     };
     assert.equal(parseCommand(toWire(makeCommand('chunk-urls', '/f', urls))).name, 'chunk-urls');
-    assert.throws(() => parseCommand({ ...toWire(makeCommand('chunk-urls', '/f', urls)), data: { ...urls, chunks: [{ index: 0, url: 'not a url' }] } }), /chunks\.0\.url/);
+    assert.throws(
+      () => parseCommand({ ...toWire(makeCommand('chunk-urls', '/f', urls)), data: { ...urls, chunks: [{ index: 0, url: 'not a url' }] } }),
+      /chunks\.0\.url/,
+    );
   });
 
   it('gives a deterministic id when asked, so that a retried publish is deduplicated', () => {

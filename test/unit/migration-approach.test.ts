@@ -36,12 +36,12 @@ const measured = { bandwidthBytesPerSecond: 100 * MiB };
 
 function chosen(decision: Decision): Extract<Decision, { kind: 'chosen' }> {
   assert.equal(decision.kind, 'chosen', decision.kind === 'refused' ? decision.reason : '');
-  return decision as Extract<Decision, { kind: 'chosen' }>;
+  return decision;
 }
 
 function refused(decision: Decision): Extract<Decision, { kind: 'refused' }> {
   assert.equal(decision.kind, 'refused', decision.kind === 'chosen' ? `chose ${decision.approach}: ${decision.reason}` : '');
-  return decision as Extract<Decision, { kind: 'refused' }>;
+  return decision;
 }
 
 function decide(input: DecisionInput): Decision {
@@ -54,7 +54,11 @@ describe('decideApproach: the decision table', () => {
     assert.equal(d.approach, 'container');
     assert.deepEqual(
       d.candidates.map((c) => [c.approach, c.feasible]),
-      [['container', true], ['service', false], ['orchestrator', false]],
+      [
+        ['container', true],
+        ['service', false],
+        ['orchestrator', false],
+      ],
     );
     assert.match(d.candidates.find((c) => c.approach === 'service')?.why ?? '', /launcher/);
     assert.match(d.candidates.find((c) => c.approach === 'orchestrator')?.why ?? '', /UMS_KUBELET_URL is not set/);
@@ -69,7 +73,10 @@ describe('decideApproach: the decision table', () => {
     assert.ok(service.estimatedMs < container.estimatedMs);
     assert.match(d.reason, /^service level: estimated/);
     for (const memoryBytes of [300 * MiB, 4096 * MiB]) {
-      assert.equal(chosen(decide({ source: host(), destination: host(), container: { ...singleSmall, memoryBytes }, ...measured })).approach, 'service');
+      assert.equal(
+        chosen(decide({ source: host(), destination: host(), container: { ...singleSmall, memoryBytes }, ...measured })).approach,
+        'service',
+      );
     }
   });
 
@@ -81,36 +88,62 @@ describe('decideApproach: the decision table', () => {
   });
 
   it('row 4: a multi-process container without the launcher -> container', () => {
-    const d = chosen(decide({ source: host(), destination: host(), container: { processCount: 5, memoryBytes: 64 * MiB, launcher: { available: false, reason: 'no launcher control socket' } }, ...measured }));
+    const d = chosen(
+      decide({
+        source: host(),
+        destination: host(),
+        container: { processCount: 5, memoryBytes: 64 * MiB, launcher: { available: false, reason: 'no launcher control socket' } },
+        ...measured,
+      }),
+    );
     assert.equal(d.approach, 'container');
     assert.match(d.candidates.find((c) => c.approach === 'service')?.why ?? '', /no launcher control socket/);
   });
 
   it('row 5: no container level at the source but the launcher -> service, even for many processes', () => {
-    const d = chosen(decide({ source: host({ container: false, plain: true }), destination: host(), container: { ...singleSmall, processCount: 8 } }));
+    const d = chosen(
+      decide({ source: host({ container: false, plain: true }), destination: host(), container: { ...singleSmall, processCount: 8 } }),
+    );
     assert.equal(d.approach, 'service');
     assert.match(d.candidates.find((c) => c.approach === 'container')?.why ?? '', /the source cannot \(criu check failed: Looks bad\)/);
   });
 
   it('row 6: no container level, launcher and kubelets both ends -> service, whatever the process count', () => {
-    const base = { source: host({ container: false, orchestrator: true, plain: true }), destination: host({ container: false, orchestrator: true, plain: true }) };
-    for (const processCount of [4, 30]) assert.equal(chosen(decide({ ...base, container: { ...singleSmall, processCount }, ...measured })).approach, 'service');
+    const base = {
+      source: host({ container: false, orchestrator: true, plain: true }),
+      destination: host({ container: false, orchestrator: true, plain: true }),
+    };
+    for (const processCount of [4, 30])
+      assert.equal(chosen(decide({ ...base, container: { ...singleSmall, processCount }, ...measured })).approach, 'service');
   });
 
   it('row 7: only the kubelets at both ends -> orchestrator', () => {
-    const d = chosen(decide({ source: host({ container: false, orchestrator: true }), destination: host({ container: false, orchestrator: true }), container: { processCount: 2 } }));
+    const d = chosen(
+      decide({
+        source: host({ container: false, orchestrator: true }),
+        destination: host({ container: false, orchestrator: true }),
+        container: { processCount: 2 },
+      }),
+    );
     assert.equal(d.approach, 'orchestrator');
     const orchestrator = d.candidates.find((c) => c.approach === 'orchestrator');
     assert.match(orchestrator?.why ?? '', /memory unknown, assumed 64 MiB; bandwidth unmeasured, assumed 50 MiB\/s/);
   });
 
   it('row 8: container level and kubelets at both ends -> container (orchestrator costs an image build and a registry round trip)', () => {
-    const d = chosen(decide({ source: host({ orchestrator: true }), destination: host({ orchestrator: true }), container: { processCount: 1, memoryBytes: 128 * MiB }, ...measured }));
+    const d = chosen(
+      decide({
+        source: host({ orchestrator: true }),
+        destination: host({ orchestrator: true }),
+        container: { processCount: 1, memoryBytes: 128 * MiB },
+        ...measured,
+      }),
+    );
     assert.equal(d.approach, 'container');
     assert.match(d.reason, /orchestrator \d/);
   });
 
-  it('row 9: nothing feasible -> refused, naming every approach\'s reason', () => {
+  it("row 9: nothing feasible -> refused, naming every approach's reason", () => {
     const r = refused(decide({ source: host({ container: false }), destination: host(), container: { processCount: 1 } }));
     assert.equal(r.code, 'none-feasible');
     assert.match(r.reason, /container level: needs .* the source cannot \(criu check failed: Looks bad\)/);
@@ -125,7 +158,10 @@ describe('decideApproach: the decision table', () => {
 
   it('row 10: a destination that cannot start containers or lacks the image rules out container and service levels', () => {
     const noEngine = refused(decide({ source: host(), destination: host({ container: false, plain: false }), container: singleSmall }));
-    assert.match(noEngine.candidates.find((c) => c.approach === 'service')?.why ?? '', /cannot start a plain container: engine socket refused/);
+    assert.match(
+      noEngine.candidates.find((c) => c.approach === 'service')?.why ?? '',
+      /cannot start a plain container: engine socket refused/,
+    );
     // A destination whose engine answered but whose CRIU is missing still starts plain containers.
     const criuMissing = host({ container: false, plain: true });
     criuMissing.containerLevel.engine = 'podman 4.3.1';
@@ -139,7 +175,15 @@ describe('decideApproach: the decision table', () => {
   });
 
   it('row 11: an explicit feasible request is honoured even when another approach is estimated faster', () => {
-    const d = chosen(decide({ source: host({ orchestrator: true }), destination: host({ orchestrator: true }), container: singleSmall, requested: 'orchestrator', ...measured }));
+    const d = chosen(
+      decide({
+        source: host({ orchestrator: true }),
+        destination: host({ orchestrator: true }),
+        container: singleSmall,
+        requested: 'orchestrator',
+        ...measured,
+      }),
+    );
     assert.equal(d.approach, 'orchestrator');
     assert.match(d.reason, /^orchestrator level as requested \(service level was estimated faster/);
     const same = chosen(decide({ source: host(), destination: host(), container: { processCount: 4 }, requested: 'container' }));
@@ -152,11 +196,21 @@ describe('decideApproach: the decision table', () => {
     assert.match(r.reason, /^service level was requested but cannot be used: needs the container to run the UMS launcher/);
     // container level would have worked, and the candidates say so
     assert.equal(r.candidates.find((c) => c.approach === 'container')?.feasible, true);
-    const reported = refused(decide({ source: host(), destination: host(), container: { launcher: { available: false, reason: 'launcher 0.0.9 too old' } }, requested: 'service' }));
+    const reported = refused(
+      decide({
+        source: host(),
+        destination: host(),
+        container: { launcher: { available: false, reason: 'launcher 0.0.9 too old' } },
+        requested: 'service',
+      }),
+    );
     assert.match(reported.reason, /launcher 0\.0\.9 too old/);
     assert.throws(
       () => decideApproachOrThrow({ source: host(), destination: host(), container: {}, requested: 'orchestrator' }),
-      (e: unknown) => e instanceof ApproachRefusedError && e.code === 'requested-infeasible' && /the source cannot \(UMS_KUBELET_URL is not set\)/.test(e.message),
+      (e: unknown) =>
+        e instanceof ApproachRefusedError &&
+        e.code === 'requested-infeasible' &&
+        /the source cannot \(UMS_KUBELET_URL is not set\)/.test(e.message),
     );
   });
 });
@@ -165,7 +219,10 @@ describe('decideApproach: the model and the boundary', () => {
   it('lists the candidates in tie-break order: container, service, orchestrator', () => {
     // No two approaches tie with the shipped constants; the order is what decides a tie after a recalibration.
     const d = decide({ source: host(), destination: host(), container: {} });
-    assert.deepEqual(d.candidates.map((c) => c.approach), ['container', 'service', 'orchestrator']);
+    assert.deepEqual(
+      d.candidates.map((c) => c.approach),
+      ['container', 'service', 'orchestrator'],
+    );
   });
 
   it('costs grow with memory and shrink with bandwidth, and the orchestrator pays the transfer twice', () => {
@@ -181,7 +238,14 @@ describe('decideApproach: the model and the boundary', () => {
 
   it('refuses malformed input at the boundary', () => {
     assert.throws(() => decideApproach({ source: host(), destination: host(), container: { processCount: 0 } }), /processCount/);
-    assert.throws(() => decideApproach({ source: host(), destination: host(), container: {}, requested: 'vm' as 'container' }), /requested/);
-    assert.throws(() => HostCapabilities.parse({ containerLevel: { available: true }, orchestratorLevel: { available: true, kubeletUrl: 'not a url' } }), /kubeletUrl/);
+    assert.throws(
+      () => decideApproach({ source: host(), destination: host(), container: {}, requested: 'vm' as 'container' }),
+      /requested/,
+    );
+    assert.throws(
+      () =>
+        HostCapabilities.parse({ containerLevel: { available: true }, orchestratorLevel: { available: true, kubeletUrl: 'not a url' } }),
+      /kubeletUrl/,
+    );
   });
 });

@@ -47,7 +47,14 @@ const launched = (name: string, processCount: number, memoryBytes = 8 * MiB): Co
 
 describe('planAgainst: registrations to a plan, as planMigration and `ums plan` see them', () => {
   it('picks service level where the launcher runs and container level for a multi-process container without it', () => {
-    const plain: Container = { name: 'plain', image: IMAGE, imageId: IMAGE_ID, state: 'running', checkpointed: false, traits: { launcher: { available: false, reason: 'no launcher control socket' } } };
+    const plain: Container = {
+      name: 'plain',
+      image: IMAGE,
+      imageId: IMAGE_ID,
+      state: 'running',
+      checkpointed: false,
+      traits: { launcher: { available: false, reason: 'no launcher control socket' } },
+    };
     const agents = [agent('a', [launched('one', 1), launched('five', 5), plain]), agent('b', [])];
     for (const name of ['one', 'five']) {
       const plan = planAgainst(agents, { container: name, destinationAgent: 'b' }, NOW);
@@ -60,7 +67,11 @@ describe('planAgainst: registrations to a plan, as planMigration and `ums plan` 
 
   it('uses the bandwidth the source measured on its last upload', () => {
     const big = launched('big', 1, 300 * MiB);
-    const fast = planAgainst([agent('a', [big], { transfer: { uploadBytesPerSecond: 500 * MiB, measuredAt: new Date(NOW).toISOString() } }), agent('b', [])], { container: 'big', destinationAgent: 'b' }, NOW);
+    const fast = planAgainst(
+      [agent('a', [big], { transfer: { uploadBytesPerSecond: 500 * MiB, measuredAt: new Date(NOW).toISOString() } }), agent('b', [])],
+      { container: 'big', destinationAgent: 'b' },
+      NOW,
+    );
     assert.ok(fast.ok);
     assert.match(fast.decision.candidates.find((c) => c.approach === 'container')?.why ?? '', /500 MiB\/s/);
     const unmeasured = planAgainst([agent('a', [big]), agent('b', [])], { container: 'big', destinationAgent: 'b' }, NOW);
@@ -73,12 +84,19 @@ describe('planAgainst: registrations to a plan, as planMigration and `ums plan` 
     assert.ok(AgentRegistration.safeParse(agent('a', [])).success);
     assert.match(AgentRegistration.safeParse(withoutCapabilities).error?.message ?? '', /capabilities/);
     const { plainContainers: _plainContainers, ...withoutPlainContainers } = capabilities;
-    assert.match(AgentRegistration.safeParse({ ...withoutCapabilities, capabilities: withoutPlainContainers }).error?.message ?? '', /plainContainers/);
+    assert.match(
+      AgentRegistration.safeParse({ ...withoutCapabilities, capabilities: withoutPlainContainers }).error?.message ?? '',
+      /plainContainers/,
+    );
 
     // Decided from the report alone: a host that reports container level only gets container level.
     const containerOnly = { ...capabilities, plainContainers: { available: false, reason: 'engine socket refused' } };
     const web = launched('web', 1);
-    const plan = planAgainst([agent('a', [web], { capabilities: containerOnly }), agent('b', [], { capabilities: containerOnly })], { container: 'web', destinationAgent: 'b' }, NOW);
+    const plan = planAgainst(
+      [agent('a', [web], { capabilities: containerOnly }), agent('b', [], { capabilities: containerOnly })],
+      { container: 'web', destinationAgent: 'b' },
+      NOW,
+    );
     assert.ok(plan.ok && plan.decision.approach === 'container', plan.ok ? plan.decision.reason : plan.reason);
   });
 
@@ -87,11 +105,19 @@ describe('planAgainst: registrations to a plan, as planMigration and `ums plan` 
     const orchestrator = planAgainst(agents, { container: 'one', destinationAgent: 'b', approach: 'orchestrator' }, NOW);
     assert.ok(!orchestrator.ok && orchestrator.code === 'approach-infeasible');
     assert.match(orchestrator.reason, /orchestrator level was requested but cannot be used/);
-    const silent = planAgainst([agents[0] as AgentRegistration, agent('b', [], { heartbeatAt: new Date(NOW - 60_000).toISOString() })], { container: 'one', destinationAgent: 'b' }, NOW);
+    const silent = planAgainst(
+      [agents[0] as AgentRegistration, agent('b', [], { heartbeatAt: new Date(NOW - 60_000).toISOString() })],
+      { container: 'one', destinationAgent: 'b' },
+      NOW,
+    );
     assert.ok(!silent.ok && silent.code === 'agent-unavailable');
     const missing = planAgainst(agents, { container: 'nope', destinationAgent: 'b' }, NOW);
     assert.ok(!missing.ok && missing.code === 'container-not-found' && missing.notListedYet === true);
-    const noImage = planAgainst([agents[0] as AgentRegistration, agent('b', [], { imageIds: [], images: [] })], { container: 'one', destinationAgent: 'b' }, NOW);
+    const noImage = planAgainst(
+      [agents[0] as AgentRegistration, agent('b', [], { imageIds: [], images: [] })],
+      { container: 'one', destinationAgent: 'b' },
+      NOW,
+    );
     assert.ok(!noImage.ok && noImage.code === 'image-missing');
   });
 
@@ -107,7 +133,11 @@ describe('planAgainst: registrations to a plan, as planMigration and `ums plan` 
       unixSockets: 0,
       ...over,
     });
-    const server = (name: string, net = network(), checkpointable: { available: boolean; reason?: string } = { available: true }): Container => ({
+    const server = (
+      name: string,
+      net = network(),
+      checkpointable: { available: boolean; reason?: string } = { available: true },
+    ): Container => ({
       name,
       image: IMAGE,
       imageId: IMAGE_ID,
@@ -117,14 +147,25 @@ describe('planAgainst: registrations to a plan, as planMigration and `ums plan` 
     });
     const criu42 = (extra: Record<string, unknown> = {}) => ({
       capabilities: {
-        containerLevel: { available: true, engine: 'podman 4.3.1', criuVersion: '4.2.1', arch: 'x86_64', sockets: { available: true }, ...extra },
+        containerLevel: {
+          available: true,
+          engine: 'podman 4.3.1',
+          criuVersion: '4.2.1',
+          arch: 'x86_64',
+          sockets: { available: true },
+          ...extra,
+        },
         orchestratorLevel: { available: false, reason: 'no kubelet' },
         plainContainers: { available: true },
       },
     });
 
     it('says what happens to each connection, and the service runs untouched where it is refused', () => {
-      const plan = planAgainst([agent('a', [server('redis')], criu42()), agent('b', [], criu42())], { container: 'redis', destinationAgent: 'b' }, NOW);
+      const plan = planAgainst(
+        [agent('a', [server('redis')], criu42()), agent('b', [], criu42())],
+        { container: 'redis', destinationAgent: 'b' },
+        NOW,
+      );
       assert.ok(plan.ok && plan.decision.approach === 'container' && plan.connections !== undefined);
       assert.match(plan.connections.kept, /^1 connection\(s\) with both ends inside the container: kept/);
       assert.match(plan.connections.closed, /198\.18\.0\.100:40000.*reset at the freeze/);
@@ -135,34 +176,81 @@ describe('planAgainst: registrations to a plan, as planMigration and `ums plan` 
 
     it('refuses a host whose CRIU cannot dump sockets, a service CRIU cannot dump, and foreign architectures or older CRIU', () => {
       const cannot = criu42({ sockets: { available: false, reason: "Can't get 1:16 opt" } });
-      const noSockets = planAgainst([agent('a', [server('redis')], criu42()), agent('b', [], cannot)], { container: 'redis', destinationAgent: 'b' }, NOW);
+      const noSockets = planAgainst(
+        [agent('a', [server('redis')], criu42()), agent('b', [], cannot)],
+        { container: 'redis', destinationAgent: 'b' },
+        NOW,
+      );
       assert.ok(!noSockets.ok && noSockets.code === 'approach-infeasible');
-      assert.match(noSockets.reason, /holds network sockets and CRIU cannot checkpoint or restore them on the destination's: Can't get 1:16 opt/);
+      assert.match(
+        noSockets.reason,
+        /holds network sockets and CRIU cannot checkpoint or restore them on the destination's: Can't get 1:16 opt/,
+      );
       const quiet = network({ listening: [], insideConnections: 0, outsideConnections: [], outsideConnectionCount: 0, published: [] });
-      assert.ok(planAgainst([agent('a', [server('batch', quiet)], criu42()), agent('b', [], cannot)], { container: 'batch', destinationAgent: 'b' }, NOW).ok, 'a service without sockets still moves');
-      const nonRoot = planAgainst([agent('a', [server('pg', network(), { available: false, reason: 'process 7 (postgres) runs as uid 101' })], criu42()), agent('b', [], criu42())], { container: 'pg', destinationAgent: 'b' }, NOW);
+      assert.ok(
+        planAgainst(
+          [agent('a', [server('batch', quiet)], criu42()), agent('b', [], cannot)],
+          { container: 'batch', destinationAgent: 'b' },
+          NOW,
+        ).ok,
+        'a service without sockets still moves',
+      );
+      const nonRoot = planAgainst(
+        [
+          agent('a', [server('pg', network(), { available: false, reason: 'process 7 (postgres) runs as uid 101' })], criu42()),
+          agent('b', [], criu42()),
+        ],
+        { container: 'pg', destinationAgent: 'b' },
+        NOW,
+      );
       assert.ok(!nonRoot.ok);
       assert.match(nonRoot.reason, /CRIU cannot checkpoint the container as it is now: process 7 \(postgres\) runs as uid 101/);
-      const arm = planAgainst([agent('a', [server('redis')], criu42()), agent('b', [], criu42({ arch: 'aarch64' }))], { container: 'redis', destinationAgent: 'b' }, NOW);
+      const arm = planAgainst(
+        [agent('a', [server('redis')], criu42()), agent('b', [], criu42({ arch: 'aarch64' }))],
+        { container: 'redis', destinationAgent: 'b' },
+        NOW,
+      );
       assert.ok(!arm.ok);
       assert.match(arm.reason, /x86_64 and the destination aarch64/);
-      const older = planAgainst([agent('a', [server('redis')], criu42()), agent('b', [], criu42({ criuVersion: '4.1.1' }))], { container: 'redis', destinationAgent: 'b' }, NOW);
+      const older = planAgainst(
+        [agent('a', [server('redis')], criu42()), agent('b', [], criu42({ criuVersion: '4.1.1' }))],
+        { container: 'redis', destinationAgent: 'b' },
+        NOW,
+      );
       assert.ok(!older.ok);
       assert.match(older.reason, /CRIU 4\.1\.1 is older than the source's 4\.2\.1/);
     });
 
-    it('refuses a destination that already publishes one of the container\'s host ports, naming the port and its holder', () => {
+    it("refuses a destination that already publishes one of the container's host ports, naming the port and its holder", () => {
       const other = server('cache', network({ published: [{ hostPort: 6379, containerPort: 11211, protocol: 'tcp' }] }));
-      const plan = planAgainst([agent('a', [server('redis')], criu42()), agent('b', [other], criu42())], { container: 'redis', destinationAgent: 'b' }, NOW);
+      const plan = planAgainst(
+        [agent('a', [server('redis')], criu42()), agent('b', [other], criu42())],
+        { container: 'redis', destinationAgent: 'b' },
+        NOW,
+      );
       assert.ok(!plan.ok && plan.code === 'destination-incompatible' && plan.runningOn === 'a');
       assert.match(plan.reason, /already publishes port 6379\/tcp \(held by "cache"\)/);
       const udp = server('dns', network({ published: [{ hostPort: 6379, containerPort: 53, protocol: 'udp' }] }));
-      assert.ok(planAgainst([agent('a', [server('redis')], criu42()), agent('b', [udp], criu42())], { container: 'redis', destinationAgent: 'b' }, NOW).ok, 'the same number over another protocol is no conflict');
+      assert.ok(
+        planAgainst(
+          [agent('a', [server('redis')], criu42()), agent('b', [udp], criu42())],
+          { container: 'redis', destinationAgent: 'b' },
+          NOW,
+        ).ok,
+        'the same number over another protocol is no conflict',
+      );
     });
 
-    it('does not offer service level for a container holding sockets (the launcher\'s CRIU cannot dump them)', () => {
-      const launchedServer: Container = { ...server('web'), traits: { ...server('web').traits, launcher: { available: true, version: '1' } } };
-      const plan = planAgainst([agent('a', [launchedServer], criu42()), agent('b', [], criu42())], { container: 'web', destinationAgent: 'b' }, NOW);
+    it("does not offer service level for a container holding sockets (the launcher's CRIU cannot dump them)", () => {
+      const launchedServer: Container = {
+        ...server('web'),
+        traits: { ...server('web').traits, launcher: { available: true, version: '1' } },
+      };
+      const plan = planAgainst(
+        [agent('a', [launchedServer], criu42()), agent('b', [], criu42())],
+        { container: 'web', destinationAgent: 'b' },
+        NOW,
+      );
       assert.ok(plan.ok && plan.decision.approach === 'container');
       assert.match(plan.decision.candidates.find((c) => c.approach === 'service')?.why ?? '', /cannot dump them/);
     });

@@ -1,6 +1,14 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { canTransition, COMMAND_VALID_IN, isTerminal, MigrationRecord, MigrationState, timelineOf, whereItRuns } from '../../core/migration.js';
+import {
+  canTransition,
+  COMMAND_VALID_IN,
+  isTerminal,
+  MigrationRecord,
+  MigrationState,
+  timelineOf,
+  whereItRuns,
+} from '../../core/migration.js';
 
 describe('the migration state machine', () => {
   it('allows the happy path and the way back, and nothing out of a terminal state', () => {
@@ -59,7 +67,14 @@ describe('the migration state machine', () => {
       imageId: 'c'.repeat(64),
       approach: 'container',
       artifactLocation: { storeUrl: 'gs://b', prefix: 'migrations/m1/' },
-      artifact: { storeUrl: 'gs://b', prefix: 'migrations/m1/', sizeBytes: 2048, sha256: 'a'.repeat(64), chunkCount: 1, manifestSha256: 'b'.repeat(64) },
+      artifact: {
+        storeUrl: 'gs://b',
+        prefix: 'migrations/m1/',
+        sizeBytes: 2048,
+        sha256: 'a'.repeat(64),
+        chunkCount: 1,
+        manifestSha256: 'b'.repeat(64),
+      },
       times: {
         requestedAt: at(0),
         checkpointStartedAt: at(100),
@@ -74,7 +89,14 @@ describe('the migration state machine', () => {
     const timeline = timelineOf(record);
     assert.deepEqual(
       timeline.phases.map((p) => [p.name, p.ms]),
-      [['plan+prepare', 100], ['checkpoint', 300], ['upload', 100], ['download tail', 100], ['restore', 300], ['finalize', 50]],
+      [
+        ['plan+prepare', 100],
+        ['checkpoint', 300],
+        ['upload', 100],
+        ['download tail', 100],
+        ['restore', 300],
+        ['finalize', 50],
+      ],
     );
     assert.equal(timeline.totalMs, 950);
     assert.equal(timeline.frozenMs, 800);
@@ -84,7 +106,13 @@ describe('the migration state machine', () => {
   it('reads each state with what it must have, and failed records written before runningOn', () => {
     const at = new Date(Date.UTC(2026, 10, 28)).toISOString();
     const base = { migrationId: 'm2', epoch: 2, container: 'web', destinationAgent: 'gcp', times: { requestedAt: at }, updatedAt: at };
-    const plan = { sourceAgent: 'azure', image: 'localhost/web:1', imageId: 'c'.repeat(64), approach: 'container', artifactLocation: { storeUrl: 'gs://b', prefix: 'migrations/m2/' } };
+    const plan = {
+      sourceAgent: 'azure',
+      image: 'localhost/web:1',
+      imageId: 'c'.repeat(64),
+      approach: 'container',
+      artifactLocation: { storeUrl: 'gs://b', prefix: 'migrations/m2/' },
+    };
     // a planned state without its plan is not a record
     assert.ok(!MigrationRecord.safeParse({ ...base, state: 'preflight' }).success);
     assert.ok(MigrationRecord.safeParse({ ...base, state: 'preflight', ...plan }).success);
@@ -95,9 +123,18 @@ describe('the migration state machine', () => {
     const resumed = MigrationRecord.parse({ ...base, state: 'failed', ...plan, failure });
     assert.ok(resumed.state === 'failed' && resumed.runningOn === 'azure');
     assert.deepEqual(whereItRuns(resumed), { agent: 'azure', frozen: false });
-    const lost = MigrationRecord.parse({ ...base, state: 'failed', ...plan, failure: { ...failure, phase: 'rollback', code: 'resume-failed' } });
+    const lost = MigrationRecord.parse({
+      ...base,
+      state: 'failed',
+      ...plan,
+      failure: { ...failure, phase: 'rollback', code: 'resume-failed' },
+    });
     assert.ok(lost.state === 'failed' && lost.runningOn === null);
-    const refused = MigrationRecord.parse({ ...base, state: 'failed', failure: { phase: 'plan', code: 'container-not-found', reason: 'x' } });
+    const refused = MigrationRecord.parse({
+      ...base,
+      state: 'failed',
+      failure: { phase: 'plan', code: 'container-not-found', reason: 'x' },
+    });
     assert.ok(refused.state === 'failed' && refused.runningOn === null && refused.sourceAgent === undefined);
   });
 });

@@ -7,12 +7,7 @@ import { AzureBlobStore } from '../../core/object-stores/azure-blob-store.js';
 import { FileStore } from '../../core/object-stores/file-store.js';
 import { GcsStore } from '../../core/object-stores/gcs-store.js';
 import { KeySpace, checkPortableMetadata } from '../../core/object-stores/key-space.js';
-import {
-  InvalidStoreUrlError,
-  StoreCredentialsError,
-  openObjectStore,
-  parseStoreUrl,
-} from '../../core/object-stores/open-object-store.js';
+import { InvalidStoreUrlError, StoreCredentialsError, openObjectStore, parseStoreUrl } from '../../core/object-stores/open-object-store.js';
 import { S3Store } from '../../core/object-stores/s3-store.js';
 
 const execFileAsync = promisify(execFile);
@@ -25,7 +20,11 @@ describe('parseStoreUrl', () => {
   it('parses each scheme, with and without a prefix', () => {
     assert.deepEqual(parseStoreUrl('s3://ums-checkpoints'), { scheme: 's3', bucket: 'ums-checkpoints', prefix: '' });
     assert.deepEqual(parseStoreUrl('s3://ums-checkpoints/eu/west/'), { scheme: 's3', bucket: 'ums-checkpoints', prefix: 'eu/west' });
-    assert.deepEqual(parseStoreUrl('gs://my_bucket.example/migrations'), { scheme: 'gs', bucket: 'my_bucket.example', prefix: 'migrations' });
+    assert.deepEqual(parseStoreUrl('gs://my_bucket.example/migrations'), {
+      scheme: 'gs',
+      bucket: 'my_bucket.example',
+      prefix: 'migrations',
+    });
     assert.deepEqual(parseStoreUrl('azblob://umsstorage/checkpoints/a/b'), {
       scheme: 'azblob',
       account: 'umsstorage',
@@ -73,21 +72,27 @@ describe('parseStoreUrl', () => {
   ];
   for (const [url, why] of bad) {
     it(`rejects ${JSON.stringify(url)}`, () => {
-      assert.throws(() => parseStoreUrl(url), (error: unknown) => {
-        assert.ok(error instanceof InvalidStoreUrlError);
-        assert.match(error.message, why);
-        return true;
-      });
+      assert.throws(
+        () => parseStoreUrl(url),
+        (error: unknown) => {
+          assert.ok(error instanceof InvalidStoreUrlError);
+          assert.match(error.message, why);
+          return true;
+        },
+      );
     });
   }
 
   it('keeps credentials out of its error message', () => {
-    assert.throws(() => parseStoreUrl('s3://AKIAEXAMPLE:topsecret@bucket'), (error: unknown) => {
-      assert.ok(error instanceof InvalidStoreUrlError);
-      assert.doesNotMatch(error.message, /topsecret|AKIAEXAMPLE/);
-      assert.doesNotMatch(error.storeUrl, /topsecret/);
-      return true;
-    });
+    assert.throws(
+      () => parseStoreUrl('s3://AKIAEXAMPLE:topsecret@bucket'),
+      (error: unknown) => {
+        assert.ok(error instanceof InvalidStoreUrlError);
+        assert.doesNotMatch(error.message, /topsecret|AKIAEXAMPLE/);
+        assert.doesNotMatch(error.storeUrl, /topsecret/);
+        return true;
+      },
+    );
   });
 });
 
@@ -186,7 +191,14 @@ describe('checkPortableMetadata', () => {
     assert.deepEqual(checkPortableMetadata(undefined), {});
   });
 
-  const invalid: Array<Record<string, string>> = [{ Sha256: 'x' }, { 'content-sha': 'x' }, { '1st': 'x' }, { note: 'caf\u00e9' }, { note: 'line\nbreak' }, { big: 'x'.repeat(3000) }];
+  const invalid: Array<Record<string, string>> = [
+    { Sha256: 'x' },
+    { 'content-sha': 'x' },
+    { '1st': 'x' },
+    { note: 'caf\u00e9' },
+    { note: 'line\nbreak' },
+    { big: 'x'.repeat(3000) },
+  ];
   for (const metadata of invalid) {
     it(`rejects ${JSON.stringify(metadata).slice(0, 40)}`, () => {
       assert.throws(() => checkPortableMetadata(metadata), InvalidMetadataError);

@@ -38,7 +38,9 @@ function answer(request: IncomingMessage, response: ServerResponse): void {
   const etag = behaviour === 'changed' ? '"v2"' : '"v1"';
   if (behaviour === 'forbidden') {
     response.writeHead(403, { 'content-type': 'application/xml' });
-    response.end('<?xml version="1.0"?><Error><Code>AuthenticationFailed</Code><Message>Signature not valid in the specified time frame sig=abc</Message></Error>');
+    response.end(
+      '<?xml version="1.0"?><Error><Code>AuthenticationFailed</Code><Message>Signature not valid in the specified time frame sig=abc</Message></Error>',
+    );
     return;
   }
   if (behaviour === 'missing') {
@@ -169,7 +171,10 @@ describe('downloadSignedUrl', () => {
     await assert.rejects(downloadSignedUrl(url(), collector().sink, { ...fast }), (error: unknown) => {
       assert.ok(error instanceof SignedUrlRejectedError);
       assert.equal(error.status, 403);
-      assert.match(error.message, /^the signed URL was refused \(expired, forged or wrong permission\): HTTP 403 for http:\/\/127\.0\.0\.1:\d+\/bucket\/object: AuthenticationFailed/);
+      assert.match(
+        error.message,
+        /^the signed URL was refused \(expired, forged or wrong permission\): HTTP 403 for http:\/\/127\.0\.0\.1:\d+\/bucket\/object: AuthenticationFailed/,
+      );
       assert.doesNotMatch(error.message, /deadbeef|X-Amz-Signature|sig=abc/);
       return true;
     });
