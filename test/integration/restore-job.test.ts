@@ -1,7 +1,8 @@
 /**
  * RestoreJob (the destination's side of a migration) against bad input, issue 3: a missing chunk, a
  * truncated chunk, a corrupted chunk, a manifest replaced in the store, a manifest that does not parse, an
- * expired and a forged signed URL, and a full disk at the destination, both as the job's own check sees it
+ * expired and a forged signed URL, a validly signed URL for another object and plain http at an endpoint
+ * not configured as allowed (both refused by the job's URL policy before any request), and a full disk at the destination, both as the job's own check sees it
  * (container storage too small for the size the manifest gives) and as it really happens (the disk Podman
  * spools the incoming archive on fills up half-way). Each is refused with the right RestoreRefusedError
  * code, names the chunk where it concerns one, and leaves nothing behind: no container on the host, no
