@@ -32,6 +32,8 @@ export interface TransferSettings {
   /** Chunks moving at once, each way. */
   parallel: number;
   idleTimeoutMs: number;
+  /** Origins besides the clouds' own https hosts that signed URLs may point at (UMS_ALLOWED_HTTP_ENDPOINTS). */
+  allowedEndpoints?: readonly string[];
 }
 
 export interface HostAgentOptions {
@@ -355,6 +357,7 @@ export class HostAgent {
       beforeRestore: () => journal.record(migrationId, container),
       restoreFrom: (archive) => driver.restore({ container, image, imageId }, archive),
       removePartial: () => driver.removeRestored(container),
+      urlPolicy: { endpoints: transfer.allowedEndpoints ?? [] },
     });
     this.restores.set(migrationId, job);
     for (const urls of this.earlyUrls.get(migrationId) ?? []) job.addUrls(urls);

@@ -1,11 +1,12 @@
 #!/usr/bin/env node
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { Cloud } from '../core/agent-registration.js';
-import { DEFAULT_CHUNK_MIB } from '../core/checkpoint-artifact.js';
+import { DEFAULT_CHUNK_MIB, MAX_CHUNK_MIB } from '../core/checkpoint-artifact.js';
 import { AgentId } from '../core/events.js';
 import { createLogger } from '../core/log.js';
 import { connectNatsBus } from '../core/nats-event-bus.js';
 import { openObjectStore } from '../core/object-stores/open-object-store.js';
+import { parseAllowedEndpoints } from '../core/object-stores/signed-url-policy.js';
 import { join } from 'node:path';
 import { DEFAULT_LAUNCHER_HOST_DIR } from '../launcher/convention.js';
 import { CapabilityProbe, kubeletClientFromEnv } from './capability-probe.js';
@@ -48,6 +49,12 @@ const program = new Command('ums-agent')
     new Option('--state-dir <dir>', 'where the agent keeps its restore journal (default /var/lib/ums/agent/<id>)').env('UMS_STATE_DIR'),
   )
   .addOption(
+    new Option(
+      '--allowed-http-endpoints <origins>',
+      "object-store endpoints (origins, comma-separated) that signed URLs may point at besides the clouds' own https hosts, e.g. a local emulator on http://127.0.0.1:10000; none by default",
+    ).env('UMS_ALLOWED_HTTP_ENDPOINTS'),
+  )
+  .addOption(
     new Option('--idle-timeout <seconds>', 'give up a restore when nothing arrives for this long')
       .env('UMS_IDLE_TIMEOUT_SECONDS')
       .default('120')
@@ -66,7 +73,12 @@ const program = new Command('ums-agent')
       idleTimeout: number | string;
       stateDir?: string;
       launcherDir: string;
+      allowedHttpEndpoints?: string;
     }) => {
+      const chunkMib = positiveInt(options.chunkMib);
+      if (chunkMib > MAX_CHUNK_MIB)
+        throw new InvalidArgumentError(`--chunk-mib is at most ${MAX_CHUNK_MIB} (destinations refuse larger chunks)`);
+      const allowedEndpoints = parseAllowedEndpoints(options.allowedHttpEndpoints);
       const agentId = AgentId.parse(options.id);
       const log = createLogger('agent', { agentId });
       const bus = await connectNatsBus({ servers: options.nats, name: `ums-agent-${agentId}` });
@@ -95,9 +107,10 @@ const program = new Command('ums-agent')
         bus,
         store: await openObjectStore(options.store),
         transfer: {
-          chunkBytes: positiveInt(options.chunkMib) * 1024 * 1024,
+          chunkBytes: chunkMib * 1024 * 1024,
           parallel: positiveInt(options.parallel),
           idleTimeoutMs: positiveInt(options.idleTimeout) * 1000,
+          allowedEndpoints,
         },
         journal: new RestoreJournal(options.stateDir ?? join('/var/lib/ums/agent', agentId)),
         log,

@@ -1,15 +1,18 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { Readable, Writable } from 'node:stream';
-import { Manifest, type ChunkRef } from '../core/checkpoint-artifact.js';
+import { chunkKey, Manifest, manifestKey, MAX_CHUNK_BYTES, MAX_MANIFEST_BYTES, type ChunkRef } from '../core/checkpoint-artifact.js';
 import type { EventBus, Subscription } from '../core/event-bus.js';
 import type { CommandData, EventData, EventName, FailureCode } from '../core/events.js';
 import type { Logger } from '../core/log.js';
 import {
   DownloadSizeMismatchError,
   downloadSignedUrl,
+  DownloadTooLargeError,
   SignedUrlNotFoundError,
+  SignedUrlRedirectError,
   SignedUrlRejectedError,
 } from '../core/object-stores/signed-url-download.js';
+import { checkSignedUrl, SignedUrlPolicyError, type SignedUrlPolicy } from '../core/object-stores/signed-url-policy.js';
 import type { ContainerEngine } from './container-engine.js';
 
 /** A restore refused for a reason the operator can act on; `code` goes into the restore.failed event. */
@@ -57,6 +60,11 @@ export interface RestoreJobOptions {
   restoreFrom: (archive: Readable) => Promise<{ id: string }>;
   /** Removes whatever the restore made of the container after a failure (ApproachDriver.removeRestored). */
   removePartial: () => Promise<void>;
+  /**
+   * Where signed URLs may point besides the artifact's cloud over https (UMS_ALLOWED_HTTP_ENDPOINTS);
+   * every URL must name the artifact's own object (command.artifact). Default: no extra endpoint.
+   */
+  urlPolicy?: SignedUrlPolicy;
 }
 
 export interface RestoredArchive {
@@ -314,6 +322,13 @@ export class RestoreJob {
   private async fetch(chunk: ChunkRef, url: string): Promise<void> {
     this.downloads.fetching.add(chunk.index);
     try {
+      if (chunk.sizeBytes > MAX_CHUNK_BYTES) {
+        throw new RestoreRefusedError(
+          'size-mismatch',
+          `chunk ${chunk.index} was announced with ${chunk.sizeBytes} bytes, over the ${MAX_CHUNK_BYTES} allowed`,
+        );
+      }
+      this.checkUrl(url, chunkKey(this.options.command.artifact.prefix, chunk.index));
       const data = await downloadInto(Buffer.allocUnsafe(chunk.sizeBytes), url);
       const sha256 = createHash('sha256').update(data).digest('hex');
       if (sha256 !== chunk.sha256) {
@@ -340,7 +355,12 @@ export class RestoreJob {
     if (!uploaded || !url) return;
     this.manifest = 'loading';
     try {
-      const body = await downloadInto(undefined, url);
+      const expected = this.options.command.artifact;
+      if (uploaded.artifact.storeUrl !== expected.storeUrl || uploaded.artifact.prefix !== expected.prefix) {
+        throw new RestoreRefusedError('manifest-invalid', 'the source announced the archive at another place than the migration names');
+      }
+      this.checkUrl(url, manifestKey(expected.prefix));
+      const body = await downloadInto(undefined, url, MAX_MANIFEST_BYTES);
       const sha256 = createHash('sha256').update(body).digest('hex');
       if (sha256 !== uploaded.artifact.manifestSha256) {
         throw new RestoreRefusedError(
@@ -351,8 +371,13 @@ export class RestoreJob {
       let manifest: Manifest;
       try {
         manifest = Manifest.parse(JSON.parse(body.toString('utf8')));
+        if (manifest.chunkBytes > MAX_CHUNK_BYTES || manifest.chunks.some((c) => c.sizeBytes > manifest.chunkBytes)) {
+          throw new Error(`chunks over ${MAX_CHUNK_BYTES} bytes, or over the manifest's own chunk size`);
+        }
       } catch (error) {
-        throw new RestoreRefusedError('manifest-invalid', `the checkpoint manifest does not parse: ${describe(error)}`);
+        // JSON.parse quotes the input it failed on: nothing fetched goes into the reason (it reaches events).
+        const why = error instanceof SyntaxError ? 'not JSON' : describe(error);
+        throw new RestoreRefusedError('manifest-invalid', `the checkpoint manifest does not parse: ${why}`);
       }
       if (manifest.chunks.length !== uploaded.artifact.chunkCount || manifest.sizeBytes !== uploaded.artifact.sizeBytes) {
         throw new RestoreRefusedError(
@@ -383,6 +408,11 @@ export class RestoreJob {
     } catch (error) {
       this.fail(error instanceof RestoreRefusedError ? error : describeFetchError('manifest', error));
     }
+  }
+
+  /** Only the artifact's own object, at its store (SignedUrlPolicyError otherwise; no request is made). */
+  private checkUrl(url: string, key: string): void {
+    checkSignedUrl(url, { storeUrl: this.options.command.artifact.storeUrl, key }, this.options.urlPolicy ?? { endpoints: [] });
   }
 
   private downloadedAt(): Date | undefined {
@@ -420,7 +450,7 @@ export class RestoreJob {
  * Downloads into `into` (a chunk of known size, no copy) or into a growing list (the small manifest).
  * A resumed transfer continues where it stopped, so writing in arrival order is right.
  */
-async function downloadInto(into: Buffer | undefined, url: string): Promise<Buffer> {
+async function downloadInto(into: Buffer | undefined, url: string, maxBytes?: number): Promise<Buffer> {
   const parts: Buffer[] = [];
   let filled = 0;
   const sink = new Writable({
@@ -433,7 +463,11 @@ async function downloadInto(into: Buffer | undefined, url: string): Promise<Buff
       callback();
     },
   });
-  await downloadSignedUrl(url, sink, { retries: 4, ...(into ? { expectedSize: into.length } : {}) });
+  await downloadSignedUrl(url, sink, {
+    retries: 4,
+    ...(into ? { expectedSize: into.length } : {}),
+    ...(maxBytes !== undefined ? { maxBytes } : {}),
+  });
   return into ?? Buffer.concat(parts);
 }
 
@@ -456,7 +490,9 @@ function describeFetchError(what: number | 'manifest', error: unknown): RestoreR
   const name = what === 'manifest' ? 'the manifest' : `chunk ${what}`;
   const message = describe(error);
   if (error instanceof RestoreRefusedError) return error;
-  if (error instanceof SignedUrlRejectedError) return new RestoreRefusedError('url-rejected', `${name}: ${message}`);
+  if (error instanceof SignedUrlRejectedError || error instanceof SignedUrlPolicyError || error instanceof SignedUrlRedirectError)
+    return new RestoreRefusedError('url-rejected', `${name}: ${message}`);
+  if (error instanceof DownloadTooLargeError) return new RestoreRefusedError('size-mismatch', `${name} is too large: ${message}`);
   if (error instanceof SignedUrlNotFoundError)
     return new RestoreRefusedError('download-failed', `${name} is missing from the store: ${message}`);
   if (error instanceof DownloadSizeMismatchError)

@@ -1,9 +1,10 @@
 import { z } from 'zod';
 import { subjects } from '../core/event-bus.js';
-import type { EventName } from '../core/events.js';
+import type { EventName, UmsEvent } from '../core/events.js';
 import { createLogger } from '../core/log.js';
 import { type Delivery, type DeliveryOutcome, type NatsEventBus } from '../core/nats-event-bus.js';
 import { randomUUID } from 'node:crypto';
+import type { SignedDelivery } from '../core/function-auth.js';
 import { schedules, SCHEDULE_TICK_TYPE, triggers, type FunctionName } from '../functions/triggers.js';
 
 /**
@@ -27,15 +28,17 @@ const CONCURRENCY = 4;
 export const FunctionEndpoints = z.partialRecord(z.enum(Object.keys(triggers) as [FunctionName, ...FunctionName[]]), z.url());
 export type FunctionEndpoints = z.infer<typeof FunctionEndpoints>;
 
+/**
+ * The headers that authenticate one request to a function (bridge/main.ts: the bridge's HMAC token
+ * locally, an ID token on Cloud Run). Called per request, with what the token must cover.
+ */
+export type RequestHeaders = (delivery: SignedDelivery) => Promise<Record<string, string>>;
+
 export const backoffMs = (deliveryCount: number): number => Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** Math.max(0, deliveryCount - 1));
 
 const durableName = (fn: string, event: EventName): string => `trigger-${fn}-${event.replace(/[^A-Za-z0-9-]/g, '_')}`;
 
-export async function runBridge(
-  bus: NatsEventBus,
-  endpoints: FunctionEndpoints,
-  headers: () => Promise<Record<string, string>>,
-): Promise<() => Promise<void>> {
+export async function runBridge(bus: NatsEventBus, endpoints: FunctionEndpoints, headers: RequestHeaders): Promise<() => Promise<void>> {
   const stops: Array<() => Promise<void>> = [];
   for (const [fn, url] of Object.entries(endpoints) as Array<[FunctionName, string]>) {
     for (const event of triggers[fn] as readonly EventName[]) {
@@ -53,7 +56,7 @@ export async function runBridge(
           onInvalid: (error, subject) =>
             log.warn({ function: fn, subject, reason: error.message }, 'rejected an invalid event; kept as a dead letter'),
         },
-        (_event, delivery) => deliver(fn, url, delivery, headers),
+        (event, delivery) => deliver(fn, url, event, delivery, headers),
       );
       stops.push(async () => {
         await subscription.stop();
@@ -72,7 +75,7 @@ export async function runBridge(
 }
 
 /** POSTs a tick CloudEvent every `everyMs`, one at a time; a failed tick is simply followed by the next. */
-function tick(fn: string, url: string, everyMs: number, headers: () => Promise<Record<string, string>>): () => Promise<void> {
+function tick(fn: string, url: string, everyMs: number, headers: RequestHeaders): () => Promise<void> {
   let running: Promise<void> = Promise.resolve();
   const timer = setInterval(() => {
     running = running.then(async () => {
@@ -85,10 +88,14 @@ function tick(fn: string, url: string, everyMs: number, headers: () => Promise<R
         data: {},
       };
       try {
+        const body = JSON.stringify(event);
         const response = await fetch(url, {
           method: 'POST',
-          headers: { 'content-type': 'application/cloudevents+json; charset=utf-8', ...(await headers()) },
-          body: JSON.stringify(event),
+          headers: {
+            'content-type': 'application/cloudevents+json; charset=utf-8',
+            ...(await headers({ functionName: fn, id: event.id, type: event.type, time: event.time, body })),
+          },
+          body,
           signal: AbortSignal.timeout(everyMs * 4),
         });
         await response.body?.cancel();
@@ -105,18 +112,17 @@ function tick(fn: string, url: string, everyMs: number, headers: () => Promise<R
   };
 }
 
-async function deliver(
-  fn: string,
-  url: string,
-  message: Delivery,
-  headers: () => Promise<Record<string, string>>,
-): Promise<DeliveryOutcome> {
+async function deliver(fn: string, url: string, event: UmsEvent, message: Delivery, headers: RequestHeaders): Promise<DeliveryOutcome> {
   const attempt = message.deliveryCount;
   let failure: string;
   try {
     const response = await fetch(url, {
       method: 'POST',
-      headers: { 'content-type': 'application/cloudevents+json; charset=utf-8', ...(await headers()) },
+      headers: {
+        'content-type': 'application/cloudevents+json; charset=utf-8',
+        // The token covers the exact bytes sent (the stream's payload) and the event's id, type and time.
+        ...(await headers({ functionName: fn, id: event.id, type: event.type, time: event.time, body: message.payload })),
+      },
       body: message.payload,
       signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
     });

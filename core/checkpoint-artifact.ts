@@ -58,5 +58,12 @@ export const chunkKey = (prefix: string, index: number): string => `${prefix}chu
 /** Chunk size: large enough to keep per-request overhead small, small enough to overlap and to retry alone. */
 export const DEFAULT_CHUNK_MIB = 8;
 
+/** The largest chunk size an agent may be configured with (UMS_CHUNK_MIB), and a destination accepts. */
+export const MAX_CHUNK_MIB = 64;
+export const MAX_CHUNK_BYTES = MAX_CHUNK_MIB * 1024 * 1024;
+
+/** A manifest lists chunk refs (about 150 bytes each): 1 MiB is room for some 7000 chunks. */
+export const MAX_MANIFEST_BYTES = 1024 * 1024;
+
 /** Signed chunk URLs per batch: enough to keep the destination busy, small enough for one message. */
 export const URL_BATCH = 64;

@@ -28,6 +28,12 @@ export interface EventBus {
   /** The latest event of this name for a migration, if any: how a handler finds out it already ran. */
   lastEvent<N extends EventName>(migrationId: string, name: N): Promise<EventOf<N> | undefined>;
 
+  /**
+   * The event of this migration and name with this id, as the stream holds it, if it does: how a function
+   * makes sure that what it was handed over HTTP is a fact that was published, not a forged request.
+   */
+  findEvent<N extends EventName>(migrationId: string, name: N, id: string): Promise<EventOf<N> | undefined>;
+
   /** Every event of one migration from its first, then live; ends when `handler` returns 'stop'. */
   followMigration(migrationId: string, handler: (event: UmsEvent) => 'stop' | void | Promise<'stop' | void>): Promise<Subscription>;
 

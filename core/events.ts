@@ -235,6 +235,11 @@ export const commandData = {
     /** The restore needs this exact image (Podman looks it up by id). */
     imageId: z.string().min(1),
     sourceAgent: AgentId,
+    /**
+     * Where the source puts the archive (the migration's artifact location): the only store, bucket and
+     * prefix the destination fetches chunk and manifest URLs from.
+     */
+    artifact: ArtifactLocation,
     requirements: RestoreRequirements.optional(),
   }),
   /** Short-lived read-only URLs in the source's cloud. Bearer secrets: never log them. */

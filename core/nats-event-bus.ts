@@ -1,5 +1,6 @@
 import {
   connect,
+  DiscardPolicy,
   nanos,
   RetentionPolicy,
   StorageType,
@@ -53,6 +54,12 @@ const PUBLISH_RETRY = { retries: 8, minTimeout: 250, maxTimeout: 4_000 } as cons
 const COMMANDS_IN_FLIGHT = 32;
 /** Agent registrations expire this long after their last heartbeat. */
 const AGENT_TTL_MS = 60_000;
+/**
+ * The largest message any stream takes: nats-server's default max_payload (1 MiB), which the local stack
+ * sets explicitly. A chunk-urls command (at most URL_BATCH = 64 URLs) is some 60 KiB; an event a few.
+ */
+export const MAX_MESSAGE_BYTES = 1024 * 1024;
+const MiB = 1024 * 1024;
 
 export interface NatsBusOptions {
   /** e.g. nats://127.0.0.1:4222; credentials, if any, come from NATS_CREDS / NATS_USER+NATS_PASSWORD. */
@@ -107,6 +114,10 @@ async function ensureStreams(jsm: JetStreamManager): Promise<void> {
     retention: RetentionPolicy.Limits,
     storage: StorageType.File,
     max_age: nanos(7 * 24 * 3600 * 1000),
+    // Bounded in size too: the oldest facts go first (a migration lasts minutes, the stream keeps days).
+    max_bytes: 1024 * MiB,
+    max_msg_size: MAX_MESSAGE_BYTES,
+    discard: DiscardPolicy.Old,
     duplicate_window: nanos(10 * 60 * 1000),
   });
   // A work queue: an acknowledged command is deleted, which also removes the signed URL it carried.
@@ -115,6 +126,11 @@ async function ensureStreams(jsm: JetStreamManager): Promise<void> {
     retention: RetentionPolicy.Workqueue,
     storage: StorageType.File,
     max_age: nanos(24 * 3600 * 1000),
+    // A full queue refuses new commands (the publisher retries, then the saga's deadlines act) rather
+    // than silently dropping commands an agent has not executed yet.
+    max_bytes: 256 * MiB,
+    max_msg_size: MAX_MESSAGE_BYTES,
+    discard: DiscardPolicy.New,
     duplicate_window: nanos(10 * 60 * 1000),
   });
   await ensureStream(jsm, subjects.deadLetterStream, {
@@ -122,6 +138,9 @@ async function ensureStreams(jsm: JetStreamManager): Promise<void> {
     retention: RetentionPolicy.Limits,
     storage: StorageType.File,
     max_age: nanos(30 * 24 * 3600 * 1000),
+    max_bytes: 256 * MiB,
+    max_msg_size: MAX_MESSAGE_BYTES,
+    discard: DiscardPolicy.Old,
   });
 }
 
@@ -240,6 +259,28 @@ export class NatsEventBus implements EventBus {
     } catch (error) {
       if (isJetStreamApiError(error, JetStreamApiCode.NoMessageFound)) return undefined;
       throw error;
+    }
+  }
+
+  async findEvent<N extends EventName>(migrationId: string, name: N, id: string): Promise<EventOf<N> | undefined> {
+    // Facts carry deterministic ids and are deduplicated: nearly always the last one on its subject.
+    const last = await this.lastEvent(migrationId, name);
+    if (last === undefined || last.id === id) return last;
+    const consumer = await this.js.consumers.get(subjects.eventsStream, { filterSubjects: subjects.event(migrationId, name) });
+    try {
+      for (;;) {
+        const message = await consumer.next({ expires: 2_000 });
+        if (message === null) return undefined;
+        try {
+          const event = parseEvent(message.data);
+          if (event.id === id && event.name === name) return event as EventOf<N>;
+        } catch {
+          // An invalid message on the subject is not the event asked for.
+        }
+        if (message.info.pending === 0) return undefined;
+      }
+    } finally {
+      await consumer.delete().catch(() => undefined);
     }
   }
 

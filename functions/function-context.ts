@@ -27,6 +27,13 @@ export interface FunctionContext {
 
 let shared: Promise<EventBus> | undefined;
 
+/** Closes the warm instance's broker connection (tests that serve the functions in-process). */
+export async function closeFunctionContext(): Promise<void> {
+  const bus = shared;
+  shared = undefined;
+  await (await bus?.catch(() => undefined))?.close();
+}
+
 export async function functionContext(functionName: string): Promise<FunctionContext> {
   const servers = process.env.NATS_URL;
   if (!servers) throw new Error('NATS_URL is not set: the functions need the broker address (e.g. nats://nats.internal:4222)');

@@ -154,7 +154,17 @@ async function prepareDestination(record: RecordIn<'preflight'>, ctx: FunctionCo
     makeCommand(
       'prepare',
       ctx.source,
-      { migrationId, epoch, approach, container, image, imageId, sourceAgent, ...(requirements ? { requirements } : {}) },
+      {
+        migrationId,
+        epoch,
+        approach,
+        container,
+        image,
+        imageId,
+        sourceAgent,
+        artifact: artifactLocation,
+        ...(requirements ? { requirements } : {}),
+      },
       `${migrationId}.prepare`,
     ),
   );

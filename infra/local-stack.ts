@@ -1,5 +1,5 @@
+import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createLogger } from '../core/log.js';
@@ -15,7 +15,7 @@ import { buildMemcachedImage, buildRedisImage, DEFAULT_MEMCACHED_IMAGE, DEFAULT_
 import { startAzurite, startGcsEmulator, startS3Server, type ObjectServer } from './object-servers.js';
 
 /** What the stack needs of a store's server; the file store has no server at all (nothing to crash). */
-export type StoreServer = Pick<ObjectServer, 'storeUrl' | 'env' | 'stop'> & Partial<Pick<ObjectServer, 'crash' | 'restart'>>;
+export type StoreServer = Pick<ObjectServer, 'storeUrl' | 'env' | 'stop'> & Partial<Pick<ObjectServer, 'crash' | 'restart' | 'endpoint'>>;
 import { startPodmanHost, type PodmanHost } from './podman-host.js';
 import { createWan, type Wan } from './wan.js';
 
@@ -109,24 +109,29 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     }
     const storeEnv = Object.fromEntries([...storage].map(([kind, server]) => [kind, server.env])) as Record<StoreKind, NodeJS.ProcessEnv>;
     const allStoreEnv = Object.assign({}, ...[...storage.values()].map((s) => s.env)) as NodeJS.ProcessEnv;
+    // The emulators speak plain http on loopback: the agents may fetch signed URLs there, and nowhere else
+    // but the clouds' own https hosts. Explicit here, never a default.
+    const allowedHttpEndpoints = [...storage.values()].flatMap((s) => (s.endpoint === undefined ? [] : [s.endpoint])).join(',');
 
     // The services log to their own files at info level whatever this process logs at: their log
     // lines are what the readiness checks and a post-mortem read.
     const serviceEnv: NodeJS.ProcessEnv = { ...process.env, UMS_LOG_LEVEL: 'info' };
     const functionUrls = {} as Record<FunctionName, string>;
-    // The package exports only its API; its CLI entry (the `functions-framework` bin) sits beside it.
-    const frameworkMain = join(dirname(createRequire(import.meta.url).resolve('@google-cloud/functions-framework')), 'main.js');
+    // The key the bridge signs its requests to the functions with (core/function-auth.ts): fresh for each
+    // stack, only in the environment of the bridge and the functions, never logged nor in stack.json.
+    const functionAuthEnv = { UMS_FUNCTION_AUTH: 'bridge-hmac', UMS_FUNCTION_AUTH_KEY: randomBytes(32).toString('base64') };
     for (const fn of Object.keys(triggers) as FunctionName[]) {
       const port = await freePort();
       const url = `http://127.0.0.1:${port}/`;
       const service = await new ChildService({
         name: `function-${fn}`,
         command: process.execPath,
+        // The framework's server for this function, on loopback (infra/serve-function.ts: its CLI binds every interface).
         args: [
-          frameworkMain,
+          join(distRoot, 'infra', 'serve-function.js'),
           `--target=${fn}`,
-          '--signature-type=cloudevent',
           `--port=${port}`,
+          '--host=127.0.0.1',
           `--source=${join(distRoot, 'functions', 'index.js')}`,
         ],
         // The functions sign URLs for every cloud's store, so they get every store's credentials.
@@ -134,6 +139,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
           ...serviceEnv,
           ...options.functionEnv,
           ...allStoreEnv,
+          ...functionAuthEnv,
           NATS_URL: natsUrl,
           UMS_SIGNED_URL_TTL_SECONDS: String(options.signedUrlTtlSeconds ?? 900),
         },
@@ -149,7 +155,13 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       name: 'bridge',
       command: process.execPath,
       args: [join(distRoot, 'bridge', 'main.js')],
-      env: { ...serviceEnv, ...options.functionEnv, NATS_URL: natsUrl, UMS_FUNCTION_ENDPOINTS: JSON.stringify(functionUrls) },
+      env: {
+        ...serviceEnv,
+        ...options.functionEnv,
+        ...functionAuthEnv,
+        NATS_URL: natsUrl,
+        UMS_FUNCTION_ENDPOINTS: JSON.stringify(functionUrls),
+      },
       logFile: logFile('bridge'),
       ready: async () => (await readFile(logFile('bridge'), 'utf8')).includes('trigger bound'),
     }).start();
@@ -209,6 +221,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
           UMS_PODMAN_URL: host.url,
           UMS_STATE_DIR: join(hostDir, 'agent-state'),
           UMS_LAUNCHER_DIR: launcherDir,
+          UMS_ALLOWED_HTTP_ENDPOINTS: allowedHttpEndpoints,
         },
         logFile: agentLog,
         ready: async () => (await readFile(agentLog, 'utf8')).includes('agent started'),

@@ -1,3 +1,4 @@
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { connect } from 'nats';
 import { ChildService } from './child-service.js';
@@ -13,10 +14,14 @@ export interface NatsServer {
 export async function startNatsServer(dir: string, name = 'ums'): Promise<NatsServer> {
   const port = await freePort();
   const url = `nats://127.0.0.1:${port}`;
+  // The limits spelled out rather than left to defaults: a message is at most 1 MiB (MAX_MESSAGE_BYTES,
+  // which every stream's max_msg_size repeats; clients refuse to publish more than the server announces).
+  const config = join(dir, 'nats.conf');
+  await writeFile(config, 'max_payload: 1048576\n');
   const service = await new ChildService({
     name: 'nats',
     command: 'nats-server',
-    args: ['-js', '-a', '127.0.0.1', '-p', String(port), '-sd', join(dir, 'jetstream'), '-n', name],
+    args: ['-c', config, '-js', '-a', '127.0.0.1', '-p', String(port), '-sd', join(dir, 'jetstream'), '-n', name],
     env: process.env,
     logFile: join(dir, 'nats.log'),
     ready: async () => {

@@ -22,6 +22,8 @@ export interface ObjectServer {
   storeUrl: string;
   /** Endpoint and credentials an SDK client needs to reach this server, and nothing else. */
   env: Record<string, string>;
+  /** Its origin (http on loopback): what a destination must be told to allow (UMS_ALLOWED_HTTP_ENDPOINTS). */
+  endpoint: string;
   /** The server's stdout/stderr, for diagnosing a failing test. */
   logFile: string;
   /** Kills the server's whole process group and waits for it to exit. Safe to call twice. */
@@ -194,6 +196,7 @@ function throwawayServiceAccount(): Record<string, string> {
 
 interface RunningServer {
   logFile: string;
+  endpoint: string;
   stop(): Promise<void>;
   /** kill -9 of the server's whole process group: what a crash of the store looks like to its clients. */
   crash(): Promise<void>;
@@ -217,6 +220,7 @@ async function spawnServer(
   let current = await launch(name, logFile, dataDir, port, args, env);
   return {
     logFile,
+    endpoint: `http://127.0.0.1:${port}`,
     stop: () => current.stop(),
     crash: () => current.crash(),
     restart: async () => {

@@ -50,9 +50,33 @@ export class DownloadSizeMismatchError extends Error {
   }
 }
 
+/** The store answered with a redirect: never followed, since only the pinned URL may be fetched. */
+export class SignedUrlRedirectError extends Error {
+  constructor(
+    readonly status: number,
+    readonly target: string,
+  ) {
+    super(`the store answered HTTP ${status} (a redirect), which is never followed: ${target}`);
+    this.name = 'SignedUrlRedirectError';
+  }
+}
+
+/** The object is larger than the caller allows (e.g. a manifest over 1 MiB). */
+export class DownloadTooLargeError extends Error {
+  constructor(
+    readonly target: string,
+    readonly maxBytes: number,
+  ) {
+    super(`${target} is larger than the ${maxBytes} bytes allowed`);
+    this.name = 'DownloadTooLargeError';
+  }
+}
+
 export interface DownloadOptions {
   /** Bytes the object must have; a longer or shorter object fails with DownloadSizeMismatchError. */
   expectedSize?: number;
+  /** At most this many bytes (checked against Content-Length, then as they arrive): DownloadTooLargeError. */
+  maxBytes?: number;
   /** Called after each chunk with the total bytes written so far. */
   onProgress?: (bytesWritten: number, expectedSize: number | undefined) => void;
   signal?: AbortSignal;
@@ -165,12 +189,17 @@ async function fetchAttempt(url: string, where: string, sink: Writable, state: T
     }
     let response: Response;
     try {
-      response = await fetch(url, { headers, signal, redirect: 'follow' });
+      // Never follow a redirect: the URL was checked against where the artifact is, its target was not.
+      response = await fetch(url, { headers, signal, redirect: 'manual' });
     } catch (error) {
       throw attemptError(error, signal, options.signal);
     }
     rearm();
 
+    if (response.type === 'opaqueredirect' || (response.status >= 300 && response.status < 400 && response.status !== 304)) {
+      await response.body?.cancel();
+      throw new AbortError(new SignedUrlRedirectError(response.status, where));
+    }
     if (response.status === 401 || response.status === 403) {
       throw new AbortError(new SignedUrlRejectedError(response.status, where, await errorDetail(response)));
     }
@@ -205,6 +234,10 @@ async function fetchAttempt(url: string, where: string, sink: Writable, state: T
     } else {
       skip = state.written;
       const length = Number(response.headers.get('content-length') ?? NaN);
+      if (options.maxBytes !== undefined && Number.isSafeInteger(length) && length > options.maxBytes) {
+        await response.body?.cancel();
+        throw new AbortError(new DownloadTooLargeError(where, options.maxBytes));
+      }
       if (options.expectedSize !== undefined && Number.isSafeInteger(length) && length !== options.expectedSize) {
         await response.body?.cancel();
         throw new AbortError(new DownloadSizeMismatchError(where, options.expectedSize, length));
@@ -225,6 +258,9 @@ async function fetchAttempt(url: string, where: string, sink: Writable, state: T
           }
           if (options.expectedSize !== undefined && state.written + chunk.length > options.expectedSize) {
             throw new AbortError(new DownloadSizeMismatchError(where, options.expectedSize, state.written + chunk.length));
+          }
+          if (options.maxBytes !== undefined && state.written + chunk.length > options.maxBytes) {
+            throw new AbortError(new DownloadTooLargeError(where, options.maxBytes));
           }
           await write(sink, chunk);
           state.written += chunk.length;
@@ -251,6 +287,9 @@ async function copyFromFile(target: URL, where: string, sink: Writable, state: T
       options.signal?.throwIfAborted();
       if (options.expectedSize !== undefined && state.written + chunk.length > options.expectedSize) {
         throw new AbortError(new DownloadSizeMismatchError(where, options.expectedSize, state.written + chunk.length));
+      }
+      if (options.maxBytes !== undefined && state.written + chunk.length > options.maxBytes) {
+        throw new AbortError(new DownloadTooLargeError(where, options.maxBytes));
       }
       await write(sink, chunk);
       state.written += chunk.length;
@@ -291,20 +330,12 @@ function attemptError(error: unknown, signal: AbortSignal, callerSignal: AbortSi
   return error instanceof Error ? error : new Error(String(error));
 }
 
-/** The store's error code and message from the body (S3/Azure/GCS send XML), never the request URL. */
+/**
+ * The store's error code from the body (S3/Azure/GCS send XML, e.g. AuthenticationFailed), never its
+ * message or any other text of the body: what a store (or whoever answers at its address) sends must not
+ * travel on into errors, logs and events.
+ */
 async function errorDetail(response: Response): Promise<string> {
-  let text = '';
-  try {
-    text = (await response.text()).slice(0, 2000);
-  } catch {
-    return '';
-  }
-  const code = /<Code>([^<]{1,100})<\/Code>/.exec(text)?.[1];
-  const message = /<(?:Message|Details)>([^<]{1,300})<\/(?:Message|Details)>/.exec(text)?.[1];
-  const detail = [code, message].filter((part): part is string => part !== undefined).join(': ');
-  // Some servers echo the signature or the string-to-sign in the message; keep those out of errors.
-  return (detail === '' ? text.replace(/\s+/g, ' ').slice(0, 200) : detail).replace(
-    /(sig|signature|x-amz-[a-z-]+)=[^&\s]+/gi,
-    '$1=[redacted]',
-  );
+  const text = await response.text().catch(() => '');
+  return /<Code>([A-Za-z0-9._-]{1,64})<\/Code>/.exec(text.slice(0, 4096))?.[1] ?? '';
 }

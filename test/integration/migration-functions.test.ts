@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -7,13 +9,15 @@ import { Readable } from 'node:stream';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import type { AgentRegistration } from '../../core/agent-registration.js';
 import { subjects } from '../../core/event-bus.js';
-import { makeEvent, parseCommand, type EventName, type UmsCommand, type UmsEvent } from '../../core/events.js';
+import { makeEvent, parseCommand, toWire, type EventName, type UmsCommand, type UmsEvent } from '../../core/events.js';
 import { createLogger } from '../../core/log.js';
 import { lockKey } from '../../core/migration.js';
 import { connectNatsBus, type NatsEventBus } from '../../core/nats-event-bus.js';
 import { openObjectStore } from '../../core/object-stores/open-object-store.js';
+import { getTestServer } from '@google-cloud/functions-framework/testing';
+import { AUTH_HEADER, signDelivery } from '../../core/function-auth.js';
 import { finalize } from '../../functions/finalize.js';
-import type { FunctionContext } from '../../functions/function-context.js';
+import { closeFunctionContext, type FunctionContext } from '../../functions/function-context.js';
 import { planMigration } from '../../functions/plan-migration.js';
 import { planRestore } from '../../functions/plan-restore.js';
 import { superviseMigrations } from '../../functions/supervise-migrations.js';
@@ -118,6 +122,8 @@ describe('the migration functions against a real JetStream', () => {
   });
 
   after(async () => {
+    for (const server of served) server.close();
+    await closeFunctionContext();
     await broker?.close();
     await bus?.close();
     await nats?.stop();
@@ -500,5 +506,100 @@ describe('the migration functions against a real JetStream', () => {
     await planMigration(next, ctx);
     assert.equal((await bus.migrations.get(next.data.migrationId))?.value.state, 'preflight');
     assert.equal((await bus.locks.get(lockKey(SOURCE, 'web')))?.value.migrationId, next.data.migrationId);
+  });
+
+  // ---- through the functions-framework, as the bridge calls them (issue item 6) ----------------------
+
+  const served: Server[] = [];
+  const key = randomBytes(32);
+
+  /** The function served in-process by the framework's own server (the registrations of functions/index.ts). */
+  async function serve(name: string): Promise<string> {
+    process.env.NATS_URL = nats.url;
+    process.env.UMS_FUNCTION_AUTH = 'bridge-hmac';
+    process.env.UMS_FUNCTION_AUTH_KEY = key.toString('base64');
+    await import('../../functions/index.js');
+    const server = getTestServer(name);
+    served.push(server);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    return `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
+  }
+
+  async function post(url: string, body: string, headers: Record<string, string>): Promise<number> {
+    const response = await fetch(url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/cloudevents+json; charset=utf-8', ...headers },
+      body,
+    });
+    await response.body?.cancel();
+    return response.status;
+  }
+
+  const token = (
+    fn: string,
+    event: { id: string; type: string; time: string },
+    body: string,
+    options: { key?: Buffer; now?: number } = {},
+  ) => ({
+    [AUTH_HEADER]: signDelivery(
+      options.key ?? key,
+      { functionName: fn, id: event.id, type: event.type, time: event.time, body },
+      options.now,
+    ),
+  });
+
+  it('functions over HTTP: refuse a request without, or with a bad, expired or misdirected token (401/403), changing nothing', async () => {
+    await bus.locks.delete(lockKey(SOURCE, 'web'));
+    const url = await serve('planMigration');
+    const event = request('web');
+    const body = JSON.stringify(toWire(event));
+    const refusals: Array<[string, Record<string, string>, number]> = [
+      ['no token', {}, 401],
+      ['a malformed token', { [AUTH_HEADER]: 'Bearer something' }, 401],
+      ['a token signed with another key', token('planMigration', event, body, { key: randomBytes(32) }), 403],
+      ['an expired token', token('planMigration', event, body, { now: Date.now() - 120_000 }), 403],
+      ['a token for another function', token('finalize', event, body), 403],
+      ['a token for another body', token('planMigration', event, body.replace('"web"', '"db"')), 403],
+      ['a token for another event id', token('planMigration', { ...event, id: randomUUID() }, body), 403],
+    ];
+    for (const [what, headers, status] of refusals) {
+      assert.equal(await post(url, body, headers), status, what);
+    }
+    assert.equal(await bus.migrations.get(event.data.migrationId), undefined, 'no record was made');
+    assert.deepEqual(await commandsFor(DESTINATION), [], 'no command was sent');
+    assert.equal(await bus.locks.get(lockKey(SOURCE, 'web')), undefined, 'no lock was taken');
+
+    // The same request with the bridge's token goes through.
+    assert.equal(await post(url, body, token('planMigration', event, body)), 204);
+    assert.equal((await bus.migrations.get(event.data.migrationId))?.value.state, 'preflight');
+  });
+
+  it('finalize over HTTP acts only on events the stream holds: a forged one, even with a valid token, changes nothing', async () => {
+    await bus.locks.delete(lockKey(SOURCE, 'web'));
+    const url = await serve('finalize');
+    const planned = request('web');
+    await planMigration(planned, ctx);
+    const { migrationId } = planned.data;
+    assert.equal((await bus.migrations.get(migrationId))?.value.state, 'preflight');
+
+    // Well-formed, validly signed (as if the key leaked to a caller, or a request were replayed), never published.
+    const forged = makeEvent('restore.failed', '/agents/x', { migrationId, agent: DESTINATION, code: 'image-missing', reason: 'forged' });
+    const forgedBody = JSON.stringify(toWire(forged));
+    assert.equal(await post(url, forgedBody, token('finalize', forged, forgedBody)), 204, 'acknowledged, so it is not delivered again');
+    assert.equal((await bus.migrations.get(migrationId))?.value.state, 'preflight', 'the forged failure changed nothing');
+
+    // A real fact, then a forgery reusing its id with other data: only the real one counts.
+    const real = makeEvent('restore.failed', '/agents/gcp', { migrationId, agent: DESTINATION, code: 'image-missing', reason: 'real' });
+    await bus.publishEvent(real);
+    const altered = { ...real, data: { ...real.data, code: 'disk-full' as const } };
+    const alteredBody = JSON.stringify(toWire(altered));
+    assert.equal(await post(url, alteredBody, token('finalize', altered, alteredBody)), 204);
+    assert.equal((await bus.migrations.get(migrationId))?.value.state, 'preflight', 'the altered copy changed nothing');
+
+    const realBody = JSON.stringify(toWire(real));
+    assert.equal(await post(url, realBody, token('finalize', real, realBody)), 204);
+    const record = await bus.migrations.get(migrationId);
+    assert.equal(record?.value.state, 'failed', 'the published fact is acted on');
+    assert.equal(record?.value.failure?.code, 'image-missing');
   });
 });

@@ -1,7 +1,8 @@
 /**
  * RestoreJob (the destination's side of a migration) against bad input, issue 3: a missing chunk, a
  * truncated chunk, a corrupted chunk, a manifest replaced in the store, a manifest that does not parse, an
- * expired and a forged signed URL, and a full disk at the destination, both as the job's own check sees it
+ * expired and a forged signed URL, a validly signed URL for another object and plain http at an endpoint
+ * not configured as allowed (both refused by the job's URL policy before any request), and a full disk at the destination, both as the job's own check sees it
  * (container storage too small for the size the manifest gives) and as it really happens (the disk Podman
  * spools the incoming archive on fills up half-way). Each is refused with the right RestoreRefusedError
  * code, names the chunk where it concerns one, and leaves nothing behind: no container on the host, no
@@ -93,6 +94,10 @@ interface CaseInput {
   waitAfterSigningMs?: number;
   /** Default: the main destination host. */
   destination?: Destination;
+  /** Signs chunk `index`'s URL for another key of the same store (a valid signature for the wrong object). */
+  signChunkAs?: (index: number, prefix: string) => string | undefined;
+  /** The endpoints the job allows besides the clouds' https hosts (default: Azurite's, as the stack sets). */
+  allowedEndpoints?: string[];
 }
 
 interface CaseRun {
@@ -187,7 +192,8 @@ describe('RestoreJob refuses bad input before anything is restored', { timeout: 
     const manifestUrl = await store.signedReadUrl(manifestKey(prefix), 300);
     const chunkUrls = await Promise.all(
       good.manifest.chunks.map(async (chunk) => {
-        const signed = await store.signedReadUrl(chunkKey(prefix, chunk.index), input.chunkTtlSeconds?.(chunk.index) ?? 300);
+        const key = input.signChunkAs?.(chunk.index, prefix) ?? chunkKey(prefix, chunk.index);
+        const signed = await store.signedReadUrl(key, input.chunkTtlSeconds?.(chunk.index) ?? 300);
         return { index: chunk.index, url: input.alterChunkUrl?.(chunk.index, signed.url) ?? signed.url };
       }),
     );
@@ -197,7 +203,16 @@ describe('RestoreJob refuses bad input before anything is restored', { timeout: 
     let prepared!: () => void;
     const preparedPromise = new Promise<void>((resolve) => (prepared = resolve));
     const job = new RestoreJob({
-      command: { migrationId, epoch: 1, approach: 'container', container: NAME, image: IMAGE, imageId: image.id, sourceAgent: SOURCE },
+      command: {
+        migrationId,
+        epoch: 1,
+        approach: 'container',
+        container: NAME,
+        image: IMAGE,
+        imageId: image.id,
+        sourceAgent: SOURCE,
+        artifact: { storeUrl: store.url, prefix },
+      },
       engine: destination.engine,
       bus,
       emit: async <N extends EventName>(name: N, data: EventData<N>): Promise<void> => {
@@ -214,6 +229,7 @@ describe('RestoreJob refuses bad input before anything is restored', { timeout: 
       beforeRestore: async () => undefined,
       restoreFrom: (archive) => destination.engine.restoreFromArchive(NAME, archive),
       removePartial: () => destination.engine.removeContainer(NAME, { force: true }),
+      urlPolicy: { endpoints: input.allowedEndpoints ?? [azurite.endpoint] },
     });
     // The source's chunk-urls command, all of it up front: no case waits for URLs it does not have.
     const urls: CommandData<'chunk-urls'> = {
@@ -381,6 +397,21 @@ describe('RestoreJob refuses bad input before anything is restored', { timeout: 
       },
     });
     await assertRefused(run, 'url-rejected', new RegExp(`chunk ${BAD}\\b.*HTTP 403`), restoresBefore);
+  });
+
+  it(`refuses a validly signed URL for another object of the same store (url-rejected before any request, naming chunk ${BAD})`, async () => {
+    const restoresBefore = await restoreEvents(main.host);
+    // Another migration's chunk, in the same container: the store would serve it (its signature is good).
+    const other = artifactPrefix(`rj-other-${randomUUID().slice(0, 8)}`);
+    await store.put(chunkKey(other, BAD), Readable.from([good.chunks[BAD]!]), { contentType: 'application/octet-stream' });
+    const run = await startCase('other-key', { signChunkAs: (i) => (i === BAD ? chunkKey(other, BAD) : undefined) });
+    await assertRefused(run, 'url-rejected', new RegExp(`chunk ${BAD}\\b.*not allowed`), restoresBefore);
+  });
+
+  it('refuses plain-http URLs when the store endpoint is not configured as allowed (url-rejected)', async () => {
+    const restoresBefore = await restoreEvents(main.host);
+    const run = await startCase('http-not-allowed', { allowedEndpoints: [] });
+    await assertRefused(run, 'url-rejected', /chunk \d+\b.*not allowed.*plain http/, restoresBefore);
   });
 
   /**

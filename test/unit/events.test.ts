@@ -56,8 +56,12 @@ describe('events and commands at the boundary', () => {
       image: 'localhost/ums/counter:1',
       imageId: 'e'.repeat(64),
       sourceAgent: 'azure-eastus-1',
+      artifact: { storeUrl: 'azblob://acct/ums', prefix: `migrations/${migrationId}/` },
     };
     assert.equal(parseCommand(toWire(makeCommand('prepare', '/f', prepare))).name, 'prepare');
+    // The destination needs to know where the archive is, to fetch from there only.
+    const { artifact: _artifact, ...withoutArtifact } = prepare;
+    assert.throws(() => makeCommand('prepare', '/f', withoutArtifact as typeof prepare));
     assert.throws(() => makeCommand('prepare', '/f', { ...prepare, sourceAgent: 'a b' }));
     const urls = {
       migrationId,

@@ -11,6 +11,8 @@ import { after, before, describe, it } from 'node:test';
 import { pathToFileURL } from 'node:url';
 import {
   DownloadSizeMismatchError,
+  DownloadTooLargeError,
+  SignedUrlRedirectError,
   ObjectChangedDuringDownloadError,
   SignedUrlNotFoundError,
   SignedUrlRejectedError,
@@ -23,7 +25,8 @@ const BODY = randomBytes(3 * 1024 * 1024 + 17);
  * A stand-in object server on 127.0.0.1. Each request is answered by the next scripted behaviour (the last
  * one repeats), so a test can break the first response and let the resume succeed.
  */
-type Behaviour = 'ok' | 'drop-half' | 'ignore-range' | 'stall' | 'forbidden' | 'missing' | 'changed' | 'server-error' | 'short-no-length';
+type Behaviour =
+  'redirect' | 'ok' | 'drop-half' | 'ignore-range' | 'stall' | 'forbidden' | 'missing' | 'changed' | 'server-error' | 'short-no-length';
 
 let server: Server;
 let base: string;
@@ -41,6 +44,10 @@ function answer(request: IncomingMessage, response: ServerResponse): void {
     response.end(
       '<?xml version="1.0"?><Error><Code>AuthenticationFailed</Code><Message>Signature not valid in the specified time frame sig=abc</Message></Error>',
     );
+    return;
+  }
+  if (behaviour === 'redirect') {
+    response.writeHead(302, { location: `http://127.0.0.1:9/elsewhere${request.url ?? ''}` }).end();
     return;
   }
   if (behaviour === 'missing') {
@@ -220,6 +227,45 @@ describe('downloadSignedUrl', () => {
     assert.equal(result.bytesWritten, BODY.length);
     assert.deepEqual(bytes(), BODY);
     await assert.rejects(downloadSignedUrl(pathToFileURL(join(dir, 'nope')).href, collector().sink), SignedUrlNotFoundError);
+  });
+
+  it("keeps the store's message and any other text of an error body out of its errors (only the error code)", async () => {
+    script = ['forbidden'];
+    await assert.rejects(downloadSignedUrl(url(), collector().sink, { ...fast }), (error: unknown) => {
+      assert.ok(error instanceof SignedUrlRejectedError);
+      assert.match(error.message, /: AuthenticationFailed$/);
+      assert.doesNotMatch(error.message, /Signature not valid/);
+      return true;
+    });
+    script = ['server-error'];
+    await assert.rejects(downloadSignedUrl(url(), collector().sink, { retries: 0, ...fast }), (error: unknown) => {
+      assert.doesNotMatch((error as Error).message, /busy/);
+      return true;
+    });
+  });
+
+  it('never follows a redirect: refused at once, without a request to where it points', async () => {
+    script = ['redirect'];
+    seen = [];
+    await assert.rejects(downloadSignedUrl(url(), collector().sink, { ...fast }), (error: unknown) => {
+      assert.ok(error instanceof SignedUrlRedirectError, String(error));
+      assert.equal(error.status, 302);
+      assert.doesNotMatch(error.message, /deadbeef|elsewhere/);
+      return true;
+    });
+    assert.equal(seen.length, 1, 'not retried, not followed');
+  });
+
+  it('refuses an object over maxBytes, from its Content-Length or as it arrives', async () => {
+    script = ['ok'];
+    seen = [];
+    await assert.rejects(downloadSignedUrl(url(), collector().sink, { maxBytes: 1024 * 1024, ...fast }), DownloadTooLargeError);
+    assert.equal(seen.length, 1, 'not retried');
+    script = ['short-no-length'];
+    await assert.rejects(downloadSignedUrl(url(), collector().sink, { maxBytes: 999, ...fast }), DownloadTooLargeError);
+    const source = join(dir, 'large.bin');
+    await writeFile(source, BODY);
+    await assert.rejects(downloadSignedUrl(pathToFileURL(source).href, collector().sink, { maxBytes: 1024 }), DownloadTooLargeError);
   });
 
   it('rejects URLs it cannot fetch without echoing them', async () => {
