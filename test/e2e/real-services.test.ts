@@ -48,7 +48,8 @@ import { umsJson, umsText } from './ums-cli.js';
 const execFileAsync = promisify(execFile);
 const AZURE = 'azure-eastus-1';
 const GCP = 'gcp-us-central1-1';
-const STACK_DIR = '/var/lib/ums/stacks/realsvc-e2e';
+// Its own dir per run: other runs of this suite may share the machine.
+const STACK_DIR = `/var/lib/ums/stacks/realsvc-e2e-${process.pid}`;
 const REDIS_KEYS = 50_000;
 const MEMCACHED_KEYS = 2_000;
 /** The outside writer's list, and the key prefixes of clients (not of the loaded dataset) for the digest. */
