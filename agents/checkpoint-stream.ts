@@ -1,4 +1,5 @@
 import { artifactPrefix, type ChunkRef } from '../core/checkpoint-artifact.js';
+import { ChunkSealer, type Sealing, type SealingPublicKey } from '../core/checkpoint-sealing.js';
 import { uploadChunked } from '../core/chunked-upload.js';
 import type { Artifact, ArtifactLocation } from '../core/events.js';
 import type { ObjectStore } from '../core/object-store.js';
@@ -15,14 +16,20 @@ export interface UploadedCheckpoint {
 export interface CheckpointStreamOptions {
   chunkBytes: number;
   parallel: number;
-  /** Announces each chunk as soon as it is durable, so the destination can fetch it right away. */
-  onChunk: (chunk: ChunkRef) => Promise<void>;
+  /** The destination's public key (from the checkpoint command): the migration's data key is wrapped for it. */
+  sealFor: SealingPublicKey;
+  /**
+   * Announces each chunk as soon as it is durable, so the destination can fetch it right away; `sealing`
+   * (the wrapped data key, the same for every chunk) goes with it, so the destination can open any chunk.
+   */
+  onChunk: (chunk: ChunkRef, sealing: Sealing) => Promise<void>;
 }
 
 /**
  * Freezes the service (`freeze` is the approach's checkpoint: the engine's or the in-image launcher's)
- * and streams its checkpoint archive straight into the object store as parallel chunks, hashing on the
- * way: the archive never sits whole in memory nor on the agent's disk. The frozen copy stays on this
+ * and streams its checkpoint archive straight into the object store as parallel chunks, sealed for the
+ * destination with a fresh data key and hashed on the way: the archive never sits whole in memory nor on
+ * the agent's disk, and never in clear in the store. The frozen copy stays on this
  * host until a discard or resume command.
  */
 export async function streamCheckpoint(
@@ -35,9 +42,18 @@ export async function streamCheckpoint(
   if (location.prefix !== artifactPrefix(migrationId)) {
     throw new Error(`refusing to write the checkpoint of ${migrationId} under "${location.prefix}": not its own prefix`);
   }
+  const { sealFor, onChunk, chunkBytes, parallel } = options;
+  // Before the freeze: a bad key is refused with the service still running.
+  const sealer = ChunkSealer.forRecipient(sealFor, migrationId);
   const checkpointStartedAt = new Date();
   const archive = await freeze();
-  const upload = await uploadChunked(archive, store, location.prefix, { migrationId, ...options });
+  const upload = await uploadChunked(archive, store, location.prefix, {
+    migrationId,
+    chunkBytes,
+    parallel,
+    sealer,
+    onChunk: (chunk) => onChunk(chunk, sealer.sealing),
+  });
   return {
     artifact: {
       ...location,

@@ -1,3 +1,4 @@
+import type { KeyObject } from 'node:crypto';
 import { URL_BATCH } from '../core/checkpoint-artifact.js';
 import type { CommandDelivery, EventBus, Subscription } from '../core/event-bus.js';
 import { conflictingPorts } from '../core/container-network.js';
@@ -38,6 +39,8 @@ export interface TransferSettings {
 
 export interface HostAgentOptions {
   identity: AgentIdentity;
+  /** The private half of the agent's sealing key (agents/sealing-key.ts): opens the checkpoints sent here. */
+  sealingKey: KeyObject;
   engine: ContainerEngine;
   /** How each approach this host supports freezes and restores (container-level.ts, service-level.ts). */
   drivers: Partial<Record<MigrationApproach, ApproachDriver>>;
@@ -217,7 +220,7 @@ export class HostAgent {
     this.options.bus.publishEvent(makeEvent(name, `/ums/agents/${this.id}`, data, id));
 
   private async checkpoint(command: CommandOf<'checkpoint'>, delivery: CommandDelivery, log: Logger): Promise<void> {
-    const { migrationId, container, artifact, approach } = command.data;
+    const { migrationId, container, artifact, approach, sealFor } = command.data;
     const { engine, store, transfer, bus } = this.options;
     const failed = (code: FailureCode, reason: string, containerCheckpointed: boolean) =>
       this.emit('checkpoint.failed', { migrationId, agent: this.id, code, reason, containerCheckpointed });
@@ -264,8 +267,9 @@ export class HostAgent {
       const uploaded = await streamCheckpoint(() => driver.checkpoint(container), store, migrationId, artifact, {
         chunkBytes: transfer.chunkBytes,
         parallel: transfer.parallel,
-        onChunk: async (chunk) => {
-          await this.emit('checkpoint.chunk', { migrationId, agent: this.id, chunk }, `${migrationId}.chunk.${chunk.index}`);
+        sealFor,
+        onChunk: async (chunk, sealing) => {
+          await this.emit('checkpoint.chunk', { migrationId, agent: this.id, chunk, sealing }, `${migrationId}.chunk.${chunk.index}`);
           bytes += chunk.sizeBytes;
           void this.emit('checkpoint.progress', { migrationId, agent: this.id, bytes }, `${migrationId}.progress.${chunk.index}`).catch(
             () => undefined,
@@ -348,6 +352,7 @@ export class HostAgent {
       bus: this.options.bus,
       emit: this.emit,
       agentId: this.id,
+      sealingKey: this.options.sealingKey,
       log,
       parallel: transfer.parallel,
       urlBatch: URL_BATCH,

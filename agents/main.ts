@@ -14,6 +14,7 @@ import { ContainerLevel } from './container-level.js';
 import { HostAgent } from './host-agent.js';
 import { ServiceLevel } from './service-level.js';
 import { RestoreJournal } from './restore-journal.js';
+import { loadOrCreateSealingKey } from './sealing-key.js';
 import { PodmanEngine } from './podman-engine.js';
 
 function positiveInt(value: string | number): number {
@@ -46,7 +47,9 @@ const program = new Command('ums-agent')
       .default(DEFAULT_LAUNCHER_HOST_DIR),
   )
   .addOption(
-    new Option('--state-dir <dir>', 'where the agent keeps its restore journal (default /var/lib/ums/agent/<id>)').env('UMS_STATE_DIR'),
+    new Option('--state-dir <dir>', 'where the agent keeps its restore journal and its sealing key (default /var/lib/ums/agent/<id>)').env(
+      'UMS_STATE_DIR',
+    ),
   )
   .addOption(
     new Option(
@@ -81,6 +84,12 @@ const program = new Command('ums-agent')
       const allowedEndpoints = parseAllowedEndpoints(options.allowedHttpEndpoints);
       const agentId = AgentId.parse(options.id);
       const log = createLogger('agent', { agentId });
+      const stateDir = options.stateDir ?? join('/var/lib/ums/agent', agentId);
+      // Checkpoints sent here are sealed for this key; the private half never leaves the state dir.
+      const sealingKey = await loadOrCreateSealingKey(stateDir);
+      if (sealingKey.tightenedFrom !== undefined)
+        log.warn({ mode: sealingKey.tightenedFrom.toString(8) }, 'the sealing key was readable by others; restricted it to mode 600');
+      log.info({ publicKey: sealingKey.publicKey.publicKey, created: sealingKey.created }, 'sealing key ready');
       const bus = await connectNatsBus({ servers: options.nats, name: `ums-agent-${agentId}` });
       const engine = new PodmanEngine({
         socketPath: options.podman.replace(/^unix:\/\//, ''),
@@ -99,7 +108,8 @@ const program = new Command('ums-agent')
         ...(kubelet && process.env.UMS_KUBELET_URL ? { kubelet: { url: process.env.UMS_KUBELET_URL, prober: kubelet } } : {}),
       });
       const agent = new HostAgent({
-        identity: { agentId, cloud: options.cloud, region: options.region, storeUrl: options.store },
+        identity: { agentId, cloud: options.cloud, region: options.region, storeUrl: options.store, sealing: sealingKey.publicKey },
+        sealingKey: sealingKey.privateKey,
         engine,
         // Orchestrator level goes through the kubelet (agents/kubelet/); no agent here drives it.
         drivers: { container: new ContainerLevel(engine, agentId), service: serviceLevel },
@@ -112,7 +122,7 @@ const program = new Command('ums-agent')
           idleTimeoutMs: positiveInt(options.idleTimeout) * 1000,
           allowedEndpoints,
         },
-        journal: new RestoreJournal(options.stateDir ?? join('/var/lib/ums/agent', agentId)),
+        journal: new RestoreJournal(stateDir),
         log,
       });
       await agent.start();

@@ -1,5 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { AgentRegistration, Cloud } from '../core/agent-registration.js';
+import type { SealingPublicKey } from '../core/checkpoint-sealing.js';
 import type { EventBus } from '../core/event-bus.js';
 import type { Logger } from '../core/log.js';
 import type { CapabilityProbe } from './capability-probe.js';
@@ -10,6 +11,8 @@ export interface AgentIdentity {
   cloud: Cloud;
   region: string;
   storeUrl: string;
+  /** The public half of the agent's sealing key: checkpoints sent to this host are sealed for it. */
+  sealing?: SealingPublicKey;
 }
 
 /**

@@ -1,6 +1,7 @@
-import { createHash, randomUUID } from 'node:crypto';
+import { createHash, randomUUID, type KeyObject } from 'node:crypto';
 import { Readable, Writable } from 'node:stream';
 import { chunkKey, Manifest, manifestKey, MAX_CHUNK_BYTES, MAX_MANIFEST_BYTES, type ChunkRef } from '../core/checkpoint-artifact.js';
+import { ChunkOpener, SealingError, type Sealing } from '../core/checkpoint-sealing.js';
 import type { EventBus, Subscription } from '../core/event-bus.js';
 import type { CommandData, EventData, EventName, FailureCode } from '../core/events.js';
 import type { Logger } from '../core/log.js';
@@ -41,6 +42,8 @@ export interface RestoreJobOptions {
   /** Publishes an event; facts get a deterministic id (deduplicated), requests and progress pass their own. */
   emit: <N extends EventName>(name: N, data: EventData<N>, id?: string) => Promise<void>;
   agentId: string;
+  /** This agent's private sealing key: unwraps the migration's data key, which opens each chunk. */
+  sealingKey: KeyObject;
   log: Logger;
   /** Chunks downloading at once; at most `parallel + 2` chunks are held in memory. */
   parallel: number;
@@ -96,6 +99,10 @@ type Phase =
  * them while later chunks are still uploading. The last chunk goes to the engine only once the
  * manifest has been checked against the digest the source announced; any failure before that aborts
  * the engine's request, so nothing is ever restored from bytes that were not verified.
+ *
+ * The chunks are sealed (core/checkpoint-sealing.ts): the data key comes wrapped for this agent's key
+ * with every chunk announcement; each chunk is checked against its announced sha256 (of the stored
+ * ciphertext), then opened (AES-256-GCM), and only its authenticated plaintext goes to the engine.
  */
 export class RestoreJob {
   private phase: Phase = { name: 'preparing' };
@@ -109,6 +116,8 @@ export class RestoreJob {
     requestedUpTo: 0,
     lastRequestAt: 0,
   };
+  /** The migration's data key, unwrapped from the first announcement that carried it; every later one must match. */
+  private opener: ChunkOpener | undefined;
   /** Absent until the upload is announced and its URL known; checked against the announced digest once loaded. */
   private manifest: Manifest | 'loading' | undefined;
   /** Chunks on their way to the engine: indexes below `sent` went, `verified` wait for their turn. */
@@ -168,6 +177,7 @@ export class RestoreJob {
         this.lastActivity = Date.now();
         switch (event.name) {
           case 'checkpoint.chunk':
+            if (!this.acceptSealing(event.data.sealing, `the announcement of chunk ${event.data.chunk.index}`)) return 'stop';
             this.source.chunks.set(event.data.chunk.index, event.data.chunk);
             break;
           case 'checkpoint.uploaded':
@@ -243,6 +253,30 @@ export class RestoreJob {
     return error;
   }
 
+  /**
+   * Unwraps the data key from the first sealing header seen; later ones must be the same header (the
+   * source makes one per migration). Returns false, having failed the job, if not.
+   */
+  private acceptSealing(sealing: Sealing, from: string): boolean {
+    if (this.failure) return false;
+    if (this.opener) {
+      if (this.opener.sameSealing(sealing)) return true;
+      this.fail(
+        new RestoreRefusedError('seal-invalid', `${from} carries another data key than the earlier ones: refused, nothing restored`),
+      );
+      return false;
+    }
+    try {
+      this.opener = ChunkOpener.unwrap(sealing, this.options.sealingKey, this.options.command.migrationId);
+      return true;
+    } catch (error) {
+      this.fail(
+        new RestoreRefusedError('seal-invalid', `the checkpoint's data key (from ${from}) cannot be unwrapped: ${describe(error)}`),
+      );
+      return false;
+    }
+  }
+
   /** Starts whatever can start: chunk downloads within the window, the manifest, URL requests. */
   private pump(): void {
     if (this.failure) return;
@@ -255,7 +289,7 @@ export class RestoreJob {
       if (verified.has(index) || fetching.has(index)) continue;
       const url = this.urls.chunks.get(index);
       const chunk = chunks.get(index);
-      if (url && chunk) void this.fetch(chunk, url);
+      if (url && chunk && this.opener) void this.fetch(chunk, url, this.opener);
     }
     const highest = Math.max(-1, ...chunks.keys());
     if (chunks.size > 0 && highest + urlLowWater >= this.urls.requestedUpTo) {
@@ -319,7 +353,7 @@ export class RestoreJob {
     if (advanced) setImmediate(() => this.pump());
   }
 
-  private async fetch(chunk: ChunkRef, url: string): Promise<void> {
+  private async fetch(chunk: ChunkRef, url: string, opener: ChunkOpener): Promise<void> {
     this.downloads.fetching.add(chunk.index);
     try {
       if (chunk.sizeBytes > MAX_CHUNK_BYTES) {
@@ -329,13 +363,20 @@ export class RestoreJob {
         );
       }
       this.checkUrl(url, chunkKey(this.options.command.artifact.prefix, chunk.index));
-      const data = await downloadInto(Buffer.allocUnsafe(chunk.sizeBytes), url);
-      const sha256 = createHash('sha256').update(data).digest('hex');
+      const sealed = await downloadInto(Buffer.allocUnsafe(chunk.sizeBytes), url);
+      const sha256 = createHash('sha256').update(sealed).digest('hex');
       if (sha256 !== chunk.sha256) {
         throw new RestoreRefusedError(
           'digest-mismatch',
           `chunk ${chunk.index} of the checkpoint has sha256 ${sha256}, the source announced ${chunk.sha256}: it was corrupted or replaced in the store`,
         );
+      }
+      let data: Buffer;
+      try {
+        data = opener.open(chunk.index, sealed);
+      } catch (error) {
+        if (!(error instanceof SealingError)) throw error;
+        throw new RestoreRefusedError('seal-invalid', `${error.message}; refused, nothing restored`);
       }
       if (this.failure) return;
       this.downloads.verified.set(chunk.index, data);
@@ -385,6 +426,10 @@ export class RestoreJob {
           `the manifest lists ${manifest.chunks.length} chunks / ${manifest.sizeBytes} bytes, the source announced ${uploaded.artifact.chunkCount} / ${uploaded.artifact.sizeBytes}`,
         );
       }
+      if (this.opener && !this.opener.sameSealing(manifest.sealing)) {
+        throw new RestoreRefusedError('manifest-invalid', 'the manifest names another data key than the chunk announcements');
+      }
+      if (!this.acceptSealing(manifest.sealing, 'the manifest')) return;
       const free = this.freeDiskBytes;
       if (free < manifest.sizeBytes * DISK_PER_ARCHIVE_BYTE) {
         throw new RestoreRefusedError(
@@ -419,11 +464,11 @@ export class RestoreJob {
     return this.phase.name === 'downloaded' ? this.phase.at : undefined;
   }
 
-  /** Bytes verified so far: the chunks sent to the engine and those waiting for their turn. */
+  /** Stored (sealed) bytes verified so far: the chunks sent to the engine and those waiting for their turn. */
   private verifiedBytes(): number {
     let bytes = 0;
     for (let index = 0; index < this.downloads.sent; index++) bytes += this.source.chunks.get(index)?.sizeBytes ?? 0;
-    for (const data of this.downloads.verified.values()) bytes += data.length;
+    for (const index of this.downloads.verified.keys()) bytes += this.source.chunks.get(index)?.sizeBytes ?? 0;
     return bytes;
   }
 

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { SealingPublicKey } from './checkpoint-sealing.js';
 import { AgentId, Approach } from './events.js';
 import { ContainerTraits, HostCapabilities } from './migration-approach.js';
 
@@ -16,6 +17,11 @@ export const AgentRegistration = z.object({
   region: z.string().min(1),
   /** The agent's own object store (URL without credentials), where its checkpoints go. */
   storeUrl: z.string().min(1),
+  /**
+   * The agent's long-lived X25519 public key: checkpoints sent to it are sealed for it. Optional only so
+   * that an older agent's registration still reads; the planner refuses a destination without one.
+   */
+  sealing: SealingPublicKey.optional(),
   approaches: z.array(Approach),
   /** What the capability probe found (agents/capability-probe.ts); the planner decides the approach from it. */
   capabilities: HostCapabilities,

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { Sealing, TAG_BYTES } from './checkpoint-sealing.js';
 
 /**
  * How a checkpoint archive lies in object storage: numbered chunks plus a manifest, under one prefix
@@ -8,16 +9,22 @@ import { z } from 'zod';
  *
  *   migrations/<migrationId>/chunks/000000 ... 00000N
  *   migrations/<migrationId>/manifest.json
+ *
+ * Every chunk is sealed (core/checkpoint-sealing.ts): what is stored, and what the manifest and the
+ * checkpoint.chunk events describe (sizes, offsets, sha256s), is the ciphertext, each chunk TAG_BYTES
+ * longer than the plaintext it holds. Format 2 is the sealed one; format 1 (in clear) is no longer read.
  */
-export const MANIFEST_FORMAT = 1;
+export const MANIFEST_FORMAT = 2;
 
 const sha256Hex = z.string().regex(/^[a-f0-9]{64}$/, 'a lowercase hex sha256');
 
 export const ChunkRef = z.object({
   index: z.number().int().nonnegative(),
-  /** byte offset of the chunk in the archive */
+  /** byte offset of the stored (sealed) chunk among the stored chunks */
   offset: z.number().int().nonnegative(),
+  /** size of the stored chunk: its plaintext plus the 16-byte GCM tag */
   sizeBytes: z.number().int().nonnegative(),
+  /** sha256 of the stored chunk (ciphertext): checked before it is opened, and says nothing about the plaintext */
   sha256: sha256Hex,
 });
 export type ChunkRef = z.infer<typeof ChunkRef>;
@@ -26,11 +33,16 @@ export const Manifest = z
   .object({
     formatVersion: z.literal(MANIFEST_FORMAT),
     migrationId: z.string(),
+    /** what the chunks hold once opened */
     contentType: z.literal('application/x-tar'),
+    /** plaintext bytes per chunk (the last one shorter); a stored chunk is TAG_BYTES longer */
     chunkBytes: z.number().int().positive(),
+    /** how the chunks are sealed, with the data key wrapped for the destination (never in clear) */
+    sealing: Sealing,
     chunks: z.array(ChunkRef),
+    /** the stored chunks' sizes added up */
     sizeBytes: z.number().int().nonnegative(),
-    /** sha256 of the whole archive */
+    /** sha256 of the stored chunks, concatenated in order */
     sha256: sha256Hex,
     createdAt: z.iso.datetime({ offset: true }),
   })
@@ -41,6 +53,13 @@ export const Manifest = z
         ctx.addIssue({
           code: 'custom',
           message: `chunk ${i} is out of place (index ${chunk.index}, offset ${chunk.offset}, expected ${offset})`,
+        });
+        return;
+      }
+      if (chunk.sizeBytes < TAG_BYTES || chunk.sizeBytes > manifest.chunkBytes + TAG_BYTES) {
+        ctx.addIssue({
+          code: 'custom',
+          message: `chunk ${i} is ${chunk.sizeBytes} bytes: a sealed chunk is between ${TAG_BYTES} and ${manifest.chunkBytes + TAG_BYTES}`,
         });
         return;
       }

@@ -2,11 +2,15 @@ import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import pRetry from 'p-retry';
 import { chunkKey, MANIFEST_FORMAT, manifestKey, type ChunkRef, type Manifest } from './checkpoint-artifact.js';
+import type { ChunkSealer } from './checkpoint-sealing.js';
 import type { ObjectStore } from './object-store.js';
 
 export interface ChunkedUploadOptions {
   migrationId: string;
+  /** Plaintext bytes per chunk; each stored chunk is 16 bytes longer (its GCM tag). */
   chunkBytes: number;
+  /** Seals each chunk for the destination before it leaves this process: nothing goes to the store in clear. */
+  sealer: ChunkSealer;
   /** Chunks uploading at once; memory held is about (parallel + 1) x chunkBytes. */
   parallel: number;
   /** Called once per chunk as soon as it is durable in the store (in completion order). */
@@ -19,13 +23,16 @@ export interface ChunkedUpload {
   manifest: Manifest;
   /** sha256 of the manifest object's bytes, so a reader can trust the chunk list it names. */
   manifestSha256: string;
+  /** Plaintext bytes read from the source. */
+  plainBytes: number;
   /** When the source produced its first byte. */
   firstByteAt: Date;
 }
 
 /**
- * Cuts a stream into numbered chunks and uploads them in parallel as they fill, each retried alone,
- * then writes the manifest. The source is read once; memory stays bounded by the chunks in flight.
+ * Cuts a stream into numbered chunks, seals each (AES-256-GCM, core/checkpoint-sealing.ts) and uploads
+ * them in parallel as they fill, each retried alone, then writes the manifest. The source is read once;
+ * memory stays bounded by the chunks in flight (sealed copies) plus the one filling.
  */
 export async function uploadChunked(
   source: Readable,
@@ -39,15 +46,18 @@ export async function uploadChunked(
   let failure: unknown;
   let firstByteAt: Date | undefined;
   let offset = 0;
-  // Full-size chunk buffers come back here once their upload settles: memory stays at the chunks in
-  // flight instead of growing with garbage the collector has not reclaimed yet.
-  const spare: Buffer[] = [];
-  let buffer: Buffer = Buffer.allocUnsafe(options.chunkBytes);
+  let plainBytes = 0;
+  // One plaintext buffer, filled again as soon as its chunk is sealed: what is in flight is ciphertext.
+  const buffer: Buffer = Buffer.allocUnsafe(options.chunkBytes);
   let filled = 0;
 
-  const dispatch = (data: Buffer) => {
+  const dispatch = (plain: Buffer) => {
+    const index = chunks.length;
+    // A new buffer: the plaintext one is free to be filled again as soon as this returns.
+    const data = options.sealer.seal(index, plain);
+    whole.update(data);
     const chunk: ChunkRef = {
-      index: chunks.length,
+      index,
       offset,
       sizeBytes: data.length,
       sha256: createHash('sha256').update(data).digest('hex'),
@@ -64,16 +74,13 @@ export async function uploadChunked(
           `uploading chunk ${chunk.index} (${data.length} bytes at offset ${chunk.offset}) failed: ${(error as Error).message}`,
         );
       })
-      .finally(() => {
-        inFlight.delete(upload);
-        if (data.length === options.chunkBytes) spare.push(data);
-      });
+      .finally(() => inFlight.delete(upload));
     inFlight.add(upload);
   };
 
   for await (const piece of source as AsyncIterable<Buffer>) {
     firstByteAt ??= new Date();
-    whole.update(piece);
+    plainBytes += piece.length;
     let consumed = 0;
     while (consumed < piece.length) {
       const n = piece.copy(buffer, filled, consumed);
@@ -84,7 +91,6 @@ export async function uploadChunked(
         filled = 0;
         // Back-pressure: stop reading the source while the uploads are busy.
         while (inFlight.size >= options.parallel) await Promise.race(inFlight);
-        buffer = spare.pop() ?? Buffer.allocUnsafe(options.chunkBytes);
       }
     }
     if (failure) {
@@ -101,6 +107,7 @@ export async function uploadChunked(
     migrationId: options.migrationId,
     contentType: 'application/x-tar',
     chunkBytes: options.chunkBytes,
+    sealing: options.sealer.sealing,
     chunks,
     sizeBytes: offset,
     sha256: whole.digest('hex'),
@@ -111,5 +118,10 @@ export async function uploadChunked(
     retries: options.retries ?? 4,
     minTimeout: 200,
   });
-  return { manifest, manifestSha256: createHash('sha256').update(body).digest('hex'), firstByteAt: firstByteAt ?? new Date() };
+  return {
+    manifest,
+    manifestSha256: createHash('sha256').update(body).digest('hex'),
+    plainBytes,
+    firstByteAt: firstByteAt ?? new Date(),
+  };
 }

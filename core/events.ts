@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { PublishedPort } from './container-network.js';
 import { ChunkRef } from './checkpoint-artifact.js';
+import { Sealing, SealingPublicKey } from './checkpoint-sealing.js';
 import { MigrationApproach } from './migration-approach.js';
 
 /**
@@ -11,7 +12,8 @@ import { MigrationApproach } from './migration-approach.js';
  * boundary, by whoever receives them.
  *
  * Events never carry secrets: signed URLs travel only in restore commands, which are addressed to one
- * agent and removed from the work-queue stream once acknowledged.
+ * agent and removed from the work-queue stream once acknowledged. Checkpoint data keys travel only
+ * wrapped for the destination's X25519 key (core/checkpoint-sealing.ts).
  */
 
 const TYPE_PREFIX = 'dev.ums.';
@@ -57,6 +59,8 @@ export const FailureCode = z.enum([
   'url-rejected',
   'size-mismatch',
   'digest-mismatch',
+  /** a sealed chunk or its wrapped data key failed authentication (altered, moved, or sealed for another key) */
+  'seal-invalid',
   'manifest-invalid',
   'disk-full',
   'upload-failed',
@@ -105,11 +109,15 @@ export const eventData = {
     agent: AgentId,
     bytes: z.number().int().nonnegative(),
   }),
-  /** One chunk is durable in the store: the destination may fetch it now. */
+  /**
+   * One chunk is durable in the store: the destination may fetch it now. `sealing` (the same for every
+   * chunk of a migration) carries the data key wrapped for the destination, so any chunk can be opened.
+   */
   'checkpoint.chunk': z.object({
     ...migrationRef,
     agent: AgentId,
     chunk: ChunkRef,
+    sealing: Sealing,
   }),
   'checkpoint.uploaded': z.object({
     ...migrationRef,
@@ -222,6 +230,8 @@ export const commandData = {
     approach: Approach,
     container: containerName,
     artifact: ArtifactLocation,
+    /** The destination's registered public key: the chunks are sealed for it (core/checkpoint-sealing.ts). */
+    sealFor: SealingPublicKey,
   }),
   /**
    * Get ready to receive the container: check the name is free and the image present, then fetch the

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { SealingPublicKey } from './checkpoint-sealing.js';
 import {
   AgentId,
   Approach,
@@ -156,6 +157,11 @@ const Plan = {
   artifactLocation: ArtifactLocation,
   /** What the destination checks before the freeze. */
   requirements: RestoreRequirements.optional(),
+  /**
+   * The destination's public key as it was registered at planning time: the checkpoint is sealed for it.
+   * Optional only for records planned before checkpoints were sealed (their checkpoint is refused).
+   */
+  sealFor: SealingPublicKey.optional(),
 };
 
 /** Once the plan is made: the uploaded archive, which the destination's confirmation may overtake. */

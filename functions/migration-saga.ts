@@ -101,6 +101,15 @@ export async function plan(event: EventOf<'migration.requested'>, ctx: FunctionC
     return refuse(verdict.code, verdict.reason, verdict.runningOn);
   }
   const { source, container, decision } = verdict;
+  // Checkpoints are sealed for the destination's key: a destination that registered none cannot receive one.
+  const sealFor = agents.find((agent) => agent.agentId === request.destinationAgent)?.sealing;
+  if (!sealFor) {
+    return refuse(
+      'destination-incompatible',
+      `destination agent "${request.destinationAgent}" registers no sealing key, so the checkpoint cannot be encrypted for it: upgrade the agent there`,
+      source.agentId,
+    );
+  }
   log.info({ migrationId: request.migrationId, approach: decision.approach, why: decision.reason }, 'approach decided');
 
   const holder = await takeLock(lockKey(source.agentId, request.container), request.migrationId, ctx);
@@ -121,6 +130,7 @@ export async function plan(event: EventOf<'migration.requested'>, ctx: FunctionC
     approach: decision.approach,
     approachReason: decision.reason,
     artifactLocation: { storeUrl: source.storeUrl, prefix: artifactPrefix(request.migrationId) },
+    sealFor,
     requirements: {
       ...(source.capabilities?.containerLevel.cpuinfo !== undefined ? { cpuinfo: source.capabilities.containerLevel.cpuinfo } : {}),
       ...(container.traits?.network !== undefined ? { published: container.traits.network.published } : {}),
@@ -207,13 +217,17 @@ export async function destinationReady(event: EventOf<'restore.prepared'>, recor
 }
 
 async function freezeSource(record: RecordIn<'checkpointing'>, ctx: FunctionContext): Promise<void> {
-  const { migrationId, epoch, container, sourceAgent, artifactLocation, approach } = record;
+  const { migrationId, epoch, container, sourceAgent, artifactLocation, approach, sealFor } = record;
+  if (!sealFor) {
+    // Only a record planned by a build that did not seal: nothing frozen yet, the deadline fails it.
+    throw new Error(`migration ${migrationId} was planned without the destination's sealing key; it cannot be checkpointed`);
+  }
   await ctx.bus.sendCommand(
     sourceAgent,
     makeCommand(
       'checkpoint',
       ctx.source,
-      { migrationId, epoch, approach, container, artifact: artifactLocation },
+      { migrationId, epoch, approach, container, artifact: artifactLocation, sealFor },
       `${migrationId}.checkpoint`,
     ),
   );

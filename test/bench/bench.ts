@@ -29,6 +29,7 @@ import {
 } from './samples.js';
 import { measureServerFloor, runServerMigration, type ServerHost } from './server-run.js';
 import { measureTransfer, writeRandomFile, type StoreAccess } from './sdk-transfer.js';
+import { measureSealing, sealingReport } from './sealing-cost.js';
 
 /**
  * `npm run bench`: for each memory size, in one run and interleaved per repetition so that the machine's
@@ -198,6 +199,7 @@ function printTables(run: BenchRun): string {
   const approaches = summariseApproaches(run);
   const servers = summariseServers(run);
   return [
+    ...(run.sealing ? [sealingReport(run.sealing), ''] : []),
     ...(run.options.sizes.length > 0 ? [consoleTable(summarise(run))] : []),
     ...(approaches.length > 0 ? ['', approachConsoleTable(approaches)] : []),
     ...(servers.length > 0 ? ['', serverConsoleTable(servers)] : []),
@@ -252,6 +254,10 @@ async function main(): Promise<number> {
     serverMigrations: [],
     incidents: [],
   };
+  // Before the stack starts, on an idle machine: a few seconds of CPU.
+  log.info('measuring the cost of sealing (1 GiB, in memory)');
+  run.sealing = await measureSealing();
+  log.info(run.sealing, 'sealing measured');
   // The approach comparison goes through the file store's pair whatever --stores says.
   const compared = options.approachSizes.length > 0;
   // Real servers move azure -> gcp (the default hosts and stores) whatever --stores says.

@@ -1,3 +1,4 @@
+import { sealingReport } from './sealing-cost.js';
 import {
   agentPeakMiB,
   APPROACH_TIE,
@@ -342,6 +343,7 @@ export function markdownReport(
       "**downtime**: the longest gap between two ticks of the 10 ms counter, source then destination (the paper's method). Ratios are of medians from this run.",
     '',
   );
+  if (run.sealing) out.push(sealingReport(run.sealing), '');
   if (counters) {
     if (chartFile) out.push(`![time and downtime against memory size](${chartFile})`, '');
 

@@ -1,3 +1,4 @@
+import type { SealingSample } from './sealing-cost.js';
 /**
  * What one benchmark run records: every raw measurement, so the JSON can be re-analysed without re-running.
  * All times are milliseconds of wall-clock time on this machine; sizes are the workload's random memory.
@@ -168,6 +169,8 @@ export interface BenchRun {
   /** real servers: the bare pair on one host, and migrations through the stack (absent from older results) */
   serverFloor: ServerFloorSample[];
   serverMigrations: ServerMigrationSample[];
+  /** the CPU cost of sealing the chunks, seal + open against a pass-through (absent from older results) */
+  sealing?: SealingSample;
   /** anything that went wrong but did not stop the run (a failed migration, a broken count) */
   incidents: string[];
 }

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { generateSealingKeyPair } from '../../core/checkpoint-sealing.js';
 import { subjects } from '../../core/event-bus.js';
 import { makeCommand, makeEvent, toWire, type Approach, type EventName, type UmsEvent } from '../../core/events.js';
 import { isTerminal, type MigrationRecord } from '../../core/migration.js';
@@ -356,6 +357,7 @@ describe('fault matrix: kill -9 each component in each phase; the service runs e
         approach: 'container',
         container: name,
         artifact: record.artifactLocation ?? { storeUrl: 'file:///x', prefix: 'x/' },
+        sealFor: record.sealFor ?? generateSealingKeyPair().publicKey,
       }),
     );
     await bus.sendCommand(

@@ -8,6 +8,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { connectNatsBus, type NatsEventBus } from '../../core/nats-event-bus.js';
 import { BrokerClient } from '../broker-client.js';
 import { openObjectStore } from '../../core/object-stores/open-object-store.js';
+import { loadOrCreateSealingKey } from '../../agents/sealing-key.js';
+import { chunkKey, Manifest, manifestKey } from '../../core/checkpoint-artifact.js';
+import { ChunkOpener } from '../../core/checkpoint-sealing.js';
 import type { EventOf } from '../../core/events.js';
 import { COUNTER_MARKER_PATH } from '../../infra/images/build-counter-image.js';
 import { continuity, followTicks, joinTicks, readTicks, type Tick } from '../../infra/images/counter-output.js';
@@ -203,9 +206,9 @@ describe('live migration through the whole stack', { timeout: 900_000 }, () => {
     await azure.podman(['rm', '-f', name]);
   });
 
-  it('rolls back when the archive is corrupted in the store: the destination refuses it, the source resumes', async () => {
+  it('stores only ciphertext; rolls back when the archive is corrupted in the store: the destination refuses it, the source resumes', async () => {
     const name = 'counter-corrupt';
-    await runCounter(azure, name);
+    const token = await runCounter(azure, name);
     const before = await readTicks(azure.url, name);
     // The destination agent dies (kill -9) right after it said it is ready, before the source's
     // first chunk exists; its prepare command waits in its durable queue. While it is down the
@@ -224,6 +227,23 @@ describe('live migration through the whole stack', { timeout: 900_000 }, () => {
     const running = ums(['migrate', name, '--to', GCP, '--id', migrationId]);
     const { artifact } = (await uploaded).data;
     const store = await openObjectStore(artifact.storeUrl, { ...process.env, ...stack.storeEnv.azure });
+    // What lies in the store, read with the test's own store credentials, is ciphertext: neither the tar
+    // headers nor the token the counter keeps in memory (its environment) and in its marker file show.
+    // Opened with the destination's key (from its agent's state dir), the same bytes do hold both.
+    const manifest = Manifest.parse(JSON.parse((await readAll(await store.get(manifestKey(artifact.prefix)))).toString('utf8')));
+    const stored = await Promise.all(
+      manifest.chunks.map(async (chunk) => readAll(await store.get(chunkKey(artifact.prefix, chunk.index)))),
+    );
+    for (const [index, body] of stored.entries()) {
+      assert.equal(body.includes('ustar'), false, `stored chunk ${index} shows no tar header`);
+      assert.equal(body.includes(token), false, `stored chunk ${index} shows no token`);
+    }
+    const destinationKey = await loadOrCreateSealingKey(join(gcp.dir, 'agent-state'));
+    assert.equal(destinationKey.created, false, "the destination agent's key was there");
+    const opener = ChunkOpener.unwrap(manifest.sealing, destinationKey.privateKey, migrationId);
+    const plain = Buffer.concat(stored.map((body, index) => opener.open(index, body)));
+    assert.ok(plain.includes('ustar'), 'the opened archive is a tar');
+    assert.ok(plain.includes(token), "the opened archive holds the counter's token");
     const first = `${artifact.prefix}chunks/000000`;
     const size = (await store.head(first))?.size ?? 0;
     await store.put(first, Readable.from([randomBytes(size)]));
@@ -277,3 +297,9 @@ describe('live migration through the whole stack', { timeout: 900_000 }, () => {
     await azure.podman(['rm', '-f', name]);
   });
 });
+
+async function readAll(stream: Readable): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const part of stream) parts.push(part as Buffer);
+  return Buffer.concat(parts);
+}

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import type { AgentRegistration } from '../../core/agent-registration.js';
+import { generateSealingKeyPair, type SealingPublicKey } from '../../core/checkpoint-sealing.js';
 import { subjects } from '../../core/event-bus.js';
 import { makeEvent, parseCommand, toWire, type EventName, type UmsCommand, type UmsEvent } from '../../core/events.js';
 import { createLogger } from '../../core/log.js';
@@ -49,6 +50,13 @@ let bus: NatsEventBus;
 let broker: BrokerClient;
 let ctx: FunctionContext;
 let storeUrl: string;
+/** Each agent's registered sealing key (public half). */
+const sealingKeys = new Map<string, SealingPublicKey>();
+const sealingKeyOf = (agentId: string): SealingPublicKey => {
+  const known = sealingKeys.get(agentId) ?? generateSealingKeyPair().publicKey;
+  sealingKeys.set(agentId, known);
+  return known;
+};
 
 function registration(
   agentId: string,
@@ -62,6 +70,7 @@ function registration(
     cloud: agentId.startsWith('azure') ? 'azure' : 'gcp',
     region: 'r',
     storeUrl,
+    sealing: sealingKeyOf(agentId),
     approaches: ['container'],
     capabilities: {
       containerLevel: { available: true, engine: 'podman 4.3.1', criuVersion: '4.1.1' },
@@ -183,6 +192,17 @@ describe('the migration functions against a real JetStream', () => {
     await bus.locks.delete(lockKey(SOURCE, 'started-a-moment-ago'));
   });
 
+  it('refuses a destination that registers no sealing key: the checkpoint could not be encrypted for it', async () => {
+    const { sealing: _sealing, ...unsealed } = registration(DESTINATION, []);
+    await bus.agents.put(DESTINATION, unsealed);
+    const event = request('web');
+    await planMigration(event, ctx);
+    const record = (await bus.migrations.get(event.data.migrationId))?.value;
+    assert.equal(record?.failure?.code, 'destination-incompatible');
+    assert.match(record?.failure?.reason ?? '', /registers no sealing key/);
+    assert.deepEqual(await commandsFor(DESTINATION), [], 'the destination was not even told to prepare');
+  });
+
   it('refuses a destination whose heartbeat stopped', async () => {
     const stale = registration(DESTINATION, []);
     stale.heartbeatAt = new Date(Date.now() - 60_000).toISOString();
@@ -230,10 +250,14 @@ describe('the migration functions against a real JetStream', () => {
     await planRestore(prepared, ctx);
     await planRestore(prepared, ctx);
     assert.equal((await bus.migrations.get(migrationId))?.value.state, 'checkpointing');
+    const sourceCommands = await commandsFor(SOURCE);
     assert.deepEqual(
-      (await commandsFor(SOURCE)).map((c) => c.name),
+      sourceCommands.map((c) => c.name),
       ['checkpoint'],
     );
+    const checkpoint = sourceCommands[0];
+    assert.ok(checkpoint?.name === 'checkpoint');
+    assert.deepEqual(checkpoint.data.sealFor, sealingKeyOf(DESTINATION), "the source seals for the destination's registered key");
     const urls = (await commandsFor(DESTINATION)).filter((c) => c.name === 'chunk-urls');
     assert.equal(urls.length, 1, 'the first batch is sent once');
     const first = urls[0];

@@ -2,7 +2,10 @@
  * RestoreJob (the destination's side of a migration) against bad input, issue 3: a missing chunk, a
  * truncated chunk, a corrupted chunk, a manifest replaced in the store, a manifest that does not parse, an
  * expired and a forged signed URL, a validly signed URL for another object and plain http at an endpoint
- * not configured as allowed (both refused by the job's URL policy before any request), and a full disk at the destination, both as the job's own check sees it
+ * not configured as allowed (both refused by the job's URL policy before any request); sealed chunks
+ * (core/checkpoint-sealing.ts) altered or swapped with their digests re-announced (as an attacker holding
+ * the store and the broker would), and a checkpoint sealed for another agent's key; and a full disk at
+ * the destination, both as the job's own check sees it
  * (container storage too small for the size the manifest gives) and as it really happens (the disk Podman
  * spools the incoming archive on fills up half-way). Each is refused with the right RestoreRefusedError
  * code, names the chunk where it concerns one, and leaves nothing behind: no container on the host, no
@@ -17,7 +20,8 @@
  * events on it and publishes restore.prepared / restore.urls-needed through it), Azurite (it verifies SAS
  * signatures and expiry, so the expired and forged URLs are refused by the store itself with 403, as Azure
  * would), simulated Podman hosts (own storage, runroot and network namespace) with the counter image, a
- * real CRIU checkpoint archive cut into 64 KiB chunks by uploadChunked, and real tmpfs mounts, resized
+ * real CRIU checkpoint archive cut into 64 KiB chunks and sealed for the destination by uploadChunked (per
+ * case, since the sealing binds the migration id), and real tmpfs mounts, resized
  * per case, under a second destination's container storage and spool dir. The point of the issue is what happens at those boundaries (HTTP status
  * codes from a store that checks signatures, Podman's handling of an import aborted half-way, the free
  * space Podman reports, which containers exist afterwards): a mock would only repeat our own assumptions
@@ -38,7 +42,8 @@ import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { PodmanEngine } from '../../agents/podman-engine.js';
 import { RestoreJob, RestoreRefusedError, type RestoredArchive } from '../../agents/restore-job.js';
-import { artifactPrefix, chunkKey, manifestKey, type Manifest } from '../../core/checkpoint-artifact.js';
+import { artifactPrefix, chunkKey, manifestKey, type ChunkRef, type Manifest } from '../../core/checkpoint-artifact.js';
+import { ChunkSealer, generateSealingKeyPair, type SealingPublicKey } from '../../core/checkpoint-sealing.js';
 import { uploadChunked } from '../../core/chunked-upload.js';
 import { makeEvent, type Artifact, type CommandData, type EventData, type EventName, type FailureCode } from '../../core/events.js';
 import { createLogger } from '../../core/log.js';
@@ -63,15 +68,16 @@ const BAD = 2;
 /** A hung case fails within this rather than hanging the suite. */
 const IDLE_TIMEOUT_MS = 15_000;
 
-/** The good archive as the source stored it, read back from the store. */
-interface GoodArtifact {
-  manifest: Manifest;
-  manifestBody: Buffer;
-  manifestSha256: string;
-  chunks: Buffer[];
+/** The good archive in clear, as the engine gave it; each case seals it for its own migration. */
+interface GoodArchive {
+  archive: Buffer;
+  chunkCount: number;
   /** The counter's last count before the freeze. */
   frozenAt: number;
 }
+
+/** The destination's sealing key pair (an agent keeps its own in its state dir). */
+const DESTINATION_KEY = generateSealingKeyPair();
 
 /** A destination host and the engine the job drives. */
 interface Destination {
@@ -79,11 +85,16 @@ interface Destination {
   engine: PodmanEngine;
 }
 
-/** What a case stores, announces and signs; every field defaults to the good artifact. */
+/** What a case stores, announces and signs; every field defaults to the good artifact, sealed for the destination. */
 interface CaseInput {
-  /** Chunk bodies to store by index; undefined leaves the chunk out of the store. */
-  chunks?: Array<Buffer | undefined>;
-  manifestBody?: Buffer;
+  /** Spoils the stored (sealed) chunks: bodies to store instead by index; undefined removes the chunk from the store. */
+  spoilChunks?: (sealed: Buffer[]) => Array<Buffer | undefined>;
+  /** What the checkpoint.chunk events announce, from the real refs and what the store holds (default: the real refs). */
+  announceChunks?: (refs: ChunkRef[], stored: Array<Buffer | undefined>) => ChunkRef[];
+  /** Replaces the stored manifest. */
+  manifestBody?: (manifest: Manifest) => Buffer;
+  /** Whose key the chunks are sealed for (default: the destination's). */
+  sealFor?: SealingPublicKey;
   /** What checkpoint.uploaded announces, over the real artifact. */
   announce?: Partial<Pick<Artifact, 'manifestSha256' | 'sizeBytes' | 'chunkCount' | 'sha256'>>;
   /** TTL per chunk URL (default 300 s). */
@@ -105,6 +116,8 @@ interface CaseRun {
   destination: Destination;
   /** What the job emitted, in order. */
   emitted: EventName[];
+  /** The chunks as they lie in the store. */
+  stored: Array<Buffer | undefined>;
   result: Promise<RestoredArchive>;
 }
 
@@ -118,7 +131,7 @@ describe('RestoreJob refuses bad input before anything is restored', { timeout: 
   let bus: NatsEventBus;
   let store: ObjectStore;
   let image: CounterImage;
-  let good: GoodArtifact;
+  let good: GoodArchive;
   const mounts: string[] = [];
 
   before(async () => {
@@ -142,32 +155,17 @@ describe('RestoreJob refuses bad input before anything is restored', { timeout: 
     // memory makes the archive about 1.2 MB: some 20 chunks of 64 KiB.
     await host.podman(['run', '-d', '--name', NAME, '-e', 'COUNTER_MEM_MIB=1', IMAGE]);
     await waitForCount(host, NAME, 5);
-    const prefix = artifactPrefix('setup-good');
-    const uploaded = await uploadChunked(await main.engine.checkpoint(NAME), store, prefix, {
-      migrationId: 'setup-good',
-      chunkBytes: CHUNK_BYTES,
-      parallel: 4,
-      onChunk: async () => undefined,
-    });
+    const archive = await readAll(await main.engine.checkpoint(NAME));
     const frozenAt = maxCount(await readTicks(host.url, NAME));
     // The name must be free at the destination: the preflight refuses an existing one.
     await main.engine.removeContainer(NAME, { force: true });
     assert.equal(await main.engine.inspectContainer(NAME), undefined);
 
-    const { manifest } = uploaded;
-    assert.ok(manifest.chunks.length > BAD + 1, `the archive (${manifest.sizeBytes} bytes) has several chunks (${manifest.chunks.length})`);
-    const chunks: Buffer[] = [];
-    for (const chunk of manifest.chunks) {
-      const body = await readAll(await store.get(chunkKey(prefix, chunk.index)));
-      assert.equal(sha256(body), chunk.sha256, `chunk ${chunk.index} stored intact`);
-      chunks.push(body);
-    }
-    const manifestBody = await readAll(await store.get(manifestKey(prefix)));
-    assert.equal(sha256(manifestBody), uploaded.manifestSha256);
-    good = { manifest, manifestBody, manifestSha256: uploaded.manifestSha256, chunks, frozenAt };
-    console.log(
-      `archive: ${manifest.sizeBytes} bytes in ${manifest.chunks.length} chunks of ${CHUNK_BYTES}; counter frozen at ${frozenAt}`,
-    );
+    const chunkCount = Math.ceil(archive.length / CHUNK_BYTES);
+    assert.ok(chunkCount > BAD + 2, `the archive (${archive.length} bytes) has several chunks (${chunkCount})`);
+    assert.ok(archive.includes('ustar'), 'the archive in clear is a tar (its headers say "ustar")');
+    good = { archive, chunkCount, frozenAt };
+    console.log(`archive: ${archive.length} bytes in ${chunkCount} chunks of ${CHUNK_BYTES}; counter frozen at ${frozenAt}`);
   });
 
   after(async () => {
@@ -178,20 +176,43 @@ describe('RestoreJob refuses bad input before anything is restored', { timeout: 
     if (base !== undefined) await rm(base, { recursive: true, force: true });
   });
 
-  /** Stores the case's objects under a fresh migration prefix, runs a RestoreJob and plays the source. */
+  /**
+   * Seals the good archive for the case's migration and stores it under its prefix as the source does
+   * (uploadChunked), spoils what the case spoils, runs a RestoreJob and plays the source.
+   */
   async function startCase(label: string, input: CaseInput = {}): Promise<CaseRun> {
     const destination = input.destination ?? main;
     const migrationId = `rj-${label}-${randomUUID().slice(0, 8)}`;
     const prefix = artifactPrefix(migrationId);
-    const bodies = input.chunks ?? good.chunks;
-    for (const [index, body] of bodies.entries()) {
-      if (body !== undefined) await store.put(chunkKey(prefix, index), Readable.from([body]), { contentType: 'application/octet-stream' });
+    const sealer = ChunkSealer.forRecipient(input.sealFor ?? DESTINATION_KEY.publicKey, migrationId);
+    const uploaded = await uploadChunked(Readable.from([good.archive]), store, prefix, {
+      migrationId,
+      chunkBytes: CHUNK_BYTES,
+      parallel: 4,
+      sealer,
+      onChunk: async () => undefined,
+    });
+    const { manifest } = uploaded;
+    const sealed = await Promise.all(manifest.chunks.map(async (chunk) => readAll(await store.get(chunkKey(prefix, chunk.index)))));
+    const stored: Array<Buffer | undefined> = input.spoilChunks?.(sealed) ?? sealed;
+    for (const [index, body] of stored.entries()) {
+      if (body === sealed[index]) continue;
+      if (body === undefined) await store.delete(chunkKey(prefix, index));
+      else await store.put(chunkKey(prefix, index), Readable.from([body]), { contentType: 'application/octet-stream' });
     }
-    await store.put(manifestKey(prefix), Readable.from([input.manifestBody ?? good.manifestBody]), { contentType: 'application/json' });
+    let manifestSha256 = uploaded.manifestSha256;
+    if (input.manifestBody) {
+      const body = input.manifestBody(manifest);
+      await store.put(manifestKey(prefix), Readable.from([body]), { contentType: 'application/json' });
+    } else {
+      manifestSha256 = sha256(await readAll(await store.get(manifestKey(prefix))));
+      assert.equal(manifestSha256, uploaded.manifestSha256);
+    }
+    const refs = input.announceChunks?.(manifest.chunks, stored) ?? manifest.chunks;
 
     const manifestUrl = await store.signedReadUrl(manifestKey(prefix), 300);
     const chunkUrls = await Promise.all(
-      good.manifest.chunks.map(async (chunk) => {
+      manifest.chunks.map(async (chunk) => {
         const key = input.signChunkAs?.(chunk.index, prefix) ?? chunkKey(prefix, chunk.index);
         const signed = await store.signedReadUrl(key, input.chunkTtlSeconds?.(chunk.index) ?? 300);
         return { index: chunk.index, url: input.alterChunkUrl?.(chunk.index, signed.url) ?? signed.url };
@@ -221,6 +242,7 @@ describe('RestoreJob refuses bad input before anything is restored', { timeout: 
         if (name === 'restore.prepared') prepared();
       },
       agentId: DESTINATION,
+      sealingKey: DESTINATION_KEY.privateKey,
       log: log.child({ migrationId }),
       parallel: 4,
       urlLowWater: 2,
@@ -252,17 +274,17 @@ describe('RestoreJob refuses bad input before anything is restored', { timeout: 
       ),
     ]);
     const source = `/agents/${SOURCE}`;
-    for (const chunk of good.manifest.chunks) {
-      await bus.publishEvent(makeEvent('checkpoint.chunk', source, { migrationId, agent: SOURCE, chunk }));
+    for (const chunk of refs) {
+      await bus.publishEvent(makeEvent('checkpoint.chunk', source, { migrationId, agent: SOURCE, chunk, sealing: sealer.sealing }));
     }
     const now = new Date().toISOString();
     const artifact: Artifact = {
       storeUrl: store.url,
       prefix,
-      sizeBytes: good.manifest.sizeBytes,
-      sha256: good.manifest.sha256,
-      chunkCount: good.manifest.chunks.length,
-      manifestSha256: good.manifestSha256,
+      sizeBytes: manifest.sizeBytes,
+      sha256: manifest.sha256,
+      chunkCount: manifest.chunks.length,
+      manifestSha256,
       ...input.announce,
     };
     await bus.publishEvent(
@@ -277,7 +299,7 @@ describe('RestoreJob refuses bad input before anything is restored', { timeout: 
         uploadedAt: now,
       }),
     );
-    return { migrationId, destination, emitted, result };
+    return { migrationId, destination, emitted, result, stored };
   }
 
   /** The job refuses with `code`; nothing is left: no container, no restore by Podman, no spooled archive. */
@@ -323,6 +345,8 @@ describe('RestoreJob refuses bad input before anything is restored', { timeout: 
     const { host, engine } = main;
     const restoresBefore = await restoreEvents(host);
     const run = await startCase('good');
+    // What lies in the store is ciphertext: not one chunk shows the tar headers the archive has in clear.
+    for (const [index, body] of run.stored.entries()) assert.equal(body?.includes('ustar'), false, `stored chunk ${index} is sealed`);
     const restored = await run.result;
     assert.match(restored.containerId, /^[0-9a-f]{64}$/);
     assert.equal((await engine.inspectContainer(NAME))?.state, 'running');
@@ -340,42 +364,66 @@ describe('RestoreJob refuses bad input before anything is restored', { timeout: 
 
   it(`refuses a missing chunk (download-failed, naming chunk ${BAD})`, async () => {
     const restoresBefore = await restoreEvents(main.host);
-    const chunks = good.chunks.map((body, i) => (i === BAD ? undefined : body));
-    const run = await startCase('missing', { chunks });
+    const run = await startCase('missing', { spoilChunks: (chunks) => chunks.map((body, i) => (i === BAD ? undefined : body)) });
     await assertRefused(run, 'download-failed', new RegExp(`chunk ${BAD}\\b.*missing`), restoresBefore);
   });
 
   it(`refuses a truncated chunk (size-mismatch, naming chunk ${BAD})`, async () => {
     const restoresBefore = await restoreEvents(main.host);
-    const chunks = good.chunks.map((body, i) => (i === BAD ? body.subarray(0, body.length - 1000) : body));
-    const run = await startCase('truncated', { chunks });
+    const run = await startCase('truncated', {
+      spoilChunks: (chunks) => chunks.map((body, i) => (i === BAD ? body.subarray(0, body.length - 1000) : body)),
+    });
     await assertRefused(run, 'size-mismatch', new RegExp(`chunk ${BAD}\\b`), restoresBefore);
   });
 
   it(`refuses a corrupted chunk of the right size (digest-mismatch, naming chunk ${BAD})`, async () => {
     const restoresBefore = await restoreEvents(main.host);
-    const chunks = good.chunks.map((body, i) => {
-      if (i !== BAD) return body;
-      const spoiled = Buffer.from(body);
-      spoiled[1234] = (spoiled[1234] ?? 0) ^ 0xff;
-      return spoiled;
-    });
-    const run = await startCase('corrupted', { chunks });
+    const run = await startCase('corrupted', { spoilChunks: (chunks) => chunks.map((body, i) => (i === BAD ? flipByte(body) : body)) });
     await assertRefused(run, 'digest-mismatch', new RegExp(`chunk ${BAD}\\b.*sha256`), restoresBefore);
+  });
+
+  /** The stored chunks' digests as announced after spoiling: the announcements lie along with the store. */
+  const reannounce = (refs: ChunkRef[], stored: Array<Buffer | undefined>): ChunkRef[] =>
+    refs.map((ref, i) => ({ ...ref, sha256: sha256(stored[i] ?? Buffer.alloc(0)) }));
+
+  it(`refuses a tampered sealed chunk whose new digest is announced too (seal-invalid, naming chunk ${BAD})`, async () => {
+    const restoresBefore = await restoreEvents(main.host);
+    const run = await startCase('tampered', {
+      spoilChunks: (chunks) => chunks.map((body, i) => (i === BAD ? flipByte(body) : body)),
+      announceChunks: reannounce,
+    });
+    await assertRefused(run, 'seal-invalid', new RegExp(`chunk ${BAD} fails authentication`), restoresBefore);
+  });
+
+  it(`refuses two sealed chunks swapped in the store, their digests announced swapped (seal-invalid, naming chunk ${BAD})`, async () => {
+    const restoresBefore = await restoreEvents(main.host);
+    const run = await startCase('swapped', {
+      spoilChunks: (chunks) => chunks.map((body, i) => (i === BAD ? chunks[BAD + 1] : i === BAD + 1 ? chunks[BAD] : body)),
+      announceChunks: reannounce,
+    });
+    // Both are fetched at once: whichever is opened first is the one named.
+    await assertRefused(run, 'seal-invalid', new RegExp(`chunk (${BAD}|${BAD + 1}) fails authentication`), restoresBefore);
+  });
+
+  it("refuses a checkpoint sealed for another agent's key (seal-invalid, before any chunk is fetched)", async () => {
+    const restoresBefore = await restoreEvents(main.host);
+    const run = await startCase('other-key', { sealFor: generateSealingKeyPair().publicKey });
+    await assertRefused(run, 'seal-invalid', /data key .* cannot be unwrapped: the data key was wrapped for key/, restoresBefore);
   });
 
   it('refuses a manifest whose bytes differ from the digest the source announced (manifest-invalid)', async () => {
     const restoresBefore = await restoreEvents(main.host);
     // A well-formed manifest, but not the one the source wrote: it claims a different whole-archive digest.
-    const replaced = Buffer.from(JSON.stringify({ ...good.manifest, sha256: 'f'.repeat(64) }));
-    const run = await startCase('manifest-replaced', { manifestBody: replaced });
+    const run = await startCase('manifest-replaced', {
+      manifestBody: (manifest) => Buffer.from(JSON.stringify({ ...manifest, sha256: 'f'.repeat(64) })),
+    });
     await assertRefused(run, 'manifest-invalid', /manifest has sha256 .* the source announced/, restoresBefore);
   });
 
   it('refuses a manifest that does not parse (manifest-invalid), its digest announced so the parse is reached', async () => {
     const restoresBefore = await restoreEvents(main.host);
-    const garbage = Buffer.from('{"formatVersion": 1, "chunks": [ this is not json');
-    const run = await startCase('manifest-garbage', { manifestBody: garbage, announce: { manifestSha256: sha256(garbage) } });
+    const garbage = Buffer.from('{"formatVersion": 2, "chunks": [ this is not json');
+    const run = await startCase('manifest-garbage', { manifestBody: () => garbage, announce: { manifestSha256: sha256(garbage) } });
     await assertRefused(run, 'manifest-invalid', /manifest does not parse/, restoresBefore);
   });
 
@@ -403,7 +451,9 @@ describe('RestoreJob refuses bad input before anything is restored', { timeout: 
     const restoresBefore = await restoreEvents(main.host);
     // Another migration's chunk, in the same container: the store would serve it (its signature is good).
     const other = artifactPrefix(`rj-other-${randomUUID().slice(0, 8)}`);
-    await store.put(chunkKey(other, BAD), Readable.from([good.chunks[BAD]!]), { contentType: 'application/octet-stream' });
+    await store.put(chunkKey(other, BAD), Readable.from([Buffer.from("another migration's chunk")]), {
+      contentType: 'application/octet-stream',
+    });
     const run = await startCase('other-key', { signChunkAs: (i) => (i === BAD ? chunkKey(other, BAD) : undefined) });
     await assertRefused(run, 'url-rejected', new RegExp(`chunk ${BAD}\\b.*not allowed`), restoresBefore);
   });
@@ -448,11 +498,11 @@ describe('RestoreJob refuses bad input before anything is restored', { timeout: 
   it('refuses, once the manifest gives the size, a destination whose container storage is too small (disk-full)', async () => {
     const destination = await smallDestination();
     // About one archive's worth free: the job wants room for about two (Podman's spool and the unpacked checkpoint).
-    await leaveFree(destination.root, good.manifest.sizeBytes);
+    await leaveFree(destination.root, good.archive.length);
     try {
       const free = (await destination.engine.info()).freeDiskBytes;
-      console.log(`small destination: ${free} bytes free in its container storage for a ${good.manifest.sizeBytes}-byte archive`);
-      assert.ok(free < good.manifest.sizeBytes * 2, 'the engine reports less than two archives of room');
+      console.log(`small destination: ${free} bytes free in its container storage for a ${good.archive.length}-byte archive`);
+      assert.ok(free < good.archive.length * 2, 'the engine reports less than two archives of room');
       const restoresBefore = await restoreEvents(destination.host);
       const run = await startCase('storage-full', { destination });
       await assertRefused(run, 'disk-full', /bytes free.*checkpoint/, restoresBefore);
@@ -466,7 +516,7 @@ describe('RestoreJob refuses bad input before anything is restored', { timeout: 
     // The container storage has plenty of room (the job's own check passes); the spool holds about 4 of 19 chunks.
     await leaveFree(destination.spool, 4 * CHUNK_BYTES);
     try {
-      assert.ok((await destination.engine.info()).freeDiskBytes > good.manifest.sizeBytes * 2);
+      assert.ok((await destination.engine.info()).freeDiskBytes > good.archive.length * 2);
       const restoresBefore = await restoreEvents(destination.host);
       const run = await startCase('spool-full', { destination });
       await assertRefused(run, 'disk-full', /ran out of disk space.*no space left on device/, restoresBefore);
@@ -475,6 +525,12 @@ describe('RestoreJob refuses bad input before anything is restored', { timeout: 
     }
   });
 });
+
+function flipByte(body: Buffer): Buffer {
+  const spoiled = Buffer.from(body);
+  spoiled[1234] = (spoiled[1234] ?? 0) ^ 0xff;
+  return spoiled;
+}
 
 function sha256(body: Buffer): string {
   return createHash('sha256').update(body).digest('hex');
