@@ -7,22 +7,15 @@ import { rm } from 'node:fs/promises';
 import { bareCheckpointRestore } from './bare-checkpoint.js';
 import { DEFAULT_REDIS_IMAGE, INNER_CLIENT_ENV, REDIS_PORT } from './images/build-server-images.js';
 import { startLocalStack } from './local-stack.js';
-import {
-  containerPid,
-  datasetDigest,
-  populateTo,
-  redisAt,
-  startWanWriter,
-  usedMemoryBytes,
-  waitForInnerCount,
-  writerView,
-  WRITER_KEY,
-} from './redis-clients.js';
+import { containerPid } from './real-servers/command.js';
+import { datasetDigest, OUTSIDE_WRITER_KEY, populateTo, redis, usedMemoryBytes, waitForInnerCount } from './real-servers/redis-client.js';
+import { missingWrites, OutsideRedisWriter, writerView } from './real-servers/redis-writer.js';
 
 /**
  * The live-migration demo: the whole stack on this machine, Debian's redis-server started on the "azure"
  * host with data in memory and two real clients: one inside the container (one connection, INCR every
- * 0.1 s) and one outside, on the stack's WAN, writing every 10 ms through the host's published port.
+ * 0.1 s) and one outside, on the stack's WAN, writing every 10 ms through the host's published port
+ * (infra/real-servers/redis-writer.ts).
  * `ums plan` says what happens to the network, `ums migrate` moves it to the "gcp" host, then each client
  * says what it saw; last, the bare Podman checkpoint + restore of the same container on one host, as the
  * floor to compare against.
@@ -85,15 +78,15 @@ async function main(): Promise<number> {
     say(`  data: ${keys} keys, used_memory ${((await usedMemoryBytes(pidA)) / 2 ** 20).toFixed(0)} MiB`);
 
     const client = await stack.wan.addClient('client');
-    const writer = startWanWriter(client, azure.wanAddress, gcp.wanAddress);
-    await writer.repliesFrom(azure.wanAddress, 20, 30_000);
-    const before = await datasetDigest(pidA, keys);
+    const writer = new OutsideRedisWriter(client, { address: azure.wanAddress, reconnectTo: gcp.wanAddress });
+    await writer.waitForReplies(20, azure.wanAddress, 30_000);
+    const before = await datasetDigest(pidA);
     const inner = await waitForInnerCount(pidA, 0);
     say(
       `  inner client (redis-cli in the container's process tree): CLIENT LIST id=${inner.id} addr=${inner.addr}, inner:count=${inner.count}`,
     );
     say(
-      `  outside client (redis-cli -r -1 -i 0.01 INCR ${WRITER_KEY}, from ${client.address} on the WAN): writing to ${azure.wanAddress}, ${writer.replies.length} writes acknowledged so far`,
+      `  outside client (redis-cli, RPUSH ${OUTSIDE_WRITER_KEY} n every 10 ms, from ${client.address} on the WAN): writing to ${azure.wanAddress}, ${writer.replies.length} writes acknowledged so far`,
     );
     say(`  dataset: DBSIZE ${before.keys}, digest ${before.digest.slice(0, 16)}...`);
     // The planner reads the source's registration, which a heartbeat refreshes about every 2 s.
@@ -109,11 +102,13 @@ async function main(): Promise<number> {
 
     const pidB = await containerPid(destination, container);
     const innerAfter = await waitForInnerCount(pidB, inner.count + 5, 30_000);
-    await writer.repliesFrom(gcp.wanAddress, 50, 60_000);
+    await writer.waitForReplies(50, gcp.wanAddress, 60_000);
     await writer.stop();
     const view = writerView(writer);
-    const after = await datasetDigest(pidB, keys);
-    const stored = Number(await redisAt(pidB, ['GET', WRITER_KEY]));
+    const after = await datasetDigest(pidB);
+    const list = await redis(pidB, 'LRANGE', OUTSIDE_WRITER_KEY, '0', '-1');
+    const missing = missingWrites(writer, list);
+    const length = Number(await redis(pidB, 'LLEN', OUTSIDE_WRITER_KEY));
 
     say(`\nwhat the clients saw:`);
     const sameInner = innerAfter.id === inner.id && innerAfter.addr === inner.addr;
@@ -130,9 +125,9 @@ async function main(): Promise<number> {
         `    reconnected to ${firstAfter.address}: first reply ${firstAfter.value}, ${seconds(view.longestGapMs)} after the last one (the outage it saw, retrying every 10 ms)`,
       );
     }
-    const noLoss = view.noLostWrites && stored >= (writer.replies.at(-1)?.value ?? Number.POSITIVE_INFINITY);
+    const noLoss = view.noLostWrites && missing.length === 0;
     say(
-      `    ${view.acknowledged} writes acknowledged, ${WRITER_KEY}=${stored} on ${gcp.agentId}: ${noLoss ? 'every acknowledged write is there' : 'ACKNOWLEDGED WRITES MISSING'}`,
+      `    ${view.acknowledged} writes acknowledged, ${OUTSIDE_WRITER_KEY} holds ${length} on ${gcp.agentId}: ${noLoss ? 'every acknowledged write is there' : `ACKNOWLEDGED WRITES MISSING (${missing.length})`}`,
     );
     const intact = after.keys === before.keys && after.digest === before.digest;
     say(`  dataset: DBSIZE ${after.keys}, digest ${after.digest.slice(0, 16)}...: ${intact ? 'intact' : 'DIFFERS'}`);

@@ -73,7 +73,7 @@ function serverSection(run: BenchRun, servers: ServerSummary[]): string[] {
   out.push(
     "Debian's redis-server 7.0 (`localhost/ums/redis:1`, running as root in its container) filled with `DEBUG POPULATE` (1000-byte values: `value:<n>` then zero bytes; " +
       'UMS and the floor move the archive uncompressed) until INFO `used_memory` reaches the size asked for, with two real clients: the **inner client**, ' +
-      "a redis-cli in the container's own process tree on one connection (INCR every 0.1 s), and a **WAN client**, redis-cli `-r -1 -i 0.01 INCR` in a client " +
+      "a redis-cli in the container's own process tree on one connection (INCR every 0.1 s), and a **WAN client**, one interactive redis-cli per connection writing `RPUSH outside:log <n>` every 10 ms in a client " +
       "namespace of the stack's WAN through the host's published port. " +
       '**Migration**: `ums migrate` from the azure host to the gcp host through the azure store (container level, tcp-established; outside connections are reset at the freeze). ' +
       '**Floor**: the same container, filled and with the same clients, checkpointed with bare `podman container checkpoint --export --compress none --tcp-established` (C) ' +
@@ -81,8 +81,8 @@ function serverSection(run: BenchRun, servers: ServerSummary[]): string[] {
       '**Client gap**: the longest time between two successive acknowledged writes of the WAN client, which on a lost connection reconnects every 10 ms to the ' +
       "service's new address (as after a DNS update; the same address for the floor): the outage as an outside client sees it, reconnection included. " +
       "**Frozen**: the migration record's freeze to restored. Ratios are of medians from this run: total and frozen against C + R, the client gap against the bare pair's. " +
-      "**Checks** (a failed one fails the bench): DBSIZE and a digest of every populated key (DUMP, in chunks) equal before and after; the inner client's " +
-      'CLIENT LIST entry has the same id and address after and its count went on; every acknowledged WAN write is in the restored server (INCR replies go on by one).',
+      "**Checks** (a failed one fails the bench): DBSIZE and a digest of every key but the clients' own (DUMP, sorted, in chunks) equal before and after; the inner client's " +
+      'CLIENT LIST entry has the same id and address after and its count went on; every acknowledged WAN write is in the restored server (RPUSH replies, the length of the list, go on by one, or by two after a lost connection).',
     '',
   );
   if (servers.length === 0) return [...out, '(no real-server move ended)', ''];

@@ -105,7 +105,7 @@ export interface ServerCheck {
   /** keys populated (DEBUG POPULATE, 1000-byte values) */
   populatedKeys: number;
   /**
-   * Longest time between two successive acknowledged writes of the WAN client (redis-cli INCR every 10 ms
+   * Longest time between two successive acknowledged writes of the WAN client (redis-cli RPUSH every 10 ms
    * through the host's published port; reconnecting to the service's new address after a lost connection):
    * the outage as an outside client sees it.
    */
@@ -119,7 +119,7 @@ export interface ServerCheck {
   innerSameConnection: boolean;
   innerCountBefore: number;
   innerCountAfter: number;
-  /** DBSIZE and the digest of every populated key, before and after: equal or the run fails */
+  /** DBSIZE and the digest of every key but the clients' own, before and after: equal or the run fails */
   intact: boolean;
   keysBefore: number;
   keysAfter: number | undefined;

@@ -1,20 +1,17 @@
 import { rm } from 'node:fs/promises';
 import { DEFAULT_REDIS_IMAGE, INNER_CLIENT_ENV, REDIS_PORT } from '../../infra/images/build-server-images.js';
 import type { PodmanHost } from '../../infra/podman-host.js';
+import { containerPid } from '../../infra/real-servers/command.js';
 import {
-  containerPid,
   datasetDigest,
-  innerClient,
+  innerRedisClient,
   populateTo,
-  startWanWriter,
   usedMemoryBytes,
   waitForInnerCount,
-  writerView,
   type DatasetDigest,
   type InnerClient,
-  type WanWriter,
-  type WriterView,
-} from '../../infra/redis-clients.js';
+} from '../../infra/real-servers/redis-client.js';
+import { OutsideRedisWriter, writerView, type WriterView } from '../../infra/real-servers/redis-writer.js';
 import type { WanEndpoint } from '../../infra/wan.js';
 import { bareCheckpointRestore } from '../../infra/bare-checkpoint.js';
 import { migrateWithCli, waitUntilListed, type MigrationContext, type MigrationRoute } from './migration-run.js';
@@ -23,7 +20,7 @@ import type { BenchServer, ServerCheck, ServerFloorSample, ServerMigrationSample
 /**
  * A real server moved with its clients: Debian's redis-server (localhost/ums/redis:1) with its in-container
  * client (one connection, INCR inner:count every 0.1 s), filled to a memory size, its port published on its
- * host, and a writer on the stack's WAN (redis-cli INCR every 10 ms). The same preparation and the same
+ * host, and a writer on the stack's WAN (redis-cli RPUSH every 10 ms, infra/real-servers/redis-writer.ts). The same preparation and the same
  * checks serve the floor (bare Podman pair on one host) and the migration through the stack.
  */
 
@@ -39,7 +36,7 @@ interface Prepared {
   populatedKeys: number;
   before: DatasetDigest;
   inner: InnerClient;
-  writer: WanWriter;
+  writer: OutsideRedisWriter;
 }
 
 const REPLIES_BEFORE = 50;
@@ -63,12 +60,12 @@ async function prepareServer(at: ServerHost, then: ServerHost, client: WanEndpoi
   const populatedKeys = await populateTo(pid, sizeMiB);
   const usedMemoryMiB = (await usedMemoryBytes(pid)) / 2 ** 20;
   // The writer first: its key is then in DBSIZE before and after.
-  const writer = startWanWriter(client, at.wanAddress, then.wanAddress);
+  const writer = new OutsideRedisWriter(client, { address: at.wanAddress, reconnectTo: then.wanAddress });
   try {
-    await writer.repliesFrom(at.wanAddress, 5, 30_000);
-    const before = await datasetDigest(pid, populatedKeys);
+    await writer.waitForReplies(5, at.wanAddress, 30_000);
+    const before = await datasetDigest(pid);
     const inner = await waitForInnerCount(pid, 0);
-    await writer.repliesFrom(at.wanAddress, REPLIES_BEFORE, 30_000);
+    await writer.waitForReplies(REPLIES_BEFORE, at.wanAddress, 30_000);
     return { pid, usedMemoryMiB, populatedKeys, before, inner, writer };
   } catch (error) {
     await writer.stop();
@@ -84,14 +81,14 @@ async function checkServer(prepared: Prepared, now: ServerHost, name: string, si
   try {
     pidAfter = await containerPid(now.host, name);
     const pid = pidAfter;
-    innerAfter = await waitForInnerCount(pid, inner.count + 5, 30_000).catch(() => innerClient(pid).catch(() => undefined));
+    innerAfter = await waitForInnerCount(pid, inner.count + 5, 30_000).catch(() => innerRedisClient(pid).catch(() => undefined));
     await writer
-      .repliesFrom(now.wanAddress, REPLIES_AFTER + writer.replies.filter((r) => r.address === now.wanAddress).length, 60_000)
+      .waitForReplies(REPLIES_AFTER + writer.replies.filter((r) => r.address === now.wanAddress).length, now.wanAddress, 60_000)
       .catch(() => undefined);
   } finally {
     await writer.stop();
   }
-  const after = await datasetDigest(pidAfter, prepared.populatedKeys).catch(() => undefined);
+  const after = await datasetDigest(pidAfter).catch(() => undefined);
   // A writer that never got a reply after the move lost the service, whatever its replies say.
   return serverCheck(prepared, sizeMiB, rep, {
     view: writerView(writer),

@@ -29,20 +29,17 @@ import { DEFAULT_HOSTS, startLocalStack, type LocalStack } from '../../infra/loc
 import type { PodmanHost } from '../../infra/podman-host.js';
 import type { WanEndpoint } from '../../infra/wan.js';
 import { repoPath } from '../../infra/repo-paths.js';
+import { waitFor } from '../../infra/real-servers/command.js';
 import {
   innerMemcachedConnection,
-  innerRedisClient,
   memcached,
   memcachedCount,
   memcachedStat,
-  OutsideRedisWriter,
   parseGet,
-  redis,
-  redisClients,
-  redisDigest,
   valueFor,
-  waitFor,
-} from '../real-servers/clients.js';
+} from '../../infra/real-servers/memcached-client.js';
+import { datasetDigest, innerRedisClient, OUTSIDE_WRITER_KEY, redis, redisClients } from '../../infra/real-servers/redis-client.js';
+import { missingWrites, OutsideRedisWriter } from '../../infra/real-servers/redis-writer.js';
 import { umsJson, umsText } from './ums-cli.js';
 
 const execFileAsync = promisify(execFile);
@@ -52,9 +49,6 @@ const GCP = 'gcp-us-central1-1';
 const STACK_DIR = `/tmp/ums-realsvc-${process.pid}`;
 const REDIS_KEYS = 50_000;
 const MEMCACHED_KEYS = 2_000;
-/** The outside writer's list, and the key prefixes of clients (not of the loaded dataset) for the digest. */
-const OUTSIDE_LOG = 'outside:log';
-const CLIENT_KEYS = [INNER_COUNT_KEY, 'outside:'];
 
 let stack: LocalStack;
 let azure: PodmanHost;
@@ -186,13 +180,11 @@ describe('real services (redis, memcached) through the whole stack', { timeout: 
     await redis(pidA, 'RPUSH', 'ums:list', 'a', 'b', 'c');
     await redis(pidA, 'HSET', 'ums:hash', 'field', 'value', 'other', '42');
     await redis(pidA, 'ZADD', 'ums:zset', '1', 'one', '2', 'two');
-    const digestBefore = await redisDigest(pidA, CLIENT_KEYS);
+    const digestBefore = (await datasetDigest(pidA)).digest;
 
-    const writer = new OutsideRedisWriter(
-      outside.spawn('redis-cli', ['-h', wanAddress(AZURE), '-p', String(REDIS_PORT)], { stdio: ['pipe', 'pipe', 'pipe'] }),
-      OUTSIDE_LOG,
-    );
-    await writer.waitForAcks(20);
+    // It never reconnects by itself (no reconnectTo): the test reconnects, below.
+    const writer = new OutsideRedisWriter(outside, { address: wanAddress(AZURE) });
+    await writer.waitForReplies(20);
 
     const plan = await planWhen(
       name,
@@ -208,7 +200,7 @@ describe('real services (redis, memcached) through the whole stack', { timeout: 
     );
     assert.deepEqual(plan.connections?.republished, [`${REDIS_PORT} -> ${REDIS_PORT}/tcp`]);
 
-    const innerBefore = innerRedisClient(await redis(pidA, 'CLIENT', 'LIST'));
+    const innerBefore = await innerRedisClient(pidA);
     const countBefore = Number(await redis(pidA, 'GET', INNER_COUNT_KEY));
     const { code, json: result } = await ums<MigrateResult>(['migrate', name, '--to', GCP]);
     assert.equal(code, 0, `migration failed: ${result.reason}`);
@@ -218,7 +210,7 @@ describe('real services (redis, memcached) through the whole stack', { timeout: 
     const end = await Promise.race([writer.ended, sleep(30_000).then(() => undefined)]);
     assert.ok(
       end !== undefined,
-      `the outside client's connection did not end (acks ${writer.acknowledged.length}, errors ${writer.errors.join(' | ')})`,
+      `the outside client's connection did not end (acks ${writer.replies.length}, errors ${writer.errors.join(' | ')})`,
     );
     assert.match(
       end.error ?? '',
@@ -226,29 +218,27 @@ describe('real services (redis, memcached) through the whole stack', { timeout: 
       `how it ended: ${JSON.stringify(end)}`,
     );
     assert.equal(end.exitCode, 0, 'redis-cli exited at the end of its input');
-    const acknowledged = writer.acknowledged;
-    assert.ok(acknowledged.length >= 20);
+    const acknowledged = writer.replies.length;
+    assert.ok(acknowledged >= 20);
 
     // On the destination: the dataset, the inner client's very connection, counting on.
     const pidB = await pidOf(gcp, name);
-    assert.equal(await redisDigest(pidB, CLIENT_KEYS), digestBefore, 'every loaded key and value is the same');
+    assert.equal((await datasetDigest(pidB)).digest, digestBefore, 'every loaded key and value is the same');
     await waitFor(
       async () => Number(await redis(pidB, 'GET', INNER_COUNT_KEY)) > countBefore + 5,
       'the inner client counting on the destination',
     );
-    const innerAfter = innerRedisClient(await redis(pidB, 'CLIENT', 'LIST'));
+    const innerAfter = await innerRedisClient(pidB);
     assert.equal(innerAfter.id, innerBefore.id, 'the inner client is the same connection (same client id)');
     assert.equal(innerAfter.addr, innerBefore.addr, 'from the same source port');
 
     // The outside client reconnects, to the destination's address, and finds every write it was told of.
-    const length = await redisFromOutside(GCP, REDIS_PORT, 'LLEN', OUTSIDE_LOG);
+    const length = await redisFromOutside(GCP, REDIS_PORT, 'LLEN', OUTSIDE_WRITER_KEY);
     assert.ok(length.ok, `reconnecting to ${GCP}: ${length.out}`);
-    const log = await redisFromOutside(GCP, REDIS_PORT, 'LRANGE', OUTSIDE_LOG, '0', '-1');
-    const stored = new Set(log.out.split('\n').map(Number));
-    const lost = acknowledged.filter((n) => !stored.has(n));
-    assert.deepEqual(lost, [], `acknowledged writes missing on the destination (of ${acknowledged.length})`);
+    const log = await redisFromOutside(GCP, REDIS_PORT, 'LRANGE', OUTSIDE_WRITER_KEY, '0', '-1');
+    assert.deepEqual(missingWrites(writer, log.out), [], `acknowledged writes missing on the destination (of ${acknowledged})`);
     console.log(
-      `redis: ${acknowledged.length} acknowledged outside writes, all on ${GCP} (list length ${length.out}); the outside client ended with: ${end.error}`,
+      `redis: ${acknowledged} acknowledged outside writes, all on ${GCP} (list length ${length.out}); the outside client ended with: ${end.error}`,
     );
 
     assert.equal(await inspect(azure, name), undefined, 'the source no longer has the container');
@@ -413,21 +403,17 @@ describe('real services (redis, memcached) through the whole stack', { timeout: 
     const pid = await pidOf(azure, name);
     const startedAt = (await inspect(azure, name))?.startedAt;
     await waitFor(async () => Number(await redis(pid, 'GET', INNER_COUNT_KEY)) >= 10, 'the inner client counting');
-    const writer = new OutsideRedisWriter(
-      outside.spawn('redis-cli', ['-h', wanAddress(AZURE), '-p', String(REDIS_PORT)], { stdio: ['pipe', 'pipe', 'pipe'] }),
-      OUTSIDE_LOG,
-    );
-    await writer.waitForAcks(10);
-    const outsideClient = () =>
-      redis(pid, 'CLIENT', 'LIST').then((list) => redisClients(list).filter((c) => c.addr.startsWith(`${outside.address}:`)));
+    const writer = new OutsideRedisWriter(outside, { address: wanAddress(AZURE) });
+    await writer.waitForReplies(10);
+    const outsideClient = () => redisClients(pid).then((clients) => clients.filter((c) => c.addr.startsWith(`${outside.address}:`)));
     const [outsideBefore] = await outsideClient();
     assert.ok(outsideBefore !== undefined, 'the outside client is connected');
-    const innerBefore = innerRedisClient(await redis(pid, 'CLIENT', 'LIST'));
+    const innerBefore = await innerRedisClient(pid);
 
     // (a) Another container already publishes 6379 on the destination.
     await gcp.podman(['run', '-d', '--name', 'port-holder', '-p', `${REDIS_PORT}:${REDIS_PORT}`, stack.info.image]);
     const countBefore = Number(await redis(pid, 'GET', INNER_COUNT_KEY));
-    const acksBefore = writer.acknowledged.length;
+    const acksBefore = writer.replies.length;
     const taken = await ums<MigrateResult>(['migrate', name, '--to', GCP]);
     assert.equal(taken.code, 1);
     assert.equal(taken.json.code, 'destination-incompatible', taken.json.reason);
@@ -435,11 +421,11 @@ describe('real services (redis, memcached) through the whole stack', { timeout: 
     assert.equal(taken.json.runningOn, AZURE);
     // Its clients went on: the inner one on its connection, the outside one on its connection, acknowledged.
     await waitFor(async () => Number(await redis(pid, 'GET', INNER_COUNT_KEY)) > countBefore + 5, 'the inner client counting on');
-    await writer.waitForAcks(acksBefore + 20);
+    await writer.waitForReplies(acksBefore + 20);
     assert.ok(writer.running, 'the outside client is still connected');
     assert.deepEqual(writer.errors, [], 'the outside client saw no error');
     assert.equal((await outsideClient())[0]?.id, outsideBefore.id, 'the same outside connection');
-    assert.equal(innerRedisClient(await redis(pid, 'CLIENT', 'LIST')).id, innerBefore.id, 'the same inner connection');
+    assert.equal((await innerRedisClient(pid)).id, innerBefore.id, 'the same inner connection');
     const state = await inspect(azure, name);
     assert.equal(state?.running, true);
     assert.equal(state?.checkpointed, false, 'never checkpointed');

@@ -28,20 +28,16 @@ import {
   type ServerImage,
 } from '../../infra/images/build-server-images.js';
 import { startPodmanHost, type PodmanHost } from '../../infra/podman-host.js';
+import { inNetns, run, waitFor } from '../../infra/real-servers/command.js';
 import {
   innerMemcachedConnection,
-  innerRedisClient,
-  inNetns,
   memcached,
   memcachedCount,
   memcachedStat,
   parseGet,
-  redis,
-  redisDigest,
-  run,
   valueFor,
-  waitFor,
-} from '../real-servers/clients.js';
+} from '../../infra/real-servers/memcached-client.js';
+import { datasetDigest, innerRedisClient, redis } from '../../infra/real-servers/redis-client.js';
 
 /** Keys of data put into memory before the migration. */
 const REDIS_KEYS = 100_000;
@@ -99,8 +95,8 @@ describe('Debian server images migrate with their in-container clients', { timeo
     await redis(pidA, 'ZADD', 'ums:zset', '1', 'one', '2', 'two');
     const dbsize = Number(await redis(pidA, 'DBSIZE'));
     assert.equal(dbsize, REDIS_KEYS + 4, 'populated keys, three typed keys and inner:count');
-    const digestBefore = await redisDigest(pidA);
-    const innerBefore = innerRedisClient(await redis(pidA, 'CLIENT', 'LIST'));
+    const digestBefore = (await datasetDigest(pidA)).digest;
+    const innerBefore = await innerRedisClient(pidA);
     const countBefore = Number(await redis(pidA, 'GET', INNER_COUNT_KEY));
     console.log(
       `redis before: ${dbsize} keys, digest ${digestBefore}, inner id=${innerBefore.id} addr=${innerBefore.addr} age=${innerBefore.age}s count=${countBefore}`,
@@ -112,7 +108,7 @@ describe('Debian server images migrate with their in-container clients', { timeo
     assert.equal(await ipOf(hostB, name), ip, 'the container kept its address');
 
     await waitFor(async () => Number(await redis(pidB, 'GET', INNER_COUNT_KEY)) > countBefore + 5, 'the inner client counting on B');
-    const innerAfter = innerRedisClient(await redis(pidB, 'CLIENT', 'LIST'));
+    const innerAfter = await innerRedisClient(pidB);
     const elapsedS = Math.floor((Date.now() - movedAt) / 1000);
     console.log(
       `redis after: inner id=${innerAfter.id} addr=${innerAfter.addr} age=${innerAfter.age}s count=${await redis(pidB, 'GET', INNER_COUNT_KEY)}`,
@@ -125,7 +121,7 @@ describe('Debian server images migrate with their in-container clients', { timeo
     );
 
     assert.equal(Number(await redis(pidB, 'DBSIZE')), dbsize);
-    assert.equal(await redisDigest(pidB), digestBefore, 'every key and value is the same (digest of all keys but inner:count)');
+    assert.equal((await datasetDigest(pidB)).digest, digestBefore, 'every key and value is the same (digest of all keys but inner:count)');
     assert.equal(await redis(pidB, 'LRANGE', 'ums:list', '0', '-1'), 'a\nb\nc');
     assert.equal(await redis(pidB, 'HGET', 'ums:hash', 'other'), '42');
 
