@@ -13,6 +13,7 @@ import {
 } from '../core/events.js';
 import type { Logger } from '../core/log.js';
 import type { ObjectStore } from '../core/object-store.js';
+import { archivePolicy } from './archive-policy.js';
 import { streamCheckpoint } from './checkpoint-stream.js';
 import { checkFence } from './command-fence.js';
 import type { ApproachDriver } from './approach-driver.js';
@@ -355,6 +356,8 @@ export class HostAgent {
       beforeRestore: () => journal.record(migrationId, container),
       restoreFrom: (archive) => driver.restore({ container, image, imageId }, archive),
       removePartial: () => driver.removeRestored(container),
+      // A Podman export becomes whatever container its config.dump and spec.dump say: no more than the source's.
+      ...(approach === 'container' ? { inspectArchive: archivePolicy(command.data, this.id) } : {}),
     });
     this.restores.set(migrationId, job);
     for (const urls of this.earlyUrls.get(migrationId) ?? []) job.addUrls(urls);

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { PublishedPort } from './container-network.js';
 import { ChunkRef } from './checkpoint-artifact.js';
+import { ContainerSecurityProfile } from './container-security.js';
 import { MigrationApproach } from './migration-approach.js';
 
 /**
@@ -75,6 +76,8 @@ export const FailureCode = z.enum([
   'not-checkpointable',
   /** the destination cannot run what the source would send: CPU features, architecture, a port taken */
   'destination-incompatible',
+  /** the checkpoint archive asks for more than the source registered the container with (agents/archive-policy.ts) */
+  'archive-refused',
 ]);
 export type FailureCode = z.infer<typeof FailureCode>;
 
@@ -206,6 +209,8 @@ export const eventData = {
 export const RestoreRequirements = z.object({
   cpuinfo: z.base64().max(8192).optional(),
   published: z.array(PublishedPort).max(256).optional(),
+  /** What the container was allowed at the source: the archive's container config may ask for no more. */
+  profile: ContainerSecurityProfile.optional(),
 });
 export type RestoreRequirements = z.infer<typeof RestoreRequirements>;
 

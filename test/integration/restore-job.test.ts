@@ -36,7 +36,9 @@ import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { PodmanEngine } from '../../agents/podman-engine.js';
+import { ArchivePolicyCheck } from '../../agents/archive-policy.js';
 import { RestoreJob, RestoreRefusedError, type RestoredArchive } from '../../agents/restore-job.js';
+import type { ContainerSecurityProfile } from '../../core/container-security.js';
 import { artifactPrefix, chunkKey, manifestKey, type Manifest } from '../../core/checkpoint-artifact.js';
 import { uploadChunked } from '../../core/chunked-upload.js';
 import { makeEvent, type Artifact, type CommandData, type EventData, type EventName, type FailureCode } from '../../core/events.js';
@@ -70,6 +72,8 @@ interface GoodArtifact {
   chunks: Buffer[];
   /** The counter's last count before the freeze. */
   frozenAt: number;
+  /** The source container's security profile, from its inspect. */
+  profile: ContainerSecurityProfile;
 }
 
 /** A destination host and the engine the job drives. */
@@ -93,6 +97,8 @@ interface CaseInput {
   waitAfterSigningMs?: number;
   /** Default: the main destination host. */
   destination?: Destination;
+  /** The registered profile the archive policy holds the archive to (agents/archive-policy.ts); default: the source's own. */
+  profile?: ContainerSecurityProfile;
 }
 
 interface CaseRun {
@@ -137,6 +143,7 @@ describe('RestoreJob refuses bad input before anything is restored', { timeout: 
     // memory makes the archive about 1.2 MB: some 20 chunks of 64 KiB.
     await host.podman(['run', '-d', '--name', NAME, '-e', 'COUNTER_MEM_MIB=1', IMAGE]);
     await waitForCount(host, NAME, 5);
+    const profile = (await main.engine.securityProfile(NAME))!;
     const prefix = artifactPrefix('setup-good');
     const uploaded = await uploadChunked(await main.engine.checkpoint(NAME), store, prefix, {
       migrationId: 'setup-good',
@@ -159,7 +166,7 @@ describe('RestoreJob refuses bad input before anything is restored', { timeout: 
     }
     const manifestBody = await readAll(await store.get(manifestKey(prefix)));
     assert.equal(sha256(manifestBody), uploaded.manifestSha256);
-    good = { manifest, manifestBody, manifestSha256: uploaded.manifestSha256, chunks, frozenAt };
+    good = { manifest, manifestBody, manifestSha256: uploaded.manifestSha256, chunks, frozenAt, profile };
     console.log(
       `archive: ${manifest.sizeBytes} bytes in ${manifest.chunks.length} chunks of ${CHUNK_BYTES}; counter frozen at ${frozenAt}`,
     );
@@ -193,6 +200,7 @@ describe('RestoreJob refuses bad input before anything is restored', { timeout: 
     );
     if (input.waitAfterSigningMs !== undefined) await sleep(input.waitAfterSigningMs);
 
+    const policy = new ArchivePolicyCheck(input.profile ?? good.profile, image.id, DESTINATION);
     const emitted: EventName[] = [];
     let prepared!: () => void;
     const preparedPromise = new Promise<void>((resolve) => (prepared = resolve));
@@ -214,6 +222,7 @@ describe('RestoreJob refuses bad input before anything is restored', { timeout: 
       beforeRestore: async () => undefined,
       restoreFrom: (archive) => destination.engine.restoreFromArchive(NAME, archive),
       removePartial: () => destination.engine.removeContainer(NAME, { force: true }),
+      inspectArchive: (chunk, last) => policy.write(chunk, last),
     });
     // The source's chunk-urls command, all of it up front: no case waits for URLs it does not have.
     const urls: CommandData<'chunk-urls'> = {
@@ -381,6 +390,19 @@ describe('RestoreJob refuses bad input before anything is restored', { timeout: 
       },
     });
     await assertRefused(run, 'url-rejected', new RegExp(`chunk ${BAD}\\b.*HTTP 403`), restoresBefore);
+  });
+
+  it('refuses an archive asking for more than the registered profile (archive-refused), before its end reaches Podman', async () => {
+    const restoresBefore = await restoreEvents(main.host);
+    // As if the source had registered the container without CAP_NET_RAW: the archive's spec.dump holds it.
+    const profile = { ...good.profile, capabilities: good.profile.capabilities.filter((cap) => cap !== 'CAP_NET_RAW') };
+    const run = await startCase('policy', { profile });
+    await assertRefused(
+      run,
+      'archive-refused',
+      /before anything was restored: it adds capabilities beyond the registered set: CAP_NET_RAW/,
+      restoresBefore,
+    );
   });
 
   /**
