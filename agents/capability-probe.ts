@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { stat } from 'node:fs/promises';
+import { lstat } from 'node:fs/promises';
 import { machine } from 'node:os';
 import { promisify } from 'node:util';
 import { z } from 'zod';
@@ -256,7 +256,8 @@ async function probeLauncherTraits(
   options: { probeLauncher?: ProbeLauncher; hostDir?: string; timeoutMs?: number },
 ): Promise<ContainerTraits> {
   const socket = launcherSocketPath(container, options.hostDir);
-  const isSocket = await stat(socket).then(
+  // lstat: a symbolic link in the container's control dir is not the launcher's socket.
+  const isSocket = await lstat(socket).then(
     (s) => s.isSocket(),
     () => false,
   );
