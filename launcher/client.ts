@@ -320,7 +320,7 @@ export class LauncherClient {
     try {
       if (this.pinSocket) pinned = pinControlSocket(this.socketPath, verb, this.where);
     } catch (error) {
-      return Promise.reject(error as Error);
+      return Promise.reject(error instanceof Error ? error : new Error(String(error)));
     }
     return new Promise<Opened>((resolve, reject) => {
       const socket = createConnection({ path: pinned?.path ?? this.socketPath });
