@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { stat } from 'node:fs/promises';
+import { lstat } from 'node:fs/promises';
 import { machine } from 'node:os';
 import { promisify } from 'node:util';
 import { z } from 'zod';
@@ -13,6 +13,7 @@ import {
   type PlainContainerCapability,
 } from '../core/migration-approach.js';
 import { launcherSocketPath, LAUNCHER_CONTROL_DIR } from '../launcher/convention.js';
+import type { ContainerSecurityProfile } from '../core/container-security.js';
 import type { ContainerSummary, EngineInfo } from './container-engine.js';
 import { inspectContainer } from './container-inspection.js';
 import { CRIU_CANDIDATES } from './criu-command.js';
@@ -206,6 +207,8 @@ export const LauncherProbeResult = z.object({
 });
 export type LauncherProbeResult = z.infer<typeof LauncherProbeResult>;
 export type ProbeLauncher = (container: string) => Promise<LauncherProbeResult>;
+/** The engine's security profile of a container (ContainerEngine.securityProfile). */
+export type SecurityProfileProbe = (container: string) => Promise<ContainerSecurityProfile | undefined>;
 
 /**
  * Service-level traits of one container: asks its launcher over the control socket (through `probeLauncher`,
@@ -218,14 +221,18 @@ export async function probeContainerTraits(
     hostDir?: string;
     timeoutMs?: number;
     running?: Pick<ContainerSummary, 'pid' | 'published'>;
+    securityProfile?: SecurityProfileProbe;
   } = {},
 ): Promise<ContainerTraits> {
-  const [launcherTraits, kernelTraits] = await Promise.all([
+  const [launcherTraits, kernelTraits, security] = await Promise.all([
     probeLauncherTraits(container, options),
     options.running === undefined ? {} : probeKernelTraits(options.running),
+    options.running === undefined || options.securityProfile === undefined
+      ? undefined
+      : options.securityProfile(container).catch(() => undefined),
   ]);
   // The launcher counts its service tree without itself: its figures win where it reports them.
-  return { ...kernelTraits, ...launcherTraits };
+  return { ...kernelTraits, ...launcherTraits, ...(security !== undefined ? { security } : {}) };
 }
 
 /** Sockets and what CRIU would refuse, read from /proc (agents/container-inspection.ts). */
@@ -249,7 +256,8 @@ async function probeLauncherTraits(
   options: { probeLauncher?: ProbeLauncher; hostDir?: string; timeoutMs?: number },
 ): Promise<ContainerTraits> {
   const socket = launcherSocketPath(container, options.hostDir);
-  const isSocket = await stat(socket).then(
+  // lstat: a symbolic link in the container's control dir is not the launcher's socket.
+  const isSocket = await lstat(socket).then(
     (s) => s.isSocket(),
     () => false,
   );
@@ -312,6 +320,8 @@ export interface CapabilityProbeOptions {
   /** The kubelet to probe (kubeletClientFromEnv()), with its URL for the report. */
   kubelet?: { url: string; prober: KubeletProber; nodeName?: string };
   probeLauncher?: ProbeLauncher;
+  /** What the engine allows each running container; reported so the destination can hold an archive to it. */
+  securityProfile?: SecurityProfileProbe;
   launcherHostDir?: string;
   /** Engine info and the whole host report. Default 10 s. */
   hostTtlMs?: number;
@@ -400,6 +410,7 @@ export class CapabilityProbe {
               ...(this.options.probeLauncher !== undefined ? { probeLauncher: this.options.probeLauncher } : {}),
               ...(this.options.launcherHostDir !== undefined ? { hostDir: this.options.launcherHostDir } : {}),
               ...(running !== undefined ? { running } : {}),
+              ...(this.options.securityProfile !== undefined ? { securityProfile: this.options.securityProfile } : {}),
             }),
           () => this.options.containerTtlMs ?? 15_000,
           this.now,

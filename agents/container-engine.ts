@@ -1,5 +1,6 @@
 import type { Readable } from 'node:stream';
 import type { PublishedPort } from '../core/container-network.js';
+import type { ContainerSecurityProfile } from '../core/container-security.js';
 
 /**
  * The seam between the host agent and the host's container engine. Podman (REST API on its unix
@@ -47,6 +48,13 @@ export interface ContainerEngine {
    * of the same container here with "volume with name ... already exists").
    */
   removeContainer(name: string, options?: { force?: boolean; withVolumes?: boolean }): Promise<void>;
+
+  /**
+   * What the engine allows the container (privileges, capabilities, devices, mounts, host namespaces,
+   * seccomp, image, user), or undefined if it does not know the container. Optional: an engine without it
+   * reports no profile, and a destination then expects a container created with no options.
+   */
+  securityProfile?(nameOrId: string): Promise<ContainerSecurityProfile | undefined>;
 
   /** Creates and starts a plain container (service level needs nothing more of the engine). */
   runContainer(spec: PlainContainerSpec): Promise<{ id: string }>;

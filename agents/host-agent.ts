@@ -14,6 +14,7 @@ import {
 } from '../core/events.js';
 import type { Logger } from '../core/log.js';
 import type { ObjectStore } from '../core/object-store.js';
+import { archivePolicy } from './archive-policy.js';
 import { streamCheckpoint } from './checkpoint-stream.js';
 import { checkFence } from './command-fence.js';
 import type { ApproachDriver } from './approach-driver.js';
@@ -184,7 +185,7 @@ export class HostAgent {
 
   /** The fence, with a refusal kept as a dead letter so that `ums status` shows it. */
   private async accepts(command: UmsCommand): Promise<boolean> {
-    const verdict = await checkFence(this.options.bus, command);
+    const verdict = await checkFence(this.options.bus, command, this.id);
     if (verdict.accepted) return true;
     this.options.log.warn({ migrationId: command.data.migrationId, command: command.name, reason: verdict.reason }, 'refused a command');
     await this.options.bus.deadLetter(`agent-${this.id}`, new TextEncoder().encode(JSON.stringify(toWire(command))), verdict.reason);
@@ -363,6 +364,8 @@ export class HostAgent {
       restoreFrom: (archive) => driver.restore({ container, image, imageId }, archive),
       removePartial: () => driver.removeRestored(container),
       urlPolicy: { endpoints: transfer.allowedEndpoints ?? [] },
+      // A Podman export becomes whatever container its config.dump and spec.dump say: no more than the source's.
+      ...(approach === 'container' ? { inspectArchive: archivePolicy(command.data, this.id) } : {}),
     });
     this.restores.set(migrationId, job);
     for (const urls of this.earlyUrls.get(migrationId) ?? []) job.addUrls(urls);
@@ -388,7 +391,7 @@ export class HostAgent {
     // From here on the service runs on this host. Nothing below may report a failure: if the broker is
     // unreachable, the command fails, comes back, and finds the container running (see above).
     log.info({ restoreMs: restored.restoredAt.getTime() - restored.downloadedAt.getTime() }, 'restored');
-    if (!(await checkFence(bus, command)).accepted) {
+    if (!(await checkFence(bus, command, this.id)).accepted) {
       // The saga turned back while the engine restored: the abort behind this command removes the copy.
       log.warn('restored, but the migration is rolling back; leaving the copy to the abort');
       return;

@@ -101,6 +101,7 @@ const program = new Command('ums-agent')
       const probe = new CapabilityProbe({
         engine,
         probeLauncher: (container) => serviceLevel.probe(container),
+        securityProfile: (container) => engine.securityProfile(container),
         launcherHostDir: options.launcherDir,
         // A status call per container and heartbeat is cheap, and a tree still starting its processes must
         // not be taken for a single process for long.

@@ -1,11 +1,13 @@
 import { execFile } from 'node:child_process';
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
+import { posix } from 'node:path';
 import { request, type IncomingMessage } from 'node:http';
 import { PassThrough, Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { createLogger, type Logger } from '../core/log.js';
 import type { PublishedPort } from '../core/container-network.js';
+import type { ContainerSecurityProfile } from '../core/container-security.js';
 import { CRIU_CANDIDATES } from './criu-command.js';
 import { criuReason } from './criu-log.js';
 import {
@@ -108,6 +110,16 @@ export class PodmanEngine implements ContainerEngine {
       startedAt: validTime(c.State?.StartedAt),
       published: portBindings(c.HostConfig?.PortBindings),
     };
+  }
+
+  /** From Podman's inspect (see ContainerEngine.securityProfile). */
+  async securityProfile(nameOrId: string): Promise<ContainerSecurityProfile | undefined> {
+    const res = await this.call('inspect container', 'GET', `/containers/${enc(nameOrId)}/json`);
+    if (res.status === 404) {
+      res.body.resume();
+      return undefined;
+    }
+    return toSecurityProfile(await expectJson<LibpodInspect>(res, 'inspect container'));
   }
 
   /**
@@ -431,6 +443,45 @@ function portBindings(bindings: Record<string, Array<{ HostIp?: string; HostPort
   return published;
 }
 
+/**
+ * Podman 4.3's inspect as a security profile. A namespace mode "host" shares the host's; no user namespace
+ * mode ("" or "host") means the host's user namespace. Privileged containers run without seccomp.
+ */
+export function toSecurityProfile(c: LibpodInspect): ContainerSecurityProfile {
+  const host = c.HostConfig ?? {};
+  const options = host.SecurityOpt ?? [];
+  const privileged = host.Privileged === true;
+  const capName = (cap: string) => (cap.toUpperCase().startsWith('CAP_') ? cap.toUpperCase() : `CAP_${cap.toUpperCase()}`);
+  const hostNamespaces: ContainerSecurityProfile['hostNamespaces'] = (
+    [
+      ['network', host.NetworkMode],
+      ['pid', host.PidMode],
+      ['ipc', host.IpcMode],
+      ['uts', host.UTSMode],
+      ['cgroup', host.CgroupMode],
+    ] as const
+  ).flatMap(([type, mode]) => (mode === 'host' ? [type] : []));
+  if (host.UsernsMode === undefined || host.UsernsMode === '' || host.UsernsMode === 'host') hostNamespaces.push('user');
+  const ownDirs = [c.StaticDir, c.HostsPath, c.ResolvConfPath, c.HostnamePath]
+    .filter((p): p is string => typeof p === 'string' && p.startsWith('/'))
+    .map((p) => (p === c.StaticDir ? p : posix.dirname(p)));
+  return {
+    imageId: c.Image ?? '',
+    privileged,
+    capabilities: [...new Set([...(c.EffectiveCaps ?? []), ...(c.BoundingCaps ?? []), ...(host.CapAdd ?? [])].map(capName))].sort(),
+    devices: (host.Devices ?? []).flatMap((d) => (d.PathInContainer ? [d.PathInContainer] : [])),
+    mounts: (c.Mounts ?? []).flatMap((m) =>
+      (m.Type === 'bind' || m.Type === 'volume') && m.Destination ? [{ source: m.Source ?? '', destination: m.Destination }] : [],
+    ),
+    ownDirs: [...new Set(ownDirs)],
+    hostNamespaces,
+    seccomp: !privileged && !options.some((o) => /^seccomp[=:]unconfined$/.test(o)),
+    noNewPrivileges: options.some((o) => /^no-new-privileges(:true|=true)?$/.test(o)),
+    user: c.Config?.User ?? '',
+    ...(c.Config?.Annotations ? { annotations: c.Config.Annotations } : {}),
+  };
+}
+
 function fromListEntry(c: LibpodListContainer): ContainerSummary {
   return {
     id: c.Id,
@@ -477,7 +528,7 @@ interface LibpodListContainer {
   Ports?: Array<{ host_ip?: string; container_port?: number; host_port?: number; range?: number; protocol?: string }> | null;
 }
 
-interface LibpodInspect {
+export interface LibpodInspect {
   Id: string;
   Name: string;
   Image?: string;
@@ -485,8 +536,26 @@ interface LibpodInspect {
   State?: { Status?: string; Pid?: number; StartedAt?: string; Checkpointed?: boolean };
   /** The container's own directory: CRIU's dump.log and restore.log land here. */
   StaticDir?: string;
-  HostConfig?: { PortBindings?: Record<string, Array<{ HostIp?: string; HostPort?: string }> | null> };
-  Mounts?: Array<{ Type?: string; Name?: string }>;
+  HostsPath?: string;
+  ResolvConfPath?: string;
+  HostnamePath?: string;
+  EffectiveCaps?: string[] | null;
+  BoundingCaps?: string[] | null;
+  Config?: { User?: string; Annotations?: Record<string, string> };
+  HostConfig?: {
+    PortBindings?: Record<string, Array<{ HostIp?: string; HostPort?: string }> | null>;
+    Privileged?: boolean;
+    CapAdd?: string[] | null;
+    Devices?: Array<{ PathOnHost?: string; PathInContainer?: string }> | null;
+    NetworkMode?: string;
+    PidMode?: string;
+    IpcMode?: string;
+    UTSMode?: string;
+    UsernsMode?: string;
+    CgroupMode?: string;
+    SecurityOpt?: string[] | null;
+  };
+  Mounts?: Array<{ Type?: string; Name?: string; Source?: string; Destination?: string }>;
 }
 
 interface LibpodImage {

@@ -68,6 +68,11 @@ export interface RestoreJobOptions {
    * every URL must name the artifact's own object (command.artifact). Default: no extra endpoint.
    */
   urlPolicy?: SignedUrlPolicy;
+  /**
+   * Sees each verified chunk, in order, just before it goes to the engine (`last`: the archive ends with
+   * it); throws a RestoreRefusedError to stop the restore before the archive ends (the archive policy).
+   */
+  inspectArchive?: (chunk: Buffer, last: boolean) => void;
 }
 
 export interface RestoredArchive {
@@ -335,6 +340,12 @@ export class RestoreJob {
     while (!this.failure && this.engineWantsMore) {
       const next = downloads.verified.get(downloads.sent);
       if (!next || !(manifest || this.source.chunks.has(downloads.sent + 1))) break;
+      try {
+        this.options.inspectArchive?.(next, manifest !== undefined && downloads.sent === manifest.chunks.length - 1);
+      } catch (error) {
+        this.fail(error instanceof Error ? error : new Error(String(error)));
+        break;
+      }
       downloads.verified.delete(downloads.sent);
       downloads.sent += 1;
       advanced = true;

@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { PublishedPort } from './container-network.js';
 import { ChunkRef } from './checkpoint-artifact.js';
 import { Sealing, SealingPublicKey } from './checkpoint-sealing.js';
+import { ContainerSecurityProfile } from './container-security.js';
 import { MigrationApproach } from './migration-approach.js';
 
 /**
@@ -79,6 +80,8 @@ export const FailureCode = z.enum([
   'not-checkpointable',
   /** the destination cannot run what the source would send: CPU features, architecture, a port taken */
   'destination-incompatible',
+  /** the checkpoint archive asks for more than the source registered the container with (agents/archive-policy.ts) */
+  'archive-refused',
 ]);
 export type FailureCode = z.infer<typeof FailureCode>;
 
@@ -214,6 +217,8 @@ export const eventData = {
 export const RestoreRequirements = z.object({
   cpuinfo: z.base64().max(8192).optional(),
   published: z.array(PublishedPort).max(256).optional(),
+  /** What the container was allowed at the source: the archive's container config may ask for no more. */
+  profile: ContainerSecurityProfile.optional(),
 });
 export type RestoreRequirements = z.infer<typeof RestoreRequirements>;
 

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { ContainerNetwork } from './container-network.js';
+import { ContainerSecurityProfile } from './container-security.js';
 
 /**
  * Which of the three migration approaches of the UMS research (GLOBECOM 2023) moves a container, decided
@@ -113,6 +114,8 @@ export const ContainerTraits = z.object({
   network: ContainerNetwork.optional(),
   /** Whether CRIU can dump the container as it is now (its processes, file descriptors), and why not. */
   checkpointable: z.object({ available: z.boolean(), reason: reason.optional() }).optional(),
+  /** What the engine allows the container (privileges, capabilities, mounts, ...): the destination allows no more. */
+  security: ContainerSecurityProfile.optional(),
 });
 export type ContainerTraits = z.infer<typeof ContainerTraits>;
 

@@ -134,6 +134,7 @@ export async function plan(event: EventOf<'migration.requested'>, ctx: FunctionC
     requirements: {
       ...(source.capabilities?.containerLevel.cpuinfo !== undefined ? { cpuinfo: source.capabilities.containerLevel.cpuinfo } : {}),
       ...(container.traits?.network !== undefined ? { published: container.traits.network.published } : {}),
+      ...(container.traits?.security !== undefined ? { profile: container.traits.security } : {}),
     },
     times: { ...current.times, plannedAt: new Date().toISOString() },
   });

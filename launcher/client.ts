@@ -1,4 +1,6 @@
+import { closeSync, constants, fstatSync, lstatSync, openSync } from 'node:fs';
 import { createConnection, type Socket } from 'node:net';
+import { dirname } from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
 
 /**
@@ -85,9 +87,67 @@ export interface LauncherClientOptions {
   requestTimeoutMs?: number;
   /** checkpoint's first line (CRIU's dump) and restore's answer (after the archive) come within this. Default 10 min. */
   operationTimeoutMs?: number;
+  /** Check the socket and its directory and connect without following links (pinControlSocket). Default true. */
+  pinSocket?: boolean;
 }
 
 const MAX_LINE = 4096;
+
+/** open(2)'s O_PATH on Linux (Node's fs.constants lacks it): a descriptor naming the inode, opening nothing. */
+const O_PATH = 0o10000000;
+
+/**
+ * The control socket, opened without following links: its directory must be a real directory owned by root
+ * and writable by nobody else (the container's root can still replace what is in it: it is bind-mounted
+ * there), and the socket itself is opened with O_PATH | O_NOFOLLOW and checked to be a socket through that
+ * descriptor, then connected to through /proc/self/fd, so a symlink put in its place (to the engine's API
+ * socket, say) between the check and the connect is never followed. Returns the path to connect to and
+ * the descriptor to close once connected; throws a LauncherError ('unreachable') otherwise.
+ */
+export function pinControlSocket(socketPath: string, verb: string, where: string): { path: string; close: () => void } {
+  const refuse = (detail: string): never => {
+    throw new LauncherError(verb, where, 'unreachable', detail, 'the control socket is not where and what the launcher makes it');
+  };
+  const missing = (error: unknown): LauncherError => {
+    const code = (error as NodeJS.ErrnoException).code;
+    return new LauncherError(
+      verb,
+      where,
+      'unreachable',
+      `${code ?? ''} ${(error as Error).message}`.trim(),
+      code === 'ENOENT' ? 'no control socket: is the container running, with this directory bind-mounted at /run/ums-launcher?' : undefined,
+    );
+  };
+  const dir = dirname(socketPath);
+  let dirStat;
+  try {
+    dirStat = lstatSync(dir);
+  } catch (error) {
+    throw missing(error);
+  }
+  if (!dirStat.isDirectory()) refuse(`${dir} is not a directory${dirStat.isSymbolicLink() ? ' (a symbolic link)' : ''}`);
+  if (dirStat.uid !== 0) refuse(`${dir} is owned by uid ${dirStat.uid}, not root`);
+  if ((dirStat.mode & 0o022) !== 0) refuse(`${dir} is writable by group or others (mode ${(dirStat.mode & 0o777).toString(8)})`);
+  let fd: number;
+  try {
+    fd = openSync(socketPath, O_PATH | constants.O_NOFOLLOW);
+  } catch (error) {
+    throw missing(error);
+  }
+  let open = true;
+  // Once only: a descriptor number closed twice may by then name another file.
+  const close = () => {
+    if (!open) return;
+    open = false;
+    closeSync(fd);
+  };
+  const stats = fstatSync(fd);
+  if (!stats.isSocket()) {
+    close();
+    refuse(`${socketPath} is ${stats.isSymbolicLink() ? 'a symbolic link' : 'not a socket'}`);
+  }
+  return { path: `/proc/self/fd/${fd}`, close };
+}
 
 interface Opened {
   socket: Socket;
@@ -102,8 +162,10 @@ export class LauncherClient {
   private readonly where: string;
   private readonly requestTimeoutMs: number;
   private readonly operationTimeoutMs: number;
+  private readonly pinSocket: boolean;
 
   constructor(options: LauncherClientOptions) {
+    this.pinSocket = options.pinSocket ?? true;
     this.socketPath = options.socketPath;
     this.where = options.where ?? options.socketPath;
     this.requestTimeoutMs = options.requestTimeoutMs ?? 15_000;
@@ -254,8 +316,16 @@ export class LauncherClient {
    * paused, for whatever follows.
    */
   private open(verb: string, body: Readable | undefined, timeoutMs: number): Promise<Opened> {
+    let pinned: { path: string; close: () => void } | undefined;
+    try {
+      if (this.pinSocket) pinned = pinControlSocket(this.socketPath, verb, this.where);
+    } catch (error) {
+      return Promise.reject(error instanceof Error ? error : new Error(String(error)));
+    }
     return new Promise<Opened>((resolve, reject) => {
-      const socket = createConnection({ path: this.socketPath });
+      const socket = createConnection({ path: pinned?.path ?? this.socketPath });
+      socket.once('connect', () => pinned?.close());
+      socket.once('close', () => pinned?.close());
       let buffered = Buffer.alloc(0);
       let settled = false;
       let connected = false;

@@ -41,9 +41,11 @@ import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { PodmanEngine } from '../../agents/podman-engine.js';
+import { ArchivePolicyCheck } from '../../agents/archive-policy.js';
 import { RestoreJob, RestoreRefusedError, type RestoredArchive } from '../../agents/restore-job.js';
 import { artifactPrefix, chunkKey, manifestKey, type ChunkRef, type Manifest } from '../../core/checkpoint-artifact.js';
 import { ChunkSealer, generateSealingKeyPair, type SealingPublicKey } from '../../core/checkpoint-sealing.js';
+import type { ContainerSecurityProfile } from '../../core/container-security.js';
 import { uploadChunked } from '../../core/chunked-upload.js';
 import { makeEvent, type Artifact, type CommandData, type EventData, type EventName, type FailureCode } from '../../core/events.js';
 import { createLogger } from '../../core/log.js';
@@ -74,6 +76,8 @@ interface GoodArchive {
   chunkCount: number;
   /** The counter's last count before the freeze. */
   frozenAt: number;
+  /** The source container's security profile, from its inspect. */
+  profile: ContainerSecurityProfile;
 }
 
 /** The destination's sealing key pair (an agent keeps its own in its state dir). */
@@ -109,6 +113,8 @@ interface CaseInput {
   signChunkAs?: (index: number, prefix: string) => string | undefined;
   /** The endpoints the job allows besides the clouds' https hosts (default: Azurite's, as the stack sets). */
   allowedEndpoints?: string[];
+  /** The registered profile the archive policy holds the archive to (agents/archive-policy.ts); default: the source's own. */
+  profile?: ContainerSecurityProfile;
 }
 
 interface CaseRun {
@@ -155,6 +161,7 @@ describe('RestoreJob refuses bad input before anything is restored', { timeout: 
     // memory makes the archive about 1.2 MB: some 20 chunks of 64 KiB.
     await host.podman(['run', '-d', '--name', NAME, '-e', 'COUNTER_MEM_MIB=1', IMAGE]);
     await waitForCount(host, NAME, 5);
+    const profile = (await main.engine.securityProfile(NAME))!;
     const archive = await readAll(await main.engine.checkpoint(NAME));
     const frozenAt = maxCount(await readTicks(host.url, NAME));
     // The name must be free at the destination: the preflight refuses an existing one.
@@ -164,7 +171,7 @@ describe('RestoreJob refuses bad input before anything is restored', { timeout: 
     const chunkCount = Math.ceil(archive.length / CHUNK_BYTES);
     assert.ok(chunkCount > BAD + 2, `the archive (${archive.length} bytes) has several chunks (${chunkCount})`);
     assert.ok(archive.includes('ustar'), 'the archive in clear is a tar (its headers say "ustar")');
-    good = { archive, chunkCount, frozenAt };
+    good = { archive, chunkCount, frozenAt, profile };
     console.log(`archive: ${archive.length} bytes in ${chunkCount} chunks of ${CHUNK_BYTES}; counter frozen at ${frozenAt}`);
   });
 
@@ -220,6 +227,7 @@ describe('RestoreJob refuses bad input before anything is restored', { timeout: 
     );
     if (input.waitAfterSigningMs !== undefined) await sleep(input.waitAfterSigningMs);
 
+    const policy = new ArchivePolicyCheck(input.profile ?? good.profile, image.id, DESTINATION);
     const emitted: EventName[] = [];
     let prepared!: () => void;
     const preparedPromise = new Promise<void>((resolve) => (prepared = resolve));
@@ -252,6 +260,7 @@ describe('RestoreJob refuses bad input before anything is restored', { timeout: 
       restoreFrom: (archive) => destination.engine.restoreFromArchive(NAME, archive),
       removePartial: () => destination.engine.removeContainer(NAME, { force: true }),
       urlPolicy: { endpoints: input.allowedEndpoints ?? [azurite.endpoint] },
+      inspectArchive: (chunk, last) => policy.write(chunk, last),
     });
     // The source's chunk-urls command, all of it up front: no case waits for URLs it does not have.
     const urls: CommandData<'chunk-urls'> = {
@@ -462,6 +471,19 @@ describe('RestoreJob refuses bad input before anything is restored', { timeout: 
     const restoresBefore = await restoreEvents(main.host);
     const run = await startCase('http-not-allowed', { allowedEndpoints: [] });
     await assertRefused(run, 'url-rejected', /chunk \d+\b.*not allowed.*plain http/, restoresBefore);
+  });
+
+  it('refuses an archive asking for more than the registered profile (archive-refused), before its end reaches Podman', async () => {
+    const restoresBefore = await restoreEvents(main.host);
+    // As if the source had registered the container without CAP_NET_RAW: the archive's spec.dump holds it.
+    const profile = { ...good.profile, capabilities: good.profile.capabilities.filter((cap) => cap !== 'CAP_NET_RAW') };
+    const run = await startCase('policy', { profile });
+    await assertRefused(
+      run,
+      'archive-refused',
+      /before anything was restored: it adds capabilities beyond the registered set: CAP_NET_RAW/,
+      restoresBefore,
+    );
   });
 
   /**
