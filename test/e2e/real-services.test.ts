@@ -94,6 +94,11 @@ async function inspect(
   };
 }
 
+/** Starts a server image on `host` with its in-container client, publishing its port on the host's address. */
+async function runWithInnerClient(host: PodmanHost, name: string, image: string, port: number): Promise<void> {
+  await host.podman(['run', '-d', '--name', name, '-p', `${port}:${port}`, '-e', `${INNER_CLIENT_ENV}=1`, image]);
+}
+
 async function pidOf(host: PodmanHost, name: string): Promise<number> {
   const state = await inspect(host, name);
   assert.ok(state?.running === true && state.pid > 0, `${name} runs on ${host.name}: ${JSON.stringify(state)}`);
@@ -163,17 +168,7 @@ describe('real services (redis, memcached) through the whole stack', { timeout: 
 
   it('redis: the inner client keeps its connection, the outside client is reset, reconnects, and loses no acknowledged write', async () => {
     const name = 'redis';
-    await azure.podman([
-      'run',
-      '-d',
-      '--name',
-      name,
-      '-p',
-      `${REDIS_PORT}:${REDIS_PORT}`,
-      '-e',
-      `${INNER_CLIENT_ENV}=1`,
-      DEFAULT_REDIS_IMAGE,
-    ]);
+    await runWithInnerClient(azure, name, DEFAULT_REDIS_IMAGE, REDIS_PORT);
     const pidA = await pidOf(azure, name);
     await waitFor(async () => Number(await redis(pidA, 'GET', INNER_COUNT_KEY)) >= 10, 'the inner client counting on the source');
     assert.equal(await redis(pidA, 'DEBUG', 'POPULATE', String(REDIS_KEYS), 'ums', '128'), 'OK');
@@ -250,17 +245,7 @@ describe('real services (redis, memcached) through the whole stack', { timeout: 
 
   it("memcached: items intact, the inner connection the same, memcached's own tools read them at the destination", async () => {
     const name = 'memcached';
-    await azure.podman([
-      'run',
-      '-d',
-      '--name',
-      name,
-      '-p',
-      `${MEMCACHED_PORT}:${MEMCACHED_PORT}`,
-      '-e',
-      `${INNER_CLIENT_ENV}=1`,
-      DEFAULT_MEMCACHED_IMAGE,
-    ]);
+    await runWithInnerClient(azure, name, DEFAULT_MEMCACHED_IMAGE, MEMCACHED_PORT);
     const pidA = await pidOf(azure, name);
     await waitFor(async () => (await memcachedCount(pidA)) >= 10, 'the inner client counting on the source');
     const items = new Map<string, string>();
@@ -389,17 +374,7 @@ describe('real services (redis, memcached) through the whole stack', { timeout: 
 
   it('refuses before any freeze, the service untouched: a port taken at the destination, a non-root process, an unknown destination', async () => {
     const name = 'redis-stays';
-    await azure.podman([
-      'run',
-      '-d',
-      '--name',
-      name,
-      '-p',
-      `${REDIS_PORT}:${REDIS_PORT}`,
-      '-e',
-      `${INNER_CLIENT_ENV}=1`,
-      DEFAULT_REDIS_IMAGE,
-    ]);
+    await runWithInnerClient(azure, name, DEFAULT_REDIS_IMAGE, REDIS_PORT);
     const pid = await pidOf(azure, name);
     const startedAt = (await inspect(azure, name))?.startedAt;
     await waitFor(async () => Number(await redis(pid, 'GET', INNER_COUNT_KEY)) >= 10, 'the inner client counting');
