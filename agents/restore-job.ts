@@ -1,7 +1,7 @@
 import { createHash, randomUUID, type KeyObject } from 'node:crypto';
 import { Readable, Writable } from 'node:stream';
 import { chunkKey, Manifest, manifestKey, MAX_CHUNK_BYTES, MAX_MANIFEST_BYTES, type ChunkRef } from '../core/checkpoint-artifact.js';
-import { ChunkOpener, SealingError, type Sealing } from '../core/checkpoint-sealing.js';
+import { ChunkOpener, SealingError, TAG_BYTES, type Sealing } from '../core/checkpoint-sealing.js';
 import type { EventBus, Subscription } from '../core/event-bus.js';
 import type { CommandData, EventData, EventName, FailureCode } from '../core/events.js';
 import type { Logger } from '../core/log.js';
@@ -367,10 +367,10 @@ export class RestoreJob {
   private async fetch(chunk: ChunkRef, url: string, opener: ChunkOpener): Promise<void> {
     this.downloads.fetching.add(chunk.index);
     try {
-      if (chunk.sizeBytes > MAX_CHUNK_BYTES) {
+      if (chunk.sizeBytes > MAX_CHUNK_BYTES + TAG_BYTES) {
         throw new RestoreRefusedError(
           'size-mismatch',
-          `chunk ${chunk.index} was announced with ${chunk.sizeBytes} bytes, over the ${MAX_CHUNK_BYTES} allowed`,
+          `chunk ${chunk.index} was announced with ${chunk.sizeBytes} bytes, over the ${MAX_CHUNK_BYTES + TAG_BYTES} a sealed chunk may have`,
         );
       }
       this.checkUrl(url, chunkKey(this.options.command.artifact.prefix, chunk.index));
@@ -423,8 +423,9 @@ export class RestoreJob {
       let manifest: Manifest;
       try {
         manifest = Manifest.parse(JSON.parse(body.toString('utf8')));
-        if (manifest.chunkBytes > MAX_CHUNK_BYTES || manifest.chunks.some((c) => c.sizeBytes > manifest.chunkBytes)) {
-          throw new Error(`chunks over ${MAX_CHUNK_BYTES} bytes, or over the manifest's own chunk size`);
+        // The schema bounds each stored chunk by chunkBytes plus its tag; this bounds chunkBytes itself.
+        if (manifest.chunkBytes > MAX_CHUNK_BYTES) {
+          throw new Error(`chunks of ${manifest.chunkBytes} bytes, over the ${MAX_CHUNK_BYTES} allowed`);
         }
       } catch (error) {
         // JSON.parse quotes the input it failed on: nothing fetched goes into the reason (it reaches events).
