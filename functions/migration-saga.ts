@@ -13,6 +13,7 @@ import {
 import { planAgainst } from '../core/migration-plan.js';
 import {
   canTransition,
+  commandLifetimeMs,
   isTerminal,
   lockKey,
   PHASE_DEADLINE_MS,
@@ -550,9 +551,10 @@ export async function superviseStalled(
     case 'finalizing': {
       if (!overdue) return undefined;
       if (!sourceAlive) {
-        // The destination runs the service; the source is gone. The discard waits in the source's
-        // queue and runs when its agent returns; the migration itself is over.
-        const pendingCleanup = `source "${r.sourceAgent}" was not reachable to discard its kept checkpoint; its agent does it when it returns (the command waits in its queue)`;
+        // The destination runs the service; the source is gone. The discard waits in the source's queue and
+        // runs if its agent returns before the command expires (signed expiry); the migration itself is over.
+        const until = new Date(now + commandLifetimeMs('discard', deadlineScale())).toISOString();
+        const pendingCleanup = `source "${r.sourceAgent}" was not reachable to discard its kept checkpoint; its agent does it if it returns before the discard command expires (${until} at the latest; it waits in its queue until then), else remove the stopped container "${r.container}" there by hand`;
         const done = await completeMigration(ctx, record, r, pendingCleanup);
         if (done) await deleteArtifact(done.value, ctx);
         return done ? 'done (source cleanup pending)' : undefined;
