@@ -447,13 +447,8 @@ export class RestoreJob {
         });
       } catch (error) {
         if (!(error instanceof SignatureError)) throw error;
-        throw new RestoreRefusedError(
-          'manifest-invalid',
-          `the checkpoint manifest is refused (${error.code}): ${error.message}; nothing restored`,
-          {
-            cause: error,
-          },
-        );
+        const reason = `the checkpoint manifest is refused (${error.code}): ${error.message}; nothing restored`;
+        throw new RestoreRefusedError('manifest-invalid', reason, { cause: error });
       }
       if (manifest.chunks.length !== uploaded.artifact.chunkCount || manifest.sizeBytes !== uploaded.artifact.sizeBytes) {
         throw new RestoreRefusedError(

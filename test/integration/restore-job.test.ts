@@ -1,6 +1,7 @@
 /**
  * RestoreJob (the destination's side of a migration) against bad input, issue 3: a missing chunk, a
- * truncated chunk, a corrupted chunk, a manifest replaced in the store, a manifest that does not parse, an
+ * truncated chunk, a corrupted chunk, a manifest replaced in the store, a manifest signed by another agent than
+ * the source or altered after signing (its new digest announced), a manifest that does not parse, an
  * expired and a forged signed URL, a validly signed URL for another object and plain http at an endpoint
  * not configured as allowed (both refused by the job's URL policy before any request); sealed chunks
  * (core/checkpoint-sealing.ts) altered or swapped with their digests re-announced (as an attacker holding
