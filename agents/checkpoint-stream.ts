@@ -3,6 +3,7 @@ import { ChunkSealer, type Sealing, type SealingPublicKey } from '../core/checkp
 import { uploadChunked } from '../core/chunked-upload.js';
 import type { Artifact, ArtifactLocation } from '../core/events.js';
 import type { ObjectStore } from '../core/object-store.js';
+import type { SigningKeyPair } from '../core/signed-envelope.js';
 import type { Readable } from 'node:stream';
 
 export interface UploadedCheckpoint {
@@ -18,6 +19,8 @@ export interface CheckpointStreamOptions {
   parallel: number;
   /** The destination's public key (from the checkpoint command): the migration's data key is wrapped for it. */
   sealFor: SealingPublicKey;
+  /** This agent and its manifest-signing key (agents/signing-key.ts): the manifest is signed with it. */
+  signer: { agentId: string; key: SigningKeyPair };
   /**
    * Announces each chunk as soon as it is durable, so the destination can fetch it right away; `sealing`
    * (the wrapped data key, the same for every chunk) goes with it, so the destination can open any chunk.
@@ -42,7 +45,7 @@ export async function streamCheckpoint(
   if (location.prefix !== artifactPrefix(migrationId)) {
     throw new Error(`refusing to write the checkpoint of ${migrationId} under "${location.prefix}": not its own prefix`);
   }
-  const { sealFor, onChunk, chunkBytes, parallel } = options;
+  const { sealFor, onChunk, chunkBytes, parallel, signer } = options;
   // Before the freeze: a bad key is refused with the service still running.
   const sealer = ChunkSealer.forRecipient(sealFor, migrationId);
   const checkpointStartedAt = new Date();
@@ -52,6 +55,7 @@ export async function streamCheckpoint(
     chunkBytes,
     parallel,
     sealer,
+    signer,
     onChunk: (chunk) => onChunk(chunk, sealer.sealing),
   });
   return {

@@ -1,6 +1,7 @@
 import type { EventBus, Versioned } from '../core/event-bus.js';
 import type { CommandName, UmsCommand } from '../core/events.js';
 import { COMMAND_VALID_IN, type MigrationRecord } from '../core/migration.js';
+import { canonicalJson as canonical, SignatureError, type CommandVerifier } from '../core/signed-envelope.js';
 
 export type FenceVerdict = { accepted: true; record: Versioned<MigrationRecord> } | { accepted: false; reason: string };
 
@@ -13,6 +14,21 @@ const ADDRESSED_TO: Record<CommandName, 'source' | 'destination'> = {
   'chunk-urls': 'destination',
   abort: 'destination',
 };
+
+/**
+ * What an agent does with every command before acting on it: the signature first (the functions signed it,
+ * for this agent, and it has not expired: core/signed-envelope.ts), then the fence against the record. A
+ * validly signed command is still refused if its migration, epoch or agent are not the record's (a replay).
+ */
+export async function admitCommand(bus: EventBus, verifier: CommandVerifier, command: UmsCommand, agentId: string): Promise<FenceVerdict> {
+  try {
+    verifier.verify(command, agentId);
+  } catch (error) {
+    if (!(error instanceof SignatureError)) throw error;
+    return { accepted: false, reason: `unverified command (${error.code}): ${error.message}` };
+  }
+  return checkFence(bus, command, agentId);
+}
 
 /**
  * Checks a command against the migration record before an agent acts on it: the command's epoch must
@@ -66,6 +82,8 @@ export function commandMismatch(record: MigrationRecord, command: UmsCommand, ag
     if (prepare.imageId !== plan.imageId || prepare.image !== plan.image)
       return `names image ${prepare.image} (${prepare.imageId}), not the record's`;
     if (canonical(prepare.requirements ?? {}) !== canonical(plan.requirements ?? {})) return "carries requirements other than the record's";
+    if (plan.sourceManifestKey === undefined || prepare.sourceManifestKey.publicKey !== plan.sourceManifestKey.publicKey)
+      return "names a manifest-signing key other than the source's the record planned with";
   }
   if (command.name === 'checkpoint') {
     const { artifact } = command.data;
@@ -75,13 +93,4 @@ export function commandMismatch(record: MigrationRecord, command: UmsCommand, ag
     }
   }
   return undefined;
-}
-
-/** JSON with sorted keys: the same value compares equal whatever order its keys were written in. */
-function canonical(value: unknown): string {
-  return JSON.stringify(value, (_key, v: unknown) =>
-    typeof v === 'object' && v !== null && !Array.isArray(v)
-      ? Object.fromEntries(Object.entries(v as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
-      : v,
-  );
 }

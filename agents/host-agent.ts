@@ -14,9 +14,10 @@ import {
 } from '../core/events.js';
 import type { Logger } from '../core/log.js';
 import type { ObjectStore } from '../core/object-store.js';
+import type { CommandVerifier, SigningKeyPair } from '../core/signed-envelope.js';
 import { archivePolicy } from './archive-policy.js';
 import { streamCheckpoint } from './checkpoint-stream.js';
-import { checkFence } from './command-fence.js';
+import { admitCommand, checkFence } from './command-fence.js';
 import type { ApproachDriver } from './approach-driver.js';
 import type { CapabilityProbe } from './capability-probe.js';
 import { ContainerNotFoundError, CriuError, type ContainerEngine } from './container-engine.js';
@@ -42,6 +43,10 @@ export interface HostAgentOptions {
   identity: AgentIdentity;
   /** The private half of the agent's sealing key (agents/sealing-key.ts): opens the checkpoints sent here. */
   sealingKey: KeyObject;
+  /** The agent's manifest-signing key pair (agents/signing-key.ts): the manifests of its checkpoints are signed with it. */
+  signingKey: SigningKeyPair;
+  /** The functions' command-signing public key(s) (UMS_COMMAND_VERIFY_KEY): no command is acted on unless it verifies. */
+  commandVerifier: CommandVerifier;
   engine: ContainerEngine;
   /** How each approach this host supports freezes and restores (container-level.ts, service-level.ts). */
   drivers: Partial<Record<MigrationApproach, ApproachDriver>>;
@@ -183,9 +188,9 @@ export class HostAgent {
     return driver;
   }
 
-  /** The fence, with a refusal kept as a dead letter so that `ums status` shows it. */
+  /** The signature, then the fence; a refusal is kept as a dead letter so that `ums status` shows it. */
   private async accepts(command: UmsCommand): Promise<boolean> {
-    const verdict = await checkFence(this.options.bus, command, this.id);
+    const verdict = await admitCommand(this.options.bus, this.options.commandVerifier, command, this.id);
     if (verdict.accepted) return true;
     this.options.log.warn({ migrationId: command.data.migrationId, command: command.name, reason: verdict.reason }, 'refused a command');
     await this.options.bus.deadLetter(`agent-${this.id}`, new TextEncoder().encode(JSON.stringify(toWire(command))), verdict.reason);
@@ -269,6 +274,7 @@ export class HostAgent {
         chunkBytes: transfer.chunkBytes,
         parallel: transfer.parallel,
         sealFor,
+        signer: { agentId: this.id, key: this.options.signingKey },
         onChunk: async (chunk, sealing) => {
           await this.emit('checkpoint.chunk', { migrationId, agent: this.id, chunk, sealing }, `${migrationId}.chunk.${chunk.index}`);
           bytes += chunk.sizeBytes;

@@ -15,6 +15,8 @@ import { HostAgent } from './host-agent.js';
 import { ServiceLevel } from './service-level.js';
 import { RestoreJournal } from './restore-journal.js';
 import { loadOrCreateSealingKey } from './sealing-key.js';
+import { loadOrCreateSigningKey } from './signing-key.js';
+import { CommandVerifier, parseVerifyKeys } from '../core/signed-envelope.js';
 import { PodmanEngine } from './podman-engine.js';
 
 function positiveInt(value: string | number): number {
@@ -58,6 +60,12 @@ const program = new Command('ums-agent')
     ).env('UMS_ALLOWED_HTTP_ENDPOINTS'),
   )
   .addOption(
+    new Option(
+      '--command-verify-key <keys>',
+      "the functions' command-signing public key (base64, raw Ed25519; comma-separated while rotating): commands not signed with it are refused",
+    ).env('UMS_COMMAND_VERIFY_KEY'),
+  )
+  .addOption(
     new Option('--idle-timeout <seconds>', 'give up a restore when nothing arrives for this long')
       .env('UMS_IDLE_TIMEOUT_SECONDS')
       .default('120')
@@ -77,11 +85,16 @@ const program = new Command('ums-agent')
       stateDir?: string;
       launcherDir: string;
       allowedHttpEndpoints?: string;
+      commandVerifyKey?: string;
     }) => {
       const chunkMib = positiveInt(options.chunkMib);
       if (chunkMib > MAX_CHUNK_MIB)
         throw new InvalidArgumentError(`--chunk-mib is at most ${MAX_CHUNK_MIB} (destinations refuse larger chunks)`);
       const allowedEndpoints = parseAllowedEndpoints(options.allowedHttpEndpoints);
+      // No key, no commands: an agent that accepted unsigned commands would obey anyone who can publish on the broker.
+      const commandVerifier = new CommandVerifier(
+        parseVerifyKeys(options.commandVerifyKey, '--command-verify-key (UMS_COMMAND_VERIFY_KEY)'),
+      );
       const agentId = AgentId.parse(options.id);
       const log = createLogger('agent', { agentId });
       const stateDir = options.stateDir ?? join('/var/lib/ums/agent', agentId);
@@ -90,6 +103,14 @@ const program = new Command('ums-agent')
       if (sealingKey.tightenedFrom !== undefined)
         log.warn({ mode: sealingKey.tightenedFrom.toString(8) }, 'the sealing key was readable by others; restricted it to mode 600');
       log.info({ publicKey: sealingKey.publicKey.publicKey, created: sealingKey.created }, 'sealing key ready');
+      // The manifests of this host's checkpoints are signed with this key; destinations check them with its public half.
+      const signingKey = await loadOrCreateSigningKey(stateDir);
+      if (signingKey.tightenedFrom !== undefined)
+        log.warn(
+          { mode: signingKey.tightenedFrom.toString(8) },
+          'the manifest-signing key was readable by others; restricted it to mode 600',
+        );
+      log.info({ publicKey: signingKey.publicKey.publicKey, created: signingKey.created }, 'manifest-signing key ready');
       const bus = await connectNatsBus({ servers: options.nats, name: `ums-agent-${agentId}` });
       const engine = new PodmanEngine({
         socketPath: options.podman.replace(/^unix:\/\//, ''),
@@ -109,8 +130,17 @@ const program = new Command('ums-agent')
         ...(kubelet && process.env.UMS_KUBELET_URL ? { kubelet: { url: process.env.UMS_KUBELET_URL, prober: kubelet } } : {}),
       });
       const agent = new HostAgent({
-        identity: { agentId, cloud: options.cloud, region: options.region, storeUrl: options.store, sealing: sealingKey.publicKey },
+        identity: {
+          agentId,
+          cloud: options.cloud,
+          region: options.region,
+          storeUrl: options.store,
+          sealing: sealingKey.publicKey,
+          manifestSigning: signingKey.publicKey,
+        },
         sealingKey: sealingKey.privateKey,
+        signingKey: { privateKey: signingKey.privateKey, publicKey: signingKey.publicKey },
+        commandVerifier,
         engine,
         // Orchestrator level goes through the kubelet (agents/kubelet/); no agent here drives it.
         drivers: { container: new ContainerLevel(engine, agentId), service: serviceLevel },

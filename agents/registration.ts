@@ -3,6 +3,7 @@ import type { AgentRegistration, Cloud } from '../core/agent-registration.js';
 import type { SealingPublicKey } from '../core/checkpoint-sealing.js';
 import type { EventBus } from '../core/event-bus.js';
 import type { Logger } from '../core/log.js';
+import type { SigningPublicKey } from '../core/signed-envelope.js';
 import type { CapabilityProbe } from './capability-probe.js';
 import type { ContainerEngine } from './container-engine.js';
 
@@ -13,6 +14,8 @@ export interface AgentIdentity {
   storeUrl: string;
   /** The public half of the agent's sealing key: checkpoints sent to this host are sealed for it. */
   sealing?: SealingPublicKey;
+  /** The public half of the agent's manifest-signing key: destinations verify its manifests with it. */
+  manifestSigning?: SigningPublicKey;
 }
 
 /**

@@ -14,6 +14,7 @@ import {
   SignedUrlRejectedError,
 } from '../core/object-stores/signed-url-download.js';
 import { checkSignedUrl, SignedUrlPolicyError, type SignedUrlPolicy } from '../core/object-stores/signed-url-policy.js';
+import { SignatureError, verifyManifest } from '../core/signed-envelope.js';
 import type { ContainerEngine } from './container-engine.js';
 
 /** A restore refused for a reason the operator can act on; `code` goes into the restore.failed event. */
@@ -21,8 +22,9 @@ export class RestoreRefusedError extends Error {
   constructor(
     readonly code: FailureCode,
     message: string,
+    options?: { cause?: unknown },
   ) {
-    super(message);
+    super(message, options);
     this.name = 'RestoreRefusedError';
   }
 }
@@ -102,7 +104,8 @@ type Phase =
  * free, image present), then fetches chunks as the source announces them, each through its signed URL
  * and verified against its sha256, and feeds them in order into the engine's restore, which spools
  * them while later chunks are still uploading. The last chunk goes to the engine only once the
- * manifest has been checked against the digest the source announced; any failure before that aborts
+ * manifest has been checked against the digest the source announced and its signature verified with the
+ * source agent's registered key (every chunk sent before is checked against it); any failure before that aborts
  * the engine's request, so nothing is ever restored from bytes that were not verified.
  *
  * The chunks are sealed (core/checkpoint-sealing.ts): the data key comes wrapped for this agent's key
@@ -431,6 +434,21 @@ export class RestoreJob {
         // JSON.parse quotes the input it failed on: nothing fetched goes into the reason (it reaches events).
         const why = error instanceof SyntaxError ? 'not JSON' : describe(error);
         throw new RestoreRefusedError('manifest-invalid', `the checkpoint manifest does not parse: ${why}`);
+      }
+      // Before anything in it is trusted: the source agent signed this manifest, for this migration and prefix,
+      // with the key the planner recorded from its registration (it came in the signed prepare command).
+      const { command } = this.options;
+      try {
+        verifyManifest(manifest, {
+          agentId: command.sourceAgent,
+          publicKey: command.sourceManifestKey,
+          migrationId: command.migrationId,
+          prefix: command.artifact.prefix,
+        });
+      } catch (error) {
+        if (!(error instanceof SignatureError)) throw error;
+        const reason = `the checkpoint manifest is refused (${error.code}): ${error.message}; nothing restored`;
+        throw new RestoreRefusedError('manifest-invalid', reason, { cause: error });
       }
       if (manifest.chunks.length !== uploaded.artifact.chunkCount || manifest.sizeBytes !== uploaded.artifact.sizeBytes) {
         throw new RestoreRefusedError(

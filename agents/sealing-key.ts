@@ -1,4 +1,4 @@
-import { createPrivateKey, randomUUID } from 'node:crypto';
+import { createPrivateKey, randomUUID, type KeyObject } from 'node:crypto';
 import { chmod, link, mkdir, open, readFile, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { generateSealingKeyPair, publicKeyOf, type SealingKeyPair } from '../core/checkpoint-sealing.js';
@@ -16,16 +16,42 @@ export interface LoadedSealingKey extends SealingKeyPair {
 /**
  * The agent's long-lived key pair for checkpoint sealing: created on first start, kept in the state dir
  * (mode 0600, the dir 0700), the same across restarts so that a checkpoint sealed for the registered key
- * can still be opened after the agent restarts. Created atomically: written whole to a temporary file,
- * then linked into place, so a crash never leaves half a key and two starts never make two keys.
+ * can still be opened after the agent restarts.
  */
 export async function loadOrCreateSealingKey(stateDir: string): Promise<LoadedSealingKey> {
+  const loaded = await loadOrCreateKeyFile(
+    stateDir,
+    SEALING_KEY_FILE,
+    'the sealing key',
+    'x25519',
+    () => generateSealingKeyPair().privateKey,
+  );
+  return { ...loaded, publicKey: publicKeyOf(loaded.privateKey) };
+}
+
+export interface LoadedKeyFile {
+  privateKey: KeyObject;
+  created: boolean;
+  tightenedFrom?: number;
+}
+
+/**
+ * A private key kept in the state dir (PKCS#8 PEM, mode 0600, the dir 0700). Created atomically: written
+ * whole to a temporary file, then linked into place, so a crash never leaves half a key and two starts
+ * never make two keys. A file readable by others is restricted to its owner (`tightenedFrom` says so).
+ */
+export async function loadOrCreateKeyFile(
+  stateDir: string,
+  fileName: string,
+  what: string,
+  keyType: 'x25519' | 'ed25519',
+  generate: () => KeyObject,
+): Promise<LoadedKeyFile> {
   await mkdir(stateDir, { recursive: true, mode: 0o700 });
-  const path = join(stateDir, SEALING_KEY_FILE);
+  const path = join(stateDir, fileName);
   let created = false;
   if (!(await exists(path))) {
-    const { privateKey } = generateSealingKeyPair();
-    const pem = privateKey.export({ format: 'pem', type: 'pkcs8' });
+    const pem = generate().export({ format: 'pem', type: 'pkcs8' });
     const temporary = `${path}.${randomUUID()}.tmp`;
     const file = await open(temporary, 'wx', 0o600);
     try {
@@ -53,12 +79,12 @@ export async function loadOrCreateSealingKey(stateDir: string): Promise<LoadedSe
   try {
     privateKey = createPrivateKey(await readFile(path));
   } catch (error) {
-    throw new Error(`the sealing key ${path} does not parse (${(error as Error).message}); move it away to make a new one`, {
+    throw new Error(`${what} ${path} does not parse (${(error as Error).message}); move it away to make a new one`, {
       cause: error,
     });
   }
-  if (privateKey.asymmetricKeyType !== 'x25519') throw new Error(`the sealing key ${path} is ${privateKey.asymmetricKeyType}, not X25519`);
-  return { privateKey, publicKey: publicKeyOf(privateKey), created, ...(tightenedFrom !== undefined ? { tightenedFrom } : {}) };
+  if (privateKey.asymmetricKeyType !== keyType) throw new Error(`${what} ${path} is ${privateKey.asymmetricKeyType}, not ${keyType}`);
+  return { privateKey, created, ...(tightenedFrom !== undefined ? { tightenedFrom } : {}) };
 }
 
 async function exists(path: string): Promise<boolean> {

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { SealingPublicKey } from './checkpoint-sealing.js';
 import { AgentId, Approach } from './events.js';
+import { SigningPublicKey } from './signed-envelope.js';
 import { ContainerTraits, HostCapabilities } from './migration-approach.js';
 
 /**
@@ -22,6 +23,11 @@ export const AgentRegistration = z.object({
    * that an older agent's registration still reads; the planner refuses a destination without one.
    */
   sealing: SealingPublicKey.optional(),
+  /**
+   * The agent's long-lived Ed25519 public key: the manifests of its checkpoints are signed with its private
+   * half. Optional only so that an older agent's registration still reads; the planner refuses such a source.
+   */
+  manifestSigning: SigningPublicKey.optional(),
   approaches: z.array(Approach),
   /** What the capability probe found (agents/capability-probe.ts); the planner decides the approach from it. */
   capabilities: HostCapabilities,

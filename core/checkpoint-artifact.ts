@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { Sealing, TAG_BYTES } from './checkpoint-sealing.js';
+import { ManifestSignature } from './signed-envelope.js';
 
 /**
  * How a checkpoint archive lies in object storage: numbered chunks plus a manifest, under one prefix
@@ -12,9 +13,10 @@ import { Sealing, TAG_BYTES } from './checkpoint-sealing.js';
  *
  * Every chunk is sealed (core/checkpoint-sealing.ts): what is stored, and what the manifest and the
  * checkpoint.chunk events describe (sizes, offsets, sha256s), is the ciphertext, each chunk TAG_BYTES
- * longer than the plaintext it holds. Format 2 is the sealed one; format 1 (in clear) is no longer read.
+ * longer than the plaintext it holds. The manifest is signed by the source agent (core/signed-envelope.ts):
+ * format 3 is sealed and signed; formats 2 (unsigned) and 1 (in clear) are no longer read.
  */
-export const MANIFEST_FORMAT = 2;
+export const MANIFEST_FORMAT = 3;
 
 const sha256Hex = z.string().regex(/^[a-f0-9]{64}$/, 'a lowercase hex sha256');
 
@@ -33,6 +35,8 @@ export const Manifest = z
   .object({
     formatVersion: z.literal(MANIFEST_FORMAT),
     migrationId: z.string(),
+    /** the artifact prefix the manifest was written under: the signature binds it, so it cannot be moved */
+    prefix: z.string().min(1),
     /** what the chunks hold once opened */
     contentType: z.literal('application/x-tar'),
     /** plaintext bytes per chunk (the last one shorter); a stored chunk is TAG_BYTES longer */
@@ -45,6 +49,8 @@ export const Manifest = z
     /** sha256 of the stored chunks, concatenated in order */
     sha256: sha256Hex,
     createdAt: z.iso.datetime({ offset: true }),
+    /** the source agent's Ed25519 signature over all of the above (verified with its registered key) */
+    signature: ManifestSignature,
   })
   .superRefine((manifest, ctx) => {
     let offset = 0;

@@ -4,6 +4,7 @@ import pRetry from 'p-retry';
 import { chunkKey, MANIFEST_FORMAT, manifestKey, type ChunkRef, type Manifest } from './checkpoint-artifact.js';
 import type { ChunkSealer } from './checkpoint-sealing.js';
 import type { ObjectStore } from './object-store.js';
+import { signManifest, type SigningKeyPair } from './signed-envelope.js';
 
 export interface ChunkedUploadOptions {
   migrationId: string;
@@ -11,6 +12,8 @@ export interface ChunkedUploadOptions {
   chunkBytes: number;
   /** Seals each chunk for the destination before it leaves this process: nothing goes to the store in clear. */
   sealer: ChunkSealer;
+  /** The uploading agent and its manifest-signing key: the destination restores only from a manifest it signed. */
+  signer: { agentId: string; key: SigningKeyPair };
   /** Chunks uploading at once; memory held is about (parallel + 1) x chunkBytes. */
   parallel: number;
   /** Called once per chunk as soon as it is durable in the store (in completion order). */
@@ -102,17 +105,21 @@ export async function uploadChunked(
   await Promise.all(inFlight);
   if (failure) throw failure;
 
-  const manifest: Manifest = {
-    formatVersion: MANIFEST_FORMAT,
-    migrationId: options.migrationId,
-    contentType: 'application/x-tar',
-    chunkBytes: options.chunkBytes,
-    sealing: options.sealer.sealing,
-    chunks,
-    sizeBytes: offset,
-    sha256: whole.digest('hex'),
-    createdAt: new Date().toISOString(),
-  };
+  const manifest: Manifest = signManifest(
+    {
+      formatVersion: MANIFEST_FORMAT,
+      migrationId: options.migrationId,
+      prefix,
+      contentType: 'application/x-tar',
+      chunkBytes: options.chunkBytes,
+      sealing: options.sealer.sealing,
+      chunks,
+      sizeBytes: offset,
+      sha256: whole.digest('hex'),
+      createdAt: new Date().toISOString(),
+    },
+    options.signer,
+  );
   const body = Buffer.from(JSON.stringify(manifest));
   await pRetry(() => store.put(manifestKey(prefix), body, { contentType: 'application/json' }), {
     retries: options.retries ?? 4,

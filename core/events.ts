@@ -5,6 +5,7 @@ import { ChunkRef } from './checkpoint-artifact.js';
 import { Sealing, SealingPublicKey } from './checkpoint-sealing.js';
 import { ContainerSecurityProfile } from './container-security.js';
 import { MigrationApproach } from './migration-approach.js';
+import { KeyId, SignatureValue, SigningPublicKey } from './signed-envelope.js';
 
 /**
  * Every message on the bus is a CloudEvent (spec 1.0, structured JSON) whose `type` carries a schema
@@ -256,6 +257,8 @@ export const commandData = {
      */
     artifact: ArtifactLocation,
     requirements: RestoreRequirements.optional(),
+    /** The source's registered manifest-signing key: the destination restores only from a manifest it signed. */
+    sourceManifestKey: SigningPublicKey,
   }),
   /** Short-lived read-only URLs in the source's cloud. Bearer secrets: never log them. */
   'chunk-urls': z.object({
@@ -307,6 +310,20 @@ const Envelope = z.object({
   data: z.unknown(),
 });
 
+/**
+ * A command's signature (core/signed-envelope.ts), as CloudEvents extension attributes: the agent it is
+ * for, when it expires, which key signed it, and the Ed25519 signature. Optional in the schema so that an
+ * unsigned command still parses and is refused by the agent with that reason, not as malformed.
+ */
+const CommandSignatureAttributes = z.object({
+  umstarget: AgentId,
+  umsexpires: isoTime,
+  umskeyid: KeyId,
+  umssignature: SignatureValue,
+});
+export type CommandSignatureAttributes = z.infer<typeof CommandSignatureAttributes>;
+const CommandEnvelope = Envelope.extend(CommandSignatureAttributes.partial().shape);
+
 export interface CloudEvent<T extends string, D> {
   specversion: '1.0';
   id: string;
@@ -320,7 +337,9 @@ export interface CloudEvent<T extends string, D> {
 }
 
 export type UmsEvent = { [N in EventName]: CloudEvent<`dev.ums.${N}.v1`, EventData<N>> & { name: N } }[EventName];
-export type UmsCommand = { [N in CommandName]: CloudEvent<`dev.ums.command.${N}.v1`, CommandData<N>> & { name: N } }[CommandName];
+export type UmsCommand = {
+  [N in CommandName]: CloudEvent<`dev.ums.command.${N}.v1`, CommandData<N>> & Partial<CommandSignatureAttributes> & { name: N };
+}[CommandName];
 export type EventOf<N extends EventName> = Extract<UmsEvent, { name: N }>;
 export type CommandOf<N extends CommandName> = Extract<UmsCommand, { name: N }>;
 
@@ -341,9 +360,9 @@ function formatIssues(error: z.ZodError): string {
   return error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
 }
 
-function parseEnvelope(raw: unknown, what: string): z.infer<typeof Envelope> {
+function parseEnvelope<T>(raw: unknown, what: string, schema: z.ZodType<T>): T {
   const value = typeof raw === 'string' || raw instanceof Uint8Array ? safeJson(raw, what) : raw;
-  const envelope = Envelope.safeParse(value);
+  const envelope = schema.safeParse(value);
   if (!envelope.success) throw new InvalidMessageError(what, formatIssues(envelope.error));
   return envelope.data;
 }
@@ -367,7 +386,7 @@ function checkVersion(type: string, version: string | undefined): void {
 
 /** Validates an event (object, JSON string or bytes); throws InvalidMessageError naming what is wrong. */
 export function parseEvent(raw: unknown): UmsEvent {
-  const envelope = parseEnvelope(raw, 'event');
+  const envelope = parseEnvelope(raw, 'event', Envelope);
   const match = /^dev\.ums\.(.+)\.v(\d+)$/.exec(envelope.type);
   const name = match?.[1] as EventName | undefined;
   if (!name || !(name in eventData) || name.startsWith('command.')) {
@@ -381,7 +400,7 @@ export function parseEvent(raw: unknown): UmsEvent {
 
 /** Validates a command; throws InvalidMessageError naming what is wrong. */
 export function parseCommand(raw: unknown): UmsCommand {
-  const envelope = parseEnvelope(raw, 'command');
+  const envelope = parseEnvelope(raw, 'command', CommandEnvelope);
   const match = /^dev\.ums\.command\.(.+)\.v(\d+)$/.exec(envelope.type);
   const name = match?.[1] as CommandName | undefined;
   if (!name || !(name in commandData)) {

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { SealingPublicKey } from './checkpoint-sealing.js';
+import { SigningPublicKey } from './signed-envelope.js';
 import {
   AgentId,
   Approach,
@@ -108,6 +109,18 @@ export const COMMAND_VALID_IN: Record<CommandName, readonly MigrationState[]> = 
   abort: ['rolling-back', 'failed'],
 };
 
+/** What a command's lifetime adds to the phases it may be acted in: clock skew, a queue behind a slow agent. */
+export const COMMAND_GRACE_MS = 5 * 60_000;
+
+/**
+ * How long after it was issued a command may still be acted on (its signed expiry, core/signed-envelope.ts):
+ * the grace plus the deadlines of every phase it stays valid in, scaled like them (UMS_DEADLINE_SCALE). A
+ * command redelivered later than that is refused; by then the supervisor has acted on the phase's deadline.
+ */
+export function commandLifetimeMs(name: CommandName, deadlineScale = 1): number {
+  return COMMAND_GRACE_MS + COMMAND_VALID_IN[name].reduce((sum, state) => sum + PHASE_DEADLINE_MS[state], 0) * deadlineScale;
+}
+
 const isoTime = z.iso.datetime({ offset: true });
 
 const Times = z.object({
@@ -162,6 +175,11 @@ const Plan = {
    * Optional only for records planned before checkpoints were sealed (their checkpoint is refused).
    */
   sealFor: SealingPublicKey.optional(),
+  /**
+   * The source's manifest-signing key as it was registered at planning time: the destination restores only
+   * from a manifest it signed. Optional only for records planned before manifests were signed.
+   */
+  sourceManifestKey: SigningPublicKey.optional(),
 };
 
 /** Once the plan is made: the uploaded archive, which the destination's confirmation may overtake. */

@@ -1,8 +1,10 @@
 import type { EventBus } from '../core/event-bus.js';
 import { createLogger, type Logger } from '../core/log.js';
+import { commandLifetimeMs } from '../core/migration.js';
 import { connectNatsBus } from '../core/nats-event-bus.js';
 import type { ObjectStore } from '../core/object-store.js';
 import { openObjectStore } from '../core/object-stores/open-object-store.js';
+import { CommandSigner } from '../core/signed-envelope.js';
 
 /**
  * What a function invocation needs, built from the environment. Functions keep no migration state in
@@ -23,14 +25,41 @@ export interface FunctionContext {
    * UMS_ARTIFACT_RETENTION=bucket-lifecycle.
    */
   artifactRetention: 'delete-when-done' | 'bucket-lifecycle';
+  /** Signs every command for the agent it goes to (core/signed-envelope.ts); agents act on nothing else. */
+  commandSigner: CommandSigner;
 }
 
 let shared: Promise<EventBus> | undefined;
+let signer: Promise<CommandSigner> | undefined;
+
+/** UMS_DEADLINE_SCALE: multiplies every phase deadline, and so every command's lifetime (tests shorten both). */
+export const deadlineScale = (): number => {
+  const scale = Number(process.env.UMS_DEADLINE_SCALE ?? 1);
+  return Number.isFinite(scale) && scale > 0 ? scale : 1;
+};
+
+/** The command-signing key, from the file UMS_COMMAND_SIGNING_KEY_FILE names (PKCS#8 PEM, mode 0600). */
+function commandSigner(): Promise<CommandSigner> {
+  const path = process.env.UMS_COMMAND_SIGNING_KEY_FILE;
+  if (!path) {
+    return Promise.reject(
+      new Error(
+        'UMS_COMMAND_SIGNING_KEY_FILE is not set: the functions sign every command to the agents with that Ed25519 key (PKCS#8 PEM, mode 0600)',
+      ),
+    );
+  }
+  signer ??= CommandSigner.fromFile(path, (name) => commandLifetimeMs(name, deadlineScale())).catch((error: unknown) => {
+    signer = undefined;
+    throw error;
+  });
+  return signer;
+}
 
 /** Closes the warm instance's broker connection (tests that serve the functions in-process). */
 export async function closeFunctionContext(): Promise<void> {
   const bus = shared;
   shared = undefined;
+  signer = undefined;
   await (await bus?.catch(() => undefined))?.close();
 }
 
@@ -42,6 +71,7 @@ export async function functionContext(functionName: string): Promise<FunctionCon
     throw error;
   });
   const ttl = Number(process.env.UMS_SIGNED_URL_TTL_SECONDS ?? 900);
+  const commandSigning = await commandSigner();
   return {
     bus: await shared,
     log: createLogger(`function.${functionName}`),
@@ -49,5 +79,6 @@ export async function functionContext(functionName: string): Promise<FunctionCon
     openStore: (url) => openObjectStore(url),
     signedUrlTtlSeconds: Number.isFinite(ttl) && ttl > 0 ? ttl : 900,
     artifactRetention: process.env.UMS_ARTIFACT_RETENTION === 'bucket-lifecycle' ? 'bucket-lifecycle' : 'delete-when-done',
+    commandSigner: commandSigning,
   };
 }

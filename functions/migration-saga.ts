@@ -1,10 +1,19 @@
 import { randomUUID } from 'node:crypto';
 import { artifactPrefix, chunkKey, manifestKey, URL_BATCH } from '../core/checkpoint-artifact.js';
 import { RevisionConflictError, type EventBus, type Versioned } from '../core/event-bus.js';
-import { makeCommand, makeEvent, type EventOf, type FailureCode, type UmsEvent } from '../core/events.js';
+import {
+  makeCommand,
+  makeEvent,
+  type CommandData,
+  type CommandName,
+  type EventOf,
+  type FailureCode,
+  type UmsEvent,
+} from '../core/events.js';
 import { planAgainst } from '../core/migration-plan.js';
 import {
   canTransition,
+  commandLifetimeMs,
   isTerminal,
   lockKey,
   PHASE_DEADLINE_MS,
@@ -14,7 +23,7 @@ import {
   type MigrationState,
   type RecordIn,
 } from '../core/migration.js';
-import type { FunctionContext } from './function-context.js';
+import { deadlineScale, type FunctionContext } from './function-context.js';
 
 /**
  * The migration saga, top to bottom: each step, the event that moves it on, and its compensation.
@@ -110,6 +119,15 @@ export async function plan(event: EventOf<'migration.requested'>, ctx: FunctionC
       source.agentId,
     );
   }
+  // The destination restores only from a manifest the source signed: a source that registered no key cannot send one.
+  const sourceManifestKey = source.manifestSigning;
+  if (!sourceManifestKey) {
+    return refuse(
+      'approach-infeasible',
+      `source agent "${source.agentId}" registers no manifest-signing key, so its checkpoint could not be verified at the destination: upgrade the agent there`,
+      source.agentId,
+    );
+  }
   log.info({ migrationId: request.migrationId, approach: decision.approach, why: decision.reason }, 'approach decided');
 
   const holder = await takeLock(lockKey(source.agentId, request.container), request.migrationId, ctx);
@@ -131,6 +149,7 @@ export async function plan(event: EventOf<'migration.requested'>, ctx: FunctionC
     approachReason: decision.reason,
     artifactLocation: { storeUrl: source.storeUrl, prefix: artifactPrefix(request.migrationId) },
     sealFor,
+    sourceManifestKey,
     requirements: {
       ...(source.capabilities?.containerLevel.cpuinfo !== undefined ? { cpuinfo: source.capabilities.containerLevel.cpuinfo } : {}),
       ...(container.traits?.network !== undefined ? { published: container.traits.network.published } : {}),
@@ -159,25 +178,29 @@ async function prepareDestination(record: RecordIn<'preflight'>, ctx: FunctionCo
     approach,
     requirements,
     approachReason,
+    sourceManifestKey,
   } = record;
-  await ctx.bus.sendCommand(
+  if (!sourceManifestKey) {
+    // Only a record planned by a build that did not sign manifests: nothing frozen yet, the deadline fails it.
+    throw new Error(`migration ${migrationId} was planned without the source's manifest-signing key; its destination cannot verify it`);
+  }
+  await sendCommand(
+    ctx,
     destinationAgent,
-    makeCommand(
-      'prepare',
-      ctx.source,
-      {
-        migrationId,
-        epoch,
-        approach,
-        container,
-        image,
-        imageId,
-        sourceAgent,
-        artifact: artifactLocation,
-        ...(requirements ? { requirements } : {}),
-      },
-      `${migrationId}.prepare`,
-    ),
+    'prepare',
+    {
+      migrationId,
+      epoch,
+      approach,
+      container,
+      image,
+      imageId,
+      sourceAgent,
+      artifact: artifactLocation,
+      ...(requirements ? { requirements } : {}),
+      sourceManifestKey,
+    },
+    `${migrationId}.prepare`,
   );
   await ctx.bus.publishEvent(
     makeEvent(
@@ -223,14 +246,12 @@ async function freezeSource(record: RecordIn<'checkpointing'>, ctx: FunctionCont
     // Only a record planned by a build that did not seal: nothing frozen yet, the deadline fails it.
     throw new Error(`migration ${migrationId} was planned without the destination's sealing key; it cannot be checkpointed`);
   }
-  await ctx.bus.sendCommand(
+  await sendCommand(
+    ctx,
     sourceAgent,
-    makeCommand(
-      'checkpoint',
-      ctx.source,
-      { migrationId, epoch, approach, container, artifact: artifactLocation, sealFor },
-      `${migrationId}.checkpoint`,
-    ),
+    'checkpoint',
+    { migrationId, epoch, approach, container, artifact: artifactLocation, sealFor },
+    `${migrationId}.checkpoint`,
   );
   ctx.log.info({ migrationId, sourceAgent }, 'destination ready; source commanded to checkpoint');
 }
@@ -296,7 +317,7 @@ async function resumeSource(
   id = `${record.migrationId}.resume.${record.epoch}`,
 ): Promise<void> {
   const { migrationId, epoch, approach, container, sourceAgent } = record;
-  await ctx.bus.sendCommand(sourceAgent, makeCommand('resume', ctx.source, { migrationId, epoch, approach, container }, id));
+  await sendCommand(ctx, sourceAgent, 'resume', { migrationId, epoch, approach, container }, id);
   ctx.log.info({ migrationId, sourceAgent }, 'source commanded to resume its kept checkpoint');
 }
 
@@ -414,7 +435,7 @@ async function abortDestination(
   id = `${record.migrationId}.abort.${record.epoch}`,
 ): Promise<void> {
   const { migrationId, epoch, container, destinationAgent, approach } = record;
-  await ctx.bus.sendCommand(destinationAgent, makeCommand('abort', ctx.source, { migrationId, epoch, approach, container }, id));
+  await sendCommand(ctx, destinationAgent, 'abort', { migrationId, epoch, approach, container }, id);
 }
 
 // ---- 5. Discard at the source, 6. done ----------------------------------------------------------
@@ -433,7 +454,7 @@ async function discardSource(
   id = `${record.migrationId}.discard.${record.epoch}`,
 ): Promise<void> {
   const { migrationId, epoch, approach, container, sourceAgent } = record;
-  await ctx.bus.sendCommand(sourceAgent, makeCommand('discard', ctx.source, { migrationId, epoch, approach, container }, id));
+  await sendCommand(ctx, sourceAgent, 'discard', { migrationId, epoch, approach, container }, id);
   ctx.log.info({ migrationId, sourceAgent }, 'source commanded to discard its kept checkpoint');
 }
 
@@ -530,9 +551,10 @@ export async function superviseStalled(
     case 'finalizing': {
       if (!overdue) return undefined;
       if (!sourceAlive) {
-        // The destination runs the service; the source is gone. The discard waits in the source's
-        // queue and runs when its agent returns; the migration itself is over.
-        const pendingCleanup = `source "${r.sourceAgent}" was not reachable to discard its kept checkpoint; its agent does it when it returns (the command waits in its queue)`;
+        // The destination runs the service; the source is gone. The discard waits in the source's queue and
+        // runs if its agent returns before the command expires (signed expiry); the migration itself is over.
+        const until = new Date(now + commandLifetimeMs('discard', deadlineScale())).toISOString();
+        const pendingCleanup = `source "${r.sourceAgent}" was not reachable to discard its kept checkpoint; its agent does it if it returns before the discard command expires (${until} at the latest; it waits in its queue until then), else remove the stopped container "${r.container}" there by hand`;
         const done = await completeMigration(ctx, record, r, pendingCleanup);
         if (done) await deleteArtifact(done.value, ctx);
         return done ? 'done (source cleanup pending)' : undefined;
@@ -677,10 +699,19 @@ async function deleteArtifact(record: MigrationRecord, ctx: FunctionContext): Pr
 
 // ---- Mechanics: the record (compare-and-set), the lock, signed URLs -------------------------------
 
-const deadlineScale = (): number => {
-  const scale = Number(process.env.UMS_DEADLINE_SCALE ?? 1);
-  return Number.isFinite(scale) && scale > 0 ? scale : 1;
-};
+/**
+ * Every command to an agent goes out here: built, validated, and signed for that one agent with an expiry
+ * (core/signed-envelope.ts). Agents refuse anything unsigned, signed for another agent, or expired.
+ */
+async function sendCommand<N extends CommandName>(
+  ctx: FunctionContext,
+  agentId: string,
+  name: N,
+  data: CommandData<N>,
+  id: string,
+): Promise<void> {
+  await ctx.bus.sendCommand(agentId, ctx.commandSigner.sign(makeCommand(name, ctx.source, data, id), agentId));
+}
 
 /** When the supervisor steps in if a migration stays in `state` from now on. */
 export const deadlineFor = (state: MigrationState, from = Date.now()): string | undefined =>
@@ -782,20 +813,18 @@ async function sendUrls(record: PlannedRecord, fromIndex: number, count: number,
   ]);
   const signed = chunks.filter((c) => c !== undefined);
   const expiresAt = signed.map((c) => c.expiresAt).sort()[0] ?? new Date().toISOString();
-  await ctx.bus.sendCommand(
+  await sendCommand(
+    ctx,
     record.destinationAgent,
-    makeCommand(
-      'chunk-urls',
-      ctx.source,
-      {
-        migrationId: record.migrationId,
-        epoch: record.epoch,
-        ...(manifest ? { manifestUrl: manifest.url } : {}),
-        chunks: signed.map((c, i) => ({ index: fromIndex + i, url: c.url })),
-        expiresAt,
-      },
-      commandId,
-    ),
+    'chunk-urls',
+    {
+      migrationId: record.migrationId,
+      epoch: record.epoch,
+      ...(manifest ? { manifestUrl: manifest.url } : {}),
+      chunks: signed.map((c, i) => ({ index: fromIndex + i, url: c.url })),
+      expiresAt,
+    },
+    commandId,
   );
   ctx.log.info(
     { migrationId: record.migrationId, fromIndex, count: signed.length, expiresAt },

@@ -3,6 +3,7 @@ import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createLogger } from '../core/log.js';
+import { generateSigningKeyPair } from '../core/signed-envelope.js';
 import { connectNatsBus } from '../core/nats-event-bus.js';
 import { triggers, type FunctionName } from '../functions/triggers.js';
 import { stackInfoPath, type HostSpec, type StackInfo, type StoreKind } from '../cli/stack-info.js';
@@ -67,6 +68,8 @@ export interface LocalStack {
   storeEnv: Record<StoreKind, NodeJS.ProcessEnv>;
   /** The object storage servers by kind: to crash and restart in fault tests. */
   storage: Map<StoreKind, StoreServer>;
+  /** The functions' command-signing key (PKCS#8 PEM, mode 0600): fault tests sign stale commands with it. */
+  commandSigningKeyFile: string;
   stop(): Promise<void>;
 }
 
@@ -120,6 +123,10 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     // The key the bridge signs its requests to the functions with (core/function-auth.ts): fresh for each
     // stack, only in the environment of the bridge and the functions, never logged nor in stack.json.
     const functionAuthEnv = { UMS_FUNCTION_AUTH: 'bridge-hmac', UMS_FUNCTION_AUTH_KEY: randomBytes(32).toString('base64') };
+    // The key the functions sign their commands with (core/signed-envelope.ts), fresh for each stack: the
+    // private half in a file only the functions are told of, the public half in every agent's environment.
+    const commandSigningKeyFile = join(dir, 'secrets', 'command-signing-key.pem');
+    const commandVerifyKey = await writeCommandSigningKey(commandSigningKeyFile);
     for (const fn of Object.keys(triggers) as FunctionName[]) {
       const port = await freePort();
       const url = `http://127.0.0.1:${port}/`;
@@ -140,6 +147,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
           ...options.functionEnv,
           ...allStoreEnv,
           ...functionAuthEnv,
+          UMS_COMMAND_SIGNING_KEY_FILE: commandSigningKeyFile,
           NATS_URL: natsUrl,
           UMS_SIGNED_URL_TTL_SECONDS: String(options.signedUrlTtlSeconds ?? 900),
         },
@@ -222,6 +230,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
           UMS_STATE_DIR: join(hostDir, 'agent-state'),
           UMS_LAUNCHER_DIR: launcherDir,
           UMS_ALLOWED_HTTP_ENDPOINTS: allowedHttpEndpoints,
+          UMS_COMMAND_VERIFY_KEY: commandVerifyKey,
         },
         logFile: agentLog,
         ready: async () => (await readFile(agentLog, 'utf8')).includes('agent started'),
@@ -240,12 +249,20 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     }
     await writeFile(stackInfoPath(dir), JSON.stringify(info, null, 2));
     log.info({ name: options.name, natsUrl, hosts: info.hosts.map((h) => h.agentId) }, 'local stack ready');
-    return { info, hosts, wan, services, storeEnv, storage, stop: () => stop() };
+    return { info, hosts, wan, services, storeEnv, storage, commandSigningKeyFile, stop: () => stop() };
   } catch (error) {
     // Keep the logs: they say why it failed. The next start with the same dir clears them.
     await stop(true);
     throw error;
   }
+}
+
+/** Writes a fresh Ed25519 private key (PKCS#8 PEM, mode 0600, its dir 0700); returns the public key (base64 raw). */
+async function writeCommandSigningKey(path: string): Promise<string> {
+  await mkdir(dirname(path), { recursive: true, mode: 0o700 });
+  const { privateKey, publicKey } = generateSigningKeyPair();
+  await writeFile(path, privateKey.export({ format: 'pem', type: 'pkcs8' }), { mode: 0o600, flag: 'wx' });
+  return publicKey.publicKey;
 }
 
 /** The file "store" needs no server: a directory that every simulated host can read. */

@@ -8,7 +8,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { generateSealingKeyPair } from '../../core/checkpoint-sealing.js';
 import { subjects } from '../../core/event-bus.js';
 import { makeCommand, makeEvent, toWire, type Approach, type EventName, type UmsEvent } from '../../core/events.js';
-import { isTerminal, type MigrationRecord } from '../../core/migration.js';
+import { commandLifetimeMs, isTerminal, type MigrationRecord } from '../../core/migration.js';
+import { CommandSigner, generateSigningKeyPair } from '../../core/signed-envelope.js';
 import { connectNatsBus, type NatsEventBus } from '../../core/nats-event-bus.js';
 import { BrokerClient } from '../broker-client.js';
 import { openObjectStore } from '../../core/object-stores/open-object-store.js';
@@ -338,7 +339,7 @@ describe('fault matrix: kill -9 each component in each phase; the service runs e
     await removeEverywhere(name);
   });
 
-  it('stale commands (an old epoch, or a step the migration has left) are refused and kept as dead letters', async () => {
+  it('stale commands (an old epoch, or a step the migration has left), unsigned and forged ones are refused and kept as dead letters', async () => {
     const name = 'f-stale';
     const migrationId = `fault-stale-${randomBytes(3).toString('hex')}`;
     await startCounter(name);
@@ -347,32 +348,54 @@ describe('fault matrix: kill -9 each component in each phase; the service runs e
     const record = await waitForEnd(migrationId);
     assert.equal(record.state, 'done');
     const deadBefore = (await bus.listDeadLetters(500)).length;
+    // Signed with the stack's key, as the functions would: the signature is valid, the fence still refuses them.
+    const signer = await CommandSigner.fromFile(stack.commandSigningKeyFile, (n) => commandLifetimeMs(n));
     // A late checkpoint at the current epoch, and a resume from an epoch that never was: both would
     // stop or duplicate the service if carried out.
     await bus.sendCommand(
       DESTINATION,
-      makeCommand('checkpoint', '/test/faults', {
-        migrationId,
-        epoch: record.epoch,
-        approach: 'container',
-        container: name,
-        artifact: record.artifactLocation ?? { storeUrl: 'file:///x', prefix: 'x/' },
-        sealFor: record.sealFor ?? generateSealingKeyPair().publicKey,
-      }),
+      signer.sign(
+        makeCommand('checkpoint', '/test/faults', {
+          migrationId,
+          epoch: record.epoch,
+          approach: 'container',
+          container: name,
+          artifact: record.artifactLocation ?? { storeUrl: 'file:///x', prefix: 'x/' },
+          sealFor: record.sealFor ?? generateSealingKeyPair().publicKey,
+        }),
+        DESTINATION,
+      ),
     );
     await bus.sendCommand(
       SOURCE,
-      makeCommand('resume', '/test/faults', { migrationId, epoch: record.epoch + 5, approach: 'container', container: name }),
+      signer.sign(
+        makeCommand('resume', '/test/faults', { migrationId, epoch: record.epoch + 5, approach: 'container', container: name }),
+        SOURCE,
+      ),
     );
+    // And a resume with no signature, and one signed with a key that is not the functions': refused before the record is read.
+    // (Two commands, two ids: the bus drops a repeated id.)
+    const resume = () =>
+      makeCommand('resume', '/test/faults', { migrationId, epoch: record.epoch, approach: 'container', container: name });
+    await bus.sendCommand(SOURCE, resume());
+    await bus.sendCommand(SOURCE, new CommandSigner(generateSigningKeyPair(), (n) => commandLifetimeMs(n)).sign(resume(), SOURCE));
     let refusals: string[] = [];
-    for (let i = 0; i < 40 && refusals.length < 2; i++) {
+    let unverified: string[] = [];
+    for (let i = 0; i < 40 && (refusals.length < 2 || unverified.length < 2); i++) {
       await sleep(250);
-      refusals = (await bus.listDeadLetters(500))
-        .slice(deadBefore)
-        .map((d) => d.reason)
-        .filter((r) => r.startsWith('stale command'));
+      const reasons = (await bus.listDeadLetters(500)).slice(deadBefore).map((d) => d.reason);
+      refusals = reasons.filter((r) => r.startsWith('stale command'));
+      unverified = reasons.filter((r) => r.startsWith('unverified command'));
     }
     assert.equal(refusals.length, 2, `two refusals expected, got: ${refusals.join(' | ')}`);
+    assert.ok(
+      unverified.some((r) => /\(signature-invalid\): .* is not signed/.test(r)),
+      `unsigned refused: ${unverified.join(' | ')}`,
+    );
+    assert.ok(
+      unverified.some((r) => /\(signer-unknown\)/.test(r)),
+      `forged refused: ${unverified.join(' | ')}`,
+    );
     assert.ok(refusals.some((r) => /checkpoint does not apply to migration .* in state done/.test(r)));
     assert.ok(refusals.some((r) => /resume was issued at epoch \d+, migration .* is at epoch \d+/.test(r)));
     const note = await checkInvariants(name, record, countBefore, true);

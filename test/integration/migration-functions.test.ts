@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { randomBytes, randomUUID } from 'node:crypto';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -12,9 +12,10 @@ import { generateSealingKeyPair, type SealingPublicKey } from '../../core/checkp
 import { subjects } from '../../core/event-bus.js';
 import { makeEvent, parseCommand, toWire, type EventName, type UmsCommand, type UmsEvent } from '../../core/events.js';
 import { createLogger } from '../../core/log.js';
-import { lockKey } from '../../core/migration.js';
+import { commandLifetimeMs, lockKey } from '../../core/migration.js';
 import { connectNatsBus, type NatsEventBus } from '../../core/nats-event-bus.js';
 import { openObjectStore } from '../../core/object-stores/open-object-store.js';
+import { CommandSigner, CommandVerifier, generateSigningKeyPair, type SigningPublicKey } from '../../core/signed-envelope.js';
 import { getTestServer } from '@google-cloud/functions-framework/testing';
 import { AUTH_HEADER, signDelivery } from '../../core/function-auth.js';
 import { finalize } from '../../functions/finalize.js';
@@ -58,6 +59,18 @@ const sealingKeyOf = (agentId: string): SealingPublicKey => {
   return known;
 };
 
+/** Each agent's registered manifest-signing key (public half). */
+const manifestKeys = new Map<string, SigningPublicKey>();
+const manifestKeyOf = (agentId: string): SigningPublicKey => {
+  const known = manifestKeys.get(agentId) ?? generateSigningKeyPair().publicKey;
+  manifestKeys.set(agentId, known);
+  return known;
+};
+
+/** The functions' command-signing key, as the stack provisions it; the agents hold its public half. */
+const COMMAND_KEY = generateSigningKeyPair();
+const commandVerifier = new CommandVerifier([COMMAND_KEY.publicKey]);
+
 function registration(
   agentId: string,
   containers: AgentRegistration['containers'],
@@ -71,6 +84,7 @@ function registration(
     region: 'r',
     storeUrl,
     sealing: sealingKeyOf(agentId),
+    manifestSigning: manifestKeyOf(agentId),
     approaches: ['container'],
     capabilities: {
       containerLevel: { available: true, engine: 'podman 4.3.1', criuVersion: '4.1.1' },
@@ -127,6 +141,7 @@ describe('the migration functions against a real JetStream', () => {
       openStore: (url) => openObjectStore(url),
       signedUrlTtlSeconds: 60,
       artifactRetention: 'delete-when-done',
+      commandSigner: new CommandSigner(COMMAND_KEY, (name) => commandLifetimeMs(name)),
     };
   });
 
@@ -203,6 +218,18 @@ describe('the migration functions against a real JetStream', () => {
     assert.deepEqual(await commandsFor(DESTINATION), [], 'the destination was not even told to prepare');
   });
 
+  it('refuses a source that registers no manifest-signing key: its checkpoint could not be verified', async () => {
+    await bus.agents.put(DESTINATION, registration(DESTINATION, []));
+    const { manifestSigning: _key, ...unsigned } = registration(SOURCE, [container('web')]);
+    await bus.agents.put(SOURCE, unsigned);
+    const event = request('web');
+    await planMigration(event, ctx);
+    const record = (await bus.migrations.get(event.data.migrationId))?.value;
+    assert.equal(record?.failure?.code, 'approach-infeasible');
+    assert.match(record?.failure?.reason ?? '', /registers no manifest-signing key/);
+    assert.deepEqual(await commandsFor(DESTINATION), [], 'the destination was not even told to prepare');
+  });
+
   it('refuses a destination whose heartbeat stopped', async () => {
     const stale = registration(DESTINATION, []);
     stale.heartbeatAt = new Date(Date.now() - 60_000).toISOString();
@@ -258,6 +285,18 @@ describe('the migration functions against a real JetStream', () => {
     const checkpoint = sourceCommands[0];
     assert.ok(checkpoint?.name === 'checkpoint');
     assert.deepEqual(checkpoint.data.sealFor, sealingKeyOf(DESTINATION), "the source seals for the destination's registered key");
+    // Every command is signed for the agent whose queue it is in, and verifies there only.
+    commandVerifier.verify(checkpoint, SOURCE);
+    assert.throws(() => commandVerifier.verify(checkpoint, DESTINATION), /signed for agent azure-eastus-1/);
+    for (const command of await commandsFor(DESTINATION)) commandVerifier.verify(command, DESTINATION);
+    const prepare = (await commandsFor(DESTINATION)).find((c) => c.name === 'prepare');
+    assert.ok(prepare?.name === 'prepare');
+    assert.deepEqual(
+      prepare.data.sourceManifestKey,
+      manifestKeyOf(SOURCE),
+      "the destination verifies the manifest with the source's registered key",
+    );
+    assert.ok(Date.parse(checkpoint.umsexpires ?? '') - Date.parse(checkpoint.time) === commandLifetimeMs('checkpoint'), 'it expires');
     const urls = (await commandsFor(DESTINATION)).filter((c) => c.name === 'chunk-urls');
     assert.equal(urls.length, 1, 'the first batch is sent once');
     const first = urls[0];
@@ -542,6 +581,9 @@ describe('the migration functions against a real JetStream', () => {
     process.env.NATS_URL = nats.url;
     process.env.UMS_FUNCTION_AUTH = 'bridge-hmac';
     process.env.UMS_FUNCTION_AUTH_KEY = key.toString('base64');
+    const keyFile = join(dir, 'command-signing-key.pem');
+    await writeFile(keyFile, COMMAND_KEY.privateKey.export({ format: 'pem', type: 'pkcs8' }), { mode: 0o600, flag: 'w' });
+    process.env.UMS_COMMAND_SIGNING_KEY_FILE = keyFile;
     await import('../../functions/index.js');
     const server = getTestServer(name);
     served.push(server);

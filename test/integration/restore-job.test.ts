@@ -1,6 +1,7 @@
 /**
  * RestoreJob (the destination's side of a migration) against bad input, issue 3: a missing chunk, a
- * truncated chunk, a corrupted chunk, a manifest replaced in the store, a manifest that does not parse, an
+ * truncated chunk, a corrupted chunk, a manifest replaced in the store, a manifest signed by another agent than
+ * the source or altered after signing (its new digest announced), a manifest that does not parse, an
  * expired and a forged signed URL, a validly signed URL for another object and plain http at an endpoint
  * not configured as allowed (both refused by the job's URL policy before any request); sealed chunks
  * (core/checkpoint-sealing.ts) altered or swapped with their digests re-announced (as an attacker holding
@@ -47,6 +48,7 @@ import { artifactPrefix, chunkKey, manifestKey, type ChunkRef, type Manifest } f
 import { ChunkSealer, generateSealingKeyPair, type SealingPublicKey } from '../../core/checkpoint-sealing.js';
 import type { ContainerSecurityProfile } from '../../core/container-security.js';
 import { uploadChunked } from '../../core/chunked-upload.js';
+import { generateSigningKeyPair, type SigningKeyPair } from '../../core/signed-envelope.js';
 import { makeEvent, type Artifact, type CommandData, type EventData, type EventName, type FailureCode } from '../../core/events.js';
 import { createLogger } from '../../core/log.js';
 import { connectNatsBus, type NatsEventBus } from '../../core/nats-event-bus.js';
@@ -82,6 +84,8 @@ interface GoodArchive {
 
 /** The destination's sealing key pair (an agent keeps its own in its state dir). */
 const DESTINATION_KEY = generateSealingKeyPair();
+/** The source's manifest-signing key pair: its public half is what the prepare command names. */
+const SOURCE_SIGNING_KEY = generateSigningKeyPair();
 
 /** A destination host and the engine the job drives. */
 interface Destination {
@@ -97,6 +101,10 @@ interface CaseInput {
   announceChunks?: (refs: ChunkRef[], stored: Array<Buffer | undefined>) => ChunkRef[];
   /** Replaces the stored manifest. */
   manifestBody?: (manifest: Manifest) => Buffer;
+  /** Announces the digest of the replaced manifest (as one holding the broker too would), not the source's. */
+  announceManifestDigestOfStored?: boolean;
+  /** Who signs the manifest (default: the source, with the key the prepare command names). */
+  manifestSigner?: { agentId: string; key: SigningKeyPair };
   /** Whose key the chunks are sealed for (default: the destination's). */
   sealFor?: SealingPublicKey;
   /** What checkpoint.uploaded announces, over the real artifact. */
@@ -197,6 +205,7 @@ describe('RestoreJob refuses bad input before anything is restored', { timeout: 
       chunkBytes: CHUNK_BYTES,
       parallel: 4,
       sealer,
+      signer: input.manifestSigner ?? { agentId: SOURCE, key: SOURCE_SIGNING_KEY },
       onChunk: async () => undefined,
     });
     const { manifest } = uploaded;
@@ -211,6 +220,7 @@ describe('RestoreJob refuses bad input before anything is restored', { timeout: 
     if (input.manifestBody) {
       const body = input.manifestBody(manifest);
       await store.put(manifestKey(prefix), Readable.from([body]), { contentType: 'application/json' });
+      if (input.announceManifestDigestOfStored === true) manifestSha256 = sha256(body);
     } else {
       manifestSha256 = sha256(await readAll(await store.get(manifestKey(prefix))));
       assert.equal(manifestSha256, uploaded.manifestSha256);
@@ -241,6 +251,7 @@ describe('RestoreJob refuses bad input before anything is restored', { timeout: 
         imageId: image.id,
         sourceAgent: SOURCE,
         artifact: { storeUrl: store.url, prefix },
+        sourceManifestKey: SOURCE_SIGNING_KEY.publicKey,
       },
       engine: destination.engine,
       bus,
@@ -427,6 +438,20 @@ describe('RestoreJob refuses bad input before anything is restored', { timeout: 
       manifestBody: (manifest) => Buffer.from(JSON.stringify({ ...manifest, sha256: 'f'.repeat(64) })),
     });
     await assertRefused(run, 'manifest-invalid', /manifest has sha256 .* the source announced/, restoresBefore);
+  });
+
+  it('refuses a manifest signed by another agent than the source (manifest-invalid), its digest announced', async () => {
+    const restoresBefore = await restoreEvents(main.host);
+    const run = await startCase('manifest-other-signer', { manifestSigner: { agentId: 'aws-us-east-1', key: generateSigningKeyPair() } });
+    await assertRefused(run, 'manifest-invalid', /manifest is refused \(signer-unknown\): .*signed by aws-us-east-1/, restoresBefore);
+  });
+
+  it('refuses a manifest altered after the source signed it, its new digest announced (manifest-invalid)', async () => {
+    const restoresBefore = await restoreEvents(main.host);
+    // As an attacker holding the store and the broker would: the manifest changed, its announced digest to match.
+    const altered = (manifest: Manifest) => Buffer.from(JSON.stringify({ ...manifest, createdAt: new Date(0).toISOString() }));
+    const run = await startCase('manifest-altered', { manifestBody: altered, announceManifestDigestOfStored: true });
+    await assertRefused(run, 'manifest-invalid', /manifest is refused \(signature-invalid\): .*altered after signing/, restoresBefore);
   });
 
   it('refuses a manifest that does not parse (manifest-invalid), its digest announced so the parse is reached', async () => {

@@ -24,6 +24,7 @@ import {
   wrapDataKey,
 } from '../../core/checkpoint-sealing.js';
 import { uploadChunked } from '../../core/chunked-upload.js';
+import { generateSigningKeyPair } from '../../core/signed-envelope.js';
 import { openObjectStore } from '../../core/object-stores/open-object-store.js';
 
 const MIGRATION = 'mig-seal-1';
@@ -160,6 +161,7 @@ describe('uploadChunked stores sealed chunks and a consistent manifest', () => {
       chunkBytes,
       parallel: 2,
       sealer,
+      signer: { agentId: 'azure-1', key: generateSigningKeyPair() },
       onChunk: async (chunk) => void announced.push(chunk.index),
     });
     const manifest = Manifest.parse(JSON.parse((await readFile(join(dir, 'store', manifestKey(prefix)))).toString()));

@@ -5,15 +5,17 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { checkFence, commandMismatch } from '../../agents/command-fence.js';
+import { admitCommand, checkFence, commandMismatch } from '../../agents/command-fence.js';
 import type { EventBus } from '../../core/event-bus.js';
 import { makeCommand, type CommandData, type UmsCommand } from '../../core/events.js';
-import { MigrationRecord } from '../../core/migration.js';
+import { commandLifetimeMs, MigrationRecord } from '../../core/migration.js';
+import { CommandSigner, CommandVerifier, generateSigningKeyPair } from '../../core/signed-envelope.js';
 
 const migrationId = 'm-1';
 const now = new Date().toISOString();
 const artifact = { storeUrl: 'file:///srv/store', prefix: 'migrations/m-1/' };
 const requirements = { published: [{ hostPort: 8080, containerPort: 80, protocol: 'tcp' as const }] };
+const sourceManifestKey = generateSigningKeyPair().publicKey;
 const record = MigrationRecord.parse({
   migrationId,
   epoch: 2,
@@ -26,6 +28,7 @@ const record = MigrationRecord.parse({
   approach: 'container',
   artifactLocation: artifact,
   requirements,
+  sourceManifestKey,
   times: { requestedAt: now },
   updatedAt: now,
 });
@@ -40,6 +43,7 @@ const prepare: CommandData<'prepare'> = {
   sourceAgent: 'azure-1',
   artifact,
   requirements,
+  sourceManifestKey,
 };
 const checkpoint: CommandData<'checkpoint'> = {
   migrationId,
@@ -83,6 +87,12 @@ describe('command fence: the record container, agents and plan', () => {
     ['another source in prepare', makeCommand('prepare', '/t', { ...prepare, sourceAgent: 'evil-1' }), 'gcp-1', /names source evil-1/],
     ['another image', makeCommand('prepare', '/t', { ...prepare, imageId: 'b'.repeat(64) }), 'gcp-1', /names image/],
     ['laxer requirements', makeCommand('prepare', '/t', { ...prepare, requirements: {} }), 'gcp-1', /requirements other than the record's/],
+    [
+      "another source's manifest key",
+      makeCommand('prepare', '/t', { ...prepare, sourceManifestKey: generateSigningKeyPair().publicKey }),
+      'gcp-1',
+      /manifest-signing key other than the source's/,
+    ],
     ['another approach', makeCommand('checkpoint', '/t', { ...checkpoint, approach: 'service' }), 'azure-1', /asks for service level/],
     [
       'another upload place',
@@ -103,5 +113,58 @@ describe('command fence: the record container, agents and plan', () => {
   it('still refuses a stale epoch first', async () => {
     const verdict = await checkFence(bus(), makeCommand('checkpoint', '/t', { ...checkpoint, epoch: 1, container: 'db' }), 'azure-1');
     assert.ok(!verdict.accepted && /^stale command: .*epoch 1/.test(verdict.reason));
+  });
+});
+
+describe('command fence: signed commands (the signature first, then the record)', () => {
+  const functions = generateSigningKeyPair();
+  const signer = new CommandSigner(functions, (name) => commandLifetimeMs(name));
+  const verifier = new CommandVerifier([functions.publicKey]);
+  const at = (command: UmsCommand, agent: string) => admitCommand(bus(), verifier, command, agent);
+  const refusedWith = async (command: UmsCommand, agent: string, reason: RegExp) => {
+    const verdict = await at(command, agent);
+    assert.ok(!verdict.accepted, 'refused');
+    assert.match(verdict.reason, reason);
+  };
+
+  it("accepts the record's command signed by the functions for the agent it is delivered to", async () => {
+    assert.ok((await at(signer.sign(makeCommand('checkpoint', '/t', checkpoint), 'azure-1'), 'azure-1')).accepted);
+    assert.ok((await at(signer.sign(makeCommand('prepare', '/t', prepare), 'gcp-1'), 'gcp-1')).accepted);
+  });
+
+  it('refuses an unsigned command', () =>
+    refusedWith(makeCommand('checkpoint', '/t', checkpoint), 'azure-1', /^unverified command \(signature-invalid\): .*not signed/));
+
+  it('refuses a forged command: signed by another key', async () => {
+    const forger = new CommandSigner(generateSigningKeyPair(), (name) => commandLifetimeMs(name));
+    await refusedWith(forger.sign(makeCommand('checkpoint', '/t', checkpoint), 'azure-1'), 'azure-1', /\(signer-unknown\)/);
+  });
+
+  it('refuses a forged command: a signed one altered (data, epoch, target, expiry)', async () => {
+    const signed = signer.sign(makeCommand('checkpoint', '/t', checkpoint), 'azure-1');
+    await refusedWith({ ...signed, data: { ...signed.data, container: 'db' } }, 'azure-1', /\(signature-invalid\): .*altered/);
+    await refusedWith({ ...signed, data: { ...signed.data, epoch: 3 } }, 'azure-1', /\(signature-invalid\)/);
+    await refusedWith({ ...signed, umsexpires: new Date(Date.now() + 86_400_000).toISOString() }, 'azure-1', /\(signature-invalid\)/);
+    const readdressed = signer.sign(makeCommand('checkpoint', '/t', checkpoint), 'gcp-1');
+    await refusedWith({ ...readdressed, umstarget: 'azure-1' }, 'azure-1', /\(signature-invalid\)/);
+  });
+
+  it('refuses a validly signed command delivered to another agent than it was signed for', () =>
+    refusedWith(signer.sign(makeCommand('checkpoint', '/t', checkpoint), 'gcp-1'), 'azure-1', /signed for agent gcp-1, not for azure-1/));
+
+  it('refuses an expired command even though its signature is valid', async () => {
+    const old = signer.sign(makeCommand('checkpoint', '/t', checkpoint), 'azure-1', Date.now() - commandLifetimeMs('checkpoint') - 1000);
+    await refusedWith(old, 'azure-1', /^unverified command \(signature-expired\)/);
+  });
+
+  it('refuses a replay: validly signed and unexpired, but of an earlier epoch or another migration', async () => {
+    await refusedWith(
+      signer.sign(makeCommand('checkpoint', '/t', { ...checkpoint, epoch: 1 }), 'azure-1'),
+      'azure-1',
+      /^stale command: .*epoch 1/,
+    );
+    const unknown: EventBus = { migrations: { get: async () => undefined } } as unknown as EventBus;
+    const verdict = await admitCommand(unknown, verifier, signer.sign(makeCommand('checkpoint', '/t', checkpoint), 'azure-1'), 'azure-1');
+    assert.ok(!verdict.accepted && /migration m-1 is unknown/.test(verdict.reason));
   });
 });

@@ -57,6 +57,7 @@ describe('events and commands at the boundary', () => {
       imageId: 'e'.repeat(64),
       sourceAgent: 'azure-eastus-1',
       artifact: { storeUrl: 'azblob://acct/ums', prefix: `migrations/${migrationId}/` },
+      sourceManifestKey: { algorithm: 'Ed25519' as const, publicKey: Buffer.alloc(32, 3).toString('base64') },
     };
     assert.equal(parseCommand(toWire(makeCommand('prepare', '/f', prepare))).name, 'prepare');
     // The destination needs to know where the archive is, to fetch from there only.
