@@ -25,7 +25,7 @@ import { NotCheckpointableError } from './container-level.js';
 import { checkCpuinfo } from './cpu-compatibility.js';
 import { resolveCriu } from './criu-command.js';
 import type { MigrationApproach } from '../core/migration-approach.js';
-import type { MigrationRecord } from '../core/migration.js';
+import { whereItRuns, type MigrationRecord } from '../core/migration.js';
 import { Heartbeat, type AgentIdentity } from './registration.js';
 import { RestoreAbandonedError, RestoreJob, RestoreRefusedError, type RestoredArchive } from './restore-job.js';
 import type { RestoreJournal } from './restore-journal.js';
@@ -118,6 +118,9 @@ export class HostAgent {
    *   commands, which come again.
    * - The engine: a container that runs here while the latest ended-failed migration of it says it runs
    *   elsewhere or nowhere is reported (service.running), and the saga corrects the record.
+   * - A kept checkpoint (the stopped source copy) of a migration that completed while this agent was away
+   *   (`pendingCleanup`): its discard command may have expired in the queue (commands carry a signed
+   *   expiry), so it is discarded here, as that command would have done, and reported (source.discarded).
    */
   private async reconcile(): Promise<void> {
     const { bus, journal, engine, log } = this.options;
@@ -138,15 +141,31 @@ export class HostAgent {
       await journal.forget(entry.migrationId);
     }
 
-    const running = new Set((await engine.listContainers()).filter((c) => c.state === 'running').map((c) => c.name));
+    const here = new Map((await engine.listContainers()).map((c) => [c.name, c.state]));
     const latest = new Map<string, MigrationRecord>();
     for (const { value: record } of await bus.migrations.list()) {
-      if (!running.has(record.container) || (record.sourceAgent !== this.id && record.destinationAgent !== this.id)) continue;
+      if (!here.has(record.container) || (record.sourceAgent !== this.id && record.destinationAgent !== this.id)) continue;
       const previous = latest.get(record.container);
       if (!previous || previous.times.requestedAt < record.times.requestedAt) latest.set(record.container, record);
     }
     for (const record of latest.values()) {
-      if (record.state !== 'failed' || record.runningOn === this.id) continue;
+      const running = here.get(record.container) === 'running';
+      if (
+        !running &&
+        record.state === 'done' &&
+        record.pendingCleanup !== undefined &&
+        record.sourceAgent === this.id &&
+        whereItRuns(record).agent !== this.id
+      ) {
+        await this.driver(record.approach).discard(record.container);
+        log.warn(
+          { migrationId: record.migrationId, container: record.container, runningOn: whereItRuns(record).agent },
+          'discarded the kept checkpoint of a migration that completed while this agent was away',
+        );
+        await this.emit('source.discarded', { migrationId: record.migrationId, agent: this.id, container: record.container });
+        continue;
+      }
+      if (!running || record.state !== 'failed' || record.runningOn === this.id) continue;
       log.warn(
         { migrationId: record.migrationId, container: record.container, recordSays: record.runningOn },
         'the service of a failed migration runs here; reporting it',

@@ -13,7 +13,6 @@ import {
 import { planAgainst } from '../core/migration-plan.js';
 import {
   canTransition,
-  commandLifetimeMs,
   isTerminal,
   lockKey,
   PHASE_DEADLINE_MS,
@@ -458,10 +457,18 @@ async function discardSource(
   ctx.log.info({ migrationId, sourceAgent }, 'source commanded to discard its kept checkpoint');
 }
 
-/** source.discarded: done; the lock is released and the archive (process memory) deleted. */
+/**
+ * source.discarded: done; the lock is released and the archive (process memory) deleted. After a
+ * migration completed without its source (pendingCleanup), the returning source's discard clears the note.
+ */
 export async function sourceDiscarded(event: EventOf<'source.discarded'>, record: Current, ctx: FunctionContext): Promise<StepOutcome> {
   const r = record.value;
-  if (r.state !== 'finalizing' || event.data.agent !== r.sourceAgent) return;
+  if (event.data.agent !== r.sourceAgent) return;
+  if (r.state === 'done' && r.pendingCleanup !== undefined) {
+    const { pendingCleanup: _done, ...cleaned } = r;
+    return (await annotate(ctx.bus, record, cleaned)) ? undefined : LOST_RACE;
+  }
+  if (r.state !== 'finalizing') return;
   const done = await completeMigration(ctx, record, r);
   if (!done) return LOST_RACE;
   await deleteArtifact(done.value, ctx);
@@ -551,10 +558,10 @@ export async function superviseStalled(
     case 'finalizing': {
       if (!overdue) return undefined;
       if (!sourceAlive) {
-        // The destination runs the service; the source is gone. The discard waits in the source's queue and
-        // runs if its agent returns before the command expires (signed expiry); the migration itself is over.
-        const until = new Date(now + commandLifetimeMs('discard', deadlineScale())).toISOString();
-        const pendingCleanup = `source "${r.sourceAgent}" was not reachable to discard its kept checkpoint; its agent does it if it returns before the discard command expires (${until} at the latest; it waits in its queue until then), else remove the stopped container "${r.container}" there by hand`;
+        // The destination runs the service; the source is gone. The discard waits in the source's queue until
+        // it expires (signed expiry); after that, the source's agent discards the stopped copy when it starts
+        // (it reconciles with this record). The migration itself is over.
+        const pendingCleanup = `source "${r.sourceAgent}" was not reachable to discard its kept checkpoint (the stopped container "${r.container}"); its agent discards it when it returns`;
         const done = await completeMigration(ctx, record, r, pendingCleanup);
         if (done) await deleteArtifact(done.value, ctx);
         return done ? 'done (source cleanup pending)' : undefined;

@@ -136,6 +136,26 @@ function failedRecord(migrationId: string, container: string, runningOn: string 
   };
 }
 
+/** A migration that completed while its source was gone, the discard left for the source (the saga's pendingCleanup). */
+function doneWithoutSource(migrationId: string, container: string): RecordIn<'done'> {
+  const now = new Date().toISOString();
+  return {
+    migrationId,
+    state: 'done',
+    epoch: 1,
+    container,
+    destinationAgent: DESTINATION,
+    sourceAgent: SOURCE,
+    image: stack.info.image,
+    imageId: 'f'.repeat(64),
+    approach: 'container',
+    artifactLocation: { storeUrl: 'file:///nowhere', prefix: `migrations/${migrationId}/` },
+    pendingCleanup: `test: source "${SOURCE}" was not reachable to discard its kept checkpoint`,
+    times: { requestedAt: now, finishedAt: now },
+    updatedAt: now,
+  };
+}
+
 describe('agents reconcile at start: the record says where the service runs', { timeout: 900_000 }, () => {
   before(async () => {
     stackDir = join(tmpdir(), `ums-reconcile-${process.pid}`);
@@ -223,6 +243,32 @@ describe('agents reconcile at start: the record says where the service runs', { 
     assert.equal(corrected.runningOn, SOURCE);
     assert.match(corrected.runningOnReport ?? '', /found it running/);
     await assertRunsWhereTheRecordSays(name, corrected, 0);
+    await removeEverywhere(name);
+  });
+
+  it('a kept checkpoint whose discard expired while its agent was away is discarded when that agent starts', async () => {
+    const name = 'r-kept';
+    const migrationId = `reconcile-kept-${randomBytes(3).toString('hex')}`;
+    // The source's kept checkpoint (stopped by the checkpoint), and the service running at the destination.
+    await startCounter(source, name, SOURCE);
+    await source.podman(['container', 'checkpoint', name]);
+    await startCounter(destination, name, DESTINATION);
+    await bus.migrations.put(migrationId, doneWithoutSource(migrationId, name));
+    await restartAgent(SOURCE);
+    await waitFor(
+      'the kept checkpoint to be discarded',
+      async () => ((await containersNamed(source, name)).length === 0 ? true : undefined),
+      30_000,
+    );
+    const record = await waitFor(
+      'the pending cleanup to be cleared',
+      async () => {
+        const r = await recordOf(migrationId);
+        return r?.state === 'done' && r.pendingCleanup === undefined ? r : undefined;
+      },
+      30_000,
+    );
+    await assertRunsWhereTheRecordSays(name, record, 0);
     await removeEverywhere(name);
   });
 
