@@ -49,6 +49,7 @@ import type { ContainerSecurityProfile } from '../../core/container-security.js'
 import { uploadChunked } from '../../core/chunked-upload.js';
 import { makeEvent, type Artifact, type CommandData, type EventData, type EventName, type FailureCode } from '../../core/events.js';
 import { createLogger } from '../../core/log.js';
+import { agentPrincipal } from '../../core/event-identity.js';
 import { connectNatsBus, type NatsEventBus } from '../../core/nats-event-bus.js';
 import type { ObjectStore } from '../../core/object-store.js';
 import { openObjectStore } from '../../core/object-stores/open-object-store.js';
@@ -347,7 +348,8 @@ describe('RestoreJob refuses bad input before anything is restored', { timeout: 
   }
 
   async function lastEvent(migrationId: string, name: EventName) {
-    return bus.lastEvent(migrationId, name);
+    // The job's facts are the destination's word.
+    return bus.lastEvent(migrationId, name, agentPrincipal(DESTINATION));
   }
 
   it('restores good input for real: the counter goes on from where it was frozen', async () => {
