@@ -1,5 +1,10 @@
 import assert from 'node:assert/strict';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { resolveBroker } from '../../cli/bus-connection.js';
+import { defaultStackDir, stackInfoPath, type StackInfo } from '../../cli/stack-info.js';
 import { bridgeConsumers } from '../../bridge/trigger-bridge.js';
 import { subjects } from '../../core/event-bus.js';
 import {
@@ -176,5 +181,50 @@ describe('who may state an event', () => {
     });
     assert.ok(mayState(failed, subjects.event('m1', FUNCTIONS_PRINCIPAL, 'migration.failed')));
     assert.ok(!mayState(failed, subjects.event('m1', CLI_PRINCIPAL, 'migration.failed')));
+  });
+});
+
+describe("the CLI's broker credential", () => {
+  it("connects to the local stack's broker as the stack's CLI principal, with nothing configured", async () => {
+    const home = await mkdtemp(join(tmpdir(), 'ums-cli-cred-'));
+    const saved = {
+      UMS_HOME: process.env.UMS_HOME,
+      NATS_URL: process.env.NATS_URL,
+      UMS_NATS_CREDENTIALS: process.env.UMS_NATS_CREDENTIALS,
+      UMS_NATS_CA: process.env.UMS_NATS_CA,
+    };
+    try {
+      process.env.UMS_HOME = home;
+      delete process.env.NATS_URL;
+      delete process.env.UMS_NATS_CREDENTIALS;
+      delete process.env.UMS_NATS_CA;
+      const dir = defaultStackDir();
+      await mkdir(dir, { recursive: true });
+      const info: StackInfo = {
+        name: 'default',
+        dir,
+        pid: 1,
+        natsUrl: 'tls://127.0.0.1:4999',
+        natsCa: join(dir, 'ca.pem'),
+        cliCredentials: join(dir, 'cli.json'),
+        startedAt: new Date().toISOString(),
+        image: 'i',
+        hosts: [],
+        functions: {},
+        wan: { netns: 'n', subnet: '10.0.0.0/24', bridgeAddress: '10.0.0.1' },
+      };
+      await writeFile(stackInfoPath(dir), JSON.stringify(info));
+      assert.deepEqual(await resolveBroker(undefined), { servers: info.natsUrl, credentials: info.cliCredentials, ca: info.natsCa });
+      // The same broker named explicitly (e.g. NATS_URL copied from `ums stack info`) still gets the stack's credential.
+      assert.deepEqual(await resolveBroker(info.natsUrl), { servers: info.natsUrl, credentials: info.cliCredentials, ca: info.natsCa });
+      // Another broker: the credential comes from the environment (UMS_NATS_CREDENTIALS), not from the stack.
+      assert.deepEqual(await resolveBroker('tls://broker.example:4222'), { servers: 'tls://broker.example:4222' });
+    } finally {
+      for (const [key, value] of Object.entries(saved)) {
+        if (value === undefined) delete process.env[key];
+        else process.env[key] = value;
+      }
+      await rm(home, { recursive: true, force: true });
+    }
   });
 });
