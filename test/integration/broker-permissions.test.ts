@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { connect, nkeyAuthenticator, type NatsConnection } from 'nats';
+import { AckPolicy, connect, DeliverPolicy, nkeyAuthenticator, type NatsConnection } from 'nats';
 import { bridgeConsumers } from '../../bridge/trigger-bridge.js';
 import { subjects } from '../../core/event-bus.js';
 import { agentPrincipal, CLI_PRINCIPAL, FUNCTIONS_PRINCIPAL } from '../../core/event-identity.js';
@@ -318,5 +318,29 @@ describe('broker identity and least privilege', { timeout: 120_000 }, () => {
     await sleep(200);
     await following.stop();
     assert.deepEqual(seen, [`restore.prepared:${B}`], 'only B’s own statement reaches the follower');
+  });
+
+  it('(residual risk, documented) a push consumer aimed at the command queue delivers nothing while no client listens there', async () => {
+    // nats-server 2.9 does not check a push consumer's deliver subject against its creator's permissions: a
+    // reader may create one on the events stream delivering into ums.commands.<id>. The server delivers only
+    // to a subscribed client, and only the admin may subscribe to ums.commands.>, so nothing reaches the
+    // queue; this checks that what we rely on holds (infra/README.md names the risk and its remedy).
+    const nc = await rawAs(agentPrincipal(A));
+    const subject = subjects.event('perm-push-1', agentPrincipal(A), 'restore.prepared');
+    await (
+      await nc.jetstreamManager()
+    ).consumers.add(subjects.eventsStream, {
+      name: 'aimed-at-commands',
+      ack_policy: AckPolicy.None,
+      deliver_policy: DeliverPolicy.All,
+      deliver_subject: subjects.commandsFor(B),
+      filter_subject: subject,
+    });
+    await nc.jetstream().publish(subject, encoder.encode('{"not":"a command"}'));
+    await sleep(1_000);
+    const admin = await rawAs('admin');
+    const info = await (await admin.jetstreamManager()).streams.info(subjects.commandsStream, { subjects_filter: subjects.commandsFor(B) });
+    assert.equal(info.state.subjects?.[subjects.commandsFor(B)] ?? 0, 0, 'nothing reached the command queue');
+    await (await admin.jetstreamManager()).consumers.delete(subjects.eventsStream, 'aimed-at-commands');
   });
 });
