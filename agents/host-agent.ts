@@ -12,6 +12,7 @@ import {
   type FailureCode,
   type UmsCommand,
 } from '../core/events.js';
+import { agentPrincipal } from '../core/event-identity.js';
 import type { Logger } from '../core/log.js';
 import type { ObjectStore } from '../core/object-store.js';
 import type { CommandVerifier, SigningKeyPair } from '../core/signed-envelope.js';
@@ -87,6 +88,11 @@ export class HostAgent {
 
   get id(): string {
     return this.options.identity.agentId;
+  }
+
+  /** The principal this agent's facts are published as (core/event-identity.ts). */
+  private get principal(): string {
+    return agentPrincipal(this.id);
   }
 
   async start(): Promise<void> {
@@ -249,7 +255,10 @@ export class HostAgent {
     const { engine, store, transfer, bus } = this.options;
     const failed = (code: FailureCode, reason: string, containerCheckpointed: boolean) =>
       this.emit('checkpoint.failed', { migrationId, agent: this.id, code, reason, containerCheckpointed });
-    if ((await bus.lastEvent(migrationId, 'checkpoint.uploaded')) || (await bus.lastEvent(migrationId, 'checkpoint.failed'))) {
+    if (
+      (await bus.lastEvent(migrationId, 'checkpoint.uploaded', this.principal)) ||
+      (await bus.lastEvent(migrationId, 'checkpoint.failed', this.principal))
+    ) {
       log.info('checkpoint already reported; nothing to do');
       return;
     }
@@ -347,7 +356,10 @@ export class HostAgent {
       await this.emit('restore.failed', { migrationId, agent: this.id, code: 'approach-infeasible', reason: describe(error) });
       return;
     }
-    if ((await bus.lastEvent(migrationId, 'restore.completed')) || (await bus.lastEvent(migrationId, 'restore.failed'))) {
+    if (
+      (await bus.lastEvent(migrationId, 'restore.completed', this.principal)) ||
+      (await bus.lastEvent(migrationId, 'restore.failed', this.principal))
+    ) {
       log.info('restore already reported; nothing to do');
       return;
     }

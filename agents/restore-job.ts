@@ -183,6 +183,15 @@ export class RestoreJob {
     try {
       subscription = await bus.followMigration(command.migrationId, (event) => {
         this.lastActivity = Date.now();
+        // The bus hands over only events their publisher may state (core/event-identity.ts), so data.agent is the
+        // agent whose credential published the fact: the archive is followed only as the source announces it.
+        if ('agent' in event.data && event.data.agent !== command.sourceAgent && event.name.startsWith('checkpoint.')) {
+          log.warn(
+            { event: event.name, agent: event.data.agent, source: command.sourceAgent },
+            'ignored a checkpoint fact not from the source',
+          );
+          return;
+        }
         switch (event.name) {
           case 'checkpoint.chunk':
             if (!this.acceptSealing(event.data.sealing, `the announcement of chunk ${event.data.chunk.index}`)) return 'stop';

@@ -38,6 +38,19 @@ export const backoffMs = (deliveryCount: number): number => Math.min(BACKOFF_CAP
 
 const durableName = (fn: string, event: EventName): string => `trigger-${fn}-${event.replace(/[^A-Za-z0-9-]/g, '_')}`;
 
+/**
+ * Every durable consumer the bridge keeps on the events stream, with its filter: the broker lets the bridge,
+ * and only the bridge, create and pull from these (infra/broker-credentials.ts).
+ */
+export function bridgeConsumers(): Array<{ durableName: string; filterSubject: string }> {
+  return (Object.keys(triggers) as FunctionName[]).flatMap((fn) =>
+    (triggers[fn] as readonly EventName[]).map((event) => ({
+      durableName: durableName(fn, event),
+      filterSubject: subjects.eventsNamed(event),
+    })),
+  );
+}
+
 export async function runBridge(bus: NatsEventBus, endpoints: FunctionEndpoints, headers: RequestHeaders): Promise<() => Promise<void>> {
   const stops: Array<() => Promise<void>> = [];
   for (const [fn, url] of Object.entries(endpoints) as Array<[FunctionName, string]>) {

@@ -81,6 +81,8 @@ function printStack(info: StackInfo, json: boolean): void {
   const lines = [
     `stack "${info.name}" (pid ${info.pid}) in ${info.dir}`,
     `  NATS_URL=${info.natsUrl}`,
+    ...(info.cliCredentials !== undefined ? [`  UMS_NATS_CREDENTIALS=${info.cliCredentials}   (the CLI's credential)`] : []),
+    ...(info.natsCa !== undefined ? [`  UMS_NATS_CA=${info.natsCa}`] : []),
     `  image on every host: ${info.image}`,
     `  WAN ${info.wan.subnet} in network namespace ${info.wan.netns}`,
     ...info.hosts.map(

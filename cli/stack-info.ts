@@ -24,6 +24,10 @@ export const StackInfo = z.object({
   dir: z.string(),
   pid: z.number(),
   natsUrl: z.string(),
+  /** The CA that signed the broker's certificate (the broker requires TLS). */
+  natsCa: z.string().optional(),
+  /** The CLI's broker credential (mode 0600, in the stack's directory): the CLI connects as the `cli` principal. */
+  cliCredentials: z.string().optional(),
   startedAt: z.string(),
   image: z.string(),
   /** Real-server images loaded into every host (LocalStackOptions.serverImages), by ref. */
@@ -52,6 +56,15 @@ export const defaultStackDir = (name = 'default'): string =>
   join(process.env.UMS_HOME ?? (process.getuid?.() === 0 ? '/var/lib/ums' : join(homedir(), '.ums')), 'stacks', name);
 
 export const stackInfoPath = (dir: string): string => join(dir, 'stack.json');
+
+/** The environment that points the `ums` CLI at this stack's broker, as its `cli` principal (paths, never the seed). */
+export function cliEnv(info: StackInfo): Record<string, string> {
+  return {
+    NATS_URL: info.natsUrl,
+    ...(info.cliCredentials !== undefined ? { UMS_NATS_CREDENTIALS: info.cliCredentials } : {}),
+    ...(info.natsCa !== undefined ? { UMS_NATS_CA: info.natsCa } : {}),
+  };
+}
 
 export async function readStackInfo(dir: string): Promise<StackInfo> {
   const raw = await readFile(stackInfoPath(dir), 'utf8').catch(() => {

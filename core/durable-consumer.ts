@@ -104,7 +104,8 @@ export async function consumeDurable<T>(
   jsm: JetStreamManager,
   stream: string,
   options: DurableConsumerOptions,
-  parse: (payload: Uint8Array) => T,
+  /** Turns a message into a value, or throws: the message is then kept as a dead letter. */
+  parse: (payload: Uint8Array, subject: string) => T,
   handle: (value: T, delivery: Delivery) => Promise<DeliveryOutcome>,
   deadLetter: (origin: string, payload: Uint8Array, reason: string) => Promise<void>,
 ): Promise<Subscription> {
@@ -128,7 +129,7 @@ export async function consumeDurable<T>(
   const run = async (message: JsMsg): Promise<void> => {
     let value: T;
     try {
-      value = parse(message.data);
+      value = parse(message.data, message.subject);
     } catch (error) {
       options.onInvalid?.(error as Error, message.subject);
       return settle(message, { deadLetter: (error as Error).message });

@@ -25,16 +25,23 @@ export interface EventBus {
     onInvalid: (error: Error) => void,
   ): Promise<Subscription>;
 
-  /** The latest event of this name for a migration, if any: how a handler finds out it already ran. */
-  lastEvent<N extends EventName>(migrationId: string, name: N): Promise<EventOf<N> | undefined>;
+  /**
+   * The latest event of this name for a migration stated by `publisher` (a principal, core/event-identity.ts),
+   * if any: how a handler finds out it already ran.
+   */
+  lastEvent<N extends EventName>(migrationId: string, name: N, publisher: string): Promise<EventOf<N> | undefined>;
 
   /**
    * The event of this migration and name with this id, as the stream holds it, if it does: how a function
-   * makes sure that what it was handed over HTTP is a fact that was published, not a forged request.
+   * makes sure that what it was handed over HTTP is a fact that was published, not a forged request. Only
+   * an event published by the principal that may state it (core/event-identity.ts) is found.
    */
-  findEvent<N extends EventName>(migrationId: string, name: N, id: string): Promise<EventOf<N> | undefined>;
+  findEvent<N extends EventName>(migrationId: string, name: N, id: string, publisher: string): Promise<EventOf<N> | undefined>;
 
-  /** Every event of one migration from its first, then live; ends when `handler` returns 'stop'. */
+  /**
+   * Every event of one migration from its first, then live; ends when `handler` returns 'stop'. An event
+   * whose publisher may not state it (core/event-identity.ts) is skipped, never handed to `handler`.
+   */
   followMigration(migrationId: string, handler: (event: UmsEvent) => 'stop' | void | Promise<'stop' | void>): Promise<Subscription>;
 
   readonly migrations: RecordStore<MigrationRecord>;
@@ -99,9 +106,15 @@ export const subjects = {
   eventsStream: 'UMS_EVENTS',
   commandsStream: 'UMS_COMMANDS',
   deadLetterStream: 'UMS_DEAD_LETTERS',
-  event: (migrationId: string, name: EventName): string => `ums.events.${migrationId}.${name}`,
+  /**
+   * An event's subject names its publisher (a principal, core/event-identity.ts): the broker lets each principal
+   * publish only under its own name, so the subject says who stated the event.
+   */
+  event: (migrationId: string, publisher: string, name: EventName): string => `ums.events.${migrationId}.${publisher}.${name}`,
   eventsOf: (migrationId: string): string => `ums.events.${migrationId}.>`,
-  eventsNamed: (name: EventName): string => `ums.events.*.${name}`,
+  eventsNamed: (name: EventName): string => `ums.events.*.*.${name}`,
+  /** Every event this principal may publish (its permission on the broker). */
+  eventsBy: (publisher: string): string => `ums.events.*.${publisher}.>`,
   commandsFor: (agentId: string): string => `ums.commands.${agentId}`,
   deadLetter: (origin: string): string => `ums.deadletter.${origin}`,
 } as const;

@@ -1,6 +1,9 @@
+import { readFile } from 'node:fs/promises';
 import {
   connect,
   DiscardPolicy,
+  nkeyAuthenticator,
+  type ConnectionOptions,
   nanos,
   RetentionPolicy,
   StorageType,
@@ -24,7 +27,17 @@ import {
   type Subscription,
   type Versioned,
 } from './event-bus.js';
-import { parseCommand, parseEvent, toWire, type EventName, type EventOf, type UmsCommand, type UmsEvent } from './events.js';
+import { mayState, publisherOf, publisherOfSubject } from './event-identity.js';
+import {
+  InvalidMessageError,
+  parseCommand,
+  parseEvent,
+  toWire,
+  type EventName,
+  type EventOf,
+  type UmsCommand,
+  type UmsEvent,
+} from './events.js';
 import { createLogger } from './log.js';
 import { MigrationLock, MigrationRecord } from './migration.js';
 
@@ -35,7 +48,8 @@ const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 const encode = (value: unknown): Uint8Array => encoder.encode(JSON.stringify(value));
 
-const buckets = { migrations: 'ums_migrations', agents: 'ums_agents', locks: 'ums_locks' } as const;
+/** The KV buckets (each one a stream `KV_<bucket>`, written on `$KV.<bucket>.<key>`). */
+export const buckets = { migrations: 'ums_migrations', agents: 'ums_agents', locks: 'ums_locks' } as const;
 
 /**
  * How long an unacknowledged command waits before redelivery; long handlers extend it with working().
@@ -62,31 +76,111 @@ export const MAX_MESSAGE_BYTES = 1024 * 1024;
 const MiB = 1024 * 1024;
 
 export interface NatsBusOptions {
-  /** e.g. nats://127.0.0.1:4222; credentials, if any, come from NATS_CREDS / NATS_USER+NATS_PASSWORD. */
+  /** e.g. tls://127.0.0.1:4222 or nats://127.0.0.1:4222. */
   servers: string;
   /** The connection name shown in the server's monitoring (agent id, function name, ...). */
   name: string;
+  /**
+   * Path of this principal's credential file (infra/broker-credentials.ts writes them: the principal's name
+   * and its nkey seed, mode 0600). Default: $UMS_NATS_CREDENTIALS. The seed is read from the file only: it
+   * is never in the environment, a log or an event. Without a credential the connection is anonymous (or
+   * uses NATS_USER/NATS_PASSWORD), for a development broker without authorization.
+   */
+  credentials?: string;
+  /** PEM file of the CA that signed the broker's certificate: TLS is then required. Default: $UMS_NATS_CA. */
+  ca?: string;
 }
 
-/** Connects and makes sure the streams and buckets exist (idempotent), so any component can start first. */
-export async function connectNatsBus(options: NatsBusOptions): Promise<NatsEventBus> {
-  const nc = await connect({
+/** What a credential file holds (JSON): who the principal is and its nkey seed. */
+export interface BrokerCredential {
+  principal: string;
+  seed: string;
+}
+
+/** The inbox prefix of a principal: its replies and pull deliveries come there, and only it may subscribe to it. */
+export const inboxPrefixOf = (principal: string): string => `_INBOX_${principal}`;
+
+export async function readBrokerCredential(path: string): Promise<BrokerCredential> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(await readFile(path, 'utf8'));
+  } catch (cause) {
+    throw new BusError('setup-failed', `cannot read the broker credential ${path}: ${(cause as Error).message}`, { cause });
+  }
+  const { principal, seed } = (parsed ?? {}) as Partial<BrokerCredential>;
+  if (typeof principal !== 'string' || !/^[A-Za-z0-9_-]+$/.test(principal) || typeof seed !== 'string' || !seed.startsWith('SU')) {
+    // The file's content is not echoed: it holds a secret.
+    throw new BusError('setup-failed', `the broker credential ${path} is not {"principal": <name>, "seed": <user nkey seed>}`);
+  }
+  return { principal, seed };
+}
+
+/** Connection options for `options`: TLS against the stack's CA and the principal's nkey when configured. */
+async function connectionOptions(options: NatsBusOptions): Promise<ConnectionOptions> {
+  const credentials = options.credentials ?? process.env.UMS_NATS_CREDENTIALS;
+  const ca = options.ca ?? process.env.UMS_NATS_CA;
+  const base: ConnectionOptions = {
     servers: options.servers,
     name: options.name,
-    user: process.env.NATS_USER,
-    pass: process.env.NATS_PASSWORD,
     maxReconnectAttempts: -1,
     reconnectTimeWait: 500,
-  });
-  const jsm = await nc.jetstreamManager();
-  await ensureStreams(jsm);
-  const js = nc.jetstream();
-  const [migrations, agents, locks] = await Promise.all([
-    js.views.kv(buckets.migrations, { history: 10, storage: StorageType.File }),
-    js.views.kv(buckets.agents, { history: 1, ttl: AGENT_TTL_MS, storage: StorageType.File }),
-    js.views.kv(buckets.locks, { history: 1, storage: StorageType.File }),
-  ]);
-  return new NatsEventBus(nc, js, jsm, migrations, agents, locks);
+    ...(ca ? { tls: { caFile: ca } } : {}),
+  };
+  if (!credentials) return { ...base, user: process.env.NATS_USER, pass: process.env.NATS_PASSWORD };
+  const { principal, seed } = await readBrokerCredential(credentials);
+  return { ...base, authenticator: nkeyAuthenticator(new TextEncoder().encode(seed)), inboxPrefix: inboxPrefixOf(principal) };
+}
+
+/**
+ * Connects as the configured principal and binds to the streams and buckets. With a credential the broker
+ * enforces least privilege, so the bus only binds: the streams and buckets must have been provisioned
+ * (provisionBus(), run once by the stack's setup step as the admin principal). Without one (a development
+ * broker without authorization) it provisions them itself, idempotently, so any component can start first.
+ */
+export async function connectNatsBus(options: NatsBusOptions): Promise<NatsEventBus> {
+  const connection = await connectionOptions(options);
+  if (connection.authenticator === undefined) await provisionBus(options);
+  const nc = await connect(connection);
+  try {
+    const jsm = await nc.jetstreamManager();
+    for (const stream of [subjects.eventsStream, subjects.commandsStream, subjects.deadLetterStream]) {
+      await jsm.streams.info(stream).catch((cause: unknown) => {
+        throw new BusError('setup-failed', `stream ${stream} is not there (provision the broker first): ${(cause as Error).message}`, {
+          cause,
+        });
+      });
+    }
+    const js = nc.jetstream();
+    // Bound, never created (that needs the admin's rights); direct gets, as provisionBus() allows them.
+    const bind = (bucket: string) => js.views.kv(bucket, { bindOnly: true, allow_direct: true });
+    const [migrations, agents, locks] = await Promise.all([bind(buckets.migrations), bind(buckets.agents), bind(buckets.locks)]);
+    return new NatsEventBus(nc, js, jsm, migrations, agents, locks);
+  } catch (error) {
+    await nc.close();
+    throw error;
+  }
+}
+
+/**
+ * Creates the streams and buckets if they are missing (idempotent): the set-up step, run as a principal that
+ * may manage JetStream (the stack's admin) before any component connects.
+ */
+export async function provisionBus(options: NatsBusOptions): Promise<void> {
+  const nc = await connect({ ...(await connectionOptions(options)), maxReconnectAttempts: 0 });
+  try {
+    const jsm = await nc.jetstreamManager();
+    await ensureStreams(jsm);
+    const js = nc.jetstream();
+    await Promise.all([
+      js.views.kv(buckets.migrations, { history: 10, storage: StorageType.File, allow_direct: true }),
+      js.views.kv(buckets.agents, { history: 1, ttl: AGENT_TTL_MS, storage: StorageType.File, allow_direct: true }),
+      js.views.kv(buckets.locks, { history: 1, storage: StorageType.File, allow_direct: true }),
+    ]);
+  } catch (error) {
+    throw new BusError('setup-failed', `cannot provision the broker at ${options.servers}: ${(error as Error).message}`, { cause: error });
+  } finally {
+    await nc.close();
+  }
 }
 
 async function ensureStream(jsm: JetStreamManager, name: string, config: Parameters<JetStreamManager['streams']['add']>[0]): Promise<void> {
@@ -216,12 +310,24 @@ export function redactSignedUrls(text: string): string {
   return text.replace(/(https?:\/\/[^\s"'?]+)\?[^\s"']*/g, '$1?<redacted>');
 }
 
+/** An event as read from `subject`, refused (InvalidMessageError) unless its publisher may state it. */
+function parseStatedEvent(payload: Uint8Array, subject: string): UmsEvent {
+  const event = parseEvent(payload);
+  if (!mayState(event, subject)) {
+    throw new InvalidMessageError(
+      'event',
+      `"${event.name}" published by "${publisherOfSubject(subject) ?? 'nobody'}" (${subject}), who may not state it (it is ${publisherOf(event)}'s word)`,
+    );
+  }
+  return event;
+}
+
 export class NatsEventBus implements EventBus {
   readonly migrations: RecordStore<MigrationRecord>;
   readonly agents: RecordStore<AgentRegistration>;
   readonly locks: RecordStore<{ migrationId: string }>;
 
-  /** Only connectNatsBus() makes one: it has made sure the streams and buckets exist. */
+  /** Only connectNatsBus() makes one: it has bound to the streams and buckets. */
   constructor(
     private readonly connection: NatsConnection,
     private readonly js: JetStreamClient,
@@ -235,8 +341,14 @@ export class NatsEventBus implements EventBus {
     this.locks = new KvRecordStore(locksKv, buckets.locks, MigrationLock);
   }
 
+  /**
+   * On the subject of the principal that may state the event (core/event-identity.ts): the broker refuses
+   * it unless that is this connection's principal. The dedupe id is scoped by publisher, so that no one can
+   * suppress another's fact by publishing first under its (deterministic) id.
+   */
   async publishEvent(event: UmsEvent): Promise<void> {
-    await this.publish(subjects.event(event.data.migrationId, event.name), encode(toWire(event)), event.id);
+    const publisher = publisherOf(event);
+    await this.publish(subjects.event(event.data.migrationId, publisher, event.name), encode(toWire(event)), `${publisher}:${event.id}`);
   }
 
   async sendCommand(agentId: string, command: UmsCommand): Promise<void> {
@@ -251,29 +363,31 @@ export class NatsEventBus implements EventBus {
     });
   }
 
-  async lastEvent<N extends EventName>(migrationId: string, name: N): Promise<EventOf<N> | undefined> {
+  async lastEvent<N extends EventName>(migrationId: string, name: N, publisher: string): Promise<EventOf<N> | undefined> {
     try {
-      const message = await this.manager.streams.getMessage(subjects.eventsStream, { last_by_subj: subjects.event(migrationId, name) });
+      const subject = subjects.event(migrationId, publisher, name);
+      const message = await this.manager.streams.getMessage(subjects.eventsStream, { last_by_subj: subject });
       const event = parseEvent(message.data);
-      return event.name === name ? (event as EventOf<N>) : undefined;
+      return event.name === name && mayState(event, subject) ? (event as EventOf<N>) : undefined;
     } catch (error) {
       if (isJetStreamApiError(error, JetStreamApiCode.NoMessageFound)) return undefined;
       throw error;
     }
   }
 
-  async findEvent<N extends EventName>(migrationId: string, name: N, id: string): Promise<EventOf<N> | undefined> {
+  async findEvent<N extends EventName>(migrationId: string, name: N, id: string, publisher: string): Promise<EventOf<N> | undefined> {
     // Facts carry deterministic ids and are deduplicated: nearly always the last one on its subject.
-    const last = await this.lastEvent(migrationId, name);
+    const last = await this.lastEvent(migrationId, name, publisher);
     if (last === undefined || last.id === id) return last;
-    const consumer = await this.js.consumers.get(subjects.eventsStream, { filterSubjects: subjects.event(migrationId, name) });
+    const subject = subjects.event(migrationId, publisher, name);
+    const consumer = await this.js.consumers.get(subjects.eventsStream, { filterSubjects: subject });
     try {
       for (;;) {
         const message = await consumer.next({ expires: 2_000 });
         if (message === null) return undefined;
         try {
           const event = parseEvent(message.data);
-          if (event.id === id && event.name === name) return event as EventOf<N>;
+          if (event.id === id && event.name === name && mayState(event, message.subject)) return event as EventOf<N>;
         } catch {
           // An invalid message on the subject is not the event asked for.
         }
@@ -321,13 +435,14 @@ export class NatsEventBus implements EventBus {
    * Events through a durable consumer of the events stream, for the trigger bridge (one per function and
    * event type): an event waits in the stream while its consumer is down. Not part of EventBus: components
    * follow migrations; only the bridge, which stands in for Eventarc, needs durable positions. An event that
-   * does not parse is kept as a dead letter; the others are settled as `handler` decides.
+   * does not parse, or whose publisher may not state it (core/event-identity.ts), is kept as a dead letter;
+   * the others are settled as `handler` decides.
    */
   async consumeEvents(
     options: DurableConsumerOptions,
     handler: (event: UmsEvent, delivery: Delivery) => Promise<DeliveryOutcome>,
   ): Promise<Subscription> {
-    return consumeDurable(this.js, this.manager, subjects.eventsStream, options, parseEvent, handler, (origin, payload, reason) =>
+    return consumeDurable(this.js, this.manager, subjects.eventsStream, options, parseStatedEvent, handler, (origin, payload, reason) =>
       this.deadLetter(origin, payload, reason),
     );
   }
@@ -339,7 +454,7 @@ export class NatsEventBus implements EventBus {
       for await (const message of messages) {
         let event: UmsEvent;
         try {
-          event = parseEvent(message.data);
+          event = parseStatedEvent(message.data, message.subject);
         } catch (error) {
           log.warn({ err: error, subject: message.subject }, 'skipping an invalid event');
           continue;

@@ -1,4 +1,5 @@
 import * as framework from '@google-cloud/functions-framework';
+import { publisherOf } from '../core/event-identity.js';
 import { InvalidMessageError, parseEvent, type EventOf, type UmsEvent } from '../core/events.js';
 import { SCHEDULE_TICK_TYPE, triggers, type FunctionName } from './triggers.js';
 import { functionContext, type FunctionContext } from './function-context.js';
@@ -54,9 +55,12 @@ function register<N extends FunctionName>(
   );
 }
 
-/** The event as the stream holds it, compared field by field (the wire form, so key order does not matter). */
+/**
+ * The event as the stream holds it on the subject of the principal that may state it (an agent's fact
+ * published by that agent's credential), compared field by field (the wire form, so key order does not matter).
+ */
 async function isPublishedFact(event: UmsEvent, ctx: FunctionContext): Promise<boolean> {
-  const stored = await ctx.bus.findEvent(event.data.migrationId, event.name, event.id);
+  const stored = await ctx.bus.findEvent(event.data.migrationId, event.name, event.id, publisherOf(event));
   if (stored === undefined) return false;
   return (
     stored.type === event.type &&

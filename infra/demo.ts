@@ -4,6 +4,7 @@ import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { rm } from 'node:fs/promises';
+import { cliEnv, type StackInfo } from '../cli/stack-info.js';
 import { bareCheckpointRestore } from './bare-checkpoint.js';
 import { DEFAULT_REDIS_IMAGE, INNER_CLIENT_ENV, REDIS_PORT } from './images/build-server-images.js';
 import { startLocalStack } from './local-stack.js';
@@ -26,10 +27,10 @@ const seconds = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
 const DATA_MIB = 64;
 
 /** Runs the CLI; its output goes to ours (all of it, or only the lines from `from` on). */
-function ums(natsUrl: string, args: string[], from?: string): Promise<number> {
+function ums(stack: StackInfo, args: string[], from?: string): Promise<number> {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [cli, ...args], {
-      env: { ...process.env, NATS_URL: natsUrl },
+      env: { ...process.env, ...cliEnv(stack) },
       stdio: ['ignore', from === undefined ? 'inherit' : 'pipe', 'inherit'],
     });
     let out = '';
@@ -93,11 +94,11 @@ async function main(): Promise<number> {
     await sleep(2_500);
 
     say(`\n$ ums plan ${container} --to ${gcp.agentId}     (its network section)`);
-    await ums(stack.info.natsUrl, ['plan', container, '--to', gcp.agentId], 'network:');
+    await ums(stack.info, ['plan', container, '--to', gcp.agentId], 'network:');
 
     say(`\n$ ums migrate ${container} --to ${gcp.agentId}`);
     const migrateStarted = performance.now();
-    const exitCode = await ums(stack.info.natsUrl, ['migrate', container, '--to', gcp.agentId]);
+    const exitCode = await ums(stack.info, ['migrate', container, '--to', gcp.agentId]);
     if (exitCode !== 0) throw new Error(`ums migrate exited with ${exitCode}`);
 
     const pidB = await containerPid(destination, container);

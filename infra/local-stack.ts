@@ -4,9 +4,11 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createLogger } from '../core/log.js';
 import { generateSigningKeyPair } from '../core/signed-envelope.js';
-import { connectNatsBus } from '../core/nats-event-bus.js';
+import { agentPrincipal, CLI_PRINCIPAL, FUNCTIONS_PRINCIPAL } from '../core/event-identity.js';
+import { provisionBus, type NatsBusOptions } from '../core/nats-event-bus.js';
 import { triggers, type FunctionName } from '../functions/triggers.js';
 import { stackInfoPath, type HostSpec, type StackInfo, type StoreKind } from '../cli/stack-info.js';
+import { ADMIN_PRINCIPAL, BRIDGE_PRINCIPAL, createBrokerCredentials, type PrincipalEnv } from './broker-credentials.js';
 import { ChildService } from './child-service.js';
 import { freePort } from './free-port.js';
 import { startNatsServer } from './nats-server.js';
@@ -70,6 +72,11 @@ export interface LocalStack {
   storage: Map<StoreKind, StoreServer>;
   /** The functions' command-signing key (PKCS#8 PEM, mode 0600): fault tests sign stale commands with it. */
   commandSigningKeyFile: string;
+  /**
+   * How the test harness connects to the broker: as the admin principal (it may read and write everything,
+   * e.g. to publish what no component would), over TLS. Spread into connectNatsBus()'s options.
+   */
+  admin: Omit<NatsBusOptions, 'name'>;
   stop(): Promise<void>;
 }
 
@@ -92,11 +99,18 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
   try {
     const logFile = (name: string) => join(dir, 'logs', `${name}.log`);
     await mkdir(join(dir, 'nats'), { recursive: true });
-    const nats = await startNatsServer(join(dir, 'nats'), `ums-${options.name}`);
+    // One nkey per principal (each agent, the functions, the bridge, the CLI, the frontman, the admin) and the
+    // broker's TLS material, all under the stack's dir; the server gets each principal's permissions.
+    const credentials = await createBrokerCredentials(
+      join(dir, 'security'),
+      hostsSpec.map((h) => h.agentId),
+    );
+    const nats = await startNatsServer(join(dir, 'nats'), `ums-${options.name}`, { credentials });
     const natsUrl = nats.url;
     services.set('nats', nats.service);
-    // Provision streams and buckets before any component binds to them.
-    await (await connectNatsBus({ servers: natsUrl, name: 'ums-local-stack' })).close();
+    const admin = { servers: natsUrl, ...toBusOptions(credentials.envFor(ADMIN_PRINCIPAL)) };
+    // The set-up step: streams and buckets are provisioned once, as the admin; components only bind to them.
+    await provisionBus({ ...admin, name: 'ums-local-stack-setup' });
 
     const kinds = [...new Set(hostsSpec.map((h) => h.store))];
     const startStorage: Record<StoreKind, (d: string) => Promise<StoreServer>> = {
@@ -148,6 +162,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
           ...allStoreEnv,
           ...functionAuthEnv,
           UMS_COMMAND_SIGNING_KEY_FILE: commandSigningKeyFile,
+          ...credentials.envFor(FUNCTIONS_PRINCIPAL),
           NATS_URL: natsUrl,
           UMS_SIGNED_URL_TTL_SECONDS: String(options.signedUrlTtlSeconds ?? 900),
         },
@@ -167,6 +182,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
         ...serviceEnv,
         ...options.functionEnv,
         ...functionAuthEnv,
+        ...credentials.envFor(BRIDGE_PRINCIPAL),
         NATS_URL: natsUrl,
         UMS_FUNCTION_ENDPOINTS: JSON.stringify(functionUrls),
       },
@@ -184,6 +200,8 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       dir,
       pid: process.pid,
       natsUrl,
+      natsCa: credentials.tls.caFile,
+      cliCredentials: credentials.envFor(CLI_PRINCIPAL).UMS_NATS_CREDENTIALS,
       startedAt: new Date().toISOString(),
       image: DEFAULT_COUNTER_IMAGE,
       ...(options.serverImages === true ? { serverImages: [DEFAULT_REDIS_IMAGE, DEFAULT_MEMCACHED_IMAGE] } : {}),
@@ -221,6 +239,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
           ...serviceEnv,
           ...options.agentEnv,
           ...server.env,
+          ...credentials.envFor(agentPrincipal(spec.agentId)),
           NATS_URL: natsUrl,
           UMS_AGENT_ID: spec.agentId,
           UMS_CLOUD: spec.cloud,
@@ -249,7 +268,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     }
     await writeFile(stackInfoPath(dir), JSON.stringify(info, null, 2));
     log.info({ name: options.name, natsUrl, hosts: info.hosts.map((h) => h.agentId) }, 'local stack ready');
-    return { info, hosts, wan, services, storeEnv, storage, commandSigningKeyFile, stop: () => stop() };
+    return { info, hosts, wan, services, storeEnv, storage, commandSigningKeyFile, admin, stop: () => stop() };
   } catch (error) {
     // Keep the logs: they say why it failed. The next start with the same dir clears them.
     await stop(true);
@@ -263,6 +282,11 @@ async function writeCommandSigningKey(path: string): Promise<string> {
   const { privateKey, publicKey } = generateSigningKeyPair();
   await writeFile(path, privateKey.export({ format: 'pem', type: 'pkcs8' }), { mode: 0o600, flag: 'wx' });
   return publicKey.publicKey;
+}
+
+/** connectNatsBus() options from a principal's environment (UMS_NATS_CREDENTIALS, UMS_NATS_CA). */
+function toBusOptions(env: PrincipalEnv): Pick<NatsBusOptions, 'credentials' | 'ca'> {
+  return { credentials: env.UMS_NATS_CREDENTIALS, ca: env.UMS_NATS_CA };
 }
 
 /** The file "store" needs no server: a directory that every simulated host can read. */

@@ -1,4 +1,5 @@
-import { connect, type JetStreamClient, type JetStreamManager, type NatsConnection } from 'nats';
+import { connect, nkeyAuthenticator, type JetStreamClient, type JetStreamManager, type NatsConnection } from 'nats';
+import { inboxPrefixOf, readBrokerCredential, type NatsBusOptions } from '../core/nats-event-bus.js';
 
 /**
  * A second client of the broker, for tests: its own connection, apart from the bus under test, doing what
@@ -12,8 +13,18 @@ export class BrokerClient {
     private readonly jsm: JetStreamManager,
   ) {}
 
-  static async connect(servers: string): Promise<BrokerClient> {
-    const nc = await connect({ servers, name: 'ums-test-broker-client' });
+  /** A broker URL (an open development broker), or the stack's admin options (LocalStack.admin). */
+  static async connect(broker: string | Omit<NatsBusOptions, 'name'>): Promise<BrokerClient> {
+    const { servers, credentials, ca } = typeof broker === 'string' ? { servers: broker, credentials: undefined, ca: undefined } : broker;
+    const credential = credentials !== undefined ? await readBrokerCredential(credentials) : undefined;
+    const nc = await connect({
+      servers,
+      name: 'ums-test-broker-client',
+      ...(ca !== undefined ? { tls: { caFile: ca } } : {}),
+      ...(credential !== undefined
+        ? { authenticator: nkeyAuthenticator(new TextEncoder().encode(credential.seed)), inboxPrefix: inboxPrefixOf(credential.principal) }
+        : {}),
+    });
     return new BrokerClient(nc, nc.jetstream(), await nc.jetstreamManager());
   }
 

@@ -6,7 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { Command, InvalidArgumentError } from 'commander';
 import { createLogger } from '../../core/log.js';
-import type { HostSpec, StoreKind } from '../../cli/stack-info.js';
+import { cliEnv, type HostSpec, type StoreKind } from '../../cli/stack-info.js';
 import { AWS_HOST, DEFAULT_HOSTS, startLocalStack, type LocalStack } from '../../infra/local-stack.js';
 import { repoRoot } from '../../infra/repo-paths.js';
 import { summarise, summariseApproaches, summariseServers } from './analysis.js';
@@ -326,7 +326,7 @@ async function main(): Promise<number> {
     });
     const context: MigrationContext = {
       cli,
-      natsUrl: stack.info.natsUrl,
+      cliEnv: cliEnv(stack.info),
       image: stack.info.image,
       processes: () => stackProcesses(stack),
       timeoutSeconds: raw.timeout,

@@ -31,7 +31,8 @@ export interface MigrationRoute {
 
 export interface MigrationContext {
   cli: string;
-  natsUrl: string;
+  /** Points the CLI at the stack's broker as its CLI principal (cli/stack-info.ts cliEnv). */
+  cliEnv: Record<string, string>;
   image: string;
   /** name -> pid of the processes whose RSS is sampled during the migration */
   processes: () => Map<string, number>;
@@ -49,7 +50,7 @@ export function runCli(context: MigrationContext, args: string[]): Promise<CliRe
   return new Promise((resolve, reject) => {
     const t0 = performance.now();
     const child = spawn(process.execPath, [context.cli, ...args], {
-      env: { ...process.env, NATS_URL: context.natsUrl },
+      env: { ...process.env, ...context.cliEnv },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stdout = '';

@@ -166,7 +166,7 @@ describe('agents reconcile at start: the record says where the service runs', { 
       agentEnv: { UMS_CHUNK_MIB: '1', UMS_IDLE_TIMEOUT_SECONDS: '30' },
       functionEnv: { UMS_DEADLINE_SCALE: '0.2', UMS_SUPERVISE_EVERY_SECONDS: '1' },
     });
-    bus = await connectNatsBus({ servers: stack.info.natsUrl, name: 'reconcile-test' });
+    bus = await connectNatsBus({ ...stack.admin, name: 'reconcile-test' });
     source = stack.hosts.get(SOURCE) as PodmanHost;
     destination = stack.hosts.get(DESTINATION) as PodmanHost;
     // Both agents registered and beating, so that the planner does not refuse the first request.

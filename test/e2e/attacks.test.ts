@@ -88,7 +88,7 @@ describe('attacks on the running stack are refused, and nothing moves', { timeou
       dir: join(tmpdir(), `ums-attacks-${process.pid}`),
       hosts: DEFAULT_HOSTS,
     });
-    bus = await connectNatsBus({ servers: stack.info.natsUrl, name: 'attacks-test' });
+    bus = await connectNatsBus({ ...stack.admin, name: 'attacks-test' });
     azure = stack.hosts.get(AZURE) as PodmanHost;
     gcp = stack.hosts.get(GCP) as PodmanHost;
   });
@@ -143,7 +143,7 @@ describe('attacks on the running stack are refused, and nothing moves', { timeou
         return 'stop';
       });
     });
-    const run = umsJson<{ state: string }>(stack.info.natsUrl, ['migrate', name, '--to', GCP, '--id', migrationId]);
+    const run = umsJson<{ state: string }>(stack.info, ['migrate', name, '--to', GCP, '--id', migrationId]);
     const { artifact } = (await sealing).data;
     const store = await openObjectStore(artifact.storeUrl, { ...process.env, ...stack.storeEnv.azure });
     const manifestBody: Buffer[] = [];

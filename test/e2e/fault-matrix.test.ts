@@ -10,6 +10,7 @@ import { subjects } from '../../core/event-bus.js';
 import { makeCommand, makeEvent, toWire, type Approach, type EventName, type UmsEvent } from '../../core/events.js';
 import { commandLifetimeMs, isTerminal, type MigrationRecord } from '../../core/migration.js';
 import { CommandSigner, generateSigningKeyPair } from '../../core/signed-envelope.js';
+import { CLI_PRINCIPAL } from '../../core/event-identity.js';
 import { connectNatsBus, type NatsEventBus } from '../../core/nats-event-bus.js';
 import { BrokerClient } from '../broker-client.js';
 import { openObjectStore } from '../../core/object-stores/open-object-store.js';
@@ -259,7 +260,7 @@ describe('fault matrix: kill -9 each component in each phase; the service runs e
       // Deadlines at a fifth (preflight 12 s, rollback 12 s, transfer 2 min) and a supervisor every second.
       functionEnv: { UMS_DEADLINE_SCALE: '0.2', UMS_SUPERVISE_EVERY_SECONDS: '1' },
     });
-    bus = await connectNatsBus({ servers: stack.info.natsUrl, name: 'fault-test' });
+    bus = await connectNatsBus({ ...stack.admin, name: 'fault-test' });
     source = stack.hosts.get(SOURCE) as PodmanHost;
     destination = stack.hosts.get(DESTINATION) as PodmanHost;
   });
@@ -416,12 +417,12 @@ describe('fault matrix: kill -9 each component in each phase; the service runs e
     const good = toWire(
       makeEvent('migration.requested', '/test/faults', { migrationId: 'fault-bad-1', container: 'x', destinationAgent: DESTINATION }),
     );
-    const outsider = await BrokerClient.connect(stack.info.natsUrl);
+    const outsider = await BrokerClient.connect(stack.admin);
     await outsider.publishRaw(
-      subjects.event('fault-bad-1', 'migration.requested'),
+      subjects.event('fault-bad-1', CLI_PRINCIPAL, 'migration.requested'),
       JSON.stringify({ ...good, type: 'dev.ums.migration.requested.v7' }),
     );
-    await outsider.publishRaw(subjects.event('fault-bad-2', 'migration.requested'), '{"not":"a cloudevent"');
+    await outsider.publishRaw(subjects.event('fault-bad-2', CLI_PRINCIPAL, 'migration.requested'), '{"not":"a cloudevent"');
     await outsider.close();
     let reasons: string[] = [];
     for (let i = 0; i < 60 && reasons.length < 2; i++) {

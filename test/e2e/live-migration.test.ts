@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes, randomUUID } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -46,7 +47,7 @@ interface MigrateResult {
 }
 
 async function ums(args: string[]): Promise<MigrateResult> {
-  const { code, json } = await umsJson<MigrateResult['result']>(stack.info.natsUrl, args);
+  const { code, json } = await umsJson<MigrateResult['result']>(stack.info, args);
   return { code, result: json };
 }
 
@@ -112,7 +113,7 @@ describe('live migration through the whole stack', { timeout: 900_000 }, () => {
       // Small chunks, so that a test can move an archive of many chunks without moving much data.
       agentEnv: { UMS_CHUNK_MIB: '1' },
     });
-    bus = await connectNatsBus({ servers: stack.info.natsUrl, name: 'e2e-test' });
+    bus = await connectNatsBus({ ...stack.admin, name: 'e2e-test' });
     azure = stack.hosts.get(AZURE) as PodmanHost;
     gcp = stack.hosts.get(GCP) as PodmanHost;
     aws = stack.hosts.get(AWS) as PodmanHost;
@@ -282,8 +283,8 @@ describe('live migration through the whole stack', { timeout: 900_000 }, () => {
     assert.equal(await runningExactlyOnce(name), azure);
 
     // A malformed event on the bus is refused at the function's boundary and kept as a dead letter.
-    const outsider = await BrokerClient.connect(stack.info.natsUrl);
-    await outsider.publishRaw('ums.events.bogus.migration.requested', '{"specversion":"1.0","type":"dev.ums.migration.requested.v1"}');
+    const outsider = await BrokerClient.connect(stack.admin);
+    await outsider.publishRaw('ums.events.bogus.cli.migration.requested', '{"specversion":"1.0","type":"dev.ums.migration.requested.v1"}');
     await outsider.close();
     let letters: Awaited<ReturnType<NatsEventBus['listDeadLetters']>> = [];
     for (let i = 0; i < 50 && letters.length === 0; i++) {
@@ -295,6 +296,18 @@ describe('live migration through the whole stack', { timeout: 900_000 }, () => {
       `a dead letter names the problem: ${JSON.stringify(letters)}`,
     );
     await azure.podman(['rm', '-f', name]);
+  });
+
+  it('ran every migration above over TLS with each component as its own principal, the broker refusing none of their steps', async () => {
+    assert.match(stack.info.natsUrl, /^tls:\/\//);
+    assert.ok(stack.info.cliCredentials, 'the stack handed the CLI a credential');
+    // nats-server logs every publish or subscribe a principal's permissions refuse: a component needing a
+    // subject it was not given would show here even where a retry hid it.
+    const log = await readFile(join(stack.info.dir, 'nats', 'nats.log'), 'utf8');
+    assert.deepEqual(
+      log.split('\n').filter((line) => /Violation/.test(line)),
+      [],
+    );
   });
 });
 

@@ -35,7 +35,7 @@ let bus: NatsEventBus;
 let source: PodmanHost;
 let destination: PodmanHost;
 
-const ums = (args: string[]) => umsJson<Record<string, unknown>>(stack.info.natsUrl, args);
+const ums = (args: string[]) => umsJson<Record<string, unknown>>(stack.info, args);
 
 /** Runs a launched image as its owner would: CRIU's capabilities, no seccomp filter, the control dir bind-mounted. */
 async function runLaunched(name: string, image: string): Promise<void> {
@@ -65,7 +65,7 @@ describe('approach detection: service level where the launcher runs, container l
       hosts: DEFAULT_HOSTS,
       agentEnv: { UMS_CHUNK_MIB: '1' },
     });
-    bus = await connectNatsBus({ servers: stack.info.natsUrl, name: 'approaches-test' });
+    bus = await connectNatsBus({ ...stack.admin, name: 'approaches-test' });
     source = stack.hosts.get(SOURCE) as PodmanHost;
     destination = stack.hosts.get(DESTINATION) as PodmanHost;
   });

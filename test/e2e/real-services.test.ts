@@ -72,7 +72,7 @@ interface PlanSummary {
   connections?: { restoredListening: string[]; kept: string; closed: string; republished: string[] };
 }
 
-const ums = <T>(args: string[]) => umsJson<T>(stack.info.natsUrl, args);
+const ums = <T>(args: string[]) => umsJson<T>(stack.info, args);
 const wanAddress = (agentId: string): string =>
   stack.info.hosts.find((h) => h.agentId === agentId)?.wanAddress ?? assert.fail(`no host ${agentId}`);
 
@@ -408,7 +408,7 @@ describe('real services (redis, memcached) through the whole stack', { timeout: 
     await gcp.podman(['rm', '-f', '--time', '0', 'port-holder']);
 
     // (c) An unknown destination: the CLI says nothing was frozen and where the service runs.
-    const unknown = await umsText(stack.info.natsUrl, ['migrate', name, '--to', 'aws-nowhere-1']);
+    const unknown = await umsText(stack.info, ['migrate', name, '--to', 'aws-nowhere-1']);
     assert.equal(unknown.code, 1);
     assert.match(unknown.stderr, /aws-nowhere-1/);
     assert.match(unknown.stderr, new RegExp(`nothing was frozen: the service runs untouched on ${AZURE}`));
@@ -505,7 +505,7 @@ describe('real services (redis, memcached) through the whole stack', { timeout: 
       const status = await ums<{ state: string; failure?: { reason: string } }>(['status', migrationId]);
       assert.equal(status.json.state, 'failed');
       assert.match(status.json.failure?.reason ?? '', /External socket is used/);
-      const statusText = await umsText(stack.info.natsUrl, ['status', migrationId]);
+      const statusText = await umsText(stack.info, ['status', migrationId]);
       assert.match(statusText.stdout, /External socket is used/);
     } finally {
       await removeEverywhere(name);

@@ -1,14 +1,15 @@
 import { spawn } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { cliEnv, type StackInfo } from '../../cli/stack-info.js';
 
 const cli = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'cli', 'ums.js');
 
-/** Runs the real `ums` CLI against a stack's broker; what it printed, and its exit code. */
-export function umsText(natsUrl: string, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+/** Runs the real `ums` CLI against a stack's broker (as the stack's CLI principal); what it printed, and its exit code. */
+export function umsText(stack: StackInfo, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [cli, ...args], {
-      env: { ...process.env, NATS_URL: natsUrl },
+      env: { ...process.env, ...cliEnv(stack) },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stdout = '';
@@ -21,8 +22,8 @@ export function umsText(natsUrl: string, args: string[]): Promise<{ code: number
 }
 
 /** Runs the real `ums` CLI with `--json` against a stack's broker; the JSON it prints, and its exit code. */
-export async function umsJson<T>(natsUrl: string, args: string[]): Promise<{ code: number; json: T }> {
-  const { code, stdout, stderr } = await umsText(natsUrl, [...args, '--json']);
+export async function umsJson<T>(stack: StackInfo, args: string[]): Promise<{ code: number; json: T }> {
+  const { code, stdout, stderr } = await umsText(stack, [...args, '--json']);
   try {
     return { code, json: JSON.parse(stdout) as T };
   } catch {

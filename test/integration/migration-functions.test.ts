@@ -13,6 +13,7 @@ import { subjects } from '../../core/event-bus.js';
 import { makeEvent, parseCommand, toWire, type EventName, type UmsCommand, type UmsEvent } from '../../core/events.js';
 import { createLogger } from '../../core/log.js';
 import { commandLifetimeMs, lockKey } from '../../core/migration.js';
+import { FUNCTIONS_PRINCIPAL } from '../../core/event-identity.js';
 import { connectNatsBus, type NatsEventBus } from '../../core/nats-event-bus.js';
 import { openObjectStore } from '../../core/object-stores/open-object-store.js';
 import { CommandSigner, CommandVerifier, generateSigningKeyPair, type SigningPublicKey } from '../../core/signed-envelope.js';
@@ -109,8 +110,9 @@ async function commandsFor(agentId: string): Promise<UmsCommand[]> {
   return (await broker.stored(subjects.commandsStream, subjects.commandsFor(agentId))).map((message) => parseCommand(message.data));
 }
 
+/** The latest of the functions' own events (migration.failed, migration.completed) of a migration. */
 async function lastEvent(migrationId: string, name: EventName): Promise<UmsEvent | undefined> {
-  return bus.lastEvent(migrationId, name);
+  return bus.lastEvent(migrationId, name, FUNCTIONS_PRINCIPAL);
 }
 
 async function allEvents(migrationId: string): Promise<UmsEvent[]> {

@@ -51,6 +51,7 @@ import { uploadChunked } from '../../core/chunked-upload.js';
 import { generateSigningKeyPair, type SigningKeyPair } from '../../core/signed-envelope.js';
 import { makeEvent, type Artifact, type CommandData, type EventData, type EventName, type FailureCode } from '../../core/events.js';
 import { createLogger } from '../../core/log.js';
+import { agentPrincipal } from '../../core/event-identity.js';
 import { connectNatsBus, type NatsEventBus } from '../../core/nats-event-bus.js';
 import type { ObjectStore } from '../../core/object-store.js';
 import { openObjectStore } from '../../core/object-stores/open-object-store.js';
@@ -121,6 +122,11 @@ interface CaseInput {
   signChunkAs?: (index: number, prefix: string) => string | undefined;
   /** The endpoints the job allows besides the clouds' https hosts (default: Azurite's, as the stack sets). */
   allowedEndpoints?: string[];
+  /**
+   * Another agent (not the migration's source) states, as itself, that the checkpoint failed and announces a
+   * spoiled chunk 0 before the source announces anything: the job must follow the source's facts only.
+   */
+  forgedBy?: string;
   /** The registered profile the archive policy holds the archive to (agents/archive-policy.ts); default: the source's own. */
   profile?: ContainerSecurityProfile;
 }
@@ -294,6 +300,28 @@ describe('RestoreJob refuses bad input before anything is restored', { timeout: 
       ),
     ]);
     const source = `/agents/${SOURCE}`;
+    if (input.forgedBy !== undefined) {
+      const agent = input.forgedBy;
+      const [first] = refs;
+      assert.ok(first);
+      await bus.publishEvent(
+        makeEvent('checkpoint.chunk', `/agents/${agent}`, {
+          migrationId,
+          agent,
+          chunk: { ...first, sha256: '0'.repeat(64) },
+          sealing: sealer.sealing,
+        }),
+      );
+      await bus.publishEvent(
+        makeEvent('checkpoint.failed', `/agents/${agent}`, {
+          migrationId,
+          agent,
+          code: 'engine-failed',
+          reason: 'forged',
+          containerCheckpointed: false,
+        }),
+      );
+    }
     for (const chunk of refs) {
       await bus.publishEvent(makeEvent('checkpoint.chunk', source, { migrationId, agent: SOURCE, chunk, sealing: sealer.sealing }));
     }
@@ -359,7 +387,8 @@ describe('RestoreJob refuses bad input before anything is restored', { timeout: 
   }
 
   async function lastEvent(migrationId: string, name: EventName) {
-    return bus.lastEvent(migrationId, name);
+    // The job's facts are the destination's word.
+    return bus.lastEvent(migrationId, name, agentPrincipal(DESTINATION));
   }
 
   it('restores good input for real: the counter goes on from where it was frozen', async () => {
@@ -381,6 +410,14 @@ describe('RestoreJob refuses bad input before anything is restored', { timeout: 
     await engine.removeContainer(NAME, { force: true });
     assert.equal(await engine.inspectContainer(NAME), undefined);
     await waitFor(async () => (await readdir(join(host.dir, 'staging'))).length === 0, 'the staging dir to be empty', 10_000);
+  });
+
+  it('follows the source only: checkpoint facts another agent states about the migration are ignored', async () => {
+    const run = await startCase('forged', { forgedBy: 'aws-us-east-1' });
+    const restored = await run.result;
+    assert.match(restored.containerId, /^[0-9a-f]{64}$/);
+    await main.engine.removeContainer(NAME, { force: true });
+    await waitFor(async () => (await readdir(join(main.host.dir, 'staging'))).length === 0, 'the staging dir to be empty', 10_000);
   });
 
   it(`refuses a missing chunk (download-failed, naming chunk ${BAD})`, async () => {
