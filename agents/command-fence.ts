@@ -54,6 +54,11 @@ export async function checkFence(bus: EventBus, command: UmsCommand, agentId?: s
   if (!COMMAND_VALID_IN[command.name].includes(state)) {
     return { accepted: false, reason: `stale command: ${command.name} does not apply to migration ${migrationId} in state ${state}` };
   }
+  // A done migration still wants its discard only while the source's cleanup is pending; after that, a
+  // discard is a replay, whatever the container here is now (it may be the service, migrated back).
+  if (command.name === 'discard' && record.value.state === 'done' && record.value.pendingCleanup === undefined) {
+    return { accepted: false, reason: `stale command: discard of migration ${migrationId}, which is done and wants no cleanup` };
+  }
   const mismatch = commandMismatch(record.value, command, agentId);
   if (mismatch !== undefined)
     return { accepted: false, reason: `misaddressed command: ${command.name} of migration ${migrationId} ${mismatch}` };

@@ -45,6 +45,17 @@ export class BrokerClient {
     return out;
   }
 
+  /** A listener's copy of every message published on `subject` from now on (not the stream's). */
+  tap(subject: string, each: (data: Uint8Array) => void): { stop(): Promise<void> } {
+    const sub = this.nc.subscribe(subject, { callback: (error, message) => error === null && each(message.data) });
+    return {
+      stop: async () => {
+        await this.nc.flush();
+        sub.unsubscribe();
+      },
+    };
+  }
+
   async purge(stream: string): Promise<void> {
     await this.jsm.streams.purge(stream);
   }

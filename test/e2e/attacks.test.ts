@@ -8,13 +8,17 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { loadOrCreateSealingKey } from '../../agents/sealing-key.js';
 import { Manifest, manifestKey } from '../../core/checkpoint-artifact.js';
 import { unwrapDataKey } from '../../core/checkpoint-sealing.js';
+import { subjects } from '../../core/event-bus.js';
+import { agentPrincipal, CLI_PRINCIPAL } from '../../core/event-identity.js';
 import { AUTH_HEADER } from '../../core/function-auth.js';
-import type { EventOf } from '../../core/events.js';
+import { makeEvent, parseCommand, toWire, type EventOf, type UmsCommand } from '../../core/events.js';
 import { connectNatsBus, type NatsEventBus } from '../../core/nats-event-bus.js';
 import { openObjectStore } from '../../core/object-stores/open-object-store.js';
 import { readTicks } from '../../infra/images/counter-output.js';
-import { DEFAULT_HOSTS, startLocalStack, type LocalStack } from '../../infra/local-stack.js';
+import { AWS_HOST, DEFAULT_HOSTS, startLocalStack, type LocalStack } from '../../infra/local-stack.js';
 import type { PodmanHost } from '../../infra/podman-host.js';
+import { BrokerClient } from '../broker-client.js';
+import { BrokerRefusals } from '../broker-refusals.js';
 import { umsJson } from './ums-cli.js';
 
 /**
@@ -24,11 +28,17 @@ import { umsJson } from './ums-cli.js';
  */
 const AZURE = 'azure-eastus-1';
 const GCP = 'gcp-us-central1-1';
+/** The attacker's host: a real agent of the deployment whose credential was stolen. */
+const AWS = AWS_HOST.agentId;
 
 let stack: LocalStack;
 let bus: NatsEventBus;
 let azure: PodmanHost;
 let gcp: PodmanHost;
+let refusals: BrokerRefusals;
+
+const credentialOf = (principal: string): string => join(stack.info.dir, 'security', 'credentials', `${principal}.json`);
+const connectAs = (principal: string) => refusals.connectAs(stack.info.natsUrl, credentialOf(principal), stack.admin.ca ?? '');
 
 async function runCounter(host: PodmanHost, name: string): Promise<void> {
   await host.podman([
@@ -91,11 +101,129 @@ describe('attacks on the running stack are refused, and nothing moves', { timeou
     bus = await connectNatsBus({ ...stack.admin, name: 'attacks-test' });
     azure = stack.hosts.get(AZURE) as PodmanHost;
     gcp = stack.hosts.get(GCP) as PodmanHost;
+    refusals = new BrokerRefusals(join(stack.info.dir, 'nats', 'nats.log'));
   });
 
   after(async () => {
     await bus?.close();
     await stack?.stop();
+  });
+
+  it('an anonymous client, or one without TLS, is refused by the broker', async () => {
+    const { connect } = await import('nats');
+    await assert.rejects(
+      connect({ servers: stack.info.natsUrl, tls: { caFile: stack.admin.ca ?? '' }, reconnect: false }),
+      /Authorization/i,
+    );
+    await assert.rejects(connect({ servers: stack.info.natsUrl.replace('tls://', 'nats://'), reconnect: false, timeout: 2_000 }));
+  });
+
+  it("a stolen agent credential cannot make the source discard the only copy mid-migration, nor take the destination's URLs", async () => {
+    const name = 'victim-forged-fact';
+    await runCounter(azure, name);
+    const migrationId = randomUUID();
+    // The destination's agent goes down before the first chunk; the source freezes and uploads: its kept
+    // checkpoint is then the only copy of the service, exactly what a forged restore.completed would destroy.
+    const destinationAgent = stack.services.get(`agent-${GCP}`);
+    assert.ok(destinationAgent);
+    const uploaded = new Promise<void>((resolve) => {
+      void bus.followMigration(migrationId, async (event) => {
+        if (event.name === 'restore.prepared') await destinationAgent.kill();
+        if (event.name !== 'checkpoint.uploaded') return;
+        resolve();
+        return 'stop';
+      });
+    });
+    const run = umsJson<{ state: string; runningOn?: string }>(stack.info, ['migrate', name, '--to', GCP, '--id', migrationId]);
+    await uploaded;
+    const at = new Date().toISOString();
+    const completed = JSON.stringify(
+      toWire(
+        makeEvent('restore.completed', `/ums/agents/${GCP}`, {
+          migrationId,
+          agent: GCP,
+          container: name,
+          containerId: 'f'.repeat(64),
+          downloadedAt: at,
+          restoredAt: at,
+        }),
+      ),
+    );
+    const attacker = await connectAs(agentPrincipal(AWS));
+    try {
+      // As the destination, on its subject: the broker refuses. On the attacker's own subject, naming the
+      // destination: the broker stores it, and everyone who reads facts ignores it (core/event-identity.ts).
+      await refusals.assertPublishRefused(attacker, subjects.event(migrationId, agentPrincipal(GCP), 'restore.completed'), completed);
+      await attacker
+        .jetstream()
+        .publish(subjects.event(migrationId, agentPrincipal(AWS), 'restore.completed'), new TextEncoder().encode(completed));
+      // The destination's queue (its signed chunk URLs): neither its consumer, nor its messages, nor a listen.
+      await refusals.assertPublishRefused(attacker, `$JS.API.CONSUMER.CREATE.UMS_COMMANDS.agent-${GCP}.ums.commands.${GCP}`);
+      await refusals.assertPublishRefused(attacker, `$JS.API.CONSUMER.MSG.NEXT.UMS_COMMANDS.agent-${GCP}`);
+      await refusals.assertPublishRefused(attacker, `$JS.API.DIRECT.GET.${subjects.commandsStream}`);
+      await refusals.assertSubscribeRefused(attacker, subjects.commandsFor(GCP));
+      // Nor can it ask for migrations (to itself), or register in another agent's name.
+      await refusals.assertPublishRefused(attacker, subjects.event(randomUUID(), CLI_PRINCIPAL, 'migration.requested'));
+      await refusals.assertPublishRefused(attacker, `$KV.ums_agents.${GCP}`);
+    } finally {
+      await attacker.close();
+    }
+    const operator = await connectAs(CLI_PRINCIPAL);
+    try {
+      await refusals.assertPublishRefused(operator, subjects.event(migrationId, CLI_PRINCIPAL, 'restore.completed'), completed);
+    } finally {
+      await operator.close();
+    }
+    await sleep(3_000);
+    const record = (await bus.migrations.get(migrationId))?.value;
+    assert.ok(record && ['uploaded', 'restoring'].includes(record.state), `the saga did not move on: ${record?.state ?? 'no record'}`);
+    const kept = JSON.parse((await azure.podman(['ps', '-a', '--format', 'json'])).stdout) as Array<{ Names: string[] }>;
+    assert.ok(
+      kept.some((c) => c.Names.includes(name)),
+      "the source's kept checkpoint is still there",
+    );
+    // The real destination returns and completes the migration: the service runs once, at the destination.
+    await destinationAgent.start();
+    const { code, json } = await run;
+    assert.equal(code, 0, JSON.stringify(json));
+    assert.equal(json.runningOn, GCP);
+    assert.deepEqual(await running(azure), []);
+    assert.ok((await running(gcp)).includes(name));
+    await gcp.podman(['rm', '-f', name]);
+  });
+
+  it('an old signed command replayed to an agent is refused, and the service it names is untouched', async () => {
+    const name = 'victim-replay';
+    await runCounter(azure, name);
+    // What an attacker with a tap on the broker's traffic could keep: every command of one migration.
+    const tap = await BrokerClient.connect(stack.admin);
+    const captured: UmsCommand[] = [];
+    const tapping = tap.tap(`${subjects.commandsFor(AZURE)}`, (data) => captured.push(parseCommand(data)));
+    const there = await umsJson<{ state: string }>(stack.info, ['migrate', name, '--to', GCP]);
+    assert.equal(there.code, 0, JSON.stringify(there.json));
+    await tapping.stop();
+    const back = await umsJson<{ state: string }>(stack.info, ['migrate', name, '--to', AZURE]);
+    assert.equal(back.code, 0, JSON.stringify(back.json));
+    const checkpoint = captured.find((c) => c.name === 'checkpoint');
+    const discard = captured.find((c) => c.name === 'discard');
+    assert.ok(checkpoint && discard, `captured the first migration's checkpoint and discard: ${captured.map((c) => c.name).join(', ')}`);
+    // The service is back at azure; the first migration's checkpoint (freeze it) and discard (remove it),
+    // validly signed and not yet expired, are put in azure's queue again.
+    const lettersBefore = (await bus.listDeadLetters(500)).length;
+    for (const command of [checkpoint, discard]) await tap.publishRaw(subjects.commandsFor(AZURE), JSON.stringify(toWire(command)));
+    await tap.close();
+    let refused: string[] = [];
+    for (let i = 0; i < 100 && refused.length < 2; i++) {
+      await sleep(200);
+      refused = (await bus.listDeadLetters(500)).slice(lettersBefore).map((letter) => letter.reason);
+    }
+    assert.equal(refused.length, 2, `both replays refused: ${JSON.stringify(refused)}`);
+    assert.ok(
+      refused.every((reason) => /^stale command: (checkpoint|discard)/.test(reason)),
+      JSON.stringify(refused),
+    );
+    await untouched(name);
+    await azure.podman(['rm', '-f', name]);
   });
 
   it("a caller of a function's HTTP endpoint without the bridge's token is refused: a forged restore.completed discards nothing", async () => {

@@ -20,6 +20,7 @@ import {
 } from '../../core/nats-event-bus.js';
 import { createBrokerCredentials, type BrokerCredentials } from '../../infra/broker-credentials.js';
 import { startNatsServer, type NatsServer } from '../../infra/nats-server.js';
+import { BrokerRefusals } from '../broker-refusals.js';
 
 /**
  * The broker's security against a real nats-server 2.9 started with the configuration the stack generates
@@ -35,6 +36,7 @@ const encoder = new TextEncoder();
 let dir: string;
 let nats: NatsServer;
 let creds: BrokerCredentials;
+let refusals: BrokerRefusals;
 const buses: NatsEventBus[] = [];
 const raw: NatsConnection[] = [];
 
@@ -53,43 +55,13 @@ async function busAs(principal: string): Promise<NatsEventBus> {
 
 /** A bare connection as `principal`, to try what no component would. */
 async function rawAs(principal: string): Promise<NatsConnection> {
-  const { seed } = await readBrokerCredential(busOptions(principal).credentials ?? '');
-  const nc = await connect({
-    servers: nats.url,
-    tls: { caFile: creds.tls.caFile },
-    authenticator: nkeyAuthenticator(encoder.encode(seed)),
-    inboxPrefix: inboxPrefixOf(principal),
-    reconnect: false,
-  });
+  const nc = await refusals.connectAs(nats.url, busOptions(principal).credentials ?? '', creds.tls.caFile);
   raw.push(nc);
   return nc;
 }
 
-const serverLog = () => readFile(join(dir, 'nats', 'nats.log'), 'utf8');
-
-async function violationsFor(subject: string): Promise<string[]> {
-  return (await serverLog()).split('\n').filter((line) => /Violation/.test(line) && line.includes(`"${subject}"`));
-}
-
-/** `subject` was refused to publish: the attempt fails and the server logs the violation. */
-async function assertPublishRefused(nc: NatsConnection, subject: string, payload = '{}'): Promise<void> {
-  await assert.rejects(nc.request(subject, encoder.encode(payload), { timeout: 1_000 }), `publishing to ${subject} fails`);
-  await waitForViolation(subject);
-}
-
-async function waitForViolation(subject: string): Promise<void> {
-  for (let i = 0; i < 40; i++) {
-    if ((await violationsFor(subject)).length > 0) return;
-    await sleep(50);
-  }
-  assert.fail(`the server logged no violation for ${subject}`);
-}
-
-async function assertSubscribeRefused(nc: NatsConnection, subject: string): Promise<void> {
-  const sub = nc.subscribe(subject);
-  await waitForViolation(subject);
-  sub.unsubscribe();
-}
+const assertPublishRefused = (nc: NatsConnection, subject: string, payload?: string) => refusals.assertPublishRefused(nc, subject, payload);
+const assertSubscribeRefused = (nc: NatsConnection, subject: string) => refusals.assertSubscribeRefused(nc, subject);
 
 const fact = (migrationId: string, agent: string): UmsEvent =>
   makeEvent(
@@ -104,6 +76,7 @@ describe('broker identity and least privilege', { timeout: 120_000 }, () => {
     dir = await mkdtemp(join(tmpdir(), 'ums-broker-perms-'));
     creds = await createBrokerCredentials(join(dir, 'security'), [A, B]);
     nats = await startNatsServer(join(dir, 'nats'), 'ums-perms', { credentials: creds });
+    refusals = new BrokerRefusals(join(dir, 'nats', 'nats.log'));
     await provisionBus(busOptions('admin'));
   });
 
@@ -231,10 +204,7 @@ describe('broker identity and least privilege', { timeout: 120_000 }, () => {
     await commandsSub.stop();
     await bridgeSub.stop();
     // None of this touched a permission.
-    assert.deepEqual(
-      (await serverLog()).split('\n').filter((line) => /Violation/.test(line)),
-      [],
-    );
+    assert.deepEqual(await refusals.violations(), []);
   });
 
   it('keeps an agent to its own facts, commands and registration', async () => {

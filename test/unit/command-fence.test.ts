@@ -110,6 +110,22 @@ describe('command fence: the record container, agents and plan', () => {
     });
   }
 
+  it('takes a discard of a done migration only while its cleanup is pending (else it is a replay)', async () => {
+    const discard = makeCommand('discard', '/t', { migrationId, epoch: 2, approach: 'container', container: 'web' });
+    const done = (pendingCleanup?: string): EventBus =>
+      ({
+        migrations: {
+          get: async () => ({
+            value: MigrationRecord.parse({ ...record, state: 'done', ...(pendingCleanup ? { pendingCleanup } : {}) }),
+            revision: 3,
+          }),
+        },
+      }) as unknown as EventBus;
+    assert.ok((await checkFence(done('source was away'), discard, 'azure-1')).accepted);
+    const replay = await checkFence(done(), discard, 'azure-1');
+    assert.ok(!replay.accepted && /^stale command: discard .* done and wants no cleanup/.test(replay.reason));
+  });
+
   it('still refuses a stale epoch first', async () => {
     const verdict = await checkFence(bus(), makeCommand('checkpoint', '/t', { ...checkpoint, epoch: 1, container: 'db' }), 'azure-1');
     assert.ok(!verdict.accepted && /^stale command: .*epoch 1/.test(verdict.reason));
