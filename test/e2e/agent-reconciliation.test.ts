@@ -114,45 +114,42 @@ async function removeEverywhere(name: string): Promise<void> {
   await Promise.all([source, destination].map((host) => host.podman(['rm', '-f', '-t', '0', name]).catch(() => undefined)));
 }
 
-/** A failed migration's record as the saga writes it, for the reconciliation cases. */
-function failedRecord(migrationId: string, container: string, runningOn: string | null): RecordIn<'failed'> {
+/** What every record of these cases shares: a container-level migration SOURCE -> DESTINATION, planned. */
+function plannedRecord(migrationId: string, container: string) {
   const now = new Date().toISOString();
   return {
     migrationId,
-    state: 'failed',
-    epoch: 2,
     container,
     destinationAgent: DESTINATION,
     sourceAgent: SOURCE,
     image: stack.info.image,
     imageId: 'f'.repeat(64),
-    approach: 'container',
+    approach: 'container' as const,
     artifactLocation: { storeUrl: 'file:///nowhere', prefix: `migrations/${migrationId}/` },
-    failure: { phase: 'checkpoint', code: 'agent-restarted', reason: 'test: as a lost update would have left it' },
-    rollback: { destinationClear: true },
-    runningOn,
     times: { requestedAt: now, finishedAt: now },
     updatedAt: now,
   };
 }
 
+/** A failed migration's record as the saga writes it, for the reconciliation cases. */
+function failedRecord(migrationId: string, container: string, runningOn: string | null): RecordIn<'failed'> {
+  return {
+    ...plannedRecord(migrationId, container),
+    state: 'failed',
+    epoch: 2,
+    failure: { phase: 'checkpoint', code: 'agent-restarted', reason: 'test: as a lost update would have left it' },
+    rollback: { destinationClear: true },
+    runningOn,
+  };
+}
+
 /** A migration that completed while its source was gone, the discard left for the source (the saga's pendingCleanup). */
 function doneWithoutSource(migrationId: string, container: string): RecordIn<'done'> {
-  const now = new Date().toISOString();
   return {
-    migrationId,
+    ...plannedRecord(migrationId, container),
     state: 'done',
     epoch: 1,
-    container,
-    destinationAgent: DESTINATION,
-    sourceAgent: SOURCE,
-    image: stack.info.image,
-    imageId: 'f'.repeat(64),
-    approach: 'container',
-    artifactLocation: { storeUrl: 'file:///nowhere', prefix: `migrations/${migrationId}/` },
     pendingCleanup: `test: source "${SOURCE}" was not reachable to discard its kept checkpoint`,
-    times: { requestedAt: now, finishedAt: now },
-    updatedAt: now,
   };
 }
 

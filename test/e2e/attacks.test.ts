@@ -19,6 +19,7 @@ import { AWS_HOST, DEFAULT_HOSTS, startLocalStack, type LocalStack } from '../..
 import type { PodmanHost } from '../../infra/podman-host.js';
 import { BrokerClient } from '../broker-client.js';
 import { BrokerRefusals } from '../broker-refusals.js';
+import { runCounter } from './counter-container.js';
 import { umsJson } from './ums-cli.js';
 
 /**
@@ -39,21 +40,6 @@ let refusals: BrokerRefusals;
 
 const credentialOf = (principal: string): string => join(stack.info.dir, 'security', 'credentials', `${principal}.json`);
 const connectAs = (principal: string) => refusals.connectAs(stack.info.natsUrl, credentialOf(principal), stack.admin.ca ?? '');
-
-async function runCounter(host: PodmanHost, name: string): Promise<void> {
-  await host.podman([
-    'run',
-    '-d',
-    '--name',
-    name,
-    '-e',
-    `COUNTER_TOKEN=${randomBytes(8).toString('hex')}`,
-    '-e',
-    'COUNTER_TICK_MS=100',
-    stack.info.image,
-  ]);
-  await sleep(1_500);
-}
 
 const running = async (host: PodmanHost): Promise<string[]> =>
   (JSON.parse((await host.podman(['ps', '--format', 'json'])).stdout) as Array<{ Names: string[] }>).map((c) => c.Names[0] ?? '?');
@@ -96,7 +82,7 @@ describe('attacks on the running stack are refused, and nothing moves', { timeou
     stack = await startLocalStack({
       name: `attacks-${process.pid}`,
       dir: join(tmpdir(), `ums-attacks-${process.pid}`),
-      hosts: DEFAULT_HOSTS,
+      hosts: [...DEFAULT_HOSTS, AWS_HOST],
     });
     bus = await connectNatsBus({ ...stack.admin, name: 'attacks-test' });
     azure = stack.hosts.get(AZURE) as PodmanHost;
@@ -120,7 +106,7 @@ describe('attacks on the running stack are refused, and nothing moves', { timeou
 
   it("a stolen agent credential cannot make the source discard the only copy mid-migration, nor take the destination's URLs", async () => {
     const name = 'victim-forged-fact';
-    await runCounter(azure, name);
+    await runCounter(azure, name, stack.info.image);
     const migrationId = randomUUID();
     // The destination's agent goes down before the first chunk; the source freezes and uploads: its kept
     // checkpoint is then the only copy of the service, exactly what a forged restore.completed would destroy.
@@ -135,55 +121,59 @@ describe('attacks on the running stack are refused, and nothing moves', { timeou
       });
     });
     const run = umsJson<{ state: string; runningOn?: string }>(stack.info, ['migrate', name, '--to', GCP, '--id', migrationId]);
-    await uploaded;
-    const at = new Date().toISOString();
-    const completed = JSON.stringify(
-      toWire(
-        makeEvent('restore.completed', `/ums/agents/${GCP}`, {
-          migrationId,
-          agent: GCP,
-          container: name,
-          containerId: 'f'.repeat(64),
-          downloadedAt: at,
-          restoredAt: at,
-        }),
-      ),
-    );
-    const attacker = await connectAs(agentPrincipal(AWS));
     try {
-      // As the destination, on its subject: the broker refuses. On the attacker's own subject, naming the
-      // destination: the broker stores it, and everyone who reads facts ignores it (core/event-identity.ts).
-      await refusals.assertPublishRefused(attacker, subjects.event(migrationId, agentPrincipal(GCP), 'restore.completed'), completed);
-      await attacker
-        .jetstream()
-        .publish(subjects.event(migrationId, agentPrincipal(AWS), 'restore.completed'), new TextEncoder().encode(completed));
-      // The destination's queue (its signed chunk URLs): neither its consumer, nor its messages, nor a listen.
-      await refusals.assertPublishRefused(attacker, `$JS.API.CONSUMER.CREATE.UMS_COMMANDS.agent-${GCP}.ums.commands.${GCP}`);
-      await refusals.assertPublishRefused(attacker, `$JS.API.CONSUMER.MSG.NEXT.UMS_COMMANDS.agent-${GCP}`);
-      await refusals.assertPublishRefused(attacker, `$JS.API.DIRECT.GET.${subjects.commandsStream}`);
-      await refusals.assertSubscribeRefused(attacker, subjects.commandsFor(GCP));
-      // Nor can it ask for migrations (to itself), or register in another agent's name.
-      await refusals.assertPublishRefused(attacker, subjects.event(randomUUID(), CLI_PRINCIPAL, 'migration.requested'));
-      await refusals.assertPublishRefused(attacker, `$KV.ums_agents.${GCP}`);
+      await uploaded;
+      const at = new Date().toISOString();
+      const completed = JSON.stringify(
+        toWire(
+          makeEvent('restore.completed', `/ums/agents/${GCP}`, {
+            migrationId,
+            agent: GCP,
+            container: name,
+            containerId: 'f'.repeat(64),
+            downloadedAt: at,
+            restoredAt: at,
+          }),
+        ),
+      );
+      const attacker = await connectAs(agentPrincipal(AWS));
+      try {
+        // As the destination, on its subject: the broker refuses. On the attacker's own subject, naming the
+        // destination: the broker stores it, and everyone who reads facts ignores it (core/event-identity.ts).
+        await refusals.assertPublishRefused(attacker, subjects.event(migrationId, agentPrincipal(GCP), 'restore.completed'), completed);
+        await attacker
+          .jetstream()
+          .publish(subjects.event(migrationId, agentPrincipal(AWS), 'restore.completed'), new TextEncoder().encode(completed));
+        // The destination's queue (its signed chunk URLs): neither its consumer, nor its messages, nor a listen.
+        await refusals.assertPublishRefused(attacker, `$JS.API.CONSUMER.CREATE.UMS_COMMANDS.agent-${GCP}.ums.commands.${GCP}`);
+        await refusals.assertPublishRefused(attacker, `$JS.API.CONSUMER.MSG.NEXT.UMS_COMMANDS.agent-${GCP}`);
+        await refusals.assertPublishRefused(attacker, `$JS.API.DIRECT.GET.${subjects.commandsStream}`);
+        await refusals.assertSubscribeRefused(attacker, subjects.commandsFor(GCP));
+        // Nor can it ask for migrations (to itself), or register in another agent's name.
+        await refusals.assertPublishRefused(attacker, subjects.event(randomUUID(), CLI_PRINCIPAL, 'migration.requested'));
+        await refusals.assertPublishRefused(attacker, `$KV.ums_agents.${GCP}`);
+      } finally {
+        await attacker.close();
+      }
+      const operator = await connectAs(CLI_PRINCIPAL);
+      try {
+        await refusals.assertPublishRefused(operator, subjects.event(migrationId, CLI_PRINCIPAL, 'restore.completed'), completed);
+      } finally {
+        await operator.close();
+      }
+      await sleep(3_000);
+      const record = (await bus.migrations.get(migrationId))?.value;
+      assert.ok(record && ['uploaded', 'restoring'].includes(record.state), `the saga did not move on: ${record?.state ?? 'no record'}`);
+      const kept = JSON.parse((await azure.podman(['ps', '-a', '--format', 'json'])).stdout) as Array<{ Names: string[] }>;
+      assert.ok(
+        kept.some((c) => c.Names.includes(name)),
+        "the source's kept checkpoint is still there",
+      );
     } finally {
-      await attacker.close();
+      // Whatever happened above, the real destination returns: a failed check must not leave it down for the next cases.
+      if (!destinationAgent.running) await destinationAgent.start();
     }
-    const operator = await connectAs(CLI_PRINCIPAL);
-    try {
-      await refusals.assertPublishRefused(operator, subjects.event(migrationId, CLI_PRINCIPAL, 'restore.completed'), completed);
-    } finally {
-      await operator.close();
-    }
-    await sleep(3_000);
-    const record = (await bus.migrations.get(migrationId))?.value;
-    assert.ok(record && ['uploaded', 'restoring'].includes(record.state), `the saga did not move on: ${record?.state ?? 'no record'}`);
-    const kept = JSON.parse((await azure.podman(['ps', '-a', '--format', 'json'])).stdout) as Array<{ Names: string[] }>;
-    assert.ok(
-      kept.some((c) => c.Names.includes(name)),
-      "the source's kept checkpoint is still there",
-    );
-    // The real destination returns and completes the migration: the service runs once, at the destination.
-    await destinationAgent.start();
+    // The real destination is back (above) and completes the migration: the service runs once, at the destination.
     const { code, json } = await run;
     assert.equal(code, 0, JSON.stringify(json));
     assert.equal(json.runningOn, GCP);
@@ -194,7 +184,7 @@ describe('attacks on the running stack are refused, and nothing moves', { timeou
 
   it('an old signed command replayed to an agent is refused, and the service it names is untouched', async () => {
     const name = 'victim-replay';
-    await runCounter(azure, name);
+    await runCounter(azure, name, stack.info.image);
     // What an attacker with a tap on the broker's traffic could keep: every command of one migration.
     const tap = await BrokerClient.connect(stack.admin);
     const captured: UmsCommand[] = [];
@@ -228,7 +218,7 @@ describe('attacks on the running stack are refused, and nothing moves', { timeou
 
   it("a caller of a function's HTTP endpoint without the bridge's token is refused: a forged restore.completed discards nothing", async () => {
     const name = 'victim-http';
-    await runCounter(azure, name);
+    await runCounter(azure, name, stack.info.image);
     const migrationId = randomUUID();
     const forged = {
       specversion: '1.0',
@@ -261,7 +251,7 @@ describe('attacks on the running stack are refused, and nothing moves', { timeou
 
   it("the migration's data key lies in no bucket, nowhere in the broker's store, in no log and no agent state", async () => {
     const name = 'victim-keys';
-    await runCounter(azure, name);
+    await runCounter(azure, name, stack.info.image);
     const migrationId = randomUUID();
     // The data key is learnt the way only the destination can: unwrapped with its private key.
     const sealing = new Promise<EventOf<'checkpoint.uploaded'>>((resolve) => {

@@ -16,6 +16,7 @@ import type { EventOf } from '../../core/events.js';
 import { COUNTER_MARKER_PATH } from '../../infra/images/build-counter-image.js';
 import { continuity, followTicks, joinTicks, readTicks, type Tick } from '../../infra/images/counter-output.js';
 import { AWS_HOST, DEFAULT_HOSTS, startLocalStack, type LocalStack } from '../../infra/local-stack.js';
+import { runCounter, TICK_MS } from './counter-container.js';
 import { umsJson } from './ums-cli.js';
 import type { PodmanHost } from '../../infra/podman-host.js';
 
@@ -27,7 +28,6 @@ import type { PodmanHost } from '../../infra/podman-host.js';
 const AZURE = 'azure-eastus-1';
 const GCP = 'gcp-us-central1-1';
 const AWS = 'aws-us-east-1';
-const TICK_MS = 100;
 
 let stack: LocalStack;
 let bus: NatsEventBus;
@@ -49,25 +49,6 @@ interface MigrateResult {
 async function ums(args: string[]): Promise<MigrateResult> {
   const { code, json } = await umsJson<MigrateResult['result']>(stack.info, args);
   return { code, result: json };
-}
-
-async function runCounter(host: PodmanHost, name: string, image = stack.info.image, memoryMiB = 0): Promise<string> {
-  const token = randomBytes(8).toString('hex');
-  await host.podman([
-    'run',
-    '-d',
-    '--name',
-    name,
-    '-e',
-    `COUNTER_TOKEN=${token}`,
-    '-e',
-    `COUNTER_TICK_MS=${TICK_MS}`,
-    '-e',
-    `COUNTER_MEM_MIB=${memoryMiB}`,
-    image,
-  ]);
-  await sleep(1_500);
-  return token;
 }
 
 /** "name state" for every container on the host (`podman ps` templates print a human status, JSON the state). */
@@ -126,7 +107,7 @@ describe('live migration through the whole stack', { timeout: 900_000 }, () => {
 
   it('moves a running counter azure -> gcp with its memory and rootfs, removes the source copy, and moves it back', async () => {
     const name = 'counter-roundtrip';
-    const token = await runCounter(azure, name);
+    const token = await runCounter(azure, name, stack.info.image);
 
     const there = await migrateAndWatch(name, azure, gcp, GCP);
     assert.equal(there.run.code, 0, `migration failed: ${there.run.result.reason}`);
@@ -158,7 +139,7 @@ describe('live migration through the whole stack', { timeout: 900_000 }, () => {
     // Each hop's archive goes through the source's own store (Azure Blob, then GCS, then S3) and is
     // read by the destination through a signed URL only.
     const name = 'counter-around';
-    const token = await runCounter(azure, name);
+    const token = await runCounter(azure, name, stack.info.image);
     let ticks: Tick[] = [];
     for (const [from, to, toAgent] of [
       [azure, gcp, GCP],
@@ -209,7 +190,7 @@ describe('live migration through the whole stack', { timeout: 900_000 }, () => {
 
   it('stores only ciphertext; rolls back when the archive is corrupted in the store: the destination refuses it, the source resumes', async () => {
     const name = 'counter-corrupt';
-    const token = await runCounter(azure, name);
+    const token = await runCounter(azure, name, stack.info.image);
     const before = await readTicks(azure.url, name);
     // The destination agent dies (kill -9) right after it said it is ready, before the source's
     // first chunk exists; its prepare command waits in its durable queue. While it is down the
@@ -275,7 +256,7 @@ describe('live migration through the whole stack', { timeout: 900_000 }, () => {
     assert.match(unknownContainer.result.reason ?? '', /no-such-container/);
 
     const name = 'counter-bad-input';
-    await runCounter(azure, name);
+    await runCounter(azure, name, stack.info.image);
     const unknownAgent = await ums(['migrate', name, '--to', 'aws-nowhere-1']);
     assert.equal(unknownAgent.code, 1);
     assert.equal(unknownAgent.result.code, 'agent-unavailable');
