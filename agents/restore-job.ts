@@ -80,6 +80,8 @@ export interface RestoredArchive {
   /** When the last verified byte went to the engine. */
   downloadedAt: Date;
   restoredAt: Date;
+  /** The source's checkpoint.uploaded that this restore acted on (relayed in restore.completed for the timeline). */
+  uploaded: EventData<'checkpoint.uploaded'> | undefined;
 }
 
 /** How long announced chunks may wait for their URLs before the request is repeated. */
@@ -208,6 +210,7 @@ export class RestoreJob {
         containerId: restored.id,
         downloadedAt: this.downloadedAt() ?? new Date(),
         restoredAt: new Date(),
+        uploaded: this.source.uploaded,
       };
     } catch (error) {
       const failure = this.fail(error instanceof Error ? error : new Error(String(error)));

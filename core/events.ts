@@ -172,6 +172,12 @@ export const eventData = {
     containerId: z.string(),
     downloadedAt: isoTime,
     restoredAt: isoTime,
+    /**
+     * The source's checkpoint.uploaded facts as this destination acted on them. The saga may handle this
+     * event before checkpoint.uploaded (different functions, no order between them): the record's timeline
+     * and frozen time must not depend on which comes first.
+     */
+    upload: z.object({ artifact: Artifact, checkpointStartedAt: isoTime, firstByteAt: isoTime, uploadedAt: isoTime }).optional(),
   }),
   'restore.failed': z.object({
     ...migrationRef,

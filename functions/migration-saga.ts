@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { artifactPrefix, chunkKey, manifestKey, URL_BATCH } from '../core/checkpoint-artifact.js';
 import { RevisionConflictError, type EventBus, type Versioned } from '../core/event-bus.js';
-import { makeCommand, makeEvent, type EventOf, type FailureCode, type UmsEvent } from '../core/events.js';
+import { makeCommand, makeEvent, type Artifact, type EventData, type EventOf, type FailureCode, type UmsEvent } from '../core/events.js';
 import { planAgainst } from '../core/migration-plan.js';
 import {
   canTransition,
@@ -12,6 +12,7 @@ import {
   type MigrationFailure,
   type MigrationRecord,
   type MigrationState,
+  type MigrationTimes,
   type RecordIn,
 } from '../core/migration.js';
 import type { FunctionContext } from './function-context.js';
@@ -356,13 +357,38 @@ export async function restoreCompleted(event: EventOf<'restore.completed'>, reco
   if (r.state === 'finalizing') return discardSource(r, ctx);
   if (r.state === 'restored') return beginFinalizing(record, r, ctx);
   if (r.state !== 'checkpointing' && r.state !== 'uploaded' && r.state !== 'restoring') return;
+  const upload = relayedUpload(r, event.data);
   const restored = await transition(ctx.bus, record, {
     ...r,
+    ...upload,
     state: 'restored',
-    times: { ...r.times, downloadedAt: r.times.downloadedAt ?? event.data.downloadedAt, restoredAt: event.data.restoredAt },
+    times: {
+      ...upload.times,
+      downloadedAt: r.times.downloadedAt ?? event.data.downloadedAt,
+      restoredAt: event.data.restoredAt,
+    },
   });
   if (!restored) return LOST_RACE;
   return beginFinalizing(restored, restored.value, ctx);
+}
+
+/**
+ * The upload's facts for a record that has not heard checkpoint.uploaded yet: the destination relays them
+ * in restore.completed, since that event may reach the saga first (it did, and the record ended with no
+ * freeze time: frozen read 0 s). Facts already recorded are kept; a relayed artifact elsewhere than the
+ * plan says is ignored.
+ */
+function relayedUpload(
+  r: RecordIn<'checkpointing' | 'uploaded' | 'restoring'>,
+  completed: EventData<'restore.completed'>,
+): { times: MigrationTimes; artifact?: Artifact } {
+  const upload = completed.upload;
+  const expected = r.artifactLocation;
+  if (r.artifact || !upload || upload.artifact.storeUrl !== expected.storeUrl || upload.artifact.prefix !== expected.prefix) {
+    return { times: r.times, ...(r.artifact ? { artifact: r.artifact } : {}) };
+  }
+  const { checkpointStartedAt, firstByteAt, uploadedAt } = upload;
+  return { times: { ...r.times, checkpointStartedAt, firstByteAt, uploadedAt }, artifact: upload.artifact };
 }
 
 /**
