@@ -4,7 +4,7 @@ import { PublishedPort } from './container-network.js';
 import { ChunkRef } from './checkpoint-artifact.js';
 import { Sealing, SealingPublicKey } from './checkpoint-sealing.js';
 import { ContainerSecurityProfile } from './container-security.js';
-import { MigrationApproach } from './migration-approach.js';
+import { ArchiveEstimate, MigrationApproach } from './migration-approach.js';
 
 /**
  * Every message on the bus is a CloudEvent (spec 1.0, structured JSON) whose `type` carries a schema
@@ -106,6 +106,8 @@ export const eventData = {
     approach: Approach,
     approachReason: z.string().optional(),
     artifact: ArtifactLocation,
+    /** The planner's expected archive size and its basis: the CLI's progress total until the real size is known. */
+    archiveEstimate: ArchiveEstimate.optional(),
   }),
   'checkpoint.progress': z.object({
     ...migrationRef,

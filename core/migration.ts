@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { SealingPublicKey } from './checkpoint-sealing.js';
+import { ArchiveEstimate } from './migration-approach.js';
 import {
   AgentId,
   Approach,
@@ -154,6 +155,8 @@ const Plan = {
   approach: Approach,
   /** Why the planner chose that approach (core/migration-approach.ts), for `ums status`. */
   approachReason: z.string().optional(),
+  /** The planner's expected archive size and what it rests on (core/migration-approach.ts). */
+  archiveEstimate: ArchiveEstimate.optional(),
   artifactLocation: ArtifactLocation,
   /** What the destination checks before the freeze. */
   requirements: RestoreRequirements.optional(),

@@ -130,6 +130,7 @@ export async function plan(event: EventOf<'migration.requested'>, ctx: FunctionC
     imageId: container.imageId,
     approach: decision.approach,
     approachReason: decision.reason,
+    archiveEstimate: decision.archive,
     artifactLocation: { storeUrl: source.storeUrl, prefix: artifactPrefix(request.migrationId) },
     sealFor,
     requirements: {
@@ -160,6 +161,7 @@ async function prepareDestination(record: RecordIn<'preflight'>, ctx: FunctionCo
     approach,
     requirements,
     approachReason,
+    archiveEstimate,
   } = record;
   await ctx.bus.sendCommand(
     destinationAgent,
@@ -192,6 +194,7 @@ async function prepareDestination(record: RecordIn<'preflight'>, ctx: FunctionCo
         destinationAgent,
         approach,
         ...(approachReason ? { approachReason } : {}),
+        ...(archiveEstimate ? { archiveEstimate } : {}),
         artifact: artifactLocation,
       },
       `${migrationId}.planned`,
