@@ -387,7 +387,8 @@ export class RestoreJob {
       }
       let data: Buffer;
       try {
-        data = opener.open(chunk.index, sealed);
+        // In place: the chunk held until the engine takes it is the downloaded buffer itself, no second copy.
+        data = opener.openInPlace(chunk.index, sealed);
       } catch (error) {
         if (!(error instanceof SealingError)) throw error;
         throw new RestoreRefusedError('seal-invalid', `${error.message}; refused, nothing restored`);
