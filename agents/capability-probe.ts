@@ -209,6 +209,8 @@ export type LauncherProbeResult = z.infer<typeof LauncherProbeResult>;
 export type ProbeLauncher = (container: string) => Promise<LauncherProbeResult>;
 /** The engine's security profile of a container (ContainerEngine.securityProfile). */
 export type SecurityProfileProbe = (container: string) => Promise<ContainerSecurityProfile | undefined>;
+/** Bytes the container wrote into its own filesystem (ContainerEngine.rootfsChangesBytes). */
+export type RootfsChangesProbe = (container: string) => Promise<number | undefined>;
 
 /**
  * Service-level traits of one container: asks its launcher over the control socket (through `probeLauncher`,
@@ -222,17 +224,26 @@ export async function probeContainerTraits(
     timeoutMs?: number;
     running?: Pick<ContainerSummary, 'pid' | 'published'>;
     securityProfile?: SecurityProfileProbe;
+    rootfsChanges?: RootfsChangesProbe;
   } = {},
 ): Promise<ContainerTraits> {
-  const [launcherTraits, kernelTraits, security] = await Promise.all([
+  const [launcherTraits, kernelTraits, security, changes] = await Promise.all([
     probeLauncherTraits(container, options),
     options.running === undefined ? {} : probeKernelTraits(options.running),
     options.running === undefined || options.securityProfile === undefined
       ? undefined
       : options.securityProfile(container).catch(() => undefined),
+    options.running === undefined || options.rootfsChanges === undefined
+      ? undefined
+      : options.rootfsChanges(container).catch(() => undefined),
   ]);
   // The launcher counts its service tree without itself: its figures win where it reports them.
-  return { ...kernelTraits, ...launcherTraits, ...(security !== undefined ? { security } : {}) };
+  return {
+    ...kernelTraits,
+    ...launcherTraits,
+    ...(security !== undefined ? { security } : {}),
+    ...(changes !== undefined ? { rootfsChangesBytes: changes } : {}),
+  };
 }
 
 /** Sockets and what CRIU would refuse, read from /proc (agents/container-inspection.ts). */
@@ -322,6 +333,10 @@ export interface CapabilityProbeOptions {
   probeLauncher?: ProbeLauncher;
   /** What the engine allows each running container; reported so the destination can hold an archive to it. */
   securityProfile?: SecurityProfileProbe;
+  /** The container's filesystem changes, for the planner's size estimate; read at most every changesTtlMs. */
+  rootfsChanges?: RootfsChangesProbe;
+  /** Default 30 s: the engine walks the container's writable layer to size it. */
+  changesTtlMs?: number;
   launcherHostDir?: string;
   /** Engine info and the whole host report. Default 10 s. */
   hostTtlMs?: number;
@@ -341,6 +356,7 @@ export class CapabilityProbe {
   private readonly criuCache: Cached<CriuCheckResult>;
   private readonly criuFactsCache = new Map<string, Cached<CriuFacts>>();
   private readonly containerCaches = new Map<string, Cached<ContainerTraits> & { key: number | undefined }>();
+  private readonly changesCaches = new Map<string, Cached<number | undefined>>();
 
   constructor(private readonly options: CapabilityProbeOptions) {
     this.now = options.now ?? Date.now;
@@ -411,6 +427,7 @@ export class CapabilityProbe {
               ...(this.options.launcherHostDir !== undefined ? { hostDir: this.options.launcherHostDir } : {}),
               ...(running !== undefined ? { running } : {}),
               ...(this.options.securityProfile !== undefined ? { securityProfile: this.options.securityProfile } : {}),
+              ...(this.options.rootfsChanges !== undefined ? { rootfsChanges: (c: string) => this.rootfsChanges(c) } : {}),
             }),
           () => this.options.containerTtlMs ?? 15_000,
           this.now,
@@ -422,10 +439,27 @@ export class CapabilityProbe {
     return cache.get();
   }
 
+  /** Sizing the writable layer walks it: cached longer than the rest of the container's traits. */
+  private rootfsChanges(name: string): Promise<number | undefined> {
+    const probe = this.options.rootfsChanges;
+    if (probe === undefined) return Promise.resolve(undefined);
+    let cache = this.changesCaches.get(name);
+    if (cache === undefined) {
+      cache = new Cached(
+        () => probe(name).catch(() => undefined),
+        () => this.options.changesTtlMs ?? 30_000,
+        this.now,
+      );
+      this.changesCaches.set(name, cache);
+    }
+    return cache.get();
+  }
+
   /** Drops cached traits of containers no longer here (call with the current list on each heartbeat). */
   retainContainers(names: Iterable<string>): void {
     const keep = new Set(names);
     for (const name of this.containerCaches.keys()) if (!keep.has(name)) this.containerCaches.delete(name);
+    for (const name of this.changesCaches.keys()) if (!keep.has(name)) this.changesCaches.delete(name);
   }
 
   /** Forgets everything (after a migration changed what this host runs, or its configuration). */
@@ -433,6 +467,7 @@ export class CapabilityProbe {
     this.hostCache.clear();
     this.kubeletCache.clear();
     this.containerCaches.clear();
+    this.changesCaches.clear();
   }
 }
 

@@ -56,6 +56,9 @@ export interface ContainerEngine {
    */
   securityProfile?(nameOrId: string): Promise<ContainerSecurityProfile | undefined>;
 
+  /** Bytes the container wrote into its own filesystem (its writable layer), or undefined if not known. Optional. */
+  rootfsChangesBytes?(nameOrId: string): Promise<number | undefined>;
+
   /** Creates and starts a plain container (service level needs nothing more of the engine). */
   runContainer(spec: PlainContainerSpec): Promise<{ id: string }>;
 }

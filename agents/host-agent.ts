@@ -370,6 +370,9 @@ export class HostAgent {
       if (existing?.state === 'running' && (await driver.restored(container))) {
         log.info({ containerId: existing.id }, 'found the restore finished while the agent was down');
         const at = existing.startedAt ?? new Date().toISOString();
+        const uploaded = await bus
+          .lastEvent(migrationId, 'checkpoint.uploaded', agentPrincipal(command.data.sourceAgent))
+          .catch(() => undefined);
         await this.emit('restore.completed', {
           migrationId,
           agent: this.id,
@@ -377,6 +380,7 @@ export class HostAgent {
           containerId: existing.id,
           downloadedAt: at,
           restoredAt: at,
+          ...uploadFacts(uploaded?.data),
         });
         return;
       }
@@ -440,6 +444,7 @@ export class HostAgent {
       containerId: restored.containerId,
       downloadedAt: restored.downloadedAt.toISOString(),
       restoredAt: restored.restoredAt.toISOString(),
+      ...uploadFacts(restored.uploaded),
     });
   }
 
@@ -527,4 +532,11 @@ class UnsupportedApproachError extends Error {
 
 function describe(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
+}
+
+/** The source's upload facts relayed in restore.completed (see its schema: the saga may see that event first). */
+function uploadFacts(uploaded: EventData<'checkpoint.uploaded'> | undefined): Pick<EventData<'restore.completed'>, 'upload'> {
+  if (!uploaded) return {};
+  const { artifact, checkpointStartedAt, firstByteAt, uploadedAt } = uploaded;
+  return { upload: { artifact, checkpointStartedAt, firstByteAt, uploadedAt } };
 }

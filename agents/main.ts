@@ -123,6 +123,7 @@ const program = new Command('ums-agent')
         engine,
         probeLauncher: (container) => serviceLevel.probe(container),
         securityProfile: (container) => engine.securityProfile(container),
+        rootfsChanges: (container) => engine.rootfsChangesBytes(container),
         launcherHostDir: options.launcherDir,
         // A status call per container and heartbeat is cheap, and a tree still starting its processes must
         // not be taken for a single process for long.

@@ -112,6 +112,17 @@ export class PodmanEngine implements ContainerEngine {
     };
   }
 
+  /** Podman's inspect with size=true: SizeRw is the writable layer, which the checkpoint archive carries as rootfs-diff.tar. */
+  async rootfsChangesBytes(nameOrId: string): Promise<number | undefined> {
+    const res = await this.call('inspect container size', 'GET', `/containers/${enc(nameOrId)}/json?size=true`);
+    if (res.status === 404) {
+      res.body.resume();
+      return undefined;
+    }
+    const size = (await expectJson<LibpodInspect>(res, 'inspect container size')).SizeRw;
+    return typeof size === 'number' && Number.isSafeInteger(size) && size >= 0 ? size : undefined;
+  }
+
   /** From Podman's inspect (see ContainerEngine.securityProfile). */
   async securityProfile(nameOrId: string): Promise<ContainerSecurityProfile | undefined> {
     const res = await this.call('inspect container', 'GET', `/containers/${enc(nameOrId)}/json`);
@@ -536,6 +547,8 @@ export interface LibpodInspect {
   State?: { Status?: string; Pid?: number; StartedAt?: string; Checkpointed?: boolean };
   /** The container's own directory: CRIU's dump.log and restore.log land here. */
   StaticDir?: string;
+  /** With ?size=true: bytes in the container's writable layer. */
+  SizeRw?: number;
   HostsPath?: string;
   ResolvConfPath?: string;
   HostnamePath?: string;

@@ -82,6 +82,8 @@ export interface RestoredArchive {
   /** When the last verified byte went to the engine. */
   downloadedAt: Date;
   restoredAt: Date;
+  /** The source's checkpoint.uploaded that this restore acted on (relayed in restore.completed for the timeline). */
+  uploaded: EventData<'checkpoint.uploaded'> | undefined;
 }
 
 /** How long announced chunks may wait for their URLs before the request is repeated. */
@@ -220,6 +222,7 @@ export class RestoreJob {
         containerId: restored.id,
         downloadedAt: this.downloadedAt() ?? new Date(),
         restoredAt: new Date(),
+        uploaded: this.source.uploaded,
       };
     } catch (error) {
       const failure = this.fail(error instanceof Error ? error : new Error(String(error)));
@@ -396,7 +399,8 @@ export class RestoreJob {
       }
       let data: Buffer;
       try {
-        data = opener.open(chunk.index, sealed);
+        // In place: the chunk held until the engine takes it is the downloaded buffer itself, no second copy.
+        data = opener.openInPlace(chunk.index, sealed);
       } catch (error) {
         if (!(error instanceof SealingError)) throw error;
         throw new RestoreRefusedError('seal-invalid', `${error.message}; refused, nothing restored`);

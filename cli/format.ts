@@ -92,6 +92,7 @@ export function planSummary(plan: Plan): unknown {
     destination: plan.destination.agentId,
     approach: plan.decision.approach,
     reason: plan.decision.reason,
+    archive: plan.decision.archive,
     candidates: plan.decision.candidates,
     ...(plan.connections !== undefined ? { connections: plan.connections } : {}),
   };
@@ -104,7 +105,12 @@ export function formatPlan(plan: Plan): string {
     c.why,
   ]);
   const head = plan.ok
-    ? `${plan.container.name}: ${plan.source.agentId} -> ${plan.destination.agentId} at ${plan.decision.approach} level\n  ${plan.decision.reason}`
+    ? [
+        `${plan.container.name}: ${plan.source.agentId} -> ${plan.destination.agentId} at ${plan.decision.approach} level`,
+        `  ${plan.decision.reason}`,
+        `  archive ~${bytes(plan.decision.archive.bytes)}: ${plan.decision.archive.basis}`,
+        ...(plan.decision.archive.measured ? [] : ['  (the estimate is only as good as that assumption)']),
+      ].join('\n')
     : `refused (${plan.code}): ${plan.reason}`;
   const withCandidates = candidates.length > 0 ? `${head}\n\n${table(candidates)}` : head;
   return plan.ok && plan.connections !== undefined ? `${withCandidates}\n\n${formatConnections(plan.connections)}` : withCandidates;

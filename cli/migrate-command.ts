@@ -1,9 +1,10 @@
 import { randomUUID } from 'node:crypto';
-import { SingleBar } from 'cli-progress';
+import { MultiBar, type SingleBar } from 'cli-progress';
 import { makeEvent, type Approach, type UmsEvent } from '../core/events.js';
 import { timelineOf } from '../core/migration.js';
 import { connectCli } from './bus-connection.js';
 import { bytes, formatTimeline, millis } from './format.js';
+import { describeProgress, TransferProgress } from './progress-model.js';
 
 export interface MigrateOptions {
   to: string;
@@ -26,22 +27,41 @@ export async function migrate(container: string, options: MigrateOptions): Promi
   const migrationId = options.id ?? randomUUID();
   const timeoutMs = Number(options.timeout) * 1000;
   const live = !options.json && process.stderr.isTTY;
+  // Two rows, upload and download, which overlap in time: one bar for both made the count jump back and forth.
+  const transfers = { upload: new TransferProgress(), download: new TransferProgress() };
+  let bars: { multi: MultiBar; rows: Partial<Record<keyof typeof transfers, SingleBar>> } | undefined;
   const say = (line: string) => {
-    if (!options.json) process.stderr.write(`${line}\n`);
+    if (options.json) return;
+    // Above the live bars, which would otherwise be drawn over.
+    if (bars) bars.multi.log(`${line}\n`);
+    else process.stderr.write(`${line}\n`);
   };
-  let bar: SingleBar | undefined;
   const stopBar = () => {
-    bar?.stop();
-    bar = undefined;
+    bars?.multi.stop();
+    bars = undefined;
   };
-  const progress = (label: string, value: number, total: number) => {
+  const progress = (which: keyof typeof transfers) => {
     if (!live) return;
-    if (!bar) {
-      bar = new SingleBar({ format: `  ${label} [{bar}] {percentage}% {done}/{size}`, hideCursor: true, clearOnComplete: true }, undefined);
-      bar.start(Math.max(total, value, 1), value, { done: bytes(value), size: total ? bytes(total) : '?' });
-    }
-    bar.setTotal(Math.max(total, value, 1));
-    bar.update(value, { done: bytes(value), size: total ? bytes(total) : '?' });
+    bars ??= {
+      multi: new MultiBar({ format: '  {label} [{bar}] {pct} {size} {rate} {eta}', hideCursor: true, clearOnComplete: true }),
+      rows: {},
+    };
+    const view = transfers[which].view();
+    // The bar's own fill: empty while the total is unknown, rather than full.
+    const [value, total] = view.total === undefined ? [0, 1] : [view.done, view.total];
+    const { percent, ...words } = describeProgress(view);
+    const payload = { label: which === 'upload' ? 'checkpoint -> store ' : 'store -> destination', pct: percent, ...words };
+    const row = (bars.rows[which] ??= bars.multi.create(total, value, payload));
+    row.setTotal(total);
+    row.update(value, payload);
+  };
+  const expectSize = (bytesExpected: number | undefined) => {
+    transfers.upload.expect(bytesExpected);
+    transfers.download.expect(bytesExpected);
+  };
+  const exactSize = (bytesExact: number | undefined) => {
+    transfers.upload.exactTotal(bytesExact);
+    transfers.download.exactTotal(bytesExact);
   };
 
   let exitCode = 2;
@@ -58,21 +78,32 @@ export async function migrate(container: string, options: MigrateOptions): Promi
           `  planned: ${event.data.sourceAgent} -> ${event.data.destinationAgent} (${event.data.approach} level, image ${event.data.image})`,
         );
         if (event.data.approachReason) say(`    why: ${event.data.approachReason}`);
+        if (event.data.archiveEstimate) {
+          expectSize(event.data.archiveEstimate.bytes);
+          say(`    archive ~${bytes(event.data.archiveEstimate.bytes)}: ${event.data.archiveEstimate.basis}`);
+        }
         return;
       case 'restore.prepared':
         say(`  destination ready; freezing on the source`);
         return;
       case 'checkpoint.progress':
-        progress('checkpoint -> store', event.data.bytes, 0);
+        transfers.upload.observe(event.data.bytes);
+        progress('upload');
         return;
       case 'checkpoint.uploaded':
-        stopBar();
+        exactSize(event.data.artifact.sizeBytes);
+        transfers.upload.observe(event.data.artifact.sizeBytes);
+        progress('upload');
+        if (transfers.download.view().done > 0) progress('download');
         say(
           `  checkpoint uploaded: ${bytes(event.data.artifact.sizeBytes)} in ${event.data.artifact.chunkCount} chunk(s), ${millis(Date.parse(event.data.uploadedAt) - Date.parse(event.data.checkpointStartedAt))} after the freeze`,
         );
         return;
       case 'restore.progress':
-        progress('download', event.data.bytes, event.data.totalBytes);
+        // 0 is the destination not knowing the size yet (the source has not reported it), not an empty archive.
+        transfers.download.exactTotal(event.data.totalBytes);
+        transfers.download.observe(event.data.bytes);
+        progress('download');
         return;
       case 'restore.completed':
         stopBar();

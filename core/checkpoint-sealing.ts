@@ -206,13 +206,22 @@ export class ChunkSealer {
 
   /** ciphertext || tag: TAG_BYTES longer than `plain`. Each index must be sealed once (the nonce derives from it). */
   seal(index: number, plain: Buffer): Buffer {
+    const out = Buffer.allocUnsafe(plain.length + TAG_BYTES);
+    plain.copy(out);
+    return this.sealInPlace(index, out, plain.length);
+  }
+
+  /**
+   * Seals the first `plainBytes` of `buffer` where they lie and appends the tag (the buffer needs TAG_BYTES
+   * of room after them): the upload path keeps no second copy of a chunk. Returns the sealed view.
+   */
+  sealInPlace(index: number, buffer: Buffer, plainBytes: number): Buffer {
+    if (buffer.length < plainBytes + TAG_BYTES) throw new SealingError(`no room for the tag after ${plainBytes} bytes`);
     const cipher = createCipheriv('aes-256-gcm', this.dataKey, chunkNonce(this.noncePrefix, index), { authTagLength: TAG_BYTES });
     cipher.setAAD(chunkAad(this.migrationId, index));
-    const out = Buffer.allocUnsafe(plain.length + TAG_BYTES);
-    let at = cipher.update(plain).copy(out, 0);
-    at += cipher.final().copy(out, at);
-    cipher.getAuthTag().copy(out, at);
-    return out;
+    const at = transformInPlace(cipher, buffer, plainBytes);
+    cipher.getAuthTag().copy(buffer, at);
+    return buffer.subarray(0, at + TAG_BYTES);
   }
 }
 
@@ -249,22 +258,49 @@ export class ChunkOpener {
 
   /** The plaintext of chunk `index`; throws SealingError if it was altered, truncated, moved or sealed under another key. */
   open(index: number, sealed: Buffer): Buffer {
+    return this.openInPlace(index, Buffer.from(sealed));
+  }
+
+  /**
+   * Like open, but decrypts where the bytes lie and returns a view of `sealed`: the download path keeps no
+   * second copy of a chunk. On a failed check the buffer holds unauthenticated bytes: throw it away.
+   */
+  openInPlace(index: number, sealed: Buffer): Buffer {
     if (sealed.length < TAG_BYTES) throw new SealingError(`chunk ${index} is ${sealed.length} bytes, shorter than its authentication tag`);
-    const body = sealed.subarray(0, sealed.length - TAG_BYTES);
+    const bodyBytes = sealed.length - TAG_BYTES;
     const decipher = createDecipheriv('aes-256-gcm', this.dataKey, chunkNonce(this.noncePrefix, index), { authTagLength: TAG_BYTES });
     decipher.setAAD(chunkAad(this.migrationId, index));
-    decipher.setAuthTag(sealed.subarray(sealed.length - TAG_BYTES));
-    const out = Buffer.allocUnsafe(body.length);
+    // 16 bytes copied, so that nothing depends on whether setAuthTag keeps its own.
+    decipher.setAuthTag(Buffer.from(sealed.subarray(bodyBytes)));
     try {
-      let at = decipher.update(body).copy(out, 0);
-      at += decipher.final().copy(out, at);
-      return at === out.length ? out : out.subarray(0, at);
+      return sealed.subarray(0, transformInPlace(decipher, sealed, bodyBytes));
     } catch {
       throw new SealingError(
         `chunk ${index} fails authentication (AES-256-GCM): it was altered, truncated, moved from another position or migration, or sealed under another key`,
       );
     }
   }
+}
+
+/**
+ * Slices that go through the cipher at a time: its output, copied back over its input, is the only extra
+ * memory (Node's cipher has no output argument), instead of a whole chunk-sized copy and a temporary.
+ */
+const IN_PLACE_SLICE_BYTES = 64 * 1024;
+
+/** Runs the first `length` bytes of `buffer` through `cipher` (GCM: output as long as input) in place; returns the bytes written. */
+function transformInPlace(cipher: { update(data: Buffer): Buffer; final(): Buffer }, buffer: Buffer, length: number): number {
+  let written = 0;
+  for (let at = 0; at < length; at += IN_PLACE_SLICE_BYTES) {
+    const out = cipher.update(buffer.subarray(at, Math.min(at + IN_PLACE_SLICE_BYTES, length)));
+    // Never past what was read: the bytes still to be read stay intact.
+    if (written + out.length > Math.min(at + IN_PLACE_SLICE_BYTES, length)) throw new SealingError('the cipher produced more than it read');
+    written += out.copy(buffer, written);
+  }
+  const last = cipher.final();
+  if (written + last.length > length) throw new SealingError('the cipher produced more than it read');
+  written += last.copy(buffer, written);
+  return written;
 }
 
 /** A chunk's plaintext size from its stored size. */

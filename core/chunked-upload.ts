@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import pRetry from 'p-retry';
 import { chunkKey, MANIFEST_FORMAT, manifestKey, type ChunkRef, type Manifest } from './checkpoint-artifact.js';
-import type { ChunkSealer } from './checkpoint-sealing.js';
+import { TAG_BYTES, type ChunkSealer } from './checkpoint-sealing.js';
 import type { ObjectStore } from './object-store.js';
 import { signManifest, type SigningKeyPair } from './signed-envelope.js';
 
@@ -14,7 +14,7 @@ export interface ChunkedUploadOptions {
   sealer: ChunkSealer;
   /** The uploading agent and its manifest-signing key: the destination restores only from a manifest it signed. */
   signer: { agentId: string; key: SigningKeyPair };
-  /** Chunks uploading at once; memory held is about (parallel + 1) x chunkBytes. */
+  /** Chunks uploading at once; memory held is (parallel + 1) x chunkBytes, in reused buffers. */
   parallel: number;
   /** Called once per chunk as soon as it is durable in the store (in completion order). */
   onChunk: (chunk: ChunkRef) => Promise<void>;
@@ -35,7 +35,7 @@ export interface ChunkedUpload {
 /**
  * Cuts a stream into numbered chunks, seals each (AES-256-GCM, core/checkpoint-sealing.ts) and uploads
  * them in parallel as they fill, each retried alone, then writes the manifest. The source is read once;
- * memory stays bounded by the chunks in flight (sealed copies) plus the one filling.
+ * memory stays bounded by the chunks in flight plus the one filling, each sealed in its own reused buffer.
  */
 export async function uploadChunked(
   source: Readable,
@@ -46,18 +46,21 @@ export async function uploadChunked(
   const whole = createHash('sha256');
   const chunks: ChunkRef[] = [];
   const inFlight = new Set<Promise<void>>();
-  let failure: unknown;
+  let failure: Error | undefined;
   let firstByteAt: Date | undefined;
   let offset = 0;
   let plainBytes = 0;
-  // One plaintext buffer, filled again as soon as its chunk is sealed: what is in flight is ciphertext.
-  const buffer: Buffer = Buffer.allocUnsafe(options.chunkBytes);
+  // Buffers of one sealed chunk each, reused: a chunk is read into one, sealed there, uploaded from it, and
+  // the buffer goes back to the pool when its upload settled. At most parallel + 1 exist (one filling), and
+  // no chunk-sized garbage is left for the collector, which let the agent's RSS grow far past what it held.
+  const pool: Buffer[] = [];
+  const take = (): Buffer => pool.pop() ?? Buffer.allocUnsafe(options.chunkBytes + TAG_BYTES);
+  let buffer = take();
   let filled = 0;
 
-  const dispatch = (plain: Buffer) => {
+  const dispatch = (own: Buffer, plainBytes: number) => {
     const index = chunks.length;
-    // A new buffer: the plaintext one is free to be filled again as soon as this returns.
-    const data = options.sealer.seal(index, plain);
+    const data = options.sealer.sealInPlace(index, own, plainBytes);
     whole.update(data);
     const chunk: ChunkRef = {
       index,
@@ -77,7 +80,10 @@ export async function uploadChunked(
           `uploading chunk ${chunk.index} (${data.length} bytes at offset ${chunk.offset}) failed: ${(error as Error).message}`,
         );
       })
-      .finally(() => inFlight.delete(upload));
+      .finally(() => {
+        inFlight.delete(upload);
+        pool.push(own);
+      });
     inFlight.add(upload);
   };
 
@@ -86,12 +92,13 @@ export async function uploadChunked(
     plainBytes += piece.length;
     let consumed = 0;
     while (consumed < piece.length) {
-      const n = piece.copy(buffer, filled, consumed);
+      const n = piece.copy(buffer, filled, consumed, consumed + Math.min(piece.length - consumed, options.chunkBytes - filled));
       filled += n;
       consumed += n;
       if (filled === options.chunkBytes) {
-        dispatch(buffer);
+        dispatch(buffer, filled);
         filled = 0;
+        buffer = take();
         // Back-pressure: stop reading the source while the uploads are busy.
         while (inFlight.size >= options.parallel) await Promise.race(inFlight);
       }
@@ -101,7 +108,7 @@ export async function uploadChunked(
       throw failure;
     }
   }
-  if (filled > 0) dispatch(buffer.subarray(0, filled));
+  if (filled > 0) dispatch(buffer, filled);
   await Promise.all(inFlight);
   if (failure) throw failure;
 

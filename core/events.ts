@@ -4,7 +4,7 @@ import { PublishedPort } from './container-network.js';
 import { ChunkRef } from './checkpoint-artifact.js';
 import { Sealing, SealingPublicKey } from './checkpoint-sealing.js';
 import { ContainerSecurityProfile } from './container-security.js';
-import { MigrationApproach } from './migration-approach.js';
+import { ArchiveEstimate, MigrationApproach } from './migration-approach.js';
 import { KeyId, SignatureValue, SigningPublicKey } from './signed-envelope.js';
 
 /**
@@ -107,6 +107,8 @@ export const eventData = {
     approach: Approach,
     approachReason: z.string().optional(),
     artifact: ArtifactLocation,
+    /** The planner's expected archive size and its basis: the CLI's progress total until the real size is known. */
+    archiveEstimate: ArchiveEstimate.optional(),
   }),
   'checkpoint.progress': z.object({
     ...migrationRef,
@@ -173,6 +175,12 @@ export const eventData = {
     containerId: z.string(),
     downloadedAt: isoTime,
     restoredAt: isoTime,
+    /**
+     * The source's checkpoint.uploaded facts as this destination acted on them. The saga may handle this
+     * event before checkpoint.uploaded (different functions, no order between them): the record's timeline
+     * and frozen time must not depend on which comes first.
+     */
+    upload: z.object({ artifact: Artifact, checkpointStartedAt: isoTime, firstByteAt: isoTime, uploadedAt: isoTime }).optional(),
   }),
   'restore.failed': z.object({
     ...migrationRef,

@@ -108,7 +108,10 @@ export type LauncherCapability = z.infer<typeof LauncherCapability>;
 /** Per container: what the cost model needs, and whether it runs the launcher. */
 export const ContainerTraits = z.object({
   processCount: z.number().int().positive().optional(),
+  /** Resident memory of the container's processes (VmRSS summed, or the launcher's count): what CRIU dumps. */
   memoryBytes: z.number().int().nonnegative().optional(),
+  /** What the container wrote into its own filesystem (the engine's writable layer): it goes in the archive too. */
+  rootfsChangesBytes: z.number().int().nonnegative().optional(),
   launcher: LauncherCapability.optional(),
   /** Sockets, connections and published ports, read from the kernel by the source agent. */
   network: ContainerNetwork.optional(),
@@ -149,8 +152,41 @@ export interface Candidate {
   estimatedMs?: number;
 }
 
+/** How big the checkpoint archive is expected to be, and what that figure rests on (shown by `ums plan`). */
+export const ArchiveEstimate = z.object({
+  bytes: z.number().int().nonnegative(),
+  /** False when the container's memory was not known and the model's default stood in for it. */
+  measured: z.boolean(),
+  basis: z.string(),
+});
+export type ArchiveEstimate = z.infer<typeof ArchiveEstimate>;
+
+/**
+ * The archive holds the processes' memory pages and the container's filesystem changes, not its image: their
+ * resident memory (as the source agent read it) plus the writable layer, when known. Unknown memory falls back
+ * to COST_MODEL.defaultMemoryBytes, and says so: a 768 MiB service estimated as 64 MiB took 5x its estimate.
+ */
+export function estimateArchive(traits: ContainerTraits): ArchiveEstimate {
+  const changes = traits.rootfsChangesBytes;
+  const changesPart = changes === undefined ? ', rootfs changes not known' : ` + ${fmtMiB(changes)} rootfs changes`;
+  if (traits.memoryBytes === undefined) {
+    const assumed = COST_MODEL.defaultMemoryBytes + (changes ?? 0);
+    return {
+      bytes: assumed,
+      measured: false,
+      basis: `memory unknown (the source agent could not read the container's processes), assumed ${fmtMiB(COST_MODEL.defaultMemoryBytes)}${changesPart}`,
+    };
+  }
+  const processes = traits.processCount === undefined ? 'its processes' : `${traits.processCount} process(es)`;
+  return {
+    bytes: traits.memoryBytes + (changes ?? 0),
+    measured: true,
+    basis: `${fmtMiB(traits.memoryBytes)} resident memory of ${processes}, measured${changesPart}`,
+  };
+}
+
 export type Decision =
-  | { kind: 'chosen'; approach: MigrationApproach; reason: string; candidates: Candidate[] }
+  | { kind: 'chosen'; approach: MigrationApproach; reason: string; candidates: Candidate[]; archive: ArchiveEstimate }
   | { kind: 'refused'; code: 'requested-infeasible' | 'none-feasible'; reason: string; candidates: Candidate[] };
 
 /**
@@ -225,7 +261,13 @@ export function decideApproach(raw: DecisionInput): Decision {
       cheapest !== undefined && cheapest.approach !== requested.approach
         ? ` (${cheapest.approach} level was estimated faster: ${fmtMs(cheapest.estimatedMs)} against ${fmtMs(requested.estimatedMs)})`
         : '';
-    return { kind: 'chosen', approach: requested.approach, reason: `${requested.approach} level as requested${note}`, candidates };
+    return {
+      kind: 'chosen',
+      approach: requested.approach,
+      reason: `${requested.approach} level as requested${note}`,
+      candidates,
+      archive: estimateArchive(input.container),
+    };
   }
 
   const best = cheapestOf(candidates);
@@ -245,6 +287,7 @@ export function decideApproach(raw: DecisionInput): Decision {
     approach: best.approach,
     reason: `${best.approach} level: estimated ${fmtMs(best.estimatedMs)} (${comparison})`,
     candidates,
+    archive: estimateArchive(input.container),
   };
 }
 
@@ -278,13 +321,17 @@ function assess(approach: MigrationApproach, input: DecisionInput): Candidate {
   const assumptions: string[] = [];
   const processes = input.container.processCount ?? COST_MODEL.defaultProcessCount;
   if (input.container.processCount === undefined) assumptions.push(`process count unknown, assumed ${processes}`);
-  const memory = input.container.memoryBytes ?? COST_MODEL.defaultMemoryBytes;
-  if (input.container.memoryBytes === undefined) assumptions.push(`memory unknown, assumed ${fmtMiB(memory)}`);
+  const archive = estimateArchive(input.container);
+  assumptions.push(archive.basis);
   const bandwidth = input.bandwidthBytesPerSecond ?? COST_MODEL.defaultBandwidthBytesPerSecond;
-  if (input.bandwidthBytesPerSecond === undefined) assumptions.push(`bandwidth unmeasured, assumed ${fmtMiB(bandwidth)}/s`);
+  assumptions.push(
+    input.bandwidthBytesPerSecond === undefined
+      ? `bandwidth unmeasured, assumed ${fmtMiB(bandwidth)}/s`
+      : `bandwidth ${fmtMiB(bandwidth)}/s measured on the source's last upload`,
+  );
 
-  const estimatedMs = estimateMs(approach, processes, memory, bandwidth);
-  const basis = `${processes} process(es), ${fmtMiB(memory)}, ${fmtMiB(bandwidth)}/s`;
+  const estimatedMs = estimateMs(approach, processes, archive.bytes, bandwidth);
+  const basis = `${processes} process(es), ${fmtMiB(archive.bytes)} archive, ${fmtMiB(bandwidth)}/s`;
   return {
     approach,
     feasible: true,

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { SealingPublicKey } from './checkpoint-sealing.js';
 import { SigningPublicKey } from './signed-envelope.js';
+import { ArchiveEstimate } from './migration-approach.js';
 import {
   AgentId,
   Approach,
@@ -167,6 +168,8 @@ const Plan = {
   approach: Approach,
   /** Why the planner chose that approach (core/migration-approach.ts), for `ums status`. */
   approachReason: z.string().optional(),
+  /** The planner's expected archive size and what it rests on (core/migration-approach.ts). */
+  archiveEstimate: ArchiveEstimate.optional(),
   artifactLocation: ArtifactLocation,
   /** What the destination checks before the freeze. */
   requirements: RestoreRequirements.optional(),

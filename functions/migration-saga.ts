@@ -4,8 +4,10 @@ import { RevisionConflictError, type EventBus, type Versioned } from '../core/ev
 import {
   makeCommand,
   makeEvent,
+  type Artifact,
   type CommandData,
   type CommandName,
+  type EventData,
   type EventOf,
   type FailureCode,
   type UmsEvent,
@@ -20,6 +22,7 @@ import {
   type MigrationFailure,
   type MigrationRecord,
   type MigrationState,
+  type MigrationTimes,
   type RecordIn,
 } from '../core/migration.js';
 import { deadlineScale, type FunctionContext } from './function-context.js';
@@ -146,6 +149,7 @@ export async function plan(event: EventOf<'migration.requested'>, ctx: FunctionC
     imageId: container.imageId,
     approach: decision.approach,
     approachReason: decision.reason,
+    archiveEstimate: decision.archive,
     artifactLocation: { storeUrl: source.storeUrl, prefix: artifactPrefix(request.migrationId) },
     sealFor,
     sourceManifestKey,
@@ -178,6 +182,7 @@ async function prepareDestination(record: RecordIn<'preflight'>, ctx: FunctionCo
     requirements,
     approachReason,
     sourceManifestKey,
+    archiveEstimate,
   } = record;
   if (!sourceManifestKey) {
     // Only a record planned by a build that did not sign manifests: nothing frozen yet, the deadline fails it.
@@ -213,6 +218,7 @@ async function prepareDestination(record: RecordIn<'preflight'>, ctx: FunctionCo
         destinationAgent,
         approach,
         ...(approachReason ? { approachReason } : {}),
+        ...(archiveEstimate ? { archiveEstimate } : {}),
         artifact: artifactLocation,
       },
       `${migrationId}.planned`,
@@ -376,13 +382,38 @@ export async function restoreCompleted(event: EventOf<'restore.completed'>, reco
   if (r.state === 'finalizing') return discardSource(r, ctx);
   if (r.state === 'restored') return beginFinalizing(record, r, ctx);
   if (r.state !== 'checkpointing' && r.state !== 'uploaded' && r.state !== 'restoring') return;
+  const upload = relayedUpload(r, event.data);
   const restored = await transition(ctx.bus, record, {
     ...r,
+    ...upload,
     state: 'restored',
-    times: { ...r.times, downloadedAt: r.times.downloadedAt ?? event.data.downloadedAt, restoredAt: event.data.restoredAt },
+    times: {
+      ...upload.times,
+      downloadedAt: r.times.downloadedAt ?? event.data.downloadedAt,
+      restoredAt: event.data.restoredAt,
+    },
   });
   if (!restored) return LOST_RACE;
   return beginFinalizing(restored, restored.value, ctx);
+}
+
+/**
+ * The upload's facts for a record that has not heard checkpoint.uploaded yet: the destination relays them
+ * in restore.completed, since that event may reach the saga first (it did, and the record ended with no
+ * freeze time: frozen read 0 s). Facts already recorded are kept; a relayed artifact elsewhere than the
+ * plan says is ignored.
+ */
+function relayedUpload(
+  r: RecordIn<'checkpointing' | 'uploaded' | 'restoring'>,
+  completed: EventData<'restore.completed'>,
+): { times: MigrationTimes; artifact?: Artifact } {
+  const upload = completed.upload;
+  const expected = r.artifactLocation;
+  if (r.artifact || !upload || upload.artifact.storeUrl !== expected.storeUrl || upload.artifact.prefix !== expected.prefix) {
+    return { times: r.times, ...(r.artifact ? { artifact: r.artifact } : {}) };
+  }
+  const { checkpointStartedAt, firstByteAt, uploadedAt } = upload;
+  return { times: { ...r.times, checkpointStartedAt, firstByteAt, uploadedAt }, artifact: upload.artifact };
 }
 
 /**

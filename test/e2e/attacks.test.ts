@@ -46,7 +46,7 @@ const running = async (host: PodmanHost): Promise<string[]> =>
 
 /** The victim is still where it was, running once, and still counting. */
 async function untouched(name: string): Promise<void> {
-  assert.deepEqual(await running(gcp), [], 'nothing was restored at the other host');
+  assert.ok(!(await running(gcp)).includes(name), `${name} was not restored at the other host`);
   assert.ok((await running(azure)).includes(name), `${name} still runs at the source`);
   const before = (await readTicks(azure.url, name)).at(-1)?.count ?? 0;
   await sleep(400);
@@ -120,7 +120,7 @@ describe('attacks on the running stack are refused, and nothing moves', { timeou
         return 'stop';
       });
     });
-    const run = umsJson<{ state: string; runningOn?: string }>(stack.info, ['migrate', name, '--to', GCP, '--id', migrationId]);
+    const run = umsJson<{ state: string }>(stack.info, ['migrate', name, '--to', GCP, '--id', migrationId]);
     try {
       await uploaded;
       const at = new Date().toISOString();
@@ -176,8 +176,8 @@ describe('attacks on the running stack are refused, and nothing moves', { timeou
     // The real destination is back (above) and completes the migration: the service runs once, at the destination.
     const { code, json } = await run;
     assert.equal(code, 0, JSON.stringify(json));
-    assert.equal(json.runningOn, GCP);
-    assert.deepEqual(await running(azure), []);
+    assert.equal(json.state, 'done');
+    assert.ok(!(await running(azure)).includes(name), 'the source does not run it any more');
     assert.ok((await running(gcp)).includes(name));
     await gcp.podman(['rm', '-f', name]);
   });

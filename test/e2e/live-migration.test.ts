@@ -162,6 +162,17 @@ describe('live migration through the whole stack', { timeout: 900_000 }, () => {
     // for URLs twice more after the first batch of 64.
     const name = 'counter-big';
     await runCounter(gcp, name, stack.info.image, 150);
+    // The plan's size is the container's measured memory, not the 64 MiB default (traits are read every 2 s).
+    await sleep(3_000);
+    const plan = await umsJson<{ archive?: { bytes: number; measured: boolean; basis: string } }>(stack.info, [
+      'plan',
+      name,
+      '--to',
+      AZURE,
+      '--json',
+    ]);
+    assert.equal(plan.json.archive?.measured, true, `the estimate rests on an assumption: ${plan.json.archive?.basis ?? '?'}`);
+    assert.ok((plan.json.archive?.bytes ?? 0) > 150 * 1024 * 1024, `archive estimated at ${plan.json.archive?.bytes ?? 0} bytes`);
     const { run, ticks } = await migrateAndWatch(name, gcp, azure, AZURE);
     assert.equal(run.code, 0, `migration failed: ${run.result.reason}`);
     assert.ok((run.result.timeline?.archiveBytes ?? 0) > 150 * 1024 * 1024, 'the memory travelled with it');

@@ -94,6 +94,11 @@ describe('PodmanEngine on three simulated hosts', { timeout: 600_000 }, () => {
     await waitForCount(hostA, name, 5);
     const listed = await engineA.listContainers();
     assert.ok(listed.some((c) => c.name === name && c.state === 'running' && c.image === IMAGE));
+    // The counter wrote its marker into its rootfs: the writable layer the planner adds to the archive estimate.
+    await hostA.podman(['exec', name, 'dd', 'if=/dev/zero', 'of=/var/tmp/filler', 'bs=1024', 'count=2048']);
+    const changes = await engineA.rootfsChangesBytes(name);
+    assert.ok(changes !== undefined && changes >= 2 * 1024 * 1024, `writable layer of ${changes ?? '?'} bytes`);
+    assert.equal(await engineA.rootfsChangesBytes('no-such-container'), undefined);
 
     // A -> B
     const archiveAB = join(base, 'mig-ab.tar');

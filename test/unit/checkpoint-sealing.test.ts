@@ -24,6 +24,7 @@ import {
   wrapDataKey,
 } from '../../core/checkpoint-sealing.js';
 import { uploadChunked } from '../../core/chunked-upload.js';
+import type { ObjectStore } from '../../core/object-store.js';
 import { generateSigningKeyPair } from '../../core/signed-envelope.js';
 import { openObjectStore } from '../../core/object-stores/open-object-store.js';
 
@@ -182,6 +183,66 @@ describe('uploadChunked stores sealed chunks and a consistent manifest', () => {
       assert.equal(stored.includes('COUNTER-MEMORY-MARKER'), false, `chunk ${chunk.index} holds no marker in clear`);
       plain.push(opener.open(chunk.index, stored));
     }
+    assert.deepEqual(Buffer.concat(plain), archive);
+  });
+});
+
+describe('sealing in place: no second copy of a chunk', () => {
+  it('seals and opens within the given buffer, to the same bytes as seal and open', () => {
+    const { sealer, opener } = sealedPair();
+    for (const [index, size] of [0, 1, 65_535, 65_536, 200_001, 1024 * 1024].entries()) {
+      const plain = randomBytes(size);
+      const room = Buffer.alloc(size + TAG_BYTES + 7);
+      plain.copy(room);
+      const sealed = sealer.sealInPlace(index, room, size);
+      assert.equal(sealed.buffer, room.buffer, 'a view of the given buffer');
+      assert.equal(sealed.length, size + TAG_BYTES);
+      assert.deepEqual(opener.open(index, sealed), plain);
+      const opened = opener.openInPlace(index, sealed);
+      assert.equal(opened.buffer, room.buffer);
+      assert.deepEqual(opened, plain);
+    }
+  });
+
+  it('refuses an altered chunk opened in place, and a buffer without room for the tag', () => {
+    const { sealer, opener } = sealedPair();
+    const sealed = sealer.seal(4, randomBytes(100_000));
+    assert.throws(() => opener.openInPlace(4, flip(sealed, 70_000)), SealingError);
+    assert.throws(() => opener.openInPlace(5, Buffer.from(sealed)), SealingError);
+    assert.throws(() => sealer.sealInPlace(6, Buffer.alloc(10), 10), SealingError);
+  });
+
+  it('uploadChunked reuses parallel + 1 buffers however many chunks it cuts', async () => {
+    const sealer = ChunkSealer.forRecipient(destination.publicKey, MIGRATION);
+    const stored = new Map<string, Buffer>();
+    const buffers = new Set<ArrayBufferLike>();
+    const store = {
+      put: async (key: string, body: Uint8Array | Readable) => {
+        assert.ok(body instanceof Uint8Array);
+        buffers.add(body.buffer);
+        // Copied, as a store writes it out: the buffer is reused once the put has settled.
+        stored.set(key, Buffer.from(body));
+        await new Promise((resolve) => setTimeout(resolve, Math.random() * 3));
+        return { sizeBytes: body.byteLength };
+      },
+    } as unknown as ObjectStore;
+    const archive = randomBytes(40 * 4096 + 123);
+    const prefix = `migrations/${MIGRATION}/`;
+    const upload = await uploadChunked(Readable.from([archive]), store, prefix, {
+      migrationId: MIGRATION,
+      chunkBytes: 4096,
+      parallel: 3,
+      sealer,
+      signer: { agentId: 'azure-1', key: generateSigningKeyPair() },
+      onChunk: async () => undefined,
+    });
+    assert.equal(upload.manifest.chunks.length, 41);
+    // the manifest's own body is a buffer of its own
+    assert.ok(buffers.size <= 3 + 1 + 1, `${buffers.size} buffers for 41 chunks`);
+    const opener = ChunkOpener.unwrap(upload.manifest.sealing, destination.privateKey, MIGRATION);
+    const plain = upload.manifest.chunks.map((chunk) =>
+      opener.open(chunk.index, stored.get(chunkKey(prefix, chunk.index)) ?? Buffer.alloc(0)),
+    );
     assert.deepEqual(Buffer.concat(plain), archive);
   });
 });

@@ -5,6 +5,7 @@ import {
   COST_MODEL,
   decideApproach,
   decideApproachOrThrow,
+  estimateArchive,
   estimateMs,
   HostCapabilities,
   type ContainerTraits,
@@ -127,7 +128,11 @@ describe('decideApproach: the decision table', () => {
     );
     assert.equal(d.approach, 'orchestrator');
     const orchestrator = d.candidates.find((c) => c.approach === 'orchestrator');
-    assert.match(orchestrator?.why ?? '', /memory unknown, assumed 64 MiB; bandwidth unmeasured, assumed 50 MiB\/s/);
+    assert.match(
+      orchestrator?.why ?? '',
+      /memory unknown .*assumed 64 MiB, rootfs changes not known; bandwidth unmeasured, assumed 50 MiB\/s/,
+    );
+    assert.equal(d.archive.measured, false);
   });
 
   it('row 8: container level and kubelets at both ends -> container (orchestrator costs an image build and a registry round trip)', () => {
@@ -247,5 +252,39 @@ describe('decideApproach: the model and the boundary', () => {
         HostCapabilities.parse({ containerLevel: { available: true }, orchestratorLevel: { available: true, kubeletUrl: 'not a url' } }),
       /kubeletUrl/,
     );
+  });
+});
+
+describe('the archive estimate: what the container really holds', () => {
+  it('uses the resident memory the source agent measured, plus the rootfs changes, and says so', () => {
+    const traits: ContainerTraits = { processCount: 2, memoryBytes: 768 * MiB, rootfsChangesBytes: 12 * MiB };
+    const archive = estimateArchive(traits);
+    assert.equal(archive.bytes, 780 * MiB);
+    assert.equal(archive.measured, true);
+    assert.match(archive.basis, /768 MiB resident memory of 2 process\(es\), measured \+ 12 MiB rootfs changes/);
+    const d = chosen(decide({ source: host(), destination: host(), container: traits, ...measured }));
+    assert.deepEqual(d.archive, archive);
+    const container = d.candidates.find((c) => c.approach === 'container');
+    // The 768 MiB migration that was estimated at 2.9 s on the 64 MiB default: now its size is in the estimate.
+    assert.equal(container?.estimatedMs, estimateMs('container', 2, 780 * MiB, measured.bandwidthBytesPerSecond));
+    assert.ok((container?.estimatedMs ?? 0) > 10_000);
+    assert.match(container?.why ?? '', /780 MiB archive/);
+    assert.match(container?.why ?? '', /bandwidth 100 MiB\/s measured/);
+  });
+
+  it('says when memory is unknown and what stands in for it; rootfs changes count even then', () => {
+    const unknown = estimateArchive({});
+    assert.equal(unknown.bytes, COST_MODEL.defaultMemoryBytes);
+    assert.equal(unknown.measured, false);
+    assert.match(unknown.basis, /memory unknown.*assumed 64 MiB, rootfs changes not known/);
+    const withChanges = estimateArchive({ rootfsChangesBytes: 5 * MiB });
+    assert.equal(withChanges.bytes, COST_MODEL.defaultMemoryBytes + 5 * MiB);
+    assert.match(withChanges.basis, /\+ 5 MiB rootfs changes/);
+  });
+
+  it('a measured empty container is 0 bytes of memory, not the default', () => {
+    const empty = estimateArchive({ processCount: 1, memoryBytes: 0 });
+    assert.equal(empty.bytes, 0);
+    assert.equal(empty.measured, true);
   });
 });

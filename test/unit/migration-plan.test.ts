@@ -3,6 +3,7 @@ import { describe, it } from 'node:test';
 import { AgentRegistration } from '../../core/agent-registration.js';
 import type { ContainerNetwork } from '../../core/container-network.js';
 import { planAgainst } from '../../core/migration-plan.js';
+import { formatPlan, planSummary } from '../../cli/format.js';
 
 const MiB = 1024 * 1024;
 const IMAGE = 'localhost/ums/counter-launched:1';
@@ -63,6 +64,24 @@ describe('planAgainst: registrations to a plan, as planMigration and `ums plan` 
     }
     const multi = planAgainst(agents, { container: 'plain', destinationAgent: 'b' }, NOW);
     assert.ok(multi.ok && multi.decision.approach === 'container');
+  });
+
+  it('`ums plan` says how big the archive is expected to be and what that rests on', () => {
+    const measured: Container = {
+      ...launched('big', 2, 768 * MiB),
+      traits: { processCount: 2, memoryBytes: 768 * MiB, rootfsChangesBytes: 3 * MiB },
+    };
+    const unknown: Container = { ...launched('unknown', 1), traits: { processCount: 1 } };
+    const agents = [agent('a', [measured, unknown]), agent('b', [])];
+    const plan = planAgainst(agents, { container: 'big', destinationAgent: 'b' }, NOW);
+    assert.ok(plan.ok);
+    const text = formatPlan(plan);
+    assert.match(text, /archive ~771\.0 MiB: 768 MiB resident memory of 2 process\(es\), measured \+ 3 MiB rootfs changes/);
+    assert.doesNotMatch(text, /only as good as that assumption/);
+    assert.deepEqual((planSummary(plan) as { archive: unknown }).archive, plan.decision.archive);
+    const guessed = planAgainst(agents, { container: 'unknown', destinationAgent: 'b' }, NOW);
+    assert.ok(guessed.ok);
+    assert.match(formatPlan(guessed), /archive ~64\.0 MiB: memory unknown .*assumed 64 MiB[\s\S]*only as good as that assumption/);
   });
 
   it('uses the bandwidth the source measured on its last upload', () => {
