@@ -9,6 +9,7 @@ import { makeEvent, type EventName } from '../../core/events.js';
 import { isTerminal, whereItRuns, type MigrationRecord, type RecordIn } from '../../core/migration.js';
 import { connectNatsBus, type NatsEventBus } from '../../core/nats-event-bus.js';
 import { continuity, readTicks } from '../../infra/images/counter-output.js';
+import { runCounter } from './counter-container.js';
 import { DEFAULT_HOSTS, startLocalStack, type LocalStack } from '../../infra/local-stack.js';
 import type { PodmanHost } from '../../infra/podman-host.js';
 
@@ -46,20 +47,9 @@ async function containersNamed(host: PodmanHost, name: string): Promise<string[]
   return list.filter((c) => c.Names.includes(name)).map((c) => c.State);
 }
 
+/** A counter on `host`, once its agent has registered it running (the planner plans only what it knows). */
 async function startCounter(host: PodmanHost, name: string, agentId: string): Promise<void> {
-  await host.podman([
-    'run',
-    '-d',
-    '--name',
-    name,
-    '-e',
-    `COUNTER_TOKEN=${randomBytes(4).toString('hex')}`,
-    '-e',
-    'COUNTER_TICK_MS=100',
-    '-e',
-    'COUNTER_MEM_MIB=24',
-    stack.info.image,
-  ]);
+  await runCounter(host, name, stack.info.image, 24);
   for (let i = 0; i < 50; i++) {
     const registration = await bus.agents.get(agentId).catch(() => undefined);
     if (registration?.value.containers.some((c) => c.name === name && c.state === 'running')) return;
