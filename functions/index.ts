@@ -1,6 +1,7 @@
 import * as framework from '@google-cloud/functions-framework';
 import { publisherOf } from '../core/event-identity.js';
 import { InvalidMessageError, parseEvent, type EventOf, type UmsEvent } from '../core/events.js';
+import { canonicalJson } from '../core/signed-envelope.js';
 import { SCHEDULE_TICK_TYPE, triggers, type FunctionName } from './triggers.js';
 import { functionContext, type FunctionContext } from './function-context.js';
 import { finalize, type FinalizeTrigger } from './finalize.js';
@@ -66,15 +67,7 @@ async function isPublishedFact(event: UmsEvent, ctx: FunctionContext): Promise<b
     stored.type === event.type &&
     stored.source === event.source &&
     stored.time === event.time &&
-    canonical(stored.data) === canonical(event.data)
-  );
-}
-
-function canonical(value: unknown): string {
-  return JSON.stringify(value, (_key, v: unknown) =>
-    v !== null && typeof v === 'object' && !Array.isArray(v)
-      ? Object.fromEntries(Object.entries(v as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
-      : v,
+    canonicalJson(stored.data) === canonicalJson(event.data)
   );
 }
 
