@@ -1,7 +1,8 @@
 import type { EventBus, Versioned } from '../core/event-bus.js';
 import type { CommandName, UmsCommand } from '../core/events.js';
 import { COMMAND_VALID_IN, type MigrationRecord } from '../core/migration.js';
-import { canonicalJson as canonical, SignatureError, type CommandVerifier } from '../core/signed-envelope.js';
+import { canonicalJson as canonical, SignatureError } from '../core/signed-envelope.js';
+import { type CommandVerifier } from '../core/command-signature.js';
 
 export type FenceVerdict = { accepted: true; record: Versioned<MigrationRecord> } | { accepted: false; reason: string };
 

@@ -15,7 +15,8 @@ import {
 import { agentPrincipal } from '../core/event-identity.js';
 import type { Logger } from '../core/log.js';
 import type { ObjectStore } from '../core/object-store.js';
-import type { CommandVerifier, SigningKeyPair } from '../core/signed-envelope.js';
+import type { SigningKeyPair } from '../core/signed-envelope.js';
+import type { CommandVerifier } from '../core/command-signature.js';
 import { archivePolicy } from './archive-policy.js';
 import { streamCheckpoint } from './checkpoint-stream.js';
 import { admitCommand, checkFence } from './command-fence.js';

@@ -16,7 +16,8 @@ import { ServiceLevel } from './service-level.js';
 import { RestoreJournal } from './restore-journal.js';
 import { loadOrCreateSealingKey } from './sealing-key.js';
 import { loadOrCreateSigningKey } from './signing-key.js';
-import { CommandVerifier, parseVerifyKeys } from '../core/signed-envelope.js';
+import { parseVerifyKeys } from '../core/signed-envelope.js';
+import { CommandVerifier } from '../core/command-signature.js';
 import { PodmanEngine } from './podman-engine.js';
 
 function positiveInt(value: string | number): number {

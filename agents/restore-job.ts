@@ -1,6 +1,14 @@
 import { createHash, randomUUID, type KeyObject } from 'node:crypto';
 import { Readable, Writable } from 'node:stream';
-import { chunkKey, Manifest, manifestKey, MAX_CHUNK_BYTES, MAX_MANIFEST_BYTES, type ChunkRef } from '../core/checkpoint-artifact.js';
+import {
+  chunkKey,
+  Manifest,
+  manifestKey,
+  MAX_CHUNK_BYTES,
+  MAX_MANIFEST_BYTES,
+  type ChunkRef,
+  verifyManifest,
+} from '../core/checkpoint-artifact.js';
 import { ChunkOpener, SealingError, TAG_BYTES, type Sealing } from '../core/checkpoint-sealing.js';
 import type { EventBus, Subscription } from '../core/event-bus.js';
 import type { CommandData, EventData, EventName, FailureCode } from '../core/events.js';
@@ -14,7 +22,7 @@ import {
   SignedUrlRejectedError,
 } from '../core/object-stores/signed-url-download.js';
 import { checkSignedUrl, SignedUrlPolicyError, type SignedUrlPolicy } from '../core/object-stores/signed-url-policy.js';
-import { SignatureError, verifyManifest } from '../core/signed-envelope.js';
+import { SignatureError } from '../core/signed-envelope.js';
 import type { ContainerEngine } from './container-engine.js';
 
 /** A restore refused for a reason the operator can act on; `code` goes into the restore.failed event. */

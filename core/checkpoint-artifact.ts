@@ -1,6 +1,17 @@
+import { sign, verify } from 'node:crypto';
 import { z } from 'zod';
 import { Sealing, TAG_BYTES } from './checkpoint-sealing.js';
-import { ManifestSignature } from './signed-envelope.js';
+import {
+  MANIFEST_SIGNATURE_SCHEME,
+  ManifestSignature,
+  publicKeyObject,
+  SignatureError,
+  SIGNING_KEY_ALGORITHM,
+  signedBytes,
+  signingKeyId,
+  type SigningKeyPair,
+  type SigningPublicKey,
+} from './signed-envelope.js';
 
 /**
  * How a checkpoint archive lies in object storage: numbered chunks plus a manifest, under one prefix
@@ -97,3 +108,59 @@ export const MAX_MANIFEST_BYTES = 1024 * 1024;
 
 /** Signed chunk URLs per batch: enough to keep the destination busy, small enough for one message. */
 export const URL_BATCH = 64;
+
+// ---- signing and checking the manifest ------------------------------------------------------------
+
+export type UnsignedManifest = Omit<Manifest, 'signature'>;
+
+/** What the signature covers: the whole manifest, with the signer's agent and key id in place of the signature. */
+const manifestCovered = (manifest: UnsignedManifest, agent: string, keyId: string): unknown => ({
+  ...manifest,
+  signature: { algorithm: SIGNING_KEY_ALGORITHM, agent, keyId },
+});
+
+export function signManifest(manifest: UnsignedManifest, signer: { agentId: string; key: SigningKeyPair }): Manifest {
+  const keyId = signingKeyId(signer.key.publicKey);
+  const value = sign(null, signedBytes(MANIFEST_SIGNATURE_SCHEME, manifestCovered(manifest, signer.agentId, keyId)), signer.key.privateKey);
+  return { ...manifest, signature: { algorithm: SIGNING_KEY_ALGORITHM, agent: signer.agentId, keyId, value: value.toString('base64') } };
+}
+
+export interface ExpectedManifest {
+  /** The migration's source agent, and the manifest-signing key the planner recorded from its registration. */
+  agentId: string;
+  publicKey: SigningPublicKey;
+  migrationId: string;
+  /** The migration's artifact prefix: a manifest of another migration, or from another place, is refused. */
+  prefix: string;
+}
+
+/** Throws SignatureError unless the source agent signed this very manifest, for this migration and this prefix. */
+export function verifyManifest(manifest: Manifest, expected: ExpectedManifest): void {
+  const { signature } = manifest;
+  const keyId = signingKeyId(expected.publicKey);
+  if (signature.agent !== expected.agentId || signature.keyId !== keyId) {
+    throw new SignatureError(
+      'signer-unknown',
+      `the manifest is signed by ${signature.agent} (key ${signature.keyId}), not by the source ${expected.agentId} (key ${keyId})`,
+    );
+  }
+  const { signature: _signature, ...unsigned } = manifest;
+  let valid: boolean;
+  try {
+    valid = verify(
+      null,
+      signedBytes(MANIFEST_SIGNATURE_SCHEME, manifestCovered(unsigned, signature.agent, signature.keyId)),
+      publicKeyObject(expected.publicKey),
+      Buffer.from(signature.value, 'base64'),
+    );
+  } catch (error) {
+    throw new SignatureError('signature-invalid', 'the manifest signature cannot be checked', { cause: error });
+  }
+  if (!valid) throw new SignatureError('signature-invalid', 'the manifest does not match its signature (altered after signing)');
+  if (manifest.migrationId !== expected.migrationId || manifest.prefix !== expected.prefix) {
+    throw new SignatureError(
+      'signature-invalid',
+      `the manifest was signed for migration ${manifest.migrationId} at ${manifest.prefix}, not ${expected.migrationId} at ${expected.prefix}`,
+    );
+  }
+}

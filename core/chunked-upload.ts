@@ -1,10 +1,10 @@
 import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import pRetry from 'p-retry';
-import { chunkKey, MANIFEST_FORMAT, manifestKey, type ChunkRef, type Manifest } from './checkpoint-artifact.js';
+import { chunkKey, MANIFEST_FORMAT, manifestKey, type ChunkRef, type Manifest, signManifest } from './checkpoint-artifact.js';
 import { TAG_BYTES, type ChunkSealer } from './checkpoint-sealing.js';
 import type { ObjectStore } from './object-store.js';
-import { signManifest, type SigningKeyPair } from './signed-envelope.js';
+import { type SigningKeyPair } from './signed-envelope.js';
 
 export interface ChunkedUploadOptions {
   migrationId: string;

@@ -1,18 +1,16 @@
-import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto';
+import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
 import { z } from 'zod';
-import type { Manifest } from './checkpoint-artifact.js';
-import type { CommandName, UmsCommand } from './events.js';
 
 /**
- * Signed envelopes (Ed25519, node:crypto). Two things are signed:
+ * Signed envelopes (Ed25519, node:crypto): the keys, the canonical bytes and the errors. Two things are signed:
  *
- * - Commands (`ums-command-v1`): the functions hold the command-signing private key; every agent holds the
+ * - Commands (`ums-command-v1`, core/command-signature.ts): the functions hold the command-signing private key; every agent holds the
  *   public key (UMS_COMMAND_VERIFY_KEY). The signature covers the command's type, id, source, migration id,
  *   epoch, the agent it is addressed to, its data, when it was issued and when it expires, so a command cannot
  *   be altered, readdressed to another agent, nor used after its expiry; the fence (agents/command-fence.ts)
  *   then refuses a validly signed command whose migration, epoch or agent the record no longer names.
- * - Checkpoint manifests (`ums-manifest-v1`): the source agent signs the manifest with its own key (made in
+ * - Checkpoint manifests (`ums-manifest-v1`, core/checkpoint-artifact.ts): the source agent signs the manifest with its own key (made in
  *   its state dir, public half in its registration); the destination verifies it with the key the planner
  *   recorded from that registration, which reaches it inside the signed prepare command.
  *
@@ -76,7 +74,7 @@ export function canonicalJson(value: unknown): string {
   throw new TypeError(`canonical JSON cannot carry a ${typeof value === 'object' ? 'non-plain object' : typeof value}`);
 }
 
-const signedBytes = (scheme: string, covered: unknown): Buffer => Buffer.from(`${scheme}\n${canonicalJson(covered)}`, 'utf8');
+export const signedBytes = (scheme: string, covered: unknown): Buffer => Buffer.from(`${scheme}\n${canonicalJson(covered)}`, 'utf8');
 
 export interface SigningKeyPair {
   privateKey: KeyObject;
@@ -100,7 +98,7 @@ export function signingKeyId(key: SigningPublicKey): string {
   return createHash('sha256').update(Buffer.from(key.publicKey, 'base64')).digest('hex').slice(0, 16);
 }
 
-function publicKeyObject(key: SigningPublicKey): KeyObject {
+export function publicKeyObject(key: SigningPublicKey): KeyObject {
   return createPublicKey({
     key: { kty: 'OKP', crv: 'Ed25519', x: Buffer.from(key.publicKey, 'base64').toString('base64url') },
     format: 'jwk',
@@ -144,112 +142,7 @@ export function parseVerifyKeys(value: string | undefined, what: string): Signin
   });
 }
 
-// ---- commands --------------------------------------------------------------------------------------
-
-/** How long a command of each kind may be acted on after it was issued (see commandLifetimeMs in core/migration.ts). */
-export type CommandLifetime = (name: CommandName) => number;
-
-function commandCovered(command: UmsCommand, target: string, expiresAt: string, keyId: string): unknown {
-  return {
-    type: command.type,
-    id: command.id,
-    source: command.source,
-    migrationId: command.subject,
-    epoch: command.data.epoch,
-    target,
-    data: command.data,
-    issuedAt: command.time,
-    expiresAt,
-    keyId,
-  };
-}
-
-/** The functions' side: signs each command for the one agent it is sent to. */
-export class CommandSigner {
-  readonly keyId: string;
-
-  constructor(
-    private readonly key: SigningKeyPair,
-    private readonly lifetime: CommandLifetime,
-  ) {
-    this.keyId = signingKeyId(key.publicKey);
-  }
-
-  static async fromFile(path: string, lifetime: CommandLifetime): Promise<CommandSigner> {
-    return new CommandSigner(await readSigningKeyFile(path, 'the command-signing key'), lifetime);
-  }
-
-  get publicKey(): SigningPublicKey {
-    return this.key.publicKey;
-  }
-
-  /** The command with its issue time set to `now` and the signature attributes added. */
-  sign<C extends UmsCommand>(command: C, target: string, now: number = Date.now()): C {
-    const issued = { ...command, time: new Date(now).toISOString() };
-    const expiresAt = new Date(now + this.lifetime(command.name)).toISOString();
-    const signature = sign(
-      null,
-      signedBytes(COMMAND_SIGNATURE_SCHEME, commandCovered(issued, target, expiresAt, this.keyId)),
-      this.key.privateKey,
-    );
-    return { ...issued, umstarget: target, umsexpires: expiresAt, umskeyid: this.keyId, umssignature: signature.toString('base64') };
-  }
-}
-
-/** The agents' side: a command is acted on only if one of these keys signed it, for this agent, and it has not expired. */
-export class CommandVerifier {
-  private readonly keys: Map<string, KeyObject>;
-
-  constructor(keys: readonly SigningPublicKey[]) {
-    if (keys.length === 0) throw new Error('a command verifier needs at least one public key');
-    this.keys = new Map(keys.map((key) => [signingKeyId(key), publicKeyObject(key)]));
-  }
-
-  /** Throws SignatureError: no or a bad signature, a key not ours, another agent's command, or expired. */
-  verify(command: UmsCommand, agentId: string, now: number = Date.now()): void {
-    const { umstarget: target, umsexpires: expiresAt, umskeyid: keyId, umssignature: signature } = command;
-    if (target === undefined || expiresAt === undefined || keyId === undefined || signature === undefined) {
-      throw new SignatureError('signature-invalid', `${command.name} command ${command.id} is not signed`);
-    }
-    const key = this.keys.get(keyId);
-    if (!key)
-      throw new SignatureError(
-        'signer-unknown',
-        `${command.name} command ${command.id} is signed by key ${keyId}, not a key this agent trusts`,
-      );
-    const covered = commandCovered(command, target, expiresAt, keyId);
-    let valid: boolean;
-    try {
-      valid = verify(null, signedBytes(COMMAND_SIGNATURE_SCHEME, covered), key, Buffer.from(signature, 'base64'));
-    } catch (error) {
-      throw new SignatureError('signature-invalid', `${command.name} command ${command.id}: the signature cannot be checked`, {
-        cause: error,
-      });
-    }
-    // data.migrationId is inside the signed data and the subject is signed: a command whose two disagree was made so.
-    if (!valid || command.subject !== command.data.migrationId) {
-      throw new SignatureError(
-        'signature-invalid',
-        `${command.name} command ${command.id} does not match its signature (altered after signing)`,
-      );
-    }
-    if (target !== agentId) {
-      throw new SignatureError(
-        'signature-invalid',
-        `${command.name} command ${command.id} was signed for agent ${target}, not for ${agentId}`,
-      );
-    }
-    const expires = Date.parse(expiresAt);
-    if (!(expires > Date.parse(command.time)) || now > expires) {
-      throw new SignatureError(
-        'signature-expired',
-        `${command.name} command ${command.id} expired at ${expiresAt} (issued ${command.time})`,
-      );
-    }
-  }
-}
-
-// ---- checkpoint manifests ------------------------------------------------------------------------------
+// ---- the manifest's signature (what signs and checks it: core/checkpoint-artifact.ts) ----------------
 
 /** The source agent's signature over its manifest: who signed (agent and key), and the signature. */
 export const ManifestSignature = z.object({
@@ -259,57 +152,3 @@ export const ManifestSignature = z.object({
   value: SignatureValue,
 });
 export type ManifestSignature = z.infer<typeof ManifestSignature>;
-
-export type UnsignedManifest = Omit<Manifest, 'signature'>;
-
-/** What the signature covers: the whole manifest, with the signer's agent and key id in place of the signature. */
-const manifestCovered = (manifest: UnsignedManifest, agent: string, keyId: string): unknown => ({
-  ...manifest,
-  signature: { algorithm: SIGNING_KEY_ALGORITHM, agent, keyId },
-});
-
-export function signManifest(manifest: UnsignedManifest, signer: { agentId: string; key: SigningKeyPair }): Manifest {
-  const keyId = signingKeyId(signer.key.publicKey);
-  const value = sign(null, signedBytes(MANIFEST_SIGNATURE_SCHEME, manifestCovered(manifest, signer.agentId, keyId)), signer.key.privateKey);
-  return { ...manifest, signature: { algorithm: SIGNING_KEY_ALGORITHM, agent: signer.agentId, keyId, value: value.toString('base64') } };
-}
-
-export interface ExpectedManifest {
-  /** The migration's source agent, and the manifest-signing key the planner recorded from its registration. */
-  agentId: string;
-  publicKey: SigningPublicKey;
-  migrationId: string;
-  /** The migration's artifact prefix: a manifest of another migration, or from another place, is refused. */
-  prefix: string;
-}
-
-/** Throws SignatureError unless the source agent signed this very manifest, for this migration and this prefix. */
-export function verifyManifest(manifest: Manifest, expected: ExpectedManifest): void {
-  const { signature } = manifest;
-  const keyId = signingKeyId(expected.publicKey);
-  if (signature.agent !== expected.agentId || signature.keyId !== keyId) {
-    throw new SignatureError(
-      'signer-unknown',
-      `the manifest is signed by ${signature.agent} (key ${signature.keyId}), not by the source ${expected.agentId} (key ${keyId})`,
-    );
-  }
-  const { signature: _signature, ...unsigned } = manifest;
-  let valid: boolean;
-  try {
-    valid = verify(
-      null,
-      signedBytes(MANIFEST_SIGNATURE_SCHEME, manifestCovered(unsigned, signature.agent, signature.keyId)),
-      publicKeyObject(expected.publicKey),
-      Buffer.from(signature.value, 'base64'),
-    );
-  } catch (error) {
-    throw new SignatureError('signature-invalid', 'the manifest signature cannot be checked', { cause: error });
-  }
-  if (!valid) throw new SignatureError('signature-invalid', 'the manifest does not match its signature (altered after signing)');
-  if (manifest.migrationId !== expected.migrationId || manifest.prefix !== expected.prefix) {
-    throw new SignatureError(
-      'signature-invalid',
-      `the manifest was signed for migration ${manifest.migrationId} at ${manifest.prefix}, not ${expected.migrationId} at ${expected.prefix}`,
-    );
-  }
-}

@@ -4,7 +4,7 @@ import { commandLifetimeMs } from '../core/migration.js';
 import { connectNatsBus } from '../core/nats-event-bus.js';
 import type { ObjectStore } from '../core/object-store.js';
 import { openObjectStore } from '../core/object-stores/open-object-store.js';
-import { CommandSigner } from '../core/signed-envelope.js';
+import { CommandSigner } from '../core/command-signature.js';
 
 /**
  * What a function invocation needs, built from the environment. Functions keep no migration state in

@@ -1,10 +1,11 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { Readable, Transform, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { artifactPrefix, DEFAULT_CHUNK_MIB, MANIFEST_FORMAT } from '../../core/checkpoint-artifact.js';
+import { artifactPrefix, DEFAULT_CHUNK_MIB, MANIFEST_FORMAT, signManifest, verifyManifest } from '../../core/checkpoint-artifact.js';
 import { ChunkOpener, ChunkSealer, generateSealingKeyPair, TAG_BYTES, type Sealing } from '../../core/checkpoint-sealing.js';
 import { makeCommand } from '../../core/events.js';
-import { CommandSigner, CommandVerifier, generateSigningKeyPair, signManifest, verifyManifest } from '../../core/signed-envelope.js';
+import { generateSigningKeyPair } from '../../core/signed-envelope.js';
+import { CommandSigner, CommandVerifier } from '../../core/command-signature.js';
 
 /** The CPU cost of sealing, measured in memory so that neither disk nor network hides it. */
 export interface SealingSample {

@@ -9,7 +9,8 @@ import { admitCommand, checkFence, commandMismatch } from '../../agents/command-
 import type { EventBus } from '../../core/event-bus.js';
 import { makeCommand, type CommandData, type UmsCommand } from '../../core/events.js';
 import { commandLifetimeMs, MigrationRecord } from '../../core/migration.js';
-import { CommandSigner, CommandVerifier, generateSigningKeyPair } from '../../core/signed-envelope.js';
+import { generateSigningKeyPair } from '../../core/signed-envelope.js';
+import { CommandSigner, CommandVerifier } from '../../core/command-signature.js';
 
 const migrationId = 'm-1';
 const now = new Date().toISOString();

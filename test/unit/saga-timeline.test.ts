@@ -4,7 +4,8 @@ import { RevisionConflictError, type EventBus, type RecordStore, type Versioned 
 import { makeEvent, type EventData, type EventName, type EventOf, type UmsCommand, type UmsEvent } from '../../core/events.js';
 import { createLogger } from '../../core/log.js';
 import { commandLifetimeMs, MigrationRecord, timelineOf } from '../../core/migration.js';
-import { CommandSigner, generateSigningKeyPair } from '../../core/signed-envelope.js';
+import { generateSigningKeyPair } from '../../core/signed-envelope.js';
+import { CommandSigner } from '../../core/command-signature.js';
 import type { FunctionContext } from '../../functions/function-context.js';
 import { restoreCompleted, runStep, sourceDiscarded, sourceUploaded } from '../../functions/migration-saga.js';
 

@@ -8,22 +8,18 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { loadOrCreateSigningKey, SIGNING_KEY_FILE } from '../../agents/signing-key.js';
-import { MANIFEST_FORMAT, Manifest } from '../../core/checkpoint-artifact.js';
+import { MANIFEST_FORMAT, Manifest, signManifest, verifyManifest, type UnsignedManifest } from '../../core/checkpoint-artifact.js';
 import { ChunkSealer, generateSealingKeyPair } from '../../core/checkpoint-sealing.js';
 import { makeCommand, parseCommand, toWire, type UmsCommand } from '../../core/events.js';
 import {
   canonicalJson,
-  CommandSigner,
-  CommandVerifier,
   generateSigningKeyPair,
   parseVerifyKeys,
   readSigningKeyFile,
   SignatureError,
-  signManifest,
-  verifyManifest,
   type SignatureErrorCode,
-  type UnsignedManifest,
 } from '../../core/signed-envelope.js';
+import { CommandSigner, CommandVerifier } from '../../core/command-signature.js';
 
 const MINUTE = 60_000;
 const functions = generateSigningKeyPair();
