@@ -7,7 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { loadOrCreateSealingKey } from '../../agents/sealing-key.js';
 import { Manifest, manifestKey } from '../../core/checkpoint-artifact.js';
-import { unwrapDataKey } from '../../core/checkpoint-sealing.js';
+import { SealingError, unwrapDataKey } from '../../core/checkpoint-sealing.js';
 import { subjects } from '../../core/event-bus.js';
 import { agentPrincipal, CLI_PRINCIPAL } from '../../core/event-identity.js';
 import { AUTH_HEADER } from '../../core/function-auth.js';
@@ -104,7 +104,7 @@ describe('attacks on the running stack are refused, and nothing moves', { timeou
     await assert.rejects(connect({ servers: stack.info.natsUrl.replace('tls://', 'nats://'), reconnect: false, timeout: 2_000 }));
   });
 
-  it("a stolen agent credential cannot make the source discard the only copy mid-migration, nor take the destination's URLs", async () => {
+  it("a stolen agent credential cannot make the source discard the only copy mid-migration, nor take the destination's URLs or data key", async () => {
     const name = 'victim-forged-fact';
     await runCounter(azure, name, stack.info.image);
     const migrationId = randomUUID();
@@ -155,6 +155,23 @@ describe('attacks on the running stack are refused, and nothing moves', { timeou
       } finally {
         await attacker.close();
       }
+      // The data key, which any agent may read in the source's facts, is wrapped for the destination alone.
+      const eavesdropper = await connectNatsBus({
+        servers: stack.info.natsUrl,
+        credentials: credentialOf(agentPrincipal(AWS)),
+        ca: stack.admin.ca,
+        name: 'attacker',
+      });
+      const chunk = await eavesdropper
+        .lastEvent(migrationId, 'checkpoint.chunk', agentPrincipal(AZURE))
+        .finally(() => eavesdropper.close());
+      assert.ok(chunk, "the attacker reads the source's chunk facts");
+      const { sealing } = chunk.data;
+      const attackerKey = await loadOrCreateSealingKey(join((stack.hosts.get(AWS) as PodmanHost).dir, 'agent-state'));
+      assert.throws(
+        () => unwrapDataKey(sealing.wrappedKey, attackerKey.privateKey, migrationId, Buffer.from(sealing.noncePrefix, 'base64')),
+        SealingError,
+      );
       const operator = await connectAs(CLI_PRINCIPAL);
       try {
         await refusals.assertPublishRefused(operator, subjects.event(migrationId, CLI_PRINCIPAL, 'restore.completed'), completed);
