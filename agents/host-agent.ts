@@ -508,6 +508,9 @@ export class HostAgent {
       throw error;
     }
     log.info({ container }, 'kept checkpoint discarded');
+    // The registration must stop listing the copy before the migration is declared done: a request made at
+    // once (moving it back) would otherwise find the container here too.
+    await this.heartbeat.beat();
     await this.emit('source.discarded', { migrationId, agent: this.id, container });
   }
 

@@ -75,10 +75,14 @@ export function planAgainst(agents: AgentRegistration[], request: PlanRequest, n
       runningNow,
     );
   }
-  const holders = candidates.flatMap((agent) => {
+  const listed = candidates.flatMap((agent) => {
     const container = agent.containers.find((c) => c.name === request.container);
     return container ? [{ agent, container }] : [];
   });
+  // Only a running container can be the service; a stopped copy elsewhere (a kept checkpoint, or a
+  // registration a moment behind a discard) does not make the request ambiguous.
+  const running = listed.filter((h) => h.container.state === 'running');
+  const holders = listed.length > 1 && running.length === 1 ? running : listed;
   if (holders.length === 0) {
     const where = request.sourceAgent ? `on agent "${request.sourceAgent}"` : 'on any registered agent';
     return refuse(

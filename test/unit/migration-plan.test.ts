@@ -66,6 +66,25 @@ describe('planAgainst: registrations to a plan, as planMigration and `ums plan` 
     assert.ok(multi.ok && multi.decision.approach === 'container');
   });
 
+  it('takes the one running copy as the source when a stopped copy of the name is listed elsewhere; two running copies are ambiguous', () => {
+    const stopped: Container = { ...launched('web', 1), state: 'exited', checkpointed: true };
+    // Moving back at once: the old source's registration may still list its copy a moment after the discard.
+    const back = planAgainst(
+      [agent('a', [stopped]), agent('b', [launched('web', 1)]), agent('c', [])],
+      { container: 'web', destinationAgent: 'a' },
+      NOW,
+    );
+    assert.ok(back.ok, back.ok ? '' : back.reason);
+    assert.equal(back.source.agentId, 'b');
+    const twice = planAgainst(
+      [agent('a', [launched('web', 1)]), agent('b', [launched('web', 1)]), agent('c', [])],
+      { container: 'web', destinationAgent: 'c' },
+      NOW,
+    );
+    assert.ok(!twice.ok && twice.code === 'invalid-request');
+    assert.match(twice.reason, /exists on several agents \(a, b\); name the source with --from/);
+  });
+
   it('`ums plan` says how big the archive is expected to be and what that rests on', () => {
     const measured: Container = {
       ...launched('big', 2, 768 * MiB),
