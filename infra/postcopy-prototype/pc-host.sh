@@ -13,7 +13,10 @@ inns() { nsenter --mount=/proc/$(holder)/ns/mnt --net=/run/netns/pc-$NAME -- env
 pod() { inns podman --root $D/root --runroot $SHARED --tmpdir $D/tmp --network-config-dir $D/net --volumepath $D/vol \
   --storage-driver overlay --cgroup-manager cgroupfs --events-backend file "$@"; }
 case "${1:-}" in
-  up) mkdir -p $D/root $D/runroot $D/tmp $D/net $D/vol $SHARED
+  up) HERE="$(cd "$(dirname "$0")" && pwd)"
+      [ -f /tmp/pc-containers.conf ] || sed "s|^runc = \\[.*|&\\nrunc-lazy = [\"$HERE/runc-lazy\"]|" \
+        "$HERE/../podman/containers.conf" > /tmp/pc-containers.conf
+      mkdir -p $D/root $D/runroot $D/tmp $D/net $D/vol $SHARED
       nsenter --net=/run/netns/pc-$NAME -- unshare --mount --propagation private -- sh -c \
         "mount --bind $D/runroot $SHARED && exec sleep infinity" </dev/null >/dev/null 2>&1 &
       echo $! > $D/holder.pid; sleep 0.3; echo "host $NAME: mount ns holder $(holder)" ;;

@@ -10,6 +10,7 @@
  * "CRIU-EXIT <code> <ms>" and byte counts, with wall-clock ms.
  */
 import { spawn } from 'node:child_process';
+import * as net from 'node:net';
 import * as tls from 'node:tls';
 import type { Duplex } from 'node:stream';
 import { existsSync } from 'node:fs';
@@ -35,6 +36,37 @@ let up = 0,
   down = 0;
 function startCriu() {
   log('SPAWN');
+  // Container level: runc has no --ps-socket, so the local end can be a loopback TCP page server instead of
+  // a CRIU child: `-- tcp-connect:127.0.0.1:PORT` (source: runc's CRIU listens there) or
+  // `-- tcp-listen:127.0.0.1:PORT` (destination: the shim's lazy-pages daemon connects there).
+  const tcp = /^tcp-(connect|listen):(.+):(\d+)$/.exec(criuCommand);
+  if (tcp) {
+    const [, mode, addr = '', port = ''] = tcp;
+    const attach = (sock: net.Socket) => {
+      log(`LOCAL-${mode === 'connect' ? 'CONNECTED' : 'ACCEPTED'} ${addr}:${port}`);
+      sock.setNoDelay(true); // page requests/answers are small: no Nagle on the local hop
+      psEnd = sock;
+      sock.on('close', () => {
+        log(`LOCAL-CLOSED criu->peer=${up} peer->criu=${down}`);
+        setTimeout(() => process.exit(0), 200);
+      });
+      if (conn) join(conn);
+    };
+    if (mode === 'connect') {
+      const tryConnect = () => {
+        const sock = net.connect(Number(port), addr, () => attach(sock));
+        sock.once('error', () => setTimeout(tryConnect, 5));
+      };
+      tryConnect();
+    } else {
+      const server = net.createServer((sock) => {
+        server.close();
+        attach(sock);
+      });
+      server.listen(Number(port), addr, () => log(`LOCAL-LISTEN ${addr}:${port}`));
+    }
+    return;
+  }
   const child = spawn(criuCommand, cmd.slice(1), { stdio: ['ignore', 'inherit', 'inherit', 'pipe', 'pipe'] });
   psEnd = child.stdio[3] as Duplex;
   const statusEnd = child.stdio[4] as Duplex;
@@ -59,6 +91,7 @@ if (go) {
 
 function connected(c: tls.TLSSocket) {
   conn = c;
+  c.setNoDelay(true);
   log(`CONNECTED cipher=${c.getCipher().name} ${c.getProtocol()}`);
   if (psEnd) join(c);
 }
