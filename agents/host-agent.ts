@@ -164,12 +164,11 @@ export class HostAgent {
         record.sourceAgent === this.id &&
         whereItRuns(record).agent !== this.id
       ) {
-        await this.driver(record.approach).discard(record.container);
         log.warn(
           { migrationId: record.migrationId, container: record.container, runningOn: whereItRuns(record).agent },
-          'discarded the kept checkpoint of a migration that completed while this agent was away',
+          'discarding the kept checkpoint of a migration that completed while this agent was away',
         );
-        await this.emit('source.discarded', { migrationId: record.migrationId, agent: this.id, container: record.container });
+        await this.discard(record, log);
         continue;
       }
       if (!running || record.state !== 'failed' || record.runningOn === this.id) continue;
@@ -238,7 +237,7 @@ export class HostAgent {
         await this.abort(command, log);
         break;
       case 'discard':
-        await this.discard(command, log);
+        await this.discard(command.data, log);
         break;
       case 'resume':
         await this.resume(command, log);
@@ -499,8 +498,11 @@ export class HostAgent {
     );
   }
 
-  private async discard(command: CommandOf<'discard'>, log: Logger): Promise<void> {
-    const { migrationId, container, approach } = command.data;
+  /** Removes the kept checkpoint (a discard command, or the reconciliation at start), then says so. */
+  private async discard(
+    { migrationId, container, approach }: Pick<CommandOf<'discard'>['data'], 'migrationId' | 'container' | 'approach'>,
+    log: Logger,
+  ): Promise<void> {
     try {
       await this.driver(approach).discard(container);
     } catch (error) {

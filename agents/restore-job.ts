@@ -477,9 +477,6 @@ export class RestoreJob {
           `the manifest lists ${manifest.chunks.length} chunks / ${manifest.sizeBytes} bytes, the source announced ${uploaded.artifact.chunkCount} / ${uploaded.artifact.sizeBytes}`,
         );
       }
-      if (this.opener && !this.opener.sameSealing(manifest.sealing)) {
-        throw new RestoreRefusedError('manifest-invalid', 'the manifest names another data key than the chunk announcements');
-      }
       if (!this.acceptSealing(manifest.sealing, 'the manifest')) return;
       const free = this.freeDiskBytes;
       if (free < manifest.sizeBytes * DISK_PER_ARCHIVE_BYTE) {
