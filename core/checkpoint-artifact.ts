@@ -57,7 +57,7 @@ export const Manifest = z
     chunks: z.array(ChunkRef),
     /** the stored chunks' sizes added up */
     sizeBytes: z.number().int().nonnegative(),
-    /** sha256 of the stored chunks, concatenated in order */
+    /** sha256 over the stored chunks' sha256s, in order (a hash list: core/chunked-upload.ts chunkListDigest) */
     sha256: sha256Hex,
     createdAt: z.iso.datetime({ offset: true }),
     /** the source agent's Ed25519 signature over all of the above (verified with its registered key) */

@@ -43,9 +43,11 @@ export async function uploadChunked(
   prefix: string,
   options: ChunkedUploadOptions,
 ): Promise<ChunkedUpload> {
-  const whole = createHash('sha256');
   const chunks: ChunkRef[] = [];
   const inFlight = new Set<Promise<void>>();
+  // Announcements run apart from the uploads: a chunk's buffer and upload slot are free once it is stored,
+  // not once the bus acknowledged the news. All must have gone out before the manifest is written.
+  const announcements: Array<Promise<void>> = [];
   let failure: Error | undefined;
   let firstByteAt: Date | undefined;
   let offset = 0;
@@ -61,7 +63,6 @@ export async function uploadChunked(
   const dispatch = (own: Buffer, plainBytes: number) => {
     const index = chunks.length;
     const data = options.sealer.sealInPlace(index, own, plainBytes);
-    whole.update(data);
     const chunk: ChunkRef = {
       index,
       offset,
@@ -74,12 +75,21 @@ export async function uploadChunked(
       retries: options.retries ?? 4,
       minTimeout: 200,
     })
-      .then(() => options.onChunk(chunk))
-      .catch((error: unknown) => {
-        failure ??= new Error(
-          `uploading chunk ${chunk.index} (${data.length} bytes at offset ${chunk.offset}) failed: ${(error as Error).message}`,
-        );
-      })
+      .then(
+        () => {
+          announcements.push(
+            options.onChunk(chunk).catch((error: unknown) => {
+              failure ??= new Error(`announcing chunk ${chunk.index} failed: ${(error as Error).message}`, { cause: error });
+            }),
+          );
+        },
+        (error: unknown) => {
+          failure ??= new Error(
+            `uploading chunk ${chunk.index} (${data.length} bytes at offset ${chunk.offset}) failed: ${(error as Error).message}`,
+            { cause: error },
+          );
+        },
+      )
       .finally(() => {
         inFlight.delete(upload);
         pool.push(own);
@@ -110,6 +120,7 @@ export async function uploadChunked(
   }
   if (filled > 0) dispatch(buffer, filled);
   await Promise.all(inFlight);
+  await Promise.all(announcements);
   if (failure) throw failure;
 
   const manifest: Manifest = signManifest(
@@ -122,7 +133,7 @@ export async function uploadChunked(
       sealing: options.sealer.sealing,
       chunks,
       sizeBytes: offset,
-      sha256: whole.digest('hex'),
+      sha256: chunkListDigest(chunks),
       createdAt: new Date().toISOString(),
     },
     options.signer,
@@ -138,4 +149,15 @@ export async function uploadChunked(
     plainBytes,
     firstByteAt: firstByteAt ?? new Date(),
   };
+}
+
+/**
+ * The whole archive's digest, as a hash list: sha256 over the chunks' own digests in order. Each chunk's
+ * digest covers its bytes, so this names the same stored archive as hashing every byte again would, at the
+ * cost of a few KB instead of a second pass over the archive inside the freeze.
+ */
+export function chunkListDigest(chunks: readonly Pick<ChunkRef, 'sha256'>[]): string {
+  const list = createHash('sha256');
+  for (const chunk of chunks) list.update(Buffer.from(chunk.sha256, 'hex'));
+  return list.digest('hex');
 }

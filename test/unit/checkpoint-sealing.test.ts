@@ -6,7 +6,7 @@
  * ciphertext, with a manifest whose sizes add up. The agent's key file: created 0600, stable, tightened.
  */
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, readdir, rm, stat, chmod } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -175,16 +175,58 @@ describe('uploadChunked stores sealed chunks and a consistent manifest', () => {
 
     const opener = ChunkOpener.unwrap(manifest.sealing, destination.privateKey, MIGRATION);
     const plain: Buffer[] = [];
+    // The archive's digest is a hash list: sha256 over each stored chunk's own sha256, in order.
+    const hashList = createHash('sha256');
     for (const chunk of manifest.chunks) {
       const stored = await readFile(join(dir, 'store', chunkKey(prefix, chunk.index)));
       assert.equal(stored.length, chunk.sizeBytes);
+      const digest = createHash('sha256').update(stored).digest();
+      assert.equal(chunk.sha256, digest.toString('hex'), `chunk ${chunk.index}'s digest is of what is stored`);
+      hashList.update(digest);
       assert.ok(stored.length <= chunkBytes + TAG_BYTES);
       assert.equal(stored.includes('ustar'), false, `chunk ${chunk.index} holds no tar header in clear`);
       assert.equal(stored.includes('COUNTER-MEMORY-MARKER'), false, `chunk ${chunk.index} holds no marker in clear`);
       plain.push(opener.open(chunk.index, stored));
     }
     assert.deepEqual(Buffer.concat(plain), archive);
+    assert.equal(manifest.sha256, hashList.digest('hex'));
   });
+
+  it(
+    'announces each chunk once stored without holding its upload slot; a failed announcement fails the upload',
+    { timeout: 10_000 },
+    async () => {
+      const upload = async (name: string, onChunk: (index: number) => Promise<void>) => {
+        const root = join(dir, name);
+        const prefix = `migrations/${MIGRATION}/`;
+        const done = uploadChunked(Readable.from([randomBytes(10 * 1024)]), await openObjectStore(`file://${root}`), prefix, {
+          migrationId: MIGRATION,
+          chunkBytes: 1024,
+          parallel: 1,
+          sealer: ChunkSealer.forRecipient(destination.publicKey, MIGRATION),
+          signer: { agentId: 'azure-1', key: generateSigningKeyPair() },
+          onChunk: (chunk) => onChunk(chunk.index),
+        });
+        return { done, manifest: () => readFile(join(root, manifestKey(prefix))) };
+      };
+      // One upload slot, and the first announcement waits for the last chunk's: only an upload that goes on
+      // while chunk 0 is still being announced gets there (one that waited would never finish).
+      let release: () => void = () => undefined;
+      const lastStored = new Promise<void>((resolve) => (release = resolve));
+      const slow = await upload('announce-slow', async (index) => {
+        if (index === 0) await lastStored;
+        if (index === 9) release();
+      });
+      assert.equal((await slow.done).manifest.chunks.length, 10);
+      assert.ok((await slow.manifest()).length > 0);
+
+      const refused = await upload('announce-refused', async (index) => {
+        if (index === 3) throw new Error('the bus refused it');
+      });
+      await assert.rejects(refused.done, /announcing chunk 3 failed: the bus refused it/);
+      await assert.rejects(refused.manifest(), { code: 'ENOENT' });
+    },
+  );
 });
 
 describe('sealing in place: no second copy of a chunk', () => {
