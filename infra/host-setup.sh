@@ -29,7 +29,7 @@ command -v apt-get >/dev/null || die "apt-get not found: only Debian-family host
 # --- 1. distribution packages -------------------------------------------------------------------
 PKGS=(podman runc conmon netavark aardvark-dns containernetworking-plugins catatonit nats-server
       busybox-static iproute2 iptables util-linux gcc libc6-dev tar ca-certificates debian-archive-keyring
-      fonts-dejavu-core redis-tools libmemcached-tools)
+      fonts-dejavu-core redis-tools libmemcached-tools python3)
 missing=()
 for p in "${PKGS[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then

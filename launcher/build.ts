@@ -90,7 +90,7 @@ export async function writeLauncherFiles(root: string, criuPrefix: string = DEFA
   for (const library of libraries) await copyFile(library, join(criuDir, 'lib', basename(library)));
   await writeFile(
     join(root, 'usr/local/bin/criu'),
-    `#!/bin/sh\n# CRIU 4.1.1 with its own glibc (Debian trixie build), as the launcher runs it.\nexec ${IMAGE_CRIU_DIR}/ld-linux-x86-64.so.2 --library-path ${IMAGE_CRIU_DIR}/lib ${IMAGE_CRIU_DIR}/criu "$@"\n`,
+    `#!/bin/sh\n# The host's side-loaded CRIU (Debian forky's 4.2.1 here) with its own glibc, as the launcher runs it.\nexec ${IMAGE_CRIU_DIR}/ld-linux-x86-64.so.2 --library-path ${IMAGE_CRIU_DIR}/lib ${IMAGE_CRIU_DIR}/criu "$@"\n`,
     { mode: 0o755 },
   );
   return { libraries: libraries.length };

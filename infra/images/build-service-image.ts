@@ -10,7 +10,7 @@ import { deterministicTar, fileExists, imageCacheDir, loadImage, writeDockerArch
 
 /*
  * Service-level images: the service's image carries its own checkpoint/restore machinery (the ums-launcher
- * as PID 1, plus CRIU 4.1.1 with its own loader and libraries), so a host migrates it with nothing but
+ * as PID 1, plus the host's side-loaded CRIU with its own loader and libraries), so a host migrates it with nothing but
  * "start a plain container of this image" (see launcher/README.md for the protocol).
  *
  * Build step (setup-time only: gcc, tar and the podman CLI):

@@ -29,6 +29,7 @@ import {
 } from './samples.js';
 import { measureServerFloor, runServerMigration, type ServerHost } from './server-run.js';
 import { measureTransfer, writeRandomFile, type StoreAccess } from './sdk-transfer.js';
+import { measurePostCopy, postCopyReport } from './post-copy-run.js';
 import { measureSealing, sealingReport } from './sealing-cost.js';
 
 /**
@@ -111,6 +112,12 @@ const program = new Command('bench')
     [...BENCH_SERVERS],
   )
   .option('--server-sizes <MiB,...>', 'memory the real servers are filled to (INFO used_memory)', list(parseSize), [128, 1100])
+  .option(
+    '--postcopy-sizes <MiB,...>',
+    "sizes of the post-copy comparison: a process moved lazily through the agents' page relay against stop-and-copy (empty: none)",
+    list(parseSize),
+    [256, 1024],
+  )
   .option('--no-object-store', "skip the transfer through UMS's ObjectStore seam (kept: the plain SDK transfer)")
   .option('--out <dir>', 'where to write results.json, report.md and chart.png (default bench/results/<timestamp>)')
   .option('--timeout <seconds>', 'give up on one migration after this long', parseCount, 900)
@@ -200,6 +207,7 @@ function printTables(run: BenchRun): string {
   const servers = summariseServers(run);
   return [
     ...(run.sealing ? [sealingReport(run.sealing), ''] : []),
+    ...(run.postCopy && run.postCopy.length > 0 ? [postCopyReport(run.postCopy), ''] : []),
     ...(run.options.sizes.length > 0 ? [consoleTable(summarise(run))] : []),
     ...(approaches.length > 0 ? ['', approachConsoleTable(approaches)] : []),
     ...(servers.length > 0 ? ['', serverConsoleTable(servers)] : []),
@@ -215,6 +223,7 @@ async function main(): Promise<number> {
     objectStore: boolean;
     servers: BenchServer[];
     serverSizes: number[];
+    postcopySizes: number[];
     out?: string;
     timeout: number;
     fromResults?: string;
@@ -236,6 +245,7 @@ async function main(): Promise<number> {
     approachSizes: raw.approachSizes,
     servers: raw.serverSizes.length > 0 ? raw.servers : [],
     serverSizes: raw.servers.length > 0 ? raw.serverSizes : [],
+    postCopySizes: raw.postcopySizes,
     out: resolve(raw.out ?? join(repoRoot, 'bench', 'results', startedAt.toISOString().replace(/[:.]/g, '-'))),
   };
   await mkdir(options.out, { recursive: true });
@@ -258,6 +268,21 @@ async function main(): Promise<number> {
   log.info('measuring the cost of sealing (1 GiB, in memory)');
   run.sealing = await measureSealing();
   log.info(run.sealing, 'sealing measured');
+  if (raw.postcopySizes.length > 0) {
+    // Before the stack too: two hosts of their own, CRIU directly. A failed move or a memory check that fails
+    // is an incident; a missed freeze target is a finding.
+    log.info({ sizes: raw.postcopySizes }, 'measuring post-copy against stop-and-copy (process level)');
+    try {
+      run.postCopy = await measurePostCopy(raw.postcopySizes, options.reps);
+      for (const sample of run.postCopy.filter((s) => !s.verified)) {
+        run.incidents.push(
+          `post-copy comparison ${sample.mode} ${sample.mib} MiB rep ${sample.rep}: the memory check failed after the move`,
+        );
+      }
+    } catch (error) {
+      run.incidents.push(`post-copy comparison failed: ${(error as Error).message}`);
+    }
+  }
   // The approach comparison goes through the file store's pair whatever --stores says.
   const compared = options.approachSizes.length > 0;
   // Real servers move azure -> gcp (the default hosts and stores) whatever --stores says.

@@ -1,3 +1,4 @@
+import { postCopyReport } from './post-copy-run.js';
 import { sealingReport } from './sealing-cost.js';
 import {
   agentPeakMiB,
@@ -344,6 +345,7 @@ export function markdownReport(
     '',
   );
   if (run.sealing) out.push(sealingReport(run.sealing), '');
+  if (run.postCopy && run.postCopy.length > 0) out.push(postCopyReport(run.postCopy), '');
   if (counters) {
     if (chartFile) out.push(`![time and downtime against memory size](${chartFile})`, '');
 
@@ -492,7 +494,8 @@ export function markdownReport(
   const listArg = (items: readonly (number | string)[]) => (items.length > 0 ? items.join(',') : "''");
   const rerun =
     `npm run bench -- --sizes ${listArg(run.options.sizes)} --approach-sizes ${listArg(run.options.approachSizes)} ` +
-    `--reps ${run.options.reps} --stores ${listArg(run.options.stores)} --servers ${listArg(run.options.servers)} --server-sizes ${listArg(run.options.serverSizes)}`;
+    `--reps ${run.options.reps} --stores ${listArg(run.options.stores)} --servers ${listArg(run.options.servers)} --server-sizes ${listArg(run.options.serverSizes)}` +
+    (run.options.postCopySizes ? ` --postcopy-sizes ${listArg(run.options.postCopySizes)}` : '');
   out.push(`Raw samples: \`results.json\` beside this report. Re-run: \`${rerun}\`.`, '');
   return out.join('\n');
 }

@@ -1,3 +1,4 @@
+import type { PostCopySample } from './post-copy-run.js';
 import type { SealingSample } from './sealing-cost.js';
 /**
  * What one benchmark run records: every raw measurement, so the JSON can be re-analysed without re-running.
@@ -150,6 +151,8 @@ export interface BenchOptions {
   /** real servers to move (empty: none) and the memory sizes they are filled to */
   servers: BenchServer[];
   serverSizes: number[];
+  /** sizes of the post-copy comparison, process level (empty: none; absent from older results) */
+  postCopySizes?: number[];
   out: string;
 }
 
@@ -171,6 +174,8 @@ export interface BenchRun {
   serverMigrations: ServerMigrationSample[];
   /** the CPU cost of sealing the chunks, seal + open against a pass-through (absent from older results) */
   sealing?: SealingSample;
+  /** post-copy against stop-and-copy of the same process, between two simulated hosts (absent from older results) */
+  postCopy?: PostCopySample[];
   /** anything that went wrong but did not stop the run (a failed migration, a broken count) */
   incidents: string[];
 }

@@ -1,0 +1,177 @@
+import { readFile } from 'node:fs/promises';
+import { createLogger } from '../../core/log.js';
+import { killQuietly, PostCopyHosts, sleep, ticksOf, waitForLine, type Workload } from '../post-copy/lazy-migration.js';
+import { formatRatio, formatSpread, ratio, seconds, spread } from './statistics.js';
+
+/**
+ * Post-copy against stop-and-copy for the same process, between the same two simulated hosts, in one run
+ * (test/post-copy/lazy-migration.ts): CRIU's lazy pages with the page stream through the agents' relay
+ * (agents/post-copy/page-relay.ts, TLS-PSK), against dumping every page, moving every image and restoring.
+ * Process level: the product's container path does not use the relay yet (docs/design/post-copy.md).
+ * Both move images between directories of this machine, so the baseline's copy is a local disk copy: across
+ * a real network the stop-and-copy freeze grows with memory / bandwidth, post-copy's does not.
+ */
+const log = createLogger('bench-post-copy');
+
+/** The workload ticks every 10 ms and reads 16 random pages per tick, as a service serving requests would. */
+const TICK_MS = 10;
+/** No full check while it runs: the bench asks for one (SIGUSR1) once every page has arrived. */
+const NEVER = 1_000_000;
+/** Ticking this long before the move gives the rate it runs at undisturbed. */
+const WARM_UP_MS = 1_500;
+
+async function startWorkload(hosts: PostCopyHosts, mib: number): Promise<Workload> {
+  const workload = await hosts.startWorkload({ mib, tickMs: TICK_MS, verifyEvery: NEVER });
+  await sleep(WARM_UP_MS);
+  return workload;
+}
+
+export interface PostCopySample {
+  mib: number;
+  mode: 'post-copy' | 'stop-and-copy';
+  rep: number;
+  /** The workload's own freeze: its last tick before the dump began to its first tick after the restore. */
+  frozenMs: number;
+  /** The dump began to the restore returned. */
+  restoreReturnedMs: number;
+  /** post-copy: the dump began to the lazy-pages daemon's exit (every page arrived). */
+  allPagesMs?: number;
+  /** post-copy: bytes through the relay from the source (pages and CRIU's framing). */
+  relayedBytes?: number;
+  /** stop-and-copy: bytes of images moved before the restore. */
+  imageBytes?: number;
+  /** Ticks per second in the second before the freeze, and while pages were still arriving (post-copy). */
+  ticksPerSecondBefore: number;
+  ticksPerSecondWhileMoving?: number;
+  /** The workload checked every page after all had arrived (stop-and-copy: after the restore). */
+  verified: boolean;
+}
+
+export async function measurePostCopy(sizes: number[], reps: number): Promise<PostCopySample[]> {
+  const hosts = await PostCopyHosts.create('bench-post-copy');
+  const samples: PostCopySample[] = [];
+  try {
+    for (const mib of sizes) {
+      for (let rep = 1; rep <= reps; rep++) {
+        for (const mode of ['stop-and-copy', 'post-copy'] as const) {
+          const sample = mode === 'post-copy' ? await lazyOnce(hosts, mib, rep) : await copyOnce(hosts, mib, rep);
+          log.info(sample, 'post-copy sample');
+          samples.push(sample);
+        }
+      }
+    }
+  } finally {
+    await hosts.destroy();
+  }
+  return samples;
+}
+
+async function lazyOnce(hosts: PostCopyHosts, mib: number, rep: number): Promise<PostCopySample> {
+  const workload = await startWorkload(hosts, mib);
+  const run = await hosts.migrateLazily(workload);
+  const daemonCode = await run.daemonExit;
+  const allArrivedAt = Date.now();
+  if (daemonCode !== 0) throw new Error(`the lazy-pages daemon exited ${daemonCode} at ${mib} MiB`);
+  run.destinationRelay.child.stdin?.write('finish ok\n');
+  const outcome = await run.sourceRelay.outcome;
+  if (outcome.kind !== 'complete') throw new Error(`the page stream ended ${outcome.kind}: ${'reason' in outcome ? outcome.reason : ''}`);
+  await run.dumpExit;
+  killQuietly(workload.pid);
+  const verified = await verifyAfter(workload, run.restoredPid, allArrivedAt);
+  const ticks = ticksOf(await readFile(workload.log, 'utf8'));
+  killQuietly(run.restoredPid);
+  return {
+    mib,
+    mode: 'post-copy',
+    rep,
+    ...freezeOf(ticks, run.frozenAt, run.restoredAt),
+    allPagesMs: allArrivedAt - run.frozenAt,
+    relayedBytes: outcome.bytesToPeer,
+    ticksPerSecondWhileMoving: rate(ticks, run.restoredAt, allArrivedAt),
+    verified,
+  };
+}
+
+async function copyOnce(hosts: PostCopyHosts, mib: number, rep: number): Promise<PostCopySample> {
+  const workload = await startWorkload(hosts, mib);
+  const run = await hosts.migrateByCopy(workload);
+  const verified = await verifyAfter(workload, run.restoredPid, run.restoredAt);
+  const ticks = ticksOf(await readFile(workload.log, 'utf8'));
+  killQuietly(run.restoredPid);
+  return { mib, mode: 'stop-and-copy', rep, ...freezeOf(ticks, run.frozenAt, run.restoredAt), imageBytes: run.imageBytes, verified };
+}
+
+/** Asks the restored copy to check every page and waits for its answer. */
+async function verifyAfter(workload: Workload, pid: number, after: number): Promise<boolean> {
+  process.kill(pid, 'SIGUSR1');
+  const line = await waitForLine(
+    workload.log,
+    (text, at) => text.startsWith('verify') && at >= after,
+    'the restored copy to check its memory',
+  );
+  return line.startsWith('verify ok');
+}
+
+function freezeOf(
+  ticks: Array<{ tick: number; at: number }>,
+  frozenAt: number,
+  restoredAt: number,
+): { frozenMs: number; restoreReturnedMs: number; ticksPerSecondBefore: number } {
+  const before = ticks.filter((t) => t.at <= frozenAt).at(-1);
+  const after = ticks.find((t) => t.at >= restoredAt);
+  if (!before || !after) throw new Error('the workload did not tick on both sides of the migration');
+  return {
+    frozenMs: after.at - before.at,
+    restoreReturnedMs: restoredAt - frozenAt,
+    ticksPerSecondBefore: rate(ticks, frozenAt - 1000, frozenAt),
+  };
+}
+
+function rate(ticks: Array<{ at: number }>, from: number, to: number): number {
+  const elapsed = (to - from) / 1000;
+  return elapsed > 0 ? Math.round(ticks.filter((t) => t.at >= from && t.at < to).length / elapsed) : 0;
+}
+
+/** The report's section: medians per size and mode, the freeze against stop-and-copy's, the target. */
+export function postCopyReport(samples: PostCopySample[]): string {
+  const sizes = [...new Set(samples.map((s) => s.mib))];
+  const of = (mib: number, mode: PostCopySample['mode']) => samples.filter((s) => s.mib === mib && s.mode === mode);
+  const spreadOf = (list: PostCopySample[], pick: (s: PostCopySample) => number | undefined) =>
+    spread(list.map(pick).filter((v): v is number => v !== undefined));
+  const lines = [
+    "## Post-copy (lazy pages through the agents' relay) against stop-and-copy, process level",
+    '',
+    "The same process (test/post-copy/paged-workload.py: ticks every 10 ms, reads 16 random pages per tick) moved between two simulated hosts on a WAN of their own by CRIU directly: lazily, its pages through the two agents' page relay over TLS-PSK (agents/post-copy/page-relay.ts), or by stop-and-copy (dump every page, copy every image, restore). Images move between directories of this machine, so the baseline pays a local disk copy only: a real network adds memory / bandwidth to its freeze and nothing to post-copy's. Not yet the product's container path (docs/design/post-copy.md). Medians (min-max), seconds.",
+    '',
+    '| size | mode | runs | frozen | frozen / stop-and-copy | restore returned | all pages arrived | ticks/s before | ticks/s while pages arrive | memory checked after |',
+    '|---|---|---|---|---|---|---|---|---|---|',
+  ];
+  const verdicts: string[] = [];
+  for (const mib of sizes) {
+    const copyFrozen = spreadOf(of(mib, 'stop-and-copy'), (s) => s.frozenMs)?.median;
+    for (const mode of ['stop-and-copy', 'post-copy'] as const) {
+      const list = of(mib, mode);
+      if (list.length === 0) continue;
+      const frozen = spreadOf(list, (s) => s.frozenMs);
+      const perSecond = (pick: (s: PostCopySample) => number | undefined) => spreadOf(list, pick)?.median ?? '-';
+      lines.push(
+        [
+          `| ${mib} MiB | ${mode} | ${list.length}`,
+          formatSpread(frozen),
+          formatRatio(ratio(frozen?.median, copyFrozen)),
+          formatSpread(spreadOf(list, (s) => s.restoreReturnedMs)),
+          formatSpread(spreadOf(list, (s) => s.allPagesMs)),
+          perSecond((s) => s.ticksPerSecondBefore),
+          perSecond((s) => s.ticksPerSecondWhileMoving),
+          `${list.filter((s) => s.verified).length}/${list.length} ok |`,
+        ].join(' | '),
+      );
+      if (mode === 'post-copy' && frozen !== undefined) {
+        const met = frozen.median <= 500 ? 'met' : '**missed**';
+        verdicts.push(`| post-copy frozen <= 0.5 s | ${mib} MiB | ${seconds(frozen.median)} s | 0.5 s | ${met} |`);
+      }
+    }
+  }
+  lines.push('', '| target (process level) | size | measured | limit | verdict |', '|---|---|---|---|---|', ...verdicts);
+  return lines.join('\n');
+}
