@@ -12,10 +12,16 @@ import { createLogger } from '../../core/log.js';
  * Why not CRIU's connection end to end: CRIU takes a clean end of its socket as "every page moved". On the
  * source that ends the dump successfully and kills the frozen service; on the destination the daemon stops
  * and the restored process reads zeros where its pages should be. So the agents frame the stream and only
- * an explicit END from the destination (its daemon exited 0) lets the source's CRIU see a clean end. Any
- * other loss resets the source's CRIU socket (the dump fails and CRIU thaws the source), and the destination
- * keeps its daemon's socket open: the restored process blocks on its next missing page instead of running
- * on wrong memory, until its agent decides (freeze and kill it).
+ * an explicit END from the destination (its daemon exited 0) lets the source's CRIU see a clean end; the
+ * source answers DONE once its CRIU finished, and only that completes the destination's side.
+ *
+ * The connection between the agents may break (a network blip across clouds) without losing the stream:
+ * each side keeps what it sent until the other acknowledged it, the destination dials again, both say how
+ * much they received and resend the rest. CRIU's sockets stay open meanwhile (its faults just wait). Only if
+ * no connection is back within `resumeWithinMs`, or a side aborts, is the stream lost: the source resets its
+ * CRIU socket (the dump fails and CRIU thaws the source) and the destination keeps its daemon's socket open,
+ * so the restored process blocks on its next missing page instead of running on wrong memory until its
+ * agent decides (freeze and kill it).
  */
 const log = createLogger('page-relay');
 
@@ -32,10 +38,16 @@ export interface Endpoint {
   port: number;
 }
 
+interface RelayCounts {
+  /** DATA bytes this side's CRIU sent, and received from the peer's. */
+  bytesToPeer: number;
+  bytesFromPeer: number;
+  /** Connections to the peer after the first. */
+  reconnects: number;
+}
+
 /** How a relay ended. Only `complete` means every page reached the destination. */
-export type RelayOutcome =
-  | { kind: 'complete'; bytesToPeer: number; bytesFromPeer: number }
-  | { kind: 'lost'; reason: string; bytesToPeer: number; bytesFromPeer: number };
+export type RelayOutcome = ({ kind: 'complete' } | { kind: 'lost'; reason: string }) & RelayCounts;
 
 export type PageRelayErrorCode = 'bad-key' | 'handshake-failed' | 'criu-unreachable' | 'protocol';
 
@@ -50,6 +62,15 @@ export class PageRelayError extends Error {
   }
 }
 
+/** How long a broken connection between the agents may take to come back before the stream is lost. */
+export const DEFAULT_RESUME_WITHIN_MS = 30_000;
+
+export interface RelayOptions {
+  key: PageStreamKey;
+  /** How long a broken connection may take to come back. Default DEFAULT_RESUME_WITHIN_MS. */
+  resumeWithinMs?: number;
+}
+
 const TLS_OPTIONS = {
   ciphers: 'ECDHE-PSK-CHACHA20-POLY1305:ECDHE-PSK-AES256-CBC-SHA384',
   minVersion: 'TLSv1.2',
@@ -57,102 +78,336 @@ const TLS_OPTIONS = {
 } as const satisfies tls.CommonConnectionOptions & tls.SecureContextOptions;
 
 const Frame = {
+  /** CRIU's bytes. */
   Data: 1,
   /** Destination to source: the lazy-pages daemon exited 0, every page arrived. */
   End: 2,
+  /** Source to destination: END taken, the source's CRIU finished cleanly. */
+  Done: 3,
+  /** Either way: this side gives up (its CRIU failed); the other ends as lost at once. */
+  Abort: 4,
+  /** Payload u64: DATA bytes received so far; the sender may forget what came before. */
+  Ack: 5,
+  /** First frame on every connection, payload u64: DATA bytes received so far; the peer resends the rest. */
+  Hello: 6,
 } as const;
 type Frame = (typeof Frame)[keyof typeof Frame];
+type Signal = typeof Frame.End | typeof Frame.Done | typeof Frame.Abort;
 const HEADER_BYTES = 5;
 /** A frame's payload is what one socket read gave; larger means a peer that is not ours. */
 const MAX_FRAME_BYTES = 16 * 1024 * 1024;
+/** Unacknowledged bytes one side keeps for a resend; beyond it, it stops reading its CRIU socket. */
+const MAX_UNACKED_BYTES = 64 * 1024 * 1024;
+const ACK_EVERY_BYTES = 1024 * 1024;
+const ACK_AFTER_MS = 50;
+const REDIAL_EVERY_MS = 250;
 
 function checkKey(key: PageStreamKey): void {
   if (key.psk.length !== 32) throw new PageRelayError('bad-key', `the page stream key must be 32 bytes, got ${key.psk.length}`);
   if (!/^[A-Za-z0-9._-]{1,128}$/.test(key.streamId)) throw new PageRelayError('bad-key', `bad page stream id "${key.streamId}"`);
 }
 
-function isFrame(type: number): type is Frame {
-  return type === Frame.Data || type === Frame.End;
+function header(type: Frame, length: number): Buffer {
+  const bytes = Buffer.allocUnsafe(HEADER_BYTES);
+  bytes.writeUInt8(type, 0);
+  bytes.writeUInt32BE(length, 1);
+  return bytes;
 }
 
-function frame(type: Frame, payload: Buffer = Buffer.alloc(0)): Buffer[] {
-  const header = Buffer.allocUnsafe(HEADER_BYTES);
-  header.writeUInt8(type, 0);
-  header.writeUInt32BE(payload.length, 1);
-  return [header, payload];
+function counterFrame(type: typeof Frame.Ack | typeof Frame.Hello, value: number): Buffer {
+  const bytes = Buffer.allocUnsafe(HEADER_BYTES + 8);
+  header(type, 8).copy(bytes);
+  bytes.writeBigUInt64BE(BigInt(value), HEADER_BYTES);
+  return bytes;
 }
 
-/** Cuts the TLS byte stream into frames; a malformed frame destroys the connection. */
+/** Cuts one connection's byte stream into frames; a malformed frame destroys the connection. */
 function readFrames(socket: tls.TLSSocket, onFrame: (type: Frame, payload: Buffer) => void): void {
   let pending: Buffer = Buffer.alloc(0);
   socket.on('data', (data: Buffer) => {
     pending = pending.length === 0 ? data : Buffer.concat([pending, data]);
-    while (pending.length >= HEADER_BYTES) {
+    while (pending.length >= HEADER_BYTES && !socket.destroyed) {
       const type = pending.readUInt8(0);
       const length = pending.readUInt32BE(1);
-      if (!isFrame(type) || length > MAX_FRAME_BYTES) {
+      const counter = type === Frame.Ack || type === Frame.Hello;
+      if (
+        type < Frame.Data ||
+        type > Frame.Hello ||
+        length > MAX_FRAME_BYTES ||
+        (counter && length !== 8) ||
+        (!counter && type !== Frame.Data && length !== 0)
+      ) {
         socket.destroy(new PageRelayError('protocol', `unexpected frame type ${type} of ${length} bytes`));
         return;
       }
       if (pending.length < HEADER_BYTES + length) break;
       const payload = pending.subarray(HEADER_BYTES, HEADER_BYTES + length);
       pending = pending.subarray(HEADER_BYTES + length);
-      onFrame(type, payload);
+      onFrame(type as Frame, payload);
     }
   });
 }
 
-/** Copies CRIU's bytes to the peer as DATA frames, pausing CRIU's socket while the peer's buffer is full. */
-function forwardToPeer(local: net.Socket, peer: tls.TLSSocket, count: (bytes: number) => void): void {
-  local.on('data', (data: Buffer) => {
-    count(data.length);
-    let flushed = true;
-    for (const part of frame(Frame.Data, data)) flushed = peer.write(part) && flushed;
-    if (!flushed) {
-      local.pause();
-      peer.once('drain', () => local.resume());
-    }
-  });
-}
+/**
+ * One side's stream over whichever connection to the peer is current: what its CRIU said is kept until the
+ * peer acknowledged it, what the peer said goes to its CRIU exactly once. Connections come and go.
+ */
+class ResumableStream {
+  private peer: tls.TLSSocket | undefined;
+  /** The peer's HELLO arrived on the current connection: DATA may flow. */
+  private ready = false;
+  /** Sent DATA not yet acknowledged, starting at offset `ackedOffset`. */
+  private unacked: Buffer[] = [];
+  private unackedBytes = 0;
+  private ackedOffset = 0;
+  /** DATA bytes received and given to CRIU, and how many of them the peer has been told of. */
+  private received = 0;
+  private acknowledged = 0;
+  private ackTimer: NodeJS.Timeout | undefined;
+  private localPaused = false;
+  private connections = 0;
+  /** A signal to repeat on every new connection until the stream ends (END, DONE). */
+  private standing: Signal | undefined;
 
-function writeToLocal(local: net.Socket, peer: tls.TLSSocket, payload: Buffer): void {
-  if (!local.write(payload)) {
-    peer.pause();
-    local.once('drain', () => peer.resume());
+  constructor(
+    private readonly streamId: string,
+    private readonly local: net.Socket,
+    private readonly events: { signal: (type: Signal) => void; disconnected: () => void },
+  ) {
+    local.setNoDelay(true);
+    local.on('data', (data: Buffer) => this.fromLocal(data));
+    local.on('error', (error: Error) => log.warn({ stream: streamId, error: error.message }, "CRIU's socket failed"));
+  }
+
+  counts(): RelayCounts {
+    return {
+      bytesToPeer: this.ackedOffset + this.unackedBytes,
+      bytesFromPeer: this.received,
+      reconnects: Math.max(0, this.connections - 1),
+    };
+  }
+
+  /** A (new) connection to the peer: greet it with what arrived so far; DATA waits for its greeting. */
+  attach(peer: tls.TLSSocket): void {
+    this.peer?.destroy();
+    this.peer = peer;
+    this.ready = false;
+    this.connections++;
+    peer.setNoDelay(true);
+    peer.write(counterFrame(Frame.Hello, this.received));
+    readFrames(peer, (type, payload) => this.fromPeer(peer, type, payload));
+    peer.on('drain', () => this.flowControl());
+    peer.on('error', (error: Error) => log.warn({ stream: this.streamId, error: error.message }, 'page stream connection failed'));
+    peer.on('close', () => {
+      if (this.peer !== peer) return;
+      this.peer = undefined;
+      this.ready = false;
+      this.events.disconnected();
+    });
+  }
+
+  /** Sends a signal now if connected; END and DONE stand, and go again on every later connection. */
+  signal(type: Signal): void {
+    if (type !== Frame.Abort) this.standing = type;
+    if (this.peer && this.ready) this.peer.write(header(type, 0));
+  }
+
+  /** Drops the current connection (a clean close after DONE or an abort, or at once). */
+  disconnect(clean: boolean): void {
+    const peer = this.peer;
+    this.peer = undefined;
+    clearTimeout(this.ackTimer);
+    if (clean) peer?.end();
+    else peer?.destroy();
+  }
+
+  /** Ends CRIU's side: `reset` makes CRIU fail (never a clean end it would take as completion). */
+  closeLocal(how: 'end' | 'reset' | 'destroy'): void {
+    if (how === 'end') this.local.end();
+    else if (how === 'reset') this.local.resetAndDestroy();
+    else this.local.destroy();
+  }
+
+  private fromLocal(data: Buffer): void {
+    this.unacked.push(data);
+    this.unackedBytes += data.length;
+    if (this.peer && this.ready) this.writeData(this.peer, data);
+    this.flowControl();
+  }
+
+  private writeData(peer: tls.TLSSocket, data: Buffer): void {
+    peer.write(header(Frame.Data, data.length));
+    peer.write(data);
+  }
+
+  private fromPeer(peer: tls.TLSSocket, type: Frame, payload: Buffer): void {
+    if (type === Frame.Hello) this.resendFrom(peer, Number(payload.readBigUInt64BE(0)));
+    else if (type === Frame.Ack) this.acknowledge(Number(payload.readBigUInt64BE(0)));
+    else if (type === Frame.Data) {
+      this.received += payload.length;
+      if (!this.local.write(payload)) {
+        peer.pause();
+        this.local.once('drain', () => peer.resume());
+      }
+      this.scheduleAck();
+    } else this.events.signal(type);
+  }
+
+  /** The peer's greeting: forget what it has, resend the rest, repeat a standing signal, then go on live. */
+  private resendFrom(peer: tls.TLSSocket, peerReceived: number): void {
+    const sent = this.ackedOffset + this.unackedBytes;
+    if (peerReceived > sent || peerReceived < this.ackedOffset) {
+      peer.destroy(
+        new PageRelayError('protocol', `the peer says it received ${peerReceived} bytes; ${this.ackedOffset}-${sent} are possible`),
+      );
+      return;
+    }
+    this.acknowledge(peerReceived);
+    for (const data of this.unacked) this.writeData(peer, data);
+    this.ready = true;
+    if (this.standing !== undefined) peer.write(header(this.standing, 0));
+    this.flowControl();
+  }
+
+  private acknowledge(offset: number): void {
+    while (this.unacked.length > 0 && this.ackedOffset + (this.unacked[0] as Buffer).length <= offset) {
+      const first = this.unacked.shift() as Buffer;
+      this.ackedOffset += first.length;
+      this.unackedBytes -= first.length;
+    }
+    const first = this.unacked[0];
+    if (first && offset > this.ackedOffset) {
+      // Acknowledged part-way into a buffer: the connection broke inside a frame; resend from there.
+      const cut = offset - this.ackedOffset;
+      this.unacked[0] = first.subarray(cut);
+      this.ackedOffset += cut;
+      this.unackedBytes -= cut;
+    }
+    this.flowControl();
+  }
+
+  private scheduleAck(): void {
+    if (this.received - this.acknowledged >= ACK_EVERY_BYTES) this.sendAck();
+    else this.ackTimer ??= setTimeout(() => this.sendAck(), ACK_AFTER_MS);
+  }
+
+  private sendAck(): void {
+    clearTimeout(this.ackTimer);
+    this.ackTimer = undefined;
+    if (!this.peer || !this.ready || this.received === this.acknowledged) return;
+    this.acknowledged = this.received;
+    this.peer.write(counterFrame(Frame.Ack, this.received));
+  }
+
+  /** Reads CRIU's socket only while the peer keeps up and the resend buffer has room. */
+  private flowControl(): void {
+    const full = this.unackedBytes >= MAX_UNACKED_BYTES || this.peer?.writableNeedDrain === true;
+    if (full !== this.localPaused) {
+      this.localPaused = full;
+      if (full) this.local.pause();
+      else this.local.resume();
+    }
   }
 }
+
+/** A promise settled once, with the first outcome given. */
+function outcomeLatch(): { promise: Promise<RelayOutcome>; settle: (outcome: RelayOutcome) => boolean; settled: () => boolean } {
+  let resolve: (outcome: RelayOutcome) => void = () => undefined;
+  let settled = false;
+  const promise = new Promise<RelayOutcome>((r) => (resolve = r));
+  return {
+    promise,
+    settle: (outcome) => {
+      if (settled) return false;
+      settled = true;
+      resolve(outcome);
+      return true;
+    },
+    settled: () => settled,
+  };
+}
+
+const NO_COUNTS: RelayCounts = { bytesToPeer: 0, bytesFromPeer: 0, reconnects: 0 };
 
 export interface PageSource {
   /** Where the destination dials (the TLS listener). */
   address: Endpoint;
   /** Settles once the stream ended, either way; never rejects. */
   outcome: Promise<RelayOutcome>;
-  /** Stops listening and, if a transfer runs, ends it as lost (the source's CRIU is reset). */
+  /** Stops listening and ends the stream as lost (the source's CRIU is reset). */
   close(): void;
 }
 
 /**
- * The source agent's end. Listens on `listen` for the one destination holding the key, then connects to
- * CRIU's page server on `criu` (a lazy dump's `--address/--port`, loopback) and relays both ways.
+ * The source agent's end. Listens on `listen` for the destination holding the key (again after a broken
+ * connection), dials CRIU's page server on `criu` (a lazy dump's `--address/--port`, loopback) once the
+ * first destination is there, and relays both ways.
  */
-export async function servePages(options: {
-  key: PageStreamKey;
-  listen: { host: string; port?: number };
-  criu: Endpoint;
-}): Promise<PageSource> {
+export async function servePages(options: RelayOptions & { listen: { host: string; port?: number }; criu: Endpoint }): Promise<PageSource> {
   const { key, criu } = options;
   checkKey(key);
-  let settle: (outcome: RelayOutcome) => void = () => undefined;
-  const outcome = new Promise<RelayOutcome>((resolve) => (settle = resolve));
-  let bytesToPeer = 0;
-  let bytesFromPeer = 0;
-  let ended = false;
-  const finish = (result: { kind: 'complete' } | { kind: 'lost'; reason: string }) => {
-    if (ended) return;
-    ended = true;
-    settle({ ...result, bytesToPeer, bytesFromPeer });
+  const resumeWithinMs = options.resumeWithinMs ?? DEFAULT_RESUME_WITHIN_MS;
+  const latch = outcomeLatch();
+  let stream: ResumableStream | undefined;
+  let starting = false;
+  let endTaken = false;
+  let lostTimer: NodeJS.Timeout | undefined;
+  let lingerTimer: NodeJS.Timeout | undefined;
+
+  const lose = (reason: string) => {
+    clearTimeout(lostTimer);
+    server.close();
+    if (!latch.settle({ kind: 'lost', reason, ...(stream?.counts() ?? NO_COUNTS) })) return;
+    log.warn({ stream: key.streamId, reason }, 'page stream lost');
+    stream?.signal(Frame.Abort);
+    stream?.disconnect(false);
+    stream?.closeLocal('reset');
   };
-  let active: { peer: tls.TLSSocket; local?: net.Socket } | undefined;
+
+  const start = async (peer: tls.TLSSocket) => {
+    starting = true;
+    let local: net.Socket;
+    try {
+      local = await connectWithRetry(criu, 10_000);
+    } catch (error) {
+      peer.destroy();
+      lose((error as Error).message);
+      return;
+    }
+    const current = new ResumableStream(key.streamId, local, {
+      signal: (type) => {
+        if (type === Frame.End && !endTaken) {
+          // The destination's daemon exited 0: only now may CRIU see a clean end.
+          endTaken = true;
+          current.closeLocal('end');
+        } else if (type === Frame.Abort) lose('the destination aborted the page stream');
+      },
+      disconnected: () => {
+        // After completion the destination may still dial again for DONE; nothing is lost then.
+        if (latch.settled() || lostTimer !== undefined) return;
+        log.warn({ stream: key.streamId, resumeWithinMs }, 'page stream connection lost; waiting for the destination to dial again');
+        lostTimer = setTimeout(() => lose(`the destination did not come back within ${resumeWithinMs} ms`), resumeWithinMs);
+      },
+    });
+    stream = current;
+    local.on('close', () => {
+      if (!endTaken) {
+        // CRIU gave up on its own (killed, or failed): the destination must not take this as completion.
+        lose("the source's CRIU closed the page stream before the destination finished");
+        return;
+      }
+      clearTimeout(lostTimer);
+      lostTimer = undefined;
+      latch.settle({ kind: 'complete', ...current.counts() });
+      // DONE stands: a destination that missed it dials again and gets it; then the listener goes.
+      current.signal(Frame.Done);
+      lingerTimer = setTimeout(() => server.close(), resumeWithinMs);
+      // Lingering for a late DONE must not keep the agent (or a test) alive.
+      lingerTimer.unref();
+      server.unref();
+    });
+    current.attach(peer);
+  };
 
   const server = tls.createServer(
     {
@@ -166,68 +421,26 @@ export async function servePages(options: {
       },
     },
     (peer) => {
-      // One destination per migration: the listener closes on the first authenticated peer.
-      server.close();
-      peer.setNoDelay(true);
-      active = { peer };
-      void relaySource(peer).catch((error: unknown) => {
-        peer.destroy();
-        finish({ kind: 'lost', reason: (error as Error).message });
-      });
+      if (stream) {
+        clearTimeout(lostTimer);
+        lostTimer = undefined;
+        stream.attach(peer);
+      } else if (!starting) void start(peer);
+      else peer.destroy();
     },
   );
   server.on('tlsClientError', (error) => log.warn({ stream: key.streamId, error: error.message }, 'a page stream handshake failed'));
-
-  async function relaySource(peer: tls.TLSSocket): Promise<void> {
-    const local = await connectWithRetry(criu, 10_000);
-    if (active) active.local = local;
-    local.setNoDelay(true);
-    let peerEnded = false;
-    forwardToPeer(local, peer, (n) => (bytesToPeer += n));
-    readFrames(peer, (type, payload) => {
-      if (type === Frame.Data) {
-        bytesFromPeer += payload.length;
-        writeToLocal(local, peer, payload);
-      } else {
-        // The destination's daemon exited 0: only now may CRIU see a clean end.
-        peerEnded = true;
-        local.end();
-      }
-    });
-    peer.on('close', () => {
-      if (!peerEnded) {
-        // Lost without END: reset, never a clean end, so that CRIU fails the dump and thaws the source.
-        local.resetAndDestroy();
-        finish({ kind: 'lost', reason: 'the destination went away before all pages arrived' });
-      }
-    });
-    peer.on('error', (error: Error) => log.warn({ stream: key.streamId, error: error.message }, 'page stream connection failed'));
-    local.on('error', (error) => log.warn({ stream: key.streamId, error: error.message }, "CRIU's page server socket failed"));
-    local.on('close', () => {
-      if (peerEnded) {
-        peer.end();
-        finish({ kind: 'complete' });
-      } else {
-        // CRIU gave up on its own (killed, or failed): the destination must not take this as completion.
-        peer.destroy();
-        finish({ kind: 'lost', reason: "the source's CRIU closed the page stream before the destination finished" });
-      }
-    });
-  }
-
+  server.on('close', () => clearTimeout(lingerTimer));
   server.listen(options.listen.port ?? 0, options.listen.host);
   await once(server, 'listening');
   const bound = server.address() as net.AddressInfo;
   return {
     address: { host: options.listen.host, port: bound.port },
-    outcome,
+    outcome: latch.promise,
     close: () => {
+      lose('the source agent closed the page stream');
       server.close();
-      if (active) {
-        active.local?.resetAndDestroy();
-        active.peer.destroy();
-      }
-      finish({ kind: 'lost', reason: 'the source agent closed the page stream' });
+      stream?.disconnect(false);
     },
   };
 }
@@ -236,107 +449,131 @@ export interface PageSink {
   /** Where the lazy-pages daemon connects (`criu lazy-pages --page-server --address/--port`). */
   local: Endpoint;
   /**
-   * Settles when the stream ended: `complete` after `finish(true)`, `lost` when the source went away first
-   * (the daemon's socket is then held open, so the restored process waits instead of reading zeros).
+   * Settles when the stream ended: `complete` once the source confirmed (DONE) after `finish(true)`; `lost`
+   * when the source aborted or could not be reached again in time (the daemon's socket is then held open,
+   * so the restored process waits instead of reading zeros).
    */
   outcome: Promise<RelayOutcome>;
-  /** The daemon exited: with 0 (every page arrived) tell the source; otherwise drop the stream as lost. */
+  /** The daemon exited: with 0 (every page arrived) tell the source; otherwise abort the stream. */
   finish(daemonSucceeded: boolean): void;
   /** Closes the held daemon socket: only once the restored process is frozen or gone. */
   release(): void;
 }
 
 /**
- * The destination agent's end. Dials the source agent (TLS-PSK), then waits for the lazy-pages daemon on a
- * loopback port and relays both ways.
+ * The destination agent's end. Dials the source agent (TLS-PSK; again after a broken connection), waits for
+ * the lazy-pages daemon on a loopback port and relays both ways.
  */
-export async function fetchPages(options: {
-  key: PageStreamKey;
-  source: Endpoint;
-  listen?: { host: string; port?: number };
-}): Promise<PageSink> {
+export async function fetchPages(
+  options: RelayOptions & { source: Endpoint; listen?: { host: string; port?: number } },
+): Promise<PageSink> {
   const { key, source } = options;
   checkKey(key);
-  const peer = tls.connect({
-    ...TLS_OPTIONS,
-    host: source.host,
-    port: source.port,
-    // No certificates: the PSK is the identity of both ends.
-    checkServerIdentity: () => undefined,
-    pskCallback: () => ({ psk: key.psk, identity: key.streamId }),
-  });
-  try {
-    await once(peer, 'secureConnect');
-  } catch (error) {
-    peer.destroy();
-    throw new PageRelayError(
-      'handshake-failed',
-      `cannot open the page stream to ${source.host}:${source.port}: ${(error as Error).message}`,
-      {
-        cause: error,
-      },
-    );
-  }
-  peer.setNoDelay(true);
+  const resumeWithinMs = options.resumeWithinMs ?? DEFAULT_RESUME_WITHIN_MS;
+  const dial = async (): Promise<tls.TLSSocket> => {
+    const peer = tls.connect({
+      ...TLS_OPTIONS,
+      host: source.host,
+      port: source.port,
+      // No certificates: the PSK is the identity of both ends.
+      checkServerIdentity: () => undefined,
+      pskCallback: () => ({ psk: key.psk, identity: key.streamId }),
+    });
+    try {
+      await once(peer, 'secureConnect');
+      return peer;
+    } catch (error) {
+      peer.destroy();
+      throw new PageRelayError(
+        'handshake-failed',
+        `cannot open the page stream to ${source.host}:${source.port}: ${(error as Error).message}`,
+        {
+          cause: error,
+        },
+      );
+    }
+  };
+  // The first connection must work: a wrong key or address is an error now, not a lost stream later.
+  const first = await dial();
+  const latch = outcomeLatch();
+  let stream: ResumableStream | undefined;
+  let redialTimer: NodeJS.Timeout | undefined;
+  let redialing = false;
 
-  let bytesToPeer = 0;
-  let bytesFromPeer = 0;
-  let ended = false;
-  let settle: (outcome: RelayOutcome) => void = () => undefined;
-  const outcome = new Promise<RelayOutcome>((resolve) => (settle = resolve));
-  const end = (result: { kind: 'complete' } | { kind: 'lost'; reason: string }) => {
-    if (ended) return;
-    ended = true;
-    settle({ ...result, bytesToPeer, bytesFromPeer });
+  const lose = (reason: string) => {
+    clearTimeout(redialTimer);
+    if (!latch.settle({ kind: 'lost', reason, ...(stream?.counts() ?? NO_COUNTS) })) return;
+    log.warn({ stream: key.streamId, reason }, 'page stream lost; holding the daemon socket');
+    // The daemon's socket stays open: the restored process blocks on its next fault until `release`.
+    stream?.disconnect(false);
   };
 
-  let local: net.Socket | undefined;
-  // Bytes from the source before the daemon connected (none expected: the daemon speaks first).
-  const early: Buffer[] = [];
-  readFrames(peer, (type, payload) => {
-    if (type !== Frame.Data) {
-      peer.destroy(new PageRelayError('protocol', 'the source sent END'));
-      return;
-    }
-    bytesFromPeer += payload.length;
-    if (local) writeToLocal(local, peer, payload);
-    else early.push(Buffer.from(payload));
-  });
-  peer.on('error', (error: Error) => log.warn({ stream: key.streamId, error: error.message }, 'page stream connection failed'));
-  peer.on('close', () => {
-    // Hold the daemon's socket: the restored process blocks on its next fault; its agent decides what next.
-    end({ kind: 'lost', reason: 'the source went away before all pages arrived' });
-  });
+  const redial = () => {
+    if (redialing) return;
+    redialing = true;
+    const deadline = Date.now() + resumeWithinMs;
+    log.warn({ stream: key.streamId, resumeWithinMs }, 'page stream connection lost; dialling the source again');
+    const attempt = () => {
+      dial().then(
+        (peer) => {
+          redialing = false;
+          if (stream && !latch.settled()) stream.attach(peer);
+          else peer.destroy();
+        },
+        () => {
+          if (Date.now() >= deadline) {
+            redialing = false;
+            lose(`the source could not be reached again within ${resumeWithinMs} ms`);
+          } else redialTimer = setTimeout(attempt, REDIAL_EVERY_MS);
+        },
+      );
+    };
+    attempt();
+  };
 
+  // The daemon connects once and speaks first: the stream starts with it, on the first connection.
   const listener = net.createServer((socket) => {
     listener.close();
-    local = socket;
-    socket.setNoDelay(true);
-    for (const payload of early.splice(0)) socket.write(payload);
-    forwardToPeer(socket, peer, (n) => (bytesToPeer += n));
-    socket.on('error', (error) => log.warn({ stream: key.streamId, error: error.message }, "the lazy-pages daemon's socket failed"));
+    const current = new ResumableStream(key.streamId, socket, {
+      signal: (type) => {
+        if (type === Frame.Done && latch.settle({ kind: 'complete', ...current.counts() })) current.disconnect(true);
+        else if (type === Frame.Abort) lose('the source aborted the page stream');
+      },
+      disconnected: () => {
+        if (!latch.settled()) redial();
+      },
+    });
+    stream = current;
+    current.attach(first);
   });
-  listener.listen(options.listen?.port ?? 0, options.listen?.host ?? '127.0.0.1');
+  first.once('close', () => {
+    if (stream) return;
+    // Gone before the daemon connected: nothing restored depends on the stream yet.
+    listener.close();
+    latch.settle({ kind: 'lost', reason: 'the source went away before the lazy-pages daemon connected', ...NO_COUNTS });
+  });
+  const host = options.listen?.host ?? '127.0.0.1';
+  listener.listen(options.listen?.port ?? 0, host);
   await once(listener, 'listening');
   const bound = listener.address() as net.AddressInfo;
   return {
-    local: { host: options.listen?.host ?? '127.0.0.1', port: bound.port },
-    outcome,
+    local: { host, port: bound.port },
+    outcome: latch.promise,
     finish: (daemonSucceeded) => {
       listener.close();
-      if (ended) return;
+      if (!stream || latch.settled()) return;
       if (daemonSucceeded) {
-        for (const part of frame(Frame.End)) peer.write(part);
-        peer.end();
-        end({ kind: 'complete' });
-      } else {
-        peer.destroy();
-        end({ kind: 'lost', reason: 'the lazy-pages daemon failed' });
+        stream.signal(Frame.End);
+        return;
       }
+      stream.signal(Frame.Abort);
+      latch.settle({ kind: 'lost', reason: 'the lazy-pages daemon failed', ...stream.counts() });
+      stream.disconnect(true);
     },
     release: () => {
       listener.close();
-      local?.destroy();
+      lose('released by its agent');
+      stream?.closeLocal('destroy');
     },
   };
 }

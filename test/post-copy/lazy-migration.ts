@@ -59,6 +59,8 @@ export interface LazyRun {
   restoredPid: number;
   imagesAtSource: string;
   imagesAtDestination: string;
+  /** Where the source's relay listens for the destination's. */
+  sourceRelayAddress: Endpoint;
 }
 
 export interface CopyRun {
@@ -135,9 +137,13 @@ export class PostCopyHosts {
     return { pid, log };
   }
 
-  relay(host: WanEndpoint, args: string[], psk: Buffer): Relay {
+  relay(host: WanEndpoint, args: string[], psk: Buffer, resumeWithinMs?: number): Relay {
     const child = this.inHost(host, process.execPath, [ENDPOINT, ...args], {
-      env: { ...process.env, UMS_PAGE_STREAM_PSK: psk.toString('hex') },
+      env: {
+        ...process.env,
+        UMS_PAGE_STREAM_PSK: psk.toString('hex'),
+        ...(resumeWithinMs !== undefined ? { UMS_PAGE_STREAM_RESUME_MS: String(resumeWithinMs) } : {}),
+      },
       stdio: ['pipe', 'pipe', 'inherit'],
     });
     const lines = createInterface({ input: child.stdout! });
@@ -158,15 +164,20 @@ export class PostCopyHosts {
    * the non-memory images, restores on the destination with its pages fetched through the two relays.
    * Resolves once the restore returned; the pages are still moving then.
    */
-  async migrateLazily(workload: Workload): Promise<LazyRun> {
+  async migrateLazily(workload: Workload, options: { resumeWithinMs?: number } = {}): Promise<LazyRun> {
     const name = `lazy-${++this.runs}`;
     const psk = randomBytes(32);
     const [imagesAtSource, imagesAtDestination] = await this.imageDirs(name);
     const criuPort = 27_000 + Math.floor(Math.random() * 1000);
 
-    const sourceRelay = this.relay(this.source, ['source', name, this.source.address, String(criuPort)], psk);
+    const sourceRelay = this.relay(this.source, ['source', name, this.source.address, String(criuPort)], psk, options.resumeWithinMs);
     const listening = (await sourceRelay.ready).address as Endpoint;
-    const destinationRelay = this.relay(this.destination, ['destination', name, listening.host, String(listening.port)], psk);
+    const destinationRelay = this.relay(
+      this.destination,
+      ['destination', name, listening.host, String(listening.port)],
+      psk,
+      options.resumeWithinMs,
+    );
     const local = (await destinationRelay.ready).local as Endpoint;
 
     const frozenAt = Date.now();
@@ -220,6 +231,7 @@ export class PostCopyHosts {
       restoredPid,
       imagesAtSource,
       imagesAtDestination,
+      sourceRelayAddress: listening,
     };
   }
 
@@ -255,7 +267,8 @@ export class PostCopyHosts {
     const { stdout } = await execFileAsync('ip', ['netns', 'pids', this.destination.netns]);
     const pids = stdout.split('\n').filter((pid) => pid !== '');
     const names = await Promise.all(pids.map((pid) => readFile(`/proc/${pid}/comm`, 'utf8').catch(() => '')));
-    const restoredPid = Number(pids.find((_, i) => names[i]?.trim() === 'python3'));
+    // Not one restored before (it may linger as a zombie until PID 1 reaps it).
+    const restoredPid = Number(pids.find((pid, i) => names[i]?.trim() === 'python3' && !this.pids.includes(Number(pid))));
     if (!(restoredPid > 0)) throw new Error('the restored workload is not running on the destination host');
     this.pids.push(restoredPid);
     return restoredPid;
@@ -270,6 +283,11 @@ export function ticksOf(log: string): Array<{ tick: number; at: number }> {
 export function exitOf(child: ChildProcess): Promise<number> {
   if (child.exitCode !== null) return Promise.resolve(child.exitCode);
   return new Promise((resolve) => child.once('exit', (code, signal) => resolve(code ?? (signal ? 128 : 1))));
+}
+
+/** Where in the kernel the process waits (`handle_userfault`: on a page that has not arrived). */
+export async function waitChannel(pid: number): Promise<string | undefined> {
+  return readFile(`/proc/${pid}/wchan`, 'utf8').catch(() => undefined);
 }
 
 /** The process's state letter from /proc (R, S, T, Z...), undefined once it is gone. */

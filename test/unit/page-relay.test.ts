@@ -1,0 +1,147 @@
+/**
+ * The page relay's stream over real sockets on loopback, without CRIU: a stand-in page server and daemon
+ * exchange random bytes both ways through the two relays, and a TCP proxy between the relays is cut
+ * mid-transfer to play a network that breaks. Bytes must arrive intact and in order on both sides, and
+ * the ends must come out as the relay promises (test/integration/page-relay.test.ts does the same with
+ * CRIU's lazy pages between two simulated hosts).
+ */
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import * as net from 'node:net';
+import { describe, it } from 'node:test';
+import { fetchPages, servePages, type PageStreamKey } from '../../agents/post-copy/page-relay.js';
+
+const MIB = 1024 * 1024;
+
+/** Forwards connections to `target`; `cut()` resets every connection it carries at that moment. */
+async function breakableLink(target: number): Promise<{ port: number; cut: () => number; close: () => void }> {
+  const live = new Set<net.Socket>();
+  const server = net.createServer((inbound) => {
+    const outbound = net.connect(target, '127.0.0.1');
+    for (const socket of [inbound, outbound]) {
+      live.add(socket);
+      socket.on('close', () => live.delete(socket));
+      socket.on('error', () => undefined);
+    }
+    inbound.pipe(outbound).pipe(inbound);
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    cut: () => {
+      const count = live.size;
+      for (const socket of live) socket.resetAndDestroy();
+      return count;
+    },
+    close: () => server.close(),
+  };
+}
+
+/** Writes `bytes` random bytes in pieces and hashes what it writes; hashes all it reads. */
+function talker(socket: net.Socket, bytes: number) {
+  const sent = createHash('sha256');
+  const got = createHash('sha256');
+  let received = 0;
+  socket.on('data', (data: Buffer) => {
+    received += data.length;
+    got.update(data);
+  });
+  const done = (async () => {
+    for (let at = 0; at < bytes; at += 256 * 1024) {
+      const piece = randomBytes(Math.min(256 * 1024, bytes - at));
+      sent.update(piece);
+      if (!socket.write(piece)) await once(socket, 'drain');
+    }
+  })();
+  return { done, sent: () => sent.digest('hex'), got: () => got.digest('hex'), received: () => received };
+}
+
+async function until(check: () => boolean, what: string, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+describe('page relay: the stream survives a connection that breaks, and ends only as promised', { timeout: 60_000 }, () => {
+  it('carries 32 MiB one way and 4 MiB the other intact across two cuts, then completes on END', async () => {
+    const key: PageStreamKey = { streamId: 'm-unit', psk: randomBytes(32) };
+    // The stand-in for the source's CRIU page server: accepts the source relay's one connection.
+    const pageServer = net.createServer();
+    pageServer.listen(0, '127.0.0.1');
+    await once(pageServer, 'listening');
+    const accepted = once(pageServer, 'connection') as Promise<[net.Socket]>;
+    const source = await servePages({
+      key,
+      listen: { host: '127.0.0.1' },
+      criu: { host: '127.0.0.1', port: (pageServer.address() as net.AddressInfo).port },
+    });
+    const link = await breakableLink(source.address.port);
+    const sink = await fetchPages({ key, source: { host: '127.0.0.1', port: link.port } });
+    const daemon = net.connect(sink.local.port, sink.local.host);
+    const [criuSide] = await accepted;
+
+    const fromSource = talker(criuSide, 32 * MIB);
+    const fromDaemon = talker(daemon, 4 * MIB);
+    await until(() => fromDaemon.received() > 4 * MIB, 'some pages through');
+    assert.ok(link.cut() > 0, 'the link carried the connection');
+    await until(() => fromDaemon.received() > 16 * MIB, 'more pages after the first cut');
+    link.cut();
+    await Promise.all([fromSource.done, fromDaemon.done]);
+    await until(() => fromDaemon.received() === 32 * MIB && fromSource.received() === 4 * MIB, 'every byte');
+    assert.equal(fromDaemon.got(), fromSource.sent(), 'what the daemon got is what the page server sent');
+    assert.equal(fromSource.got(), fromDaemon.sent(), 'what the page server got is what the daemon sent');
+
+    // The daemon is done: END; the page server then sees a clean end and closes; DONE completes both.
+    daemon.end();
+    sink.finish(true);
+    await once(criuSide, 'end');
+    criuSide.end();
+    const [sourceOutcome, sinkOutcome] = await Promise.all([source.outcome, sink.outcome]);
+    assert.equal(sourceOutcome.kind, 'complete');
+    assert.equal(sinkOutcome.kind, 'complete');
+    assert.ok(sinkOutcome.reconnects >= 2, `dialled again after each cut (${sinkOutcome.reconnects})`);
+    assert.equal(sinkOutcome.bytesFromPeer, 32 * MIB);
+    assert.equal(sourceOutcome.bytesFromPeer, 4 * MIB);
+    link.close();
+    pageServer.close();
+  });
+
+  it('a source that stays away is lost at the deadline: the daemon socket stays open, the page server gets a reset', async () => {
+    const key: PageStreamKey = { streamId: 'm-unit-lost', psk: randomBytes(32) };
+    const pageServer = net.createServer();
+    pageServer.listen(0, '127.0.0.1');
+    await once(pageServer, 'listening');
+    const accepted = once(pageServer, 'connection') as Promise<[net.Socket]>;
+    const source = await servePages({
+      key,
+      resumeWithinMs: 500,
+      listen: { host: '127.0.0.1' },
+      criu: { host: '127.0.0.1', port: (pageServer.address() as net.AddressInfo).port },
+    });
+    const link = await breakableLink(source.address.port);
+    const sink = await fetchPages({ key, resumeWithinMs: 500, source: { host: '127.0.0.1', port: link.port } });
+    const daemon = net.connect(sink.local.port, sink.local.host);
+    const [criuSide] = await accepted;
+    let criuEnd: 'clean' | 'reset' | undefined;
+    criuSide.on('end', () => (criuEnd ??= 'clean'));
+    criuSide.on('error', () => (criuEnd ??= 'reset'));
+    daemon.write('page request');
+    await once(criuSide, 'data');
+    // The network stays down: the link is gone for good.
+    link.close();
+    link.cut();
+    const [sourceOutcome, sinkOutcome] = await Promise.all([source.outcome, sink.outcome]);
+    assert.equal(sourceOutcome.kind, 'lost');
+    assert.equal(sinkOutcome.kind, 'lost');
+    await until(() => criuEnd !== undefined, "the page server's socket to end");
+    assert.equal(criuEnd, 'reset', 'never a clean end the dump would take as completion');
+    assert.equal(daemon.destroyed, false, "the daemon's socket is held open");
+    sink.release();
+    await once(daemon, 'close');
+    pageServer.close();
+  });
+});
