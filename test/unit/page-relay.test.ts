@@ -66,23 +66,27 @@ async function until(check: () => boolean, what: string, timeoutMs = 20_000): Pr
   }
 }
 
+/**
+ * The two relays with a breakable link between them, a stand-in page server behind the source (it accepts
+ * the source relay's one connection) and a stand-in daemon connected to the destination.
+ */
+async function relayPair(key: PageStreamKey, resumeWithinMs?: number) {
+  const pageServer = net.createServer();
+  pageServer.listen(0, '127.0.0.1');
+  await once(pageServer, 'listening');
+  const accepted = once(pageServer, 'connection') as Promise<[net.Socket]>;
+  const criu = { host: '127.0.0.1', port: (pageServer.address() as net.AddressInfo).port };
+  const source = await servePages({ key, resumeWithinMs, listen: { host: '127.0.0.1' }, criu });
+  const link = await breakableLink(source.address.port);
+  const sink = await fetchPages({ key, resumeWithinMs, source: { host: '127.0.0.1', port: link.port } });
+  const daemon = net.connect(sink.local.port, sink.local.host);
+  const [criuSide] = await accepted;
+  return { source, sink, link, daemon, criuSide, close: () => (link.close(), pageServer.close()) };
+}
+
 describe('page relay: the stream survives a connection that breaks, and ends only as promised', { timeout: 60_000 }, () => {
   it('carries 32 MiB one way and 4 MiB the other intact across two cuts, then completes on END', async () => {
-    const key: PageStreamKey = { streamId: 'm-unit', psk: randomBytes(32) };
-    // The stand-in for the source's CRIU page server: accepts the source relay's one connection.
-    const pageServer = net.createServer();
-    pageServer.listen(0, '127.0.0.1');
-    await once(pageServer, 'listening');
-    const accepted = once(pageServer, 'connection') as Promise<[net.Socket]>;
-    const source = await servePages({
-      key,
-      listen: { host: '127.0.0.1' },
-      criu: { host: '127.0.0.1', port: (pageServer.address() as net.AddressInfo).port },
-    });
-    const link = await breakableLink(source.address.port);
-    const sink = await fetchPages({ key, source: { host: '127.0.0.1', port: link.port } });
-    const daemon = net.connect(sink.local.port, sink.local.host);
-    const [criuSide] = await accepted;
+    const { source, sink, link, daemon, criuSide, close } = await relayPair({ streamId: 'm-unit', psk: randomBytes(32) });
 
     const fromSource = talker(criuSide, 32 * MIB);
     const fromDaemon = talker(daemon, 4 * MIB);
@@ -106,26 +110,11 @@ describe('page relay: the stream survives a connection that breaks, and ends onl
     assert.ok(sinkOutcome.reconnects >= 2, `dialled again after each cut (${sinkOutcome.reconnects})`);
     assert.equal(sinkOutcome.bytesFromPeer, 32 * MIB);
     assert.equal(sourceOutcome.bytesFromPeer, 4 * MIB);
-    link.close();
-    pageServer.close();
+    close();
   });
 
   it('a source that stays away is lost at the deadline: the daemon socket stays open, the page server gets a reset', async () => {
-    const key: PageStreamKey = { streamId: 'm-unit-lost', psk: randomBytes(32) };
-    const pageServer = net.createServer();
-    pageServer.listen(0, '127.0.0.1');
-    await once(pageServer, 'listening');
-    const accepted = once(pageServer, 'connection') as Promise<[net.Socket]>;
-    const source = await servePages({
-      key,
-      resumeWithinMs: 500,
-      listen: { host: '127.0.0.1' },
-      criu: { host: '127.0.0.1', port: (pageServer.address() as net.AddressInfo).port },
-    });
-    const link = await breakableLink(source.address.port);
-    const sink = await fetchPages({ key, resumeWithinMs: 500, source: { host: '127.0.0.1', port: link.port } });
-    const daemon = net.connect(sink.local.port, sink.local.host);
-    const [criuSide] = await accepted;
+    const { source, sink, link, daemon, criuSide, close } = await relayPair({ streamId: 'm-unit-lost', psk: randomBytes(32) }, 500);
     let criuEnd: 'clean' | 'reset' | undefined;
     criuSide.on('end', () => (criuEnd ??= 'clean'));
     criuSide.on('error', () => (criuEnd ??= 'reset'));
@@ -142,6 +131,6 @@ describe('page relay: the stream survives a connection that breaks, and ends onl
     assert.equal(daemon.destroyed, false, "the daemon's socket is held open");
     sink.release();
     await once(daemon, 'close');
-    pageServer.close();
+    close();
   });
 });
