@@ -123,9 +123,16 @@ function counterFrame(type: typeof Frame.Ack | typeof Frame.Hello, value: number
 
 /** Cuts one connection's byte stream into frames; a malformed frame destroys the connection. */
 function readFrames(socket: tls.TLSSocket, onFrame: (type: Frame, payload: Buffer) => void): void {
-  let pending: Buffer = Buffer.alloc(0);
+  // A frame spans several TLS records: its pieces are kept apart and joined once, when it is whole.
+  let pieces: Buffer[] = [];
+  let piecesBytes = 0;
+  let needed = HEADER_BYTES;
   socket.on('data', (data: Buffer) => {
-    pending = pending.length === 0 ? data : Buffer.concat([pending, data]);
+    pieces.push(data);
+    piecesBytes += data.length;
+    if (piecesBytes < needed) return;
+    let pending = pieces.length === 1 ? data : Buffer.concat(pieces);
+    needed = HEADER_BYTES;
     while (pending.length >= HEADER_BYTES && !socket.destroyed) {
       const type = pending.readUInt8(0);
       const length = pending.readUInt32BE(1);
@@ -140,11 +147,17 @@ function readFrames(socket: tls.TLSSocket, onFrame: (type: Frame, payload: Buffe
         socket.destroy(new PageRelayError('protocol', `unexpected frame type ${type} of ${length} bytes`));
         return;
       }
-      if (pending.length < HEADER_BYTES + length) break;
+      if (pending.length < HEADER_BYTES + length) {
+        needed = HEADER_BYTES + length;
+        break;
+      }
       const payload = pending.subarray(HEADER_BYTES, HEADER_BYTES + length);
       pending = pending.subarray(HEADER_BYTES + length);
       onFrame(type as Frame, payload);
     }
+    // A partial frame left over is the first piece of the next.
+    pieces = pending.length > 0 ? [pending] : [];
+    piecesBytes = pending.length;
   });
 }
 
@@ -236,8 +249,11 @@ class ResumableStream {
   }
 
   private writeData(peer: tls.TLSSocket, data: Buffer): void {
+    // Corked, the header and its bytes leave in one TLS write rather than a record of 5 bytes each time.
+    peer.cork();
     peer.write(header(Frame.Data, data.length));
     peer.write(data);
+    peer.uncork();
   }
 
   private fromPeer(peer: tls.TLSSocket, type: Frame, payload: Buffer): void {

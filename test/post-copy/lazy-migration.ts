@@ -149,13 +149,16 @@ export class PostCopyHosts {
     const lines = createInterface({ input: child.stdout! });
     let onReady: (message: Record<string, unknown>) => void = () => undefined;
     let onOutcome: (outcome: RelayOutcome) => void = () => undefined;
-    const ready = new Promise<Record<string, unknown>>((resolve) => (onReady = resolve));
+    let onExit: (error: Error) => void = () => undefined;
+    const ready = new Promise<Record<string, unknown>>((resolve, reject) => ((onReady = resolve), (onExit = reject)));
     const outcome = new Promise<RelayOutcome>((resolve) => (onOutcome = resolve));
     lines.on('line', (line) => {
       const message = JSON.parse(line) as Record<string, unknown>;
       if ('outcome' in message) onOutcome(message.outcome as RelayOutcome);
       else onReady(message);
     });
+    // A relay that dies before it is up fails the run at once (after, `ready` has settled and this is moot).
+    child.once('exit', (code, signal) => onExit(new Error(`the ${args[0]} relay exited (${code ?? signal}) before it was up`)));
     return { child, ready, outcome };
   }
 
