@@ -65,10 +65,15 @@ export class PageRelayError extends Error {
 /** How long a broken connection between the agents may take to come back before the stream is lost. */
 export const DEFAULT_RESUME_WITHIN_MS = 30_000;
 
+/** A connection that carries nothing (not even a heartbeat) this long is taken as broken: packets may be dropped, not refused. */
+export const DEFAULT_SILENCE_MS = 5_000;
+
 export interface RelayOptions {
   key: PageStreamKey;
   /** How long a broken connection may take to come back. Default DEFAULT_RESUME_WITHIN_MS. */
   resumeWithinMs?: number;
+  /** How long a connection may stay silent before it is dropped and dialled again. Default DEFAULT_SILENCE_MS. */
+  silenceMs?: number;
 }
 
 const TLS_OPTIONS = {
@@ -185,6 +190,7 @@ class ResumableStream {
   constructor(
     private readonly streamId: string,
     private readonly local: net.Socket,
+    private readonly silenceMs: number,
     private readonly events: { signal: (type: Signal) => void; disconnected: () => void },
   ) {
     local.setNoDelay(true);
@@ -211,7 +217,19 @@ class ResumableStream {
     readFrames(peer, (type, payload) => this.fromPeer(peer, type, payload));
     peer.on('drain', () => this.flowControl());
     peer.on('error', (error: Error) => log.warn({ stream: this.streamId, error: error.message }, 'page stream connection failed'));
+    // A connection whose packets are dropped shows no error for minutes (TCP retransmits): both sides beat
+    // (an ACK of what they have) and drop a connection that stayed silent, so the destination dials again.
+    let heard = Date.now();
+    peer.on('data', () => (heard = Date.now()));
+    const heartbeat = setInterval(() => {
+      if (Date.now() - heard > this.silenceMs) {
+        log.warn({ stream: this.streamId, silenceMs: this.silenceMs }, 'page stream connection silent; dropping it');
+        peer.destroy();
+      } else if (this.peer === peer && this.ready) peer.write(counterFrame(Frame.Ack, this.received));
+    }, this.silenceMs / 4);
+    heartbeat.unref();
     peer.on('close', () => {
+      clearInterval(heartbeat);
       if (this.peer !== peer) return;
       this.peer = undefined;
       this.ready = false;
@@ -363,6 +381,7 @@ export async function servePages(options: RelayOptions & { listen: { host: strin
   const { key, criu } = options;
   checkKey(key);
   const resumeWithinMs = options.resumeWithinMs ?? DEFAULT_RESUME_WITHIN_MS;
+  const silenceMs = options.silenceMs ?? DEFAULT_SILENCE_MS;
   const latch = outcomeLatch();
   let stream: ResumableStream | undefined;
   let starting = false;
@@ -390,7 +409,7 @@ export async function servePages(options: RelayOptions & { listen: { host: strin
       lose((error as Error).message);
       return;
     }
-    const current = new ResumableStream(key.streamId, local, {
+    const current = new ResumableStream(key.streamId, local, silenceMs, {
       signal: (type) => {
         if (type === Frame.End && !endTaken) {
           // The destination's daemon exited 0: only now may CRIU see a clean end.
@@ -486,6 +505,7 @@ export async function fetchPages(
   const { key, source } = options;
   checkKey(key);
   const resumeWithinMs = options.resumeWithinMs ?? DEFAULT_RESUME_WITHIN_MS;
+  const silenceMs = options.silenceMs ?? DEFAULT_SILENCE_MS;
   const dial = async (): Promise<tls.TLSSocket> => {
     const peer = tls.connect({
       ...TLS_OPTIONS,
@@ -495,6 +515,8 @@ export async function fetchPages(
       checkServerIdentity: () => undefined,
       pskCallback: () => ({ psk: key.psk, identity: key.streamId }),
     });
+    // A source whose packets are dropped never refuses: give up on the attempt as on a silent connection.
+    const timer = setTimeout(() => peer.destroy(new Error(`no answer within ${silenceMs} ms`)), silenceMs);
     try {
       await once(peer, 'secureConnect');
       return peer;
@@ -507,6 +529,8 @@ export async function fetchPages(
           cause: error,
         },
       );
+    } finally {
+      clearTimeout(timer);
     }
   };
   // The first connection must work: a wrong key or address is an error now, not a lost stream later.
@@ -550,7 +574,7 @@ export async function fetchPages(
   // The daemon connects once and speaks first: the stream starts with it, on the first connection.
   const listener = net.createServer((socket) => {
     listener.close();
-    const current = new ResumableStream(key.streamId, socket, {
+    const current = new ResumableStream(key.streamId, socket, silenceMs, {
       signal: (type) => {
         if (type === Frame.Done && latch.settle({ kind: 'complete', ...current.counts() })) current.disconnect(true);
         else if (type === Frame.Abort) lose('the source aborted the page stream');

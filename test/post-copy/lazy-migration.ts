@@ -39,6 +39,12 @@ export interface Relay {
   outcome: Promise<RelayOutcome>;
 }
 
+/** The relays' resumeWithinMs and silenceMs (agents/post-copy/page-relay.ts), when a test wants them short. */
+export interface RelayTiming {
+  resumeWithinMs?: number;
+  silenceMs?: number;
+}
+
 export interface WorkloadOptions {
   mib: number;
   /** Between two ticks. Default 50. */
@@ -137,12 +143,13 @@ export class PostCopyHosts {
     return { pid, log };
   }
 
-  relay(host: WanEndpoint, args: string[], psk: Buffer, resumeWithinMs?: number): Relay {
+  relay(host: WanEndpoint, args: string[], psk: Buffer, timing: RelayTiming = {}): Relay {
     const child = this.inHost(host, process.execPath, [ENDPOINT, ...args], {
       env: {
         ...process.env,
         UMS_PAGE_STREAM_PSK: psk.toString('hex'),
-        ...(resumeWithinMs !== undefined ? { UMS_PAGE_STREAM_RESUME_MS: String(resumeWithinMs) } : {}),
+        ...(timing.resumeWithinMs !== undefined ? { UMS_PAGE_STREAM_RESUME_MS: String(timing.resumeWithinMs) } : {}),
+        ...(timing.silenceMs !== undefined ? { UMS_PAGE_STREAM_SILENCE_MS: String(timing.silenceMs) } : {}),
       },
       stdio: ['pipe', 'pipe', 'inherit'],
     });
@@ -167,20 +174,15 @@ export class PostCopyHosts {
    * the non-memory images, restores on the destination with its pages fetched through the two relays.
    * Resolves once the restore returned; the pages are still moving then.
    */
-  async migrateLazily(workload: Workload, options: { resumeWithinMs?: number } = {}): Promise<LazyRun> {
+  async migrateLazily(workload: Workload, timing: RelayTiming = {}): Promise<LazyRun> {
     const name = `lazy-${++this.runs}`;
     const psk = randomBytes(32);
     const [imagesAtSource, imagesAtDestination] = await this.imageDirs(name);
     const criuPort = 27_000 + Math.floor(Math.random() * 1000);
 
-    const sourceRelay = this.relay(this.source, ['source', name, this.source.address, String(criuPort)], psk, options.resumeWithinMs);
+    const sourceRelay = this.relay(this.source, ['source', name, this.source.address, String(criuPort)], psk, timing);
     const listening = (await sourceRelay.ready).address as Endpoint;
-    const destinationRelay = this.relay(
-      this.destination,
-      ['destination', name, listening.host, String(listening.port)],
-      psk,
-      options.resumeWithinMs,
-    );
+    const destinationRelay = this.relay(this.destination, ['destination', name, listening.host, String(listening.port)], psk, timing);
     const local = (await destinationRelay.ready).local as Endpoint;
 
     const frozenAt = Date.now();

@@ -14,14 +14,20 @@ import { fetchPages, servePages, type PageStreamKey } from '../../agents/post-co
 
 const MIB = 1024 * 1024;
 
-/** Forwards connections to `target`; `cut()` resets every connection it carries at that moment. */
-async function breakableLink(target: number): Promise<{ port: number; cut: () => number; close: () => void }> {
+/**
+ * Forwards connections to `target`. `cut()` resets every connection it carries at that moment; `stall()`
+ * stops carrying them without a word, as a network that drops packets does. New connections go through.
+ */
+async function breakableLink(target: number): Promise<{ port: number; cut: () => number; stall: () => number; close: () => void }> {
   const live = new Set<net.Socket>();
+  const pairs = new Set<[net.Socket, net.Socket]>();
   const server = net.createServer((inbound) => {
     const outbound = net.connect(target, '127.0.0.1');
-    for (const socket of [inbound, outbound]) {
+    const pair: [net.Socket, net.Socket] = [inbound, outbound];
+    pairs.add(pair);
+    for (const socket of pair) {
       live.add(socket);
-      socket.on('close', () => live.delete(socket));
+      socket.on('close', () => (live.delete(socket), pairs.delete(pair)));
       socket.on('error', () => undefined);
     }
     inbound.pipe(outbound).pipe(inbound);
@@ -34,6 +40,15 @@ async function breakableLink(target: number): Promise<{ port: number; cut: () =>
       const count = live.size;
       for (const socket of live) socket.resetAndDestroy();
       return count;
+    },
+    stall: () => {
+      for (const [inbound, outbound] of pairs) {
+        inbound.unpipe(outbound);
+        outbound.unpipe(inbound);
+        inbound.pause();
+        outbound.pause();
+      }
+      return pairs.size;
     },
     close: () => server.close(),
   };
@@ -70,15 +85,15 @@ async function until(check: () => boolean, what: string, timeoutMs = 20_000): Pr
  * The two relays with a breakable link between them, a stand-in page server behind the source (it accepts
  * the source relay's one connection) and a stand-in daemon connected to the destination.
  */
-async function relayPair(key: PageStreamKey, resumeWithinMs?: number) {
+async function relayPair(key: PageStreamKey, resumeWithinMs?: number, silenceMs?: number) {
   const pageServer = net.createServer();
   pageServer.listen(0, '127.0.0.1');
   await once(pageServer, 'listening');
   const accepted = once(pageServer, 'connection') as Promise<[net.Socket]>;
   const criu = { host: '127.0.0.1', port: (pageServer.address() as net.AddressInfo).port };
-  const source = await servePages({ key, resumeWithinMs, listen: { host: '127.0.0.1' }, criu });
+  const source = await servePages({ key, resumeWithinMs, silenceMs, listen: { host: '127.0.0.1' }, criu });
   const link = await breakableLink(source.address.port);
-  const sink = await fetchPages({ key, resumeWithinMs, source: { host: '127.0.0.1', port: link.port } });
+  const sink = await fetchPages({ key, resumeWithinMs, silenceMs, source: { host: '127.0.0.1', port: link.port } });
   const daemon = net.connect(sink.local.port, sink.local.host);
   const [criuSide] = await accepted;
   return { source, sink, link, daemon, criuSide, close: () => (link.close(), pageServer.close()) };
@@ -110,6 +125,31 @@ describe('page relay: the stream survives a connection that breaks, and ends onl
     assert.ok(sinkOutcome.reconnects >= 2, `dialled again after each cut (${sinkOutcome.reconnects})`);
     assert.equal(sinkOutcome.bytesFromPeer, 32 * MIB);
     assert.equal(sourceOutcome.bytesFromPeer, 4 * MIB);
+    close();
+  });
+
+  it('a connection that goes silent (packets dropped, no reset) is dropped and dialled again; the bytes arrive intact', async () => {
+    const { source, sink, link, daemon, criuSide, close } = await relayPair(
+      { streamId: 'm-unit-silent', psk: randomBytes(32) },
+      undefined,
+      400,
+    );
+    const fromSource = talker(criuSide, 16 * MIB);
+    const fromDaemon = talker(daemon, MIB);
+    await until(() => fromDaemon.received() > 2 * MIB, 'some pages through');
+    assert.ok(link.stall() > 0, 'the link carried the connection');
+    await Promise.all([fromSource.done, fromDaemon.done]);
+    await until(() => fromDaemon.received() === 16 * MIB && fromSource.received() === MIB, 'every byte, over a new connection');
+    assert.equal(fromDaemon.got(), fromSource.sent());
+    assert.equal(fromSource.got(), fromDaemon.sent());
+    daemon.end();
+    sink.finish(true);
+    await once(criuSide, 'end');
+    criuSide.end();
+    const [sourceOutcome, sinkOutcome] = await Promise.all([source.outcome, sink.outcome]);
+    assert.equal(sourceOutcome.kind, 'complete');
+    assert.equal(sinkOutcome.kind, 'complete');
+    assert.ok(sinkOutcome.reconnects >= 1, `dialled again after the silence (${sinkOutcome.reconnects})`);
     close();
   });
 
