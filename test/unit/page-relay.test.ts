@@ -70,7 +70,7 @@ function talker(socket: net.Socket, bytes: number) {
       if (!socket.write(piece)) await once(socket, 'drain');
     }
   })();
-  return { done, sent: () => sent.digest('hex'), got: () => got.digest('hex'), received: () => received };
+  return { bytes, done, sent: () => sent.digest('hex'), got: () => got.digest('hex'), received: () => received };
 }
 
 async function until(check: () => boolean, what: string, timeoutMs = 20_000): Promise<void> {
@@ -99,58 +99,54 @@ async function relayPair(key: PageStreamKey, resumeWithinMs?: number, silenceMs?
   return { source, sink, link, daemon, criuSide, close: () => (link.close(), pageServer.close()) };
 }
 
+/**
+ * Waits until both talkers' bytes arrived intact on the other side, then ends the stream as CRIU would: the
+ * daemon is done (END), the page server sees a clean end and closes, DONE completes both relays.
+ */
+async function transferAndEnd(
+  pair: Awaited<ReturnType<typeof relayPair>>,
+  pageServer: ReturnType<typeof talker>,
+  daemon: ReturnType<typeof talker>,
+) {
+  await Promise.all([pageServer.done, daemon.done]);
+  await until(() => daemon.received() === pageServer.bytes && pageServer.received() === daemon.bytes, 'every byte');
+  assert.equal(daemon.got(), pageServer.sent(), 'what the daemon got is what the page server sent');
+  assert.equal(pageServer.got(), daemon.sent(), 'what the page server got is what the daemon sent');
+  pair.daemon.end();
+  pair.sink.finish(true);
+  await once(pair.criuSide, 'end');
+  pair.criuSide.end();
+  const [sourceOutcome, sinkOutcome] = await Promise.all([pair.source.outcome, pair.sink.outcome]);
+  assert.equal(sourceOutcome.kind, 'complete');
+  assert.equal(sinkOutcome.kind, 'complete');
+  return { sourceOutcome, sinkOutcome };
+}
+
 describe('page relay: the stream survives a connection that breaks, and ends only as promised', { timeout: 60_000 }, () => {
   it('carries 32 MiB one way and 4 MiB the other intact across two cuts, then completes on END', async () => {
-    const { source, sink, link, daemon, criuSide, close } = await relayPair({ streamId: 'm-unit', psk: randomBytes(32) });
-
-    const fromSource = talker(criuSide, 32 * MIB);
-    const fromDaemon = talker(daemon, 4 * MIB);
-    await until(() => fromDaemon.received() > 4 * MIB, 'some pages through');
-    assert.ok(link.cut() > 0, 'the link carried the connection');
-    await until(() => fromDaemon.received() > 16 * MIB, 'more pages after the first cut');
-    link.cut();
-    await Promise.all([fromSource.done, fromDaemon.done]);
-    await until(() => fromDaemon.received() === 32 * MIB && fromSource.received() === 4 * MIB, 'every byte');
-    assert.equal(fromDaemon.got(), fromSource.sent(), 'what the daemon got is what the page server sent');
-    assert.equal(fromSource.got(), fromDaemon.sent(), 'what the page server got is what the daemon sent');
-
-    // The daemon is done: END; the page server then sees a clean end and closes; DONE completes both.
-    daemon.end();
-    sink.finish(true);
-    await once(criuSide, 'end');
-    criuSide.end();
-    const [sourceOutcome, sinkOutcome] = await Promise.all([source.outcome, sink.outcome]);
-    assert.equal(sourceOutcome.kind, 'complete');
-    assert.equal(sinkOutcome.kind, 'complete');
+    const pair = await relayPair({ streamId: 'm-unit', psk: randomBytes(32) });
+    const pageServer = talker(pair.criuSide, 32 * MIB);
+    const daemon = talker(pair.daemon, 4 * MIB);
+    await until(() => daemon.received() > 4 * MIB, 'some pages through');
+    assert.ok(pair.link.cut() > 0, 'the link carried the connection');
+    await until(() => daemon.received() > 16 * MIB, 'more pages after the first cut');
+    pair.link.cut();
+    const { sourceOutcome, sinkOutcome } = await transferAndEnd(pair, pageServer, daemon);
     assert.ok(sinkOutcome.reconnects >= 2, `dialled again after each cut (${sinkOutcome.reconnects})`);
     assert.equal(sinkOutcome.bytesFromPeer, 32 * MIB);
     assert.equal(sourceOutcome.bytesFromPeer, 4 * MIB);
-    close();
+    pair.close();
   });
 
   it('a connection that goes silent (packets dropped, no reset) is dropped and dialled again; the bytes arrive intact', async () => {
-    const { source, sink, link, daemon, criuSide, close } = await relayPair(
-      { streamId: 'm-unit-silent', psk: randomBytes(32) },
-      undefined,
-      400,
-    );
-    const fromSource = talker(criuSide, 16 * MIB);
-    const fromDaemon = talker(daemon, MIB);
-    await until(() => fromDaemon.received() > 2 * MIB, 'some pages through');
-    assert.ok(link.stall() > 0, 'the link carried the connection');
-    await Promise.all([fromSource.done, fromDaemon.done]);
-    await until(() => fromDaemon.received() === 16 * MIB && fromSource.received() === MIB, 'every byte, over a new connection');
-    assert.equal(fromDaemon.got(), fromSource.sent());
-    assert.equal(fromSource.got(), fromDaemon.sent());
-    daemon.end();
-    sink.finish(true);
-    await once(criuSide, 'end');
-    criuSide.end();
-    const [sourceOutcome, sinkOutcome] = await Promise.all([source.outcome, sink.outcome]);
-    assert.equal(sourceOutcome.kind, 'complete');
-    assert.equal(sinkOutcome.kind, 'complete');
+    const pair = await relayPair({ streamId: 'm-unit-silent', psk: randomBytes(32) }, undefined, 400);
+    const pageServer = talker(pair.criuSide, 16 * MIB);
+    const daemon = talker(pair.daemon, MIB);
+    await until(() => daemon.received() > 2 * MIB, 'some pages through');
+    assert.ok(pair.link.stall() > 0, 'the link carried the connection');
+    const { sinkOutcome } = await transferAndEnd(pair, pageServer, daemon);
     assert.ok(sinkOutcome.reconnects >= 1, `dialled again after the silence (${sinkOutcome.reconnects})`);
-    close();
+    pair.close();
   });
 
   it('a source that stays away is lost at the deadline: the daemon socket stays open, the page server gets a reset', async () => {
