@@ -474,7 +474,7 @@ export async function servePages(options: RelayOptions & { listen: { host: strin
     outcome: latch.promise,
     close: () => {
       lose('the source agent closed the page stream');
-      server.close();
+      // After completion `lose` does nothing: a connection lingering for a late DONE goes too.
       stream?.disconnect(false);
     },
   };
