@@ -146,7 +146,15 @@ if [ -x "$WRAPPER" ]; then
 fi
 say "criu used by runc under the service PATH: ${first:-none} ($(criu_version_of "${first:-/nonexistent}" || echo '?'))"
 
-# --- 3. checks Podman depends on ------------------------------------------------------------------
+# --- 3. post-copy: the runtime shim Podman calls for runc (agents/post-copy/runc-shim) -------------
+# containers.conf lists it before runc itself, so every container, old or new, gets it; it is runc, unchanged,
+# for any container the agent is not migrating post-copy. A lazy dump keeps memory in pipes larger than
+# the 1 MiB default (docs/design/post-copy.md §0).
+install -m 0755 "$REPO_DIR/agents/post-copy/runc-shim" "$UMS_LIBEXEC/runc-shim"
+if [ "$(cat /proc/sys/fs/pipe-max-size)" -lt 4194304 ]; then sysctl -q -w fs.pipe-max-size=4194304; fi
+say "installed the runtime shim $UMS_LIBEXEC/runc-shim; fs.pipe-max-size $(cat /proc/sys/fs/pipe-max-size)"
+
+# --- 4. checks Podman depends on ------------------------------------------------------------------
 CONF="$REPO_DIR/infra/podman/containers.conf"
 [ -f "$CONF" ] || die "missing $CONF (it ships with the repository)"
 if [ "$(cat /proc/1/comm 2>/dev/null)" != systemd ] && grep -q '^cgroup_manager *= *"systemd"' "$CONF"; then

@@ -10,7 +10,7 @@ import { triggers, type FunctionName } from '../functions/triggers.js';
 import { stackInfoPath, type HostSpec, type StackInfo, type StoreKind } from '../cli/stack-info.js';
 import { ADMIN_PRINCIPAL, BRIDGE_PRINCIPAL, createBrokerCredentials, type PrincipalEnv } from './broker-credentials.js';
 import { ChildService } from './child-service.js';
-import { freePort } from './free-port.js';
+import { freePort } from '../core/free-port.js';
 import { startNatsServer } from './nats-server.js';
 import { buildCounterImage, DEFAULT_COUNTER_IMAGE } from './images/build-counter-image.js';
 import { buildLauncherImage, DEFAULT_LAUNCHED_COUNTER_IMAGE, DEFAULT_LAUNCHED_MULTI_COUNTER_IMAGE } from './images/build-service-image.js';

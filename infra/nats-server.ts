@@ -4,7 +4,7 @@ import { connect, nkeyAuthenticator } from 'nats';
 import { readBrokerCredential } from '../core/nats-event-bus.js';
 import { ADMIN_PRINCIPAL, type BrokerCredentials } from './broker-credentials.js';
 import { ChildService } from './child-service.js';
-import { freePort } from './free-port.js';
+import { freePort } from '../core/free-port.js';
 
 export interface NatsServer {
   url: string;

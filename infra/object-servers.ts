@@ -6,7 +6,7 @@ import { connect } from 'node:net';
 import { join, resolve } from 'node:path';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { BlobServiceClient, StorageSharedKeyCredential } from '@azure/storage-blob';
-import { freePort } from './free-port.js';
+import { freePort } from '../core/free-port.js';
 import { repoRoot } from './repo-paths.js';
 
 /**

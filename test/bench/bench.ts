@@ -29,6 +29,7 @@ import {
 } from './samples.js';
 import { measureServerFloor, runServerMigration, type ServerHost } from './server-run.js';
 import { measureTransfer, writeRandomFile, type StoreAccess } from './sdk-transfer.js';
+import { measureContainerPostCopy } from './lazy-container-run.js';
 import { measurePostCopy, postCopyReport } from './post-copy-run.js';
 import { measureSealing, sealingReport } from './sealing-cost.js';
 
@@ -114,7 +115,7 @@ const program = new Command('bench')
   .option('--server-sizes <MiB,...>', 'memory the real servers are filled to (INFO used_memory)', list(parseSize), [128, 1100])
   .option(
     '--postcopy-sizes <MiB,...>',
-    "sizes of the post-copy comparison: a process moved lazily through the agents' page relay against stop-and-copy (empty: none)",
+    "sizes of the post-copy comparison: a process, then a container through Podman, moved lazily through the agents' page relay against stop-and-copy (empty: none)",
     list(parseSize),
     [256, 1024],
   )
@@ -274,9 +275,11 @@ async function main(): Promise<number> {
     log.info({ sizes: raw.postcopySizes }, 'measuring post-copy against stop-and-copy (process level)');
     try {
       run.postCopy = await measurePostCopy(raw.postcopySizes, options.reps);
+      log.info({ sizes: raw.postcopySizes }, 'measuring post-copy against stop-and-copy (container level, through Podman)');
+      run.postCopy.push(...(await measureContainerPostCopy(raw.postcopySizes, options.reps)));
       for (const sample of run.postCopy.filter((s) => !s.verified)) {
         run.incidents.push(
-          `post-copy comparison ${sample.mode} ${sample.mib} MiB rep ${sample.rep}: the memory check failed after the move`,
+          `post-copy comparison (${sample.level} level) ${sample.mode} ${sample.mib} MiB rep ${sample.rep}: the memory check failed after the move`,
         );
       }
     } catch (error) {

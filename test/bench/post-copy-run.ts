@@ -7,7 +7,6 @@ import { formatRatio, formatSpread, ratio, seconds, spread } from './statistics.
  * Post-copy against stop-and-copy for the same process, between the same two simulated hosts, in one run
  * (test/post-copy/lazy-migration.ts): CRIU's lazy pages with the page stream through the agents' relay
  * (agents/post-copy/page-relay.ts, TLS-PSK), against dumping every page, moving every image and restoring.
- * Process level: the product's container path does not use the relay yet (docs/design/post-copy.md).
  * Both move images between directories of this machine, so the baseline's copy is a local disk copy: across
  * a real network the stop-and-copy freeze grows with memory / bandwidth, post-copy's does not.
  */
@@ -27,6 +26,8 @@ async function startWorkload(hosts: PostCopyHosts, mib: number): Promise<Workloa
 }
 
 export interface PostCopySample {
+  /** process: CRIU directly on a process tree; container: Podman's checkpoint and restore, made lazy by the runtime shim. */
+  level: 'process' | 'container';
   mib: number;
   mode: 'post-copy' | 'stop-and-copy';
   rep: number;
@@ -38,7 +39,7 @@ export interface PostCopySample {
   allPagesMs?: number;
   /** post-copy: bytes through the relay from the source (pages and CRIU's framing). */
   relayedBytes?: number;
-  /** stop-and-copy: bytes of images moved before the restore. */
+  /** Bytes moved before the restore: the images (process level) or Podman's archive (container level). */
   imageBytes?: number;
   /** Ticks per second in the second before the freeze, and while pages were still arriving (post-copy). */
   ticksPerSecondBefore: number;
@@ -72,7 +73,6 @@ async function lazyOnce(hosts: PostCopyHosts, mib: number, rep: number): Promise
   const daemonCode = await run.daemonExit;
   const allArrivedAt = Date.now();
   if (daemonCode !== 0) throw new Error(`the lazy-pages daemon exited ${daemonCode} at ${mib} MiB`);
-  run.destinationRelay.child.stdin?.write('finish ok\n');
   const outcome = await run.sourceRelay.outcome;
   if (outcome.kind !== 'complete') throw new Error(`the page stream ended ${outcome.kind}: ${'reason' in outcome ? outcome.reason : ''}`);
   await run.dumpExit;
@@ -81,6 +81,7 @@ async function lazyOnce(hosts: PostCopyHosts, mib: number, rep: number): Promise
   const ticks = ticksOf(await readFile(workload.log, 'utf8'));
   killQuietly(run.restoredPid);
   return {
+    level: 'process',
     mib,
     mode: 'post-copy',
     rep,
@@ -98,7 +99,15 @@ async function copyOnce(hosts: PostCopyHosts, mib: number, rep: number): Promise
   const verified = await verifyAfter(workload, run.restoredPid, run.restoredAt);
   const ticks = ticksOf(await readFile(workload.log, 'utf8'));
   killQuietly(run.restoredPid);
-  return { mib, mode: 'stop-and-copy', rep, ...freezeOf(ticks, run.frozenAt, run.restoredAt), imageBytes: run.imageBytes, verified };
+  return {
+    level: 'process',
+    mib,
+    mode: 'stop-and-copy',
+    rep,
+    ...freezeOf(ticks, run.frozenAt, run.restoredAt),
+    imageBytes: run.imageBytes,
+    verified,
+  };
 }
 
 /** Asks the restored copy to check every page and waits for its answer. */
@@ -127,51 +136,74 @@ function freezeOf(
   };
 }
 
-function rate(ticks: Array<{ at: number }>, from: number, to: number): number {
+export function rate(ticks: Array<{ at: number }>, from: number, to: number): number {
   const elapsed = (to - from) / 1000;
   return elapsed > 0 ? Math.round(ticks.filter((t) => t.at >= from && t.at < to).length / elapsed) : 0;
 }
 
-/** The report's section: medians per size and mode, the freeze against stop-and-copy's, the target. */
+const LEVEL_INTRO: Record<PostCopySample['level'], string> = {
+  process:
+    "The same process (test/post-copy/paged-workload.py: ticks every 10 ms, reads 16 random pages per tick) moved between two simulated hosts on a WAN of their own by CRIU directly: lazily, its pages through the two agents' page relay over TLS-PSK (agents/post-copy/page-relay.ts), or by stop-and-copy (dump every page, copy every image, restore). Images move between directories of this machine, so the baseline pays a local disk copy only: a real network adds memory / bandwidth to its freeze and nothing to post-copy's.",
+  container:
+    "The same container (the counter image: random memory, ticks every 10 ms, checks its whole memory on SIGUSR1) moved between two simulated Podman hosts on a WAN of their own through Podman's own checkpoint export and restore import: lazily, made so by the runtime shim (agents/post-copy/runc-shim) with the pages through the agents' relays (agents/post-copy/lazy-container.ts), or by stop-and-copy (every page in the archive). The archive goes through a file on this machine in both modes (the product ships it through the object store), so the baseline pays a local disk copy only. The migration saga does not drive this path yet.",
+};
+
+/** The report's section: per level, medians per size and mode, the freeze against stop-and-copy's, the target. */
 export function postCopyReport(samples: PostCopySample[]): string {
+  // Results written before container-level samples existed have no level: they are process level.
+  const levelOf = (sample: PostCopySample) => sample.level ?? 'process';
+  const levels = (['process', 'container'] as const).filter((level) => samples.some((s) => levelOf(s) === level));
+  return levels
+    .map((level) =>
+      levelReport(
+        level,
+        samples.filter((s) => levelOf(s) === level),
+      ),
+    )
+    .join('\n\n');
+}
+
+function levelReport(level: PostCopySample['level'], samples: PostCopySample[]): string {
   const sizes = [...new Set(samples.map((s) => s.mib))];
   const of = (mib: number, mode: PostCopySample['mode']) => samples.filter((s) => s.mib === mib && s.mode === mode);
   const spreadOf = (list: PostCopySample[], pick: (s: PostCopySample) => number | undefined) =>
     spread(list.map(pick).filter((v): v is number => v !== undefined));
+  const mib = (bytes: number | undefined) => (bytes === undefined ? '-' : (bytes / 1024 / 1024).toFixed(1));
   const lines = [
-    "## Post-copy (lazy pages through the agents' relay) against stop-and-copy, process level",
+    `## Post-copy (lazy pages through the agents' relay) against stop-and-copy, ${level} level`,
     '',
-    "The same process (test/post-copy/paged-workload.py: ticks every 10 ms, reads 16 random pages per tick) moved between two simulated hosts on a WAN of their own by CRIU directly: lazily, its pages through the two agents' page relay over TLS-PSK (agents/post-copy/page-relay.ts), or by stop-and-copy (dump every page, copy every image, restore). Images move between directories of this machine, so the baseline pays a local disk copy only: a real network adds memory / bandwidth to its freeze and nothing to post-copy's. Not yet the product's container path (docs/design/post-copy.md). Medians (min-max), seconds.",
+    `${LEVEL_INTRO[level]} Medians (min-max), seconds; MiB moved before the restore.`,
     '',
-    '| size | mode | runs | frozen | frozen / stop-and-copy | restore returned | all pages arrived | ticks/s before | ticks/s while pages arrive | memory checked after |',
-    '|---|---|---|---|---|---|---|---|---|---|',
+    '| size | mode | runs | frozen | frozen / stop-and-copy | MiB before restore | restore returned | all pages arrived | ticks/s before | ticks/s while pages arrive | memory checked after |',
+    '|---|---|---|---|---|---|---|---|---|---|---|',
   ];
   const verdicts: string[] = [];
-  for (const mib of sizes) {
-    const copyFrozen = spreadOf(of(mib, 'stop-and-copy'), (s) => s.frozenMs)?.median;
+  for (const size of sizes) {
+    const copyFrozen = spreadOf(of(size, 'stop-and-copy'), (s) => s.frozenMs)?.median;
     for (const mode of ['stop-and-copy', 'post-copy'] as const) {
-      const list = of(mib, mode);
+      const list = of(size, mode);
       if (list.length === 0) continue;
       const frozen = spreadOf(list, (s) => s.frozenMs);
-      const perSecond = (pick: (s: PostCopySample) => number | undefined) => spreadOf(list, pick)?.median ?? '-';
+      const median = (pick: (s: PostCopySample) => number | undefined) => spreadOf(list, pick)?.median;
       lines.push(
         [
-          `| ${mib} MiB | ${mode} | ${list.length}`,
+          `| ${size} MiB | ${mode} | ${list.length}`,
           formatSpread(frozen),
           formatRatio(ratio(frozen?.median, copyFrozen)),
+          mib(median((s) => s.imageBytes)),
           formatSpread(spreadOf(list, (s) => s.restoreReturnedMs)),
           formatSpread(spreadOf(list, (s) => s.allPagesMs)),
-          perSecond((s) => s.ticksPerSecondBefore),
-          perSecond((s) => s.ticksPerSecondWhileMoving),
+          median((s) => s.ticksPerSecondBefore) ?? '-',
+          median((s) => s.ticksPerSecondWhileMoving) ?? '-',
           `${list.filter((s) => s.verified).length}/${list.length} ok |`,
         ].join(' | '),
       );
       if (mode === 'post-copy' && frozen !== undefined) {
         const met = frozen.median <= 500 ? 'met' : '**missed**';
-        verdicts.push(`| post-copy frozen <= 0.5 s | ${mib} MiB | ${seconds(frozen.median)} s | 0.5 s | ${met} |`);
+        verdicts.push(`| post-copy frozen <= 0.5 s | ${size} MiB | ${seconds(frozen.median)} s | 0.5 s | ${met} |`);
       }
     }
   }
-  lines.push('', '| target (process level) | size | measured | limit | verdict |', '|---|---|---|---|---|', ...verdicts);
+  lines.push('', `| target (${level} level) | size | measured | limit | verdict |`, '|---|---|---|---|---|', ...verdicts);
   return lines.join('\n');
 }

@@ -54,7 +54,6 @@ describe('post-copy through the page relay: a process moves between two hosts, i
     const daemonCode = await run.daemonExit;
     assert.equal(daemonCode, 0, `the lazy-pages daemon: ${await criuErrors(join(run.imagesAtDestination, 'lazy.log'))}`);
     const allArrivedAt = Date.now();
-    run.destinationRelay.child.stdin!.write('finish ok\n');
     const [sourceOutcome, destinationOutcome] = await Promise.all([run.sourceRelay.outcome, run.destinationRelay.outcome]);
     assert.equal(destinationOutcome.kind, 'complete');
     assert.equal(sourceOutcome.kind, 'complete', JSON.stringify(sourceOutcome));
@@ -134,7 +133,6 @@ describe('post-copy through the page relay: a process moves between two hosts, i
       await hosts.source.exec('iptables', ['-D', ...rule]);
       assert.equal(await run.daemonExit, 0, `the lazy-pages daemon: ${await criuErrors(join(run.imagesAtDestination, 'lazy.log'))}`);
       const allArrivedAt = Date.now();
-      run.destinationRelay.child.stdin!.write('finish ok\n');
       const [sourceOutcome, destinationOutcome] = await Promise.all([run.sourceRelay.outcome, run.destinationRelay.outcome]);
       assert.equal(destinationOutcome.kind, 'complete', JSON.stringify(destinationOutcome));
       assert.equal(sourceOutcome.kind, 'complete', JSON.stringify(sourceOutcome));

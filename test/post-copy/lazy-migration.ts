@@ -1,7 +1,7 @@
 /**
  * Moves a process (paged-workload.py) between two simulated hosts on a WAN of their own with real CRIU:
  * lazily, its pages through the agents' page relay (agents/post-copy/page-relay.ts, each end a process of
- * its own in its host's network namespace: page-relay-endpoint.ts), or by stop-and-copy (every image moved
+ * its own in its host's network namespace: agents/post-copy/relay-process.ts), or by stop-and-copy (every image moved
  * before the restore), the baseline. Shared by test/integration/page-relay.test.ts and the benchmark.
  *
  * The non-memory images are copied between the hosts' directories on this machine's disk: it stands for
@@ -21,7 +21,7 @@ import { repoPath } from '../../infra/repo-paths.js';
 import { createWan, type Wan, type WanEndpoint } from '../../infra/wan.js';
 
 const execFileAsync = promisify(execFile);
-const ENDPOINT = repoPath('dist', 'test', 'post-copy', 'page-relay-endpoint.js');
+const ENDPOINT = repoPath('dist', 'agents', 'post-copy', 'relay-process.js');
 export const WORKLOAD = repoPath('test', 'post-copy', 'paged-workload.py');
 /** Debian's own Python (a version manager's shim in PATH would exec another binary under another name). */
 export const PYTHON = '/usr/bin/python3';
@@ -182,7 +182,14 @@ export class PostCopyHosts {
 
     const sourceRelay = this.relay(this.source, ['source', name, this.source.address, String(criuPort)], psk, timing);
     const listening = (await sourceRelay.ready).address as Endpoint;
-    const destinationRelay = this.relay(this.destination, ['destination', name, listening.host, String(listening.port)], psk, timing);
+    // The destination relay finishes once this file holds the daemon's exit code (the runtime shim's convention).
+    const daemonRc = join(this.base, `${name}.lazy-pages.rc`);
+    const destinationRelay = this.relay(
+      this.destination,
+      ['destination', name, listening.host, String(listening.port), daemonRc],
+      psk,
+      timing,
+    );
     const local = (await destinationRelay.ready).local as Endpoint;
 
     const frozenAt = Date.now();
@@ -222,7 +229,10 @@ export class PostCopyHosts {
       ],
       { stdio: 'ignore' },
     );
-    const daemonExit = exitOf(daemon);
+    const daemonExit = exitOf(daemon).then(async (code) => {
+      await writeFile(daemonRc, String(code));
+      return code;
+    });
     await waitFor(async () => (await readdir(imagesAtDestination)).includes('lazy-pages.socket'), 'the lazy-pages daemon', 10_000);
     const restoredPid = await this.restore(imagesAtDestination, workload, ['--lazy-pages']);
     return {

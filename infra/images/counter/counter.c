@@ -9,9 +9,13 @@
  *   -m MiB   [COUNTER_MEM_MIB]  random memory to allocate and touch (default 0)
  *   -i ms    [COUNTER_TICK_MS]  tick interval (default 100)
  *   -f path  [COUNTER_MARKER]   marker file (default /var/lib/counter/started)
+ *   -v N     [COUNTER_VERIFY_EVERY] every N ticks, check the whole random block against its seed (default 0:
+ *                                   never; SIGUSR1 asks for one check at the next tick); prints
+ *                                   `verify ok count=N` or `verify BAD count=N word=I`
  *   token     [COUNTER_TOKEN]    written into the marker (default: random hex)
  *
- * Output: one line per tick on stdout, `count=N t=MS_EPOCH`, flushed each time.
+ * Output: one line per tick on stdout, `count=N t=MS_EPOCH`, flushed each time. The check reads every page,
+ * so after a post-copy migration it also proves that each page arrived, and arrived intact.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -82,24 +86,33 @@ static void on_stop_signal(int sig) {
   _exit(0);
 }
 
+static volatile sig_atomic_t verify_asked;
+static void on_verify_signal(int sig) {
+  (void)sig;
+  verify_asked = 1;
+}
+
 int main(int argc, char **argv) {
   signal(SIGTERM, on_stop_signal);
   signal(SIGINT, on_stop_signal);
+  signal(SIGUSR1, on_verify_signal);
   const char *env;
   long mem_mib = (env = getenv("COUNTER_MEM_MIB")) ? parse_long("COUNTER_MEM_MIB", env, 0) : 0;
   long tick_ms = (env = getenv("COUNTER_TICK_MS")) ? parse_long("COUNTER_TICK_MS", env, 1) : 100;
   const char *marker = (env = getenv("COUNTER_MARKER")) ? env : "/var/lib/counter/started";
   const char *token = getenv("COUNTER_TOKEN");
+  long verify_every = (env = getenv("COUNTER_VERIFY_EVERY")) ? parse_long("COUNTER_VERIFY_EVERY", env, 0) : 0;
 
   int opt;
-  while ((opt = getopt(argc, argv, "m:i:f:t:h")) != -1) {
+  while ((opt = getopt(argc, argv, "m:i:f:t:v:h")) != -1) {
     switch (opt) {
       case 'm': mem_mib = parse_long("-m", optarg, 0); break;
       case 'i': tick_ms = parse_long("-i", optarg, 1); break;
       case 'f': marker = optarg; break;
       case 't': token = optarg; break;
+      case 'v': verify_every = parse_long("-v", optarg, 0); break;
       default:
-        fprintf(stderr, "usage: counter [-m MiB] [-i tick_ms] [-f marker_path] [-t token]\n");
+        fprintf(stderr, "usage: counter [-m MiB] [-i tick_ms] [-f marker_path] [-t token] [-v verify_every]\n");
         return opt == 'h' ? 0 : 2;
     }
   }
@@ -126,13 +139,17 @@ int main(int argc, char **argv) {
   fprintf(mf, "token=%s\nstarted=%llu\nmem_mib=%ld\n", token, (unsigned long long)started, mem_mib);
   fclose(mf);
 
+  uint64_t *block = NULL;
+  size_t words = 0;
+  uint64_t block_seed = 0;
   if (mem_mib > 0) {
-    size_t words = (size_t)mem_mib * 1024u * 1024u / sizeof(uint64_t);
-    uint64_t *block = malloc(words * sizeof(uint64_t));
+    words = (size_t)mem_mib * 1024u * 1024u / sizeof(uint64_t);
+    block = malloc(words * sizeof(uint64_t));
     if (block == NULL) {
       fprintf(stderr, "counter: cannot allocate %ld MiB\n", mem_mib);
       return 1;
     }
+    block_seed = rng_state;
     /* Writing every word makes every page resident and dirty, so CRIU has to dump all of it. */
     for (size_t i = 0; i < words; i++) block[i] = next_random();
     /* Keep the block reachable so no optimiser treats it as dead. */
@@ -146,6 +163,17 @@ int main(int argc, char **argv) {
   struct timespec interval = {.tv_sec = tick_ms / 1000, .tv_nsec = (tick_ms % 1000) * 1000000L};
   for (unsigned long long count = 1;; count++) {
     printf("count=%llu t=%llu\n", count, (unsigned long long)now_ms());
+    if (block != NULL && (verify_asked || (verify_every > 0 && count % (unsigned long long)verify_every == 0))) {
+      verify_asked = 0;
+      uint64_t saved = rng_state;
+      rng_state = block_seed;
+      size_t bad = words;
+      for (size_t i = 0; i < words && bad == words; i++)
+        if (block[i] != next_random()) bad = i;
+      rng_state = saved;
+      if (bad == words) printf("verify ok count=%llu\n", count);
+      else printf("verify BAD count=%llu word=%zu\n", count, bad);
+    }
     fflush(stdout);
     /* nanosleep returns early on a signal, including CRIU's restore; a short tick then is harmless. */
     nanosleep(&interval, NULL);

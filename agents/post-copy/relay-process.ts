@@ -1,0 +1,56 @@
+/**
+ * One end of the page relay (page-relay.ts) as a process of its own: the agent starts it in the network
+ * namespace of its host's containers (the local stack's simulated hosts have their own), and it outlives an
+ * agent that crashes or restarts, as conmon outlives Podman: the pages of a post-copy migration keep moving.
+ * Speaks JSON lines on stdout: one {"address", "criuPort"} (source) or {"local"} (destination) once ready,
+ * then {"outcome"}. The destination finishes by itself when the runtime shim records its lazy-pages daemon's
+ * exit code (DAEMON_RC, a file: 0 means every page arrived), and reads "release" on stdin. The key comes
+ * in the environment (UMS_PAGE_STREAM_PSK, hex), never in argv; UMS_PAGE_STREAM_RESUME_MS and
+ * UMS_PAGE_STREAM_SILENCE_MS, if set, are the relay's resumeWithinMs and silenceMs.
+ *
+ *   node relay-process.js source STREAM_ID LISTEN_HOST [CRIU_PORT]     (default: a free loopback port)
+ *   node relay-process.js destination STREAM_ID SOURCE_HOST SOURCE_PORT DAEMON_RC
+ */
+import { readFile } from 'node:fs/promises';
+import { createInterface } from 'node:readline';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { freePort } from '../../core/free-port.js';
+import { fetchPages, servePages, type RelayOutcome } from './page-relay.js';
+
+const [role, streamId = '', host = '', portText, daemonRc] = process.argv.slice(2);
+const key = { streamId, psk: Buffer.from(process.env.UMS_PAGE_STREAM_PSK ?? '', 'hex') };
+delete process.env.UMS_PAGE_STREAM_PSK;
+const asNumber = (value: string | undefined) => (value === undefined ? undefined : Number(value));
+const resumeWithinMs = asNumber(process.env.UMS_PAGE_STREAM_RESUME_MS);
+const silenceMs = asNumber(process.env.UMS_PAGE_STREAM_SILENCE_MS);
+// An agent that died closed its end of stdout; the relay goes on without telling it.
+process.stdout.on('error', () => undefined);
+const say = (message: object) => process.stdout.write(`${JSON.stringify(message)}\n`);
+const report = (outcome: Promise<RelayOutcome>) => void outcome.then((result) => say({ outcome: result }));
+
+if (role === 'source') {
+  // CRIU's page server listens on this port once the dump starts; the relay dials it when the destination asks.
+  const criuPort = portText === undefined ? await freePort() : Number(portText);
+  const source = await servePages({ key, resumeWithinMs, silenceMs, listen: { host }, criu: { host: '127.0.0.1', port: criuPort } });
+  say({ address: source.address, criuPort });
+  report(source.outcome);
+} else if (role === 'destination' && daemonRc !== undefined) {
+  const sink = await fetchPages({ key, resumeWithinMs, silenceMs, source: { host, port: Number(portText) } });
+  say({ local: sink.local });
+  report(sink.outcome);
+  void (async () => {
+    let settled = false;
+    void sink.outcome.then(() => (settled = true));
+    while (!settled) {
+      const rc = await readFile(daemonRc, 'utf8').catch(() => undefined);
+      if (rc !== undefined) return sink.finish(rc.trim() === '0');
+      await sleep(50);
+    }
+  })();
+  for await (const line of createInterface({ input: process.stdin })) if (line === 'release') sink.release();
+} else {
+  process.stderr.write(
+    'usage: relay-process.js source STREAM_ID LISTEN_HOST [CRIU_PORT] | destination STREAM_ID SOURCE_HOST SOURCE_PORT DAEMON_RC\n',
+  );
+  process.exit(2);
+}
