@@ -11,6 +11,7 @@ import {
   type LauncherCapability,
   type OrchestratorLevelCapability,
   type PlainContainerCapability,
+  type PostCopyCapability,
 } from '../core/migration-approach.js';
 import { launcherSocketPath, LAUNCHER_CONTROL_DIR } from '../launcher/convention.js';
 import type { ContainerSecurityProfile } from '../core/container-security.js';
@@ -337,6 +338,8 @@ export interface CapabilityProbeOptions {
   rootfsChanges?: RootfsChangesProbe;
   /** Default 30 s: the engine walks the container's writable layer to size it. */
   changesTtlMs?: number;
+  /** Whether this host can take part in a post-copy migration (agents/post-copy/post-copy-probe.ts); cached like the host report. */
+  postCopy?: () => Promise<PostCopyCapability>;
   launcherHostDir?: string;
   /** Engine info and the whole host report. Default 10 s. */
   hostTtlMs?: number;
@@ -353,6 +356,7 @@ export class CapabilityProbe {
   private readonly now: () => number;
   private readonly hostCache: Cached<{ containerLevel: ContainerLevelCapability; plainContainers: PlainContainerCapability }>;
   private readonly kubeletCache: Cached<OrchestratorLevelCapability>;
+  private readonly postCopyCache: Cached<PostCopyCapability | undefined>;
   private readonly criuCache: Cached<CriuCheckResult>;
   private readonly criuFactsCache = new Map<string, Cached<CriuFacts>>();
   private readonly containerCaches = new Map<string, Cached<ContainerTraits> & { key: number | undefined }>();
@@ -370,6 +374,15 @@ export class CapabilityProbe {
           criuCheck: () => this.criuCache.get(),
           criuFacts: (criu) => this.criuFacts(criu, criuRetryMs),
         }),
+      () => options.hostTtlMs ?? 10_000,
+      this.now,
+    );
+    const postCopy = options.postCopy;
+    this.postCopyCache = new Cached(
+      () =>
+        postCopy === undefined
+          ? Promise.resolve(undefined)
+          : postCopy().catch((error: unknown): PostCopyCapability => ({ available: false, reason: `the probe failed: ${String(error)}` })),
       () => options.hostTtlMs ?? 10_000,
       this.now,
     );
@@ -392,8 +405,18 @@ export class CapabilityProbe {
 
   /** The host's report for the registration: cheap when cached, never throws. */
   async host(): Promise<HostCapabilities> {
-    const [{ containerLevel, plainContainers }, orchestratorLevel] = await Promise.all([this.hostCache.get(), this.kubeletCache.get()]);
-    return { containerLevel, orchestratorLevel, plainContainers, probedAt: new Date(this.now()).toISOString() };
+    const [{ containerLevel, plainContainers }, orchestratorLevel, postCopy] = await Promise.all([
+      this.hostCache.get(),
+      this.kubeletCache.get(),
+      this.postCopyCache.get(),
+    ]);
+    return {
+      containerLevel,
+      orchestratorLevel,
+      plainContainers,
+      ...(postCopy !== undefined ? { postCopy } : {}),
+      probedAt: new Date(this.now()).toISOString(),
+    };
   }
 
   /** Like `criu check`: once when it passes (a kernel does not lose features while running), retried when not. */

@@ -41,6 +41,9 @@ export interface ContainerEngine {
   /** Restores a container that was checkpointed on this host from its kept checkpoint (rollback). */
   resumeCheckpointed(name: string, options?: RestoreOptions): Promise<RestoredContainer>;
 
+  /** Starts a stopped container afresh (not from a checkpoint): what is in memory is gone. */
+  startContainer(name: string): Promise<void>;
+
   /**
    * Removes the container (force: even if running). Missing containers are not an error. withVolumes: also
    * every volume it mounts, named ones included, that no other container here uses (a migration carries
@@ -79,6 +82,8 @@ export interface EngineInfo {
   version: string;
   apiVersion: string;
   ociRuntime: string;
+  /** The OCI runtime's executable, when the engine says (post-copy needs it to be the runtime shim). */
+  ociRuntimePath?: string;
   criuVersion: string | undefined;
   kernel: string;
   freeMemoryBytes: number;

@@ -1,4 +1,6 @@
 import type { KeyObject } from 'node:crypto';
+import { pipeline, Transform, type Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { URL_BATCH } from '../core/checkpoint-artifact.js';
 import type { CommandDelivery, EventBus, Subscription } from '../core/event-bus.js';
 import { conflictingPorts } from '../core/container-network.js';
@@ -31,6 +33,8 @@ import { whereItRuns, type MigrationRecord } from '../core/migration.js';
 import { Heartbeat, type AgentIdentity } from './registration.js';
 import { RestoreAbandonedError, RestoreJob, RestoreRefusedError, type RestoredArchive } from './restore-job.js';
 import type { RestoreJournal } from './restore-journal.js';
+import { openPageStream, type PageServer, type PageStreamKey } from '../core/page-stream.js';
+import { killRelays, LazyDump, LazyRestore, stopLazyDump, type PostCopyHost } from './post-copy/lazy-container.js';
 
 export interface TransferSettings {
   chunkBytes: number;
@@ -60,6 +64,8 @@ export interface HostAgentOptions {
   transfer: TransferSettings;
   /** This host's record of the restores it started, kept on its disk across agent restarts. */
   journal: RestoreJournal;
+  /** Where this host's page relay runs and is reached (post-copy); undefined: this host does not take part in post-copy. */
+  postCopy?: PostCopyHost;
   log: Logger;
 }
 
@@ -82,6 +88,9 @@ export class HostAgent {
   private readonly restores = new Map<string, RestoreJob>();
   /** URLs that arrived before their restore job (after an agent restart, say). */
   private readonly earlyUrls = new Map<string, Array<CommandData<'chunk-urls'>>>();
+  /** post-copy, per migration: the lazy dump this host serves pages from, or the restore it fetches them for. */
+  private readonly lazyDumps = new Map<string, LazyDump>();
+  private readonly lazyRestores = new Map<string, LazyRestore>();
 
   constructor(private readonly options: HostAgentOptions) {
     this.heartbeat = new Heartbeat(options.identity, options.engine, options.probe, options.bus, options.log);
@@ -296,6 +305,13 @@ export class HostAgent {
         `container "${container}" on ${this.id} is ${frozen ? 'frozen' : before.state}, not running`,
         frozen === true || before.checkpointed,
       );
+    let lazy: LazyDump | undefined;
+    if (command.data.postCopy !== undefined) {
+      // post-copy: the runtime shim makes Podman's checkpoint lazy, and the page relay waits for the destination.
+      const prepared = await this.prepareLazyDump(command.data, before.id).catch((error: unknown) => error as Error);
+      if (prepared instanceof Error) return failed('approach-infeasible', `post-copy on ${this.id}: ${prepared.message}`, false);
+      lazy = prepared;
+    }
     try {
       let bytes = 0;
       const uploaded = await streamCheckpoint(() => driver.checkpoint(container), store, migrationId, artifact, {
@@ -319,7 +335,9 @@ export class HostAgent {
         },
         'checkpoint uploaded',
       );
-      this.heartbeat.recordUpload(uploaded.artifact.sizeBytes, uploaded.uploadedAt.getTime() - uploaded.firstByteAt.getTime());
+      // A checkpoint the shim did not make lazy holds all the memory and kept the source whole: turn back.
+      await lazy?.confirmLazy();
+      if (!lazy) this.heartbeat.recordUpload(uploaded.artifact.sizeBytes, uploaded.uploadedAt.getTime() - uploaded.firstByteAt.getTime());
       await this.emit('checkpoint.uploaded', {
         migrationId,
         agent: this.id,
@@ -330,7 +348,10 @@ export class HostAgent {
         firstByteAt: uploaded.firstByteAt.toISOString(),
         uploadedAt: uploaded.uploadedAt.toISOString(),
       });
+      if (lazy) this.servePages(migrationId, lazy, log);
     } catch (error) {
+      // The dump, if it started, stays until the saga's resume stops it (the service restarts there afresh).
+      if (lazy) this.lazyDumps.set(migrationId, lazy);
       // Unknown counts as frozen: resuming a service that runs is harmless, leaving one frozen is not.
       const frozenNow = (await driver.frozen(container).catch(() => true)) === true;
       const code: FailureCode =
@@ -388,6 +409,10 @@ export class HostAgent {
       await journal.forget(migrationId);
       log.warn('restarting a restore that was interrupted by an agent restart');
     }
+    // post-copy: Podman restores once the archive ends, and the shim then needs the page relay's marker, which
+    // needs the source's page server (announced before its freeze): the archive's end waits for it.
+    const lazyReady = command.data.postCopy === undefined ? undefined : this.prepareLazyRestore(command.data);
+    lazyReady?.catch(() => undefined);
     const job = new RestoreJob({
       command: command.data,
       engine: this.options.engine,
@@ -402,7 +427,7 @@ export class HostAgent {
       idleTimeoutMs: transfer.idleTimeoutMs,
       ...(approach === 'container' ? { checkRequirements: () => this.checkRequirements(command.data) } : {}),
       beforeRestore: () => journal.record(migrationId, container),
-      restoreFrom: (archive) => driver.restore({ container, image, imageId }, archive),
+      restoreFrom: (archive) => driver.restore({ container, image, imageId }, lazyReady ? holdEndUntil(archive, lazyReady) : archive),
       removePartial: () => driver.removeRestored(container),
       urlPolicy: { endpoints: transfer.allowedEndpoints ?? [] },
       // A Podman export becomes whatever container its config.dump and spec.dump say: no more than the source's.
@@ -415,6 +440,8 @@ export class HostAgent {
     try {
       restored = await job.run();
     } catch (error) {
+      await this.lazyRestores.get(migrationId)?.release();
+      this.lazyRestores.delete(migrationId);
       // The job removed whatever the engine made of the archive; if it could not, the journal keeps the
       // entry so that an abort still removes it.
       if ((await engine.inspectContainer(container).catch(() => 'unknown')) === undefined) await journal.forget(migrationId);
@@ -446,6 +473,116 @@ export class HostAgent {
       restoredAt: restored.restoredAt.toISOString(),
       ...uploadFacts(restored.uploaded),
     });
+    const lazyRestore = this.lazyRestores.get(migrationId);
+    if (lazyRestore) this.fetchPages(migrationId, lazyRestore, log);
+  }
+
+  // ---- post-copy (agents/post-copy/lazy-container.ts) ---------------------------------------------
+
+  private postCopyHost(): PostCopyHost {
+    if (!this.options.postCopy) throw new Error('this agent has no page relay address (UMS_PAGE_RELAY_ADDRESS)');
+    return this.options.postCopy;
+  }
+
+  private openStream(migrationId: string, grant: NonNullable<CommandData<'checkpoint'>['postCopy']>): PageStreamKey {
+    return openPageStream(grant, this.options.sealingKey, migrationId);
+  }
+
+  /** Starts the page relay and leaves the shim its marker, then says where the destination finds the pages. */
+  private async prepareLazyDump(data: CommandData<'checkpoint'>, containerId: string): Promise<LazyDump> {
+    if (data.approach !== 'container') throw new Error(`post-copy is container level only, not ${data.approach} level`);
+    const key = this.openStream(data.migrationId, data.postCopy!);
+    const lazy = await LazyDump.prepare(this.postCopyHost(), containerId, key);
+    const pageServer: PageServer = { host: lazy.relay.host, port: lazy.relay.port, containerId };
+    await this.emit('checkpoint.page-server', { migrationId: data.migrationId, agent: this.id, pageServer });
+    return lazy;
+  }
+
+  /** In the background: the dump ends when every page was served, or the stream was lost; reports which. */
+  private servePages(migrationId: string, lazy: LazyDump, log: Logger): void {
+    this.lazyDumps.set(migrationId, lazy);
+    void (async () => {
+      const end = await lazy.ended();
+      this.lazyDumps.delete(migrationId);
+      log.info(
+        { outcome: end.kind, ...(end.kind === 'lost' ? { reason: end.reason, sourceTasks: end.sourceTasks } : {}) },
+        'page stream ended at the source',
+      );
+      await this.emit('checkpoint.pages-served', {
+        migrationId,
+        agent: this.id,
+        outcome: end.kind,
+        ...(end.kind === 'lost' ? { reason: end.reason, sourceTasks: end.sourceTasks } : {}),
+      });
+    })().catch((error: unknown) => log.error({ err: error }, 'following the lazy dump failed'));
+  }
+
+  /** Waits for the source's page server, then starts this host's relay and leaves the shim its marker. */
+  private async prepareLazyRestore(data: CommandData<'prepare'>): Promise<void> {
+    const key = this.openStream(data.migrationId, data.postCopy!);
+    const source = agentPrincipal(data.sourceAgent);
+    let announced: PageServer | undefined;
+    for (const deadline = Date.now() + PAGE_SERVER_WAIT_MS; announced === undefined;) {
+      announced = (await this.options.bus.lastEvent(data.migrationId, 'checkpoint.page-server', source))?.data.pageServer;
+      if (announced === undefined && Date.now() > deadline)
+        throw new Error(`the source announced no page server within ${PAGE_SERVER_WAIT_MS / 1000} s`);
+      if (announced === undefined) await sleep(200);
+    }
+    const lazy = await LazyRestore.prepare(this.postCopyHost(), announced.containerId, key, announced);
+    this.lazyRestores.set(data.migrationId, lazy);
+  }
+
+  /** In the background: reports when every page arrived, or that the stream was lost (the copy then waits). */
+  private fetchPages(migrationId: string, lazy: LazyRestore, log: Logger): void {
+    void (async () => {
+      const outcome = await lazy.ended();
+      if (outcome.kind === 'complete') {
+        this.lazyRestores.delete(migrationId);
+        log.info({ bytes: outcome.bytesFromPeer, reconnects: outcome.reconnects }, 'every page arrived');
+        await this.emit('restore.pages-arrived', {
+          migrationId,
+          agent: this.id,
+          bytes: outcome.bytesFromPeer,
+          arrivedAt: new Date().toISOString(),
+        });
+      } else {
+        log.error(
+          { reason: outcome.reason },
+          'page stream lost: the restored copy waits on its next missing page until the abort removes it',
+        );
+        await this.emit('restore.pages-lost', { migrationId, agent: this.id, reason: outcome.reason });
+      }
+    })().catch((error: unknown) => log.error({ err: error }, 'following the page stream failed'));
+  }
+
+  /** After the destination's copy is gone: stops its page relay, held or orphaned by an agent restart. */
+  private async releasePages(migrationId: string): Promise<void> {
+    const lazy = this.lazyRestores.get(migrationId);
+    this.lazyRestores.delete(migrationId);
+    if (lazy) return lazy.release();
+    const grant = (await this.options.bus.migrations.get(migrationId))?.value.pageStream?.destination;
+    if (grant) await killRelays(grant.streamId);
+  }
+
+  /**
+   * post-copy's turning back at the source: the pages that never moved were only in the frozen tasks, and
+   * Podman has already torn their network down, so what is left of the dump and of the tasks is killed and
+   * the container starts afresh from its image (Podman's record says Exited). Idempotent.
+   */
+  private async restartCold(migrationId: string, container: string, log: Logger): Promise<void> {
+    const { engine } = this.options;
+    const current = await engine.inspectContainer(container);
+    if (current === undefined) throw new ContainerNotFoundError(container, this.id);
+    if (current.state === 'running') return;
+    const lazy = this.lazyDumps.get(migrationId);
+    if (lazy) await lazy.stop();
+    else {
+      const grant = (await this.options.bus.migrations.get(migrationId))?.value.pageStream?.source;
+      await stopLazyDump(this.postCopyHost(), current.id, grant?.streamId);
+    }
+    this.lazyDumps.delete(migrationId);
+    await engine.startContainer(container);
+    log.warn({ container }, 'started the container afresh: its memory state was lost with the page stream');
   }
 
   /**
@@ -491,6 +628,9 @@ export class HostAgent {
       }
       await journal.forget(migrationId);
     }
+    // post-copy: only now that its copy is gone may the relay let go of the lazy-pages daemon (never before:
+    // a copy that could read a page that did not arrive would run on zeros).
+    await this.releasePages(migrationId);
     await this.emit(
       'restore.aborted',
       { migrationId, agent: this.id, container, removedRestoredCopy: removed },
@@ -519,6 +659,11 @@ export class HostAgent {
   private async resume(command: CommandOf<'resume'>, log: Logger): Promise<void> {
     const { migrationId, container, approach } = command.data;
     try {
+      if (command.data.mode === 'post-copy') {
+        await this.restartCold(migrationId, container, log);
+        await this.emit('source.resumed', { migrationId, agent: this.id, container });
+        return;
+      }
       await this.driver(approach).resume(container);
       log.info({ container }, 'resumed from the kept checkpoint');
       await this.emit('source.resumed', { migrationId, agent: this.id, container });
@@ -527,6 +672,26 @@ export class HostAgent {
       await this.emit('source.resume-failed', { migrationId, agent: this.id, container, reason: describe(error) });
     }
   }
+}
+
+/** How long a post-copy destination waits for the source to announce its page server. */
+const PAGE_SERVER_WAIT_MS = 60_000;
+
+/**
+ * The archive as the engine reads it, except that its end waits for `ready` (its bytes do not): the engine
+ * restores only once the archive has ended. A failed `ready` fails the archive, and so the restore.
+ */
+function holdEndUntil(archive: Readable, ready: Promise<void>): Readable {
+  const held = new Transform({
+    transform: (chunk: Buffer, _encoding, done) => done(null, chunk),
+    flush: (done) =>
+      void ready.then(
+        () => done(),
+        (error: unknown) => done(error instanceof Error ? error : new Error(String(error))),
+      ),
+  });
+  pipeline(archive, held, () => undefined);
+  return held;
 }
 
 class UnsupportedApproachError extends Error {

@@ -10,6 +10,9 @@ import { parseAllowedEndpoints } from '../core/object-stores/signed-url-policy.j
 import { join } from 'node:path';
 import { DEFAULT_LAUNCHER_HOST_DIR } from '../launcher/convention.js';
 import { CapabilityProbe, kubeletClientFromEnv } from './capability-probe.js';
+import { resolveCriu } from './criu-command.js';
+import { DEFAULT_MARKER_DIR, type PostCopyHost } from './post-copy/lazy-container.js';
+import { probePostCopy } from './post-copy/post-copy-probe.js';
 import { ContainerLevel } from './container-level.js';
 import { HostAgent } from './host-agent.js';
 import { ServiceLevel } from './service-level.js';
@@ -72,6 +75,18 @@ const program = new Command('ums-agent')
       .default('120')
       .argParser(positiveInt),
   )
+  .addOption(
+    new Option(
+      '--page-relay-address <address>',
+      "the address other hosts' agents reach this host's page relay at (post-copy); without it, this host does not take part in post-copy",
+    ).env('UMS_PAGE_RELAY_ADDRESS'),
+  )
+  .addOption(
+    new Option(
+      '--host-netns <name>',
+      "the network namespace of this host's containers, when the agent does not run in it (the local stack's simulated hosts)",
+    ).env('UMS_HOST_NETNS'),
+  )
   .action(
     async (options: {
       id: string;
@@ -87,6 +102,8 @@ const program = new Command('ums-agent')
       launcherDir: string;
       allowedHttpEndpoints?: string;
       commandVerifyKey?: string;
+      pageRelayAddress?: string;
+      hostNetns?: string;
     }) => {
       const chunkMib = positiveInt(options.chunkMib);
       if (chunkMib > MAX_CHUNK_MIB)
@@ -120,8 +137,18 @@ const program = new Command('ums-agent')
       });
       const serviceLevel = new ServiceLevel(engine, options.launcherDir, agentId);
       const kubelet = kubeletClientFromEnv();
+      const postCopy: PostCopyHost | undefined =
+        options.pageRelayAddress === undefined
+          ? undefined
+          : {
+              markerDir: DEFAULT_MARKER_DIR,
+              relayAddress: options.pageRelayAddress,
+              ...(options.hostNetns !== undefined ? { netns: options.hostNetns } : {}),
+            };
       const probe = new CapabilityProbe({
         engine,
+        postCopy: async () =>
+          probePostCopy({ engineInfo: () => engine.info(), relayAddress: postCopy?.relayAddress, criu: await resolveCriu() }),
         probeLauncher: (container) => serviceLevel.probe(container),
         securityProfile: (container) => engine.securityProfile(container),
         rootfsChanges: (container) => engine.rootfsChangesBytes(container),
@@ -156,6 +183,7 @@ const program = new Command('ums-agent')
           allowedEndpoints,
         },
         journal: new RestoreJournal(stateDir),
+        ...(postCopy ? { postCopy } : {}),
         log,
       });
       await agent.start();

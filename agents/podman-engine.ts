@@ -75,6 +75,7 @@ export class PodmanEngine implements ContainerEngine {
       version: body.version?.Version ?? 'unknown',
       apiVersion: body.version?.APIVersion ?? 'unknown',
       ociRuntime: [body.host?.ociRuntime?.name, ociVersion].filter((s) => s !== undefined && s !== '').join(' ') || 'unknown',
+      ...(body.host?.ociRuntime?.path ? { ociRuntimePath: body.host.ociRuntime.path } : {}),
       criuVersion: await this.probeCriuVersion(),
       kernel: body.host?.kernel ?? 'unknown',
       freeMemoryBytes: body.host?.memFree ?? 0,
@@ -251,6 +252,17 @@ export class PodmanEngine implements ContainerEngine {
     const report = await expectJson<LibpodRestoreReport>(res, 'resume checkpointed');
     this.log.info({ container: name, ms: Date.now() - started }, 'resumed from kept checkpoint');
     return { id: report.Id, name, runtimeRestoreMs: restoreMs(report) };
+  }
+
+  /** POST /containers/{name}/start: a fresh start from the image and its filesystem (304: it runs already). */
+  async startContainer(name: string): Promise<void> {
+    const res = await this.call('start container', 'POST', `/containers/${enc(name)}/start`);
+    if (res.status === 404) {
+      res.body.resume();
+      throw new ContainerNotFoundError(name, this.where);
+    }
+    if (res.status !== 204 && res.status !== 304) throw await toEngineError(res, 'start container');
+    res.body.resume();
   }
 
   async removeContainer(name: string, options: { force?: boolean; withVolumes?: boolean } = {}): Promise<void> {
@@ -522,7 +534,7 @@ interface LibpodInfo {
   host?: {
     kernel?: string;
     memFree?: number;
-    ociRuntime?: { name?: string; version?: string };
+    ociRuntime?: { name?: string; path?: string; version?: string };
   };
   store?: { graphRoot?: string; graphRootAllocated?: number; graphRootUsed?: number };
   version?: { Version?: string; APIVersion?: string };

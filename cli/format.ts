@@ -94,6 +94,7 @@ export function planSummary(plan: Plan): unknown {
     reason: plan.decision.reason,
     archive: plan.decision.archive,
     candidates: plan.decision.candidates,
+    mode: plan.mode,
     ...(plan.connections !== undefined ? { connections: plan.connections } : {}),
   };
 }
@@ -112,7 +113,18 @@ export function formatPlan(plan: Plan): string {
         ...(plan.decision.archive.measured ? [] : ['  (the estimate is only as good as that assumption)']),
       ].join('\n')
     : `refused (${plan.code}): ${plan.reason}`;
-  const withCandidates = candidates.length > 0 ? `${head}\n\n${table(candidates)}` : head;
+  const modes = plan.ok
+    ? `\n\n${plan.mode.reason}\n${table(
+        plan.mode.predictions.map((p) => [
+          `  ${p.mode}`,
+          p.feasible
+            ? `frozen ~${millis(p.frozenMs)}${p.pagesMs !== undefined ? `, then ~${millis(p.pagesMs)} with both hosts needed` : ''}`
+            : 'not possible',
+          p.why,
+        ]),
+      )}`
+    : '';
+  const withCandidates = `${candidates.length > 0 ? `${head}\n\n${table(candidates)}` : head}${modes}`;
   return plan.ok && plan.connections !== undefined ? `${withCandidates}\n\n${formatConnections(plan.connections)}` : withCandidates;
 }
 

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { MultiBar, type SingleBar } from 'cli-progress';
 import { makeEvent, type Approach, type UmsEvent } from '../core/events.js';
 import { timelineOf } from '../core/migration.js';
+import type { MigrationMode } from '../core/migration-mode.js';
 import { connectCli } from './bus-connection.js';
 import { bytes, formatTimeline, millis } from './format.js';
 import { describeProgress, TransferProgress } from './progress-model.js';
@@ -15,6 +16,9 @@ export interface MigrateOptions {
   /** A caller-chosen migration id: repeating a request with the same id does not start a second migration. */
   id?: string;
   approach?: Approach;
+  mode?: MigrationMode;
+  /** Milliseconds. */
+  frozenBudget?: number;
 }
 
 /**
@@ -78,6 +82,7 @@ export async function migrate(container: string, options: MigrateOptions): Promi
           `  planned: ${event.data.sourceAgent} -> ${event.data.destinationAgent} (${event.data.approach} level, image ${event.data.image})`,
         );
         if (event.data.approachReason) say(`    why: ${event.data.approachReason}`);
+        if (event.data.modeReason) say(`    mode: ${event.data.modeReason}`);
         if (event.data.archiveEstimate) {
           expectSize(event.data.archiveEstimate.bytes);
           say(`    archive ~${bytes(event.data.archiveEstimate.bytes)}: ${event.data.archiveEstimate.basis}`);
@@ -108,6 +113,12 @@ export async function migrate(container: string, options: MigrateOptions): Promi
       case 'restore.completed':
         stopBar();
         say(`  restored on ${event.data.agent} in ${millis(Date.parse(event.data.restoredAt) - Date.parse(event.data.downloadedAt))}`);
+        return;
+      case 'restore.pages-arrived':
+        say(`  every page arrived on ${event.data.agent}: ${bytes(event.data.bytes)}`);
+        return;
+      case 'restore.pages-lost':
+        say(`  page stream lost on ${event.data.agent}: ${event.data.reason}`);
         return;
       case 'checkpoint.failed':
       case 'restore.failed':
@@ -146,6 +157,8 @@ export async function migrate(container: string, options: MigrateOptions): Promi
         destinationAgent: options.to,
         ...(options.from ? { sourceAgent: options.from } : {}),
         ...(options.approach ? { approach: options.approach } : {}),
+        ...(options.mode ? { mode: options.mode } : {}),
+        ...(options.frozenBudget !== undefined ? { frozenBudgetMs: options.frozenBudget } : {}),
         requestedBy: process.env.USER ?? 'cli',
       }),
     );

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
-import { Command, Option } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { Approach } from '../core/events.js';
+import { MigrationMode } from '../core/migration-mode.js';
 import { planAgainst } from '../core/migration-plan.js';
 import { timelineOf, whereItRuns } from '../core/migration.js';
 import { connectCli } from './bus-connection.js';
@@ -15,6 +16,22 @@ const approachOption = () =>
     '--approach <approach>',
     'force an approach (refused with the reason if it is not possible); default: the cheapest possible',
   ).choices(Approach.options);
+const modeOption = () =>
+  new Option(
+    '--mode <mode>',
+    'force a mode (refused with the reason if it is not possible); default: stop-and-copy, or post-copy where --frozen-budget says',
+  ).choices(MigrationMode.options);
+const budgetOption = () =>
+  new Option(
+    '--frozen-budget <seconds>',
+    'the longest freeze to accept: above it, post-copy where both hosts can (the service runs at once on the destination while its memory follows)',
+  ).argParser(parseSeconds);
+
+function parseSeconds(value: string): number {
+  const seconds = Number(value);
+  if (!Number.isFinite(seconds) || seconds <= 0) throw new InvalidArgumentError('a positive number of seconds');
+  return Math.round(seconds * 1000);
+}
 
 program
   .command('migrate')
@@ -25,12 +42,24 @@ program
   .option('--timeout <seconds>', 'give up following after this long', '600')
   .option('--id <migrationId>', 'choose the migration id (makes a retried request idempotent)')
   .addOption(approachOption())
+  .addOption(modeOption())
+  .addOption(budgetOption())
   .option('--json', 'print the result as JSON')
   .addOption(natsOption())
   .action(
     async (
       container: string,
-      options: { to: string; from?: string; timeout: string; json?: boolean; nats?: string; id?: string; approach?: Approach },
+      options: {
+        to: string;
+        from?: string;
+        timeout: string;
+        json?: boolean;
+        nats?: string;
+        id?: string;
+        approach?: Approach;
+        mode?: MigrationMode;
+        frozenBudget?: number;
+      },
     ) => {
       process.exitCode = await migrate(container, options);
     },
@@ -43,24 +72,41 @@ program
   .requiredOption('--to <agent>', 'destination agent id')
   .option('--from <agent>', 'source agent id (default: the agent that runs the container)')
   .addOption(approachOption())
+  .addOption(modeOption())
+  .addOption(budgetOption())
   .option('--json', 'print as JSON')
   .addOption(natsOption())
-  .action(async (container: string, options: { to: string; from?: string; approach?: Approach; json?: boolean; nats?: string }) => {
-    const bus = await connectCli(options.nats);
-    try {
-      const agents = (await bus.agents.list()).map((entry) => entry.value);
-      const plan = planAgainst(agents, {
-        container,
-        destinationAgent: options.to,
-        ...(options.from ? { sourceAgent: options.from } : {}),
-        ...(options.approach ? { approach: options.approach } : {}),
-      });
-      process.stdout.write(options.json ? `${JSON.stringify(planSummary(plan), null, 2)}\n` : `${formatPlan(plan)}\n`);
-      process.exitCode = plan.ok ? 0 : 1;
-    } finally {
-      await bus.close();
-    }
-  });
+  .action(
+    async (
+      container: string,
+      options: {
+        to: string;
+        from?: string;
+        approach?: Approach;
+        mode?: MigrationMode;
+        frozenBudget?: number;
+        json?: boolean;
+        nats?: string;
+      },
+    ) => {
+      const bus = await connectCli(options.nats);
+      try {
+        const agents = (await bus.agents.list()).map((entry) => entry.value);
+        const plan = planAgainst(agents, {
+          container,
+          destinationAgent: options.to,
+          ...(options.from ? { sourceAgent: options.from } : {}),
+          ...(options.approach ? { approach: options.approach } : {}),
+          ...(options.mode ? { mode: options.mode } : {}),
+          ...(options.frozenBudget !== undefined ? { frozenBudgetMs: options.frozenBudget } : {}),
+        });
+        process.stdout.write(options.json ? `${JSON.stringify(planSummary(plan), null, 2)}\n` : `${formatPlan(plan)}\n`);
+        process.exitCode = plan.ok && plan.mode.kind === 'chosen' ? 0 : 1;
+      } finally {
+        await bus.close();
+      }
+    },
+  );
 
 program
   .command('agents')

@@ -5,6 +5,8 @@ import { ChunkRef } from './checkpoint-artifact.js';
 import { Sealing, SealingPublicKey } from './checkpoint-sealing.js';
 import { ContainerSecurityProfile } from './container-security.js';
 import { ArchiveEstimate, MigrationApproach } from './migration-approach.js';
+import { MigrationMode } from './migration-mode.js';
+import { PageServer, PageStreamGrant } from './page-stream.js';
 import { KeyId, SignatureValue, SigningPublicKey } from './signed-envelope.js';
 
 /**
@@ -83,6 +85,8 @@ export const FailureCode = z.enum([
   'destination-incompatible',
   /** the checkpoint archive asks for more than the source registered the container with (agents/archive-policy.ts) */
   'archive-refused',
+  /** post-copy: the page stream ended before every page reached the destination (a host or the link lost) */
+  'pages-lost',
 ]);
 export type FailureCode = z.infer<typeof FailureCode>;
 
@@ -96,6 +100,10 @@ export const eventData = {
     destinationAgent: AgentId,
     /** The user's choice; without it the planner picks the cheapest feasible approach. */
     approach: Approach.optional(),
+    /** The user's choice of mode; without it the planner picks by the frozen-time budget (core/migration-mode.ts). */
+    mode: MigrationMode.optional(),
+    /** The longest freeze the user accepts: above it, post-copy where both hosts qualify. */
+    frozenBudgetMs: z.number().int().positive().max(86_400_000).optional(),
     requestedBy: z.string().max(200).optional(),
   }),
   'migration.planned': z.object({
@@ -106,6 +114,9 @@ export const eventData = {
     destinationAgent: AgentId,
     approach: Approach,
     approachReason: z.string().optional(),
+    /** Optional only for plans made before there were modes (stop-and-copy). */
+    mode: MigrationMode.optional(),
+    modeReason: z.string().optional(),
     artifact: ArtifactLocation,
     /** The planner's expected archive size and its basis: the CLI's progress total until the real size is known. */
     archiveEstimate: ArchiveEstimate.optional(),
@@ -134,6 +145,22 @@ export const eventData = {
     checkpointStartedAt: isoTime,
     firstByteAt: isoTime,
     uploadedAt: isoTime,
+  }),
+  /**
+   * post-copy: the source's page relay is listening (before the freeze): the destination's relay dials it
+   * once the archive has arrived. Not secret: the stream's key is not in it.
+   */
+  'checkpoint.page-server': z.object({ ...migrationRef, agent: AgentId, pageServer: PageServer }),
+  /**
+   * post-copy: the source's lazy dump ended. `moved`: the destination confirmed every page; `lost`: the stream
+   * ended before, and `sourceTasks` says what CRIU left of the source (agents/post-copy/lazy-container.ts).
+   */
+  'checkpoint.pages-served': z.object({
+    ...migrationRef,
+    agent: AgentId,
+    outcome: z.enum(['moved', 'lost']),
+    reason: z.string().optional(),
+    sourceTasks: z.enum(['thawed', 'ended']).optional(),
   }),
   'checkpoint.failed': z.object({
     ...migrationRef,
@@ -182,6 +209,13 @@ export const eventData = {
      */
     upload: z.object({ artifact: Artifact, checkpointStartedAt: isoTime, firstByteAt: isoTime, uploadedAt: isoTime }).optional(),
   }),
+  /** post-copy: the last page reached the destination and the source confirmed: it holds nothing needed now. */
+  'restore.pages-arrived': z.object({ ...migrationRef, agent: AgentId, bytes: z.number().int().nonnegative(), arrivedAt: isoTime }),
+  /**
+   * post-copy: the page stream was lost while the restored copy runs: that copy waits on its next missing page
+   * (it never reads one that did not arrive) until the saga's abort removes it.
+   */
+  'restore.pages-lost': z.object({ ...migrationRef, agent: AgentId, reason: z.string() }),
   'restore.failed': z.object({
     ...migrationRef,
     agent: AgentId,
@@ -246,6 +280,8 @@ export const commandData = {
     artifact: ArtifactLocation,
     /** The destination's registered public key: the chunks are sealed for it (core/checkpoint-sealing.ts). */
     sealFor: SealingPublicKey,
+    /** post-copy: the page stream, its key wrapped for this agent. Absent: stop-and-copy. */
+    postCopy: PageStreamGrant.optional(),
   }),
   /**
    * Get ready to receive the container: check the name is free and the image present, then fetch the
@@ -267,6 +303,8 @@ export const commandData = {
     requirements: RestoreRequirements.optional(),
     /** The source's registered manifest-signing key: the destination restores only from a manifest it signed. */
     sourceManifestKey: SigningPublicKey,
+    /** post-copy: the page stream, its key wrapped for this agent. Absent: stop-and-copy. */
+    postCopy: PageStreamGrant.optional(),
   }),
   /** Short-lived read-only URLs in the source's cloud. Bearer secrets: never log them. */
   'chunk-urls': z.object({
@@ -278,7 +316,16 @@ export const commandData = {
   /** The migration is confirmed: remove the checkpointed copy kept at the source. */
   discard: z.object({ ...commandRef, approach: Approach, container: containerName }),
   /** The migration failed: restart the container from the checkpoint kept at the source. */
-  resume: z.object({ ...commandRef, approach: Approach, container: containerName }),
+  resume: z.object({
+    ...commandRef,
+    approach: Approach,
+    container: containerName,
+    /**
+     * post-copy: there is no complete kept checkpoint (its memory was never written): the source stops what is
+     * left of its lazy dump and starts the container again from its image. Absent: stop-and-copy.
+     */
+    mode: MigrationMode.optional(),
+  }),
   /**
    * The migration is rolling back: stop restoring, remove any copy restored here, confirm with
    * restore.aborted. Only then does the source resume, so the service never runs twice.

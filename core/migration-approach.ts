@@ -88,11 +88,23 @@ export const PlainContainerCapability = z.object({
 });
 export type PlainContainerCapability = z.infer<typeof PlainContainerCapability>;
 
+/**
+ * Whether the host can take part in a post-copy migration (core/migration-mode.ts): the runtime shim is
+ * Podman's runc, CRIU has lazy pages, pipes may be large, and the agent has a page relay address.
+ */
+export const PostCopyCapability = z.object({
+  available: z.boolean(),
+  reason: reason.optional(),
+});
+export type PostCopyCapability = z.infer<typeof PostCopyCapability>;
+
 /** What an agent reports about its host (per host; service level is per container, see ContainerTraits). */
 export const HostCapabilities = z.object({
   containerLevel: ContainerLevelCapability,
   orchestratorLevel: OrchestratorLevelCapability,
   plainContainers: PlainContainerCapability,
+  /** Absent in registrations of agents older than post-copy. */
+  postCopy: PostCopyCapability.optional(),
   probedAt: z.iso.datetime({ offset: true }).optional(),
 });
 export type HostCapabilities = z.infer<typeof HostCapabilities>;

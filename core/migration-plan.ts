@@ -2,12 +2,16 @@ import { isAlive, type AgentRegistration } from './agent-registration.js';
 import { conflictingPorts, planConnections, type ConnectionPlan } from './container-network.js';
 import type { Approach, FailureCode } from './events.js';
 import { decideApproach, type Decision } from './migration-approach.js';
+import { decideMode, type MigrationMode, type ModeDecision } from './migration-mode.js';
 
 export interface PlanRequest {
   container: string;
   destinationAgent: string;
   sourceAgent?: string;
   approach?: Approach;
+  mode?: MigrationMode;
+  /** The longest freeze the user accepts (core/migration-mode.ts). */
+  frozenBudgetMs?: number;
 }
 
 export type Plan =
@@ -17,6 +21,8 @@ export type Plan =
       destination: AgentRegistration;
       container: AgentRegistration['containers'][number];
       decision: Extract<Decision, { kind: 'chosen' }>;
+      /** Stop-and-copy or post-copy, with each mode's predicted frozen time; refused when the requested one cannot be used. */
+      mode: ModeDecision;
       /** What happens to the container's sockets and connections (container level), when its agent read them. */
       connections?: ConnectionPlan;
     }
@@ -151,12 +157,26 @@ export function planAgainst(agents: AgentRegistration[], request: PlanRequest, n
       );
     }
   }
+  const traits = container.traits ?? {};
+  const chosen = decision.candidates.find((c) => c.approach === decision.approach);
+  const mode = decideMode({
+    approach: decision.approach,
+    ...(request.mode ? { requested: request.mode } : {}),
+    ...(request.frozenBudgetMs !== undefined ? { frozenBudgetMs: request.frozenBudgetMs } : {}),
+    stopAndCopyMs: chosen?.estimatedMs ?? 0,
+    memoryBytes: traits.memoryBytes ?? decision.archive.bytes,
+    rootfsChangesBytes: traits.rootfsChangesBytes ?? 0,
+    ...(source.transfer ? { bandwidthBytesPerSecond: source.transfer.uploadBytesPerSecond } : {}),
+    source: source.capabilities.postCopy,
+    destination: destination.capabilities.postCopy,
+  });
   return {
     ok: true,
     source,
     destination,
     container,
     decision,
+    mode,
     ...(network !== undefined && decision.approach === 'container' ? { connections: planConnections(network) } : {}),
   };
 }

@@ -2,6 +2,8 @@ import { z } from 'zod';
 import { SealingPublicKey } from './checkpoint-sealing.js';
 import { SigningPublicKey } from './signed-envelope.js';
 import { ArchiveEstimate } from './migration-approach.js';
+import { MigrationMode } from './migration-mode.js';
+import { PageStreamGrant } from './page-stream.js';
 import {
   AgentId,
   Approach,
@@ -28,6 +30,14 @@ import {
  *   uploaded      --plan-restore--->  restoring      on restore.started: every verified byte is with the destination's engine
  *   restoring     --finalize------->  restored       on restore.completed: the destination runs the service
  *   restored      --finalize------->  finalizing     source told to discard its kept checkpoint
+ *
+ * post-copy (core/migration-mode.ts) has one more state, in which both hosts are needed:
+ *
+ *   restoring     --finalize------->  pages-moving   on restore.completed: the destination runs, its pages follow
+ *   pages-moving  --finalize------->  finalizing     on restore.pages-arrived: the source holds nothing needed now
+ *   pages-moving  --finalize------->  rolling-back   on restore.pages-lost, a missed deadline or a silent agent: the
+ *                                                    service's memory is lost; the destination's copy (waiting on
+ *                                                    a missing page) is removed and the source restarts it cold
  *   finalizing    --finalize------->  done           on source.discarded (or the supervisor, if the source is gone)
  *
  * Back, which keeps the service running exactly once:
@@ -49,6 +59,7 @@ export const MigrationState = z.enum([
   'uploaded',
   'restoring',
   'restored',
+  'pages-moving',
   'finalizing',
   'done',
   'rolling-back',
@@ -59,10 +70,11 @@ export type MigrationState = z.infer<typeof MigrationState>;
 const allowed: Record<MigrationState, readonly MigrationState[]> = {
   requested: ['preflight', 'failed'],
   preflight: ['checkpointing', 'failed'],
-  checkpointing: ['uploaded', 'restoring', 'restored', 'rolling-back', 'failed'],
-  uploaded: ['restoring', 'restored', 'rolling-back'],
-  restoring: ['restored', 'rolling-back'],
+  checkpointing: ['uploaded', 'restoring', 'restored', 'pages-moving', 'rolling-back', 'failed'],
+  uploaded: ['restoring', 'restored', 'pages-moving', 'rolling-back'],
+  restoring: ['restored', 'pages-moving', 'rolling-back'],
   restored: ['finalizing'],
+  'pages-moving': ['finalizing', 'rolling-back'],
   finalizing: ['done'],
   'rolling-back': ['failed'],
   done: [],
@@ -90,6 +102,9 @@ export const PHASE_DEADLINE_MS: Record<MigrationState, number> = {
   uploaded: 600_000,
   restoring: 600_000,
   restored: 30_000,
+  // Memory / the page rate (about 10 s per GiB on one machine, more across clouds): generous, since rolling
+  // back from here loses the service's memory state.
+  'pages-moving': 300_000,
   finalizing: 60_000,
   'rolling-back': 60_000,
   done: 0,
@@ -102,7 +117,7 @@ export const PHASE_DEADLINE_MS: Record<MigrationState, number> = {
  * transfer so that a destination that restarted picks its restore up again.
  */
 export const COMMAND_VALID_IN: Record<CommandName, readonly MigrationState[]> = {
-  prepare: ['preflight', 'checkpointing', 'uploaded', 'restoring'],
+  prepare: ['preflight', 'checkpointing', 'uploaded', 'restoring', 'pages-moving'],
   'chunk-urls': ['preflight', 'checkpointing', 'uploaded', 'restoring'],
   checkpoint: ['checkpointing'],
   discard: ['finalizing', 'done'],
@@ -133,6 +148,8 @@ const Times = z.object({
   uploadedAt: isoTime.optional(),
   downloadedAt: isoTime.optional(),
   restoredAt: isoTime.optional(),
+  /** post-copy: the last page reached the destination. */
+  pagesArrivedAt: isoTime.optional(),
   finishedAt: isoTime.optional(),
 });
 export type MigrationTimes = z.infer<typeof Times>;
@@ -170,6 +187,11 @@ const Plan = {
   approachReason: z.string().optional(),
   /** The planner's expected archive size and what it rests on (core/migration-approach.ts). */
   archiveEstimate: ArchiveEstimate.optional(),
+  /** Absent in records planned before there were modes: stop-and-copy. */
+  mode: MigrationMode.optional(),
+  modeReason: z.string().optional(),
+  /** post-copy: the page stream's key, wrapped for each agent (core/page-stream.ts); only they can open it. */
+  pageStream: z.object({ source: PageStreamGrant, destination: PageStreamGrant }).optional(),
   artifactLocation: ArtifactLocation,
   /** What the destination checks before the freeze. */
   requirements: RestoreRequirements.optional(),
@@ -199,6 +221,7 @@ const Checkpointing = z.object({ ...Base, state: z.literal('checkpointing'), ...
 const Uploaded = z.object({ ...Base, state: z.literal('uploaded'), ...Plan, artifact: Artifact });
 const Restoring = z.object({ ...Base, state: z.literal('restoring'), ...Planned });
 const Restored = z.object({ ...Base, state: z.literal('restored'), ...Planned });
+const PagesMoving = z.object({ ...Base, state: z.literal('pages-moving'), ...Planned });
 const Finalizing = z.object({ ...Base, state: z.literal('finalizing'), ...Planned });
 const Done = z.object({
   ...Base,
@@ -231,6 +254,7 @@ const ByState = z.discriminatedUnion('state', [
   Uploaded,
   Restoring,
   Restored,
+  PagesMoving,
   Finalizing,
   Done,
   RollingBack,
@@ -288,7 +312,9 @@ export function whereItRuns(record: MigrationRecord): { agent: string | null | u
     case 'restoring':
     case 'rolling-back':
       return { agent: record.sourceAgent, frozen: true };
+    // pages-moving (post-copy): it runs at the destination, with pages still coming from the source.
     case 'restored':
+    case 'pages-moving':
     case 'finalizing':
     case 'done':
       return { agent: record.destinationAgent, frozen: false };
@@ -320,7 +346,9 @@ export function timelineOf(record: { times: MigrationTimes; artifact?: Artifact 
     // The destination fetches chunks while they upload; this is what remains after the last one landed.
     ['download tail', ms(t.uploadedAt, t.downloadedAt)],
     ['restore', ms(t.downloadedAt, t.restoredAt)],
-    ['finalize', ms(t.restoredAt, finishedAt)],
+    // post-copy: the service ran at the destination while its pages arrived.
+    ['pages', ms(t.restoredAt, t.pagesArrivedAt)],
+    ['finalize', ms(t.pagesArrivedAt ?? t.restoredAt, finishedAt)],
   ];
   return {
     requestedAt: t.requestedAt,

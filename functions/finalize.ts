@@ -2,6 +2,8 @@ import type { EventOf } from '../core/events.js';
 import type { FunctionContext } from './function-context.js';
 import {
   destinationAborted,
+  pagesArrived,
+  pagesLost,
   restoreCompleted,
   runStep,
   serviceRunning,
@@ -13,6 +15,8 @@ import {
 
 export type FinalizeTrigger = EventOf<
   | 'restore.completed'
+  | 'restore.pages-arrived'
+  | 'restore.pages-lost'
   | 'restore.failed'
   | 'restore.aborted'
   | 'checkpoint.failed'
@@ -24,7 +28,7 @@ export type FinalizeTrigger = EventOf<
 
 /**
  * Ends a migration, either way (functions/migration-saga.ts, steps 4 to 6 and the compensations): on
- * restore.completed the source is told to discard its copy; on a failure after the freeze the saga turns
+ * restore.completed the source is told to discard its copy (post-copy: once restore.pages-arrived); on a failure after the freeze the saga turns
  * back (abort the destination, then resume the source); the migration is done or failed once the source
  * confirms. service.running corrects where an ended migration's service runs.
  */
@@ -32,6 +36,10 @@ export function finalize(event: FinalizeTrigger, ctx: FunctionContext): Promise<
   switch (event.name) {
     case 'restore.completed':
       return runStep(event, ctx, restoreCompleted);
+    case 'restore.pages-arrived':
+      return runStep(event, ctx, pagesArrived);
+    case 'restore.pages-lost':
+      return runStep(event, ctx, pagesLost);
     case 'source.discarded':
       return runStep(event, ctx, sourceDiscarded);
     case 'checkpoint.failed':

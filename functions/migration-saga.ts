@@ -13,6 +13,7 @@ import {
   type UmsEvent,
 } from '../core/events.js';
 import { planAgainst } from '../core/migration-plan.js';
+import { grantPageStream, newPageStream } from '../core/page-stream.js';
 import {
   canTransition,
   isTerminal,
@@ -44,6 +45,12 @@ import { deadlineScale, type FunctionContext } from './function-context.js';
  *   5. discard at the source            -> command.discard                none: the destination confirmed,
  *                                                                         the migration can only complete
  *   6. done                             source.discarded
+ *
+ * post-copy (core/migration-mode.ts) adds a window between 4 and 5, `pages-moving`: the destination runs
+ * while its pages still come from the source, so both hosts are needed. It ends forward on
+ * restore.pages-arrived (go on to 5); a lost stream (restore.pages-lost) or its deadline turns back: the
+ * destination's copy, which waits on a missing page, is removed, and the source restarts the service from
+ * its image (its memory state is lost: the honest cost of post-copy's short freeze).
  *
  * Any failure after the freeze (checkpoint.failed, restore.failed, a missed deadline, a silent agent)
  * turns the saga back: rolling-back, epoch up, abort the destination (4's compensation), then on
@@ -131,6 +138,25 @@ export async function plan(event: EventOf<'migration.requested'>, ctx: FunctionC
     );
   }
   log.info({ migrationId: request.migrationId, approach: decision.approach, why: decision.reason }, 'approach decided');
+  const { mode } = verdict;
+  if (mode.kind === 'refused') return refuse('approach-infeasible', mode.reason, source.agentId);
+  let pageStream: RecordIn<'preflight'>['pageStream'];
+  if (mode.mode === 'post-copy') {
+    // The source opens its grant with its own sealing key: one that registered none cannot join the stream.
+    if (!source.sealing) {
+      return refuse(
+        'approach-infeasible',
+        `source agent "${source.agentId}" registers no sealing key, so the page stream's key cannot reach it`,
+        source.agentId,
+      );
+    }
+    const stream = newPageStream();
+    pageStream = {
+      source: grantPageStream(stream, source.sealing, request.migrationId),
+      destination: grantPageStream(stream, sealFor, request.migrationId),
+    };
+  }
+  log.info({ migrationId: request.migrationId, mode: mode.mode, why: mode.reason }, 'mode decided');
 
   const holder = await takeLock(lockKey(source.agentId, request.container), request.migrationId, ctx);
   if (holder) {
@@ -150,6 +176,9 @@ export async function plan(event: EventOf<'migration.requested'>, ctx: FunctionC
     approach: decision.approach,
     approachReason: decision.reason,
     archiveEstimate: decision.archive,
+    mode: mode.mode,
+    modeReason: mode.reason,
+    ...(pageStream ? { pageStream } : {}),
     artifactLocation: { storeUrl: source.storeUrl, prefix: artifactPrefix(request.migrationId) },
     sealFor,
     sourceManifestKey,
@@ -183,6 +212,9 @@ async function prepareDestination(record: RecordIn<'preflight'>, ctx: FunctionCo
     approachReason,
     sourceManifestKey,
     archiveEstimate,
+    mode,
+    modeReason,
+    pageStream,
   } = record;
   if (!sourceManifestKey) {
     // Only a record planned by a build that did not sign manifests: nothing frozen yet, the deadline fails it.
@@ -203,6 +235,7 @@ async function prepareDestination(record: RecordIn<'preflight'>, ctx: FunctionCo
       artifact: artifactLocation,
       ...(requirements ? { requirements } : {}),
       sourceManifestKey,
+      ...(pageStream ? { postCopy: pageStream.destination } : {}),
     },
     `${migrationId}.prepare`,
   );
@@ -219,6 +252,8 @@ async function prepareDestination(record: RecordIn<'preflight'>, ctx: FunctionCo
         approach,
         ...(approachReason ? { approachReason } : {}),
         ...(archiveEstimate ? { archiveEstimate } : {}),
+        ...(mode ? { mode } : {}),
+        ...(modeReason ? { modeReason } : {}),
         artifact: artifactLocation,
       },
       `${migrationId}.planned`,
@@ -246,7 +281,7 @@ export async function destinationReady(event: EventOf<'restore.prepared'>, recor
 }
 
 async function freezeSource(record: RecordIn<'checkpointing'>, ctx: FunctionContext): Promise<void> {
-  const { migrationId, epoch, container, sourceAgent, artifactLocation, approach, sealFor } = record;
+  const { migrationId, epoch, container, sourceAgent, artifactLocation, approach, sealFor, pageStream } = record;
   if (!sealFor) {
     // Only a record planned by a build that did not seal: nothing frozen yet, the deadline fails it.
     throw new Error(`migration ${migrationId} was planned without the destination's sealing key; it cannot be checkpointed`);
@@ -255,7 +290,15 @@ async function freezeSource(record: RecordIn<'checkpointing'>, ctx: FunctionCont
     ctx,
     sourceAgent,
     'checkpoint',
-    { migrationId, epoch, approach, container, artifact: artifactLocation, sealFor },
+    {
+      migrationId,
+      epoch,
+      approach,
+      container,
+      artifact: artifactLocation,
+      sealFor,
+      ...(pageStream ? { postCopy: pageStream.source } : {}),
+    },
     `${migrationId}.checkpoint`,
   );
   ctx.log.info({ migrationId, sourceAgent }, 'destination ready; source commanded to checkpoint');
@@ -321,9 +364,9 @@ async function resumeSource(
   ctx: FunctionContext,
   id = `${record.migrationId}.resume.${record.epoch}`,
 ): Promise<void> {
-  const { migrationId, epoch, approach, container, sourceAgent } = record;
-  await sendCommand(ctx, sourceAgent, 'resume', { migrationId, epoch, approach, container }, id);
-  ctx.log.info({ migrationId, sourceAgent }, 'source commanded to resume its kept checkpoint');
+  const { migrationId, epoch, approach, container, sourceAgent, mode } = record;
+  await sendCommand(ctx, sourceAgent, 'resume', { migrationId, epoch, approach, container, ...(mode ? { mode } : {}) }, id);
+  ctx.log.info({ migrationId, sourceAgent, mode }, 'source commanded to resume');
 }
 
 /** source.resumed: the service runs on the source again; the saga has turned all the way back. */
@@ -383,6 +426,14 @@ export async function restoreCompleted(event: EventOf<'restore.completed'>, reco
   if (r.state === 'restored') return beginFinalizing(record, r, ctx);
   if (r.state !== 'checkpointing' && r.state !== 'uploaded' && r.state !== 'restoring') return;
   const upload = relayedUpload(r, event.data);
+  const times = { ...upload.times, downloadedAt: r.times.downloadedAt ?? event.data.downloadedAt, restoredAt: event.data.restoredAt };
+  if (r.mode === 'post-copy') {
+    // The service runs at the destination; its pages still come from the source: wait for restore.pages-arrived.
+    const moving = await transition(ctx.bus, record, { ...r, ...upload, state: 'pages-moving', times });
+    if (!moving) return LOST_RACE;
+    ctx.log.info({ migrationId: r.migrationId }, 'restored post-copy; pages moving');
+    return;
+  }
   const restored = await transition(ctx.bus, record, {
     ...r,
     ...upload,
@@ -447,7 +498,7 @@ export async function stepFailed(
  */
 async function rollBack(
   current: Current,
-  r: RecordIn<'checkpointing' | 'uploaded' | 'restoring'>,
+  r: RecordIn<'checkpointing' | 'uploaded' | 'restoring' | 'pages-moving'>,
   failure: MigrationFailure,
   ctx: FunctionContext,
 ): Promise<boolean> {
@@ -467,6 +518,41 @@ async function abortDestination(
   const { migrationId, epoch, container, destinationAgent, approach } = record;
   await sendCommand(ctx, destinationAgent, 'abort', { migrationId, epoch, approach, container }, id);
 }
+
+// ---- 4b. post-copy: the pages move ---------------------------------------------------------------
+// Compensation: rollBack (abort the destination's copy, then the source restarts the service cold).
+
+/** restore.pages-arrived: every page is at the destination and the source confirmed: go on to step 5. */
+export async function pagesArrived(event: EventOf<'restore.pages-arrived'>, record: Current, ctx: FunctionContext): Promise<StepOutcome> {
+  const r = record.value;
+  if (event.data.agent !== r.destinationAgent) return;
+  if (r.state === 'finalizing') return discardSource(r, ctx);
+  if (r.state === 'checkpointing' || r.state === 'uploaded' || r.state === 'restoring') {
+    // restore.completed, published before this, has not been handled yet: have this delivered again.
+    throw new Error(`migration ${r.migrationId}: pages arrived before its restore was recorded; the event will be delivered again`);
+  }
+  if (r.state !== 'pages-moving') return;
+  const next = await transition(ctx.bus, record, {
+    ...r,
+    state: 'finalizing',
+    times: { ...r.times, pagesArrivedAt: event.data.arrivedAt },
+  });
+  if (!next) return LOST_RACE;
+  ctx.log.info({ migrationId: r.migrationId, bytes: event.data.bytes }, 'every page arrived');
+  await discardSource(next.value, ctx);
+}
+
+/** restore.pages-lost: the stream ended before the last page; the service's memory state is lost. */
+export async function pagesLost(event: EventOf<'restore.pages-lost'>, record: Current, ctx: FunctionContext): Promise<StepOutcome> {
+  const r = record.value;
+  if (event.data.agent !== r.destinationAgent || r.state !== 'pages-moving') return;
+  const failure = { phase: 'pages', code: 'pages-lost' as const, reason: `${event.data.reason}; ${COLD_RESTART}` };
+  if (!(await rollBack(record, r, failure, ctx))) return LOST_RACE;
+}
+
+/** What turning back from `pages-moving` means, in every failure it ends with. */
+const COLD_RESTART =
+  "post-copy: the pages not yet moved were only in the frozen source, so the service's memory state is lost; the destination's copy is removed and the source starts the container again from its image";
 
 // ---- 5. Discard at the source, 6. done ----------------------------------------------------------
 // No compensation: once the destination confirmed, the migration can only complete.
@@ -579,6 +665,13 @@ export async function superviseStalled(
         ? `agent "${silent}" stopped sending heartbeats while the migration was ${r.state}`
         : `the migration stayed ${r.state} past its deadline (${r.deadlineAt})`;
       return (await rollBack(record, r, deadline(why), ctx)) ? 'rolling back' : undefined;
+    }
+    case 'pages-moving': {
+      // Only the deadline: a silent source agent is no reason, its page relay runs on without it (and a
+      // silent destination agent's relay too); the destination reports the end of the stream either way.
+      if (!overdue) return undefined;
+      const why = `the pages did not all arrive before the deadline (${r.deadlineAt}); ${COLD_RESTART}`;
+      return (await rollBack(record, r, { phase: 'pages', code: 'deadline-exceeded', reason: why }, ctx)) ? 'rolling back' : undefined;
     }
     case 'restored': {
       // The function that moves restored -> finalizing did not finish; the destination has confirmed.

@@ -9,6 +9,8 @@ export const triggers = {
   planRestore: ['restore.prepared', 'restore.urls-needed', 'checkpoint.uploaded', 'restore.started'],
   finalize: [
     'restore.completed',
+    'restore.pages-arrived',
+    'restore.pages-lost',
     'restore.failed',
     'restore.aborted',
     'checkpoint.failed',

@@ -250,6 +250,10 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
           UMS_LAUNCHER_DIR: launcherDir,
           UMS_ALLOWED_HTTP_ENDPOINTS: allowedHttpEndpoints,
           UMS_COMMAND_VERIFY_KEY: commandVerifyKey,
+          // post-copy: the agent runs in this machine's namespace, its host's containers (and their CRIU) in
+          // the host's: the page relay runs there, reached on the host's WAN address.
+          UMS_PAGE_RELAY_ADDRESS: onWan.address,
+          UMS_HOST_NETNS: host.netns,
         },
         logFile: agentLog,
         ready: async () => (await readFile(agentLog, 'utf8')).includes('agent started'),

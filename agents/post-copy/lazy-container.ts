@@ -12,7 +12,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -62,7 +62,13 @@ export class PostCopyError extends Error {
  * The source's half: created before Podman's checkpoint of `containerId`, which the shim then makes lazy.
  * `relay` is what the destination's agent dials.
  */
+/** ended()'s exit code for a dump that stop() ended. */
+const STOPPED = -1;
+
 export class LazyDump {
+  private stopped: (() => void) | undefined;
+  private readonly stopping = new Promise<void>((resolve) => (this.stopped = resolve));
+
   private constructor(
     private readonly host: PostCopyHost,
     readonly containerId: string,
@@ -105,7 +111,17 @@ export class LazyDump {
    */
   async ended(): Promise<LazyDumpEnd> {
     await this.confirmLazy();
-    const dumpExitCode = await waitForExitCode(markerPath(this.host, this.containerId, 'dump.rc'));
+    const rcFile = markerPath(this.host, this.containerId, 'dump.rc');
+    const dumpExitCode = await Promise.race([waitForExitCode(rcFile), this.stopping.then(() => STOPPED)]);
+    if (dumpExitCode === STOPPED) {
+      return {
+        kind: 'lost',
+        reason: 'the lazy dump was stopped: the migration turned back',
+        sourceTasks: 'ended',
+        relay: undefined,
+        dumpExitCode,
+      };
+    }
     // The relay reports right after CRIU's end; undefined if this agent restarted since (no pipe to it).
     const relay = await Promise.race([this.relayProcess.outcome, sleep(1_000).then(() => undefined)]);
     const criuLog = await readFile(markerPath(this.host, this.containerId, 'criu.log'), 'utf8').catch(() => '');
@@ -116,15 +132,84 @@ export class LazyDump {
     return { kind: 'lost', reason, sourceTasks: dumpExitCode === 0 ? 'ended' : 'thawed', relay, dumpExitCode };
   }
 
-  /** The checkpoint failed or was never made: no dump to wait for. */
-  async abandon(): Promise<void> {
+  /**
+   * Ends the migration at the source, whatever the dump was doing (waiting for the destination, serving,
+   * or done): the relay and the dump are killed, then the container's tasks that CRIU froze or thawed.
+   * Podman's record stays Exited; the container can then be started afresh.
+   */
+  async stop(): Promise<void> {
     this.relayProcess.child.kill('SIGKILL');
-    await this.removeMarkers();
+    await stopLazyDump(this.host, this.containerId);
+    this.stopped?.();
   }
 
-  private async removeMarkers(): Promise<void> {
-    for (const suffix of ['dump', 'dump.pid', 'dump.rc', 'serving', 'dump.log', 'criu.log'])
-      await rm(markerPath(this.host, this.containerId, suffix), { force: true });
+  private removeMarkers(): Promise<void> {
+    return removeDumpMarkers(this.host, this.containerId);
+  }
+}
+
+/**
+ * LazyDump.stop() for an agent that restarted since it started the dump (it holds no LazyDump): what the
+ * shim recorded finds the dump, and the kernel's cgroups the container's tasks.
+ */
+export async function stopLazyDump(host: PostCopyHost, containerId: string, streamId?: string): Promise<void> {
+  checkContainerId(containerId);
+  if (streamId !== undefined) await killRelays(streamId);
+  const pid = Number((await readFile(markerPath(host, containerId, 'dump.pid'), 'utf8').catch(() => '')).trim());
+  // The shim started the dump in a session of its own: its process group holds runc and CRIU.
+  if (pid > 0) killQuietly(-pid);
+  await killContainerTasks(containerId);
+  await removeDumpMarkers(host, containerId);
+}
+
+/** SIGKILLs the relay processes of a stream: after an agent restart they are nobody's children. */
+export async function killRelays(streamId: string): Promise<void> {
+  const ours = (cmdline: string) => cmdline.includes(RELAY_PROCESS) && cmdline.includes(`\0${streamId}\0`);
+  for (const pid of await processesMatching(ours)) killQuietly(pid);
+}
+
+/** SIGKILLs every task in the container's cgroups: what is left of it after CRIU froze or thawed it. */
+async function killContainerTasks(containerId: string): Promise<void> {
+  for (let round = 0; round < 50; round++) {
+    const tasks = await processesMatching(
+      () => true,
+      (cgroups) => cgroups.includes(containerId),
+    );
+    if (tasks.length === 0) return;
+    for (const pid of tasks) killQuietly(pid);
+    await sleep(100);
+  }
+  throw new PostCopyError(`the tasks of container ${containerId.slice(0, 12)} did not die`);
+}
+
+/** Pids whose command line (NUL-separated, with a leading NUL) and cgroups pass the tests. */
+async function processesMatching(
+  byCmdline: (cmdline: string) => boolean,
+  byCgroups: (cgroups: string) => boolean = () => true,
+): Promise<number[]> {
+  const found: number[] = [];
+  for (const entry of await readdir('/proc')) {
+    const pid = Number(entry);
+    if (!(pid > 0) || pid === process.pid) continue;
+    const cmdline = await readFile(`/proc/${pid}/cmdline`, 'latin1').catch(() => undefined);
+    if (cmdline === undefined || !byCmdline(`\0${cmdline}`)) continue;
+    const cgroups = await readFile(`/proc/${pid}/cgroup`, 'utf8').catch(() => '');
+    if (byCgroups(cgroups)) found.push(pid);
+  }
+  return found;
+}
+
+function killQuietly(pid: number): void {
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    // gone already
+  }
+}
+
+async function removeDumpMarkers(host: PostCopyHost, containerId: string): Promise<void> {
+  for (const suffix of ['dump', 'dump.pid', 'dump.rc', 'serving', 'dump.log', 'criu.log']) {
+    await rm(markerPath(host, containerId, suffix), { force: true });
   }
 }
 

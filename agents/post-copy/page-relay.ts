@@ -2,6 +2,7 @@ import { once } from 'node:events';
 import * as net from 'node:net';
 import * as tls from 'node:tls';
 import { createLogger } from '../../core/log.js';
+import type { PageStreamKey } from '../../core/page-stream.js';
 
 /**
  * The post-copy page stream between two agents (design (b) of docs/design/post-copy.md). CRIU's page server
@@ -25,13 +26,7 @@ import { createLogger } from '../../core/log.js';
  */
 const log = createLogger('page-relay');
 
-/** The per-migration key both agents get from the planner through signed commands. */
-export interface PageStreamKey {
-  /** Names the stream (the migration id): the PSK identity, checked by the source. */
-  streamId: string;
-  /** 32 random bytes. */
-  psk: Buffer;
-}
+export type { PageStreamKey };
 
 export interface Endpoint {
   host: string;

@@ -24,7 +24,7 @@ import { startPodmanHost, type PodmanHost } from '../../infra/podman-host.js';
 import { createWan, type Wan, type WanEndpoint } from '../../infra/wan.js';
 
 const execFileAsync = promisify(execFile);
-export const RUNTIME_SHIM = '/usr/local/libexec/ums/runc-shim';
+import { RUNTIME_SHIM } from '../../agents/post-copy/post-copy-probe.js';
 
 export interface ContainerHost {
   host: PodmanHost;
