@@ -29,12 +29,20 @@ import { NotCheckpointableError } from './container-level.js';
 import { checkCpuinfo } from './cpu-compatibility.js';
 import { resolveCriu } from './criu-command.js';
 import type { MigrationApproach } from '../core/migration-approach.js';
-import { whereItRuns, type MigrationRecord } from '../core/migration.js';
+import { whereItRuns, type MigrationRecord, type RecordIn } from '../core/migration.js';
 import { Heartbeat, type AgentIdentity } from './registration.js';
 import { RestoreAbandonedError, RestoreJob, RestoreRefusedError, type RestoredArchive } from './restore-job.js';
 import type { RestoreJournal } from './restore-journal.js';
 import { openPageStream, type PageServer, type PageStreamKey } from '../core/page-stream.js';
-import { killRelays, LazyDump, LazyRestore, stopLazyDump, type PostCopyHost } from './post-copy/lazy-container.js';
+import {
+  killRelays,
+  LazyDump,
+  LazyRestore,
+  lazyRestoreEnded,
+  stopLazyDump,
+  type PagesEnd,
+  type PostCopyHost,
+} from './post-copy/lazy-container.js';
 
 export interface TransferSettings {
   chunkBytes: number;
@@ -142,6 +150,11 @@ export class HostAgent {
     const { bus, journal, engine, log } = this.options;
     for (const entry of await journal.list()) {
       const record = (await bus.migrations.get(entry.migrationId))?.value;
+      if (record?.state === 'pages-moving' && record.destinationAgent === this.id) {
+        // The copy restored here runs while its pages arrive; the relay went on without this agent.
+        await this.followPagesAgain(record, log);
+        continue;
+      }
       if (record && record.state !== 'done' && record.state !== 'failed') continue;
       const copy = record?.state === 'failed' ? await engine.inspectContainer(entry.container) : undefined;
       const isTheService = copy?.state === 'running' && (record?.runningOn === null || record?.runningOn === this.id);
@@ -474,7 +487,12 @@ export class HostAgent {
       ...uploadFacts(restored.uploaded),
     });
     const lazyRestore = this.lazyRestores.get(migrationId);
-    if (lazyRestore) this.fetchPages(migrationId, lazyRestore, log);
+    if (lazyRestore)
+      this.reportPages(
+        migrationId,
+        lazyRestore.ended().then((outcome) => ({ outcome, endedAt: new Date() })),
+        log,
+      );
   }
 
   // ---- post-copy (agents/post-copy/lazy-container.ts) ---------------------------------------------
@@ -504,6 +522,9 @@ export class HostAgent {
     void (async () => {
       const end = await lazy.ended();
       this.lazyDumps.delete(migrationId);
+      // Thawed tasks run without the network Podman tore down, beside a destination copy that waits: end
+      // them now rather than at the saga's resume (which then starts the container afresh).
+      if (end.kind === 'lost' && end.sourceTasks === 'thawed') await lazy.stop();
       log.info(
         { outcome: end.kind, ...(end.kind === 'lost' ? { reason: end.reason, sourceTasks: end.sourceTasks } : {}) },
         'page stream ended at the source',
@@ -533,9 +554,9 @@ export class HostAgent {
   }
 
   /** In the background: reports when every page arrived, or that the stream was lost (the copy then waits). */
-  private fetchPages(migrationId: string, lazy: LazyRestore, log: Logger): void {
+  private reportPages(migrationId: string, ended: Promise<PagesEnd>, log: Logger): void {
     void (async () => {
-      const outcome = await lazy.ended();
+      const { outcome, endedAt } = await ended;
       if (outcome.kind === 'complete') {
         this.lazyRestores.delete(migrationId);
         log.info({ bytes: outcome.bytesFromPeer, reconnects: outcome.reconnects }, 'every page arrived');
@@ -543,7 +564,7 @@ export class HostAgent {
           migrationId,
           agent: this.id,
           bytes: outcome.bytesFromPeer,
-          arrivedAt: new Date().toISOString(),
+          arrivedAt: endedAt.toISOString(),
         });
       } else {
         log.error(
@@ -553,6 +574,18 @@ export class HostAgent {
         await this.emit('restore.pages-lost', { migrationId, agent: this.id, reason: outcome.reason });
       }
     })().catch((error: unknown) => log.error({ err: error }, 'following the page stream failed'));
+  }
+
+  /** At start, for a post-copy restore made here before this agent restarted: reports how its page stream ends. */
+  private async followPagesAgain(record: RecordIn<'pages-moving'>, log: Logger): Promise<void> {
+    const announced = await this.options.bus.lastEvent(record.migrationId, 'checkpoint.page-server', agentPrincipal(record.sourceAgent));
+    if (!announced || !this.options.postCopy) return;
+    log.info({ migrationId: record.migrationId }, 'following the page stream of a restore made before this agent restarted');
+    this.reportPages(
+      record.migrationId,
+      lazyRestoreEnded(this.options.postCopy, announced.data.pageServer.containerId),
+      log.child({ migrationId: record.migrationId }),
+    );
   }
 
   /** After the destination's copy is gone: stops its page relay, held or orphaned by an agent restart. */

@@ -3,6 +3,7 @@ import { MultiBar, type SingleBar } from 'cli-progress';
 import { makeEvent, type Approach, type UmsEvent } from '../core/events.js';
 import { timelineOf } from '../core/migration.js';
 import type { MigrationMode } from '../core/migration-mode.js';
+import type { PlanRequest } from '../core/migration-plan.js';
 import { connectCli } from './bus-connection.js';
 import { bytes, formatTimeline, millis } from './format.js';
 import { describeProgress, TransferProgress } from './progress-model.js';
@@ -19,6 +20,19 @@ export interface MigrateOptions {
   mode?: MigrationMode;
   /** Milliseconds. */
   frozenBudget?: number;
+}
+
+/** What a request says besides its container, from the options `plan` and `migrate` share. */
+export function requestChoices(
+  options: Pick<MigrateOptions, 'to' | 'from' | 'approach' | 'mode' | 'frozenBudget'>,
+): Pick<PlanRequest, 'destinationAgent' | 'sourceAgent' | 'approach' | 'mode' | 'frozenBudgetMs'> {
+  return {
+    destinationAgent: options.to,
+    ...(options.from ? { sourceAgent: options.from } : {}),
+    ...(options.approach ? { approach: options.approach } : {}),
+    ...(options.mode ? { mode: options.mode } : {}),
+    ...(options.frozenBudget !== undefined ? { frozenBudgetMs: options.frozenBudget } : {}),
+  };
 }
 
 /**
@@ -154,11 +168,7 @@ export async function migrate(container: string, options: MigrateOptions): Promi
       makeEvent('migration.requested', '/ums/cli', {
         migrationId,
         container,
-        destinationAgent: options.to,
-        ...(options.from ? { sourceAgent: options.from } : {}),
-        ...(options.approach ? { approach: options.approach } : {}),
-        ...(options.mode ? { mode: options.mode } : {}),
-        ...(options.frozenBudget !== undefined ? { frozenBudgetMs: options.frozenBudget } : {}),
+        ...requestChoices(options),
         requestedBy: process.env.USER ?? 'cli',
       }),
     );

@@ -6,7 +6,7 @@ import { planAgainst } from '../core/migration-plan.js';
 import { timelineOf, whereItRuns } from '../core/migration.js';
 import { connectCli } from './bus-connection.js';
 import { formatAgents, formatMigrations, formatPlan, formatTimeline, planSummary } from './format.js';
-import { migrate } from './migrate-command.js';
+import { migrate, requestChoices, type MigrateOptions } from './migrate-command.js';
 import { runStack, stackDown, stackInfo, stackUp } from './stack-command.js';
 
 const program = new Command('ums').description('Live migration of running containers across clouds').showHelpAfterError();
@@ -77,29 +77,11 @@ program
   .option('--json', 'print as JSON')
   .addOption(natsOption())
   .action(
-    async (
-      container: string,
-      options: {
-        to: string;
-        from?: string;
-        approach?: Approach;
-        mode?: MigrationMode;
-        frozenBudget?: number;
-        json?: boolean;
-        nats?: string;
-      },
-    ) => {
+    async (container: string, options: Pick<MigrateOptions, 'to' | 'from' | 'approach' | 'mode' | 'frozenBudget' | 'json' | 'nats'>) => {
       const bus = await connectCli(options.nats);
       try {
         const agents = (await bus.agents.list()).map((entry) => entry.value);
-        const plan = planAgainst(agents, {
-          container,
-          destinationAgent: options.to,
-          ...(options.from ? { sourceAgent: options.from } : {}),
-          ...(options.approach ? { approach: options.approach } : {}),
-          ...(options.mode ? { mode: options.mode } : {}),
-          ...(options.frozenBudget !== undefined ? { frozenBudgetMs: options.frozenBudget } : {}),
-        });
+        const plan = planAgainst(agents, { container, ...requestChoices(options) });
         process.stdout.write(options.json ? `${JSON.stringify(planSummary(plan), null, 2)}\n` : `${formatPlan(plan)}\n`);
         process.exitCode = plan.ok && plan.mode.kind === 'chosen' ? 0 : 1;
       } finally {

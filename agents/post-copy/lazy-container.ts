@@ -226,7 +226,11 @@ export class LazyRestore {
     await mkdir(host.markerDir, { recursive: true, mode: 0o700 });
     const daemonRc = markerPath(host, sourceContainerId, 'lazy-pages.rc');
     await rm(daemonRc, { force: true });
-    const relay = startRelay(host, key, ['destination', key.streamId, source.host, String(source.port), daemonRc]);
+    await rm(markerPath(host, sourceContainerId, 'pages.outcome'), { force: true });
+    const relay = startRelay(host, key, [
+      ...['destination', key.streamId, source.host, String(source.port)],
+      ...[daemonRc, markerPath(host, sourceContainerId, 'pages.outcome')],
+    ]);
     try {
       const local = (await relay.ready).local as Endpoint;
       await writeFile(markerPath(host, sourceContainerId, 'restore'), `${local.host} ${local.port}\n`, { mode: 0o600 });
@@ -259,9 +263,37 @@ export class LazyRestore {
     await this.removeMarkers();
   }
 
-  private async removeMarkers(): Promise<void> {
-    for (const suffix of ['restore', 'lazy-pages.rc', 'lazy-pages.log'])
-      await rm(markerPath(this.host, this.sourceContainerId, suffix), { force: true });
+  private removeMarkers(): Promise<void> {
+    return removeRestoreMarkers(this.host, this.sourceContainerId);
+  }
+}
+
+/** How a page stream ended at the destination, and when. */
+export interface PagesEnd {
+  outcome: RelayOutcome;
+  endedAt: Date;
+}
+
+/**
+ * LazyRestore.ended() for an agent that restarted since it started the restore: its relay runs on and
+ * writes the outcome to a marker when the stream ends.
+ */
+export async function lazyRestoreEnded(host: PostCopyHost, sourceContainerId: string): Promise<PagesEnd> {
+  checkContainerId(sourceContainerId);
+  for (;;) {
+    const text = await readFile(markerPath(host, sourceContainerId, 'pages.outcome'), 'utf8').catch(() => undefined);
+    if (text !== undefined) {
+      const recorded = JSON.parse(text) as { outcome: RelayOutcome; endedAt: string };
+      if (recorded.outcome.kind === 'complete') await removeRestoreMarkers(host, sourceContainerId);
+      return { outcome: recorded.outcome, endedAt: new Date(recorded.endedAt) };
+    }
+    await sleep(250);
+  }
+}
+
+async function removeRestoreMarkers(host: PostCopyHost, sourceContainerId: string): Promise<void> {
+  for (const suffix of ['restore', 'lazy-pages.rc', 'lazy-pages.log', 'pages.outcome']) {
+    await rm(markerPath(host, sourceContainerId, suffix), { force: true });
   }
 }
 

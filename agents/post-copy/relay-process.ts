@@ -4,20 +4,21 @@
  * agent that crashes or restarts, as conmon outlives Podman: the pages of a post-copy migration keep moving.
  * Speaks JSON lines on stdout: one {"address", "criuPort"} (source) or {"local"} (destination) once ready,
  * then {"outcome"}. The destination finishes by itself when the runtime shim records its lazy-pages daemon's
- * exit code (DAEMON_RC, a file: 0 means every page arrived), and reads "release" on stdin. The key comes
+ * exit code (DAEMON_RC, a file: 0 means every page arrived), writes its outcome to OUTCOME (a file: an agent
+ * that restarted meanwhile reads it there), and reads "release" on stdin. The key comes
  * in the environment (UMS_PAGE_STREAM_PSK, hex), never in argv; UMS_PAGE_STREAM_RESUME_MS and
  * UMS_PAGE_STREAM_SILENCE_MS, if set, are the relay's resumeWithinMs and silenceMs.
  *
  *   node relay-process.js source STREAM_ID LISTEN_HOST [CRIU_PORT]     (default: a free loopback port)
- *   node relay-process.js destination STREAM_ID SOURCE_HOST SOURCE_PORT DAEMON_RC
+ *   node relay-process.js destination STREAM_ID SOURCE_HOST SOURCE_PORT DAEMON_RC OUTCOME
  */
-import { readFile } from 'node:fs/promises';
+import { readFile, rename, writeFile } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { freePort } from '../../core/free-port.js';
 import { fetchPages, servePages, type RelayOutcome } from './page-relay.js';
 
-const [role, streamId = '', host = '', portText, daemonRc] = process.argv.slice(2);
+const [role, streamId = '', host = '', portText, daemonRc, outcomeFile] = process.argv.slice(2);
 const key = { streamId, psk: Buffer.from(process.env.UMS_PAGE_STREAM_PSK ?? '', 'hex') };
 delete process.env.UMS_PAGE_STREAM_PSK;
 const asNumber = (value: string | undefined) => (value === undefined ? undefined : Number(value));
@@ -34,10 +35,14 @@ if (role === 'source') {
   const source = await servePages({ key, resumeWithinMs, silenceMs, listen: { host }, criu: { host: '127.0.0.1', port: criuPort } });
   say({ address: source.address, criuPort });
   report(source.outcome);
-} else if (role === 'destination' && daemonRc !== undefined) {
+} else if (role === 'destination' && daemonRc !== undefined && outcomeFile !== undefined) {
   const sink = await fetchPages({ key, resumeWithinMs, silenceMs, source: { host, port: Number(portText) } });
   say({ local: sink.local });
   report(sink.outcome);
+  void sink.outcome.then(async (outcome) => {
+    await writeFile(`${outcomeFile}.tmp`, JSON.stringify({ outcome, endedAt: new Date().toISOString() }), { mode: 0o600 });
+    await rename(`${outcomeFile}.tmp`, outcomeFile);
+  });
   void (async () => {
     let settled = false;
     void sink.outcome.then(() => (settled = true));
@@ -50,7 +55,7 @@ if (role === 'source') {
   for await (const line of createInterface({ input: process.stdin })) if (line === 'release') sink.release();
 } else {
   process.stderr.write(
-    'usage: relay-process.js source STREAM_ID LISTEN_HOST [CRIU_PORT] | destination STREAM_ID SOURCE_HOST SOURCE_PORT DAEMON_RC\n',
+    'usage: relay-process.js source STREAM_ID LISTEN_HOST [CRIU_PORT] | destination STREAM_ID SOURCE_HOST SOURCE_PORT DAEMON_RC OUTCOME\n',
   );
   process.exit(2);
 }

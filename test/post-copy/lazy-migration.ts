@@ -186,7 +186,7 @@ export class PostCopyHosts {
     const daemonRc = join(this.base, `${name}.lazy-pages.rc`);
     const destinationRelay = this.relay(
       this.destination,
-      ['destination', name, listening.host, String(listening.port), daemonRc],
+      ['destination', name, listening.host, String(listening.port), daemonRc, join(this.base, `${name}.pages.outcome`)],
       psk,
       timing,
     );
