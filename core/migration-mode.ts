@@ -15,8 +15,9 @@ export type MigrationMode = z.infer<typeof MigrationMode>;
 /**
  * The post-copy cost model. The service is frozen for Podman's checkpoint of the non-memory state, the
  * archive's trip (its rootfs changes) and Podman's restore; calibrated from `npm run bench` (docs/bench/
- * post-copy/report.md, container level: 0.6-1.0 s at 256 MiB and 1 GiB, independent of memory). Pages then
- * move at about the page relay's rate through CRIU's lazy-pages protocol (100-130 MiB/s on one machine).
+ * post-copy/report.md, container level, 2026-12-01: 0.61-0.89 s at 256 MiB and at 1 GiB, through a local
+ * file; the object store adds a round trip). Pages then move at 100-190 MiB/s through CRIU's lazy-pages
+ * protocol and the relays on one machine: the lower figure stands, a WAN only slows it.
  */
 export const POST_COPY_MODEL = {
   frozenFixedMs: 900,
