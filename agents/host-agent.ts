@@ -33,7 +33,7 @@ import { whereItRuns, type MigrationRecord, type RecordIn } from '../core/migrat
 import { Heartbeat, type AgentIdentity } from './registration.js';
 import { RestoreAbandonedError, RestoreJob, RestoreRefusedError, type RestoredArchive } from './restore-job.js';
 import type { RestoreJournal } from './restore-journal.js';
-import { openPageStream, type PageServer, type PageStreamKey } from '../core/page-stream.js';
+import { openPageStream, type PageServer, type PageStreamGrant } from '../core/page-stream.js';
 import {
   killRelays,
   LazyDump,
@@ -321,7 +321,7 @@ export class HostAgent {
     let lazy: LazyDump | undefined;
     if (command.data.postCopy !== undefined) {
       // post-copy: the runtime shim makes Podman's checkpoint lazy, and the page relay waits for the destination.
-      const prepared = await this.prepareLazyDump(command.data, before.id).catch((error: unknown) => error as Error);
+      const prepared = await this.prepareLazyDump(command.data, command.data.postCopy, before.id).catch((error: unknown) => error as Error);
       if (prepared instanceof Error) return failed('approach-infeasible', `post-copy on ${this.id}: ${prepared.message}`, false);
       lazy = prepared;
     }
@@ -424,7 +424,8 @@ export class HostAgent {
     }
     // post-copy: Podman restores once the archive ends, and the shim then needs the page relay's marker, which
     // needs the source's page server (announced before its freeze): the archive's end waits for it.
-    const lazyReady = command.data.postCopy === undefined ? undefined : this.prepareLazyRestore(command.data);
+    const grant = command.data.postCopy;
+    const lazyReady = grant === undefined ? undefined : this.prepareLazyRestore(command.data, grant);
     lazyReady?.catch(() => undefined);
     const job = new RestoreJob({
       command: command.data,
@@ -502,14 +503,10 @@ export class HostAgent {
     return this.options.postCopy;
   }
 
-  private openStream(migrationId: string, grant: NonNullable<CommandData<'checkpoint'>['postCopy']>): PageStreamKey {
-    return openPageStream(grant, this.options.sealingKey, migrationId);
-  }
-
   /** Starts the page relay and leaves the shim its marker, then says where the destination finds the pages. */
-  private async prepareLazyDump(data: CommandData<'checkpoint'>, containerId: string): Promise<LazyDump> {
+  private async prepareLazyDump(data: CommandData<'checkpoint'>, grant: PageStreamGrant, containerId: string): Promise<LazyDump> {
     if (data.approach !== 'container') throw new Error(`post-copy is container level only, not ${data.approach} level`);
-    const key = this.openStream(data.migrationId, data.postCopy!);
+    const key = openPageStream(grant, this.options.sealingKey, data.migrationId);
     const lazy = await LazyDump.prepare(this.postCopyHost(), containerId, key);
     const pageServer: PageServer = { host: lazy.relay.host, port: lazy.relay.port, containerId };
     await this.emit('checkpoint.page-server', { migrationId: data.migrationId, agent: this.id, pageServer });
@@ -539,8 +536,8 @@ export class HostAgent {
   }
 
   /** Waits for the source's page server, then starts this host's relay and leaves the shim its marker. */
-  private async prepareLazyRestore(data: CommandData<'prepare'>): Promise<void> {
-    const key = this.openStream(data.migrationId, data.postCopy!);
+  private async prepareLazyRestore(data: CommandData<'prepare'>, grant: PageStreamGrant): Promise<void> {
+    const key = openPageStream(grant, this.options.sealingKey, data.migrationId);
     const source = agentPrincipal(data.sourceAgent);
     let announced: PageServer | undefined;
     for (const deadline = Date.now() + PAGE_SERVER_WAIT_MS; announced === undefined;) {

@@ -85,6 +85,7 @@ export async function migrate(container: string, options: MigrateOptions): Promi
   let exitCode = 2;
   let result: unknown;
   let approach: Approach | undefined;
+  let mode: MigrationMode | undefined;
   const onEvent = (event: UmsEvent): 'stop' | void => {
     switch (event.name) {
       case 'migration.requested':
@@ -96,6 +97,7 @@ export async function migrate(container: string, options: MigrateOptions): Promi
           `  planned: ${event.data.sourceAgent} -> ${event.data.destinationAgent} (${event.data.approach} level, image ${event.data.image})`,
         );
         if (event.data.approachReason) say(`    why: ${event.data.approachReason}`);
+        mode = event.data.mode;
         if (event.data.modeReason) say(`    mode: ${event.data.modeReason}`);
         if (event.data.archiveEstimate) {
           expectSize(event.data.archiveEstimate.bytes);
@@ -143,7 +145,11 @@ export async function migrate(container: string, options: MigrateOptions): Promi
         say(`  source copy removed from ${event.data.agent}`);
         return;
       case 'source.resumed':
-        say(`  service resumed on ${event.data.agent} from its kept checkpoint`);
+        say(
+          mode === 'post-copy'
+            ? `  service started afresh on ${event.data.agent} (post-copy: the pages that had not moved are lost)`
+            : `  service resumed on ${event.data.agent} from its kept checkpoint`,
+        );
         return;
       case 'source.resume-failed':
         say(`  resuming on ${event.data.agent} failed: ${event.data.reason}`);

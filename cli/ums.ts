@@ -124,6 +124,7 @@ program
           process.stdout.write(
             `${r.migrationId}: ${r.container} ${r.sourceAgent ?? '?'} -> ${r.destinationAgent}: ${r.state} (epoch ${r.epoch})${r.failure ? ` (${r.failure.phase}: ${r.failure.reason})` : ''}\n` +
               (r.approach ? `  approach: ${r.approachReason ?? r.approach}\n` : '') +
+              (r.mode ? `  mode: ${r.modeReason ?? r.mode}\n` : '') +
               `  service: ${describeWhere(whereItRuns(r))}${r.runningOnReport ? ` (${r.runningOnReport})` : ''}\n` +
               (r.deadlineAt && !['done', 'failed'].includes(r.state) ? `  deadline of this phase: ${r.deadlineAt}\n` : '') +
               (r.rollback

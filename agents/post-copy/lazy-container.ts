@@ -10,14 +10,18 @@
  * The relays run in their own sessions, so a crashed or restarted agent does not stop the pages: the source
  * keeps serving and the destination finishes by itself (it reads the daemon's exit code from the shim).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import type { Endpoint, PageStreamKey, RelayOutcome } from './page-relay.js';
+import { RUNTIME_SHIM } from './post-copy-probe.js';
+
+const execFileAsync = promisify(execFile);
 
 /** Where the shim looks for markers unless UMS_POST_COPY_DIR says otherwise (the shim's own default). */
 export const DEFAULT_MARKER_DIR = '/run/ums/post-copy';
@@ -160,6 +164,9 @@ export async function stopLazyDump(host: PostCopyHost, containerId: string, stre
   if (pid > 0) killQuietly(-pid);
   await killContainerTasks(containerId);
   await removeDumpMarkers(host, containerId);
+  // A runc killed in the middle of its dump leaves its state behind, and Podman could not start the
+  // container again ("container with given ID already exists"). Through the shim: runc, as Podman calls it.
+  await execFileAsync(RUNTIME_SHIM, ['delete', '--force', containerId]).catch(() => undefined);
 }
 
 /** SIGKILLs the relay processes of a stream: after an agent restart they are nobody's children. */

@@ -29,7 +29,7 @@ import { DEFAULT_HOSTS, startLocalStack, type LocalStack } from '../../infra/loc
 import type { PodmanHost } from '../../infra/podman-host.js';
 import type { WanEndpoint } from '../../infra/wan.js';
 import { repoPath } from '../../infra/repo-paths.js';
-import { waitFor } from '../../infra/real-servers/command.js';
+import { inNetns, waitFor } from '../../infra/real-servers/command.js';
 import {
   innerMemcachedConnection,
   memcached,
@@ -127,6 +127,21 @@ async function redisFromOutside(agentId: string, port: number, ...args: string[]
   } catch (error) {
     return { ok: false, out: (error as Error).message };
   }
+}
+
+/** redis-benchmark's key space for the post-copy case: -r draws key:<12 digits> below this many. */
+const BENCH_KEYS = ['-r', '250000'];
+
+/** GETs of random keys from the outside client's namespace (Debian's redis-benchmark): p50 and p99 in ms. */
+async function getLatency(agentId: string): Promise<{ p50: number; p99: number }> {
+  const { stdout } = await outside.exec('redis-benchmark', [
+    ...['-h', wanAddress(agentId), '-p', String(REDIS_PORT), '-t', 'get', '-n', '10000', '-c', '4', ...BENCH_KEYS, '--csv'],
+  ]);
+  // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
+  const row = stdout.split('\n').find((line) => line.startsWith('"GET"'));
+  const fields = row?.split(',').map((field) => Number(field.replace(/"/g, '')));
+  if (fields === undefined || fields.length < 8) throw new Error(`redis-benchmark printed no GET row: ${stdout}`);
+  return { p50: fields[4] ?? NaN, p99: fields[6] ?? NaN };
 }
 
 async function removeEverywhere(name: string, volumes: string[] = []): Promise<void> {
@@ -240,6 +255,55 @@ describe('real services (redis, memcached) through the whole stack', { timeout: 
     const refused = await redisFromOutside(AZURE, REDIS_PORT, 'PING');
     assert.equal(refused.ok, false);
     assert.match(refused.out, /Connection refused/, `${AZURE}:${REDIS_PORT} after the move`);
+    await removeEverywhere(name);
+  });
+
+  it('redis post-copy: it serves at the destination while its memory arrives; redis-benchmark measures it then; the dataset and the inner connection are intact', async () => {
+    const name = 'redis-pc';
+    await runWithInnerClient(azure, name, DEFAULT_REDIS_IMAGE, REDIS_PORT);
+    const pidA = await pidOf(azure, name);
+    await waitFor(async () => Number(await redis(pidA, 'GET', INNER_COUNT_KEY)) >= 10, 'the inner client counting on the source');
+    // redis-benchmark's own keys (key:<12 digits>, 1000-byte values), so that its GETs below find values to read.
+    await inNetns(pidA, [
+      'redis-benchmark',
+      '-h',
+      '127.0.0.1',
+      '-p',
+      String(REDIS_PORT),
+      ...['-t', 'set', '-n', '300000'],
+      ...BENCH_KEYS,
+      '-d',
+      '1000',
+      '-P',
+      '32',
+      '-q',
+    ]);
+    const digestBefore = (await datasetDigest(pidA)).digest;
+    const innerBefore = await innerRedisClient(pidA);
+    const before = await getLatency(AZURE);
+
+    let finished = false;
+    const migration = ums<MigrateResult & { timeline?: { phases: Array<{ name: string; ms: number }> } }>([
+      ...['migrate', name, '--to', GCP, '--mode', 'post-copy'],
+    ]).finally(() => (finished = true));
+    // The restored server answers before its pages have all arrived: measure it then.
+    await waitFor(async () => (await redisFromOutside(GCP, REDIS_PORT, 'PING')).out === 'PONG', 'the restored server to answer', 120_000);
+    const whilePages = await getLatency(GCP);
+    const endedBeforeIt = finished;
+    const { code, json: result } = await migration;
+    assert.equal(code, 0, `migration failed: ${result.reason}`);
+    const after = await getLatency(GCP);
+
+    const pidB = await pidOf(gcp, name);
+    assert.equal((await datasetDigest(pidB)).digest, digestBefore, 'every key and value is the same once every page arrived');
+    const innerAfter = await innerRedisClient(pidB);
+    assert.equal(innerAfter.id, innerBefore.id, 'the inner client is the same connection (same client id)');
+    const pagesMs = result.timeline?.phases.find((p) => p.name === 'pages')?.ms;
+    console.log(
+      `redis post-copy: GET latency from the WAN (redis-benchmark, 4 clients), p50 / p99 ms: before ${before.p50} / ${before.p99} on ${AZURE}; ` +
+        `${endedBeforeIt ? 'after' : 'while'} pages arrived ${whilePages.p50} / ${whilePages.p99}; after ${after.p50} / ${after.p99} on ${GCP}; ` +
+        `pages phase ${pagesMs ?? '?'} ms`,
+    );
     await removeEverywhere(name);
   });
 
