@@ -62,13 +62,13 @@ export class PostCopyError extends Error {
   }
 }
 
+/** ended()'s exit code for a dump that stop() ended. */
+const STOPPED = -1;
+
 /**
  * The source's half: created before Podman's checkpoint of `containerId`, which the shim then makes lazy.
  * `relay` is what the destination's agent dials.
  */
-/** ended()'s exit code for a dump that stop() ended. */
-const STOPPED = -1;
-
 export class LazyDump {
   private stopped: (() => void) | undefined;
   private readonly stopping = new Promise<void>((resolve) => (this.stopped = resolve));
@@ -110,8 +110,8 @@ export class LazyDump {
   }
 
   /**
-   * Resolves when the background dump ended: all pages moved (CRIU exited 0, which it does only after the
-   * destination's END), or the stream was lost (any other exit). Removes the markers either way.
+   * Resolves when the background dump ended: all pages moved (the relay saw the destination's END, and CRIU
+   * exited 0), or the stream was lost (anything else). Removes the markers either way.
    */
   async ended(): Promise<LazyDumpEnd> {
     await this.confirmLazy();
@@ -126,7 +126,7 @@ export class LazyDump {
         dumpExitCode,
       };
     }
-    // The relay reports right after CRIU's end; undefined if this agent restarted since (no pipe to it).
+    // The relay reports right after CRIU's end; undefined if it died without a word.
     const relay = await Promise.race([this.relayProcess.outcome, sleep(1_000).then(() => undefined)]);
     const criuLog = await readFile(markerPath(this.host, this.containerId, 'criu.log'), 'utf8').catch(() => '');
     await this.removeMarkers();
@@ -183,6 +183,8 @@ async function killContainerTasks(containerId: string): Promise<void> {
       (cgroups) => cgroups.includes(containerId),
     );
     if (tasks.length === 0) return;
+    // A SIGKILL waits while the task is frozen, and CRIU killed mid-dump may leave its freezer FROZEN.
+    if (round === 0) await thawFreezers(tasks);
     for (const pid of tasks) killQuietly(pid);
     await sleep(100);
   }
@@ -204,6 +206,17 @@ async function processesMatching(
     if (byCgroups(cgroups)) found.push(pid);
   }
   return found;
+}
+
+/** Thaws the freezer cgroups (v1) of these tasks; best effort, a task may be gone by now. */
+async function thawFreezers(pids: number[]): Promise<void> {
+  const paths = new Set<string>();
+  for (const pid of pids) {
+    const cgroups = await readFile(`/proc/${pid}/cgroup`, 'utf8').catch(() => '');
+    const freezer = /^\d+:freezer:(\/.*)$/m.exec(cgroups)?.[1];
+    if (freezer !== undefined) paths.add(freezer);
+  }
+  for (const path of paths) await writeFile(join('/sys/fs/cgroup/freezer', path, 'freezer.state'), 'THAWED').catch(() => undefined);
 }
 
 function killQuietly(pid: number): void {
