@@ -39,6 +39,7 @@ import {
   LazyDump,
   LazyRestore,
   lazyRestoreEnded,
+  removeDumpMarkers,
   stopLazyDump,
   type PagesEnd,
   type PostCopyHost,
@@ -673,8 +674,11 @@ export class HostAgent {
     { migrationId, container, approach }: Pick<CommandOf<'discard'>['data'], 'migrationId' | 'container' | 'approach'>,
     log: Logger,
   ): Promise<void> {
+    // post-copy: a source agent that restarted while its pages moved left the shim's records of the dump.
+    const id = this.options.postCopy ? (await this.options.engine.inspectContainer(container))?.id : undefined;
     try {
       await this.driver(approach).discard(container);
+      if (this.options.postCopy && id !== undefined) await removeDumpMarkers(this.options.postCopy, id);
     } catch (error) {
       log.error({ err: error, container }, 'discard refused');
       throw error;

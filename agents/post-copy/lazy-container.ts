@@ -227,7 +227,8 @@ function killQuietly(pid: number): void {
   }
 }
 
-async function removeDumpMarkers(host: PostCopyHost, containerId: string): Promise<void> {
+/** Removes what the shim recorded of a dump that has ended (a discard after an agent restart finds them). */
+export async function removeDumpMarkers(host: PostCopyHost, containerId: string): Promise<void> {
   for (const suffix of ['dump', 'dump.pid', 'dump.rc', 'serving', 'dump.log', 'criu.log']) {
     await rm(markerPath(host, containerId, suffix), { force: true });
   }

@@ -38,11 +38,14 @@ if (role === 'source') {
 } else if (role === 'destination' && daemonRc !== undefined && outcomeFile !== undefined) {
   const sink = await fetchPages({ key, resumeWithinMs, silenceMs, source: { host, port: Number(portText) } });
   say({ local: sink.local });
-  report(sink.outcome);
-  void sink.outcome.then(async (outcome) => {
-    await writeFile(`${outcomeFile}.tmp`, JSON.stringify({ outcome, endedAt: new Date().toISOString() }), { mode: 0o600 });
-    await rename(`${outcomeFile}.tmp`, outcomeFile);
-  });
+  // The file first, then the report: an agent that hears the report removes the markers, this file among them.
+  report(
+    sink.outcome.then(async (outcome) => {
+      await writeFile(`${outcomeFile}.tmp`, JSON.stringify({ outcome, endedAt: new Date().toISOString() }), { mode: 0o600 });
+      await rename(`${outcomeFile}.tmp`, outcomeFile);
+      return outcome;
+    }),
+  );
   void (async () => {
     let settled = false;
     void sink.outcome.then(() => (settled = true));
