@@ -17,8 +17,11 @@ export interface RestoreTarget {
  */
 export interface ApproachDriver {
   readonly approach: MigrationApproach;
-  /** Freezes the service and streams its checkpoint archive; the frozen copy stays until resume or discard. */
-  checkpoint(container: string): Promise<Readable>;
+  /**
+   * Freezes the service and streams its checkpoint archive; the frozen copy stays until resume or discard.
+   * An approach that streams part of it while the service still runs uses `hooks`.
+   */
+  checkpoint(container: string, hooks?: CheckpointHooks): Promise<Readable>;
   /** Whether an earlier checkpoint left the service frozen here; undefined if there is no such container. */
   frozen(container: string): Promise<boolean | undefined>;
   /**
@@ -34,6 +37,17 @@ export interface ApproachDriver {
   resume(container: string): Promise<void>;
   /** The migration succeeded: remove the frozen copy. Idempotent; refuses a service that runs. */
   discard(container: string): Promise<void>;
+}
+
+/** What an approach that streams part of its archive while the service runs (container level's volumes) tells and asks. */
+export interface CheckpointHooks {
+  /** The service froze at `at`. */
+  frozen?(at: Date): void;
+  /**
+   * `bytes` of the stream were sent while the service ran: resolves once the destination has taken them, so
+   * that the freeze does not wait on them; rejects (the service is not frozen) if the destination gave up.
+   */
+  beforeFreeze?(bytes: number): Promise<void>;
 }
 
 export class RunningServiceError extends Error {

@@ -3,6 +3,7 @@ import type { CommandData } from '../core/events.js';
 import { baselineProfile, type ContainerSecurityProfile } from '../core/container-security.js';
 import { RestoreRefusedError } from './restore-job.js';
 import { TarEntryReader, TarFormatError } from './tar-entries.js';
+import { VolumeSectionError, VolumeSectionParser } from './volumes/volume-section.js';
 
 /**
  * The destination's policy on a container-level checkpoint archive (a Podman export): the container it
@@ -167,6 +168,7 @@ function isPodmanFile(source: string, destination: string, ownDirs: readonly str
  * the archive is not a plain tar ending where it should.
  */
 export class ArchivePolicyCheck {
+  private readonly section = new VolumeSectionParser();
   private readonly reader = new TarEntryReader(new Set([CONFIG_DUMP, SPEC_DUMP]), MAX_METADATA_BYTES);
   private checked = false;
   private readonly profile: ContainerSecurityProfile;
@@ -179,13 +181,26 @@ export class ArchivePolicyCheck {
     this.profile = profile ?? baselineProfile(imageId);
   }
 
-  /** One piece of the archive, in order; `last`: nothing follows it. */
+  /**
+   * One piece of the stream, in order; `last`: nothing follows it. A volume section before the export
+   * (agents/volumes/volume-section.ts) must be well-formed, and each volume one the container mounts.
+   */
   write(chunk: Buffer, last: boolean): void {
     try {
-      this.reader.write(chunk);
-      if (last) this.reader.end();
+      for (const event of this.section.write(chunk)) {
+        if (event.kind === 'export') this.reader.write(event.bytes);
+        else if (event.kind === 'volume' && !this.profile.mounts.some((m) => m.destination === event.volume.destination))
+          throw this.refuse(
+            `it fills a volume "${event.volume.name}" at ${event.volume.destination}, where the registered container mounts none`,
+          );
+      }
+      if (last) {
+        this.section.end();
+        this.reader.end();
+      }
     } catch (error) {
       if (error instanceof TarFormatError) throw this.refuse(`it is not a Podman checkpoint archive: ${error.message}`);
+      if (error instanceof VolumeSectionError) throw this.refuse(error.message);
       throw error;
     }
     const { bodies } = this.reader;

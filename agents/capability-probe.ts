@@ -212,6 +212,10 @@ export type ProbeLauncher = (container: string) => Promise<LauncherProbeResult>;
 export type SecurityProfileProbe = (container: string) => Promise<ContainerSecurityProfile | undefined>;
 /** Bytes the container wrote into its own filesystem (ContainerEngine.rootfsChangesBytes). */
 export type RootfsChangesProbe = (container: string) => Promise<number | undefined>;
+/** The container's volumes, their sizes and how they would move (agents/volumes/volume-move.ts). */
+export type VolumesProbe = (container: string) => Promise<ContainerTraits['volumes']>;
+/** What sizing the container's storage found: both walk files, so they are read less often than the rest. */
+export type StorageSizes = Pick<ContainerTraits, 'rootfsChangesBytes' | 'volumes'>;
 
 /**
  * Service-level traits of one container: asks its launcher over the control socket (through `probeLauncher`,
@@ -225,25 +229,23 @@ export async function probeContainerTraits(
     timeoutMs?: number;
     running?: Pick<ContainerSummary, 'pid' | 'published'>;
     securityProfile?: SecurityProfileProbe;
-    rootfsChanges?: RootfsChangesProbe;
+    storage?: (container: string) => Promise<StorageSizes>;
   } = {},
 ): Promise<ContainerTraits> {
-  const [launcherTraits, kernelTraits, security, changes] = await Promise.all([
+  const [launcherTraits, kernelTraits, security, storage] = await Promise.all([
     probeLauncherTraits(container, options),
     options.running === undefined ? {} : probeKernelTraits(options.running),
     options.running === undefined || options.securityProfile === undefined
       ? undefined
       : options.securityProfile(container).catch(() => undefined),
-    options.running === undefined || options.rootfsChanges === undefined
-      ? undefined
-      : options.rootfsChanges(container).catch(() => undefined),
+    options.running === undefined || options.storage === undefined ? {} : options.storage(container).catch(() => ({})),
   ]);
   // The launcher counts its service tree without itself: its figures win where it reports them.
   return {
     ...kernelTraits,
     ...launcherTraits,
     ...(security !== undefined ? { security } : {}),
-    ...(changes !== undefined ? { rootfsChangesBytes: changes } : {}),
+    ...storage,
   };
 }
 
@@ -336,7 +338,9 @@ export interface CapabilityProbeOptions {
   securityProfile?: SecurityProfileProbe;
   /** The container's filesystem changes, for the planner's size estimate; read at most every changesTtlMs. */
   rootfsChanges?: RootfsChangesProbe;
-  /** Default 30 s: the engine walks the container's writable layer to size it. */
+  /** The container's volumes and their sizes; read at most every changesTtlMs. */
+  volumes?: VolumesProbe;
+  /** Default 30 s: the engine walks the container's writable layer to size it, and the agent its volumes. */
   changesTtlMs?: number;
   /** Whether this host can take part in a post-copy migration (agents/post-copy/post-copy-probe.ts); cached like the host report. */
   postCopy?: () => Promise<PostCopyCapability>;
@@ -360,7 +364,7 @@ export class CapabilityProbe {
   private readonly criuCache: Cached<CriuCheckResult>;
   private readonly criuFactsCache = new Map<string, Cached<CriuFacts>>();
   private readonly containerCaches = new Map<string, Cached<ContainerTraits> & { key: number | undefined }>();
-  private readonly changesCaches = new Map<string, Cached<number | undefined>>();
+  private readonly storageCaches = new Map<string, Cached<StorageSizes>>();
 
   constructor(private readonly options: CapabilityProbeOptions) {
     this.now = options.now ?? Date.now;
@@ -450,7 +454,7 @@ export class CapabilityProbe {
               ...(this.options.launcherHostDir !== undefined ? { hostDir: this.options.launcherHostDir } : {}),
               ...(running !== undefined ? { running } : {}),
               ...(this.options.securityProfile !== undefined ? { securityProfile: this.options.securityProfile } : {}),
-              ...(this.options.rootfsChanges !== undefined ? { rootfsChanges: (c: string) => this.rootfsChanges(c) } : {}),
+              storage: (c: string) => this.storage(c),
             }),
           () => this.options.containerTtlMs ?? 15_000,
           this.now,
@@ -462,18 +466,23 @@ export class CapabilityProbe {
     return cache.get();
   }
 
-  /** Sizing the writable layer walks it: cached longer than the rest of the container's traits. */
-  private rootfsChanges(name: string): Promise<number | undefined> {
-    const probe = this.options.rootfsChanges;
-    if (probe === undefined) return Promise.resolve(undefined);
-    let cache = this.changesCaches.get(name);
+  /** Sizing the writable layer and the volumes walks them: cached longer than the rest of the container's traits. */
+  private storage(name: string): Promise<StorageSizes> {
+    const { rootfsChanges, volumes } = this.options;
+    let cache = this.storageCaches.get(name);
     if (cache === undefined) {
       cache = new Cached(
-        () => probe(name).catch(() => undefined),
+        async () => {
+          const [changes, found] = await Promise.all([
+            rootfsChanges?.(name).catch(() => undefined),
+            volumes?.(name).catch(() => undefined),
+          ]);
+          return { ...(changes !== undefined ? { rootfsChangesBytes: changes } : {}), ...(found !== undefined ? { volumes: found } : {}) };
+        },
         () => this.options.changesTtlMs ?? 30_000,
         this.now,
       );
-      this.changesCaches.set(name, cache);
+      this.storageCaches.set(name, cache);
     }
     return cache.get();
   }
@@ -482,7 +491,7 @@ export class CapabilityProbe {
   retainContainers(names: Iterable<string>): void {
     const keep = new Set(names);
     for (const name of this.containerCaches.keys()) if (!keep.has(name)) this.containerCaches.delete(name);
-    for (const name of this.changesCaches.keys()) if (!keep.has(name)) this.changesCaches.delete(name);
+    for (const name of this.storageCaches.keys()) if (!keep.has(name)) this.storageCaches.delete(name);
   }
 
   /** Forgets everything (after a migration changed what this host runs, or its configuration). */
@@ -490,7 +499,7 @@ export class CapabilityProbe {
     this.hostCache.clear();
     this.kubeletCache.clear();
     this.containerCaches.clear();
-    this.changesCaches.clear();
+    this.storageCaches.clear();
   }
 }
 

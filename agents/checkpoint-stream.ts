@@ -4,12 +4,15 @@ import { uploadChunked } from '../core/chunked-upload.js';
 import type { Artifact, ArtifactLocation } from '../core/events.js';
 import type { ObjectStore } from '../core/object-store.js';
 import type { SigningKeyPair } from '../core/signed-envelope.js';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 
 export interface UploadedCheckpoint {
   artifact: Artifact;
+  /** When the approach began streaming while the service still ran (container level's volumes), if it did. */
+  runningCopyStartedAt?: Date;
+  /** When the service froze (after anything the approach sent while it ran). */
   checkpointStartedAt: Date;
-  /** When the engine produced the archive's first byte: the end of the dump, the start of the upload. */
+  /** When the engine produced the archive's first byte after the freeze: the end of the dump. */
   firstByteAt: Date;
   uploadedAt: Date;
 }
@@ -36,7 +39,7 @@ export interface CheckpointStreamOptions {
  * host until a discard or resume command.
  */
 export async function streamCheckpoint(
-  freeze: () => Promise<Readable>,
+  freeze: (frozen: (at: Date) => void) => Promise<Readable>,
   store: ObjectStore,
   migrationId: string,
   location: ArtifactLocation,
@@ -49,8 +52,20 @@ export async function streamCheckpoint(
   // Before the freeze: a bad key is refused with the service still running.
   const sealer = ChunkSealer.forRecipient(sealFor, migrationId);
   const checkpointStartedAt = new Date();
-  const archive = await freeze();
-  const upload = await uploadChunked(archive, store, location.prefix, {
+  // An approach that sends something while the service still runs (container level's volumes) says when
+  // it froze: the freeze starts then, and the dump ends with the first byte after it.
+  let frozenAt: Date | undefined;
+  let dumpedAt: Date | undefined;
+  const archive = await freeze((at) => {
+    frozenAt = at;
+  });
+  async function* timed(): AsyncGenerator<Buffer> {
+    for await (const piece of archive as AsyncIterable<Buffer>) {
+      if (frozenAt !== undefined) dumpedAt ??= new Date();
+      yield piece;
+    }
+  }
+  const upload = await uploadChunked(Readable.from(timed()), store, location.prefix, {
     migrationId,
     chunkBytes,
     parallel,
@@ -66,8 +81,9 @@ export async function streamCheckpoint(
       chunkCount: upload.manifest.chunks.length,
       manifestSha256: upload.manifestSha256,
     },
-    checkpointStartedAt,
-    firstByteAt: upload.firstByteAt,
+    ...(frozenAt !== undefined ? { runningCopyStartedAt: checkpointStartedAt } : {}),
+    checkpointStartedAt: frozenAt ?? checkpointStartedAt,
+    firstByteAt: dumpedAt ?? upload.firstByteAt,
     uploadedAt: new Date(),
   };
 }

@@ -62,8 +62,47 @@ export interface ContainerEngine {
   /** Bytes the container wrote into its own filesystem (its writable layer), or undefined if not known. Optional. */
   rootfsChangesBytes?(nameOrId: string): Promise<number | undefined>;
 
+  /**
+   * The volumes the container mounts (anonymous ones have a generated name), in mount order; undefined if
+   * the engine does not know the container. Optional: without it, volumes move inside the checkpoint archive.
+   */
+  volumesOf?(nameOrId: string): Promise<VolumeMount[] | undefined>;
+
+  /** Creates an empty volume; a volume of that name here already is a VolumeExistsError (nothing is touched). */
+  createVolume?(spec: VolumeSpec): Promise<{ mountpoint: string }>;
+
+  /** Removes a volume no container uses; a missing one is not an error. */
+  removeVolume?(name: string): Promise<void>;
+
   /** Creates and starts a plain container (service level needs nothing more of the engine). */
   runContainer(spec: PlainContainerSpec): Promise<{ id: string }>;
+}
+
+/** A volume as a migration recreates it: the engine's own description, which the destination creates anew. */
+export interface VolumeSpec {
+  name: string;
+  /** The volume driver; only 'local' volumes are copied outside the freeze (agents/volumes/). */
+  driver: string;
+  labels: Record<string, string>;
+  /** The driver's options (for 'local': mount type, device, o); volumes with any are not copied outside the freeze. */
+  options: Record<string, string>;
+}
+
+export interface VolumeMount extends VolumeSpec {
+  /** Where the engine keeps the volume's files on its host, as the engine names the path. */
+  mountpoint: string;
+  /** Where the container sees it. */
+  destination: string;
+}
+
+export class VolumeExistsError extends Error {
+  constructor(
+    readonly volume: string,
+    readonly where: string,
+  ) {
+    super(`a volume named "${volume}" already exists on ${where}: a migration never writes into a volume it did not create`);
+    this.name = 'VolumeExistsError';
+  }
 }
 
 export interface PlainContainerSpec {
@@ -89,6 +128,8 @@ export interface EngineInfo {
   freeMemoryBytes: number;
   /** Free bytes where the engine keeps its storage (graph root). */
   freeDiskBytes: number;
+  /** The directory under which the engine keeps its volumes, as the engine names it. */
+  volumePath?: string;
 }
 
 export type ContainerState = 'created' | 'running' | 'paused' | 'exited' | 'stopped' | 'unknown';
@@ -121,6 +162,8 @@ export interface CheckpointOptions {
   tcpEstablished?: boolean;
   /** Dump file locks the processes hold (CRIU refuses a process holding one otherwise). Default false. */
   fileLocks?: boolean;
+  /** Leave the volumes' contents out of the archive (they move on their own: agents/volumes/). Default false. */
+  ignoreVolumes?: boolean;
 }
 
 export interface RestoreOptions {
@@ -134,6 +177,8 @@ export interface RestoreOptions {
   tcpEstablished?: boolean;
   /** Restore the file locks that the checkpoint kept. Default false. */
   fileLocks?: boolean;
+  /** The archive holds no volume contents: mount the volumes of the same names that exist here. Default false. */
+  ignoreVolumes?: boolean;
 }
 
 export interface RestoredContainer {

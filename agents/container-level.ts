@@ -1,8 +1,17 @@
-import type { Readable } from 'node:stream';
-import { RunningServiceError, type ApproachDriver, type RestoreTarget } from './approach-driver.js';
+import { once } from 'node:events';
+import { PassThrough, Readable } from 'node:stream';
+import { RunningServiceError, type ApproachDriver, type CheckpointHooks, type RestoreTarget } from './approach-driver.js';
 import { inspectContainer, ownAddresses } from './container-inspection.js';
-import { ContainerNotFoundError, type ContainerEngine } from './container-engine.js';
+import {
+  ContainerNotFoundError,
+  type ContainerEngine,
+  type ContainerSummary,
+  type RestoredContainer,
+  type VolumeMount,
+} from './container-engine.js';
 import { cutOutsideConnections } from './outside-connections.js';
+import { exportWithoutVolumes, type VolumeMove } from './volumes/volume-move.js';
+import { endRecord, VolumeSectionParser } from './volumes/volume-section.js';
 
 /**
  * What every container-level dump and restore asks of CRIU, whatever the container holds: connections with
@@ -26,30 +35,70 @@ export class NotCheckpointableError extends Error {
   }
 }
 
-/** Container level: the host's engine checkpoints and restores the whole container with CRIU. */
+/**
+ * Container level: the host's engine checkpoints and restores the whole container with CRIU. With
+ * `volumes`, the container's volumes move outside the freeze (agents/volumes/volume-move.ts); without, in
+ * Podman's archive.
+ */
 export class ContainerLevel implements ApproachDriver {
   readonly approach = 'container' as const;
 
   constructor(
     private readonly engine: ContainerEngine,
     private readonly where: string,
+    private readonly volumes?: VolumeMove,
   ) {}
 
   /**
-   * Checks what CRIU would refuse, ends the connections with outside peers (they cannot follow: see
-   * core/container-network.ts), then freezes. Outside clients are let in again if the freeze fails and
-   * the service runs on here.
+   * Checks what CRIU would refuse, sends the volumes' files (if they move outside the freeze), ends the
+   * connections with outside peers (they cannot follow: see core/container-network.ts), then freezes.
+   * Outside clients are let in again if the freeze fails and the service runs on here.
    */
-  async checkpoint(container: string): Promise<Readable> {
+  async checkpoint(container: string, hooks: CheckpointHooks = {}): Promise<Readable> {
     const current = await this.engine.inspectContainer(container);
     if (current === undefined) throw new ContainerNotFoundError(container, this.where);
     const { blockers } = await inspectContainer(current.pid, current.published);
     if (blockers.length > 0) throw new NotCheckpointableError(container, this.where, blockers);
+    const plan = await this.volumes?.planFor(container);
+    if (plan?.outsideFreeze === true && plan.volumes.length > 0)
+      return Readable.from(this.withVolumes(current, plan.volumes, hooks), { objectMode: false });
+    return this.freeze(current, false);
+  }
+
+  /**
+   * The volume section (agents/volumes/volume-section.ts), then Podman's export without the volumes. The
+   * freeze waits until the destination has taken the volumes' copy: what it still had to write would
+   * otherwise be written while the service is frozen.
+   */
+  private async *withVolumes(current: ContainerSummary, volumes: VolumeMount[], hooks: CheckpointHooks): AsyncGenerator<Buffer> {
+    const dumps = await this.volumes!.source(volumes);
+    try {
+      let sent = 0;
+      for await (const bytes of dumps.base()) {
+        sent += bytes.length;
+        yield bytes;
+      }
+      await hooks.beforeFreeze?.(sent);
+      hooks.frozen?.(new Date());
+      const archive = await this.freeze(current, true);
+      try {
+        yield* dumps.delta();
+        yield endRecord();
+        yield* exportWithoutVolumes(archive);
+      } finally {
+        archive.destroy();
+      }
+    } finally {
+      await dumps.dispose();
+    }
+  }
+
+  private async freeze(current: ContainerSummary, ignoreVolumes: boolean): Promise<Readable> {
     const cut = await cutOutsideConnections(current.pid, await ownAddresses(current.pid));
     try {
-      return await this.engine.checkpoint(container, CHECKPOINT);
+      return await this.engine.checkpoint(current.name, { ...CHECKPOINT, ignoreVolumes });
     } catch (error) {
-      if ((await this.engine.inspectContainer(container).catch(() => undefined))?.state === 'running') await cut.lift();
+      if ((await this.engine.inspectContainer(current.name).catch(() => undefined))?.state === 'running') await cut.lift();
       throw error;
     }
   }
@@ -59,8 +108,42 @@ export class ContainerLevel implements ApproachDriver {
     return current === undefined ? undefined : current.state !== 'running';
   }
 
+  /**
+   * Restores from the stream as it arrives: a volume section first, if any (each volume created here and
+   * filled before the engine's restore starts), then Podman's export, which goes to the engine.
+   */
   async restore(target: RestoreTarget, archive: Readable): Promise<{ id: string }> {
-    return this.engine.restoreFromArchive(target.container, archive, RESTORE);
+    const parser = new VolumeSectionParser();
+    const intake = this.volumes?.intake();
+    const exported = new PassThrough({ highWaterMark: 1024 * 1024 });
+    let restoring: Promise<RestoredContainer> | undefined;
+    try {
+      for await (const piece of archive as AsyncIterable<Buffer>) {
+        for (const event of parser.write(piece)) {
+          if (event.kind !== 'export') {
+            if (intake === undefined) throw new Error(`the archive carries volumes outside the export, which ${this.where} cannot create`);
+            await intake.handle(event);
+            continue;
+          }
+          if (restoring === undefined) {
+            restoring = this.engine.restoreFromArchive(target.container, exported, { ...RESTORE, ignoreVolumes: parser.hasSection });
+            restoring.catch(() => undefined); // awaited below, or raced while waiting for room
+          }
+          // A restore that fails stops the reading here (its error wins over waiting for room).
+          if (!exported.write(event.bytes)) await Promise.race([once(exported, 'drain'), restoring]);
+        }
+      }
+      parser.end();
+      exported.end();
+      if (restoring === undefined) throw new Error('the archive is empty');
+      return await restoring;
+    } catch (error) {
+      // Aborts the engine's request; before it started, nothing reads the stream (nor listens for its error).
+      if (restoring !== undefined) exported.destroy(error as Error);
+      await restoring?.catch(() => undefined);
+      await intake?.abort();
+      throw error;
+    }
   }
 
   removeRestored(container: string): Promise<void> {

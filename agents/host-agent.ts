@@ -1,3 +1,4 @@
+import { stat } from 'node:fs/promises';
 import type { KeyObject } from 'node:crypto';
 import { pipeline, Transform, type Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -328,19 +329,31 @@ export class HostAgent {
     }
     try {
       let bytes = 0;
-      const uploaded = await streamCheckpoint(() => driver.checkpoint(container), store, migrationId, artifact, {
-        chunkBytes: transfer.chunkBytes,
-        parallel: transfer.parallel,
-        sealFor,
-        signer: { agentId: this.id, key: this.options.signingKey },
-        onChunk: async (chunk, sealing) => {
-          await this.emit('checkpoint.chunk', { migrationId, agent: this.id, chunk, sealing }, `${migrationId}.chunk.${chunk.index}`);
-          bytes += chunk.sizeBytes;
-          void this.emit('checkpoint.progress', { migrationId, agent: this.id, bytes }, `${migrationId}.progress.${chunk.index}`).catch(
-            () => undefined,
-          );
+      const uploaded = await streamCheckpoint(
+        (frozen) =>
+          driver.checkpoint(container, {
+            frozen,
+            ...(command.data.destinationAgent !== undefined
+              ? { beforeFreeze: (bytes) => this.destinationTook(migrationId, command.data.destinationAgent!, bytes) }
+              : {}),
+          }),
+        store,
+        migrationId,
+        artifact,
+        {
+          chunkBytes: transfer.chunkBytes,
+          parallel: transfer.parallel,
+          sealFor,
+          signer: { agentId: this.id, key: this.options.signingKey },
+          onChunk: async (chunk, sealing) => {
+            await this.emit('checkpoint.chunk', { migrationId, agent: this.id, chunk, sealing }, `${migrationId}.chunk.${chunk.index}`);
+            bytes += chunk.sizeBytes;
+            void this.emit('checkpoint.progress', { migrationId, agent: this.id, bytes }, `${migrationId}.progress.${chunk.index}`).catch(
+              () => undefined,
+            );
+          },
         },
-      });
+      );
       log.info(
         {
           bytes: uploaded.artifact.sizeBytes,
@@ -351,13 +364,16 @@ export class HostAgent {
       );
       // A checkpoint the shim did not make lazy holds all the memory and kept the source whole: turn back.
       await lazy?.confirmLazy();
-      if (!lazy) this.heartbeat.recordUpload(uploaded.artifact.sizeBytes, uploaded.uploadedAt.getTime() - uploaded.firstByteAt.getTime());
+      // A copy sent while the service ran (volumes) waited on the destination: it says nothing of the link's rate.
+      if (!lazy && uploaded.runningCopyStartedAt === undefined)
+        this.heartbeat.recordUpload(uploaded.artifact.sizeBytes, uploaded.uploadedAt.getTime() - uploaded.firstByteAt.getTime());
       await this.emit('checkpoint.uploaded', {
         migrationId,
         agent: this.id,
         container,
         image: before.image,
         artifact: uploaded.artifact,
+        ...(uploaded.runningCopyStartedAt !== undefined ? { runningCopyStartedAt: uploaded.runningCopyStartedAt.toISOString() } : {}),
         checkpointStartedAt: uploaded.checkpointStartedAt.toISOString(),
         firstByteAt: uploaded.firstByteAt.toISOString(),
         uploadedAt: uploaded.uploadedAt.toISOString(),
@@ -617,6 +633,49 @@ export class HostAgent {
   }
 
   /**
+   * Volumes copied before the freeze (container level): resolves once the destination reports (restore.progress)
+   * that it holds the stream up to `sentBytes`, so that the freeze does not wait on it. The chunk still being
+   * filled cannot have left yet: the destination is waited for up to the last whole chunk. Rejects, and the
+   * service is not frozen, if the destination fails or takes nothing for the idle timeout.
+   */
+  private async destinationTook(migrationId: string, destination: string, sentBytes: number): Promise<void> {
+    const { bus, transfer } = this.options;
+    const wanted = Math.floor(sentBytes / transfer.chunkBytes) * transfer.chunkBytes;
+    if (wanted === 0) return;
+    let lastProgressAt = Date.now();
+    let settle: (error?: Error) => void = () => undefined;
+    const took = new Promise<void>((resolve, reject) => {
+      settle = (error) => (error ? reject(error) : resolve());
+    });
+    const subscription = await bus.followMigration(migrationId, (event) => {
+      if (event.name === 'restore.progress' && event.data.agent === destination) {
+        lastProgressAt = Date.now();
+        if (event.data.bytes < wanted) return;
+        settle();
+        return 'stop';
+      }
+      if (event.name === 'restore.failed' && event.data.agent === destination) {
+        settle(new Error(`the destination ${destination} gave up while the volumes were copied (${event.data.reason}); not freezing`));
+        return 'stop';
+      }
+    });
+    const idle = setInterval(() => {
+      if (Date.now() - lastProgressAt > transfer.idleTimeoutMs)
+        settle(
+          new Error(
+            `the destination ${destination} took nothing of the volumes' copy for ${transfer.idleTimeoutMs / 1000} s; not freezing`,
+          ),
+        );
+    }, 1_000);
+    try {
+      await took;
+    } finally {
+      clearInterval(idle);
+      await subscription.stop();
+    }
+  }
+
+  /**
    * What makes a container-level restore fail after the freeze, or the service die after it (SIGILL on a
    * CPU without the features it picked at start), checked here before the source freezes.
    */
@@ -627,6 +686,14 @@ export class HostAgent {
         throw new RestoreRefusedError('destination-incompatible', `no criu on ${this.id} to check the source's CPU features against`);
       const verdict = await checkCpuinfo(criu, requirements.cpuinfo);
       if (!verdict.compatible) throw new RestoreRefusedError('destination-incompatible', `${this.id}: ${verdict.reason}`);
+    }
+    // Bind mounts stay on their host: a path missing here would fail the restore after the freeze.
+    for (const bind of requirements?.binds ?? []) {
+      if ((await stat(bind.source).catch(() => undefined)) === undefined)
+        throw new RestoreRefusedError(
+          'destination-incompatible',
+          `"${container}" bind-mounts the host path ${bind.source} at ${bind.destination}, which ${this.id} does not have: host paths are not moved (volumes are); create it there, or use a volume`,
+        );
     }
     const wanted = requirements?.published ?? [];
     if (wanted.length > 0) {
@@ -742,6 +809,14 @@ function describe(error: unknown): string {
 /** The source's upload facts relayed in restore.completed (see its schema: the saga may see that event first). */
 function uploadFacts(uploaded: EventData<'checkpoint.uploaded'> | undefined): Pick<EventData<'restore.completed'>, 'upload'> {
   if (!uploaded) return {};
-  const { artifact, checkpointStartedAt, firstByteAt, uploadedAt } = uploaded;
-  return { upload: { artifact, checkpointStartedAt, firstByteAt, uploadedAt } };
+  const { artifact, runningCopyStartedAt, checkpointStartedAt, firstByteAt, uploadedAt } = uploaded;
+  return {
+    upload: {
+      artifact,
+      ...(runningCopyStartedAt !== undefined ? { runningCopyStartedAt } : {}),
+      checkpointStartedAt,
+      firstByteAt,
+      uploadedAt,
+    },
+  };
 }

@@ -14,6 +14,7 @@ import { resolveCriu } from './criu-command.js';
 import { DEFAULT_MARKER_DIR, type PostCopyHost } from './post-copy/lazy-container.js';
 import { probePostCopy } from './post-copy/post-copy-probe.js';
 import { ContainerLevel } from './container-level.js';
+import { VolumeMove } from './volumes/volume-move.js';
 import { HostAgent } from './host-agent.js';
 import { ServiceLevel } from './service-level.js';
 import { RestoreJournal } from './restore-journal.js';
@@ -87,6 +88,12 @@ const program = new Command('ums-agent')
       "the network namespace of this host's containers, when the agent does not run in it (the local stack's simulated hosts)",
     ).env('UMS_HOST_NETNS'),
   )
+  .addOption(
+    new Option(
+      '--volumes-dir <dir>',
+      "where this agent sees the engine's volume directory, when the engine names it by another path (an agent in another mount namespace or container than the engine)",
+    ).env('UMS_VOLUMES_DIR'),
+  )
   .action(
     async (options: {
       id: string;
@@ -104,6 +111,7 @@ const program = new Command('ums-agent')
       commandVerifyKey?: string;
       pageRelayAddress?: string;
       hostNetns?: string;
+      volumesDir?: string;
     }) => {
       const chunkMib = positiveInt(options.chunkMib);
       if (chunkMib > MAX_CHUNK_MIB)
@@ -136,6 +144,11 @@ const program = new Command('ums-agent')
         logger: log.child({ component: 'podman-engine' }),
       });
       const serviceLevel = new ServiceLevel(engine, options.launcherDir, agentId);
+      const volumeMove = new VolumeMove({
+        engine,
+        ...(options.volumesDir !== undefined ? { localVolumesDir: options.volumesDir } : {}),
+        log: log.child({ component: 'volumes' }),
+      });
       const kubelet = kubeletClientFromEnv();
       const postCopy: PostCopyHost | undefined =
         options.pageRelayAddress === undefined
@@ -152,6 +165,7 @@ const program = new Command('ums-agent')
         probeLauncher: (container) => serviceLevel.probe(container),
         securityProfile: (container) => engine.securityProfile(container),
         rootfsChanges: (container) => engine.rootfsChangesBytes(container),
+        volumes: (container) => volumeMove.traits(container),
         launcherHostDir: options.launcherDir,
         // A status call per container and heartbeat is cheap, and a tree still starting its processes must
         // not be taken for a single process for long.
@@ -172,7 +186,10 @@ const program = new Command('ums-agent')
         commandVerifier,
         engine,
         // Orchestrator level goes through the kubelet (agents/kubelet/); no agent here drives it.
-        drivers: { container: new ContainerLevel(engine, agentId), service: serviceLevel },
+        drivers: {
+          container: new ContainerLevel(engine, agentId, volumeMove),
+          service: serviceLevel,
+        },
         probe,
         bus,
         store: await openObjectStore(options.store),

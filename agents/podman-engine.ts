@@ -23,6 +23,9 @@ import {
   type PlainContainerSpec,
   type RestoredContainer,
   type RestoreOptions,
+  VolumeExistsError,
+  type VolumeMount,
+  type VolumeSpec,
 } from './container-engine.js';
 
 const execFileAsync = promisify(execFile);
@@ -81,6 +84,7 @@ export class PodmanEngine implements ContainerEngine {
       freeMemoryBytes: body.host?.memFree ?? 0,
       // graphRootAllocated/Used are statfs(2) of the graph root: total minus used is the free space.
       freeDiskBytes: Math.max(0, allocated - used),
+      ...(body.store?.volumePath ? { volumePath: body.store.volumePath } : {}),
     };
   }
 
@@ -178,6 +182,7 @@ export class PodmanEngine implements ContainerEngine {
     if (options.leaveRunning === true) query.set('leaveRunning', 'true');
     if (options.tcpEstablished === true) query.set('tcpEstablished', 'true');
     if (options.fileLocks === true) query.set('fileLocks', 'true');
+    if (options.ignoreVolumes === true) query.set('ignoreVolumes', 'true');
     const started = Date.now();
     const res = await this.call('checkpoint', 'POST', `/containers/${enc(name)}/checkpoint?${query}`, { timeout: false });
     if (res.status === 404) {
@@ -225,6 +230,7 @@ export class PodmanEngine implements ContainerEngine {
     }
     if (options.tcpEstablished === true) query.set('tcpEstablished', 'true');
     if (options.fileLocks === true) query.set('fileLocks', 'true');
+    if (options.ignoreVolumes === true) query.set('ignoreVolumes', 'true');
     const started = Date.now();
     const res = await this.call('restore', 'POST', `/containers/${enc(name)}/restore?${query}`, {
       timeout: false,
@@ -268,7 +274,7 @@ export class PodmanEngine implements ContainerEngine {
   async removeContainer(name: string, options: { force?: boolean; withVolumes?: boolean } = {}): Promise<void> {
     // Read before the container goes: which volumes it mounts (v=true below removes only anonymous ones, and
     // a restored container's volumes are never anonymous: Podman recreates them by name).
-    const volumes = options.withVolumes === true ? await this.volumesOf(name) : [];
+    const volumes = options.withVolumes === true ? ((await this.volumesOf(name).catch(() => undefined)) ?? []).map((v) => v.name) : [];
     const query = new URLSearchParams({ force: String(options.force === true), v: 'true' });
     const res = await this.call('remove container', 'DELETE', `/containers/${enc(name)}?${query}`);
     if (res.status === 404) {
@@ -287,14 +293,53 @@ export class PodmanEngine implements ContainerEngine {
     }
   }
 
-  private async volumesOf(name: string): Promise<string[]> {
-    const res = await this.call('inspect container', 'GET', `/containers/${enc(name)}/json`);
-    if (res.status !== 200) {
+  /** GET /containers/{name}/json, then /volumes/{name}/json for each volume it mounts. */
+  async volumesOf(nameOrId: string): Promise<VolumeMount[] | undefined> {
+    const res = await this.call('inspect container', 'GET', `/containers/${enc(nameOrId)}/json`);
+    if (res.status === 404) {
       res.body.resume();
-      return [];
+      return undefined;
     }
+    if (res.status !== 200) throw await toEngineError(res, 'inspect container');
     const inspect = await expectJson<LibpodInspect>(res, 'inspect container');
-    return (inspect.Mounts ?? []).flatMap((m) => (m.Type === 'volume' && m.Name !== undefined && m.Name !== '' ? [m.Name] : []));
+    const mounts: VolumeMount[] = [];
+    for (const m of inspect.Mounts ?? []) {
+      if (m.Type !== 'volume' || m.Name === undefined || m.Name === '') continue;
+      const volume = await this.json<LibpodVolume>('inspect volume', 'GET', `/volumes/${enc(m.Name)}/json`);
+      mounts.push({
+        name: volume.Name,
+        driver: volume.Driver ?? 'local',
+        labels: volume.Labels ?? {},
+        options: volume.Options ?? {},
+        mountpoint: volume.Mountpoint ?? '',
+        destination: m.Destination ?? '',
+      });
+    }
+    return mounts;
+  }
+
+  /** POST /volumes/create, after a GET that finds none of that name (Podman answers 500 for an existing one). */
+  async createVolume(spec: VolumeSpec): Promise<{ mountpoint: string }> {
+    const existing = await this.call('inspect volume', 'GET', `/volumes/${enc(spec.name)}/json`);
+    existing.body.resume();
+    if (existing.status !== 404) throw new VolumeExistsError(spec.name, this.where);
+    const body = JSON.stringify({ Name: spec.name, Driver: spec.driver, Labels: spec.labels, Options: spec.options });
+    const res = await this.call('create volume', 'POST', '/volumes/create', {
+      body: Readable.from([body]),
+      headers: { 'Content-Type': 'application/json', 'Content-Length': String(Buffer.byteLength(body)) },
+    });
+    if (res.status !== 201 && res.status !== 200) {
+      const error = await toEngineError(res, 'create volume');
+      throw /already exists/.test(error.detail) ? new VolumeExistsError(spec.name, this.where) : error;
+    }
+    const created = await expectJson<LibpodVolume>(res, 'create volume');
+    return { mountpoint: created.Mountpoint ?? '' };
+  }
+
+  async removeVolume(name: string): Promise<void> {
+    const res = await this.call('remove volume', 'DELETE', `/volumes/${enc(name)}`);
+    if (res.status !== 204 && res.status !== 200 && res.status !== 404) throw await toEngineError(res, 'remove volume');
+    res.body.resume();
   }
 
   /** POST /containers/create with a SpecGenerator, then /containers/{name}/start. */
@@ -536,7 +581,7 @@ interface LibpodInfo {
     memFree?: number;
     ociRuntime?: { name?: string; path?: string; version?: string };
   };
-  store?: { graphRoot?: string; graphRootAllocated?: number; graphRootUsed?: number };
+  store?: { graphRoot?: string; graphRootAllocated?: number; graphRootUsed?: number; volumePath?: string };
   version?: { Version?: string; APIVersion?: string };
 }
 
@@ -581,6 +626,14 @@ export interface LibpodInspect {
     SecurityOpt?: string[] | null;
   };
   Mounts?: Array<{ Type?: string; Name?: string; Source?: string; Destination?: string }>;
+}
+
+interface LibpodVolume {
+  Name: string;
+  Driver?: string;
+  Mountpoint?: string;
+  Labels?: Record<string, string> | null;
+  Options?: Record<string, string> | null;
 }
 
 interface LibpodImage {

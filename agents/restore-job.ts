@@ -23,7 +23,7 @@ import {
 } from '../core/object-stores/signed-url-download.js';
 import { checkSignedUrl, SignedUrlPolicyError, type SignedUrlPolicy } from '../core/object-stores/signed-url-policy.js';
 import { SignatureError } from '../core/signed-envelope.js';
-import type { ContainerEngine } from './container-engine.js';
+import { VolumeExistsError, type ContainerEngine } from './container-engine.js';
 
 /** A restore refused for a reason the operator can act on; `code` goes into the restore.failed event. */
 export class RestoreRefusedError extends Error {
@@ -140,6 +140,7 @@ export class RestoreJob {
   private manifest: Manifest | 'loading' | undefined;
   /** Chunks on their way to the engine: indexes below `sent` went, `verified` wait for their turn. */
   private readonly downloads = { fetching: new Set<number>(), verified: new Map<number, Buffer>(), sent: 0, lastProgressAt: 0 };
+  private progressTimer: NodeJS.Timeout | undefined;
   /** Measured by the preflight, before the freeze; the manifest's size is checked against it. */
   private freeDiskBytes = 0;
   /** When the source or a download last showed life: the idle timeout counts from here. */
@@ -240,6 +241,7 @@ export class RestoreJob {
       throw failure;
     } finally {
       clearInterval(idle);
+      clearTimeout(this.progressTimer);
       await subscription?.stop();
       this.downloads.verified.clear();
     }
@@ -521,9 +523,17 @@ export class RestoreJob {
   }
 
   private reportProgress(): void {
-    const now = Date.now();
-    if (now - this.downloads.lastProgressAt < 500) return;
-    this.downloads.lastProgressAt = now;
+    const wait = 500 - (Date.now() - this.downloads.lastProgressAt);
+    if (wait > 0) {
+      // At most one report per 500 ms, but the last figure is sent when the window ends: a source waiting
+      // for it (volumes copied before the freeze) must see it even when nothing arrives after it.
+      this.progressTimer ??= setTimeout(() => {
+        this.progressTimer = undefined;
+        this.reportProgress();
+      }, wait);
+      return;
+    }
+    this.downloads.lastProgressAt = Date.now();
     void this.options
       .emit(
         'restore.progress',
@@ -566,6 +576,7 @@ async function downloadInto(into: Buffer | undefined, url: string, maxBytes?: nu
 
 /** The engine spools the archive as it arrives: running out of room there is a full disk, not an engine fault. */
 function engineFailure(error: unknown, chunksSent: number): RestoreRefusedError {
+  if (error instanceof VolumeExistsError) return new RestoreRefusedError('destination-incompatible', error.message);
   if (/no space left on device|ENOSPC/i.test(describe(error))) {
     return new RestoreRefusedError(
       'disk-full',

@@ -28,6 +28,18 @@ export interface TarEntry {
 const BLOCK = 512;
 const MAX_PAX_BYTES = 64 * 1024;
 
+/**
+ * A filter over the stream: every byte goes to `emit` except those of the entries `drop` names (their
+ * extended headers included), so what comes out is the same archive without them.
+ */
+export interface TarPassThrough {
+  drop(name: string): boolean;
+  emit(bytes: Buffer): void;
+}
+
+/** Where the bytes being read go, with a pass-through: out, held until the entry's name is known, or nowhere. */
+type Route = 'emit' | 'hold' | 'drop';
+
 export class TarEntryReader {
   readonly entries: TarEntry[] = [];
   /** The bodies of the wanted entries, by name (the last one when a name repeats; `entries` shows repeats). */
@@ -35,9 +47,12 @@ export class TarEntryReader {
   private pending: Buffer[] = [];
   private pendingBytes = 0;
   /** What the reader waits for next, and how many bytes of it. */
-  private state: { kind: 'header' } | { kind: 'body'; left: number; pad: number; into?: Buffer[]; keep?: string; pax?: 'x' | 'L' } = {
+  private state:
+    { kind: 'header' } | { kind: 'body'; left: number; pad: number; into?: Buffer[]; keep?: string; pax?: 'x' | 'L'; route?: Route } = {
     kind: 'header',
   };
+  /** Extended headers read before the entry they name (pass-through only). */
+  private held: Buffer[] = [];
   private next: { path?: string; size?: number } = {};
   private zeroBlocks = 0;
   private ended = false;
@@ -46,6 +61,7 @@ export class TarEntryReader {
   constructor(
     private readonly wanted: ReadonlySet<string>,
     private readonly maxBodyBytes: number,
+    private readonly passThrough?: TarPassThrough,
   ) {}
 
   /** Whether the end-of-archive marker (two zero blocks) was read; bytes after it are ignored, as Go does. */
@@ -54,7 +70,10 @@ export class TarEntryReader {
   }
 
   write(data: Buffer): void {
-    if (this.ended) return;
+    if (this.ended) {
+      this.passThrough?.emit(data);
+      return;
+    }
     this.pending.push(data);
     this.pendingBytes += data.length;
     for (;;) {
@@ -63,7 +82,12 @@ export class TarEntryReader {
         const block = this.take(BLOCK);
         if (!block) return;
         this.header(block);
-        if (this.ended) return;
+        if (this.ended) {
+          // What follows the end (a writer's padding to its record size) passes as it is.
+          for (const rest of this.pending.splice(0)) this.passThrough?.emit(rest);
+          this.pendingBytes = 0;
+          return;
+        }
         continue;
       }
       if (state.left > 0) {
@@ -71,12 +95,14 @@ export class TarEntryReader {
         if (!part) return;
         state.left -= part.length;
         state.into?.push(part);
+        this.route(part, state.route);
         if (state.left > 0) return;
       }
       if (state.pad > 0) {
         const pad = this.take(Math.min(state.pad, this.pendingBytes), true);
         if (!pad) return;
         state.pad -= pad.length;
+        this.route(pad, state.route);
         if (state.pad > 0) return;
       }
       this.endBody(state);
@@ -95,6 +121,7 @@ export class TarEntryReader {
   private header(block: Buffer): void {
     const at = this.offset - BLOCK;
     if (block.every((b) => b === 0)) {
+      this.route(block, 'emit');
       this.zeroBlocks += 1;
       if (this.zeroBlocks === 2) this.ended = true;
       return;
@@ -110,12 +137,17 @@ export class TarEntryReader {
     const size = ustarSize;
     if (type === 'x' || type === 'L') {
       if (size > MAX_PAX_BYTES) throw new TarFormatError(`an extended header of ${size} bytes at byte ${at}`);
-      this.state = { kind: 'body', left: size, pad, into: [], pax: type };
+      this.route(block, 'hold');
+      this.state = { kind: 'body', left: size, pad, into: [], pax: type, route: 'hold' };
       return;
     }
+    if (type === 'K' && size > MAX_PAX_BYTES) throw new TarFormatError(`a long link name of ${size} bytes at byte ${at}`);
     if (type === 'g' || type === 'K') {
-      // Global PAX headers and GNU long link names change no entry name this reader needs.
-      this.state = { kind: 'body', left: size, pad };
+      // Global PAX headers and GNU long link names change no entry name this reader needs. A long link
+      // name belongs to the next entry (held with it); a global header to every later one (passed on).
+      const route = type === 'K' ? 'hold' : 'emit';
+      this.route(block, route);
+      this.state = { kind: 'body', left: size, pad, route };
       return;
     }
     const magic = block.subarray(257, 263).toString('latin1');
@@ -127,12 +159,24 @@ export class TarEntryReader {
     // Hard links, symlinks, devices, directories and fifos have no body in the archive (as Go reads it).
     const body = '123456'.includes(type) ? 0 : (paxSize ?? ustarSize);
     this.entries.push({ name, type, size: body });
+    const route: Route = this.passThrough?.drop(name) === true ? 'drop' : 'emit';
+    const held = this.held;
+    this.held = [];
+    if (route === 'emit') for (const bytes of [...held, block]) this.route(bytes, 'emit');
     const keep = type === '0' && this.wanted.has(name) ? name : undefined;
     if (keep !== undefined && body > this.maxBodyBytes)
       throw new TarFormatError(`${name} is ${body} bytes (at most ${this.maxBodyBytes} read)`);
     const bodyPad = (BLOCK - (body % BLOCK)) % BLOCK;
     this.state =
-      keep !== undefined ? { kind: 'body', left: body, pad: bodyPad, into: [], keep } : { kind: 'body', left: body, pad: bodyPad };
+      keep !== undefined
+        ? { kind: 'body', left: body, pad: bodyPad, into: [], keep, route }
+        : { kind: 'body', left: body, pad: bodyPad, route };
+  }
+
+  private route(bytes: Buffer, route: Route | undefined): void {
+    if (this.passThrough === undefined || route === 'drop') return;
+    if (route === 'hold') this.held.push(bytes);
+    else this.passThrough.emit(bytes);
   }
 
   private endBody(state: { into?: Buffer[]; keep?: string; pax?: 'x' | 'L' }): void {

@@ -2,6 +2,7 @@ import type { AgentRegistration } from '../core/agent-registration.js';
 import { isAlive } from '../core/agent-registration.js';
 import type { Timeline } from '../core/events.js';
 import type { ConnectionPlan } from '../core/container-network.js';
+import type { StoragePlan } from '../core/container-storage.js';
 import type { Plan } from '../core/migration-plan.js';
 import type { MigrationRecord } from '../core/migration.js';
 
@@ -96,6 +97,7 @@ export function planSummary(plan: Plan): unknown {
     candidates: plan.decision.candidates,
     mode: plan.mode,
     ...(plan.connections !== undefined ? { connections: plan.connections } : {}),
+    ...(plan.storage !== undefined ? { storage: plan.storage } : {}),
   };
 }
 
@@ -125,7 +127,21 @@ export function formatPlan(plan: Plan): string {
       )}`
     : '';
   const withCandidates = `${candidates.length > 0 ? `${head}\n\n${table(candidates)}` : head}${modes}`;
-  return plan.ok && plan.connections !== undefined ? `${withCandidates}\n\n${formatConnections(plan.connections)}` : withCandidates;
+  const sections = plan.ok
+    ? [plan.connections && formatConnections(plan.connections), plan.storage && formatStorage(plan.storage)].filter((s) => s !== undefined)
+    : [];
+  return [withCandidates, ...sections].join('\n\n');
+}
+
+/** Volumes and bind mounts: what moves when, and which host paths the destination must have. */
+function formatStorage(storage: StoragePlan): string {
+  return [
+    'storage:',
+    `  volumes: ${storage.volumesMove}`,
+    ...storage.volumes.map((v) => `    ${v.name} at ${v.destination}${v.bytes !== undefined ? `, ${bytes(v.bytes)}` : ''}`),
+    storage.binds.length === 0 ? '  bind mounts: none' : '  bind mounts (host paths, not moved: the destination must have them):',
+    ...storage.binds.map((b) => `    ${b.source} at ${b.destination}`),
+  ].join('\n');
 }
 
 /** What happens to the service's network state, before anything is frozen. */

@@ -100,8 +100,10 @@ export async function migrate(container: string, options: MigrateOptions): Promi
         mode = event.data.mode;
         if (event.data.modeReason) say(`    mode: ${event.data.modeReason}`);
         if (event.data.archiveEstimate) {
-          expectSize(event.data.archiveEstimate.bytes);
-          say(`    archive ~${bytes(event.data.archiveEstimate.bytes)}: ${event.data.archiveEstimate.basis}`);
+          const { bytes: frozenBytes, beforeFreezeBytes = 0, basis } = event.data.archiveEstimate;
+          // The stream carries the volumes copied before the freeze too: they count in the transfer.
+          expectSize(frozenBytes + beforeFreezeBytes);
+          say(`    archive ~${bytes(frozenBytes)}: ${basis}`);
         }
         return;
       case 'restore.prepared':

@@ -142,6 +142,9 @@ export const eventData = {
     container: containerName,
     image: z.string().min(1),
     artifact: Artifact,
+    /** Container level with volumes: when the source began sending their files, while the service still ran. */
+    runningCopyStartedAt: isoTime.optional(),
+    /** When the service froze. */
     checkpointStartedAt: isoTime,
     firstByteAt: isoTime,
     uploadedAt: isoTime,
@@ -207,7 +210,15 @@ export const eventData = {
      * event before checkpoint.uploaded (different functions, no order between them): the record's timeline
      * and frozen time must not depend on which comes first.
      */
-    upload: z.object({ artifact: Artifact, checkpointStartedAt: isoTime, firstByteAt: isoTime, uploadedAt: isoTime }).optional(),
+    upload: z
+      .object({
+        artifact: Artifact,
+        runningCopyStartedAt: isoTime.optional(),
+        checkpointStartedAt: isoTime,
+        firstByteAt: isoTime,
+        uploadedAt: isoTime,
+      })
+      .optional(),
   }),
   /** post-copy: the last page reached the destination and the source confirmed: it holds nothing needed now. */
   'restore.pages-arrived': z.object({ ...migrationRef, agent: AgentId, bytes: z.number().int().nonnegative(), arrivedAt: isoTime }),
@@ -262,6 +273,11 @@ export const RestoreRequirements = z.object({
   published: z.array(PublishedPort).max(256).optional(),
   /** What the container was allowed at the source: the archive's container config may ask for no more. */
   profile: ContainerSecurityProfile.optional(),
+  /** Host paths the container bind-mounts (core/container-storage.ts): they do not move, the destination must have them. */
+  binds: z
+    .array(z.object({ source: z.string().min(1).max(4096), destination: z.string().min(1).max(4096) }))
+    .max(256)
+    .optional(),
 });
 export type RestoreRequirements = z.infer<typeof RestoreRequirements>;
 
@@ -282,6 +298,8 @@ export const commandData = {
     sealFor: SealingPublicKey,
     /** post-copy: the page stream, its key wrapped for this agent. Absent: stop-and-copy. */
     postCopy: PageStreamGrant.optional(),
+    /** The destination: the source freezes only once it has taken what was sent while the service ran (volumes). */
+    destinationAgent: AgentId.optional(),
   }),
   /**
    * Get ready to receive the container: check the name is free and the image present, then fetch the

@@ -125,6 +125,25 @@ export const ContainerTraits = z.object({
   /** What the container wrote into its own filesystem (the engine's writable layer): it goes in the archive too. */
   rootfsChangesBytes: z.number().int().nonnegative().optional(),
   launcher: LauncherCapability.optional(),
+  /**
+   * The container's volumes (container level): each one's size on disk, and whether they move outside the
+   * freeze (copied while it runs, only what changed moves frozen: agents/volumes/) or in the archive, and why.
+   */
+  volumes: z
+    .object({
+      outsideFreeze: z.boolean(),
+      reason: reason.optional(),
+      list: z
+        .array(
+          z.object({
+            name: z.string().min(1).max(255),
+            destination: z.string().min(1).max(4096),
+            bytes: z.number().int().nonnegative().optional(),
+          }),
+        )
+        .max(64),
+    })
+    .optional(),
   /** Sockets, connections and published ports, read from the kernel by the source agent. */
   network: ContainerNetwork.optional(),
   /** Whether CRIU can dump the container as it is now (its processes, file descriptors), and why not. */
@@ -166,7 +185,10 @@ export interface Candidate {
 
 /** How big the checkpoint archive is expected to be, and what that figure rests on (shown by `ums plan`). */
 export const ArchiveEstimate = z.object({
+  /** What moves while the service is frozen. */
   bytes: z.number().int().nonnegative(),
+  /** What the checkpoint stream carries before the freeze: the volumes copied while the service runs. */
+  beforeFreezeBytes: z.number().int().nonnegative().optional(),
   /** False when the container's memory was not known and the model's default stood in for it. */
   measured: z.boolean(),
   basis: z.string(),
@@ -181,19 +203,32 @@ export type ArchiveEstimate = z.infer<typeof ArchiveEstimate>;
 export function estimateArchive(traits: ContainerTraits): ArchiveEstimate {
   const changes = traits.rootfsChangesBytes;
   const changesPart = changes === undefined ? ', rootfs changes not known' : ` + ${fmtMiB(changes)} rootfs changes`;
+  // Volumes in the archive move frozen; outside it, before the freeze (what changed since is not known ahead).
+  const volumes = traits.volumes;
+  const volumeBytes = (volumes?.list ?? []).reduce((sum, v) => sum + (v.bytes ?? 0), 0);
+  const volumesPart =
+    volumes === undefined || volumes.list.length === 0
+      ? ''
+      : volumes.outsideFreeze
+        ? `; ${fmtMiB(volumeBytes)} in volumes copied before the freeze`
+        : ` + ${fmtMiB(volumeBytes)} in volumes`;
+  const frozenVolumeBytes = volumes?.outsideFreeze === false ? volumeBytes : 0;
+  const before = volumes?.outsideFreeze === true && volumeBytes > 0 ? { beforeFreezeBytes: volumeBytes } : {};
   if (traits.memoryBytes === undefined) {
-    const assumed = COST_MODEL.defaultMemoryBytes + (changes ?? 0);
+    const assumed = COST_MODEL.defaultMemoryBytes + (changes ?? 0) + frozenVolumeBytes;
     return {
       bytes: assumed,
+      ...before,
       measured: false,
-      basis: `memory unknown (the source agent could not read the container's processes), assumed ${fmtMiB(COST_MODEL.defaultMemoryBytes)}${changesPart}`,
+      basis: `memory unknown (the source agent could not read the container's processes), assumed ${fmtMiB(COST_MODEL.defaultMemoryBytes)}${changesPart}${volumesPart}`,
     };
   }
   const processes = traits.processCount === undefined ? 'its processes' : `${traits.processCount} process(es)`;
   return {
-    bytes: traits.memoryBytes + (changes ?? 0),
+    bytes: traits.memoryBytes + (changes ?? 0) + frozenVolumeBytes,
+    ...before,
     measured: true,
-    basis: `${fmtMiB(traits.memoryBytes)} resident memory of ${processes}, measured${changesPart}`,
+    basis: `${fmtMiB(traits.memoryBytes)} resident memory of ${processes}, measured${changesPart}${volumesPart}`,
   };
 }
 

@@ -1,7 +1,8 @@
 import { isAlive, type AgentRegistration } from './agent-registration.js';
 import { conflictingPorts, planConnections, type ConnectionPlan } from './container-network.js';
 import type { Approach, FailureCode } from './events.js';
-import { decideApproach, type Decision } from './migration-approach.js';
+import { planStorage, type StoragePlan } from './container-storage.js';
+import { COST_MODEL, decideApproach, type Decision } from './migration-approach.js';
 import { decideMode, type MigrationMode, type ModeDecision } from './migration-mode.js';
 
 export interface PlanRequest {
@@ -25,6 +26,8 @@ export type Plan =
       mode: ModeDecision;
       /** What happens to the container's sockets and connections (container level), when its agent read them. */
       connections?: ConnectionPlan;
+      /** How its volumes move and which host paths it bind-mounts (container level), when its agent read them. */
+      storage?: StoragePlan;
     }
   | {
       ok: false;
@@ -170,6 +173,7 @@ export function planAgainst(agents: AgentRegistration[], request: PlanRequest, n
     source: source.capabilities.postCopy,
     destination: destination.capabilities.postCopy,
   });
+  const storage = planStorage(traits, source.transfer?.uploadBytesPerSecond ?? COST_MODEL.defaultBandwidthBytesPerSecond);
   return {
     ok: true,
     source,
@@ -178,5 +182,6 @@ export function planAgainst(agents: AgentRegistration[], request: PlanRequest, n
     decision,
     mode,
     ...(network !== undefined && decision.approach === 'container' ? { connections: planConnections(network) } : {}),
+    ...(storage !== undefined && decision.approach === 'container' ? { storage } : {}),
   };
 }

@@ -143,6 +143,8 @@ const Times = z.object({
   requestedAt: isoTime,
   plannedAt: isoTime.optional(),
   preparedAt: isoTime.optional(),
+  /** Volumes copied before the freeze (container level): when that copy began. */
+  runningCopyStartedAt: isoTime.optional(),
   checkpointStartedAt: isoTime.optional(),
   firstByteAt: isoTime.optional(),
   uploadedAt: isoTime.optional(),
@@ -340,7 +342,9 @@ export function timelineOf(record: { times: MigrationTimes; artifact?: Artifact 
   const t = record.times;
   const finishedAt = t.finishedAt ?? new Date().toISOString();
   const phases: Array<[string, number | undefined]> = [
-    ['plan+prepare', ms(t.requestedAt, t.checkpointStartedAt)],
+    ['plan+prepare', ms(t.requestedAt, t.runningCopyStartedAt ?? t.checkpointStartedAt)],
+    // Volumes: their files moved while the service still ran.
+    ['volumes (running)', ms(t.runningCopyStartedAt, t.checkpointStartedAt)],
     ['checkpoint', ms(t.checkpointStartedAt, t.firstByteAt)],
     ['upload', ms(t.firstByteAt, t.uploadedAt)],
     // The destination fetches chunks while they upload; this is what remains after the last one landed.

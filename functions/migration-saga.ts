@@ -186,6 +186,7 @@ export async function plan(event: EventOf<'migration.requested'>, ctx: FunctionC
       ...(source.capabilities?.containerLevel.cpuinfo !== undefined ? { cpuinfo: source.capabilities.containerLevel.cpuinfo } : {}),
       ...(container.traits?.network !== undefined ? { published: container.traits.network.published } : {}),
       ...(container.traits?.security !== undefined ? { profile: container.traits.security } : {}),
+      ...(verdict.storage !== undefined && verdict.storage.binds.length > 0 ? { binds: verdict.storage.binds } : {}),
     },
     times: { ...current.times, plannedAt: new Date().toISOString() },
   });
@@ -281,7 +282,7 @@ export async function destinationReady(event: EventOf<'restore.prepared'>, recor
 }
 
 async function freezeSource(record: RecordIn<'checkpointing'>, ctx: FunctionContext): Promise<void> {
-  const { migrationId, epoch, container, sourceAgent, artifactLocation, approach, sealFor, pageStream } = record;
+  const { migrationId, epoch, container, sourceAgent, destinationAgent, artifactLocation, approach, sealFor, pageStream } = record;
   if (!sealFor) {
     // Only a record planned by a build that did not seal: nothing frozen yet, the deadline fails it.
     throw new Error(`migration ${migrationId} was planned without the destination's sealing key; it cannot be checkpointed`);
@@ -298,6 +299,7 @@ async function freezeSource(record: RecordIn<'checkpointing'>, ctx: FunctionCont
       artifact: artifactLocation,
       sealFor,
       ...(pageStream ? { postCopy: pageStream.source } : {}),
+      destinationAgent,
     },
     `${migrationId}.checkpoint`,
   );
@@ -333,6 +335,7 @@ export async function sourceUploaded(event: EventOf<'checkpoint.uploaded'>, reco
   if (r.state === 'requested' || r.state === 'preflight' || r.artifact) return;
   const times = {
     ...r.times,
+    ...(uploaded.runningCopyStartedAt !== undefined ? { runningCopyStartedAt: uploaded.runningCopyStartedAt } : {}),
     checkpointStartedAt: uploaded.checkpointStartedAt,
     firstByteAt: uploaded.firstByteAt,
     uploadedAt: uploaded.uploadedAt,
@@ -463,8 +466,17 @@ function relayedUpload(
   if (r.artifact || !upload || upload.artifact.storeUrl !== expected.storeUrl || upload.artifact.prefix !== expected.prefix) {
     return { times: r.times, ...(r.artifact ? { artifact: r.artifact } : {}) };
   }
-  const { checkpointStartedAt, firstByteAt, uploadedAt } = upload;
-  return { times: { ...r.times, checkpointStartedAt, firstByteAt, uploadedAt }, artifact: upload.artifact };
+  const { runningCopyStartedAt, checkpointStartedAt, firstByteAt, uploadedAt } = upload;
+  return {
+    times: {
+      ...r.times,
+      ...(runningCopyStartedAt !== undefined ? { runningCopyStartedAt } : {}),
+      checkpointStartedAt,
+      firstByteAt,
+      uploadedAt,
+    },
+    artifact: upload.artifact,
+  };
 }
 
 /**

@@ -254,6 +254,8 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
           // the host's: the page relay runs there, reached on the host's WAN address.
           UMS_PAGE_RELAY_ADDRESS: onWan.address,
           UMS_HOST_NETNS: host.netns,
+          // Podman names its volumes by the path it sees in its own mount namespace.
+          UMS_VOLUMES_DIR: host.volumesDir,
         },
         logFile: agentLog,
         ready: async () => (await readFile(agentLog, 'utf8')).includes('agent started'),

@@ -70,6 +70,8 @@ export interface PodmanHost {
   runroot: string;
   /** Where that runroot's contents really are: `<dir>/runroot`. */
   runrootDir: string;
+  /** Where the volumes, which the service finds at SHARED_VOLUMEPATH, really are: `<dir>/volumes`. */
+  volumesDir: string;
   socketPath: string;
   /** unix:///path/to/podman.sock, for `podman --url` and CONTAINER_HOST. */
   url: string;
@@ -281,6 +283,7 @@ export async function startPodmanHost(options: PodmanHostOptions): Promise<Podma
     url,
     runroot: SHARED_RUNROOT,
     runrootDir: paths.runroot,
+    volumesDir: paths.volumes,
     env: cliEnv,
     netns,
     servicePid: () => (exited ? undefined : child.pid),

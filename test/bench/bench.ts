@@ -30,6 +30,7 @@ import {
 import { measureServerFloor, runServerMigration, type ServerHost } from './server-run.js';
 import { measureTransfer, writeRandomFile, type StoreAccess } from './sdk-transfer.js';
 import { measureContainerPostCopy } from './lazy-container-run.js';
+import { runVolumeMigration, VOLUME_VARIANTS, volumeReport } from './volume-run.js';
 import { measurePostCopy, postCopyReport } from './post-copy-run.js';
 import { measureSealing, sealingReport } from './sealing-cost.js';
 
@@ -118,6 +119,12 @@ const program = new Command('bench')
     "sizes of the post-copy comparison: a process, then a container through Podman, moved lazily through the agents' page relay against stop-and-copy (empty: none)",
     list(parseSize),
     [256, 1024],
+  )
+  .option(
+    '--volume-sizes <MiB,...>',
+    "sizes of the volume comparison: the counter with a volume moved outside the freeze, in Podman's archive, and without one, through the file store (empty: none)",
+    list(parseSize),
+    [1024],
   )
   .option('--no-object-store', "skip the transfer through UMS's ObjectStore seam (kept: the plain SDK transfer)")
   .option('--out <dir>', 'where to write results.json, report.md and chart.png (default bench/results/<timestamp>)')
@@ -209,6 +216,7 @@ function printTables(run: BenchRun): string {
   return [
     ...(run.sealing ? [sealingReport(run.sealing), ''] : []),
     ...(run.postCopy && run.postCopy.length > 0 ? [postCopyReport(run.postCopy), ''] : []),
+    ...(run.volumes && run.volumes.length > 0 ? [volumeReport(run.volumes), ''] : []),
     ...(run.options.sizes.length > 0 ? [consoleTable(summarise(run))] : []),
     ...(approaches.length > 0 ? ['', approachConsoleTable(approaches)] : []),
     ...(servers.length > 0 ? ['', serverConsoleTable(servers)] : []),
@@ -225,6 +233,7 @@ async function main(): Promise<number> {
     servers: BenchServer[];
     serverSizes: number[];
     postcopySizes: number[];
+    volumeSizes: number[];
     out?: string;
     timeout: number;
     fromResults?: string;
@@ -247,6 +256,7 @@ async function main(): Promise<number> {
     servers: raw.serverSizes.length > 0 ? raw.servers : [],
     serverSizes: raw.servers.length > 0 ? raw.serverSizes : [],
     postCopySizes: raw.postcopySizes,
+    volumeSizes: raw.volumeSizes,
     out: resolve(raw.out ?? join(repoRoot, 'bench', 'results', startedAt.toISOString().replace(/[:.]/g, '-'))),
   };
   await mkdir(options.out, { recursive: true });
@@ -290,11 +300,15 @@ async function main(): Promise<number> {
   const compared = options.approachSizes.length > 0;
   // Real servers move azure -> gcp (the default hosts and stores) whatever --stores says.
   const serving = options.servers.length > 0;
+  // Volumes move through the file store's pair whatever --stores says.
+  const volumes = raw.volumeSizes.length > 0;
   const specs = [
     ...new Map(
-      [...options.stores.flatMap((store) => ROUTES[store]), ...(compared ? ROUTES.file : []), ...(serving ? ROUTES.azure : [])].map(
-        (spec) => [spec.agentId, spec],
-      ),
+      [
+        ...options.stores.flatMap((store) => ROUTES[store]),
+        ...(compared || volumes ? ROUTES.file : []),
+        ...(serving ? ROUTES.azure : []),
+      ].map((spec) => [spec.agentId, spec]),
     ).values(),
   ];
   // Short: Podman refuses long runroots and unix sockets cap their path length.
@@ -493,6 +507,36 @@ async function main(): Promise<number> {
       // After every size, so an interrupted run still leaves what it measured.
       run.finishedAt = new Date().toISOString();
       await writeResults(run, options.out);
+    }
+
+    if (volumes) {
+      const [from, to] = ROUTES.file;
+      const route: MigrationRoute = { store: 'file', source: host(from), destination: host(to) };
+      run.volumes = [];
+      for (const volumeMiB of raw.volumeSizes) {
+        for (let rep = 0; rep < options.reps; rep++) {
+          // Alternate the order, so that no variant always follows another's leftovers.
+          const order = rep % 2 === 0 ? [...VOLUME_VARIANTS] : [...VOLUME_VARIANTS].reverse();
+          for (const variant of order) {
+            const what = `volume ${volumeMiB} MiB ${variant} rep ${rep}`;
+            log.info({ volumeMiB, variant, rep }, 'volume migration');
+            try {
+              const sample = await runVolumeMigration(context, route, scratch, volumeMiB, variant, rep);
+              run.volumes.push(sample);
+              if (!sample.ok) run.incidents.push(`${what} failed: ${sample.error ?? ''}`);
+              else if (!sample.continuous) run.incidents.push(`${what}: the count did not continue`);
+              log.info(
+                { volumeMiB, variant, rep, ok: sample.ok, frozenMs: sample.frozenMs, downtimeMs: sample.downtimeMs },
+                'volume migration measured',
+              );
+            } catch (error) {
+              incident(what, error);
+            }
+          }
+        }
+        run.finishedAt = new Date().toISOString();
+        await writeResults(run, options.out);
+      }
     }
 
     if (serving) {

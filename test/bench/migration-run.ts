@@ -72,13 +72,14 @@ export async function runMigration(
   route: MigrationRoute,
   sizeMiB: number,
   rep: number,
+  workload: { name?: string; runArgs?: string[] } = {},
 ): Promise<MigrationSample> {
-  const name = `mig-${route.store}-${sizeMiB}-${rep}`;
+  const name = workload.name ?? `mig-${route.store}-${sizeMiB}-${rep}`;
   const base = { sizeMiB, rep, store: route.store, source: route.source.name, destination: route.destination.name };
   await route.source.podman(['rm', '-f', name]).catch(() => undefined);
   await route.destination.podman(['rm', '-f', name]).catch(() => undefined);
   try {
-    await startWorkload(route.source, context.image, name, sizeMiB);
+    await startWorkload(route.source, context.image, name, sizeMiB, workload.runArgs ? { runArgs: workload.runArgs } : {});
     await waitUntilListed(context, route.source.name, name);
   } catch (error) {
     // A workload left behind would hold its memory through every later measurement on that host.

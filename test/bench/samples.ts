@@ -1,5 +1,6 @@
 import type { PostCopySample } from './post-copy-run.js';
 import type { SealingSample } from './sealing-cost.js';
+import type { VolumeSample } from './volume-run.js';
 /**
  * What one benchmark run records: every raw measurement, so the JSON can be re-analysed without re-running.
  * All times are milliseconds of wall-clock time on this machine; sizes are the workload's random memory.
@@ -153,6 +154,8 @@ export interface BenchOptions {
   serverSizes: number[];
   /** sizes of the post-copy comparison, process level (empty: none; absent from older results) */
   postCopySizes?: number[];
+  /** volume sizes of the volume comparison (empty: none; absent from older results) */
+  volumeSizes?: number[];
   out: string;
 }
 
@@ -176,6 +179,8 @@ export interface BenchRun {
   sealing?: SealingSample;
   /** post-copy against stop-and-copy of the same process, between two simulated hosts (absent from older results) */
   postCopy?: PostCopySample[];
+  /** a container with a volume moved outside the freeze, in Podman's archive, and without (absent from older results) */
+  volumes?: VolumeSample[];
   /** anything that went wrong but did not stop the run (a failed migration, a broken count) */
   incidents: string[];
 }

@@ -10,7 +10,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -63,6 +63,15 @@ interface MigrateResult {
   reason?: string;
   runningOn?: string | null;
   migrationId?: string;
+  timeline?: { archiveBytes: number; frozenMs: number };
+}
+
+interface PlanWithStorage {
+  storage?: {
+    volumes: Array<{ name: string; destination: string; bytes?: number }>;
+    volumesMove: string;
+    binds: Array<{ source: string; destination: string }>;
+  };
 }
 
 interface PlanSummary {
@@ -106,7 +115,7 @@ async function pidOf(host: PodmanHost, name: string): Promise<number> {
 }
 
 /** Waits until the source agent's registration describes the container's connections as wanted, then returns the plan. */
-async function planWhen(name: string, to: string, ready: (plan: PlanSummary) => boolean): Promise<PlanSummary> {
+async function planWhen(name: string, to: string, ready: (plan: PlanSummary) => boolean, timeoutMs?: number): Promise<PlanSummary> {
   let last: PlanSummary | undefined;
   await waitFor(
     async () => {
@@ -114,6 +123,7 @@ async function planWhen(name: string, to: string, ready: (plan: PlanSummary) => 
       return ready(last);
     },
     `the plan of ${name} to show its connections (last: ${JSON.stringify(last?.connections)})`,
+    timeoutMs,
   );
   return last as PlanSummary;
 }
@@ -436,6 +446,96 @@ describe('real services (redis, memcached) through the whole stack', { timeout: 
     for (const host of [azure, gcp]) await host.podman(['volume', 'prune', '-f']);
   });
 
+  it('redis with its append-only file on a volume: the files move while it serves, only what changed moves frozen, and the AOF reloads to the same data; a volume of that name at the destination is refused before any freeze', async () => {
+    const name = 'redis-aof';
+    const volume = 'redis-aof-data';
+    const port = 6381;
+    // Every write goes to the append-only file on the volume; no rewrite moves it while it is copied.
+    await azure.podman([
+      ...['run', '-d', '--name', name, '-p', `${port}:${REDIS_PORT}`, '-v', `${volume}:/var/lib/redis`, DEFAULT_REDIS_IMAGE],
+      ...['--appendonly', 'yes', '--appendfsync', 'always', '--auto-aof-rewrite-percentage', '0'],
+    ]);
+    const pidA = await pidOf(azure, name);
+    const exec = async (host: PodmanHost, command: string) => (await host.podman(['exec', name, 'sh', '-c', command])).stdout.trim();
+    // 48 MiB the service never touches again: it must move before the freeze, not in it.
+    await exec(azure, 'dd if=/dev/urandom of=/var/lib/redis/static.bin bs=1048576 count=48 2>/dev/null && sync');
+    const staticSum = await exec(azure, 'sha256sum /var/lib/redis/static.bin');
+    for (let i = 0; i < 200; i++) await redis(pidA, 'SET', `aof:${i}`, `value-${i}`);
+    await redis(pidA, 'HSET', 'aof:hash', 'a', '1', 'b', '2');
+    // Writes from the WAN every 10 ms, before, while and after the volume is copied, until the freeze resets them.
+    const writer = new OutsideRedisWriter(outside, { address: wanAddress(AZURE), port });
+    await writer.waitForReplies(20);
+
+    // ums plan tells it before anything moves: the volume, its size, and that it is copied while redis runs
+    // (the agent sizes volumes every 30 s: the plan may first show it smaller).
+    const plan = await planWhen(name, GCP, (p) => ((p as PlanWithStorage).storage?.volumes[0]?.bytes ?? 0) >= 48 * 1024 * 1024, 90_000);
+    const storage = (plan as PlanWithStorage).storage;
+    assert.equal(storage?.volumes[0]?.name, volume);
+    assert.equal(storage?.volumes[0]?.destination, '/var/lib/redis');
+    assert.match(
+      storage?.volumesMove ?? '',
+      /^copied while the service runs .* then only the files changed since move while it is frozen$/,
+    );
+    assert.deepEqual(storage?.binds, []);
+
+    // A volume of that name at the destination already: it is never written into, and the service never freezes.
+    const startedAt = (await inspect(azure, name))?.startedAt;
+    await gcp.podman(['volume', 'create', volume]);
+    const theirs = join(gcp.volumesDir, volume, '_data', 'theirs');
+    await writeFile(theirs, 'not to be touched');
+    const taken = await ums<MigrateResult>(['migrate', name, '--to', GCP]);
+    assert.equal(taken.code, 1);
+    assert.equal(taken.json.code, 'destination-incompatible', taken.json.reason);
+    assert.match(taken.json.reason ?? '', new RegExp(`a volume named "${volume}" already exists on ${GCP}`));
+    assert.equal(await readFile(theirs, 'utf8'), 'not to be touched');
+    const untouched = await inspect(azure, name);
+    assert.equal(untouched?.running, true);
+    assert.equal(untouched?.checkpointed, false, 'never frozen');
+    assert.equal(untouched?.startedAt, startedAt, 'never restarted');
+    assert.ok(writer.running, 'the outside client still writing to the source');
+    await gcp.podman(['volume', 'rm', volume]);
+
+    const there = await ums<MigrateResult>(['migrate', name, '--to', GCP]);
+    assert.equal(there.code, 0, `migration failed: ${there.json.reason}`);
+    await Promise.race([writer.ended, sleep(30_000)]);
+    const acknowledged = writer.replies.length;
+
+    // What moved while frozen, as the source agent logged it: the AOF's changes, not the static file.
+    const sourceLog = await readFile(stack.info.hosts.find((h) => h.agentId === AZURE)?.agentLog ?? assert.fail('no agent log'), 'utf8');
+    const frozenCopy = sourceLog
+      .split('\n')
+      .filter((line) => line.includes('volume changes since the copy sent (frozen)') && line.includes(`"volume":"${volume}"`))
+      .map((line) => JSON.parse(line) as { bytes: number });
+    assert.equal(frozenCopy.length, 1, 'the volume went outside the archive, its changes once in the freeze');
+    assert.ok(frozenCopy[0]!.bytes < 8 * 1024 * 1024, `moved while frozen: ${frozenCopy[0]!.bytes} bytes (the volume holds 48 MiB)`);
+    // The volume's bytes moved once: not again in Podman's export (whose own copy of the volume is dropped).
+    const streamed = there.json.timeline?.archiveBytes ?? 0;
+    assert.ok(streamed > 48 * 1024 * 1024 && streamed < 80 * 1024 * 1024, `the checkpoint stream carried ${streamed} bytes`);
+
+    const pidB = await pidOf(gcp, name);
+    assert.equal(await exec(gcp, 'sha256sum /var/lib/redis/static.bin'), staticSum, 'the static file intact');
+    assert.equal(await redis(pidB, 'GET', 'aof:199'), 'value-199');
+    const log = await redisFromOutside(GCP, port, 'LRANGE', OUTSIDE_WRITER_KEY, '0', '-1');
+    assert.deepEqual(missingWrites(writer, log.out), [], `acknowledged writes missing on the destination (of ${acknowledged})`);
+    // The append-only file on the destination's volume holds exactly what is in memory: redis reloads it
+    // (DEBUG LOADAOF: flush, empty, load the files) and its own digest of the whole dataset is unchanged.
+    const inMemory = await redis(pidB, 'DEBUG', 'DIGEST');
+    assert.equal(await redis(pidB, 'DEBUG', 'LOADAOF'), 'OK');
+    assert.equal(await redis(pidB, 'DEBUG', 'DIGEST'), inMemory, 'the dataset reloaded from the moved AOF is the one in memory');
+    assert.ok(Number(await redis(pidB, 'DBSIZE')) >= 202);
+    console.log(
+      `redis AOF on a volume: ${acknowledged} acknowledged outside writes kept; ${frozenCopy[0]!.bytes} bytes of the volume moved while frozen`,
+    );
+
+    assert.equal(await inspect(azure, name), undefined, 'the source no longer has the container');
+    assert.equal(
+      (await azure.podman(['volume', 'ls', '--format', '{{.Name}}'])).stdout.trim(),
+      '',
+      'no stale copy of the volume on the source',
+    );
+    await removeEverywhere(name, [volume]);
+  });
+
   it('refuses before any freeze, the service untouched: a port taken at the destination, a non-root process, an unknown destination', async () => {
     const name = 'redis-stays';
     await runWithInnerClient(azure, name, DEFAULT_REDIS_IMAGE, REDIS_PORT);
@@ -513,6 +613,29 @@ describe('real services (redis, memcached) through the whole stack', { timeout: 
     assert.equal((await inspect(azure, counter))?.checkpointed, false);
     assert.equal(await inspect(gcp, counter), undefined, 'nothing at the destination');
     await removeEverywhere(counter);
+
+    // (d) A bind mount of a host path the destination lacks: host paths do not move, so the destination refuses
+    // before the freeze. (The hosts share this machine's files: the path is removed once the container has it
+    // mounted, which leaves the source's mount in place and no such path for the destination.)
+    const bound = 'counter-bind';
+    const hostPath = join(STACK_DIR, 'only-on-the-source');
+    await mkdir(hostPath, { recursive: true });
+    await azure.podman(['run', '-d', '--name', bound, '-v', `${hostPath}:/bound`, '-e', 'COUNTER_TICK_MS=100', stack.info.image]);
+    await waitFor(async () => (await readTicks(azure.url, bound)).length >= 5, 'the bind-mounting counter ticking');
+    await rm(hostPath, { recursive: true });
+    const plan = await planWhen(bound, GCP, (p) => (p as PlanWithStorage).storage !== undefined);
+    const storage = (plan as PlanWithStorage).storage;
+    assert.deepEqual(storage?.binds, [{ source: hostPath, destination: '/bound' }], 'ums plan lists the bind mount');
+    assert.equal(storage?.volumesMove, 'no volumes');
+    const noPath = await ums<MigrateResult>(['migrate', bound, '--to', GCP]);
+    assert.equal(noPath.code, 1);
+    assert.equal(noPath.json.code, 'destination-incompatible', noPath.json.reason);
+    assert.match(noPath.json.reason ?? '', new RegExp(`bind-mounts the host path ${hostPath} at /bound, which ${GCP} does not have`));
+    assert.equal(noPath.json.runningOn, AZURE);
+    const boundTicks = (await readTicks(azure.url, bound)).length;
+    await waitFor(async () => (await readTicks(azure.url, bound)).length > boundTicks + 3, 'the counter ticking on after the refusal');
+    assert.equal((await inspect(azure, bound))?.checkpointed, false, 'never checkpointed');
+    await removeEverywhere(bound);
   });
 
   it("a failure only CRIU finds (a unix socket connected outside the container) is told in CRIU's words; the service runs on", async () => {

@@ -13,6 +13,7 @@ import { fileBody, tarHeader } from '../../agents/kubelet/ustar.js';
 import { toSecurityProfile } from '../../agents/podman-engine.js';
 import { RestoreRefusedError } from '../../agents/restore-job.js';
 import { TarEntryReader } from '../../agents/tar-entries.js';
+import { deltaRecord, endRecord, MAGIC, volumeRecord } from '../../agents/volumes/volume-section.js';
 import { baselineProfile, PODMAN_DEFAULT_CAPABILITIES, type ContainerSecurityProfile } from '../../core/container-security.js';
 
 const IMAGE = 'e8357277f514d6894cf57d213bd2cb079d2a87f740e6f978625da55acc1bdd4a';
@@ -322,6 +323,28 @@ describe('archive policy over the streamed tar', () => {
     const reader = new TarEntryReader(new Set(), 0);
     reader.write(tar([['a'.repeat(90), 'x']]));
     assert.equal(reader.entries[0]?.name, 'a'.repeat(90));
+  });
+
+  it('reads past a volume section to the export; refuses a volume the container does not mount, or a malformed section', () => {
+    const section = (destination: string, withDelta = true) =>
+      Buffer.concat([
+        MAGIC,
+        volumeRecord({ name: 'data', driver: 'local', labels: {}, options: {}, destination }),
+        ...(withDelta ? [deltaRecord('data')] : []),
+        endRecord(),
+      ]);
+    for (const size of [1, 512, 1 << 20]) assert.equal(run(Buffer.concat([section('/data'), archive()]), size)?.message, undefined);
+    // An escalation behind a section is still found.
+    assert.match(run(Buffer.concat([section('/data'), archive((c) => (c.privileged = true))]), 4096)!.message, /privileged/);
+    assert.match(
+      run(Buffer.concat([section('/etc'), archive()]), 4096)!.message,
+      /fills a volume "data" at \/etc, where the registered container mounts none/,
+    );
+    assert.match(
+      run(Buffer.concat([section('/data', false), archive()]), 4096)!.message,
+      /malformed volume section: .*changes made while frozen to data/,
+    );
+    assert.match(run(section('/data').subarray(0, 30), 4096)!.message, /ended inside the volume section/);
   });
 
   it('refuses a compressed, truncated or unterminated archive', () => {

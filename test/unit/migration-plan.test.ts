@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { AgentRegistration } from '../../core/agent-registration.js';
 import type { ContainerNetwork } from '../../core/container-network.js';
+import { baselineProfile } from '../../core/container-security.js';
 import { planAgainst } from '../../core/migration-plan.js';
 import { formatPlan, planSummary } from '../../cli/format.js';
 
@@ -101,6 +102,54 @@ describe('planAgainst: registrations to a plan, as planMigration and `ums plan` 
     const guessed = planAgainst(agents, { container: 'unknown', destinationAgent: 'b' }, NOW);
     assert.ok(guessed.ok);
     assert.match(formatPlan(guessed), /archive ~64\.0 MiB: memory unknown .*assumed 64 MiB[\s\S]*only as good as that assumption/);
+  });
+
+  it('`ums plan` says how volumes move and which host paths must exist at the destination; the freeze is estimated without the volumes copied before it', () => {
+    const volume = { name: 'data', destination: '/var/lib/redis', bytes: 1024 * MiB };
+    const mounts = [
+      { source: '/var/lib/containers/storage/volumes/data/_data', destination: '/var/lib/redis' },
+      { source: '/srv/config', destination: '/etc/app' },
+    ];
+    const security = { ...baselineProfile(IMAGE_ID), mounts };
+    const container = (name: string, outsideFreeze: boolean): Container => ({
+      ...launched(name, 1, 64 * MiB),
+      traits: {
+        processCount: 1,
+        memoryBytes: 64 * MiB,
+        security,
+        volumes: outsideFreeze
+          ? { outsideFreeze, list: [volume] }
+          : { outsideFreeze, reason: 'volume "data" is not a plain local directory', list: [volume] },
+      },
+    });
+    const agents = [agent('a', [container('outside', true), container('inside', false)]), agent('b', [])];
+    const outside = planAgainst(agents, { container: 'outside', destinationAgent: 'b', approach: 'container' }, NOW);
+    assert.ok(outside.ok);
+    assert.deepEqual(outside.storage?.binds, [{ source: '/srv/config', destination: '/etc/app' }], 'the volume is not a bind mount');
+    assert.match(
+      outside.storage?.volumesMove ?? '',
+      /^copied while the service runs \(~[\d.]+ s for 1024\.0 MiB\), then only the files changed since/,
+    );
+    assert.equal(outside.decision.archive.bytes, 64 * MiB, 'frozen: the memory only');
+    assert.equal(outside.decision.archive.beforeFreezeBytes, 1024 * MiB);
+    const text = formatPlan(outside);
+    for (const line of [
+      'storage:\n  volumes: copied while the service runs',
+      '\n    data at /var/lib/redis, 1.0 GiB\n',
+      '\n  bind mounts (host paths, not moved: the destination must have them):\n    /srv/config at /etc/app',
+    ])
+      assert.ok(text.includes(line), `${JSON.stringify(line)} in:\n${text}`);
+    const inside = planAgainst(agents, { container: 'inside', destinationAgent: 'b', approach: 'container' }, NOW);
+    assert.ok(inside.ok);
+    assert.equal(inside.decision.archive.bytes, 1088 * MiB, 'in the archive, the volume is frozen too');
+    assert.match(
+      inside.storage?.volumesMove ?? '',
+      /^in the checkpoint archive, while the service is frozen: volume "data" is not a plain local directory/,
+    );
+    assert.ok(
+      (inside.decision.candidates.find((c) => c.approach === 'container')?.estimatedMs ?? 0) >
+        (outside.decision.candidates.find((c) => c.approach === 'container')?.estimatedMs ?? 0),
+    );
   });
 
   it('uses the bandwidth the source measured on its last upload', () => {
