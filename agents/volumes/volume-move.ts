@@ -54,7 +54,11 @@ export class VolumeMove {
     const volumes = (await engine.volumesOf(container)) ?? [];
     const other = volumes.filter((v) => v.driver !== 'local' || Object.keys(v.options).length > 0);
     if (other.length > 0) {
-      const which = other.map((v) => `"${v.name}" (driver ${v.driver}, options ${JSON.stringify(v.options)})`).join(', ');
+      // Bounded: the reason travels in the agent's registration.
+      const which = other
+        .slice(0, 3)
+        .map((v) => `"${v.name}" (driver ${v.driver}, options ${JSON.stringify(v.options).slice(0, 200)})`)
+        .join(', ');
       return { volumes, outsideFreeze: false, reason: `volume ${which} is not a plain local directory` };
     }
     return { volumes, outsideFreeze: true };
@@ -108,7 +112,7 @@ export class VolumeMove {
     };
   }
 
-  /** The destination's side, for one restore: feed it the section's events in order. */
+  /** The destination's side, for one restore: feed it the section's events in order; `abort()` on failure. */
   intake(): VolumeIntake {
     return new VolumeIntake(this.options.engine, (mountpoint) => this.localDir(mountpoint));
   }
@@ -144,17 +148,14 @@ export class VolumeIntake {
     private readonly localDir: (mountpoint: string) => Promise<string>,
   ) {}
 
-  /** The volumes this restore created, by name. */
-  get volumes(): string[] {
-    return [...this.created.keys()];
-  }
-
   async handle(event: Exclude<SectionEvent, { kind: 'export' }>): Promise<void> {
     switch (event.kind) {
       case 'volume': {
         await this.closeTree();
         const { name, driver, labels, options } = event.volume;
-        const { mountpoint } = await this.engine.createVolume!({ name, driver, labels, options });
+        if (this.engine.createVolume === undefined)
+          throw new Error(`the archive carries volume "${name}", and this engine cannot create volumes`);
+        const { mountpoint } = await this.engine.createVolume({ name, driver, labels, options });
         const dir = await this.localDir(mountpoint);
         this.created.set(name, dir);
         this.extracting = extractTree(dir);
