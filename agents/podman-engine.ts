@@ -59,6 +59,7 @@ export class PodmanEngine implements ContainerEngine {
   private readonly requestTimeoutMs: number;
   private readonly log: Logger;
   private criuVersion: Promise<string | undefined> | undefined;
+  private infoInFlight: Promise<EngineInfo> | undefined;
 
   constructor(options: PodmanEngineOptions) {
     this.socketPath = options.socketPath;
@@ -68,7 +69,19 @@ export class PodmanEngine implements ContainerEngine {
     this.log = options.logger ?? createLogger('podman-engine', { where: this.where });
   }
 
-  async info(): Promise<EngineInfo> {
+  /**
+   * Concurrent callers share one request: Podman's info runs several programs (about 0.5 s), and ten
+   * restores preparing at once each asked for it (2.6 s apiece here, which pushed their preflight past its
+   * deadline). The answer is never older than the request that made it.
+   */
+  info(): Promise<EngineInfo> {
+    this.infoInFlight ??= this.fetchInfo().finally(() => {
+      this.infoInFlight = undefined;
+    });
+    return this.infoInFlight;
+  }
+
+  private async fetchInfo(): Promise<EngineInfo> {
     const body = await this.json<LibpodInfo>('info', 'GET', '/info');
     const ociVersion = body.host?.ociRuntime?.version?.split('\n')[0]?.trim();
     const allocated = body.store?.graphRootAllocated ?? 0;
