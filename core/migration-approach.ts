@@ -141,7 +141,8 @@ export const ContainerTraits = z.object({
             bytes: z.number().int().nonnegative().optional(),
           }),
         )
-        .max(64),
+        // As many as the security profile's mounts may list: a longer list would get the registration refused.
+        .max(256),
     })
     .optional(),
   /** Sockets, connections and published ports, read from the kernel by the source agent. */
