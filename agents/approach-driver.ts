@@ -41,13 +41,23 @@ export interface ApproachDriver {
 
 /** What an approach that streams part of its archive while the service runs (container level's volumes) tells and asks. */
 export interface CheckpointHooks {
-  /** The service froze at `at`. */
-  frozen?(at: Date): void;
+  /**
+   * The service froze at `at`, after the stream's first bytes: `runningCopy` when they were a copy sent while
+   * it ran (volumes), not only the section's start.
+   */
+  frozen?(at: Date, runningCopy: boolean): void;
   /**
    * `bytes` of the stream were sent while the service ran: resolves once the destination has taken them, so
    * that the freeze does not wait on them; rejects (the service is not frozen) if the destination gave up.
    */
   beforeFreeze?(bytes: number): Promise<void>;
+  /**
+   * Send the memory beside the engine's export, read as CRIU writes it (agents/memory/page-images.ts): only
+   * when the destination can place it there (both hosts have the runtime shim). Not a hook: a request.
+   */
+  memoryBeside?: boolean;
+  /** With memoryBeside: the memory's bytes that went so, once all were read (none if the shim left them in the export). */
+  memorySent?(bytes: number): void;
 }
 
 export class RunningServiceError extends Error {

@@ -3,7 +3,7 @@ import type { CommandData } from '../core/events.js';
 import { baselineProfile, type ContainerSecurityProfile } from '../core/container-security.js';
 import { RestoreRefusedError } from './restore-job.js';
 import { TarEntryReader, TarFormatError } from './tar-entries.js';
-import { VolumeSectionError, VolumeSectionParser } from './volumes/volume-section.js';
+import { CheckpointSectionError, CheckpointSectionParser } from './checkpoint-section.js';
 
 /**
  * The destination's policy on a container-level checkpoint archive (a Podman export): the container it
@@ -168,7 +168,7 @@ function isPodmanFile(source: string, destination: string, ownDirs: readonly str
  * the archive is not a plain tar ending where it should.
  */
 export class ArchivePolicyCheck {
-  private readonly section = new VolumeSectionParser();
+  private readonly section = new CheckpointSectionParser();
   private readonly reader = new TarEntryReader(new Set([CONFIG_DUMP, SPEC_DUMP]), MAX_METADATA_BYTES);
   private checked = false;
   private readonly profile: ContainerSecurityProfile;
@@ -183,7 +183,7 @@ export class ArchivePolicyCheck {
 
   /**
    * One piece of the stream, in order; `last`: nothing follows it. A volume section before the export
-   * (agents/volumes/volume-section.ts) must be well-formed, and each volume one the container mounts.
+   * (agents/checkpoint-section.ts) must be well-formed, and each volume one the container mounts.
    */
   write(chunk: Buffer, last: boolean): void {
     try {
@@ -200,7 +200,7 @@ export class ArchivePolicyCheck {
       }
     } catch (error) {
       if (error instanceof TarFormatError) throw this.refuse(`it is not a Podman checkpoint archive: ${error.message}`);
-      if (error instanceof VolumeSectionError) throw this.refuse(error.message);
+      if (error instanceof CheckpointSectionError) throw this.refuse(error.message);
       throw error;
     }
     const { bodies } = this.reader;

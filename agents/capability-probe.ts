@@ -11,6 +11,7 @@ import {
   type LauncherCapability,
   type OrchestratorLevelCapability,
   type PlainContainerCapability,
+  type MemoryBesideCapability,
   type PostCopyCapability,
 } from '../core/migration-approach.js';
 import { launcherSocketPath, LAUNCHER_CONTROL_DIR } from '../launcher/convention.js';
@@ -344,6 +345,8 @@ export interface CapabilityProbeOptions {
   changesTtlMs?: number;
   /** Whether this host can take part in a post-copy migration (agents/post-copy/post-copy-probe.ts); cached like the host report. */
   postCopy?: () => Promise<PostCopyCapability>;
+  /** Whether a stop-and-copy can send the memory beside the export (agents/memory/); cached like the host report. */
+  memoryBeside?: () => Promise<MemoryBesideCapability>;
   launcherHostDir?: string;
   /** Engine info and the whole host report. Default 10 s. */
   hostTtlMs?: number;
@@ -361,6 +364,7 @@ export class CapabilityProbe {
   private readonly hostCache: Cached<{ containerLevel: ContainerLevelCapability; plainContainers: PlainContainerCapability }>;
   private readonly kubeletCache: Cached<OrchestratorLevelCapability>;
   private readonly postCopyCache: Cached<PostCopyCapability | undefined>;
+  private readonly memoryBesideCache: Cached<MemoryBesideCapability | undefined>;
   private readonly criuCache: Cached<CriuCheckResult>;
   private readonly criuFactsCache = new Map<string, Cached<CriuFacts>>();
   private readonly containerCaches = new Map<string, Cached<ContainerTraits> & { key: number | undefined }>();
@@ -381,15 +385,17 @@ export class CapabilityProbe {
       () => options.hostTtlMs ?? 10_000,
       this.now,
     );
-    const postCopy = options.postCopy;
-    this.postCopyCache = new Cached(
-      () =>
-        postCopy === undefined
-          ? Promise.resolve(undefined)
-          : postCopy().catch((error: unknown): PostCopyCapability => ({ available: false, reason: `the probe failed: ${String(error)}` })),
-      () => options.hostTtlMs ?? 10_000,
-      this.now,
-    );
+    const optional = (probe: (() => Promise<PostCopyCapability>) | undefined) =>
+      new Cached(
+        () =>
+          probe === undefined
+            ? Promise.resolve(undefined)
+            : probe().catch((error: unknown): PostCopyCapability => ({ available: false, reason: `the probe failed: ${String(error)}` })),
+        () => options.hostTtlMs ?? 10_000,
+        this.now,
+      );
+    this.postCopyCache = optional(options.postCopy);
+    this.memoryBesideCache = optional(options.memoryBeside);
     const kubelet = options.kubelet;
     this.kubeletCache = new Cached(
       () =>
@@ -409,16 +415,18 @@ export class CapabilityProbe {
 
   /** The host's report for the registration: cheap when cached, never throws. */
   async host(): Promise<HostCapabilities> {
-    const [{ containerLevel, plainContainers }, orchestratorLevel, postCopy] = await Promise.all([
+    const [{ containerLevel, plainContainers }, orchestratorLevel, postCopy, memoryBeside] = await Promise.all([
       this.hostCache.get(),
       this.kubeletCache.get(),
       this.postCopyCache.get(),
+      this.memoryBesideCache.get(),
     ]);
     return {
       containerLevel,
       orchestratorLevel,
       plainContainers,
       ...(postCopy !== undefined ? { postCopy } : {}),
+      ...(memoryBeside !== undefined ? { memoryBeside } : {}),
       probedAt: new Date(this.now()).toISOString(),
     };
   }

@@ -39,7 +39,7 @@ export interface CheckpointStreamOptions {
  * host until a discard or resume command.
  */
 export async function streamCheckpoint(
-  freeze: (frozen: (at: Date) => void) => Promise<Readable>,
+  freeze: (frozen: (at: Date, runningCopy: boolean) => void) => Promise<Readable>,
   store: ObjectStore,
   migrationId: string,
   location: ArtifactLocation,
@@ -52,12 +52,15 @@ export async function streamCheckpoint(
   // Before the freeze: a bad key is refused with the service still running.
   const sealer = ChunkSealer.forRecipient(sealFor, migrationId);
   const checkpointStartedAt = new Date();
-  // An approach that sends something while the service still runs (container level's volumes) says when
-  // it froze: the freeze starts then, and the dump ends with the first byte after it.
+  // An approach that streams before it freezes (container level's section: volumes copied while the
+  // service runs, or the memory read as CRIU writes it) says when it froze: the freeze starts then, and the
+  // dump ends with the first byte after it.
   let frozenAt: Date | undefined;
+  let runningCopy = false;
   let dumpedAt: Date | undefined;
-  const archive = await freeze((at) => {
+  const archive = await freeze((at, copied) => {
     frozenAt = at;
+    runningCopy = copied;
   });
   async function* timed(): AsyncGenerator<Buffer> {
     for await (const piece of archive as AsyncIterable<Buffer>) {
@@ -81,7 +84,7 @@ export async function streamCheckpoint(
       chunkCount: upload.manifest.chunks.length,
       manifestSha256: upload.manifestSha256,
     },
-    ...(frozenAt !== undefined ? { runningCopyStartedAt: checkpointStartedAt } : {}),
+    ...(runningCopy ? { runningCopyStartedAt: checkpointStartedAt } : {}),
     checkpointStartedAt: frozenAt ?? checkpointStartedAt,
     firstByteAt: dumpedAt ?? upload.firstByteAt,
     uploadedAt: new Date(),

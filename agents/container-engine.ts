@@ -130,6 +130,8 @@ export interface EngineInfo {
   freeDiskBytes: number;
   /** The directory under which the engine keeps its volumes, as the engine names it. */
   volumePath?: string;
+  /** The engine's storage root (containers' bundles are under it), as the engine names it. */
+  graphRoot?: string;
 }
 
 export type ContainerState = 'created' | 'running' | 'paused' | 'exited' | 'stopped' | 'unknown';

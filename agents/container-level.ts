@@ -1,4 +1,5 @@
 import { once } from 'node:events';
+import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { RunningServiceError, type ApproachDriver, type CheckpointHooks, type RestoreTarget } from './approach-driver.js';
 import { inspectContainer, ownAddresses } from './container-inspection.js';
@@ -10,8 +11,9 @@ import {
   type VolumeMount,
 } from './container-engine.js';
 import { cutOutsideConnections } from './outside-connections.js';
+import { CheckpointSectionParser, endRecord, MAGIC } from './checkpoint-section.js';
+import { PageImagesIn, PageImagesOut, type PageImagesHost } from './memory/page-images.js';
 import { exportWithoutVolumes, type VolumeMove } from './volumes/volume-move.js';
-import { endRecord, VolumeSectionParser } from './volumes/volume-section.js';
 
 /**
  * What every container-level dump and restore asks of CRIU, whatever the container holds: connections with
@@ -38,7 +40,9 @@ export class NotCheckpointableError extends Error {
 /**
  * Container level: the host's engine checkpoints and restores the whole container with CRIU. With
  * `volumes`, the container's volumes move outside the freeze (agents/volumes/volume-move.ts); without, in
- * Podman's archive.
+ * Podman's archive. With `memory` (the runtime shim's marker directory), a checkpoint asked to
+ * (CheckpointHooks.memoryBeside) sends CRIU's page images as CRIU writes them, beside Podman's export
+ * (agents/memory/page-images.ts), and a restore places the page images that arrive so.
  */
 export class ContainerLevel implements ApproachDriver {
   readonly approach = 'container' as const;
@@ -47,6 +51,7 @@ export class ContainerLevel implements ApproachDriver {
     private readonly engine: ContainerEngine,
     private readonly where: string,
     private readonly volumes?: VolumeMove,
+    private readonly memory?: PageImagesHost,
   ) {}
 
   /**
@@ -60,36 +65,60 @@ export class ContainerLevel implements ApproachDriver {
     const { blockers } = await inspectContainer(current.pid, current.published);
     if (blockers.length > 0) throw new NotCheckpointableError(container, this.where, blockers);
     const plan = await this.volumes?.planFor(container);
-    if (plan?.outsideFreeze === true && plan.volumes.length > 0)
-      return Readable.from(this.withVolumes(current, plan.volumes, hooks), { objectMode: false });
-    return this.freeze(current, false);
+    const volumes = plan?.outsideFreeze === true && plan.volumes.length > 0 ? plan.volumes : undefined;
+    const memory = hooks.memoryBeside === true ? this.memory : undefined;
+    if (memory === undefined && this.memory !== undefined) await PageImagesOut.disarm(this.memory, current.id);
+    if (volumes === undefined && memory === undefined) return this.freeze(current, false);
+    return Readable.from(this.withSection(current, volumes, memory, hooks), { objectMode: false });
   }
 
   /**
-   * The volume section (agents/volumes/volume-section.ts), then Podman's export without the volumes. The
-   * freeze waits until the destination has taken the volumes' copy: what it still had to write would
-   * otherwise be written while the service is frozen.
+   * The checkpoint section (agents/checkpoint-section.ts), then Podman's export without what it carried.
+   * With volumes, the freeze waits until the destination has taken their copy: what it still had to write
+   * would otherwise be written while the service is frozen. The page images are read while Podman's
+   * checkpoint runs, so its export (made once CRIU is done) follows them at once.
    */
-  private async *withVolumes(current: ContainerSummary, volumes: VolumeMount[], hooks: CheckpointHooks): AsyncGenerator<Buffer> {
-    const dumps = await this.volumes!.source(volumes);
+  private async *withSection(
+    current: ContainerSummary,
+    volumes: VolumeMount[] | undefined,
+    memory: PageImagesHost | undefined,
+    hooks: CheckpointHooks,
+  ): AsyncGenerator<Buffer> {
+    const dumps = volumes === undefined ? undefined : await this.volumes!.source(volumes);
+    let pages: PageImagesOut | undefined;
     try {
-      let sent = 0;
-      for await (const bytes of dumps.base()) {
-        sent += bytes.length;
-        yield bytes;
-      }
-      await hooks.beforeFreeze?.(sent);
-      hooks.frozen?.(new Date());
-      const archive = await this.freeze(current, true);
+      if (dumps !== undefined) {
+        let sent = 0;
+        for await (const bytes of dumps.base()) {
+          sent += bytes.length;
+          yield bytes;
+        }
+        await hooks.beforeFreeze?.(sent);
+      } else yield MAGIC;
+      pages = memory === undefined ? undefined : await PageImagesOut.arm(memory, current.id);
+      hooks.frozen?.(new Date(), dumps !== undefined);
+      const freezing = this.freeze(current, dumps !== undefined);
+      freezing.catch(() => undefined); // awaited below, once the page images were read
+      let archive: Readable | undefined;
       try {
-        yield* dumps.delta();
+        if (pages !== undefined) yield* pages.records(freezing);
+        archive = await freezing;
+        if (pages !== undefined) hooks.memorySent?.((await pages.movedBeside()) ? pages.bytes : 0);
+        if (dumps !== undefined) yield* dumps.delta();
         yield endRecord();
-        yield* exportWithoutVolumes(archive);
+        yield* dumps !== undefined ? exportWithoutVolumes(archive) : (archive as AsyncIterable<Buffer>);
       } finally {
-        archive.destroy();
+        // A reader that stopped while the pages moved leaves Podman's response to close when it comes.
+        if (archive !== undefined) archive.destroy();
+        else
+          void freezing.then(
+            (late) => late.destroy(),
+            () => undefined,
+          );
       }
     } finally {
-      await dumps.dispose();
+      await dumps?.dispose();
+      await pages?.disarm();
     }
   }
 
@@ -109,24 +138,35 @@ export class ContainerLevel implements ApproachDriver {
   }
 
   /**
-   * Restores from the stream as it arrives: a volume section first, if any (each volume created here and
-   * filled before the engine's restore starts), then Podman's export, which goes to the engine.
+   * Restores from the stream as it arrives: a checkpoint section first, if any (each volume created here
+   * and filled, and the page images written, before the engine's restore starts), then Podman's export,
+   * which goes to the engine.
    */
   async restore(target: RestoreTarget, archive: Readable): Promise<{ id: string }> {
-    const parser = new VolumeSectionParser();
+    const parser = new CheckpointSectionParser();
     const intake = this.volumes?.intake();
+    let pages: PageImagesIn | undefined;
     const exported = new PassThrough({ highWaterMark: 1024 * 1024 });
     let restoring: Promise<RestoredContainer> | undefined;
     try {
       for await (const piece of archive as AsyncIterable<Buffer>) {
         for (const event of parser.write(piece)) {
+          if (event.kind === 'memory' || event.kind === 'pages') {
+            pages ??= await this.pageIntake();
+            await pages.handle(event);
+            continue;
+          }
           if (event.kind !== 'export') {
-            if (intake === undefined) throw new Error(`the archive carries volumes outside the export, which ${this.where} cannot create`);
+            if (event.kind === 'end') await pages?.close();
+            if (intake === undefined) {
+              if (event.kind === 'end') continue;
+              throw new Error(`the archive carries volumes outside the export, which ${this.where} cannot create`);
+            }
             await intake.handle(event);
             continue;
           }
           if (restoring === undefined) {
-            restoring = this.engine.restoreFromArchive(target.container, exported, { ...RESTORE, ignoreVolumes: parser.hasSection });
+            restoring = this.engine.restoreFromArchive(target.container, exported, { ...RESTORE, ignoreVolumes: parser.hasVolumes });
             restoring.catch(() => undefined); // awaited below, or raced while waiting for room
           }
           // A restore that fails stops the reading here (its error wins over waiting for room).
@@ -143,7 +183,35 @@ export class ContainerLevel implements ApproachDriver {
       await restoring?.catch(() => undefined);
       await intake?.abort();
       throw error;
+    } finally {
+      await pages?.dispose();
     }
+  }
+
+  /** Where this host takes page images that travel beside the export: its engine's storage, for the shim's rename. */
+  private async pageIntake(): Promise<PageImagesIn> {
+    if (this.memory === undefined)
+      throw new Error(`the archive carries the memory beside the export, which ${this.where} cannot place (no runtime shim)`);
+    return new PageImagesIn(this.memory, await this.stagingRoot());
+  }
+
+  private async stagingRoot(): Promise<string> {
+    const { graphRoot } = await this.engine.info();
+    if (graphRoot === undefined)
+      throw new Error(
+        `the engine on ${this.where} does not say where its storage is, so the memory that travelled beside the export has nowhere to go`,
+      );
+    return join(graphRoot, 'ums-memory');
+  }
+
+  /**
+   * At the agent's start: removes what a killed agent left of the memory beside the export: staged page
+   * images of a restore, and the markers of its containers' checkpoints.
+   */
+  async clearLeftovers(): Promise<void> {
+    if (this.memory === undefined) return;
+    await PageImagesIn.clearStaging(await this.stagingRoot());
+    for (const container of await this.engine.listContainers()) await PageImagesOut.disarm(this.memory, container.id);
   }
 
   removeRestored(container: string): Promise<void> {

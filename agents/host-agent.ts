@@ -329,10 +329,12 @@ export class HostAgent {
     }
     try {
       let bytes = 0;
+      let memoryBesideBytes: number | undefined;
       const uploaded = await streamCheckpoint(
         (frozen) =>
           driver.checkpoint(container, {
             frozen,
+            ...(command.data.memoryBeside === true ? { memoryBeside: true, memorySent: (sent) => (memoryBesideBytes = sent) } : {}),
             ...(command.data.destinationAgent !== undefined
               ? { beforeFreeze: (bytes) => this.destinationTook(migrationId, command.data.destinationAgent!, bytes) }
               : {}),
@@ -357,6 +359,7 @@ export class HostAgent {
       log.info(
         {
           bytes: uploaded.artifact.sizeBytes,
+          ...(memoryBesideBytes !== undefined ? { memoryBesideBytes } : {}),
           chunks: uploaded.artifact.chunkCount,
           ms: uploaded.uploadedAt.getTime() - uploaded.checkpointStartedAt.getTime(),
         },
@@ -374,6 +377,7 @@ export class HostAgent {
         image: before.image,
         artifact: uploaded.artifact,
         ...(uploaded.runningCopyStartedAt !== undefined ? { runningCopyStartedAt: uploaded.runningCopyStartedAt.toISOString() } : {}),
+        ...(memoryBesideBytes !== undefined ? { memoryBesideBytes } : {}),
         checkpointStartedAt: uploaded.checkpointStartedAt.toISOString(),
         firstByteAt: uploaded.firstByteAt.toISOString(),
         uploadedAt: uploaded.uploadedAt.toISOString(),
@@ -809,11 +813,12 @@ function describe(error: unknown): string {
 /** The source's upload facts relayed in restore.completed (see its schema: the saga may see that event first). */
 function uploadFacts(uploaded: EventData<'checkpoint.uploaded'> | undefined): Pick<EventData<'restore.completed'>, 'upload'> {
   if (!uploaded) return {};
-  const { artifact, runningCopyStartedAt, checkpointStartedAt, firstByteAt, uploadedAt } = uploaded;
+  const { artifact, runningCopyStartedAt, memoryBesideBytes, checkpointStartedAt, firstByteAt, uploadedAt } = uploaded;
   return {
     upload: {
       artifact,
       ...(runningCopyStartedAt !== undefined ? { runningCopyStartedAt } : {}),
+      ...(memoryBesideBytes !== undefined ? { memoryBesideBytes } : {}),
       checkpointStartedAt,
       firstByteAt,
       uploadedAt,

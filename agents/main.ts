@@ -12,7 +12,7 @@ import { DEFAULT_LAUNCHER_HOST_DIR } from '../launcher/convention.js';
 import { CapabilityProbe, kubeletClientFromEnv } from './capability-probe.js';
 import { resolveCriu } from './criu-command.js';
 import { DEFAULT_MARKER_DIR, type PostCopyHost } from './post-copy/lazy-container.js';
-import { probePostCopy } from './post-copy/post-copy-probe.js';
+import { probePostCopy, probeRuntimeShim } from './post-copy/post-copy-probe.js';
 import { ContainerLevel } from './container-level.js';
 import { VolumeMove } from './volumes/volume-move.js';
 import { HostAgent } from './host-agent.js';
@@ -162,6 +162,7 @@ const program = new Command('ums-agent')
         engine,
         postCopy: async () =>
           probePostCopy({ engineInfo: () => engine.info(), relayAddress: postCopy?.relayAddress, criu: await resolveCriu() }),
+        memoryBeside: () => probeRuntimeShim({ engineInfo: () => engine.info() }),
         probeLauncher: (container) => serviceLevel.probe(container),
         securityProfile: (container) => engine.securityProfile(container),
         rootfsChanges: (container) => engine.rootfsChangesBytes(container),
@@ -172,6 +173,9 @@ const program = new Command('ums-agent')
         containerTtlMs: 2_000,
         ...(kubelet && process.env.UMS_KUBELET_URL ? { kubelet: { url: process.env.UMS_KUBELET_URL, prober: kubelet } } : {}),
       });
+      const containerLevel = new ContainerLevel(engine, agentId, volumeMove, { markerDir: DEFAULT_MARKER_DIR });
+      // Before any command: a restore or checkpoint a killed agent left (memory beside the export).
+      await containerLevel.clearLeftovers().catch((error: unknown) => log.warn({ err: error }, 'could not clear what a killed agent left'));
       const agent = new HostAgent({
         identity: {
           agentId,
@@ -187,7 +191,7 @@ const program = new Command('ums-agent')
         engine,
         // Orchestrator level goes through the kubelet (agents/kubelet/); no agent here drives it.
         drivers: {
-          container: new ContainerLevel(engine, agentId, volumeMove),
+          container: containerLevel,
           service: serviceLevel,
         },
         probe,

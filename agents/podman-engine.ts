@@ -98,6 +98,7 @@ export class PodmanEngine implements ContainerEngine {
       // graphRootAllocated/Used are statfs(2) of the graph root: total minus used is the free space.
       freeDiskBytes: Math.max(0, allocated - used),
       ...(body.store?.volumePath ? { volumePath: body.store.volumePath } : {}),
+      ...(body.store?.graphRoot ? { graphRoot: body.store.graphRoot } : {}),
     };
   }
 

@@ -161,6 +161,9 @@ export class RestoreJob {
         this.flush();
       },
     });
+    // A failure is the job's (fail() records it; run() reports it). The job may fail before the driver reads
+    // the stream (abandoned during the preflight): an 'error' nobody listened to would end the agent.
+    this.archive.on('error', () => undefined);
   }
 
   /** Signed URLs from a chunk-urls command (may arrive before or while the job runs). */
@@ -174,6 +177,8 @@ export class RestoreJob {
   async run(): Promise<RestoredArchive> {
     const { command, bus, log } = this.options;
     await this.preflight();
+    // Abandoned while the preflight ran (the saga turned back): nothing started here, nothing to undo.
+    if (this.failure) throw this.failure;
     this.phase = { name: 'downloading' };
     let subscription: Subscription | undefined;
     const idle = setInterval(() => {
@@ -188,6 +193,10 @@ export class RestoreJob {
       }
     }, 1_000);
     await this.options.beforeRestore();
+    if (this.failure) {
+      clearInterval(idle);
+      throw this.failure;
+    }
     // The engine starts reading (and spooling) the archive now; it restores once the stream ends.
     const restoring = this.options.restoreFrom(this.archive);
     restoring.catch((error: unknown) => this.fail(engineFailure(error, this.downloads.sent)));

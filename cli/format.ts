@@ -59,6 +59,10 @@ export function formatAgents(agents: AgentRegistration[], now = Date.now()): str
         ? [`network services: ${caps.containerLevel.sockets.reason ?? 'unavailable'}`]
         : []),
       ...(caps.orchestratorLevel.available ? [] : [`orchestrator level: ${caps.orchestratorLevel.reason ?? 'unavailable'}`]),
+      ...(caps.postCopy?.available === false ? [`post-copy: ${caps.postCopy.reason ?? 'unavailable'}`] : []),
+      ...(caps.memoryBeside?.available === false
+        ? [`memory beside the archive (stop-and-copy keeps it in the archive): ${caps.memoryBeside.reason ?? 'unavailable'}`]
+        : []),
     ];
     return off.map((why) => `  ${a.agentId}: ${why}`);
   });
@@ -96,6 +100,7 @@ export function planSummary(plan: Plan): unknown {
     archive: plan.decision.archive,
     candidates: plan.decision.candidates,
     mode: plan.mode,
+    memoryBeside: plan.memoryBeside,
     ...(plan.connections !== undefined ? { connections: plan.connections } : {}),
     ...(plan.storage !== undefined ? { storage: plan.storage } : {}),
   };
@@ -124,7 +129,7 @@ export function formatPlan(plan: Plan): string {
             : 'not possible',
           p.why,
         ]),
-      )}`
+      )}${plan.memoryBeside ? "\n  stop-and-copy sends the memory as CRIU writes it, beside the engine's archive (both hosts have the runtime shim)" : ''}`
     : '';
   const withCandidates = `${candidates.length > 0 ? `${head}\n\n${table(candidates)}` : head}${modes}`;
   const sections = plan.ok

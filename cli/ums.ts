@@ -125,6 +125,9 @@ program
             `${r.migrationId}: ${r.container} ${r.sourceAgent ?? '?'} -> ${r.destinationAgent}: ${r.state} (epoch ${r.epoch})${r.failure ? ` (${r.failure.phase}: ${r.failure.reason})` : ''}\n` +
               (r.approach ? `  approach: ${r.approachReason ?? r.approach}\n` : '') +
               (r.mode ? `  mode: ${r.modeReason ?? r.mode}\n` : '') +
+              ('memoryBesideBytes' in r && r.memoryBesideBytes !== undefined && r.memoryBesideBytes > 0
+                ? `  memory: ${(r.memoryBesideBytes / 1048576).toFixed(1)} MiB sent as CRIU wrote it, beside the engine's archive\n`
+                : '') +
               `  service: ${describeWhere(whereItRuns(r))}${r.runningOnReport ? ` (${r.runningOnReport})` : ''}\n` +
               (r.deadlineAt && !['done', 'failed'].includes(r.state) ? `  deadline of this phase: ${r.deadlineAt}\n` : '') +
               (r.rollback

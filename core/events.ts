@@ -144,6 +144,8 @@ export const eventData = {
     artifact: Artifact,
     /** Container level with volumes: when the source began sending their files, while the service still ran. */
     runningCopyStartedAt: isoTime.optional(),
+    /** The memory's bytes sent beside the engine's export as CRIU wrote them (agents/memory/); absent: in it. */
+    memoryBesideBytes: z.number().int().nonnegative().optional(),
     /** When the service froze. */
     checkpointStartedAt: isoTime,
     firstByteAt: isoTime,
@@ -214,6 +216,7 @@ export const eventData = {
       .object({
         artifact: Artifact,
         runningCopyStartedAt: isoTime.optional(),
+        memoryBesideBytes: z.number().int().nonnegative().optional(),
         checkpointStartedAt: isoTime,
         firstByteAt: isoTime,
         uploadedAt: isoTime,
@@ -300,6 +303,8 @@ export const commandData = {
     postCopy: PageStreamGrant.optional(),
     /** The destination: the source freezes only once it has taken what was sent while the service ran (volumes). */
     destinationAgent: AgentId.optional(),
+    /** Send the memory beside the engine's export (both hosts can place it: agents/memory/). Absent: in it. */
+    memoryBeside: z.boolean().optional(),
   }),
   /**
    * Get ready to receive the container: check the name is free and the image present, then fetch the

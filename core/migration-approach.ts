@@ -98,6 +98,17 @@ export const PostCopyCapability = z.object({
 });
 export type PostCopyCapability = z.infer<typeof PostCopyCapability>;
 
+/**
+ * Whether a container-level stop-and-copy can send the memory beside Podman's export (agents/memory/): the
+ * runtime shim is Podman's runc. Both hosts need it: the source reads the pages as CRIU writes them and
+ * leaves them out of the export, the destination puts them back before runc restores.
+ */
+export const MemoryBesideCapability = z.object({
+  available: z.boolean(),
+  reason: reason.optional(),
+});
+export type MemoryBesideCapability = z.infer<typeof MemoryBesideCapability>;
+
 /** What an agent reports about its host (per host; service level is per container, see ContainerTraits). */
 export const HostCapabilities = z.object({
   containerLevel: ContainerLevelCapability,
@@ -105,6 +116,8 @@ export const HostCapabilities = z.object({
   plainContainers: PlainContainerCapability,
   /** Absent in registrations of agents older than post-copy. */
   postCopy: PostCopyCapability.optional(),
+  /** Absent in registrations of agents older than it: the memory goes in the export. */
+  memoryBeside: MemoryBesideCapability.optional(),
   probedAt: z.iso.datetime({ offset: true }).optional(),
 });
 export type HostCapabilities = z.infer<typeof HostCapabilities>;
@@ -346,20 +359,32 @@ export function decideApproachOrThrow(input: DecisionInput): Extract<Decision, {
   return decision;
 }
 
-/** The estimate of the cost model for one approach (exported for the benchmark's recalibration). */
+/**
+ * The estimate of the cost model for one approach (exported for the benchmark's recalibration). With
+ * `memoryBeside` (container level, agents/memory/), the memory skips Podman's tar copies (extraMsPerMiB) and
+ * leaves while CRIU dumps it: the transfer adds only what it takes beyond the dump (half of dump + restore).
+ */
 export function estimateMs(
   approach: MigrationApproach,
   processCount: number,
   memoryBytes: number,
   bandwidthBytesPerSecond: number,
+  options: { memoryBeside?: boolean } = {},
 ): number {
   const mib = memoryBytes / MiB;
+  const dumpRestoreMs = mib * COST_MODEL.dumpRestoreMsPerMiB;
+  const transferMs = (COST_MODEL.transferCopies[approach] * memoryBytes * 1000) / bandwidthBytesPerSecond;
+  const fixed = COST_MODEL.fixedMs[approach] + processCount * COST_MODEL.perProcessMs[approach];
   const ms =
-    COST_MODEL.fixedMs[approach] +
-    processCount * COST_MODEL.perProcessMs[approach] +
-    mib * (COST_MODEL.dumpRestoreMsPerMiB + COST_MODEL.extraMsPerMiB[approach]) +
-    (COST_MODEL.transferCopies[approach] * memoryBytes * 1000) / bandwidthBytesPerSecond;
+    options.memoryBeside === true && approach === 'container'
+      ? fixed + dumpRestoreMs + Math.max(0, transferMs - dumpRestoreMs / 2)
+      : fixed + dumpRestoreMs + mib * COST_MODEL.extraMsPerMiB[approach] + transferMs;
   return Math.round(ms);
+}
+
+/** Both hosts can send a container's memory beside the engine's archive (agents/memory/; stop-and-copy only). */
+export function memoryBesideBetween(source: HostCapabilities, destination: HostCapabilities): boolean {
+  return source.memoryBeside?.available === true && destination.memoryBeside?.available === true;
 }
 
 function assess(approach: MigrationApproach, input: DecisionInput): Candidate {
@@ -378,7 +403,9 @@ function assess(approach: MigrationApproach, input: DecisionInput): Candidate {
       : `bandwidth ${fmtMiB(bandwidth)}/s measured on the source's last upload`,
   );
 
-  const estimatedMs = estimateMs(approach, processes, archive.bytes, bandwidth);
+  const memoryBeside = approach === 'container' && memoryBesideBetween(input.source, input.destination);
+  if (memoryBeside) assumptions.push('the memory sent as CRIU writes it, beside the archive');
+  const estimatedMs = estimateMs(approach, processes, archive.bytes, bandwidth, { memoryBeside });
   const basis = `${processes} process(es), ${fmtMiB(archive.bytes)} archive, ${fmtMiB(bandwidth)}/s`;
   return {
     approach,

@@ -2,7 +2,7 @@ import { isAlive, type AgentRegistration } from './agent-registration.js';
 import { conflictingPorts, planConnections, type ConnectionPlan } from './container-network.js';
 import type { Approach, FailureCode } from './events.js';
 import { planStorage, type StoragePlan } from './container-storage.js';
-import { COST_MODEL, decideApproach, type Decision } from './migration-approach.js';
+import { COST_MODEL, decideApproach, memoryBesideBetween, type Decision } from './migration-approach.js';
 import { decideMode, type MigrationMode, type ModeDecision } from './migration-mode.js';
 
 export interface PlanRequest {
@@ -24,6 +24,11 @@ export type Plan =
       decision: Extract<Decision, { kind: 'chosen' }>;
       /** Stop-and-copy or post-copy, with each mode's predicted frozen time; refused when the requested one cannot be used. */
       mode: ModeDecision;
+      /**
+       * Container-level stop-and-copy sends the memory beside the engine's export, read as CRIU writes it
+       * (agents/memory/): both hosts can.
+       */
+      memoryBeside: boolean;
       /** What happens to the container's sockets and connections (container level), when its agent read them. */
       connections?: ConnectionPlan;
       /** How its volumes move and which host paths it bind-mounts (container level), when its agent read them. */
@@ -181,6 +186,11 @@ export function planAgainst(agents: AgentRegistration[], request: PlanRequest, n
     container,
     decision,
     mode,
+    memoryBeside:
+      decision.approach === 'container' &&
+      mode.kind !== 'refused' &&
+      mode.mode === 'stop-and-copy' &&
+      memoryBesideBetween(source.capabilities, destination.capabilities),
     ...(network !== undefined && decision.approach === 'container' ? { connections: planConnections(network) } : {}),
     ...(storage !== undefined && decision.approach === 'container' ? { storage } : {}),
   };

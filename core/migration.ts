@@ -194,6 +194,10 @@ const Plan = {
   modeReason: z.string().optional(),
   /** post-copy: the page stream's key, wrapped for each agent (core/page-stream.ts); only they can open it. */
   pageStream: z.object({ source: PageStreamGrant, destination: PageStreamGrant }).optional(),
+  /** stop-and-copy, container level: the memory travels beside the engine's export (agents/memory/). */
+  memoryBeside: z.boolean().optional(),
+  /** The memory's bytes that did travel so, as the source reported them (a source without the shim sends none). */
+  memoryBesideBytes: z.number().int().nonnegative().optional(),
   artifactLocation: ArtifactLocation,
   /** What the destination checks before the freeze. */
   requirements: RestoreRequirements.optional(),

@@ -179,6 +179,7 @@ export async function plan(event: EventOf<'migration.requested'>, ctx: FunctionC
     mode: mode.mode,
     modeReason: mode.reason,
     ...(pageStream ? { pageStream } : {}),
+    ...(verdict.memoryBeside ? { memoryBeside: true } : {}),
     artifactLocation: { storeUrl: source.storeUrl, prefix: artifactPrefix(request.migrationId) },
     sealFor,
     sourceManifestKey,
@@ -282,7 +283,8 @@ export async function destinationReady(event: EventOf<'restore.prepared'>, recor
 }
 
 async function freezeSource(record: RecordIn<'checkpointing'>, ctx: FunctionContext): Promise<void> {
-  const { migrationId, epoch, container, sourceAgent, destinationAgent, artifactLocation, approach, sealFor, pageStream } = record;
+  const { migrationId, epoch, container, sourceAgent, destinationAgent, artifactLocation, approach, sealFor, pageStream, memoryBeside } =
+    record;
   if (!sealFor) {
     // Only a record planned by a build that did not seal: nothing frozen yet, the deadline fails it.
     throw new Error(`migration ${migrationId} was planned without the destination's sealing key; it cannot be checkpointed`);
@@ -299,6 +301,7 @@ async function freezeSource(record: RecordIn<'checkpointing'>, ctx: FunctionCont
       artifact: artifactLocation,
       sealFor,
       ...(pageStream ? { postCopy: pageStream.source } : {}),
+      ...(memoryBeside === true ? { memoryBeside } : {}),
       destinationAgent,
     },
     `${migrationId}.checkpoint`,
@@ -340,10 +343,11 @@ export async function sourceUploaded(event: EventOf<'checkpoint.uploaded'>, reco
     firstByteAt: uploaded.firstByteAt,
     uploadedAt: uploaded.uploadedAt,
   };
+  const memory = uploaded.memoryBesideBytes !== undefined ? { memoryBesideBytes: uploaded.memoryBesideBytes } : {};
   const changed =
     r.state === 'checkpointing'
-      ? await transition(ctx.bus, record, { ...r, state: 'uploaded', artifact: uploaded.artifact, times })
-      : await annotate(ctx.bus, record, { ...r, artifact: uploaded.artifact, times });
+      ? await transition(ctx.bus, record, { ...r, state: 'uploaded', artifact: uploaded.artifact, ...memory, times })
+      : await annotate(ctx.bus, record, { ...r, artifact: uploaded.artifact, ...memory, times });
   if (!changed) return LOST_RACE;
 }
 
@@ -460,13 +464,13 @@ export async function restoreCompleted(event: EventOf<'restore.completed'>, reco
 function relayedUpload(
   r: RecordIn<'checkpointing' | 'uploaded' | 'restoring'>,
   completed: EventData<'restore.completed'>,
-): { times: MigrationTimes; artifact?: Artifact } {
+): { times: MigrationTimes; artifact?: Artifact; memoryBesideBytes?: number } {
   const upload = completed.upload;
   const expected = r.artifactLocation;
   if (r.artifact || !upload || upload.artifact.storeUrl !== expected.storeUrl || upload.artifact.prefix !== expected.prefix) {
     return { times: r.times, ...(r.artifact ? { artifact: r.artifact } : {}) };
   }
-  const { runningCopyStartedAt, checkpointStartedAt, firstByteAt, uploadedAt } = upload;
+  const { runningCopyStartedAt, memoryBesideBytes, checkpointStartedAt, firstByteAt, uploadedAt } = upload;
   return {
     times: {
       ...r.times,
@@ -476,6 +480,7 @@ function relayedUpload(
       uploadedAt,
     },
     artifact: upload.artifact,
+    ...(memoryBesideBytes !== undefined ? { memoryBesideBytes } : {}),
   };
 }
 

@@ -20,28 +20,37 @@ export interface PostCopyProbeDeps {
 }
 
 /**
+ * Whether Podman runs containers through the runtime shim (runc-shim, beside this file): what post-copy and
+ * the memory beside the export (agents/memory/) both need.
+ */
+export async function probeRuntimeShim(deps: Pick<PostCopyProbeDeps, 'engineInfo' | 'shim'>): Promise<PostCopyCapability> {
+  const shim = deps.shim ?? RUNTIME_SHIM;
+  const installed = await access(shim, constants.X_OK).then(
+    () => true,
+    () => false,
+  );
+  if (!installed) return { available: false, reason: `the runtime shim ${shim} is not installed (infra/host-setup.sh)` };
+  const info = await deps.engineInfo();
+  if (info.ociRuntimePath !== shim) {
+    return {
+      available: false,
+      reason: `Podman's OCI runtime is ${info.ociRuntimePath ?? info.ociRuntime}, not the runtime shim ${shim}: name it first for runc in containers.conf`,
+    };
+  }
+  return { available: true };
+}
+
+/**
  * Whether this host can take part in a post-copy migration, and if not the first reason why: the agent has
  * a page relay address, Podman's runc is the runtime shim, CRIU has lazy pages (userfaultfd for other
  * processes: `criu check --feature uffd-noncoop`) and the kernel lets pipes grow to what a lazy dump needs.
  */
 export async function probePostCopy(deps: PostCopyProbeDeps): Promise<PostCopyCapability> {
   const no = (reason: string): PostCopyCapability => ({ available: false, reason });
-  const shim = deps.shim ?? RUNTIME_SHIM;
   if (deps.relayAddress === undefined)
     return no('the agent has no page relay address (UMS_PAGE_RELAY_ADDRESS): the other host could not reach its pages');
-  if (
-    !(await access(shim, constants.X_OK).then(
-      () => true,
-      () => false,
-    ))
-  )
-    return no(`the runtime shim ${shim} is not installed (infra/host-setup.sh)`);
-  const info = await deps.engineInfo();
-  if (info.ociRuntimePath !== shim) {
-    return no(
-      `Podman's OCI runtime is ${info.ociRuntimePath ?? info.ociRuntime}, not the runtime shim ${shim}: name it first for runc in containers.conf`,
-    );
-  }
+  const shim = await probeRuntimeShim(deps);
+  if (!shim.available) return shim;
   if (deps.criu === undefined) return no('no criu on this host');
   const check = await execFileAsync(deps.criu, ['check', '--feature', 'uffd-noncoop'], { timeout: 30_000 }).then(
     () => undefined,

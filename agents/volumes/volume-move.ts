@@ -7,7 +7,7 @@ import { promisify } from 'node:util';
 import type { Logger } from '../../core/log.js';
 import type { ContainerTraits } from '../../core/migration-approach.js';
 import type { ContainerEngine, VolumeMount } from '../container-engine.js';
-import { deltaRecord, MAGIC, type SectionEvent, type SectionVolume, treeRecords, volumeRecord } from './volume-section.js';
+import { deltaRecord, MAGIC, type SectionEvent, type SectionVolume, treeRecords, volumeRecord } from '../checkpoint-section.js';
 import { TarEntryReader } from '../tar-entries.js';
 import { dumpTree, extractTree } from './volume-tree.js';
 
@@ -19,7 +19,7 @@ const execFileAsync = promisify(execFile);
  * was stopped. Instead the source sends each volume's files while the service still runs (a level-0 dump),
  * freezes it, and sends only what changed since (a level-1 dump), then Podman's export without volumes; the
  * destination creates each volume afresh, fills it as the dumps arrive, and restores with the volumes in
- * place. The stream's layout is agents/volumes/volume-section.ts's. Changes are found per file (GNU tar's
+ * place. The stream's layout is agents/checkpoint-section.ts's. Changes are found per file (GNU tar's
  * incremental dumps): a file written while the base was read moves again whole in the freeze.
  *
  * Only volumes of the 'local' driver without options are copied this way (their files are a plain

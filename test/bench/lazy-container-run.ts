@@ -7,9 +7,10 @@ import { rate, type PostCopySample } from './post-copy-run.js';
  * Container-level post-copy against stop-and-copy for the same container, between the same two simulated
  * Podman hosts, in one run (test/post-copy/lazy-container-hosts.ts): Podman's own checkpoint and restore
  * made lazy by the runtime shim, the pages through the agents' relays (agents/post-copy/lazy-container.ts),
- * against Podman's checkpoint with every page in the archive. The archive moves through a file on this
- * machine in both modes, so the baseline pays a local disk copy only: across a real network or a cloud
- * store, its freeze grows with memory / bandwidth and post-copy's does not.
+ * against Podman's checkpoint with every page in the archive, and against the same with the memory beside
+ * the archive (agents/memory/page-images.ts). Both stop-and-copy runs stream the checkpoint straight into
+ * the restore, so they pay no store: across a real network or a cloud store, their freeze grows with
+ * memory / bandwidth and post-copy's does not.
  */
 const log = createLogger('bench-post-copy-container');
 
@@ -23,11 +24,11 @@ export async function measureContainerPostCopy(sizes: number[], reps: number): P
   try {
     for (const mib of sizes) {
       for (let rep = 1; rep <= reps; rep++) {
-        for (const mode of ['stop-and-copy', 'post-copy'] as const) {
+        for (const mode of ['stop-and-copy', 'memory-beside', 'post-copy'] as const) {
           const counter = await hosts.startCounter({ mib, tickMs: TICK_MS, verifyEvery: 0 });
           await sleep(WARM_UP_MS);
           try {
-            const sample = mode === 'post-copy' ? await lazyOnce(hosts, counter, mib, rep) : await copyOnce(hosts, counter, mib, rep);
+            const sample = mode === 'post-copy' ? await lazyOnce(hosts, counter, mib, rep) : await copyOnce(hosts, counter, mib, rep, mode);
             log.info(sample, 'container post-copy sample');
             samples.push(sample);
           } finally {
@@ -63,11 +64,17 @@ async function lazyOnce(hosts: LazyContainerHosts, counter: Counter, mib: number
   };
 }
 
-async function copyOnce(hosts: LazyContainerHosts, counter: Counter, mib: number, rep: number): Promise<PostCopySample> {
-  const run = await hosts.migrateByCopy(counter);
+async function copyOnce(
+  hosts: LazyContainerHosts,
+  counter: Counter,
+  mib: number,
+  rep: number,
+  mode: 'stop-and-copy' | 'memory-beside',
+): Promise<PostCopySample> {
+  const run = await hosts.migrateStopAndCopy(counter, { memoryBeside: mode === 'memory-beside' });
   const verified = await verifyAfter(hosts, counter);
   const freeze = await freezeOf(hosts, counter, run.frozenAt, run.restoredAt, undefined);
-  return { level: 'container', mib, mode: 'stop-and-copy', rep, ...freeze, imageBytes: run.archiveBytes, verified };
+  return { level: 'container', mib, mode, rep, ...freeze, imageBytes: run.streamBytes, verified };
 }
 
 /** Asks the restored counter to check its whole block (SIGUSR1) and waits for its answer. */

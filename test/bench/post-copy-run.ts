@@ -29,7 +29,8 @@ export interface PostCopySample {
   /** process: CRIU directly on a process tree; container: Podman's checkpoint and restore, made lazy by the runtime shim. */
   level: 'process' | 'container';
   mib: number;
-  mode: 'post-copy' | 'stop-and-copy';
+  /** memory-beside: stop-and-copy with the memory read as CRIU writes it, beside Podman's export (container level). */
+  mode: 'post-copy' | 'stop-and-copy' | 'memory-beside';
   rep: number;
   /** The workload's own freeze: its last tick before the dump began to its first tick after the restore. */
   frozenMs: number;
@@ -145,7 +146,7 @@ const LEVEL_INTRO: Record<PostCopySample['level'], string> = {
   process:
     "The same process (test/post-copy/paged-workload.py: ticks every 10 ms, reads 16 random pages per tick) moved between two simulated hosts on a WAN of their own by CRIU directly: lazily, its pages through the two agents' page relay over TLS-PSK (agents/post-copy/page-relay.ts), or by stop-and-copy (dump every page, copy every image, restore). Images move between directories of this machine, so the baseline pays a local disk copy only: a real network adds memory / bandwidth to its freeze and nothing to post-copy's.",
   container:
-    "The same container (the counter image: random memory, ticks every 10 ms, checks its whole memory on SIGUSR1) moved between two simulated Podman hosts on a WAN of their own through Podman's own checkpoint export and restore import: lazily, made so by the runtime shim (agents/post-copy/runc-shim) with the pages through the agents' relays (agents/post-copy/lazy-container.ts), or by stop-and-copy (every page in the archive). The archive goes through a file on this machine in both modes (the product ships it through the object store: `ums migrate --mode post-copy`), so the baseline pays a local disk copy only.",
+    "The same container (the counter image: random memory, ticks every 10 ms, checks its whole memory on SIGUSR1) moved between two simulated Podman hosts on a WAN of their own through Podman's own checkpoint export and restore import: lazily, made so by the runtime shim (agents/post-copy/runc-shim) with the pages through the agents' relays (agents/post-copy/lazy-container.ts); by stop-and-copy with every page in Podman's archive; or by stop-and-copy with the memory beside it (`memory-beside`: the page images read as CRIU writes them and sent ahead of the archive, agents/memory/page-images.ts). Both stop-and-copy rows stream the source's checkpoint straight into the destination's restore through the container-level driver (the product puts the object store between them); post-copy's small archive goes through a file.",
 };
 
 /** The report's section: per level, medians per size and mode, the freeze against stop-and-copy's, the target. */
@@ -180,7 +181,7 @@ function levelReport(level: PostCopySample['level'], samples: PostCopySample[]):
   const verdicts: string[] = [];
   for (const size of sizes) {
     const copyFrozen = spreadOf(of(size, 'stop-and-copy'), (s) => s.frozenMs)?.median;
-    for (const mode of ['stop-and-copy', 'post-copy'] as const) {
+    for (const mode of ['stop-and-copy', 'memory-beside', 'post-copy'] as const) {
       const list = of(size, mode);
       if (list.length === 0) continue;
       const frozen = spreadOf(list, (s) => s.frozenMs);

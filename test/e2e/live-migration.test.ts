@@ -17,7 +17,7 @@ import { COUNTER_MARKER_PATH } from '../../infra/images/build-counter-image.js';
 import { continuity, followTicks, joinTicks, readTicks, type Tick } from '../../infra/images/counter-output.js';
 import { AWS_HOST, DEFAULT_HOSTS, startLocalStack, type LocalStack } from '../../infra/local-stack.js';
 import { runCounter, TICK_MS } from './counter-container.js';
-import { umsJson } from './ums-cli.js';
+import { umsJson, umsText } from './ums-cli.js';
 import type { PodmanHost } from '../../infra/podman-host.js';
 
 /**
@@ -38,6 +38,7 @@ let aws: PodmanHost;
 interface MigrateResult {
   code: number;
   result: {
+    migrationId?: string;
     state: string;
     code?: string;
     reason?: string;
@@ -164,7 +165,7 @@ describe('live migration through the whole stack', { timeout: 900_000 }, () => {
     await runCounter(gcp, name, stack.info.image, 150);
     // The plan's size is the container's measured memory, not the 64 MiB default (traits are read every 2 s).
     await sleep(3_000);
-    const plan = await umsJson<{ archive?: { bytes: number; measured: boolean; basis: string } }>(stack.info, [
+    const plan = await umsJson<{ archive?: { bytes: number; measured: boolean; basis: string }; memoryBeside?: boolean }>(stack.info, [
       'plan',
       name,
       '--to',
@@ -176,6 +177,17 @@ describe('live migration through the whole stack', { timeout: 900_000 }, () => {
     const { run, ticks } = await migrateAndWatch(name, gcp, azure, AZURE);
     assert.equal(run.code, 0, `migration failed: ${run.result.reason}`);
     assert.ok((run.result.timeline?.archiveBytes ?? 0) > 150 * 1024 * 1024, 'the memory travelled with it');
+    // Both hosts have the runtime shim: the memory went as CRIU wrote it, beside Podman's export (agents/memory/).
+    assert.equal(plan.json.memoryBeside, true, 'the plan sends the memory beside the export');
+    const status = await umsJson<{ memoryBesideBytes?: number }>(stack.info, ['status', run.result.migrationId ?? '?']);
+    assert.ok(
+      (status.json.memoryBesideBytes ?? 0) >= 150 * 1024 * 1024,
+      `${status.json.memoryBesideBytes ?? 0} bytes of memory went beside the export`,
+    );
+    assert.match(
+      (await umsText(stack.info, ['status', run.result.migrationId ?? '?'])).stdout,
+      /memory: 1[5-9]\d\.\d MiB sent as CRIU wrote it/,
+    );
     assert.ok(continuity(ticks).continuous, 'the count went on');
     assert.equal(await runningExactlyOnce(name), azure);
     await azure.podman(['rm', '-f', name]);

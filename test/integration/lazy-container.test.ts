@@ -18,7 +18,20 @@
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
+import { readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { DEFAULT_MARKER_DIR } from '../../agents/post-copy/lazy-container.js';
 import { alive, countsAfter, countsOf, LazyContainerHosts, waitFor, type Counter } from '../post-copy/lazy-container-hosts.js';
+
+/** The shim's markers of a container, and pages staged for it, left behind (none after a migration). */
+async function leftovers(id: string, graphRoot: string | undefined): Promise<string[]> {
+  const markers = (await readdir(DEFAULT_MARKER_DIR).catch(() => [] as string[])).filter(
+    (n) => n.startsWith(id) && /memory|images/.test(n),
+  );
+  assert.ok(graphRoot !== undefined, 'the engine says where its storage is');
+  const staged = (await readdir(join(graphRoot, 'ums-memory')).catch(() => [] as string[])).filter((n) => n.startsWith(id.slice(0, 12)));
+  return [...markers, ...staged];
+}
 
 const MIB = 256;
 const TICK_MS = 100;
@@ -39,6 +52,12 @@ describe('container-level post-copy through Podman and the runtime shim, between
   const startCounter = () => hosts.startCounter({ mib: MIB, tickMs: TICK_MS, verifyEvery: VERIFY_EVERY });
   const lastCount = async (counter: Counter, side: 'source' | 'destination') =>
     countsOf(await hosts.logs(hosts[side], counter.name)).at(-1)?.count ?? 0;
+  /** The counts after `count` on that side, once a full check of the memory ran there (each page was read). */
+  const checkedAfter = (counter: Counter, side: 'source' | 'destination', count: number, what: string) =>
+    waitFor(async () => {
+      const after = countsAfter(await hosts.logs(hosts[side], counter.name), count);
+      return after.verified.length > 0 ? after : undefined;
+    }, what);
 
   it(`moves a ${MIB} MiB counter: its count goes on, every page checks after all arrived, Podman's records are true`, async () => {
     const counter = await startCounter();
@@ -52,10 +71,7 @@ describe('container-level post-copy through Podman and the runtime shim, between
     assert.ok(pagesAtDestination.bytesFromPeer >= MIB * 1024 * 1024, `${pagesAtDestination.bytesFromPeer} bytes of pages arrived`);
 
     // A check that ran after the restore read every page, so each one arrived, and intact.
-    const checked = await waitFor(async () => {
-      const after = countsAfter(await hosts.logs(hosts.destination, counter.name), frozenAt);
-      return after.verified.length > 0 ? after : undefined;
-    }, 'a full check of the memory on the destination');
+    const checked = await checkedAfter(counter, 'destination', frozenAt, 'a full check of the memory on the destination');
     assert.equal(checked.first, frozenAt + 1, 'the count goes on from where it froze');
     assert.deepEqual(checked.bad, [], 'no page came back wrong');
 
@@ -66,6 +82,45 @@ describe('container-level post-copy through Podman and the runtime shim, between
     assert.equal(atSource.stdout.trim(), 'exited true');
     assert.equal(atDestination.stdout.trim(), 'running true');
     assert.equal(alive(counter.pid), false, 'the source tasks are gone once every page was served');
+    await hosts.remove(counter);
+  });
+
+  it(`stop-and-copy with the memory beside the export: a ${MIB} MiB counter's pages are read as CRIU writes them, not in Podman's archive; its count goes on and every page checks`, async () => {
+    const counter = await startCounter();
+    const run = await hosts.migrateStopAndCopy(counter);
+    const frozenAt = await lastCount(counter, 'source');
+    assert.ok(run.pageBytes >= MIB * 1024 * 1024, `the section carried ${run.pageBytes} bytes of page images for ${MIB} MiB`);
+    assert.deepEqual(
+      run.exportNames.filter((name) => /pages-\d+\.img$/.test(name)),
+      [],
+      "Podman's export holds no page image",
+    );
+    assert.ok(run.exportNames.includes('checkpoint/ums-pages.id'), `the export says where its pages went: ${run.exportNames.join(', ')}`);
+    const checked = await checkedAfter(counter, 'destination', frozenAt, 'a full check of the memory on the destination');
+    assert.equal(checked.first, frozenAt + 1, 'the count goes on from where it froze');
+    assert.deepEqual(checked.bad, [], 'no page came back wrong');
+    assert.deepEqual(
+      await leftovers(counter.id, (await hosts.destination.engine.info()).graphRoot),
+      [],
+      'no marker or staged page is left',
+    );
+    await hosts.remove(counter);
+  });
+
+  it('stop-and-copy with the memory beside, turned back: the source resumes from its kept checkpoint, its pages put back; the next migration sends only new pages', async () => {
+    const counter = await startCounter();
+    const run = await hosts.migrateStopAndCopy(counter, { turnBack: true });
+    assert.ok(run.pageBytes >= MIB * 1024 * 1024, `${run.pageBytes} bytes of page images were read`);
+    const resumedAt = await lastCount(counter, 'source');
+    const checked = await checkedAfter(counter, 'source', resumedAt, 'a full check of the memory on the source, resumed');
+    assert.deepEqual(checked.bad, [], 'every page is back');
+
+    // The kept checkpoint's images are still in the container's bundle: the next dump must not send them.
+    await hosts.migrateStopAndCopy(counter);
+    const frozenAt = await lastCount(counter, 'source');
+    const moved = await checkedAfter(counter, 'destination', frozenAt, 'a full check of the memory on the destination');
+    assert.equal(moved.first, frozenAt + 1, 'the count goes on from where it froze');
+    assert.deepEqual(moved.bad, [], 'no page came back wrong');
     await hosts.remove(counter);
   });
 

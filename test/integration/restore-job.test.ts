@@ -43,7 +43,7 @@ import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { PodmanEngine } from '../../agents/podman-engine.js';
 import { ArchivePolicyCheck } from '../../agents/archive-policy.js';
-import { RestoreJob, RestoreRefusedError, type RestoredArchive } from '../../agents/restore-job.js';
+import { RestoreAbandonedError, RestoreJob, RestoreRefusedError, type RestoredArchive } from '../../agents/restore-job.js';
 import { artifactPrefix, chunkKey, manifestKey, type ChunkRef, type Manifest } from '../../core/checkpoint-artifact.js';
 import { ChunkSealer, generateSealingKeyPair, type SealingPublicKey } from '../../core/checkpoint-sealing.js';
 import type { ContainerSecurityProfile } from '../../core/container-security.js';
@@ -129,6 +129,8 @@ interface CaseInput {
   forgedBy?: string;
   /** The registered profile the archive policy holds the archive to (agents/archive-policy.ts); default: the source's own. */
   profile?: ContainerSecurityProfile;
+  /** The saga turns back while the job's preflight still runs (the agent's abandon, as a rolling-back record makes it). */
+  abandonInPreflight?: string;
 }
 
 interface CaseRun {
@@ -249,7 +251,7 @@ describe('RestoreJob refuses bad input before anything is restored', { timeout: 
     const emitted: EventName[] = [];
     let prepared!: () => void;
     const preparedPromise = new Promise<void>((resolve) => (prepared = resolve));
-    const job = new RestoreJob({
+    const job: RestoreJob = new RestoreJob({
       command: {
         migrationId,
         epoch: 1,
@@ -275,6 +277,9 @@ describe('RestoreJob refuses bad input before anything is restored', { timeout: 
       urlLowWater: 2,
       urlBatch: 8,
       idleTimeoutMs: IDLE_TIMEOUT_MS,
+      ...(input.abandonInPreflight !== undefined
+        ? { checkRequirements: async (): Promise<void> => job.abandon(input.abandonInPreflight!) }
+        : {}),
       beforeRestore: async () => undefined,
       restoreFrom: (archive) => destination.engine.restoreFromArchive(NAME, archive),
       removePartial: () => destination.engine.removeContainer(NAME, { force: true }),
@@ -420,6 +425,18 @@ describe('RestoreJob refuses bad input before anything is restored', { timeout: 
     assert.match(restored.containerId, /^[0-9a-f]{64}$/);
     await main.engine.removeContainer(NAME, { force: true });
     await waitFor(async () => (await readdir(join(main.host.dir, 'staging'))).length === 0, 'the staging dir to be empty', 10_000);
+  });
+
+  it('ends with the reason when abandoned during its preflight, restores nothing, and throws nothing past the job (the agent stays up)', async () => {
+    const restoresBefore = await restoreEvents(main.host);
+    const run = await startCase('abandoned', { abandonInPreflight: 'migration rj-abandoned is rolling back (epoch 2)' });
+    await assert.rejects(run.result, (error: unknown) => {
+      assert.ok(error instanceof RestoreAbandonedError, `RestoreAbandonedError, got ${String(error)}`);
+      assert.match(error.message, /rolling back \(epoch 2\)/);
+      return true;
+    });
+    assert.equal(await main.engine.inspectContainer(NAME), undefined, 'no container');
+    assert.equal(await restoreEvents(main.host), restoresBefore, 'Podman restored nothing');
   });
 
   it(`refuses a missing chunk (download-failed, naming chunk ${BAD})`, async () => {

@@ -1,8 +1,8 @@
 /**
  * Two simulated Podman hosts on a WAN of their own, for container-level post-copy (agents/post-copy/
- * lazy-container.ts and the runtime shim it drives) and its stop-and-copy baseline through the same Podman
- * export and import. The archive goes through a file on this machine's disk: it stands for its trip
- * through the object store. The workload is the counter image with random memory and its full check
+ * lazy-container.ts and the runtime shim it drives; its archive goes through a file on this machine's disk,
+ * standing for its trip through the object store) and stop-and-copy through the container-level driver,
+ * with the memory in Podman's export or beside it (agents/memory/page-images.ts). The workload is the counter image with random memory and its full check
  * (COUNTER_VERIFY_EVERY). Shared by test/integration/lazy-container.test.ts and the benchmark.
  *
  * Needs root, Podman with runc, CRIU >= 4.2 with lazy pages, the shim (infra/host-setup.sh).
@@ -13,12 +13,16 @@ import { createWriteStream } from 'node:fs';
 import { access, mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { DEFAULT_MARKER_DIR, LazyDump, LazyRestore, type PostCopyHost } from '../../agents/post-copy/lazy-container.js';
 import type { RelayTiming } from './lazy-migration.js';
 import { PodmanEngine } from '../../agents/podman-engine.js';
+import { CheckpointSectionParser } from '../../agents/checkpoint-section.js';
+import { ContainerLevel } from '../../agents/container-level.js';
+import { TarEntryReader } from '../../agents/tar-entries.js';
 import { buildCounterImage, DEFAULT_COUNTER_IMAGE } from '../../infra/images/build-counter-image.js';
 import { startPodmanHost, type PodmanHost } from '../../infra/podman-host.js';
 import { createWan, type Wan, type WanEndpoint } from '../../infra/wan.js';
@@ -56,10 +60,13 @@ export interface LazyContainerRun {
   restoredAt: number;
 }
 
-export interface CopyContainerRun {
-  archiveBytes: number;
+export interface StopAndCopyRun {
   frozenAt: number;
   restoredAt: number;
+  /** Page image bytes the section carried, the whole stream's bytes, and the names in Podman's export. */
+  pageBytes: number;
+  streamBytes: number;
+  exportNames: string[];
 }
 
 export class LazyContainerHosts {
@@ -144,16 +151,45 @@ export class LazyContainerHosts {
     return { dump, restore, archiveBytes: (await stat(archive)).size, frozenAt, restoredAt };
   }
 
-  /** The baseline: Podman's checkpoint with every page in the archive, then its restore. */
-  async migrateByCopy(counter: Counter): Promise<CopyContainerRun> {
-    const archive = join(this.base, `${counter.name}.tar`);
+  /**
+   * Stop-and-copy through the container-level driver at both ends, its stream straight from the source's
+   * checkpoint into the destination's restore (the agents put the object store between them): with the
+   * memory beside Podman's export (agents/memory/page-images.ts), unless `memoryBeside` is false.
+   * `turnBack`: the destination is not asked; the source's kept checkpoint is resumed instead (the saga's
+   * compensation).
+   */
+  async migrateStopAndCopy(counter: Counter, options: { turnBack?: boolean; memoryBeside?: boolean } = {}): Promise<StopAndCopyRun> {
+    const sourceLevel = new ContainerLevel(this.source.engine, 'A', undefined, { markerDir: this.source.postCopy.markerDir });
+    const destinationLevel = new ContainerLevel(this.destination.engine, 'B', undefined, {
+      markerDir: this.destination.postCopy.markerDir,
+    });
     const frozenAt = Date.now();
-    await pipeline(await this.source.engine.checkpoint(counter.name), createWriteStream(archive));
-    await this.destination.engine.restoreFromArchive(counter.name, archive);
-    const restoredAt = Date.now();
-    const archiveBytes = (await stat(archive)).size;
-    await rm(archive, { force: true });
-    return { archiveBytes, frozenAt, restoredAt };
+    const stream = await sourceLevel.checkpoint(counter.name, { memoryBeside: options.memoryBeside ?? true });
+    const parser = new CheckpointSectionParser();
+    const exportNames: string[] = [];
+    const reader = new TarEntryReader(new Set(), 0);
+    let pageBytes = 0;
+    let streamBytes = 0;
+    const watched = new PassThrough();
+    stream.on('data', (piece: Buffer) => {
+      streamBytes += piece.length;
+      for (const event of parser.write(piece)) {
+        if (event.kind === 'pages') pageBytes += event.bytes.length;
+        if (event.kind === 'export') reader.write(event.bytes);
+      }
+    });
+    stream.once('error', (error) => watched.destroy(error));
+    stream.pipe(watched);
+    if (options.turnBack === true) {
+      for await (const piece of watched) void piece;
+      await sourceLevel.resume(counter.name);
+    } else {
+      const { stdout } = await this.source.host.podman(['inspect', counter.name, '--format', '{{.ImageName}} {{.Image}}']);
+      const [image = '', imageId = ''] = stdout.trim().split(' ');
+      await destinationLevel.restore({ container: counter.name, image, imageId }, watched);
+    }
+    exportNames.push(...reader.entries.map((e) => e.name));
+    return { frozenAt, restoredAt: Date.now(), pageBytes, streamBytes, exportNames };
   }
 
   /** Removes the counter from both hosts. */

@@ -13,7 +13,7 @@ import { fileBody, tarHeader } from '../../agents/kubelet/ustar.js';
 import { toSecurityProfile } from '../../agents/podman-engine.js';
 import { RestoreRefusedError } from '../../agents/restore-job.js';
 import { TarEntryReader } from '../../agents/tar-entries.js';
-import { deltaRecord, endRecord, MAGIC, volumeRecord } from '../../agents/volumes/volume-section.js';
+import { deltaRecord, endRecord, MAGIC, volumeRecord } from '../../agents/checkpoint-section.js';
 import { baselineProfile, PODMAN_DEFAULT_CAPABILITIES, type ContainerSecurityProfile } from '../../core/container-security.js';
 
 const IMAGE = 'e8357277f514d6894cf57d213bd2cb079d2a87f740e6f978625da55acc1bdd4a';
@@ -342,9 +342,9 @@ describe('archive policy over the streamed tar', () => {
     );
     assert.match(
       run(Buffer.concat([section('/data', false), archive()]), 4096)!.message,
-      /malformed volume section: .*changes made while frozen to data/,
+      /malformed checkpoint section: .*changes made while frozen to data/,
     );
-    assert.match(run(section('/data').subarray(0, 30), 4096)!.message, /ended inside the volume section/);
+    assert.match(run(section('/data').subarray(0, 30), 4096)!.message, /ended inside the section/);
   });
 
   it('refuses a compressed, truncated or unterminated archive', () => {

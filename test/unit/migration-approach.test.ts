@@ -241,6 +241,23 @@ describe('decideApproach: the model and the boundary', () => {
     );
   });
 
+  it('with the memory beside the archive, a transfer faster than the dump costs nothing more, a slower one only its excess', () => {
+    const gib = 1024 * MiB;
+    const dumpRestore = 1024 * COST_MODEL.dumpRestoreMsPerMiB;
+    const fixed = COST_MODEL.fixedMs.container + COST_MODEL.perProcessMs.container;
+    // 1 GiB at 1 GiB/s: 1 s of transfer, hidden under the dump's half of dump + restore.
+    assert.equal(estimateMs('container', 1, gib, gib, { memoryBeside: true }), Math.round(fixed + dumpRestore));
+    // At 50 MiB/s: 20.5 s of transfer, of which the dump hides its half of dump + restore.
+    const slowTransfer = (gib * 1000) / (50 * MiB);
+    assert.equal(
+      estimateMs('container', 1, gib, 50 * MiB, { memoryBeside: true }),
+      Math.round(fixed + dumpRestore + slowTransfer - dumpRestore / 2),
+    );
+    assert.ok(estimateMs('container', 1, gib, 50 * MiB, { memoryBeside: true }) < estimateMs('container', 1, gib, 50 * MiB));
+    // Only container level's dump goes through the runtime shim.
+    assert.equal(estimateMs('service', 1, gib, gib, { memoryBeside: true }), estimateMs('service', 1, gib, gib));
+  });
+
   it('refuses malformed input at the boundary', () => {
     assert.throws(() => decideApproach({ source: host(), destination: host(), container: { processCount: 0 } }), /processCount/);
     assert.throws(

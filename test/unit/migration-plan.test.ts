@@ -47,16 +47,19 @@ const launched = (name: string, processCount: number, memoryBytes = 8 * MiB): Co
   traits: { processCount, memoryBytes, launcher: { available: true, version: '1' } },
 });
 
+/** A running container of IMAGE without the launcher. */
+const unlaunched = (name: string, traits: Container['traits']): Container => ({
+  name,
+  image: IMAGE,
+  imageId: IMAGE_ID,
+  state: 'running',
+  checkpointed: false,
+  ...(traits !== undefined ? { traits } : {}),
+});
+
 describe('planAgainst: registrations to a plan, as planMigration and `ums plan` see them', () => {
   it('picks service level where the launcher runs and container level for a multi-process container without it', () => {
-    const plain: Container = {
-      name: 'plain',
-      image: IMAGE,
-      imageId: IMAGE_ID,
-      state: 'running',
-      checkpointed: false,
-      traits: { launcher: { available: false, reason: 'no launcher control socket' } },
-    };
+    const plain = unlaunched('plain', { launcher: { available: false, reason: 'no launcher control socket' } });
     const agents = [agent('a', [launched('one', 1), launched('five', 5), plain]), agent('b', [])];
     for (const name of ['one', 'five']) {
       const plan = planAgainst(agents, { container: name, destinationAgent: 'b' }, NOW);
@@ -150,6 +153,41 @@ describe('planAgainst: registrations to a plan, as planMigration and `ums plan` 
       (inside.decision.candidates.find((c) => c.approach === 'container')?.estimatedMs ?? 0) >
         (outside.decision.candidates.find((c) => c.approach === 'container')?.estimatedMs ?? 0),
     );
+  });
+
+  it('sends the memory beside the archive only at container level, in stop-and-copy, when both hosts can', () => {
+    const plain = unlaunched('plain', { processCount: 1 });
+    const can = (available: boolean) => ({
+      containerLevel: { available: true, engine: 'podman 4.3.1', criuVersion: '4.2.1' },
+      orchestratorLevel: { available: false, reason: 'UMS_KUBELET_URL is not set' },
+      plainContainers: { available: true },
+      memoryBeside: available ? { available: true } : { available: false, reason: 'the runtime shim is not installed' },
+    });
+    const plan = (source: boolean, destination: boolean, container: Container = plain) =>
+      planAgainst(
+        [agent('a', [container], { capabilities: can(source) }), agent('b', [], { capabilities: can(destination) })],
+        {
+          container: container.name,
+          destinationAgent: 'b',
+        },
+        NOW,
+      );
+    const both = plan(true, true);
+    assert.ok(both.ok && both.decision.approach === 'container' && both.memoryBeside, 'both hosts have the shim');
+    assert.match(formatPlan(both), /sends the memory as CRIU writes it/);
+    assert.equal((planSummary(both) as { memoryBeside: boolean }).memoryBeside, true);
+    for (const [source, destination] of [
+      [true, false],
+      [false, true],
+    ] as const) {
+      const one = plan(source, destination);
+      assert.ok(one.ok && !one.memoryBeside, `source ${source}, destination ${destination}: in the archive`);
+      assert.doesNotMatch(formatPlan(one), /sends the memory/);
+      const estimate = (p: typeof one) => (p.ok ? p.decision.candidates.find((c) => c.approach === 'container')?.estimatedMs : undefined);
+      assert.ok((estimate(both) ?? Infinity) < (estimate(one) ?? 0), 'the freeze is predicted shorter when the memory goes beside');
+    }
+    const service = plan(true, true, launched('svc', 1));
+    assert.ok(service.ok && service.decision.approach === 'service' && !service.memoryBeside, 'service level has its own dump');
   });
 
   it('uses the bandwidth the source measured on its last upload', () => {
