@@ -1,0 +1,210 @@
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { readdir, readFile } from 'node:fs/promises';
+import { join, relative, resolve } from 'node:path';
+import { describe, it } from 'node:test';
+import { artifactPrefix } from '../../core/checkpoint-artifact.js';
+import { triggers } from '../../functions/triggers.js';
+import {
+  blocksOf,
+  isBody,
+  parseModule,
+  parseTf,
+  repoRoot,
+  requiredVariableNames,
+  tfFiles,
+  terraformRoot,
+  variableNames,
+} from '../support/terraform.js';
+
+/*
+ * terraform/ against the code, without any CLI: every .tf parses; each module has its files; the bucket
+ * lifecycle rules expire the prefix the code writes checkpoints under; the agent's environment in the
+ * cloud-init is what agents/main.ts reads (the list derived from the code); the functions deployed are the
+ * functions the code registers; every input a caller (example or module) passes exists, and every required
+ * input is passed.
+ */
+
+const modulesDir = join(terraformRoot, 'modules');
+const examplesDir = join(terraformRoot, 'examples');
+
+async function dirs(parent: string): Promise<string[]> {
+  if (!existsSync(parent)) return [];
+  return (await readdir(parent, { withFileTypes: true }))
+    .filter((e) => e.isDirectory())
+    .map((e) => join(parent, e.name))
+    .sort();
+}
+
+/** The environment variables the agent process reads, from its source: commander's .env() options and process.env reads. */
+export async function agentEnvironmentFromCode(): Promise<{ all: Set<string>; mandatory: Set<string> }> {
+  const main = await readFile(join(repoRoot, 'agents', 'main.ts'), 'utf8');
+  const all = new Set<string>();
+  const mandatory = new Set<string>();
+  // new Option(...).env('UMS_X')[...].makeOptionMandatory(): each option is one `.addOption(` call.
+  for (const option of main.split('.addOption(').slice(1)) {
+    const name = /\.env\(\s*'([A-Z0-9_]+)',?\s*\)/.exec(option)?.[1];
+    if (name === undefined) continue;
+    all.add(name);
+    if (option.includes('.makeOptionMandatory()')) mandatory.add(name);
+  }
+  // What the modules the agent runs read from the environment themselves.
+  const readers = ['agents/main.ts', 'core/nats-event-bus.ts', 'core/log.ts', 'agents/capability-probe.ts'];
+  for (const file of readers) {
+    const text = await readFile(join(repoRoot, file), 'utf8');
+    for (const m of text.matchAll(/\b(?:process\.env|env)\.([A-Z][A-Z0-9_]+)/g)) if (m[1] !== undefined) all.add(m[1]);
+  }
+  return { all, mandatory };
+}
+
+/**
+ * What the deployment leaves unset on purpose, with why; each must still be something the agent reads, so
+ * the list cannot go stale silently.
+ */
+export const AGENT_ENV_NOT_DEPLOYED: Record<string, string> = {
+  UMS_HOST_NETNS: "the local stack's simulated hosts only: a real host's agent runs in its containers' network namespace",
+  UMS_VOLUMES_DIR: "an agent in another mount namespace than the engine's (the local stack); on a VM it sees Podman's paths",
+  UMS_ALLOWED_HTTP_ENDPOINTS: 'plain-http storage emulators only: real stores are https',
+  UMS_KUBELET_URL: 'orchestrator level (agents/kubelet/): a VM host has no kubelet',
+  UMS_KUBELET_TOKEN_FILE: 'orchestrator level',
+  UMS_KUBELET_CA_FILE: 'orchestrator level',
+  UMS_KUBELET_NODE_NAME: 'orchestrator level',
+  NATS_USER: 'a development broker without nkeys; the deployment uses UMS_NATS_CREDENTIALS',
+  NATS_PASSWORD: 'a development broker without nkeys; the deployment uses UMS_NATS_CREDENTIALS',
+};
+
+/** The UMS_/NATS_ names of the agent unit's environment in agent-cloud-init/main.tf (locals.environment). */
+export async function agentEnvironmentInModule(): Promise<{ plain: Set<string>; secret: Set<string> }> {
+  const main = await readFile(join(modulesDir, 'agent-cloud-init', 'main.tf'), 'utf8');
+  const section = (start: string, end: string): string => {
+    const from = main.indexOf(start);
+    const to = main.indexOf(end, from);
+    assert.ok(from >= 0 && to > from, `agent-cloud-init/main.tf has no "${start}" ... "${end}"`);
+    return main.slice(from, to);
+  };
+  const plain = new Set(
+    [...section('environment = merge(', '# Set by the start script').matchAll(/\b([A-Z][A-Z0-9_]+)\s*=/g)].map((m) => m[1] ?? ''),
+  );
+  const secret = new Set([...section('secret_environment = ', '\n').matchAll(/"([A-Z][A-Z0-9_]+)"/g)].map((m) => m[1] ?? ''));
+  return { plain, secret };
+}
+
+describe('terraform: files and module layout', () => {
+  it('every .tf file parses', async () => {
+    const files = await tfFiles();
+    assert.ok(files.length >= 30, `${files.length} .tf files found`);
+    for (const file of files) {
+      const parsed = await parseTf(file).catch((error: unknown) => assert.fail(`${relative(repoRoot, file)}: ${(error as Error).message}`));
+      assert.ok(Object.keys(parsed).length > 0, `${relative(repoRoot, file)} is empty`);
+    }
+  });
+
+  it('every module has main.tf, variables.tf, outputs.tf, versions.tf and a README, and every variable a description', async () => {
+    const modules = await dirs(modulesDir);
+    assert.ok(modules.length >= 9, `${modules.length} modules`);
+    for (const dir of modules) {
+      for (const file of ['main.tf', 'variables.tf', 'outputs.tf', 'versions.tf', 'README.md']) {
+        assert.ok(existsSync(join(dir, file)), `${relative(repoRoot, dir)} lacks ${file}`);
+      }
+      const { blocks } = await parseModule(dir);
+      for (const [kind, key] of [
+        ['variable', 'description'],
+        ['output', 'description'],
+      ] as const) {
+        for (const block of blocks.get(kind) ?? []) {
+          for (const [name, bodies] of Object.entries(block)) {
+            const body = blocksOf(bodies)?.[0];
+            assert.ok(typeof body?.[key] === 'string' && body[key] !== '', `${relative(repoRoot, dir)}: ${kind} ${name} has no ${key}`);
+          }
+        }
+      }
+    }
+  });
+});
+
+describe('terraform: drift against the code', () => {
+  it("every bucket module's lifecycle rule expires the prefix the code writes checkpoints under", async () => {
+    // core/checkpoint-artifact.ts: artifactPrefix(id) = <root>/<id>/; the root is what abandoned migrations leave.
+    const root = artifactPrefix('x').slice(0, -'x/'.length);
+    assert.equal(root, 'migrations/');
+    for (const name of ['aws-bucket', 'gcp-bucket', 'azure-storage']) {
+      const { blocks } = await parseModule(join(modulesDir, name));
+      const locals = (blocks.get('locals') ?? []).find((l) => 'migrations_prefix' in l);
+      const expression = locals?.migrations_prefix;
+      assert.equal(typeof expression, 'string', `${name} defines local.migrations_prefix`);
+      // Both branches: at the store's root, and below its prefix.
+      assert.ok(String(expression).includes(`"${root}"`), `${name}: ${String(expression)} at the root`);
+      assert.ok(String(expression).includes(`\${var.prefix}/${root}"`), `${name}: ${String(expression)} below the prefix`);
+      const main = await readFile(join(modulesDir, name, 'main.tf'), 'utf8');
+      assert.match(
+        main,
+        /prefix(_match)?\s*=\s*\[?"?\$?\{?[^\n]*local\.migrations_prefix/,
+        `${name}: the lifecycle rule uses local.migrations_prefix`,
+      );
+    }
+  });
+
+  it("the agent unit's environment is what the agent reads, and has every mandatory option", async () => {
+    const code = await agentEnvironmentFromCode();
+    // The derivation itself: it must find what main.ts is known to read, or it checks nothing.
+    for (const known of ['UMS_AGENT_ID', 'UMS_STORE_URL', 'NATS_URL', 'UMS_NATS_CREDENTIALS', 'UMS_NATS_CA', 'UMS_PAGE_RELAY_ADDRESS']) {
+      assert.ok(code.all.has(known), `derived from the code: ${known}`);
+    }
+    assert.deepEqual([...code.mandatory].sort(), ['UMS_AGENT_ID', 'UMS_CLOUD', 'UMS_REGION', 'UMS_STORE_URL']);
+    const deployed = await agentEnvironmentInModule();
+    const set = new Set([...deployed.plain, ...deployed.secret, 'AZURE_STORAGE_KEY']);
+    // Everything the unit sets, the agent reads (AZURE_STORAGE_KEY: core/object-stores, the Azure store).
+    const unread = [...deployed.plain, ...deployed.secret].filter((name) => !code.all.has(name) && name !== 'AZURE_STORAGE_KEY');
+    assert.deepEqual(unread, [], 'set in the cloud-init but read by no code');
+    // Everything the agent reads is set, or left out for a reason that still names something it reads.
+    const unset = [...code.all].filter((name) => !set.has(name) && !(name in AGENT_ENV_NOT_DEPLOYED)).sort();
+    assert.deepEqual(unset, [], 'read by the agent but neither set by the cloud-init nor listed in AGENT_ENV_NOT_DEPLOYED');
+    const stale = Object.keys(AGENT_ENV_NOT_DEPLOYED).filter((name) => !code.all.has(name));
+    assert.deepEqual(stale, [], 'AGENT_ENV_NOT_DEPLOYED names what the agent no longer reads');
+    for (const name of code.mandatory) assert.ok(deployed.plain.has(name), `mandatory ${name} is set`);
+  });
+
+  it('the functions deployed are exactly the functions the code registers, with their entry points', async () => {
+    const { blocks } = await parseModule(join(modulesDir, 'gcp-functions'));
+    const variable = (blocks.get('variable') ?? []).find((v) => 'functions' in v)?.functions;
+    const deflt = blocksOf(variable)?.[0]?.default;
+    assert.ok(isBody(deflt), 'gcp-functions declares the functions map with a default');
+    assert.deepEqual(Object.keys(deflt).sort(), Object.keys(triggers).sort());
+    for (const [name, entry] of Object.entries(deflt)) assert.equal(entry, name, `${name}'s entry point`);
+    // And functions/index.ts registers each under that name with the functions-framework (what Cloud Run runs).
+    await import('../../functions/index.js');
+    const { getTestServer } = await import('@google-cloud/functions-framework/testing');
+    for (const entry of Object.values(deflt)) assert.doesNotThrow(() => getTestServer(String(entry)), `${String(entry)} is registered`);
+    assert.throws(() => getTestServer('notAFunction'), 'the framework refuses an unknown name (the check can fail)');
+  });
+
+  it('every input a caller passes to a local module exists, and every required input is passed', async () => {
+    const callers = [...(await dirs(examplesDir)), ...(await dirs(modulesDir))];
+    let calls = 0;
+    for (const dir of callers) {
+      const { blocks } = await parseModule(dir);
+      for (const block of blocks.get('module') ?? []) {
+        for (const [name, bodies] of Object.entries(block)) {
+          const body = blocksOf(bodies)?.[0];
+          const source = body?.source;
+          if (typeof source !== 'string' || !source.startsWith('.')) continue;
+          calls++;
+          const target = resolve(dir, source);
+          const declared = await variableNames(target);
+          const passed = Object.keys(body ?? {}).filter(
+            (k) => !['source', 'version', 'count', 'for_each', 'depends_on', 'providers'].includes(k),
+          );
+          const where = `${relative(repoRoot, dir)}: module "${name}" (${source})`;
+          assert.deepEqual(
+            passed.filter((k) => !declared.has(k)),
+            [],
+            `${where} passes inputs the module does not declare`,
+          );
+          const required = [...(await requiredVariableNames(target))].filter((k) => !passed.includes(k));
+          assert.deepEqual(required, [], `${where} leaves required inputs out`);
+        }
+      }
+    }
+    assert.ok(calls >= 8, `${calls} module calls checked`);
+  });
+});
