@@ -1,6 +1,7 @@
 locals {
   nats_conf = templatefile("${path.module}/templates/nats.conf.tftpl", {
     server_name        = var.server_name
+    listen_address     = var.listen_address
     client_port        = var.client_port
     cluster_port       = var.cluster_port
     cluster_name       = var.cluster_name

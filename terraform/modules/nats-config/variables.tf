@@ -7,6 +7,12 @@ variable "server_name" {
   }
 }
 
+variable "listen_address" {
+  description = "The address the client and cluster listeners bind (all interfaces on a broker VM; the firewall decides who reaches them)."
+  type        = string
+  default     = "0.0.0.0"
+}
+
 variable "client_port" {
   description = "The TLS client port agents, functions, the bridge and `ums` connect to."
   type        = number
