@@ -21,7 +21,7 @@ variable "prefix" {
 variable "abandoned_after_days" {
   description = "Migration objects (<prefix>/migrations/) older than this are expired: a migration that crashed before cleaning up leaves no checkpoint behind for long."
   type        = number
-  default     = 2
+  default     = 1
   validation {
     condition     = var.abandoned_after_days >= 1 && floor(var.abandoned_after_days) == var.abandoned_after_days
     error_message = "abandoned_after_days must be a whole number of at least 1."

@@ -41,7 +41,7 @@ variable "prefix" {
 variable "abandoned_after_days" {
   description = "Migration blobs (<container>/<prefix>/migrations/) not modified for this long are deleted."
   type        = number
-  default     = 2
+  default     = 1
   validation {
     condition     = var.abandoned_after_days >= 1 && floor(var.abandoned_after_days) == var.abandoned_after_days
     error_message = "abandoned_after_days must be a whole number of at least 1."

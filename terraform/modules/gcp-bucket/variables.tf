@@ -32,7 +32,7 @@ variable "prefix" {
 variable "abandoned_after_days" {
   description = "Migration objects (<prefix>/migrations/) older than this are deleted: a crashed migration's checkpoint does not stay."
   type        = number
-  default     = 2
+  default     = 1
   validation {
     condition     = var.abandoned_after_days >= 1 && floor(var.abandoned_after_days) == var.abandoned_after_days
     error_message = "abandoned_after_days must be a whole number of at least 1."
