@@ -7,9 +7,10 @@ import { promisify } from 'node:util';
 import { connect, nkeyAuthenticator } from 'nats';
 import { freePort } from '../../core/free-port.js';
 import { connectNatsBus, provisionBus, readBrokerCredential } from '../../core/nats-event-bus.js';
+import { generateSigningKeyPair } from '../../core/signed-envelope.js';
 import { createBrokerTls, writePrincipalCredentials } from '../../infra/broker-credentials.js';
 import { agentEnvironmentFromCode } from '../support/terraform-drift.js';
-import { offlineTerraform, providerMirror, terraformRoot, terraformVersion, type TerraformCli } from '../support/terraform.js';
+import { offlineTerraform, providerMirror, repoRoot, terraformRoot, terraformVersion, type TerraformCli } from '../support/terraform.js';
 
 /*
  * The terraform CLI, offline (a CLI config of our own pointing at the machine's filesystem mirror, which
@@ -33,7 +34,8 @@ const hasShellcheck = await execFileAsync('shellcheck', ['--version']).then(
 const CLI_MODULES = ['agent-cloud-init', 'nats-config', 'aws-bucket', 'aws-host'];
 
 const FAKE_SHA = '0'.repeat(64);
-const FAKE_KEY = 'MCowBQYDK2VwAyEAAAAAAAAAAAAAAAAAAAAAAAAAAAA=';
+/** A real Ed25519 public key: the agent started from the rendered environment parses it. */
+const VERIFY_KEY = generateSigningKeyPair().publicKey.publicKey;
 const FAKE_CA = '-----BEGIN CERTIFICATE-----\\nMIIB\\n-----END CERTIFICATE-----\\n';
 
 /** A root module that renders each cloud's agent cloud-init and the broker's configuration. */
@@ -47,7 +49,7 @@ module "${name}" {
   store_url          = "${store}"
   nats_url           = "tls://nats.ums.example:4222"
   nats_ca_pem        = "${FAKE_CA}"
-  command_verify_key = "${FAKE_KEY}"
+  command_verify_key = "${VERIFY_KEY}"
   secrets            = ${secrets}
   page_relay_address = "198.51.100.7"
   release_url        = "https://releases.example/ums.tgz"
@@ -135,14 +137,16 @@ describe('terraform CLI, offline', { skip }, () => {
   });
 
   for (const name of CLI_MODULES) {
-    it(`${name}: init, validate and terraform test`, async () => {
+    it(`${name}: init, validate${name.startsWith('aws-') ? ' (by terraform test)' : ''} and terraform test`, async () => {
       if (name.startsWith('aws-') && providerMirror() === undefined) {
         assert.fail('no provider mirror holding hashicorp/aws (docs/environment.md): set UMS_TF_PLUGIN_MIRROR to its root');
       }
       const dir = join(modules, name);
       const data = join(tf.workDir, `data-${name}`);
       await tf.run(dir, ['init', '-backend=false', '-input=false', '-no-color'], data);
-      await tf.run(dir, ['validate', '-no-color'], data);
+      // `terraform test` validates the module and its tests first (an unknown argument fails it); a separate
+      // `validate` costs the aws provider's start again (7 s on a loaded machine), so it runs only where cheap.
+      if (!name.startsWith('aws-')) await tf.run(dir, ['validate', '-no-color'], data);
       const out = await tf.run(dir, ['test', '-no-color'], data);
       assert.match(out, /Success! \d+ passed, 0 failed/);
     });
@@ -244,14 +248,17 @@ describe('terraform CLI, offline', { skip }, () => {
       await assert.rejects(execFileAsync('nats-server', ['-t', '-c', join(dir, 'broken.conf')]));
     });
 
-    it('the rendered nats.conf runs the real nats-server: TLS, JetStream, anonymous refused, each principal as itself', async () => {
-      const file = join(dir, 'nats.conf');
-      await writeFile(file, rendered.single);
-      const server: ChildProcess = spawn('nats-server', ['-c', file], { stdio: ['ignore', 'ignore', 'pipe'] });
+    describe('the rendered nats.conf on the real nats-server, and the rendered agent against it', () => {
+      let server: ChildProcess;
       let log = '';
-      server.stderr?.on('data', (chunk: Buffer) => (log += chunk.toString()));
-      const servers = `tls://127.0.0.1:${port}`;
-      try {
+      let servers: string;
+
+      before(async () => {
+        const file = join(dir, 'nats.conf');
+        await writeFile(file, rendered.single);
+        server = spawn('nats-server', ['-c', file], { stdio: ['ignore', 'ignore', 'pipe'] });
+        server.stderr?.on('data', (chunk: Buffer) => (log += chunk.toString()));
+        servers = `tls://127.0.0.1:${port}`;
         const admin = await readBrokerCredential(credentialFiles.get('admin') ?? '');
         const deadline = Date.now() + 10_000;
         for (;;) {
@@ -269,13 +276,23 @@ describe('terraform CLI, offline', { skip }, () => {
           if (Date.now() > deadline) assert.fail(`nats-server did not accept the admin: ${nc.message}\n${log}`);
           await new Promise((r) => setTimeout(r, 100));
         }
+      });
+      after(async () => {
+        if (server === undefined || server.exitCode !== null) return;
+        server.kill('SIGTERM');
+        await new Promise((r) => server.once('exit', r));
+      });
+
+      it('TLS, JetStream, anonymous and plain TCP refused, each principal binds as itself', async () => {
+        // The config it runs is the rendered one, with the principals' block from authorization.conf.
+        assert.ok(rendered.single.includes((await readFile(paths.authorization, 'utf8')).trim()));
         // An anonymous client, even over TLS, is refused.
         await assert.rejects(connect({ servers, reconnect: false, timeout: 1000, tls: { caFile: paths.ca } }), /Authorization/i);
         // Plain TCP is refused.
         await assert.rejects(connect({ servers: `nats://127.0.0.1:${port}`, reconnect: false, timeout: 1000 }));
         // JetStream works: the admin provisions the streams and buckets, as deploy-credentials provision does.
         await provisionBus({ servers, name: 'terraform-test', credentials: credentialFiles.get('admin'), ca: paths.ca });
-        // The agent and the functions bind as themselves, with their least-privilege permissions.
+        // The agent, the functions, the bridge and the CLI bind as themselves, with their least-privilege permissions.
         for (const principal of ['agent-gcp-us-central1-1', 'functions', 'bridge', 'cli']) {
           const bus = await connectNatsBus({
             servers,
@@ -285,13 +302,48 @@ describe('terraform CLI, offline', { skip }, () => {
           });
           await bus.close();
         }
-      } finally {
-        server.kill('SIGTERM');
-        await new Promise((r) => server.once('exit', r));
-      }
-      assert.doesNotMatch(log, /\[FTL\]/);
-      // Sanity: the config it ran is the rendered one (TLS and the principals' block from authorization.conf).
-      assert.ok(rendered.single.includes((await readFile(paths.authorization, 'utf8')).trim()));
+        assert.doesNotMatch(log, /\[FTL\]/);
+      });
+
+      it("the rendered unit's command and environment start the real agent, which connects as its principal and takes commands", async () => {
+        const host = rendered.gcp;
+        // The unit's ExecStart execs this command line (the start script's last line), from the release dir.
+        const command = /^exec (\S+) (\S+)$/m.exec(host.start_script);
+        assert.ok(command !== null, 'the start script execs the agent');
+        const [, node, script] = command;
+        assert.equal(node, '/usr/bin/node');
+        const entry = (script ?? '').replace(/^\/opt\/ums\/app\//, `${repoRoot}/`);
+        // The rendered environment, names and values, with what points at the VM's files moved here: the
+        // broker, its CA and the credential the start script writes; the state dir; Podman's socket (absent:
+        // this test never touches the machine's Podman, so the agent registers no engine facts).
+        const local = join(dir, 'agent');
+        const env: NodeJS.ProcessEnv = {
+          PATH: process.env.PATH,
+          ...host.environment,
+          NATS_URL: servers,
+          UMS_NATS_CA: paths.ca,
+          UMS_NATS_CREDENTIALS: credentialFiles.get('agent-gcp-us-central1-1'),
+          UMS_STATE_DIR: join(local, 'state'),
+          UMS_LAUNCHER_DIR: join(local, 'launcher'),
+          UMS_PODMAN_URL: `unix://${join(local, 'no-podman.sock')}`,
+        };
+        // No post-copy here: its probe would run the machine's CRIU.
+        delete env.UMS_PAGE_RELAY_ADDRESS;
+        const agent = spawn(process.execPath, [entry], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+        let out = '';
+        agent.stdout?.on('data', (chunk: Buffer) => (out += chunk.toString()));
+        agent.stderr?.on('data', (chunk: Buffer) => (out += chunk.toString()));
+        try {
+          const deadline = Date.now() + 20_000;
+          while (!out.includes('"agent started"') && agent.exitCode === null && Date.now() < deadline)
+            await new Promise((r) => setTimeout(r, 100));
+          assert.ok(out.includes('"agent started"'), `the agent did not start:\n${out}`);
+          assert.match(out, /"agentId":"gcp-us-central1-1"/);
+        } finally {
+          agent.kill('SIGTERM');
+          await new Promise((r) => (agent.exitCode !== null ? r(undefined) : agent.once('exit', r)));
+        }
+      });
     });
   });
 });
