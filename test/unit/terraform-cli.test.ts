@@ -24,7 +24,8 @@ import { offlineTerraform, providerMirror, repoRoot, terraformRoot, terraformVer
 
 const execFileAsync = promisify(execFile);
 const version = await terraformVersion();
-const skip = version === undefined ? 'the terraform CLI is not on PATH (CI installs it; see docs/environment.md): skipped' : false;
+const skip =
+  version === undefined ? 'the terraform CLI is not on PATH (not in Debian or npm; the CI machine image has it): skipped' : false;
 const hasShellcheck = await execFileAsync('shellcheck', ['--version']).then(
   () => true,
   () => false,

@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
 import { describe, it } from 'node:test';
+import { promisify } from 'node:util';
 import { artifactPrefix } from '../../core/checkpoint-artifact.js';
 import { triggers } from '../../functions/triggers.js';
 import {
@@ -26,6 +28,7 @@ import { AGENT_ENV_NOT_DEPLOYED, agentEnvironmentFromCode, agentEnvironmentInMod
  * input is passed.
  */
 
+const execFileAsync = promisify(execFile);
 const modulesDir = join(terraformRoot, 'modules');
 const examplesDir = join(terraformRoot, 'examples');
 
@@ -67,6 +70,22 @@ describe('terraform: files and module layout', () => {
         }
       }
     }
+  });
+});
+
+describe('terraform: scripts', () => {
+  it('the scripts under terraform/ pass bash -n and shellcheck', async (t) => {
+    const scripts = (await readdir(join(terraformRoot, 'scripts')))
+      .filter((f) => f.endsWith('.sh'))
+      .map((f) => join(terraformRoot, 'scripts', f));
+    assert.ok(scripts.length > 0);
+    for (const script of scripts) await execFileAsync('bash', ['-n', script]);
+    const shellcheck = await execFileAsync('shellcheck', ['--version']).then(
+      () => true,
+      () => false,
+    );
+    if (!shellcheck) return t.skip('shellcheck is not installed (infra/setup.sh installs it): bash -n only');
+    await execFileAsync('shellcheck', ['-s', 'bash', '-S', 'warning', ...scripts]);
   });
 });
 
