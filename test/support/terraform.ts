@@ -273,7 +273,7 @@ export interface TerraformCli {
 
 /** A CLI config of our own (filesystem mirror only, no registry) in a temp dir: nothing leaves the machine. */
 export async function offlineTerraform(): Promise<TerraformCli> {
-  const workDir = await mkdtemp(join(tmpdir(), 'ums-terraform-test-'));
+  const workDir = await mkdtemp(join(tmpdir(), 'terraform-test-'));
   const mirror = providerMirror();
   const config = join(workDir, 'cli.tfrc');
   await writeFile(

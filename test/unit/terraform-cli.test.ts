@@ -95,8 +95,19 @@ output "${name}" {
     ),
     nats('single', '[]'),
     nats('clustered', '["127.0.0.1:16222", "127.0.0.1:16223"]'),
-    `output "broker_key_script" {
-  value = templatefile("../modules/gcp-nats-broker/templates/ums-nats-key.sh.tftpl", { project = "ums-example", secret = "nats-key" })
+    `module "broker_boot" {
+  source          = "../modules/nats-config"
+  server_name     = "ums-nats-0"
+  authorization   = file(${JSON.stringify(paths.authorization)})
+  server_cert_pem = "${FAKE_CA}"
+  ca_pem          = "${FAKE_CA}"
+  key_secret      = { project = "ums-example", secret = "nats-key" }
+}
+output "broker_boot_script" {
+  value = module.broker_boot.boot_script
+}
+output "broker_key_script" {
+  value = templatefile("../modules/nats-config/templates/ums-nats-key.sh.tftpl", { project = "ums-example", secret = "nats-key", key_file = "/run/ums-nats/server.key" })
 }
 `,
   ].join('');
@@ -104,6 +115,7 @@ output "${name}" {
 
 interface RenderedHost {
   cloud_config: string;
+  boot_script: string;
   environment: Record<string, string>;
   secret_environment: string[];
   agent_unit: string;
@@ -117,6 +129,7 @@ interface Rendered {
   single: string;
   clustered: string;
   broker_key_script: string;
+  broker_boot_script: string;
 }
 
 describe('terraform CLI, offline', { skip }, () => {
@@ -215,7 +228,7 @@ describe('terraform CLI, offline', { skip }, () => {
     });
 
     for (const cloud of ['gcp', 'azure', 'aws'] as const) {
-      for (const script of ['bootstrap_script', 'start_script'] as const) {
+      for (const script of ['bootstrap_script', 'start_script', 'boot_script'] as const) {
         it(`${cloud} ${script} passes bash -n${hasShellcheck ? ' and shellcheck' : ''}`, async (t) => {
           const file = join(dir, `${cloud}-${script}.sh`);
           await writeFile(file, rendered[cloud][script]);
@@ -232,12 +245,40 @@ describe('terraform CLI, offline', { skip }, () => {
       }
     }
 
-    it("the broker's key script passes bash -n and shellcheck", async (t) => {
-      const file = join(dir, 'broker-key.sh');
-      await writeFile(file, rendered.broker_key_script);
-      await execFileAsync('bash', ['-n', file]);
-      if (!hasShellcheck) return t.skip('shellcheck is not installed: bash -n only');
-      await execFileAsync('shellcheck', ['-s', 'bash', '-S', 'warning', file]);
+    for (const script of ['broker_key_script', 'broker_boot_script'] as const) {
+      it(`the broker's ${script} passes bash -n and shellcheck`, async (t) => {
+        const file = join(dir, `${script}.sh`);
+        await writeFile(file, rendered[script]);
+        await execFileAsync('bash', ['-n', file]);
+        if (!hasShellcheck) return t.skip('shellcheck is not installed: bash -n only');
+        await execFileAsync('shellcheck', ['-s', 'bash', '-S', 'warning', file]);
+      });
+    }
+
+    it('a boot script writes exactly the files the cloud-config writes, byte for byte', async () => {
+      // Run the GCE boot script with its paths moved under a scratch root and its final exec stubbed out.
+      const root = join(dir, 'boot-root');
+      const script = rendered.gcp.boot_script
+        .replace(/^(install -d -m \d+|chmod \d+) '\//gm, `$1 '${root}/`)
+        .replaceAll(">'/", `>'${root}/`)
+        .replace(/^exec .*$/m, 'exit 0');
+      // Never outside the scratch root: every path it writes or creates was moved.
+      for (const line of script.split('\n').filter((l) => /^(install|chmod) /.test(l) || l.includes(">'"))) {
+        assert.ok(line.includes(`'${root}/`), `not moved under the scratch root: ${line.slice(0, 80)}`);
+      }
+      await writeFile(join(dir, 'boot-local.sh'), script);
+      await execFileAsync('bash', [join(dir, 'boot-local.sh')]);
+      const expected: Record<string, string> = {
+        'etc/ums/agent.env': Object.entries(rendered.gcp.environment)
+          .sort(([a], [b]) => (a < b ? -1 : 1))
+          .map(([k, v]) => `${k}="${v}"\n`)
+          .join(''),
+        'etc/systemd/system/ums-agent.service': rendered.gcp.agent_unit,
+        'usr/local/libexec/ums/ums-agent-start': rendered.gcp.start_script,
+        'usr/local/libexec/ums/bootstrap': rendered.gcp.bootstrap_script,
+      };
+      for (const [path, content] of Object.entries(expected)) assert.equal(await readFile(join(root, path), 'utf8'), content, path);
+      assert.ok(rendered.gcp.cloud_config.includes('"path": "/usr/local/libexec/ums/ums-agent-start"'));
     });
 
     it('the clustered nats.conf passes nats-server -t', async () => {

@@ -55,15 +55,35 @@ locals {
     release_sha256 = var.release_sha256
   })
 
+  files = [
+    { path = "/etc/ums/agent.env", permissions = "0644", content = local.environment_file },
+    { path = local.ca_file, permissions = "0644", content = var.nats_ca_pem },
+    { path = "/etc/systemd/system/ums-agent.service", permissions = "0644", content = local.agent_unit },
+    { path = "/usr/local/libexec/ums/ums-agent-start", permissions = "0755", content = local.start_script },
+    { path = "/usr/local/libexec/ums/bootstrap", permissions = "0755", content = local.bootstrap_script },
+  ]
+
   cloud_config = "#cloud-config\n${yamlencode({
-    write_files = [
-      { path = "/etc/ums/agent.env", permissions = "0644", owner = "root:root", content = local.environment_file },
-      { path = local.ca_file, permissions = "0644", owner = "root:root", content = var.nats_ca_pem },
-      { path = "/etc/systemd/system/ums-agent.service", permissions = "0644", owner = "root:root", content = local.agent_unit },
-      { path = "/usr/local/libexec/ums/ums-agent-start", permissions = "0755", owner = "root:root", content = local.start_script },
-      { path = "/usr/local/libexec/ums/bootstrap", permissions = "0755", owner = "root:root", content = local.bootstrap_script },
-    ]
+    write_files = [for f in local.files : merge(f, { owner = "root:root" })]
     # The agent starts only once the bootstrap (Podman, CRIU check, release) succeeded.
     runcmd = [["/usr/local/libexec/ums/bootstrap"]]
   })}"
+
+  # The same as a plain script, for images without cloud-init (GCE's Debian images run `startup-script`
+  # metadata through the guest agent instead, at every boot: the bootstrap is idempotent). Contents travel
+  # base64-encoded, so no content can end a heredoc or need quoting.
+  boot_script = join("\n", concat(
+    [
+      "#!/usr/bin/env bash",
+      "# UMS host boot (terraform/modules/agent-cloud-init): writes the agent's files, then runs the bootstrap.",
+      "set -euo pipefail",
+      "umask 022",
+    ],
+    flatten([for f in local.files : [
+      "install -d -m 0755 '${dirname(f.path)}'",
+      "printf '%s' '${base64encode(f.content)}' | base64 -d >'${f.path}'",
+      "chmod ${f.permissions} '${f.path}'",
+    ]]),
+    ["exec /usr/local/libexec/ums/bootstrap", ""],
+  ))
 }

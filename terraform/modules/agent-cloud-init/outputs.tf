@@ -3,6 +3,11 @@ output "cloud_config" {
   value       = local.cloud_config
 }
 
+output "boot_script" {
+  description = "The same files and bootstrap as one shell script, for images without cloud-init (GCE `startup-script` metadata)."
+  value       = local.boot_script
+}
+
 output "environment" {
   description = "The agent unit's environment (/etc/ums/agent.env), name -> value; secrets are added at start by the start script."
   value       = local.environment

@@ -80,8 +80,9 @@ resource "google_compute_instance" "this" {
     }
   }
 
+  # GCE's Debian images have no cloud-init: the guest agent runs `startup-script` at every boot instead.
   metadata = {
-    user-data              = module.cloud_init.cloud_config
+    startup-script         = module.cloud_init.boot_script
     enable-oslogin         = "TRUE"
     block-project-ssh-keys = "TRUE"
   }

@@ -14,6 +14,7 @@ locals {
   routes = [
     for i, _ in var.zones : "${google_compute_address.internal[i].address}:6222"
   ]
+
 }
 
 resource "google_service_account" "this" {
@@ -49,9 +50,12 @@ module "config" {
   source = "../nats-config"
   count  = length(var.zones)
 
-  server_name   = local.names[count.index]
-  routes        = length(var.zones) > 1 ? [for i, r in local.routes : r if i != count.index] : []
-  authorization = var.authorization
+  server_name     = local.names[count.index]
+  routes          = length(var.zones) > 1 ? [for i, r in local.routes : r if i != count.index] : []
+  authorization   = var.authorization
+  server_cert_pem = var.server_cert_pem
+  ca_pem          = var.ca_pem
+  key_secret      = { project = var.project_id, secret = var.server_key_secret_id }
 }
 
 resource "google_compute_instance" "this" {
@@ -80,29 +84,9 @@ resource "google_compute_instance" "this" {
     }
   }
 
+  # GCE's Debian images have no cloud-init: the guest agent runs `startup-script` at every boot (idempotent).
   metadata = {
-    user-data = "#cloud-config\n${yamlencode({
-      write_files = [
-        { path = "/etc/nats/nats.conf", permissions = "0644", content = module.config[count.index].nats_conf },
-        { path = "/etc/nats/server.pem", permissions = "0644", content = var.server_cert_pem },
-        { path = "/etc/nats/ca.pem", permissions = "0644", content = var.ca_pem },
-        { path = "/etc/systemd/system/ums-nats.service", permissions = "0644", content = templatefile("${path.module}/templates/ums-nats.service.tftpl", {}) },
-        {
-          path        = "/usr/local/libexec/ums/ums-nats-key"
-          permissions = "0755"
-          content = templatefile("${path.module}/templates/ums-nats-key.sh.tftpl", {
-            project = var.project_id
-            secret  = var.server_key_secret_id
-          })
-        },
-      ]
-      runcmd = [
-        ["sh", "-c", "DEBIAN_FRONTEND=noninteractive apt-get update -qq && apt-get install -y -qq nats-server curl jq"],
-        ["systemctl", "disable", "--now", "nats-server.service"],
-        ["systemctl", "daemon-reload"],
-        ["systemctl", "enable", "--now", "ums-nats.service"],
-      ]
-    })}"
+    startup-script         = module.config[count.index].boot_script
     enable-oslogin         = "TRUE"
     block-project-ssh-keys = "TRUE"
   }

@@ -75,3 +75,24 @@ variable "authorization" {
     error_message = "authorization must be an `authorization:` block of public nkeys; a seed (SU...) must never be passed here."
   }
 }
+
+variable "server_cert_pem" {
+  description = "The server certificate's PEM (public), written to cert_file by boot_script; \"\" when the certificate is put there otherwise."
+  type        = string
+  default     = ""
+}
+
+variable "ca_pem" {
+  description = "The CA certificate's PEM (public), written to ca_file by boot_script; \"\" when put there otherwise."
+  type        = string
+  default     = ""
+}
+
+variable "key_secret" {
+  description = "Where boot_script's service fetches the TLS key from at every start (GCP Secret Manager: project and secret id), onto key_file's tmpfs directory; null: boot_script is not used."
+  type = object({
+    project = string
+    secret  = string
+  })
+  default = null
+}
