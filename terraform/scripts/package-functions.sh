@@ -2,8 +2,8 @@
 # Builds what the cloud runs from this repository's source:
 #   <out>/ums-functions-<commit>.zip  the functions' source archive for Cloud Run functions (gen2): dist/core and
 #                                     dist/functions, package.json with main = dist/functions/index.js (where the
-#                                     buildpack's functions-framework finds the entry points) and without its dev
-#                                     dependencies and scripts (the buildpack must not run the build), the lockfile
+#                                     buildpack's functions-framework finds the entry points) and without its
+#                                     scripts (the buildpack must not run the build), the lockfile
 #   <out>/bridge/                     the trigger bridge's image context (Containerfile included):
 #                                     podman build -t <registry>/ums/bridge:<commit> <out>/bridge
 # Usage: terraform/scripts/package-functions.sh [out-dir]   (default: ./build)
@@ -21,7 +21,9 @@ stage() { # $1 = dir, $2 = main
   cp -r dist/core dist/functions "$1/dist/"
   node -e '
     const pkg = require("./package.json");
-    delete pkg.devDependencies; delete pkg.scripts; delete pkg.bin;
+    // devDependencies stay: npm ci refuses a package.json that disagrees with the lockfile. The cloud
+    // installs without them (NPM_CONFIG_OMIT=dev, npm ci --omit=dev); no script runs there.
+    delete pkg.scripts; delete pkg.bin;
     pkg.main = process.argv[1];
     process.stdout.write(JSON.stringify(pkg, null, 2) + "\n");
   ' "$2" >"$1/package.json"

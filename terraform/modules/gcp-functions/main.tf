@@ -1,5 +1,6 @@
 locals {
-  mount = "/etc/ums/secrets"
+  # Not under /etc: Cloud Run refuses mounts over system directories.
+  mount = "/ums-secrets"
   # Files the code reads by path: the broker credential and CA (core/nats-event-bus.ts), the command-signing
   # key (functions/function-context.ts). Cloud Run mounts each secret version as a file, never an env value.
   function_env = merge(
@@ -102,10 +103,12 @@ resource "google_cloudfunctions2_function" "this" {
         object = var.source_object
       }
     }
-    # The archive carries dist/ already built: the buildpack installs production dependencies and must
-    # not run package.json's build script (it needs the TypeScript compiler, a dev dependency).
+    # The archive carries dist/ already built: the buildpack installs the production dependencies only
+    # (the lockfile names the dev ones too, so package.json keeps them for `npm ci` to agree with it) and
+    # runs no package.json script.
     environment_variables = {
       GOOGLE_NODE_RUN_SCRIPTS = ""
+      NPM_CONFIG_OMIT         = "dev"
     }
   }
 
