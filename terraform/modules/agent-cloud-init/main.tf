@@ -3,7 +3,7 @@ locals {
   ca_file   = "/etc/ums/nats-ca.pem"
   state_dir = "/var/lib/ums/agent/${var.agent_id}"
 
-  # What agents/main.ts and core/nats-event-bus.ts read (test/unit/terraform-render.test.ts derives that list
+  # What agents/main.ts and core/nats-event-bus.ts read (test/unit/terraform-static.test.ts derives that list
   # from the code and fails when they drift). Options left out on purpose, as the test lists too:
   # UMS_HOST_NETNS and UMS_VOLUMES_DIR (a simulated host of the local stack), UMS_ALLOWED_HTTP_ENDPOINTS
   # (local emulators only: real stores are https), UMS_KUBELET_* (orchestrator level, agents/kubelet/).
