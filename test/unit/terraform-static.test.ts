@@ -174,4 +174,32 @@ describe('terraform: drift against the code', () => {
     }
     assert.ok(calls >= 8, `${calls} module calls checked`);
   });
+
+  it('every output a caller reads from a local module exists', async () => {
+    let reads = 0;
+    for (const dir of [...(await dirs(examplesDir)), ...(await dirs(modulesDir))]) {
+      const { files, blocks } = await parseModule(dir);
+      const targets = new Map<string, string>();
+      for (const block of blocks.get('module') ?? []) {
+        for (const [name, bodies] of Object.entries(block)) {
+          const source = blocksOf(bodies)?.[0]?.source;
+          if (typeof source === 'string' && source.startsWith('.')) targets.set(name, resolve(dir, source));
+        }
+      }
+      for (const file of files) {
+        const text = await readFile(file, 'utf8');
+        for (const [, name = '', output = ''] of text.matchAll(/\bmodule\.([a-z0-9_]+)(?:\[[^\]]*\])?\.([a-z0-9_]+)/g)) {
+          const target = targets.get(name);
+          assert.ok(target !== undefined, `${relative(repoRoot, file)}: module.${name} is not a module called there`);
+          const outputs = (await parseModule(target)).blocks.get('output') ?? [];
+          assert.ok(
+            outputs.some((o) => output in o),
+            `${relative(repoRoot, file)}: module.${name}.${output} is not an output of ${relative(repoRoot, target)}`,
+          );
+          reads++;
+        }
+      }
+    }
+    assert.ok(reads >= 40, `${reads} module outputs read`);
+  });
 });
