@@ -175,6 +175,23 @@ describe('terraform: drift against the code', () => {
     assert.ok(calls >= 8, `${calls} module calls checked`);
   });
 
+  it('every var. and local. a module or example reads is declared (what validate would say where the provider is missing)', async () => {
+    let reads = 0;
+    for (const dir of [...(await dirs(examplesDir)), ...(await dirs(modulesDir))]) {
+      const { files, blocks } = await parseModule(dir);
+      const variables = await variableNames(dir);
+      const locals = new Set((blocks.get('locals') ?? []).flatMap((l) => Object.keys(l)));
+      for (const file of files) {
+        const text = await readFile(file, 'utf8');
+        for (const [, kind, name = ''] of text.matchAll(/\b(var|local)\.([a-z0-9_]+)/g)) {
+          assert.ok((kind === 'var' ? variables : locals).has(name), `${relative(repoRoot, file)}: ${kind}.${name} is not declared`);
+          reads++;
+        }
+      }
+    }
+    assert.ok(reads >= 200, `${reads} references checked`);
+  });
+
   it('every output a caller reads from a local module exists', async () => {
     let reads = 0;
     for (const dir of [...(await dirs(examplesDir)), ...(await dirs(modulesDir))]) {
