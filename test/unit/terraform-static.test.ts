@@ -14,6 +14,7 @@ import {
   parseTf,
   repoRoot,
   requiredVariableNames,
+  resourcesOf,
   tfFiles,
   terraformRoot,
   variableNames,
@@ -190,6 +191,29 @@ describe('terraform: drift against the code', () => {
       }
     }
     assert.ok(reads >= 200, `${reads} references checked`);
+  });
+
+  it('every resource and data source a module or example references is declared there', async () => {
+    let reads = 0;
+    for (const dir of [...(await dirs(examplesDir)), ...(await dirs(modulesDir))]) {
+      const { files } = await parseModule(dir);
+      const declared = new Set<string>();
+      for (const file of files) {
+        const parsed = await parseTf(file);
+        for (const [type, name] of resourcesOf(parsed, 'resource')) declared.add(`${type}.${name}`);
+        for (const [type, name] of resourcesOf(parsed, 'data')) declared.add(`data.${type}.${name}`);
+      }
+      for (const file of files) {
+        const text = (await readFile(file, 'utf8')).replace(/^\s*#.*$/gm, '');
+        for (const [, data = '', type = '', name = ''] of text.matchAll(
+          /(?<![.\w])(data\.)?((?:aws|google|azurerm)_[a-z0-9_]+)\.([a-z0-9_]+)\b(?!")/g,
+        )) {
+          assert.ok(declared.has(`${data}${type}.${name}`), `${relative(repoRoot, file)}: ${data}${type}.${name} is not declared`);
+          reads++;
+        }
+      }
+    }
+    assert.ok(reads >= 100, `${reads} references checked`);
   });
 
   it('every output a caller reads from a local module exists', async () => {
