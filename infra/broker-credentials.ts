@@ -270,28 +270,40 @@ export interface BrokerCredentials {
 }
 
 /**
- * Everything the broker's security needs, under `dir`: TLS material, one nkey per principal (a credential
- * file of mode 0600 each) and the authorization block giving each principal its permissions.
+ * One nkey per principal of a deployment with these agents: a credential file of mode 0600 each under `dir`
+ * (mode 0700), named <principal>.json, and the server's authorization block (public keys only). The local
+ * stack and a cloud deployment (infra/deploy-credentials.ts) both create them here.
  */
-export async function createBrokerCredentials(dir: string, agentIds: readonly string[]): Promise<BrokerCredentials> {
-  const tls = await createBrokerTls(join(dir, 'tls'));
-  const credentialsDir = join(dir, 'credentials');
-  await mkdir(credentialsDir, { recursive: true, mode: 0o700 });
+export async function writePrincipalCredentials(
+  dir: string,
+  agentIds: readonly string[],
+): Promise<{ files: Map<string, string>; authorization: string }> {
+  await mkdir(dir, { recursive: true, mode: 0o700 });
   const files = new Map<string, string>();
   const users: Array<{ nkey: string; principal: Principal }> = [];
   for (const principal of stackPrincipals(agentIds)) {
     const name = principalName(principal);
     const pair = createUserKey();
     const credential: BrokerCredential = { principal: name, seed: new TextDecoder().decode(pair.getSeed()) };
-    const file = join(credentialsDir, `${name}.json`);
+    const file = join(dir, `${name}.json`);
     await writeFile(file, JSON.stringify(credential), { mode: 0o600 });
     files.set(name, file);
     users.push({ nkey: pair.getPublicKey(), principal });
   }
+  return { files, authorization: authorizationConfig(users) };
+}
+
+/**
+ * Everything the broker's security needs, under `dir`: TLS material, one nkey per principal (a credential
+ * file of mode 0600 each) and the authorization block giving each principal its permissions.
+ */
+export async function createBrokerCredentials(dir: string, agentIds: readonly string[]): Promise<BrokerCredentials> {
+  const tls = await createBrokerTls(join(dir, 'tls'));
+  const { files, authorization } = await writePrincipalCredentials(join(dir, 'credentials'), agentIds);
   return {
     tls,
     files,
-    authorization: authorizationConfig(users),
+    authorization,
     envFor: (principal) => {
       const file = files.get(principal);
       if (file === undefined) throw new Error(`no broker credential for principal "${principal}"`);

@@ -1,0 +1,86 @@
+variable "gcp_project_id" {
+  description = "The GCP project (broker, functions, bridge, the GCP host and bucket)."
+  type        = string
+}
+
+variable "gcp_region" {
+  description = "The GCP region."
+  type        = string
+  default     = "us-central1"
+}
+
+variable "gcp_zone" {
+  description = "The GCP zone of the host and the broker."
+  type        = string
+  default     = "us-central1-a"
+}
+
+variable "azure_subscription_id" {
+  description = "The Azure subscription."
+  type        = string
+}
+
+variable "azure_location" {
+  description = "The Azure region."
+  type        = string
+  default     = "eastus"
+}
+
+variable "name" {
+  description = "A short lowercase name for the deployment: prefixes the buckets, the storage account and the Key Vault (globally unique names)."
+  type        = string
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9]{2,11}$", var.name))
+    error_message = "name must be 3-12 lowercase letters and digits, starting with a letter."
+  }
+}
+
+variable "broker_dns_name" {
+  description = "The broker's DNS name (in its certificate's SANs), e.g. nats.ums.example.com."
+  type        = string
+}
+
+variable "broker_cert_pem_file" {
+  description = "Path of the broker's certificate (PEM, public)."
+  type        = string
+}
+
+variable "broker_ca_pem_file" {
+  description = "Path of the CA certificate that signed it (PEM, public)."
+  type        = string
+}
+
+variable "credentials_dir" {
+  description = "The directory `node dist/infra/deploy-credentials.js create` wrote (only its public files are read: authorization.conf, command-verify-key.txt)."
+  type        = string
+}
+
+variable "operator_cidrs" {
+  description = "Where operators run `ums` from (client port 4222 of the broker)."
+  type        = list(string)
+}
+
+variable "release_url" {
+  description = "HTTPS URL of the UMS release tarball the hosts install."
+  type        = string
+}
+
+variable "release_sha256" {
+  description = "SHA-256 of the release tarball."
+  type        = string
+}
+
+variable "functions_source_object" {
+  description = "The functions' source archive in the source bucket (terraform/scripts/package-functions.sh), e.g. ums-functions-<sha>.zip."
+  type        = string
+}
+
+variable "bridge_image" {
+  description = "The trigger bridge's image in Artifact Registry."
+  type        = string
+}
+
+variable "admin_ssh_public_key" {
+  description = "SSH public key of the Azure VM's administrator (Azure requires one)."
+  type        = string
+}

@@ -1,0 +1,41 @@
+output "broker_url" {
+  description = "NATS_URL for `ums` (and every component)."
+  value       = module.broker.url
+}
+
+output "broker_addresses" {
+  description = "Create an A record for broker_dns_name with each of these."
+  value       = module.broker.addresses
+}
+
+output "agent_ids" {
+  description = "The agents `ums migrate --to` takes."
+  value       = [module.azure_host.agent_id, module.gcp_host.agent_id, module.aws_host.agent_id]
+}
+
+output "cli_environment" {
+  description = "What `ums` needs on the operator's machine: paths only, the credential file stays where deploy-credentials wrote it."
+  value = {
+    NATS_URL             = module.broker.url
+    UMS_NATS_CA          = var.broker_ca_pem_file
+    UMS_NATS_CREDENTIALS = "${var.credentials_dir}/credentials/cli.json"
+  }
+}
+
+output "secrets_to_fill" {
+  description = "Secret Manager and Key Vault secrets whose values you add outside Terraform (README, step 4)."
+  value = {
+    gcp_secret_manager  = sort([for s in google_secret_manager_secret.this : s.secret_id])
+    azure_key_vault     = ["${azurerm_key_vault.ums.name}/ums-agent-${local.azure_agent}-nats"]
+    aws_secrets_manager = [aws_secretsmanager_secret.agent_nats.arn]
+  }
+}
+
+output "stores" {
+  description = "The hosts' store URLs."
+  value = {
+    (module.azure_host.agent_id) = module.azure_storage.store_url
+    (module.gcp_host.agent_id)   = module.gcp_bucket.store_url
+    (module.aws_host.agent_id)   = module.aws_bucket.store_url
+  }
+}

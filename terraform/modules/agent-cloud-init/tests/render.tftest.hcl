@@ -1,0 +1,73 @@
+# Offline: this module has no provider, so `terraform test` renders it for real.
+variables {
+  agent_id           = "gcp-us-central1-1"
+  cloud              = "gcp"
+  region             = "us-central1"
+  store_url          = "gs://ums-checkpoints-example/ums"
+  nats_url           = "tls://nats-0.ums.example:4222,tls://nats-1.ums.example:4222"
+  nats_ca_pem        = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+  command_verify_key = "MCowBQYDK2VwAyEAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+  secrets            = { nats_credential = "ums-agent-gcp-us-central1-1-nats", project = "ums-example" }
+  release_url        = "https://releases.example/ums-0.1.0.tgz"
+  release_sha256     = "0000000000000000000000000000000000000000000000000000000000000000"
+}
+
+run "gcp_host_renders_its_environment" {
+  command = plan
+  assert {
+    condition     = output.environment["UMS_AGENT_ID"] == "gcp-us-central1-1" && output.environment["UMS_CLOUD"] == "gcp"
+    error_message = "the agent's identity must come from the inputs"
+  }
+  assert {
+    condition     = !contains(keys(output.environment), "UMS_PAGE_RELAY_ADDRESS")
+    error_message = "without page_relay_address the host must not claim post-copy"
+  }
+  assert {
+    condition     = output.secret_environment == ["UMS_NATS_CREDENTIALS"]
+    error_message = "a GCP host has only its broker credential as a secret"
+  }
+  assert {
+    condition     = startswith(output.cloud_config, "#cloud-config\n") && strcontains(output.start_script, "secretmanager.googleapis.com/v1/projects/ums-example/secrets/$1/") && strcontains(output.start_script, "secret 'ums-agent-gcp-us-central1-1-nats'")
+    error_message = "the start script must fetch the credential from Secret Manager"
+  }
+}
+
+run "azure_host_fetches_its_storage_key" {
+  command = plan
+  variables {
+    agent_id           = "azure-eastus-1"
+    cloud              = "azure"
+    region             = "eastus"
+    store_url          = "azblob://umsckpt/checkpoints"
+    secrets            = { nats_credential = "ums-agent-nats", storage_key = "ums-storage-key", vault = "ums-kv" }
+    page_relay_address = "10.0.1.4"
+  }
+  assert {
+    condition     = output.secret_environment == ["UMS_NATS_CREDENTIALS", "AZURE_STORAGE_KEY"]
+    error_message = "an Azure host also fetches its storage key"
+  }
+  assert {
+    condition     = strcontains(output.start_script, "https://ums-kv.vault.azure.net/secrets/$1") && !strcontains(output.start_script, "secretmanager.googleapis.com")
+    error_message = "an Azure host must fetch from its Key Vault, and only there"
+  }
+  assert {
+    condition     = output.environment["UMS_PAGE_RELAY_ADDRESS"] == "10.0.1.4"
+    error_message = "page_relay_address must reach the agent"
+  }
+}
+
+run "credentials_in_a_store_url_are_refused" {
+  command = plan
+  variables {
+    store_url = "gs://key:secret@bucket/ums"
+  }
+  expect_failures = [var.store_url]
+}
+
+run "a_plain_nats_url_is_refused" {
+  command = plan
+  variables {
+    nats_url = "nats://nats.ums.example:4222"
+  }
+  expect_failures = [var.nats_url]
+}

@@ -1,0 +1,147 @@
+variable "agent_id" {
+  description = "The agent's id (UMS_AGENT_ID), unique in the deployment, e.g. azure-eastus-1."
+  type        = string
+  validation {
+    # Stricter than core/events.ts AgentId (which also allows capitals and "_"): the id names cloud resources too.
+    condition     = can(regex("^[a-z0-9][a-z0-9-]{0,62}$", var.agent_id))
+    error_message = "agent_id must be lowercase letters, digits and dashes (at most 63), starting with a letter or digit."
+  }
+}
+
+variable "cloud" {
+  description = "The cloud the host is in (UMS_CLOUD): azure, gcp or aws. It also chooses how secrets are fetched."
+  type        = string
+  validation {
+    condition     = contains(["azure", "gcp", "aws"], var.cloud)
+    error_message = "cloud must be one of azure, gcp, aws."
+  }
+}
+
+variable "region" {
+  description = "The region or site of the host (UMS_REGION), e.g. eastus."
+  type        = string
+  validation {
+    condition     = length(var.region) > 0
+    error_message = "region must not be empty."
+  }
+}
+
+variable "store_url" {
+  description = "This host's object store (UMS_STORE_URL): s3://bucket/prefix, azblob://account/container/prefix or gs://bucket/prefix. Never carries credentials."
+  type        = string
+  validation {
+    condition     = can(regex("^(s3|gs)://[a-z0-9][a-z0-9._-]+[a-z0-9](/.*)?$|^azblob://[a-z0-9]{3,24}/[a-z0-9-]{3,63}(/.*)?$", var.store_url)) && !strcontains(var.store_url, "@")
+    error_message = "store_url must be s3://, gs:// or azblob://account/container, without credentials."
+  }
+}
+
+variable "nats_url" {
+  description = "The broker's URL (NATS_URL), tls://host:4222; a comma-separated list for a cluster."
+  type        = string
+  validation {
+    condition     = alltrue([for u in split(",", var.nats_url) : can(regex("^tls://[^/,]+:[0-9]+$", trimspace(u)))])
+    error_message = "nats_url must be one or more tls://host:port (the broker refuses clients without TLS)."
+  }
+}
+
+variable "nats_ca_pem" {
+  description = "The broker's CA certificate (PEM). Public: it is written to the host in clear (UMS_NATS_CA points at it)."
+  type        = string
+  validation {
+    condition     = startswith(trimspace(var.nats_ca_pem), "-----BEGIN CERTIFICATE-----")
+    error_message = "nats_ca_pem must be a PEM certificate."
+  }
+}
+
+variable "command_verify_key" {
+  description = "The functions' command-signing public key (UMS_COMMAND_VERIFY_KEY: raw Ed25519, base64; comma-separated while rotating). Public; without it the agent refuses every command."
+  type        = string
+  validation {
+    condition     = alltrue([for k in split(",", var.command_verify_key) : can(regex("^[A-Za-z0-9+/]{43}=$", trimspace(k)))])
+    error_message = "command_verify_key must be one or more base64 raw Ed25519 public keys (32 bytes), comma-separated."
+  }
+}
+
+variable "secrets" {
+  description = <<-EOT
+    Where the host's secrets live in its cloud's secret manager; fetched at every agent start with the host's
+    own identity, never written into cloud-init or Terraform state. nats_credential: the agent's broker
+    credential ({"principal": "agent-<id>", "seed": "SU..."}). storage_key: the Azure storage account key
+    (AZURE_STORAGE_KEY; agents/main.ts does not use a managed identity for Blob yet), null elsewhere.
+    gcp: secret ids in project `project`; azure: secret names in the vault named `vault`; aws: secret ARNs.
+  EOT
+  type = object({
+    nats_credential = string
+    storage_key     = optional(string)
+    project         = optional(string)
+    vault           = optional(string)
+  })
+  validation {
+    condition     = length(var.secrets.nats_credential) > 0
+    error_message = "secrets.nats_credential must name the agent's broker credential secret."
+  }
+}
+
+variable "page_relay_address" {
+  description = "The address other hosts reach this host's page relay at (UMS_PAGE_RELAY_ADDRESS; post-copy). null: this host takes no part in post-copy."
+  type        = string
+  default     = null
+}
+
+variable "chunk_mib" {
+  description = "Checkpoint chunk size in MiB (UMS_CHUNK_MIB); core/checkpoint-artifact.ts MAX_CHUNK_MIB bounds it."
+  type        = number
+  default     = 4
+  validation {
+    condition     = var.chunk_mib >= 1 && var.chunk_mib <= 64 && floor(var.chunk_mib) == var.chunk_mib
+    error_message = "chunk_mib must be a whole number from 1 to 64."
+  }
+}
+
+variable "transfer_parallel" {
+  description = "Chunks moving at once, each way (UMS_TRANSFER_PARALLEL)."
+  type        = number
+  default     = 4
+  validation {
+    condition     = var.transfer_parallel >= 1 && floor(var.transfer_parallel) == var.transfer_parallel
+    error_message = "transfer_parallel must be a positive whole number."
+  }
+}
+
+variable "idle_timeout_seconds" {
+  description = "Give up a restore when nothing arrives for this long (UMS_IDLE_TIMEOUT_SECONDS)."
+  type        = number
+  default     = 120
+  validation {
+    condition     = var.idle_timeout_seconds >= 1 && floor(var.idle_timeout_seconds) == var.idle_timeout_seconds
+    error_message = "idle_timeout_seconds must be a positive whole number."
+  }
+}
+
+variable "log_level" {
+  description = "The agent's log level (UMS_LOG_LEVEL): trace, debug, info, warn, error."
+  type        = string
+  default     = "info"
+  validation {
+    condition     = contains(["trace", "debug", "info", "warn", "error"], var.log_level)
+    error_message = "log_level must be trace, debug, info, warn or error."
+  }
+}
+
+variable "release_url" {
+  description = "HTTPS URL of the UMS release tarball (the repository with dist/ built and production node_modules; see terraform/README.md)."
+  type        = string
+  validation {
+    condition     = startswith(var.release_url, "https://")
+    error_message = "release_url must be an https:// URL."
+  }
+}
+
+variable "release_sha256" {
+  description = "SHA-256 of the release tarball: the host refuses any other file."
+  type        = string
+  validation {
+    condition     = can(regex("^[0-9a-f]{64}$", var.release_sha256))
+    error_message = "release_sha256 must be 64 lowercase hex digits."
+  }
+}

@@ -1,0 +1,266 @@
+locals {
+  # Not under /etc: Cloud Run refuses mounts over system directories.
+  mount = "/ums-secrets"
+  # Files the code reads by path: the broker credential and CA (core/nats-event-bus.ts), the command-signing
+  # key (functions/function-context.ts). Cloud Run mounts each secret version as a file, never an env value.
+  function_env = merge(
+    {
+      NATS_URL                     = var.nats_url
+      UMS_NATS_CA                  = "${local.mount}/ca/ca.pem"
+      UMS_NATS_CREDENTIALS         = "${local.mount}/nats/credential.json"
+      UMS_COMMAND_SIGNING_KEY_FILE = "${local.mount}/signing/key.pem"
+      UMS_SIGNED_URL_TTL_SECONDS   = tostring(var.signed_url_ttl_seconds)
+      UMS_FUNCTION_AUTH            = "bridge-hmac"
+      GOOGLE_CLOUD_PROJECT         = var.project_id
+    },
+    var.azure_storage_account == null ? {} : { AZURE_STORAGE_ACCOUNT = var.azure_storage_account },
+    var.aws_region == null ? {} : { AWS_REGION = var.aws_region },
+  )
+  # Secrets the code reads from the environment.
+  function_secret_env = merge(
+    { UMS_FUNCTION_AUTH_KEY = var.secrets.function_auth_key },
+    var.secrets.azure_storage_key == null ? {} : { AZURE_STORAGE_KEY = var.secrets.azure_storage_key },
+    var.secrets.aws_access_key_id == null ? {} : { AWS_ACCESS_KEY_ID = var.secrets.aws_access_key_id },
+    var.secrets.aws_secret_access_key == null ? {} : { AWS_SECRET_ACCESS_KEY = var.secrets.aws_secret_access_key },
+  )
+  function_secret_files = {
+    ca      = { path = "${local.mount}/ca", file = "ca.pem", secret = var.secrets.nats_ca }
+    nats    = { path = "${local.mount}/nats", file = "credential.json", secret = var.secrets.functions_nats_credential }
+    signing = { path = "${local.mount}/signing", file = "key.pem", secret = var.secrets.command_signing_key }
+  }
+}
+
+# --- identities ---------------------------------------------------------------------------------------------
+resource "google_service_account" "functions" {
+  project      = var.project_id
+  account_id   = "ums-functions"
+  display_name = "UMS functions"
+}
+
+resource "google_service_account" "bridge" {
+  project      = var.project_id
+  account_id   = "ums-bridge"
+  display_name = "UMS trigger bridge"
+}
+
+# Signed GCS URLs without a key file: V4 signing through the IAM signBlob API as itself (core/object-stores/gcs-store.ts).
+resource "google_service_account_iam_member" "functions_sign_blob" {
+  service_account_id = google_service_account.functions.name
+  role               = "roles/iam.serviceAccountTokenCreator"
+  member             = "serviceAccount:${google_service_account.functions.email}"
+}
+
+# The functions read and delete checkpoints (verification, cleanup) in the GCS stores.
+resource "google_storage_bucket_iam_member" "functions_objects" {
+  for_each = toset(var.bucket_names)
+  bucket   = each.value
+  role     = "roles/storage.objectUser"
+  member   = "serviceAccount:${google_service_account.functions.email}"
+}
+
+resource "google_secret_manager_secret_iam_member" "functions" {
+  for_each  = toset(concat([for f in local.function_secret_files : f.secret], values(local.function_secret_env)))
+  project   = var.project_id
+  secret_id = each.value
+  role      = "roles/secretmanager.secretAccessor"
+  member    = "serviceAccount:${google_service_account.functions.email}"
+}
+
+resource "google_secret_manager_secret_iam_member" "bridge" {
+  for_each  = toset([var.secrets.nats_ca, var.secrets.bridge_nats_credential, var.secrets.function_auth_key])
+  project   = var.project_id
+  secret_id = each.value
+  role      = "roles/secretmanager.secretAccessor"
+  member    = "serviceAccount:${google_service_account.bridge.email}"
+}
+
+# Gen2 functions reach private addresses (the broker) through a connector (the provider has no Direct VPC
+# egress for them); only private ranges go through it.
+resource "google_vpc_access_connector" "functions" {
+  project       = var.project_id
+  region        = var.region
+  name          = "ums-functions"
+  network       = var.network
+  ip_cidr_range = var.vpc_connector_cidr
+  min_instances = 2
+  max_instances = 3
+}
+
+# --- the functions: Cloud Run functions (gen2), HTTP, warm ----------------------------------------------------
+resource "google_cloudfunctions2_function" "this" {
+  for_each = var.functions
+  project  = var.project_id
+  location = var.region
+  name     = "ums-${lower(replace(each.key, "/([A-Z])/", "-$1"))}"
+  labels   = var.labels
+
+  build_config {
+    runtime     = var.runtime
+    entry_point = each.value
+    source {
+      storage_source {
+        bucket = var.source_bucket
+        object = var.source_object
+      }
+    }
+    # The archive carries dist/ already built: the buildpack installs the production dependencies only
+    # (the lockfile names the dev ones too, so package.json keeps them for `npm ci` to agree with it) and
+    # runs no package.json script.
+    environment_variables = {
+      GOOGLE_NODE_RUN_SCRIPTS = ""
+      NPM_CONFIG_OMIT         = "dev"
+    }
+  }
+
+  service_config {
+    min_instance_count               = var.min_instances
+    max_instance_count               = var.max_instances
+    available_memory                 = "512Mi"
+    available_cpu                    = "1"
+    timeout_seconds                  = 120
+    max_instance_request_concurrency = 8
+    service_account_email            = google_service_account.functions.email
+    # Only the bridge (through the VPC) reaches them; the bridge's HMAC token is checked on every request.
+    ingress_settings               = "ALLOW_INTERNAL_ONLY"
+    all_traffic_on_latest_revision = true
+    environment_variables          = local.function_env
+    vpc_connector                  = google_vpc_access_connector.functions.id
+    vpc_connector_egress_settings  = "PRIVATE_RANGES_ONLY"
+
+    dynamic "secret_environment_variables" {
+      for_each = local.function_secret_env
+      content {
+        key        = secret_environment_variables.key
+        project_id = var.project_id
+        secret     = secret_environment_variables.value
+        version    = "latest"
+      }
+    }
+
+    dynamic "secret_volumes" {
+      for_each = local.function_secret_files
+      content {
+        mount_path = secret_volumes.value.path
+        project_id = var.project_id
+        secret     = secret_volumes.value.secret
+        versions {
+          path    = secret_volumes.value.file
+          version = "latest"
+        }
+      }
+    }
+  }
+
+  depends_on = [google_secret_manager_secret_iam_member.functions]
+}
+
+# The bridge cannot present an ID token yet (bridge/main.ts: cloud-run-iam is not built), so Cloud Run's IAM
+# lets any caller that reaches the function in; ingress ALLOW_INTERNAL_ONLY limits that to the VPC, and the
+# function refuses every request without the bridge's HMAC token (functions/http-trigger.ts).
+resource "google_cloud_run_v2_service_iam_member" "invoker" {
+  for_each = google_cloudfunctions2_function.this
+  project  = var.project_id
+  location = var.region
+  name     = each.value.service_config[0].service
+  role     = "roles/run.invoker"
+  member   = "allUsers"
+}
+
+# --- the trigger bridge: a long-running JetStream consumer with a scheduler tick ----------------------------
+resource "google_cloud_run_v2_service" "bridge" {
+  project  = var.project_id
+  location = var.region
+  name     = "ums-trigger-bridge"
+  ingress  = "INGRESS_TRAFFIC_INTERNAL_ONLY" # it serves nothing; it only calls out
+  labels   = var.labels
+
+  template {
+    service_account = google_service_account.bridge.email
+    # Exactly one, always on: the bridge's durable consumers and its tick must never stop, and two bridges
+    # would deliver every event twice.
+    scaling {
+      min_instance_count = 1
+      max_instance_count = 1
+    }
+    vpc_access {
+      network_interfaces {
+        network    = var.network
+        subnetwork = var.subnetwork
+      }
+      egress = "ALL_TRAFFIC" # the internal-only functions and the private broker
+    }
+    containers {
+      image   = var.bridge_image
+      command = ["node"]
+      args    = ["dist/bridge/main.js"]
+      resources {
+        limits   = { cpu = "1", memory = "512Mi" }
+        cpu_idle = false # CPU always allocated: it works between requests (it never gets any)
+      }
+      env {
+        name  = "NATS_URL"
+        value = var.nats_url
+      }
+      env {
+        name  = "UMS_NATS_CA"
+        value = "${local.mount}/ca/ca.pem"
+      }
+      env {
+        name  = "UMS_NATS_CREDENTIALS"
+        value = "${local.mount}/nats/credential.json"
+      }
+      env {
+        name  = "UMS_FUNCTION_AUTH"
+        value = "bridge-hmac"
+      }
+      env {
+        name  = "UMS_SUPERVISE_EVERY_SECONDS"
+        value = tostring(var.supervise_every_seconds)
+      }
+      env {
+        name  = "UMS_FUNCTION_ENDPOINTS"
+        value = jsonencode({ for name, fn in google_cloudfunctions2_function.this : name => fn.service_config[0].uri })
+      }
+      env {
+        name = "UMS_FUNCTION_AUTH_KEY"
+        value_source {
+          secret_key_ref {
+            secret  = var.secrets.function_auth_key
+            version = "latest"
+          }
+        }
+      }
+      volume_mounts {
+        name       = "ca"
+        mount_path = "${local.mount}/ca"
+      }
+      volume_mounts {
+        name       = "nats"
+        mount_path = "${local.mount}/nats"
+      }
+    }
+    volumes {
+      name = "ca"
+      secret {
+        secret = var.secrets.nats_ca
+        items {
+          path    = "ca.pem"
+          version = "latest"
+        }
+      }
+    }
+    volumes {
+      name = "nats"
+      secret {
+        secret = var.secrets.bridge_nats_credential
+        items {
+          path    = "credential.json"
+          version = "latest"
+          mode    = 256 # 0400
+        }
+      }
+    }
+  }
+
+  depends_on = [google_secret_manager_secret_iam_member.bridge]
+}

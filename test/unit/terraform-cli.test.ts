@@ -1,0 +1,391 @@
+import assert from 'node:assert/strict';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { cp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { promisify } from 'node:util';
+import { connect, nkeyAuthenticator } from 'nats';
+import { freePort } from '../../core/free-port.js';
+import { connectNatsBus, provisionBus, readBrokerCredential } from '../../core/nats-event-bus.js';
+import { generateSigningKeyPair } from '../../core/signed-envelope.js';
+import { createBrokerTls, writePrincipalCredentials } from '../../infra/broker-credentials.js';
+import { agentEnvironmentFromCode } from '../support/terraform-drift.js';
+import { offlineTerraform, providerMirror, repoRoot, terraformRoot, terraformVersion, type TerraformCli } from '../support/terraform.js';
+
+/*
+ * The terraform CLI, offline (a CLI config of our own pointing at the machine's filesystem mirror, which
+ * holds only hashicorp/aws): `fmt -check` on everything; `init`, `validate` and `terraform test` (mock
+ * provider for aws) on the modules the CLI can load here; then what Terraform renders, rendered by Terraform
+ * itself and run for real: the agent's cloud-init scripts through `bash -n` and shellcheck, its environment
+ * against what the agent's code reads, and nats.conf through the real nats-server with TLS and the
+ * principals' nkeys. The google and azurerm modules cannot be loaded without their providers: see
+ * terraform-schema.test.ts for what is checked of them.
+ */
+
+const execFileAsync = promisify(execFile);
+const version = await terraformVersion();
+const skip =
+  version === undefined ? 'the terraform CLI is not on PATH (not in Debian or npm; the CI machine image has it): skipped' : false;
+const hasShellcheck = await execFileAsync('shellcheck', ['--version']).then(
+  () => true,
+  () => false,
+);
+
+/** Modules the CLI can initialise here: no provider, or only aws (in the mirror). */
+const CLI_MODULES = ['agent-cloud-init', 'nats-config', 'aws-bucket', 'aws-host'];
+
+const FAKE_SHA = '0'.repeat(64);
+/** A real Ed25519 public key: the agent started from the rendered environment parses it. */
+const VERIFY_KEY = generateSigningKeyPair().publicKey.publicKey;
+const FAKE_CA = '-----BEGIN CERTIFICATE-----\\nMIIB\\n-----END CERTIFICATE-----\\n';
+
+/** A root module that renders each cloud's agent cloud-init and the broker's configuration. */
+function renderRoot(paths: { authorization: string; cert: string; key: string; ca: string; store: string; port: number }): string {
+  const host = (name: string, cloud: string, region: string, store: string, secrets: string) => `
+module "${name}" {
+  source             = "../modules/agent-cloud-init"
+  agent_id           = "${cloud}-${region}-1"
+  cloud              = "${cloud}"
+  region             = "${region}"
+  store_url          = "${store}"
+  nats_url           = "tls://nats.ums.example:4222"
+  nats_ca_pem        = "${FAKE_CA}"
+  command_verify_key = "${VERIFY_KEY}"
+  secrets            = ${secrets}
+  page_relay_address = "198.51.100.7"
+  release_url        = "https://releases.example/ums.tgz"
+  release_sha256     = "${FAKE_SHA}"
+}
+output "${name}" {
+  value = module.${name}
+}
+`;
+  const nats = (name: string, routes: string) => `
+module "${name}" {
+  source         = "../modules/nats-config"
+  server_name    = "${name}"
+  listen_address = "127.0.0.1"
+  client_port    = ${paths.port}
+  routes         = ${routes}
+  cert_file      = ${JSON.stringify(paths.cert)}
+  key_file       = ${JSON.stringify(paths.key)}
+  ca_file        = ${JSON.stringify(paths.ca)}
+  store_dir      = ${JSON.stringify(paths.store)}
+  authorization  = file(${JSON.stringify(paths.authorization)})
+}
+output "${name}" {
+  value = module.${name}.nats_conf
+}
+`;
+  return [
+    host('gcp', 'gcp', 'us-central1', 'gs://ums-example/ums', '{ nats_credential = "agent-nats", project = "ums-example" }'),
+    host(
+      'azure',
+      'azure',
+      'eastus',
+      'azblob://umsexample/checkpoints/ums',
+      '{ nats_credential = "agent-nats", storage_key = "storage-key", vault = "ums-kv" }',
+    ),
+    host(
+      'aws',
+      'aws',
+      'us-east-1',
+      's3://ums-example/ums',
+      '{ nats_credential = "arn:aws:secretsmanager:us-east-1:111122223333:secret:agent-nats" }',
+    ),
+    nats('single', '[]'),
+    nats('clustered', '["127.0.0.1:16222", "127.0.0.1:16223"]'),
+    `module "broker_boot" {
+  source          = "../modules/nats-config"
+  server_name     = "ums-nats-0"
+  authorization   = file(${JSON.stringify(paths.authorization)})
+  server_cert_pem = "${FAKE_CA}"
+  ca_pem          = "${FAKE_CA}"
+  key_secret      = { project = "ums-example", secret = "nats-key" }
+}
+output "broker_boot_script" {
+  value = module.broker_boot.boot_script
+}
+output "broker_key_script" {
+  value = templatefile("../modules/nats-config/templates/ums-nats-key.sh.tftpl", { project = "ums-example", secret = "nats-key", key_file = "/run/ums-nats/server.key" })
+}
+`,
+  ].join('');
+}
+
+interface RenderedHost {
+  cloud_config: string;
+  boot_script: string;
+  environment: Record<string, string>;
+  secret_environment: string[];
+  agent_unit: string;
+  bootstrap_script: string;
+  start_script: string;
+}
+interface Rendered {
+  gcp: RenderedHost;
+  azure: RenderedHost;
+  aws: RenderedHost;
+  single: string;
+  clustered: string;
+  broker_key_script: string;
+  broker_boot_script: string;
+}
+
+describe('terraform CLI, offline', { skip }, () => {
+  let tf: TerraformCli;
+  let modules: string;
+
+  before(async () => {
+    tf = await offlineTerraform();
+    // A copy, so that `init` writes its lock files and data there, never into the repository.
+    modules = join(tf.workDir, 'modules');
+    await cp(join(terraformRoot, 'modules'), modules, { recursive: true });
+  });
+  after(async () => {
+    if (tf !== undefined) await rm(tf.workDir, { recursive: true, force: true });
+  });
+
+  it('every .tf file is formatted (terraform fmt -check)', async () => {
+    await tf.run(terraformRoot, ['fmt', '-check', '-recursive', '-diff', '-no-color'], join(tf.workDir, 'fmt'));
+  });
+
+  for (const name of CLI_MODULES) {
+    it(`${name}: init, validate${name.startsWith('aws-') ? ' (by terraform test)' : ''} and terraform test`, async () => {
+      if (name.startsWith('aws-') && providerMirror() === undefined) {
+        assert.fail('no provider mirror holding hashicorp/aws (docs/environment.md): set UMS_TF_PLUGIN_MIRROR to its root');
+      }
+      const dir = join(modules, name);
+      const data = join(tf.workDir, `data-${name}`);
+      await tf.run(dir, ['init', '-backend=false', '-input=false', '-no-color'], data);
+      // `terraform test` validates the module and its tests first (an unknown argument fails it); a separate
+      // `validate` costs the aws provider's start again (7 s on a loaded machine), so it runs only where cheap.
+      if (!name.startsWith('aws-')) await tf.run(dir, ['validate', '-no-color'], data);
+      const out = await tf.run(dir, ['test', '-no-color'], data);
+      assert.match(out, /Success! \d+ passed, 0 failed/);
+    });
+  }
+
+  describe('what Terraform renders, run for real', () => {
+    let rendered: Rendered;
+    let dir: string;
+    let port: number;
+    let paths: { authorization: string; cert: string; key: string; ca: string; store: string; port: number };
+    let credentialFiles: Map<string, string>;
+
+    before(async () => {
+      dir = join(tf.workDir, 'render');
+      await mkdir(dir, { recursive: true });
+      const tls = await createBrokerTls(join(dir, 'tls'));
+      const credentials = await writePrincipalCredentials(join(dir, 'credentials'), ['gcp-us-central1-1']);
+      credentialFiles = credentials.files;
+      await writeFile(join(dir, 'authorization.conf'), credentials.authorization);
+      port = await freePort();
+      paths = {
+        authorization: join(dir, 'authorization.conf'),
+        cert: tls.certFile,
+        key: tls.keyFile,
+        ca: tls.caFile,
+        store: join(dir, 'jetstream'),
+        port,
+      };
+      await writeFile(join(dir, 'main.tf'), renderRoot(paths));
+      const data = join(tf.workDir, 'data-render');
+      await tf.run(dir, ['init', '-backend=false', '-input=false', '-no-color'], data);
+      await tf.run(dir, ['apply', '-auto-approve', '-input=false', '-no-color'], data);
+      const outputs = JSON.parse(await tf.run(dir, ['output', '-json'], data)) as Record<string, { value: unknown }>;
+      rendered = Object.fromEntries(Object.entries(outputs).map(([k, v]) => [k, v.value])) as unknown as Rendered;
+    });
+
+    it("each cloud's agent environment is what the agent's code reads, with every mandatory option", async () => {
+      const code = await agentEnvironmentFromCode();
+      for (const cloud of ['gcp', 'azure', 'aws'] as const) {
+        const host = rendered[cloud];
+        const names = [...Object.keys(host.environment), ...host.secret_environment];
+        // AZURE_STORAGE_KEY is read by core/object-stores (the Azure store's credentials).
+        assert.deepEqual(
+          names.filter((n) => !code.all.has(n) && n !== 'AZURE_STORAGE_KEY'),
+          [],
+          `${cloud}: set but never read`,
+        );
+        for (const mandatory of code.mandatory) assert.ok(mandatory in host.environment, `${cloud}: ${mandatory}`);
+        assert.equal(host.environment.UMS_CLOUD, cloud);
+        // The unit reads the file cloud-init writes, and the file holds exactly the environment.
+        assert.match(host.agent_unit, /^EnvironmentFile=\/etc\/ums\/agent\.env$/m);
+        assert.ok(host.cloud_config.includes('"path": "/etc/ums/agent.env"'), `${cloud}: cloud-init writes the environment file`);
+        for (const [k, v] of Object.entries(host.environment)) assert.ok(host.cloud_config.includes(`${k}="${v}"`), `${cloud}: ${k}`);
+        // What the start script sets is what it says it sets.
+        for (const name of host.secret_environment) assert.match(host.start_script, new RegExp(`export ${name}\\b`), `${cloud}: ${name}`);
+      }
+      assert.deepEqual(rendered.azure.secret_environment, ['UMS_NATS_CREDENTIALS', 'AZURE_STORAGE_KEY']);
+    });
+
+    it('no secret value is in the cloud-init: secrets are fetched by name at start', () => {
+      for (const cloud of ['gcp', 'azure', 'aws'] as const) {
+        const text = rendered[cloud].cloud_config;
+        assert.doesNotMatch(text, /"seed"|SU[A-Z2-7]{50,}|PRIVATE KEY/, cloud);
+      }
+    });
+
+    for (const cloud of ['gcp', 'azure', 'aws'] as const) {
+      for (const script of ['bootstrap_script', 'start_script', 'boot_script'] as const) {
+        it(`${cloud} ${script} passes bash -n${hasShellcheck ? ' and shellcheck' : ''}`, async (t) => {
+          const file = join(dir, `${cloud}-${script}.sh`);
+          await writeFile(file, rendered[cloud][script]);
+          await execFileAsync('bash', ['-n', file]);
+          if (!hasShellcheck) {
+            t.skip('shellcheck is not installed (infra/setup.sh installs it): bash -n only');
+            return;
+          }
+          const result = await execFileAsync('shellcheck', ['-s', 'bash', '-S', 'warning', file]).catch(
+            (error: unknown) => error as { stdout: string },
+          );
+          assert.equal('stdout' in result ? result.stdout : '', '', `shellcheck ${cloud} ${script}`);
+        });
+      }
+    }
+
+    for (const script of ['broker_key_script', 'broker_boot_script'] as const) {
+      it(`the broker's ${script} passes bash -n and shellcheck`, async (t) => {
+        const file = join(dir, `${script}.sh`);
+        await writeFile(file, rendered[script]);
+        await execFileAsync('bash', ['-n', file]);
+        if (!hasShellcheck) return t.skip('shellcheck is not installed: bash -n only');
+        await execFileAsync('shellcheck', ['-s', 'bash', '-S', 'warning', file]);
+      });
+    }
+
+    it('a boot script writes exactly the files the cloud-config writes, byte for byte', async () => {
+      // Run the GCE boot script with its paths moved under a scratch root and its final exec stubbed out.
+      const root = join(dir, 'boot-root');
+      const script = rendered.gcp.boot_script
+        .replace(/^(install -d -m \d+|chmod \d+) '\//gm, `$1 '${root}/`)
+        .replaceAll(">'/", `>'${root}/`)
+        .replace(/^exec .*$/m, 'exit 0');
+      // Never outside the scratch root: every path it writes or creates was moved.
+      for (const line of script.split('\n').filter((l) => /^(install|chmod) /.test(l) || l.includes(">'"))) {
+        assert.ok(line.includes(`'${root}/`), `not moved under the scratch root: ${line.slice(0, 80)}`);
+      }
+      await writeFile(join(dir, 'boot-local.sh'), script);
+      await execFileAsync('bash', [join(dir, 'boot-local.sh')]);
+      const expected: Record<string, string> = {
+        'etc/ums/agent.env': Object.entries(rendered.gcp.environment)
+          .sort(([a], [b]) => (a < b ? -1 : 1))
+          .map(([k, v]) => `${k}="${v}"\n`)
+          .join(''),
+        'etc/systemd/system/ums-agent.service': rendered.gcp.agent_unit,
+        'usr/local/libexec/ums/ums-agent-start': rendered.gcp.start_script,
+        'usr/local/libexec/ums/bootstrap': rendered.gcp.bootstrap_script,
+      };
+      for (const [path, content] of Object.entries(expected)) assert.equal(await readFile(join(root, path), 'utf8'), content, path);
+      assert.ok(rendered.gcp.cloud_config.includes('"path": "/usr/local/libexec/ums/ums-agent-start"'));
+    });
+
+    it('the clustered nats.conf passes nats-server -t', async () => {
+      const file = join(dir, 'clustered.conf');
+      await writeFile(file, rendered.clustered);
+      await execFileAsync('nats-server', ['-t', '-c', file]);
+      // And a broken one fails it (the check can fail).
+      await writeFile(join(dir, 'broken.conf'), rendered.clustered.replace('cluster {', 'cluster {{'));
+      await assert.rejects(execFileAsync('nats-server', ['-t', '-c', join(dir, 'broken.conf')]));
+    });
+
+    describe('the rendered nats.conf on the real nats-server, and the rendered agent against it', () => {
+      let server: ChildProcess;
+      let log = '';
+      let servers: string;
+
+      before(async () => {
+        const file = join(dir, 'nats.conf');
+        await writeFile(file, rendered.single);
+        server = spawn('nats-server', ['-c', file], { stdio: ['ignore', 'ignore', 'pipe'] });
+        server.stderr?.on('data', (chunk: Buffer) => (log += chunk.toString()));
+        servers = `tls://127.0.0.1:${port}`;
+        const admin = await readBrokerCredential(credentialFiles.get('admin') ?? '');
+        const deadline = Date.now() + 10_000;
+        for (;;) {
+          const nc = await connect({
+            servers,
+            reconnect: false,
+            timeout: 500,
+            tls: { caFile: paths.ca },
+            authenticator: nkeyAuthenticator(new TextEncoder().encode(admin.seed)),
+          }).catch((error: unknown) => error as Error);
+          if (!(nc instanceof Error)) {
+            await nc.close();
+            break;
+          }
+          if (Date.now() > deadline) assert.fail(`nats-server did not accept the admin: ${nc.message}\n${log}`);
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      });
+      after(async () => {
+        if (server === undefined || server.exitCode !== null) return;
+        server.kill('SIGTERM');
+        await new Promise((r) => server.once('exit', r));
+      });
+
+      it('TLS, JetStream, anonymous and plain TCP refused, each principal binds as itself', async () => {
+        // The config it runs is the rendered one, with the principals' block from authorization.conf.
+        assert.ok(rendered.single.includes((await readFile(paths.authorization, 'utf8')).trim()));
+        // An anonymous client, even over TLS, is refused.
+        await assert.rejects(connect({ servers, reconnect: false, timeout: 1000, tls: { caFile: paths.ca } }), /Authorization/i);
+        // Plain TCP is refused.
+        await assert.rejects(connect({ servers: `nats://127.0.0.1:${port}`, reconnect: false, timeout: 1000 }));
+        // JetStream works: the admin provisions the streams and buckets, as deploy-credentials provision does.
+        await provisionBus({ servers, name: 'terraform-test', credentials: credentialFiles.get('admin'), ca: paths.ca });
+        // The agent, the functions, the bridge and the CLI bind as themselves, with their least-privilege permissions.
+        for (const principal of ['agent-gcp-us-central1-1', 'functions', 'bridge', 'cli']) {
+          const bus = await connectNatsBus({
+            servers,
+            name: `terraform-test-${principal}`,
+            credentials: credentialFiles.get(principal),
+            ca: paths.ca,
+          });
+          await bus.close();
+        }
+        assert.doesNotMatch(log, /\[FTL\]/);
+      });
+
+      it("the rendered unit's command and environment start the real agent, which connects as its principal and takes commands", async () => {
+        const host = rendered.gcp;
+        // The unit's ExecStart execs this command line (the start script's last line), from the release dir.
+        const command = /^exec (\S+) (\S+)$/m.exec(host.start_script);
+        assert.ok(command !== null, 'the start script execs the agent');
+        const [, node, script] = command;
+        assert.equal(node, '/usr/bin/node');
+        const entry = (script ?? '').replace(/^\/opt\/ums\/app\//, `${repoRoot}/`);
+        // The rendered environment, names and values, with what points at the VM's files moved here: the
+        // broker, its CA and the credential the start script writes; the state dir; Podman's socket (absent:
+        // this test never touches the machine's Podman, so the agent registers no engine facts).
+        const local = join(dir, 'agent');
+        const env: NodeJS.ProcessEnv = {
+          PATH: process.env.PATH,
+          ...host.environment,
+          NATS_URL: servers,
+          UMS_NATS_CA: paths.ca,
+          UMS_NATS_CREDENTIALS: credentialFiles.get('agent-gcp-us-central1-1'),
+          UMS_STATE_DIR: join(local, 'state'),
+          UMS_LAUNCHER_DIR: join(local, 'launcher'),
+          UMS_PODMAN_URL: `unix://${join(local, 'no-podman.sock')}`,
+        };
+        // No post-copy here: its probe would run the machine's CRIU.
+        delete env.UMS_PAGE_RELAY_ADDRESS;
+        const agent = spawn(process.execPath, [entry], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+        let out = '';
+        agent.stdout?.on('data', (chunk: Buffer) => (out += chunk.toString()));
+        agent.stderr?.on('data', (chunk: Buffer) => (out += chunk.toString()));
+        try {
+          const deadline = Date.now() + 20_000;
+          while (!out.includes('"agent started"') && agent.exitCode === null && Date.now() < deadline)
+            await new Promise((r) => setTimeout(r, 100));
+          assert.ok(out.includes('"agent started"'), `the agent did not start:\n${out}`);
+          assert.match(out, /"agentId":"gcp-us-central1-1"/);
+        } finally {
+          agent.kill('SIGTERM');
+          await new Promise((r) => (agent.exitCode !== null ? r(undefined) : agent.once('exit', r)));
+        }
+      });
+    });
+  });
+});

@@ -1,0 +1,246 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { readdir, readFile } from 'node:fs/promises';
+import { join, relative, resolve } from 'node:path';
+import { describe, it } from 'node:test';
+import { promisify } from 'node:util';
+import { artifactPrefix } from '../../core/checkpoint-artifact.js';
+import { triggers } from '../../functions/triggers.js';
+import {
+  blocksOf,
+  isBody,
+  parseModule,
+  parseTf,
+  repoRoot,
+  requiredVariableNames,
+  resourcesOf,
+  tfFiles,
+  terraformRoot,
+  variableNames,
+} from '../support/terraform.js';
+import { AGENT_ENV_NOT_DEPLOYED, agentEnvironmentFromCode, agentEnvironmentInModule } from '../support/terraform-drift.js';
+
+/*
+ * terraform/ against the code, without any CLI: every .tf parses; each module has its files; the bucket
+ * lifecycle rules expire the prefix the code writes checkpoints under; the agent's environment in the
+ * cloud-init is what agents/main.ts reads (the list derived from the code); the functions deployed are the
+ * functions the code registers; every input a caller (example or module) passes exists, and every required
+ * input is passed.
+ */
+
+const execFileAsync = promisify(execFile);
+const modulesDir = join(terraformRoot, 'modules');
+const examplesDir = join(terraformRoot, 'examples');
+
+async function dirs(parent: string): Promise<string[]> {
+  if (!existsSync(parent)) return [];
+  return (await readdir(parent, { withFileTypes: true }))
+    .filter((e) => e.isDirectory())
+    .map((e) => join(parent, e.name))
+    .sort();
+}
+
+describe('terraform: files and module layout', () => {
+  it('every .tf file parses', async () => {
+    const files = await tfFiles();
+    assert.ok(files.length >= 30, `${files.length} .tf files found`);
+    for (const file of files) {
+      const parsed = await parseTf(file).catch((error: unknown) => assert.fail(`${relative(repoRoot, file)}: ${(error as Error).message}`));
+      assert.ok(Object.keys(parsed).length > 0, `${relative(repoRoot, file)} is empty`);
+    }
+  });
+
+  it('every module has main.tf, variables.tf, outputs.tf, versions.tf and a README, and every variable a description', async () => {
+    const modules = await dirs(modulesDir);
+    assert.ok(modules.length >= 9, `${modules.length} modules`);
+    for (const dir of modules) {
+      for (const file of ['main.tf', 'variables.tf', 'outputs.tf', 'versions.tf', 'README.md']) {
+        assert.ok(existsSync(join(dir, file)), `${relative(repoRoot, dir)} lacks ${file}`);
+      }
+      const { blocks } = await parseModule(dir);
+      for (const [kind, key] of [
+        ['variable', 'description'],
+        ['output', 'description'],
+      ] as const) {
+        for (const block of blocks.get(kind) ?? []) {
+          for (const [name, bodies] of Object.entries(block)) {
+            const body = blocksOf(bodies)?.[0];
+            assert.ok(typeof body?.[key] === 'string' && body[key] !== '', `${relative(repoRoot, dir)}: ${kind} ${name} has no ${key}`);
+          }
+        }
+      }
+    }
+  });
+});
+
+describe('terraform: scripts', () => {
+  it('the scripts under terraform/ pass bash -n and shellcheck', async (t) => {
+    const scripts = (await readdir(join(terraformRoot, 'scripts')))
+      .filter((f) => f.endsWith('.sh'))
+      .map((f) => join(terraformRoot, 'scripts', f));
+    assert.ok(scripts.length > 0);
+    for (const script of scripts) await execFileAsync('bash', ['-n', script]);
+    const shellcheck = await execFileAsync('shellcheck', ['--version']).then(
+      () => true,
+      () => false,
+    );
+    if (!shellcheck) return t.skip('shellcheck is not installed (infra/setup.sh installs it): bash -n only');
+    await execFileAsync('shellcheck', ['-s', 'bash', '-S', 'warning', ...scripts]);
+  });
+});
+
+describe('terraform: drift against the code', () => {
+  it("every bucket module's lifecycle rule expires the prefix the code writes checkpoints under", async () => {
+    // core/checkpoint-artifact.ts: artifactPrefix(id) = <root>/<id>/; the root is what abandoned migrations leave.
+    const root = artifactPrefix('x').slice(0, -'x/'.length);
+    assert.equal(root, 'migrations/');
+    for (const name of ['aws-bucket', 'gcp-bucket', 'azure-storage']) {
+      const { blocks } = await parseModule(join(modulesDir, name));
+      const locals = (blocks.get('locals') ?? []).find((l) => 'migrations_prefix' in l);
+      const expression = locals?.migrations_prefix;
+      assert.equal(typeof expression, 'string', `${name} defines local.migrations_prefix`);
+      // Both branches: at the store's root, and below its prefix.
+      assert.ok(String(expression).includes(`"${root}"`), `${name}: ${String(expression)} at the root`);
+      assert.ok(String(expression).includes(`\${var.prefix}/${root}"`), `${name}: ${String(expression)} below the prefix`);
+      const main = await readFile(join(modulesDir, name, 'main.tf'), 'utf8');
+      assert.match(
+        main,
+        /prefix(_match)?\s*=\s*\[?"?\$?\{?[^\n]*local\.migrations_prefix/,
+        `${name}: the lifecycle rule uses local.migrations_prefix`,
+      );
+    }
+  });
+
+  it("the agent unit's environment is what the agent reads, and has every mandatory option", async () => {
+    const code = await agentEnvironmentFromCode();
+    // The derivation itself: it must find what main.ts is known to read, or it checks nothing.
+    for (const known of ['UMS_AGENT_ID', 'UMS_STORE_URL', 'NATS_URL', 'UMS_NATS_CREDENTIALS', 'UMS_NATS_CA', 'UMS_PAGE_RELAY_ADDRESS']) {
+      assert.ok(code.all.has(known), `derived from the code: ${known}`);
+    }
+    assert.deepEqual([...code.mandatory].sort(), ['UMS_AGENT_ID', 'UMS_CLOUD', 'UMS_REGION', 'UMS_STORE_URL']);
+    const deployed = await agentEnvironmentInModule();
+    const set = new Set([...deployed.plain, ...deployed.secret, 'AZURE_STORAGE_KEY']);
+    // Everything the unit sets, the agent reads (AZURE_STORAGE_KEY: core/object-stores, the Azure store).
+    const unread = [...deployed.plain, ...deployed.secret].filter((name) => !code.all.has(name) && name !== 'AZURE_STORAGE_KEY');
+    assert.deepEqual(unread, [], 'set in the cloud-init but read by no code');
+    // Everything the agent reads is set, or left out for a reason that still names something it reads.
+    const unset = [...code.all].filter((name) => !set.has(name) && !(name in AGENT_ENV_NOT_DEPLOYED)).sort();
+    assert.deepEqual(unset, [], 'read by the agent but neither set by the cloud-init nor listed in AGENT_ENV_NOT_DEPLOYED');
+    const stale = Object.keys(AGENT_ENV_NOT_DEPLOYED).filter((name) => !code.all.has(name));
+    assert.deepEqual(stale, [], 'AGENT_ENV_NOT_DEPLOYED names what the agent no longer reads');
+    for (const name of code.mandatory) assert.ok(deployed.plain.has(name), `mandatory ${name} is set`);
+  });
+
+  it('the functions deployed are exactly the functions the code registers, with their entry points', async () => {
+    const { blocks } = await parseModule(join(modulesDir, 'gcp-functions'));
+    const variable = (blocks.get('variable') ?? []).find((v) => 'functions' in v)?.functions;
+    const deflt = blocksOf(variable)?.[0]?.default;
+    assert.ok(isBody(deflt), 'gcp-functions declares the functions map with a default');
+    assert.deepEqual(Object.keys(deflt).sort(), Object.keys(triggers).sort());
+    for (const [name, entry] of Object.entries(deflt)) assert.equal(entry, name, `${name}'s entry point`);
+    // And functions/index.ts registers each under that name with the functions-framework (what Cloud Run runs).
+    await import('../../functions/index.js');
+    const { getTestServer } = await import('@google-cloud/functions-framework/testing');
+    for (const entry of Object.values(deflt)) assert.doesNotThrow(() => getTestServer(String(entry)), `${String(entry)} is registered`);
+    assert.throws(() => getTestServer('notAFunction'), 'the framework refuses an unknown name (the check can fail)');
+  });
+
+  it('every input a caller passes to a local module exists, and every required input is passed', async () => {
+    const callers = [...(await dirs(examplesDir)), ...(await dirs(modulesDir))];
+    let calls = 0;
+    for (const dir of callers) {
+      const { blocks } = await parseModule(dir);
+      for (const block of blocks.get('module') ?? []) {
+        for (const [name, bodies] of Object.entries(block)) {
+          const body = blocksOf(bodies)?.[0];
+          const source = body?.source;
+          if (typeof source !== 'string' || !source.startsWith('.')) continue;
+          calls++;
+          const target = resolve(dir, source);
+          const declared = await variableNames(target);
+          const passed = Object.keys(body ?? {}).filter(
+            (k) => !['source', 'version', 'count', 'for_each', 'depends_on', 'providers'].includes(k),
+          );
+          const where = `${relative(repoRoot, dir)}: module "${name}" (${source})`;
+          assert.deepEqual(
+            passed.filter((k) => !declared.has(k)),
+            [],
+            `${where} passes inputs the module does not declare`,
+          );
+          const required = [...(await requiredVariableNames(target))].filter((k) => !passed.includes(k));
+          assert.deepEqual(required, [], `${where} leaves required inputs out`);
+        }
+      }
+    }
+    assert.ok(calls >= 8, `${calls} module calls checked`);
+  });
+
+  it('every var. and local. a module or example reads is declared (what validate would say where the provider is missing)', async () => {
+    let reads = 0;
+    for (const dir of [...(await dirs(examplesDir)), ...(await dirs(modulesDir))]) {
+      const { files, blocks } = await parseModule(dir);
+      const variables = await variableNames(dir);
+      const locals = new Set((blocks.get('locals') ?? []).flatMap((l) => Object.keys(l)));
+      for (const file of files) {
+        const text = await readFile(file, 'utf8');
+        for (const [, kind, name = ''] of text.matchAll(/\b(var|local)\.([a-z0-9_]+)/g)) {
+          assert.ok((kind === 'var' ? variables : locals).has(name), `${relative(repoRoot, file)}: ${kind}.${name} is not declared`);
+          reads++;
+        }
+      }
+    }
+    assert.ok(reads >= 200, `${reads} references checked`);
+  });
+
+  it('every resource and data source a module or example references is declared there', async () => {
+    let reads = 0;
+    for (const dir of [...(await dirs(examplesDir)), ...(await dirs(modulesDir))]) {
+      const { files } = await parseModule(dir);
+      const declared = new Set<string>();
+      for (const file of files) {
+        const parsed = await parseTf(file);
+        for (const [type, name] of resourcesOf(parsed, 'resource')) declared.add(`${type}.${name}`);
+        for (const [type, name] of resourcesOf(parsed, 'data')) declared.add(`data.${type}.${name}`);
+      }
+      for (const file of files) {
+        const text = (await readFile(file, 'utf8')).replace(/^\s*#.*$/gm, '');
+        for (const [, data = '', type = '', name = ''] of text.matchAll(
+          /(?<![.\w])(data\.)?((?:aws|google|azurerm)_[a-z0-9_]+)\.([a-z0-9_]+)\b(?!")/g,
+        )) {
+          assert.ok(declared.has(`${data}${type}.${name}`), `${relative(repoRoot, file)}: ${data}${type}.${name} is not declared`);
+          reads++;
+        }
+      }
+    }
+    assert.ok(reads >= 100, `${reads} references checked`);
+  });
+
+  it('every output a caller reads from a local module exists', async () => {
+    let reads = 0;
+    for (const dir of [...(await dirs(examplesDir)), ...(await dirs(modulesDir))]) {
+      const { files, blocks } = await parseModule(dir);
+      const targets = new Map<string, string>();
+      for (const block of blocks.get('module') ?? []) {
+        for (const [name, bodies] of Object.entries(block)) {
+          const source = blocksOf(bodies)?.[0]?.source;
+          if (typeof source === 'string' && source.startsWith('.')) targets.set(name, resolve(dir, source));
+        }
+      }
+      for (const file of files) {
+        const text = await readFile(file, 'utf8');
+        for (const [, name = '', output = ''] of text.matchAll(/\bmodule\.([a-z0-9_]+)(?:\[[^\]]*\])?\.([a-z0-9_]+)/g)) {
+          const target = targets.get(name);
+          assert.ok(target !== undefined, `${relative(repoRoot, file)}: module.${name} is not a module called there`);
+          const outputs = (await parseModule(target)).blocks.get('output') ?? [];
+          assert.ok(
+            outputs.some((o) => output in o),
+            `${relative(repoRoot, file)}: module.${name}.${output} is not an output of ${relative(repoRoot, target)}`,
+          );
+          reads++;
+        }
+      }
+    }
+    assert.ok(reads >= 40, `${reads} module outputs read`);
+  });
+});
