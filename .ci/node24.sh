@@ -27,15 +27,17 @@ start=$SECONDS
 status=0
 # Files, not folders: since Node 22 the runner takes glob patterns and no longer searches a folder given to it.
 # Left out (they run on Node 20 in `npm test`): the suites that drive simulated hosts, Podman and CRIU through
-# the harness (two minutes of CI), whose Node-facing code (the Podman REST client, streams, TLS, the SDKs,
-# NATS, the functions) the suites kept here run on Node 24 too.
-integration=()
-for suite in dist/test/integration/*.test.js; do
+# the harness, and the Terraform CLI and provider-schema checks (three minutes of CI together), whose
+# Node-facing code (the Podman REST client, streams, TLS, the SDKs, NATS, the functions) the suites kept
+# here run on Node 24 too.
+suites=()
+for suite in dist/test/unit/*.test.js dist/test/integration/*.test.js; do
   case "$(basename "$suite")" in
     lazy-container.test.js | service-level.test.js | server-images.test.js | local-stack-wan.test.js | wan.test.js) ;;
-    *) integration+=("$suite") ;;
+    terraform-cli.test.js | terraform-schema.test.js) ;;
+    *) suites+=("$suite") ;;
   esac
 done
-node --test --test-concurrency=1 dist/test/unit/*.test.js "${integration[@]}" || status=$?
-echo "[node24] unit + ${#integration[@]} integration suites on Node $version: $((SECONDS - start)) s, exit $status"
+node --test --test-concurrency=1 "${suites[@]}" || status=$?
+echo "[node24] ${#suites[@]} unit and integration suites on Node $version: $((SECONDS - start)) s, exit $status"
 exit "$status"
