@@ -295,9 +295,12 @@ class KvRecordStore<T> implements RecordStore<T> {
   }
 
   async list(): Promise<Array<Versioned<T> & { key: string }>> {
-    const keys: string[] = [];
-    for await (const key of await this.kv.keys()) keys.push(key);
-    const entries = await Promise.all(keys.map(async (key) => ({ key, entry: await this.get(key) })));
+    // A Set: the KV's keys() walks the bucket's stream, and a key written again while it walks (an agent's
+    // heartbeat) can come twice (nats.go deduplicates since its PR #2029; nats.js 2.x does not): one
+    // registration listed twice made the planner refuse a container as held by "several agents".
+    const keys = new Set<string>();
+    for await (const key of await this.kv.keys()) keys.add(key);
+    const entries = await Promise.all([...keys].map(async (key) => ({ key, entry: await this.get(key) })));
     return entries.flatMap(({ key, entry }) => (entry ? [{ key, ...entry }] : []));
   }
 }
