@@ -175,14 +175,10 @@ export class PageImagesIn {
     private readonly stagingRoot: string,
   ) {}
 
-  /** The page images' bytes written so far. */
-  bytes = 0;
-
   async handle(event: Extract<SectionEvent, { kind: 'memory' | 'pages' }>): Promise<void> {
     if (event.kind === 'pages') {
       // The parser admits page bytes only after a memory record, and each image in order from offset 0.
       await this.current!.write(event.bytes);
-      this.bytes += event.bytes.length;
       return;
     }
     if (this.dir === undefined) {

@@ -225,6 +225,13 @@ describe('real services (redis, memcached) through the whole stack', { timeout: 
     const { code, json: result } = await ums<MigrateResult>(['migrate', name, '--to', GCP]);
     assert.equal(code, 0, `migration failed: ${result.reason}`);
     assert.equal(result.state, 'done');
+    // Both hosts have the runtime shim: redis's memory went as CRIU wrote it, beside Podman's archive
+    // (agents/memory/), and everything below checks what arrived that way.
+    const record = await ums<{ memoryBesideBytes?: number }>(['status', result.migrationId ?? assert.fail('no migration id')]);
+    assert.ok(
+      (record.json.memoryBesideBytes ?? 0) >= REDIS_KEYS * 128,
+      `${record.json.memoryBesideBytes ?? 0} bytes of redis's memory went beside the archive`,
+    );
 
     // The outside client's connection ended: redis-cli reported the reset (or, retrying, the refusal) and exited.
     const end = await Promise.race([writer.ended, sleep(30_000).then(() => undefined)]);
