@@ -34,6 +34,7 @@ suites=()
 for suite in dist/test/unit/*.test.js dist/test/integration/*.test.js; do
   case "$(basename "$suite")" in
     lazy-container.test.js | service-level.test.js | server-images.test.js | local-stack-wan.test.js | wan.test.js) ;;
+    open-loop-load.test.js) ;;
     restore-job.test.js | capability-probe.test.js | criu-host-checks.test.js) ;;
     terraform-cli.test.js | terraform-schema.test.js) ;;
     *) suites+=("$suite") ;;

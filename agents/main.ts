@@ -84,6 +84,12 @@ const program = new Command('ums-agent')
   )
   .addOption(
     new Option(
+      '--service-address <address>',
+      "where clients reach the ports this host's containers publish (its public address): a service's frontman forwards there",
+    ).env('UMS_SERVICE_ADDRESS'),
+  )
+  .addOption(
+    new Option(
       '--host-netns <name>',
       "the network namespace of this host's containers, when the agent does not run in it (the local stack's simulated hosts)",
     ).env('UMS_HOST_NETNS'),
@@ -110,6 +116,7 @@ const program = new Command('ums-agent')
       allowedHttpEndpoints?: string;
       commandVerifyKey?: string;
       pageRelayAddress?: string;
+      serviceAddress?: string;
       hostNetns?: string;
       volumesDir?: string;
     }) => {
@@ -182,6 +189,7 @@ const program = new Command('ums-agent')
           cloud: options.cloud,
           region: options.region,
           storeUrl: options.store,
+          ...(options.serviceAddress !== undefined ? { serviceAddress: options.serviceAddress } : {}),
           sealing: sealingKey.publicKey,
           manifestSigning: signingKey.publicKey,
         },

@@ -12,6 +12,8 @@ export interface AgentIdentity {
   cloud: Cloud;
   region: string;
   storeUrl: string;
+  /** Where clients reach this host's published ports (a frontman forwards there). */
+  serviceAddress?: string;
   /** The public half of the agent's sealing key: checkpoints sent to this host are sealed for it. */
   sealing?: SealingPublicKey;
   /** The public half of the agent's manifest-signing key: destinations verify its manifests with it. */

@@ -4,7 +4,7 @@ import type { Timeline } from '../core/events.js';
 import type { ConnectionPlan } from '../core/container-network.js';
 import type { StoragePlan } from '../core/container-storage.js';
 import type { Plan } from '../core/migration-plan.js';
-import type { MigrationRecord } from '../core/migration.js';
+import type { FrontmanPhases, MigrationRecord } from '../core/migration.js';
 
 export const bytes = (n: number): string => {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
@@ -159,6 +159,23 @@ function formatConnections(connections: ConnectionPlan): string {
     `  closed: ${connections.closed}`,
   ];
   return lines.join('\n');
+}
+
+/** The frontman's phases in one migration: drained, held N, released (to where). */
+export function formatFrontman(f: FrontmanPhases): string {
+  const phases = [
+    f.drainedAt === undefined
+      ? 'not drained yet'
+      : `drained at ${f.drainedAt} (${f.finished ?? 0} in flight finished, ${f.unfinished ?? 0} cut)`,
+    ...(f.releasedAt === undefined
+      ? []
+      : [
+          `held ${f.held ?? 0}`,
+          ...(f.expired ? [`${f.expired} expired (503)`] : []),
+          `released to ${f.releasedTo ?? 'nowhere'} at ${f.releasedAt}`,
+        ]),
+  ];
+  return `${f.id}: ${phases.join(', ')}`;
 }
 
 export function formatMigrations(records: MigrationRecord[]): string {

@@ -3,6 +3,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { Cloud } from '../core/agent-registration.js';
+import { FrontedService } from '../core/frontman-registration.js';
 
 /*
  * What a running local stack says about itself (its stack.json), and where it lives: the contract
@@ -48,6 +49,10 @@ export const StackInfo = z.object({
   functions: z.record(z.string(), z.string()),
   /** The network joining the hosts: its namespace (holding the bridge), subnet and the bridge's address. */
   wan: z.object({ netns: z.string(), subnet: z.string(), bridgeAddress: z.string() }),
+  /** The frontman, at its own place on the WAN (an edge): where clients reach the services it fronts. */
+  frontman: z
+    .object({ id: z.string(), netns: z.string(), address: z.string(), services: z.array(FrontedService), log: z.string() })
+    .optional(),
 });
 export type StackInfo = z.infer<typeof StackInfo>;
 

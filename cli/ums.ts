@@ -5,7 +5,7 @@ import { MigrationMode } from '../core/migration-mode.js';
 import { planAgainst } from '../core/migration-plan.js';
 import { timelineOf, whereItRuns } from '../core/migration.js';
 import { connectCli } from './bus-connection.js';
-import { formatAgents, formatMigrations, formatPlan, formatTimeline, planSummary } from './format.js';
+import { formatAgents, formatFrontman, formatMigrations, formatPlan, formatTimeline, planSummary } from './format.js';
 import { migrate, requestChoices, type MigrateOptions } from './migrate-command.js';
 import { runStack, stackDown, stackInfo, stackUp } from './stack-command.js';
 
@@ -129,6 +129,7 @@ program
                 ? `  memory: ${(r.memoryBesideBytes / 1048576).toFixed(1)} MiB sent as CRIU wrote it, beside the engine's archive\n`
                 : '') +
               `  service: ${describeWhere(whereItRuns(r))}${r.runningOnReport ? ` (${r.runningOnReport})` : ''}\n` +
+              (r.frontman ? `  frontman: ${formatFrontman(r.frontman)}\n` : '') +
               (r.deadlineAt && !['done', 'failed'].includes(r.state) ? `  deadline of this phase: ${r.deadlineAt}\n` : '') +
               (r.rollback
                 ? `  rollback: ${r.rollback.how ?? (r.rollback.destinationClear ? 'destination clear' : 'waiting for the destination to confirm it holds no copy')}\n`

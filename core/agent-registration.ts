@@ -16,6 +16,11 @@ export const AgentRegistration = z.object({
   agentId: AgentId,
   cloud: Cloud,
   region: z.string().min(1),
+  /**
+   * Where clients reach the ports this host's containers publish (its public address): a frontman
+   * (frontman/) sends a service's requests there. Absent: the host serves no frontman.
+   */
+  serviceAddress: z.string().min(1).max(253).optional(),
   /** The agent's own object store (URL without credentials), where its checkpoints go. */
   storeUrl: z.string().min(1),
   /**

@@ -1,5 +1,6 @@
 import type { AgentRegistration } from './agent-registration.js';
 import { BusError } from './bus-errors.js';
+import type { FrontmanRegistration } from './frontman-registration.js';
 import type { EventName, EventOf, UmsCommand, UmsEvent } from './events.js';
 import type { MigrationRecord } from './migration.js';
 
@@ -44,10 +45,15 @@ export interface EventBus {
    */
   followMigration(migrationId: string, handler: (event: UmsEvent) => 'stop' | void | Promise<'stop' | void>): Promise<Subscription>;
 
+  /** Every event of this name published from now on, of any migration (skipped as followMigration skips). */
+  watchEvents(name: EventName, handler: (event: UmsEvent) => void | Promise<void>): Promise<Subscription>;
+
   readonly migrations: RecordStore<MigrationRecord>;
   readonly agents: RecordStore<AgentRegistration>;
   /** One key per container being migrated (`<agent>.<container>`), holding the migration id. */
   readonly locks: RecordStore<{ migrationId: string }>;
+  /** The frontmen and the services they front (core/frontman-registration.ts), by frontman id. */
+  readonly frontmen: RecordStore<FrontmanRegistration>;
 
   /** Keeps a rejected message with the reason where `ums status` shows it (instead of retrying it forever). */
   deadLetter(origin: string, payload: Uint8Array, reason: string): Promise<void>;

@@ -31,6 +31,8 @@ const sha256Hex = z.string().regex(/^[a-f0-9]{64}$/, 'a lowercase hex sha256');
 export const AgentId = ids;
 export const MigrationId = ids;
 export const ContainerName = containerName;
+/** A frontman's id (frontman/): the stable front door of some services. */
+export const FrontmanId = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/, 'letters, digits, "_" and "-" only');
 
 /** orchestrator, container or service level (core/migration-approach.ts decides which). */
 export const Approach = MigrationApproach;
@@ -120,6 +122,8 @@ export const eventData = {
     artifact: ArtifactLocation,
     /** The planner's expected archive size and its basis: the CLI's progress total until the real size is known. */
     archiveEstimate: ArchiveEstimate.optional(),
+    /** The frontman of the service: the source freezes only once it has drained (frontman.drained). */
+    frontman: FrontmanId.optional(),
   }),
   'checkpoint.progress': z.object({
     ...migrationRef,
@@ -246,6 +250,32 @@ export const eventData = {
    * ended migration's record says it runs elsewhere or nowhere: the saga corrects the record.
    */
   'service.running': z.object({ ...migrationRef, agent: AgentId, container: containerName }),
+  /**
+   * The frontman stopped forwarding the service's requests and holds new ones, and the ones in flight
+   * finished (`unfinished`: cut at its drain deadline): the source may freeze now.
+   */
+  'frontman.drained': z.object({
+    ...migrationRef,
+    frontman: FrontmanId,
+    container: containerName,
+    finished: z.number().int().nonnegative(),
+    unfinished: z.number().int().nonnegative(),
+    drainedAt: isoTime,
+  }),
+  /**
+   * The frontman forwards again, to `to` (the destination once it restored, the source after a rollback;
+   * null: the service runs nowhere, so what it held was answered 503), with what it had held.
+   */
+  'frontman.released': z.object({
+    ...migrationRef,
+    frontman: FrontmanId,
+    container: containerName,
+    to: AgentId.nullable(),
+    held: z.number().int().nonnegative(),
+    /** Held past the frontman's deadline: answered 503 with Retry-After (HTTP) or closed (TCP). */
+    expired: z.number().int().nonnegative(),
+    releasedAt: isoTime,
+  }),
   'migration.completed': z.object({
     ...migrationRef,
     container: containerName,

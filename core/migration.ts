@@ -11,6 +11,7 @@ import {
   ArtifactLocation,
   ContainerName,
   FailureCode,
+  FrontmanId,
   MigrationId,
   RestoreRequirements,
   type CommandName,
@@ -162,6 +163,24 @@ export type MigrationFailure = z.infer<typeof MigrationFailure>;
 /** Rolling back: whether the destination confirmed (or is presumed) to hold no copy, so the source may resume. */
 const Rollback = z.object({ destinationClear: z.boolean(), how: z.string().optional() });
 
+const count = z.number().int().nonnegative();
+/**
+ * The service's frontman (frontman/) in this migration, and its phases as it reported them: the source
+ * freezes only once `drainedAt` is set; `released*` says where the held requests went.
+ */
+const FrontmanPhases = z.object({
+  id: FrontmanId,
+  drainedAt: isoTime.optional(),
+  /** In-flight requests it let finish before it reported drained, and those its drain deadline cut. */
+  finished: count.optional(),
+  unfinished: count.optional(),
+  held: count.optional(),
+  expired: count.optional(),
+  releasedTo: AgentId.nullable().optional(),
+  releasedAt: isoTime.optional(),
+});
+export type FrontmanPhases = z.infer<typeof FrontmanPhases>;
+
 /** What every record has, whatever its state. */
 const Base = {
   migrationId: MigrationId,
@@ -177,6 +196,7 @@ const Base = {
   /** Timestamps of each step, for the timeline. */
   times: Times,
   updatedAt: isoTime,
+  frontman: FrontmanPhases.optional(),
 };
 
 /** The plan (plan-migration): set when the record leaves `requested`, kept from then on. */

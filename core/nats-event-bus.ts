@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import {
   connect,
+  DeliverPolicy,
   DiscardPolicy,
   nkeyAuthenticator,
   type ConnectionOptions,
@@ -11,9 +12,11 @@ import {
   type JetStreamManager,
   type KV,
   type NatsConnection,
+  type OrderedConsumerOptions,
 } from 'nats';
 import type { z } from 'zod';
 import { AgentRegistration } from './agent-registration.js';
+import { FrontmanRegistration } from './frontman-registration.js';
 import pRetry from 'p-retry';
 import { BusError, isJetStreamApiError, JetStreamApiCode } from './bus-errors.js';
 import { consumeDurable, type Delivery, type DeliveryOutcome, type DurableConsumerOptions } from './durable-consumer.js';
@@ -49,7 +52,7 @@ const decoder = new TextDecoder();
 const encode = (value: unknown): Uint8Array => encoder.encode(JSON.stringify(value));
 
 /** The KV buckets (each one a stream `KV_<bucket>`, written on `$KV.<bucket>.<key>`). */
-export const buckets = { migrations: 'ums_migrations', agents: 'ums_agents', locks: 'ums_locks' } as const;
+export const buckets = { migrations: 'ums_migrations', agents: 'ums_agents', locks: 'ums_locks', frontmen: 'ums_frontmen' } as const;
 
 /**
  * How long an unacknowledged command waits before redelivery; long handlers extend it with working().
@@ -153,8 +156,13 @@ export async function connectNatsBus(options: NatsBusOptions): Promise<NatsEvent
     const js = nc.jetstream();
     // Bound, never created (that needs the admin's rights); direct gets, as provisionBus() allows them.
     const bind = (bucket: string) => js.views.kv(bucket, { bindOnly: true, allow_direct: true });
-    const [migrations, agents, locks] = await Promise.all([bind(buckets.migrations), bind(buckets.agents), bind(buckets.locks)]);
-    return new NatsEventBus(nc, js, jsm, migrations, agents, locks);
+    const [migrations, agents, locks, frontmen] = await Promise.all([
+      bind(buckets.migrations),
+      bind(buckets.agents),
+      bind(buckets.locks),
+      bind(buckets.frontmen),
+    ]);
+    return new NatsEventBus(nc, js, jsm, { migrations, agents, locks, frontmen });
   } catch (error) {
     await nc.close();
     throw error;
@@ -175,6 +183,7 @@ export async function provisionBus(options: NatsBusOptions): Promise<void> {
       js.views.kv(buckets.migrations, { history: 10, storage: StorageType.File, allow_direct: true }),
       js.views.kv(buckets.agents, { history: 1, ttl: AGENT_TTL_MS, storage: StorageType.File, allow_direct: true }),
       js.views.kv(buckets.locks, { history: 1, storage: StorageType.File, allow_direct: true }),
+      js.views.kv(buckets.frontmen, { history: 1, ttl: AGENT_TTL_MS, storage: StorageType.File, allow_direct: true }),
     ]);
   } catch (error) {
     throw new BusError('setup-failed', `cannot provision the broker at ${options.servers}: ${(error as Error).message}`, { cause: error });
@@ -329,19 +338,19 @@ export class NatsEventBus implements EventBus {
   readonly migrations: RecordStore<MigrationRecord>;
   readonly agents: RecordStore<AgentRegistration>;
   readonly locks: RecordStore<{ migrationId: string }>;
+  readonly frontmen: RecordStore<FrontmanRegistration>;
 
   /** Only connectNatsBus() makes one: it has bound to the streams and buckets. */
   constructor(
     private readonly connection: NatsConnection,
     private readonly js: JetStreamClient,
     private readonly manager: JetStreamManager,
-    migrationsKv: KV,
-    agentsKv: KV,
-    locksKv: KV,
+    kv: Record<keyof typeof buckets, KV>,
   ) {
-    this.migrations = new KvRecordStore(migrationsKv, buckets.migrations, MigrationRecord);
-    this.agents = new KvRecordStore(agentsKv, buckets.agents, AgentRegistration);
-    this.locks = new KvRecordStore(locksKv, buckets.locks, MigrationLock);
+    this.migrations = new KvRecordStore(kv.migrations, buckets.migrations, MigrationRecord);
+    this.agents = new KvRecordStore(kv.agents, buckets.agents, AgentRegistration);
+    this.locks = new KvRecordStore(kv.locks, buckets.locks, MigrationLock);
+    this.frontmen = new KvRecordStore(kv.frontmen, buckets.frontmen, FrontmanRegistration);
   }
 
   /**
@@ -451,7 +460,20 @@ export class NatsEventBus implements EventBus {
   }
 
   async followMigration(migrationId: string, handler: (event: UmsEvent) => 'stop' | void | Promise<'stop' | void>): Promise<Subscription> {
-    const consumer = await this.js.consumers.get(subjects.eventsStream, { filterSubjects: subjects.eventsOf(migrationId) });
+    return this.follow({ filterSubjects: subjects.eventsOf(migrationId) }, handler);
+  }
+
+  async watchEvents(name: EventName, handler: (event: UmsEvent) => void | Promise<void>): Promise<Subscription> {
+    // One subject: an ordered consumer given a list of them never came up against this broker.
+    return this.follow({ filterSubjects: subjects.eventsNamed(name), deliver_policy: DeliverPolicy.New }, handler);
+  }
+
+  /** An ordered consumer: nothing of it outlives the connection, and it needs no rights beyond reading. */
+  private async follow(
+    options: Partial<OrderedConsumerOptions>,
+    handler: (event: UmsEvent) => 'stop' | void | Promise<'stop' | void>,
+  ): Promise<Subscription> {
+    const consumer = await this.js.consumers.get(subjects.eventsStream, options);
     const messages = await consumer.consume();
     const closed = (async () => {
       for await (const message of messages) {

@@ -2,6 +2,7 @@ import type { EventOf } from '../core/events.js';
 import type { FunctionContext } from './function-context.js';
 import {
   destinationAborted,
+  frontmanReleased,
   pagesArrived,
   pagesLost,
   restoreCompleted,
@@ -24,13 +25,15 @@ export type FinalizeTrigger = EventOf<
   | 'source.resumed'
   | 'source.resume-failed'
   | 'service.running'
+  | 'frontman.released'
 >;
 
 /**
  * Ends a migration, either way (functions/migration-saga.ts, steps 4 to 6 and the compensations): on
  * restore.completed the source is told to discard its copy (post-copy: once restore.pages-arrived); on a failure after the freeze the saga turns
  * back (abort the destination, then resume the source); the migration is done or failed once the source
- * confirms. service.running corrects where an ended migration's service runs.
+ * confirms. service.running corrects where an ended migration's service runs; frontman.released records
+ * where the frontman sent what it held.
  */
 export function finalize(event: FinalizeTrigger, ctx: FunctionContext): Promise<void> {
   switch (event.name) {
@@ -53,5 +56,7 @@ export function finalize(event: FinalizeTrigger, ctx: FunctionContext): Promise<
       return runStep(event, ctx, sourceResumeFailed);
     case 'service.running':
       return runStep(event, ctx, serviceRunning);
+    case 'frontman.released':
+      return runStep(event, ctx, frontmanReleased);
   }
 }

@@ -12,6 +12,7 @@ import {
   type FailureCode,
   type UmsEvent,
 } from '../core/events.js';
+import { frontmanOf } from '../core/frontman-registration.js';
 import { planAgainst } from '../core/migration-plan.js';
 import { grantPageStream, newPageStream } from '../core/page-stream.js';
 import {
@@ -158,6 +159,12 @@ export async function plan(event: EventOf<'migration.requested'>, ctx: FunctionC
   }
   log.info({ migrationId: request.migrationId, mode: mode.mode, why: mode.reason }, 'mode decided');
 
+  // A service with a frontman freezes only once the frontman holds its clients' requests (frontmanDrained).
+  const frontman = frontmanOf(
+    (await bus.frontmen.list()).map((entry) => entry.value),
+    request.container,
+  );
+
   const holder = await takeLock(lockKey(source.agentId, request.container), request.migrationId, ctx);
   if (holder) {
     return refuse(
@@ -180,6 +187,7 @@ export async function plan(event: EventOf<'migration.requested'>, ctx: FunctionC
     modeReason: mode.reason,
     ...(pageStream ? { pageStream } : {}),
     ...(verdict.memoryBeside ? { memoryBeside: true } : {}),
+    ...(frontman ? { frontman: { id: frontman.frontmanId } } : {}),
     artifactLocation: { storeUrl: source.storeUrl, prefix: artifactPrefix(request.migrationId) },
     sealFor,
     sourceManifestKey,
@@ -256,6 +264,7 @@ async function prepareDestination(record: RecordIn<'preflight'>, ctx: FunctionCo
         ...(archiveEstimate ? { archiveEstimate } : {}),
         ...(mode ? { mode } : {}),
         ...(modeReason ? { modeReason } : {}),
+        ...(record.frontman ? { frontman: record.frontman.id } : {}),
         artifact: artifactLocation,
       },
       `${migrationId}.planned`,
@@ -275,11 +284,36 @@ async function prepareDestination(record: RecordIn<'preflight'>, ctx: FunctionCo
 export async function destinationReady(event: EventOf<'restore.prepared'>, record: Current, ctx: FunctionContext): Promise<StepOutcome> {
   const r = record.value;
   if (event.data.agent !== r.destinationAgent) return;
-  if (r.state === 'checkpointing') return freezeSource(r, ctx);
+  if (r.state === 'checkpointing') return freezeWhenQuiet(r, ctx);
   if (r.state !== 'preflight') return;
   await sendUrls(r, 0, URL_BATCH, ctx, `${r.migrationId}.chunk-urls.0`);
   const next = await transition(ctx.bus, record, { ...r, state: 'checkpointing', times: { ...r.times, preparedAt: event.time } });
-  if (next) await freezeSource(next.value, ctx);
+  // Lost to frontmanDrained's write, say: again on the record as it is now (the URLs are deduplicated).
+  if (!next) return LOST_RACE;
+  await freezeWhenQuiet(next.value, ctx);
+}
+
+/**
+ * frontman.drained: the service's frontman holds new requests and the ones in flight have finished. Either
+ * this or restore.prepared comes first (different functions); whichever comes second sends the freeze.
+ */
+export async function frontmanDrained(event: EventOf<'frontman.drained'>, record: Current, ctx: FunctionContext): Promise<StepOutcome> {
+  const r = record.value;
+  if (r.frontman?.id !== event.data.frontman || (r.state !== 'preflight' && r.state !== 'checkpointing')) return;
+  if (r.frontman.drainedAt !== undefined) return r.state === 'checkpointing' ? freezeSource(r, ctx) : undefined;
+  const { drainedAt, finished, unfinished } = event.data;
+  const next = await write(ctx.bus, record, { ...r, frontman: { ...r.frontman, drainedAt, finished, unfinished } });
+  if (!next) return LOST_RACE;
+  if (next.value.state === 'checkpointing') await freezeSource(next.value, ctx);
+}
+
+/** The freeze waits for the frontman, if the service has one (its deadline: superviseStalled). */
+async function freezeWhenQuiet(record: RecordIn<'checkpointing'>, ctx: FunctionContext): Promise<void> {
+  if (record.frontman !== undefined && record.frontman.drainedAt === undefined) {
+    ctx.log.info({ migrationId: record.migrationId, frontman: record.frontman.id }, 'destination ready; waiting for the frontman to drain');
+    return;
+  }
+  await freezeSource(record, ctx);
 }
 
 async function freezeSource(record: RecordIn<'checkpointing'>, ctx: FunctionContext): Promise<void> {
@@ -638,6 +672,12 @@ export async function serviceRunning(event: EventOf<'service.running'>, record: 
 
 // ---- Deadlines: what the supervisor does with a stalled migration --------------------------------
 
+/**
+ * How long after the destination is ready the frontman may take to drain (it bounds its own wait for the
+ * requests in flight well below this, FRONTMAN_DRAIN_MS in frontman/): past it the frontman is taken for gone.
+ */
+const FRONTMAN_DRAIN_DEADLINE_MS = 20_000;
+
 /** A rollback that cannot reach the source this long after the request ends as failed, with the operator told. */
 const ROLLBACK_GIVE_UP_MS = 10 * 60_000;
 
@@ -676,6 +716,14 @@ export async function superviseStalled(
     case 'checkpointing':
     case 'uploaded':
     case 'restoring': {
+      if (r.state === 'checkpointing' && r.frontman !== undefined && r.frontman.drainedAt === undefined) {
+        // Still before the freeze: a frontman that does not drain in time fails the migration, frozen nothing.
+        const since = Date.parse(r.times.preparedAt ?? r.updatedAt);
+        if (now - since < FRONTMAN_DRAIN_DEADLINE_MS * deadlineScale()) return undefined;
+        const why = `frontman "${r.frontman.id}" did not report drained within ${Math.round((now - since) / 1000)} s of the destination being ready; nothing was frozen`;
+        await failMigration(ctx, record, r, { phase: 'drain', code: 'deadline-exceeded', reason: why }, r.sourceAgent);
+        return 'failed before the freeze';
+      }
       const silent = !destinationAlive ? r.destinationAgent : r.state === 'checkpointing' && !sourceAlive ? r.sourceAgent : undefined;
       if (!overdue && !silent) return undefined;
       const why = silent
@@ -754,6 +802,18 @@ export async function superviseStalled(
     default:
       return undefined;
   }
+}
+
+/**
+ * frontman.released: where the frontman sent what it held, and how much: recorded whatever the state (it
+ * comes after restore.completed or source.resumed, often once the migration has ended).
+ */
+export async function frontmanReleased(event: EventOf<'frontman.released'>, record: Current, ctx: FunctionContext): Promise<StepOutcome> {
+  const r = record.value;
+  if (r.frontman?.id !== event.data.frontman || r.frontman.releasedAt !== undefined) return;
+  const { to, held, expired, releasedAt } = event.data;
+  const next = await write(ctx.bus, record, { ...r, frontman: { ...r.frontman, releasedTo: to, held, expired, releasedAt } });
+  if (!next) return LOST_RACE;
 }
 
 // ---- The end of a migration, either way ---------------------------------------------------------

@@ -1,18 +1,22 @@
 import type { EventOf } from '../core/events.js';
 import type { FunctionContext } from './function-context.js';
-import { destinationReady, restoreStarted, runStep, sourceUploaded, urlsNeeded } from './migration-saga.js';
+import { destinationReady, frontmanDrained, restoreStarted, runStep, sourceUploaded, urlsNeeded } from './migration-saga.js';
 
-export type PlanRestoreTrigger = EventOf<'restore.prepared' | 'restore.urls-needed' | 'checkpoint.uploaded' | 'restore.started'>;
+export type PlanRestoreTrigger = EventOf<
+  'restore.prepared' | 'frontman.drained' | 'restore.urls-needed' | 'checkpoint.uploaded' | 'restore.started'
+>;
 
 /**
  * The forward steps while the archive moves (functions/migration-saga.ts, steps 3 and 4): on
- * restore.prepared the first URLs and the freeze, on restore.urls-needed the next batch of signed URLs,
+ * restore.prepared the first URLs and the freeze (with a frontman: once it drained, frontman.drained), on restore.urls-needed the next batch of signed URLs,
  * on checkpoint.uploaded the artifact, on restore.started the destination's engine restoring.
  */
 export function planRestore(event: PlanRestoreTrigger, ctx: FunctionContext): Promise<void> {
   switch (event.name) {
     case 'restore.prepared':
       return runStep(event, ctx, destinationReady);
+    case 'frontman.drained':
+      return runStep(event, ctx, frontmanDrained);
     case 'restore.urls-needed':
       return runStep(event, ctx, urlsNeeded);
     case 'checkpoint.uploaded':

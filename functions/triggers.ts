@@ -6,7 +6,7 @@ import type { EventName } from '../core/events.js';
  */
 export const triggers = {
   planMigration: ['migration.requested'],
-  planRestore: ['restore.prepared', 'restore.urls-needed', 'checkpoint.uploaded', 'restore.started'],
+  planRestore: ['restore.prepared', 'frontman.drained', 'restore.urls-needed', 'checkpoint.uploaded', 'restore.started'],
   finalize: [
     'restore.completed',
     'restore.pages-arrived',
@@ -18,6 +18,7 @@ export const triggers = {
     'source.resumed',
     'source.resume-failed',
     'service.running',
+    'frontman.released',
   ],
   superviseMigrations: [],
 } as const satisfies Record<string, readonly EventName[]>;

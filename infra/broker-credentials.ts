@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { nkeys } from 'nats';
 import { subjects } from '../core/event-bus.js';
-import { agentPrincipal, CLI_PRINCIPAL, FUNCTIONS_PRINCIPAL } from '../core/event-identity.js';
+import { agentPrincipal, CLI_PRINCIPAL, FRONTMAN_PRINCIPAL, FUNCTIONS_PRINCIPAL } from '../core/event-identity.js';
 import { buckets, inboxPrefixOf, type BrokerCredential } from '../core/nats-event-bus.js';
 import { bridgeConsumers } from '../bridge/trigger-bridge.js';
 import { triggers, type FunctionName } from '../functions/triggers.js';
@@ -28,8 +28,6 @@ interface UserKeyPair {
 const createUserKey = (): UserKeyPair => (nkeys as { createUser(): UserKeyPair }).createUser();
 
 export const BRIDGE_PRINCIPAL = 'bridge';
-/** The frontman (not used yet): reads events, and owns `ums.frontman.>` for its own traffic. */
-export const FRONTMAN_PRINCIPAL = 'frontman';
 /** The set-up principal: provisions streams and buckets; the test harness reads and writes as it. */
 export const ADMIN_PRINCIPAL = 'admin';
 
@@ -155,7 +153,7 @@ export function brokerPermissions(principal: Principal): Permissions {
           `$KV.${buckets.locks}.>`,
           ...functionNames.map((fn) => subjects.deadLetter(`function-${fn}`)),
           ...readEvents,
-          ...readKv(buckets.migrations, buckets.agents, buckets.locks),
+          ...readKv(buckets.migrations, buckets.agents, buckets.locks, buckets.frontmen),
         ],
         readerDenials(),
       );
@@ -181,10 +179,18 @@ export function brokerPermissions(principal: Principal): Permissions {
         readerDenials(),
       );
     case 'frontman':
-      return {
-        publish: { allow: [...own.publish.allow, 'ums.frontman.>', ...readEvents], deny: readerDenials() },
-        subscribe: { allow: [...own.subscribe.allow, 'ums.frontman.>'], deny: [] },
-      };
+      return with_(
+        [
+          // Its drained and released facts, and nothing else; its registration (the services it fronts).
+          subjects.event('*', name, 'frontman.drained'),
+          subjects.event('*', name, 'frontman.released'),
+          `$KV.${buckets.frontmen}.*`,
+          // It follows the migrations of its services, and finds their hosts.
+          ...readEvents,
+          ...readKv(buckets.migrations, buckets.agents, buckets.frontmen),
+        ],
+        readerDenials(),
+      );
     case 'admin':
       return { publish: { allow: ['>'], deny: [] }, subscribe: { allow: ['>'], deny: [] } };
   }

@@ -6,8 +6,10 @@ import { fileURLToPath } from 'node:url';
 import { rm } from 'node:fs/promises';
 import { cliEnv, type StackInfo } from '../cli/stack-info.js';
 import { bareCheckpointRestore } from './bare-checkpoint.js';
-import { DEFAULT_REDIS_IMAGE, INNER_CLIENT_ENV, REDIS_PORT } from './images/build-server-images.js';
-import { startLocalStack } from './local-stack.js';
+import { DEFAULT_REDIS_IMAGE, DEFAULT_WEBDIS_IMAGE, INNER_CLIENT_ENV, REDIS_PORT, WEBDIS_PORT } from './images/build-server-images.js';
+import { exactlyOnce, readAppliedPosts, startOpenLoopLoad } from './load/open-loop.js';
+import { startLocalStack, type LocalStack } from './local-stack.js';
+import type { PodmanHost } from './podman-host.js';
 import { containerPid } from './real-servers/command.js';
 import { datasetDigest, OUTSIDE_WRITER_KEY, populateTo, redis, usedMemoryBytes, waitForInnerCount } from './real-servers/redis-client.js';
 import { missingWrites, OutsideRedisWriter, writerView } from './real-servers/redis-writer.js';
@@ -18,13 +20,17 @@ import { missingWrites, OutsideRedisWriter, writerView } from './real-servers/re
  * 0.1 s) and one outside, on the stack's WAN, writing every 10 ms through the host's published port
  * (infra/real-servers/redis-writer.ts).
  * `ums plan` says what happens to the network, `ums migrate` moves it to the "gcp" host, then each client
- * says what it saw; last, the bare Podman checkpoint + restore of the same container on one host, as the
- * floor to compare against.
+ * says what it saw. Then an HTTP service behind the frontman, moved under open-loop load: its clients see a
+ * pause, never an error. Last, the bare Podman checkpoint + restore of the redis container on one host, as
+ * the floor to compare against.
  */
 const cli = join(dirname(fileURLToPath(import.meta.url)), '..', 'cli', 'ums.js');
 const say = (line = '') => process.stdout.write(`${line}\n`);
 const seconds = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
 const DATA_MIB = 64;
+/** The frontman's service in the second act, and the port clients reach it on at the frontman. */
+const FRONTED = 'web';
+const FRONT_PORT = 80;
 
 /** Runs the CLI; its output goes to ours (all of it, or only the lines from `from` on). */
 function ums(stack: StackInfo, args: string[], from?: string): Promise<number> {
@@ -50,7 +56,12 @@ async function main(): Promise<number> {
   const name = `demo-${process.pid}`;
   say('starting the local stack (NATS JetStream, Azurite, GCS emulator, functions, bridge, two hosts on a WAN)...');
   const started = Date.now();
-  const stack = await startLocalStack({ name, dir: join(tmpdir(), `ums-${name}`), serverImages: true });
+  const stack = await startLocalStack({
+    name,
+    dir: join(tmpdir(), `ums-${name}`),
+    serverImages: true,
+    frontman: { services: [{ container: FRONTED, protocol: 'http', port: WEBDIS_PORT, listenPort: FRONT_PORT }] },
+  });
   try {
     const [azure, gcp] = stack.info.hosts;
     const source = azure && stack.hosts.get(azure.agentId);
@@ -135,6 +146,8 @@ async function main(): Promise<number> {
     const left = (await source.podman(['ps', '-a', '--format', '{{.Names}}'])).stdout.trim();
     say(`  containers left on ${azure.agentId}: ${left || 'none'}`);
 
+    const frontmanOk = await throughTheFrontman(stack, source, azure.agentId, gcp.agentId);
+
     say(
       `\nthe floor, on ${gcp.agentId} alone: bare podman checkpoint --export + restore --import (--tcp-established) of the same container`,
     );
@@ -144,11 +157,71 @@ async function main(): Promise<number> {
     say(
       `  checkpoint ${seconds(pair.checkpointMs)}, restore ${seconds(pair.restoreMs)}, together ${seconds(pair.checkpointMs + pair.restoreMs)} (archive ${(pair.archiveBytes / 2 ** 20).toFixed(0)} MiB)`,
     );
-    return sameInner && noLoss && intact && firstAfter?.address === gcp.wanAddress ? 0 : 1;
+    return sameInner && noLoss && intact && frontmanOk && firstAfter?.address === gcp.wanAddress ? 0 : 1;
   } finally {
     say('\nstopping the stack...');
     await stack.stop();
   }
+}
+
+/**
+ * The second act: Debian's webdis (HTTP over its own redis) behind the frontman, which clients reach at its
+ * own address on the WAN; loadtest sends POSTs on a fixed schedule through it while `ums migrate` moves the
+ * service, and the server's own list says how often each POST was applied.
+ */
+async function throughTheFrontman(stack: LocalStack, source: PodmanHost, from: string, to: string): Promise<boolean> {
+  const frontman = stack.info.frontman;
+  if (frontman === undefined) throw new Error('the stack has no frontman');
+  const base = `http://${frontman.address}:${FRONT_PORT}/`;
+  await source.podman(['run', '-d', '--name', FRONTED, '-p', `${WEBDIS_PORT}:${WEBDIS_PORT}`, DEFAULT_WEBDIS_IMAGE]);
+  const users = await stack.wan.addClient('users');
+  // The frontman finds the service's host in the agents' registrations (a heartbeat, about 2 s).
+  for (let tries = 0; ; tries++) {
+    const ready = await readAppliedPosts(users, base, 'warmup').then(
+      () => true,
+      () => false,
+    );
+    if (ready) break;
+    if (tries > 120) throw new Error(`the frontman did not serve ${FRONTED} within 30 s`);
+    await sleep(250);
+  }
+  say(
+    `\nstarted "${FRONTED}" (${DEFAULT_WEBDIS_IMAGE}, Debian's webdis) on ${from}; its clients use the frontman at ${base} (an edge, none of the hosts)`,
+  );
+  const rps = 100;
+  say(`  loadtest from ${users.address}: ${rps} POSTs/s on a fixed schedule (it does not wait for replies), 5 s timeout, no retries`);
+  const load = startOpenLoopLoad(users, { url: base, rps, durationMs: 30_000, timeoutMs: 5_000, list: 'posts', runId: 'demo' });
+  await load.started;
+  await sleep(3_000);
+  say(`\n$ ums migrate ${FRONTED} --to ${to}`);
+  const exitCode = await ums(stack.info, ['migrate', FRONTED, '--to', to]);
+  const run = await load.done;
+  const report = exactlyOnce(run, await readAppliedPosts(users, base, 'posts'));
+  const { summary } = run;
+  say(`\nwhat the HTTP clients saw, through the frontman:`);
+  say(
+    `  ${summary.sent} of ${summary.scheduled} requests sent on schedule, ${summary.failed} failed, ${summary.non2xx} not 2xx; latency from the scheduled send: p50 ${summary.latencyMs.p50.toFixed(0)} ms, p99 ${summary.latencyMs.p99.toFixed(0)} ms, max ${summary.latencyMs.max.toFixed(0)} ms (the requests held while the service was frozen)`,
+  );
+  say(
+    `  POSTs applied exactly once: ${report.appliedOnce} of ${report.acknowledged} acknowledged; applied twice: ${report.duplicates.length}; acknowledged but missing: ${report.missing.length}`,
+  );
+  const migrations = await listMigrations(stack.info);
+  const moved = migrations.find((m) => m.container === FRONTED);
+  if (moved) await ums(stack.info, ['status', moved.migrationId], '  frontman:');
+  return exitCode === 0 && summary.failed === 0 && summary.non2xx === 0 && report.ok;
+}
+
+async function listMigrations(stack: StackInfo): Promise<Array<{ container: string; migrationId: string }>> {
+  const out = await new Promise<string>((resolve) => {
+    const child = spawn(process.execPath, [cli, 'status', '--json'], {
+      env: { ...process.env, ...cliEnv(stack) },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    let text = '';
+    child.stdout.on('data', (chunk: Buffer) => (text += chunk.toString()));
+    child.once('close', () => resolve(text));
+  });
+  return (JSON.parse(out) as { migrations: Array<{ container: string; migrationId: string }> }).migrations;
 }
 
 main().then(

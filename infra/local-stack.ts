@@ -4,17 +4,25 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createLogger } from '../core/log.js';
 import { generateSigningKeyPair } from '../core/signed-envelope.js';
-import { agentPrincipal, CLI_PRINCIPAL, FUNCTIONS_PRINCIPAL } from '../core/event-identity.js';
+import { agentPrincipal, CLI_PRINCIPAL, FRONTMAN_PRINCIPAL, FUNCTIONS_PRINCIPAL } from '../core/event-identity.js';
 import { provisionBus, type NatsBusOptions } from '../core/nats-event-bus.js';
 import { triggers, type FunctionName } from '../functions/triggers.js';
 import { stackInfoPath, type HostSpec, type StackInfo, type StoreKind } from '../cli/stack-info.js';
 import { ADMIN_PRINCIPAL, BRIDGE_PRINCIPAL, createBrokerCredentials, type PrincipalEnv } from './broker-credentials.js';
+import { startBrokerRelay } from './broker-relay.js';
 import { ChildService } from './child-service.js';
 import { freePort } from '../core/free-port.js';
 import { startNatsServer } from './nats-server.js';
 import { buildCounterImage, DEFAULT_COUNTER_IMAGE } from './images/build-counter-image.js';
 import { buildLauncherImage, DEFAULT_LAUNCHED_COUNTER_IMAGE, DEFAULT_LAUNCHED_MULTI_COUNTER_IMAGE } from './images/build-service-image.js';
-import { buildMemcachedImage, buildRedisImage, DEFAULT_MEMCACHED_IMAGE, DEFAULT_REDIS_IMAGE } from './images/build-server-images.js';
+import {
+  buildMemcachedImage,
+  buildRedisImage,
+  buildWebdisImage,
+  DEFAULT_MEMCACHED_IMAGE,
+  DEFAULT_REDIS_IMAGE,
+  DEFAULT_WEBDIS_IMAGE,
+} from './images/build-server-images.js';
 import { startAzurite, startGcsEmulator, startS3Server, type ObjectServer } from './object-servers.js';
 
 /** What the stack needs of a store's server; the file store has no server at all (nothing to crash). */
@@ -57,7 +65,27 @@ export interface LocalStackOptions {
    * Off by default: the first build of them needs Debian's apt mirror (then they come from the cache).
    */
   serverImages?: boolean;
+  /** Start a frontman (frontman/) in its own namespace on the WAN, fronting these services. */
+  frontman?: StackFrontman;
 }
+
+/** A service the stack's frontman fronts: clients reach it on the frontman's WAN address at `listenPort`. */
+export interface StackFrontedService {
+  container: string;
+  protocol: 'http' | 'tcp';
+  /** The host port the container publishes. */
+  port: number;
+  listenPort: number;
+  holdSeconds?: number;
+}
+
+export interface StackFrontman {
+  services: StackFrontedService[];
+  /** Extra settings (UMS_FRONTMAN_DRAIN_SECONDS, UMS_FRONTMAN_HOLD_SECONDS, ...). */
+  env?: Record<string, string>;
+}
+
+export const FRONTMAN_ID = 'edge-1';
 
 export interface LocalStack {
   info: StackInfo;
@@ -204,7 +232,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       cliCredentials: credentials.envFor(CLI_PRINCIPAL).UMS_NATS_CREDENTIALS,
       startedAt: new Date().toISOString(),
       image: DEFAULT_COUNTER_IMAGE,
-      ...(options.serverImages === true ? { serverImages: [DEFAULT_REDIS_IMAGE, DEFAULT_MEMCACHED_IMAGE] } : {}),
+      ...(options.serverImages === true ? { serverImages: [DEFAULT_REDIS_IMAGE, DEFAULT_MEMCACHED_IMAGE, DEFAULT_WEBDIS_IMAGE] } : {}),
       hosts: [],
       functions: functionUrls,
       wan: { netns: wan.netns, subnet: wan.subnet, bridgeAddress: wan.bridgeAddress },
@@ -224,6 +252,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       if (options.serverImages === true) {
         await buildRedisImage(host.url, DEFAULT_REDIS_IMAGE, { env: host.env });
         await buildMemcachedImage(host.url, DEFAULT_MEMCACHED_IMAGE, { env: host.env });
+        await buildWebdisImage(host.url, DEFAULT_WEBDIS_IMAGE, { env: host.env });
       }
       const launcherDir = join(hostDir, 'launcher');
       await mkdir(launcherDir, { recursive: true, mode: 0o700 });
@@ -253,6 +282,8 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
           // post-copy: the agent runs in this machine's namespace, its host's containers (and their CRIU) in
           // the host's: the page relay runs there, reached on the host's WAN address.
           UMS_PAGE_RELAY_ADDRESS: onWan.address,
+          // Its published ports are reached on the WAN: where the frontman forwards.
+          UMS_SERVICE_ADDRESS: onWan.address,
           UMS_HOST_NETNS: host.netns,
           // Podman names its volumes by the path it sees in its own mount namespace.
           UMS_VOLUMES_DIR: host.volumesDir,
@@ -272,6 +303,16 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
         launcherDir,
       });
     }
+    if (options.frontman !== undefined) {
+      info.frontman = await startFrontman(options.frontman, {
+        wan,
+        dir,
+        natsPort: Number(new URL(natsUrl).port),
+        env: { ...serviceEnv, ...credentials.envFor(FRONTMAN_PRINCIPAL), NATS_URL: natsUrl },
+        services,
+        teardown,
+      });
+    }
     await writeFile(stackInfoPath(dir), JSON.stringify(info, null, 2));
     log.info({ name: options.name, natsUrl, hosts: info.hosts.map((h) => h.agentId) }, 'local stack ready');
     return { info, hosts, wan, services, storeEnv, storage, commandSigningKeyFile, admin, stop: () => stop() };
@@ -280,6 +321,50 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     await stop(true);
     throw error;
   }
+}
+
+/**
+ * The frontman at its own place on the WAN, as at an edge that is none of the hosts: removing a host's
+ * namespace leaves it serving. It reaches the broker through the stack's relay (infra/broker-relay.ts).
+ */
+async function startFrontman(
+  spec: StackFrontman,
+  stack: {
+    wan: Wan;
+    dir: string;
+    natsPort: number;
+    env: NodeJS.ProcessEnv;
+    services: Map<string, ChildService>;
+    teardown: Array<() => Promise<void>>;
+  },
+): Promise<NonNullable<StackInfo['frontman']>> {
+  const edge = await stack.wan.addClient('frontman');
+  const relay = await startBrokerRelay(edge, stack.natsPort, join(stack.dir, 'nats', 'frontman-relay.sock'));
+  stack.teardown.push(() => relay.stop());
+  const services = spec.services.map(({ container, protocol, port, listenPort, holdSeconds }) => ({
+    container,
+    protocol,
+    port,
+    listen: `${edge.address}:${listenPort}`,
+    ...(holdSeconds !== undefined ? { holdSeconds } : {}),
+  }));
+  const log = join(stack.dir, 'logs', 'frontman.log');
+  const frontman = await new ChildService({
+    name: 'frontman',
+    command: 'ip',
+    args: ['netns', 'exec', edge.netns, process.execPath, join(distRoot, 'frontman', 'main.js')],
+    env: { ...stack.env, ...spec.env, UMS_FRONTMAN_ID: FRONTMAN_ID, UMS_FRONTMAN_SERVICES: JSON.stringify(services) },
+    logFile: log,
+    ready: async () => (await readFile(log, 'utf8')).includes('frontman started'),
+  }).start();
+  stack.services.set('frontman', frontman);
+  return {
+    id: FRONTMAN_ID,
+    netns: edge.netns,
+    address: edge.address,
+    services: services.map(({ container, protocol, listen, port }) => ({ container, protocol, listen, port })),
+    log,
+  };
 }
 
 /** Writes a fresh Ed25519 private key (PKCS#8 PEM, mode 0600, its dir 0700); returns the public key (base64 raw). */

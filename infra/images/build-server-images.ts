@@ -30,8 +30,11 @@ const log = createLogger('server-images');
 
 export const DEFAULT_REDIS_IMAGE = 'localhost/ums/redis:1';
 export const DEFAULT_MEMCACHED_IMAGE = 'localhost/ums/memcached:1';
+export const DEFAULT_WEBDIS_IMAGE = 'localhost/ums/webdis:1';
 export const REDIS_PORT = 6379;
 export const MEMCACHED_PORT = 11211;
+/** webdis' HTTP port (its redis-server listens on the container's loopback only). */
+export const WEBDIS_PORT = 7379;
 /** Set to 1 to start the in-container client (see the entrypoint scripts in infra/images/servers/). */
 export const INNER_CLIENT_ENV = 'UMS_INNER_CLIENT';
 /** Seconds between the inner client's commands (default 0.1). */
@@ -51,7 +54,7 @@ export const SERVER_DEBIAN_SUITE = 'bookworm';
 const ROOTFS_LAYOUT_REVISION = '1';
 const PATH_ENV = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
-export type ServerKind = 'redis' | 'memcached';
+export type ServerKind = 'redis' | 'memcached' | 'webdis';
 
 interface ServerRecipe {
   title: string;
@@ -84,6 +87,15 @@ const RECIPES: Record<ServerKind, ServerRecipe> = {
     entrypointPath: '/usr/local/bin/ums-memcached-entrypoint',
     port: MEMCACHED_PORT,
     dirs: [],
+  },
+  webdis: {
+    title: "UMS test server: Debian's webdis (HTTP) in front of its own redis-server, state in memory",
+    packages: ['webdis', 'redis-server', 'redis-tools', 'busybox-static'],
+    mainPackage: 'webdis',
+    entrypointSource: repoPath('infra', 'images', 'servers', 'webdis-entrypoint.sh'),
+    entrypointPath: '/usr/local/bin/ums-webdis-entrypoint',
+    port: WEBDIS_PORT,
+    dirs: ['var/lib/redis', 'var/log/webdis'],
   },
 };
 
@@ -122,6 +134,18 @@ export function buildMemcachedImage(
   options: BuildServerImageOptions = {},
 ): Promise<ServerImage> {
   return buildServerImage('memcached', podmanUrl, tag, options);
+}
+
+/**
+ * Builds (or reuses) localhost/ums/webdis and loads it into the Podman service at `podmanUrl` (unix://...):
+ * an HTTP server whose state (a redis list) a test reads back to count how often each POST was applied.
+ */
+export function buildWebdisImage(
+  podmanUrl: string,
+  tag: string = DEFAULT_WEBDIS_IMAGE,
+  options: BuildServerImageOptions = {},
+): Promise<ServerImage> {
+  return buildServerImage('webdis', podmanUrl, tag, options);
 }
 
 export async function buildServerImage(

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { cpus, release, totalmem } from 'node:os';
+import { cpus, release, tmpdir, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
@@ -33,6 +33,7 @@ import { measureContainerPostCopy } from './lazy-container-run.js';
 import { runVolumeMigration, VOLUME_VARIANTS, volumeReport } from './volume-run.js';
 import { measurePostCopy, postCopyReport } from './post-copy-run.js';
 import { measureSealing, sealingReport } from './sealing-cost.js';
+import { frontmanReport, measureFrontman } from './frontman-run.js';
 
 /**
  * `npm run bench`: for each memory size, in one run and interleaved per repetition so that the machine's
@@ -126,6 +127,14 @@ const program = new Command('bench')
     list(parseSize),
     [1024],
   )
+  .option(
+    '--frontman-fill <MiB,...>',
+    'memory webdis is filled to in the comparison of clients through a migration with and without the frontman, under open-loop load (empty: none)',
+    list(parseSize),
+    // Unfilled, webdis freezes for 2-4 s here: long enough to hold hundreds of requests, short of the 5 s client timeout.
+    [0],
+  )
+  .option('--frontman-rps <n>', 'requests per second of that load', parseCount, 200)
   .option('--no-object-store', "skip the transfer through UMS's ObjectStore seam (kept: the plain SDK transfer)")
   .option('--out <dir>', 'where to write results.json, report.md and chart.png (default bench/results/<timestamp>)')
   .option('--timeout <seconds>', 'give up on one migration after this long', parseCount, 900)
@@ -217,6 +226,7 @@ function printTables(run: BenchRun): string {
     ...(run.sealing ? [sealingReport(run.sealing), ''] : []),
     ...(run.postCopy && run.postCopy.length > 0 ? [postCopyReport(run.postCopy), ''] : []),
     ...(run.volumes && run.volumes.length > 0 ? [volumeReport(run.volumes), ''] : []),
+    ...(run.frontman && run.frontman.length > 0 ? [frontmanReport(run.frontman), ''] : []),
     ...(run.options.sizes.length > 0 ? [consoleTable(summarise(run))] : []),
     ...(approaches.length > 0 ? ['', approachConsoleTable(approaches)] : []),
     ...(servers.length > 0 ? ['', serverConsoleTable(servers)] : []),
@@ -234,6 +244,8 @@ async function main(): Promise<number> {
     serverSizes: number[];
     postcopySizes: number[];
     volumeSizes: number[];
+    frontmanFill: number[];
+    frontmanRps: number;
     out?: string;
     timeout: number;
     fromResults?: string;
@@ -257,6 +269,8 @@ async function main(): Promise<number> {
     serverSizes: raw.servers.length > 0 ? raw.serverSizes : [],
     postCopySizes: raw.postcopySizes,
     volumeSizes: raw.volumeSizes,
+    frontmanFill: raw.frontmanFill,
+    frontmanRps: raw.frontmanRps,
     out: resolve(raw.out ?? join(repoRoot, 'bench', 'results', startedAt.toISOString().replace(/[:.]/g, '-'))),
   };
   await mkdir(options.out, { recursive: true });
@@ -295,6 +309,27 @@ async function main(): Promise<number> {
     } catch (error) {
       run.incidents.push(`post-copy comparison failed: ${(error as Error).message}`);
     }
+  }
+  if (raw.frontmanFill.length > 0) {
+    // A stack of its own (webdis, the frontman): before the main stack, so the two never share the machine.
+    run.frontman = [];
+    for (const fillMiB of raw.frontmanFill) {
+      log.info({ fillMiB, rps: raw.frontmanRps }, 'measuring clients through a migration, with and without the frontman');
+      try {
+        const samples = await measureFrontman({
+          fillMiB,
+          reps: options.reps,
+          rps: raw.frontmanRps,
+          dir: join(tmpdir(), `ums-bench-frontman-${process.pid}`),
+        });
+        run.frontman.push(...samples);
+        for (const s of samples.filter((sample) => !sample.ok))
+          run.incidents.push(`frontman comparison ${s.way} rep ${s.rep}: ${s.error ?? 'failed'}`);
+      } catch (error) {
+        run.incidents.push(`frontman comparison failed: ${(error as Error).message}`);
+      }
+    }
+    await writeResults(run, options.out);
   }
   // The approach comparison goes through the file store's pair whatever --stores says.
   const compared = options.approachSizes.length > 0;

@@ -1,4 +1,5 @@
 import { postCopyReport } from './post-copy-run.js';
+import { frontmanReport } from './frontman-run.js';
 import { volumeReport } from './volume-run.js';
 import { sealingReport } from './sealing-cost.js';
 import {
@@ -348,6 +349,7 @@ export function markdownReport(
   if (run.sealing) out.push(sealingReport(run.sealing), '');
   if (run.postCopy && run.postCopy.length > 0) out.push(postCopyReport(run.postCopy), '');
   if (run.volumes && run.volumes.length > 0) out.push(volumeReport(run.volumes), '');
+  if (run.frontman && run.frontman.length > 0) out.push(frontmanReport(run.frontman), '');
   if (counters) {
     if (chartFile) out.push(`![time and downtime against memory size](${chartFile})`, '');
 

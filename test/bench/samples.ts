@@ -1,5 +1,6 @@
 import type { PostCopySample } from './post-copy-run.js';
 import type { SealingSample } from './sealing-cost.js';
+import type { FrontmanSample } from './frontman-run.js';
 import type { VolumeSample } from './volume-run.js';
 /**
  * What one benchmark run records: every raw measurement, so the JSON can be re-analysed without re-running.
@@ -156,6 +157,9 @@ export interface BenchOptions {
   postCopySizes?: number[];
   /** volume sizes of the volume comparison (empty: none; absent from older results) */
   volumeSizes?: number[];
+  /** memory webdis is filled to in the frontman comparison, and its load's rate (absent: none) */
+  frontmanFill?: number[];
+  frontmanRps?: number;
   out: string;
 }
 
@@ -181,6 +185,8 @@ export interface BenchRun {
   postCopy?: PostCopySample[];
   /** a container with a volume moved outside the freeze, in Podman's archive, and without (absent from older results) */
   volumes?: VolumeSample[];
+  /** clients through a migration with and without the frontman (absent from older results) */
+  frontman?: FrontmanSample[];
   /** anything that went wrong but did not stop the run (a failed migration, a broken count) */
   incidents: string[];
 }

@@ -10,10 +10,11 @@ import { after, before, beforeEach, describe, it } from 'node:test';
 import type { AgentRegistration } from '../../core/agent-registration.js';
 import { generateSealingKeyPair, type SealingPublicKey } from '../../core/checkpoint-sealing.js';
 import { subjects } from '../../core/event-bus.js';
-import { makeEvent, parseCommand, toWire, type EventName, type UmsCommand, type UmsEvent } from '../../core/events.js';
+import { makeEvent, parseCommand, toWire, type EventName, type EventOf, type UmsCommand, type UmsEvent } from '../../core/events.js';
+import { FRONTMAN_LIVENESS_MS, type FrontmanRegistration } from '../../core/frontman-registration.js';
 import { createLogger } from '../../core/log.js';
 import { commandLifetimeMs, lockKey } from '../../core/migration.js';
-import { FUNCTIONS_PRINCIPAL } from '../../core/event-identity.js';
+import { FRONTMAN_PRINCIPAL, FUNCTIONS_PRINCIPAL } from '../../core/event-identity.js';
 import { connectNatsBus, type NatsEventBus } from '../../core/nats-event-bus.js';
 import { openObjectStore } from '../../core/object-stores/open-object-store.js';
 import { generateSigningKeyPair, type SigningPublicKey } from '../../core/signed-envelope.js';
@@ -572,6 +573,181 @@ describe('the migration functions against a real JetStream', () => {
     await planMigration(next, ctx);
     assert.equal((await bus.migrations.get(next.data.migrationId))?.value.state, 'preflight');
     assert.equal((await bus.locks.get(lockKey(SOURCE, 'web')))?.value.migrationId, next.data.migrationId);
+  });
+
+  describe('with a frontman', () => {
+    const FRONTMAN = 'edge-1';
+
+    const frontmanRegistration = (frontmanId: string, heartbeatAt = Date.now()): FrontmanRegistration => ({
+      frontmanId,
+      services: [{ container: 'web', protocol: 'http', listen: '203.0.113.7:80', port: 8080 }],
+      startedAt: new Date(heartbeatAt - 60_000).toISOString(),
+      heartbeatAt: new Date(heartbeatAt).toISOString(),
+    });
+
+    /** Stated as the follower states it (frontman/migration-follower.ts): on the frontman principal's subject. */
+    async function drained(migrationId: string, frontman = FRONTMAN): Promise<EventOf<'frontman.drained'>> {
+      const event = makeEvent(
+        'frontman.drained',
+        `/ums/frontman/${frontman}`,
+        { migrationId, frontman, container: 'web', finished: 2, unfinished: 1, drainedAt: new Date().toISOString() },
+        `${migrationId}.frontman.drained.${frontman}`,
+      );
+      await bus.publishEvent(event);
+      return event;
+    }
+
+    const prepared = (migrationId: string) => makeEvent('restore.prepared', '/a', { migrationId, agent: DESTINATION, freeDiskBytes: 1e9 });
+
+    /** The checkpoint commands of this migration only: other tests leave theirs in the source's queue. */
+    const checkpointsOf = async (migrationId: string) =>
+      (await commandsFor(SOURCE)).filter((c) => c.name === 'checkpoint' && c.data.migrationId === migrationId);
+
+    async function planned(): Promise<string> {
+      await bus.locks.delete(lockKey(SOURCE, 'web'));
+      const event = request('web');
+      await planMigration(event, ctx);
+      assert.equal((await bus.migrations.get(event.data.migrationId))?.value.state, 'preflight');
+      return event.data.migrationId;
+    }
+
+    beforeEach(async () => {
+      await bus.frontmen.put(FRONTMAN, frontmanRegistration(FRONTMAN));
+    });
+
+    after(async () => {
+      for (const { key } of await bus.frontmen.list()) await bus.frontmen.delete(key);
+    });
+
+    it('plans with the live frontman and freezes only once it has drained', async () => {
+      const migrationId = await planned();
+      assert.deepEqual((await bus.migrations.get(migrationId))?.value.frontman, { id: FRONTMAN });
+      const plannedEvent = await lastEvent(migrationId, 'migration.planned');
+      assert.ok(plannedEvent?.name === 'migration.planned' && plannedEvent.data.frontman === FRONTMAN, 'the frontman learns of it');
+
+      await planRestore(prepared(migrationId), ctx);
+      assert.equal((await bus.migrations.get(migrationId))?.value.state, 'checkpointing');
+      assert.deepEqual(await checkpointsOf(migrationId), [], 'not frozen while the frontman still forwards');
+
+      const event = await drained(migrationId);
+      assert.equal((await bus.lastEvent(migrationId, 'frontman.drained', FRONTMAN_PRINCIPAL))?.id, event.id, "the frontman's word");
+      await planRestore(event, ctx);
+      await planRestore(event, ctx);
+      assert.equal((await checkpointsOf(migrationId)).length, 1, 'frozen once, however often the event is delivered');
+      const frontman = (await bus.migrations.get(migrationId))?.value.frontman;
+      assert.deepEqual(frontman, { id: FRONTMAN, drainedAt: event.data.drainedAt, finished: 2, unfinished: 1 });
+    });
+
+    it('freezes on restore.prepared when the frontman drained first', async () => {
+      const migrationId = await planned();
+      await planRestore(await drained(migrationId), ctx);
+      const early = (await bus.migrations.get(migrationId))?.value;
+      assert.equal(early?.state, 'preflight');
+      assert.ok(early?.frontman?.drainedAt, 'the drain is recorded before the destination is ready');
+      assert.deepEqual(await checkpointsOf(migrationId), [], 'no freeze before the destination is ready');
+
+      await planRestore(prepared(migrationId), ctx);
+      assert.equal((await bus.migrations.get(migrationId))?.value.state, 'checkpointing');
+      assert.equal((await checkpointsOf(migrationId)).length, 1);
+    });
+
+    it("freezes once when the drain and the destination's readiness are handled at the same time", async () => {
+      for (let round = 0; round < 8; round += 1) {
+        const migrationId = await planned();
+        const event = await drained(migrationId);
+        await Promise.all([planRestore(prepared(migrationId), ctx), planRestore(event, ctx)]);
+        const record = (await bus.migrations.get(migrationId))?.value;
+        assert.equal(record?.state, 'checkpointing', `round ${round}`);
+        assert.ok(record?.frontman?.drainedAt, `round ${round}`);
+        assert.equal((await checkpointsOf(migrationId)).length, 1, `round ${round}: frozen once`);
+      }
+    });
+
+    it('ignores a drain reported by another frontman', async () => {
+      const migrationId = await planned();
+      await planRestore(prepared(migrationId), ctx);
+      await planRestore(await drained(migrationId, 'edge-2'), ctx);
+      assert.equal((await bus.migrations.get(migrationId))?.value.frontman?.drainedAt, undefined);
+      assert.deepEqual(await checkpointsOf(migrationId), [], 'still waiting for its own frontman');
+    });
+
+    it('supervisor: fails the migration, frozen nothing, when the frontman never drains', async () => {
+      const migrationId = await planned();
+      await planRestore(prepared(migrationId), ctx);
+      const soon = Date.now() + 15_000;
+      await lastHeartbeat(SOURCE, soon);
+      await lastHeartbeat(DESTINATION, soon);
+      await superviseMigrations(ctx, soon);
+      assert.equal((await bus.migrations.get(migrationId))?.value.state, 'checkpointing', 'within the drain deadline');
+
+      // every agent still beating at that later time: only the frontman's deadline speaks
+      const later = Date.now() + 21_000;
+      await lastHeartbeat(SOURCE, later);
+      await lastHeartbeat(DESTINATION, later);
+      const report = await superviseMigrations(ctx, later);
+      assert.ok(report.acted.some((a) => a.migrationId === migrationId && a.action === 'failed before the freeze'));
+      const record = (await bus.migrations.get(migrationId))?.value;
+      assert.equal(record?.state, 'failed');
+      assert.equal(record?.failure?.code, 'deadline-exceeded');
+      assert.match(record?.failure?.reason ?? '', /frontman "edge-1" did not report drained/);
+      const failed = await lastEvent(migrationId, 'migration.failed');
+      assert.ok(failed?.name === 'migration.failed' && failed.data.runningOn === SOURCE);
+      assert.equal(await bus.locks.get(lockKey(SOURCE, 'web')), undefined, 'the lock is released');
+
+      // a drain reported after the failure freezes nothing either
+      await planRestore(await drained(migrationId), ctx);
+      assert.deepEqual(await checkpointsOf(migrationId), []);
+    });
+
+    it('records where the frontman released what it held, once', async () => {
+      const migrationId = await planned();
+      await planRestore(prepared(migrationId), ctx);
+      await planRestore(await drained(migrationId), ctx);
+      const t = new Date().toISOString();
+      await finalize(
+        makeEvent('restore.completed', '/a', {
+          migrationId,
+          agent: DESTINATION,
+          container: 'web',
+          containerId: 'x',
+          downloadedAt: t,
+          restoredAt: t,
+        }),
+        ctx,
+      );
+      await finalize(makeEvent('source.discarded', '/a', { migrationId, agent: SOURCE, container: 'web' }), ctx);
+      assert.equal((await bus.migrations.get(migrationId))?.value.state, 'done');
+
+      const released = (frontman: string, held: number) =>
+        makeEvent(
+          'frontman.released',
+          `/ums/frontman/${frontman}`,
+          { migrationId, frontman, container: 'web', to: DESTINATION, held, expired: 1, releasedAt: new Date().toISOString() },
+          `${migrationId}.frontman.released.${frontman}.${held}`,
+        );
+      await finalize(released('edge-2', 9), ctx);
+      assert.equal((await bus.migrations.get(migrationId))?.value.frontman?.releasedAt, undefined, "another frontman's word is ignored");
+      const event = released(FRONTMAN, 3);
+      await bus.publishEvent(event);
+      await finalize(event, ctx);
+      await finalize(released(FRONTMAN, 7), ctx);
+      const record = (await bus.migrations.get(migrationId))?.value;
+      assert.equal(record?.state, 'done');
+      assert.equal(record?.frontman?.releasedTo, DESTINATION);
+      assert.equal(record?.frontman?.held, 3, 'the first release counts');
+      assert.equal(record?.frontman?.expired, 1);
+      assert.equal(record?.frontman?.releasedAt, event.data.releasedAt);
+    });
+
+    it('does not wait for a frontman whose heartbeat stopped', async () => {
+      await bus.frontmen.put(FRONTMAN, frontmanRegistration(FRONTMAN, Date.now() - FRONTMAN_LIVENESS_MS - 5_000));
+      const migrationId = await planned();
+      assert.equal((await bus.migrations.get(migrationId))?.value.frontman, undefined);
+      const plannedEvent = await lastEvent(migrationId, 'migration.planned');
+      assert.ok(plannedEvent?.name === 'migration.planned' && plannedEvent.data.frontman === undefined);
+      await planRestore(prepared(migrationId), ctx);
+      assert.equal((await checkpointsOf(migrationId)).length, 1, 'frozen right away');
+    });
   });
 
   // ---- through the functions-framework, as the bridge calls them (issue item 6) ----------------------

@@ -2,7 +2,7 @@
  * Real servers no one here wrote, from Debian's packages (infra/images/build-server-images.ts), migrated
  * between two simulated hosts through PodmanEngine with their established TCP connections: redis-server and
  * memcached, each with its in-container client (UMS_INNER_CLIENT=1) holding one connection, and data in
- * memory. After a checkpoint on A and a restore on B (tcpEstablished, keepNetworkIdentity), the data is
+ * memory; and webdis (HTTP in front of its own redis-server), whose POSTed commands are applied and read back. After a checkpoint on A and a restore on B (tcpEstablished, keepNetworkIdentity), the data is
  * intact, the inner client's connection is the very same one and went on counting, and the server takes
  * new connections at its old address. Clients run from the host in the container's network namespace
  * (nsenter -n): not in the container's process tree, and exited before the checkpoint.
@@ -19,12 +19,15 @@ import { PodmanEngine } from '../../agents/podman-engine.js';
 import {
   buildMemcachedImage,
   buildRedisImage,
+  buildWebdisImage,
   DEFAULT_MEMCACHED_IMAGE,
   DEFAULT_REDIS_IMAGE,
+  DEFAULT_WEBDIS_IMAGE,
   INNER_CLIENT_ENV,
   INNER_COUNT_KEY,
   MEMCACHED_PORT,
   REDIS_PORT,
+  WEBDIS_PORT,
   type ServerImage,
 } from '../../infra/images/build-server-images.js';
 import { startPodmanHost, type PodmanHost } from '../../infra/podman-host.js';
@@ -65,6 +68,7 @@ describe('Debian server images migrate with their in-container clients', { timeo
     for (const [build, tag] of [
       [buildRedisImage, DEFAULT_REDIS_IMAGE],
       [buildMemcachedImage, DEFAULT_MEMCACHED_IMAGE],
+      [buildWebdisImage, DEFAULT_WEBDIS_IMAGE],
     ] as const) {
       const images: ServerImage[] = [];
       for (const host of [hostA, hostB]) {
@@ -196,7 +200,54 @@ describe('Debian server images migrate with their in-container clients', { timeo
     await engineA.removeContainer(name, { force: true });
     await engineB.removeContainer(name, { force: true });
   });
+
+  it('webdis: POSTed commands are applied, read back, and survive A -> B', async () => {
+    const name = 'webdis-mig';
+    const ip = `${net}.23`;
+    const url = `http://${ip}:${WEBDIS_PORT}`;
+    await hostA.podman(['run', '-d', '--name', name, '--ip', ip, DEFAULT_WEBDIS_IMAGE]);
+    // webdis listens once its redis-server answers (the entrypoint waits for it).
+    await waitFor(async () => (await httpFrom(hostA, `${url}/PING`).catch(() => '')).includes('PONG'), 'webdis answering on A');
+
+    // The command is the POST body, as a load generator sends it.
+    assert.deepEqual(JSON.parse(await httpFrom(hostA, `${url}/`, 'RPUSH/posts/abc')), { RPUSH: 1 });
+    assert.deepEqual(JSON.parse(await httpFrom(hostA, `${url}/`, 'RPUSH/posts/def')), { RPUSH: 2 });
+    assert.deepEqual(JSON.parse(await httpFrom(hostA, `${url}/LRANGE/posts/0/-1`)), { LRANGE: ['abc', 'def'] });
+    // Its redis-server is on the container's loopback only, and keeps nothing on disk.
+    await assert.rejects(
+      run('nsenter', [`--net=/run/netns/${hostA.netns}`, '--', 'redis-cli', '-h', ip, '-p', String(REDIS_PORT), 'PING']),
+    );
+    assert.deepEqual(JSON.parse(await httpFrom(hostA, `${url}/CONFIG/GET/save`)), { CONFIG: ['save', ''] });
+
+    await migrate(engineA, engineB, name, join(base, `${name}.tar`));
+    assert.equal(await ipOf(hostB, name), ip, 'the container kept its address');
+    assert.deepEqual(JSON.parse(await httpFrom(hostB, `${url}/LRANGE/posts/0/-1`)), { LRANGE: ['abc', 'def'] }, 'the list moved');
+    assert.deepEqual(JSON.parse(await httpFrom(hostB, `${url}/`, 'RPUSH/posts/ghi')), { RPUSH: 3 }, 'and takes new POSTs');
+
+    await engineA.removeContainer(name, { force: true });
+    await engineB.removeContainer(name, { force: true });
+  });
 });
+
+/** An HTTP request from a host's network namespace (Node's fetch: no curl needed); fails on an error status. */
+const HTTP_REQUEST = `
+const [url, body] = process.argv.slice(1);
+fetch(url, { method: body === undefined ? 'GET' : 'POST', body, signal: AbortSignal.timeout(5000) })
+  .then(async (r) => { if (!r.ok) throw new Error('HTTP ' + r.status); process.stdout.write(await r.text()); })
+  .catch((e) => { console.error(String(e.cause ?? e)); process.exit(1); });`;
+
+/** GETs `url`, or POSTs `body` to it, from `host`'s network namespace; the answer's body. */
+function httpFrom(host: PodmanHost, url: string, body?: string): Promise<string> {
+  return run('nsenter', [
+    `--net=/run/netns/${host.netns}`,
+    '--',
+    process.execPath,
+    '-e',
+    HTTP_REQUEST,
+    url,
+    ...(body !== undefined ? [body] : []),
+  ]);
+}
 
 /** Checkpoint on `from` with established connections, then restore on `to` with them and the same address. */
 async function migrate(from: PodmanEngine, to: PodmanEngine, name: string, archive: string): Promise<void> {

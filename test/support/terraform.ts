@@ -25,8 +25,17 @@ const hcl2json = createRequire(import.meta.url)('@cdktf/hcl2json') as {
   parse(filename: string, contents: string): Promise<unknown>;
 };
 
-/** The repository's root (this file runs from dist/test/support/). */
-export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+/**
+ * The repository's root: the nearest folder above this file with a package.json and terraform/ (this file
+ * runs from <outDir>/test/support/, and the outDir may be dist/ or one nested deeper, e.g. .tools/tf-dist/).
+ */
+export const repoRoot = ((): string => {
+  const here = dirname(fileURLToPath(import.meta.url));
+  for (let dir = here; dir !== dirname(dir); dir = dirname(dir)) {
+    if (existsSync(join(dir, 'package.json')) && existsSync(join(dir, 'terraform'))) return dir;
+  }
+  return resolve(here, '..', '..', '..');
+})();
 export const terraformRoot = join(repoRoot, 'terraform');
 
 /** A parsed .tf file: hcl2json's JSON form (blocks are arrays of objects, expressions "${...}" strings). */

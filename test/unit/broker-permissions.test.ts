@@ -10,6 +10,7 @@ import { subjects } from '../../core/event-bus.js';
 import {
   agentPrincipal,
   CLI_PRINCIPAL,
+  FRONTMAN_PRINCIPAL,
   FUNCTIONS_PRINCIPAL,
   mayState,
   publisherOf,
@@ -80,13 +81,22 @@ describe('the broker permission sets', () => {
   });
 
   it('gives each principal its own inbox and nothing else to subscribe to', () => {
-    for (const principal of stackPrincipals([A, B]).filter((p) => p.kind !== 'admin' && p.kind !== 'frontman')) {
+    for (const principal of stackPrincipals([A, B]).filter((p) => p.kind !== 'admin')) {
       const permissions = brokerPermissions(principal);
       assert.deepEqual(permissions.subscribe.allow, [`_INBOX_${principalName(principal)}.>`], principalName(principal));
     }
     assert.ok(!may(agentA, 'subscribe', `_INBOX_${agentPrincipal(B)}.x`));
     assert.ok(!may(agentA, 'subscribe', subjects.commandsFor(A)));
-    assert.ok(may(frontman, 'subscribe', 'ums.frontman.x'));
+  });
+
+  it('lets the frontman state its own two facts and register, and nothing of the saga', () => {
+    assert.ok(may(frontman, 'publish', subjects.event('m1', FRONTMAN_PRINCIPAL, 'frontman.drained')));
+    assert.ok(may(frontman, 'publish', subjects.event('m1', FRONTMAN_PRINCIPAL, 'frontman.released')));
+    assert.ok(!may(frontman, 'publish', subjects.event('m1', FRONTMAN_PRINCIPAL, 'restore.prepared')));
+    assert.ok(!may(frontman, 'publish', subjects.event('m1', agentPrincipal(A), 'restore.completed')));
+    assert.ok(may(frontman, 'publish', '$KV.ums_frontmen.edge-1'));
+    assert.ok(!may(frontman, 'publish', `$KV.ums_agents.${A}`));
+    assert.ok(!may(agentA, 'publish', '$KV.ums_frontmen.edge-1'));
   });
 
   it('lets only the functions command agents and write the records and locks', () => {

@@ -5,14 +5,14 @@ import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
 /*
- * Production code (agents/, functions/, core/, cli/, bridge/, launcher/) never imports the development
+ * Production code (agents/, functions/, core/, cli/, bridge/, launcher/, frontman/) never imports the development
  * harness (infra/) or the tests (test/). The one exception is the CLI's `stack` commands, which load the
  * harness with a dynamic import() when they run (cli/stack-command.ts; test/unit/cli-module-graph.test.ts
  * checks that other commands never load it).
  */
 
 const distRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const PRODUCTION = ['agents', 'functions', 'core', 'cli', 'bridge', 'launcher'];
+const PRODUCTION = ['agents', 'functions', 'core', 'cli', 'bridge', 'launcher', 'frontman'];
 const ALLOWED_DYNAMIC = new Set(['cli/stack-command.js']);
 
 async function jsFiles(dir: string): Promise<string[]> {

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { cp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { connect, nkeyAuthenticator } from 'nats';
@@ -9,7 +10,7 @@ import { freePort } from '../../core/free-port.js';
 import { connectNatsBus, provisionBus, readBrokerCredential } from '../../core/nats-event-bus.js';
 import { generateSigningKeyPair } from '../../core/signed-envelope.js';
 import { createBrokerTls, writePrincipalCredentials } from '../../infra/broker-credentials.js';
-import { agentEnvironmentFromCode } from '../support/terraform-drift.js';
+import { agentEnvironmentFromCode, frontmanEnvironmentFromCode } from '../support/terraform-drift.js';
 import { offlineTerraform, providerMirror, repoRoot, terraformRoot, terraformVersion, type TerraformCli } from '../support/terraform.js';
 
 /*
@@ -23,6 +24,8 @@ import { offlineTerraform, providerMirror, repoRoot, terraformRoot, terraformVer
  */
 
 const execFileAsync = promisify(execFile);
+/** Where this build's JavaScript is (its dist/): the frontman started below is this build's, not a stale dist/. */
+const compiledRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const version = await terraformVersion();
 const skip =
   version === undefined ? 'the terraform CLI is not on PATH (not in Debian or npm; the CI machine image has it): skipped' : false;
@@ -40,7 +43,15 @@ const VERIFY_KEY = generateSigningKeyPair().publicKey.publicKey;
 const FAKE_CA = '-----BEGIN CERTIFICATE-----\\nMIIB\\n-----END CERTIFICATE-----\\n';
 
 /** A root module that renders each cloud's agent cloud-init and the broker's configuration. */
-function renderRoot(paths: { authorization: string; cert: string; key: string; ca: string; store: string; port: number }): string {
+function renderRoot(paths: {
+  authorization: string;
+  cert: string;
+  key: string;
+  ca: string;
+  store: string;
+  port: number;
+  frontmanPort: number;
+}): string {
   const host = (name: string, cloud: string, region: string, store: string, secrets: string) => `
 module "${name}" {
   source             = "../modules/agent-cloud-init"
@@ -53,6 +64,7 @@ module "${name}" {
   command_verify_key = "${VERIFY_KEY}"
   secrets            = ${secrets}
   page_relay_address = "198.51.100.7"
+  service_address    = "198.51.100.7"
   release_url        = "https://releases.example/ums.tgz"
   release_sha256     = "${FAKE_SHA}"
 }
@@ -93,6 +105,27 @@ output "${name}" {
       's3://ums-example/ums',
       '{ nats_credential = "arn:aws:secretsmanager:us-east-1:111122223333:secret:agent-nats" }',
     ),
+    // The frontman's unit, as gcp-frontman renders it (that module needs the google provider, this one none).
+    `module "frontman" {
+  source      = "../modules/agent-cloud-init"
+  cloud       = "gcp"
+  region      = "us-central1"
+  nats_url    = "tls://nats.ums.example:4222"
+  nats_ca_pem = "${FAKE_CA}"
+  secrets     = { nats_credential = "ums-frontman-nats", project = "ums-example" }
+  frontman = {
+    id            = "frontman-1"
+    services      = [{ container = "web", protocol = "http", listen = "127.0.0.1:${paths.frontmanPort}", port = 8080, hold_seconds = 20 }]
+    drain_seconds = 3
+    max_body_kib  = 512
+  }
+  release_url    = "https://releases.example/ums.tgz"
+  release_sha256 = "${FAKE_SHA}"
+}
+output "frontman" {
+  value = module.frontman
+}
+`,
     nats('single', '[]'),
     nats('clustered', '["127.0.0.1:16222", "127.0.0.1:16223"]'),
     `module "broker_boot" {
@@ -118,7 +151,8 @@ interface RenderedHost {
   boot_script: string;
   environment: Record<string, string>;
   secret_environment: string[];
-  agent_unit: string;
+  unit: string;
+  unit_name: string;
   bootstrap_script: string;
   start_script: string;
 }
@@ -126,6 +160,7 @@ interface Rendered {
   gcp: RenderedHost;
   azure: RenderedHost;
   aws: RenderedHost;
+  frontman: RenderedHost;
   single: string;
   clustered: string;
   broker_key_script: string;
@@ -170,7 +205,7 @@ describe('terraform CLI, offline', { skip }, () => {
     let rendered: Rendered;
     let dir: string;
     let port: number;
-    let paths: { authorization: string; cert: string; key: string; ca: string; store: string; port: number };
+    let paths: { authorization: string; cert: string; key: string; ca: string; store: string; port: number; frontmanPort: number };
     let credentialFiles: Map<string, string>;
 
     before(async () => {
@@ -188,6 +223,7 @@ describe('terraform CLI, offline', { skip }, () => {
         ca: tls.caFile,
         store: join(dir, 'jetstream'),
         port,
+        frontmanPort: await freePort(),
       };
       await writeFile(join(dir, 'main.tf'), renderRoot(paths));
       const data = join(tf.workDir, 'data-render');
@@ -211,7 +247,7 @@ describe('terraform CLI, offline', { skip }, () => {
         for (const mandatory of code.mandatory) assert.ok(mandatory in host.environment, `${cloud}: ${mandatory}`);
         assert.equal(host.environment.UMS_CLOUD, cloud);
         // The unit reads the file cloud-init writes, and the file holds exactly the environment.
-        assert.match(host.agent_unit, /^EnvironmentFile=\/etc\/ums\/agent\.env$/m);
+        assert.match(host.unit, /^EnvironmentFile=\/etc\/ums\/agent\.env$/m);
         assert.ok(host.cloud_config.includes('"path": "/etc/ums/agent.env"'), `${cloud}: cloud-init writes the environment file`);
         for (const [k, v] of Object.entries(host.environment)) assert.ok(host.cloud_config.includes(`${k}="${v}"`), `${cloud}: ${k}`);
         // What the start script sets is what it says it sets.
@@ -220,14 +256,52 @@ describe('terraform CLI, offline', { skip }, () => {
       assert.deepEqual(rendered.azure.secret_environment, ['UMS_NATS_CREDENTIALS', 'AZURE_STORAGE_KEY']);
     });
 
+    it("the frontman's environment is what frontman/main.ts reads, and its environment file reads back to it", async () => {
+      const code = await frontmanEnvironmentFromCode();
+      const fm = rendered.frontman;
+      const names = [...Object.keys(fm.environment), ...fm.secret_environment];
+      assert.deepEqual(
+        names.filter((n) => !code.all.has(n)),
+        [],
+        'set but never read',
+      );
+      for (const mandatory of code.mandatory) assert.ok(mandatory in fm.environment, mandatory);
+      assert.equal(fm.unit_name, 'ums-frontman');
+      assert.match(fm.unit, /^EnvironmentFile=\/etc\/ums\/frontman\.env$/m);
+      assert.match(fm.unit, /^DynamicUser=yes$/m);
+      assert.deepEqual(fm.secret_environment, ['UMS_NATS_CREDENTIALS']);
+      assert.doesNotMatch(fm.bootstrap_script, /^bash .*host-setup\.sh/m, 'a frontman installs no container engine');
+      // The file the boot script writes, read back by a shell (systemd's EnvironmentFile quoting is the same for
+      // \\ \" \$ `): the JSON of UMS_FRONTMAN_SERVICES survives its quoting.
+      const root = join(dir, 'frontman-root');
+      const script = fm.boot_script
+        .replace(/^(install -d -m \d+|chmod \d+) '\//gm, `$1 '${root}/`)
+        .replaceAll(">'/", `>'${root}/`)
+        .replace(/^exec .*$/m, 'exit 0');
+      await writeFile(join(dir, 'frontman-boot-local.sh'), script);
+      await execFileAsync('bash', [join(dir, 'frontman-boot-local.sh')]);
+      const { stdout } = await execFileAsync(
+        'bash',
+        ['-c', `set -a; . '${root}/etc/ums/frontman.env'; node -e 'process.stdout.write(JSON.stringify(process.env))'`],
+        {
+          env: { PATH: process.env.PATH },
+        },
+      );
+      const readBack = JSON.parse(stdout) as Record<string, string>;
+      for (const [k, v] of Object.entries(fm.environment)) assert.equal(readBack[k], v, k);
+      assert.deepEqual(JSON.parse(readBack.UMS_FRONTMAN_SERVICES ?? ''), [
+        { container: 'web', protocol: 'http', listen: `127.0.0.1:${paths.frontmanPort}`, port: 8080, holdSeconds: 20 },
+      ]);
+    });
+
     it('no secret value is in the cloud-init: secrets are fetched by name at start', () => {
-      for (const cloud of ['gcp', 'azure', 'aws'] as const) {
+      for (const cloud of ['gcp', 'azure', 'aws', 'frontman'] as const) {
         const text = rendered[cloud].cloud_config;
         assert.doesNotMatch(text, /"seed"|SU[A-Z2-7]{50,}|PRIVATE KEY/, cloud);
       }
     });
 
-    for (const cloud of ['gcp', 'azure', 'aws'] as const) {
+    for (const cloud of ['gcp', 'azure', 'aws', 'frontman'] as const) {
       for (const script of ['bootstrap_script', 'start_script', 'boot_script'] as const) {
         it(`${cloud} ${script} passes bash -n${hasShellcheck ? ' and shellcheck' : ''}`, async (t) => {
           const file = join(dir, `${cloud}-${script}.sh`);
@@ -273,7 +347,7 @@ describe('terraform CLI, offline', { skip }, () => {
           .sort(([a], [b]) => (a < b ? -1 : 1))
           .map(([k, v]) => `${k}="${v}"\n`)
           .join(''),
-        'etc/systemd/system/ums-agent.service': rendered.gcp.agent_unit,
+        'etc/systemd/system/ums-agent.service': rendered.gcp.unit,
         'usr/local/libexec/ums/ums-agent-start': rendered.gcp.start_script,
         'usr/local/libexec/ums/bootstrap': rendered.gcp.bootstrap_script,
       };
@@ -334,8 +408,8 @@ describe('terraform CLI, offline', { skip }, () => {
         await assert.rejects(connect({ servers: `nats://127.0.0.1:${port}`, reconnect: false, timeout: 1000 }));
         // JetStream works: the admin provisions the streams and buckets, as deploy-credentials provision does.
         await provisionBus({ servers, name: 'terraform-test', credentials: credentialFiles.get('admin'), ca: paths.ca });
-        // The agent, the functions, the bridge and the CLI bind as themselves, with their least-privilege permissions.
-        for (const principal of ['agent-gcp-us-central1-1', 'functions', 'bridge', 'cli']) {
+        // The agent, the functions, the bridge, the CLI and the frontman bind as themselves, with their least-privilege permissions.
+        for (const principal of ['agent-gcp-us-central1-1', 'functions', 'bridge', 'cli', 'frontman']) {
           const bus = await connectNatsBus({
             servers,
             name: `terraform-test-${principal}`,
@@ -384,6 +458,55 @@ describe('terraform CLI, offline', { skip }, () => {
         } finally {
           agent.kill('SIGTERM');
           await new Promise((r) => (agent.exitCode !== null ? r(undefined) : agent.once('exit', r)));
+        }
+      });
+
+      it("the rendered frontman unit's command and environment start the real frontman, which registers as its principal", async () => {
+        const fm = rendered.frontman;
+        const command = /^exec (\S+) (\S+)$/m.exec(fm.start_script);
+        assert.ok(command !== null, 'the start script execs the frontman');
+        const [, node, script] = command;
+        assert.equal(node, '/usr/bin/node');
+        const entry = (script ?? '').replace(/^\/opt\/ums\/app\//, `${repoRoot}/`);
+        assert.ok(entry.endsWith('/dist/frontman/main.js'), entry);
+        const env: NodeJS.ProcessEnv = {
+          PATH: process.env.PATH,
+          ...fm.environment,
+          NATS_URL: servers,
+          UMS_NATS_CA: paths.ca,
+          UMS_NATS_CREDENTIALS: credentialFiles.get('frontman'),
+        };
+        const frontman = spawn(process.execPath, [entry.replace(`${repoRoot}/dist/`, `${compiledRoot}/`)], {
+          env,
+          stdio: ['ignore', 'pipe', 'pipe'],
+        });
+        let out = '';
+        frontman.stdout?.on('data', (chunk: Buffer) => (out += chunk.toString()));
+        frontman.stderr?.on('data', (chunk: Buffer) => (out += chunk.toString()));
+        try {
+          const deadline = Date.now() + 20_000;
+          while (!out.includes('"frontman started"') && frontman.exitCode === null && Date.now() < deadline)
+            await new Promise((r) => setTimeout(r, 100));
+          assert.ok(out.includes('"frontman started"'), `the frontman did not start:\n${out}`);
+          assert.match(out, /"frontmanId":"frontman-1"/);
+          // Its registration is in the bucket the planner reads, under the principal's permissions.
+          const bus = await connectNatsBus({
+            servers,
+            name: 'terraform-test-reader',
+            credentials: credentialFiles.get('admin'),
+            ca: paths.ca,
+          });
+          try {
+            const registration = await bus.frontmen.get('frontman-1');
+            assert.deepEqual(registration?.value.services, [
+              { container: 'web', protocol: 'http', listen: `127.0.0.1:${paths.frontmanPort}`, port: 8080 },
+            ]);
+          } finally {
+            await bus.close();
+          }
+        } finally {
+          frontman.kill('SIGTERM');
+          await new Promise((r) => (frontman.exitCode !== null ? r(undefined) : frontman.once('exit', r)));
         }
       });
     });

@@ -19,7 +19,14 @@ import {
   terraformRoot,
   variableNames,
 } from '../support/terraform.js';
-import { AGENT_ENV_NOT_DEPLOYED, agentEnvironmentFromCode, agentEnvironmentInModule } from '../support/terraform-drift.js';
+import {
+  AGENT_ENV_NOT_DEPLOYED,
+  agentEnvironmentFromCode,
+  agentEnvironmentInModule,
+  FRONTMAN_ENV_NOT_DEPLOYED,
+  frontmanEnvironmentFromCode,
+  frontmanEnvironmentInModule,
+} from '../support/terraform-drift.js';
 
 /*
  * terraform/ against the code, without any CLI: every .tf parses; each module has its files; the bucket
@@ -130,6 +137,41 @@ describe('terraform: drift against the code', () => {
     const stale = Object.keys(AGENT_ENV_NOT_DEPLOYED).filter((name) => !code.all.has(name));
     assert.deepEqual(stale, [], 'AGENT_ENV_NOT_DEPLOYED names what the agent no longer reads');
     for (const name of code.mandatory) assert.ok(deployed.plain.has(name), `mandatory ${name} is set`);
+  });
+
+  it("the frontman unit's environment is what frontman/main.ts reads, and has every mandatory option", async () => {
+    const code = await frontmanEnvironmentFromCode();
+    // The derivation itself: it must find what the frontman is known to read, or it checks nothing.
+    for (const known of [
+      'UMS_FRONTMAN_ID',
+      'UMS_FRONTMAN_SERVICES',
+      'NATS_URL',
+      'UMS_NATS_CREDENTIALS',
+      'UMS_NATS_CA',
+      'UMS_FRONTMAN_HOLD_SECONDS',
+    ]) {
+      assert.ok(code.all.has(known), `derived from the code: ${known}`);
+    }
+    assert.deepEqual([...code.mandatory].sort(), ['UMS_FRONTMAN_ID', 'UMS_FRONTMAN_SERVICES']);
+    const deployed = await frontmanEnvironmentInModule();
+    assert.ok(deployed.plain.has('UMS_FRONTMAN_MAX_BODY_KIB'), 'derived from the module: the optional limits too');
+    const unread = [...deployed.plain, ...deployed.secret].filter((name) => !code.all.has(name));
+    assert.deepEqual(unread, [], 'set in the frontman unit but read by no code');
+    const set = new Set([...deployed.plain, ...deployed.secret]);
+    const unset = [...code.all].filter((name) => !set.has(name) && !(name in FRONTMAN_ENV_NOT_DEPLOYED)).sort();
+    assert.deepEqual(unset, [], 'read by the frontman but neither set by its unit nor listed in FRONTMAN_ENV_NOT_DEPLOYED');
+    const stale = Object.keys(FRONTMAN_ENV_NOT_DEPLOYED).filter((name) => !code.all.has(name));
+    assert.deepEqual(stale, [], 'FRONTMAN_ENV_NOT_DEPLOYED names what the frontman no longer reads');
+    for (const name of code.mandatory) assert.ok(deployed.plain.has(name), `mandatory ${name} is set`);
+  });
+
+  it('every host module feeds its public address to the agent as its service address (UMS_SERVICE_ADDRESS)', async () => {
+    for (const name of ['gcp-host', 'aws-host', 'azure-host']) {
+      const { blocks } = await parseModule(join(modulesDir, name));
+      const call = blocksOf((blocks.get('module') ?? []).find((m) => 'cloud_init' in m)?.cloud_init)?.[0];
+      assert.ok(call !== undefined, `${name} calls agent-cloud-init`);
+      assert.match(String(call.service_address), /public_ip|address/, `${name}: service_address`);
+    }
   });
 
   it('the functions deployed are exactly the functions the code registers, with their entry points', async () => {

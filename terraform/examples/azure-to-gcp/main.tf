@@ -11,6 +11,12 @@ locals {
   nats_url    = module.broker.url
   # Every host's public address: the page relay opens only to these.
   host_cidrs = ["${module.azure_host.public_ip}/32", "${module.gcp_host.public_ip}/32"]
+  # The frontman (README: Frontman), only when services are fronted; the hosts let it reach their published ports.
+  frontman = length(var.frontman_services) > 0
+  service_ingress = {
+    cidrs = local.frontman ? ["${module.frontman[0].address}/32"] : []
+    ports = distinct([for s in var.frontman_services : s.port])
+  }
 }
 
 # --- GCP: network, secrets, bucket ------------------------------------------------------------------------
@@ -28,7 +34,7 @@ resource "google_compute_subnetwork" "ums" {
 
 # One secret per secret; their versions are added outside Terraform (README).
 resource "google_secret_manager_secret" "this" {
-  for_each = toset([
+  for_each = toset(concat([
     "ums-nats-server-key",
     "ums-nats-ca",
     "ums-functions-nats",
@@ -37,7 +43,7 @@ resource "google_secret_manager_secret" "this" {
     "ums-function-auth-key",
     "ums-functions-azure-storage-key",
     "ums-agent-${local.gcp_agent}-nats",
-  ])
+  ], local.frontman ? ["ums-frontman-nats"] : []))
   secret_id = each.value
   replication {
     auto {}
@@ -116,6 +122,7 @@ module "gcp_host" {
   peer_cidrs                = ["${module.azure_host.public_ip}/32"]
   release_url               = var.release_url
   release_sha256            = var.release_sha256
+  service_ingress           = local.service_ingress
 }
 
 # --- Azure: resource group, network, Key Vault, storage, the host ----------------------------------------
@@ -194,4 +201,27 @@ module "azure_host" {
   peer_cidrs                  = ["${module.gcp_host.public_ip}/32"]
   release_url                 = var.release_url
   release_sha256              = var.release_sha256
+  service_ingress             = local.service_ingress
+}
+
+# --- the frontman: the services' stable address, on a VM of its own (README: Frontman) ------------------
+module "frontman" {
+  source       = "../../modules/gcp-frontman"
+  count        = local.frontman ? 1 : 0
+  project_id   = var.gcp_project_id
+  region       = var.gcp_region
+  zone         = var.gcp_zone
+  network      = google_compute_network.ums.id
+  subnetwork   = google_compute_subnetwork.ums.id
+  services     = var.frontman_services
+  client_cidrs = var.frontman_client_cidrs
+  host_cidrs   = local.host_cidrs
+  # It reaches the broker under its name, which the broker's private zone resolves to its internal addresses
+  # in this network (their subnet is among the broker's client_cidrs already); the external ones too.
+  broker_cidrs              = [for a in concat(module.broker.internal_addresses, module.broker.addresses) : "${a}/32"]
+  nats_url                  = local.nats_url
+  nats_ca_pem               = local.ca_pem
+  nats_credential_secret_id = google_secret_manager_secret.this["ums-frontman-nats"].secret_id
+  release_url               = var.release_url
+  release_sha256            = var.release_sha256
 }

@@ -19,6 +19,12 @@ locals {
   }
   # Each host's page relay opens to the other two.
   peers_of = { for cloud, cidr in local.host_cidrs : cloud => [for other, c in local.host_cidrs : c if other != cloud] }
+  # The frontman (README: Frontman), only when services are fronted; the hosts let it reach their published ports.
+  frontman = length(var.frontman_services) > 0
+  service_ingress = {
+    cidrs = local.frontman ? ["${module.frontman[0].address}/32"] : []
+    ports = distinct([for s in var.frontman_services : s.port])
+  }
 }
 
 # --- GCP: network, secrets, bucket ------------------------------------------------------------------------
@@ -36,7 +42,7 @@ resource "google_compute_subnetwork" "ums" {
 
 # One secret per secret; their versions are added outside Terraform (README).
 resource "google_secret_manager_secret" "this" {
-  for_each = toset([
+  for_each = toset(concat([
     "ums-nats-server-key",
     "ums-nats-ca",
     "ums-functions-nats",
@@ -47,7 +53,7 @@ resource "google_secret_manager_secret" "this" {
     "ums-functions-aws-access-key-id",
     "ums-functions-aws-secret-access-key",
     "ums-agent-${local.gcp_agent}-nats",
-  ])
+  ], local.frontman ? ["ums-frontman-nats"] : []))
   secret_id = each.value
   replication {
     auto {}
@@ -129,6 +135,7 @@ module "gcp_host" {
   peer_cidrs                = local.peers_of["gcp"]
   release_url               = var.release_url
   release_sha256            = var.release_sha256
+  service_ingress           = local.service_ingress
 }
 
 # --- Azure: resource group, network, Key Vault, storage, the host ----------------------------------------
@@ -207,6 +214,7 @@ module "azure_host" {
   peer_cidrs                  = local.peers_of["azure"]
   release_url                 = var.release_url
   release_sha256              = var.release_sha256
+  service_ingress             = local.service_ingress
 }
 
 # --- AWS: network, bucket, the broker credential's secret, the host --------------------------------------
@@ -265,4 +273,27 @@ module "aws_host" {
   peer_cidrs                 = local.peers_of["aws"]
   release_url                = var.release_url
   release_sha256             = var.release_sha256
+  service_ingress            = local.service_ingress
+}
+
+# --- the frontman: the services' stable address, on a VM of its own (README: Frontman) ------------------
+module "frontman" {
+  source       = "../../modules/gcp-frontman"
+  count        = local.frontman ? 1 : 0
+  project_id   = var.gcp_project_id
+  region       = var.gcp_region
+  zone         = var.gcp_zone
+  network      = google_compute_network.ums.id
+  subnetwork   = google_compute_subnetwork.ums.id
+  services     = var.frontman_services
+  client_cidrs = var.frontman_client_cidrs
+  host_cidrs   = values(local.host_cidrs)
+  # It reaches the broker under its name, which the broker's private zone resolves to its internal addresses
+  # in this network (their subnet is among the broker's client_cidrs already); the external ones too.
+  broker_cidrs              = [for a in concat(module.broker.internal_addresses, module.broker.addresses) : "${a}/32"]
+  nats_url                  = local.nats_url
+  nats_ca_pem               = local.ca_pem
+  nats_credential_secret_id = google_secret_manager_secret.this["ums-frontman-nats"].secret_id
+  release_url               = var.release_url
+  release_sha256            = var.release_sha256
 }

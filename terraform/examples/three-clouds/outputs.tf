@@ -39,3 +39,13 @@ output "stores" {
     (module.aws_host.agent_id)   = module.aws_bucket.store_url
   }
 }
+
+output "frontman_address" {
+  description = "The frontman's static address (what the fronted services' clients point at); null without frontman_services."
+  value       = local.frontman ? module.frontman[0].address : null
+}
+
+output "frontman_endpoints" {
+  description = "Each fronted service's stable endpoint, container -> address:port; empty without frontman_services."
+  value       = local.frontman ? module.frontman[0].endpoints : {}
+}

@@ -96,3 +96,21 @@ variable "aws_availability_zone" {
   type        = string
   default     = "us-east-1a"
 }
+
+variable "frontman_services" {
+  description = "The services a frontman fronts (module gcp-frontman, input services): container, protocol (http|tcp), port (the host port it publishes on every host), listen_port and hold_seconds (optional). Empty: no frontman."
+  type = list(object({
+    container    = string
+    protocol     = string
+    port         = number
+    listen_port  = optional(number)
+    hold_seconds = optional(number)
+  }))
+  default = []
+}
+
+variable "frontman_client_cidrs" {
+  description = "Who may reach the frontman's listen ports (its services' clients); required when frontman_services is not empty (no silent 0.0.0.0/0)."
+  type        = list(string)
+  default     = []
+}

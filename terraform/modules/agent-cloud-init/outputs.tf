@@ -1,15 +1,27 @@
 output "cloud_config" {
   description = "The #cloud-config document to pass as the VM's user data (no secret in it)."
   value       = local.cloud_config
+  precondition {
+    condition     = var.frontman != null || (var.agent_id != null && var.store_url != null && var.command_verify_key != null)
+    error_message = "an agent needs agent_id, store_url and command_verify_key (or set frontman to render a frontman)."
+  }
+  precondition {
+    condition     = var.frontman == null || var.secrets.storage_key == null
+    error_message = "a frontman has no store: secrets.storage_key must be null."
+  }
 }
 
 output "boot_script" {
   description = "The same files and bootstrap as one shell script, for images without cloud-init (GCE `startup-script` metadata)."
   value       = local.boot_script
+  precondition {
+    condition     = var.frontman != null || (var.agent_id != null && var.store_url != null && var.command_verify_key != null)
+    error_message = "an agent needs agent_id, store_url and command_verify_key (or set frontman to render a frontman)."
+  }
 }
 
 output "environment" {
-  description = "The agent unit's environment (/etc/ums/agent.env), name -> value; secrets are added at start by the start script."
+  description = "The unit's environment (/etc/ums/agent.env, or /etc/ums/frontman.env), name -> value; secrets are added at start by the start script."
   value       = local.environment
 }
 
@@ -18,17 +30,22 @@ output "secret_environment" {
   value       = local.secret_environment
 }
 
-output "agent_unit" {
-  description = "The ums-agent systemd unit."
-  value       = local.agent_unit
+output "unit_name" {
+  description = "The systemd unit it runs: ums-agent, or ums-frontman when frontman is set."
+  value       = local.unit_name
+}
+
+output "unit" {
+  description = "That systemd unit's file (ums-agent.service or ums-frontman.service)."
+  value       = local.unit
 }
 
 output "bootstrap_script" {
-  description = "The first-boot script cloud-init runs (installs Node, Podman, runc, CRIU via infra/host-setup.sh, the release)."
+  description = "The first-boot script cloud-init runs (installs Node and the release; for an agent Podman, runc, CRIU via infra/host-setup.sh)."
   value       = local.bootstrap_script
 }
 
 output "start_script" {
-  description = "The unit's ExecStart: fetches the secrets with the host's identity, then execs the agent."
+  description = "The unit's ExecStart: fetches the secrets with the VM's identity, then execs the agent (or the frontman)."
   value       = local.start_script
 }

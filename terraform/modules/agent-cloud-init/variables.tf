@@ -1,9 +1,10 @@
 variable "agent_id" {
-  description = "The agent's id (UMS_AGENT_ID), unique in the deployment, e.g. azure-eastus-1."
+  description = "The agent's id (UMS_AGENT_ID), unique in the deployment, e.g. azure-eastus-1. Required for an agent; null for a frontman."
   type        = string
+  default     = null
   validation {
     # Stricter than core/events.ts AgentId (which also allows capitals and "_"): the id names cloud resources too.
-    condition     = can(regex("^[a-z0-9][a-z0-9-]{0,62}$", var.agent_id))
+    condition     = var.agent_id == null ? true : can(regex("^[a-z0-9][a-z0-9-]{0,62}$", var.agent_id))
     error_message = "agent_id must be lowercase letters, digits and dashes (at most 63), starting with a letter or digit."
   }
 }
@@ -27,10 +28,11 @@ variable "region" {
 }
 
 variable "store_url" {
-  description = "This host's object store (UMS_STORE_URL): s3://bucket/prefix, azblob://account/container/prefix or gs://bucket/prefix. Never carries credentials."
+  description = "This host's object store (UMS_STORE_URL): s3://bucket/prefix, azblob://account/container/prefix or gs://bucket/prefix. Never carries credentials. Required for an agent; null for a frontman."
   type        = string
+  default     = null
   validation {
-    condition     = can(regex("^(s3|gs)://[a-z0-9][a-z0-9._-]+[a-z0-9](/.*)?$|^azblob://[a-z0-9]{3,24}/[a-z0-9-]{3,63}(/.*)?$", var.store_url)) && !strcontains(var.store_url, "@")
+    condition     = var.store_url == null ? true : can(regex("^(s3|gs)://[a-z0-9][a-z0-9._-]+[a-z0-9](/.*)?$|^azblob://[a-z0-9]{3,24}/[a-z0-9-]{3,63}(/.*)?$", var.store_url)) && !strcontains(var.store_url, "@")
     error_message = "store_url must be s3://, gs:// or azblob://account/container, without credentials."
   }
 }
@@ -54,10 +56,11 @@ variable "nats_ca_pem" {
 }
 
 variable "command_verify_key" {
-  description = "The functions' command-signing public key (UMS_COMMAND_VERIFY_KEY: raw Ed25519, base64; comma-separated while rotating). Public; without it the agent refuses every command."
+  description = "The functions' command-signing public key (UMS_COMMAND_VERIFY_KEY: raw Ed25519, base64; comma-separated while rotating). Public; without it the agent refuses every command. Required for an agent; null for a frontman."
   type        = string
+  default     = null
   validation {
-    condition     = alltrue([for k in split(",", var.command_verify_key) : can(regex("^[A-Za-z0-9+/]{43}=$", trimspace(k)))])
+    condition     = var.command_verify_key == null ? true : alltrue([for k in split(",", var.command_verify_key) : can(regex("^[A-Za-z0-9+/]{43}=$", trimspace(k)))])
     error_message = "command_verify_key must be one or more base64 raw Ed25519 public keys (32 bytes), comma-separated."
   }
 }
@@ -86,6 +89,62 @@ variable "page_relay_address" {
   description = "The address other hosts reach this host's page relay at (UMS_PAGE_RELAY_ADDRESS; post-copy). null: this host takes no part in post-copy."
   type        = string
   default     = null
+}
+
+variable "service_address" {
+  description = "Where clients reach the ports this host's containers publish: its public address (UMS_SERVICE_ADDRESS). A service's frontman forwards there after a migration; null: no frontman can forward to this host."
+  type        = string
+  default     = null
+}
+
+variable "frontman" {
+  description = <<-EOT
+    Set to render a frontman instead of an agent (the same install, secret fetching and boot; the
+    ums-frontman unit running frontman/main.ts). id: UMS_FRONTMAN_ID. services: UMS_FRONTMAN_SERVICES, each
+    {container, protocol = http|tcp, listen = "host:port" the frontman binds, port = the host port the
+    container publishes, hold_seconds}. The limits (UMS_FRONTMAN_HOLD_SECONDS, _DRAIN_SECONDS, _MAX_HELD,
+    _MAX_HELD_MIB, _MAX_BODY_KIB) are set only when given: frontman/main.ts's defaults apply otherwise.
+    null: an agent.
+  EOT
+  type = object({
+    id = string
+    services = list(object({
+      container    = string
+      protocol     = string
+      listen       = string
+      port         = number
+      hold_seconds = optional(number)
+    }))
+    hold_seconds  = optional(number)
+    drain_seconds = optional(number)
+    max_held      = optional(number)
+    max_held_mib  = optional(number)
+    max_body_kib  = optional(number)
+  })
+  default = null
+  validation {
+    # core/events.ts FrontmanId.
+    condition     = var.frontman == null ? true : can(regex("^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$", var.frontman.id))
+    error_message = "frontman.id must be letters, digits, '_' and '-' (at most 64), starting with a letter or digit."
+  }
+  validation {
+    # frontman/main.ts ServicesConfig: 1 to 256 services, protocol http or tcp, listen host:port, port 1-65535, hold up to 600 s.
+    condition = var.frontman == null ? true : length(var.frontman.services) >= 1 && length(var.frontman.services) <= 256 && alltrue([
+      for s in var.frontman.services : contains(["http", "tcp"], s.protocol) && can(regex("^.+:[0-9]{1,5}$", s.listen)) &&
+      s.port >= 1 && s.port <= 65535 && floor(s.port) == s.port && (s.hold_seconds == null ? true : s.hold_seconds > 0 && s.hold_seconds <= 600)
+    ])
+    error_message = "frontman.services must list 1 to 256 services, each with protocol http or tcp, listen host:port, a port from 1 to 65535 and hold_seconds in (0, 600]."
+  }
+  validation {
+    condition     = var.frontman == null ? true : length(distinct([for s in var.frontman.services : s.listen])) == length(var.frontman.services)
+    error_message = "frontman.services must not share a listen address."
+  }
+  validation {
+    condition = var.frontman == null ? true : alltrue([
+      for v in [var.frontman.hold_seconds, var.frontman.drain_seconds, var.frontman.max_held, var.frontman.max_held_mib, var.frontman.max_body_kib] : v == null ? true : v > 0
+    ])
+    error_message = "frontman's limits must be positive when set."
+  }
 }
 
 variable "chunk_mib" {
@@ -119,7 +178,7 @@ variable "idle_timeout_seconds" {
 }
 
 variable "log_level" {
-  description = "The agent's log level (UMS_LOG_LEVEL): trace, debug, info, warn, error."
+  description = "The agent's (or frontman's) log level (UMS_LOG_LEVEL): trace, debug, info, warn, error."
   type        = string
   default     = "info"
   validation {

@@ -37,8 +37,10 @@ module "cloud_init" {
   command_verify_key = var.command_verify_key
   secrets            = { nats_credential = var.nats_credential_secret_arn }
   page_relay_address = var.post_copy ? aws_eip.this[0].public_ip : null
-  release_url        = var.release_url
-  release_sha256     = var.release_sha256
+  # Where a frontman reaches the ports this host's containers publish (the same stable public address).
+  service_address = var.post_copy ? aws_eip.this[0].public_ip : null
+  release_url     = var.release_url
+  release_sha256  = var.release_sha256
 }
 
 # --- identity: this cloud's bucket (UMS's prefix only) and this agent's secret, nothing else --------------
@@ -114,6 +116,16 @@ resource "aws_vpc_security_group_ingress_rule" "page_relay" {
   from_port         = local.ephemeral_ports.from
   to_port           = local.ephemeral_ports.to
   cidr_ipv4         = each.value
+}
+
+resource "aws_vpc_security_group_ingress_rule" "services" {
+  for_each          = { for pair in setproduct(var.service_ingress.cidrs, var.service_ingress.ports) : "${pair[0]}:${pair[1]}" => pair }
+  security_group_id = aws_security_group.this.id
+  description       = "A port this host's containers publish, from a service's frontman"
+  ip_protocol       = "tcp"
+  from_port         = each.value[1]
+  to_port           = each.value[1]
+  cidr_ipv4         = each.value[0]
 }
 
 # Out: the broker (4222), the clouds' APIs and stores (443), Debian's mirrors, other hosts' page relays.

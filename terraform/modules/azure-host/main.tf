@@ -35,6 +35,22 @@ resource "azurerm_network_security_group" "this" {
       description                = "UMS post-copy page relay, from the deployment's own hosts only"
     }
   }
+
+  dynamic "security_rule" {
+    for_each = length(var.service_ingress.cidrs) > 0 && length(var.service_ingress.ports) > 0 ? [1] : []
+    content {
+      name                       = "ums-services-from-frontmen"
+      priority                   = 210
+      direction                  = "Inbound"
+      access                     = "Allow"
+      protocol                   = "Tcp"
+      source_address_prefixes    = var.service_ingress.cidrs
+      source_port_range          = "*"
+      destination_address_prefix = "*"
+      destination_port_ranges    = [for p in var.service_ingress.ports : tostring(p)]
+      description                = "The ports this host's containers publish, from the services' frontmen only"
+    }
+  }
 }
 
 resource "azurerm_network_interface" "this" {
@@ -72,8 +88,10 @@ module "cloud_init" {
     vault           = var.key_vault_name
   }
   page_relay_address = var.post_copy ? azurerm_public_ip.this.ip_address : null
-  release_url        = var.release_url
-  release_sha256     = var.release_sha256
+  # Where a frontman reaches the ports this host's containers publish (the same stable public address).
+  service_address = azurerm_public_ip.this.ip_address
+  release_url     = var.release_url
+  release_sha256  = var.release_sha256
 }
 
 resource "azurerm_linux_virtual_machine" "this" {

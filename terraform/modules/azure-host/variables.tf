@@ -134,3 +134,16 @@ variable "tags" {
   type        = map(string)
   default     = {}
 }
+
+variable "service_ingress" {
+  description = "Who may reach the ports this host's containers publish, and which: the frontmen's addresses (/32s) and every fronted service's published port (any of them may migrate here). Empty: nothing."
+  type = object({
+    cidrs = list(string)
+    ports = list(number)
+  })
+  default = { cidrs = [], ports = [] }
+  validation {
+    condition     = alltrue([for c in var.service_ingress.cidrs : can(cidrhost(c, 0))]) && alltrue([for p in var.service_ingress.ports : p >= 1 && p <= 65535 && floor(p) == p])
+    error_message = "service_ingress.cidrs must be CIDRs and its ports 1-65535."
+  }
+}

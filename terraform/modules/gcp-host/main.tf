@@ -49,8 +49,10 @@ module "cloud_init" {
   command_verify_key = var.command_verify_key
   secrets            = { nats_credential = var.nats_credential_secret_id, project = var.project_id }
   page_relay_address = var.post_copy ? google_compute_address.this[0].address : null
-  release_url        = var.release_url
-  release_sha256     = var.release_sha256
+  # Where a frontman reaches the ports this host's containers publish (the same stable public address).
+  service_address = var.post_copy ? google_compute_address.this[0].address : null
+  release_url     = var.release_url
+  release_sha256  = var.release_sha256
 }
 
 resource "google_compute_instance" "this" {
@@ -113,5 +115,20 @@ resource "google_compute_firewall" "page_relay" {
   allow {
     protocol = "tcp"
     ports    = [local.ephemeral_ports]
+  }
+}
+
+resource "google_compute_firewall" "services" {
+  count         = length(var.service_ingress.cidrs) > 0 && length(var.service_ingress.ports) > 0 ? 1 : 0
+  project       = var.project_id
+  name          = "ums-services-${var.agent_id}"
+  network       = var.network
+  direction     = "INGRESS"
+  description   = "The ports this host's containers publish, from the services' frontmen only"
+  source_ranges = var.service_ingress.cidrs
+  target_tags   = [local.tag]
+  allow {
+    protocol = "tcp"
+    ports    = [for p in var.service_ingress.ports : tostring(p)]
   }
 }

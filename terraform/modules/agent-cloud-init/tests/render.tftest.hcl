@@ -71,3 +71,65 @@ run "a_plain_nats_url_is_refused" {
   }
   expect_failures = [var.nats_url]
 }
+
+run "the_service_address_reaches_the_agent" {
+  command = plan
+  variables {
+    service_address = "34.1.2.3"
+  }
+  assert {
+    condition     = output.environment["UMS_SERVICE_ADDRESS"] == "34.1.2.3" && output.unit_name == "ums-agent"
+    error_message = "service_address must reach the agent as UMS_SERVICE_ADDRESS"
+  }
+}
+
+run "a_frontman_renders_its_own_unit_and_environment" {
+  command = plan
+  variables {
+    agent_id           = null
+    store_url          = null
+    command_verify_key = null
+    secrets            = { nats_credential = "ums-frontman-nats", project = "ums-example" }
+    frontman = {
+      id            = "frontman-1"
+      services      = [{ container = "web", protocol = "http", listen = "0.0.0.0:80", port = 8080, hold_seconds = 20 }, { container = "db", protocol = "tcp", listen = "0.0.0.0:6379", port = 6379 }]
+      drain_seconds = 3
+    }
+  }
+  assert {
+    condition     = output.unit_name == "ums-frontman" && strcontains(output.unit, "EnvironmentFile=/etc/ums/frontman.env") && strcontains(output.start_script, "exec /usr/bin/node /opt/ums/app/dist/frontman/main.js")
+    error_message = "a frontman runs frontman/main.ts from its own unit"
+  }
+  assert {
+    condition     = output.environment["UMS_FRONTMAN_ID"] == "frontman-1" && jsondecode(output.environment["UMS_FRONTMAN_SERVICES"]) == [{ container = "web", protocol = "http", listen = "0.0.0.0:80", port = 8080, holdSeconds = 20 }, { container = "db", protocol = "tcp", listen = "0.0.0.0:6379", port = 6379 }]
+    error_message = "the services reach the frontman as the JSON frontman/main.ts parses"
+  }
+  assert {
+    condition     = output.environment["UMS_FRONTMAN_DRAIN_SECONDS"] == "3" && !contains(keys(output.environment), "UMS_FRONTMAN_HOLD_SECONDS") && !contains(keys(output.environment), "UMS_AGENT_ID")
+    error_message = "only the limits given are set, and nothing of the agent's"
+  }
+  assert {
+    condition     = strcontains(output.cloud_config, "UMS_FRONTMAN_SERVICES=\"[{\\\"container\\\":\\\"web\\\"") && !strcontains(output.bootstrap_script, "bash \"$app/infra/host-setup.sh\"") && strcontains(output.bootstrap_script, "systemctl enable --now ums-frontman.service")
+    error_message = "the environment file escapes the JSON's quotes; a frontman installs no container engine"
+  }
+  assert {
+    condition     = output.secret_environment == ["UMS_NATS_CREDENTIALS"] && strcontains(output.start_script, "secret 'ums-frontman-nats'")
+    error_message = "a frontman fetches its broker credential like a host"
+  }
+}
+
+run "a_frontman_service_needs_a_known_protocol" {
+  command = plan
+  variables {
+    frontman = { id = "frontman-1", services = [{ container = "web", protocol = "udp", listen = "0.0.0.0:53", port = 53 }] }
+  }
+  expect_failures = [var.frontman]
+}
+
+run "an_agent_needs_its_id" {
+  command = plan
+  variables {
+    agent_id = null
+  }
+  expect_failures = [output.cloud_config, output.boot_script]
+}
