@@ -4,7 +4,9 @@ import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { rm } from 'node:fs/promises';
+import { formatFrontman } from '../cli/format.js';
 import { cliEnv, type StackInfo } from '../cli/stack-info.js';
+import type { MigrationRecord } from '../core/migration.js';
 import { bareCheckpointRestore } from './bare-checkpoint.js';
 import { DEFAULT_REDIS_IMAGE, DEFAULT_WEBDIS_IMAGE, INNER_CLIENT_ENV, REDIS_PORT, WEBDIS_PORT } from './images/build-server-images.js';
 import { exactlyOnce, readAppliedPosts, startOpenLoopLoad } from './load/open-loop.js';
@@ -189,8 +191,9 @@ async function throughTheFrontman(stack: LocalStack, source: PodmanHost, from: s
     `\nstarted "${FRONTED}" (${DEFAULT_WEBDIS_IMAGE}, Debian's webdis) on ${from}; its clients use the frontman at ${base} (an edge, none of the hosts)`,
   );
   const rps = 100;
-  say(`  loadtest from ${users.address}: ${rps} POSTs/s on a fixed schedule (it does not wait for replies), 5 s timeout, no retries`);
-  const load = startOpenLoopLoad(users, { url: base, rps, durationMs: 30_000, timeoutMs: 5_000, list: 'posts', runId: 'demo' });
+  // Clients that wait 15 s, as most HTTP clients wait longer still: the benchmark measures against 5 s.
+  say(`  loadtest from ${users.address}: ${rps} POSTs/s on a fixed schedule (it does not wait for replies), 15 s timeout, no retries`);
+  const load = startOpenLoopLoad(users, { url: base, rps, durationMs: 30_000, timeoutMs: 15_000, list: 'posts', runId: 'demo' });
   await load.started;
   await sleep(3_000);
   say(`\n$ ums migrate ${FRONTED} --to ${to}`);
@@ -205,13 +208,12 @@ async function throughTheFrontman(stack: LocalStack, source: PodmanHost, from: s
   say(
     `  POSTs applied exactly once: ${report.appliedOnce} of ${report.acknowledged} acknowledged; applied twice: ${report.duplicates.length}; acknowledged but missing: ${report.missing.length}`,
   );
-  const migrations = await listMigrations(stack.info);
-  const moved = migrations.find((m) => m.container === FRONTED);
-  if (moved) await ums(stack.info, ['status', moved.migrationId], '  frontman:');
+  const moved = (await listMigrations(stack.info)).find((m) => m.container === FRONTED);
+  if (moved?.frontman) say(`  frontman ${formatFrontman(moved.frontman)}`);
   return exitCode === 0 && summary.failed === 0 && summary.non2xx === 0 && report.ok;
 }
 
-async function listMigrations(stack: StackInfo): Promise<Array<{ container: string; migrationId: string }>> {
+async function listMigrations(stack: StackInfo): Promise<MigrationRecord[]> {
   const out = await new Promise<string>((resolve) => {
     const child = spawn(process.execPath, [cli, 'status', '--json'], {
       env: { ...process.env, ...cliEnv(stack) },
@@ -221,7 +223,7 @@ async function listMigrations(stack: StackInfo): Promise<Array<{ container: stri
     child.stdout.on('data', (chunk: Buffer) => (text += chunk.toString()));
     child.once('close', () => resolve(text));
   });
-  return (JSON.parse(out) as { migrations: Array<{ container: string; migrationId: string }> }).migrations;
+  return (JSON.parse(out) as { migrations: MigrationRecord[] }).migrations;
 }
 
 main().then(
