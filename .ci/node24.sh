@@ -27,14 +27,14 @@ start=$SECONDS
 status=0
 # Files, not folders: since Node 22 the runner takes glob patterns and no longer searches a folder given to it.
 # Left out (they run on Node 20 in `npm test`): the suites that drive simulated hosts, Podman and CRIU through
-# the harness, and the Terraform CLI and provider-schema checks (four minutes of CI together), whose
-# Node-facing code (the Podman REST client, streams, TLS, the SDKs, NATS, the functions) the suites kept
-# here run on Node 24 too (podman-engine stands for the agent's side of Podman).
+# the harness, and the Terraform CLI and provider-schema checks (five minutes of CI together), whose
+# Node-facing code (streams, TLS, the SDKs, NATS, the functions, the frontman's sockets) the suites kept here
+# run on Node 24 too.
 suites=()
 for suite in dist/test/unit/*.test.js dist/test/integration/*.test.js; do
   case "$(basename "$suite")" in
     lazy-container.test.js | service-level.test.js | server-images.test.js | local-stack-wan.test.js | wan.test.js) ;;
-    open-loop-load.test.js) ;;
+    open-loop-load.test.js | podman-engine.test.js | page-relay.test.js) ;;
     restore-job.test.js | capability-probe.test.js | criu-host-checks.test.js) ;;
     terraform-cli.test.js | terraform-schema.test.js) ;;
     *) suites+=("$suite") ;;

@@ -499,7 +499,11 @@ export function markdownReport(
   const rerun =
     `npm run bench -- --sizes ${listArg(run.options.sizes)} --approach-sizes ${listArg(run.options.approachSizes)} ` +
     `--reps ${run.options.reps} --stores ${listArg(run.options.stores)} --servers ${listArg(run.options.servers)} --server-sizes ${listArg(run.options.serverSizes)}` +
-    (run.options.postCopySizes ? ` --postcopy-sizes ${listArg(run.options.postCopySizes)}` : '');
+    (run.options.postCopySizes ? ` --postcopy-sizes ${listArg(run.options.postCopySizes)}` : '') +
+    (run.options.volumeSizes ? ` --volume-sizes ${listArg(run.options.volumeSizes)}` : '') +
+    (run.options.frontmanFill
+      ? ` --frontman-fill ${listArg(run.options.frontmanFill)} --frontman-rps ${run.options.frontmanRps ?? 200}`
+      : '');
   out.push(`Raw samples: \`results.json\` beside this report. Re-run: \`${rerun}\`.`, '');
   return out.join('\n');
 }
