@@ -38,7 +38,8 @@ import { deadlineScale, type FunctionContext } from './function-context.js';
  *   step                                forward on                        compensation (turning back)
  *   1. plan                             migration.requested               refuse: failed, nothing frozen
  *   2. prepare the destination          -> command.prepare                restore.failed before the freeze: failed
- *   3. freeze + upload at the source    restore.prepared -> command.checkpoint
+ *   3. freeze + upload at the source    restore.prepared (and, for a service with a frontman,
+ *                                       frontman.drained: its clients' requests are held) -> command.checkpoint
  *                                       checkpoint.uploaded               resume the source (command.resume),
  *                                                                         only once the destination is clear
  *   4. restore at the destination       restore.started, restore.completed
@@ -52,6 +53,10 @@ import { deadlineScale, type FunctionContext } from './function-context.js';
  * restore.pages-arrived (go on to 5); a lost stream (restore.pages-lost) or its deadline turns back: the
  * destination's copy, which waits on a missing page, is removed, and the source restarts the service from
  * its image (its memory state is lost: the honest cost of post-copy's short freeze).
+ *
+ * A service's frontman (frontman/) follows the same events: it drains on restore.prepared and releases what it
+ * held on restore.completed or source.resumed. The saga waits for its drain (a frontman silent for 20 s fails
+ * the migration, nothing frozen) and records its release (frontman.released); it commands nothing of it.
  *
  * Any failure after the freeze (checkpoint.failed, restore.failed, a missed deadline, a silent agent)
  * turns the saga back: rolling-back, epoch up, abort the destination (4's compensation), then on
@@ -674,7 +679,7 @@ export async function serviceRunning(event: EventOf<'service.running'>, record: 
 
 /**
  * How long after the destination is ready the frontman may take to drain (it bounds its own wait for the
- * requests in flight well below this, FRONTMAN_DRAIN_MS in frontman/): past it the frontman is taken for gone.
+ * requests in flight well below this, UMS_FRONTMAN_DRAIN_SECONDS: 5): past it the frontman is taken for gone.
  */
 const FRONTMAN_DRAIN_DEADLINE_MS = 20_000;
 
