@@ -9,7 +9,7 @@ import { cliEnv, type StackInfo } from '../cli/stack-info.js';
 import type { MigrationRecord } from '../core/migration.js';
 import { bareCheckpointRestore } from './bare-checkpoint.js';
 import { DEFAULT_REDIS_IMAGE, DEFAULT_WEBDIS_IMAGE, INNER_CLIENT_ENV, REDIS_PORT, WEBDIS_PORT } from './images/build-server-images.js';
-import { exactlyOnce, readAppliedPosts, startOpenLoopLoad } from './load/open-loop.js';
+import { exactlyOnce, readAppliedPosts, startOpenLoopLoad, waitForWebdis } from './load/open-loop.js';
 import { startLocalStack, type LocalStack } from './local-stack.js';
 import type { PodmanHost } from './podman-host.js';
 import { containerPid } from './real-servers/command.js';
@@ -178,15 +178,7 @@ async function throughTheFrontman(stack: LocalStack, source: PodmanHost, from: s
   await source.podman(['run', '-d', '--name', FRONTED, '-p', `${WEBDIS_PORT}:${WEBDIS_PORT}`, DEFAULT_WEBDIS_IMAGE]);
   const users = await stack.wan.addClient('users');
   // The frontman finds the service's host in the agents' registrations (a heartbeat, about 2 s).
-  for (let tries = 0; ; tries++) {
-    const ready = await readAppliedPosts(users, base, 'warmup').then(
-      () => true,
-      () => false,
-    );
-    if (ready) break;
-    if (tries > 120) throw new Error(`the frontman did not serve ${FRONTED} within 30 s`);
-    await sleep(250);
-  }
+  await waitForWebdis(users, base, 30_000);
   say(
     `\nstarted "${FRONTED}" (${DEFAULT_WEBDIS_IMAGE}, Debian's webdis) on ${from}; its clients use the frontman at ${base} (an edge, none of the hosts)`,
   );

@@ -273,6 +273,23 @@ export async function readAppliedPosts(client: Pick<WanEndpoint, 'exec'>, baseUr
   }
 }
 
+/**
+ * Until webdis answers at `baseUrl` from `client`'s namespace (it listens once its redis answers; through a
+ * frontman, once the frontman has found the service's host): the readiness every user of the load waits for.
+ */
+export async function waitForWebdis(client: Pick<WanEndpoint, 'exec'>, baseUrl: string, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      await readAppliedPosts(client, baseUrl, 'warmup');
+      return;
+    } catch (error) {
+      if (Date.now() > deadline) throw new Error(`webdis at ${baseUrl} did not answer within ${timeoutMs / 1000} s`, { cause: error });
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+  }
+}
+
 export interface ExactlyOnceReport {
   acknowledged: number;
   /** Acknowledged ids applied exactly once. */

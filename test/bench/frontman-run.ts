@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { MigrationRecord } from '../../core/migration.js';
 import { DEFAULT_WEBDIS_IMAGE, WEBDIS_PORT } from '../../infra/images/build-server-images.js';
-import { exactlyOnce, readAppliedPosts, startOpenLoopLoad } from '../../infra/load/open-loop.js';
+import { exactlyOnce, readAppliedPosts, startOpenLoopLoad, waitForWebdis } from '../../infra/load/open-loop.js';
 import { DEFAULT_HOSTS, startLocalStack, type LocalStack } from '../../infra/local-stack.js';
 import type { PodmanHost } from '../../infra/podman-host.js';
 import type { WanEndpoint } from '../../infra/wan.js';
@@ -126,7 +126,7 @@ async function measureOne(
     latencyMs: { p50: 0, p99: 0, max: 0 },
   };
   try {
-    await waitServed(client, base);
+    await waitForWebdis(client, base);
     if (keys > 0) await azure.podman(['exec', container, 'redis-cli', 'DEBUG', 'POPULATE', String(keys), 'fill', '1000']);
     const list = `posts-${way}-${rep}`;
     const load = startOpenLoopLoad(client, {
@@ -186,19 +186,6 @@ async function measureOne(
 
 const gcpBase = (stack: LocalStack, port: number): string =>
   `http://${stack.info.hosts.find((h) => h.agentId === GCP)?.wanAddress ?? ''}:${port}/`;
-
-async function waitServed(client: WanEndpoint, base: string): Promise<void> {
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    try {
-      await readAppliedPosts(client, base, 'warmup');
-      return;
-    } catch (error) {
-      if (Date.now() > deadline) throw new Error(`${base} did not answer within 60 s`, { cause: error });
-      await sleep(250);
-    }
-  }
-}
 
 /** The load table: each migration with and without the frontman, latency against its own frozen time. */
 export function frontmanReport(samples: readonly FrontmanSample[]): string {

@@ -13,7 +13,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { DEFAULT_WEBDIS_IMAGE, WEBDIS_PORT } from '../../infra/images/build-server-images.js';
-import { exactlyOnce, readAppliedPosts, startOpenLoopLoad, type LoadRun } from '../../infra/load/open-loop.js';
+import { exactlyOnce, readAppliedPosts, startOpenLoopLoad, waitForWebdis, type LoadRun } from '../../infra/load/open-loop.js';
 import { DEFAULT_HOSTS, startLocalStack, type LocalStack } from '../../infra/local-stack.js';
 import type { PodmanHost } from '../../infra/podman-host.js';
 import { waitFor } from '../../infra/real-servers/command.js';
@@ -63,7 +63,7 @@ async function runWebdis(host: PodmanHost, name: string, hostPort: number): Prom
 
 /** Until the frontman forwards to the service (it finds the host in the registrations, every 2 s). */
 async function servedThrough(port: number): Promise<void> {
-  await waitFor(async () => (await once(`${url(port)}PING`)).status === 200, `the frontman to serve port ${port}`, 60_000);
+  await waitForWebdis(client, url(port));
 }
 
 function assertNoFailure(run: LoadRun, what: string): void {
@@ -180,9 +180,6 @@ describe('the frontman keeps clients served through migrations', { timeout: 900_
     await assertAppliedOnce(run, list);
     assert.equal(r.frontman?.releasedTo, GCP);
     assert.ok((r.frontman?.held ?? 0) > 0, `requests were held during the freeze: ${JSON.stringify(r.frontman)}`);
-    // Held requests waited for the freeze: the slowest took at least the frozen time's order of magnitude.
-    const frozenMs = Date.parse(r.times.restoredAt ?? '') - Date.parse(r.times.checkpointStartedAt ?? '');
-    assert.ok(run.summary.latencyMs.max >= frozenMs / 2, `max latency ${run.summary.latencyMs.max} ms, frozen ${frozenMs} ms`);
 
     // The source host goes away entirely: the frontman never routes through it.
     await azure.destroy();

@@ -11,7 +11,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { buildWebdisImage, DEFAULT_WEBDIS_IMAGE, WEBDIS_PORT } from '../../infra/images/build-server-images.js';
-import { exactlyOnce, readAppliedPosts, runOpenLoopLoad, startOpenLoopLoad, type LoadRun } from '../../infra/load/open-loop.js';
+import {
+  exactlyOnce,
+  readAppliedPosts,
+  runOpenLoopLoad,
+  startOpenLoopLoad,
+  waitForWebdis,
+  type LoadRun,
+} from '../../infra/load/open-loop.js';
 import { startPodmanHost, type PodmanHost } from '../../infra/podman-host.js';
 import { createWan, type Wan, type WanEndpoint } from '../../infra/wan.js';
 
@@ -33,16 +40,7 @@ describe('open-loop load against webdis', { timeout: 180_000 }, () => {
     await host.podman(['run', '-d', '--name', 'webdis', '-p', `${WEBDIS_PORT}:${WEBDIS_PORT}`, DEFAULT_WEBDIS_IMAGE]);
     client = await wan.addClient('load');
     baseUrl = `http://${onWan.address}:${WEBDIS_PORT}/`;
-    // webdis listens once its redis-server answers.
-    for (let attempt = 0; ; attempt++) {
-      try {
-        await readAppliedPosts(client, baseUrl, 'warmup');
-        break;
-      } catch (error) {
-        if (attempt >= 40) throw error;
-        await new Promise((r) => setTimeout(r, 250));
-      }
-    }
+    await waitForWebdis(client, baseUrl, 10_000);
   });
 
   after(async () => {
