@@ -38,6 +38,7 @@ for suite in dist/test/unit/*.test.js dist/test/integration/*.test.js; do
     open-loop-load.test.js | podman-engine.test.js | page-relay.test.js) ;;
     restore-job.test.js | capability-probe.test.js | criu-host-checks.test.js) ;;
     terraform-cli.test.js | terraform-schema.test.js) ;;
+    docker-host.test.js | cri-containerd.test.js) ;;
     *) suites+=("$suite") ;;
   esac
 done

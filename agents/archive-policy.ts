@@ -4,11 +4,13 @@ import { baselineProfile, type ContainerSecurityProfile } from '../core/containe
 import { RestoreRefusedError } from './restore-job.js';
 import { TarEntryReader, TarFormatError } from './tar-entries.js';
 import { CheckpointSectionError, CheckpointSectionParser } from './checkpoint-section.js';
+import { DOCKER_CONFIG, DockerArchiveConfig, dockerConfigEscalations } from './docker-archive.js';
 
 /**
- * The destination's policy on a container-level checkpoint archive (a Podman export): the container it
- * would become, as its config.dump (libpod's container config) and spec.dump (the OCI spec runc is given)
- * say, may ask for nothing the source registered it without. The agent restores as root whatever archive
+ * The destination's policy on a container-level checkpoint archive: the container it would become, as a
+ * Podman export's config.dump (libpod's container config) and spec.dump (the OCI spec runc is given) say,
+ * or a Docker archive's docker.json (agents/docker-archive.ts), may ask for nothing the source registered
+ * it without. The agent restores as root whatever archive
  * arrives, and an altered archive is arbitrary code (CRIU's security notes): this keeps such code inside
  * the container the source really ran. The archive is read as it streams in (ArchivePolicyCheck) and
  * refused before its last chunk reaches the engine, so nothing is restored from it.
@@ -169,7 +171,7 @@ function isPodmanFile(source: string, destination: string, ownDirs: readonly str
  */
 export class ArchivePolicyCheck {
   private readonly section = new CheckpointSectionParser();
-  private readonly reader = new TarEntryReader(new Set([CONFIG_DUMP, SPEC_DUMP]), MAX_METADATA_BYTES);
+  private readonly reader = new TarEntryReader(new Set([CONFIG_DUMP, SPEC_DUMP, DOCKER_CONFIG]), MAX_METADATA_BYTES);
   private checked = false;
   private readonly profile: ContainerSecurityProfile;
 
@@ -199,37 +201,56 @@ export class ArchivePolicyCheck {
         this.reader.end();
       }
     } catch (error) {
-      if (error instanceof TarFormatError) throw this.refuse(`it is not a Podman checkpoint archive: ${error.message}`);
+      if (error instanceof TarFormatError) throw this.refuse(`it is not a checkpoint archive: ${error.message}`);
       if (error instanceof CheckpointSectionError) throw this.refuse(error.message);
       throw error;
     }
     const { bodies } = this.reader;
+    if (bodies.has(DOCKER_CONFIG) && (bodies.has(CONFIG_DUMP) || bodies.has(SPEC_DUMP)))
+      throw this.refuse(`it holds both a Podman export's metadata and a Docker archive's ${DOCKER_CONFIG}`);
     if (!this.checked && bodies.has(CONFIG_DUMP) && bodies.has(SPEC_DUMP)) {
       this.checked = true;
       this.compare();
     }
+    if (!this.checked && bodies.has(DOCKER_CONFIG)) {
+      this.checked = true;
+      this.compareDocker();
+    }
     // An untar keeps the last of a repeated name: a second copy after the checked one would be restored.
-    for (const name of [CONFIG_DUMP, SPEC_DUMP]) {
+    for (const name of [CONFIG_DUMP, SPEC_DUMP, DOCKER_CONFIG]) {
       const copies = this.reader.entries.filter((e) => e.name === name);
       if (copies.length > 1) throw this.refuse(`it holds ${name} ${copies.length} times (it must be one regular file)`);
       if (copies[0] !== undefined && copies[0].type !== '0')
         throw this.refuse(`its ${name} is not a regular file (tar type ${copies[0].type})`);
     }
     if (last) {
-      if (!this.checked) throw this.refuse(`it lacks ${[CONFIG_DUMP, SPEC_DUMP].filter((n) => !bodies.has(n)).join(' and ')}`);
+      if (!this.checked)
+        throw this.refuse(
+          `it lacks ${[CONFIG_DUMP, SPEC_DUMP].filter((n) => !bodies.has(n)).join(' and ')} (a Podman export) or ${DOCKER_CONFIG} (a Docker archive)`,
+        );
       if (!this.reader.complete) throw this.refuse('it does not end with the end-of-archive marker');
     }
   }
 
+  private parse(name: string): unknown {
+    try {
+      return JSON.parse(this.reader.bodies.get(name)!.toString('utf8'));
+    } catch (error) {
+      throw this.refuse(`its ${name} does not parse: ${(error as Error).message}`);
+    }
+  }
+
   private compare(): void {
-    const parse = (name: string): unknown => {
-      try {
-        return JSON.parse(this.reader.bodies.get(name)!.toString('utf8'));
-      } catch (error) {
-        throw this.refuse(`its ${name} does not parse: ${(error as Error).message}`);
-      }
-    };
-    const escalations = archiveEscalations(parse(CONFIG_DUMP), parse(SPEC_DUMP), this.profile, this.imageId);
+    const escalations = archiveEscalations(this.parse(CONFIG_DUMP), this.parse(SPEC_DUMP), this.profile, this.imageId);
+    if (escalations.length > 0) throw this.refuse(escalations.join('; '));
+  }
+
+  /** The Docker engine creates the container from docker.json's fields alone: they are what is checked. */
+  private compareDocker(): void {
+    const parsed = DockerArchiveConfig.safeParse(this.parse(DOCKER_CONFIG));
+    if (!parsed.success)
+      throw this.refuse(`its ${DOCKER_CONFIG} is not a container Docker would be given: ${parsed.error.issues[0]?.message ?? ''}`);
+    const escalations = dockerConfigEscalations(parsed.data, this.profile, this.imageId);
     if (escalations.length > 0) throw this.refuse(escalations.join('; '));
   }
 

@@ -118,12 +118,14 @@ export async function probeContainerLevel(deps: {
     return { containerLevel: { available: false, reason }, plainContainers: { available: false, reason } };
   }
   const engine = `${info.engine} ${info.version} (${info.ociRuntime})`;
+  const engineKind = info.engine;
   const plainContainers = { available: true };
   if (info.criuVersion === undefined) {
     return {
       containerLevel: {
         available: false,
         engine,
+        engineKind,
         reason: "no criu on the engine's host: install CRIU >= 4.1 (infra/host-setup.sh side-loads it where the distribution's is too old)",
       },
       plainContainers,
@@ -132,13 +134,17 @@ export async function probeContainerLevel(deps: {
   const check = await deps.criuCheck();
   const arch = machine();
   if (!check.ok || check.command === undefined) {
-    return { containerLevel: { available: false, engine, criuVersion: info.criuVersion, arch, reason: check.detail }, plainContainers };
+    return {
+      containerLevel: { available: false, engine, engineKind, criuVersion: info.criuVersion, arch, reason: check.detail },
+      plainContainers,
+    };
   }
   const facts = deps.criuFacts === undefined ? undefined : await deps.criuFacts(check.command);
   return {
     containerLevel: {
       available: true,
       engine,
+      engineKind,
       criuVersion: info.criuVersion,
       arch,
       ...(facts !== undefined ? { sockets: facts.sockets } : {}),

@@ -1,6 +1,6 @@
 import { artifactPrefix, type ChunkRef } from '../core/checkpoint-artifact.js';
 import { ChunkSealer, type Sealing, type SealingPublicKey } from '../core/checkpoint-sealing.js';
-import { uploadChunked } from '../core/chunked-upload.js';
+import { artifactOf, uploadChunked } from '../core/chunked-upload.js';
 import type { Artifact, ArtifactLocation } from '../core/events.js';
 import type { ObjectStore } from '../core/object-store.js';
 import type { SigningKeyPair } from '../core/signed-envelope.js';
@@ -77,13 +77,7 @@ export async function streamCheckpoint(
     onChunk: (chunk) => onChunk(chunk, sealer.sealing),
   });
   return {
-    artifact: {
-      ...location,
-      sizeBytes: upload.manifest.sizeBytes,
-      sha256: upload.manifest.sha256,
-      chunkCount: upload.manifest.chunks.length,
-      manifestSha256: upload.manifestSha256,
-    },
+    artifact: artifactOf(location, upload),
     ...(runningCopy ? { runningCopyStartedAt: checkpointStartedAt } : {}),
     checkpointStartedAt: frozenAt ?? checkpointStartedAt,
     firstByteAt: dumpedAt ?? upload.firstByteAt,

@@ -11,6 +11,7 @@ const ADDRESSED_TO: Record<CommandName, 'source' | 'destination'> = {
   checkpoint: 'source',
   discard: 'source',
   resume: 'source',
+  'ship-image': 'source',
   prepare: 'destination',
   'chunk-urls': 'destination',
   abort: 'destination',

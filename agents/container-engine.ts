@@ -3,8 +3,8 @@ import type { PublishedPort } from '../core/container-network.js';
 import type { ContainerSecurityProfile } from '../core/container-security.js';
 
 /**
- * The seam between the host agent and the host's container engine. Podman (REST API on its unix
- * socket) is the first implementation; Docker, containerd and the kubelet checkpoint API come later.
+ * The seam between the host agent and the host's container engine: Podman (agents/podman-engine.ts) and
+ * Docker (agents/docker-engine.ts), each over its REST API on its unix socket.
  */
 export interface ContainerEngine {
   /** Engine name/version, OCI runtime, CRIU version, kernel: what registration reports. */
@@ -21,6 +21,15 @@ export interface ContainerEngine {
 
   /** True if the image reference (name:tag or id) resolves on this host. */
   imageExists(ref: string): Promise<boolean>;
+
+  /**
+   * The image as a docker-archive tar (what `podman save` and `docker save` write, which either engine
+   * loads with the same image id): for a destination that lacks it. The stream errors if the engine fails.
+   */
+  saveImage(imageId: string): Promise<Readable>;
+
+  /** Loads a docker-archive tar. The caller checks the image id it expected with imageExists. */
+  loadImage(archive: Readable): Promise<void>;
 
   /**
    * Freezes the container with CRIU and streams the uncompressed checkpoint archive (a tar).
@@ -116,8 +125,10 @@ export interface PlainContainerSpec {
   binds?: Array<{ source: string; destination: string }>;
 }
 
+export type EngineKind = 'podman' | 'docker';
+
 export interface EngineInfo {
-  engine: 'podman';
+  engine: EngineKind;
   version: string;
   apiVersion: string;
   ociRuntime: string;

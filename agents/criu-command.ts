@@ -1,5 +1,9 @@
+import { execFile } from 'node:child_process';
 import { access, constants } from 'node:fs/promises';
 import { delimiter, join } from 'node:path';
+import { promisify } from 'node:util';
+
+const execFileAsync = promisify(execFile);
 
 /** Where infra/host-setup.sh puts its `criu` wrapper (UMS_WRAPPER_DIR there); it comes first in the engine's PATH. */
 export const CRIU_WRAPPER_DIR = '/usr/local/sbin';
@@ -25,4 +29,33 @@ export async function resolveCriu(candidates: readonly string[] = CRIU_CANDIDATE
     }
   }
   return undefined;
+}
+
+const versions = new Map<string, Promise<string | undefined>>();
+
+/**
+ * The version of the criu the host's runc uses, probed once per command with `--version` (neither Podman
+ * 4.3 nor Docker 20.10 reports it). `command`: that criu; default: CRIU_CANDIDATES in order; false: none.
+ */
+export function probeCriuVersion(command?: string | false): Promise<string | undefined> {
+  if (command === false) return Promise.resolve(undefined);
+  const candidates = command !== undefined ? [command] : CRIU_CANDIDATES;
+  const key = candidates.join('\n');
+  let version = versions.get(key);
+  if (version === undefined) {
+    version = (async () => {
+      for (const candidate of candidates) {
+        try {
+          const { stdout } = await execFileAsync(candidate, ['--version'], { timeout: 5000 });
+          const match = /Version:\s*(\S+)/.exec(stdout);
+          if (match?.[1] !== undefined) return match[1];
+        } catch {
+          // Try the next candidate.
+        }
+      }
+      return undefined;
+    })();
+    versions.set(key, version);
+  }
+  return version;
 }

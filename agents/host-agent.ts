@@ -25,7 +25,8 @@ import { streamCheckpoint } from './checkpoint-stream.js';
 import { admitCommand, checkFence } from './command-fence.js';
 import type { ApproachDriver } from './approach-driver.js';
 import type { CapabilityProbe } from './capability-probe.js';
-import { ContainerNotFoundError, CriuError, type ContainerEngine } from './container-engine.js';
+import { ContainerNotFoundError, CriuError, EngineError, type ContainerEngine } from './container-engine.js';
+import { storeImage } from './image-transfer.js';
 import { NotCheckpointableError } from './container-level.js';
 import { checkCpuinfo } from './cpu-compatibility.js';
 import { resolveCriu } from './criu-command.js';
@@ -257,6 +258,9 @@ export class HostAgent {
       case 'prepare':
         await this.restore(command, log);
         break;
+      case 'ship-image':
+        await this.shipImage(command, log);
+        break;
       case 'abort':
         await this.abort(command, log);
         break;
@@ -398,6 +402,48 @@ export class HostAgent {
               : 'engine-failed';
       log.error({ err: error, frozen: frozenNow }, 'checkpoint failed');
       await failed(code, describe(error), frozenNow);
+    }
+  }
+
+  /**
+   * The destination lacks the container's image: save it and store it for the destination (sealed, with a signed
+   * manifest) while the service runs. A failure is the source's checkpoint.failed with nothing frozen, which ends
+   * the migration failed before the freeze.
+   */
+  private async shipImage(command: CommandOf<'ship-image'>, log: Logger): Promise<void> {
+    const { migrationId, container, imageId } = command.data;
+    const { engine, store, transfer, bus } = this.options;
+    if (await bus.lastEvent(migrationId, 'source.image-uploaded', this.principal)) {
+      log.info('image already shipped; nothing to do');
+      return;
+    }
+    const short = imageId.replace(/^sha256:/, '').slice(0, 12);
+    try {
+      const stored = await storeImage(engine, store, command.data, {
+        chunkBytes: transfer.chunkBytes,
+        parallel: transfer.parallel,
+        signer: { agentId: this.id, key: this.options.signingKey },
+      });
+      const ms = stored.uploadedAt.getTime() - stored.startedAt.getTime();
+      log.info({ imageId, bytes: stored.artifact.sizeBytes, chunks: stored.artifact.chunkCount, ms }, 'image shipped');
+      await this.emit('source.image-uploaded', {
+        migrationId,
+        agent: this.id,
+        imageId,
+        artifact: stored.artifact,
+        startedAt: stored.startedAt.toISOString(),
+        uploadedAt: stored.uploadedAt.toISOString(),
+      });
+    } catch (error) {
+      log.error({ err: error, imageId }, 'shipping the image failed');
+      const code: FailureCode = error instanceof EngineError ? (error.status === 404 ? 'image-missing' : 'engine-failed') : 'upload-failed';
+      await this.emit('checkpoint.failed', {
+        migrationId,
+        agent: this.id,
+        code,
+        reason: `shipping the image of "${container}" (id ${short}) from ${this.id} failed: ${describe(error)}; nothing was frozen`,
+        containerCheckpointed: false,
+      });
     }
   }
 

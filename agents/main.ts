@@ -22,6 +22,7 @@ import { loadOrCreateSealingKey } from './sealing-key.js';
 import { loadOrCreateSigningKey } from './signing-key.js';
 import { parseVerifyKeys } from '../core/signed-envelope.js';
 import { CommandVerifier } from '../core/command-signature.js';
+import { DockerEngine } from './docker-engine.js';
 import { PodmanEngine } from './podman-engine.js';
 
 function positiveInt(value: string | number): number {
@@ -40,7 +41,17 @@ const program = new Command('ums-agent')
       .env('UMS_STORE_URL')
       .makeOptionMandatory(),
   )
-  .addOption(new Option('--podman <url>', 'Podman API socket').env('UMS_PODMAN_URL').default('unix:///run/podman/podman.sock'))
+  .addOption(
+    new Option('--engine <engine>', "the host's container engine").choices(['podman', 'docker']).env('UMS_ENGINE').default('podman'),
+  )
+  .addOption(
+    new Option('--podman <url>', 'Podman API socket (--engine podman)').env('UMS_PODMAN_URL').default('unix:///run/podman/podman.sock'),
+  )
+  .addOption(
+    new Option('--docker <url>', 'dockerd API socket (--engine docker; dockerd runs with "experimental": true)')
+      .env('UMS_DOCKER_SOCKET')
+      .default('unix:///run/docker.sock'),
+  )
   .addOption(new Option('--nats <url>', 'NATS server').env('NATS_URL').default('nats://127.0.0.1:4222'))
   .addOption(
     new Option('--chunk-mib <n>', 'checkpoint chunk size').env('UMS_CHUNK_MIB').default(String(DEFAULT_CHUNK_MIB)).argParser(positiveInt),
@@ -106,7 +117,9 @@ const program = new Command('ums-agent')
       cloud: Cloud;
       region: string;
       store: string;
+      engine: 'podman' | 'docker';
       podman: string;
+      docker: string;
       nats: string;
       chunkMib: number | string;
       parallel: number | string;
@@ -145,11 +158,20 @@ const program = new Command('ums-agent')
         );
       log.info({ publicKey: signingKey.publicKey.publicKey, created: signingKey.created }, 'manifest-signing key ready');
       const bus = await connectNatsBus({ servers: options.nats, name: `ums-agent-${agentId}` });
-      const engine = new PodmanEngine({
-        socketPath: options.podman.replace(/^unix:\/\//, ''),
-        where: agentId,
-        logger: log.child({ component: 'podman-engine' }),
-      });
+      const engine =
+        options.engine === 'docker'
+          ? new DockerEngine({
+              socketPath: options.docker.replace(/^unix:\/\//, ''),
+              where: agentId,
+              logger: log.child({ component: 'docker-engine' }),
+            })
+          : new PodmanEngine({
+              socketPath: options.podman.replace(/^unix:\/\//, ''),
+              where: agentId,
+              logger: log.child({ component: 'podman-engine' }),
+            });
+      // Post-copy and the memory beside the export go through the runtime shim Podman is given (agents/post-copy/).
+      const shim = options.engine === 'podman';
       const serviceLevel = new ServiceLevel(engine, options.launcherDir, agentId);
       const volumeMove = new VolumeMove({
         engine,
@@ -158,7 +180,7 @@ const program = new Command('ums-agent')
       });
       const kubelet = kubeletClientFromEnv();
       const postCopy: PostCopyHost | undefined =
-        options.pageRelayAddress === undefined
+        options.pageRelayAddress === undefined || !shim
           ? undefined
           : {
               markerDir: DEFAULT_MARKER_DIR,
@@ -168,8 +190,10 @@ const program = new Command('ums-agent')
       const probe = new CapabilityProbe({
         engine,
         postCopy: async () =>
-          probePostCopy({ engineInfo: () => engine.info(), relayAddress: postCopy?.relayAddress, criu: await resolveCriu() }),
-        memoryBeside: () => probeRuntimeShim({ engineInfo: () => engine.info() }),
+          shim
+            ? probePostCopy({ engineInfo: () => engine.info(), relayAddress: postCopy?.relayAddress, criu: await resolveCriu() })
+            : NO_SHIM_ON_DOCKER,
+        memoryBeside: async () => (shim ? probeRuntimeShim({ engineInfo: () => engine.info() }) : NO_SHIM_ON_DOCKER),
         probeLauncher: (container) => serviceLevel.probe(container),
         securityProfile: (container) => engine.securityProfile(container),
         rootfsChanges: (container) => engine.rootfsChangesBytes(container),
@@ -180,7 +204,7 @@ const program = new Command('ums-agent')
         containerTtlMs: 2_000,
         ...(kubelet && process.env.UMS_KUBELET_URL ? { kubelet: { url: process.env.UMS_KUBELET_URL, prober: kubelet } } : {}),
       });
-      const containerLevel = new ContainerLevel(engine, agentId, volumeMove, { markerDir: DEFAULT_MARKER_DIR });
+      const containerLevel = new ContainerLevel(engine, agentId, volumeMove, shim ? { markerDir: DEFAULT_MARKER_DIR } : undefined);
       // Before any command: a restore or checkpoint a killed agent left (memory beside the export).
       await containerLevel.clearLeftovers().catch((error: unknown) => log.warn({ err: error }, 'could not clear what a killed agent left'));
       const agent = new HostAgent({
@@ -226,6 +250,12 @@ const program = new Command('ums-agent')
       process.once('SIGINT', () => void shutdown('SIGINT'));
     },
   );
+
+/** Docker hosts move containers stop-and-copy, with the memory inside the archive. */
+const NO_SHIM_ON_DOCKER = {
+  available: false,
+  reason: 'post-copy and the memory beside the archive need the runtime shim that Podman is given; this host runs Docker',
+} as const;
 
 program.parseAsync().catch((error: unknown) => {
   createLogger('agent').fatal({ err: error }, 'agent failed to start');

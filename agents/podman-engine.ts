@@ -1,15 +1,13 @@
-import { execFile } from 'node:child_process';
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { posix } from 'node:path';
-import { request, type IncomingMessage } from 'node:http';
-import { PassThrough, Readable } from 'node:stream';
-import { promisify } from 'node:util';
+import type { Readable } from 'node:stream';
 import { createLogger, type Logger } from '../core/log.js';
 import type { PublishedPort } from '../core/container-network.js';
 import type { ContainerSecurityProfile } from '../core/container-security.js';
-import { CRIU_CANDIDATES } from './criu-command.js';
+import { probeCriuVersion } from './criu-command.js';
 import { criuReason } from './criu-log.js';
+import { enc, EngineTransport, expectJson, streamBody, toEngineError } from './engine-transport.js';
 import {
   ContainerNotFoundError,
   CriuError,
@@ -27,8 +25,6 @@ import {
   type VolumeMount,
   type VolumeSpec,
 } from './container-engine.js';
-
-const execFileAsync = promisify(execFile);
 
 /** Podman 4.x serves the libpod API under any /vX.Y.Z prefix; 4.0.0 is the oldest shape we rely on. */
 const API_PREFIX = '/v4.0.0/libpod';
@@ -53,19 +49,21 @@ export interface PodmanEngineOptions {
  * without being buffered here; Podman itself stages them in a temporary file on both sides.
  */
 export class PodmanEngine implements ContainerEngine {
-  private readonly socketPath: string;
+  private readonly api: EngineTransport;
   private readonly where: string;
   private readonly criuCommand: string | false | undefined;
-  private readonly requestTimeoutMs: number;
   private readonly log: Logger;
-  private criuVersion: Promise<string | undefined> | undefined;
   private infoInFlight: Promise<EngineInfo> | undefined;
 
   constructor(options: PodmanEngineOptions) {
-    this.socketPath = options.socketPath;
     this.where = options.where ?? `podman at ${options.socketPath}`;
+    this.api = new EngineTransport({
+      socketPath: options.socketPath,
+      prefix: API_PREFIX,
+      where: this.where,
+      requestTimeoutMs: options.requestTimeoutMs ?? 60_000,
+    });
     this.criuCommand = options.criuCommand;
-    this.requestTimeoutMs = options.requestTimeoutMs ?? 60_000;
     this.log = options.logger ?? createLogger('podman-engine', { where: this.where });
   }
 
@@ -82,7 +80,7 @@ export class PodmanEngine implements ContainerEngine {
   }
 
   private async fetchInfo(): Promise<EngineInfo> {
-    const body = await this.json<LibpodInfo>('info', 'GET', '/info');
+    const body = await this.api.json<LibpodInfo>('info', 'GET', '/info');
     const ociVersion = body.host?.ociRuntime?.version?.split('\n')[0]?.trim();
     const allocated = body.store?.graphRootAllocated ?? 0;
     const used = body.store?.graphRootUsed ?? 0;
@@ -92,7 +90,7 @@ export class PodmanEngine implements ContainerEngine {
       apiVersion: body.version?.APIVersion ?? 'unknown',
       ociRuntime: [body.host?.ociRuntime?.name, ociVersion].filter((s) => s !== undefined && s !== '').join(' ') || 'unknown',
       ...(body.host?.ociRuntime?.path ? { ociRuntimePath: body.host.ociRuntime.path } : {}),
-      criuVersion: await this.probeCriuVersion(),
+      criuVersion: await probeCriuVersion(this.criuCommand),
       kernel: body.host?.kernel ?? 'unknown',
       freeMemoryBytes: body.host?.memFree ?? 0,
       // graphRootAllocated/Used are statfs(2) of the graph root: total minus used is the free space.
@@ -103,7 +101,7 @@ export class PodmanEngine implements ContainerEngine {
   }
 
   async listContainers(): Promise<ContainerSummary[]> {
-    const list = await this.json<LibpodListContainer[]>('list containers', 'GET', '/containers/json?all=true');
+    const list = await this.api.json<LibpodListContainer[]>('list containers', 'GET', '/containers/json?all=true');
     // The list has no Checkpointed flag; only a stopped container can be a kept checkpoint, so inspect those.
     const summaries = await Promise.all(
       list.map(async (c) => {
@@ -115,7 +113,7 @@ export class PodmanEngine implements ContainerEngine {
   }
 
   async inspectContainer(nameOrId: string): Promise<ContainerSummary | undefined> {
-    const res = await this.call('inspect container', 'GET', `/containers/${enc(nameOrId)}/json`);
+    const res = await this.api.call('inspect container', 'GET', `/containers/${enc(nameOrId)}/json`);
     if (res.status === 404) return undefined;
     const c = await expectJson<LibpodInspect>(res, 'inspect container');
     return {
@@ -133,7 +131,7 @@ export class PodmanEngine implements ContainerEngine {
 
   /** Podman's inspect with size=true: SizeRw is the writable layer, which the checkpoint archive carries as rootfs-diff.tar. */
   async rootfsChangesBytes(nameOrId: string): Promise<number | undefined> {
-    const res = await this.call('inspect container size', 'GET', `/containers/${enc(nameOrId)}/json?size=true`);
+    const res = await this.api.call('inspect container size', 'GET', `/containers/${enc(nameOrId)}/json?size=true`);
     if (res.status === 404) {
       res.body.resume();
       return undefined;
@@ -144,7 +142,7 @@ export class PodmanEngine implements ContainerEngine {
 
   /** From Podman's inspect (see ContainerEngine.securityProfile). */
   async securityProfile(nameOrId: string): Promise<ContainerSecurityProfile | undefined> {
-    const res = await this.call('inspect container', 'GET', `/containers/${enc(nameOrId)}/json`);
+    const res = await this.api.call('inspect container', 'GET', `/containers/${enc(nameOrId)}/json`);
     if (res.status === 404) {
       res.body.resume();
       return undefined;
@@ -157,7 +155,7 @@ export class PodmanEngine implements ContainerEngine {
    * restore.log); the engine's error itself names only runc's command line.
    */
   private async explainCriuFailure(error: EngineError, name: string, operation: 'checkpoint' | 'restore'): Promise<Error> {
-    const res = await this.call('inspect container', 'GET', `/containers/${enc(name)}/json`).catch(() => undefined);
+    const res = await this.api.call('inspect container', 'GET', `/containers/${enc(name)}/json`).catch(() => undefined);
     if (res === undefined || res.status !== 200) {
       res?.body.resume();
       return error;
@@ -169,12 +167,12 @@ export class PodmanEngine implements ContainerEngine {
   }
 
   async listImages(): Promise<ImageSummary[]> {
-    const list = await this.json<LibpodImage[]>('list images', 'GET', '/images/json');
+    const list = await this.api.json<LibpodImage[]>('list images', 'GET', '/images/json');
     return list.map((i) => ({ id: i.Id, names: i.Names ?? i.RepoTags ?? [], sizeBytes: i.Size ?? 0 }));
   }
 
   async imageExists(ref: string): Promise<boolean> {
-    const res = await this.call('image exists', 'GET', `/images/${enc(ref)}/exists`);
+    const res = await this.api.call('image exists', 'GET', `/images/${enc(ref)}/exists`);
     if (res.status === 204 || res.status === 200) {
       res.body.resume();
       return true;
@@ -184,6 +182,37 @@ export class PodmanEngine implements ContainerEngine {
       return false;
     }
     throw await toEngineError(res, 'image exists');
+  }
+
+  /**
+   * GET /images/export?format=docker-archive with the id and every name of the image as references: one image
+   * (they all resolve to it), its names as the archive's RepoTags, so that a load restores them too (a
+   * checkpoint's restore looks its image up by name). Podman writes the archive to a temporary file first.
+   */
+  async saveImage(imageId: string): Promise<Readable> {
+    const inspected = await this.api.call('save image', 'GET', `/images/${enc(imageId)}/json`);
+    if (inspected.status === 404) {
+      inspected.body.resume();
+      throw new EngineError('save image', 404, `no image ${imageId} on ${this.where}`);
+    }
+    const image = await expectJson<LibpodImage>(inspected, 'save image');
+    const query = new URLSearchParams({ format: 'docker-archive' });
+    for (const reference of [image.Id, ...(image.RepoTags ?? [])]) query.append('references', reference);
+    const res = await this.api.call('save image', 'GET', `/images/export?${query}`, { timeout: false });
+    if (res.status !== 200) throw await toEngineError(res, 'save image');
+    return streamBody(res, 'save image');
+  }
+
+  /** POST /images/load with the docker-archive as the body; Podman spools it to a file, then loads it. */
+  async loadImage(archive: Readable): Promise<void> {
+    const started = Date.now();
+    const res = await this.api.call('load image', 'POST', '/images/load', {
+      timeout: false,
+      body: archive,
+      headers: { 'Content-Type': 'application/x-tar' },
+    });
+    const report = await expectJson<{ Names?: string[] }>(res, 'load image');
+    this.log.info({ names: report.Names ?? [], ms: Date.now() - started }, 'image loaded');
   }
 
   /**
@@ -198,34 +227,14 @@ export class PodmanEngine implements ContainerEngine {
     if (options.fileLocks === true) query.set('fileLocks', 'true');
     if (options.ignoreVolumes === true) query.set('ignoreVolumes', 'true');
     const started = Date.now();
-    const res = await this.call('checkpoint', 'POST', `/containers/${enc(name)}/checkpoint?${query}`, { timeout: false });
+    const res = await this.api.call('checkpoint', 'POST', `/containers/${enc(name)}/checkpoint?${query}`, { timeout: false });
     if (res.status === 404) {
       res.body.resume();
       throw new ContainerNotFoundError(name, this.where);
     }
     if (res.status !== 200) throw await this.explainCriuFailure(await toEngineError(res, 'checkpoint'), name, 'checkpoint');
     this.log.debug({ container: name, firstByteMs: Date.now() - started }, 'checkpoint archive streaming');
-
-    // Hand out a PassThrough so a connection that drops mid-archive surfaces as an error on the stream
-    // the caller holds, instead of a silent early end that would look like a short but valid tar.
-    const out = new PassThrough({ highWaterMark: 1024 * 1024 });
-    const expected = Number(res.body.headers['content-length'] ?? NaN);
-    let received = 0;
-    res.body.on('data', (chunk: Buffer) => {
-      received += chunk.length;
-    });
-    res.body.once('error', (error) => out.destroy(new EngineError('checkpoint', 200, `archive stream broke: ${error.message}`)));
-    res.body.once('aborted', () => out.destroy(new EngineError('checkpoint', 200, 'archive stream aborted by the engine')));
-    res.body.once('end', () => {
-      if (Number.isFinite(expected) && received !== expected) {
-        out.destroy(new EngineError('checkpoint', 200, `archive truncated: ${received} of ${expected} bytes`));
-      }
-    });
-    out.once('close', () => {
-      if (!res.body.complete) res.body.destroy();
-    });
-    res.body.pipe(out);
-    return out;
+    return streamBody(res, 'checkpoint');
   }
 
   /**
@@ -246,7 +255,7 @@ export class PodmanEngine implements ContainerEngine {
     if (options.fileLocks === true) query.set('fileLocks', 'true');
     if (options.ignoreVolumes === true) query.set('ignoreVolumes', 'true');
     const started = Date.now();
-    const res = await this.call('restore', 'POST', `/containers/${enc(name)}/restore?${query}`, {
+    const res = await this.api.call('restore', 'POST', `/containers/${enc(name)}/restore?${query}`, {
       timeout: false,
       body: typeof archive === 'string' ? createReadStream(archive) : archive,
       headers: { 'Content-Type': 'application/x-tar', ...(size !== undefined ? { 'Content-Length': String(size) } : {}) },
@@ -263,7 +272,7 @@ export class PodmanEngine implements ContainerEngine {
     const query = new URLSearchParams({ printStats: 'true' });
     if (options.tcpEstablished === true) query.set('tcpEstablished', 'true');
     if (options.fileLocks === true) query.set('fileLocks', 'true');
-    const res = await this.call('resume checkpointed', 'POST', `/containers/${enc(name)}/restore?${query}`, { timeout: false });
+    const res = await this.api.call('resume checkpointed', 'POST', `/containers/${enc(name)}/restore?${query}`, { timeout: false });
     if (res.status === 404) {
       res.body.resume();
       throw new ContainerNotFoundError(name, this.where);
@@ -276,7 +285,7 @@ export class PodmanEngine implements ContainerEngine {
 
   /** POST /containers/{name}/start: a fresh start from the image and its filesystem (304: it runs already). */
   async startContainer(name: string): Promise<void> {
-    const res = await this.call('start container', 'POST', `/containers/${enc(name)}/start`);
+    const res = await this.api.call('start container', 'POST', `/containers/${enc(name)}/start`);
     if (res.status === 404) {
       res.body.resume();
       throw new ContainerNotFoundError(name, this.where);
@@ -290,7 +299,7 @@ export class PodmanEngine implements ContainerEngine {
     // a restored container's volumes are never anonymous: Podman recreates them by name).
     const volumes = options.withVolumes === true ? ((await this.volumesOf(name).catch(() => undefined)) ?? []).map((v) => v.name) : [];
     const query = new URLSearchParams({ force: String(options.force === true), v: 'true' });
-    const res = await this.call('remove container', 'DELETE', `/containers/${enc(name)}?${query}`);
+    const res = await this.api.call('remove container', 'DELETE', `/containers/${enc(name)}?${query}`);
     if (res.status === 404) {
       res.body.resume();
       return;
@@ -298,7 +307,7 @@ export class PodmanEngine implements ContainerEngine {
     if (res.status !== 200 && res.status !== 204) throw await toEngineError(res, 'remove container');
     res.body.resume();
     for (const volume of volumes) {
-      const removed = await this.call('remove volume', 'DELETE', `/volumes/${enc(volume)}`);
+      const removed = await this.api.call('remove volume', 'DELETE', `/volumes/${enc(volume)}`);
       removed.body.resume();
       // 404: gone already (v=true took an anonymous one); 409: another container here uses it, so it stays.
       if (removed.status !== 204 && removed.status !== 200 && removed.status !== 404) {
@@ -309,7 +318,7 @@ export class PodmanEngine implements ContainerEngine {
 
   /** GET /containers/{name}/json, then /volumes/{name}/json for each volume it mounts. */
   async volumesOf(nameOrId: string): Promise<VolumeMount[] | undefined> {
-    const res = await this.call('inspect container', 'GET', `/containers/${enc(nameOrId)}/json`);
+    const res = await this.api.call('inspect container', 'GET', `/containers/${enc(nameOrId)}/json`);
     if (res.status === 404) {
       res.body.resume();
       return undefined;
@@ -319,7 +328,7 @@ export class PodmanEngine implements ContainerEngine {
     const mounts: VolumeMount[] = [];
     for (const m of inspect.Mounts ?? []) {
       if (m.Type !== 'volume' || m.Name === undefined || m.Name === '') continue;
-      const volume = await this.json<LibpodVolume>('inspect volume', 'GET', `/volumes/${enc(m.Name)}/json`);
+      const volume = await this.api.json<LibpodVolume>('inspect volume', 'GET', `/volumes/${enc(m.Name)}/json`);
       mounts.push({
         name: volume.Name,
         driver: volume.Driver ?? 'local',
@@ -334,14 +343,15 @@ export class PodmanEngine implements ContainerEngine {
 
   /** POST /volumes/create, after a GET that finds none of that name (Podman answers 500 for an existing one). */
   async createVolume(spec: VolumeSpec): Promise<{ mountpoint: string }> {
-    const existing = await this.call('inspect volume', 'GET', `/volumes/${enc(spec.name)}/json`);
+    const existing = await this.api.call('inspect volume', 'GET', `/volumes/${enc(spec.name)}/json`);
     existing.body.resume();
     if (existing.status !== 404) throw new VolumeExistsError(spec.name, this.where);
-    const body = JSON.stringify({ Name: spec.name, Driver: spec.driver, Labels: spec.labels, Options: spec.options });
-    const res = await this.call('create volume', 'POST', '/volumes/create', {
-      body: Readable.from([body]),
-      headers: { 'Content-Type': 'application/json', 'Content-Length': String(Buffer.byteLength(body)) },
-    });
+    const res = await this.api.call(
+      'create volume',
+      'POST',
+      '/volumes/create',
+      EngineTransport.jsonBody({ Name: spec.name, Driver: spec.driver, Labels: spec.labels, Options: spec.options }),
+    );
     if (res.status !== 201 && res.status !== 200) {
       const error = await toEngineError(res, 'create volume');
       throw /already exists/.test(error.detail) ? new VolumeExistsError(spec.name, this.where) : error;
@@ -351,28 +361,29 @@ export class PodmanEngine implements ContainerEngine {
   }
 
   async removeVolume(name: string): Promise<void> {
-    const res = await this.call('remove volume', 'DELETE', `/volumes/${enc(name)}`);
+    const res = await this.api.call('remove volume', 'DELETE', `/volumes/${enc(name)}`);
     if (res.status !== 204 && res.status !== 200 && res.status !== 404) throw await toEngineError(res, 'remove volume');
     res.body.resume();
   }
 
   /** POST /containers/create with a SpecGenerator, then /containers/{name}/start. */
   async runContainer(spec: PlainContainerSpec): Promise<{ id: string }> {
-    const body = JSON.stringify({
-      name: spec.name,
-      image: spec.image,
-      env: spec.env ?? {},
-      cap_add: spec.capAdd ?? [],
-      ...(spec.seccompProfile ? { seccomp_profile_path: spec.seccompProfile } : {}),
-      mounts: (spec.binds ?? []).map((b) => ({ type: 'bind', source: b.source, destination: b.destination, options: ['rbind'] })),
-    });
-    const created = await this.call('create container', 'POST', '/containers/create', {
-      body: Readable.from([body]),
-      headers: { 'Content-Type': 'application/json', 'Content-Length': String(Buffer.byteLength(body)) },
-    });
+    const created = await this.api.call(
+      'create container',
+      'POST',
+      '/containers/create',
+      EngineTransport.jsonBody({
+        name: spec.name,
+        image: spec.image,
+        env: spec.env ?? {},
+        cap_add: spec.capAdd ?? [],
+        ...(spec.seccompProfile ? { seccomp_profile_path: spec.seccompProfile } : {}),
+        mounts: (spec.binds ?? []).map((b) => ({ type: 'bind', source: b.source, destination: b.destination, options: ['rbind'] })),
+      }),
+    );
     if (created.status !== 201) throw await toEngineError(created, 'create container');
     const { Id } = await expectJson<{ Id: string }>(created, 'create container');
-    const started = await this.call('start container', 'POST', `/containers/${enc(spec.name)}/start`);
+    const started = await this.api.call('start container', 'POST', `/containers/${enc(spec.name)}/start`);
     if (started.status !== 204 && started.status !== 304) {
       const error = await toEngineError(started, 'start container');
       await this.removeContainer(spec.name, { force: true }).catch(() => undefined);
@@ -381,108 +392,6 @@ export class PodmanEngine implements ContainerEngine {
     started.body.resume();
     return { id: Id };
   }
-
-  private async json<T>(operation: string, method: string, path: string): Promise<T> {
-    const res = await this.call(operation, method, path);
-    return expectJson<T>(res, operation);
-  }
-
-  private call(
-    operation: string,
-    method: string,
-    path: string,
-    extra: { timeout?: false; body?: Readable; headers?: Record<string, string> } = {},
-  ): Promise<ApiResponse> {
-    return new Promise((resolve, reject) => {
-      const req = request(
-        { socketPath: this.socketPath, method, path: `${API_PREFIX}${path}`, headers: { Host: 'd', ...extra.headers } },
-        (res) => resolve({ status: res.statusCode ?? 0, body: res }),
-      );
-      if (extra.timeout !== false) {
-        req.setTimeout(this.requestTimeoutMs, () =>
-          req.destroy(new EngineError(operation, 0, `no answer from ${this.where} within ${this.requestTimeoutMs} ms`)),
-        );
-      }
-      req.once('error', (error) =>
-        reject(error instanceof EngineError ? error : new EngineError(operation, 0, `cannot reach ${this.where}: ${error.message}`)),
-      );
-      if (extra.body !== undefined) {
-        extra.body.once('error', (error) =>
-          req.destroy(new EngineError(operation, 0, `reading the request body failed: ${error.message}`)),
-        );
-        extra.body.pipe(req);
-      } else {
-        req.end();
-      }
-    });
-  }
-
-  private probeCriuVersion(): Promise<string | undefined> {
-    const configured = this.criuCommand;
-    if (configured === false) return Promise.resolve(undefined);
-    this.criuVersion ??= (async () => {
-      const candidates = configured !== undefined ? [configured] : CRIU_CANDIDATES;
-      for (const command of candidates) {
-        try {
-          const { stdout } = await execFileAsync(command, ['--version'], { timeout: 5000 });
-          const match = /Version:\s*(\S+)/.exec(stdout);
-          if (match?.[1] !== undefined) return match[1];
-        } catch {
-          // Try the next candidate.
-        }
-      }
-      return undefined;
-    })();
-    return this.criuVersion;
-  }
-}
-
-interface ApiResponse {
-  status: number;
-  body: IncomingMessage;
-}
-
-async function readBody(res: IncomingMessage, limit = 4 * 1024 * 1024): Promise<string> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of res) {
-    const buf = chunk as Buffer;
-    size += buf.length;
-    if (size > limit) {
-      res.destroy();
-      break;
-    }
-    chunks.push(buf);
-  }
-  return Buffer.concat(chunks).toString('utf8');
-}
-
-async function expectJson<T>(res: ApiResponse, operation: string): Promise<T> {
-  if (res.status < 200 || res.status >= 300) throw await toEngineError(res, operation);
-  const text = await readBody(res.body);
-  try {
-    return JSON.parse(text) as T;
-  } catch {
-    throw new EngineError(operation, res.status, `unparseable response: ${text.slice(0, 500)}`);
-  }
-}
-
-/** Podman's errors are {"cause","message","response"}; its message already includes the cause. */
-async function toEngineError(res: ApiResponse, operation: string): Promise<EngineError> {
-  const text = await readBody(res.body, 64 * 1024).catch(() => '');
-  let detail = text.trim();
-  try {
-    const parsed = JSON.parse(text) as { message?: unknown; cause?: unknown };
-    if (typeof parsed.message === 'string' && parsed.message !== '') detail = parsed.message;
-    else if (typeof parsed.cause === 'string') detail = parsed.cause;
-  } catch {
-    // Not JSON: keep the raw text.
-  }
-  return new EngineError(operation, res.status, detail === '' ? 'no error detail from the engine' : detail);
-}
-
-function enc(segment: string): string {
-  return encodeURIComponent(segment);
 }
 
 function toState(status: string | undefined): ContainerState {

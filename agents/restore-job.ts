@@ -1,49 +1,16 @@
-import { createHash, randomUUID, type KeyObject } from 'node:crypto';
-import { Readable, Writable } from 'node:stream';
-import {
-  chunkKey,
-  Manifest,
-  manifestKey,
-  MAX_CHUNK_BYTES,
-  MAX_MANIFEST_BYTES,
-  type ChunkRef,
-  verifyManifest,
-} from '../core/checkpoint-artifact.js';
-import { ChunkOpener, SealingError, TAG_BYTES, type Sealing } from '../core/checkpoint-sealing.js';
+import { randomUUID, type KeyObject } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { type ChunkRef, type Manifest } from '../core/checkpoint-artifact.js';
+import { ChunkOpener, type Sealing } from '../core/checkpoint-sealing.js';
 import type { EventBus, Subscription } from '../core/event-bus.js';
-import type { CommandData, EventData, EventName, FailureCode } from '../core/events.js';
+import type { CommandData, EventData, EventName } from '../core/events.js';
 import type { Logger } from '../core/log.js';
-import {
-  DownloadSizeMismatchError,
-  downloadSignedUrl,
-  DownloadTooLargeError,
-  SignedUrlNotFoundError,
-  SignedUrlRedirectError,
-  SignedUrlRejectedError,
-} from '../core/object-stores/signed-url-download.js';
-import { checkSignedUrl, SignedUrlPolicyError, type SignedUrlPolicy } from '../core/object-stores/signed-url-policy.js';
-import { SignatureError } from '../core/signed-envelope.js';
+import { checkSignedUrl, type SignedUrlPolicy } from '../core/object-stores/signed-url-policy.js';
 import { VolumeExistsError, type ContainerEngine } from './container-engine.js';
+import { ShippedImage, type LoadedImage } from './image-transfer.js';
+import { describeFetchError, fetchChunk, fetchManifest, RestoreAbandonedError, RestoreRefusedError } from './verified-download.js';
 
-/** A restore refused for a reason the operator can act on; `code` goes into the restore.failed event. */
-export class RestoreRefusedError extends Error {
-  constructor(
-    readonly code: FailureCode,
-    message: string,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-    this.name = 'RestoreRefusedError';
-  }
-}
-
-/** The source gave up (or the migration ended elsewhere): stop quietly, the saga already knows. */
-export class RestoreAbandonedError extends Error {
-  constructor(reason: string) {
-    super(reason);
-    this.name = 'RestoreAbandonedError';
-  }
-}
+export { RestoreAbandonedError, RestoreRefusedError } from './verified-download.js';
 
 export interface RestoreJobOptions {
   command: CommandData<'prepare'>;
@@ -111,7 +78,7 @@ type Phase =
 
 /**
  * The destination's side of one migration. It checks what it can before the source freezes (name
- * free, image present), then fetches chunks as the source announces them, each through its signed URL
+ * free, image present: if the engine lacks it, the source ships it first, agents/image-transfer.ts), then fetches chunks as the source announces them, each through its signed URL
  * and verified against its sha256, and feeds them in order into the engine's restore, which spools
  * them while later chunks are still uploading. The last chunk goes to the engine only once the
  * manifest has been checked against the digest the source announced and its signature verified with the
@@ -153,8 +120,23 @@ export class RestoreJob {
    * in the e2e tests with chunks verified and waiting, so keep the flag.
    */
   private engineWantsMore = true;
+  /** The image, shipped by the source if the preflight finds the engine lacks it. */
+  private readonly image: ShippedImage;
+  private imageLoaded: LoadedImage | undefined;
 
   constructor(private readonly options: RestoreJobOptions) {
+    const { command, engine, bus, emit, agentId, sealingKey, parallel, log } = options;
+    this.image = new ShippedImage({
+      command,
+      engine,
+      bus,
+      emit,
+      agentId,
+      sealingKey,
+      parallel,
+      log,
+      checkUrl: (url, key) => this.checkUrl(url, key),
+    });
     this.archive = new Readable({
       read: () => {
         this.engineWantsMore = true;
@@ -168,6 +150,7 @@ export class RestoreJob {
 
   /** Signed URLs from a chunk-urls command (may arrive before or while the job runs). */
   addUrls(urls: CommandData<'chunk-urls'>): void {
+    if (urls.of === 'image') return this.image.addUrls(urls);
     if (urls.manifestUrl) this.urls.manifest = urls.manifestUrl;
     for (const chunk of urls.chunks) this.urls.chunks.set(chunk.index, chunk.url);
     this.urls.requestedUpTo = Math.max(this.urls.requestedUpTo, ...urls.chunks.map((c) => c.index + 1));
@@ -233,6 +216,9 @@ export class RestoreJob {
         migrationId: command.migrationId,
         agent: this.options.agentId,
         freeDiskBytes: this.freeDiskBytes,
+        ...(this.imageLoaded
+          ? { imageLoaded: { loadedAt: this.imageLoaded.loadedAt.toISOString(), tags: this.imageLoaded.tags.slice(0, 64) } }
+          : {}),
       });
       const restored = await restoring;
       log.info({ chunks: this.downloads.sent, bytes: this.verifiedBytes() }, 'restored from verified chunks');
@@ -265,12 +251,8 @@ export class RestoreJob {
         `a container named "${command.container}" already exists here (${existing.state}); remove or rename it, then migrate again`,
       );
     }
-    if (!(await engine.imageExists(command.imageId))) {
-      throw new RestoreRefusedError(
-        'image-missing',
-        `image "${command.image}" (id ${command.imageId.slice(0, 12)}) is not present on this host; load that image here first (the checkpoint carries the container's changes, not its base image)`,
-      );
-    }
+    // The engine's answer, not the last heartbeat's: an image loaded here a moment ago is not shipped again.
+    if (!(await engine.imageExists(command.imageId))) this.imageLoaded = await this.image.load();
     await this.options.checkRequirements?.();
     // Measured now, before the freeze: asking the engine is slow, and the answer is needed at the end.
     this.freeDiskBytes = (await engine.info()).freeDiskBytes;
@@ -288,6 +270,7 @@ export class RestoreJob {
   private fail(error: Error): Error {
     if (this.failure) return this.failure;
     this.failure = error;
+    this.image.abandon(error);
     this.archive.destroy(error);
     return error;
   }
@@ -401,35 +384,14 @@ export class RestoreJob {
   private async fetch(chunk: ChunkRef, url: string, opener: ChunkOpener): Promise<void> {
     this.downloads.fetching.add(chunk.index);
     try {
-      if (chunk.sizeBytes > MAX_CHUNK_BYTES + TAG_BYTES) {
-        throw new RestoreRefusedError(
-          'size-mismatch',
-          `chunk ${chunk.index} was announced with ${chunk.sizeBytes} bytes, over the ${MAX_CHUNK_BYTES + TAG_BYTES} a sealed chunk may have`,
-        );
-      }
-      this.checkUrl(url, chunkKey(this.options.command.artifact.prefix, chunk.index));
-      const sealed = await downloadInto(Buffer.allocUnsafe(chunk.sizeBytes), url);
-      const sha256 = createHash('sha256').update(sealed).digest('hex');
-      if (sha256 !== chunk.sha256) {
-        throw new RestoreRefusedError(
-          'digest-mismatch',
-          `chunk ${chunk.index} of the checkpoint has sha256 ${sha256}, the source announced ${chunk.sha256}: it was corrupted or replaced in the store`,
-        );
-      }
-      let data: Buffer;
-      try {
-        // In place: the chunk held until the engine takes it is the downloaded buffer itself, no second copy.
-        data = opener.openInPlace(chunk.index, sealed);
-      } catch (error) {
-        if (!(error instanceof SealingError)) throw error;
-        throw new RestoreRefusedError('seal-invalid', `${error.message}; refused, nothing restored`);
-      }
+      const { prefix } = this.options.command.artifact;
+      const data = await fetchChunk(chunk, url, prefix, opener, (u, key) => this.checkUrl(u, key), 'checkpoint');
       if (this.failure) return;
       this.downloads.verified.set(chunk.index, data);
       this.lastActivity = Date.now();
       this.reportProgress();
     } catch (error) {
-      this.fail(describeFetchError(chunk.index, error));
+      this.fail(describeFetchError(`chunk ${chunk.index}`, error));
     } finally {
       this.downloads.fetching.delete(chunk.index);
     }
@@ -446,48 +408,16 @@ export class RestoreJob {
       if (uploaded.artifact.storeUrl !== expected.storeUrl || uploaded.artifact.prefix !== expected.prefix) {
         throw new RestoreRefusedError('manifest-invalid', 'the source announced the archive at another place than the migration names');
       }
-      this.checkUrl(url, manifestKey(expected.prefix));
-      const body = await downloadInto(undefined, url, MAX_MANIFEST_BYTES);
-      const sha256 = createHash('sha256').update(body).digest('hex');
-      if (sha256 !== uploaded.artifact.manifestSha256) {
-        throw new RestoreRefusedError(
-          'manifest-invalid',
-          `the checkpoint manifest has sha256 ${sha256}, the source announced ${uploaded.artifact.manifestSha256}: it was replaced in the store`,
-        );
-      }
-      let manifest: Manifest;
-      try {
-        manifest = Manifest.parse(JSON.parse(body.toString('utf8')));
-        // The schema bounds each stored chunk by chunkBytes plus its tag; this bounds chunkBytes itself.
-        if (manifest.chunkBytes > MAX_CHUNK_BYTES) {
-          throw new Error(`chunks of ${manifest.chunkBytes} bytes, over the ${MAX_CHUNK_BYTES} allowed`);
-        }
-      } catch (error) {
-        // JSON.parse quotes the input it failed on: nothing fetched goes into the reason (it reaches events).
-        const why = error instanceof SyntaxError ? 'not JSON' : describe(error);
-        throw new RestoreRefusedError('manifest-invalid', `the checkpoint manifest does not parse: ${why}`);
-      }
-      // Before anything in it is trusted: the source agent signed this manifest, for this migration and prefix,
-      // with the key the planner recorded from its registration (it came in the signed prepare command).
+      // The source agent signed it, for this migration and prefix, with the key the planner recorded from its
+      // registration (it came in the signed prepare command).
       const { command } = this.options;
-      try {
-        verifyManifest(manifest, {
-          agentId: command.sourceAgent,
-          publicKey: command.sourceManifestKey,
-          migrationId: command.migrationId,
-          prefix: command.artifact.prefix,
-        });
-      } catch (error) {
-        if (!(error instanceof SignatureError)) throw error;
-        const reason = `the checkpoint manifest is refused (${error.code}): ${error.message}; nothing restored`;
-        throw new RestoreRefusedError('manifest-invalid', reason, { cause: error });
-      }
-      if (manifest.chunks.length !== uploaded.artifact.chunkCount || manifest.sizeBytes !== uploaded.artifact.sizeBytes) {
-        throw new RestoreRefusedError(
-          'manifest-invalid',
-          `the manifest lists ${manifest.chunks.length} chunks / ${manifest.sizeBytes} bytes, the source announced ${uploaded.artifact.chunkCount} / ${uploaded.artifact.sizeBytes}`,
-        );
-      }
+      const manifest = await fetchManifest(
+        url,
+        uploaded.artifact,
+        { agentId: command.sourceAgent, publicKey: command.sourceManifestKey, migrationId: command.migrationId, prefix: expected.prefix },
+        (u, key) => this.checkUrl(u, key),
+        'checkpoint',
+      );
       if (!this.acceptSealing(manifest.sealing, 'the manifest')) return;
       const free = this.freeDiskBytes;
       if (free < manifest.sizeBytes * DISK_PER_ARCHIVE_BYTE) {
@@ -510,7 +440,7 @@ export class RestoreJob {
       this.manifest = manifest;
       this.pump();
     } catch (error) {
-      this.fail(error instanceof RestoreRefusedError ? error : describeFetchError('manifest', error));
+      this.fail(describeFetchError('the manifest', error));
     }
   }
 
@@ -558,31 +488,6 @@ export class RestoreJob {
   }
 }
 
-/**
- * Downloads into `into` (a chunk of known size, no copy) or into a growing list (the small manifest).
- * A resumed transfer continues where it stopped, so writing in arrival order is right.
- */
-async function downloadInto(into: Buffer | undefined, url: string, maxBytes?: number): Promise<Buffer> {
-  const parts: Buffer[] = [];
-  let filled = 0;
-  const sink = new Writable({
-    write(part: Buffer, _encoding, callback) {
-      if (into) {
-        if (filled + part.length > into.length) return callback(new DownloadSizeMismatchError('chunk', into.length, filled + part.length));
-        part.copy(into, filled);
-      } else parts.push(part);
-      filled += part.length;
-      callback();
-    },
-  });
-  await downloadSignedUrl(url, sink, {
-    retries: 4,
-    ...(into ? { expectedSize: into.length } : {}),
-    ...(maxBytes !== undefined ? { maxBytes } : {}),
-  });
-  return into ?? Buffer.concat(parts);
-}
-
 /** The engine spools the archive as it arrives: running out of room there is a full disk, not an engine fault. */
 function engineFailure(error: unknown, chunksSent: number): RestoreRefusedError {
   if (error instanceof VolumeExistsError) return new RestoreRefusedError('destination-incompatible', error.message);
@@ -597,18 +502,4 @@ function engineFailure(error: unknown, chunksSent: number): RestoreRefusedError 
 
 function describe(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
-}
-
-function describeFetchError(what: number | 'manifest', error: unknown): RestoreRefusedError {
-  const name = what === 'manifest' ? 'the manifest' : `chunk ${what}`;
-  const message = describe(error);
-  if (error instanceof RestoreRefusedError) return error;
-  if (error instanceof SignedUrlRejectedError || error instanceof SignedUrlPolicyError || error instanceof SignedUrlRedirectError)
-    return new RestoreRefusedError('url-rejected', `${name}: ${message}`);
-  if (error instanceof DownloadTooLargeError) return new RestoreRefusedError('size-mismatch', `${name} is too large: ${message}`);
-  if (error instanceof SignedUrlNotFoundError)
-    return new RestoreRefusedError('download-failed', `${name} is missing from the store: ${message}`);
-  if (error instanceof DownloadSizeMismatchError)
-    return new RestoreRefusedError('size-mismatch', `${name} was truncated or replaced in the store: ${message}`);
-  return new RestoreRefusedError('download-failed', `downloading ${name} failed: ${message}`);
 }

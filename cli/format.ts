@@ -101,6 +101,7 @@ export function planSummary(plan: Plan): unknown {
     candidates: plan.decision.candidates,
     mode: plan.mode,
     memoryBeside: plan.memoryBeside,
+    image: plan.image,
     ...(plan.connections !== undefined ? { connections: plan.connections } : {}),
     ...(plan.storage !== undefined ? { storage: plan.storage } : {}),
   };
@@ -117,6 +118,7 @@ export function formatPlan(plan: Plan): string {
         `${plan.container.name}: ${plan.source.agentId} -> ${plan.destination.agentId} at ${plan.decision.approach} level`,
         `  ${plan.decision.reason}`,
         `  archive ~${bytes(plan.decision.archive.bytes)}: ${plan.decision.archive.basis}`,
+        `  image: ${plan.image.reason}`,
         ...(plan.decision.archive.measured ? [] : ['  (the estimate is only as good as that assumption)']),
       ].join('\n')
     : `refused (${plan.code}): ${plan.reason}`;
@@ -159,6 +161,37 @@ function formatConnections(connections: ConnectionPlan): string {
     `  closed: ${connections.closed}`,
   ];
   return lines.join('\n');
+}
+
+/**
+ * What happened to the container's image in one migration, for `ums status`: shipped (bytes, how long each
+ * side took), found at the destination, or not known yet. Undefined for records planned before images moved.
+ */
+export function formatImageShipping(record: MigrationRecord): string | undefined {
+  const shipping = record.imageShipping;
+  if (shipping === undefined) return undefined;
+  const t = record.times;
+  const seconds = (from: string | undefined, to: string | undefined) =>
+    from !== undefined && to !== undefined ? `${((Date.parse(to) - Date.parse(from)) / 1000).toFixed(1)} s` : undefined;
+  if (shipping.needed !== true) {
+    if (t.preparedAt === undefined)
+      return shipping.expected ? 'not listed at the destination at planning; its engine not asked yet' : undefined;
+    return `present at the destination, not shipped${shipping.expected ? " (its last heartbeat had not listed it: the destination's engine had it)" : ''}`;
+  }
+  if (t.imageLoadedAt === undefined && record.state === 'failed')
+    return `the destination lacked it; the migration failed while it was shipped (${shipping.artifact ? 'stored, not loaded' : 'not stored'}), nothing was frozen`;
+  if (shipping.artifact === undefined)
+    return `shipping: the destination lacks it; the source is storing it (since ${t.imageNeededAt ?? '?'})`;
+  const stored = seconds(t.imageNeededAt, t.imageUploadedAt);
+  const loaded = seconds(t.imageUploadedAt, t.imageLoadedAt);
+  const total = seconds(t.imageNeededAt, t.imageLoadedAt);
+  return [
+    `shipped before the freeze: ${bytes(shipping.artifact.sizeBytes)} (sealed, ${shipping.artifact.chunkCount} chunk(s))`,
+    ...(stored ? [`saved and stored in ${stored}`] : []),
+    loaded ? `fetched, verified and loaded in ${loaded}` : 'not loaded yet',
+    ...(total ? [`${total} in all`] : []),
+    ...(shipping.tags && shipping.tags.length > 0 ? [`names ${shipping.tags.join(', ')}`] : []),
+  ].join(', ');
 }
 
 /** The frontman's phases in one migration: drained, held N, released (to where). */

@@ -106,7 +106,21 @@ export async function migrate(container: string, options: MigrateOptions): Promi
           say(`    archive ~${bytes(frozenBytes)}: ${basis}`);
         }
         return;
+      case 'restore.image-needed':
+        say(
+          `  ${event.data.agent} lacks the image (id ${event.data.imageId.replace(/^sha256:/, '').slice(0, 12)}): the source ships it first, the service runs on`,
+        );
+        return;
+      case 'source.image-uploaded':
+        say(
+          `  image stored: ${bytes(event.data.artifact.sizeBytes)} in ${event.data.artifact.chunkCount} chunk(s) in ${millis(Date.parse(event.data.uploadedAt) - Date.parse(event.data.startedAt))}`,
+        );
+        return;
       case 'restore.prepared':
+        if (event.data.imageLoaded)
+          say(
+            `  image loaded on ${event.data.agent}, its id checked${event.data.imageLoaded.tags.length > 0 ? ` (${event.data.imageLoaded.tags.join(', ')})` : ''}`,
+          );
         say(`  destination ready; freezing on the source`);
         return;
       case 'checkpoint.progress':

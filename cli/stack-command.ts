@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { InvalidArgumentError } from 'commander';
 import { mkdir, open, readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -16,12 +17,25 @@ const alive = (pid: number): boolean => {
   }
 };
 
+/** Which of the stack's hosts run Docker rather than Podman: their clouds or agent ids (`--docker-hosts`). */
+export interface StackHostsOptions {
+  dockerHosts: string[];
+}
+
+/** `--docker-hosts gcp,aws` as a list; an empty item is a typo, not "none". */
+export function parseHostList(value: string): string[] {
+  const names = value.split(',').map((n) => n.trim());
+  if (names.some((n) => n === '')) throw new InvalidArgumentError(`expected clouds or agent ids separated by commas, got "${value}"`);
+  return names;
+}
+
 /** `ums stack run`: the stack in the foreground until SIGTERM/SIGINT, then a clean teardown. */
-export async function runStack(name: string): Promise<void> {
-  // The development harness (Podman host simulation, image builders, storage emulators) is loaded only here:
-  // the other commands, and a CLI talking to a real broker, never load it (test/unit/cli-module-graph.test.ts).
-  const { startLocalStack } = await import('../infra/local-stack.js');
-  const stack = await startLocalStack({ name, dir: defaultStackDir(name) });
+export async function runStack(name: string, options: StackHostsOptions = { dockerHosts: [] }): Promise<void> {
+  // The development harness (Podman and Docker host simulation, image builders, storage emulators) is loaded only
+  // here: the other commands, and a CLI talking to a real broker, never load it (test/unit/cli-module-graph.test.ts).
+  const { DEFAULT_HOSTS, startLocalStack, withDockerHosts } = await import('../infra/local-stack.js');
+  const hosts = withDockerHosts(DEFAULT_HOSTS, options.dockerHosts);
+  const stack = await startLocalStack({ name, dir: defaultStackDir(name), hosts });
   process.stderr.write(`stack "${name}" ready (NATS ${stack.info.natsUrl})\n`);
   await new Promise<void>((resolve) => {
     process.once('SIGTERM', resolve);
@@ -31,14 +45,15 @@ export async function runStack(name: string): Promise<void> {
 }
 
 /** `ums stack up`: starts `stack run` in the background and returns once it is ready. */
-export async function stackUp(name: string, json: boolean): Promise<void> {
+export async function stackUp(name: string, json: boolean, options: StackHostsOptions = { dockerHosts: [] }): Promise<void> {
   const dir = defaultStackDir(name);
   const existing = await readStackInfo(dir).catch(() => undefined);
   if (existing && alive(existing.pid)) throw new Error(`stack "${name}" already runs (pid ${existing.pid}); "ums stack down" stops it`);
   await mkdir(dirname(dir), { recursive: true });
   const logPath = `${dir}.log`;
   const logFile = await open(logPath, 'w');
-  const child = spawn(process.execPath, [cliEntry, 'stack', 'run', '--name', name], {
+  const engines = options.dockerHosts.length > 0 ? ['--docker-hosts', options.dockerHosts.join(',')] : [];
+  const child = spawn(process.execPath, [cliEntry, 'stack', 'run', '--name', name, ...engines], {
     detached: true,
     stdio: ['ignore', logFile.fd, logFile.fd],
   });
@@ -87,13 +102,19 @@ function printStack(info: StackInfo, json: boolean): void {
     `  WAN ${info.wan.subnet} in network namespace ${info.wan.netns}`,
     ...info.hosts.map(
       (h) =>
-        `  host ${h.agentId} (${h.cloud} ${h.region}) at ${h.wanAddress} (netns ${h.netns ?? '-'}): podman --url ${h.podmanUrl}   store ${h.storeUrl}`,
+        `  host ${h.agentId} (${h.cloud} ${h.region}, ${h.engine}) at ${h.wanAddress} (netns ${h.netns ?? '-'}): ${engineCli(h)}   store ${h.storeUrl}`,
     ),
     '',
     'try:',
-    `  podman --url ${info.hosts[0]?.podmanUrl ?? 'unix://...'} run -d --name web ${info.image}`,
+    `  ${engineCli(info.hosts[0])} run -d --name web ${info.image}`,
     `  npm run ums -- migrate web --to ${info.hosts[1]?.agentId ?? 'AGENT'}`,
-    `  podman --url ${info.hosts[1]?.podmanUrl ?? 'unix://...'} logs --tail 3 web`,
+    `  ${engineCli(info.hosts[1])} logs --tail 3 web`,
   ];
   process.stdout.write(`${lines.join('\n')}\n`);
+}
+
+/** The CLI command line that talks to a host's engine. */
+function engineCli(host: StackInfo['hosts'][number] | undefined): string {
+  if (host === undefined) return 'podman --url unix://...';
+  return host.engine === 'docker' ? `docker -H ${host.engineUrl}` : `podman --url ${host.engineUrl}`;
 }

@@ -9,14 +9,25 @@ import { FrontedService } from '../core/frontman-registration.js';
  * What a running local stack says about itself (its stack.json), and where it lives: the contract
  * between the development harness that writes it (infra/local-stack.ts) and the CLI that reads it to find
  * the broker and to print `ums stack info`. It lives with the CLI, its only production reader, so that
- * `ums status`/`migrate`/`plan`/`agents` read the file without loading the harness (the Podman host
+ * `ums status`/`migrate`/`plan`/`agents` read the file without loading the harness (the Podman and Docker host
  * simulation, the image builders, the storage emulators); the harness imports it from here.
  */
 
 export const StoreKind = z.enum(['azure', 'gcs', 's3', 'file']);
 export type StoreKind = z.infer<typeof StoreKind>;
 
-export const HostSpec = z.object({ agentId: z.string(), cloud: Cloud, region: z.string(), store: StoreKind });
+/** The container engine a simulated host runs: its own Podman service, or its own dockerd. */
+export const HostEngine = z.enum(['podman', 'docker']);
+export type HostEngine = z.infer<typeof HostEngine>;
+
+export const HostSpec = z.object({
+  agentId: z.string(),
+  cloud: Cloud,
+  region: z.string(),
+  store: StoreKind,
+  /** Default podman. */
+  engine: HostEngine.optional(),
+});
 export type HostSpec = z.infer<typeof HostSpec>;
 
 /** What `ums stack up` writes to stack.json, for the CLI and for anyone driving the stack by hand. */
@@ -35,7 +46,11 @@ export const StackInfo = z.object({
   serverImages: z.array(z.string()).optional(),
   hosts: z.array(
     HostSpec.extend({
-      podmanUrl: z.string(),
+      engine: HostEngine.default('podman'),
+      /** The engine's API (unix://...): `podman --url URL`, or `docker -H URL`. */
+      engineUrl: z.string().optional(),
+      /** The same URL, on Podman hosts only (what readers of older stack.json files look for). */
+      podmanUrl: z.string().optional(),
       socketPath: z.string(),
       storeUrl: z.string(),
       netns: z.string().optional(),
@@ -44,7 +59,9 @@ export const StackInfo = z.object({
       agentLog: z.string(),
       /** Where a service-level container's control dir goes (<launcherDir>/<container>, bind-mounted at /run/ums-launcher). */
       launcherDir: z.string(),
-    }),
+    })
+      // A stack.json written before hosts had engines has no engineUrl: it is the socket's.
+      .transform(({ engineUrl, ...host }) => ({ ...host, engineUrl: engineUrl ?? `unix://${host.socketPath}` })),
   ),
   functions: z.record(z.string(), z.string()),
   /** The network joining the hosts: its namespace (holding the bridge), subnet and the bridge's address. */

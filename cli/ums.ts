@@ -5,9 +5,9 @@ import { MigrationMode } from '../core/migration-mode.js';
 import { planAgainst } from '../core/migration-plan.js';
 import { timelineOf, whereItRuns } from '../core/migration.js';
 import { connectCli } from './bus-connection.js';
-import { formatAgents, formatFrontman, formatMigrations, formatPlan, formatTimeline, planSummary } from './format.js';
+import { formatAgents, formatFrontman, formatImageShipping, formatMigrations, formatPlan, formatTimeline, planSummary } from './format.js';
 import { migrate, requestChoices, type MigrateOptions } from './migrate-command.js';
-import { runStack, stackDown, stackInfo, stackUp } from './stack-command.js';
+import { parseHostList, runStack, stackDown, stackInfo, stackUp } from './stack-command.js';
 
 const program = new Command('ums').description('Live migration of running containers across clouds').showHelpAfterError();
 const natsOption = () => new Option('--nats <url>', 'NATS server (default: $NATS_URL, then the local stack)');
@@ -121,6 +121,7 @@ program
         if (options.json) process.stdout.write(`${JSON.stringify({ ...record.value, timeline }, null, 2)}\n`);
         else {
           const r = record.value;
+          const image = formatImageShipping(r);
           process.stdout.write(
             `${r.migrationId}: ${r.container} ${r.sourceAgent ?? '?'} -> ${r.destinationAgent}: ${r.state} (epoch ${r.epoch})${r.failure ? ` (${r.failure.phase}: ${r.failure.reason})` : ''}\n` +
               (r.approach ? `  approach: ${r.approachReason ?? r.approach}\n` : '') +
@@ -128,6 +129,7 @@ program
               ('memoryBesideBytes' in r && r.memoryBesideBytes !== undefined && r.memoryBesideBytes > 0
                 ? `  memory: ${(r.memoryBesideBytes / 1048576).toFixed(1)} MiB sent as CRIU wrote it, beside the engine's archive\n`
                 : '') +
+              (image !== undefined ? `  image: ${image}\n` : '') +
               `  service: ${describeWhere(whereItRuns(r))}${r.runningOnReport ? ` (${r.runningOnReport})` : ''}\n` +
               (r.frontman ? `  frontman: ${formatFrontman(r.frontman)}\n` : '') +
               (r.deadlineAt && !['done', 'failed'].includes(r.state) ? `  deadline of this phase: ${r.deadlineAt}\n` : '') +
@@ -167,12 +169,22 @@ const stack = program
   .command('stack')
   .description('the local stack: NATS, object storage servers, functions, bridge, simulated hosts and agents');
 const stackName = () => new Option('--name <name>', 'stack name (its own ports and folder)').default('default');
+const dockerHosts = () =>
+  new Option(
+    '--docker-hosts <hosts>',
+    'hosts that run Docker (a dockerd of their own) instead of Podman: clouds or agent ids, comma-separated, e.g. "gcp" or "azure,gcp"',
+  )
+    .argParser(parseHostList)
+    .default([], 'every host on Podman');
 stack
   .command('up')
-  .description('start the local stack in the background')
+  .description('start the local stack in the background (hosts: azure and gcp, each on Podman unless --docker-hosts names it)')
   .addOption(stackName())
+  .addOption(dockerHosts())
   .option('--json', 'print as JSON')
-  .action((options: { name: string; json?: boolean }) => stackUp(options.name, options.json ?? false));
+  .action((options: { name: string; dockerHosts: string[]; json?: boolean }) =>
+    stackUp(options.name, options.json ?? false, { dockerHosts: options.dockerHosts }),
+  );
 stack
   .command('down')
   .description('stop the local stack and remove its containers and data')
@@ -180,14 +192,15 @@ stack
   .action((options: { name: string }) => stackDown(options.name));
 stack
   .command('info')
-  .description("where each host's Podman socket is, and each agent's id")
+  .description("where each host's engine (Podman or Docker) socket is, and each agent's id")
   .addOption(stackName())
   .option('--json', 'print as JSON')
   .action((options: { name: string; json?: boolean }) => stackInfo(options.name, options.json ?? false));
 stack
   .command('run', { hidden: true })
   .addOption(stackName())
-  .action((options: { name: string }) => runStack(options.name));
+  .addOption(dockerHosts())
+  .action((options: { name: string; dockerHosts: string[] }) => runStack(options.name, { dockerHosts: options.dockerHosts }));
 
 program.parseAsync().catch((error: unknown) => {
   process.stderr.write(`ums: ${error instanceof Error ? error.message : String(error)}\n`);

@@ -88,6 +88,12 @@ export const Manifest = z
 export type Manifest = z.infer<typeof Manifest>;
 
 export const artifactPrefix = (migrationId: string): string => `migrations/${migrationId}/`;
+/**
+ * Where the source ships the container's image when the destination lacks it: inside the migration's own
+ * prefix, laid out like the checkpoint, so it is sealed for that destination, signed for that migration,
+ * and deleted with the checkpoint (or expired by the same lifecycle rule).
+ */
+export const imagePrefix = (migrationPrefix: string): string => `${migrationPrefix}image/`;
 export const manifestKey = (prefix: string): string => `${prefix}manifest.json`;
 export const chunkKey = (prefix: string, index: number): string => `${prefix}chunks/${String(index).padStart(6, '0')}`;
 

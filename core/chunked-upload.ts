@@ -3,6 +3,7 @@ import type { Readable } from 'node:stream';
 import pRetry from 'p-retry';
 import { chunkKey, MANIFEST_FORMAT, manifestKey, type ChunkRef, type Manifest, signManifest } from './checkpoint-artifact.js';
 import { TAG_BYTES, type ChunkSealer } from './checkpoint-sealing.js';
+import type { Artifact, ArtifactLocation } from './events.js';
 import type { ObjectStore } from './object-store.js';
 import { type SigningKeyPair } from './signed-envelope.js';
 
@@ -148,6 +149,17 @@ export async function uploadChunked(
     manifestSha256: createHash('sha256').update(body).digest('hex'),
     plainBytes,
     firstByteAt: firstByteAt ?? new Date(),
+  };
+}
+
+/** What the destination is told of an upload: where it lies, its size and digests, and its manifest's digest. */
+export function artifactOf(location: ArtifactLocation, upload: ChunkedUpload): Artifact {
+  return {
+    ...location,
+    sizeBytes: upload.manifest.sizeBytes,
+    sha256: upload.manifest.sha256,
+    chunkCount: upload.manifest.chunks.length,
+    manifestSha256: upload.manifestSha256,
   };
 }
 

@@ -184,6 +184,25 @@ export const eventData = {
     ...migrationRef,
     agent: AgentId,
     freeDiskBytes: z.number().nonnegative(),
+    /** The image was shipped to it (restore.image-needed): when it was loaded, its id checked, and the names it carried. */
+    imageLoaded: z.object({ loadedAt: isoTime, tags: z.array(z.string().max(512)).max(64) }).optional(),
+  }),
+  /**
+   * The destination's engine lacks the container's image (by id): before it can be ready, the source must ship
+   * it. A request, not a fact: a destination that restarted asks again.
+   */
+  'restore.image-needed': z.object({ ...migrationRef, agent: AgentId, imageId: z.string().min(1) }),
+  /**
+   * The source saved the image (a docker-archive) and stored it sealed for the destination, with its signed
+   * manifest, under the migration's prefix (core/checkpoint-artifact.ts imagePrefix), while the service runs.
+   */
+  'source.image-uploaded': z.object({
+    ...migrationRef,
+    agent: AgentId,
+    imageId: z.string().min(1),
+    artifact: Artifact,
+    startedAt: isoTime,
+    uploadedAt: isoTime,
   }),
   /** The destination asks for signed URLs of chunks [fromIndex, fromIndex + count). */
   'restore.urls-needed': z.object({
@@ -362,9 +381,22 @@ export const commandData = {
   /** Short-lived read-only URLs in the source's cloud. Bearer secrets: never log them. */
   'chunk-urls': z.object({
     ...commandRef,
+    /** Which object they read: the shipped image (imagePrefix) or, absent, the checkpoint. */
+    of: z.enum(['checkpoint', 'image']).optional(),
     manifestUrl: z.url().optional(),
     chunks: z.array(z.object({ index: z.number().int().nonnegative(), url: z.url() })).max(1000),
     expiresAt: isoTime,
+  }),
+  /**
+   * The destination lacks the image (restore.image-needed): save it and store it under `artifact` (the
+   * migration's image prefix), sealed for the destination like the checkpoint, while the service runs.
+   */
+  'ship-image': z.object({
+    ...commandRef,
+    container: containerName,
+    imageId: z.string().min(1),
+    artifact: ArtifactLocation,
+    sealFor: SealingPublicKey,
   }),
   /** The migration is confirmed: remove the checkpointed copy kept at the source. */
   discard: z.object({ ...commandRef, approach: Approach, container: containerName }),

@@ -56,6 +56,8 @@ export const ContainerLevelCapability = z.object({
   reason: reason.optional(),
   /** e.g. "podman 4.3.1 (runc 1.1.4)" */
   engine: z.string().optional(),
+  /** Which engine: a container-level checkpoint restores only into the engine kind that made it. */
+  engineKind: z.enum(['podman', 'docker']).optional(),
   criuVersion: z.string().optional(),
   /**
    * Whether this host's CRIU dumped and restored a process holding TCP sockets (listening and established)
@@ -464,6 +466,14 @@ function infeasibility(approach: MigrationApproach, input: DecisionInput): strin
 
 /** Facts of the two hosts that make any container-level restore fail after the freeze. */
 function hostMismatch(source: ContainerLevelCapability, destination: ContainerLevelCapability): string | undefined {
+  if (source.engineKind !== undefined && destination.engineKind !== undefined && source.engineKind !== destination.engineKind) {
+    return (
+      `the source runs ${source.engineKind} and the destination ${destination.engineKind}: a container-level checkpoint restores only ` +
+      `into the engine kind that made it (Podman's export and Docker's checkpoint describe the container differently, and CRIU's ` +
+      `images name the source engine's own files of the container, /etc/hosts, /etc/resolv.conf, /dev/shm, by its paths); ` +
+      `service level moves it between engines`
+    );
+  }
   if (source.arch !== undefined && destination.arch !== undefined && source.arch !== destination.arch) {
     return `the source is ${source.arch} and the destination ${destination.arch}: CRIU restores a process only on the architecture it was dumped on`;
   }

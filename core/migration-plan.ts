@@ -33,6 +33,8 @@ export type Plan =
       connections?: ConnectionPlan;
       /** How its volumes move and which host paths it bind-mounts (container level), when its agent read them. */
       storage?: StoragePlan;
+      /** Whether the image will probably be shipped, from the destination's last heartbeat (its engine decides). */
+      image: ImageExpectation;
     }
   | {
       ok: false;
@@ -45,9 +47,34 @@ export type Plan =
       decision?: Decision;
     };
 
+/** What the destination's last heartbeat says of the container's image: a guess the destination's engine settles. */
+export interface ImageExpectation {
+  /** Its heartbeat did not list the image's id: the source will probably ship it before the freeze. */
+  shipLikely: boolean;
+  reason: string;
+}
+
+/**
+ * The image by the destination's last heartbeat. Never a refusal: a heartbeat can be seconds behind an image
+ * loaded there, and a missing image is shipped by the source before the freeze (agents/image-transfer.ts).
+ */
+export function expectImage(destination: AgentRegistration, container: AgentRegistration['containers'][number]): ImageExpectation {
+  const short = container.imageId.replace(/^sha256:/, '').slice(0, 12);
+  if (destination.imageIds.includes(container.imageId)) {
+    return { shipLikely: false, reason: `"${destination.agentId}" has the image "${container.image}" (id ${short}): nothing to ship` };
+  }
+  const sameName = destination.images.includes(container.image);
+  return {
+    shipLikely: true,
+    reason: sameName
+      ? `"${destination.agentId}" has an image named "${container.image}" but not the same one (id ${short}), which the checkpoint needs: the source ships it before the freeze, and loading it there moves the name "${container.image}" to it`
+      : `"${destination.agentId}" did not list the image "${container.image}" (id ${short}) at its last heartbeat: unless its engine has it by now, the source ships it before the freeze`,
+  };
+}
+
 /**
  * Checks a migration request against the agents' registrations, before anything is frozen (both
- * agents alive, the container running on exactly one source, the very image at the destination), and
+ * agents alive, the container running on exactly one source), notes whether its image will have to be shipped, and
  * decides the approach (core/migration-approach.ts) from what both hosts and the container can do.
  * Pure: the planner function and `ums plan` both use it.
  */
@@ -125,21 +152,10 @@ export function planAgainst(agents: AgentRegistration[], request: PlanRequest, n
       null,
     );
   }
-  if (!destination.imageIds.includes(container.imageId)) {
-    const sameName = destination.images.includes(container.image);
-    return refuse(
-      'image-missing',
-      sameName
-        ? `destination "${destination.agentId}" has an image named "${container.image}" but not the same image (id ${container.imageId.slice(0, 12)}): a checkpoint restores only onto the image it was taken from; copy it there with "podman save | podman load" rather than rebuilding it`
-        : `destination "${destination.agentId}" does not have the image "${container.image}"; load it there first (the checkpoint carries the container's changes, not its base image)`,
-      source.agentId,
-    );
-  }
   const decision = decideApproach({
     source: source.capabilities,
     destination: destination.capabilities,
     container: container.traits ?? {},
-    destinationHasImage: true,
     ...(source.transfer ? { bandwidthBytesPerSecond: source.transfer.uploadBytesPerSecond } : {}),
     ...(request.approach ? { requested: request.approach } : {}),
   });
@@ -193,5 +209,6 @@ export function planAgainst(agents: AgentRegistration[], request: PlanRequest, n
       memoryBesideBetween(source.capabilities, destination.capabilities),
     ...(network !== undefined && decision.approach === 'container' ? { connections: planConnections(network) } : {}),
     ...(storage !== undefined && decision.approach === 'container' ? { storage } : {}),
+    image: expectImage(destination, container),
   };
 }

@@ -113,12 +113,20 @@ export const PHASE_DEADLINE_MS: Record<MigrationState, number> = {
 };
 
 /**
+ * How long the preflight may last once the destination asked for the image (restore.image-needed): the source
+ * saves and stores it, the destination fetches and loads it, all while the service runs. Scaled like the rest.
+ */
+export const IMAGE_SHIPPING_DEADLINE_MS = 600_000;
+
+/**
  * The states in which an agent still carries out a command issued at the record's epoch; anything else
  * is stale (a redelivery that outlived its purpose) and is refused. `prepare` stays valid through the
  * transfer so that a destination that restarted picks its restore up again.
  */
 export const COMMAND_VALID_IN: Record<CommandName, readonly MigrationState[]> = {
   prepare: ['preflight', 'checkpointing', 'uploaded', 'restoring', 'pages-moving'],
+  // The image moves before the destination is ready, while the service runs.
+  'ship-image': ['preflight'],
   'chunk-urls': ['preflight', 'checkpointing', 'uploaded', 'restoring'],
   checkpoint: ['checkpointing'],
   discard: ['finalizing', 'done'],
@@ -153,6 +161,10 @@ const Times = z.object({
   restoredAt: isoTime.optional(),
   /** post-copy: the last page reached the destination. */
   pagesArrivedAt: isoTime.optional(),
+  /** The destination's engine lacked the image (restore.image-needed); the source stored it; the destination loaded it. */
+  imageNeededAt: isoTime.optional(),
+  imageUploadedAt: isoTime.optional(),
+  imageLoadedAt: isoTime.optional(),
   finishedAt: isoTime.optional(),
 });
 export type MigrationTimes = z.infer<typeof Times>;
@@ -180,6 +192,23 @@ const FrontmanPhases = z.object({
   releasedAt: isoTime.optional(),
 });
 export type FrontmanPhases = z.infer<typeof FrontmanPhases>;
+
+/**
+ * The container's image at the destination. The planner notes what the destination's last heartbeat said;
+ * the destination's engine, asked when it prepares, decides: if it lacks the image, the source ships it
+ * before the freeze (agents/image-transfer.ts).
+ */
+const ImageShipping = z.object({
+  /** The destination's last heartbeat did not list the image's id when the migration was planned. */
+  expected: z.boolean(),
+  /** The destination's engine lacked it when asked (restore.image-needed): the source ships it. */
+  needed: z.boolean().optional(),
+  /** The shipped image as the source stored it (sealed chunks under the migration's image prefix). */
+  artifact: Artifact.optional(),
+  /** The names the shipped archive carried, restored with it at the destination. */
+  tags: z.array(z.string()).optional(),
+});
+export type ImageShipping = z.infer<typeof ImageShipping>;
 
 /** What every record has, whatever its state. */
 const Base = {
@@ -221,6 +250,8 @@ const Plan = {
   artifactLocation: ArtifactLocation,
   /** What the destination checks before the freeze. */
   requirements: RestoreRequirements.optional(),
+  /** Absent in records planned before images were shipped (the destination then refused a missing one). */
+  imageShipping: ImageShipping.optional(),
   /**
    * The destination's public key as it was registered at planning time: the checkpoint is sealed for it.
    * Optional only for records planned before checkpoints were sealed (their checkpoint is refused).
@@ -366,7 +397,10 @@ export function timelineOf(record: { times: MigrationTimes; artifact?: Artifact 
   const t = record.times;
   const finishedAt = t.finishedAt ?? new Date().toISOString();
   const phases: Array<[string, number | undefined]> = [
-    ['plan+prepare', ms(t.requestedAt, t.runningCopyStartedAt ?? t.checkpointStartedAt)],
+    ['plan+prepare', ms(t.requestedAt, t.imageNeededAt ?? t.runningCopyStartedAt ?? t.checkpointStartedAt)],
+    // The image shipped to a destination that lacked it (saved, stored, fetched, loaded), while the service ran.
+    ['image (running)', ms(t.imageNeededAt, t.imageLoadedAt)],
+    ['prepare', ms(t.imageLoadedAt, t.runningCopyStartedAt ?? t.checkpointStartedAt)],
     // Volumes: their files moved while the service still ran.
     ['volumes (running)', ms(t.runningCopyStartedAt, t.checkpointStartedAt)],
     ['checkpoint', ms(t.checkpointStartedAt, t.firstByteAt)],

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { artifactPrefix, chunkKey, manifestKey, URL_BATCH } from '../core/checkpoint-artifact.js';
+import { artifactPrefix, chunkKey, imagePrefix, manifestKey, URL_BATCH } from '../core/checkpoint-artifact.js';
 import { RevisionConflictError, type EventBus, type Versioned } from '../core/event-bus.js';
 import {
   makeCommand,
@@ -17,6 +17,7 @@ import { planAgainst } from '../core/migration-plan.js';
 import { grantPageStream, newPageStream } from '../core/page-stream.js';
 import {
   canTransition,
+  IMAGE_SHIPPING_DEADLINE_MS,
   isTerminal,
   lockKey,
   PHASE_DEADLINE_MS,
@@ -38,6 +39,11 @@ import { deadlineScale, type FunctionContext } from './function-context.js';
  *   step                                forward on                        compensation (turning back)
  *   1. plan                             migration.requested               refuse: failed, nothing frozen
  *   2. prepare the destination          -> command.prepare                restore.failed before the freeze: failed
+ *   2b. ship the image, if the          restore.image-needed -> command.ship-image (source)
+ *       destination's engine lacks it   source.image-uploaded -> chunk-urls (of: image) (destination)
+ *                                       the destination loads it, checks its id, then restore.prepared
+ *                                                                         checkpoint.failed / restore.failed before
+ *                                                                         the freeze: failed, the service untouched
  *   3. freeze + upload at the source    restore.prepared (and, for a service with a frontman,
  *                                       frontman.drained: its clients' requests are held) -> command.checkpoint
  *                                       checkpoint.uploaded               resume the source (command.resume),
@@ -144,6 +150,10 @@ export async function plan(event: EventOf<'migration.requested'>, ctx: FunctionC
     );
   }
   log.info({ migrationId: request.migrationId, approach: decision.approach, why: decision.reason }, 'approach decided');
+  log.info(
+    { migrationId: request.migrationId, shipLikely: verdict.image.shipLikely, why: verdict.image.reason },
+    'image at the destination',
+  );
   const { mode } = verdict;
   if (mode.kind === 'refused') return refuse('approach-infeasible', mode.reason, source.agentId);
   let pageStream: RecordIn<'preflight'>['pageStream'];
@@ -193,6 +203,7 @@ export async function plan(event: EventOf<'migration.requested'>, ctx: FunctionC
     ...(pageStream ? { pageStream } : {}),
     ...(verdict.memoryBeside ? { memoryBeside: true } : {}),
     ...(frontman ? { frontman: { id: frontman.frontmanId } } : {}),
+    imageShipping: { expected: verdict.image.shipLikely },
     artifactLocation: { storeUrl: source.storeUrl, prefix: artifactPrefix(request.migrationId) },
     sealFor,
     sourceManifestKey,
@@ -278,6 +289,71 @@ async function prepareDestination(record: RecordIn<'preflight'>, ctx: FunctionCo
   ctx.log.info({ migrationId, sourceAgent, destinationAgent }, 'migration planned; destination told to prepare');
 }
 
+// ---- 2b. Ship the image, if the destination lacks it ----------------------------------------------
+// Compensation: none needed. Everything happens before the freeze: a source that cannot save or store the
+// image (checkpoint.failed, not frozen), a destination that cannot fetch, verify or load it (restore.failed),
+// or the extended preflight deadline ends the migration failed with the service running at the source.
+
+/**
+ * restore.image-needed: the destination's engine lacks the image (its heartbeat may have said otherwise, or
+ * the reverse: the engine's answer is the one that counts). The source is told to ship it; a destination that
+ * asks again (it restarted) gets the URLs again if the image is already stored.
+ */
+export async function imageNeeded(event: EventOf<'restore.image-needed'>, record: Current, ctx: FunctionContext): Promise<StepOutcome> {
+  const r = record.value;
+  if (event.data.agent !== r.destinationAgent || r.state !== 'preflight' || event.data.imageId !== r.imageId) return;
+  const shipping = r.imageShipping ?? { expected: false };
+  if (shipping.artifact) return sendImageUrls(r, shipping.artifact.chunkCount, ctx, randomUUID());
+  if (!shipping.needed) {
+    const next = await annotate(ctx.bus, record, {
+      ...r,
+      imageShipping: { ...shipping, needed: true },
+      times: { ...r.times, imageNeededAt: event.time },
+      // The image moves while the service runs; the preflight's own deadline is for a destination that checks.
+      deadlineAt: new Date(Date.now() + IMAGE_SHIPPING_DEADLINE_MS * deadlineScale()).toISOString(),
+    });
+    if (!next) return LOST_RACE;
+  }
+  if (!r.sealFor)
+    throw new Error(`migration ${r.migrationId} was planned without the destination's sealing key; its image cannot be sealed`);
+  const { migrationId, epoch, container, imageId, sourceAgent, artifactLocation, sealFor } = r;
+  await sendCommand(
+    ctx,
+    sourceAgent,
+    'ship-image',
+    { migrationId, epoch, container, imageId, artifact: { ...artifactLocation, prefix: imagePrefix(artifactLocation.prefix) }, sealFor },
+    `${migrationId}.ship-image`,
+  );
+  ctx.log.info({ migrationId, sourceAgent, imageId, expected: shipping.expected }, 'destination lacks the image; source told to ship it');
+}
+
+/** source.image-uploaded: the image is stored; the destination gets signed URLs for it (manifest and every chunk). */
+export async function imageUploaded(event: EventOf<'source.image-uploaded'>, record: Current, ctx: FunctionContext): Promise<StepOutcome> {
+  const r = record.value;
+  const { artifact } = event.data;
+  if (event.data.agent !== r.sourceAgent || r.state !== 'preflight' || r.imageShipping?.needed !== true) return;
+  if (artifact.storeUrl !== r.artifactLocation.storeUrl || artifact.prefix !== imagePrefix(r.artifactLocation.prefix)) {
+    ctx.log.warn({ migrationId: r.migrationId }, 'source.image-uploaded names another place than the plan; ignored');
+    return;
+  }
+  if (!r.imageShipping.artifact) {
+    const next = await annotate(ctx.bus, record, {
+      ...r,
+      imageShipping: { ...r.imageShipping, artifact },
+      times: { ...r.times, imageUploadedAt: event.data.uploadedAt },
+    });
+    if (!next) return LOST_RACE;
+  }
+  await sendImageUrls(r, artifact.chunkCount, ctx, `${r.migrationId}.image-urls`);
+}
+
+/** Every URL of the shipped image at once, in batches: the destination fetches it only once it is all stored. */
+async function sendImageUrls(record: RecordIn<'preflight'>, chunkCount: number, ctx: FunctionContext, id: string): Promise<void> {
+  for (let from = 0; from === 0 || from < chunkCount; from += URL_BATCH) {
+    await sendUrls(record, from, Math.min(URL_BATCH, chunkCount - from), ctx, `${id}.${from}`, 'image');
+  }
+}
+
 // ---- 3. Freeze and upload at the source ---------------------------------------------------------
 // Compensation: resumeSource, once the destination holds no copy (destinationAborted).
 
@@ -292,7 +368,13 @@ export async function destinationReady(event: EventOf<'restore.prepared'>, recor
   if (r.state === 'checkpointing') return freezeWhenQuiet(r, ctx);
   if (r.state !== 'preflight') return;
   await sendUrls(r, 0, URL_BATCH, ctx, `${r.migrationId}.chunk-urls.0`);
-  const next = await transition(ctx.bus, record, { ...r, state: 'checkpointing', times: { ...r.times, preparedAt: event.time } });
+  const loaded = event.data.imageLoaded;
+  const next = await transition(ctx.bus, record, {
+    ...r,
+    state: 'checkpointing',
+    ...(loaded && r.imageShipping ? { imageShipping: { ...r.imageShipping, tags: loaded.tags } } : {}),
+    times: { ...r.times, preparedAt: event.time, ...(loaded ? { imageLoadedAt: loaded.loadedAt } : {}) },
+  });
   // Lost to frontmanDrained's write, say: again on the record as it is now (the URLs are deduplicated).
   if (!next) return LOST_RACE;
   await freezeWhenQuiet(next.value, ctx);
@@ -537,10 +619,18 @@ export async function stepFailed(
   if (r.state === 'requested' || r.state === 'failed') return;
   const atSource = event.name === 'checkpoint.failed';
   if (event.data.agent !== (atSource ? r.sourceAgent : r.destinationAgent)) return;
-  const failure = { phase: atSource ? 'checkpoint' : 'restore', code: event.data.code, reason: event.data.reason };
+  // Before the destination is ready, a failure while the image is shipped is the image's.
+  const shippingImage = r.state === 'preflight' && r.imageShipping?.needed === true;
+  const failure = {
+    phase: shippingImage ? 'image' : atSource ? 'checkpoint' : 'restore',
+    code: event.data.code,
+    reason: event.data.reason,
+  };
   const frozen = event.name === 'checkpoint.failed' ? event.data.containerCheckpointed : r.state !== 'preflight';
   if (!frozen && (r.state === 'preflight' || r.state === 'checkpointing')) {
     await failMigration(ctx, record, r, failure, r.sourceAgent);
+    // A shipped image may lie in the store already.
+    if (shippingImage) await deleteArtifact(r, ctx);
     return;
   }
   if (r.state !== 'checkpointing' && r.state !== 'uploaded' && r.state !== 'restoring') return;
@@ -710,12 +800,20 @@ export async function superviseStalled(
     case 'requested':
     case 'preflight': {
       // Nothing is frozen yet: give up cleanly; the service keeps running at the source.
-      const silent = r.state === 'preflight' && !destinationAlive;
+      const silent =
+        r.state !== 'preflight'
+          ? undefined
+          : !destinationAlive
+            ? r.destinationAgent
+            : r.imageShipping?.needed === true && !r.imageShipping.artifact && !sourceAlive
+              ? r.sourceAgent
+              : undefined;
       if (!overdue && !silent) return undefined;
       const why = silent
-        ? `destination "${r.destinationAgent}" stopped sending heartbeats before it was ready; nothing was frozen`
-        : `the migration did not get past ${r.state} in time; nothing was frozen`;
+        ? `${silent === r.destinationAgent ? 'destination' : 'source'} "${silent}" stopped sending heartbeats before the destination was ready${silent === r.sourceAgent ? ' (it was shipping the image)' : ''}; nothing was frozen`
+        : `the migration did not get past ${r.state} in time${r.state === 'preflight' && r.imageShipping?.needed === true ? ' (the image was being shipped)' : ''}; nothing was frozen`;
       await failMigration(ctx, record, r, deadline(why), r.sourceAgent ?? null);
+      if (r.state === 'preflight' && r.imageShipping?.needed === true) await deleteArtifact(r, ctx);
       return 'failed before the freeze';
     }
     case 'checkpointing':
@@ -1016,8 +1114,16 @@ async function takeLock(key: string, migrationId: string, ctx: FunctionContext):
  * Signs short-lived read-only URLs for the manifest (with the first batch) and a batch of chunks, for
  * the destination to read the source cloud's archive without that cloud's credentials.
  */
-async function sendUrls(record: PlannedRecord, fromIndex: number, count: number, ctx: FunctionContext, commandId: string): Promise<void> {
-  const location = record.artifactLocation;
+async function sendUrls(
+  record: PlannedRecord,
+  fromIndex: number,
+  count: number,
+  ctx: FunctionContext,
+  commandId: string,
+  of: 'checkpoint' | 'image' = 'checkpoint',
+): Promise<void> {
+  const location =
+    of === 'image' ? { ...record.artifactLocation, prefix: imagePrefix(record.artifactLocation.prefix) } : record.artifactLocation;
   const store = await ctx.openStore(location.storeUrl);
   const indexes = Array.from({ length: Math.min(count, URL_BATCH) }, (_, i) => fromIndex + i);
   const [manifest, ...chunks] = await Promise.all([
@@ -1033,6 +1139,7 @@ async function sendUrls(record: PlannedRecord, fromIndex: number, count: number,
     {
       migrationId: record.migrationId,
       epoch: record.epoch,
+      ...(of === 'image' ? { of } : {}),
       ...(manifest ? { manifestUrl: manifest.url } : {}),
       chunks: signed.map((c, i) => ({ index: fromIndex + i, url: c.url })),
       expiresAt,
@@ -1040,7 +1147,7 @@ async function sendUrls(record: PlannedRecord, fromIndex: number, count: number,
     commandId,
   );
   ctx.log.info(
-    { migrationId: record.migrationId, fromIndex, count: signed.length, expiresAt },
+    { migrationId: record.migrationId, of, fromIndex, count: signed.length, expiresAt },
     'signed chunk URLs sent to the destination',
   );
 }

@@ -6,7 +6,15 @@ import type { EventName } from '../core/events.js';
  */
 export const triggers = {
   planMigration: ['migration.requested'],
-  planRestore: ['restore.prepared', 'frontman.drained', 'restore.urls-needed', 'checkpoint.uploaded', 'restore.started'],
+  planRestore: [
+    'restore.image-needed',
+    'source.image-uploaded',
+    'restore.prepared',
+    'frontman.drained',
+    'restore.urls-needed',
+    'checkpoint.uploaded',
+    'restore.started',
+  ],
   finalize: [
     'restore.completed',
     'restore.pages-arrived',

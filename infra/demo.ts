@@ -1,13 +1,10 @@
-import { spawn } from 'node:child_process';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
 import { rm } from 'node:fs/promises';
 import { formatFrontman } from '../cli/format.js';
-import { cliEnv, type StackInfo } from '../cli/stack-info.js';
-import type { MigrationRecord } from '../core/migration.js';
 import { bareCheckpointRestore } from './bare-checkpoint.js';
+import { listMigrations, runDemo, say, seconds, ums } from './demo-console.js';
 import { DEFAULT_REDIS_IMAGE, DEFAULT_WEBDIS_IMAGE, INNER_CLIENT_ENV, REDIS_PORT, WEBDIS_PORT } from './images/build-server-images.js';
 import { exactlyOnce, readAppliedPosts, startOpenLoopLoad, waitForWebdis } from './load/open-loop.js';
 import { startLocalStack, type LocalStack } from './local-stack.js';
@@ -26,33 +23,10 @@ import { missingWrites, OutsideRedisWriter, writerView } from './real-servers/re
  * pause, never an error. Last, the bare Podman checkpoint + restore of the redis container on one host, as
  * the floor to compare against.
  */
-const cli = join(dirname(fileURLToPath(import.meta.url)), '..', 'cli', 'ums.js');
-const say = (line = '') => process.stdout.write(`${line}\n`);
-const seconds = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
 const DATA_MIB = 64;
 /** The frontman's service in the second act, and the port clients reach it on at the frontman. */
 const FRONTED = 'web';
 const FRONT_PORT = 80;
-
-/** Runs the CLI; its output goes to ours (all of it, or only the lines from `from` on). */
-function ums(stack: StackInfo, args: string[], from?: string): Promise<number> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [cli, ...args], {
-      env: { ...process.env, ...cliEnv(stack) },
-      stdio: ['ignore', from === undefined ? 'inherit' : 'pipe', 'inherit'],
-    });
-    let out = '';
-    child.stdout?.on('data', (chunk: Buffer) => (out += chunk.toString()));
-    child.once('close', (code) => {
-      if (from !== undefined) {
-        const lines = out.split('\n');
-        const at = lines.findIndex((line) => line.startsWith(from));
-        say(lines.slice(Math.max(at, 0)).join('\n').trimEnd());
-      }
-      resolve(code ?? 1);
-    });
-  });
-}
 
 async function main(): Promise<number> {
   const name = `demo-${process.pid}`;
@@ -205,23 +179,4 @@ async function throughTheFrontman(stack: LocalStack, source: PodmanHost, from: s
   return exitCode === 0 && summary.failed === 0 && summary.non2xx === 0 && report.ok;
 }
 
-async function listMigrations(stack: StackInfo): Promise<MigrationRecord[]> {
-  const out = await new Promise<string>((resolve) => {
-    const child = spawn(process.execPath, [cli, 'status', '--json'], {
-      env: { ...process.env, ...cliEnv(stack) },
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
-    let text = '';
-    child.stdout.on('data', (chunk: Buffer) => (text += chunk.toString()));
-    child.once('close', () => resolve(text));
-  });
-  return (JSON.parse(out) as { migrations: MigrationRecord[] }).migrations;
-}
-
-main().then(
-  (code) => process.exit(code),
-  (error: unknown) => {
-    process.stderr.write(`demo failed: ${error instanceof Error ? error.message : String(error)}\n`);
-    process.exit(1);
-  },
-);
+runDemo(main);

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Gives a Debian 12+ host what a UMS agent needs: Podman with runc, conmon, netavark, nats-server,
 # busybox-static + gcc (to build the demo image), the clients of the real-server test images (redis-tools,
-# libmemcached-tools: clients only, no server starts on the host) and a CRIU that works on this kernel: one that dumps and
-# restores a process holding TCP sockets (listening and established), checked for real, not by `criu check`.
+# libmemcached-tools: clients only, no server starts on the host), a CRIU that works on this kernel: one that dumps and
+# restores a process holding TCP sockets (listening and established), checked for real, not by `criu check`; and,
+# side by side with the machine's containerd, a containerd 2.x for the simulated Kubernetes nodes (CRI checkpoint).
 # Idempotent: every step checks first and says whether it acted or skipped.
 #
 # Environment:
@@ -10,6 +11,8 @@
 #   UMS_WRAPPER_DIR where the `criu` wrapper goes; must come before /usr/sbin in PATH (default /usr/local/sbin)
 #   UMS_CRIU_SUITE  Debian suite to side-load CRIU from (default forky: CRIU 4.2+, see MIN_CRIU)
 #   UMS_FORCE_SIDELOAD=1  side-load even if the distribution's criu works
+#   UMS_CONTAINERD2_PREFIX where containerd 2.x for the simulated CRI nodes goes (default /opt/ums/containerd2)
+#   UMS_CONTAINERD2_SUITE  Debian suite to side-load it from (default sid: containerd >= MIN_CONTAINERD2)
 set -euo pipefail
 
 UMS_PREFIX="${UMS_PREFIX:-/opt/ums/criu}"
@@ -22,6 +25,29 @@ REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 say() { printf '[host-setup] %s\n' "$*"; }
 die() { printf '[host-setup] ERROR: %s\n' "$*" >&2; exit 1; }
+
+# Downloads PKG... from Debian SUITE and unpacks them into PREFIX, with a private sources list and state:
+# the packages are only unpacked, never installed, because installing them from a newer suite would replace
+# the host's own (glibc for CRIU; containerd 1.6, which the Docker hosts use). Returns non-zero when one of
+# them is not in SUITE (renamed or dropped there; apt says which).
+sideload_debs() { # SUITE PREFIX PKG...
+  local suite="$1" prefix="$2" work rc=0
+  shift 2
+  work="$(mktemp -d /tmp/ums-sideload.XXXXXX)"
+  mkdir -p "$work/lists/partial" "$work/archives/partial"
+  echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian $suite main" >"$work/sources.list"
+  local apt_opts=(-o "Dir::Etc::SourceList=$work/sources.list" -o Dir::Etc::SourceParts=/dev/null
+                  -o "Dir::State::Lists=$work/lists" -o "Dir::Cache::Archives=$work/archives"
+                  -o Debug::NoLocking=1 -o APT::Sandbox::User=root)
+  if apt-get "${apt_opts[@]}" update -qq && (cd "$work" && apt-get "${apt_opts[@]}" download "$@" >/dev/null); then
+    mkdir -p "$prefix"
+    for deb in "$work"/*.deb; do dpkg -x "$deb" "$prefix"; done
+  else
+    rc=1
+  fi
+  rm -rf "$work"
+  return "$rc"
+}
 
 [ "$(id -u)" = 0 ] || die "must run as root (CRIU checkpointing of rootful containers needs it)"
 command -v apt-get >/dev/null || die "apt-get not found: only Debian-family hosts are supported"
@@ -97,24 +123,12 @@ else
     rm -rf "$UMS_PREFIX"
   fi
   if [ ! -x "$UMS_PREFIX/usr/sbin/criu" ] || [ ! -e "$LOADER" ]; then
-    work="$(mktemp -d /tmp/ums-criu.XXXXXX)"
-    trap 'rm -rf "$work"' EXIT
-    mkdir -p "$work/lists/partial" "$work/archives/partial"
-    # A private sources list: trixie packages are only downloaded and unpacked, never installed,
-    # because installing them would replace the host's glibc.
-    echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian $UMS_CRIU_SUITE main" >"$work/sources.list"
-    APT_OPTS=(-o "Dir::Etc::SourceList=$work/sources.list" -o Dir::Etc::SourceParts=/dev/null
-              -o "Dir::State::Lists=$work/lists" -o "Dir::Cache::Archives=$work/archives"
-              -o Debug::NoLocking=1 -o APT::Sandbox::User=root)
-    apt-get "${APT_OPTS[@]}" update -qq
     # forky is Debian's moving testing suite: names can change under us, and apt says which one is gone.
     CRIU_PKGS=(criu libcompel1 libbsd0 libc6 libffi8 libgmp10 libgnutls30t64 libhogweed6t64 libidn2-0
                libjansson4 libmd0 libmnl0 libnet9 libnettle8t64 libnftables1 libnftnl11 libnl-3-200
                libp11-kit0 libprotobuf-c1 libtasn1-6 libunistring5 libuuid1 libxtables12)
-    (cd "$work" && apt-get "${APT_OPTS[@]}" download "${CRIU_PKGS[@]}" >/dev/null) ||
+    sideload_debs "$UMS_CRIU_SUITE" "$UMS_PREFIX" "${CRIU_PKGS[@]}" ||
       die "cannot download CRIU's packages from Debian $UMS_CRIU_SUITE (a package above was renamed or dropped there?)"
-    mkdir -p "$UMS_PREFIX"
-    for deb in "$work"/*.deb; do dpkg -x "$deb" "$UMS_PREFIX"; done
     say "unpacked ${#CRIU_PKGS[@]} packages into $UMS_PREFIX"
   else
     say "skip: $UMS_PREFIX already holds a side-loaded criu"
@@ -166,4 +180,33 @@ if [ "$hard_nofile" != unlimited ] && [ "$hard_nofile" -lt 1024 ]; then
 fi
 say "ok: podman $(podman --version | awk '{print $3}'), runc $(runc --version | awk 'NR==1{print $3}'), nats-server $(nats-server --version 2>&1 | awk '{print $NF}'), hard nofile $hard_nofile"
 say "agents start Podman with CONTAINERS_CONF=$CONF and PATH=$SERVICE_PATH"
+
+# --- 5. containerd 2.x for the simulated Kubernetes nodes (infra/containerd-host.ts) ----------------
+# The CRI checkpoint (CheckpointContainer, which the kubelet's checkpoint API calls) and restore through CRI
+# came with containerd 2.0; Debian 12 has 1.6, which the Docker hosts keep using. Debian sid's containerd
+# (a Go binary needing only glibc >= 2.34) runs side by side from its own prefix: containerd, ctr and
+# containerd-shim-runc-v2; runc stays the machine's.
+UMS_CONTAINERD2_PREFIX="${UMS_CONTAINERD2_PREFIX:-/opt/ums/containerd2}"
+UMS_CONTAINERD2_SUITE="${UMS_CONTAINERD2_SUITE:-sid}"
+MIN_CONTAINERD2="2.1"
+containerd2_version() { "$UMS_CONTAINERD2_PREFIX/usr/bin/containerd" --version 2>/dev/null | awk '{print $3}' | sed 's/[+~].*//'; }
+containerd2_ok() {
+  local v; v="$(containerd2_version)"
+  [ -n "$v" ] && version_ge "$v" "$MIN_CONTAINERD2" &&
+    [ -x "$UMS_CONTAINERD2_PREFIX/usr/bin/containerd-shim-runc-v2" ] && [ -x "$UMS_CONTAINERD2_PREFIX/usr/bin/ctr" ]
+}
+if containerd2_ok; then
+  say "skip: containerd $(containerd2_version) already side-loaded in $UMS_CONTAINERD2_PREFIX"
+else
+  [ "$(dpkg --print-architecture)" = amd64 ] || die "containerd side-load only verified for amd64"
+  say "side-loading containerd from Debian $UMS_CONTAINERD2_SUITE into $UMS_CONTAINERD2_PREFIX"
+  # Unpack into a fresh directory and swap it in whole: an older or half-unpacked prefix never mixes in.
+  rm -rf "$UMS_CONTAINERD2_PREFIX.new"
+  sideload_debs "$UMS_CONTAINERD2_SUITE" "$UMS_CONTAINERD2_PREFIX.new" containerd ||
+    die "cannot download containerd from Debian $UMS_CONTAINERD2_SUITE"
+  rm -rf "$UMS_CONTAINERD2_PREFIX"
+  mv "$UMS_CONTAINERD2_PREFIX.new" "$UMS_CONTAINERD2_PREFIX"
+  containerd2_ok || die "Debian $UMS_CONTAINERD2_SUITE's containerd is $(containerd2_version || echo unusable), need >= $MIN_CONTAINERD2 with ctr and containerd-shim-runc-v2"
+  say "installed containerd $(containerd2_version) in $UMS_CONTAINERD2_PREFIX (not on PATH; the machine's containerd stays $(containerd --version 2>/dev/null | awk '{print $3}'))"
+fi
 say "done"

@@ -7,33 +7,38 @@ import { generateSigningKeyPair } from '../core/signed-envelope.js';
 import { agentPrincipal, CLI_PRINCIPAL, FRONTMAN_PRINCIPAL, FUNCTIONS_PRINCIPAL } from '../core/event-identity.js';
 import { provisionBus, type NatsBusOptions } from '../core/nats-event-bus.js';
 import { triggers, type FunctionName } from '../functions/triggers.js';
-import { stackInfoPath, type HostSpec, type StackInfo, type StoreKind } from '../cli/stack-info.js';
+import { stackInfoPath, type HostEngine, type HostSpec, type StackInfo, type StoreKind } from '../cli/stack-info.js';
 import { ADMIN_PRINCIPAL, BRIDGE_PRINCIPAL, createBrokerCredentials, type PrincipalEnv } from './broker-credentials.js';
 import { startBrokerRelay } from './broker-relay.js';
 import { ChildService } from './child-service.js';
 import { freePort } from '../core/free-port.js';
 import { startNatsServer } from './nats-server.js';
-import { buildCounterImage, DEFAULT_COUNTER_IMAGE } from './images/build-counter-image.js';
-import { buildLauncherImage, DEFAULT_LAUNCHED_COUNTER_IMAGE, DEFAULT_LAUNCHED_MULTI_COUNTER_IMAGE } from './images/build-service-image.js';
+import { buildCounterImageArchive, DEFAULT_COUNTER_IMAGE } from './images/build-counter-image.js';
 import {
-  buildMemcachedImage,
-  buildRedisImage,
-  buildWebdisImage,
+  buildLauncherImageArchive,
+  DEFAULT_LAUNCHED_COUNTER_IMAGE,
+  DEFAULT_LAUNCHED_MULTI_COUNTER_IMAGE,
+} from './images/build-service-image.js';
+import {
+  buildServerImageArchive,
   DEFAULT_MEMCACHED_IMAGE,
   DEFAULT_REDIS_IMAGE,
   DEFAULT_WEBDIS_IMAGE,
 } from './images/build-server-images.js';
+import { loadImage } from './images/docker-archive.js';
 import { startAzurite, startGcsEmulator, startS3Server, type ObjectServer } from './object-servers.js';
 
 /** What the stack needs of a store's server; the file store has no server at all (nothing to crash). */
 export type StoreServer = Pick<ObjectServer, 'storeUrl' | 'env' | 'stop'> & Partial<Pick<ObjectServer, 'crash' | 'restart' | 'endpoint'>>;
+import { startDockerHost, type DockerHost } from './docker-host.js';
 import { startPodmanHost, type PodmanHost } from './podman-host.js';
 import { createWan, type Wan } from './wan.js';
 
 /**
  * The whole system on one machine: nats-server with JetStream, a local server per cloud's object
  * storage, the three functions under the functions-framework, the trigger bridge, and one simulated
- * host per cloud (its own Podman service, storage and network namespace, and its agent), the hosts joined
+ * host per cloud (its own Podman service, or its own dockerd when its HostSpec says engine 'docker', with its
+ * own storage and network namespace, and its agent), the hosts joined
  * by the stack's own WAN (infra/wan.ts). Every port is picked free, every file lives under the stack's own
  * directory and every namespace is named from it, so stacks never collide.
  */
@@ -89,7 +94,10 @@ export const FRONTMAN_ID = 'edge-1';
 
 export interface LocalStack {
   info: StackInfo;
+  /** The Podman hosts by agent id. */
   hosts: Map<string, PodmanHost>;
+  /** The hosts whose HostSpec.engine is 'docker', by agent id. */
+  dockerHosts: Map<string, DockerHost>;
   /** The hosts' network; `wan.addClient(name)` gives a namespace to run client programs in. */
   wan: Wan;
   /** The stack's processes by name (nats, functions, bridge, agent-<id>): to kill and restart in fault tests. */
@@ -115,6 +123,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
   await mkdir(join(dir, 'logs'), { recursive: true });
   const services = new Map<string, ChildService>();
   const hosts = new Map<string, PodmanHost>();
+  const dockerHosts = new Map<string, DockerHost>();
   const storage = new Map<StoreKind, StoreServer>();
   const teardown: Array<() => Promise<void>> = [];
 
@@ -237,23 +246,18 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       functions: functionUrls,
       wan: { netns: wan.netns, subnet: wan.subnet, bridgeAddress: wan.bridgeAddress },
     };
+    // Built (or taken from the cache) once; every host loads the same archives, so every host, whatever its
+    // engine, holds each image under the same id, which a checkpoint restored elsewhere needs.
+    const images = await stackImages(options.serverImages === true);
     for (const [index, spec] of hostsSpec.entries()) {
-      // Short paths keep the unix socket path well under its 108-byte limit.
+      // Short paths keep the unix socket paths well under their 108-byte limit.
       const hostDir = join(dir, `h${index}`);
-      const host = await startPodmanHost({ name: spec.agentId, dir: hostDir });
-      hosts.set(spec.agentId, host);
+      const engine: HostEngine = spec.engine ?? 'podman';
+      const host =
+        engine === 'docker' ? await startStackDockerHost(spec, hostDir, dockerHosts) : await startStackPodmanHost(spec, hostDir, hosts);
       teardown.push(() => host.destroy());
-      if (host.netns === undefined) throw new Error(`host ${spec.agentId} has no network namespace to join to the WAN`);
       const onWan = await wan.attachHost(spec.agentId, host.netns);
-      await buildCounterImage(host.url, DEFAULT_COUNTER_IMAGE, { env: host.env });
-      // The same counter with the service-level launcher inside, single- and multi-process.
-      await buildLauncherImage(host.url, DEFAULT_LAUNCHED_COUNTER_IMAGE, { env: host.env, base: 'counter' });
-      await buildLauncherImage(host.url, DEFAULT_LAUNCHED_MULTI_COUNTER_IMAGE, { env: host.env, base: 'multi-counter' });
-      if (options.serverImages === true) {
-        await buildRedisImage(host.url, DEFAULT_REDIS_IMAGE, { env: host.env });
-        await buildMemcachedImage(host.url, DEFAULT_MEMCACHED_IMAGE, { env: host.env });
-        await buildWebdisImage(host.url, DEFAULT_WEBDIS_IMAGE, { env: host.env });
-      }
+      for (const image of images) await host.loadImage(image.tag, image.archive);
       const launcherDir = join(hostDir, 'launcher');
       await mkdir(launcherDir, { recursive: true, mode: 0o700 });
       const server = storage.get(spec.store);
@@ -274,7 +278,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
           UMS_CLOUD: spec.cloud,
           UMS_REGION: spec.region,
           UMS_STORE_URL: server.storeUrl,
-          UMS_PODMAN_URL: host.url,
+          ...host.engineEnv,
           UMS_STATE_DIR: join(hostDir, 'agent-state'),
           UMS_LAUNCHER_DIR: launcherDir,
           UMS_ALLOWED_HTTP_ENDPOINTS: allowedHttpEndpoints,
@@ -285,7 +289,8 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
           // Its published ports are reached on the WAN: where the frontman forwards.
           UMS_SERVICE_ADDRESS: onWan.address,
           UMS_HOST_NETNS: host.netns,
-          // Podman names its volumes by the path it sees in its own mount namespace.
+          // Podman names its volumes by the path it sees in its own mount namespace; Docker's are where the
+          // agent sees them, <data-root>/volumes, said all the same.
           UMS_VOLUMES_DIR: host.volumesDir,
         },
         logFile: agentLog,
@@ -294,7 +299,9 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       services.set(`agent-${spec.agentId}`, agent);
       info.hosts.push({
         ...spec,
-        podmanUrl: host.url,
+        engine,
+        engineUrl: host.url,
+        ...(engine === 'podman' ? { podmanUrl: host.url } : {}),
         socketPath: host.socketPath,
         storeUrl: server.storeUrl,
         netns: host.netns,
@@ -315,12 +322,91 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     }
     await writeFile(stackInfoPath(dir), JSON.stringify(info, null, 2));
     log.info({ name: options.name, natsUrl, hosts: info.hosts.map((h) => h.agentId) }, 'local stack ready');
-    return { info, hosts, wan, services, storeEnv, storage, commandSigningKeyFile, admin, stop: () => stop() };
+    return { info, hosts, dockerHosts, wan, services, storeEnv, storage, commandSigningKeyFile, admin, stop: () => stop() };
   } catch (error) {
     // Keep the logs: they say why it failed. The next start with the same dir clears them.
     await stop(true);
     throw error;
   }
+}
+
+/** What the stack needs of a simulated host, whichever its engine. */
+interface StackHost {
+  netns: string;
+  url: string;
+  socketPath: string;
+  volumesDir: string;
+  /** How the host's agent reaches its engine (agents/main.ts: UMS_ENGINE and the engine's socket). */
+  engineEnv: Record<string, string>;
+  loadImage(tag: string, archive: string): Promise<unknown>;
+  destroy(): Promise<void>;
+}
+
+async function startStackPodmanHost(spec: HostSpec, dir: string, hosts: Map<string, PodmanHost>): Promise<StackHost> {
+  const host = await startPodmanHost({ name: spec.agentId, dir });
+  hosts.set(spec.agentId, host);
+  if (host.netns === undefined) {
+    await host.destroy();
+    throw new Error(`host ${spec.agentId} has no network namespace to join to the WAN`);
+  }
+  return {
+    netns: host.netns,
+    url: host.url,
+    socketPath: host.socketPath,
+    volumesDir: host.volumesDir,
+    engineEnv: { UMS_ENGINE: 'podman', UMS_PODMAN_URL: host.url },
+    loadImage: (tag, archive) => loadImage(host.url, tag, archive, host.env),
+    destroy: () => host.destroy(),
+  };
+}
+
+async function startStackDockerHost(spec: HostSpec, dir: string, dockerHosts: Map<string, DockerHost>): Promise<StackHost> {
+  const host = await startDockerHost({ name: spec.agentId, dir });
+  dockerHosts.set(spec.agentId, host);
+  return {
+    netns: host.netns,
+    url: host.url,
+    socketPath: host.socketPath,
+    volumesDir: host.volumesDir,
+    engineEnv: { UMS_ENGINE: 'docker', UMS_DOCKER_SOCKET: host.socketPath },
+    loadImage: (tag, archive) => host.loadImage(tag, archive),
+    destroy: () => host.destroy(),
+  };
+}
+
+/** The images every host gets, as cached docker-archives (infra/images/): the counter, launched, and real servers. */
+async function stackImages(serverImages: boolean): Promise<Array<{ tag: string; archive: string }>> {
+  const images = [
+    { tag: DEFAULT_COUNTER_IMAGE, archive: await buildCounterImageArchive(DEFAULT_COUNTER_IMAGE) },
+    // The same counter with the service-level launcher inside, single- and multi-process.
+    { tag: DEFAULT_LAUNCHED_COUNTER_IMAGE, archive: await buildLauncherImageArchive(DEFAULT_LAUNCHED_COUNTER_IMAGE, { base: 'counter' }) },
+    {
+      tag: DEFAULT_LAUNCHED_MULTI_COUNTER_IMAGE,
+      archive: await buildLauncherImageArchive(DEFAULT_LAUNCHED_MULTI_COUNTER_IMAGE, { base: 'multi-counter' }),
+    },
+  ];
+  if (serverImages) {
+    const servers = [
+      ['redis', DEFAULT_REDIS_IMAGE],
+      ['memcached', DEFAULT_MEMCACHED_IMAGE],
+      ['webdis', DEFAULT_WEBDIS_IMAGE],
+    ] as const;
+    for (const [kind, tag] of servers) images.push({ tag, archive: (await buildServerImageArchive(kind, tag)).archive });
+  }
+  return images;
+}
+
+/**
+ * Hosts with `docker` (agent ids or clouds) switched to engine 'docker'; `ums stack up --docker-hosts`.
+ * Every name must match a host: a typo would otherwise silently give a Podman host.
+ */
+export function withDockerHosts(hosts: HostSpec[], docker: string[]): HostSpec[] {
+  const unknown = docker.filter((name) => !hosts.some((h) => h.agentId === name || h.cloud === name));
+  if (unknown.length > 0) {
+    const known = hosts.map((h) => `${h.cloud} (${h.agentId})`).join(', ');
+    throw new Error(`no host ${unknown.join(', ')} in the stack; its hosts are ${known}`);
+  }
+  return hosts.map((h) => (docker.includes(h.agentId) || docker.includes(h.cloud) ? { ...h, engine: 'docker' } : h));
 }
 
 /**

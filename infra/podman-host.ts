@@ -1,13 +1,22 @@
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { mkdir, open, readFile, readdir, readlink, rm, stat, type FileHandle } from 'node:fs/promises';
-import { request } from 'node:http';
+import { mkdir, open, readFile, rm, stat, type FileHandle } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { CRIU_WRAPPER_DIR } from '../agents/criu-command.js';
 import { createLogger } from '../core/log.js';
 import { deleteNetns, ensureNetns } from './network-namespace.js';
 import { repoPath } from './repo-paths.js';
+import {
+  deleteRuncContainersUnder,
+  hostNetnsName,
+  inPrivateMountNamespace,
+  killProcessesUnder,
+  pingApi,
+  processesInHostMountNamespace,
+  seesMarker,
+  unmountUnder,
+  type MountNamespaceMarker,
+} from './simulated-host.js';
 
 const execFileAsync = promisify(execFile);
 const log = createLogger('podman-host');
@@ -138,7 +147,7 @@ export async function startPodmanHost(options: PodmanHostOptions): Promise<Podma
 
   let netns: string | undefined;
   if (network === 'isolated') {
-    netns = netnsName(options.name, dir);
+    netns = hostNetnsName(options.name, dir);
     await ensureNetns(netns);
   }
 
@@ -185,24 +194,14 @@ export async function startPodmanHost(options: PodmanHostOptions): Promise<Podma
     [command, args] = ['nsenter', ['--mount=/proc/self/fd/3', ...netArgs, '--', 'podman', ...podmanArgs]];
   } else {
     const inner = netns === undefined ? ['podman', ...podmanArgs] : ['nsenter', ...netArgs, '--', 'podman', ...podmanArgs];
-    [command, args] = [
-      'unshare',
+    [command = 'unshare', ...args] = inPrivateMountNamespace(
       [
-        '--mount',
-        '--propagation',
-        'private',
-        '--',
-        'sh',
-        '-c',
-        'mount --bind -- "$1" "$2" && mount --bind -- "$3" "$4" && shift 4 && exec "$@"',
-        'ums-podman-host',
-        paths.runroot,
-        SHARED_RUNROOT,
-        paths.volumes,
-        SHARED_VOLUMEPATH,
-        ...inner,
+        { source: paths.runroot, target: SHARED_RUNROOT },
+        { source: paths.volumes, target: SHARED_VOLUMEPATH },
       ],
-    ];
+      'ums-podman-host',
+      inner,
+    );
   }
 
   const logFile = await open(paths.serviceLog, 'a');
@@ -239,7 +238,7 @@ export async function startPodmanHost(options: PodmanHostOptions): Promise<Podma
       const tail = await readFile(paths.serviceLog, 'utf8').catch(() => '');
       throw new Error(`podman service for host ${options.name} exited during start-up: ${tail.slice(-2000)}`);
     }
-    if (await ping(paths.socket)) break;
+    if (await pingApi(paths.socket)) break;
     if (Date.now() - startedAt > timeoutMs) {
       child.kill('SIGKILL');
       throw new Error(`podman service for host ${options.name} did not answer /_ping within ${timeoutMs} ms`);
@@ -247,7 +246,7 @@ export async function startPodmanHost(options: PodmanHostOptions): Promise<Podma
     await sleep(50);
   }
   // unshare, sh and nsenter each exec the next, so the child is podman itself: check what it sees.
-  if (child.pid === undefined || !(await seesRunroot(child.pid, paths.runroot))) {
+  if (child.pid === undefined || !(await seesMarker(child.pid, runrootMarker(paths.runroot)))) {
     child.kill('SIGKILL');
     throw new Error(`podman service for host ${options.name} does not see ${paths.runroot} at ${SHARED_RUNROOT}`);
   }
@@ -297,7 +296,9 @@ export async function startPodmanHost(options: PodmanHostOptions): Promise<Podma
         return { stdout, stderr };
       } catch (error) {
         const e = error as { stderr?: string; message: string };
-        throw new Error(`podman ${cliArgs.join(' ')} on host ${options.name} failed: ${(e.stderr ?? e.message).trim()}`);
+        throw new Error(`podman ${cliArgs.join(' ')} on host ${options.name} failed: ${(e.stderr ?? e.message).trim()}`, {
+          cause: error,
+        });
       }
     },
     stop,
@@ -315,7 +316,8 @@ export async function startPodmanHost(options: PodmanHostOptions): Promise<Podma
       }
       await stop();
       const containerNetns = await containerNetnsIn(paths.runroot);
-      await killProcessesUnder(dir, paths.runroot);
+      // conmon and co; exec sessions' conmon pair (conmon 2.1.6 with runc) lingers after the command ends.
+      await killProcessesUnder(dir, runrootMarker(paths.runroot), 'podman host');
       await deleteRuncContainersUnder(dir);
       await removeNetnsFiles(containerNetns);
       await unmountUnder(dir);
@@ -351,92 +353,22 @@ function hostPaths(dir: string): HostPaths {
   };
 }
 
-/** Stable per (name, dir) so a restarted host finds its namespace, distinct across parallel test runs. */
-function netnsName(name: string, dir: string): string {
-  const safe = name.replace(/[^a-zA-Z0-9_.-]/g, '-').slice(0, 20);
-  const hash = createHash('sha256').update(dir).digest('hex').slice(0, 8);
-  return `ums-${safe}-${hash}`;
-}
-
-/** Whether process `pid` sees `runrootDir` at SHARED_RUNROOT, i.e. lives in that host's mount namespace. */
-async function seesRunroot(pid: number, runrootDir: string): Promise<boolean> {
-  try {
-    const [inside, own] = await Promise.all([stat(`/proc/${pid}/root${SHARED_RUNROOT}`), stat(runrootDir)]);
-    return inside.dev === own.dev && inside.ino === own.ino;
-  } catch {
-    return false;
-  }
-}
-
-/** pids of the processes in the mount namespace that shows `runrootDir` at SHARED_RUNROOT (conmon and co). */
-async function processesInHostMountNamespace(runrootDir: string): Promise<number[]> {
-  const own = await stat(runrootDir).catch(() => undefined);
-  if (own === undefined) return [];
-  const ownNs = await readlink('/proc/self/ns/mnt').catch(() => '');
-  const found: number[] = [];
-  for (const entry of await readdir('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    const pid = Number(entry);
-    if (pid === process.pid) continue;
-    // Cheap filter first: most processes share the machine's namespace.
-    if ((await readlink(`/proc/${pid}/ns/mnt`).catch(() => ownNs)) === ownNs) continue;
-    const inside = await stat(`/proc/${pid}/root${SHARED_RUNROOT}`).catch(() => undefined);
-    if (inside !== undefined && inside.dev === own.dev && inside.ino === own.ino) found.push(pid);
-  }
-  return found;
+/** A service's mount namespace is the one that shows this host's runroot at SHARED_RUNROOT. */
+function runrootMarker(runrootDir: string): MountNamespaceMarker {
+  return { inside: SHARED_RUNROOT, ownDir: runrootDir };
 }
 
 /** Opens the mount namespace of a process still living in this host's namespace, if there is one. */
 async function openHostMountNamespace(runrootDir: string): Promise<{ pid: number; handle: FileHandle } | undefined> {
-  for (const pid of await processesInHostMountNamespace(runrootDir)) {
+  for (const pid of await processesInHostMountNamespace(runrootMarker(runrootDir))) {
     const handle = await open(`/proc/${pid}/ns/mnt`, 'r').catch(() => undefined);
     if (handle === undefined) continue;
     // The pid may have ended (and been reused) between the scan and the open: check again, now that the
     // namespace is held open.
-    if (await seesRunroot(pid, runrootDir)) return { pid, handle };
+    if (await seesMarker(pid, runrootMarker(runrootDir))) return { pid, handle };
     await handle.close();
   }
   return undefined;
-}
-
-/**
- * conmon, and the container processes below it, outlive the service (they are meant to). After a crash
- * or a failed `rm`, find them by this host's mount namespace, or by this host's paths on their command line
- * or as their working directory, and kill them by pid. With the last of them the mount namespace ends, and
- * the mounts Podman made in it go too.
- */
-async function killProcessesUnder(dir: string, runrootDir: string): Promise<void> {
-  const needle = `${dir}/`;
-  for (let round = 0; round < 5; round++) {
-    const victims: { pid: number; cmdline: string }[] = [];
-    const inNamespace = new Set(await processesInHostMountNamespace(runrootDir));
-    for (const entry of await readdir('/proc')) {
-      if (!/^\d+$/.test(entry)) continue;
-      const pid = Number(entry);
-      if (pid === process.pid) continue;
-      try {
-        const cmdline = (await readFile(`/proc/${pid}/cmdline`, 'utf8')).replace(/\0/g, ' ');
-        const cwd = await readlink(`/proc/${pid}/cwd`).catch(() => '');
-        if (inNamespace.has(pid) || cmdline.includes(needle) || cwd.startsWith(needle)) {
-          victims.push({ pid, cmdline: cmdline.slice(0, 200) });
-        }
-      } catch {
-        // The process ended while we looked.
-      }
-    }
-    if (victims.length === 0) return;
-    for (const { pid } of victims) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        // Already gone.
-      }
-    }
-    // Expected for exec sessions: their conmon pair (conmon 2.1.6 with runc) lingers after the command ends.
-    log.info({ dir, victims }, 'killed processes left behind by the podman host');
-    await sleep(200);
-  }
-  log.warn({ dir }, 'processes of the podman host survive SIGKILL');
 }
 
 /**
@@ -446,7 +378,7 @@ async function killProcessesUnder(dir: string, runrootDir: string): Promise<void
  * empty, and `ip netns list` complains about it. These are the files to remove once the processes are gone.
  */
 async function containerNetnsIn(runrootDir: string): Promise<string[]> {
-  const [pid] = await processesInHostMountNamespace(runrootDir);
+  const [pid] = await processesInHostMountNamespace(runrootMarker(runrootDir));
   if (pid === undefined) return [];
   const points = (mountinfo: string) =>
     new Set(
@@ -468,67 +400,6 @@ async function removeNetnsFiles(files: string[]): Promise<void> {
     await rm(file, { force: true }).catch((error: Error) => log.warn({ file, err: error.message }, 'could not remove netns file'));
   }
   if (files.length > 0) log.info({ files }, 'removed network namespace files of containers left behind');
-}
-
-/**
- * A container's processes outlive a killed conmon (they are in a PID and mount namespace of their own, and
- * their command lines name nothing of the host): after a crash or a failed `rm`, runc's state (/run/runc,
- * shared by every simulated host) still lists them with their bundle under `dir`. `runc delete --force`
- * kills them and drops that state.
- */
-async function deleteRuncContainersUnder(dir: string): Promise<void> {
-  let listed: { id: string; pid: number; status: string; bundle: string }[];
-  try {
-    const { stdout } = await execFileAsync('runc', ['list', '--format', 'json']);
-    listed = (JSON.parse(stdout.trim() || 'null') as typeof listed | null) ?? [];
-  } catch (error) {
-    log.warn({ dir, err: (error as Error).message }, 'runc list failed');
-    return;
-  }
-  const ours = listed.filter((c) => c.bundle.startsWith(`${dir}/`));
-  for (const c of ours) {
-    await execFileAsync('runc', ['delete', '--force', c.id]).catch((error: Error) => {
-      log.warn({ dir, container: c.id, err: error.message }, 'runc delete failed');
-    });
-  }
-  if (ours.length > 0)
-    log.info(
-      { dir, containers: ours.map((c) => ({ id: c.id, pid: c.pid, status: c.status })) },
-      'deleted containers left behind by the podman host',
-    );
-}
-
-/** Overlay, shm and bind mounts below `dir` must go before rm -rf, or rm fails (EBUSY) or descends into them. */
-async function unmountUnder(dir: string): Promise<void> {
-  for (let round = 0; round < 5; round++) {
-    const mountinfo = await readFile('/proc/self/mountinfo', 'utf8');
-    const points = mountinfo
-      .split('\n')
-      .map((line) => line.split(' ')[4])
-      .filter((p): p is string => p !== undefined && (p === dir || p.startsWith(`${dir}/`)))
-      .map((p) => p.replace(/\\040/g, ' '))
-      .sort((a, b) => b.length - a.length);
-    if (points.length === 0) return;
-    for (const point of points) {
-      await execFileAsync('umount', [point]).catch(() => execFileAsync('umount', ['-l', point]).catch(() => undefined));
-    }
-  }
-  log.warn({ dir }, 'mounts remain below the host dir after unmounting');
-}
-
-function ping(socketPath: string): Promise<boolean> {
-  return new Promise((resolvePing) => {
-    const req = request({ socketPath, path: '/_ping', method: 'GET', timeout: 2000 }, (res) => {
-      res.resume();
-      resolvePing(res.statusCode === 200);
-    });
-    req.on('error', () => resolvePing(false));
-    req.on('timeout', () => {
-      req.destroy();
-      resolvePing(false);
-    });
-    req.end();
-  });
 }
 
 function sleep(ms: number): Promise<void> {

@@ -47,11 +47,13 @@ export function launcherRunSpec(controlDir: string): {
   };
 }
 
-/** The same as `podman run` flags: `podman run -d --name NAME ...launcherRunArgs(dir) IMAGE`. */
+/**
+ * The same as `podman run` or `docker run` flags: `podman run -d --name NAME ...launcherRunArgs(dir) IMAGE`.
+ * One `--cap-add` per capability: docker takes each value as one capability name, podman also splits commas.
+ */
 export function launcherRunArgs(controlDir: string): string[] {
   return [
-    '--cap-add',
-    LAUNCHER_CAPABILITIES.join(','),
+    ...LAUNCHER_CAPABILITIES.flatMap((cap) => ['--cap-add', cap]),
     '--security-opt',
     `seccomp=${LAUNCHER_SECCOMP}`,
     '-v',

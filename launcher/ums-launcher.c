@@ -66,6 +66,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -287,6 +288,32 @@ static void reset_child_signals(void) {
   signal(SIGPIPE, SIG_DFL);
 }
 
+#ifndef CAP_SYS_PTRACE
+#define CAP_SYS_PTRACE 19
+#endif
+#ifndef CAP_SYS_ADMIN
+#define CAP_SYS_ADMIN 21
+#endif
+#ifndef CAP_CHECKPOINT_RESTORE
+#define CAP_CHECKPOINT_RESTORE 40
+#endif
+
+/*
+ * The capabilities CRIU needs are the launcher's, not the service's: the service runs without them (dropped
+ * from the bounding set before exec, which for root is what exec grants). This also makes a dump restorable
+ * under another engine: CRIU restores the service's capability sets exactly, and an engine that grants
+ * CRIU's capabilities differently (Docker 20.10 does not know CAP_CHECKPOINT_RESTORE, so the container gets
+ * CAP_SYS_ADMIN in its place) could not give back what the other one had. CAP_SYS_ADMIN is dropped only
+ * where CAP_CHECKPOINT_RESTORE is missing, for it then stands in for it; elsewhere a service given it keeps it.
+ */
+static void drop_criu_capabilities(void) {
+  int stand_in = prctl(PR_CAPBSET_READ, CAP_CHECKPOINT_RESTORE, 0, 0, 0) != 1;
+  prctl(PR_CAPBSET_DROP, CAP_CHECKPOINT_RESTORE, 0, 0, 0);
+  prctl(PR_CAPBSET_DROP, CAP_SYS_PTRACE, 0, 0, 0);
+  if (stand_in) prctl(PR_CAPBSET_DROP, CAP_SYS_ADMIN, 0, 0, 0);
+  prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+}
+
 static int make_pipe(int fds[2], unsigned long *ino) {
   if (pipe2(fds, O_CLOEXEC) != 0) return -1;
   struct stat st;
@@ -315,6 +342,7 @@ static void start_service(void) {
     if (devnull >= 0) dup2(devnull, 0);
     dup2(out[1], 1);
     dup2(err[1], 2);
+    drop_criu_capabilities();
     execvp(L.cmd[0], L.cmd);
     fprintf(stderr, "ums-launcher: cannot run %s: %s\n", L.cmd[0], strerror(errno));
     _exit(127);
@@ -809,7 +837,15 @@ struct meta {
   long pid, last_pid, files;
   unsigned long out_ino, err_ino;
   long long image_bytes;
+  /* The permission bits of the container's "/" at the dump (0: not recorded). */
+  unsigned int root_mode;
 };
+
+/* The permission bits of "/", which CRIU checks on restore (0 if it cannot be read). */
+static unsigned int root_mode(void) {
+  struct stat st;
+  return stat("/", &st) == 0 ? (unsigned int)(st.st_mode & 07777) : 0;
+}
 
 static int write_meta(char *err, size_t err_len) {
   struct image_file files[1024];
@@ -825,8 +861,8 @@ static int write_meta(char *err, size_t err_len) {
     return -1;
   }
   /* last_pid: where the destination must move its PID cursor so new processes do not take old PIDs. */
-  fprintf(f, "ums-launcher-checkpoint=%d\npid=%d\nlast_pid=%ld\nstdout_pipe=%lu\nstderr_pipe=%lu\nfiles=%d\nimage_bytes=%lld\ncmd=%s\n",
-          PROTOCOL_VERSION, (int)L.service, read_ns_last_pid(), L.out_ino, L.err_ino, n, bytes, L.cmd[0] != NULL ? L.cmd[0] : "");
+  fprintf(f, "ums-launcher-checkpoint=%d\npid=%d\nlast_pid=%ld\nstdout_pipe=%lu\nstderr_pipe=%lu\nfiles=%d\nimage_bytes=%lld\nroot_mode=%o\ncmd=%s\n",
+          PROTOCOL_VERSION, (int)L.service, read_ns_last_pid(), L.out_ino, L.err_ino, n, bytes, root_mode(), L.cmd[0] != NULL ? L.cmd[0] : "");
   fclose(f);
   return 0;
 }
@@ -851,6 +887,7 @@ static int read_meta(struct meta *m, char *err, size_t err_len) {
     sscanf(line, "stderr_pipe=%lu", &m->err_ino);
     sscanf(line, "files=%ld", &m->files);
     sscanf(line, "image_bytes=%lld", &m->image_bytes);
+    sscanf(line, "root_mode=%o", &m->root_mode);
   }
   fclose(f);
   if (version != PROTOCOL_VERSION || m->pid <= 1 || m->out_ino == 0 || m->err_ino == 0 || m->files < 1) {
@@ -1019,6 +1056,15 @@ static void op_restore(int conn) {
   snprintf(log_path, sizeof log_path, "%s/restore.log", L.work_dir);
   snprintf(inherit_out, sizeof inherit_out, "fd[%d]:pipe:[%lu]", INHERIT_OUT_FD, m.out_ino);
   snprintf(inherit_err, sizeof inherit_err, "fd[%d]:pipe:[%lu]", INHERIT_ERR_FD, m.err_ino);
+  /*
+   * Engines make the container's "/" with modes of their own (Podman 0555 here, Docker 0755), and CRIU
+   * refuses a root whose mode is not the dumped one ("File . has bad mode"): give it the source's.
+   */
+  unsigned int here = root_mode();
+  if (m.root_mode != 0 && here != 0 && here != m.root_mode) {
+    if (chmod("/", m.root_mode) != 0) logmsg("restore: cannot give / the source's mode %o (it has %o): %s", m.root_mode, here, strerror(errno));
+    else logmsg("restore: / had mode %o, the source's had %o: set to the source's", here, m.root_mode);
+  }
   /* --restore-detached: CRIU exits once the tree runs; the tree's root is then reparented to us (PID 1). */
   const char *args[] = {"restore", "--unprivileged", "-D", L.images_dir, "-o", log_path, "-v2", "--restore-detached",
                         "--manage-cgroups=ignore", "--inherit-fd", inherit_out, "--inherit-fd", inherit_err, NULL};

@@ -6,27 +6,44 @@ import { describe, interpretFailure, KubeletCheckpointError, type ContainerRef }
 
 /**
  * The kubelet's checkpoint API (KEP-2008, feature gate ContainerCheckpoint, beta and on by default since
- * Kubernetes 1.30): what orchestrator level checkpoints through.
+ * Kubernetes 1.30): what orchestrator level checkpoints through. A thin HTTP layer over one CRI call.
  *
- * In production today only `probe()` runs (agents/capability-probe.ts: is the API there and does it let us
- * in). `checkpoint()` is for the orchestrator-level driver that does not exist yet. How the pieces of
- * agents/kubelet/ fit a migration:
- *   1. `KubeletCheckpointClient.checkpoint()` asks the source node's kubelet (POST /checkpoint/{ns}/{pod}/{ctr}).
- *      The kubelet has the CRI runtime (CRI-O + CRIU) dump the container into
- *      /var/lib/kubelet/checkpoints/checkpoint-<pod>_<namespace>-<container>-<RFC3339 time>.tar ON THE NODE'S
- *      DISK and answers with that path. The container keeps running (the API was made for forensics): the
- *      migration must stop the source Pod right after, and whatever the service does in between is lost.
+ * What runs for real, and where:
+ *   - The CRI path underneath, against a real runtime: agents/cri/ (cri-client.ts, a CRI client written from
+ *     the vendored k8s.io/cri-api definition; cri-checkpoint.ts, checkpoint and restore as the kubelet drives
+ *     them) against two containerd 2.1.9 nodes on one machine (infra/containerd-host.ts), in
+ *     test/integration/cri-containerd.test.ts: a counter checkpointed on one node counts on in a new pod on the
+ *     other.
+ *   - This HTTP adapter: in production only `probe()` runs (agents/capability-probe.ts: is the API there and
+ *     does it let us in). `checkpoint()` is for the orchestrator-level driver that does not exist yet, and is
+ *     tested only against transcribed kubelet answers (test/integration/kubelet-checkpoint.test.ts): no
+ *     kubelet runs here.
+ *
+ * What the kubelet adds on top of the CRI call: POST /checkpoint/{ns}/{pod}/{ctr} is authenticated and
+ * authorised (nodes/checkpoint), the pod and container are looked up by name, and the kubelet calls the
+ * runtime's CheckpointContainer(container id, location = /var/lib/kubelet/checkpoints/checkpoint-<pod>_<namespace>-
+ * <container>-<RFC3339 time>.tar, timeout) and answers with that location. Everything else, restore included,
+ * is the runtime's (cri-checkpoint.ts says how containerd 2.x and CRI-O restore).
+ *
+ * How the pieces of agents/kubelet/ fit a migration:
+ *   1. `KubeletCheckpointClient.checkpoint()` asks the source node's kubelet, which has the runtime dump the
+ *      container into that archive ON THE NODE'S DISK. The container keeps running (the API was made for
+ *      forensics): the migration must stop the source Pod right after, and whatever the service does in
+ *      between is lost (the containerd test measures it: the source logs a tick or two the restored one redoes).
  *   2. The archive is only reachable on that node, so a node-local agent (a DaemonSet with
  *      /var/lib/kubelet/checkpoints mounted read-only) reads it with `openArchive()` (checkpoint-archive.ts)
  *      and streams it on, then removes it (`removeArchive()`: it holds the container's memory).
- *   3. `buildCheckpointImageArchive()` (checkpoint-image.ts) wraps the archive into an OCI image archive, which
- *      the destination loads into CRI-O's storage or pushes to a registry.
- *   4. `restorePodManifest()` (restore-pod.ts) gives the Pod that names the checkpoint image; CRI-O sees the
- *      annotation and restores instead of starting the image's entrypoint.
- *
- * Only CRI-O restores from such an image. containerd answers the checkpoint call with "method
- * CheckpointContainer not implemented" before 2.0 and uses another image format for restore (see
- * docs/migration-approaches.md).
+ *   3. Restore depends on the destination's runtime:
+ *      - CRI-O: `buildCheckpointImageArchive()` (checkpoint-image.ts) wraps the archive into the OCI image CRI-O
+ *        restores from, loaded into CRI-O's storage or pushed to a registry, and `restorePodManifest()`
+ *        (restore-pod.ts) gives the Pod that names it.
+ *      - containerd 2.1-2.3: CreateContainer restores when the image is the archive's path on the node, or an
+ *        image whose manifest carries org.criu.checkpoint.container.name (CONTAINERD_CHECKPOINT_ANNOTATION in
+ *        agents/cri/cri-checkpoint.ts). A Pod can name only the image: `buildCheckpointImageArchive()` with
+ *        that annotation added builds one, and `restoreContainer()` restores from either; both verified here
+ *        through CRI. containerd 2.3 deprecated restore in CreateContainer and 2.4 removed it (its
+ *        RELEASES.md: the replacement is KEP-5823's RestorePod).
+ *      containerd before 2.0 answers the checkpoint call with "method CheckpointContainer not implemented".
  */
 
 export type { ContainerRef } from './kubelet-errors.js';

@@ -75,14 +75,23 @@ export interface LogFollower<T = Tick> {
   stop(): void;
 }
 
+/** Where a container's log is read: a Podman host's URL, or a Docker host's socket URL. */
+export type LogSource = string | { docker: string };
+
+function logsCommand(source: LogSource, container: string, follow: boolean): [string, string[]] {
+  const flags = follow ? ['-f', container] : [container];
+  return typeof source === 'string' ? ['podman', ['--url', source, 'logs', ...flags]] : ['docker', ['-H', source.docker, 'logs', ...flags]];
+}
+
 /**
- * Follows a container's stdout through `podman --url URL logs -f` until the container stops. `parse` reads
+ * Follows a container's stdout (`podman logs -f`, `docker logs -f`) until the container stops. `parse` reads
  * each batch of complete lines (without the last newline); by default the counter's ticks.
  */
-export function followTicks(podmanUrl: string, container: string): LogFollower<Tick>;
-export function followTicks<T>(podmanUrl: string, container: string, parse: (lines: string) => T[]): LogFollower<T>;
-export function followTicks(podmanUrl: string, container: string, parse: (lines: string) => unknown[] = parseTicks): LogFollower<unknown> {
-  const child = spawn('podman', ['--url', podmanUrl, 'logs', '-f', container], { stdio: ['ignore', 'pipe', 'ignore'] });
+export function followTicks(source: LogSource, container: string): LogFollower<Tick>;
+export function followTicks<T>(source: LogSource, container: string, parse: (lines: string) => T[]): LogFollower<T>;
+export function followTicks(source: LogSource, container: string, parse: (lines: string) => unknown[] = parseTicks): LogFollower<unknown> {
+  const [command, args] = logsCommand(source, container, true);
+  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'ignore'] });
   const ticks: unknown[] = [];
   let partial = '';
   child.stdout.setEncoding('utf8');
@@ -95,15 +104,16 @@ export function followTicks(podmanUrl: string, container: string, parse: (lines:
   return { ticks, ended, stop: () => child.kill('SIGTERM') };
 }
 
-export async function readTicks(podmanUrl: string, container: string): Promise<Tick[]> {
+export async function readTicks(source: LogSource, container: string): Promise<Tick[]> {
+  const [command, args] = logsCommand(source, container, false);
   const output = await new Promise<string>((resolve, reject) => {
-    const child = spawn('podman', ['--url', podmanUrl, 'logs', container], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
     child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
     child.stderr.on('data', (chunk: Buffer) => (err += chunk.toString()));
     child.once('error', reject);
-    child.once('close', (code) => (code === 0 ? resolve(out) : reject(new Error(`podman logs ${container} failed: ${err.trim()}`))));
+    child.once('close', (code) => (code === 0 ? resolve(out) : reject(new Error(`${command} logs ${container} failed: ${err.trim()}`))));
   });
   return parseTicks(output);
 }

@@ -1,7 +1,11 @@
 import {
   APPROACH_WORKLOADS,
   BENCH_APPROACHES,
+  ENGINE_PAIRS,
   type ApproachSample,
+  type EnginePair,
+  type EngineSample,
+  type MigrationOutcome,
   type BenchServer,
   type ServerCheck,
   type ApproachWorkload,
@@ -109,7 +113,6 @@ export function summarise(run: BenchRun): SizeSummary[] {
       const all = run.migrations.filter((m) => m.sizeMiB === sizeMiB && m.store === store);
       if (all.length === 0) return [];
       const ok = all.filter((m) => m.ok);
-      const phaseNames = [...new Set(ok.flatMap((m) => Object.keys(m.phases)))];
       const total = values(ok, (m) => m.totalMs);
       const downtime = values(ok, (m) => m.downtimeMs);
       const c = floor.checkpoint?.median;
@@ -127,9 +130,7 @@ export function summarise(run: BenchRun): SizeSummary[] {
           wall: values(ok, (m) => m.wallMs),
           downtime,
           frozen: values(ok, (m) => m.frozenMs),
-          phases: Object.fromEntries(
-            phaseNames.map((name) => [name, spread(ok.flatMap((m) => (m.phases[name] === undefined ? [] : [m.phases[name]])))]),
-          ),
+          phases: phaseSpreads(ok),
           agentRssPeakMiB: maxOrUndefined(all.flatMap((m) => agentPeaks(m))),
           floorMs,
           totalRatio: ratio(total?.median, floorMs),
@@ -141,6 +142,12 @@ export function summarise(run: BenchRun): SizeSummary[] {
     const highWater = Object.fromEntries(run.highWater.filter((h) => h.sizeMiB === sizeMiB).map((h) => [h.process, h.vmHwmMiB]));
     return { sizeMiB, floor, sdk, objectStore: transfers('object-store'), migrations, highWater };
   });
+}
+
+/** Each phase the records of these migrations report, over the migrations that report it. */
+function phaseSpreads(ok: MigrationOutcome[]): Record<string, Spread | undefined> {
+  const names = [...new Set(ok.flatMap((m) => Object.keys(m.phases)))];
+  return Object.fromEntries(names.map((name) => [name, spread(ok.flatMap((m) => (m.phases[name] === undefined ? [] : [m.phases[name]])))]));
 }
 
 const agentPeaks = (m: MigrationSample): number[] =>
@@ -237,7 +244,7 @@ export interface ApproachComparison {
   downtimeRatio: number | undefined;
 }
 
-function approachStats(samples: ApproachSample[]): ApproachStats {
+export function approachStats(samples: ApproachSample[]): ApproachStats {
   const ok = samples.filter((s) => s.ok);
   return {
     ok: ok.length,
@@ -273,6 +280,45 @@ export function summariseApproaches(run: BenchRun): ApproachComparison[] {
       ];
     }),
   );
+}
+
+/** One move of the engine comparison at one size, against the Podman -> Podman move of the same level and size. */
+export interface EngineComparison extends EnginePair {
+  sizeMiB: number;
+  stats: ApproachStats;
+  phases: Record<string, Spread | undefined>;
+  /** this move / the baseline, of medians (1 for the baseline itself) */
+  frozenRatio: number | undefined;
+  totalRatio: number | undefined;
+  archiveRatio: number | undefined;
+}
+
+const samePair = (s: EngineSample, pair: EnginePair): boolean =>
+  s.sourceEngine === pair.from && s.destinationEngine === pair.to && s.approach === pair.approach;
+
+export function summariseEngines(samples: EngineSample[], sizes: number[]): EngineComparison[] {
+  return sizes.flatMap((sizeMiB) => {
+    const at = samples.filter((s) => s.sizeMiB === sizeMiB);
+    const statsOf = (pair: EnginePair) => approachStats(at.filter((s) => samePair(s, pair)));
+    return ENGINE_PAIRS.flatMap((pair): EngineComparison[] => {
+      const moves = at.filter((s) => samePair(s, pair));
+      if (moves.length === 0) return [];
+      const stats = statsOf(pair);
+      const baseline = statsOf({ from: 'podman', to: 'podman', approach: pair.approach });
+      const versus = (pick: (a: ApproachStats) => number | undefined) => ratio(pick(stats), pick(baseline));
+      return [
+        {
+          ...pair,
+          sizeMiB,
+          stats,
+          phases: phaseSpreads(moves.filter((s) => s.ok)),
+          frozenRatio: versus((a) => a.frozen?.median),
+          totalRatio: versus((a) => a.total?.median),
+          archiveRatio: versus((a) => a.archiveBytes),
+        },
+      ];
+    });
+  });
 }
 
 /** Within 5 % of each other, two medians of two or three repetitions on a shared machine are a tie. */

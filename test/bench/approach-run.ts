@@ -3,15 +3,27 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { launcherControlDir, launcherRunArgs } from '../../launcher/convention.js';
 import { DEFAULT_LAUNCHED_COUNTER_IMAGE, DEFAULT_LAUNCHED_MULTI_COUNTER_IMAGE } from '../../infra/images/build-service-image.js';
 import { followTicks } from '../../infra/images/counter-output.js';
-import type { PodmanHost } from '../../infra/podman-host.js';
+import type { LocalStack } from '../../infra/local-stack.js';
 import { migrateWithCli, waitUntilListed, type ListedCondition, type MigrationContext } from './migration-run.js';
 import type { ApproachSample, ApproachWorkload, BenchApproach } from './samples.js';
-import { counterSeries, multiCounterSeries, seriesAcross, startWorkload, type SeriesParser } from './workload.js';
+import {
+  counterSeries,
+  logSource,
+  multiCounterSeries,
+  removeWorkload,
+  seriesAcross,
+  startWorkload,
+  type BenchHost,
+  type SeriesParser,
+} from './workload.js';
 
-/** A route for launched containers: each host's launcher directory holds its containers' control dirs. */
+/**
+ * A route for launched containers: each host's launcher directory holds its containers' control dirs. The
+ * hosts may run either engine (the engine comparison moves between them).
+ */
 export interface ApproachRoute {
-  source: PodmanHost;
-  destination: PodmanHost;
+  source: BenchHost;
+  destination: BenchHost;
   sourceLauncherDir: string;
   destinationLauncherDir: string;
 }
@@ -27,6 +39,28 @@ const WORKLOADS: Record<ApproachWorkload, LaunchedWorkload> = {
   single: { image: DEFAULT_LAUNCHED_COUNTER_IMAGE, counters: 1, series: counterSeries },
   multi: { image: DEFAULT_LAUNCHED_MULTI_COUNTER_IMAGE, counters: 2, series: multiCounterSeries },
 };
+
+/** The route between two of the stack's hosts (by agent id), whichever engine each runs. */
+export function approachRoute(stack: LocalStack, from: string, to: string): ApproachRoute {
+  const host = (agentId: string): BenchHost => {
+    const found = stack.hosts.get(agentId) ?? stack.dockerHosts.get(agentId);
+    if (!found) throw new Error(`host ${agentId} is missing from the stack`);
+    return found;
+  };
+  const launcherDir = (agentId: string): string => {
+    const dir = stack.info.hosts.find((h) => h.agentId === agentId)?.launcherDir;
+    if (!dir) throw new Error(`host ${agentId} has no launcher directory`);
+    return dir;
+  };
+  return { source: host(from), destination: host(to), sourceLauncherDir: launcherDir(from), destinationLauncherDir: launcherDir(to) };
+}
+
+/** What a move that ended badly adds to the run's incidents: a failure, or a count that did not continue. */
+export function approachIncident(what: string, sample: ApproachSample): string | undefined {
+  if (!sample.ok) return `${what} failed: ${sample.error ?? ''}`;
+  if (!sample.continuous) return `${what}: the count did not continue (${sample.broken ?? '?'})`;
+  return undefined;
+}
 
 /** The planner offers service level only once the source's probe has reached the container's launcher. */
 const LAUNCHER_PROBED: ListedCondition = {
@@ -47,12 +81,12 @@ export async function runApproachMigration(
   approach: BenchApproach,
   sizeMiB: number,
   rep: number,
+  name = `ap-${workload}-${approach}-${sizeMiB}-${rep}`,
 ): Promise<ApproachSample> {
-  const name = `ap-${workload}-${approach}-${sizeMiB}-${rep}`;
   const spec = WORKLOADS[workload];
   const controlDir = launcherControlDir(name, route.sourceLauncherDir);
   const cleanUp = async () => {
-    for (const host of [route.destination, route.source]) await host.podman(['rm', '-f', '-t', '0', name]).catch(() => undefined);
+    for (const host of [route.destination, route.source]) await removeWorkload(host, name);
     // Service level makes the destination's control dir; container level restores the source's bind mount.
     for (const dir of [controlDir, launcherControlDir(name, route.destinationLauncherDir)]) await rm(dir, { recursive: true, force: true });
   };
@@ -60,7 +94,11 @@ export async function runApproachMigration(
   let processCount: number | undefined;
   try {
     await mkdir(controlDir, { recursive: true, mode: 0o700 });
-    const runArgs = launcherRunArgs(controlDir);
+    // Docker 20.10 does not know CAP_CHECKPOINT_RESTORE: there the owner grants CAP_SYS_ADMIN in its place, as
+    // the agent does for a container it starts on Docker (agents/docker-engine.ts runContainer).
+    const runArgs = launcherRunArgs(controlDir).map((arg) =>
+      'docker' in route.source && arg === 'CHECKPOINT_RESTORE' ? 'SYS_ADMIN' : arg,
+    );
     await startWorkload(route.source, spec.image, name, Math.floor(sizeMiB / spec.counters), { runArgs, series: spec.series });
     processCount = (await waitUntilListed(context, route.source.name, name, LAUNCHER_PROBED)).traits?.processCount;
   } catch (error) {
@@ -68,7 +106,7 @@ export async function runApproachMigration(
     await cleanUp();
     throw error;
   }
-  const follower = followTicks(route.source.url, name, (lines) => lines.split('\n'));
+  const follower = followTicks(logSource(route.source), name, (lines) => lines.split('\n'));
   await sleep(300);
   try {
     const migration = await migrateWithCli(context, name, route.destination.name, approach);

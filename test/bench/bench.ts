@@ -9,13 +9,13 @@ import { createLogger } from '../../core/log.js';
 import { cliEnv, type HostSpec, type StoreKind } from '../../cli/stack-info.js';
 import { AWS_HOST, DEFAULT_HOSTS, startLocalStack, type LocalStack } from '../../infra/local-stack.js';
 import { repoRoot } from '../../infra/repo-paths.js';
-import { summarise, summariseApproaches, summariseServers } from './analysis.js';
-import { runApproachMigration, type ApproachRoute } from './approach-run.js';
+import { summarise, summariseApproaches, summariseEngines, summariseServers } from './analysis.js';
+import { approachIncident, approachRoute as routeBetween, runApproachMigration, type ApproachRoute } from './approach-run.js';
 import { writeChart } from './chart.js';
 import { measureFloor } from './floor.js';
 import { runMigration, type MigrationContext, type MigrationRoute } from './migration-run.js';
 import { highWaterMiB, RSS_SAMPLE_MS } from './process-memory.js';
-import { approachConsoleTable, consoleTable, markdownReport, serverConsoleTable } from './report.js';
+import { approachConsoleTable, consoleTable, engineSection, markdownReport, serverConsoleTable } from './report.js';
 import {
   APPROACH_WORKLOADS,
   BENCH_APPROACHES,
@@ -34,6 +34,8 @@ import { runVolumeMigration, VOLUME_VARIANTS, volumeReport } from './volume-run.
 import { measurePostCopy, postCopyReport } from './post-copy-run.js';
 import { measureSealing, sealingReport } from './sealing-cost.js';
 import { frontmanReport, measureFrontman } from './frontman-run.js';
+import { stopOnSignal } from './stack-signal.js';
+import { measureEngines } from './engine-run.js';
 
 /**
  * `npm run bench`: for each memory size, in one run and interleaved per repetition so that the machine's
@@ -42,6 +44,8 @@ import { frontmanReport, measureFrontman } from './frontman-run.js';
  * launched images, single- and multi-process, at container and at service level through the file store);
  * then real servers (redis filled to each --server-sizes, with an in-container and a WAN client): the bare
  * Podman pair of the same container on one host, and a migration azure -> gcp, their data checked after each.
+ * Before all that, on a stack of its own, the engine comparison: the launched counter moved between Podman
+ * and Docker hosts (engine-run.ts).
  * Writes results.json (every raw sample), report.md and chart.png into --out, and prints the tables.
  * Measurement only: it asserts nothing.
  */
@@ -135,6 +139,12 @@ const program = new Command('bench')
     [0],
   )
   .option('--frontman-rps <n>', 'requests per second of that load', parseCount, 200)
+  .option(
+    '--engine-sizes <MiB,...>',
+    'sizes of the engine comparison: the launched counter moved Podman -> Podman and Docker -> Docker at container level, Podman -> Podman, Podman -> Docker and Docker -> Podman at service level (empty: none)',
+    list(parseSize),
+    [64, 256],
+  )
   .option('--no-object-store', "skip the transfer through UMS's ObjectStore seam (kept: the plain SDK transfer)")
   .option('--out <dir>', 'where to write results.json, report.md and chart.png (default bench/results/<timestamp>)')
   .option('--timeout <seconds>', 'give up on one migration after this long', parseCount, 900)
@@ -156,6 +166,11 @@ async function restartAgent(stack: LocalStack, agentId: string): Promise<void> {
   }
 }
 
+/** How the benchmark runs the CLI against one of its stacks. */
+function migrationContext(stack: LocalStack, timeoutSeconds: number): MigrationContext {
+  return { cli, cliEnv: cliEnv(stack.info), image: stack.info.image, processes: () => stackProcesses(stack), timeoutSeconds };
+}
+
 function stackProcesses(stack: LocalStack): Map<string, number> {
   const processes = new Map<string, number>();
   for (const [name, service] of stack.services) {
@@ -169,9 +184,10 @@ async function writeResults(run: BenchRun, out: string): Promise<void> {
   const sizes = summarise(run);
   const approaches = summariseApproaches(run);
   const servers = summariseServers(run);
+  const engines = summariseEngines(run.engines ?? [], run.options.engineSizes ?? []);
   await writeFile(
     join(out, 'results.json'),
-    `${JSON.stringify({ ...run, summary: sizes, approachSummary: approaches, serverSummary: servers }, null, 2)}\n`,
+    `${JSON.stringify({ ...run, summary: sizes, approachSummary: approaches, serverSummary: servers, engineSummary: engines }, null, 2)}\n`,
   );
   let chart: string | undefined;
   if (sizes.length > 0) {
@@ -182,7 +198,7 @@ async function writeResults(run: BenchRun, out: string): Promise<void> {
       log.warn({ err: error }, 'chart could not be rendered');
     }
   }
-  await writeFile(join(out, 'report.md'), markdownReport(run, sizes, chart, approaches, servers));
+  await writeFile(join(out, 'report.md'), markdownReport(run, sizes, chart, approaches, servers, engines));
 }
 
 /** A results.json as written, possibly before the approach comparison or the real servers existed. */
@@ -195,6 +211,7 @@ type StoredRun = Omit<BenchRun, 'approaches' | 'serverFloor' | 'serverMigrations
   summary?: unknown;
   approachSummary?: unknown;
   serverSummary?: unknown;
+  engineSummary?: unknown;
 };
 
 async function readResults(file: string): Promise<BenchRun> {
@@ -203,6 +220,7 @@ async function readResults(file: string): Promise<BenchRun> {
     summary: _summary,
     approachSummary: _approachSummary,
     serverSummary: _serverSummary,
+    engineSummary: _engineSummary,
     ...stored
   } = JSON.parse(await readFile(file, 'utf8')) as StoredRun;
   return {
@@ -227,6 +245,7 @@ function printTables(run: BenchRun): string {
     ...(run.postCopy && run.postCopy.length > 0 ? [postCopyReport(run.postCopy), ''] : []),
     ...(run.volumes && run.volumes.length > 0 ? [volumeReport(run.volumes), ''] : []),
     ...(run.frontman && run.frontman.length > 0 ? [frontmanReport(run.frontman), ''] : []),
+    ...(run.engines && run.engines.length > 0 ? [engineSection(summariseEngines(run.engines, run.options.engineSizes ?? [])), ''] : []),
     ...(run.options.sizes.length > 0 ? [consoleTable(summarise(run))] : []),
     ...(approaches.length > 0 ? ['', approachConsoleTable(approaches)] : []),
     ...(servers.length > 0 ? ['', serverConsoleTable(servers)] : []),
@@ -246,6 +265,7 @@ async function main(): Promise<number> {
     volumeSizes: number[];
     frontmanFill: number[];
     frontmanRps: number;
+    engineSizes: number[];
     out?: string;
     timeout: number;
     fromResults?: string;
@@ -271,6 +291,7 @@ async function main(): Promise<number> {
     volumeSizes: raw.volumeSizes,
     frontmanFill: raw.frontmanFill,
     frontmanRps: raw.frontmanRps,
+    engineSizes: raw.engineSizes,
     out: resolve(raw.out ?? join(repoRoot, 'bench', 'results', startedAt.toISOString().replace(/[:.]/g, '-'))),
   };
   await mkdir(options.out, { recursive: true });
@@ -331,6 +352,23 @@ async function main(): Promise<number> {
     }
     await writeResults(run, options.out);
   }
+  if (raw.engineSizes.length > 0) {
+    // A stack of its own (two Podman and two Docker hosts): before the main stack, so the two never share the machine.
+    log.info({ sizes: raw.engineSizes, reps: options.reps }, 'measuring the engines on the same workload');
+    try {
+      const engines = await measureEngines({
+        sizes: raw.engineSizes,
+        reps: options.reps,
+        dir: `/tmp/ums-bench-eng-${process.pid}`,
+        context: (stack) => migrationContext(stack, raw.timeout),
+      });
+      run.engines = engines.samples;
+      run.incidents.push(...engines.incidents);
+    } catch (error) {
+      run.incidents.push(`engine comparison failed: ${(error as Error).message}`);
+    }
+    await writeResults(run, options.out);
+  }
   // The approach comparison goes through the file store's pair whatever --stores says.
   const compared = options.approachSizes.length > 0;
   // Real servers move azure -> gcp (the default hosts and stores) whatever --stores says.
@@ -346,6 +384,8 @@ async function main(): Promise<number> {
       ].map((spec) => [spec.agentId, spec]),
     ).values(),
   ];
+  // Nothing left that needs the main stack (e.g. the engine comparison alone): do not start one.
+  if (specs.length === 0) return finish(run);
   // Short: Podman refuses long runroots and unix sockets cap their path length.
   const stackDir = `/tmp/ums-bench-${process.pid}`;
   log.info(
@@ -361,15 +401,7 @@ async function main(): Promise<number> {
     'starting the local stack',
   );
   const stack = await startLocalStack({ name: `bench-${process.pid}`, dir: stackDir, hosts: specs, serverImages: serving });
-  let stopping = false;
-  const onSignal = () => {
-    if (stopping) return;
-    stopping = true;
-    log.warn('interrupted: stopping the stack');
-    void stack.stop().finally(() => process.exit(130));
-  };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
+  const signal = stopOnSignal(stack, log);
   try {
     const host = (spec: HostSpec) => {
       const found = stack.hosts.get(spec.agentId);
@@ -381,19 +413,9 @@ async function main(): Promise<number> {
       source: host(ROUTES[store][0]),
       destination: host(ROUTES[store][1]),
     }));
-    const launcherDir = (spec: HostSpec) => {
-      const dir = stack.info.hosts.find((h) => h.agentId === spec.agentId)?.launcherDir;
-      if (!dir) throw new Error(`host ${spec.agentId} has no launcher directory`);
-      return dir;
-    };
     const [approachSource, approachDestination] = ROUTES.file;
     const approachRoute: ApproachRoute | undefined = compared
-      ? {
-          source: host(approachSource),
-          destination: host(approachDestination),
-          sourceLauncherDir: launcherDir(approachSource),
-          destinationLauncherDir: launcherDir(approachDestination),
-        }
+      ? routeBetween(stack, approachSource.agentId, approachDestination.agentId)
       : undefined;
     const floorHost = host(specs[0] as HostSpec);
     const access: StoreAccess[] = options.stores.map((kind: StoreKind) => {
@@ -401,13 +423,7 @@ async function main(): Promise<number> {
       if (!storeUrl) throw new Error(`no ${kind} store in the stack`);
       return { kind, storeUrl, env: stack.storeEnv[kind] ?? {} };
     });
-    const context: MigrationContext = {
-      cli,
-      cliEnv: cliEnv(stack.info),
-      image: stack.info.image,
-      processes: () => stackProcesses(stack),
-      timeoutSeconds: raw.timeout,
-    };
+    const context = migrationContext(stack, raw.timeout);
     const scratch = join(stackDir, 'bench');
     await mkdir(scratch, { recursive: true });
     const archive = join(scratch, 'floor.tar');
@@ -510,8 +526,8 @@ async function main(): Promise<number> {
               try {
                 const sample = await runApproachMigration(context, approachRoute, workload, approach, sizeMiB, rep);
                 run.approaches.push(sample);
-                if (!sample.ok) run.incidents.push(`${what} failed: ${sample.error ?? ''}`);
-                else if (!sample.continuous) run.incidents.push(`${what}: the count did not continue (${sample.broken ?? '?'})`);
+                const problem = approachIncident(what, sample);
+                if (problem !== undefined) run.incidents.push(problem);
                 log.info(
                   {
                     sizeMiB,
@@ -651,8 +667,17 @@ async function main(): Promise<number> {
       }
     }
   } finally {
-    if (!stopping) await stack.stop();
+    if (!signal.interrupted()) {
+      signal.release();
+      await stack.stop();
+    }
   }
+  return finish(run);
+}
+
+/** Writes the results a last time, prints the tables and the incidents; returns how many incidents there were. */
+async function finish(run: BenchRun): Promise<number> {
+  const { options } = run;
   run.finishedAt = new Date().toISOString();
   await writeResults(run, options.out);
   process.stdout.write(`\n${printTables(run)}\n\n`);

@@ -10,11 +10,13 @@ import {
   TARGET_SIZES_MIB,
   type ApproachComparison,
   type ApproachStats,
+  type EngineComparison,
   type ServerSummary,
   type SizeSummary,
   type TargetCheck,
 } from './analysis.js';
-import type { BenchRun } from './samples.js';
+import { isEngineBaseline, type BenchRun } from './samples.js';
+import type { HostEngine } from '../../cli/stack-info.js';
 import { formatRatio, formatSpread, seconds, spread } from './statistics.js';
 
 /** The console table and the Markdown report; both read the same summaries. */
@@ -317,12 +319,71 @@ function approachSection(run: BenchRun, comparisons: ApproachComparison[]): stri
   return out;
 }
 
+const ENGINE_NAMES: Record<HostEngine, string> = { podman: 'Podman', docker: 'Docker' };
+
+/**
+ * The engine comparison, for the report and the console alike: per size and move, medians (min-max) and the
+ * ratios to the Podman -> Podman move of the same level, then the phases of the record.
+ */
+export function engineSection(comparisons: EngineComparison[]): string {
+  const move = (c: EngineComparison) =>
+    `${ENGINE_NAMES[c.from]} -> ${ENGINE_NAMES[c.to]}, ${c.approach} level${isEngineBaseline(c) ? ' (baseline)' : ''}`;
+  const mark = (c: EngineComparison) => (incidentsOf(c.stats) > 0 ? `**${okCount(c.stats)}**` : okCount(c.stats));
+  const phases = [...new Set(comparisons.flatMap((c) => Object.keys(c.phases)))];
+  return [
+    '## Engines: Podman and Docker on the same workload',
+    '',
+    'The launched counter image (`ums-launcher` as PID 1, one counter process) filled with each size of random memory, moved with ' +
+      '`ums migrate --approach container|service` between two Podman hosts (azure, gcp) and two Docker hosts (aws-us-east-1, aws-us-west-2-1, ' +
+      'a dockerd each) of one stack, every host through the file store so that the engine is what differs. **Container level**: the engine ' +
+      "checkpoints the whole container: Podman's export, with the memory sent beside it as CRIU writes it (the runtime shim the stack gives " +
+      "Podman hosts); on Docker, Docker's checkpoint API, then the agent archives the checkpoint directory and the container's layer, the memory " +
+      'inside (Docker has no shim). Between engines the planner refuses it. A Docker-started container gets CAP_SYS_ADMIN in place of ' +
+      'CAP_CHECKPOINT_RESTORE, which Docker 20.10 does not know. **Service level**: the launcher checkpoints the process tree ' +
+      'from inside and restores it into a fresh container of the image on either engine. Every move runs on a fresh container, the moves ' +
+      'interleaved in each repetition (reversed in every other one). Frozen and total come from the migration record; downtime is the longest ' +
+      'gap of the 10 ms counter, source then destination, and the count must continue (a move that breaks it fails the bench). ' +
+      'Ratios are of medians to the Podman -> Podman move of the same level and size in this run.',
+    '',
+    comparisons.length === 0
+      ? '(no engine migration ended)'
+      : table(
+          ['size', 'move', 'ok', 'frozen', 'frozen / baseline', 'total', 'total / baseline', 'downtime', 'archive', 'archive / baseline'],
+          comparisons.map((c) => [
+            `${c.sizeMiB} MiB`,
+            move(c),
+            mark(c),
+            formatSpread(c.stats.frozen),
+            formatRatio(c.frozenRatio),
+            formatSpread(c.stats.total),
+            formatRatio(c.totalRatio),
+            formatSpread(c.stats.downtime),
+            c.stats.archiveBytes === undefined ? '-' : mib(c.stats.archiveBytes),
+            formatRatio(c.archiveRatio),
+          ]),
+        ),
+    '',
+    ...(phases.length === 0
+      ? []
+      : [
+          "### Phases of the record (medians, seconds; `checkpoint` is freeze to the archive's first byte)",
+          '',
+          table(
+            ['size', 'move', ...phases],
+            comparisons.map((c) => [`${c.sizeMiB} MiB`, move(c), ...phases.map((p) => seconds(c.phases[p]?.median))]),
+          ),
+          '',
+        ]),
+  ].join('\n');
+}
+
 export function markdownReport(
   run: BenchRun,
   sizes: SizeSummary[],
   chartFile: string | undefined,
   approaches: ApproachComparison[] = [],
   servers: ServerSummary[] = [],
+  engines: EngineComparison[] = [],
 ): string {
   const targets = checkTargets(sizes);
   const counters = run.options.sizes.length > 0;
@@ -330,8 +391,11 @@ export function markdownReport(
   out.push('# UMS benchmark: migration time and downtime against the Podman floor', '');
   out.push(
     `Run ${run.startedAt} to ${run.finishedAt} on ${run.machine.cpus} CPUs, ${run.machine.memGiB} GiB, kernel ${run.machine.kernel}, Node ${run.machine.node}. ` +
-      `Sizes ${run.options.sizes.join(', ') || 'none'} MiB, ${run.options.reps} repetition(s), stores ${run.options.stores.join(', ')}` +
+      `Sizes ${run.options.sizes.join(', ') || 'none'} MiB, ${run.options.reps} repetition(s), stores ${run.options.stores.join(', ') || 'none'}` +
       (run.options.approachSizes.length > 0 ? `; approach comparison at ${run.options.approachSizes.join(', ')} MiB` : '') +
+      (run.options.engineSizes && run.options.engineSizes.length > 0
+        ? `; engine comparison at ${run.options.engineSizes.join(', ')} MiB`
+        : '') +
       (run.options.servers.length > 0
         ? `; real servers ${run.options.servers.join(', ')} at ${run.options.serverSizes.join(', ')} MiB. `
         : '. ') +
@@ -350,6 +414,7 @@ export function markdownReport(
   if (run.postCopy && run.postCopy.length > 0) out.push(postCopyReport(run.postCopy), '');
   if (run.volumes && run.volumes.length > 0) out.push(volumeReport(run.volumes), '');
   if (run.frontman && run.frontman.length > 0) out.push(frontmanReport(run.frontman), '');
+  if (run.engines && run.engines.length > 0) out.push(engineSection(engines), '');
   if (counters) {
     if (chartFile) out.push(`![time and downtime against memory size](${chartFile})`, '');
 
@@ -503,7 +568,8 @@ export function markdownReport(
     (run.options.volumeSizes ? ` --volume-sizes ${listArg(run.options.volumeSizes)}` : '') +
     (run.options.frontmanFill
       ? ` --frontman-fill ${listArg(run.options.frontmanFill)} --frontman-rps ${run.options.frontmanRps ?? 200}`
-      : '');
+      : '') +
+    (run.options.engineSizes ? ` --engine-sizes ${listArg(run.options.engineSizes)}` : '');
   out.push(`Raw samples: \`results.json\` beside this report. Re-run: \`${rerun}\`.`, '');
   return out.join('\n');
 }

@@ -2,6 +2,7 @@ import type { PostCopySample } from './post-copy-run.js';
 import type { SealingSample } from './sealing-cost.js';
 import type { FrontmanSample } from './frontman-run.js';
 import type { VolumeSample } from './volume-run.js';
+import type { HostEngine } from '../../cli/stack-info.js';
 /**
  * What one benchmark run records: every raw measurement, so the JSON can be re-analysed without re-running.
  * All times are milliseconds of wall-clock time on this machine; sizes are the workload's random memory.
@@ -86,6 +87,33 @@ export interface ApproachSample extends MigrationOutcome {
   broken: string | undefined;
 }
 
+/** One move of the engine comparison: which engines it went between, and at which level. */
+export interface EnginePair {
+  from: HostEngine;
+  to: HostEngine;
+  approach: BenchApproach;
+}
+
+/**
+ * The moves the engine comparison makes, in this order in each repetition (reversed in every other one).
+ * Podman -> Podman is the baseline of its level; container level between engines is refused by the planner.
+ */
+export const ENGINE_PAIRS: readonly EnginePair[] = [
+  { from: 'podman', to: 'podman', approach: 'container' },
+  { from: 'docker', to: 'docker', approach: 'container' },
+  { from: 'podman', to: 'podman', approach: 'service' },
+  { from: 'podman', to: 'docker', approach: 'service' },
+  { from: 'docker', to: 'podman', approach: 'service' },
+];
+
+export const isEngineBaseline = (pair: EnginePair): boolean => pair.from === 'podman' && pair.to === 'podman';
+
+/** The launched single-process counter moved between hosts of the given engines at a forced level, through the file store. */
+export interface EngineSample extends ApproachSample {
+  sourceEngine: HostEngine;
+  destinationEngine: HostEngine;
+}
+
 /** VmHWM of a process at the end of one size's work; the agents are restarted fresh at each size. */
 export interface HighWaterSample {
   sizeMiB: number;
@@ -160,6 +188,8 @@ export interface BenchOptions {
   /** memory webdis is filled to in the frontman comparison, and its load's rate (absent: none) */
   frontmanFill?: number[];
   frontmanRps?: number;
+  /** sizes of the engine comparison (empty: none; absent from older results) */
+  engineSizes?: number[];
   out: string;
 }
 
@@ -187,6 +217,8 @@ export interface BenchRun {
   volumes?: VolumeSample[];
   /** clients through a migration with and without the frontman (absent from older results) */
   frontman?: FrontmanSample[];
+  /** the same workload moved between Podman and Docker hosts (absent from older results) */
+  engines?: EngineSample[];
   /** anything that went wrong but did not stop the run (a failed migration, a broken count) */
   incidents: string[];
 }

@@ -1,5 +1,14 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { continuity, joinTicks, parseLabelledTicks, parseTicks, type LabelledTick, type Tick } from '../../infra/images/counter-output.js';
+import {
+  continuity,
+  joinTicks,
+  parseLabelledTicks,
+  parseTicks,
+  type LabelledTick,
+  type LogSource,
+  type Tick,
+} from '../../infra/images/counter-output.js';
+import type { DockerHost } from '../../infra/docker-host.js';
 import type { PodmanHost } from '../../infra/podman-host.js';
 
 /**
@@ -32,28 +41,43 @@ export const multiCounterSeries: SeriesParser = (output) => {
   return { a, b, 'a lines': linesOf(a), 'b lines': linesOf(b) };
 };
 
+/** A simulated host of either engine: the workload's commands (run, logs, rm) read the same to podman and docker. */
+export type BenchHost = PodmanHost | DockerHost;
+
+/** Runs the host's own CLI (`podman --url`, or Debian's `docker -H`) with `args`. */
+export const engineCli = (host: BenchHost, args: string[]): Promise<{ stdout: string; stderr: string }> =>
+  'docker' in host ? host.docker(args) : host.podman(args);
+
+/** Where followTicks reads the host's container logs. */
+export const logSource = (host: BenchHost): LogSource => ('docker' in host ? { docker: host.url } : host.url);
+
+/** Removes a container at once, if there is one: docker's `rm -f` kills without a grace period, podman's needs `-t 0`. */
+export async function removeWorkload(host: BenchHost, name: string): Promise<void> {
+  await engineCli(host, ['rm', '-f', ...('docker' in host ? [] : ['-t', '0']), name]).catch(() => undefined);
+}
+
 export interface WorkloadOptions {
-  /** `podman run` options before the image (capabilities, mounts); default none */
+  /** `podman run` / `docker run` options before the image (capabilities, mounts); default none */
   runArgs?: string[];
   /** how its log reads; default the counter's */
   series?: SeriesParser;
 }
 
-const readLog = async (host: PodmanHost, name: string): Promise<string> => (await host.podman(['logs', name])).stdout;
+const readLog = async (host: BenchHost, name: string): Promise<string> => (await engineCli(host, ['logs', name])).stdout;
 
 /**
  * Starts a counter workload whose counters each hold `sizeMiB` and returns once its first series has 20
  * ticks: the memory is filled before the first tick.
  */
 export async function startWorkload(
-  host: PodmanHost,
+  host: BenchHost,
   image: string,
   name: string,
   sizeMiB: number,
   options: WorkloadOptions = {},
 ): Promise<void> {
   const series = options.series ?? counterSeries;
-  await host.podman([
+  await engineCli(host, [
     'run',
     '-d',
     '--name',
@@ -87,7 +111,7 @@ export interface Downtime {
  * gap. The restored container's log repeats the source's lines (the archive carries the log); joinTicks
  * drops them.
  */
-export function downtimeAcross(before: Tick[], after: PodmanHost, name: string): Promise<Downtime> {
+export function downtimeAcross(before: Tick[], after: BenchHost, name: string): Promise<Downtime> {
   return seriesAcross({ count: before }, after, name, counterSeries);
 }
 
@@ -96,7 +120,7 @@ export function downtimeAcross(before: Tick[], after: PodmanHost, name: string):
  * move is continuous only if every series continues and goes on at the destination. A container restored
  * at service level is a fresh container: its log holds only what the restored processes printed.
  */
-export async function seriesAcross(before: TickSeries, after: PodmanHost, name: string, parse: SeriesParser): Promise<Downtime> {
+export async function seriesAcross(before: TickSeries, after: BenchHost, name: string, parse: SeriesParser): Promise<Downtime> {
   // Let the restored process tick a few times so the first tick after the gap is certainly in its log.
   await sleep(300);
   const names = Object.keys(before);

@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import { AgentRegistration } from '../../core/agent-registration.js';
 import type { ContainerNetwork } from '../../core/container-network.js';
 import { baselineProfile } from '../../core/container-security.js';
-import { planAgainst } from '../../core/migration-plan.js';
+import { expectImage, planAgainst } from '../../core/migration-plan.js';
 import { formatPlan, planSummary } from '../../cli/format.js';
 
 const MiB = 1024 * 1024;
@@ -238,12 +238,43 @@ describe('planAgainst: registrations to a plan, as planMigration and `ums plan` 
     assert.ok(!silent.ok && silent.code === 'agent-unavailable');
     const missing = planAgainst(agents, { container: 'nope', destinationAgent: 'b' }, NOW);
     assert.ok(!missing.ok && missing.code === 'container-not-found' && missing.notListedYet === true);
-    const noImage = planAgainst(
-      [agents[0] as AgentRegistration, agent('b', [], { imageIds: [], images: [] })],
-      { container: 'one', destinationAgent: 'b' },
-      NOW,
-    );
-    assert.ok(!noImage.ok && noImage.code === 'image-missing');
+  });
+
+  describe('the image at the destination (never a refusal: its engine decides, the source ships it)', () => {
+    const agents = [agent('a', [launched('one', 1)])];
+    const [source] = agents as [AgentRegistration];
+    const image = source.containers[0]!;
+
+    it('plans with nothing to ship when the last heartbeat lists the image id', () => {
+      const plan = planAgainst([source, agent('b', [])], { container: 'one', destinationAgent: 'b' }, NOW);
+      assert.ok(plan.ok, plan.ok ? '' : plan.reason);
+      assert.equal(plan.image.shipLikely, false);
+      assert.match(plan.image.reason, /has the image .* nothing to ship/);
+    });
+
+    it('plans, and expects to ship, when the last heartbeat lists neither id nor name: the heartbeat may lag a load', () => {
+      const plan = planAgainst([source, agent('b', [], { imageIds: [], images: [] })], { container: 'one', destinationAgent: 'b' }, NOW);
+      assert.ok(plan.ok, plan.ok ? '' : plan.reason);
+      assert.equal(plan.image.shipLikely, true);
+      assert.match(plan.image.reason, /did not list the image .* unless its engine has it by now, the source ships it before the freeze/);
+    });
+
+    it('expects to ship the exact image when the destination has another image of the same name, and says the name moves', () => {
+      const plan = planAgainst(
+        [source, agent('b', [], { imageIds: ['c'.repeat(64)], images: [image.image] })],
+        { container: 'one', destinationAgent: 'b' },
+        NOW,
+      );
+      assert.ok(plan.ok, plan.ok ? '' : plan.reason);
+      assert.equal(plan.image.shipLikely, true);
+      assert.match(plan.image.reason, /an image named .* but not the same one .* moves the name/);
+    });
+
+    it('reads the same from expectImage alone, with the id shortened', () => {
+      const expected = expectImage(agent('b', [], { imageIds: [], images: [] }), image);
+      assert.ok(expected.shipLikely);
+      assert.ok(expected.reason.includes(image.imageId.replace(/^sha256:/, '').slice(0, 12)));
+    });
   });
 
   describe('network services (container level)', () => {

@@ -10,13 +10,15 @@ locals {
   # What agents/main.ts and core/nats-event-bus.ts read (test/unit/terraform-static.test.ts derives that list
   # from the code and fails when they drift). Options left out on purpose, as the test lists too:
   # UMS_HOST_NETNS and UMS_VOLUMES_DIR (a simulated host of the local stack), UMS_ALLOWED_HTTP_ENDPOINTS
-  # (local emulators only: real stores are https), UMS_KUBELET_* (orchestrator level, agents/kubelet/).
+  # (local emulators only: real stores are https), UMS_KUBELET_* (orchestrator level, agents/kubelet/),
+  # UMS_DOCKER_SOCKET (the hosts deployed here run Podman).
   agent_environment = merge(
     {
       UMS_AGENT_ID             = var.agent_id
       UMS_CLOUD                = var.cloud
       UMS_REGION               = var.region
       UMS_STORE_URL            = var.store_url
+      UMS_ENGINE               = "podman"
       UMS_PODMAN_URL           = "unix:///run/podman/podman.sock"
       NATS_URL                 = var.nats_url
       UMS_NATS_CA              = local.ca_file
