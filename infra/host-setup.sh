@@ -3,7 +3,8 @@
 # busybox-static + gcc (to build the demo image), the clients of the real-server test images (redis-tools,
 # libmemcached-tools: clients only, no server starts on the host), a CRIU that works on this kernel: one that dumps and
 # restores a process holding TCP sockets (listening and established), checked for real, not by `criu check`; and,
-# side by side with the machine's containerd, a containerd 2.x for the simulated Kubernetes nodes (CRI checkpoint).
+# with UMS_SIMULATED_CRI_NODES=1 (infra/setup.sh, development machines), side by side with the machine's
+# containerd, a containerd 2.x for the simulated Kubernetes nodes (CRI checkpoint).
 # Idempotent: every step checks first and says whether it acted or skipped.
 #
 # Environment:
@@ -11,6 +12,7 @@
 #   UMS_WRAPPER_DIR where the `criu` wrapper goes; must come before /usr/sbin in PATH (default /usr/local/sbin)
 #   UMS_CRIU_SUITE  Debian suite to side-load CRIU from (default forky: CRIU 4.2+, see MIN_CRIU)
 #   UMS_FORCE_SIDELOAD=1  side-load even if the distribution's criu works
+#   UMS_SIMULATED_CRI_NODES=1  also side-load containerd 2.x for the simulated CRI nodes (tests only)
 #   UMS_CONTAINERD2_PREFIX where containerd 2.x for the simulated CRI nodes goes (default /opt/ums/containerd2)
 #   UMS_CONTAINERD2_SUITE  Debian suite to side-load it from (default sid: containerd >= MIN_CONTAINERD2)
 set -euo pipefail
@@ -195,7 +197,10 @@ containerd2_ok() {
   [ -n "$v" ] && version_ge "$v" "$MIN_CONTAINERD2" &&
     [ -x "$UMS_CONTAINERD2_PREFIX/usr/bin/containerd-shim-runc-v2" ] && [ -x "$UMS_CONTAINERD2_PREFIX/usr/bin/ctr" ]
 }
-if containerd2_ok; then
+if [ "${UMS_SIMULATED_CRI_NODES:-0}" != 1 ]; then
+  # A deployment host runs its own engine; only the development machine simulates CRI nodes (infra/setup.sh).
+  say "skip: containerd 2 for the simulated CRI nodes (development machines only: UMS_SIMULATED_CRI_NODES=1)"
+elif containerd2_ok; then
   say "skip: containerd $(containerd2_version) already side-loaded in $UMS_CONTAINERD2_PREFIX"
 else
   [ "$(dpkg --print-architecture)" = amd64 ] || die "containerd side-load only verified for amd64"

@@ -13,7 +13,8 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 say() { printf '[setup] %s\n' "$*"; }
 
-bash infra/host-setup.sh
+# With containerd 2.x for the simulated CRI nodes (infra/containerd-host.ts), which deployment hosts never get.
+UMS_SIMULATED_CRI_NODES=1 bash infra/host-setup.sh
 
 # Not in host-setup.sh: that script also runs on the deployment's hosts, which have no use for it.
 if ! command -v shellcheck >/dev/null; then
