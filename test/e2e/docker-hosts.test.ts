@@ -2,7 +2,7 @@
  * Hosts that run different engines (issue 16): a Podman host on "azure", Docker hosts on "gcp" and "aws",
  * each with its own dockerd (infra/docker-host.ts). Docker to Docker at container level with a real server
  * and both kinds of client (Debian's redis-server, an in-container redis-cli that keeps its connection, an
- * outside writer that is reset and loses no acknowledged write); Podman to Docker and Docker to Podman at
+ * outside writer that is reset and loses no acknowledged write), a named volume and a rootfs change; Podman to Docker and Docker to Podman at
  * service level, the count continuing across both moves and the image shipped each way (neither destination
  * holds it: one engine saves it, the other loads it, same id and name); container level between engines
  * refused before anything is frozen, with the reason. One stack for the file.
@@ -28,6 +28,7 @@ const AZURE = DEFAULT_HOSTS[0]!.agentId;
 const GCP = DEFAULT_HOSTS[1]!.agentId;
 const AWS = AWS_HOST.agentId;
 const REDIS_KEYS = 20_000;
+const VOLUME = 'redis-data';
 
 let stack: LocalStack;
 let azure: PodmanHost;
@@ -153,7 +154,7 @@ describe('hosts with different engines: Docker beside Podman', { timeout: 600_00
     }
   });
 
-  it('Docker to Docker at container level: redis keeps its dataset and its inner connection; the outside writer is reset, reconnects and loses no acknowledged write', async () => {
+  it('Docker to Docker at container level: redis keeps its dataset and its inner connection; the outside writer is reset, reconnects and loses no acknowledged write; its named volume and rootfs changes move with it', async () => {
     const name = 'redis';
     await gcp.docker([
       'run',
@@ -164,8 +165,13 @@ describe('hosts with different engines: Docker beside Podman', { timeout: 600_00
       `${REDIS_PORT}:${REDIS_PORT}`,
       '-e',
       `${INNER_CLIENT_ENV}=1`,
+      '-v',
+      `${VOLUME}:/data`,
       DEFAULT_REDIS_IMAGE,
     ]);
+    // A file in the named volume (it moves outside the freeze: Docker's checkpoint carries no volume) and one
+    // in the container's own filesystem (its writable layer, in the archive).
+    await gcp.docker(['exec', name, 'sh', '-c', 'seq 1 20000 > /data/numbers && echo from-gcp > /etc/written-here']);
     const pidA = await dockerPid(gcp, name);
     await waitFor(async () => Number(await redis(pidA, 'GET', INNER_COUNT_KEY)) >= 10, 'the inner client counting on the source');
     assert.equal(await redis(pidA, 'DEBUG', 'POPULATE', String(REDIS_KEYS), 'ums', '128'), 'OK');
@@ -204,10 +210,15 @@ describe('hosts with different engines: Docker beside Podman', { timeout: 600_00
     ]);
     assert.deepEqual(missingWrites(writer, log.trim()), [], 'acknowledged writes missing on the destination');
     assert.equal(await dockerState(gcp, name), undefined, 'the source no longer has the container');
+    const moved = (await aws.docker(['exec', name, 'sh', '-c', 'wc -l < /data/numbers; cat /etc/written-here'])).stdout.trim().split('\n');
+    assert.deepEqual(moved, ['20000', 'from-gcp'], 'the volume and the rootfs change are there');
+    const volumes = (await gcp.docker(['volume', 'ls', '--format', '{{.Name}}'])).stdout;
+    assert.ok(!volumes.split('\n').includes(VOLUME), 'the source no longer has the volume');
     console.log(
       `docker to docker: frozen ${result.timeline?.frozenMs} ms, total ${result.timeline?.totalMs} ms (${phases(result)}), ${writer.replies.length} acknowledged writes kept`,
     );
     await aws.docker(['rm', '-f', '-v', name]);
+    await aws.docker(['volume', 'rm', VOLUME]);
   });
 
   it('Podman to Docker and back at service level, the image shipped each way: the count continues across both moves; container level between engines is refused before any freeze', async () => {
