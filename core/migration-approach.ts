@@ -40,6 +40,10 @@ import { ContainerSecurityProfile } from './container-security.js';
  * | 11 | `requested` feasible | | | | requested, even if another is cheaper |
  * | 12 | `requested` infeasible | | | | refused with that approach's reason (no silent fallback) |
  *
+ * "Container level both ends" also needs the two ends to run the same engine kind (Podman or Docker), the
+ * same architecture and a destination CRIU no older than the source's (hostMismatch); otherwise the row
+ * reads "no", and a launched service goes at service level between them.
+ *
  * Ties in the estimate go to container, then service, then orchestrator (container level is the path the
  * rest of UMS exercises most).
  */
