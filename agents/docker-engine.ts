@@ -3,7 +3,7 @@ import { once } from 'node:events';
 import { createReadStream } from 'node:fs';
 import { lstat, mkdir, mkdtemp, readFile, rename, rm, statfs, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { PassThrough, Readable } from 'node:stream';
+import { PassThrough, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { PODMAN_DEFAULT_CAPABILITIES, type ContainerSecurityProfile } from '../core/container-security.js';
 import type { PublishedPort } from '../core/container-network.js';
@@ -27,7 +27,7 @@ import {
   type VolumeMount,
   type VolumeSpec,
 } from './container-engine.js';
-import { discard, enc, EngineTransport, streamBody, toEngineError, type EngineResponse } from './engine-transport.js';
+import { discard, enc, EngineTransport, expectJson, readBody, streamBody, toEngineError } from './engine-transport.js';
 import { DOCKER_CONFIG, DockerArchiveConfig, dockerCreateBody, volumeDestinations } from './docker-archive.js';
 
 /** Docker 20.10 serves API 1.41; every route used here exists there. */
@@ -176,7 +176,7 @@ export class DockerEngine implements ContainerEngine {
       throw new EngineError('save image', 404, `no image ${imageId} on ${this.where}`);
     }
     if (res.status !== 200) throw await toEngineError(res, 'save image');
-    const image = await readJson<DockerImage>(res);
+    const image = await expectJson<DockerImage>(res, 'save image');
     const query = new URLSearchParams();
     for (const name of [imageId, ...(image.RepoTags ?? []).filter((t) => t !== '<none>:<none>')]) query.append('names', name);
     const saved = await this.api.call('save image', 'GET', `/images/get?${query}`, { timeout: false });
@@ -192,7 +192,7 @@ export class DockerEngine implements ContainerEngine {
       headers: { 'Content-Type': 'application/x-tar' },
     });
     if (res.status !== 200) throw await toEngineError(res, 'load image');
-    const text = await new Response(Readable.toWeb(res.body) as ReadableStream).text();
+    const text = await readBody(res.body);
     for (const line of text.split('\n')) {
       if (line.trim() === '') continue;
       const message = (JSON.parse(line) as { error?: string; errorDetail?: { message?: string } }).error;
@@ -296,7 +296,7 @@ export class DockerEngine implements ContainerEngine {
       const createdBody = EngineTransport.jsonBody(dockerCreateBody(config, named === `sha256:${config.imageId}`));
       const made = await this.api.call('create container', 'POST', `/containers/create?name=${enc(name)}`, createdBody);
       if (made.status !== 201) throw await toEngineError(made, 'create container');
-      created = (await readJson<{ Id: string }>(made)).Id;
+      created = (await expectJson<{ Id: string }>(made, 'create container')).Id;
       const c = await this.inspect(created);
       const upper = c?.GraphDriver?.Data?.UpperDir;
       if (upper === undefined) throw new EngineError('restore', 0, 'the created container has no upper dir');
@@ -424,7 +424,7 @@ export class DockerEngine implements ContainerEngine {
       made = await create(substitute);
       if (made.status !== 201) throw await toEngineError(made, 'create container');
     }
-    const { Id } = await readJson<{ Id: string }>(made);
+    const { Id } = await expectJson<{ Id: string }>(made, 'create container');
     const started = await this.api.call('start container', 'POST', `/containers/${enc(Id)}/start`);
     if (started.status !== 204 && started.status !== 304) {
       const error = await toEngineError(started, 'start container');
@@ -448,7 +448,7 @@ export class DockerEngine implements ContainerEngine {
       discard(res);
       return false;
     }
-    return (await readJson<Array<{ Name?: string }> | null>(res))?.some((c) => c.Name === CHECKPOINT) === true;
+    return (await expectJson<Array<{ Name?: string }> | null>(res, 'list checkpoints'))?.some((c) => c.Name === CHECKPOINT) === true;
   }
 
   /** A checkpoint kept from an earlier migration that was rolled back: Docker refuses to reuse the name. */
@@ -464,7 +464,7 @@ export class DockerEngine implements ContainerEngine {
       return undefined;
     }
     if (res.status !== 200) throw await toEngineError(res, 'inspect container');
-    return readJson<DockerInspect>(res);
+    return expectJson<DockerInspect>(res, 'inspect container');
   }
 
   private root(): Promise<string> {
@@ -547,10 +547,6 @@ async function runTar(args: string[], operation: string): Promise<void> {
   tar.stderr.on('data', (b: Buffer) => stderr.push(b));
   const [code] = (await once(tar, 'close')) as [number | null];
   if (code !== 0) throw new EngineError(operation, 0, `tar ${args.join(' ')} failed: ${Buffer.concat(stderr).toString().trim()}`);
-}
-
-async function readJson<T>(res: EngineResponse): Promise<T> {
-  return (await new Response(Readable.toWeb(res.body) as ReadableStream).json()) as T;
 }
 
 async function availableMemory(): Promise<number> {
