@@ -119,6 +119,11 @@ export async function probeContainerLevel(deps: {
   }
   const engine = `${info.engine} ${info.version} (${info.ociRuntime})`;
   const engineKind = info.engine;
+  if (engineKind === 'cri') {
+    // A node's pods are the orchestrator's: UMS neither exports them as containers nor starts plain ones there.
+    const reason = `this host is a Kubernetes node (${info.version}): its pods move at orchestrator level, through the CRI`;
+    return { containerLevel: { available: false, engine, engineKind, reason }, plainContainers: { available: false, reason } };
+  }
   const plainContainers = { available: true };
   if (info.criuVersion === undefined) {
     return {
@@ -176,6 +181,46 @@ export async function probeOrchestratorLevel(options: {
     return { available: false, reason: probed.error.message, ...where };
   } catch (error) {
     return { available: false, reason: `probing the kubelet failed: ${(error as Error).message}`, ...where };
+  }
+}
+
+/**
+ * Orchestrator level on a node whose agent speaks the CRI itself: the runtime answers, CRIU is there, and the
+ * runtime implements CheckpointContainer, asked for a container that does not exist (containerd 2.x and CRI-O
+ * answer not-found; containerd 1.x "unimplemented"). Nothing is checkpointed.
+ */
+export async function probeCriOrchestratorLevel(deps: {
+  engineInfo: () => Promise<EngineInfo>;
+  checkpointUnknown: () => Promise<void>;
+  nodeName: string;
+}): Promise<OrchestratorLevelCapability> {
+  let info: EngineInfo;
+  try {
+    info = await deps.engineInfo();
+  } catch (error) {
+    return { available: false, nodeName: deps.nodeName, reason: `the CRI runtime does not answer: ${(error as Error).message}` };
+  }
+  const where = { nodeName: deps.nodeName, runtime: info.version };
+  if (info.criuVersion === undefined)
+    return {
+      available: false,
+      ...where,
+      reason: 'no criu on this node: the runtime checkpoints with CRIU (infra/host-setup.sh side-loads it)',
+    };
+  try {
+    await deps.checkpointUnknown();
+    return { available: false, ...where, reason: 'the runtime checkpointed a container that does not exist: it is not to be trusted' };
+  } catch (error) {
+    const code = (error as { code?: unknown }).code;
+    if (code === 'not-found') return { available: true, ...where };
+    return {
+      available: false,
+      ...where,
+      reason:
+        code === 'unimplemented'
+          ? `${info.version} does not implement the CRI's CheckpointContainer (containerd >= 2.0 and CRI-O do)`
+          : `asking the runtime for CheckpointContainer failed: ${(error as Error).message}`,
+    };
   }
 }
 
@@ -340,6 +385,8 @@ export interface CapabilityProbeOptions {
   criuFacts?: (criu: string) => Promise<CriuFacts>;
   /** The kubelet to probe (kubeletClientFromEnv()), with its URL for the report. */
   kubelet?: { url: string; prober: KubeletProber; nodeName?: string };
+  /** Orchestrator level through the node's CRI runtime (probeCriOrchestratorLevel), in place of a kubelet. */
+  orchestrator?: () => Promise<OrchestratorLevelCapability>;
   probeLauncher?: ProbeLauncher;
   /** What the engine allows each running container; reported so the destination can hold an archive to it. */
   securityProfile?: SecurityProfileProbe;
@@ -403,8 +450,10 @@ export class CapabilityProbe {
     this.postCopyCache = optional(options.postCopy);
     this.memoryBesideCache = optional(options.memoryBeside);
     const kubelet = options.kubelet;
+    const orchestrator = options.orchestrator;
     this.kubeletCache = new Cached(
       () =>
+        orchestrator?.() ??
         probeOrchestratorLevel(
           kubelet === undefined
             ? {}

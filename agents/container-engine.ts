@@ -4,7 +4,8 @@ import type { ContainerSecurityProfile } from '../core/container-security.js';
 
 /**
  * The seam between the host agent and the host's container engine: Podman (agents/podman-engine.ts) and
- * Docker (agents/docker-engine.ts), each over its REST API on its unix socket.
+ * Docker (agents/docker-engine.ts), each over its REST API on its unix socket, and a Kubernetes node's
+ * runtime over the CRI (agents/cri/cri-engine.ts).
  */
 export interface ContainerEngine {
   /** Engine name/version, OCI runtime, CRIU version, kernel: what registration reports. */
@@ -125,7 +126,8 @@ export interface PlainContainerSpec {
   binds?: Array<{ source: string; destination: string }>;
 }
 
-export type EngineKind = 'podman' | 'docker';
+/** Podman and Docker over their REST APIs; 'cri' a Kubernetes node's runtime over the CRI (agents/cri/cri-engine.ts). */
+export type EngineKind = 'podman' | 'docker' | 'cri';
 
 export interface EngineInfo {
   engine: EngineKind;
@@ -223,12 +225,12 @@ export class EngineError extends Error {
   }
 }
 
-/** CRIU refused to dump or restore; `reason` is CRIU's own, from its log. The engine's error is the cause. */
+/** CRIU refused to dump or restore; `reason` is CRIU's own, from its log. The engine's (or the CRI's) error is the cause. */
 export class CriuError extends Error {
   constructor(
     readonly operation: 'checkpoint' | 'restore',
     readonly reason: string,
-    options: { cause: EngineError },
+    options: { cause: Error },
   ) {
     super(`CRIU could not ${operation === 'checkpoint' ? 'checkpoint' : 'restore'} the container: ${reason}`, options);
     this.name = 'CriuError';

@@ -3,13 +3,18 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { Cloud } from '../core/agent-registration.js';
 import { DEFAULT_CHUNK_MIB, MAX_CHUNK_MIB } from '../core/checkpoint-artifact.js';
 import { AgentId } from '../core/events.js';
-import { createLogger } from '../core/log.js';
+import { createLogger, type Logger } from '../core/log.js';
+import type { MigrationApproach } from '../core/migration-approach.js';
+import type { ApproachDriver } from './approach-driver.js';
+import { CriEngine } from './cri/cri-engine.js';
+import { OrchestratorLevel } from './orchestrator-level.js';
 import { connectNatsBus } from '../core/nats-event-bus.js';
 import { openObjectStore } from '../core/object-stores/open-object-store.js';
 import { parseAllowedEndpoints } from '../core/object-stores/signed-url-policy.js';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DEFAULT_LAUNCHER_HOST_DIR } from '../launcher/convention.js';
-import { CapabilityProbe, kubeletClientFromEnv } from './capability-probe.js';
+import { CapabilityProbe, kubeletClientFromEnv, probeCriOrchestratorLevel } from './capability-probe.js';
 import { resolveCriu } from './criu-command.js';
 import { DEFAULT_MARKER_DIR, type PostCopyHost } from './post-copy/lazy-container.js';
 import { probePostCopy, probeRuntimeShim } from './post-copy/post-copy-probe.js';
@@ -31,6 +36,32 @@ function positiveInt(value: string | number): number {
   return n;
 }
 
+interface AgentOptions {
+  id: string;
+  cloud: Cloud;
+  region: string;
+  store: string;
+  engine: 'podman' | 'docker' | 'cri';
+  podman: string;
+  docker: string;
+  cri: string;
+  criPodNetwork: 'node' | 'pod';
+  criCgroupParent?: string;
+  criPodLogs: string;
+  nats: string;
+  chunkMib: number | string;
+  parallel: number | string;
+  idleTimeout: number | string;
+  stateDir?: string;
+  launcherDir: string;
+  allowedHttpEndpoints?: string;
+  commandVerifyKey?: string;
+  pageRelayAddress?: string;
+  serviceAddress?: string;
+  hostNetns?: string;
+  volumesDir?: string;
+}
+
 const program = new Command('ums-agent')
   .description('The UMS host agent: registers this host and executes checkpoint/restore commands')
   .addOption(new Option('--id <agentId>', "this agent's id, e.g. azure-eastus-1").env('UMS_AGENT_ID').makeOptionMandatory())
@@ -42,7 +73,10 @@ const program = new Command('ums-agent')
       .makeOptionMandatory(),
   )
   .addOption(
-    new Option('--engine <engine>', "the host's container engine").choices(['podman', 'docker']).env('UMS_ENGINE').default('podman'),
+    new Option('--engine <engine>', "the host's container engine: Podman, Docker, or a Kubernetes node's runtime through the CRI")
+      .choices(['podman', 'docker', 'cri'])
+      .env('UMS_ENGINE')
+      .default('podman'),
   )
   .addOption(
     new Option('--podman <url>', 'Podman API socket (--engine podman)').env('UMS_PODMAN_URL').default('unix:///run/podman/podman.sock'),
@@ -51,6 +85,30 @@ const program = new Command('ums-agent')
     new Option('--docker <url>', 'dockerd API socket (--engine docker; dockerd runs with "experimental": true)')
       .env('UMS_DOCKER_SOCKET')
       .default('unix:///run/docker.sock'),
+  )
+  .addOption(
+    new Option('--cri <socket>', "the node's CRI runtime socket (--engine cri: containerd >= 2.0 or CRI-O)")
+      .env('UMS_CRI_SOCKET')
+      .default('unix:///run/containerd/containerd.sock'),
+  )
+  .addOption(
+    new Option(
+      '--cri-pod-network <mode>',
+      "how this node's pods are networked (--engine cri): the node's network, or a CNI network of their own",
+    )
+      .choices(['node', 'pod'])
+      .env('UMS_CRI_POD_NETWORK')
+      .default('pod'),
+  )
+  .addOption(
+    new Option('--cri-cgroup-parent <path>', 'the cgroup parent of the pods the agent restores (--engine cri)').env(
+      'UMS_CRI_CGROUP_PARENT',
+    ),
+  )
+  .addOption(
+    new Option('--cri-pod-logs <dir>', "where restored pods' logs go (--engine cri; the kubelet's)")
+      .env('UMS_CRI_POD_LOGS')
+      .default('/var/log/pods'),
   )
   .addOption(new Option('--nats <url>', 'NATS server').env('NATS_URL').default('nats://127.0.0.1:4222'))
   .addOption(
@@ -111,145 +169,156 @@ const program = new Command('ums-agent')
       "where this agent sees the engine's volume directory, when the engine names it by another path (an agent in another mount namespace or container than the engine)",
     ).env('UMS_VOLUMES_DIR'),
   )
-  .action(
-    async (options: {
-      id: string;
-      cloud: Cloud;
-      region: string;
-      store: string;
-      engine: 'podman' | 'docker';
-      podman: string;
-      docker: string;
-      nats: string;
-      chunkMib: number | string;
-      parallel: number | string;
-      idleTimeout: number | string;
-      stateDir?: string;
-      launcherDir: string;
-      allowedHttpEndpoints?: string;
-      commandVerifyKey?: string;
-      pageRelayAddress?: string;
-      serviceAddress?: string;
-      hostNetns?: string;
-      volumesDir?: string;
-    }) => {
-      const chunkMib = positiveInt(options.chunkMib);
-      if (chunkMib > MAX_CHUNK_MIB)
-        throw new InvalidArgumentError(`--chunk-mib is at most ${MAX_CHUNK_MIB} (destinations refuse larger chunks)`);
-      const allowedEndpoints = parseAllowedEndpoints(options.allowedHttpEndpoints);
-      // No key, no commands: an agent that accepted unsigned commands would obey anyone who can publish on the broker.
-      const commandVerifier = new CommandVerifier(
-        parseVerifyKeys(options.commandVerifyKey, '--command-verify-key (UMS_COMMAND_VERIFY_KEY)'),
+  .action(async (options: AgentOptions) => {
+    const chunkMib = positiveInt(options.chunkMib);
+    if (chunkMib > MAX_CHUNK_MIB)
+      throw new InvalidArgumentError(`--chunk-mib is at most ${MAX_CHUNK_MIB} (destinations refuse larger chunks)`);
+    const allowedEndpoints = parseAllowedEndpoints(options.allowedHttpEndpoints);
+    // No key, no commands: an agent that accepted unsigned commands would obey anyone who can publish on the broker.
+    const commandVerifier = new CommandVerifier(parseVerifyKeys(options.commandVerifyKey, '--command-verify-key (UMS_COMMAND_VERIFY_KEY)'));
+    const agentId = AgentId.parse(options.id);
+    const log = createLogger('agent', { agentId });
+    const stateDir = options.stateDir ?? join('/var/lib/ums/agent', agentId);
+    // Checkpoints sent here are sealed for this key; the private half never leaves the state dir.
+    const sealingKey = await loadOrCreateSealingKey(stateDir);
+    if (sealingKey.tightenedFrom !== undefined)
+      log.warn({ mode: sealingKey.tightenedFrom.toString(8) }, 'the sealing key was readable by others; restricted it to mode 600');
+    log.info({ publicKey: sealingKey.publicKey.publicKey, created: sealingKey.created }, 'sealing key ready');
+    // The manifests of this host's checkpoints are signed with this key; destinations check them with its public half.
+    const signingKey = await loadOrCreateSigningKey(stateDir);
+    if (signingKey.tightenedFrom !== undefined)
+      log.warn(
+        { mode: signingKey.tightenedFrom.toString(8) },
+        'the manifest-signing key was readable by others; restricted it to mode 600',
       );
-      const agentId = AgentId.parse(options.id);
-      const log = createLogger('agent', { agentId });
-      const stateDir = options.stateDir ?? join('/var/lib/ums/agent', agentId);
-      // Checkpoints sent here are sealed for this key; the private half never leaves the state dir.
-      const sealingKey = await loadOrCreateSealingKey(stateDir);
-      if (sealingKey.tightenedFrom !== undefined)
-        log.warn({ mode: sealingKey.tightenedFrom.toString(8) }, 'the sealing key was readable by others; restricted it to mode 600');
-      log.info({ publicKey: sealingKey.publicKey.publicKey, created: sealingKey.created }, 'sealing key ready');
-      // The manifests of this host's checkpoints are signed with this key; destinations check them with its public half.
-      const signingKey = await loadOrCreateSigningKey(stateDir);
-      if (signingKey.tightenedFrom !== undefined)
-        log.warn(
-          { mode: signingKey.tightenedFrom.toString(8) },
-          'the manifest-signing key was readable by others; restricted it to mode 600',
-        );
-      log.info({ publicKey: signingKey.publicKey.publicKey, created: signingKey.created }, 'manifest-signing key ready');
-      const bus = await connectNatsBus({ servers: options.nats, name: `ums-agent-${agentId}` });
-      const engine =
-        options.engine === 'docker'
-          ? new DockerEngine({
-              socketPath: options.docker.replace(/^unix:\/\//, ''),
-              where: agentId,
-              logger: log.child({ component: 'docker-engine' }),
-            })
-          : new PodmanEngine({
-              socketPath: options.podman.replace(/^unix:\/\//, ''),
-              where: agentId,
-              logger: log.child({ component: 'podman-engine' }),
-            });
-      // Post-copy and the memory beside the export go through the runtime shim Podman is given (agents/post-copy/).
-      const shim = options.engine === 'podman';
-      const serviceLevel = new ServiceLevel(engine, options.launcherDir, agentId);
-      const volumeMove = new VolumeMove({
-        engine,
-        ...(options.volumesDir !== undefined ? { localVolumesDir: options.volumesDir } : {}),
-        log: log.child({ component: 'volumes' }),
+    log.info({ publicKey: signingKey.publicKey.publicKey, created: signingKey.created }, 'manifest-signing key ready');
+    const bus = await connectNatsBus({ servers: options.nats, name: `ums-agent-${agentId}` });
+    const engine = openEngine(options, agentId, stateDir, log);
+    const drivers = engine instanceof CriEngine ? orchestratorDrivers(engine, agentId) : await engineDrivers(engine, options, agentId, log);
+    const agent = new HostAgent({
+      identity: {
+        agentId,
+        cloud: options.cloud,
+        region: options.region,
+        storeUrl: options.store,
+        ...(options.serviceAddress !== undefined ? { serviceAddress: options.serviceAddress } : {}),
+        sealing: sealingKey.publicKey,
+        manifestSigning: signingKey.publicKey,
+      },
+      sealingKey: sealingKey.privateKey,
+      signingKey: { privateKey: signingKey.privateKey, publicKey: signingKey.publicKey },
+      commandVerifier,
+      engine,
+      drivers: drivers.drivers,
+      probe: drivers.probe,
+      bus,
+      store: await openObjectStore(options.store),
+      transfer: {
+        chunkBytes: chunkMib * 1024 * 1024,
+        parallel: positiveInt(options.parallel),
+        idleTimeoutMs: positiveInt(options.idleTimeout) * 1000,
+        allowedEndpoints,
+      },
+      journal: new RestoreJournal(stateDir),
+      ...(drivers.postCopy ? { postCopy: drivers.postCopy } : {}),
+      log,
+    });
+    await agent.start();
+    const shutdown = async (signal: string) => {
+      log.info({ signal }, 'stopping');
+      await agent.stop().catch((error: unknown) => log.error({ err: error }, 'error while stopping'));
+      await bus.close();
+      process.exit(0);
+    };
+    process.once('SIGTERM', () => void shutdown('SIGTERM'));
+    process.once('SIGINT', () => void shutdown('SIGINT'));
+  });
+
+/** The host's engine, as --engine says. */
+function openEngine(options: AgentOptions, agentId: string, stateDir: string, log: Logger): PodmanEngine | DockerEngine | CriEngine {
+  const socket = (url: string) => url.replace(/^unix:\/\//, '');
+  switch (options.engine) {
+    case 'docker':
+      return new DockerEngine({ socketPath: socket(options.docker), where: agentId, logger: log.child({ component: 'docker-engine' }) });
+    case 'cri':
+      return new CriEngine({
+        socketPath: socket(options.cri),
+        where: agentId,
+        podNetwork: options.criPodNetwork === 'node' ? 'NODE' : 'POD',
+        ...(options.criCgroupParent !== undefined ? { cgroupParent: options.criCgroupParent } : {}),
+        podLogRoot: options.criPodLogs,
+        // Beside the agent's keys: the tars hold process memory.
+        checkpointDir: join(stateDir, 'checkpoints'),
+        logger: log.child({ component: 'cri-engine' }),
       });
-      const kubelet = kubeletClientFromEnv();
-      const postCopy: PostCopyHost | undefined =
-        options.pageRelayAddress === undefined || !shim
-          ? undefined
-          : {
-              markerDir: DEFAULT_MARKER_DIR,
-              relayAddress: options.pageRelayAddress,
-              ...(options.hostNetns !== undefined ? { netns: options.hostNetns } : {}),
-            };
-      const probe = new CapabilityProbe({
-        engine,
-        postCopy: async () =>
-          shim
-            ? probePostCopy({ engineInfo: () => engine.info(), relayAddress: postCopy?.relayAddress, criu: await resolveCriu() })
-            : NO_SHIM_ON_DOCKER,
-        memoryBeside: async () => (shim ? probeRuntimeShim({ engineInfo: () => engine.info() }) : NO_SHIM_ON_DOCKER),
-        probeLauncher: (container) => serviceLevel.probe(container),
-        securityProfile: (container) => engine.securityProfile(container),
-        rootfsChanges: (container) => engine.rootfsChangesBytes(container),
-        volumes: (container) => volumeMove.traits(container),
-        launcherHostDir: options.launcherDir,
-        // A status call per container and heartbeat is cheap, and a tree still starting its processes must
-        // not be taken for a single process for long.
-        containerTtlMs: 2_000,
-        ...(kubelet && process.env.UMS_KUBELET_URL ? { kubelet: { url: process.env.UMS_KUBELET_URL, prober: kubelet } } : {}),
-      });
-      const containerLevel = new ContainerLevel(engine, agentId, volumeMove, shim ? { markerDir: DEFAULT_MARKER_DIR } : undefined);
-      // Before any command: a restore or checkpoint a killed agent left (memory beside the export).
-      await containerLevel.clearLeftovers().catch((error: unknown) => log.warn({ err: error }, 'could not clear what a killed agent left'));
-      const agent = new HostAgent({
-        identity: {
-          agentId,
-          cloud: options.cloud,
-          region: options.region,
-          storeUrl: options.store,
-          ...(options.serviceAddress !== undefined ? { serviceAddress: options.serviceAddress } : {}),
-          sealing: sealingKey.publicKey,
-          manifestSigning: signingKey.publicKey,
-        },
-        sealingKey: sealingKey.privateKey,
-        signingKey: { privateKey: signingKey.privateKey, publicKey: signingKey.publicKey },
-        commandVerifier,
-        engine,
-        // Orchestrator level goes through the kubelet (agents/kubelet/); no agent here drives it.
-        drivers: {
-          container: containerLevel,
-          service: serviceLevel,
-        },
-        probe,
-        bus,
-        store: await openObjectStore(options.store),
-        transfer: {
-          chunkBytes: chunkMib * 1024 * 1024,
-          parallel: positiveInt(options.parallel),
-          idleTimeoutMs: positiveInt(options.idleTimeout) * 1000,
-          allowedEndpoints,
-        },
-        journal: new RestoreJournal(stateDir),
-        ...(postCopy ? { postCopy } : {}),
-        log,
-      });
-      await agent.start();
-      const shutdown = async (signal: string) => {
-        log.info({ signal }, 'stopping');
-        await agent.stop().catch((error: unknown) => log.error({ err: error }, 'error while stopping'));
-        await bus.close();
-        process.exit(0);
-      };
-      process.once('SIGTERM', () => void shutdown('SIGTERM'));
-      process.once('SIGINT', () => void shutdown('SIGINT'));
-    },
-  );
+    case 'podman':
+      return new PodmanEngine({ socketPath: socket(options.podman), where: agentId, logger: log.child({ component: 'podman-engine' }) });
+  }
+}
+
+interface Drivers {
+  drivers: Partial<Record<MigrationApproach, ApproachDriver>>;
+  probe: CapabilityProbe;
+  postCopy?: PostCopyHost;
+}
+
+/** A Kubernetes node: orchestrator level only, through its runtime's CRI. */
+function orchestratorDrivers(engine: CriEngine, agentId: string): Drivers {
+  const probe = new CapabilityProbe({
+    engine,
+    orchestrator: () =>
+      probeCriOrchestratorLevel({
+        engineInfo: () => engine.info(),
+        // A container id no runtime has: the answer says whether CheckpointContainer is implemented.
+        checkpointUnknown: () => engine.cri.checkpointContainer('0'.repeat(64), join(tmpdir(), 'ums-probe-never-written.tar')),
+        nodeName: agentId,
+      }),
+    containerTtlMs: 2_000,
+  });
+  return { drivers: { orchestrator: new OrchestratorLevel(engine, agentId) }, probe };
+}
+
+/** Podman or Docker: container level (the engine's CRIU) and service level (the launcher in the image). */
+async function engineDrivers(engine: PodmanEngine | DockerEngine, options: AgentOptions, agentId: string, log: Logger): Promise<Drivers> {
+  // Post-copy and the memory beside the export go through the runtime shim Podman is given (agents/post-copy/).
+  const shim = options.engine === 'podman';
+  const serviceLevel = new ServiceLevel(engine, options.launcherDir, agentId);
+  const volumeMove = new VolumeMove({
+    engine,
+    ...(options.volumesDir !== undefined ? { localVolumesDir: options.volumesDir } : {}),
+    log: log.child({ component: 'volumes' }),
+  });
+  const kubelet = kubeletClientFromEnv();
+  const postCopy: PostCopyHost | undefined =
+    options.pageRelayAddress === undefined || !shim
+      ? undefined
+      : {
+          markerDir: DEFAULT_MARKER_DIR,
+          relayAddress: options.pageRelayAddress,
+          ...(options.hostNetns !== undefined ? { netns: options.hostNetns } : {}),
+        };
+  const probe = new CapabilityProbe({
+    engine,
+    postCopy: async () =>
+      shim
+        ? probePostCopy({ engineInfo: () => engine.info(), relayAddress: postCopy?.relayAddress, criu: await resolveCriu() })
+        : NO_SHIM_ON_DOCKER,
+    memoryBeside: async () => (shim ? probeRuntimeShim({ engineInfo: () => engine.info() }) : NO_SHIM_ON_DOCKER),
+    probeLauncher: (container) => serviceLevel.probe(container),
+    securityProfile: (container) => engine.securityProfile(container),
+    rootfsChanges: (container) => engine.rootfsChangesBytes(container),
+    volumes: (container) => volumeMove.traits(container),
+    launcherHostDir: options.launcherDir,
+    // A status call per container and heartbeat is cheap, and a tree still starting its processes must
+    // not be taken for a single process for long.
+    containerTtlMs: 2_000,
+    ...(kubelet && process.env.UMS_KUBELET_URL ? { kubelet: { url: process.env.UMS_KUBELET_URL, prober: kubelet } } : {}),
+  });
+  const containerLevel = new ContainerLevel(engine, agentId, volumeMove, shim ? { markerDir: DEFAULT_MARKER_DIR } : undefined);
+  // Before any command: a restore or checkpoint a killed agent left (memory beside the export).
+  await containerLevel.clearLeftovers().catch((error: unknown) => log.warn({ err: error }, 'could not clear what a killed agent left'));
+  return { drivers: { container: containerLevel, service: serviceLevel }, probe, ...(postCopy ? { postCopy } : {}) };
+}
 
 /** Docker hosts move containers stop-and-copy, with the memory inside the archive. */
 const NO_SHIM_ON_DOCKER = {

@@ -17,9 +17,13 @@ const alive = (pid: number): boolean => {
   }
 };
 
-/** Which of the stack's hosts run Docker rather than Podman: their clouds or agent ids (`--docker-hosts`). */
+/**
+ * Which of the stack's hosts run Docker (`--docker-hosts`) or are Kubernetes nodes on containerd 2 (`--cri-hosts`)
+ * rather than Podman hosts: their clouds or agent ids.
+ */
 export interface StackHostsOptions {
   dockerHosts: string[];
+  criHosts?: string[];
 }
 
 /** `--docker-hosts gcp,aws` as a list; an empty item is a typo, not "none". */
@@ -33,8 +37,8 @@ export function parseHostList(value: string): string[] {
 export async function runStack(name: string, options: StackHostsOptions = { dockerHosts: [] }): Promise<void> {
   // The development harness (Podman and Docker host simulation, image builders, storage emulators) is loaded only
   // here: the other commands, and a CLI talking to a real broker, never load it (test/unit/cli-module-graph.test.ts).
-  const { DEFAULT_HOSTS, startLocalStack, withDockerHosts } = await import('../infra/local-stack.js');
-  const hosts = withDockerHosts(DEFAULT_HOSTS, options.dockerHosts);
+  const { DEFAULT_HOSTS, startLocalStack, withHostEngine } = await import('../infra/local-stack.js');
+  const hosts = withHostEngine(withHostEngine(DEFAULT_HOSTS, options.dockerHosts, 'docker'), options.criHosts ?? [], 'containerd');
   const stack = await startLocalStack({ name, dir: defaultStackDir(name), hosts });
   process.stderr.write(`stack "${name}" ready (NATS ${stack.info.natsUrl})\n`);
   await new Promise<void>((resolve) => {
@@ -52,7 +56,10 @@ export async function stackUp(name: string, json: boolean, options: StackHostsOp
   await mkdir(dirname(dir), { recursive: true });
   const logPath = `${dir}.log`;
   const logFile = await open(logPath, 'w');
-  const engines = options.dockerHosts.length > 0 ? ['--docker-hosts', options.dockerHosts.join(',')] : [];
+  const engines = [
+    ...(options.dockerHosts.length > 0 ? ['--docker-hosts', options.dockerHosts.join(',')] : []),
+    ...((options.criHosts ?? []).length > 0 ? ['--cri-hosts', (options.criHosts ?? []).join(',')] : []),
+  ];
   const child = spawn(process.execPath, [cliEntry, 'stack', 'run', '--name', name, ...engines], {
     detached: true,
     stdio: ['ignore', logFile.fd, logFile.fd],

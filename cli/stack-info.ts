@@ -16,8 +16,11 @@ import { FrontedService } from '../core/frontman-registration.js';
 export const StoreKind = z.enum(['azure', 'gcs', 's3', 'file']);
 export type StoreKind = z.infer<typeof StoreKind>;
 
-/** The container engine a simulated host runs: its own Podman service, or its own dockerd. */
-export const HostEngine = z.enum(['podman', 'docker']);
+/**
+ * The container engine a simulated host runs: its own Podman service, its own dockerd, or its own containerd 2
+ * as a Kubernetes node's runtime, which its agent drives through the CRI.
+ */
+export const HostEngine = z.enum(['podman', 'docker', 'containerd']);
 export type HostEngine = z.infer<typeof HostEngine>;
 
 export const HostSpec = z.object({

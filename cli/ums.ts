@@ -176,14 +176,24 @@ const dockerHosts = () =>
   )
     .argParser(parseHostList)
     .default([], 'every host on Podman');
+const criHosts = () =>
+  new Option(
+    '--cri-hosts <hosts>',
+    'hosts that are Kubernetes nodes (a containerd 2 of their own, driven through the CRI: orchestrator level) instead of Podman hosts: clouds or agent ids, comma-separated',
+  )
+    .argParser(parseHostList)
+    .default([], 'none');
 stack
   .command('up')
-  .description('start the local stack in the background (hosts: azure and gcp, each on Podman unless --docker-hosts names it)')
+  .description(
+    'start the local stack in the background (hosts: azure and gcp, each on Podman unless --docker-hosts or --cri-hosts names it)',
+  )
   .addOption(stackName())
   .addOption(dockerHosts())
+  .addOption(criHosts())
   .option('--json', 'print as JSON')
-  .action((options: { name: string; dockerHosts: string[]; json?: boolean }) =>
-    stackUp(options.name, options.json ?? false, { dockerHosts: options.dockerHosts }),
+  .action((options: { name: string; dockerHosts: string[]; criHosts: string[]; json?: boolean }) =>
+    stackUp(options.name, options.json ?? false, { dockerHosts: options.dockerHosts, criHosts: options.criHosts }),
   );
 stack
   .command('down')
@@ -192,7 +202,7 @@ stack
   .action((options: { name: string }) => stackDown(options.name));
 stack
   .command('info')
-  .description("where each host's engine (Podman or Docker) socket is, and each agent's id")
+  .description("where each host's engine (Podman, Docker or containerd) socket is, and each agent's id")
   .addOption(stackName())
   .option('--json', 'print as JSON')
   .action((options: { name: string; json?: boolean }) => stackInfo(options.name, options.json ?? false));
@@ -200,7 +210,10 @@ stack
   .command('run', { hidden: true })
   .addOption(stackName())
   .addOption(dockerHosts())
-  .action((options: { name: string; dockerHosts: string[] }) => runStack(options.name, { dockerHosts: options.dockerHosts }));
+  .addOption(criHosts())
+  .action((options: { name: string; dockerHosts: string[]; criHosts: string[] }) =>
+    runStack(options.name, { dockerHosts: options.dockerHosts, criHosts: options.criHosts }),
+  );
 
 program.parseAsync().catch((error: unknown) => {
   process.stderr.write(`ums: ${error instanceof Error ? error.message : String(error)}\n`);

@@ -39,7 +39,7 @@ export const AgentRegistration = z.object({
   /** Throughput of this host's last checkpoint upload into its store: the planner's bandwidth estimate. */
   transfer: z.object({ uploadBytesPerSecond: z.number().positive(), measuredAt: z.iso.datetime({ offset: true }) }).optional(),
   engine: z.object({
-    engine: z.enum(['podman', 'docker']),
+    engine: z.enum(['podman', 'docker', 'cri']),
     version: z.string(),
     apiVersion: z.string(),
     ociRuntime: z.string(),

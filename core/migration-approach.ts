@@ -7,9 +7,10 @@ import { ContainerSecurityProfile } from './container-security.js';
  * from what each end can do and what the container is like. The approaches differ by the authority the user
  * has over the machinery:
  *
- * - orchestrator: Kubernetes does it. The kubelet's checkpoint API freezes-and-dumps the container through
- *   CRI-O + CRIU on the source node; the archive becomes an OCI "checkpoint image" that CRI-O restores when a
- *   Pod names it (agents/kubelet/). Needs it at both ends.
+ * - orchestrator: Kubernetes' machinery does it. The node's runtime (containerd >= 2.0 or CRI-O) freezes-and-dumps
+ *   the container with CRIU through the CRI call the kubelet's checkpoint API makes, and restores it into a new
+ *   pod from that archive; the node's agent drives the CRI as the kubelet would (agents/orchestrator-level.ts,
+ *   agents/cri/). Needs it at both ends.
  * - container: our host agents with the host's engine (Podman + CRIU) do it. Needs it at both ends.
  * - service: the service's own image carries a launcher + CRIU that runs as the container's entrypoint and
  *   checkpoints its child from inside; the destination only starts a plain container from the same image and
@@ -61,7 +62,7 @@ export const ContainerLevelCapability = z.object({
   /** e.g. "podman 4.3.1 (runc 1.1.4)" */
   engine: z.string().optional(),
   /** Which engine: a container-level checkpoint restores only into the engine kind that made it. */
-  engineKind: z.enum(['podman', 'docker']).optional(),
+  engineKind: z.enum(['podman', 'docker', 'cri']).optional(),
   criuVersion: z.string().optional(),
   /**
    * Whether this host's CRIU dumped and restored a process holding TCP sockets (listening and established)
@@ -462,7 +463,8 @@ function infeasibility(approach: MigrationApproach, input: DecisionInput): strin
         missing.push(`the source cannot (${source.orchestratorLevel.reason ?? 'no kubelet configured'})`);
       if (!destination.orchestratorLevel.available)
         missing.push(`the destination cannot (${destination.orchestratorLevel.reason ?? 'no kubelet configured'})`);
-      if (missing.length > 0) return `needs the kubelet checkpoint API (CRI-O with CRIU) at both ends: ${missing.join('; ')}`;
+      if (missing.length > 0)
+        return `needs a Kubernetes node at both ends whose runtime checkpoints through the CRI (containerd >= 2.0 or CRI-O, with CRIU): ${missing.join('; ')}`;
       return undefined;
     }
   }
@@ -534,7 +536,7 @@ function feasibleBecause(approach: MigrationApproach): string {
     case 'service':
       return 'the source container runs the launcher and the destination can start the image';
     case 'orchestrator':
-      return 'both kubelets serve the checkpoint API';
+      return "both nodes' runtimes checkpoint and restore through the CRI";
   }
 }
 

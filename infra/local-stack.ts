@@ -30,6 +30,7 @@ import { startAzurite, startGcsEmulator, startS3Server, type ObjectServer } from
 
 /** What the stack needs of a store's server; the file store has no server at all (nothing to crash). */
 export type StoreServer = Pick<ObjectServer, 'storeUrl' | 'env' | 'stop'> & Partial<Pick<ObjectServer, 'crash' | 'restart' | 'endpoint'>>;
+import { startContainerdHost, type ContainerdHost } from './containerd-host.js';
 import { startDockerHost, type DockerHost } from './docker-host.js';
 import { startPodmanHost, type PodmanHost } from './podman-host.js';
 import { createWan, type Wan } from './wan.js';
@@ -66,10 +67,11 @@ export interface LocalStackOptions {
   /** Extra settings of the functions and the bridge (UMS_DEADLINE_SCALE, UMS_SUPERVISE_EVERY_SECONDS, ...). */
   functionEnv?: Record<string, string>;
   /**
-   * Also load the Debian redis and memcached images (infra/images/build-server-images.ts) into every host.
-   * Off by default: the first build of them needs Debian's apt mirror (then they come from the cache).
+   * Also load Debian's server images (infra/images/build-server-images.ts) into every Podman and Docker host:
+   * all of them (redis, memcached, webdis), or those named. Off by default: the first build of them needs
+   * Debian's apt mirror (then they come from the cache).
    */
-  serverImages?: boolean;
+  serverImages?: boolean | ServerKind[];
   /** Start a frontman (frontman/) in its own namespace on the WAN, fronting these services. */
   frontman?: StackFrontman;
 }
@@ -98,6 +100,8 @@ export interface LocalStack {
   hosts: Map<string, PodmanHost>;
   /** The hosts whose HostSpec.engine is 'docker', by agent id. */
   dockerHosts: Map<string, DockerHost>;
+  /** The hosts whose HostSpec.engine is 'containerd' (Kubernetes nodes), by agent id. */
+  criNodes: Map<string, ContainerdHost>;
   /** The hosts' network; `wan.addClient(name)` gives a namespace to run client programs in. */
   wan: Wan;
   /** The stack's processes by name (nats, functions, bridge, agent-<id>): to kill and restart in fault tests. */
@@ -123,7 +127,10 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
   await mkdir(join(dir, 'logs'), { recursive: true });
   const services = new Map<string, ChildService>();
   const hosts = new Map<string, PodmanHost>();
+  const serverKinds: ServerKind[] =
+    options.serverImages === true ? ['redis', 'memcached', 'webdis'] : options.serverImages === false ? [] : (options.serverImages ?? []);
   const dockerHosts = new Map<string, DockerHost>();
+  const criNodes = new Map<string, ContainerdHost>();
   const storage = new Map<StoreKind, StoreServer>();
   const teardown: Array<() => Promise<void>> = [];
 
@@ -241,23 +248,28 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       cliCredentials: credentials.envFor(CLI_PRINCIPAL).UMS_NATS_CREDENTIALS,
       startedAt: new Date().toISOString(),
       image: DEFAULT_COUNTER_IMAGE,
-      ...(options.serverImages === true ? { serverImages: [DEFAULT_REDIS_IMAGE, DEFAULT_MEMCACHED_IMAGE, DEFAULT_WEBDIS_IMAGE] } : {}),
+      ...(serverKinds.length > 0 ? { serverImages: serverKinds.map((kind) => SERVER_IMAGES[kind]) } : {}),
       hosts: [],
       functions: functionUrls,
       wan: { netns: wan.netns, subnet: wan.subnet, bridgeAddress: wan.bridgeAddress },
     };
     // Built (or taken from the cache) once; every host loads the same archives, so every host, whatever its
     // engine, holds each image under the same id, which a checkpoint restored elsewhere needs.
-    const images = await stackImages(options.serverImages === true);
+    const images = await stackImages(serverKinds);
     for (const [index, spec] of hostsSpec.entries()) {
       // Short paths keep the unix socket paths well under their 108-byte limit.
       const hostDir = join(dir, `h${index}`);
       const engine: HostEngine = spec.engine ?? 'podman';
       const host =
-        engine === 'docker' ? await startStackDockerHost(spec, hostDir, dockerHosts) : await startStackPodmanHost(spec, hostDir, hosts);
+        engine === 'docker'
+          ? await startStackDockerHost(spec, hostDir, dockerHosts)
+          : engine === 'containerd'
+            ? await startStackCriNode(spec, hostDir, criNodes)
+            : await startStackPodmanHost(spec, hostDir, hosts);
       teardown.push(() => host.destroy());
       const onWan = await wan.attachHost(spec.agentId, host.netns);
-      for (const image of images) await host.loadImage(image.tag, image.archive);
+      // A node's pods are the test's or the orchestrator's: the counter is all they run here.
+      for (const image of engine === 'containerd' ? images.slice(0, 1) : images) await host.loadImage(image.tag, image.archive);
       const launcherDir = join(hostDir, 'launcher');
       await mkdir(launcherDir, { recursive: true, mode: 0o700 });
       const server = storage.get(spec.store);
@@ -322,7 +334,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     }
     await writeFile(stackInfoPath(dir), JSON.stringify(info, null, 2));
     log.info({ name: options.name, natsUrl, hosts: info.hosts.map((h) => h.agentId) }, 'local stack ready');
-    return { info, hosts, dockerHosts, wan, services, storeEnv, storage, commandSigningKeyFile, admin, stop: () => stop() };
+    return { info, hosts, dockerHosts, criNodes, wan, services, storeEnv, storage, commandSigningKeyFile, admin, stop: () => stop() };
   } catch (error) {
     // Keep the logs: they say why it failed. The next start with the same dir clears them.
     await stop(true);
@@ -374,8 +386,46 @@ async function startStackDockerHost(spec: HostSpec, dir: string, dockerHosts: Ma
   };
 }
 
-/** The images every host gets, as cached docker-archives (infra/images/): the counter, launched, and real servers. */
-async function stackImages(serverImages: boolean): Promise<Array<{ tag: string; archive: string }>> {
+/**
+ * A Kubernetes node's runtime (infra/containerd-host.ts): its agent speaks the CRI to it, its pods use the
+ * node's network namespace (no CNI here), and their logs go under the host's dir.
+ */
+async function startStackCriNode(spec: HostSpec, dir: string, criNodes: Map<string, ContainerdHost>): Promise<StackHost> {
+  const host = await startContainerdHost({ name: spec.agentId, dir });
+  criNodes.set(spec.agentId, host);
+  return {
+    netns: host.netns,
+    url: `unix://${host.socketPath}`,
+    socketPath: host.socketPath,
+    volumesDir: '',
+    engineEnv: {
+      UMS_ENGINE: 'cri',
+      UMS_CRI_SOCKET: host.socketPath,
+      UMS_CRI_POD_NETWORK: 'node',
+      UMS_CRI_CGROUP_PARENT: host.cgroupParent,
+      UMS_CRI_POD_LOGS: criPodLogs(host),
+    },
+    // The archives are tagged; containerd names each image by its tag and by digest.
+    loadImage: (_tag, archive) => host.importImage(archive),
+    destroy: () => host.destroy(),
+  };
+}
+
+/** Where a simulated node's agent puts restored pods' logs (the kubelet's /var/log/pods). */
+export function criPodLogs(node: ContainerdHost): string {
+  return join(node.dir, 'pods');
+}
+
+/** The servers whose Debian images a stack can load (LocalStackOptions.serverImages), and their refs. */
+export type ServerKind = 'redis' | 'memcached' | 'webdis';
+const SERVER_IMAGES: Record<ServerKind, string> = {
+  redis: DEFAULT_REDIS_IMAGE,
+  memcached: DEFAULT_MEMCACHED_IMAGE,
+  webdis: DEFAULT_WEBDIS_IMAGE,
+};
+
+/** The images every host gets, as cached docker-archives (infra/images/): the counter first, the launched ones, then servers. */
+async function stackImages(servers: ServerKind[]): Promise<Array<{ tag: string; archive: string }>> {
   const images = [
     { tag: DEFAULT_COUNTER_IMAGE, archive: await buildCounterImageArchive(DEFAULT_COUNTER_IMAGE) },
     // The same counter with the service-level launcher inside, single- and multi-process.
@@ -385,28 +435,22 @@ async function stackImages(serverImages: boolean): Promise<Array<{ tag: string; 
       archive: await buildLauncherImageArchive(DEFAULT_LAUNCHED_MULTI_COUNTER_IMAGE, { base: 'multi-counter' }),
     },
   ];
-  if (serverImages) {
-    const servers = [
-      ['redis', DEFAULT_REDIS_IMAGE],
-      ['memcached', DEFAULT_MEMCACHED_IMAGE],
-      ['webdis', DEFAULT_WEBDIS_IMAGE],
-    ] as const;
-    for (const [kind, tag] of servers) images.push({ tag, archive: (await buildServerImageArchive(kind, tag)).archive });
-  }
+  for (const kind of servers)
+    images.push({ tag: SERVER_IMAGES[kind], archive: (await buildServerImageArchive(kind, SERVER_IMAGES[kind])).archive });
   return images;
 }
 
 /**
- * Hosts with `docker` (agent ids or clouds) switched to engine 'docker'; `ums stack up --docker-hosts`.
- * Every name must match a host: a typo would otherwise silently give a Podman host.
+ * Hosts named in `names` (agent ids or clouds) switched to `engine`; `ums stack up --docker-hosts` and
+ * `--cri-hosts`. Every name must match a host: a typo would otherwise silently give a Podman host.
  */
-export function withDockerHosts(hosts: HostSpec[], docker: string[]): HostSpec[] {
-  const unknown = docker.filter((name) => !hosts.some((h) => h.agentId === name || h.cloud === name));
+export function withHostEngine(hosts: HostSpec[], names: string[], engine: HostEngine): HostSpec[] {
+  const unknown = names.filter((name) => !hosts.some((h) => h.agentId === name || h.cloud === name));
   if (unknown.length > 0) {
     const known = hosts.map((h) => `${h.cloud} (${h.agentId})`).join(', ');
     throw new Error(`no host ${unknown.join(', ')} in the stack; its hosts are ${known}`);
   }
-  return hosts.map((h) => (docker.includes(h.agentId) || docker.includes(h.cloud) ? { ...h, engine: 'docker' } : h));
+  return hosts.map((h) => (names.includes(h.agentId) || names.includes(h.cloud) ? { ...h, engine } : h));
 }
 
 /**

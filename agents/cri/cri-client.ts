@@ -258,8 +258,18 @@ export class CriClient {
     await this.call(this.runtime, 'RemoveContainer', { containerId }, options);
   }
 
-  async containerStatus(containerId: string): Promise<ContainerStatus> {
-    return (await this.call<{ status: ContainerStatus }>(this.runtime, 'ContainerStatus', { containerId, verbose: false })).status;
+  /**
+   * The container's status; with `verbose`, also its init process's pid, from the runtime's verbose info
+   * (containerd and CRI-O put it in the JSON under info["info"]), when the runtime says.
+   */
+  async containerStatus(containerId: string, options: { verbose?: boolean } = {}): Promise<ContainerStatus & { pid?: number }> {
+    const verbose = options.verbose === true;
+    const res = await this.call<{ status: ContainerStatus; info?: Record<string, string> }>(this.runtime, 'ContainerStatus', {
+      containerId,
+      verbose,
+    });
+    const pid = verbose ? pidFromInfo(res.info?.info) : undefined;
+    return { ...res.status, ...(pid !== undefined ? { pid } : {}) };
   }
 
   async listContainers(filter: ContainerFilter = {}): Promise<Container[]> {
@@ -282,6 +292,10 @@ export class CriClient {
   async imageStatus(image: string): Promise<Image | undefined> {
     const res = await this.call<{ image: Image | null }>(this.image, 'ImageStatus', { image: { image }, verbose: false });
     return res.image ?? undefined;
+  }
+
+  async listImages(): Promise<Image[]> {
+    return (await this.call<{ images: Image[] }>(this.image, 'ListImages', {})).images;
   }
 
   /** Pulls an image from its registry; resolves with the runtime's reference for it. */
@@ -319,5 +333,16 @@ export class CriClient {
         },
       );
     });
+  }
+}
+
+/** The pid in a runtime's verbose info JSON, or undefined (not said, or not a pid). */
+function pidFromInfo(info: string | undefined): number | undefined {
+  if (info === undefined) return undefined;
+  try {
+    const pid = (JSON.parse(info) as { pid?: unknown }).pid;
+    return typeof pid === 'number' && Number.isInteger(pid) && pid > 0 ? pid : undefined;
+  } catch {
+    return undefined;
   }
 }

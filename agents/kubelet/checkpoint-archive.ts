@@ -7,8 +7,8 @@ import type { Readable } from 'node:stream';
  * The checkpoint archive the kubelet leaves on the node's disk: its name, and reading and removing it from a
  * node-local agent (a DaemonSet with the checkpoint directory mounted read-only).
  *
- * NOT USED IN PRODUCTION YET: no orchestrator-level ApproachDriver exists (agents/approach-driver.ts); this
- * is kept for the one that will drive a migration through the kubelet, and is exercised only by
+ * NOT USED IN PRODUCTION YET: the orchestrator-level driver (agents/orchestrator-level.ts) speaks the CRI to
+ * the node's runtime; this is for a node where only the kubelet's API is reachable, and is exercised only by
  * test/integration/kubelet-checkpoint.test.ts. (parseCheckpointArchiveName is also used by
  * KubeletCheckpointClient.checkpoint().)
  */

@@ -10,8 +10,8 @@ import { checkTarStart, fileBody, padding, tarHeader, TarStartCheck } from './us
  * name), streamed; the destination loads it into CRI-O's storage (`podman load`, which shares
  * /var/lib/containers/storage with CRI-O) or it is pushed to a registry (`skopeo copy oci-archive:...`).
  *
- * NOT USED IN PRODUCTION YET: no orchestrator-level ApproachDriver exists (agents/approach-driver.ts); this
- * is kept for the one that will drive a migration through the kubelet, and is exercised only by
+ * NOT USED IN PRODUCTION YET: the orchestrator-level driver (agents/orchestrator-level.ts) speaks the CRI to
+ * the node's runtime; this is for a node where only the kubelet's API is reachable, and is exercised only by
  * test/integration/kubelet-checkpoint.test.ts.
  */
 

@@ -15,8 +15,9 @@ import { describe, interpretFailure, KubeletCheckpointError, type ContainerRef }
  *     test/integration/cri-containerd.test.ts: a counter checkpointed on one node counts on in a new pod on the
  *     other.
  *   - This HTTP adapter: in production only `probe()` runs (agents/capability-probe.ts: is the API there and
- *     does it let us in). `checkpoint()` is for the orchestrator-level driver that does not exist yet, and is
- *     tested only against transcribed kubelet answers (test/integration/kubelet-checkpoint.test.ts): no
+ *     does it let us in). The orchestrator-level driver (agents/orchestrator-level.ts) drives the CRI itself,
+ *     from an agent that reaches the runtime's socket (a DaemonSet); `checkpoint()` is for a node where only
+ *     the kubelet is reachable, not wired into an agent, and tested only against transcribed kubelet answers (test/integration/kubelet-checkpoint.test.ts): no
  *     kubelet runs here.
  *
  * What the kubelet adds on top of the CRI call: POST /checkpoint/{ns}/{pod}/{ctr} is authenticated and
@@ -111,7 +112,7 @@ export class KubeletCheckpointClient {
   /**
    * POST /checkpoint/{namespace}/{pod}/{container}[?timeout=seconds]. Resolves with the archive's path on the
    * node; rejects with a KubeletCheckpointError whose code and message say what failed and what to do.
-   * Not called in production yet: for the orchestrator-level driver to come.
+   * Not called in production yet: agents/orchestrator-level.ts drives the CRI directly.
    */
   async checkpoint(ref: ContainerRef, options: { timeoutSeconds?: number } = {}): Promise<KubeletCheckpoint> {
     const parsed = ContainerRefSchema.safeParse(ref);

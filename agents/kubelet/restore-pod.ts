@@ -3,8 +3,8 @@ import { ContainerRefSchema } from './kubelet-client.js';
 /**
  * The Pod that restores a checkpoint image on a CRI-O node.
  *
- * NOT USED IN PRODUCTION YET: no orchestrator-level ApproachDriver exists (agents/approach-driver.ts); this
- * is kept for the one that will drive a migration through the kubelet, and is exercised only by
+ * NOT USED IN PRODUCTION YET: the orchestrator-level driver (agents/orchestrator-level.ts) speaks the CRI to
+ * the node's runtime; this is for a node where only the kubelet's API is reachable, and is exercised only by
  * test/integration/kubelet-checkpoint.test.ts.
  */
 

@@ -6,8 +6,8 @@ import { open } from 'node:fs/promises';
  * has none built in); if one is added (tar-stream is the small, well-kept choice: it packs entries from
  * streams), this file should go.
  *
- * NOT USED IN PRODUCTION YET: no orchestrator-level ApproachDriver exists (agents/approach-driver.ts); this
- * is kept for the one that will drive a migration through the kubelet, and is exercised only by
+ * NOT USED IN PRODUCTION YET: the orchestrator-level driver (agents/orchestrator-level.ts) speaks the CRI to
+ * the node's runtime; this is for a node where only the kubelet's API is reachable, and is exercised only by
  * test/integration/kubelet-checkpoint.test.ts.
  */
 

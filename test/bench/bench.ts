@@ -85,6 +85,13 @@ const parseSize = (item: string): number => {
   if (!Number.isInteger(n) || n < 0 || n > 16384) throw new InvalidArgumentError(`not a size in MiB: ${item}`);
   return n;
 };
+const POSTCOPY_LEVELS = ['process', 'container'] as const;
+type PostCopyLevel = (typeof POSTCOPY_LEVELS)[number];
+const parsePostCopyLevel = (item: string): PostCopyLevel => {
+  const level = POSTCOPY_LEVELS.find((l) => l === item);
+  if (level === undefined) throw new InvalidArgumentError(`unknown post-copy level ${item} (${POSTCOPY_LEVELS.join(', ')})`);
+  return level;
+};
 const parseStore = (item: string): BenchStore => {
   if (!(STORE_KINDS as readonly string[]).includes(item))
     throw new InvalidArgumentError(`unknown store ${item} (${STORE_KINDS.join(', ')})`);
@@ -124,6 +131,12 @@ const program = new Command('bench')
     "sizes of the post-copy comparison: a process, then a container through Podman, moved lazily through the agents' page relay against stop-and-copy (empty: none)",
     list(parseSize),
     [256, 1024],
+  )
+  .option(
+    '--postcopy-levels <levels>',
+    'which post-copy comparisons run: process (CRIU directly), container (through Podman), or both',
+    list(parsePostCopyLevel),
+    ['process', 'container'],
   )
   .option(
     '--volume-sizes <MiB,...>',
@@ -262,6 +275,7 @@ async function main(): Promise<number> {
     servers: BenchServer[];
     serverSizes: number[];
     postcopySizes: number[];
+    postcopyLevels: PostCopyLevel[];
     volumeSizes: number[];
     frontmanFill: number[];
     frontmanRps: number;
@@ -317,11 +331,13 @@ async function main(): Promise<number> {
   if (raw.postcopySizes.length > 0) {
     // Before the stack too: two hosts of their own, CRIU directly. A failed move or a memory check that fails
     // is an incident; a missed freeze target is a finding.
-    log.info({ sizes: raw.postcopySizes }, 'measuring post-copy against stop-and-copy (process level)');
+    log.info({ sizes: raw.postcopySizes, levels: raw.postcopyLevels }, 'measuring post-copy against stop-and-copy');
     try {
-      run.postCopy = await measurePostCopy(raw.postcopySizes, options.reps);
-      log.info({ sizes: raw.postcopySizes }, 'measuring post-copy against stop-and-copy (container level, through Podman)');
-      run.postCopy.push(...(await measureContainerPostCopy(raw.postcopySizes, options.reps)));
+      run.postCopy = raw.postcopyLevels.includes('process') ? await measurePostCopy(raw.postcopySizes, options.reps) : [];
+      if (raw.postcopyLevels.includes('container')) {
+        log.info({ sizes: raw.postcopySizes }, 'measuring post-copy against stop-and-copy (container level, through Podman)');
+        run.postCopy.push(...(await measureContainerPostCopy(raw.postcopySizes, options.reps)));
+      }
       for (const sample of run.postCopy.filter((s) => !s.verified)) {
         run.incidents.push(
           `post-copy comparison (${sample.level} level) ${sample.mode} ${sample.mib} MiB rep ${sample.rep}: the memory check failed after the move`,

@@ -21,7 +21,10 @@ const [AZURE, GCP] = DEFAULT_HOSTS as [HostSpec, HostSpec];
  * second. Every host uses the file store: the archive goes through the source's store, and a store per
  * cloud (Azurite for the Podman pair, the S3 server for the Docker pair) would be a second variable.
  */
-export const ENGINE_HOSTS: Record<HostEngine, readonly [HostSpec, HostSpec]> = {
+/** The engines compared: Kubernetes nodes (containerd) move at orchestrator level only, which the others lack. */
+export type ComparedEngine = Exclude<HostEngine, 'containerd'>;
+
+export const ENGINE_HOSTS: Record<ComparedEngine, readonly [HostSpec, HostSpec]> = {
   podman: [
     { ...AZURE, store: 'file' },
     { ...GCP, store: 'file' },

@@ -319,7 +319,7 @@ function approachSection(run: BenchRun, comparisons: ApproachComparison[]): stri
   return out;
 }
 
-const ENGINE_NAMES: Record<HostEngine, string> = { podman: 'Podman', docker: 'Docker' };
+const ENGINE_NAMES: Record<HostEngine, string> = { podman: 'Podman', docker: 'Docker', containerd: 'containerd (CRI)' };
 
 /**
  * The engine comparison, for the report and the console alike: per size and move, medians (min-max) and the

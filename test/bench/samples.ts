@@ -89,8 +89,8 @@ export interface ApproachSample extends MigrationOutcome {
 
 /** One move of the engine comparison: which engines it went between, and at which level. */
 export interface EnginePair {
-  from: HostEngine;
-  to: HostEngine;
+  from: Exclude<HostEngine, 'containerd'>;
+  to: Exclude<HostEngine, 'containerd'>;
   approach: BenchApproach;
 }
 

@@ -120,7 +120,7 @@ describe('hosts with different engines: Docker beside Podman', { timeout: 600_00
       name: `engines-${process.pid}`,
       dir: `/tmp/ums-eng-${process.pid}`,
       hosts: [DEFAULT_HOSTS[0]!, { ...DEFAULT_HOSTS[1]!, engine: 'docker' }, { ...AWS_HOST, engine: 'docker' }],
-      serverImages: true,
+      serverImages: ['redis'],
       agentEnv: { UMS_CHUNK_MIB: '4' },
     });
     azure = stack.hosts.get(AZURE) as PodmanHost;

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { AGENT_LIVENESS_MS } from '../../core/agent-registration.js';
 import { generateSealingKeyPair } from '../../core/checkpoint-sealing.js';
 import { subjects } from '../../core/event-bus.js';
 import { makeCommand, makeEvent, toWire, type Approach, type EventName, type UmsEvent } from '../../core/events.js';
@@ -284,11 +285,13 @@ describe('fault matrix: kill -9 each component in each phase; the service runs e
   }
 
   it('an agent gone for longer than its heartbeat allows: the supervisor rolls back, and the agent cleans up when it returns', async () => {
-    await runCell('destination agent', 'checkpoint', () => COMPONENTS['destination agent']?.(25_000) ?? Promise.resolve(), {
-      label: 'destination agent, down 25 s',
+    // Down for AGENT_LIVENESS_MS (15 s) and 5 s more: the supervisor (every second here) finds it dead first.
+    const downMs = AGENT_LIVENESS_MS + 5_000;
+    await runCell('destination agent', 'checkpoint', () => COMPONENTS['destination agent']?.(downMs) ?? Promise.resolve(), {
+      label: `destination agent, down ${downMs / 1000} s`,
     });
-    await runCell('source agent', 'checkpoint', () => COMPONENTS['source agent']?.(25_000) ?? Promise.resolve(), {
-      label: 'source agent, down 25 s',
+    await runCell('source agent', 'checkpoint', () => COMPONENTS['source agent']?.(downMs) ?? Promise.resolve(), {
+      label: `source agent, down ${downMs / 1000} s`,
     });
   });
 

@@ -87,7 +87,7 @@ describe('the frontman keeps clients served through migrations', { timeout: 900_
       name: `frontman-${process.pid}`,
       dir: STACK_DIR,
       hosts: DEFAULT_HOSTS,
-      serverImages: true,
+      serverImages: ['webdis'],
       functionEnv: { UMS_SUPERVISE_EVERY_SECONDS: '2' },
       frontman: {
         services: [

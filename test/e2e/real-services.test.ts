@@ -139,8 +139,12 @@ async function redisFromOutside(agentId: string, port: number, ...args: string[]
   }
 }
 
-/** redis-benchmark's key space for the post-copy case: -r draws key:<12 digits> below this many. */
-const BENCH_KEYS = ['-r', '250000'];
+/**
+ * redis-benchmark's key space for the post-copy case: -r draws key:<12 digits> below this many. About 80 MiB
+ * of values: enough that the pages take seconds to arrive, and the bench (`npm run bench -- --servers`) moves
+ * larger datasets.
+ */
+const BENCH_KEYS = ['-r', '100000'];
 
 /** GETs of random keys from the outside client's namespace (Debian's redis-benchmark): p50 and p99 in ms. */
 async function getLatency(agentId: string): Promise<{ p50: number; p99: number }> {
@@ -287,7 +291,7 @@ describe('real services (redis, memcached) through the whole stack', { timeout: 
       '127.0.0.1',
       '-p',
       String(REDIS_PORT),
-      ...['-t', 'set', '-n', '300000'],
+      ...['-t', 'set', '-n', '150000'],
       ...BENCH_KEYS,
       '-d',
       '1000',

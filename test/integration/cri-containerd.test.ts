@@ -14,7 +14,12 @@ import { pipeline } from 'node:stream/promises';
 import { after, before, describe, it } from 'node:test';
 import { checkpointContainer, CONTAINERD_CHECKPOINT_ANNOTATION, restoreContainer } from '../../agents/cri/cri-checkpoint.js';
 import { CriClient, type PodSandboxConfig } from '../../agents/cri/cri-client.js';
+import { CriEngine } from '../../agents/cri/cri-engine.js';
 import { CriError } from '../../agents/cri/cri-errors.js';
+import { EngineError } from '../../agents/container-engine.js';
+import { createLogger } from '../../core/log.js';
+import { Readable } from 'node:stream';
+import { randomBytes } from 'node:crypto';
 import { removeArchive } from '../../agents/kubelet/checkpoint-archive.js';
 import { buildCheckpointImageArchive } from '../../agents/kubelet/checkpoint-image.js';
 import { startContainerdHost, type ContainerdHost } from '../../infra/containerd-host.js';
@@ -246,6 +251,78 @@ describe('CRI checkpoint and restore on two containerd 2.x nodes', { timeout: 18
     assert.ok((await stat(bogus)).isFile(), 'the archive is kept for a retry');
     const sandboxes = await criB.listPodSandboxes();
     assert.ok(!sandboxes.some((s) => s.metadata?.name === 'bogus-dst'), 'the sandbox made for the restore is gone');
+  });
+
+  it('the agent’s engine: a checkpointed pod resumes from its kept tar on its own node (a rollback), and counts on', async () => {
+    const engine = new CriEngine({
+      socketPath: nodeA.socketPath,
+      where: 'node A',
+      cgroupParent: nodeA.cgroupParent,
+      podNetwork: 'NODE',
+      podLogRoot: join(nodeA.dir, 'pods'),
+      checkpointDir: join(nodeA.dir, 'agent-checkpoints'),
+      logger: createLogger('cri-engine-test'),
+    });
+    try {
+      const pod = podConfig(nodeA, 'counter-rb', 'uid-rb-1');
+      const podId = await criA.runPodSandbox(pod);
+      const id = await criA.createContainer(
+        podId,
+        { metadata: { name: 'counter' }, image: { image: DEFAULT_COUNTER_IMAGE }, logPath: 'counter/0.log' },
+        pod,
+      );
+      await criA.startContainer(id);
+      const log = join(pod.logDirectory as string, 'counter/0.log');
+      await waitForTicks(log, (t) => t.length >= 5, 'counter-rb ticking');
+      assert.equal((await engine.inspectContainer('counter-rb'))?.state, 'running');
+      const countBefore = (await ticksIn(log)).at(-1)?.count ?? 0;
+      const stream = await engine.checkpoint('counter-rb');
+      stream.destroy();
+      const frozen = await engine.inspectContainer('counter-rb');
+      assert.equal(frozen?.state, 'exited', 'the source is stopped after its checkpoint');
+      assert.equal(frozen?.checkpointed, true, 'with its tar kept');
+      const lastAtSource = (await ticksIn(log)).at(-1)?.count ?? 0;
+
+      const resumed = await engine.resumeCheckpointed('counter-rb');
+      assert.equal((await engine.inspectContainer('counter-rb'))?.id, resumed.id);
+      assert.equal(await engine.hasKeptCheckpoint('counter-rb'), false, 'the kept tar is gone once it runs again');
+      const pods = (await criA.listPodSandboxes()).filter((p) => p.metadata?.name === 'counter-rb');
+      assert.equal(pods.length, 1, 'the stopped pod was replaced, not kept beside the resumed one');
+      const uid = pods[0]?.metadata?.uid ?? '';
+      await assertCountsOn(join(nodeA.dir, 'pods', `default_counter-rb_${uid}`, 'counter/0.log'), {
+        countBeforeCheckpoint: countBefore,
+        lastAtSource,
+      });
+      await engine.removeContainer('counter-rb');
+      assert.equal(await engine.inspectContainer('counter-rb'), undefined);
+    } finally {
+      engine.close();
+    }
+  });
+
+  it('the agent’s engine refuses an archive that is no checkpoint tar before the runtime sees it, and leaves nothing', async () => {
+    const checkpointDir = join(nodeB.dir, 'agent-checkpoints');
+    const engine = new CriEngine({
+      socketPath: nodeB.socketPath,
+      where: 'node B',
+      cgroupParent: nodeB.cgroupParent,
+      podNetwork: 'NODE',
+      podLogRoot: join(nodeB.dir, 'pods'),
+      checkpointDir,
+      logger: createLogger('cri-engine-test'),
+    });
+    try {
+      const error = await engine.restoreFromArchive('garbage', Readable.from([randomBytes(4096)])).then(
+        () => assert.fail('a restore from random bytes succeeded'),
+        (e: unknown) => e,
+      );
+      assert.ok(error instanceof EngineError, `an EngineError, got ${String(error)}`);
+      assert.match(error.message, /not a CRI checkpoint tar/);
+      assert.equal(await engine.inspectContainer('garbage'), undefined, 'no pod made');
+      assert.deepEqual(await readdir(checkpointDir), [], 'no file left');
+    } finally {
+      engine.close();
+    }
   });
 
   it('answers a checkpoint of an unknown container with the typed NotFound error and containerd’s message', async () => {

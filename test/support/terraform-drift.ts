@@ -63,6 +63,10 @@ export const AGENT_ENV_NOT_DEPLOYED: Record<string, string> = {
   UMS_KUBELET_TOKEN_FILE: 'orchestrator level',
   UMS_KUBELET_CA_FILE: 'orchestrator level',
   UMS_KUBELET_NODE_NAME: 'orchestrator level',
+  UMS_CRI_SOCKET: 'a Kubernetes node’s agent (UMS_ENGINE=cri, a DaemonSet): Terraform deploys VM hosts, not clusters',
+  UMS_CRI_POD_NETWORK: 'a Kubernetes node’s agent (UMS_ENGINE=cri)',
+  UMS_CRI_CGROUP_PARENT: 'a Kubernetes node’s agent (UMS_ENGINE=cri)',
+  UMS_CRI_POD_LOGS: 'a Kubernetes node’s agent (UMS_ENGINE=cri)',
   NATS_USER: 'a development broker without nkeys; the deployment uses UMS_NATS_CREDENTIALS',
   NATS_PASSWORD: 'a development broker without nkeys; the deployment uses UMS_NATS_CREDENTIALS',
 };
