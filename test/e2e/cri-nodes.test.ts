@@ -3,10 +3,12 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { readFile, readdir, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CriClient, type PodSandboxConfig } from '../../agents/cri/cri-client.js';
 import type { HostSpec } from '../../cli/stack-info.js';
+import type { EventOf } from '../../core/events.js';
 import { connectNatsBus, type NatsEventBus } from '../../core/nats-event-bus.js';
 import { openObjectStore } from '../../core/object-stores/open-object-store.js';
 import type { ContainerdHost } from '../../infra/containerd-host.js';
@@ -216,5 +218,47 @@ describe('orchestrator level on two Kubernetes nodes (containerd 2 through the C
     const states = JSON.parse((await azure.podman(['ps', '-a', '--format', 'json'])).stdout) as Array<{ Names: string[] }>;
     assert.ok(!states.some((c) => c.Names.includes(name)), 'nothing was created on the Podman host');
     assert.ok((await stat(aws.socketPath)).isSocket());
+  });
+
+  it('rolls back when the archive is corrupted in the store after the freeze: the source node restores its kept tar and counts on', async () => {
+    const name = 'counter-node';
+    await listed(AWS_NODE.agentId, name);
+    const countBefore = (await ticksOf(aws, name)).at(-1)?.count ?? 0;
+    // The destination agent dies once it is ready, before the first chunk is there; while it is down the
+    // first chunk is overwritten in the source's store, so the restarted agent finds its digest wrong.
+    const destinationAgent = stack.services.get(`agent-${GCP_NODE.agentId}`);
+    assert.ok(destinationAgent);
+    const migrationId = randomUUID();
+    const uploaded = new Promise<EventOf<'checkpoint.uploaded'>>((resolve) => {
+      void bus.followMigration(migrationId, async (event) => {
+        if (event.name === 'restore.prepared') await destinationAgent.kill();
+        if (event.name !== 'checkpoint.uploaded') return;
+        resolve(event);
+        return 'stop';
+      });
+    });
+    const running = umsJson<MigrateResult & { runningOn?: string | null }>(stack.info, [
+      ...['migrate', name, '--to', GCP_NODE.agentId, '--id', migrationId],
+    ]);
+    const { artifact } = (await uploaded).data;
+    const store = await openObjectStore(artifact.storeUrl, { ...process.env, ...stack.storeEnv.s3 });
+    const first = `${artifact.prefix}chunks/000000`;
+    await store.put(first, Readable.from([randomBytes((await store.head(first))?.size ?? 0)]));
+    await destinationAgent.start();
+
+    const { code, json } = await running;
+    assert.equal(code, 1);
+    assert.equal(json.code, 'digest-mismatch', json.reason);
+    assert.equal(json.runningOn, AWS_NODE.agentId);
+    // Resumed from the tar kept on aws, in a new pod of the same name: its count goes on from the checkpoint.
+    const ticks = await waitFor('ticks of the resumed pod', async () => {
+      const t = await ticksOf(aws, name);
+      return t.length >= 5 && (t[0]?.count ?? 0) > countBefore ? t : undefined;
+    });
+    assert.ok(continuity(ticks).continuous, 'the resumed count goes on by one per tick');
+    const onAws = await podsNamed(aws, name);
+    assert.equal(onAws.length, 1, 'one pod of that name on aws: the stopped one was replaced');
+    assert.deepEqual(onAws[0]?.states, ['CONTAINER_RUNNING']);
+    await waitFor('nothing left on gcp', async () => ((await podsNamed(gcp, name)).length === 0 ? true : undefined));
   });
 });
