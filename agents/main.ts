@@ -17,6 +17,7 @@ import { DEFAULT_LAUNCHER_HOST_DIR } from '../launcher/convention.js';
 import { CapabilityProbe, kubeletClientFromEnv, probeCriOrchestratorLevel } from './capability-probe.js';
 import { resolveCriu } from './criu-command.js';
 import { DEFAULT_MARKER_DIR, type PostCopyHost } from './post-copy/lazy-container.js';
+import { parsePortRange, type PortRange } from './post-copy/page-relay.js';
 import { probePostCopy, probeRuntimeShim } from './post-copy/post-copy-probe.js';
 import { ContainerLevel } from './container-level.js';
 import { VolumeMove } from './volumes/volume-move.js';
@@ -34,6 +35,17 @@ function positiveInt(value: string | number): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError(`expected a positive whole number, got "${value}"`);
   return n;
+}
+
+function portRange(value: string): PortRange {
+  try {
+    return parsePortRange(value);
+  } catch (error) {
+    // commander's error takes no options: the cause is set on it, as Error's own constructor would.
+    const invalid = new InvalidArgumentError(`expected a port or a range FROM-TO of ports 1-65535, got "${value}"`);
+    invalid.cause = error;
+    throw invalid;
+  }
 }
 
 interface AgentOptions {
@@ -57,6 +69,8 @@ interface AgentOptions {
   allowedHttpEndpoints?: string;
   commandVerifyKey?: string;
   pageRelayAddress?: string;
+  pageRelayPorts?: PortRange;
+  pageRelayListen?: string;
   serviceAddress?: string;
   hostNetns?: string;
   volumesDir?: string;
@@ -150,6 +164,20 @@ const program = new Command('ums-agent')
       '--page-relay-address <address>',
       "the address other hosts' agents reach this host's page relay at (post-copy); without it, this host does not take part in post-copy",
     ).env('UMS_PAGE_RELAY_ADDRESS'),
+  )
+  .addOption(
+    new Option(
+      '--page-relay-ports <ports>',
+      "the port, or range FROM-TO, this host's page relay listens on when a migration leaves it post-copy (one port per such migration at once): what the firewall opens to the other hosts; default a port the kernel picks",
+    )
+      .env('UMS_PAGE_RELAY_PORTS')
+      .argParser(portRange),
+  )
+  .addOption(
+    new Option(
+      '--page-relay-listen <address>',
+      "the local address the page relay listens on when the page relay address is not this host's own (a cloud VM's public address is translated: 0.0.0.0); default the page relay address",
+    ).env('UMS_PAGE_RELAY_LISTEN'),
   )
   .addOption(
     new Option(
@@ -295,6 +323,8 @@ async function engineDrivers(engine: PodmanEngine | DockerEngine, options: Agent
       : {
           markerDir: DEFAULT_MARKER_DIR,
           relayAddress: options.pageRelayAddress,
+          ...(options.pageRelayListen !== undefined ? { relayListen: options.pageRelayListen } : {}),
+          ...(options.pageRelayPorts !== undefined ? { relayPorts: options.pageRelayPorts } : {}),
           ...(options.hostNetns !== undefined ? { netns: options.hostNetns } : {}),
         };
   const probe = new CapabilityProbe({

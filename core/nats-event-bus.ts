@@ -14,7 +14,7 @@ import {
   type NatsConnection,
   type OrderedConsumerOptions,
 } from 'nats';
-import type { z } from 'zod';
+import { z } from 'zod';
 import { AgentRegistration } from './agent-registration.js';
 import { FrontmanRegistration } from './frontman-registration.js';
 import pRetry from 'p-retry';
@@ -170,21 +170,49 @@ export async function connectNatsBus(options: NatsBusOptions): Promise<NatsEvent
 }
 
 /**
- * Creates the streams and buckets if they are missing (idempotent): the set-up step, run as a principal that
- * may manage JetStream (the stack's admin) before any component connects.
+ * How many copies JetStream keeps of every stream and KV bucket (num_replicas): 1 on a single server, up to
+ * the cluster's size on a cluster (3 on terraform/modules/gcp-nats-broker's three servers: one server may
+ * fail without losing a stream or the saga's records). JetStream allows at most 5.
  */
-export async function provisionBus(options: NatsBusOptions): Promise<void> {
+export const StreamReplicas = z.number().int().min(1).max(5);
+
+export interface ProvisionOptions {
+  /**
+   * The replica count (StreamReplicas) every stream and bucket gets; existing ones are brought to it by a
+   * stream update, which JetStream allows both ways (it adds or drops peers and catches new ones up).
+   * Undefined: new ones get 1 and existing ones keep theirs, so a provision run without it never scales a
+   * cluster's streams down.
+   */
+  replicas?: number;
+}
+
+/**
+ * Creates the streams and buckets if they are missing and gives them `provision.replicas` copies (idempotent):
+ * the set-up step, run as a principal that may manage JetStream (the stack's admin, or `deploy-credentials
+ * provision` in a deployment) before any component connects. The components themselves only bind (they
+ * never create a stream with a credential), so this is the one place the replica count is applied.
+ */
+export async function provisionBus(options: NatsBusOptions, provision: ProvisionOptions = {}): Promise<void> {
+  const replicas = provision.replicas === undefined ? undefined : StreamReplicas.parse(provision.replicas);
   const nc = await connect({ ...(await connectionOptions(options)), maxReconnectAttempts: 0 });
   try {
+    // A single server refuses more than one replica on create but takes it on update (nats-server 2.9),
+    // leaving a stream that claims copies it does not have: refuse it here, for both.
+    if (replicas !== undefined && replicas > 1 && nc.info?.cluster === undefined) {
+      throw new BusError('setup-failed', `${replicas} replicas need a clustered broker; ${options.servers} is a single server (use 1)`);
+    }
     const jsm = await nc.jetstreamManager();
-    await ensureStreams(jsm);
+    await ensureStreams(jsm, replicas);
     const js = nc.jetstream();
+    const bucket = { storage: StorageType.File, allow_direct: true, replicas: replicas ?? 1 } as const;
+    // An existing bucket keeps its configuration here (views.kv only binds to it): scaled below, as a stream.
     await Promise.all([
-      js.views.kv(buckets.migrations, { history: 10, storage: StorageType.File, allow_direct: true }),
-      js.views.kv(buckets.agents, { history: 1, ttl: AGENT_TTL_MS, storage: StorageType.File, allow_direct: true }),
-      js.views.kv(buckets.locks, { history: 1, storage: StorageType.File, allow_direct: true }),
-      js.views.kv(buckets.frontmen, { history: 1, ttl: AGENT_TTL_MS, storage: StorageType.File, allow_direct: true }),
+      js.views.kv(buckets.migrations, { ...bucket, history: 10 }),
+      js.views.kv(buckets.agents, { ...bucket, history: 1, ttl: AGENT_TTL_MS }),
+      js.views.kv(buckets.locks, { ...bucket, history: 1 }),
+      js.views.kv(buckets.frontmen, { ...bucket, history: 1, ttl: AGENT_TTL_MS }),
     ]);
+    if (replicas !== undefined) for (const name of Object.values(buckets)) await scaleStream(jsm, `KV_${name}`, replicas);
   } catch (error) {
     throw new BusError('setup-failed', `cannot provision the broker at ${options.servers}: ${(error as Error).message}`, { cause: error });
   } finally {
@@ -192,17 +220,21 @@ export async function provisionBus(options: NatsBusOptions): Promise<void> {
   }
 }
 
-async function ensureStream(jsm: JetStreamManager, name: string, config: Parameters<JetStreamManager['streams']['add']>[0]): Promise<void> {
+type StreamConfigInput = Parameters<JetStreamManager['streams']['add']>[0];
+
+async function ensureStream(jsm: JetStreamManager, name: string, config: StreamConfigInput, replicas: number | undefined): Promise<void> {
   try {
     await jsm.streams.info(name);
+    if (replicas !== undefined) await scaleStream(jsm, name, replicas);
     return;
   } catch (error) {
+    if (error instanceof BusError) throw error;
     if (!isJetStreamApiError(error, JetStreamApiCode.StreamNotFound)) {
       throw new BusError('setup-failed', `cannot read stream ${name}: ${(error as Error).message}`, { cause: error });
     }
   }
   try {
-    await jsm.streams.add({ ...config, name });
+    await jsm.streams.add({ ...config, name, num_replicas: replicas ?? 1 });
   } catch (error) {
     // Two components starting at once may race to create it; the loser finds it there.
     await jsm.streams.info(name).catch(() => {
@@ -211,8 +243,29 @@ async function ensureStream(jsm: JetStreamManager, name: string, config: Paramet
   }
 }
 
-async function ensureStreams(jsm: JetStreamManager): Promise<void> {
-  await ensureStream(jsm, subjects.eventsStream, {
+/**
+ * Brings an existing stream (a KV bucket is the stream KV_<bucket>) to `replicas` copies by a stream update,
+ * the rest of its configuration unchanged. The cluster places the new copies and catches them up; durable
+ * consumers (the agents' command consumers, the bridge's) follow their stream's count.
+ */
+async function scaleStream(jsm: JetStreamManager, name: string, replicas: number): Promise<void> {
+  const { config } = await jsm.streams.info(name);
+  if (config.num_replicas === replicas) return;
+  try {
+    await jsm.streams.update(name, { ...config, num_replicas: replicas });
+  } catch (error) {
+    throw new BusError(
+      'setup-failed',
+      `cannot change stream ${name} from ${config.num_replicas} to ${replicas} replicas (a cluster needs at least as many servers): ${(error as Error).message}`,
+      { cause: error },
+    );
+  }
+  log.info({ stream: name, from: config.num_replicas, to: replicas }, 'stream replicas changed');
+}
+
+async function ensureStreams(jsm: JetStreamManager, replicas: number | undefined): Promise<void> {
+  const ensure = (name: string, config: StreamConfigInput) => ensureStream(jsm, name, config, replicas);
+  await ensure(subjects.eventsStream, {
     subjects: ['ums.events.>'],
     retention: RetentionPolicy.Limits,
     storage: StorageType.File,
@@ -224,7 +277,7 @@ async function ensureStreams(jsm: JetStreamManager): Promise<void> {
     duplicate_window: nanos(10 * 60 * 1000),
   });
   // A work queue: an acknowledged command is deleted, which also removes the signed URL it carried.
-  await ensureStream(jsm, subjects.commandsStream, {
+  await ensure(subjects.commandsStream, {
     subjects: ['ums.commands.>'],
     retention: RetentionPolicy.Workqueue,
     storage: StorageType.File,
@@ -236,7 +289,7 @@ async function ensureStreams(jsm: JetStreamManager): Promise<void> {
     discard: DiscardPolicy.New,
     duplicate_window: nanos(10 * 60 * 1000),
   });
-  await ensureStream(jsm, subjects.deadLetterStream, {
+  await ensure(subjects.deadLetterStream, {
     subjects: ['ums.deadletter.>'],
     retention: RetentionPolicy.Limits,
     storage: StorageType.File,

@@ -237,7 +237,10 @@ export async function createBrokerTls(dir: string): Promise<BrokerTls> {
   await openssl(['ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', path('server.key')]);
   await openssl(['req', '-new', '-key', path('server.key'), '-subj', '/CN=127.0.0.1', '-out', path('server.csr')]);
   // nats.js (on Node) verifies a server reached by IP address under the name "localhost": both are named.
-  await writeFile(path('server.ext'), 'subjectAltName = IP:127.0.0.1, DNS:localhost\nextendedKeyUsage = serverAuth\n');
+  // clientAuth too: the servers of a cluster present this certificate to each other on their routes, which
+  // verify it as a client's (nats.conf `verify: true`); a serverAuth-only one fails the route handshake
+  // ("incompatible key usage"), as terraform/README.md says of the broker's certificate.
+  await writeFile(path('server.ext'), 'subjectAltName = IP:127.0.0.1, DNS:localhost\nextendedKeyUsage = serverAuth, clientAuth\n');
   await openssl([
     'x509',
     '-req',

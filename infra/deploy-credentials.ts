@@ -3,7 +3,7 @@ import { parseArgs } from 'node:util';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { AgentId } from '../core/events.js';
-import { provisionBus } from '../core/nats-event-bus.js';
+import { provisionBus, StreamReplicas } from '../core/nats-event-bus.js';
 import { generateSigningKeyPair } from '../core/signed-envelope.js';
 import { writePrincipalCredentials } from './broker-credentials.js';
 
@@ -17,8 +17,15 @@ import { writePrincipalCredentials } from './broker-credentials.js';
  *     mode 0600, for Secret Manager), <out>/authorization.conf and <out>/command-verify-key.txt (public:
  *     Terraform inputs).
  *
- *   node dist/infra/deploy-credentials.js provision --nats tls://nats.example:4222 --ca ca.pem --admin <out>/credentials/admin.json
- *     creates the streams and KV buckets once, as the admin principal (components only bind to them).
+ *   node dist/infra/deploy-credentials.js provision --nats tls://nats.example:4222 --ca ca.pem --admin <out>/credentials/admin.json \
+ *       [--replicas N]
+ *     creates the streams and KV buckets once, as the admin principal (components only bind to them), with N
+ *     copies each (default $UMS_STREAM_REPLICAS; Terraform's `stream_replicas` output: 3 on a 3-server broker).
+ *     Run again with another N to rescale the existing ones (e.g. after growing the broker from 1 to 3
+ *     servers); without N and UMS_STREAM_REPLICAS, new ones get 1 and existing ones keep theirs.
+ *
+ * The components that connect in a deployment never create a stream (their principals may not: they bind),
+ * so this command is where the replica count is applied, and the only one that reads UMS_STREAM_REPLICAS.
  */
 
 const { positionals, values } = parseArgs({
@@ -29,6 +36,7 @@ const { positionals, values } = parseArgs({
     nats: { type: 'string' },
     ca: { type: 'string' },
     admin: { type: 'string' },
+    replicas: { type: 'string' },
   },
 });
 
@@ -52,10 +60,19 @@ async function create(): Promise<void> {
 
 async function provision(): Promise<void> {
   if (values.nats === undefined || values.ca === undefined || values.admin === undefined) {
-    throw new Error('usage: deploy-credentials provision --nats <tls://host:4222> --ca <ca.pem> --admin <admin.json>');
+    throw new Error('usage: deploy-credentials provision --nats <tls://host:4222> --ca <ca.pem> --admin <admin.json> [--replicas N]');
   }
-  await provisionBus({ servers: values.nats, name: 'ums-provision', credentials: values.admin, ca: values.ca });
-  console.log(`provisioned the streams and buckets on ${values.nats}`);
+  const text = values.replicas ?? process.env.UMS_STREAM_REPLICAS;
+  const parsed = text === undefined ? undefined : StreamReplicas.safeParse(Number(text));
+  if (parsed !== undefined && !parsed.success) {
+    throw new Error(`--replicas (or UMS_STREAM_REPLICAS) must be a whole number from 1 to 5, got "${text}"`, { cause: parsed.error });
+  }
+  const replicas = parsed?.data;
+  await provisionBus({ servers: values.nats, name: 'ums-provision', credentials: values.admin, ca: values.ca }, { replicas });
+  console.log(
+    `provisioned the streams and buckets on ${values.nats}` +
+      (replicas === undefined ? ' (existing ones keep their replicas; new ones have 1)' : ` with ${replicas} replica(s) each`),
+  );
 }
 
 const command = positionals[0];

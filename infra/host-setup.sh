@@ -1,18 +1,28 @@
 #!/usr/bin/env bash
-# Gives a Debian 12+ host what a UMS agent needs: Podman with runc, conmon, netavark, nats-server,
-# busybox-static + gcc (to build the demo image), the clients of the real-server test images (redis-tools,
-# libmemcached-tools: clients only, no server starts on the host), a CRIU that works on this kernel: one that dumps and
-# restores a process holding TCP sockets (listening and established), checked for real, not by `criu check`; and,
-# with UMS_SIMULATED_CRI_NODES=1 (infra/setup.sh, development machines), side by side with the machine's
-# containerd, a containerd 2.x for the simulated Kubernetes nodes (CRI checkpoint).
+# Gives a Debian 12+ host what a UMS agent needs: its container engine (Podman with runc, conmon, netavark;
+# or, with UMS_ENGINE=docker, Debian's docker.io), gcc (to build the CRIU socket check), a CRIU that works on
+# this kernel: one that dumps and restores a process holding TCP sockets (listening and established), checked
+# for real, not by `criu check`; and on a Podman host the runtime shim post-copy needs.
+# cloud-init runs it on the deployment's hosts (terraform/modules/agent-cloud-init): nothing else goes there.
+# With UMS_DEV_MACHINE=1 (infra/setup.sh: development and CI machines) also what only the tests, the demo and
+# the local stack use: nats-server (the stack's broker), busybox-static (the demo and test images), the clients
+# of the real-server test images (redis-tools, libmemcached-tools: clients only, no server starts on the host),
+# python3 (the post-copy test workload), fonts-dejavu-core (the benchmark charts) and, side by side with the
+# machine's containerd, a containerd 2.x for the simulated Kubernetes nodes (CRI checkpoint).
 # Idempotent: every step checks first and says whether it acted or skipped.
 #
+# Usage: host-setup.sh [--list-packages]
+#   --list-packages  print the distribution packages this host would get (one a line) and change nothing
+#
 # Environment:
+#   UMS_ENGINE      the engine the agent drives: podman (default) or docker. For docker it installs docker.io
+#                   and CRIU; dockerd's settings (experimental mode, /etc/criu/runc.conf) are the caller's
+#                   (agent-cloud-init writes them, the local stack's Docker hosts have their own)
+#   UMS_DEV_MACHINE=1  a development machine: also the test-only tools above (infra/setup.sh sets it)
 #   UMS_PREFIX      where a side-loaded CRIU goes (default /opt/ums/criu)
 #   UMS_WRAPPER_DIR where the `criu` wrapper goes; must come before /usr/sbin in PATH (default /usr/local/sbin)
 #   UMS_CRIU_SUITE  Debian suite to side-load CRIU from (default forky: CRIU 4.2+, see MIN_CRIU)
 #   UMS_FORCE_SIDELOAD=1  side-load even if the distribution's criu works
-#   UMS_SIMULATED_CRI_NODES=1  also side-load containerd 2.x for the simulated CRI nodes (tests only)
 #   UMS_CONTAINERD2_PREFIX where containerd 2.x for the simulated CRI nodes goes (default /opt/ums/containerd2)
 #   UMS_CONTAINERD2_SUITE  Debian suite to side-load it from (default sid: containerd >= MIN_CONTAINERD2)
 set -euo pipefail
@@ -23,6 +33,8 @@ UMS_CRIU_SUITE="${UMS_CRIU_SUITE:-forky}"
 # CRIU < 4.2 asks every socket for SO_PASSCRED/SO_PASSSEC, which Linux >= 6.16 refuses on inet sockets:
 # any server fails to dump ("Can't get 1:16 opt", checkpoint-restore/criu issue 2705, fixed in 4.2).
 MIN_CRIU="4.2"
+UMS_ENGINE="${UMS_ENGINE:-podman}"
+DEV_MACHINE="${UMS_DEV_MACHINE:-0}"
 REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 say() { printf '[host-setup] %s\n' "$*"; }
@@ -51,23 +63,35 @@ sideload_debs() { # SUITE PREFIX PKG...
   return "$rc"
 }
 
+# --- 1. distribution packages -------------------------------------------------------------------
+case "$UMS_ENGINE" in
+  podman) ENGINE_PKGS=(podman runc conmon netavark aardvark-dns containernetworking-plugins catatonit) ;;
+  # Debian's docker.io brings runc and containerd with it.
+  docker) ENGINE_PKGS=(docker.io) ;;
+  *) die "UMS_ENGINE must be podman or docker, not '$UMS_ENGINE'" ;;
+esac
+# What every host needs besides: iptables (the agent guards a container's outside connections with it),
+# nsenter (util-linux), gcc and libc6-dev (the CRIU socket check below is built here), Debian's keyring (the
+# CRIU side-load). criu from the distribution too: it pulls the right runtime deps where it works.
+PKGS=("${ENGINE_PKGS[@]}" iproute2 iptables util-linux gcc libc6-dev tar ca-certificates debian-archive-keyring criu)
+# Only the tests, the demo and the local stack use these: never on a deployment's host.
+DEV_PKGS=(nats-server busybox-static redis-tools libmemcached-tools python3 fonts-dejavu-core)
+[ "$DEV_MACHINE" = 1 ] && PKGS+=("${DEV_PKGS[@]}")
+if [ "${1:-}" = --list-packages ]; then
+  printf '%s\n' "${PKGS[@]}"
+  exit 0
+fi
+[ "$#" -eq 0 ] || die "usage: host-setup.sh [--list-packages]"
+
 [ "$(id -u)" = 0 ] || die "must run as root (CRIU checkpointing of rootful containers needs it)"
 command -v apt-get >/dev/null || die "apt-get not found: only Debian-family hosts are supported"
 
-# --- 1. distribution packages -------------------------------------------------------------------
-PKGS=(podman runc conmon netavark aardvark-dns containernetworking-plugins catatonit nats-server
-      busybox-static iproute2 iptables util-linux gcc libc6-dev tar ca-certificates debian-archive-keyring
-      fonts-dejavu-core redis-tools libmemcached-tools python3)
 missing=()
 for p in "${PKGS[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
     missing+=("$p")
   fi
 done
-# criu from the distribution is installed too: it pulls the right runtime deps on a distro where it works.
-if ! dpkg-query -W -f='${Status}' criu 2>/dev/null | grep -q 'install ok installed'; then
-  missing+=(criu)
-fi
 if [ "${#missing[@]}" -gt 0 ]; then
   say "installing: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -75,18 +99,22 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   say "installed: ${missing[*]}"
 else
-  say "skip: apt packages already installed (${PKGS[*]} criu)"
+  say "skip: apt packages already installed (${PKGS[*]})"
 fi
 
-# redis-tools and libmemcached-tools (in PKGS) are the clients of the real-server test images
-# (infra/images/build-server-images.ts), run from the host in a container's network namespace. Only the
-# clients: redis-server or memcached on the host would start a service here (the images carry the servers,
-# unpacked with dpkg-deb -x, which installs nothing on the host).
-for server in redis-server memcached; do
-  if dpkg-query -W -f='${Status}' "$server" 2>/dev/null | grep -q 'install ok installed'; then
-    say "WARNING: $server is installed on this host (not by this script); it may run a service next to the test containers"
-  fi
-done
+if [ "$DEV_MACHINE" = 1 ]; then
+  # redis-tools and libmemcached-tools are the clients of the real-server test images
+  # (infra/images/build-server-images.ts), run from the host in a container's network namespace. Only the
+  # clients: redis-server or memcached on the host would start a service here (the images carry the servers,
+  # unpacked with dpkg-deb -x, which installs nothing on the host).
+  for server in redis-server memcached; do
+    if dpkg-query -W -f='${Status}' "$server" 2>/dev/null | grep -q 'install ok installed'; then
+      say "WARNING: $server is installed on this host (not by this script); it may run a service next to the test containers"
+    fi
+  done
+else
+  say "skip: test-only tools (${DEV_PKGS[*]}; development machines only: UMS_DEV_MACHINE=1)"
+fi
 
 # --- 2. CRIU >= 4.1 -------------------------------------------------------------------------------
 version_ge() { [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n1)" = "$2" ]; }
@@ -162,26 +190,33 @@ if [ -x "$WRAPPER" ]; then
 fi
 say "criu used by runc under the service PATH: ${first:-none} ($(criu_version_of "${first:-/nonexistent}" || echo '?'))"
 
-# --- 3. post-copy: the runtime shim Podman calls for runc (agents/post-copy/runc-shim) -------------
-# containers.conf lists it before runc itself, so every container, old or new, gets it; it is runc, unchanged,
-# for any container the agent is not migrating post-copy. A lazy dump keeps memory in pipes larger than
-# the 1 MiB default (docs/design/post-copy.md §0).
-install -m 0755 "$REPO_DIR/agents/post-copy/runc-shim" "$UMS_LIBEXEC/runc-shim"
-if [ "$(cat /proc/sys/fs/pipe-max-size)" -lt 4194304 ]; then sysctl -q -w fs.pipe-max-size=4194304; fi
-say "installed the runtime shim $UMS_LIBEXEC/runc-shim; fs.pipe-max-size $(cat /proc/sys/fs/pipe-max-size)"
+if [ "$UMS_ENGINE" = podman ]; then
+  # --- 3. post-copy: the runtime shim Podman calls for runc (agents/post-copy/runc-shim) -----------
+  # containers.conf lists it before runc itself, so every container, old or new, gets it; it is runc, unchanged,
+  # for any container the agent is not migrating post-copy. A lazy dump keeps memory in pipes larger than
+  # the 1 MiB default (docs/design/post-copy.md §0).
+  install -m 0755 "$REPO_DIR/agents/post-copy/runc-shim" "$UMS_LIBEXEC/runc-shim"
+  if [ "$(cat /proc/sys/fs/pipe-max-size)" -lt 4194304 ]; then sysctl -q -w fs.pipe-max-size=4194304; fi
+  say "installed the runtime shim $UMS_LIBEXEC/runc-shim; fs.pipe-max-size $(cat /proc/sys/fs/pipe-max-size)"
 
-# --- 4. checks Podman depends on ------------------------------------------------------------------
-CONF="$REPO_DIR/infra/podman/containers.conf"
-[ -f "$CONF" ] || die "missing $CONF (it ships with the repository)"
-if [ "$(cat /proc/1/comm 2>/dev/null)" != systemd ] && grep -q '^cgroup_manager *= *"systemd"' "$CONF"; then
-  die "$CONF uses the systemd cgroup manager but systemd is not PID 1"
+  # --- 4. checks Podman depends on ----------------------------------------------------------------
+  CONF="$REPO_DIR/infra/podman/containers.conf"
+  [ -f "$CONF" ] || die "missing $CONF (it ships with the repository)"
+  if [ "$(cat /proc/1/comm 2>/dev/null)" != systemd ] && grep -q '^cgroup_manager *= *"systemd"' "$CONF"; then
+    die "$CONF uses the systemd cgroup manager but systemd is not PID 1"
+  fi
+  hard_nofile="$(ulimit -Hn)"
+  if [ "$hard_nofile" != unlimited ] && [ "$hard_nofile" -lt 1024 ]; then
+    die "hard nofile limit $hard_nofile is below the containers' 1024 in $CONF"
+  fi
+  say "ok: podman $(podman --version | awk '{print $3}'), runc $(runc --version | awk 'NR==1{print $3}'), hard nofile $hard_nofile"
+  say "agents start Podman with CONTAINERS_CONF=$CONF and PATH=$SERVICE_PATH"
+else
+  # Docker moves containers stop-and-copy (the runtime shim is Podman's): no shim, no larger pipes. Its
+  # containerd runs runc, which finds the criu wrapper through the service PATH checked above.
+  say "ok: docker.io $(dpkg-query -W -f='${Version}' docker.io), runc $(runc --version | awk 'NR==1{print $3}'); dockerd needs \"experimental\": true and /etc/criu/runc.conf (tcp-established, file-locks)"
 fi
-hard_nofile="$(ulimit -Hn)"
-if [ "$hard_nofile" != unlimited ] && [ "$hard_nofile" -lt 1024 ]; then
-  die "hard nofile limit $hard_nofile is below the containers' 1024 in $CONF"
-fi
-say "ok: podman $(podman --version | awk '{print $3}'), runc $(runc --version | awk 'NR==1{print $3}'), nats-server $(nats-server --version 2>&1 | awk '{print $NF}'), hard nofile $hard_nofile"
-say "agents start Podman with CONTAINERS_CONF=$CONF and PATH=$SERVICE_PATH"
+[ "$DEV_MACHINE" != 1 ] || say "nats-server $(nats-server --version 2>&1 | awk '{print $NF}') for the local stack"
 
 # --- 5. containerd 2.x for the simulated Kubernetes nodes (infra/containerd-host.ts) ----------------
 # The CRI checkpoint (CheckpointContainer, which the kubelet's checkpoint API calls) and restore through CRI
@@ -197,9 +232,9 @@ containerd2_ok() {
   [ -n "$v" ] && version_ge "$v" "$MIN_CONTAINERD2" &&
     [ -x "$UMS_CONTAINERD2_PREFIX/usr/bin/containerd-shim-runc-v2" ] && [ -x "$UMS_CONTAINERD2_PREFIX/usr/bin/ctr" ]
 }
-if [ "${UMS_SIMULATED_CRI_NODES:-0}" != 1 ]; then
+if [ "$DEV_MACHINE" != 1 ]; then
   # A deployment host runs its own engine; only the development machine simulates CRI nodes (infra/setup.sh).
-  say "skip: containerd 2 for the simulated CRI nodes (development machines only: UMS_SIMULATED_CRI_NODES=1)"
+  say "skip: containerd 2 for the simulated CRI nodes (development machines only: UMS_DEV_MACHINE=1)"
 elif containerd2_ok; then
   say "skip: containerd $(containerd2_version) already side-loaded in $UMS_CONTAINERD2_PREFIX"
 else

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Everything a fresh clone needs before the demo or the tests run, in order; each step is idempotent
 # and quick when already done:
-#   1. the host: Podman + runc, CRIU >= 4.1, nats-server, busybox-static, gcc  (infra/host-setup.sh, root)
+#   1. the host: Podman + runc, CRIU >= 4.2, gcc, and the development machine's own tools: nats-server,
+#      busybox-static, the test images' clients, containerd 2.x for the simulated CRI nodes
+#      (infra/host-setup.sh with UMS_DEV_MACHINE=1, root)
 #   1b. test-only tools: shellcheck (the Terraform tests lint the cloud-init scripts Terraform renders)
 #   1c. docker.io for the local stack's simulated Docker hosts (infra/docker-host.ts); the system's own
 #       docker service is never started
@@ -13,8 +15,9 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 say() { printf '[setup] %s\n' "$*"; }
 
-# With containerd 2.x for the simulated CRI nodes (infra/containerd-host.ts), which deployment hosts never get.
-UMS_SIMULATED_CRI_NODES=1 bash infra/host-setup.sh
+# A development machine: also the tools only the tests, the demo and the local stack use (nats-server, busybox,
+# the test images' clients, containerd 2.x for the simulated CRI nodes), which deployment hosts never get.
+UMS_DEV_MACHINE=1 bash infra/host-setup.sh
 
 # Not in host-setup.sh: that script also runs on the deployment's hosts, which have no use for it.
 if ! command -v shellcheck >/dev/null; then

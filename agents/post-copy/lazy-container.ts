@@ -18,7 +18,7 @@ import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import type { Endpoint, PageStreamKey, RelayOutcome } from './page-relay.js';
+import { formatPortRange, type Endpoint, type PageStreamKey, type PortRange, type RelayOutcome } from './page-relay.js';
 import { RUNTIME_SHIM } from './post-copy-probe.js';
 
 const execFileAsync = promisify(execFile);
@@ -34,6 +34,17 @@ export interface PostCopyHost {
   markerDir: string;
   /** The address the other host's agent reaches this host's page relay at. */
   relayAddress: string;
+  /**
+   * The local address the source's relay listens on, when relayAddress is not one of this host's own: a
+   * cloud VM's public address is translated to its private one and cannot be bound (0.0.0.0 there).
+   * Default: relayAddress.
+   */
+  relayListen?: string;
+  /**
+   * The ports the source's relay may listen on (UMS_PAGE_RELAY_PORTS), what the host's firewall opens to the
+   * other hosts: its first free one, one per migration leaving this host at once. Default: a port the kernel picks.
+   */
+  relayPorts?: PortRange;
   /**
    * The network namespace of this host's containers and CRIU, when it is not the agent's own (the local
    * stack's simulated hosts): the relay runs there, as CRIU's loopback peer. Undefined on a real host.
@@ -82,7 +93,7 @@ export class LazyDump {
 
   static async prepare(host: PostCopyHost, containerId: string, key: PageStreamKey): Promise<LazyDump> {
     checkContainerId(containerId);
-    const relay = startRelay(host, key, ['source', key.streamId, host.relayAddress]);
+    const relay = startRelay(host, key, ['source', key.streamId, host.relayListen ?? host.relayAddress]);
     try {
       const ready = await relay.ready;
       const address = ready.address as Endpoint;
@@ -337,6 +348,7 @@ function startRelay(host: PostCopyHost, key: PageStreamKey, args: string[]): Rel
       UMS_PAGE_STREAM_PSK: key.psk.toString('hex'),
       ...(host.timing?.resumeWithinMs !== undefined ? { UMS_PAGE_STREAM_RESUME_MS: String(host.timing.resumeWithinMs) } : {}),
       ...(host.timing?.silenceMs !== undefined ? { UMS_PAGE_STREAM_SILENCE_MS: String(host.timing.silenceMs) } : {}),
+      ...(host.relayPorts !== undefined ? { UMS_PAGE_RELAY_PORTS: formatPortRange(host.relayPorts) } : {}),
     },
   });
   child.unref();
@@ -349,6 +361,7 @@ function startRelay(host: PostCopyHost, key: PageStreamKey, args: string[]): Rel
   lines.on('line', (line) => {
     const message = JSON.parse(line) as Record<string, unknown>;
     if ('outcome' in message) onOutcome(message.outcome as RelayOutcome);
+    else if ('error' in message) onEarlyExit(new PostCopyError(`the ${args[0]} page relay could not start: ${String(message.error)}`));
     else onReady(message);
   });
   child.once('exit', (code, signal) => {

@@ -1,6 +1,7 @@
 import { once } from 'node:events';
 import * as net from 'node:net';
 import * as tls from 'node:tls';
+import { z } from 'zod';
 import { createLogger } from '../../core/log.js';
 import type { PageStreamKey } from '../../core/page-stream.js';
 
@@ -33,6 +34,28 @@ export interface Endpoint {
   port: number;
 }
 
+const Port = z.number().int().min(1).max(65535);
+
+/**
+ * The ports a source's relay may listen on (UMS_PAGE_RELAY_PORTS): the hosts' firewalls open exactly these to
+ * the deployment's other hosts. One port per post-copy migration out of the host at once: each migration's
+ * relay is a process of its own (it outlives a crashed agent), and the stream's TLS-PSK identity arrives
+ * only inside the handshake, too late to hand a shared listener's connection to the right process.
+ */
+export const PortRange = z
+  .object({ from: Port, to: Port })
+  .refine((range) => range.from <= range.to, { message: 'the first port must not be above the last' });
+export type PortRange = z.infer<typeof PortRange>;
+
+/** "7700" or "7700-7715" as a PortRange; throws a ZodError (its message says what is wrong) otherwise. */
+export function parsePortRange(text: string): PortRange {
+  const match = /^\s*(\d{1,5})\s*(?:-\s*(\d{1,5})\s*)?$/.exec(text);
+  return PortRange.parse(match === null ? {} : { from: Number(match[1]), to: Number(match[2] ?? match[1]) });
+}
+
+/** The range as UMS_PAGE_RELAY_PORTS spells it. */
+export const formatPortRange = (range: PortRange): string => (range.from === range.to ? `${range.from}` : `${range.from}-${range.to}`);
+
 interface RelayCounts {
   /** DATA bytes this side's CRIU sent, and received from the peer's. */
   bytesToPeer: number;
@@ -44,7 +67,7 @@ interface RelayCounts {
 /** How a relay ended. Only `complete` means every page reached the destination. */
 export type RelayOutcome = ({ kind: 'complete' } | { kind: 'lost'; reason: string }) & RelayCounts;
 
-export type PageRelayErrorCode = 'bad-key' | 'handshake-failed' | 'criu-unreachable' | 'protocol';
+export type PageRelayErrorCode = 'bad-key' | 'handshake-failed' | 'criu-unreachable' | 'protocol' | 'no-free-port';
 
 export class PageRelayError extends Error {
   constructor(
@@ -370,9 +393,12 @@ export interface PageSource {
 /**
  * The source agent's end. Listens on `listen` for the destination holding the key (again after a broken
  * connection), dials CRIU's page server on `criu` (a lazy dump's `--address/--port`, loopback) once the
- * first destination is there, and relays both ways.
+ * first destination is there, and relays both ways. `listen.ports`: the first free port of that range
+ * (the one the firewall opens), else `listen.port`, else a port the kernel picks.
  */
-export async function servePages(options: RelayOptions & { listen: { host: string; port?: number }; criu: Endpoint }): Promise<PageSource> {
+export async function servePages(
+  options: RelayOptions & { listen: { host: string; port?: number; ports?: PortRange }; criu: Endpoint },
+): Promise<PageSource> {
   const { key, criu } = options;
   checkKey(key);
   const resumeWithinMs = options.resumeWithinMs ?? DEFAULT_RESUME_WITHIN_MS;
@@ -461,8 +487,7 @@ export async function servePages(options: RelayOptions & { listen: { host: strin
   );
   server.on('tlsClientError', (error) => log.warn({ stream: key.streamId, error: error.message }, 'a page stream handshake failed'));
   server.on('close', () => clearTimeout(lingerTimer));
-  server.listen(options.listen.port ?? 0, options.listen.host);
-  await once(server, 'listening');
+  await listenOnFirstFree(server, options.listen, resumeWithinMs);
   const bound = server.address() as net.AddressInfo;
   return {
     address: { host: options.listen.host, port: bound.port },
@@ -611,6 +636,49 @@ export async function fetchPages(
       stream?.closeLocal('destroy');
     },
   };
+}
+
+/**
+ * Listens on the first port of `listen.ports` no other relay holds (each migration's relay is a process of
+ * its own, so two may race for a port: the loser takes the next). A relay keeps its port until the
+ * destination confirmed DONE, and lingers up to resumeWithinMs after for a late one.
+ */
+async function listenOnFirstFree(
+  server: net.Server,
+  listen: { host: string; port?: number; ports?: PortRange },
+  lingerMs: number,
+): Promise<void> {
+  const { host, ports } = listen;
+  if (ports === undefined) return listenOn(server, listen.port ?? 0, host);
+  for (let port = ports.from; port <= ports.to; port++) {
+    try {
+      return await listenOn(server, port, host);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw error;
+    }
+  }
+  throw new PageRelayError(
+    'no-free-port',
+    `every page relay port of ${formatPortRange(ports)} on ${host} is taken: as many post-copy migrations are leaving this host ` +
+      `(or ended within the last ${lingerMs / 1000} s); widen UMS_PAGE_RELAY_PORTS together with the firewall rule that opens it`,
+  );
+}
+
+/** listen() that rejects on its error (EADDRINUSE) instead of emitting it; the server may listen again after. */
+function listenOn(server: net.Server, port: number, host: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const failed = (error: Error) => {
+      server.off('listening', listening);
+      reject(error);
+    };
+    const listening = () => {
+      server.off('error', failed);
+      resolve();
+    };
+    server.once('error', failed);
+    server.once('listening', listening);
+    server.listen(port, host);
+  });
 }
 
 /** Connects to CRIU's page server, which listens only once the dump has written its non-memory images. */

@@ -3,11 +3,13 @@
  * namespace of its host's containers (the local stack's simulated hosts have their own), and it outlives an
  * agent that crashes or restarts, as conmon outlives Podman: the pages of a post-copy migration keep moving.
  * Speaks JSON lines on stdout: one {"address", "criuPort"} (source) or {"local"} (destination) once ready,
- * then {"outcome"}. The destination finishes by itself when the runtime shim records its lazy-pages daemon's
+ * then {"outcome"}; a source that cannot listen says {"error"} and exits. The destination finishes by itself when the runtime shim records its lazy-pages daemon's
  * exit code (DAEMON_RC, a file: 0 means every page arrived), writes its outcome to OUTCOME (a file: an agent
  * that restarted meanwhile reads it there), and reads "release" on stdin. The key comes
  * in the environment (UMS_PAGE_STREAM_PSK, hex), never in argv; UMS_PAGE_STREAM_RESUME_MS and
- * UMS_PAGE_STREAM_SILENCE_MS, if set, are the relay's resumeWithinMs and silenceMs.
+ * UMS_PAGE_STREAM_SILENCE_MS, if set, are the relay's resumeWithinMs and silenceMs; UMS_PAGE_RELAY_PORTS, if
+ * set ("7700" or "7700-7715"), the ports the source listens on (its first free one), the range the host's
+ * firewall opens to the other hosts; else the kernel picks one.
  *
  *   node relay-process.js source STREAM_ID LISTEN_HOST [CRIU_PORT]     (default: a free loopback port)
  *   node relay-process.js destination STREAM_ID SOURCE_HOST SOURCE_PORT DAEMON_RC OUTCOME
@@ -16,7 +18,7 @@ import { readFile, rename, writeFile } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { freePort } from '../../core/free-port.js';
-import { fetchPages, servePages, type RelayOutcome } from './page-relay.js';
+import { fetchPages, parsePortRange, servePages, type RelayOutcome } from './page-relay.js';
 
 const [role, streamId = '', host = '', portText, daemonRc, outcomeFile] = process.argv.slice(2);
 const key = { streamId, psk: Buffer.from(process.env.UMS_PAGE_STREAM_PSK ?? '', 'hex') };
@@ -24,6 +26,7 @@ delete process.env.UMS_PAGE_STREAM_PSK;
 const asNumber = (value: string | undefined) => (value === undefined ? undefined : Number(value));
 const resumeWithinMs = asNumber(process.env.UMS_PAGE_STREAM_RESUME_MS);
 const silenceMs = asNumber(process.env.UMS_PAGE_STREAM_SILENCE_MS);
+const ports = process.env.UMS_PAGE_RELAY_PORTS ? parsePortRange(process.env.UMS_PAGE_RELAY_PORTS) : undefined;
 // An agent that died closed its end of stdout; the relay goes on without telling it.
 process.stdout.on('error', () => undefined);
 const say = (message: object) => process.stdout.write(`${JSON.stringify(message)}\n`);
@@ -32,7 +35,17 @@ const report = (outcome: Promise<RelayOutcome>) => void outcome.then((result) =>
 if (role === 'source') {
   // CRIU's page server listens on this port once the dump starts; the relay dials it when the destination asks.
   const criuPort = portText === undefined ? await freePort() : Number(portText);
-  const source = await servePages({ key, resumeWithinMs, silenceMs, listen: { host }, criu: { host: '127.0.0.1', port: criuPort } });
+  const source = await servePages({
+    key,
+    resumeWithinMs,
+    silenceMs,
+    listen: { host, ...(ports !== undefined ? { ports } : {}) },
+    criu: { host: '127.0.0.1', port: criuPort },
+  }).catch((error: unknown) => {
+    // The agent reads why (every port of the range taken, an address not on this host) before the freeze.
+    say({ error: (error as Error).message });
+    process.exit(1);
+  });
   say({ address: source.address, criuPort });
   report(source.outcome);
 } else if (role === 'destination' && daemonRc !== undefined && outcomeFile !== undefined) {

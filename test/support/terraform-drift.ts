@@ -58,7 +58,6 @@ export const AGENT_ENV_NOT_DEPLOYED: Record<string, string> = {
   UMS_HOST_NETNS: "the local stack's simulated hosts only: a real host's agent runs in its containers' network namespace",
   UMS_VOLUMES_DIR: "an agent in another mount namespace than the engine's (the local stack); on a VM it sees Podman's paths",
   UMS_ALLOWED_HTTP_ENDPOINTS: 'plain-http storage emulators only: real stores are https',
-  UMS_DOCKER_SOCKET: 'the hosts Terraform deploys run Podman (UMS_ENGINE=podman); a Docker host sets it with UMS_ENGINE=docker',
   UMS_KUBELET_URL: 'orchestrator level (agents/kubelet/): a VM host has no kubelet',
   UMS_KUBELET_TOKEN_FILE: 'orchestrator level',
   UMS_KUBELET_CA_FILE: 'orchestrator level',

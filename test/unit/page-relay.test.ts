@@ -6,11 +6,22 @@
  * CRIU's lazy pages between two simulated hosts).
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import * as net from 'node:net';
+import { dirname, join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { describe, it } from 'node:test';
-import { fetchPages, servePages, type PageStreamKey } from '../../agents/post-copy/page-relay.js';
+import { fileURLToPath } from 'node:url';
+import {
+  fetchPages,
+  PageRelayError,
+  parsePortRange,
+  servePages,
+  type PageStreamKey,
+  type PortRange,
+} from '../../agents/post-copy/page-relay.js';
 
 const MIB = 1024 * 1024;
 
@@ -168,5 +179,103 @@ describe('page relay: the stream survives a connection that breaks, and ends onl
     sink.release();
     await once(daemon, 'close');
     close();
+  });
+});
+
+/** `count` consecutive loopback ports that were free a moment ago (the range a test's relays listen on). */
+async function freeRange(count: number): Promise<PortRange> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const probes: net.Server[] = [];
+    try {
+      const first = net.createServer().listen(0, '127.0.0.1');
+      probes.push(first);
+      await once(first, 'listening');
+      const from = (first.address() as net.AddressInfo).port;
+      if (from + count - 1 > 65535) continue;
+      for (let port = from + 1; port < from + count; port++) {
+        const probe = net.createServer();
+        probes.push(probe);
+        await new Promise<void>((resolve, reject) => probe.once('error', reject).listen(port, '127.0.0.1', resolve));
+      }
+      return { from, to: from + count - 1 };
+    } catch {
+      // A port of the range is taken: another start.
+    } finally {
+      for (const probe of probes) probe.close();
+    }
+  }
+  throw new Error(`no ${count} consecutive free ports on 127.0.0.1`);
+}
+
+describe('page relay on a fixed port range (UMS_PAGE_RELAY_PORTS: what the firewall opens)', { timeout: 30_000 }, () => {
+  it('parses a port or a range, and refuses anything else', () => {
+    assert.deepEqual(parsePortRange('7700'), { from: 7700, to: 7700 });
+    assert.deepEqual(parsePortRange('7700-7715'), { from: 7700, to: 7715 });
+    for (const bad of ['', '0', '70000', '7715-7700', '7700-', 'a-b', '7700,7701']) assert.throws(() => parsePortRange(bad), bad);
+  });
+
+  it('two migrations leaving at once each get a port of the range and complete; a third is refused with the reason', async () => {
+    const ports = await freeRange(2);
+    const listen = { host: '127.0.0.1', ports };
+    const pageServer = net.createServer((socket) => socket.on('data', (data) => socket.write(data)).on('end', () => socket.end()));
+    pageServer.listen(0, '127.0.0.1');
+    await once(pageServer, 'listening');
+    const criu = { host: '127.0.0.1', port: (pageServer.address() as net.AddressInfo).port };
+    const keys = [1, 2].map((n): PageStreamKey => ({ streamId: `m-range-${n}`, psk: randomBytes(32) }));
+    const sources = await Promise.all(keys.map((key) => servePages({ key, listen, criu })));
+    try {
+      assert.deepEqual(sources.map((s) => s.address.port).sort(), [ports.from, ports.to], 'one port of the range each');
+      await assert.rejects(
+        servePages({ key: { streamId: 'm-range-3', psk: randomBytes(32) }, listen, criu }),
+        (error: unknown) => error instanceof PageRelayError && error.code === 'no-free-port' && /UMS_PAGE_RELAY_PORTS/.test(error.message),
+      );
+      // Both streams, on their fixed ports, carry bytes and end as promised: each destination finds its own.
+      await Promise.all(
+        keys.map(async (key, i) => {
+          const source = sources[i];
+          assert.ok(source !== undefined);
+          const sink = await fetchPages({ key, source: source.address, silenceMs: 2_000 });
+          const daemon = net.connect(sink.local.port, sink.local.host);
+          daemon.write(`pages of ${key.streamId}`);
+          const [echoed] = (await once(daemon, 'data')) as [Buffer];
+          assert.equal(echoed.toString(), `pages of ${key.streamId}`);
+          daemon.end();
+          sink.finish(true);
+          const [sourceOutcome, sinkOutcome] = await Promise.all([source.outcome, sink.outcome]);
+          assert.equal(sourceOutcome.kind, 'complete', JSON.stringify(sourceOutcome));
+          assert.equal(sinkOutcome.kind, 'complete', JSON.stringify(sinkOutcome));
+        }),
+      );
+    } finally {
+      for (const source of sources) source.close();
+      pageServer.close();
+    }
+  });
+
+  it('the relay process listens on the range UMS_PAGE_RELAY_PORTS gives it, and says why when the range is full', async () => {
+    const ports = await freeRange(1);
+    const relayProcess = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'agents', 'post-copy', 'relay-process.js');
+    const start = () =>
+      spawn(process.execPath, [relayProcess, 'source', 'm-process', '127.0.0.1', '1'], {
+        env: { PATH: process.env.PATH, UMS_PAGE_STREAM_PSK: randomBytes(32).toString('hex'), UMS_PAGE_RELAY_PORTS: `${ports.from}` },
+        stdio: ['ignore', 'pipe', 'inherit'],
+      });
+    const firstLine = async (child: ReturnType<typeof start>) =>
+      JSON.parse(((await once(createInterface({ input: child.stdout }), 'line')) as [string])[0]) as Record<string, unknown>;
+    const first = start();
+    try {
+      assert.deepEqual((await firstLine(first)).address, { host: '127.0.0.1', port: ports.from });
+      // A second migration leaving at once finds the one port taken: what lazy-container.ts reports before the freeze.
+      const second = start();
+      try {
+        assert.match(String((await firstLine(second)).error), /every page relay port of \d+ on 127\.0\.0\.1 is taken/);
+        const code = second.exitCode ?? ((await once(second, 'exit')) as [number])[0];
+        assert.equal(code, 1);
+      } finally {
+        second.kill('SIGKILL');
+      }
+    } finally {
+      first.kill('SIGKILL');
+    }
   });
 });

@@ -7,7 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { connect, nkeyAuthenticator } from 'nats';
 import { freePort } from '../../core/free-port.js';
-import { connectNatsBus, provisionBus, readBrokerCredential } from '../../core/nats-event-bus.js';
+import { buckets, connectNatsBus, provisionBus, readBrokerCredential } from '../../core/nats-event-bus.js';
 import { generateSigningKeyPair } from '../../core/signed-envelope.js';
 import { createBrokerTls, writePrincipalCredentials } from '../../infra/broker-credentials.js';
 import { agentEnvironmentFromCode, frontmanEnvironmentFromCode } from '../support/terraform-drift.js';
@@ -35,12 +35,19 @@ const hasShellcheck = await execFileAsync('shellcheck', ['--version']).then(
 );
 
 /** Modules the CLI can initialise here: no provider, or only aws (in the mirror). */
-const CLI_MODULES = ['agent-cloud-init', 'nats-config', 'aws-bucket', 'aws-host'];
+const CLI_MODULES = ['agent-cloud-init', 'nats-config', 'aws-bucket', 'aws-host', 'aws-frontman'];
 
 const FAKE_SHA = '0'.repeat(64);
 /** A real Ed25519 public key: the agent started from the rendered environment parses it. */
 const VERIFY_KEY = generateSigningKeyPair().publicKey.publicKey;
 const FAKE_CA = '-----BEGIN CERTIFICATE-----\\nMIIB\\n-----END CERTIFICATE-----\\n';
+
+/** One server of the 3-server cluster the test runs from nats-config's rendering (loopback, ports of its own). */
+interface ClusterMember {
+  clientPort: number;
+  clusterPort: number;
+  store: string;
+}
 
 /** A root module that renders each cloud's agent cloud-init and the broker's configuration. */
 function renderRoot(paths: {
@@ -51,11 +58,14 @@ function renderRoot(paths: {
   store: string;
   port: number;
   frontmanPort: number;
+  /** The cluster's certificate: named only by DNS (localhost), as a real broker's names only dns_name and *.dns_name. */
+  clusterCert: string;
+  cluster: ClusterMember[];
 }): string {
-  const host = (name: string, cloud: string, region: string, store: string, secrets: string) => `
+  const host = (name: string, cloud: string, region: string, store: string, secrets: string, engine = 'podman') => `
 module "${name}" {
   source             = "../modules/agent-cloud-init"
-  agent_id           = "${cloud}-${region}-1"
+  agent_id           = "${cloud}-${region}-${name === 'docker' ? '2' : '1'}"
   cloud              = "${cloud}"
   region             = "${region}"
   store_url          = "${store}"
@@ -63,7 +73,8 @@ module "${name}" {
   nats_ca_pem        = "${FAKE_CA}"
   command_verify_key = "${VERIFY_KEY}"
   secrets            = ${secrets}
-  page_relay_address = "198.51.100.7"
+  engine             = "${engine}"
+  page_relay_address = ${engine === 'podman' ? '"198.51.100.7"' : 'null'}
   service_address    = "198.51.100.7"
   release_url        = "https://releases.example/ums.tgz"
   release_sha256     = "${FAKE_SHA}"
@@ -72,23 +83,32 @@ output "${name}" {
   value = module.${name}
 }
 `;
-  const nats = (name: string, routes: string) => `
+  const nats = (name: string, member: { clientPort: number; clusterPort?: number; store: string; cert: string }, routes: string) => `
 module "${name}" {
   source         = "../modules/nats-config"
   server_name    = "${name}"
   listen_address = "127.0.0.1"
-  client_port    = ${paths.port}
+  client_port    = ${member.clientPort}
+  ${member.clusterPort !== undefined ? `cluster_port   = ${member.clusterPort}` : ''}
   routes         = ${routes}
-  cert_file      = ${JSON.stringify(paths.cert)}
+  cert_file      = ${JSON.stringify(member.cert)}
   key_file       = ${JSON.stringify(paths.key)}
   ca_file        = ${JSON.stringify(paths.ca)}
-  store_dir      = ${JSON.stringify(paths.store)}
+  store_dir      = ${JSON.stringify(member.store)}
   authorization  = file(${JSON.stringify(paths.authorization)})
 }
 output "${name}" {
   value = module.${name}.nats_conf
 }
 `;
+  // Routes by name, as gcp-nats-broker renders them (ums-nats-<i>.<dns_name>): the certificate names no address.
+  const cluster = paths.cluster.map((member, i) =>
+    nats(
+      `cluster${i}`,
+      { ...member, cert: paths.clusterCert },
+      JSON.stringify(paths.cluster.filter((_, j) => j !== i).map((other) => `localhost:${other.clusterPort}`)),
+    ),
+  );
   return [
     host('gcp', 'gcp', 'us-central1', 'gs://ums-example/ums', '{ nats_credential = "agent-nats", project = "ums-example" }'),
     host(
@@ -105,6 +125,8 @@ output "${name}" {
       's3://ums-example/ums',
       '{ nats_credential = "arn:aws:secretsmanager:us-east-1:111122223333:secret:agent-nats" }',
     ),
+    // A Docker host (engine = "docker"): dockerd in experimental mode, runc's CRIU options, no page relay.
+    host('docker', 'gcp', 'us-central1', 'gs://ums-example/ums', '{ nats_credential = "agent-nats", project = "ums-example" }', 'docker'),
     // The frontman's unit, as gcp-frontman renders it (that module needs the google provider, this one none).
     `module "frontman" {
   source      = "../modules/agent-cloud-init"
@@ -126,8 +148,8 @@ output "frontman" {
   value = module.frontman
 }
 `,
-    nats('single', '[]'),
-    nats('clustered', '["127.0.0.1:16222", "127.0.0.1:16223"]'),
+    nats('single', { clientPort: paths.port, store: paths.store, cert: paths.cert }, '[]'),
+    ...cluster,
     `module "broker_boot" {
   source          = "../modules/nats-config"
   server_name     = "ums-nats-0"
@@ -146,6 +168,29 @@ output "broker_key_script" {
   ].join('');
 }
 
+/**
+ * A certificate for the cluster signed by the test's CA (createBrokerTls left its key beside it), named only by
+ * DNS (localhost), as a real broker's names dns_name and *.dns_name but no address: routes must then go by name.
+ * serverAuth and clientAuth: each server presents it to the others on their routes, which verify it.
+ */
+async function clusterCertificate(tlsDir: string): Promise<string> {
+  const file = (name: string) => join(tlsDir, name);
+  await writeFile(file('cluster.ext'), 'subjectAltName = DNS:localhost\nextendedKeyUsage = serverAuth, clientAuth\n');
+  await execFileAsync('openssl', ['req', '-new', '-key', file('server.key'), '-subj', '/CN=localhost', '-out', file('cluster.csr')]);
+  await execFileAsync('openssl', [
+    ...['x509', '-req', '-in', file('cluster.csr'), '-CA', file('ca.pem'), '-CAkey', file('ca.key'), '-CAcreateserial'],
+    ...['-days', '1', '-extfile', file('cluster.ext'), '-out', file('cluster.pem')],
+  ]);
+  return file('cluster.pem');
+}
+
+/** The bootstrap's one line that runs host-setup.sh (with the environment it sets). */
+function hostSetupLine(bootstrap: string): string {
+  const lines = bootstrap.split('\n').filter((l) => /host-setup\.sh/.test(l) && !l.trimStart().startsWith('#'));
+  assert.equal(lines.length, 1, `one host-setup.sh line in the bootstrap: ${lines.join(' | ')}`);
+  return lines[0] ?? '';
+}
+
 interface RenderedHost {
   cloud_config: string;
   boot_script: string;
@@ -160,9 +205,12 @@ interface Rendered {
   gcp: RenderedHost;
   azure: RenderedHost;
   aws: RenderedHost;
+  docker: RenderedHost;
   frontman: RenderedHost;
   single: string;
-  clustered: string;
+  cluster0: string;
+  cluster1: string;
+  cluster2: string;
   broker_key_script: string;
   broker_boot_script: string;
 }
@@ -205,7 +253,7 @@ describe('terraform CLI, offline', { skip }, () => {
     let rendered: Rendered;
     let dir: string;
     let port: number;
-    let paths: { authorization: string; cert: string; key: string; ca: string; store: string; port: number; frontmanPort: number };
+    let paths: Parameters<typeof renderRoot>[0];
     let credentialFiles: Map<string, string>;
 
     before(async () => {
@@ -216,6 +264,9 @@ describe('terraform CLI, offline', { skip }, () => {
       credentialFiles = credentials.files;
       await writeFile(join(dir, 'authorization.conf'), credentials.authorization);
       port = await freePort();
+      const cluster: ClusterMember[] = [];
+      for (let i = 0; i < 3; i++)
+        cluster.push({ clientPort: await freePort(), clusterPort: await freePort(), store: join(dir, `jetstream-${i}`) });
       paths = {
         authorization: join(dir, 'authorization.conf'),
         cert: tls.certFile,
@@ -224,6 +275,8 @@ describe('terraform CLI, offline', { skip }, () => {
         store: join(dir, 'jetstream'),
         port,
         frontmanPort: await freePort(),
+        clusterCert: await clusterCertificate(join(dir, 'tls')),
+        cluster,
       };
       await writeFile(join(dir, 'main.tf'), renderRoot(paths));
       const data = join(tf.workDir, 'data-render');
@@ -235,7 +288,7 @@ describe('terraform CLI, offline', { skip }, () => {
 
     it("each cloud's agent environment is what the agent's code reads, with every mandatory option", async () => {
       const code = await agentEnvironmentFromCode();
-      for (const cloud of ['gcp', 'azure', 'aws'] as const) {
+      for (const cloud of ['gcp', 'azure', 'aws', 'docker'] as const) {
         const host = rendered[cloud];
         const names = [...Object.keys(host.environment), ...host.secret_environment];
         // AZURE_STORAGE_KEY is read by core/object-stores (the Azure store's credentials).
@@ -245,7 +298,7 @@ describe('terraform CLI, offline', { skip }, () => {
           `${cloud}: set but never read`,
         );
         for (const mandatory of code.mandatory) assert.ok(mandatory in host.environment, `${cloud}: ${mandatory}`);
-        assert.equal(host.environment.UMS_CLOUD, cloud);
+        assert.equal(host.environment.UMS_CLOUD, cloud === 'docker' ? 'gcp' : cloud);
         // The unit reads the file cloud-init writes, and the file holds exactly the environment.
         assert.match(host.unit, /^EnvironmentFile=\/etc\/ums\/agent\.env$/m);
         assert.ok(host.cloud_config.includes('"path": "/etc/ums/agent.env"'), `${cloud}: cloud-init writes the environment file`);
@@ -282,7 +335,9 @@ describe('terraform CLI, offline', { skip }, () => {
       await execFileAsync('bash', [join(dir, 'frontman-boot-local.sh')]);
       const { stdout } = await execFileAsync(
         'bash',
-        ['-c', `set -a; . '${root}/etc/ums/frontman.env'; node -e 'process.stdout.write(JSON.stringify(process.env))'`],
+        // --norc: a bash whose stdin is a socket (Node's pipes) and whose environment has no SHLVL takes itself for
+        // a remote shell and reads ~/.bashrc, which on a developer's machine can take seconds and print noise.
+        ['--norc', '-c', `set -a; . '${root}/etc/ums/frontman.env'; node -e 'process.stdout.write(JSON.stringify(process.env))'`],
         {
           env: { PATH: process.env.PATH },
         },
@@ -295,13 +350,13 @@ describe('terraform CLI, offline', { skip }, () => {
     });
 
     it('no secret value is in the cloud-init: secrets are fetched by name at start', () => {
-      for (const cloud of ['gcp', 'azure', 'aws', 'frontman'] as const) {
+      for (const cloud of ['gcp', 'azure', 'aws', 'docker', 'frontman'] as const) {
         const text = rendered[cloud].cloud_config;
         assert.doesNotMatch(text, /"seed"|SU[A-Z2-7]{50,}|PRIVATE KEY/, cloud);
       }
     });
 
-    for (const cloud of ['gcp', 'azure', 'aws', 'frontman'] as const) {
+    for (const cloud of ['gcp', 'azure', 'aws', 'docker', 'frontman'] as const) {
       for (const script of ['bootstrap_script', 'start_script', 'boot_script'] as const) {
         it(`${cloud} ${script} passes bash -n${hasShellcheck ? ' and shellcheck' : ''}`, async (t) => {
           const file = join(dir, `${cloud}-${script}.sh`);
@@ -356,12 +411,129 @@ describe('terraform CLI, offline', { skip }, () => {
     });
 
     it('the clustered nats.conf passes nats-server -t', async () => {
-      const file = join(dir, 'clustered.conf');
-      await writeFile(file, rendered.clustered);
+      const file = join(dir, 'cluster0.conf');
+      await writeFile(file, rendered.cluster0);
       await execFileAsync('nats-server', ['-t', '-c', file]);
       // And a broken one fails it (the check can fail).
-      await writeFile(join(dir, 'broken.conf'), rendered.clustered.replace('cluster {', 'cluster {{'));
+      await writeFile(join(dir, 'broken.conf'), rendered.cluster0.replace('cluster {', 'cluster {{'));
       await assert.rejects(execFileAsync('nats-server', ['-t', '-c', join(dir, 'broken.conf')]));
+    });
+
+    it('a host gets the production packages only: its bootstrap runs host-setup.sh without the test tools', async () => {
+      const listed = async (line: string, extra: NodeJS.ProcessEnv = {}) => {
+        // The bootstrap's own line, run from the repository's host-setup.sh in its listing mode (changes nothing).
+        // --norc: see the frontman's environment test above.
+        const { stdout } = await execFileAsync('bash', ['--norc', '-c', `app=${JSON.stringify(repoRoot)}; ${line} --list-packages`], {
+          env: { PATH: process.env.PATH, ...extra },
+        });
+        return stdout.split('\n').filter((p) => p !== '');
+      };
+      const podmanLine = hostSetupLine(rendered.gcp.bootstrap_script);
+      const production = await listed(podmanLine);
+      // What a development machine adds (infra/setup.sh passes UMS_DEV_MACHINE=1): the list a host must not get.
+      const devOnly = (await listed(podmanLine, { UMS_DEV_MACHINE: '1' })).filter((p) => !production.includes(p));
+      for (const tool of ['redis-tools', 'libmemcached-tools', 'busybox-static', 'nats-server', 'python3']) {
+        assert.ok(devOnly.includes(tool), `${tool} is a development machine's (the check can fail)`);
+      }
+      for (const cloud of ['gcp', 'azure', 'aws', 'docker'] as const) {
+        const packages = await listed(hostSetupLine(rendered[cloud].bootstrap_script));
+        assert.deepEqual(
+          packages.filter((p) => devOnly.includes(p)),
+          [],
+          `${cloud}: the cloud-init asks for test tools`,
+        );
+        assert.ok(packages.includes('criu') && packages.includes('gcc'), `${cloud}: CRIU and what builds its socket check`);
+        assert.ok(packages.includes(cloud === 'docker' ? 'docker.io' : 'podman'), `${cloud}: its engine`);
+        assert.ok(!packages.includes(cloud === 'docker' ? 'podman' : 'docker.io'), `${cloud}: not the other engine`);
+      }
+      // Nor does anything else in the cloud-init ask for them.
+      for (const cloud of ['gcp', 'azure', 'aws', 'docker', 'frontman'] as const) {
+        const installs = rendered[cloud].bootstrap_script.split('\n').filter((l) => /apt-get install/.test(l));
+        for (const line of installs) for (const tool of devOnly) assert.ok(!line.split(/\s+/).includes(tool), `${cloud}: ${line}`);
+      }
+    });
+
+    it("a Docker host: dockerd in experimental mode with runc's CRIU options, the agent on its socket, no page relay", () => {
+      const host = rendered.docker;
+      assert.equal(host.environment.UMS_ENGINE, 'docker');
+      assert.equal(host.environment.UMS_DOCKER_SOCKET, 'unix:///run/docker.sock');
+      assert.ok(!('UMS_PODMAN_URL' in host.environment) && !('UMS_PAGE_RELAY_ADDRESS' in host.environment));
+      // What infra/docker-host.ts gives the local stack's Docker hosts, and agents/docker-engine.ts checks.
+      const daemonJson = /^put \/etc\/docker\/daemon\.json '([^']*)'$/m.exec(host.bootstrap_script)?.[1];
+      assert.deepEqual(JSON.parse(daemonJson ?? 'null'), { experimental: true }, "dockerd's daemon.json");
+      assert.match(host.bootstrap_script, /^put \/etc\/criu\/runc\.conf '[^']*\ntcp-established\nfile-locks'$/m);
+      assert.match(host.bootstrap_script, /ExperimentalBuild/);
+      assert.doesNotMatch(host.bootstrap_script, /podman/);
+      assert.match(host.unit, /^Requires=docker\.service$/m);
+    });
+
+    describe('the rendered 3-server cluster on real nats-servers', () => {
+      const members: ChildProcess[] = [];
+      const logs: string[] = ['', '', ''];
+
+      before(async () => {
+        for (const i of [0, 1, 2] as const) {
+          const file = join(dir, `cluster${i}.conf`);
+          await writeFile(file, rendered[`cluster${i}`]);
+          const member = spawn('nats-server', ['-c', file], { stdio: ['ignore', 'ignore', 'pipe'] });
+          member.stderr?.on('data', (chunk: Buffer) => (logs[i] += chunk.toString()));
+          members.push(member);
+        }
+      });
+      after(async () => {
+        for (const member of members) {
+          if (member.exitCode !== null) continue;
+          member.kill('SIGTERM');
+          await new Promise((r) => member.once('exit', r));
+        }
+      });
+
+      it('its routes verify each other by name, and provisioning gives every stream and bucket 3 copies, raising existing ones', async () => {
+        const options = {
+          // By name: the certificate names no address (a client verifies the server as a route does).
+          servers: paths.cluster.map((m) => `tls://localhost:${m.clientPort}`).join(','),
+          name: 'terraform-test-cluster',
+          credentials: credentialFiles.get('admin'),
+          ca: paths.ca,
+        };
+        // As an earlier one-server deployment left them (1 replica), once the cluster has elected its JetStream leader.
+        const deadline = Date.now() + 20_000;
+        for (;;) {
+          const result = await provisionBus(options, { replicas: 1 }).catch((error: unknown) => error as Error);
+          if (result === undefined) break;
+          if (Date.now() > deadline) assert.fail(`the cluster did not take the streams: ${result.message}\n${logs.join('\n')}`);
+          await new Promise((r) => setTimeout(r, 250));
+        }
+        await provisionBus(options, { replicas: 3 });
+        const admin = await readBrokerCredential(credentialFiles.get('admin') ?? '');
+        const nc = await connect({
+          servers: options.servers.split(','),
+          tls: { caFile: paths.ca },
+          authenticator: nkeyAuthenticator(new TextEncoder().encode(admin.seed)),
+        });
+        try {
+          const jsm = await nc.jetstreamManager();
+          const streams = ['UMS_EVENTS', 'UMS_COMMANDS', 'UMS_DEAD_LETTERS', ...Object.values(buckets).map((b) => `KV_${b}`)];
+          for (const name of streams) {
+            // The cluster places the new copies and elects the group's leader anew: wait for it to settle.
+            let info = await jsm.streams.info(name);
+            for (const until = Date.now() + 10_000; Date.now() < until; info = await jsm.streams.info(name)) {
+              if (info.cluster?.leader !== undefined && info.cluster.replicas?.filter((r) => r.current).length === 2) break;
+              await new Promise((r) => setTimeout(r, 100));
+            }
+            assert.equal(info.config.num_replicas, 3, name);
+            assert.ok(info.cluster?.leader !== undefined, `${name}: a leader`);
+            assert.deepEqual(
+              info.cluster?.replicas?.map((r) => r.current),
+              [true, true],
+              `${name}: and two other copies, caught up (${JSON.stringify(info.cluster)})`,
+            );
+          }
+        } finally {
+          await nc.close();
+        }
+        for (const log of logs) assert.doesNotMatch(log, /TLS route handshake error|\[FTL\]/);
+      });
     });
 
     describe('the rendered nats.conf on the real nats-server, and the rendered agent against it', () => {
@@ -419,6 +591,13 @@ describe('terraform CLI, offline', { skip }, () => {
           await bus.close();
         }
         assert.doesNotMatch(log, /\[FTL\]/);
+      });
+
+      it('a single server refuses streams with more than one replica, saying why', async () => {
+        await assert.rejects(
+          provisionBus({ servers, name: 'terraform-test', credentials: credentialFiles.get('admin'), ca: paths.ca }, { replicas: 3 }),
+          /3 replicas need a clustered broker/,
+        );
       });
 
       it("the rendered unit's command and environment start the real agent, which connects as its principal and takes commands", async () => {

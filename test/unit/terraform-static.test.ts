@@ -9,6 +9,7 @@ import { artifactPrefix } from '../../core/checkpoint-artifact.js';
 import { triggers } from '../../functions/triggers.js';
 import {
   blocksOf,
+  type HclBody,
   isBody,
   parseModule,
   parseTf,
@@ -48,6 +49,33 @@ async function dirs(parent: string): Promise<string[]> {
     .sort();
 }
 
+/** Every file under a folder (the modules' READMEs and templates too), dot-folders left out. */
+async function filesUnder(dir: string): Promise<string[]> {
+  const entries = await readdir(dir, { withFileTypes: true });
+  const nested = await Promise.all(
+    entries
+      .filter((e) => !e.name.startsWith('.'))
+      .map((e) => (e.isDirectory() ? filesUnder(join(dir, e.name)) : Promise.resolve([join(dir, e.name)]))),
+  );
+  return nested.flat();
+}
+
+/** A variable's block as hcl2json parses it. */
+function variableBody(blocks: Map<string, HclBody[]>, name: string): HclBody | undefined {
+  return blocksOf((blocks.get('variable') ?? []).find((v) => name in v)?.[name])?.[0];
+}
+
+const variableDefault = (blocks: Map<string, HclBody[]>, name: string): unknown => variableBody(blocks, name)?.default;
+
+/** Every resource of a module, "type.name" -> its body. */
+async function resourceBodies(dir: string): Promise<Map<string, HclBody>> {
+  const bodies = new Map<string, HclBody>();
+  for (const file of (await parseModule(dir)).files) {
+    for (const [type, name, body] of resourcesOf(await parseTf(file))) bodies.set(`${type}.${name}`, body);
+  }
+  return bodies;
+}
+
 describe('terraform: files and module layout', () => {
   it('every .tf file parses', async () => {
     const files = await tfFiles();
@@ -60,7 +88,7 @@ describe('terraform: files and module layout', () => {
 
   it('every module has main.tf, variables.tf, outputs.tf, versions.tf and a README, and every variable a description', async () => {
     const modules = await dirs(modulesDir);
-    assert.ok(modules.length >= 9, `${modules.length} modules`);
+    assert.ok(modules.length >= 13, `${modules.length} modules`);
     for (const dir of modules) {
       for (const file of ['main.tf', 'variables.tf', 'outputs.tf', 'versions.tf', 'README.md']) {
         assert.ok(existsSync(join(dir, file)), `${relative(repoRoot, dir)} lacks ${file}`);
@@ -172,6 +200,93 @@ describe('terraform: drift against the code', () => {
       assert.ok(call !== undefined, `${name} calls agent-cloud-init`);
       assert.match(String(call.service_address), /public_ip|address/, `${name}: service_address`);
     }
+  });
+
+  it("every host module opens exactly the page relay's fixed ports, to its peers, and only where the agent takes part in post-copy", async () => {
+    // The relay listens on fixed ports (agents/post-copy/page-relay.ts, UMS_PAGE_RELAY_PORTS): nothing opens
+    // the kernel's ephemeral range any more, in any module, example or README.
+    for (const file of await filesUnder(terraformRoot)) {
+      assert.doesNotMatch(await readFile(file, 'utf8'), /32768|60999/, `${relative(repoRoot, file)} opens the ephemeral range`);
+    }
+    const cloudInit = await parseModule(join(modulesDir, 'agent-cloud-init'));
+    const defaultPorts = variableDefault(cloudInit.blocks, 'page_relay_ports');
+    assert.deepEqual(defaultPorts, { from: 7700, to: 7715 });
+    const rules: Record<string, [string, string]> = {
+      'aws-host': ['aws_vpc_security_group_ingress_rule', 'page_relay'],
+      'gcp-host': ['google_compute_firewall', 'page_relay'],
+      'azure-host': ['azurerm_network_security_group', 'this'],
+    };
+    for (const [name, [type, resource]] of Object.entries(rules)) {
+      const dir = join(modulesDir, name);
+      const { blocks } = await parseModule(dir);
+      assert.deepEqual(variableDefault(blocks, 'page_relay_ports'), defaultPorts, `${name}: the same ports as agent-cloud-init`);
+      const call = blocksOf((blocks.get('module') ?? []).find((m) => 'cloud_init' in m)?.cloud_init)?.[0];
+      assert.equal(call?.page_relay_ports, '${var.page_relay_ports}', `${name}: the agent listens on the ports the firewall opens`);
+      assert.equal(call?.engine, '${var.engine}', `${name}: the engine reaches the agent`);
+      // A Docker host (stop-and-copy only) neither announces a relay nor opens one.
+      const locals = Object.assign({}, ...(blocks.get('locals') ?? [])) as Record<string, unknown>;
+      assert.equal(locals.page_relay, '${var.post_copy && var.engine == "podman"}', name);
+      assert.match(
+        String(call?.page_relay_address),
+        /^\$\{local\.page_relay \?/,
+        `${name}: the relay is announced only with local.page_relay`,
+      );
+      const rule = JSON.stringify((await resourceBodies(dir)).get(`${type}.${resource}`));
+      assert.match(rule, /local\.page_relay/, `${name}: the rule exists only with local.page_relay`);
+      assert.match(rule, /var\.page_relay_ports\.from|local\.relay_ports/, `${name}: the rule opens the relay's ports`);
+      assert.match(rule, /var\.peer_cidrs/, `${name}: to the peers`);
+    }
+  });
+
+  it('the frontman modules (gcp, azure, aws) take the same inputs, require their clients, and boot agent-cloud-init as a frontman', async () => {
+    const shared = ['frontman_id', 'services', 'client_cidrs', 'host_cidrs', 'broker_cidrs', 'broker_port', 'nats_url', 'nats_ca_pem'];
+    const limits = ['hold_seconds', 'drain_seconds', 'max_held', 'max_held_mib', 'max_body_kib'];
+    const gcp = await parseModule(join(modulesDir, 'gcp-frontman'));
+    const servicesType = variableBody(gcp.blocks, 'services')?.type;
+    for (const name of ['gcp-frontman', 'azure-frontman', 'aws-frontman']) {
+      const { blocks } = await parseModule(join(modulesDir, name));
+      const declared = await variableNames(join(modulesDir, name));
+      for (const input of [...shared, ...limits, 'log_level', 'release_url', 'release_sha256'])
+        assert.ok(declared.has(input), `${name}: ${input}`);
+      assert.equal(variableBody(blocks, 'services')?.type, servicesType, `${name}: services as gcp-frontman takes them`);
+      // No open default: who may connect is always the caller's explicit choice.
+      const required = await requiredVariableNames(join(modulesDir, name));
+      for (const input of ['client_cidrs', 'host_cidrs', 'broker_cidrs', 'services'])
+        assert.ok(required.has(input), `${name}: ${input} is required`);
+      const clientCheck = JSON.stringify(variableBody(blocks, 'client_cidrs')?.validation);
+      assert.match(clientCheck, /length\(var\.client_cidrs\) > 0/, `${name}: an empty client_cidrs is refused`);
+      const call = blocksOf((blocks.get('module') ?? []).find((m) => 'cloud_init' in m)?.cloud_init)?.[0];
+      assert.equal(call?.source, '../agent-cloud-init', name);
+      const frontman = call?.frontman;
+      assert.ok(isBody(frontman), `${name}: renders a frontman`);
+      for (const limit of limits) assert.equal(frontman[limit], `\${var.${limit}}`, `${name}: ${limit} reaches the frontman`);
+      assert.equal(frontman.id, '${var.frontman_id}', name);
+      assert.ok(!('agent_id' in (call ?? {})) && !('store_url' in (call ?? {})), `${name}: nothing of an agent's`);
+    }
+    // The three-clouds example: each is optional, at most one exists (frontman_cloud), none by default.
+    const example = await parseModule(join(examplesDir, 'three-clouds'));
+    for (const module of ['frontman', 'azure_frontman', 'aws_frontman']) {
+      const call = blocksOf((example.blocks.get('module') ?? []).find((m) => module in m)?.[module])?.[0];
+      assert.match(String(call?.count), /^\$\{local\.frontman && var\.frontman_cloud == "(gcp|azure|aws)" \? 1 : 0\}$/, module);
+    }
+    assert.deepEqual(variableDefault(example.blocks, 'frontman_services'), []);
+  });
+
+  it("the broker's cluster routes go by name, and its replica count reaches the step that creates the streams", async () => {
+    const { blocks } = await parseModule(join(modulesDir, 'gcp-nats-broker'));
+    const locals = Object.assign({}, ...(blocks.get('locals') ?? [])) as Record<string, unknown>;
+    // The certificate names *.<dns_name>, not the internal addresses (unknown before the first apply).
+    assert.doesNotMatch(String(locals.routes) + String(locals.route_hosts), /google_compute_address/);
+    assert.match(String(locals.route_hosts), /var\.dns_name/);
+    const output = blocksOf((blocks.get('output') ?? []).find((o) => 'stream_replicas' in o)?.stream_replicas)?.[0];
+    assert.equal(output?.value, '${length(var.zones)}');
+    for (const example of ['azure-to-gcp', 'three-clouds']) {
+      const outputs = (await parseModule(join(examplesDir, example))).blocks.get('output') ?? [];
+      const value = blocksOf(outputs.find((o) => 'stream_replicas' in o)?.stream_replicas)?.[0]?.value;
+      assert.equal(value, '${module.broker.stream_replicas}', example);
+    }
+    const readme = await readFile(join(terraformRoot, 'README.md'), 'utf8');
+    assert.match(readme, /deploy-credentials\.js provision [^\n]*\n?[^\n]*--replicas "\$\(terraform output -raw stream_replicas\)"/);
   });
 
   it('the functions deployed are exactly the functions the code registers, with their entry points', async () => {

@@ -66,10 +66,11 @@ resource "google_storage_bucket" "functions_source" {
 
 # --- the broker and the functions ------------------------------------------------------------------------
 module "broker" {
-  source               = "../../modules/gcp-nats-broker"
-  project_id           = var.gcp_project_id
-  region               = var.gcp_region
-  zones                = [var.gcp_zone]
+  source     = "../../modules/gcp-nats-broker"
+  project_id = var.gcp_project_id
+  region     = var.gcp_region
+  # One server, or three (one per zone): then provision the streams with 3 replicas (output stream_replicas).
+  zones                = coalesce(var.broker_zones, [var.gcp_zone])
   network              = google_compute_network.ums.id
   subnetwork           = google_compute_subnetwork.ums.id
   dns_name             = var.broker_dns_name

@@ -8,6 +8,11 @@ output "broker_addresses" {
   value       = module.broker.addresses
 }
 
+output "stream_replicas" {
+  description = "The replica count of the broker's streams and KV buckets (one per server): pass it to `deploy-credentials provision --replicas`."
+  value       = module.broker.stream_replicas
+}
+
 output "agent_ids" {
   description = "The agents `ums migrate --to` takes."
   value       = [module.azure_host.agent_id, module.gcp_host.agent_id]

@@ -15,6 +15,12 @@ variable "gcp_zone" {
   default     = "us-central1-a"
 }
 
+variable "broker_zones" {
+  description = "The broker's zones, one server each: 1 (null: gcp_zone) or 3 for a JetStream cluster whose streams keep 3 copies (provision them with --replicas from the stream_replicas output; the certificate must also name *.<broker_dns_name> and allow clientAuth: terraform/README.md, step 3)."
+  type        = list(string)
+  default     = null
+}
+
 variable "azure_subscription_id" {
   description = "The Azure subscription."
   type        = string

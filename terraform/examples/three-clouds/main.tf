@@ -19,12 +19,17 @@ locals {
   }
   # Each host's page relay opens to the other two.
   peers_of = { for cloud, cidr in local.host_cidrs : cloud => [for other, c in local.host_cidrs : c if other != cloud] }
-  # The frontman (README: Frontman), only when services are fronted; the hosts let it reach their published ports.
+  # The frontman (README: Frontman), only when services are fronted, in the cloud frontman_cloud names; the
+  # hosts let it reach their published ports.
   frontman = length(var.frontman_services) > 0
+  # Its address, whichever cloud it is in (at most one of the three modules exists).
+  frontman_address = one(concat(module.frontman[*].address, module.azure_frontman[*].address, module.aws_frontman[*].address))
   service_ingress = {
-    cidrs = local.frontman ? ["${module.frontman[0].address}/32"] : []
+    cidrs = local.frontman ? ["${local.frontman_address}/32"] : []
     ports = distinct([for s in var.frontman_services : s.port])
   }
+  # A frontman outside GCP reaches the broker at its public addresses, which must let it in.
+  frontman_broker_cidrs = local.frontman && var.frontman_cloud != "gcp" ? ["${local.frontman_address}/32"] : []
 }
 
 # --- GCP: network, secrets, bucket ------------------------------------------------------------------------
@@ -53,7 +58,7 @@ resource "google_secret_manager_secret" "this" {
     "ums-functions-aws-access-key-id",
     "ums-functions-aws-secret-access-key",
     "ums-agent-${local.gcp_agent}-nats",
-  ], local.frontman ? ["ums-frontman-nats"] : []))
+  ], local.frontman && var.frontman_cloud == "gcp" ? ["ums-frontman-nats"] : []))
   secret_id = each.value
   replication {
     auto {}
@@ -76,10 +81,11 @@ resource "google_storage_bucket" "functions_source" {
 
 # --- the broker and the functions ------------------------------------------------------------------------
 module "broker" {
-  source               = "../../modules/gcp-nats-broker"
-  project_id           = var.gcp_project_id
-  region               = var.gcp_region
-  zones                = [var.gcp_zone]
+  source     = "../../modules/gcp-nats-broker"
+  project_id = var.gcp_project_id
+  region     = var.gcp_region
+  # One server, or three (one per zone): then provision the streams with 3 replicas (output stream_replicas).
+  zones                = coalesce(var.broker_zones, [var.gcp_zone])
   network              = google_compute_network.ums.id
   subnetwork           = google_compute_subnetwork.ums.id
   dns_name             = var.broker_dns_name
@@ -88,7 +94,7 @@ module "broker" {
   server_key_secret_id = google_secret_manager_secret.this["ums-nats-server-key"].secret_id
   authorization        = file("${var.credentials_dir}/authorization.conf")
   # The hosts, the functions' connector, the bridge's subnet, the operators.
-  client_cidrs = concat(values(local.host_cidrs), ["10.8.0.0/28", google_compute_subnetwork.ums.ip_cidr_range], var.operator_cidrs)
+  client_cidrs = concat(values(local.host_cidrs), ["10.8.0.0/28", google_compute_subnetwork.ums.ip_cidr_range], var.operator_cidrs, local.frontman_broker_cidrs)
 }
 
 module "functions" {
@@ -279,7 +285,7 @@ module "aws_host" {
 # --- the frontman: the services' stable address, on a VM of its own (README: Frontman) ------------------
 module "frontman" {
   source       = "../../modules/gcp-frontman"
-  count        = local.frontman ? 1 : 0
+  count        = local.frontman && var.frontman_cloud == "gcp" ? 1 : 0
   project_id   = var.gcp_project_id
   region       = var.gcp_region
   zone         = var.gcp_zone
@@ -296,4 +302,49 @@ module "frontman" {
   nats_credential_secret_id = google_secret_manager_secret.this["ums-frontman-nats"].secret_id
   release_url               = var.release_url
   release_sha256            = var.release_sha256
+}
+
+# Or in Azure (frontman_cloud = "azure"): its broker credential in the Key Vault, set as the agent's is (README).
+module "azure_frontman" {
+  source                      = "../../modules/azure-frontman"
+  count                       = local.frontman && var.frontman_cloud == "azure" ? 1 : 0
+  resource_group_name         = azurerm_resource_group.ums.name
+  location                    = azurerm_resource_group.ums.location
+  subnet_id                   = azurerm_subnet.hosts.id
+  admin_ssh_public_key        = var.admin_ssh_public_key
+  key_vault_id                = azurerm_key_vault.ums.id
+  key_vault_name              = azurerm_key_vault.ums.name
+  nats_credential_secret_name = "ums-frontman-nats"
+  services                    = var.frontman_services
+  client_cidrs                = var.frontman_client_cidrs
+  host_cidrs                  = values(local.host_cidrs)
+  broker_cidrs                = [for a in module.broker.addresses : "${a}/32"]
+  nats_url                    = local.nats_url
+  nats_ca_pem                 = local.ca_pem
+  release_url                 = var.release_url
+  release_sha256              = var.release_sha256
+}
+
+# Or in AWS (frontman_cloud = "aws"): its broker credential in Secrets Manager, created empty here.
+resource "aws_secretsmanager_secret" "frontman_nats" {
+  count                   = local.frontman && var.frontman_cloud == "aws" ? 1 : 0
+  name                    = "ums-frontman-nats"
+  recovery_window_in_days = 7
+}
+
+module "aws_frontman" {
+  source                     = "../../modules/aws-frontman"
+  count                      = local.frontman && var.frontman_cloud == "aws" ? 1 : 0
+  region                     = var.aws_region
+  vpc_id                     = aws_vpc.ums.id
+  subnet_id                  = aws_subnet.hosts.id
+  services                   = var.frontman_services
+  client_cidrs               = var.frontman_client_cidrs
+  host_cidrs                 = values(local.host_cidrs)
+  broker_cidrs               = [for a in module.broker.addresses : "${a}/32"]
+  nats_url                   = local.nats_url
+  nats_ca_pem                = local.ca_pem
+  nats_credential_secret_arn = aws_secretsmanager_secret.frontman_nats[0].arn
+  release_url                = var.release_url
+  release_sha256             = var.release_sha256
 }

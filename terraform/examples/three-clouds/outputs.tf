@@ -8,6 +8,11 @@ output "broker_addresses" {
   value       = module.broker.addresses
 }
 
+output "stream_replicas" {
+  description = "The replica count of the broker's streams and KV buckets (one per server): pass it to `deploy-credentials provision --replicas`."
+  value       = module.broker.stream_replicas
+}
+
 output "agent_ids" {
   description = "The agents `ums migrate --to` takes."
   value       = [module.azure_host.agent_id, module.gcp_host.agent_id, module.aws_host.agent_id]
@@ -26,8 +31,8 @@ output "secrets_to_fill" {
   description = "Secret Manager and Key Vault secrets whose values you add outside Terraform (README, step 4)."
   value = {
     gcp_secret_manager  = sort([for s in google_secret_manager_secret.this : s.secret_id])
-    azure_key_vault     = ["${azurerm_key_vault.ums.name}/ums-agent-${local.azure_agent}-nats"]
-    aws_secrets_manager = [aws_secretsmanager_secret.agent_nats.arn]
+    azure_key_vault     = concat(["${azurerm_key_vault.ums.name}/ums-agent-${local.azure_agent}-nats"], [for f in module.azure_frontman : "${azurerm_key_vault.ums.name}/ums-frontman-nats"])
+    aws_secrets_manager = concat([aws_secretsmanager_secret.agent_nats.arn], aws_secretsmanager_secret.frontman_nats[*].arn)
   }
 }
 
@@ -41,11 +46,11 @@ output "stores" {
 }
 
 output "frontman_address" {
-  description = "The frontman's static address (what the fronted services' clients point at); null without frontman_services."
-  value       = local.frontman ? module.frontman[0].address : null
+  description = "The frontman's static address (what the fronted services' clients point at), in frontman_cloud; null without frontman_services."
+  value       = local.frontman_address
 }
 
 output "frontman_endpoints" {
   description = "Each fronted service's stable endpoint, container -> address:port; empty without frontman_services."
-  value       = local.frontman ? module.frontman[0].endpoints : {}
+  value       = merge(concat(module.frontman[*].endpoints, module.azure_frontman[*].endpoints, module.aws_frontman[*].endpoints)...)
 }

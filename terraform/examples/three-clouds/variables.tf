@@ -15,6 +15,12 @@ variable "gcp_zone" {
   default     = "us-central1-a"
 }
 
+variable "broker_zones" {
+  description = "The broker's zones, one server each: 1 (null: gcp_zone) or 3 for a JetStream cluster whose streams keep 3 copies (provision them with --replicas from the stream_replicas output; the certificate must also name *.<broker_dns_name> and allow clientAuth: terraform/README.md, step 3)."
+  type        = list(string)
+  default     = null
+}
+
 variable "azure_subscription_id" {
   description = "The Azure subscription."
   type        = string
@@ -98,7 +104,7 @@ variable "aws_availability_zone" {
 }
 
 variable "frontman_services" {
-  description = "The services a frontman fronts (module gcp-frontman, input services): container, protocol (http|tcp), port (the host port it publishes on every host), listen_port and hold_seconds (optional). Empty: no frontman."
+  description = "The services a frontman fronts (the frontman modules' input services): container, protocol (http|tcp), port (the host port it publishes on every host), listen_port and hold_seconds (optional). Empty: no frontman."
   type = list(object({
     container    = string
     protocol     = string
@@ -107,6 +113,16 @@ variable "frontman_services" {
     hold_seconds = optional(number)
   }))
   default = []
+}
+
+variable "frontman_cloud" {
+  description = "Where the frontman runs when frontman_services is not empty: gcp (module gcp-frontman), azure (azure-frontman) or aws (aws-frontman). Put it near the services' clients; it forwards to the hosts of all three clouds either way."
+  type        = string
+  default     = "gcp"
+  validation {
+    condition     = contains(["gcp", "azure", "aws"], var.frontman_cloud)
+    error_message = "frontman_cloud must be gcp, azure or aws."
+  }
 }
 
 variable "frontman_client_cidrs" {

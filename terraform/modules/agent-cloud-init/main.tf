@@ -10,16 +10,14 @@ locals {
   # What agents/main.ts and core/nats-event-bus.ts read (test/unit/terraform-static.test.ts derives that list
   # from the code and fails when they drift). Options left out on purpose, as the test lists too:
   # UMS_HOST_NETNS and UMS_VOLUMES_DIR (a simulated host of the local stack), UMS_ALLOWED_HTTP_ENDPOINTS
-  # (local emulators only: real stores are https), UMS_KUBELET_* (orchestrator level, agents/kubelet/),
-  # UMS_DOCKER_SOCKET (the hosts deployed here run Podman).
+  # (local emulators only: real stores are https), UMS_KUBELET_* (orchestrator level, agents/kubelet/).
   agent_environment = merge(
     {
       UMS_AGENT_ID             = var.agent_id
       UMS_CLOUD                = var.cloud
       UMS_REGION               = var.region
       UMS_STORE_URL            = var.store_url
-      UMS_ENGINE               = "podman"
-      UMS_PODMAN_URL           = "unix:///run/podman/podman.sock"
+      UMS_ENGINE               = var.engine
       NATS_URL                 = var.nats_url
       UMS_NATS_CA              = local.ca_file
       UMS_COMMAND_VERIFY_KEY   = var.command_verify_key
@@ -30,7 +28,16 @@ locals {
       UMS_STATE_DIR            = var.agent_id == null ? "" : "/var/lib/ums/agent/${var.agent_id}"
       UMS_LOG_LEVEL            = var.log_level
     },
-    var.page_relay_address == null ? {} : { UMS_PAGE_RELAY_ADDRESS = var.page_relay_address },
+    # The engine's API socket where the bootstrap starts it (Podman's podman.socket, Debian's docker.socket).
+    var.engine == "podman" ? { UMS_PODMAN_URL = "unix:///run/podman/podman.sock" } : {},
+    var.engine == "docker" ? { UMS_DOCKER_SOCKET = "unix:///run/docker.sock" } : {},
+    # The relay is announced at the public address but listens on the VM's own (a public address is
+    # translated, not on an interface), on the fixed ports the host module's firewall opens to the peers.
+    var.page_relay_address == null ? {} : {
+      UMS_PAGE_RELAY_ADDRESS = var.page_relay_address
+      UMS_PAGE_RELAY_LISTEN  = var.page_relay_listen
+      UMS_PAGE_RELAY_PORTS   = var.page_relay_ports.from == var.page_relay_ports.to ? tostring(var.page_relay_ports.from) : "${var.page_relay_ports.from}-${var.page_relay_ports.to}"
+    },
     var.service_address == null ? {} : { UMS_SERVICE_ADDRESS = var.service_address },
   )
 
@@ -69,6 +76,7 @@ locals {
 
   unit = templatefile("${path.module}/templates/${local.unit_name}.service.tftpl", {
     app_dir = local.app_dir
+    engine  = var.engine
   })
 
   start_script = templatefile("${path.module}/templates/ums-start.sh.tftpl", {
@@ -89,8 +97,8 @@ locals {
     release_url    = var.release_url
     release_sha256 = var.release_sha256
     unit_name      = local.unit_name
-    # The agent's host needs the container engine and CRIU (infra/host-setup.sh); a frontman only Node.
-    engine = local.component == "agent"
+    # The agent's host needs its container engine and CRIU (infra/host-setup.sh); a frontman only Node.
+    engine = local.component == "agent" ? var.engine : ""
   })
 
   files = [
@@ -103,7 +111,7 @@ locals {
 
   cloud_config = "#cloud-config\n${yamlencode({
     write_files = [for f in local.files : merge(f, { owner = "root:root" })]
-    # The unit starts only once the bootstrap (release; for the agent Podman and the CRIU check) succeeded.
+    # The unit starts only once the bootstrap (release; for the agent its engine and the CRIU check) succeeded.
     runcmd = [["/usr/local/libexec/ums/bootstrap"]]
   })}"
 

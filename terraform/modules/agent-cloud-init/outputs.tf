@@ -6,6 +6,11 @@ output "cloud_config" {
     error_message = "an agent needs agent_id, store_url and command_verify_key (or set frontman to render a frontman)."
   }
   precondition {
+    # agents/main.ts: post-copy goes through the runtime shim Podman is given; a Docker host moves stop-and-copy.
+    condition     = var.engine == "podman" || var.page_relay_address == null
+    error_message = "a Docker host takes no part in post-copy: page_relay_address must be null with engine = \"docker\"."
+  }
+  precondition {
     condition     = var.frontman == null || var.secrets.storage_key == null
     error_message = "a frontman has no store: secrets.storage_key must be null."
   }
@@ -17,6 +22,11 @@ output "boot_script" {
   precondition {
     condition     = var.frontman != null || (var.agent_id != null && var.store_url != null && var.command_verify_key != null)
     error_message = "an agent needs agent_id, store_url and command_verify_key (or set frontman to render a frontman)."
+  }
+  precondition {
+    # agents/main.ts: post-copy goes through the runtime shim Podman is given; a Docker host moves stop-and-copy.
+    condition     = var.engine == "podman" || var.page_relay_address == null
+    error_message = "a Docker host takes no part in post-copy: page_relay_address must be null with engine = \"docker\"."
   }
 }
 
@@ -41,7 +51,7 @@ output "unit" {
 }
 
 output "bootstrap_script" {
-  description = "The first-boot script cloud-init runs (installs Node and the release; for an agent Podman, runc, CRIU via infra/host-setup.sh)."
+  description = "The first-boot script cloud-init runs (installs Node and the release; for an agent its engine, runc and CRIU via infra/host-setup.sh)."
   value       = local.bootstrap_script
 }
 

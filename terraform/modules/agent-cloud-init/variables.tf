@@ -91,6 +91,35 @@ variable "page_relay_address" {
   default     = null
 }
 
+variable "page_relay_ports" {
+  description = "The ports the page relay listens on when a migration leaves this host post-copy (UMS_PAGE_RELAY_PORTS): one per such migration at once (a relay keeps its port until the destination has every page, and up to 30 s after). The host modules open exactly these to the deployment's other hosts. Set only with page_relay_address."
+  type = object({
+    from = number
+    to   = number
+  })
+  default = { from = 7700, to = 7715 }
+  validation {
+    condition     = var.page_relay_ports.from >= 1 && var.page_relay_ports.to <= 65535 && var.page_relay_ports.from <= var.page_relay_ports.to && floor(var.page_relay_ports.from) == var.page_relay_ports.from && floor(var.page_relay_ports.to) == var.page_relay_ports.to
+    error_message = "page_relay_ports must be whole ports from 1 to 65535, from <= to."
+  }
+}
+
+variable "page_relay_listen" {
+  description = "The local address the page relay binds (UMS_PAGE_RELAY_LISTEN). A cloud VM's public address is translated to its private one and cannot be bound, so all interfaces; the firewall decides who reaches the ports, and each stream's key who may use them. Set only with page_relay_address."
+  type        = string
+  default     = "0.0.0.0"
+}
+
+variable "engine" {
+  description = "The container engine the agent drives (UMS_ENGINE): podman (with the runtime shim post-copy needs) or docker (docker.io, dockerd in experimental mode, /etc/criu/runc.conf with tcp-established and file-locks; stop-and-copy only, so no page_relay_address)."
+  type        = string
+  default     = "podman"
+  validation {
+    condition     = contains(["podman", "docker"], var.engine)
+    error_message = "engine must be podman or docker."
+  }
+}
+
 variable "service_address" {
   description = "Where clients reach the ports this host's containers publish: its public address (UMS_SERVICE_ADDRESS). A service's frontman forwards there after a migration; null: no frontman can forward to this host."
   type        = string

@@ -1,8 +1,7 @@
 locals {
-  # The page relay listens on a port the kernel picks (agents/post-copy/page-relay.ts listens on port 0):
-  # Linux's ephemeral range, opened only to the deployment's own hosts.
-  ephemeral_ports = { from = 32768, to = 60999 }
-  list_prefix     = var.bucket_prefix == "" ? "*" : "${var.bucket_prefix}/*"
+  # Post-copy goes through the runtime shim Podman is given: a Docker host announces no page relay and opens none.
+  page_relay  = var.post_copy && var.engine == "podman"
+  list_prefix = var.bucket_prefix == "" ? "*" : "${var.bucket_prefix}/*"
 }
 
 data "aws_ami" "debian" {
@@ -36,7 +35,9 @@ module "cloud_init" {
   nats_ca_pem        = var.nats_ca_pem
   command_verify_key = var.command_verify_key
   secrets            = { nats_credential = var.nats_credential_secret_arn }
-  page_relay_address = var.post_copy ? aws_eip.this[0].public_ip : null
+  engine             = var.engine
+  page_relay_address = local.page_relay ? aws_eip.this[0].public_ip : null
+  page_relay_ports   = var.page_relay_ports
   # Where a frontman reaches the ports this host's containers publish (the same stable public address).
   service_address = var.post_copy ? aws_eip.this[0].public_ip : null
   release_url     = var.release_url
@@ -108,13 +109,14 @@ resource "aws_security_group" "this" {
   tags        = var.tags
 }
 
+# The relay's fixed ports (UMS_PAGE_RELAY_PORTS), one per migration leaving at once; only from the peers.
 resource "aws_vpc_security_group_ingress_rule" "page_relay" {
-  for_each          = toset(var.peer_cidrs)
+  for_each          = local.page_relay ? toset(var.peer_cidrs) : toset([])
   security_group_id = aws_security_group.this.id
   description       = "UMS post-copy page relay from a deployment host"
   ip_protocol       = "tcp"
-  from_port         = local.ephemeral_ports.from
-  to_port           = local.ephemeral_ports.to
+  from_port         = var.page_relay_ports.from
+  to_port           = var.page_relay_ports.to
   cidr_ipv4         = each.value
 }
 

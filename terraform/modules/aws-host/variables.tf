@@ -133,3 +133,26 @@ variable "service_ingress" {
     error_message = "service_ingress.cidrs must be CIDRs and its ports 1-65535."
   }
 }
+
+variable "engine" {
+  description = "The container engine the agent drives: podman (post-copy through the runtime shim) or docker (docker.io with dockerd in experimental mode and /etc/criu/runc.conf; stop-and-copy only, so no page relay is announced or opened)."
+  type        = string
+  default     = "podman"
+  validation {
+    condition     = contains(["podman", "docker"], var.engine)
+    error_message = "engine must be podman or docker."
+  }
+}
+
+variable "page_relay_ports" {
+  description = "The fixed ports the agent's page relay listens on (UMS_PAGE_RELAY_PORTS), one per post-copy migration leaving this host at once: the only ports opened, and only to peer_cidrs."
+  type = object({
+    from = number
+    to   = number
+  })
+  default = { from = 7700, to = 7715 }
+  validation {
+    condition     = var.page_relay_ports.from >= 1024 && var.page_relay_ports.to <= 65535 && var.page_relay_ports.from <= var.page_relay_ports.to && var.page_relay_ports.to - var.page_relay_ports.from < 256
+    error_message = "page_relay_ports must be a range of at most 256 ports between 1024 and 65535, from <= to."
+  }
+}

@@ -1,7 +1,9 @@
 locals {
-  # agents/post-copy/page-relay.ts listens on a port the kernel picks: Linux's ephemeral range.
-  ephemeral_ports = "32768-60999"
-  vault_uri       = "https://${var.key_vault_name}.vault.azure.net"
+  # Post-copy goes through the runtime shim Podman is given: a Docker host announces no page relay and opens none.
+  page_relay = var.post_copy && var.engine == "podman"
+  # The relay's fixed ports (UMS_PAGE_RELAY_PORTS), as an NSG rule spells a range.
+  relay_ports = var.page_relay_ports.from == var.page_relay_ports.to ? tostring(var.page_relay_ports.from) : "${var.page_relay_ports.from}-${var.page_relay_ports.to}"
+  vault_uri   = "https://${var.key_vault_name}.vault.azure.net"
 }
 
 resource "azurerm_public_ip" "this" {
@@ -21,7 +23,7 @@ resource "azurerm_network_security_group" "this" {
   tags                = var.tags
 
   dynamic "security_rule" {
-    for_each = length(var.peer_cidrs) > 0 && var.post_copy ? [1] : []
+    for_each = length(var.peer_cidrs) > 0 && local.page_relay ? [1] : []
     content {
       name                       = "ums-page-relay-from-peers"
       priority                   = 200
@@ -31,7 +33,7 @@ resource "azurerm_network_security_group" "this" {
       source_address_prefixes    = var.peer_cidrs
       source_port_range          = "*"
       destination_address_prefix = "*"
-      destination_port_range     = local.ephemeral_ports
+      destination_port_range     = local.relay_ports
       description                = "UMS post-copy page relay, from the deployment's own hosts only"
     }
   }
@@ -87,7 +89,9 @@ module "cloud_init" {
     storage_key     = var.storage_key_secret_name
     vault           = var.key_vault_name
   }
-  page_relay_address = var.post_copy ? azurerm_public_ip.this.ip_address : null
+  engine             = var.engine
+  page_relay_address = local.page_relay ? azurerm_public_ip.this.ip_address : null
+  page_relay_ports   = var.page_relay_ports
   # Where a frontman reaches the ports this host's containers publish (the same stable public address).
   service_address = azurerm_public_ip.this.ip_address
   release_url     = var.release_url

@@ -1,8 +1,10 @@
 locals {
-  # agents/post-copy/page-relay.ts listens on a port the kernel picks: Linux's ephemeral range.
-  ephemeral_ports = "32768-60999"
-  objects_prefix  = var.bucket_prefix == "" ? "" : "${var.bucket_prefix}/"
-  tag             = "ums-agent-${var.agent_id}"
+  # Post-copy goes through the runtime shim Podman is given: a Docker host announces no page relay and opens none.
+  page_relay = var.post_copy && var.engine == "podman"
+  # The relay's fixed ports (UMS_PAGE_RELAY_PORTS), as the firewall spells a range.
+  relay_ports    = var.page_relay_ports.from == var.page_relay_ports.to ? tostring(var.page_relay_ports.from) : "${var.page_relay_ports.from}-${var.page_relay_ports.to}"
+  objects_prefix = var.bucket_prefix == "" ? "" : "${var.bucket_prefix}/"
+  tag            = "ums-agent-${var.agent_id}"
 }
 
 resource "google_service_account" "this" {
@@ -48,7 +50,9 @@ module "cloud_init" {
   nats_ca_pem        = var.nats_ca_pem
   command_verify_key = var.command_verify_key
   secrets            = { nats_credential = var.nats_credential_secret_id, project = var.project_id }
-  page_relay_address = var.post_copy ? google_compute_address.this[0].address : null
+  engine             = var.engine
+  page_relay_address = local.page_relay ? google_compute_address.this[0].address : null
+  page_relay_ports   = var.page_relay_ports
   # Where a frontman reaches the ports this host's containers publish (the same stable public address).
   service_address = var.post_copy ? google_compute_address.this[0].address : null
   release_url     = var.release_url
@@ -104,7 +108,7 @@ resource "google_compute_instance" "this" {
 }
 
 resource "google_compute_firewall" "page_relay" {
-  count         = length(var.peer_cidrs) > 0 ? 1 : 0
+  count         = local.page_relay && length(var.peer_cidrs) > 0 ? 1 : 0
   project       = var.project_id
   name          = "ums-page-relay-${var.agent_id}"
   network       = var.network
@@ -114,7 +118,7 @@ resource "google_compute_firewall" "page_relay" {
   target_tags   = [local.tag]
   allow {
     protocol = "tcp"
-    ports    = [local.ephemeral_ports]
+    ports    = [local.relay_ports]
   }
 }
 

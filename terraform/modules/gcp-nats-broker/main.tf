@@ -11,10 +11,11 @@
 locals {
   names = [for i, _ in var.zones : "ums-nats-${i}"]
   tag   = "ums-nats"
-  routes = [
-    for i, _ in var.zones : "${google_compute_address.internal[i].address}:6222"
-  ]
-
+  # Routes reach each server by a name of its own under dns_name (ums-nats-<i>.<dns_name>, in the private zone),
+  # not by address: a route verifies its peer's certificate like a client verifies a server's, and the
+  # certificate, made before the first apply, can name *.<dns_name> but not internal addresses known only after.
+  route_hosts = [for name in local.names : "${name}.${var.dns_name}"]
+  routes      = [for host in local.route_hosts : "${host}:6222"]
 }
 
 resource "google_service_account" "this" {
@@ -101,6 +102,13 @@ resource "google_compute_instance" "this" {
   }
 
   depends_on = [google_secret_manager_secret_iam_member.server_key]
+
+  lifecycle {
+    precondition {
+      condition     = length(var.zones) == 1 || var.private_dns
+      error_message = "a 3-server broker needs private_dns: its routes reach each server by name (ums-nats-<i>.<dns_name>), which the private zone resolves."
+    }
+  }
 }
 
 resource "google_compute_firewall" "clients" {
@@ -154,4 +162,15 @@ resource "google_dns_record_set" "private" {
   type         = "A"
   ttl          = 60
   rrdatas      = google_compute_address.internal[*].address
+}
+
+# Each server's own name, for the cluster's routes (local.route_hosts): the certificate's *.<dns_name> covers it.
+resource "google_dns_record_set" "servers" {
+  count        = var.private_dns && length(var.zones) > 1 ? length(var.zones) : 0
+  project      = var.project_id
+  managed_zone = google_dns_managed_zone.private[0].name
+  name         = "${local.route_hosts[count.index]}."
+  type         = "A"
+  ttl          = 60
+  rrdatas      = [google_compute_address.internal[count.index].address]
 }

@@ -42,12 +42,12 @@ variable "image" {
 }
 
 variable "dns_name" {
-  description = "The name clients connect to (an A record per server's external address: output addresses); the certificate must name it."
+  description = "The name clients connect to (an A record per server's external address: output addresses); the certificate must name it, and on a cluster *.<dns_name> too (the routes' names)."
   type        = string
 }
 
 variable "server_cert_pem" {
-  description = "The servers' certificate (PEM, public), with dns_name among its SANs."
+  description = "The servers' certificate (PEM, public): dns_name (and *.dns_name on a cluster) among its SANs, extended key usage serverAuth and clientAuth (a cluster's servers present it to each other on their routes)."
   type        = string
 }
 

@@ -54,6 +54,62 @@ run "azure_host_fetches_its_storage_key" {
     condition     = output.environment["UMS_PAGE_RELAY_ADDRESS"] == "10.0.1.4"
     error_message = "page_relay_address must reach the agent"
   }
+  assert {
+    condition     = output.environment["UMS_PAGE_RELAY_PORTS"] == "7700-7715" && output.environment["UMS_PAGE_RELAY_LISTEN"] == "0.0.0.0"
+    error_message = "the relay listens on the fixed ports the firewall opens, on the VM's own addresses"
+  }
+}
+
+run "a_single_relay_port_is_spelt_as_one" {
+  command = plan
+  variables {
+    page_relay_address = "10.0.1.4"
+    page_relay_ports   = { from = 7700, to = 7700 }
+  }
+  assert {
+    condition     = output.environment["UMS_PAGE_RELAY_PORTS"] == "7700"
+    error_message = "one port is UMS_PAGE_RELAY_PORTS=7700"
+  }
+}
+
+run "a_podman_host_gets_the_production_packages_only" {
+  command = plan
+  assert {
+    condition     = strcontains(output.bootstrap_script, "UMS_ENGINE=podman bash \"$app/infra/host-setup.sh\"") && !can(regex("(?m)^[^#]*UMS_DEV_MACHINE", output.bootstrap_script)) && strcontains(output.unit, "Requires=podman.socket")
+    error_message = "the host runs host-setup.sh for Podman, never as a development machine"
+  }
+  assert {
+    condition     = output.environment["UMS_ENGINE"] == "podman" && output.environment["UMS_PODMAN_URL"] == "unix:///run/podman/podman.sock" && !contains(keys(output.environment), "UMS_DOCKER_SOCKET")
+    error_message = "a Podman host's agent drives Podman's socket"
+  }
+}
+
+run "a_docker_host_runs_dockerd_as_the_agent_needs_it" {
+  command = plan
+  variables {
+    engine = "docker"
+  }
+  assert {
+    condition     = output.environment["UMS_ENGINE"] == "docker" && output.environment["UMS_DOCKER_SOCKET"] == "unix:///run/docker.sock" && !contains(keys(output.environment), "UMS_PODMAN_URL")
+    error_message = "a Docker host's agent drives dockerd's socket"
+  }
+  assert {
+    condition     = strcontains(output.bootstrap_script, "UMS_ENGINE=docker bash \"$app/infra/host-setup.sh\"") && strcontains(output.bootstrap_script, "\"experimental\": true") && strcontains(output.bootstrap_script, "put /etc/criu/runc.conf") && strcontains(output.bootstrap_script, "tcp-established\nfile-locks") && !strcontains(output.bootstrap_script, "podman.socket")
+    error_message = "the bootstrap installs docker.io, turns on experimental mode and writes runc's CRIU options"
+  }
+  assert {
+    condition     = strcontains(output.unit, "Requires=docker.service") && !strcontains(output.unit, "podman")
+    error_message = "the agent's unit waits for dockerd, not Podman"
+  }
+}
+
+run "a_docker_host_takes_no_part_in_post_copy" {
+  command = plan
+  variables {
+    engine             = "docker"
+    page_relay_address = "10.0.1.4"
+  }
+  expect_failures = [output.cloud_config, output.boot_script]
 }
 
 run "credentials_in_a_store_url_are_refused" {

@@ -27,8 +27,8 @@ variables {
 run "host_with_post_copy" {
   command = apply
   assert {
-    condition     = length(aws_vpc_security_group_ingress_rule.page_relay) == 2 && alltrue([for r in aws_vpc_security_group_ingress_rule.page_relay : r.from_port == 32768 && r.to_port == 60999])
-    error_message = "the page relay's ports must be open to each peer host, and only to them"
+    condition     = length(aws_vpc_security_group_ingress_rule.page_relay) == 2 && alltrue([for r in aws_vpc_security_group_ingress_rule.page_relay : r.from_port == 7700 && r.to_port == 7715 && contains(var.peer_cidrs, r.cidr_ipv4)])
+    error_message = "the page relay's fixed ports must be open to each peer host, and only to them"
   }
   assert {
     condition     = aws_instance.this.metadata_options[0].http_tokens == "required" && aws_instance.this.metadata_options[0].http_put_response_hop_limit == 1
@@ -41,6 +41,25 @@ run "host_with_post_copy" {
   assert {
     condition     = module.cloud_init.environment["UMS_PAGE_RELAY_ADDRESS"] == aws_eip.this[0].public_ip
     error_message = "the agent announces its page relay at the host's Elastic IP"
+  }
+  assert {
+    condition     = module.cloud_init.environment["UMS_PAGE_RELAY_PORTS"] == "7700-7715" && module.cloud_init.environment["UMS_ENGINE"] == "podman"
+    error_message = "the relay listens on exactly the ports the security group opens"
+  }
+}
+
+run "a_docker_host_opens_no_relay_but_keeps_its_address" {
+  command = plan
+  variables {
+    engine = "docker"
+  }
+  assert {
+    condition     = length(aws_vpc_security_group_ingress_rule.page_relay) == 0 && length(aws_eip.this) == 1
+    error_message = "a Docker host moves stop-and-copy: no relay port opens, its stable address stays (the frontmen's target)"
+  }
+  assert {
+    condition     = !contains(keys(module.cloud_init.environment), "UMS_PAGE_RELAY_ADDRESS") && module.cloud_init.environment["UMS_ENGINE"] == "docker" && strcontains(aws_instance.this.user_data, "UMS_DOCKER_SOCKET")
+    error_message = "its agent drives dockerd and announces no relay"
   }
 }
 
