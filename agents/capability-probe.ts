@@ -172,7 +172,11 @@ export async function probeOrchestratorLevel(options: {
   nodeName?: string;
 }): Promise<OrchestratorLevelCapability> {
   if (options.kubeletUrl === undefined || options.prober === undefined) {
-    return { available: false, reason: 'UMS_KUBELET_URL is not set: this agent has no kubelet to checkpoint through' };
+    return {
+      available: false,
+      reason:
+        'this host is no Kubernetes node: its agent drives Podman or Docker, not a CRI runtime (--engine cri), and has no kubelet (UMS_KUBELET_URL)',
+    };
   }
   const where = { kubeletUrl: options.kubeletUrl, ...(options.nodeName !== undefined ? { nodeName: options.nodeName } : {}) };
   try {

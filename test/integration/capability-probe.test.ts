@@ -93,7 +93,11 @@ describe('capability probe', { timeout: 300_000 }, () => {
   it('orchestrator level: unavailable without UMS_KUBELET_URL or with an unreachable kubelet', async () => {
     assert.equal(kubeletClientFromEnv({}), undefined);
     const none = await probeOrchestratorLevel({});
-    assert.deepEqual(none, { available: false, reason: 'UMS_KUBELET_URL is not set: this agent has no kubelet to checkpoint through' });
+    assert.deepEqual(none, {
+      available: false,
+      reason:
+        'this host is no Kubernetes node: its agent drives Podman or Docker, not a CRI runtime (--engine cri), and has no kubelet (UMS_KUBELET_URL)',
+    });
     const url = 'https://127.0.0.1:1';
     const client = kubeletClientFromEnv({ UMS_KUBELET_URL: url, UMS_KUBELET_NODE_NAME: 'node-x' });
     assert.ok(client instanceof KubeletCheckpointClient);

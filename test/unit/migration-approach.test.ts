@@ -153,7 +153,7 @@ describe('decideApproach: the decision table', () => {
     assert.equal(r.code, 'none-feasible');
     assert.match(r.reason, /container level: needs .* the source cannot \(criu check failed: Looks bad\)/);
     assert.match(r.reason, /service level: needs the container to run the UMS launcher/);
-    assert.match(r.reason, /orchestrator level: needs the kubelet checkpoint API/);
+    assert.match(r.reason, /orchestrator level: needs a Kubernetes node at both ends/);
     assert.ok(r.candidates.every((c) => !c.feasible && c.estimatedMs === undefined));
     assert.throws(
       () => decideApproachOrThrow({ source: host({ container: false }), destination: host(), container: {} }),
