@@ -1,9 +1,9 @@
 #!/usr/bin/env node
 import { Command, Option } from 'commander';
-import { AUTH_HEADER, functionAuthKey, functionAuthMode, signDelivery } from '../core/function-auth.js';
 import { createLogger } from '../core/log.js';
 import { connectNatsBus } from '../core/nats-event-bus.js';
-import { FunctionEndpoints, runBridge, type RequestHeaders } from './trigger-bridge.js';
+import { bridgeRequestAuth } from './function-request-auth.js';
+import { FunctionEndpoints, runBridge } from './trigger-bridge.js';
 
 /**
  * The trigger bridge's process (`node dist/bridge/main.js`; a small Cloud Run service in a deployment):
@@ -17,9 +17,12 @@ new Command('ums-trigger-bridge')
   .addOption(new Option('--endpoints <json>', 'function name -> URL, as JSON').env('UMS_FUNCTION_ENDPOINTS').makeOptionMandatory())
   .action(async (options: { nats: string; endpoints: string }) => {
     const endpoints = FunctionEndpoints.parse(JSON.parse(options.endpoints));
-    const headers = requestHeaders();
+    // How requests to the functions are authenticated (UMS_FUNCTION_AUTH, UMS_FUNCTION_AUTH_KEY,
+    // UMS_FUNCTION_ID_TOKEN, GCE_METADATA_HOST): bridge/function-request-auth.ts.
+    const auth = bridgeRequestAuth(process.env, endpoints);
+    log.info({ hmac: auth.hmac, idTokens: auth.idTokens }, 'authenticating requests to the functions');
     const bus = await connectNatsBus({ servers: options.nats, name: 'ums-trigger-bridge' });
-    const stop = await runBridge(bus, endpoints, headers);
+    const stop = await runBridge(bus, endpoints, auth.headers);
     const shutdown = async () => {
       await stop();
       await bus.close();
@@ -33,18 +36,3 @@ new Command('ums-trigger-bridge')
     log.fatal({ err: error }, 'bridge failed');
     process.exit(1);
   });
-
-/**
- * How the bridge authenticates to the functions (core/function-auth.ts). Locally (bridge-hmac, the
- * default): a token signed with UMS_FUNCTION_AUTH_KEY over the event's id, type, time and body. On Cloud
- * Run (cloud-run-iam) this is the seam where the bridge would fetch an ID token for each function URL's
- * audience (metadata server) and send it as `Authorization: Bearer`, for IAM to check; not built yet.
- */
-function requestHeaders(): RequestHeaders {
-  const mode = functionAuthMode();
-  if (mode === 'cloud-run-iam') {
-    throw new Error('UMS_FUNCTION_AUTH=cloud-run-iam: ID tokens for Cloud Run are not implemented in the bridge yet');
-  }
-  const key = functionAuthKey();
-  return async (delivery) => ({ [AUTH_HEADER]: signDelivery(key, delivery) });
-}

@@ -29,8 +29,8 @@ export const FunctionEndpoints = z.partialRecord(z.enum(Object.keys(triggers) as
 export type FunctionEndpoints = z.infer<typeof FunctionEndpoints>;
 
 /**
- * The headers that authenticate one request to a function (bridge/main.ts: the bridge's HMAC token
- * locally, an ID token on Cloud Run). Called per request, with what the token must cover.
+ * The headers that authenticate one request to a function (bridge/function-request-auth.ts: the bridge's
+ * HMAC token, and on Cloud Run an ID token as well). Called per request, with what the token must cover.
  */
 export type RequestHeaders = (delivery: SignedDelivery) => Promise<Record<string, string>>;
 

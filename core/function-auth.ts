@@ -12,10 +12,12 @@ import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
  * refused by another), the expiry, the CloudEvent's id, type and time, and the sha256 of the exact body
  * bytes. A token lives TOKEN_TTL_MS; one that expires later than that from now is refused too.
  *
- * In a deployment (Cloud Run) the platform does this instead: the bridge (Eventarc, Cloud Scheduler) sends
- * an ID token for the function's URL and IAM's invoker role admits it before the function runs; the
- * functions then run with UMS_FUNCTION_AUTH=cloud-run-iam and the bridge would mint that token where
- * bridge/main.ts builds its headers.
+ * In a deployment on Cloud Run the platform checks the caller too: the bridge sends an ID token for the
+ * function's URL (`Authorization: Bearer`, UMS_FUNCTION_ID_TOKEN=metadata: bridge/function-request-auth.ts)
+ * and IAM's run.invoker, granted to the bridge's service account alone, admits it before the function runs.
+ * The HMAC token stays on top of it (defence in depth: a caller inside the VPC with some other invoker grant
+ * still cannot make a function act). UMS_FUNCTION_AUTH=cloud-run-iam drops the HMAC token and relies on the
+ * platform alone.
  */
 export const AUTH_HEADER = 'x-ums-bridge-auth';
 export const TOKEN_TTL_MS = 60_000;
@@ -24,6 +26,7 @@ const CLOCK_SKEW_MS = 5_000;
 const MIN_KEY_BYTES = 32;
 
 export type FunctionAuthMode = 'bridge-hmac' | 'cloud-run-iam';
+export type FunctionIdTokenMode = 'metadata' | 'off';
 
 /** What a token vouches for: one CloudEvent, exactly these body bytes, to one function. */
 export interface SignedDelivery {
@@ -48,6 +51,26 @@ export function functionAuthMode(env: NodeJS.ProcessEnv = process.env): Function
     throw new FunctionAuthConfigError(`UMS_FUNCTION_AUTH must be "bridge-hmac" or "cloud-run-iam", not ${JSON.stringify(mode)}`);
   }
   return mode;
+}
+
+/**
+ * Whether the bridge sends a Cloud Run ID token with each request (UMS_FUNCTION_ID_TOKEN): `metadata` (from
+ * the metadata server, for each function URL's audience) or `off`. Explicit rather than probed: off GCP
+ * (the local stack) there is no metadata server to wait for, and on Cloud Run the deployment says so
+ * (terraform/modules/gcp-functions). Default `off`, or `metadata` with cloud-run-iam, which has no other proof.
+ */
+export function functionIdTokenMode(env: NodeJS.ProcessEnv = process.env): FunctionIdTokenMode {
+  const mode = functionAuthMode(env);
+  const value = env.UMS_FUNCTION_ID_TOKEN ?? (mode === 'cloud-run-iam' ? 'metadata' : 'off');
+  if (value !== 'metadata' && value !== 'off') {
+    throw new FunctionAuthConfigError(`UMS_FUNCTION_ID_TOKEN must be "metadata" or "off", not ${JSON.stringify(value)}`);
+  }
+  if (value === 'off' && mode === 'cloud-run-iam') {
+    throw new FunctionAuthConfigError(
+      'UMS_FUNCTION_AUTH=cloud-run-iam needs ID tokens: UMS_FUNCTION_ID_TOKEN=off leaves requests without any proof',
+    );
+  }
+  return value;
 }
 
 /** The shared key from UMS_FUNCTION_AUTH_KEY; throws (without echoing it) when it is missing or short. */

@@ -1,3 +1,4 @@
+import { keylessStoreAccess, type KeylessStoreAccess } from '../core/cloud-identity/keyless-store-access.js';
 import type { EventBus } from '../core/event-bus.js';
 import { createLogger, type Logger } from '../core/log.js';
 import { commandLifetimeMs } from '../core/migration.js';
@@ -31,6 +32,27 @@ export interface FunctionContext {
 
 let shared: Promise<EventBus> | undefined;
 let signer: Promise<CommandSigner> | undefined;
+let keyless: KeylessStoreAccess | undefined;
+
+/**
+ * How the functions reach the AWS and Azure stores: keyless through their Google identity where configured
+ * (core/cloud-identity/keyless-store-access.ts), static keys from the environment otherwise. Read once per
+ * instance, so the credentials it holds (an STS session, Entra tokens, ID tokens) are shared by every store
+ * the instance opens; a malformed setting fails every invocation, naming the variable.
+ */
+function storeAccess(): KeylessStoreAccess {
+  if (keyless !== undefined) return keyless;
+  const access = keylessStoreAccess(process.env);
+  const log = createLogger('function-context');
+  if (access.aws !== undefined || access.azure !== undefined) {
+    log.info({ aws: access.aws, azure: access.azure }, 'signing for AWS and Azure stores with the Google identity (no static keys)');
+  }
+  if (access.ignored.length > 0) {
+    log.warn({ ignored: access.ignored }, 'static store keys are set next to a keyless identity and are not used: remove them');
+  }
+  keyless = access;
+  return access;
+}
 
 /** UMS_DEADLINE_SCALE: multiplies every phase deadline, and so every command's lifetime (tests shorten both). */
 export const deadlineScale = (): number => {
@@ -60,6 +82,7 @@ export async function closeFunctionContext(): Promise<void> {
   const bus = shared;
   shared = undefined;
   signer = undefined;
+  keyless = undefined;
   await (await bus?.catch(() => undefined))?.close();
 }
 
@@ -72,11 +95,12 @@ export async function functionContext(functionName: string): Promise<FunctionCon
   });
   const ttl = Number(process.env.UMS_SIGNED_URL_TTL_SECONDS ?? 900);
   const commandSigning = await commandSigner();
+  const stores = storeAccess();
   return {
     bus: await shared,
     log: createLogger(`function.${functionName}`),
     source: `/ums/functions/${functionName}`,
-    openStore: (url) => openObjectStore(url),
+    openStore: (url) => openObjectStore(url, process.env, stores.options),
     signedUrlTtlSeconds: Number.isFinite(ttl) && ttl > 0 ? ttl : 900,
     artifactRetention: process.env.UMS_ARTIFACT_RETENTION === 'bucket-lifecycle' ? 'bucket-lifecycle' : 'delete-when-done',
     commandSigner: commandSigning,

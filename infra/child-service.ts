@@ -63,7 +63,11 @@ export class ChildService {
   async stop(graceMs = 10_000): Promise<void> {
     if (!this.running) return this.closeLog();
     this.child?.kill('SIGTERM');
-    const stopped = await Promise.race([this.exited.then(() => true), sleep(graceMs).then(() => false)]);
+    // The grace timer is cancelled once the service has exited: left running it would keep the caller's
+    // process (a test file) alive for the whole grace period after everything else is done.
+    const grace = new AbortController();
+    const stopped = await Promise.race([this.exited.then(() => true), sleep(graceMs, false, { signal: grace.signal }).catch(() => true)]);
+    grace.abort();
     if (!stopped) await this.kill();
     await this.closeLog();
   }

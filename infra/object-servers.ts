@@ -85,6 +85,57 @@ export async function startAzurite(dir: string): Promise<ObjectServer> {
   }
 }
 
+/** What startAzuriteWithOAuth gives: the server, its HTTPS endpoint and the emulator's account and key. */
+export interface AzuriteWithOAuth {
+  /** https://127.0.0.1:PORT/devstoreaccount1 */
+  blobEndpoint: string;
+  account: string;
+  /** The emulator's publicly documented key (above): what an agent signing in with the account key uses. */
+  accountKey: string;
+  logFile: string;
+  stop(): Promise<void>;
+}
+
+/**
+ * Azurite over HTTPS with OAuth (`--oauth basic`: bearer tokens are accepted when their issuer, audience and
+ * lifetime look like Entra ID's; their signature is not checked), for the keyless path: bearer-token requests,
+ * user delegation keys and the user delegation SAS it verifies. Azurite accepts OAuth over HTTPS only, with
+ * the certificate `tls` names (createBrokerTls in infra/broker-credentials.ts makes one for 127.0.0.1). A
+ * client must trust tls's CA, which the Azure SDK takes only from NODE_EXTRA_CA_CERTS at process start: so
+ * no container is created here; the client (a process started with that variable) makes what it needs.
+ */
+export async function startAzuriteWithOAuth(dir: string, tls: { certFile: string; keyFile: string }): Promise<AzuriteWithOAuth> {
+  const main = join(repoRoot, 'node_modules', 'azurite', 'dist', 'src', 'blob', 'main.js');
+  requireInstalled(main, 'azurite (a devDependency: npm ci)');
+  const dataDir = resolve(dir);
+  await mkdir(dataDir, { recursive: true });
+  const port = await freePort();
+  const server = await spawnServer('azurite-oauth', dataDir, port, [
+    main,
+    '--blobHost',
+    '127.0.0.1',
+    '--blobPort',
+    String(port),
+    '-l',
+    dataDir,
+    '--disableTelemetry',
+    '--skipApiVersionCheck',
+    '--cert',
+    tls.certFile,
+    '--key',
+    tls.keyFile,
+    '--oauth',
+    'basic',
+  ]);
+  return {
+    blobEndpoint: `https://127.0.0.1:${port}/${AZURITE_ACCOUNT}`,
+    account: AZURITE_ACCOUNT,
+    accountKey: AZURITE_KEY,
+    logFile: server.logFile,
+    stop: () => server.stop(),
+  };
+}
+
 export async function startS3Server(dir: string): Promise<ObjectServer> {
   const cli = join(toolsDir, 's3rver', 'lib', 'cli.js');
   requireInstalled(cli, 'the patched s3rver');

@@ -38,10 +38,10 @@ export type TokenCredential = Exclude<Parameters<typeof newPipeline>[0], Storage
 export type AzureBlobCredential =
   | { kind: 'shared-key'; key: StorageSharedKeyCredential }
   /**
-   * Production path: managed identity / workload identity through a TokenCredential (for example
-   * @azure/identity's DefaultAzureCredential, which is not a dependency yet). SAS URLs are then user
-   * delegation SAS, which need the "Storage Blob Delegator" role. Not exercised by the tests: Azurite
-   * accepts OAuth only over HTTPS.
+   * Keyless: a TokenCredential (the functions' federated identity, core/cloud-identity/; a managed
+   * identity's would do too). SAS URLs are then user delegation SAS, which need the "Storage Blob Delegator"
+   * role on the account and read on the blob. Tested against Azurite over HTTPS with OAuth
+   * (test/integration/cloud-identity.test.ts).
    */
   | { kind: 'token'; token: TokenCredential };
 

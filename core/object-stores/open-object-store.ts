@@ -1,5 +1,6 @@
 import { isAbsolute } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { AwsCredentialProvider } from '../cloud-identity/aws-web-identity.js';
 import type { ObjectStore } from '../object-store.js';
 import type { AzureBlobCredential, TokenCredential } from './azure-blob-store.js';
 import { KeySpace } from './key-space.js';
@@ -28,10 +29,16 @@ export class StoreCredentialsError extends Error {
 
 export interface OpenObjectStoreOptions {
   /**
-   * For azblob:// stores without an account key in the environment: a TokenCredential (managed identity,
-   * e.g. @azure/identity's DefaultAzureCredential), which makes signed URLs user delegation SAS.
+   * For azblob:// stores: a TokenCredential (a managed identity, or core/cloud-identity's federated
+   * credential from GCP), which makes signed URLs user delegation SAS. When given it is used instead of any
+   * account key in the environment: a caller passes one only when it is configured to be keyless.
    */
   azureTokenCredential?: TokenCredential;
+  /**
+   * For s3:// stores: temporary credentials (core/cloud-identity's web identity from GCP), used instead of
+   * static keys in the environment; without it, static keys there or else the SDK's default chain.
+   */
+  awsCredentials?: AwsCredentialProvider;
 }
 
 const S3_BUCKET = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
@@ -54,7 +61,8 @@ export async function openObjectStore(
   switch (parsed.scheme) {
     case 's3': {
       const [{ S3Client }, { S3Store, s3ClientConfigFromEnv }] = await Promise.all([import('@aws-sdk/client-s3'), import('./s3-store.js')]);
-      return new S3Store({ url, bucket: parsed.bucket, prefix: parsed.prefix, client: new S3Client(s3ClientConfigFromEnv(env)) });
+      const config = s3ClientConfigFromEnv(env, options.awsCredentials);
+      return new S3Store({ url, bucket: parsed.bucket, prefix: parsed.prefix, client: new S3Client(config) });
     }
     case 'gs': {
       const [{ Storage }, { GcsStore, gcsStorageOptionsFromEnv }] = await Promise.all([
@@ -178,8 +186,17 @@ type AzureAccess = {
 
 function azureAccess(url: string, account: string, env: NodeJS.ProcessEnv, token: TokenCredential | undefined): AzureAccess {
   const connectionString = env.AZURE_STORAGE_CONNECTION_STRING;
-  if (connectionString !== undefined && connectionString !== '') {
-    const fields = parseConnectionString(connectionString);
+  const fields = connectionString !== undefined && connectionString !== '' ? parseConnectionString(connectionString) : undefined;
+  if (token !== undefined) {
+    // Keyless: the URL names the account. A connection string for that account may still say where its
+    // endpoint is (another Azure cloud's suffix, an emulator); no key in the environment is used.
+    const serviceUrl =
+      fields !== undefined && fields.get('accountname') === account
+        ? blobEndpoint(fields, account)
+        : `https://${account}.blob.core.windows.net`;
+    return { serviceUrl, credential: { kind: 'token', token } };
+  }
+  if (fields !== undefined) {
     const named = fields.get('accountname');
     const key = fields.get('accountkey');
     if (named === undefined || key === undefined) {
@@ -191,12 +208,7 @@ function azureAccess(url: string, account: string, env: NodeJS.ProcessEnv, token
     if (named !== account) {
       throw new StoreCredentialsError(url, `AZURE_STORAGE_CONNECTION_STRING is for account "${named}", the URL names "${account}"`);
     }
-    const protocol = fields.get('defaultendpointsprotocol') ?? 'https';
-    const suffix = fields.get('endpointsuffix') ?? 'core.windows.net';
-    return {
-      serviceUrl: fields.get('blobendpoint') ?? `${protocol}://${account}.blob.${suffix}`,
-      credential: { kind: 'shared-key', accountKey: key },
-    };
+    return { serviceUrl: blobEndpoint(fields, account), credential: { kind: 'shared-key', accountKey: key } };
   }
   const envAccount = env.AZURE_STORAGE_ACCOUNT;
   if (envAccount !== undefined && envAccount !== '' && envAccount !== account) {
@@ -205,11 +217,17 @@ function azureAccess(url: string, account: string, env: NodeJS.ProcessEnv, token
   const serviceUrl = `https://${account}.blob.core.windows.net`;
   const key = env.AZURE_STORAGE_KEY;
   if (key !== undefined && key !== '') return { serviceUrl, credential: { kind: 'shared-key', accountKey: key } };
-  if (token !== undefined) return { serviceUrl, credential: { kind: 'token', token } };
   throw new StoreCredentialsError(
     url,
-    'set AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT and AZURE_STORAGE_KEY, or pass a TokenCredential (managed identity) as azureTokenCredential',
+    'set AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT and AZURE_STORAGE_KEY, or configure a keyless identity (UMS_AZURE_CLIENT_ID and UMS_AZURE_TENANT_ID in the functions) that passes a TokenCredential',
   );
+}
+
+/** The Blob endpoint a connection string names: BlobEndpoint, or built from its protocol and endpoint suffix. */
+function blobEndpoint(fields: Map<string, string>, account: string): string {
+  const protocol = fields.get('defaultendpointsprotocol') ?? 'https';
+  const suffix = fields.get('endpointsuffix') ?? 'core.windows.net';
+  return fields.get('blobendpoint') ?? `${protocol}://${account}.blob.${suffix}`;
 }
 
 /** Key=Value;Key=Value, names case-insensitive; values may themselves contain "=" (base64 keys do). */

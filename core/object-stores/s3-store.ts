@@ -22,6 +22,7 @@ import {
   type PutResult,
   type SignedUrl,
 } from '../object-store.js';
+import type { AwsCredentialProvider } from '../cloud-identity/aws-web-identity.js';
 import { ByteCounter, withCause } from './byte-counter.js';
 import { KeySpace, checkPortableMetadata, checkSignedUrlTtl } from './key-space.js';
 
@@ -37,11 +38,12 @@ export interface S3StoreOptions {
 }
 
 /**
- * The client settings for a store, from an environment shaped like the AWS CLI's. Credentials are only taken
- * from `env` when it names static keys; otherwise the SDK's default provider chain runs (process env, shared
- * config/SSO, web identity, ECS/EC2 roles), which is the production path.
+ * The client settings for a store, from an environment shaped like the AWS CLI's. Credentials: `credentials`
+ * when given (temporary ones from a web identity: core/cloud-identity), else static keys when `env` names
+ * them, else the SDK's default provider chain (process env, shared config/SSO, web identity token file,
+ * ECS/EC2 roles), which is how a host in AWS gets its instance role's.
  */
-export function s3ClientConfigFromEnv(env: NodeJS.ProcessEnv): S3ClientConfig {
+export function s3ClientConfigFromEnv(env: NodeJS.ProcessEnv, credentials?: AwsCredentialProvider): S3ClientConfig {
   const endpoint = nonEmpty(env.AWS_ENDPOINT_URL_S3) ?? nonEmpty(env.AWS_ENDPOINT_URL);
   const accessKeyId = nonEmpty(env.AWS_ACCESS_KEY_ID);
   const secretAccessKey = nonEmpty(env.AWS_SECRET_ACCESS_KEY);
@@ -50,9 +52,11 @@ export function s3ClientConfigFromEnv(env: NodeJS.ProcessEnv): S3ClientConfig {
     region: nonEmpty(env.AWS_REGION) ?? nonEmpty(env.AWS_DEFAULT_REGION) ?? 'us-east-1',
     // Custom endpoints (S3-compatible servers, the local emulator) rarely have per-bucket DNS names.
     ...(endpoint !== undefined ? { endpoint, forcePathStyle: true } : {}),
-    ...(accessKeyId !== undefined && secretAccessKey !== undefined
-      ? { credentials: { accessKeyId, secretAccessKey, ...(sessionToken !== undefined ? { sessionToken } : {}) } }
-      : {}),
+    ...(credentials !== undefined
+      ? { credentials }
+      : accessKeyId !== undefined && secretAccessKey !== undefined
+        ? { credentials: { accessKeyId, secretAccessKey, ...(sessionToken !== undefined ? { sessionToken } : {}) } }
+        : {}),
     // The default (WHEN_SUPPORTED) sends aws-chunked bodies with trailing checksums and adds checksum-mode to
     // presigned GETs; S3-compatible servers mishandle both, and sha256 of the archive is checked end to end.
     requestChecksumCalculation: 'WHEN_REQUIRED',

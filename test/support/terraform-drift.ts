@@ -76,17 +76,17 @@ export const FRONTMAN_ENV_NOT_DEPLOYED: Record<string, string> = {
   NATS_PASSWORD: 'a development broker without nkeys; the deployment uses UMS_NATS_CREDENTIALS',
 };
 
-/** The text of `<name> = ... merge(...)` in agent-cloud-init/main.tf's locals, up to merge's closing parenthesis. */
-function mergeSection(main: string, name: string): string {
+/** The text of `<name> = ... merge(...)` in a module's locals, up to merge's closing parenthesis. */
+function mergeSection(main: string, name: string, file = 'agent-cloud-init/main.tf'): string {
   const from = main.indexOf(`  ${name} = `);
   const open = main.indexOf('merge(', from);
-  assert.ok(from >= 0 && open > from, `agent-cloud-init/main.tf has no "${name} = ... merge("`);
+  assert.ok(from >= 0 && open > from, `${file} has no "${name} = ... merge("`);
   let depth = 0;
   for (let i = open + 'merge'.length; i < main.length; i++) {
     if (main[i] === '(') depth++;
     else if (main[i] === ')' && --depth === 0) return main.slice(from, i + 1);
   }
-  return assert.fail(`agent-cloud-init/main.tf: ${name}'s merge( is not closed`);
+  return assert.fail(`${file}: ${name}'s merge( is not closed`);
 }
 
 /** The names a section sets (`NAME = ...` and `{ NAME = ... }`), all-capitals only. */
@@ -115,4 +115,61 @@ export async function frontmanEnvironmentInModule(): Promise<{ plain: Set<string
   const { plain, secret } = await environmentInModule('frontman_environment');
   secret.delete('AZURE_STORAGE_KEY');
   return { plain, secret };
+}
+
+/**
+ * The functions' environment as their code reads it: what functions/ and the core modules they run read
+ * (`env.NAME`, `process.env.NAME`), and the keyless settings, which core/cloud-identity/keyless-store-access.ts
+ * reads through its schema (KEYLESS_ENV_NAMES).
+ */
+export async function functionsEnvironmentFromCode(): Promise<Set<string>> {
+  const functions = (await readdir(join(repoRoot, 'functions'))).filter((f) => f.endsWith('.ts')).map((f) => `functions/${f}`);
+  const stores = (await readdir(join(repoRoot, 'core', 'object-stores')))
+    .filter((f) => f.endsWith('.ts'))
+    .map((f) => `core/object-stores/${f}`);
+  const { all } = await environmentFromCode('functions/index.ts', [
+    ...functions,
+    ...stores,
+    'core/cloud-identity/keyless-store-access.ts',
+    'core/function-auth.ts',
+    'core/nats-event-bus.ts',
+    'core/log.ts',
+  ]);
+  const { KEYLESS_ENV_NAMES } = await import('../../core/cloud-identity/keyless-store-access.js');
+  for (const name of KEYLESS_ENV_NAMES) all.add(name);
+  return all;
+}
+
+/** The bridge's environment as its code reads it: bridge/main.ts's options, and what bridge/ and the modules it runs read. */
+export async function bridgeEnvironmentFromCode(): Promise<{ all: Set<string>; mandatory: Set<string> }> {
+  const bridge = (await readdir(join(repoRoot, 'bridge'))).filter((f) => f.endsWith('.ts') && f !== 'main.ts').map((f) => `bridge/${f}`);
+  return environmentFromCode('bridge/main.ts', [
+    ...bridge,
+    'functions/triggers.ts',
+    'core/function-auth.ts',
+    'core/nats-event-bus.ts',
+    'core/log.ts',
+  ]);
+}
+
+/**
+ * What terraform/modules/gcp-functions sets: the functions' environment (locals function_env and
+ * function_secret_env, every branch of their merges) and the bridge container's (its env blocks), with values
+ * where they are literals.
+ */
+export async function functionsEnvironmentInModule(): Promise<{ functions: Set<string>; bridge: Map<string, string | undefined> }> {
+  const file = 'gcp-functions/main.tf';
+  const main = await readFile(join(modulesDir, 'gcp-functions', 'main.tf'), 'utf8');
+  const functions = new Set([
+    ...namesSet(mergeSection(main, 'function_env', file)),
+    ...namesSet(mergeSection(main, 'function_secret_env', file)),
+  ]);
+  const from = main.indexOf('resource "google_cloud_run_v2_service" "bridge"');
+  assert.ok(from >= 0, `${file} has no bridge service`);
+  const bridge = new Map<string, string | undefined>();
+  for (const m of main.slice(from).matchAll(/\benv \{\s*name\s*=\s*"([A-Z][A-Z0-9_]+)"\s*(?:value\s*=\s*("[^"\n]*"|[^\n]+))?/g)) {
+    const value = m[2]?.trim();
+    bridge.set(m[1] ?? '', value?.startsWith('"') === true ? value.slice(1, -1) : undefined);
+  }
+  return { functions, bridge };
 }

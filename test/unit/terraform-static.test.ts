@@ -24,9 +24,12 @@ import {
   AGENT_ENV_NOT_DEPLOYED,
   agentEnvironmentFromCode,
   agentEnvironmentInModule,
+  bridgeEnvironmentFromCode,
   FRONTMAN_ENV_NOT_DEPLOYED,
   frontmanEnvironmentFromCode,
   frontmanEnvironmentInModule,
+  functionsEnvironmentFromCode,
+  functionsEnvironmentInModule,
 } from '../support/terraform-drift.js';
 
 /*
@@ -287,6 +290,57 @@ describe('terraform: drift against the code', () => {
     }
     const readme = await readFile(join(terraformRoot, 'README.md'), 'utf8');
     assert.match(readme, /deploy-credentials\.js provision [^\n]*\n?[^\n]*--replicas "\$\(terraform output -raw stream_replicas\)"/);
+  });
+
+  it("the functions' and the bridge's environments in gcp-functions are what their code reads, keyless settings included", async () => {
+    const code = await functionsEnvironmentFromCode();
+    // The derivation itself: it must find what the functions are known to read, or it checks nothing.
+    for (const known of ['NATS_URL', 'UMS_FUNCTION_AUTH_KEY', 'UMS_COMMAND_SIGNING_KEY_FILE', 'AZURE_STORAGE_KEY', 'UMS_AWS_ROLE_ARN']) {
+      assert.ok(code.has(known), `derived from the code: ${known}`);
+    }
+    const deployed = await functionsEnvironmentInModule();
+    assert.deepEqual(
+      [...deployed.functions].filter((name) => !code.has(name)),
+      [],
+      'set for the functions by gcp-functions but read by no code',
+    );
+    // The keyless settings the code reads (core/cloud-identity/keyless-store-access.ts) that Terraform has
+    // values for: the role and audience, the federated identity, its tenant and audience.
+    for (const name of [
+      'UMS_AWS_ROLE_ARN',
+      'UMS_AWS_TOKEN_AUDIENCE',
+      'UMS_AZURE_CLIENT_ID',
+      'UMS_AZURE_TENANT_ID',
+      'UMS_AZURE_TOKEN_AUDIENCE',
+    ]) {
+      assert.ok(deployed.functions.has(name), `gcp-functions sets ${name} when the keyless identity is configured`);
+    }
+
+    const bridge = await bridgeEnvironmentFromCode();
+    for (const known of ['UMS_FUNCTION_ENDPOINTS', 'UMS_FUNCTION_ID_TOKEN', 'UMS_FUNCTION_AUTH_KEY', 'GCE_METADATA_HOST']) {
+      assert.ok(bridge.all.has(known), `derived from the bridge's code: ${known}`);
+    }
+    assert.deepEqual(
+      [...deployed.bridge.keys()].filter((name) => !bridge.all.has(name)),
+      [],
+      'set for the bridge by gcp-functions but read by no code',
+    );
+    for (const name of bridge.mandatory) assert.ok(deployed.bridge.has(name), `the bridge's mandatory ${name} is set`);
+    // On Cloud Run the bridge sends ID tokens and its HMAC token both.
+    assert.equal(deployed.bridge.get('UMS_FUNCTION_ID_TOKEN'), 'metadata');
+    assert.equal(deployed.bridge.get('UMS_FUNCTION_AUTH'), 'bridge-hmac');
+  });
+
+  it("only the bridge's service account may invoke the functions, whose ingress stays internal", async () => {
+    const parsed = await parseTf(join(modulesDir, 'gcp-functions', 'main.tf'));
+    const grants = [...resourcesOf(parsed)].filter(([type]) => type === 'google_cloud_run_v2_service_iam_member');
+    assert.equal(grants.length, 1, 'one invoker grant');
+    const invoker = grants[0]?.[2];
+    assert.equal(invoker?.role, 'roles/run.invoker');
+    assert.equal(invoker?.member, 'serviceAccount:${google_service_account.bridge.email}');
+    const main = await readFile(join(modulesDir, 'gcp-functions', 'main.tf'), 'utf8');
+    assert.doesNotMatch(main.replace(/^\s*#.*$/gm, ''), /allUsers|allAuthenticatedUsers/, 'no public invoker anywhere in the module');
+    assert.match(main, /ingress_settings\s*=\s*"ALLOW_INTERNAL_ONLY"/);
   });
 
   it('the functions deployed are exactly the functions the code registers, with their entry points', async () => {

@@ -41,7 +41,6 @@ resource "google_secret_manager_secret" "this" {
     "ums-bridge-nats",
     "ums-command-signing-key",
     "ums-function-auth-key",
-    "ums-functions-azure-storage-key",
     "ums-agent-${local.gcp_agent}-nats",
   ], local.frontman ? ["ums-frontman-nats"] : []))
   secret_id = each.value
@@ -100,9 +99,13 @@ module "functions" {
     bridge_nats_credential    = google_secret_manager_secret.this["ums-bridge-nats"].secret_id
     command_signing_key       = google_secret_manager_secret.this["ums-command-signing-key"].secret_id
     function_auth_key         = google_secret_manager_secret.this["ums-function-auth-key"].secret_id
-    azure_storage_key         = google_secret_manager_secret.this["ums-functions-azure-storage-key"].secret_id
   }
-  azure_storage_account = module.azure_storage.account_name
+  # Keyless: the functions sign SAS URLs as the Azure identity their Google identity is federated with.
+  azure_federation = {
+    client_id = module.functions_azure_identity.client_id
+    tenant_id = module.functions_azure_identity.tenant_id
+    audience  = module.functions_azure_identity.audience
+  }
 }
 
 # --- the GCP host ----------------------------------------------------------------------------------------
@@ -171,6 +174,18 @@ module "azure_storage" {
   resource_group_name = azurerm_resource_group.ums.name
   location            = azurerm_resource_group.ums.location
   account_name        = "${var.name}umsaz"
+}
+
+# The functions' Azure identity: no secret, their Google service account is federated with it (it signs
+# user delegation SAS URLs for the container, and deletes a migration's blobs when it ends).
+module "functions_azure_identity" {
+  source                           = "../../modules/azure-functions-identity"
+  resource_group_name              = azurerm_resource_group.ums.name
+  location                         = azurerm_resource_group.ums.location
+  google_service_account_unique_id = module.functions.functions_service_account_unique_id
+  stores = {
+    (local.azure_agent) = { account_id = module.azure_storage.account_id, container_id = module.azure_storage.container_id }
+  }
 }
 
 # The agent signs in to Blob with the account key (agents/main.ts has no managed-identity path for Blob yet):

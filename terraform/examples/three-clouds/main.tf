@@ -54,9 +54,6 @@ resource "google_secret_manager_secret" "this" {
     "ums-bridge-nats",
     "ums-command-signing-key",
     "ums-function-auth-key",
-    "ums-functions-azure-storage-key",
-    "ums-functions-aws-access-key-id",
-    "ums-functions-aws-secret-access-key",
     "ums-agent-${local.gcp_agent}-nats",
   ], local.frontman && var.frontman_cloud == "gcp" ? ["ums-frontman-nats"] : []))
   secret_id = each.value
@@ -115,12 +112,19 @@ module "functions" {
     bridge_nats_credential    = google_secret_manager_secret.this["ums-bridge-nats"].secret_id
     command_signing_key       = google_secret_manager_secret.this["ums-command-signing-key"].secret_id
     function_auth_key         = google_secret_manager_secret.this["ums-function-auth-key"].secret_id
-    azure_storage_key         = google_secret_manager_secret.this["ums-functions-azure-storage-key"].secret_id
-    aws_access_key_id         = google_secret_manager_secret.this["ums-functions-aws-access-key-id"].secret_id
-    aws_secret_access_key     = google_secret_manager_secret.this["ums-functions-aws-secret-access-key"].secret_id
   }
-  azure_storage_account = module.azure_storage.account_name
-  aws_region            = var.aws_region
+  # Keyless: the functions sign SAS URLs as the Azure identity their Google identity is federated with, and
+  # S3 URLs as the AWS role that trusts it.
+  azure_federation = {
+    client_id = module.functions_azure_identity.client_id
+    tenant_id = module.functions_azure_identity.tenant_id
+    audience  = module.functions_azure_identity.audience
+  }
+  aws_web_identity = {
+    role_arn = module.functions_aws_role.role_arn
+    audience = module.functions_aws_role.audience
+  }
+  aws_region = var.aws_region
 }
 
 # --- the GCP host ----------------------------------------------------------------------------------------
@@ -191,6 +195,18 @@ module "azure_storage" {
   account_name        = "${var.name}umsaz"
 }
 
+# The functions' Azure identity: no secret, their Google service account is federated with it (it signs
+# user delegation SAS URLs for the container, and deletes a migration's blobs when it ends).
+module "functions_azure_identity" {
+  source                           = "../../modules/azure-functions-identity"
+  resource_group_name              = azurerm_resource_group.ums.name
+  location                         = azurerm_resource_group.ums.location
+  google_service_account_unique_id = module.functions.functions_service_account_unique_id
+  stores = {
+    (local.azure_agent) = { account_id = module.azure_storage.account_id, container_id = module.azure_storage.container_id }
+  }
+}
+
 # The agent signs in to Blob with the account key (agents/main.ts has no managed-identity path for Blob yet):
 # it goes into Key Vault, where only the host's identity may read it.
 resource "azurerm_key_vault_secret" "storage_key" {
@@ -255,6 +271,14 @@ resource "aws_route_table_association" "hosts" {
 module "aws_bucket" {
   source = "../../modules/aws-bucket"
   name   = "${var.name}-ums-aws"
+}
+
+# The functions' AWS role: no access key, it trusts their Google service account (web identity federation);
+# it reads (signs URLs for) and deletes under the bucket's UMS prefix, and nothing else.
+module "functions_aws_role" {
+  source                           = "../../modules/aws-functions-role"
+  google_service_account_unique_id = module.functions.functions_service_account_unique_id
+  buckets                          = [{ arn = module.aws_bucket.arn, prefix = module.aws_bucket.prefix }]
 }
 
 # Created empty; its value is set outside Terraform (README), so the seed never enters the state.

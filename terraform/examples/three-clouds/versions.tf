@@ -15,9 +15,9 @@ terraform {
     }
   }
   # Use a remote backend with encryption and tight access for a real deployment: the state holds the Azure
-  # storage account's key (azurerm keeps it on the account resource) and the Key Vault secret built from it.
-  # The AWS access key the functions sign S3 URLs with is NOT created here: make it outside Terraform and put
-  # it into Secret Manager yourself (README), so it never enters the state.
+  # storage account's key (azurerm keeps it on the account resource) and the Key Vault secret built from it
+  # (the Azure agent's). The functions need no AWS or Azure key: they assume an AWS role and an Azure
+  # identity with their Google identity (modules aws-functions-role, azure-functions-identity).
 }
 
 provider "google" {

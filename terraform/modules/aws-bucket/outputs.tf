@@ -22,3 +22,8 @@ output "migrations_prefix" {
   description = "The key prefix the lifecycle rule expires."
   value       = local.migrations_prefix
 }
+
+output "prefix" {
+  description = "UMS's key prefix in the bucket (\"\" for the root): what a role's ListBucket condition and object ARNs are built from."
+  value       = var.prefix
+}

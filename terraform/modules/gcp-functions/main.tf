@@ -15,6 +15,17 @@ locals {
     },
     var.azure_storage_account == null ? {} : { AZURE_STORAGE_ACCOUNT = var.azure_storage_account },
     var.aws_region == null ? {} : { AWS_REGION = var.aws_region },
+    # Keyless signing for the other clouds' stores with the functions' Google identity
+    # (core/cloud-identity/keyless-store-access.ts): no key to keep for them then.
+    var.aws_web_identity == null ? {} : {
+      UMS_AWS_ROLE_ARN       = var.aws_web_identity.role_arn
+      UMS_AWS_TOKEN_AUDIENCE = var.aws_web_identity.audience
+    },
+    var.azure_federation == null ? {} : {
+      UMS_AZURE_CLIENT_ID      = var.azure_federation.client_id
+      UMS_AZURE_TENANT_ID      = var.azure_federation.tenant_id
+      UMS_AZURE_TOKEN_AUDIENCE = var.azure_federation.audience
+    },
   )
   # Secrets the code reads from the environment.
   function_secret_env = merge(
@@ -151,19 +162,33 @@ resource "google_cloudfunctions2_function" "this" {
     }
   }
 
+  lifecycle {
+    # One way per cloud: with the keyless identity the functions use no key, so a key secret would only be
+    # a secret to keep for nothing.
+    precondition {
+      condition     = var.azure_federation == null || var.secrets.azure_storage_key == null
+      error_message = "Set azure_federation or secrets.azure_storage_key, not both: with the federation the functions use no Azure key."
+    }
+    precondition {
+      condition     = var.aws_web_identity == null || (var.secrets.aws_access_key_id == null && var.secrets.aws_secret_access_key == null)
+      error_message = "Set aws_web_identity or secrets.aws_access_key_id/aws_secret_access_key, not both: with the web identity the functions use no AWS key."
+    }
+  }
+
   depends_on = [google_secret_manager_secret_iam_member.functions]
 }
 
-# The bridge cannot present an ID token yet (bridge/main.ts: cloud-run-iam is not built), so Cloud Run's IAM
-# lets any caller that reaches the function in; ingress ALLOW_INTERNAL_ONLY limits that to the VPC, and the
-# function refuses every request without the bridge's HMAC token (functions/http-trigger.ts).
+# Only the bridge may invoke the functions: it sends an ID token of its own service account for each
+# function's URL (UMS_FUNCTION_ID_TOKEN=metadata, bridge/function-request-auth.ts), which Cloud Run checks
+# against this grant before the function runs. Ingress stays internal (the VPC only), and each function still
+# checks the bridge's HMAC token after the platform (functions/http-trigger.ts): three independent gates.
 resource "google_cloud_run_v2_service_iam_member" "invoker" {
   for_each = google_cloudfunctions2_function.this
   project  = var.project_id
   location = var.region
   name     = each.value.service_config[0].service
   role     = "roles/run.invoker"
-  member   = "allUsers"
+  member   = "serviceAccount:${google_service_account.bridge.email}"
 }
 
 # --- the trigger bridge: a long-running JetStream consumer with a scheduler tick ----------------------------
@@ -212,6 +237,12 @@ resource "google_cloud_run_v2_service" "bridge" {
       env {
         name  = "UMS_FUNCTION_AUTH"
         value = "bridge-hmac"
+      }
+      # An ID token of the bridge's service account with every request, from the metadata server, for
+      # Cloud Run's run.invoker check (granted to this account alone, above).
+      env {
+        name  = "UMS_FUNCTION_ID_TOKEN"
+        value = "metadata"
       }
       env {
         name  = "UMS_SUPERVISE_EVERY_SECONDS"

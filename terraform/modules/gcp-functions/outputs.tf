@@ -4,8 +4,18 @@ output "function_urls" {
 }
 
 output "functions_service_account" {
-  description = "The functions' service account (give it read and delete on the other clouds' stores as their keys allow)."
+  description = "The functions' service account's email."
   value       = google_service_account.functions.email
+}
+
+output "functions_service_account_unique_id" {
+  description = "The functions' service account's unique id: the sub (and azp) of its Google ID tokens, which the AWS role (module aws-functions-role) and the Azure federated credential (module azure-functions-identity) trust."
+  value       = google_service_account.functions.unique_id
+}
+
+output "bridge_service_account" {
+  description = "The bridge's service account: the only principal with run.invoker on the functions."
+  value       = google_service_account.bridge.email
 }
 
 output "bridge_service" {

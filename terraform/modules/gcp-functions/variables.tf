@@ -91,8 +91,9 @@ variable "secrets" {
     mount path); functions_nats_credential / bridge_nats_credential: the principals' broker credentials;
     command_signing_key: the functions' Ed25519 key (PKCS#8 PEM); function_auth_key: the bridge's HMAC key
     (UMS_FUNCTION_AUTH_KEY, 32+ random bytes base64); azure_storage_key: the Azure account key the functions
-    sign read URLs with (null without an Azure store); aws_access_key_id / aws_secret_access_key: an IAM
-    user's keys to sign S3 read URLs (null without an AWS store).
+    sign read URLs with (null without an Azure store, or with azure_federation, the keyless way);
+    aws_access_key_id / aws_secret_access_key: an IAM user's keys to sign S3 read URLs (null without an AWS
+    store, or with aws_web_identity, the keyless way).
   EOT
   type = object({
     nats_ca                   = string
@@ -107,13 +108,32 @@ variable "secrets" {
 }
 
 variable "azure_storage_account" {
-  description = "The Azure storage account whose key secrets.azure_storage_key holds (AZURE_STORAGE_ACCOUNT); null without Azure."
+  description = "The Azure storage account whose key secrets.azure_storage_key holds (AZURE_STORAGE_ACCOUNT); null without Azure or with azure_federation (the store URL names the account)."
   type        = string
   default     = null
 }
 
+variable "aws_web_identity" {
+  description = "Keyless S3 signing: the AWS role the functions assume with their Google ID token (module aws-functions-role, outputs role_arn and audience; UMS_AWS_ROLE_ARN, UMS_AWS_TOKEN_AUDIENCE). null: static keys (secrets.aws_access_key_id/aws_secret_access_key), or no AWS store."
+  type = object({
+    role_arn = string
+    audience = optional(string, "sts.amazonaws.com")
+  })
+  default = null
+}
+
+variable "azure_federation" {
+  description = "Keyless Azure signing (user delegation SAS): the user-assigned managed identity federated with the functions' Google service account (module azure-functions-identity, outputs client_id, tenant_id, audience; UMS_AZURE_CLIENT_ID, UMS_AZURE_TENANT_ID, UMS_AZURE_TOKEN_AUDIENCE). null: the account key (secrets.azure_storage_key), or no Azure store."
+  type = object({
+    client_id = string
+    tenant_id = string
+    audience  = optional(string, "api://AzureADTokenExchange")
+  })
+  default = null
+}
+
 variable "aws_region" {
-  description = "The region of the S3 bucket (AWS_REGION) the functions sign for; null without AWS."
+  description = "The region of the S3 bucket (AWS_REGION) the functions sign for, and of the STS endpoint they assume aws_web_identity's role at; null without AWS."
   type        = string
   default     = null
 }
