@@ -11,7 +11,7 @@ import {
   type CommandData,
   type CommandOf,
   type EventData,
-  type EventName,
+  type MigrationEventName,
   type FailureCode,
   type UmsCommand,
 } from '../core/events.js';
@@ -31,7 +31,9 @@ import { NotCheckpointableError } from './container-level.js';
 import { checkCpuinfo } from './cpu-compatibility.js';
 import { resolveCriu } from './criu-command.js';
 import type { MigrationApproach } from '../core/migration-approach.js';
-import { whereItRuns, type MigrationRecord, type RecordIn } from '../core/migration.js';
+import { isTerminal, whereItRuns, type MigrationRecord, type RecordIn } from '../core/migration.js';
+import { NoticePublisher } from './notices/notice-publisher.js';
+import type { NoticeWatcher } from './notices/notice-watcher.js';
 import { Heartbeat, type AgentIdentity } from './registration.js';
 import { RestoreAbandonedError, RestoreJob, RestoreRefusedError, type RestoredArchive } from './restore-job.js';
 import type { RestoreJournal } from './restore-journal.js';
@@ -77,6 +79,8 @@ export interface HostAgentOptions {
   journal: RestoreJournal;
   /** Where this host's page relay runs and is reached (post-copy); undefined: this host does not take part in post-copy. */
   postCopy?: PostCopyHost;
+  /** Its cloud's eviction and maintenance notices (agents/notices/), published as host.notice facts; undefined: not watched. */
+  notices?: NoticeWatcher;
   log: Logger;
 }
 
@@ -102,9 +106,19 @@ export class HostAgent {
   /** post-copy, per migration: the lazy dump this host serves pages from, or the restore it fetches them for. */
   private readonly lazyDumps = new Map<string, LazyDump>();
   private readonly lazyRestores = new Map<string, LazyRestore>();
+  private readonly notices: NoticePublisher | undefined;
 
   constructor(private readonly options: HostAgentOptions) {
     this.heartbeat = new Heartbeat(options.identity, options.engine, options.probe, options.bus, options.log);
+    this.notices =
+      options.notices &&
+      new NoticePublisher({
+        agentId: options.identity.agentId,
+        watcher: options.notices,
+        bus: options.bus,
+        log: options.log.child({ component: 'notices' }),
+        hostIsEmpty: () => this.hostIsEmpty(),
+      });
   }
 
   get id(): string {
@@ -118,6 +132,8 @@ export class HostAgent {
 
   async start(): Promise<void> {
     await this.heartbeat.start();
+    // Before reconciling: a notice's deadline does not wait for it.
+    this.notices?.start();
     await this.reconcile().catch((error: unknown) =>
       this.options.log.warn({ err: error }, "reconciling with the migration records failed; the saga's commands still clean up"),
     );
@@ -130,8 +146,29 @@ export class HostAgent {
   }
 
   async stop(): Promise<void> {
+    await this.notices?.stop();
     await this.subscription?.stop();
     await this.heartbeat.stop();
+  }
+
+  /**
+   * Whether nothing on this host is needed any more, so that a cloud's eviction may proceed early (an Azure
+   * notice is approved then: agents/notices/notice-publisher.ts). Not while a container runs or is paused
+   * here, nor while this agent works on a migration (a command under way, a restore, post-copy pages still
+   * served or fetched), nor while a migration from or to this host is unfinished: its source may yet be
+   * resumed here. Checked every few seconds while an evicting notice waits; hostEmptied() checks at once.
+   */
+  async hostIsEmpty(): Promise<boolean> {
+    if (this.lanes.size + this.restores.size + this.lazyDumps.size + this.lazyRestores.size > 0) return false;
+    const containers = await this.options.engine.listContainers();
+    if (containers.some((c) => c.state === 'running' || c.state === 'paused')) return false;
+    const records = await this.options.bus.migrations.list();
+    return !records.some(({ value }) => !isTerminal(value.state) && (value.sourceAgent === this.id || value.destinationAgent === this.id));
+  }
+
+  /** For the drain work, once it has moved the last container away: an evicting notice waiting for that is approved now. */
+  async hostEmptied(): Promise<void> {
+    await this.notices?.hostEmptied();
   }
 
   /**
@@ -274,7 +311,11 @@ export class HostAgent {
     await this.heartbeat.beat();
   }
 
-  private emit = <N extends EventName>(name: N, data: EventData<N>, id = `${data.migrationId}.${name}.${this.id}`): Promise<void> =>
+  private emit = <N extends MigrationEventName>(
+    name: N,
+    data: EventData<N>,
+    id = `${data.migrationId}.${name}.${this.id}`,
+  ): Promise<void> =>
     // Deterministic ids: a command redelivered after a crash re-announces the same fact, which the bus drops.
     this.options.bus.publishEvent(makeEvent(name, `/ums/agents/${this.id}`, data, id));
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { Cloud } from '../core/agent-registration.js';
+import { NoticeCloud } from '../core/host-notice.js';
 import { DEFAULT_CHUNK_MIB, MAX_CHUNK_MIB } from '../core/checkpoint-artifact.js';
 import { AgentId } from '../core/events.js';
 import { createLogger, type Logger } from '../core/log.js';
@@ -29,6 +30,7 @@ import { loadOrCreateSigningKey } from './signing-key.js';
 import { parseVerifyKeys } from '../core/signed-envelope.js';
 import { CommandVerifier } from '../core/command-signature.js';
 import { DockerEngine } from './docker-engine.js';
+import { openNoticeWatcher } from './notices/open-notice-watcher.js';
 import { PodmanEngine } from './podman-engine.js';
 
 function positiveInt(value: string | number): number {
@@ -74,6 +76,9 @@ interface AgentOptions {
   serviceAddress?: string;
   hostNetns?: string;
   volumesDir?: string;
+  notices: string;
+  metadataUrl?: string;
+  azureVmName?: string;
 }
 
 const program = new Command('ums-agent')
@@ -193,6 +198,25 @@ const program = new Command('ums-agent')
   )
   .addOption(
     new Option(
+      '--notices <cloud>',
+      "watch this host's cloud's instance metadata for eviction and maintenance notices and publish them (host.notice): on, off, or the host's cloud by name",
+    )
+      .env('UMS_NOTICES')
+      .default('off'),
+  )
+  .addOption(
+    new Option(
+      '--metadata-url <url>',
+      "the instance metadata service to read notices from, instead of the cloud's own (a local stand-in on the local stack)",
+    ).env('UMS_METADATA_URL'),
+  )
+  .addOption(
+    new Option('--azure-vm-name <name>', "this VM's name in Azure's Scheduled Events; read from the instance metadata when not given").env(
+      'UMS_AZURE_VM_NAME',
+    ),
+  )
+  .addOption(
+    new Option(
       '--volumes-dir <dir>',
       "where this agent sees the engine's volume directory, when the engine names it by another path (an agent in another mount namespace or container than the engine)",
     ).env('UMS_VOLUMES_DIR'),
@@ -205,6 +229,7 @@ const program = new Command('ums-agent')
     // No key, no commands: an agent that accepted unsigned commands would obey anyone who can publish on the broker.
     const commandVerifier = new CommandVerifier(parseVerifyKeys(options.commandVerifyKey, '--command-verify-key (UMS_COMMAND_VERIFY_KEY)'));
     const agentId = AgentId.parse(options.id);
+    const noticeCloud = noticesCloud(options.notices, options.cloud);
     const log = createLogger('agent', { agentId });
     const stateDir = options.stateDir ?? join('/var/lib/ums/agent', agentId);
     // Checkpoints sent here are sealed for this key; the private half never leaves the state dir.
@@ -249,6 +274,16 @@ const program = new Command('ums-agent')
       },
       journal: new RestoreJournal(stateDir),
       ...(drivers.postCopy ? { postCopy: drivers.postCopy } : {}),
+      ...(noticeCloud
+        ? {
+            notices: openNoticeWatcher({
+              cloud: noticeCloud,
+              ...(options.metadataUrl !== undefined ? { metadataUrl: options.metadataUrl } : {}),
+              ...(options.azureVmName !== undefined ? { azureVmName: options.azureVmName } : {}),
+              log,
+            }),
+          }
+        : {}),
       log,
     });
     await agent.start();
@@ -261,6 +296,22 @@ const program = new Command('ums-agent')
     process.once('SIGTERM', () => void shutdown('SIGTERM'));
     process.once('SIGINT', () => void shutdown('SIGINT'));
   });
+
+/**
+ * Which cloud's notices to watch (--notices): none when off, else the host's own cloud; a host reads only its
+ * own cloud's metadata, so another cloud's name, or on for a host outside the three clouds, is refused.
+ */
+function noticesCloud(value: string, cloud: Cloud): NoticeCloud | undefined {
+  if (value === 'off') return undefined;
+  const own = NoticeCloud.safeParse(cloud);
+  if (!own.success) throw new InvalidArgumentError(`--notices ${value}: this host is in ${cloud}, which announces nothing; say off`);
+  if (value !== 'on' && value !== cloud) {
+    throw new InvalidArgumentError(
+      `--notices ${value}: a host watches its own cloud's notices and this one is in ${cloud}; say on, off or ${cloud}`,
+    );
+  }
+  return own.data;
+}
 
 /** The host's engine, as --engine says. */
 function openEngine(options: AgentOptions, agentId: string, stateDir: string, log: Logger): PodmanEngine | DockerEngine | CriEngine {

@@ -3,7 +3,7 @@ import { Readable } from 'node:stream';
 import { type ChunkRef, type Manifest } from '../core/checkpoint-artifact.js';
 import { ChunkOpener, type Sealing } from '../core/checkpoint-sealing.js';
 import type { EventBus, Subscription } from '../core/event-bus.js';
-import type { CommandData, EventData, EventName } from '../core/events.js';
+import type { CommandData, EventData, MigrationEventName } from '../core/events.js';
 import type { Logger } from '../core/log.js';
 import { checkSignedUrl, type SignedUrlPolicy } from '../core/object-stores/signed-url-policy.js';
 import { VolumeExistsError, type ContainerEngine } from './container-engine.js';
@@ -17,7 +17,7 @@ export interface RestoreJobOptions {
   engine: ContainerEngine;
   bus: EventBus;
   /** Publishes an event; facts get a deterministic id (deduplicated), requests and progress pass their own. */
-  emit: <N extends EventName>(name: N, data: EventData<N>, id?: string) => Promise<void>;
+  emit: <N extends MigrationEventName>(name: N, data: EventData<N>, id?: string) => Promise<void>;
   agentId: string;
   /** This agent's private sealing key: unwraps the migration's data key, which opens each chunk. */
   sealingKey: KeyObject;

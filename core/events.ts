@@ -4,6 +4,7 @@ import { PublishedPort } from './container-network.js';
 import { ChunkRef } from './checkpoint-artifact.js';
 import { Sealing, SealingPublicKey } from './checkpoint-sealing.js';
 import { ContainerSecurityProfile } from './container-security.js';
+import { EVICTS_RULE_MESSAGE, evictsFollowsKind, noticeShape } from './host-notice.js';
 import { ArchiveEstimate, MigrationApproach } from './migration-approach.js';
 import { MigrationMode } from './migration-mode.js';
 import { PageServer, PageStreamGrant } from './page-stream.js';
@@ -11,7 +12,8 @@ import { KeyId, SignatureValue, SigningPublicKey } from './signed-envelope.js';
 
 /**
  * Every message on the bus is a CloudEvent (spec 1.0, structured JSON) whose `type` carries a schema
- * version (`dev.ums.<name>.v1`). Events say what happened and go to `ums.events.<migrationId>.<name>`;
+ * version (`dev.ums.<name>.v1`). Events say what happened and go to `ums.events.<migrationId>.<publisher>.<name>`
+ * (a host's own facts, which belong to no migration, under HOST_SCOPE instead of a migration's id);
  * commands ask one agent to act and go to `ums.commands.<agentId>`. Both are validated here, at the
  * boundary, by whoever receives them.
  *
@@ -311,6 +313,23 @@ export const eventData = {
     /** Where the service runs now, as far as the saga knows; null means nowhere (operator action needed). */
     runningOn: AgentId.nullable(),
   }),
+  /**
+   * The agent's cloud announced an eviction or maintenance of its host (core/host-notice.ts), or changed a
+   * notice it had announced (a new deadline, Scheduled -> Started): the latest fact per noticeId holds.
+   * `evicts` must follow the kind: a notice that says a pause ends the host is refused.
+   */
+  'host.notice': z.object({ agent: AgentId, ...noticeShape }).refine(evictsFollowsKind, { message: EVICTS_RULE_MESSAGE, path: ['evicts'] }),
+  /** A notice the agent had announced is gone from its cloud's metadata: withdrawn, or it ran its course. */
+  'host.notice-withdrawn': z
+    .object({
+      agent: AgentId,
+      cloud: noticeShape.cloud,
+      noticeId: noticeShape.noticeId,
+      kind: noticeShape.kind,
+      evicts: noticeShape.evicts,
+      withdrawnAt: isoTime,
+    })
+    .refine(evictsFollowsKind, { message: EVICTS_RULE_MESSAGE, path: ['evicts'] }),
 } as const;
 
 // ---- command data -----------------------------------------------------------------------------
@@ -439,6 +458,21 @@ export type CommandName = keyof typeof commandData;
 export type EventData<N extends EventName> = z.infer<(typeof eventData)[N]>;
 export type CommandData<N extends CommandName> = z.infer<(typeof commandData)[N]>;
 
+/** The facts about a host itself rather than a migration: their data name the agent, not a migration. */
+const HOST_EVENTS = ['host.notice', 'host.notice-withdrawn'] as const satisfies readonly EventName[];
+export type HostEventName = (typeof HOST_EVENTS)[number];
+export type MigrationEventName = Exclude<EventName, HostEventName>;
+
+export function isHostEventName(name: EventName): name is HostEventName {
+  return (HOST_EVENTS as readonly EventName[]).includes(name);
+}
+
+/**
+ * Where a host's facts are filed in place of a migration's id (`ums.events._host.agent-<id>.host.notice`): no
+ * migration id can take it (they begin with a letter or a digit), and the publisher token already names the host.
+ */
+export const HOST_SCOPE = '_host';
+
 const Envelope = z.object({
   specversion: z.literal('1.0'),
   id: z.string().min(1).max(200),
@@ -469,7 +503,7 @@ export interface CloudEvent<T extends string, D> {
   id: string;
   source: string;
   type: T;
-  /** the migration id */
+  /** the migration id; for a host's facts, the agent's id */
   subject: string;
   time: string;
   datacontenttype: 'application/json';
@@ -481,7 +515,18 @@ export type UmsCommand = {
   [N in CommandName]: CloudEvent<`dev.ums.command.${N}.v1`, CommandData<N>> & Partial<CommandSignatureAttributes> & { name: N };
 }[CommandName];
 export type EventOf<N extends EventName> = Extract<UmsEvent, { name: N }>;
+/** An event of a migration (every event but a host's own facts). */
+export type MigrationEvent = EventOf<MigrationEventName>;
 export type CommandOf<N extends CommandName> = Extract<UmsCommand, { name: N }>;
+
+/** The stream token an event is filed under: its migration's id, or HOST_SCOPE for a host's own facts. */
+export function eventScope(event: UmsEvent): string {
+  return isHostEvent(event) ? HOST_SCOPE : event.data.migrationId;
+}
+
+function isHostEvent(event: UmsEvent): event is EventOf<HostEventName> {
+  return isHostEventName(event.name);
+}
 
 export const eventType = (name: EventName): string => `${TYPE_PREFIX}${name}.v1`;
 export const commandType = (name: CommandName): string => `${TYPE_PREFIX}command.${name}.v1`;
@@ -562,7 +607,8 @@ function envelopeFor<T extends string, D>(type: T, source: string, subject: stri
  */
 export function makeEvent<N extends EventName>(name: N, source: string, data: EventData<N>, id: string = randomUUID()): EventOf<N> {
   const parsed = eventData[name].parse(data);
-  const event = envelopeFor(eventType(name), source, data.migrationId, parsed, id);
+  const subject = isHostEventName(name) ? (data as EventData<HostEventName>).agent : (data as EventData<MigrationEventName>).migrationId;
+  const event = envelopeFor(eventType(name), source, subject, parsed, id);
   return { ...event, name } as unknown as EventOf<N>;
 }
 

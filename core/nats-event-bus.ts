@@ -34,6 +34,7 @@ import { mayState, publisherOf, publisherOfSubject } from './event-identity.js';
 import {
   InvalidMessageError,
   parseCommand,
+  eventScope,
   parseEvent,
   toWire,
   type EventName,
@@ -413,7 +414,7 @@ export class NatsEventBus implements EventBus {
    */
   async publishEvent(event: UmsEvent): Promise<void> {
     const publisher = publisherOf(event);
-    await this.publish(subjects.event(event.data.migrationId, publisher, event.name), encode(toWire(event)), `${publisher}:${event.id}`);
+    await this.publish(subjects.event(eventScope(event), publisher, event.name), encode(toWire(event)), `${publisher}:${event.id}`);
   }
 
   async sendCommand(agentId: string, command: UmsCommand): Promise<void> {

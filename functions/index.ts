@@ -1,6 +1,6 @@
 import * as framework from '@google-cloud/functions-framework';
 import { publisherOf } from '../core/event-identity.js';
-import { InvalidMessageError, parseEvent, type EventOf, type UmsEvent } from '../core/events.js';
+import { eventScope, InvalidMessageError, parseEvent, type EventOf, type UmsEvent } from '../core/events.js';
 import { canonicalJson } from '../core/signed-envelope.js';
 import { SCHEDULE_TICK_TYPE, triggers, type FunctionName } from './triggers.js';
 import { functionContext, type FunctionContext } from './function-context.js';
@@ -48,7 +48,7 @@ function register<N extends FunctionName>(
         return;
       }
       if (options.factsOnly === true && !(await isPublishedFact(event, ctx))) {
-        ctx.log.warn({ id: event.id, type: event.type, migrationId: event.data.migrationId }, 'ignored an event the stream does not hold');
+        ctx.log.warn({ id: event.id, type: event.type, scope: eventScope(event) }, 'ignored an event the stream does not hold');
         return;
       }
       await handler(event as EventOf<(typeof triggers)[N][number]>, ctx);
@@ -61,7 +61,7 @@ function register<N extends FunctionName>(
  * published by that agent's credential), compared field by field (the wire form, so key order does not matter).
  */
 async function isPublishedFact(event: UmsEvent, ctx: FunctionContext): Promise<boolean> {
-  const stored = await ctx.bus.findEvent(event.data.migrationId, event.name, event.id, publisherOf(event));
+  const stored = await ctx.bus.findEvent(eventScope(event), event.name, event.id, publisherOf(event));
   if (stored === undefined) return false;
   return (
     stored.type === event.type &&

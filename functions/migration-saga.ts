@@ -10,7 +10,7 @@ import {
   type EventData,
   type EventOf,
   type FailureCode,
-  type UmsEvent,
+  type MigrationEvent,
 } from '../core/events.js';
 import { frontmanOf } from '../core/frontman-registration.js';
 import { planAgainst } from '../core/migration-plan.js';
@@ -79,7 +79,7 @@ type Current = Versioned<MigrationRecord>;
 type PlannedRecord = Exclude<MigrationRecord, { state: 'requested' | 'failed' }>;
 
 /** Runs a step on the event's migration, on a fresh read of the record each time it lost a race. */
-export async function runStep<E extends UmsEvent>(
+export async function runStep<E extends MigrationEvent>(
   event: E,
   ctx: FunctionContext,
   step: (event: E, record: Current, ctx: FunctionContext) => Promise<StepOutcome>,

@@ -166,6 +166,9 @@ describe('orchestrator level on two Kubernetes nodes (containerd 2 through the C
     const { code, json } = await umsJson<MigrateResult>(stack.info, ['migrate', name, '--to', AWS_NODE.agentId, '--id', migrationId]);
     assert.equal(code, 0, `migration failed: ${json.code ?? ''} ${json.reason ?? ''}`);
     const record = (await bus.migrations.get(migrationId))?.value;
+    console.log(
+      `orchestrator level gcp -> aws (16 MiB counter): frozen ${json.timeline?.frozenMs ?? '?'} ms, total ${json.timeline?.totalMs ?? '?'} ms, archive ${json.timeline?.archiveBytes ?? '?'} bytes`,
+    );
     assert.equal(record?.approach, 'orchestrator');
     assert.equal(record?.state, 'done');
 

@@ -9,7 +9,7 @@ import { AckPolicy, connect, DeliverPolicy, nkeyAuthenticator, type NatsConnecti
 import { bridgeConsumers } from '../../bridge/trigger-bridge.js';
 import { subjects } from '../../core/event-bus.js';
 import { agentPrincipal, CLI_PRINCIPAL, FUNCTIONS_PRINCIPAL } from '../../core/event-identity.js';
-import { makeCommand, makeEvent, toWire, type UmsEvent } from '../../core/events.js';
+import { eventScope, HOST_SCOPE, makeCommand, makeEvent, toWire, type UmsEvent } from '../../core/events.js';
 import {
   connectNatsBus,
   inboxPrefixOf,
@@ -62,6 +62,24 @@ async function rawAs(principal: string): Promise<NatsConnection> {
 
 const assertPublishRefused = (nc: NatsConnection, subject: string, payload?: string) => refusals.assertPublishRefused(nc, subject, payload);
 const assertSubscribeRefused = (nc: NatsConnection, subject: string) => refusals.assertSubscribeRefused(nc, subject);
+
+/** A host's own fact: an eviction notice from its cloud (core/host-notice.ts). */
+const hostNotice = (agent: string): UmsEvent =>
+  makeEvent(
+    'host.notice',
+    `/ums/agents/${agent}`,
+    {
+      agent,
+      cloud: 'azure',
+      noticeId: 'C7061BAC-AFDC-4513-B24B-AA5F13A16123',
+      kind: 'preemption',
+      evicts: true,
+      deadline: new Date(Date.now() + 30_000).toISOString(),
+      summary: 'Preempt Scheduled',
+      observedAt: new Date().toISOString(),
+    },
+    `${agent}.notice.1`,
+  );
 
 const fact = (migrationId: string, agent: string): UmsEvent =>
   makeEvent(
@@ -142,7 +160,7 @@ describe('broker identity and least privilege', { timeout: 120_000 }, () => {
     const bridgeSub = await bridge.consumeEvents(
       { ...trigger, ackWaitMs: 5_000, maxDeliveries: 3, concurrency: 1, deadLetterOrigin: 'bridge-planMigration' },
       async (event) => {
-        bridged.push(event.data.migrationId);
+        bridged.push(eventScope(event));
         return 'done';
       },
     );
@@ -171,6 +189,10 @@ describe('broker identity and least privilege', { timeout: 120_000 }, () => {
     await agentA.publishEvent(prepared);
     assert.equal((await functions.findEvent(migrationId, 'restore.prepared', prepared.id, agentPrincipal(A)))?.id, prepared.id);
     assert.equal((await agentA.lastEvent(migrationId, 'restore.prepared', agentPrincipal(A)))?.id, prepared.id);
+    // And its host's notices, which belong to no migration; the functions read them as A's word.
+    const notice = hostNotice(A);
+    await agentA.publishEvent(notice);
+    assert.equal((await functions.lastEvent(HOST_SCOPE, 'host.notice', agentPrincipal(A)))?.id, notice.id);
 
     await functions.publishEvent(
       makeEvent('migration.failed', '/ums/functions/finalize', {
@@ -215,6 +237,7 @@ describe('broker identity and least privilege', { timeout: 120_000 }, () => {
       subjects.event('perm-1', agentPrincipal(B), 'restore.prepared'),
       JSON.stringify(toWire(fact('perm-1', B))),
     );
+    await assertPublishRefused(nc, subjects.event(HOST_SCOPE, agentPrincipal(B), 'host.notice'), JSON.stringify(toWire(hostNotice(B))));
     await assertPublishRefused(nc, subjects.event('perm-1', FUNCTIONS_PRINCIPAL, 'migration.failed'));
     await assertPublishRefused(nc, subjects.event('perm-1', CLI_PRINCIPAL, 'migration.requested'));
     // Another agent's registration, the saga's records and locks, and commands.
