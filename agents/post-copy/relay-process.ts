@@ -63,8 +63,9 @@ if (role === 'source') {
     let settled = false;
     void sink.outcome.then(() => (settled = true));
     while (!settled) {
-      const rc = await readFile(daemonRc, 'utf8').catch(() => undefined);
-      if (rc !== undefined) return sink.finish(rc.trim() === '0');
+      // The shim writes it whole (a rename); an empty file is still being written, not a failure.
+      const rc = (await readFile(daemonRc, 'utf8').catch(() => undefined))?.trim();
+      if (rc !== undefined && rc !== '') return sink.finish(rc === '0');
       await sleep(50);
     }
   })();

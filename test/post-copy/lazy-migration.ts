@@ -11,7 +11,7 @@ import { execFile, spawn, type ChildProcess, type SpawnOptions } from 'node:chil
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { openSync, closeSync } from 'node:fs';
-import { cp, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -230,7 +230,9 @@ export class PostCopyHosts {
       { stdio: 'ignore' },
     );
     const daemonExit = exitOf(daemon).then(async (code) => {
-      await writeFile(daemonRc, String(code));
+      // Whole or not at all, as the runtime shim writes it: the relay polls the file and must never read it empty.
+      await writeFile(`${daemonRc}.tmp`, String(code));
+      await rename(`${daemonRc}.tmp`, daemonRc);
       return code;
     });
     await waitFor(async () => (await readdir(imagesAtDestination)).includes('lazy-pages.socket'), 'the lazy-pages daemon', 10_000);
