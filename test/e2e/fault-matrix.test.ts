@@ -40,10 +40,10 @@ import { triggers } from '../../functions/triggers.js';
  */
 const SOURCE = DEFAULT_HOSTS[0]?.agentId ?? 'azure-eastus-1';
 const DESTINATION = DEFAULT_HOSTS[1]?.agentId ?? 'gcp-us-central1-1';
-/** Enough memory that the upload and the restore each last a moment, so a kill lands inside them. */
-const MEMORY_MIB = 24;
+/** Enough memory (16 chunks of 1 MiB) that the upload and the restore each last a moment, so a kill lands inside them. */
+const MEMORY_MIB = 16;
 /** How long a killed component stays down before it is started again. */
-const DOWN_MS = 1_500;
+const DOWN_MS = 1_000;
 const END_TIMEOUT_MS = 150_000;
 
 /** Each phase starts when its event is seen on the bus; the kill follows at once. */
@@ -54,6 +54,20 @@ const PHASES = {
   finalize: 'restore.completed',
 } as const satisfies Record<string, EventName>;
 type Phase = keyof typeof PHASES;
+
+/**
+ * The phases whose cells run: UMS_FAULT_PHASES (comma-separated, or "all"; `npm run test:faults` runs all).
+ * By default (`npm test`, CI) the two phases in which the service is frozen, checkpoint and restore, where a
+ * lost step would lose the service; preflight and finalize add twelve cells and three minutes, which CI's
+ * time limit does not leave room for.
+ */
+const CELL_PHASES: Phase[] = (() => {
+  const wanted = (process.env.UMS_FAULT_PHASES ?? 'checkpoint,restore').split(',').map((p) => p.trim());
+  if (wanted.includes('all')) return Object.keys(PHASES) as Phase[];
+  const unknown = wanted.filter((p) => !(p in PHASES));
+  if (unknown.length > 0) throw new Error(`UMS_FAULT_PHASES: unknown phase ${unknown.join(', ')} (${Object.keys(PHASES).join(', ')}, all)`);
+  return wanted as Phase[];
+})();
 
 interface CellResult {
   component: string;
@@ -79,7 +93,7 @@ async function restartServices(names: string[], downMs = DOWN_MS): Promise<void>
   });
   await Promise.all(services.map((service) => service.kill()));
   await sleep(downMs);
-  for (const service of services) await service.start();
+  await Promise.all(services.map((service) => service.start()));
 }
 
 const functionServices = Object.keys(triggers).map((fn) => `function-${fn}`);
@@ -275,7 +289,7 @@ describe('fault matrix: kill -9 each component in each phase; the service runs e
     await stack?.stop();
   });
 
-  for (const phase of Object.keys(PHASES) as Phase[]) {
+  for (const phase of CELL_PHASES) {
     for (const [component, inject] of Object.entries(COMPONENTS)) {
       it(`${component} killed in ${phase}`, async () => {
         // A crashed store may lose the delete of the archive; the bucket's lifecycle rule is the backstop there.

@@ -159,10 +159,10 @@ describe('live migration through the whole stack', { timeout: 900_000 }, () => {
   });
 
   it('moves a container whose archive spans several batches of signed URLs, its memory intact', async () => {
-    // 150 MiB of random memory in 1 MiB chunks: about 150 chunks, so the destination asks the planner
-    // for URLs twice more after the first batch of 64.
+    // 90 MiB of random memory in 1 MiB chunks: about 90 chunks, so the destination asks the planner for
+    // URLs again after the first batch of 64.
     const name = 'counter-big';
-    await runCounter(gcp, name, stack.info.image, 150);
+    await runCounter(gcp, name, stack.info.image, 90);
     // The plan's size is the container's measured memory, not the 64 MiB default (traits are read every 2 s).
     await sleep(3_000);
     const plan = await umsJson<{ archive?: { bytes: number; measured: boolean; basis: string }; memoryBeside?: boolean }>(stack.info, [
@@ -173,20 +173,20 @@ describe('live migration through the whole stack', { timeout: 900_000 }, () => {
       '--json',
     ]);
     assert.equal(plan.json.archive?.measured, true, `the estimate rests on an assumption: ${plan.json.archive?.basis ?? '?'}`);
-    assert.ok((plan.json.archive?.bytes ?? 0) > 150 * 1024 * 1024, `archive estimated at ${plan.json.archive?.bytes ?? 0} bytes`);
+    assert.ok((plan.json.archive?.bytes ?? 0) > 90 * 1024 * 1024, `archive estimated at ${plan.json.archive?.bytes ?? 0} bytes`);
     const { run, ticks } = await migrateAndWatch(name, gcp, azure, AZURE);
     assert.equal(run.code, 0, `migration failed: ${run.result.reason}`);
-    assert.ok((run.result.timeline?.archiveBytes ?? 0) > 150 * 1024 * 1024, 'the memory travelled with it');
+    assert.ok((run.result.timeline?.archiveBytes ?? 0) > 90 * 1024 * 1024, 'the memory travelled with it');
     // Both hosts have the runtime shim: the memory went as CRIU wrote it, beside Podman's export (agents/memory/).
     assert.equal(plan.json.memoryBeside, true, 'the plan sends the memory beside the export');
     const status = await umsJson<{ memoryBesideBytes?: number }>(stack.info, ['status', run.result.migrationId ?? '?']);
     assert.ok(
-      (status.json.memoryBesideBytes ?? 0) >= 150 * 1024 * 1024,
+      (status.json.memoryBesideBytes ?? 0) >= 90 * 1024 * 1024,
       `${status.json.memoryBesideBytes ?? 0} bytes of memory went beside the export`,
     );
     assert.match(
       (await umsText(stack.info, ['status', run.result.migrationId ?? '?'])).stdout,
-      /memory: 1[5-9]\d\.\d MiB sent as CRIU wrote it/,
+      /memory: (9\d|1\d\d)\.\d MiB sent as CRIU wrote it/,
     );
     assert.ok(continuity(ticks).continuous, 'the count went on');
     assert.equal(await runningExactlyOnce(name), azure);
