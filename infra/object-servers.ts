@@ -50,23 +50,19 @@ const STOP_GRACE_MS = 5_000;
 
 const toolsDir = join(repoRoot, '.tools');
 
-export async function startAzurite(dir: string): Promise<ObjectServer> {
+/** Azurite's blob service on a free loopback port, its data in `dir`; `extraArgs` after the common ones. */
+async function spawnAzurite(name: string, dir: string, extraArgs: string[] = []): Promise<{ server: RunningServer; port: number }> {
   const main = join(repoRoot, 'node_modules', 'azurite', 'dist', 'src', 'blob', 'main.js');
   requireInstalled(main, 'azurite (a devDependency: npm ci)');
   const dataDir = resolve(dir);
   await mkdir(dataDir, { recursive: true });
   const port = await freePort();
-  const server = await spawnServer('azurite', dataDir, port, [
-    main,
-    '--blobHost',
-    '127.0.0.1',
-    '--blobPort',
-    String(port),
-    '-l',
-    dataDir,
-    '--disableTelemetry',
-    '--skipApiVersionCheck',
-  ]);
+  const common = ['--blobHost', '127.0.0.1', '--blobPort', String(port), '-l', dataDir, '--disableTelemetry', '--skipApiVersionCheck'];
+  return { server: await spawnServer(name, dataDir, port, [main, ...common, ...extraArgs]), port };
+}
+
+export async function startAzurite(dir: string): Promise<ObjectServer> {
+  const { server, port } = await spawnAzurite('azurite', dir);
   try {
     const blobEndpoint = `http://127.0.0.1:${port}/${AZURITE_ACCOUNT}`;
     const service = new BlobServiceClient(blobEndpoint, new StorageSharedKeyCredential(AZURITE_ACCOUNT, AZURITE_KEY));
@@ -105,28 +101,7 @@ export interface AzuriteWithOAuth {
  * no container is created here; the client (a process started with that variable) makes what it needs.
  */
 export async function startAzuriteWithOAuth(dir: string, tls: { certFile: string; keyFile: string }): Promise<AzuriteWithOAuth> {
-  const main = join(repoRoot, 'node_modules', 'azurite', 'dist', 'src', 'blob', 'main.js');
-  requireInstalled(main, 'azurite (a devDependency: npm ci)');
-  const dataDir = resolve(dir);
-  await mkdir(dataDir, { recursive: true });
-  const port = await freePort();
-  const server = await spawnServer('azurite-oauth', dataDir, port, [
-    main,
-    '--blobHost',
-    '127.0.0.1',
-    '--blobPort',
-    String(port),
-    '-l',
-    dataDir,
-    '--disableTelemetry',
-    '--skipApiVersionCheck',
-    '--cert',
-    tls.certFile,
-    '--key',
-    tls.keyFile,
-    '--oauth',
-    'basic',
-  ]);
+  const { server, port } = await spawnAzurite('azurite-oauth', dir, ['--cert', tls.certFile, '--key', tls.keyFile, '--oauth', 'basic']);
   return {
     blobEndpoint: `https://127.0.0.1:${port}/${AZURITE_ACCOUNT}`,
     account: AZURITE_ACCOUNT,
