@@ -1,6 +1,7 @@
 import { artifactPrefix, type ChunkRef } from '../core/checkpoint-artifact.js';
 import { ChunkSealer, type Sealing, type SealingPublicKey } from '../core/checkpoint-sealing.js';
 import { artifactOf, uploadChunked } from '../core/chunked-upload.js';
+import type { Uplink } from '../core/uplink.js';
 import type { Artifact, ArtifactLocation } from '../core/events.js';
 import type { ObjectStore } from '../core/object-store.js';
 import type { SigningKeyPair } from '../core/signed-envelope.js';
@@ -29,6 +30,8 @@ export interface CheckpointStreamOptions {
    * (the wrapped data key, the same for every chunk) goes with it, so the destination can open any chunk.
    */
   onChunk: (chunk: ChunkRef, sealing: Sealing) => Promise<void>;
+  /** The host's uplink: caps and measures the upload. */
+  uplink?: Uplink;
 }
 
 /**
@@ -48,7 +51,7 @@ export async function streamCheckpoint(
   if (location.prefix !== artifactPrefix(migrationId)) {
     throw new Error(`refusing to write the checkpoint of ${migrationId} under "${location.prefix}": not its own prefix`);
   }
-  const { sealFor, onChunk, chunkBytes, parallel, signer } = options;
+  const { sealFor, onChunk, chunkBytes, parallel, signer, uplink } = options;
   // Before the freeze: a bad key is refused with the service still running.
   const sealer = ChunkSealer.forRecipient(sealFor, migrationId);
   const checkpointStartedAt = new Date();
@@ -74,6 +77,7 @@ export async function streamCheckpoint(
     parallel,
     sealer,
     signer,
+    ...(uplink ? { uplink } : {}),
     onChunk: (chunk) => onChunk(chunk, sealer.sealing),
   });
   return {

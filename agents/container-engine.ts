@@ -162,6 +162,8 @@ export interface ContainerSummary {
   startedAt: string | undefined;
   /** Host ports the container publishes. */
   published: PublishedPort[];
+  /** Its labels: a service's evacuation policy is written in them (core/service-policy.ts). */
+  labels: Record<string, string>;
 }
 
 export interface ImageSummary {

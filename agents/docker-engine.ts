@@ -135,6 +135,7 @@ export class DockerEngine implements ContainerEngine {
       pid: c.State?.Pid ?? 0,
       startedAt: c.State?.StartedAt === undefined || c.State.StartedAt.startsWith('0001-01-01') ? undefined : c.State.StartedAt,
       published: portBindings(c.HostConfig?.PortBindings),
+      labels: labelsOf(c.Config?.Labels),
     };
   }
 
@@ -649,6 +650,12 @@ interface DockerVersion {
 
 interface DockerListContainer {
   Id: string;
+}
+
+/** Docker's Config.Labels (null when there are none), read defensively: the inspect type keeps Config open. */
+function labelsOf(value: unknown): Record<string, string> {
+  if (typeof value !== 'object' || value === null) return {};
+  return Object.fromEntries(Object.entries(value).filter((entry): entry is [string, string] => typeof entry[1] === 'string'));
 }
 
 export interface DockerInspect {

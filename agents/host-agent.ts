@@ -35,6 +35,8 @@ import { isTerminal, whereItRuns, type MigrationRecord, type RecordIn } from '..
 import { NoticePublisher } from './notices/notice-publisher.js';
 import type { NoticeWatcher } from './notices/notice-watcher.js';
 import { Heartbeat, type AgentIdentity } from './registration.js';
+import { probeUplink } from './uplink-probe.js';
+import { Uplink } from '../core/uplink.js';
 import { RestoreAbandonedError, RestoreJob, RestoreRefusedError, type RestoredArchive } from './restore-job.js';
 import type { RestoreJournal } from './restore-journal.js';
 import { openPageStream, type PageServer, type PageStreamGrant } from '../core/page-stream.js';
@@ -56,6 +58,8 @@ export interface TransferSettings {
   idleTimeoutMs: number;
   /** Origins besides the clouds' own https hosts that signed URLs may point at (UMS_ALLOWED_HTTP_ENDPOINTS). */
   allowedEndpoints?: readonly string[];
+  /** The cap on what this host's uploads send, all together (--max-upload-rate); undefined: none. */
+  maxUploadBytesPerSecond?: number;
 }
 
 export interface HostAgentOptions {
@@ -81,6 +85,8 @@ export interface HostAgentOptions {
   postCopy?: PostCopyHost;
   /** Its cloud's eviction and maintenance notices (agents/notices/), published as host.notice facts; undefined: not watched. */
   notices?: NoticeWatcher;
+  /** Measure the uplink to the store at start (agents/uplink-probe.ts); default: when notices are watched, which the evacuation policy needs it for. */
+  measureUplink?: boolean;
   log: Logger;
 }
 
@@ -107,9 +113,12 @@ export class HostAgent {
   private readonly lazyDumps = new Map<string, LazyDump>();
   private readonly lazyRestores = new Map<string, LazyRestore>();
   private readonly notices: NoticePublisher | undefined;
+  /** Every upload of this host goes through it: capped, and measured for the evacuation policy. */
+  private readonly uplink: Uplink;
 
   constructor(private readonly options: HostAgentOptions) {
     this.heartbeat = new Heartbeat(options.identity, options.engine, options.probe, options.bus, options.log);
+    this.uplink = new Uplink(options.transfer.maxUploadBytesPerSecond, (bytesPerSecond) => this.heartbeat.recordUplink(bytesPerSecond));
     this.notices =
       options.notices &&
       new NoticePublisher({
@@ -134,6 +143,9 @@ export class HostAgent {
     await this.heartbeat.start();
     // Before reconciling: a notice's deadline does not wait for it.
     this.notices?.start();
+    if (this.options.measureUplink ?? this.options.notices !== undefined) {
+      void probeUplink(this.options.store, this.uplink, this.id, this.options.log).then(() => this.heartbeat.beat());
+    }
     await this.reconcile().catch((error: unknown) =>
       this.options.log.warn({ err: error }, "reconciling with the migration records failed; the saga's commands still clean up"),
     );
@@ -392,6 +404,7 @@ export class HostAgent {
           parallel: transfer.parallel,
           sealFor,
           signer: { agentId: this.id, key: this.options.signingKey },
+          uplink: this.uplink,
           onChunk: async (chunk, sealing) => {
             await this.emit('checkpoint.chunk', { migrationId, agent: this.id, chunk, sealing }, `${migrationId}.chunk.${chunk.index}`);
             bytes += chunk.sizeBytes;
@@ -412,9 +425,6 @@ export class HostAgent {
       );
       // A checkpoint the shim did not make lazy holds all the memory and kept the source whole: turn back.
       await lazy?.confirmLazy();
-      // A copy sent while the service ran (volumes) waited on the destination: it says nothing of the link's rate.
-      if (!lazy && uploaded.runningCopyStartedAt === undefined)
-        this.heartbeat.recordUpload(uploaded.artifact.sizeBytes, uploaded.uploadedAt.getTime() - uploaded.firstByteAt.getTime());
       await this.emit('checkpoint.uploaded', {
         migrationId,
         agent: this.id,
@@ -464,6 +474,7 @@ export class HostAgent {
         chunkBytes: transfer.chunkBytes,
         parallel: transfer.parallel,
         signer: { agentId: this.id, key: this.options.signingKey },
+        uplink: this.uplink,
       });
       const ms = stored.uploadedAt.getTime() - stored.startedAt.getTime();
       log.info({ imageId, bytes: stored.artifact.sizeBytes, chunks: stored.artifact.chunkCount, ms }, 'image shipped');

@@ -5,6 +5,7 @@ import { z } from 'zod';
 import { artifactPrefix, imagePrefix, type Manifest } from '../core/checkpoint-artifact.js';
 import { ChunkOpener, ChunkSealer } from '../core/checkpoint-sealing.js';
 import { artifactOf, uploadChunked } from '../core/chunked-upload.js';
+import type { Uplink } from '../core/uplink.js';
 import type { Artifact, CommandData, EventData } from '../core/events.js';
 import type { ObjectStore } from '../core/object-store.js';
 import type { SigningKeyPair } from '../core/signed-envelope.js';
@@ -43,7 +44,7 @@ export async function storeImage(
   engine: ContainerEngine,
   store: ObjectStore,
   command: CommandData<'ship-image'>,
-  options: { chunkBytes: number; parallel: number; signer: { agentId: string; key: SigningKeyPair } },
+  options: { chunkBytes: number; parallel: number; signer: { agentId: string; key: SigningKeyPair }; uplink?: Uplink },
 ): Promise<StoredImage> {
   const { migrationId, artifact, sealFor, imageId } = command;
   if (artifact.prefix !== imagePrefix(artifactPrefix(migrationId))) {
@@ -59,6 +60,7 @@ export async function storeImage(
     parallel: options.parallel,
     sealer,
     signer: options.signer,
+    ...(options.uplink ? { uplink: options.uplink } : {}),
     // The destination fetches the image once it is all stored (source.image-uploaded): nothing to announce per chunk.
     onChunk: () => Promise.resolve(),
   });

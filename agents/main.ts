@@ -39,6 +39,12 @@ function positiveInt(value: string | number): number {
   return n;
 }
 
+function positiveNumber(value: string): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError(`expected a positive number, got "${value}"`);
+  return n;
+}
+
 function portRange(value: string): PortRange {
   try {
     return parsePortRange(value);
@@ -78,6 +84,9 @@ interface AgentOptions {
   volumesDir?: string;
   notices: string;
   metadataUrl?: string;
+  /** MiB/s. */
+  maxUploadRate?: number;
+  measureUplink: 'on' | 'off' | 'auto';
   azureVmName?: string;
 }
 
@@ -217,6 +226,23 @@ const program = new Command('ums-agent')
   )
   .addOption(
     new Option(
+      '--max-upload-rate <MiB/s>',
+      "the most this host's uploads to its store send per second, all migrations together, so that they leave the services that still run here some of the link; default no cap",
+    )
+      .env('UMS_MAX_UPLOAD_RATE')
+      .argParser(positiveNumber),
+  )
+  .addOption(
+    new Option(
+      '--measure-uplink <when>',
+      'measure the uplink to the store at start by storing random bytes (what an evacuation predicts with): on, off, or auto (when --notices is on)',
+    )
+      .env('UMS_MEASURE_UPLINK')
+      .choices(['on', 'off', 'auto'])
+      .default('auto'),
+  )
+  .addOption(
+    new Option(
       '--volumes-dir <dir>',
       "where this agent sees the engine's volume directory, when the engine names it by another path (an agent in another mount namespace or container than the engine)",
     ).env('UMS_VOLUMES_DIR'),
@@ -271,7 +297,9 @@ const program = new Command('ums-agent')
         parallel: positiveInt(options.parallel),
         idleTimeoutMs: positiveInt(options.idleTimeout) * 1000,
         allowedEndpoints,
+        ...(options.maxUploadRate !== undefined ? { maxUploadBytesPerSecond: options.maxUploadRate * 1024 * 1024 } : {}),
       },
+      ...(options.measureUplink !== 'auto' ? { measureUplink: options.measureUplink === 'on' } : {}),
       journal: new RestoreJournal(stateDir),
       ...(drivers.postCopy ? { postCopy: drivers.postCopy } : {}),
       ...(noticeCloud

@@ -123,6 +123,7 @@ export class PodmanEngine implements ContainerEngine {
       imageId: c.Image ?? '',
       state: toState(c.State?.Status),
       checkpointed: c.State?.Checkpointed === true,
+      labels: c.Config?.Labels ?? {},
       pid: c.State?.Pid ?? 0,
       startedAt: validTime(c.State?.StartedAt),
       published: portBindings(c.HostConfig?.PortBindings),
@@ -481,6 +482,7 @@ function fromListEntry(c: LibpodListContainer): ContainerSummary {
     imageId: c.ImageID ?? '',
     state: toState(c.State),
     checkpointed: false,
+    labels: c.Labels ?? {},
     pid: c.Pid ?? 0,
     startedAt: c.StartedAt !== undefined && c.StartedAt > 0 ? new Date(c.StartedAt * 1000).toISOString() : undefined,
     published: (c.Ports ?? []).flatMap((p) => {
@@ -517,6 +519,7 @@ interface LibpodListContainer {
   Pid?: number;
   StartedAt?: number;
   Ports?: Array<{ host_ip?: string; container_port?: number; host_port?: number; range?: number; protocol?: string }> | null;
+  Labels?: Record<string, string> | null;
 }
 
 export interface LibpodInspect {
@@ -534,7 +537,7 @@ export interface LibpodInspect {
   HostnamePath?: string;
   EffectiveCaps?: string[] | null;
   BoundingCaps?: string[] | null;
-  Config?: { User?: string; Annotations?: Record<string, string> };
+  Config?: { User?: string; Annotations?: Record<string, string>; Labels?: Record<string, string> | null };
   HostConfig?: {
     PortBindings?: Record<string, Array<{ HostIp?: string; HostPort?: string }> | null>;
     Privileged?: boolean;

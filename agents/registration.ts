@@ -3,6 +3,7 @@ import type { AgentRegistration, Cloud } from '../core/agent-registration.js';
 import type { SealingPublicKey } from '../core/checkpoint-sealing.js';
 import type { EventBus } from '../core/event-bus.js';
 import type { Logger } from '../core/log.js';
+import { servicePolicyOf } from '../core/service-policy.js';
 import type { SigningPublicKey } from '../core/signed-envelope.js';
 import type { CapabilityProbe } from './capability-probe.js';
 import type { ContainerEngine } from './container-engine.js';
@@ -72,6 +73,7 @@ export async function describeHost(
         state: c.state,
         checkpointed: c.checkpointed,
         ...(found ? { traits: found } : {}),
+        policy: servicePolicyOf(c.labels),
       };
     }),
     startedAt,
@@ -110,11 +112,9 @@ export class Heartbeat {
     this.timer = setInterval(() => void this.beat(), this.intervalMs);
   }
 
-  /** A measured upload (bytes over the time from the first byte to the last chunk stored). */
-  recordUpload(bytes: number, ms: number): void {
-    // Below a few chunks the figure is all latency: not a bandwidth.
-    if (bytes < 16 * 1024 * 1024 || ms <= 0) return;
-    this.transfer = { uploadBytesPerSecond: Math.round((bytes * 1000) / ms), measuredAt: new Date().toISOString() };
+  /** The uplink's rate as last measured (core/uplink.ts): the planners' bandwidth figure. */
+  recordUplink(bytesPerSecond: number): void {
+    this.transfer = { uploadBytesPerSecond: bytesPerSecond, measuredAt: new Date().toISOString() };
   }
 
   async beat(): Promise<void> {

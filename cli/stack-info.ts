@@ -62,6 +62,11 @@ export const StackInfo = z.object({
       agentLog: z.string(),
       /** Where a service-level container's control dir goes (<launcherDir>/<container>, bind-mounted at /run/ums-launcher). */
       launcherDir: z.string(),
+      /**
+       * The stand-in for its cloud's instance metadata service (infra/metadata-servers/), when the stack was started
+       * with notices: its agent watches it, and /ums-control/notices on it announces an eviction.
+       */
+      metadataUrl: z.string().optional(),
     })
       // A stack.json written before hosts had engines has no engineUrl: it is the socket's.
       .transform(({ engineUrl, ...host }) => ({ ...host, engineUrl: engineUrl ?? `unix://${host.socketPath}` })),

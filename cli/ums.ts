@@ -1,10 +1,12 @@
 #!/usr/bin/env node
 import { Command, InvalidArgumentError, Option } from 'commander';
+import { closedHosts } from '../core/evacuation.js';
 import { Approach } from '../core/events.js';
 import { MigrationMode } from '../core/migration-mode.js';
 import { planAgainst } from '../core/migration-plan.js';
 import { timelineOf, whereItRuns } from '../core/migration.js';
 import { connectCli } from './bus-connection.js';
+import { drain, formatEvacuation, type DrainOptions } from './drain-command.js';
 import { formatAgents, formatFrontman, formatImageShipping, formatMigrations, formatPlan, formatTimeline, planSummary } from './format.js';
 import { migrate, requestChoices, type MigrateOptions } from './migrate-command.js';
 import { parseHostList, runStack, stackDown, stackInfo, stackUp } from './stack-command.js';
@@ -80,8 +82,13 @@ program
     async (container: string, options: Pick<MigrateOptions, 'to' | 'from' | 'approach' | 'mode' | 'frozenBudget' | 'json' | 'nats'>) => {
       const bus = await connectCli(options.nats);
       try {
-        const agents = (await bus.agents.list()).map((entry) => entry.value);
-        const plan = planAgainst(agents, { container, ...requestChoices(options) });
+        const [agents, evacuations] = await Promise.all([bus.agents.list(), bus.evacuations.list()]);
+        const plan = planAgainst(
+          agents.map((entry) => entry.value),
+          { container, ...requestChoices(options) },
+          Date.now(),
+          closedHosts(evacuations.map((entry) => entry.value)),
+        );
         process.stdout.write(options.json ? `${JSON.stringify(planSummary(plan), null, 2)}\n` : `${formatPlan(plan)}\n`);
         process.exitCode = plan.ok && plan.mode.kind === 'chosen' ? 0 : 1;
       } finally {
@@ -163,6 +170,44 @@ function describeWhere({ agent, frozen }: ReturnType<typeof whereItRuns>): strin
   if (agent === null) return 'NOT running anywhere (operator action needed)';
   if (agent === undefined) return 'where it runs is not known yet';
   return frozen ? `frozen on ${agent} (checkpoint kept) while the migration moves it` : `runs on ${agent}`;
+}
+
+program
+  .command('drain')
+  .description(
+    'move every service off an agent\'s host to hosts the planner picks, a few at once, and close the host to new services; what cannot move is left running, with why',
+  )
+  .argument('<agent>', 'the agent whose host to empty')
+  .option('--concurrency <n>', 'migrations at once (default: the evacuation function\'s, UMS_EVACUATION_CONCURRENCY)', parsePositiveInt)
+  .option('--cancel', 'stop draining (what is moving ends, nothing new starts) and open the host to new services again')
+  .option('--timeout <seconds>', 'give up following after this long', '1800')
+  .option('--json', 'print the evacuation record as JSON')
+  .addOption(natsOption())
+  .action(async (agent: string, options: DrainOptions) => {
+    process.exitCode = await drain(agent, options);
+  });
+
+program
+  .command('evacuations')
+  .description('show each host\'s evacuation (drain or cloud notice): what was decided, why, and what became of each service')
+  .argument('[agent]', 'one agent')
+  .option('--json', 'print as JSON')
+  .addOption(natsOption())
+  .action(async (agent: string | undefined, options: { json?: boolean; nats?: string }) => {
+    const bus = await connectCli(options.nats);
+    try {
+      const records = (await bus.evacuations.list()).map((entry) => entry.value).filter((r) => agent === undefined || r.agent === agent);
+      if (options.json) process.stdout.write(`${JSON.stringify(records, null, 2)}\n`);
+      else process.stdout.write(`${records.length === 0 ? 'no evacuations' : records.map(formatEvacuation).join('\n\n')}\n`);
+    } finally {
+      await bus.close();
+    }
+  });
+
+function parsePositiveInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n <= 0 || n > 64) throw new InvalidArgumentError('a whole number from 1 to 64');
+  return n;
 }
 
 const stack = program

@@ -1,5 +1,7 @@
 import { z } from 'zod';
 import { SealingPublicKey } from './checkpoint-sealing.js';
+import { Cloud } from './cloud.js';
+import { ServicePolicy } from './service-policy.js';
 import { AgentId, Approach } from './events.js';
 import { SigningPublicKey } from './signed-envelope.js';
 import { ContainerTraits, HostCapabilities } from './migration-approach.js';
@@ -9,8 +11,7 @@ import { ContainerTraits, HostCapabilities } from './migration-approach.js';
  * `ums_agents` (whose TTL removes an agent that stops heartbeating). Planners read it to validate a
  * request before anything is frozen.
  */
-export const Cloud = z.enum(['azure', 'gcp', 'aws', 'edge', 'local']);
-export type Cloud = z.infer<typeof Cloud>;
+export { Cloud };
 
 export const AgentRegistration = z.object({
   agentId: AgentId,
@@ -61,6 +62,8 @@ export const AgentRegistration = z.object({
       checkpointed: z.boolean(),
       /** Process count, memory, and whether it runs the service-level launcher. */
       traits: ContainerTraits.optional(),
+      /** Where it may go and how much it matters in an evacuation, from its labels (core/service-policy.ts). */
+      policy: ServicePolicy.optional(),
     }),
   ),
   startedAt: z.iso.datetime({ offset: true }),

@@ -6,6 +6,7 @@ import { TAG_BYTES, type ChunkSealer } from './checkpoint-sealing.js';
 import type { Artifact, ArtifactLocation } from './events.js';
 import type { ObjectStore } from './object-store.js';
 import { type SigningKeyPair } from './signed-envelope.js';
+import type { Uplink } from './uplink.js';
 
 export interface ChunkedUploadOptions {
   migrationId: string;
@@ -21,6 +22,8 @@ export interface ChunkedUploadOptions {
   onChunk: (chunk: ChunkRef) => Promise<void>;
   /** Attempts per chunk beyond the first. */
   retries?: number;
+  /** The host's uplink (core/uplink.ts): caps and measures what this upload sends. */
+  uplink?: Uplink;
 }
 
 export interface ChunkedUpload {
@@ -72,7 +75,8 @@ export async function uploadChunked(
     };
     chunks.push(chunk);
     offset += data.length;
-    const upload = pRetry(() => store.put(chunkKey(prefix, chunk.index), data, { contentType: 'application/octet-stream' }), {
+    const put = () => store.put(chunkKey(prefix, chunk.index), data, { contentType: 'application/octet-stream' });
+    const upload = pRetry(() => (options.uplink ? options.uplink.send(data.length, put) : put()), {
       retries: options.retries ?? 4,
       minTimeout: 200,
     })

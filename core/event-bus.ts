@@ -1,5 +1,6 @@
 import type { AgentRegistration } from './agent-registration.js';
 import { BusError } from './bus-errors.js';
+import type { EvacuationRecord } from './evacuation.js';
 import type { FrontmanRegistration } from './frontman-registration.js';
 import type { EventName, EventOf, UmsCommand, UmsEvent } from './events.js';
 import type { MigrationRecord } from './migration.js';
@@ -54,6 +55,8 @@ export interface EventBus {
   readonly locks: RecordStore<{ migrationId: string }>;
   /** The frontmen and the services they front (core/frontman-registration.ts), by frontman id. */
   readonly frontmen: RecordStore<FrontmanRegistration>;
+  /** Each host's evacuation (core/evacuation.ts), by agent id: a host with one under way takes no new service. */
+  readonly evacuations: RecordStore<EvacuationRecord>;
 
   /** Keeps a rejected message with the reason where `ums status` shows it (instead of retrying it forever). */
   deadLetter(origin: string, payload: Uint8Array, reason: string): Promise<void>;

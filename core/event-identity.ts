@@ -19,12 +19,17 @@ export const FRONTMAN_PRINCIPAL = 'frontman';
 /** An agent's principal: a single subject token, prefixed so that no agent id can pass for another principal. */
 export const agentPrincipal = (agentId: string): string => `agent-${agentId}`;
 
-/** The events the functions state; the CLI states migration.requested; the frontman its own; every other event is an agent's fact. */
+/**
+ * The events the functions state; the CLI states migration.requested (unless an evacuation asks) and the drain
+ * requests; the frontman its own; every other event is an agent's fact.
+ */
 const FUNCTION_EVENTS: ReadonlySet<string> = new Set(['migration.planned', 'migration.completed', 'migration.failed']);
 
 /** The principal whose word `event` is: the one that alone may publish it (and the subject the bus puts it on). */
 export function publisherOf(event: UmsEvent): string {
-  if (event.name === 'migration.requested') return CLI_PRINCIPAL;
+  // A person asks through the CLI; an evacuation asks as the functions (the data says which, the subject proves it).
+  if (event.name === 'migration.requested') return event.data.evacuation === undefined ? CLI_PRINCIPAL : FUNCTIONS_PRINCIPAL;
+  if (event.name === 'host.drain-requested' || event.name === 'host.drain-cancelled') return CLI_PRINCIPAL;
   if (FUNCTION_EVENTS.has(event.name)) return FUNCTIONS_PRINCIPAL;
   if (event.name === 'frontman.drained' || event.name === 'frontman.released') return FRONTMAN_PRINCIPAL;
   // Every remaining event's data names its agent (the schema requires it): the fact is that agent's word.

@@ -34,6 +34,8 @@ export const AgentId = ids;
 export const MigrationId = ids;
 export const ContainerName = containerName;
 /** A frontman's id (frontman/): the stable front door of some services. */
+/** An evacuation's id (core/evacuation.ts): its migrations are named `<evacuationId>-<n>`. */
+export const EvacuationId = z.string().regex(/^[a-z0-9][a-z0-9-]{0,40}$/, 'lowercase letters, digits and "-" only');
 export const FrontmanId = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/, 'letters, digits, "_" and "-" only');
 
 /** orchestrator, container or service level (core/migration-approach.ts decides which). */
@@ -109,6 +111,11 @@ export const eventData = {
     /** The longest freeze the user accepts: above it, post-copy where both hosts qualify. */
     frozenBudgetMs: z.number().int().positive().max(86_400_000).optional(),
     requestedBy: z.string().max(200).optional(),
+    /**
+     * Asked by an evacuation of the source host (functions/evacuate-host.ts), not by a person: then it is the
+     * functions' word (core/event-identity.ts), and the evacuation follows the migration to its end.
+     */
+    evacuation: z.object({ agent: AgentId, evacuationId: EvacuationId }).optional(),
   }),
   'migration.planned': z.object({
     ...migrationRef,
@@ -330,6 +337,18 @@ export const eventData = {
       withdrawnAt: isoTime,
     })
     .refine(evictsFollowsKind, { message: EVICTS_RULE_MESSAGE, path: ['evicts'] }),
+  /**
+   * An operator asks to empty a host (`ums drain`): every service moves to hosts the planner picks, `concurrency` at
+   * once, and the host takes no new service until the drain is cancelled (functions/evacuate-host.ts).
+   */
+  'host.drain-requested': z.object({
+    agent: AgentId,
+    evacuationId: EvacuationId,
+    concurrency: z.number().int().positive().max(64).optional(),
+    requestedBy: z.string().max(200).optional(),
+  }),
+  /** An operator stops a drain (nothing new starts; what is under way ends) and opens the host again. */
+  'host.drain-cancelled': z.object({ agent: AgentId, requestedBy: z.string().max(200).optional() }),
 } as const;
 
 // ---- command data -----------------------------------------------------------------------------
@@ -459,7 +478,7 @@ export type EventData<N extends EventName> = z.infer<(typeof eventData)[N]>;
 export type CommandData<N extends CommandName> = z.infer<(typeof commandData)[N]>;
 
 /** The facts about a host itself rather than a migration: their data name the agent, not a migration. */
-const HOST_EVENTS = ['host.notice', 'host.notice-withdrawn'] as const satisfies readonly EventName[];
+const HOST_EVENTS = ['host.notice', 'host.notice-withdrawn', 'host.drain-requested', 'host.drain-cancelled'] as const satisfies readonly EventName[];
 export type HostEventName = (typeof HOST_EVENTS)[number];
 export type MigrationEventName = Exclude<EventName, HostEventName>;
 

@@ -78,7 +78,13 @@ export function expectImage(destination: AgentRegistration, container: AgentRegi
  * decides the approach (core/migration-approach.ts) from what both hosts and the container can do.
  * Pure: the planner function and `ums plan` both use it.
  */
-export function planAgainst(agents: AgentRegistration[], request: PlanRequest, now = Date.now()): Plan {
+export function planAgainst(
+  agents: AgentRegistration[],
+  request: PlanRequest,
+  now = Date.now(),
+  /** Hosts that take no new service (core/evacuation.ts closesHost), each with why. */
+  closed: ReadonlyMap<string, string> = new Map(),
+): Plan {
   const refuse = (
     code: FailureCode,
     reason: string,
@@ -107,6 +113,10 @@ export function planAgainst(agents: AgentRegistration[], request: PlanRequest, n
         : `destination agent "${request.destinationAgent}" is not registered; "ums agents" lists the registered agents`,
       runningNow,
     );
+  }
+  const closedWhy = closed.get(destination.agentId);
+  if (closedWhy !== undefined) {
+    return refuse('destination-incompatible', `destination "${destination.agentId}" takes no new service: ${closedWhy}`, runningNow);
   }
   const candidates = request.sourceAgent ? alive.filter((agent) => agent.agentId === request.sourceAgent) : alive;
   if (request.sourceAgent && candidates.length === 0) {

@@ -16,6 +16,7 @@ import {
 } from 'nats';
 import { z } from 'zod';
 import { AgentRegistration } from './agent-registration.js';
+import { EvacuationRecord } from './evacuation.js';
 import { FrontmanRegistration } from './frontman-registration.js';
 import pRetry from 'p-retry';
 import { BusError, isJetStreamApiError, JetStreamApiCode } from './bus-errors.js';
@@ -53,7 +54,13 @@ const decoder = new TextDecoder();
 const encode = (value: unknown): Uint8Array => encoder.encode(JSON.stringify(value));
 
 /** The KV buckets (each one a stream `KV_<bucket>`, written on `$KV.<bucket>.<key>`). */
-export const buckets = { migrations: 'ums_migrations', agents: 'ums_agents', locks: 'ums_locks', frontmen: 'ums_frontmen' } as const;
+export const buckets = {
+  migrations: 'ums_migrations',
+  agents: 'ums_agents',
+  locks: 'ums_locks',
+  frontmen: 'ums_frontmen',
+  evacuations: 'ums_evacuations',
+} as const;
 
 /**
  * How long an unacknowledged command waits before redelivery; long handlers extend it with working().
@@ -157,13 +164,14 @@ export async function connectNatsBus(options: NatsBusOptions): Promise<NatsEvent
     const js = nc.jetstream();
     // Bound, never created (that needs the admin's rights); direct gets, as provisionBus() allows them.
     const bind = (bucket: string) => js.views.kv(bucket, { bindOnly: true, allow_direct: true });
-    const [migrations, agents, locks, frontmen] = await Promise.all([
+    const [migrations, agents, locks, frontmen, evacuations] = await Promise.all([
       bind(buckets.migrations),
       bind(buckets.agents),
       bind(buckets.locks),
       bind(buckets.frontmen),
+      bind(buckets.evacuations),
     ]);
-    return new NatsEventBus(nc, js, jsm, { migrations, agents, locks, frontmen });
+    return new NatsEventBus(nc, js, jsm, { migrations, agents, locks, frontmen, evacuations });
   } catch (error) {
     await nc.close();
     throw error;
@@ -212,6 +220,7 @@ export async function provisionBus(options: NatsBusOptions, provision: Provision
       js.views.kv(buckets.agents, { ...bucket, history: 1, ttl: AGENT_TTL_MS }),
       js.views.kv(buckets.locks, { ...bucket, history: 1 }),
       js.views.kv(buckets.frontmen, { ...bucket, history: 1, ttl: AGENT_TTL_MS }),
+      js.views.kv(buckets.evacuations, { ...bucket, history: 5 }),
     ]);
     if (replicas !== undefined) for (const name of Object.values(buckets)) await scaleStream(jsm, `KV_${name}`, replicas);
   } catch (error) {
@@ -393,6 +402,7 @@ export class NatsEventBus implements EventBus {
   readonly agents: RecordStore<AgentRegistration>;
   readonly locks: RecordStore<{ migrationId: string }>;
   readonly frontmen: RecordStore<FrontmanRegistration>;
+  readonly evacuations: RecordStore<EvacuationRecord>;
 
   /** Only connectNatsBus() makes one: it has bound to the streams and buckets. */
   constructor(
@@ -405,6 +415,7 @@ export class NatsEventBus implements EventBus {
     this.agents = new KvRecordStore(kv.agents, buckets.agents, AgentRegistration);
     this.locks = new KvRecordStore(kv.locks, buckets.locks, MigrationLock);
     this.frontmen = new KvRecordStore(kv.frontmen, buckets.frontmen, FrontmanRegistration);
+    this.evacuations = new KvRecordStore(kv.evacuations, buckets.evacuations, EvacuationRecord);
   }
 
   /**

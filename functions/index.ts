@@ -5,6 +5,7 @@ import { canonicalJson } from '../core/signed-envelope.js';
 import { SCHEDULE_TICK_TYPE, triggers, type FunctionName } from './triggers.js';
 import { functionContext, type FunctionContext } from './function-context.js';
 import { finalize, type FinalizeTrigger } from './finalize.js';
+import { evacuateHost, superviseEvacuations, type EvacuationEvent } from './evacuate-host.js';
 import { authenticatedCloudEvent } from './http-trigger.js';
 import { planMigration } from './plan-migration.js';
 import { planRestore } from './plan-restore.js';
@@ -83,9 +84,12 @@ framework.http(
     }
     const report = await superviseMigrations(ctx);
     if (report.acted.length > 0) ctx.log.warn({ acted: report.acted }, 'supervisor moved stalled migrations on');
+    const evacuationsActed = await superviseEvacuations(ctx);
+    if (evacuationsActed > 0) ctx.log.warn({ acted: evacuationsActed }, 'supervisor caught evacuations up with their migrations');
   }),
 );
 
 register('planMigration', planMigration);
 register('planRestore', planRestore);
 register('finalize', (event, ctx) => finalize(event as FinalizeTrigger, ctx), { factsOnly: true });
+register('evacuateHost', (event, ctx) => evacuateHost(event as EvacuationEvent, ctx), { factsOnly: true });

@@ -12,6 +12,7 @@ import {
   type FailureCode,
   type MigrationEvent,
 } from '../core/events.js';
+import { closedHosts } from '../core/evacuation.js';
 import { frontmanOf } from '../core/frontman-registration.js';
 import { planAgainst } from '../core/migration-plan.js';
 import { grantPageStream, newPageStream } from '../core/page-stream.js';
@@ -120,8 +121,13 @@ export async function plan(event: EventOf<'migration.requested'>, ctx: FunctionC
     return failMigration(ctx, record, current, { phase: 'plan', code, reason }, runningOn);
   };
 
-  const agents = (await bus.agents.list()).map((entry) => entry.value);
-  const verdict = planAgainst(agents, request);
+  const [agents, evacuations] = await Promise.all([bus.agents.list(), bus.evacuations.list()]);
+  const verdict = planAgainst(
+    agents.map((entry) => entry.value),
+    request,
+    Date.now(),
+    closedHosts(evacuations.map((entry) => entry.value)),
+  );
   if (!verdict.ok) {
     if (verdict.notListedYet && Date.now() - Date.parse(event.time) < CONTAINER_DISCOVERY_GRACE_MS) {
       // Registrations lag a heartbeat behind: a container started a moment ago may not be listed yet.
@@ -132,7 +138,7 @@ export async function plan(event: EventOf<'migration.requested'>, ctx: FunctionC
   }
   const { source, container, decision } = verdict;
   // Checkpoints are sealed for the destination's key: a destination that registered none cannot receive one.
-  const sealFor = agents.find((agent) => agent.agentId === request.destinationAgent)?.sealing;
+  const sealFor = verdict.destination.sealing;
   if (!sealFor) {
     return refuse(
       'destination-incompatible',

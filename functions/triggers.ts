@@ -28,6 +28,15 @@ export const triggers = {
     'service.running',
     'frontman.released',
   ],
+  evacuateHost: [
+    'host.drain-requested',
+    'host.drain-cancelled',
+    'host.notice',
+    'host.notice-withdrawn',
+    'checkpoint.uploaded',
+    'migration.completed',
+    'migration.failed',
+  ],
   superviseMigrations: [],
 } as const satisfies Record<string, readonly EventName[]>;
 

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { nkeys } from 'nats';
 import { subjects } from '../core/event-bus.js';
+import { HOST_SCOPE } from '../core/events.js';
 import { agentPrincipal, CLI_PRINCIPAL, FRONTMAN_PRINCIPAL, FUNCTIONS_PRINCIPAL } from '../core/event-identity.js';
 import { buckets, inboxPrefixOf, type BrokerCredential } from '../core/nats-event-bus.js';
 import { bridgeConsumers } from '../bridge/trigger-bridge.js';
@@ -151,9 +152,10 @@ export function brokerPermissions(principal: Principal): Permissions {
           'ums.commands.>',
           `$KV.${buckets.migrations}.>`,
           `$KV.${buckets.locks}.>`,
+          `$KV.${buckets.evacuations}.>`,
           ...functionNames.map((fn) => subjects.deadLetter(`function-${fn}`)),
           ...readEvents,
-          ...readKv(buckets.migrations, buckets.agents, buckets.locks, buckets.frontmen),
+          ...readKv(buckets.migrations, buckets.agents, buckets.locks, buckets.frontmen, buckets.evacuations),
         ],
         readerDenials(),
       );
@@ -170,10 +172,12 @@ export function brokerPermissions(principal: Principal): Permissions {
     case 'cli':
       return with_(
         [
-          // `ums migrate` asks; `plan`, `status`, `agents` only read.
+          // `ums migrate` and `ums drain` ask; `plan`, `status`, `agents`, `evacuations` only read.
           subjects.event('*', name, 'migration.requested'),
+          subjects.event(HOST_SCOPE, name, 'host.drain-requested'),
+          subjects.event(HOST_SCOPE, name, 'host.drain-cancelled'),
           ...readEvents,
-          ...readKv(buckets.migrations, buckets.agents),
+          ...readKv(buckets.migrations, buckets.agents, buckets.evacuations),
           `${API}.STREAM.MSG.GET.${subjects.deadLetterStream}`,
         ],
         readerDenials(),

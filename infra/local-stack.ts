@@ -7,6 +7,9 @@ import { generateSigningKeyPair } from '../core/signed-envelope.js';
 import { agentPrincipal, CLI_PRINCIPAL, FRONTMAN_PRINCIPAL, FUNCTIONS_PRINCIPAL } from '../core/event-identity.js';
 import { provisionBus, type NatsBusOptions } from '../core/nats-event-bus.js';
 import { triggers, type FunctionName } from '../functions/triggers.js';
+import { AwsMetadataServer } from './metadata-servers/aws-metadata-server.js';
+import { AzureMetadataServer } from './metadata-servers/azure-metadata-server.js';
+import { GcpMetadataServer } from './metadata-servers/gcp-metadata-server.js';
 import { stackInfoPath, type HostEngine, type HostSpec, type StackInfo, type StoreKind } from '../cli/stack-info.js';
 import { ADMIN_PRINCIPAL, BRIDGE_PRINCIPAL, createBrokerCredentials, type PrincipalEnv } from './broker-credentials.js';
 import { startBrokerRelay } from './broker-relay.js';
@@ -74,6 +77,13 @@ export interface LocalStackOptions {
   serverImages?: boolean | ServerKind[];
   /** Start a frontman (frontman/) in its own namespace on the WAN, fronting these services. */
   frontman?: StackFrontman;
+  /**
+   * Give each host a stand-in for its cloud's instance metadata service (infra/metadata-servers/) and have its agent
+   * watch it for eviction and maintenance notices (a host in no cloud of the three gets none).
+   */
+  notices?: boolean;
+  /** Settings of one agent only, by agent id (e.g. UMS_MAX_UPLOAD_RATE on the host an eviction test empties). */
+  hostAgentEnv?: Record<string, Record<string, string>>;
 }
 
 /** A service the stack's frontman fronts: clients reach it on the frontman's WAN address at `listenPort`. */
@@ -110,6 +120,8 @@ export interface LocalStack {
   storeEnv: Record<StoreKind, NodeJS.ProcessEnv>;
   /** The object storage servers by kind: to crash and restart in fault tests. */
   storage: Map<StoreKind, StoreServer>;
+  /** With `notices`: each host's metadata stand-in, by agent id (a test announces notices through it). */
+  metadata: Map<string, StackMetadataServer>;
   /** The functions' command-signing key (PKCS#8 PEM, mode 0600): fault tests sign stale commands with it. */
   commandSigningKeyFile: string;
   /**
@@ -132,6 +144,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
   const dockerHosts = new Map<string, DockerHost>();
   const criNodes = new Map<string, ContainerdHost>();
   const storage = new Map<StoreKind, StoreServer>();
+  const metadata = new Map<string, StackMetadataServer>();
   const teardown: Array<() => Promise<void>> = [];
 
   const stop = async (keepLogs = false) => {
@@ -275,6 +288,12 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       const server = storage.get(spec.store);
       if (!server) throw new Error(`no storage server for ${spec.store}`);
       const agentLog = logFile(`agent-${spec.agentId}`);
+      const metadataServer = options.notices === true ? metadataServerFor(spec) : undefined;
+      const metadataUrl = metadataServer === undefined ? undefined : await metadataServer.start(await freePort());
+      if (metadataServer !== undefined) {
+        metadata.set(spec.agentId, metadataServer);
+        teardown.push(() => metadataServer.stop());
+      }
       const agent = await new ChildService({
         name: `agent-${spec.agentId}`,
         command: process.execPath,
@@ -304,6 +323,10 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
           // Podman names its volumes by the path it sees in its own mount namespace; Docker's are where the
           // agent sees them, <data-root>/volumes, said all the same.
           UMS_VOLUMES_DIR: host.volumesDir,
+          ...(metadataUrl !== undefined
+            ? { UMS_NOTICES: 'on', UMS_METADATA_URL: metadataUrl, ...(spec.cloud === 'azure' ? { UMS_AZURE_VM_NAME: spec.agentId } : {}) }
+            : {}),
+          ...options.hostAgentEnv?.[spec.agentId],
         },
         logFile: agentLog,
         ready: async () => (await readFile(agentLog, 'utf8')).includes('agent started'),
@@ -320,6 +343,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
         wanAddress: onWan.address,
         agentLog,
         launcherDir,
+        ...(metadataUrl !== undefined ? { metadataUrl } : {}),
       });
     }
     if (options.frontman !== undefined) {
@@ -334,7 +358,20 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     }
     await writeFile(stackInfoPath(dir), JSON.stringify(info, null, 2));
     log.info({ name: options.name, natsUrl, hosts: info.hosts.map((h) => h.agentId) }, 'local stack ready');
-    return { info, hosts, dockerHosts, criNodes, wan, services, storeEnv, storage, commandSigningKeyFile, admin, stop: () => stop() };
+    return {
+      info,
+      hosts,
+      dockerHosts,
+      criNodes,
+      wan,
+      services,
+      storeEnv,
+      storage,
+      metadata,
+      commandSigningKeyFile,
+      admin,
+      stop: () => stop(),
+    };
   } catch (error) {
     // Keep the logs: they say why it failed. The next start with the same dir clears them.
     await stop(true);
@@ -514,4 +551,22 @@ function toBusOptions(env: PrincipalEnv): Pick<NatsBusOptions, 'credentials' | '
 async function startFileStore(dir: string): Promise<StoreServer> {
   await mkdir(dir, { recursive: true });
   return { storeUrl: `file://${dir}`, env: {}, stop: async () => undefined };
+}
+
+export type StackMetadataServer = AzureMetadataServer | GcpMetadataServer | AwsMetadataServer;
+
+/** The stand-in for the host's cloud's instance metadata service; none for a host outside the three clouds. */
+function metadataServerFor(spec: HostSpec): StackMetadataServer | undefined {
+  switch (spec.cloud) {
+    case 'azure':
+      // Scheduled Events name the VM: the agent is told its name (UMS_AZURE_VM_NAME), as it reads it on a real VM.
+      return new AzureMetadataServer({ vmName: spec.agentId });
+    case 'gcp':
+      // A spot VM, which GCP stops on maintenance: both its notices end the host.
+      return new GcpMetadataServer({ preemptible: true, onHostMaintenance: 'TERMINATE' });
+    case 'aws':
+      return new AwsMetadataServer();
+    default:
+      return undefined;
+  }
 }

@@ -285,6 +285,8 @@ export class CriEngine implements ContainerEngine {
       startedAt: status?.startedAt === undefined ? undefined : new Date(Number(BigInt(status.startedAt) / 1_000_000n)).toISOString(),
       // Published ports are the orchestrator's (Services); a hostNetwork pod's are the node's own.
       published: [],
+      // The pod's labels, where Kubernetes keeps a workload's.
+      labels: { ...pod.labels, ...container.labels },
     };
   }
 

@@ -1,0 +1,183 @@
+import { isAlive, type AgentRegistration } from './agent-registration.js';
+import type { EvacuationItem } from './evacuation.js';
+import { DEFAULT_POLICY, policyAllows } from './service-policy.js';
+import { COST_MODEL } from './migration-approach.js';
+import { planAgainst, type Plan } from './migration-plan.js';
+
+/**
+ * The evacuation policy: which of a host's services move, where, in which order, and which are left, with why.
+ * Pure: the evacuation function (functions/evacuate-host.ts) decides with it, and its tests drive it directly.
+ *
+ * Against an eviction what counts is when the last byte of each service has left the host: after that the
+ * host may go. Post-copy shortens a service's freeze, not that. The host's uplink is shared by its
+ * migrations, so service i (in the order they go) has left after roughly
+ *
+ *   (the non-transfer work of services 0..i) / concurrency  +  (the bytes of services 0..i) / uplink
+ *
+ * where the uplink is the host's measured upload rate and the non-transfer work is the cost model's
+ * (core/migration-approach.ts: the fixed cost and CRIU's per-MiB dump). Services go by priority, highest first
+ * (the smaller first among equals, so that more of them fit); with a deadline, one whose predicted time runs
+ * past the deadline less a margin is left running, and a later, smaller one may still fit.
+ */
+
+export interface EvacuationInput {
+  /** The host to empty. */
+  host: AgentRegistration;
+  /** Every registered agent (the host's too). */
+  agents: readonly AgentRegistration[];
+  /** Hosts that take no new service (being drained, or evacuated themselves). */
+  closed: ReadonlySet<string>;
+  /** How long until the host ends, from `now`; absent for a drain. */
+  windowMs?: number;
+  concurrency: number;
+  /** The share of the window kept free for what the model does not see (default 0.15). */
+  margin?: number;
+  now?: number;
+}
+
+export interface EvacuationDecision {
+  /** Every running service of the host, in the order they go: `pending` (to move) or `left`, each with its reason. */
+  items: EvacuationItem[];
+  link: { bytesPerSecond: number; basis: string };
+  summary: string;
+}
+
+const MiB = 1024 * 1024;
+export const DEFAULT_MARGIN = 0.15;
+
+export function planEvacuation(input: EvacuationInput): EvacuationDecision {
+  const now = input.now ?? Date.now();
+  const margin = input.margin ?? DEFAULT_MARGIN;
+  const { host } = input;
+  const link = uplinkOf(host, now);
+  const destinations = input.agents.filter(
+    (agent) => agent.agentId !== host.agentId && isAlive(agent, now) && !input.closed.has(agent.agentId),
+  );
+  // What each destination has left once the services already given to it are counted.
+  const freeMemory = new Map(destinations.map((agent) => [agent.agentId, agent.freeMemoryBytes]));
+  const given = new Map<string, number>();
+
+  type Candidate = { container: string; priority: number; memory: number; plans: Array<Extract<Plan, { ok: true }>>; refusals: string[] };
+  const services: Candidate[] = [];
+  const left: EvacuationItem[] = [];
+  for (const container of host.containers) {
+    if (container.state !== 'running') continue;
+    const policy = container.policy ?? DEFAULT_POLICY;
+    if (policy.invalid !== undefined) {
+      left.push({ container: container.name, priority: policy.priority, state: 'left', reason: `its policy labels do not read: ${policy.invalid}` });
+      continue;
+    }
+    const refusals: string[] = [];
+    const plans: Array<Extract<Plan, { ok: true }>> = [];
+    for (const destination of destinations) {
+      const allowed = policyAllows(policy, destination.cloud, destination.region);
+      if (!allowed.ok) {
+        refusals.push(`${destination.agentId}: ${allowed.reason}`);
+        continue;
+      }
+      const plan = planAgainst(input.agents as AgentRegistration[], { container: container.name, sourceAgent: host.agentId, destinationAgent: destination.agentId }, now);
+      if (!plan.ok) refusals.push(`${destination.agentId}: ${plan.reason}`);
+      else if (plan.mode.kind === 'refused') refusals.push(`${destination.agentId}: ${plan.mode.reason}`);
+      else plans.push(plan);
+    }
+    if (destinations.length === 0) refusals.push('no other host is alive and open');
+    const memory = container.traits?.memoryBytes ?? plans[0]?.decision.archive.bytes ?? COST_MODEL.defaultMemoryBytes;
+    services.push({ container: container.name, priority: policy.priority, memory, plans, refusals });
+  }
+  const bytesOf = (c: Candidate) => {
+    const archive = c.plans[0]?.decision.archive;
+    return archive === undefined ? c.memory : archive.bytes + (archive.beforeFreezeBytes ?? 0);
+  };
+  services.sort((a, b) => b.priority - a.priority || bytesOf(a) - bytesOf(b) || a.container.localeCompare(b.container));
+
+  const budgetMs = input.windowMs === undefined ? undefined : Math.max(0, input.windowMs * (1 - margin));
+  const items: EvacuationItem[] = [];
+  let workMs = 0;
+  let sentBytes = 0;
+  for (const service of services) {
+    const base = { container: service.container, priority: service.priority };
+    // Capacity first: a destination must keep room for it after what it was given.
+    const fitting = service.plans.filter((plan) => (freeMemory.get(plan.destination.agentId) ?? 0) >= service.memory * 1.1);
+    if (fitting.length === 0) {
+      const why =
+        service.plans.length > 0
+          ? `no allowed destination has ${fmtMiB(service.memory * 1.1)} of memory free for it`
+          : `no destination can take it (${service.refusals.join('; ')})`;
+      items.push({ ...base, state: 'left', reason: why });
+      continue;
+    }
+    // Spread first (hosts' free memory differs by noise more than by one service; and several destinations
+    // restore at once), then the most memory left, then the quickest.
+    fitting.sort(
+      (a, b) =>
+        (given.get(a.destination.agentId) ?? 0) - (given.get(b.destination.agentId) ?? 0) ||
+        (freeMemory.get(b.destination.agentId) ?? 0) - (freeMemory.get(a.destination.agentId) ?? 0) ||
+        estimateOf(a) - estimateOf(b),
+    );
+    const chosen = fitting[0] as Extract<Plan, { ok: true }>;
+    const archive = chosen.decision.archive;
+    const bytes = archive.bytes + (archive.beforeFreezeBytes ?? 0);
+    const work = COST_MODEL.fixedMs[chosen.decision.approach] + (archive.bytes / MiB) * COST_MODEL.dumpRestoreMsPerMiB;
+    const predictedMs = (workMs + work) / input.concurrency + ((sentBytes + bytes) / link.bytesPerSecond) * 1000;
+    if (budgetMs !== undefined && predictedMs > budgetMs) {
+      items.push({
+        ...base,
+        state: 'left',
+        bytes,
+        predictedMs: Math.round(predictedMs),
+        reason:
+          `it does not fit: with it the host would be empty after about ${fmtS(predictedMs)} (${fmtMiB(bytes)} more at ${fmtMiB(link.bytesPerSecond)}/s), ` +
+          `past the ${fmtS(budgetMs)} the notice leaves (${fmtS(input.windowMs ?? 0)} less a ${Math.round(margin * 100)}% margin); ` +
+          `left running, services of higher priority went first`,
+      });
+      continue;
+    }
+    workMs += work;
+    sentBytes += bytes;
+    freeMemory.set(chosen.destination.agentId, (freeMemory.get(chosen.destination.agentId) ?? 0) - service.memory);
+    given.set(chosen.destination.agentId, (given.get(chosen.destination.agentId) ?? 0) + 1);
+    items.push({
+      ...base,
+      state: 'pending',
+      destination: chosen.destination.agentId,
+      bytes,
+      predictedMs: Math.round(predictedMs),
+      reason:
+        `to ${chosen.destination.agentId} (${chosen.destination.cloud} ${chosen.destination.region}): ` +
+        `${chosen.decision.approach} level, ${fmtMiB(bytes)}, its last byte off the host after about ${fmtS(predictedMs)}` +
+        (fitting.length > 1 ? `; of ${fitting.length} allowed hosts, the one given fewest of this host's services, then with the most memory free` : ''),
+    });
+  }
+  const ordered = [...items, ...left];
+  return { items: ordered, link, summary: summarize(ordered, link, input.windowMs, budgetMs) };
+}
+
+function estimateOf(plan: Extract<Plan, { ok: true }>): number {
+  return plan.decision.candidates.find((c) => c.approach === plan.decision.approach)?.estimatedMs ?? Number.POSITIVE_INFINITY;
+}
+
+/** The host's uplink: its last measured upload, else the cost model's default (and the reason says so). */
+export function uplinkOf(host: AgentRegistration, now = Date.now()): { bytesPerSecond: number; basis: string } {
+  if (host.transfer) {
+    const ago = Math.max(0, Math.round((now - Date.parse(host.transfer.measuredAt)) / 1000));
+    return {
+      bytesPerSecond: host.transfer.uploadBytesPerSecond,
+      basis: `${fmtMiB(host.transfer.uploadBytesPerSecond)}/s, measured by ${host.agentId} ${ago} s ago`,
+    };
+  }
+  const assumed = COST_MODEL.defaultBandwidthBytesPerSecond;
+  return { bytesPerSecond: assumed, basis: `${fmtMiB(assumed)}/s, assumed: ${host.agentId} has measured no upload yet` };
+}
+
+function summarize(items: EvacuationItem[], link: { basis: string }, windowMs: number | undefined, budgetMs: number | undefined): string {
+  const moving = items.filter((item) => item.state === 'pending');
+  const left = items.filter((item) => item.state === 'left');
+  const last = Math.max(0, ...moving.map((item) => item.predictedMs ?? 0));
+  const bytes = moving.reduce((sum, item) => sum + (item.bytes ?? 0), 0);
+  const within = windowMs === undefined ? '' : ` within the ${fmtS(windowMs)} left (${fmtS(budgetMs ?? 0)} with the margin)`;
+  const moves = `moves ${moving.length} of ${items.length} service(s), ${fmtMiB(bytes)}${within}: empty after about ${fmtS(last)} at ${link.basis}`;
+  return left.length === 0 ? moves : `${moves}; leaves ${left.length} running: ${left.map((item) => item.container).join(', ')}`;
+}
+
+const fmtMiB = (bytes: number): string => `${(bytes / MiB).toFixed(1)} MiB`;
+const fmtS = (ms: number): string => `${(ms / 1000).toFixed(1)} s`;
