@@ -37,13 +37,19 @@ export function formatTimeline(timeline: Timeline): string {
   return table(rows);
 }
 
-export function formatAgents(agents: AgentRegistration[], now = Date.now()): string {
+export function formatAgents(
+  agents: AgentRegistration[],
+  now = Date.now(),
+  /** Hosts that take no new service (core/evacuation.ts closedHosts), with why. */
+  closed: ReadonlyMap<string, string> = new Map(),
+): string {
   const header = ['AGENT', 'CLOUD', 'REGION', 'STATUS', 'ENGINE', 'CRIU', 'APPROACHES', 'FREE MEM', 'FREE DISK', 'CONTAINERS'];
   const rows = agents.map((a) => [
     a.agentId,
     a.cloud,
     a.region,
-    isAlive(a, now) ? 'alive' : `silent ${Math.round((now - Date.parse(a.heartbeatAt)) / 1000)} s`,
+    (isAlive(a, now) ? 'alive' : `silent ${Math.round((now - Date.parse(a.heartbeatAt)) / 1000)} s`) +
+      (closed.has(a.agentId) ? ', closed' : ''),
     `${a.engine.engine} ${a.engine.version} (${a.engine.ociRuntime})`,
     `${a.engine.criuVersion ?? 'none'}${a.capabilities.containerLevel.sockets?.available === true ? ' +sockets' : ''}`,
     a.approaches.join(',') || 'none',
@@ -54,6 +60,7 @@ export function formatAgents(agents: AgentRegistration[], now = Date.now()): str
   const notes = agents.flatMap((a) => {
     const caps = a.capabilities;
     const off = [
+      ...(closed.has(a.agentId) ? [`takes no new service: ${closed.get(a.agentId) ?? ''}`] : []),
       ...(caps.containerLevel.available ? [] : [`container level: ${caps.containerLevel.reason ?? 'unavailable'}`]),
       ...(caps.containerLevel.sockets?.available === false
         ? [`network services: ${caps.containerLevel.sockets.reason ?? 'unavailable'}`]

@@ -105,8 +105,10 @@ program
   .action(async (options: { json?: boolean; nats?: string }) => {
     const bus = await connectCli(options.nats);
     try {
-      const agents = (await bus.agents.list()).map((entry) => entry.value);
-      process.stdout.write(options.json ? `${JSON.stringify(agents, null, 2)}\n` : `${formatAgents(agents)}\n`);
+      const [entries, evacuations] = await Promise.all([bus.agents.list(), bus.evacuations.list()]);
+      const agents = entries.map((entry) => entry.value);
+      const closed = closedHosts(evacuations.map((entry) => entry.value));
+      process.stdout.write(options.json ? `${JSON.stringify(agents, null, 2)}\n` : `${formatAgents(agents, Date.now(), closed)}\n`);
     } finally {
       await bus.close();
     }
@@ -175,10 +177,10 @@ function describeWhere({ agent, frozen }: ReturnType<typeof whereItRuns>): strin
 program
   .command('drain')
   .description(
-    'move every service off an agent\'s host to hosts the planner picks, a few at once, and close the host to new services; what cannot move is left running, with why',
+    "move every service off an agent's host to hosts the planner picks, a few at once, and close the host to new services; what cannot move is left running, with why",
   )
   .argument('<agent>', 'the agent whose host to empty')
-  .option('--concurrency <n>', 'migrations at once (default: the evacuation function\'s, UMS_EVACUATION_CONCURRENCY)', parsePositiveInt)
+  .option('--concurrency <n>', "migrations at once (default: the evacuation function's, UMS_EVACUATION_CONCURRENCY)", parsePositiveInt)
   .option('--cancel', 'stop draining (what is moving ends, nothing new starts) and open the host to new services again')
   .option('--timeout <seconds>', 'give up following after this long', '1800')
   .option('--json', 'print the evacuation record as JSON')
@@ -189,7 +191,7 @@ program
 
 program
   .command('evacuations')
-  .description('show each host\'s evacuation (drain or cloud notice): what was decided, why, and what became of each service')
+  .description("show each host's evacuation (drain or cloud notice): what was decided, why, and what became of each service")
   .argument('[agent]', 'one agent')
   .option('--json', 'print as JSON')
   .addOption(natsOption())

@@ -9,13 +9,10 @@ import { planAgainst, type Plan } from './migration-plan.js';
  * Pure: the evacuation function (functions/evacuate-host.ts) decides with it, and its tests drive it directly.
  *
  * Against an eviction what counts is when the last byte of each service has left the host: after that the
- * host may go. Post-copy shortens a service's freeze, not that. The host's uplink is shared by its
- * migrations, so service i (in the order they go) has left after roughly
- *
- *   (the non-transfer work of services 0..i) / concurrency  +  (the bytes of services 0..i) / uplink
- *
- * where the uplink is the host's measured upload rate and the non-transfer work is the cost model's
- * (core/migration-approach.ts: the fixed cost and CRIU's per-MiB dump). Services go by priority, highest first
+ * host may go. Post-copy shortens a service's freeze, not that. The prediction plays the evacuation's own
+ * schedule (simulateSending): `concurrency` services under way, each spending its time before its first byte
+ * (BEFORE_FIRST_BYTE_MS and CRIU's per-MiB dump), then sharing the host's measured uplink with the others
+ * sending; the next starts when one has sent its last byte. Services go by priority, highest first
  * (the smaller first among equals, so that more of them fit); with a deadline, one whose predicted time runs
  * past the deadline less a margin is left running, and a later, smaller one may still fit.
  */
@@ -64,7 +61,12 @@ export function planEvacuation(input: EvacuationInput): EvacuationDecision {
     if (container.state !== 'running') continue;
     const policy = container.policy ?? DEFAULT_POLICY;
     if (policy.invalid !== undefined) {
-      left.push({ container: container.name, priority: policy.priority, state: 'left', reason: `its policy labels do not read: ${policy.invalid}` });
+      left.push({
+        container: container.name,
+        priority: policy.priority,
+        state: 'left',
+        reason: `its policy labels do not read: ${policy.invalid}`,
+      });
       continue;
     }
     const refusals: string[] = [];
@@ -75,7 +77,11 @@ export function planEvacuation(input: EvacuationInput): EvacuationDecision {
         refusals.push(`${destination.agentId}: ${allowed.reason}`);
         continue;
       }
-      const plan = planAgainst(input.agents as AgentRegistration[], { container: container.name, sourceAgent: host.agentId, destinationAgent: destination.agentId }, now);
+      const plan = planAgainst(
+        input.agents as AgentRegistration[],
+        { container: container.name, sourceAgent: host.agentId, destinationAgent: destination.agentId },
+        now,
+      );
       if (!plan.ok) refusals.push(`${destination.agentId}: ${plan.reason}`);
       else if (plan.mode.kind === 'refused') refusals.push(`${destination.agentId}: ${plan.mode.reason}`);
       else plans.push(plan);
@@ -92,8 +98,8 @@ export function planEvacuation(input: EvacuationInput): EvacuationDecision {
 
   const budgetMs = input.windowMs === undefined ? undefined : Math.max(0, input.windowMs * (1 - margin));
   const items: EvacuationItem[] = [];
-  let workMs = 0;
-  let sentBytes = 0;
+  /** What goes, in order: the schedule the prediction simulates. */
+  const going: Sending[] = [];
   for (const service of services) {
     const base = { container: service.container, priority: service.priority };
     // Capacity first: a destination must keep room for it after what it was given.
@@ -117,23 +123,24 @@ export function planEvacuation(input: EvacuationInput): EvacuationDecision {
     const chosen = fitting[0] as Extract<Plan, { ok: true }>;
     const archive = chosen.decision.archive;
     const bytes = archive.bytes + (archive.beforeFreezeBytes ?? 0);
-    const work = COST_MODEL.fixedMs[chosen.decision.approach] + (archive.bytes / MiB) * COST_MODEL.dumpRestoreMsPerMiB;
-    const predictedMs = (workMs + work) / input.concurrency + ((sentBytes + bytes) / link.bytesPerSecond) * 1000;
-    if (budgetMs !== undefined && predictedMs > budgetMs) {
+    const trial = [...going, { startMs: startMsOf(archive.bytes), bytes }];
+    const sentAt = simulateSending(trial, input.concurrency, link.bytesPerSecond);
+    const predictedMs = sentAt[sentAt.length - 1] as number;
+    // Adding it may also slow the ones before it (they share the link): all must still fit.
+    if (budgetMs !== undefined && Math.max(...sentAt) > budgetMs) {
       items.push({
         ...base,
         state: 'left',
         bytes,
         predictedMs: Math.round(predictedMs),
         reason:
-          `it does not fit: with it the host would be empty after about ${fmtS(predictedMs)} (${fmtMiB(bytes)} more at ${fmtMiB(link.bytesPerSecond)}/s), ` +
+          `it does not fit: with it the host would be empty after about ${fmtS(Math.max(...sentAt))} (${fmtMiB(bytes)} more at ${fmtMiB(link.bytesPerSecond)}/s), ` +
           `past the ${fmtS(budgetMs)} the notice leaves (${fmtS(input.windowMs ?? 0)} less a ${Math.round(margin * 100)}% margin); ` +
           `left running, services of higher priority went first`,
       });
       continue;
     }
-    workMs += work;
-    sentBytes += bytes;
+    going.push(trial[trial.length - 1] as Sending);
     freeMemory.set(chosen.destination.agentId, (freeMemory.get(chosen.destination.agentId) ?? 0) - service.memory);
     given.set(chosen.destination.agentId, (given.get(chosen.destination.agentId) ?? 0) + 1);
     items.push({
@@ -145,11 +152,68 @@ export function planEvacuation(input: EvacuationInput): EvacuationDecision {
       reason:
         `to ${chosen.destination.agentId} (${chosen.destination.cloud} ${chosen.destination.region}): ` +
         `${chosen.decision.approach} level, ${fmtMiB(bytes)}, its last byte off the host after about ${fmtS(predictedMs)}` +
-        (fitting.length > 1 ? `; of ${fitting.length} allowed hosts, the one given fewest of this host's services, then with the most memory free` : ''),
+        (fitting.length > 1
+          ? `; of ${fitting.length} allowed hosts, the one given fewest of this host's services, then with the most memory free`
+          : ''),
     });
+  }
+  // Later services share the link with earlier ones: each one's time is the whole schedule's.
+  const finalSentAt = simulateSending(going, input.concurrency, link.bytesPerSecond);
+  let next = 0;
+  for (const item of items) {
+    if (item.state !== 'pending') continue;
+    item.predictedMs = Math.round(finalSentAt[next++] as number);
   }
   const ordered = [...items, ...left];
   return { items: ordered, link, summary: summarize(ordered, link, input.windowMs, budgetMs) };
+}
+
+/** A service as the prediction sees it: time before its first byte, then its bytes on the shared uplink. */
+interface Sending {
+  startMs: number;
+  bytes: number;
+}
+
+/**
+ * Before a service's first byte leaves: the saga's plan and the destination's preparation (measured at 2-6 s in
+ * the evacuation e2e on 2 cores, the upper end with three migrations at once), then CRIU's dump and the engine's
+ * export, which grow with the memory (the cost model's per-MiB figures).
+ */
+export const BEFORE_FIRST_BYTE_MS = 4_000;
+const startMsOf = (archiveBytes: number): number =>
+  BEFORE_FIRST_BYTE_MS + (archiveBytes / MiB) * (COST_MODEL.dumpRestoreMsPerMiB + COST_MODEL.extraMsPerMiB.container);
+
+/**
+ * When each service's last byte has left the host (ms from the start), as the evacuation function runs them: at
+ * most `concurrency` under way, the next starting as one has sent its last byte; each spends its start time,
+ * then shares the uplink equally with the others sending.
+ */
+export function simulateSending(services: readonly Sending[], concurrency: number, bytesPerSecond: number): number[] {
+  const sentAt = new Array<number>(services.length).fill(0);
+  const active: Array<{ index: number; readyAt: number; remaining: number }> = [];
+  let queued = 0;
+  let now = 0;
+  while (queued < services.length || active.length > 0) {
+    while (active.length < concurrency && queued < services.length) {
+      const service = services[queued] as Sending;
+      active.push({ index: queued, readyAt: now + service.startMs, remaining: service.bytes });
+      queued += 1;
+    }
+    const sending = active.filter((a) => a.readyAt <= now);
+    const share = sending.length > 0 ? bytesPerSecond / sending.length / 1000 : 0;
+    const nextReady = Math.min(...active.filter((a) => a.readyAt > now).map((a) => a.readyAt));
+    const nextSent = sending.length > 0 ? now + Math.min(...sending.map((a) => a.remaining)) / share : Number.POSITIVE_INFINITY;
+    const step = Math.min(nextReady, nextSent) - now;
+    for (const a of sending) a.remaining -= step * share;
+    now += step;
+    for (const a of [...active]) {
+      if (a.readyAt <= now && a.remaining <= 1e-6) {
+        sentAt[a.index] = now;
+        active.splice(active.indexOf(a), 1);
+      }
+    }
+  }
+  return sentAt;
 }
 
 function estimateOf(plan: Extract<Plan, { ok: true }>): number {

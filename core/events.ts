@@ -478,7 +478,12 @@ export type EventData<N extends EventName> = z.infer<(typeof eventData)[N]>;
 export type CommandData<N extends CommandName> = z.infer<(typeof commandData)[N]>;
 
 /** The facts about a host itself rather than a migration: their data name the agent, not a migration. */
-const HOST_EVENTS = ['host.notice', 'host.notice-withdrawn', 'host.drain-requested', 'host.drain-cancelled'] as const satisfies readonly EventName[];
+const HOST_EVENTS = [
+  'host.notice',
+  'host.notice-withdrawn',
+  'host.drain-requested',
+  'host.drain-cancelled',
+] as const satisfies readonly EventName[];
 export type HostEventName = (typeof HOST_EVENTS)[number];
 export type MigrationEventName = Exclude<EventName, HostEventName>;
 

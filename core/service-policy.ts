@@ -50,7 +50,8 @@ export function servicePolicyOf(labels: Readonly<Record<string, string>>): Servi
   if (rawClouds !== undefined) {
     const clouds = z.array(Cloud).min(1).max(8).safeParse(list(rawClouds));
     if (clouds.success) policy.allowedClouds = clouds.data;
-    else problems.push(`${POLICY_LABELS.allowedClouds}="${rawClouds.slice(0, 80)}" names no cloud, or one not in ${Cloud.options.join(', ')}`);
+    else
+      problems.push(`${POLICY_LABELS.allowedClouds}="${rawClouds.slice(0, 80)}" names no cloud, or one not in ${Cloud.options.join(', ')}`);
   }
   const rawRegions = labels[POLICY_LABELS.allowedRegions];
   if (rawRegions !== undefined) {

@@ -2,9 +2,8 @@ import { createHash } from 'node:crypto';
 import { isAlive } from '../core/agent-registration.js';
 import { RevisionConflictError, type Versioned } from '../core/event-bus.js';
 import { closedHosts, isUnderWay, type EvacuationItem, type EvacuationRecord, type EvacuationTrigger } from '../core/evacuation.js';
-import { planEvacuation } from '../core/evacuation-plan.js';
+import { BEFORE_FIRST_BYTE_MS, planEvacuation } from '../core/evacuation-plan.js';
 import { makeEvent, type EventOf } from '../core/events.js';
-import { COST_MODEL } from '../core/migration-approach.js';
 import { isTerminal } from '../core/migration.js';
 import type { FunctionContext } from './function-context.js';
 
@@ -40,13 +39,22 @@ export async function evacuateHost(event: EvacuationEvent, ctx: FunctionContext)
   switch (event.name) {
     case 'host.drain-requested': {
       const { agent, evacuationId, concurrency, requestedBy } = event.data;
-      return begin(ctx, agent, evacuationId, { kind: 'drain', ...(requestedBy ? { requestedBy } : {}) }, concurrency ?? defaultConcurrency());
+      return begin(
+        ctx,
+        agent,
+        evacuationId,
+        { kind: 'drain', ...(requestedBy ? { requestedBy } : {}) },
+        concurrency ?? defaultConcurrency(),
+      );
     }
     case 'host.notice': {
       const notice = event.data;
       if (!notice.evicts) {
         // A pause, a live migration or an advisory keeps the host's memory: evacuating would stop every service for nothing.
-        ctx.log.info({ agent: notice.agent, kind: notice.kind, noticeId: notice.noticeId }, 'not evacuating: the notice does not end the host');
+        ctx.log.info(
+          { agent: notice.agent, kind: notice.kind, noticeId: notice.noticeId },
+          'not evacuating: the notice does not end the host',
+        );
         return;
       }
       // One evacuation per notice, whatever the number of deliveries (the latest fact per noticeId holds).
@@ -62,7 +70,12 @@ export async function evacuateHost(event: EvacuationEvent, ctx: FunctionContext)
     }
     case 'host.notice-withdrawn': {
       const { agent, noticeId, cloud } = event.data;
-      return cancel(ctx, agent, `the ${cloud} notice ${noticeId} was withdrawn`, (trigger) => trigger.kind === 'notice' && trigger.noticeId === noticeId);
+      return cancel(
+        ctx,
+        agent,
+        `the ${cloud} notice ${noticeId} was withdrawn`,
+        (trigger) => trigger.kind === 'notice' && trigger.noticeId === noticeId,
+      );
     }
     case 'host.drain-cancelled':
       return cancel(ctx, event.data.agent, `cancelled by ${event.data.requestedBy ?? 'an operator'}`, () => true);
@@ -113,7 +126,10 @@ async function begin(
     const under = existing !== undefined && existing.value.state === 'evacuating' ? existing.value : undefined;
     // Services the evacuation under way has already taken on stay as they are; the rest are decided now.
     const kept = (under?.items ?? []).filter((item) => item.state !== 'pending');
-    const host = { ...registration.value, containers: registration.value.containers.filter((c) => !kept.some((k) => k.container === c.name)) };
+    const host = {
+      ...registration.value,
+      containers: registration.value.containers.filter((c) => !kept.some((k) => k.container === c.name)),
+    };
     const now = Date.now();
     const effectiveDeadline = earliest(deadline, under?.deadline);
     const closed = closedHosts(evacuations.filter((e) => e.key !== agent).map((e) => e.value));
@@ -151,7 +167,8 @@ async function begin(
       { agent, evacuationId: record.evacuationId, trigger: record.trigger, deadline: record.deadline, summary: record.summary },
       under ? 'evacuation re-decided under a notice' : 'evacuation decided',
     );
-    for (const item of decision.items) log.info({ agent, container: item.container, state: item.state, why: item.reason }, 'evacuation item');
+    for (const item of decision.items)
+      log.info({ agent, container: item.container, state: item.state, why: item.reason }, 'evacuation item');
     return advance(ctx, agent);
   }
   throw new Error(`the evacuation record of "${agent}" kept changing under this invocation; the event will be delivered again`);
@@ -176,7 +193,12 @@ async function advance(ctx: FunctionContext, agent: string): Promise<void> {
       const late = lateBy(record, item, now);
       if (late !== undefined) return { ...item, state: 'left', endedAt: new Date(now).toISOString(), reason: late };
       slots -= 1;
-      const next: EvacuationItem = { ...item, state: 'moving', migrationId: `${record.evacuationId}-${index}`, startedAt: new Date(now).toISOString() };
+      const next: EvacuationItem = {
+        ...item,
+        state: 'moving',
+        migrationId: `${record.evacuationId}-${index}`,
+        startedAt: new Date(now).toISOString(),
+      };
       started.push(next);
       return next;
     });
@@ -200,7 +222,7 @@ function lateBy(record: EvacuationRecord, item: EvacuationItem, now: number): st
   if (record.deadline === undefined) return undefined;
   const leftMs = Date.parse(record.deadline) - now;
   const bytes = item.bytes ?? 0;
-  const needMs = COST_MODEL.fixedMs.container + (bytes / record.link.bytesPerSecond) * 1000;
+  const needMs = BEFORE_FIRST_BYTE_MS + (bytes / record.link.bytesPerSecond) * 1000;
   if (needMs <= leftMs) return undefined;
   return `its turn came ${(leftMs / 1000).toFixed(1)} s before the deadline and it needs about ${(needMs / 1000).toFixed(1)} s to leave the host: left running rather than frozen for nothing`;
 }
@@ -242,7 +264,8 @@ async function itemChanged(
     const items = [...current.value.items];
     const ended = change.state === 'moved' || change.state === 'failed';
     items[index] = { ...item, ...change, ...(ended ? { endedAt: new Date().toISOString() } : {}) };
-    if (await compareAndSet(ctx, agent, { ...current.value, items, updatedAt: new Date().toISOString() }, current)) return advance(ctx, agent);
+    if (await compareAndSet(ctx, agent, { ...current.value, items, updatedAt: new Date().toISOString() }, current))
+      return advance(ctx, agent);
   }
   throw new Error(`the evacuation record of "${agent}" kept changing under this invocation; the event will be delivered again`);
 }
@@ -252,12 +275,24 @@ async function cancel(ctx: FunctionContext, agent: string, why: string, applies:
     const current = await ctx.bus.evacuations.get(agent);
     if (!current || current.value.state === 'cancelled' || !applies(current.value.trigger)) return;
     const at = new Date().toISOString();
-    const items = current.value.items.map(
-      (item): EvacuationItem => (item.state === 'pending' ? { ...item, state: 'not-started', reason: `${why} before its turn; it runs where it ran`, endedAt: at } : item),
+    const items = current.value.items.map((item): EvacuationItem =>
+      item.state === 'pending'
+        ? { ...item, state: 'not-started', reason: `${why} before its turn; it runs where it ran`, endedAt: at }
+        : item,
     );
-    const next: EvacuationRecord = { ...current.value, state: 'cancelled', cancelReason: why, items, updatedAt: at, endedAt: current.value.endedAt ?? at };
+    const next: EvacuationRecord = {
+      ...current.value,
+      state: 'cancelled',
+      cancelReason: why,
+      items,
+      updatedAt: at,
+      endedAt: current.value.endedAt ?? at,
+    };
     if (await compareAndSet(ctx, agent, next, current)) {
-      ctx.log.info({ agent, evacuationId: next.evacuationId, why, moving: items.filter((i) => i.state === 'moving').length }, 'evacuation cancelled');
+      ctx.log.info(
+        { agent, evacuationId: next.evacuationId, why, moving: items.filter((i) => i.state === 'moving').length },
+        'evacuation cancelled',
+      );
       return;
     }
   }
@@ -297,7 +332,12 @@ export async function superviseEvacuations(ctx: FunctionContext, now = Date.now(
   return acted;
 }
 
-async function compareAndSet(ctx: FunctionContext, agent: string, next: EvacuationRecord, current: Versioned<EvacuationRecord>): Promise<boolean> {
+async function compareAndSet(
+  ctx: FunctionContext,
+  agent: string,
+  next: EvacuationRecord,
+  current: Versioned<EvacuationRecord>,
+): Promise<boolean> {
   try {
     await ctx.bus.evacuations.update(agent, next, current.revision);
     return true;

@@ -21,6 +21,7 @@ import { generateSigningKeyPair, type SigningPublicKey } from '../../core/signed
 import { CommandSigner, CommandVerifier } from '../../core/command-signature.js';
 import { getTestServer } from '@google-cloud/functions-framework/testing';
 import { AUTH_HEADER, signDelivery } from '../../core/function-auth.js';
+import { evacuateHost } from '../../functions/evacuate-host.js';
 import { finalize } from '../../functions/finalize.js';
 import { closeFunctionContext, type FunctionContext } from '../../functions/function-context.js';
 import { planMigration } from '../../functions/plan-migration.js';
@@ -955,5 +956,67 @@ describe('the migration functions against a real JetStream', () => {
     const record = await bus.migrations.get(migrationId);
     assert.equal(record?.value.state, 'failed', 'the published fact is acted on');
     assert.equal(record?.value.failure?.code, 'image-missing');
+  });
+  it('evacuates a host only on a notice that ends it, asks once per notice as the functions, closes the host, and stops when the notice is withdrawn', async () => {
+    await bus.evacuations.delete(SOURCE);
+    await bus.agents.put(SOURCE, registration(SOURCE, [container('web'), container('db'), container('cache')]));
+    const observedAt = new Date().toISOString();
+    const notice = (kind: 'freeze' | 'preemption', noticeId: string) =>
+      makeEvent('host.notice', '/agents/azure', {
+        agent: SOURCE,
+        cloud: 'azure',
+        noticeId,
+        kind,
+        evicts: kind === 'preemption',
+        deadline: new Date(Date.now() + 600_000).toISOString(),
+        summary: kind === 'freeze' ? 'Freeze Scheduled' : 'Preempt Scheduled',
+        observedAt,
+      });
+    await evacuateHost(notice('freeze', 'F1'), ctx);
+    assert.equal(await bus.evacuations.get(SOURCE), undefined, 'a freeze keeps the host and its memory: nothing moves');
+
+    const preempt = notice('preemption', 'P1');
+    await evacuateHost(preempt, ctx);
+    await evacuateHost(preempt, ctx);
+    const record = (await bus.evacuations.get(SOURCE))?.value;
+    assert.equal(record?.state, 'evacuating');
+    assert.equal(record?.trigger.kind === 'notice' && record.trigger.noticeId, 'P1');
+    const moving = record?.items.filter((item) => item.state === 'moving') ?? [];
+    assert.equal(moving.length, 2, 'two at a time (the default concurrency)');
+    assert.equal(record?.items.filter((item) => item.state === 'pending').length, 1);
+    for (const item of moving) {
+      // Asked once, in the functions' name (the CLI's principal could not state a request that names an evacuation).
+      const asked = await bus.lastEvent(item.migrationId ?? '', 'migration.requested', FUNCTIONS_PRINCIPAL);
+      assert.ok(asked?.name === 'migration.requested');
+      assert.deepEqual(asked.data.evacuation, { agent: SOURCE, evacuationId: record?.evacuationId });
+      assert.equal(asked.data.destinationAgent, DESTINATION);
+    }
+
+    // Nothing is planned onto a host whose end is announced.
+    await bus.agents.put(DESTINATION, registration(DESTINATION, [container('other')]));
+    const onto = request('other', randomUUID(), SOURCE);
+    await planMigration(onto, ctx);
+    const refused = await bus.migrations.get(onto.data.migrationId);
+    assert.equal(refused?.value.state, 'failed');
+    assert.match(refused?.value.failure?.reason ?? '', /takes no new service: its cloud announced its end \(azure preemption/);
+
+    const withdrawn = makeEvent('host.notice-withdrawn', '/agents/azure', {
+      agent: SOURCE,
+      cloud: 'azure',
+      noticeId: 'P1',
+      kind: 'preemption',
+      evicts: true,
+      withdrawnAt: new Date().toISOString(),
+    });
+    await evacuateHost(withdrawn, ctx);
+    const cancelled = (await bus.evacuations.get(SOURCE))?.value;
+    assert.equal(cancelled?.state, 'cancelled');
+    assert.match(cancelled?.cancelReason ?? '', /the azure notice P1 was withdrawn/);
+    assert.deepEqual(
+      cancelled?.items.map((item) => item.state).sort(),
+      ['moving', 'moving', 'not-started'],
+      'what was asked for runs to its end; the rest is not started',
+    );
+    await bus.evacuations.delete(SOURCE);
   });
 });

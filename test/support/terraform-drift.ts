@@ -68,7 +68,7 @@ export const AGENT_ENV_NOT_DEPLOYED: Record<string, string> = {
   UMS_CRI_POD_LOGS: 'a Kubernetes node’s agent (UMS_ENGINE=cri)',
   NATS_USER: 'a development broker without nkeys; the deployment uses UMS_NATS_CREDENTIALS',
   NATS_PASSWORD: 'a development broker without nkeys; the deployment uses UMS_NATS_CREDENTIALS',
-  UMS_NOTICES: 'off (the default) until the evacuation that acts on host.notice lands (issue order 8); then the hosts turn it on',
+  UMS_MEASURE_UPLINK: 'auto (the default): the agent measures its uplink at start when it watches notices, which the hosts do',
   UMS_METADATA_URL: "a local stand-in for the metadata service (tests, the local stack); a VM reads its own cloud's",
   UMS_AZURE_VM_NAME: 'an Azure VM reads its name from the instance metadata (compute/name)',
 };

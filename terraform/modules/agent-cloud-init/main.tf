@@ -27,7 +27,10 @@ locals {
       UMS_LAUNCHER_DIR         = "/run/ums-launcher"
       UMS_STATE_DIR            = var.agent_id == null ? "" : "/var/lib/ums/agent/${var.agent_id}"
       UMS_LOG_LEVEL            = var.log_level
+      # The host's cloud announces its end in its instance metadata: the evacuation acts on it (functions/evacuate-host.ts).
+      UMS_NOTICES = var.notices ? "on" : "off"
     },
+    var.max_upload_rate_mib == null ? {} : { UMS_MAX_UPLOAD_RATE = tostring(var.max_upload_rate_mib) },
     # The engine's API socket where the bootstrap starts it (Podman's podman.socket, Debian's docker.socket).
     var.engine == "podman" ? { UMS_PODMAN_URL = "unix:///run/podman/podman.sock" } : {},
     var.engine == "docker" ? { UMS_DOCKER_SOCKET = "unix:///run/docker.sock" } : {},

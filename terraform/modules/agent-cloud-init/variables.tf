@@ -233,3 +233,19 @@ variable "release_sha256" {
     error_message = "release_sha256 must be 64 lowercase hex digits."
   }
 }
+
+variable "notices" {
+  description = "Watch the host's cloud's instance metadata for eviction and maintenance notices (UMS_NOTICES) and publish them, so that a host whose end is announced is evacuated; the agent then also measures its uplink at start, which the evacuation predicts with."
+  type        = bool
+  default     = true
+}
+
+variable "max_upload_rate_mib" {
+  description = "The most the host's uploads of checkpoints and images send per second, in MiB, all migrations together (UMS_MAX_UPLOAD_RATE): leaves the services still running some of the link. null: no cap."
+  type        = number
+  default     = null
+  validation {
+    condition     = var.max_upload_rate_mib == null ? true : var.max_upload_rate_mib > 0
+    error_message = "max_upload_rate_mib must be positive, or null for no cap."
+  }
+}

@@ -15,6 +15,7 @@ variable "functions" {
     planMigration       = "planMigration"
     planRestore         = "planRestore"
     finalize            = "finalize"
+    evacuateHost        = "evacuateHost"
     superviseMigrations = "superviseMigrations"
   }
 }
