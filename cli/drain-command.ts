@@ -28,22 +28,31 @@ export async function drain(agent: string, options: DrainOptions): Promise<numbe
   const say = (line: string) => {
     if (!options.json) process.stderr.write(`${line}\n`);
   };
+  // The record as it ended, and the exit code (undefined: it did not end in time).
+  const report = (ended: EvacuationRecord | undefined, code: (record: EvacuationRecord) => number): number => {
+    if (ended === undefined) return 2;
+    process.stdout.write(options.json ? `${JSON.stringify(ended, null, 2)}\n` : `${formatEvacuation(ended)}\n`);
+    return code(ended);
+  };
+  const emptied = (record: EvacuationRecord) => (record.items.every((item) => item.state === 'moved') ? 0 : 1);
+  const over = (record: EvacuationRecord) => record.state !== 'evacuating';
   try {
-    const registration = await bus.agents.get(agent);
     const requestedBy = process.env.USER ?? 'cli';
+    const current = await bus.evacuations.get(agent);
     if (options.cancel) {
-      const current = await bus.evacuations.get(agent);
       if (!current || current.value.state === 'cancelled') {
         say(`${agent} is not being drained or evacuated: nothing to cancel`);
         return 0;
       }
       await bus.publishEvent(makeEvent('host.drain-cancelled', '/ums/cli', { agent, requestedBy }));
-      const ended = await follow(bus, agent, current.value.evacuationId, (r) => r.state === 'cancelled', options, say);
-      if (ended === undefined) return 2;
-      if (options.json) process.stdout.write(`${JSON.stringify(ended, null, 2)}\n`);
-      else process.stdout.write(`${formatEvacuation(ended)}\n`);
-      return 0;
+      return report(await follow(bus, agent, current.value.evacuationId, (r) => r.state === 'cancelled', options, say), () => 0);
     }
+    if (current?.value.state === 'evacuating') {
+      // One evacuation per host: a drain asked now would join it, so follow that one.
+      say(`${agent} is already being evacuated (${current.value.evacuationId}); following it`);
+      return report(await follow(bus, agent, current.value.evacuationId, over, options, say), emptied);
+    }
+    const registration = await bus.agents.get(agent);
     if (!registration || !isAlive(registration.value)) {
       throw new Error(
         registration
@@ -61,11 +70,7 @@ export async function drain(agent: string, options: DrainOptions): Promise<numbe
       }),
     );
     say(`draining ${agent} (${evacuationId})`);
-    const ended = await follow(bus, agent, evacuationId, (r) => r.state !== 'evacuating', options, say);
-    if (ended === undefined) return 2;
-    if (options.json) process.stdout.write(`${JSON.stringify(ended, null, 2)}\n`);
-    else process.stdout.write(`${formatEvacuation(ended)}\n`);
-    return ended.items.every((item) => item.state === 'moved') ? 0 : 1;
+    return report(await follow(bus, agent, evacuationId, over, options, say), emptied);
   } finally {
     await bus.close();
   }

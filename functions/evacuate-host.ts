@@ -224,6 +224,7 @@ function lateBy(record: EvacuationRecord, item: EvacuationItem, now: number): st
   const bytes = item.bytes ?? 0;
   const needMs = BEFORE_FIRST_BYTE_MS + (bytes / record.link.bytesPerSecond) * 1000;
   if (needMs <= leftMs) return undefined;
+  if (leftMs <= 0) return 'the deadline passed before its turn: left where it ran';
   return `its turn came ${(leftMs / 1000).toFixed(1)} s before the deadline and it needs about ${(needMs / 1000).toFixed(1)} s to leave the host: left running rather than frozen for nothing`;
 }
 
