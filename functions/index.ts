@@ -3,7 +3,9 @@ import { publisherOf } from '../core/event-identity.js';
 import { eventScope, InvalidMessageError, parseEvent, type EventOf, type UmsEvent } from '../core/events.js';
 import { canonicalJson } from '../core/signed-envelope.js';
 import { SCHEDULE_TICK_TYPE, triggers, type FunctionName } from './triggers.js';
-import { functionContext, type FunctionContext } from './function-context.js';
+import { functionBus, functionContext, type FunctionContext } from './function-context.js';
+import { CLOUD_NOTICE_INGRESS, cloudNoticeIngress } from './cloud-notice-ingress.js';
+import { createLogger } from '../core/log.js';
 import { finalize, type FinalizeTrigger } from './finalize.js';
 import { authenticatedCloudEvent } from './http-trigger.js';
 import { planMigration } from './plan-migration.js';
@@ -85,6 +87,9 @@ framework.http(
     if (report.acted.length > 0) ctx.log.warn({ acted: report.acted }, 'supervisor moved stalled migrations on');
   }),
 );
+
+/** The clouds' event services call this one themselves, not the bridge (functions/cloud-notice-ingress.ts). */
+framework.http(CLOUD_NOTICE_INGRESS, cloudNoticeIngress(functionBus, createLogger(`function.${CLOUD_NOTICE_INGRESS}`)));
 
 register('planMigration', planMigration);
 register('planRestore', planRestore);
