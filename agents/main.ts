@@ -31,6 +31,7 @@ import { parseVerifyKeys } from '../core/signed-envelope.js';
 import { CommandVerifier } from '../core/command-signature.js';
 import { DockerEngine } from './docker-engine.js';
 import { openNoticeWatcher } from './notices/open-notice-watcher.js';
+import type { NoticeWatcher } from './notices/notice-watcher.js';
 import { PodmanEngine } from './podman-engine.js';
 
 function positiveInt(value: string | number): number {
@@ -88,6 +89,7 @@ interface AgentOptions {
   maxUploadRate?: number;
   measureUplink: 'on' | 'off' | 'auto';
   azureVmName?: string;
+  instanceId?: string;
 }
 
 const program = new Command('ums-agent')
@@ -243,6 +245,12 @@ const program = new Command('ums-agent')
   )
   .addOption(
     new Option(
+      '--instance-id <id>',
+      "the cloud's id of this VM (Azure resource id, GCE instance id, EC2 instance id), by which the clouds' event services' notices find this agent; read from the instance metadata when notices are watched",
+    ).env('UMS_INSTANCE_ID'),
+  )
+  .addOption(
+    new Option(
       '--volumes-dir <dir>',
       "where this agent sees the engine's volume directory, when the engine names it by another path (an agent in another mount namespace or container than the engine)",
     ).env('UMS_VOLUMES_DIR'),
@@ -274,6 +282,15 @@ const program = new Command('ums-agent')
     const bus = await connectNatsBus({ servers: options.nats, name: `ums-agent-${agentId}` });
     const engine = openEngine(options, agentId, stateDir, log);
     const drivers = engine instanceof CriEngine ? orchestratorDrivers(engine, agentId) : await engineDrivers(engine, options, agentId, log);
+    const notices = noticeCloud
+      ? openNoticeWatcher({
+          cloud: noticeCloud,
+          ...(options.metadataUrl !== undefined ? { metadataUrl: options.metadataUrl } : {}),
+          ...(options.azureVmName !== undefined ? { azureVmName: options.azureVmName } : {}),
+          log,
+        })
+      : undefined;
+    const instanceId = options.instanceId ?? (notices ? await readInstanceId(notices, log) : undefined);
     const agent = new HostAgent({
       identity: {
         agentId,
@@ -281,6 +298,7 @@ const program = new Command('ums-agent')
         region: options.region,
         storeUrl: options.store,
         ...(options.serviceAddress !== undefined ? { serviceAddress: options.serviceAddress } : {}),
+        ...(instanceId !== undefined ? { instanceId } : {}),
         sealing: sealingKey.publicKey,
         manifestSigning: signingKey.publicKey,
       },
@@ -302,16 +320,7 @@ const program = new Command('ums-agent')
       ...(options.measureUplink !== 'auto' ? { measureUplink: options.measureUplink === 'on' } : {}),
       journal: new RestoreJournal(stateDir),
       ...(drivers.postCopy ? { postCopy: drivers.postCopy } : {}),
-      ...(noticeCloud
-        ? {
-            notices: openNoticeWatcher({
-              cloud: noticeCloud,
-              ...(options.metadataUrl !== undefined ? { metadataUrl: options.metadataUrl } : {}),
-              ...(options.azureVmName !== undefined ? { azureVmName: options.azureVmName } : {}),
-              log,
-            }),
-          }
-        : {}),
+      ...(notices ? { notices } : {}),
       log,
     });
     await agent.start();
@@ -339,6 +348,24 @@ function noticesCloud(value: string, cloud: Cloud): NoticeCloud | undefined {
     );
   }
   return own.data;
+}
+
+/**
+ * This VM's id from its cloud's instance metadata, for the notices of the clouds' event services. Without it the
+ * agent still runs and reads its metadata's notices itself: a failure is logged, not fatal.
+ */
+async function readInstanceId(watcher: NoticeWatcher, log: Logger): Promise<string | undefined> {
+  try {
+    const instanceId = await watcher.readInstanceId(AbortSignal.timeout(10_000));
+    log.info({ instanceId }, "read this VM's id from the instance metadata");
+    return instanceId;
+  } catch (error) {
+    log.warn(
+      { err: error },
+      "could not read this VM's id from the instance metadata: the event services' notices will not find this agent (set --instance-id)",
+    );
+    return undefined;
+  }
 }
 
 /** The host's engine, as --engine says. */

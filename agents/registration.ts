@@ -15,6 +15,8 @@ export interface AgentIdentity {
   storeUrl: string;
   /** Where clients reach this host's published ports (a frontman forwards there). */
   serviceAddress?: string;
+  /** The cloud's id of this VM, by which the clouds' event services' notices find this agent (core/agent-registration.ts). */
+  instanceId?: string;
   /** The public half of the agent's sealing key: checkpoints sent to this host are sealed for it. */
   sealing?: SealingPublicKey;
   /** The public half of the agent's manifest-signing key: destinations verify its manifests with it. */

@@ -22,6 +22,12 @@ export const AgentRegistration = z.object({
    * (frontman/) sends a service's requests there. Absent: the host serves no frontman.
    */
   serviceAddress: z.string().min(1).max(253).optional(),
+  /**
+   * The cloud's own id of the VM the agent runs on (Azure: its resource id; GCP: its numeric instance id; AWS: its
+   * instance id): the clouds' event services name the VM, and the notice ingress finds its agent by this
+   * (functions/cloud-notice-ingress.ts). Absent: no event service's notice reaches this agent.
+   */
+  instanceId: z.string().min(1).max(512).optional(),
   /** The agent's own object store (URL without credentials), where its checkpoints go. */
   storeUrl: z.string().min(1),
   /**

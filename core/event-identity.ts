@@ -32,6 +32,10 @@ export function publisherOf(event: UmsEvent): string {
   if (event.name === 'host.drain-requested' || event.name === 'host.drain-cancelled') return CLI_PRINCIPAL;
   if (FUNCTION_EVENTS.has(event.name)) return FUNCTIONS_PRINCIPAL;
   if (event.name === 'frontman.drained' || event.name === 'frontman.released') return FRONTMAN_PRINCIPAL;
+  // A notice the cloud's event service reported reaches the bus through the functions' ingress: their word, not the agent's.
+  if ((event.name === 'host.notice' || event.name === 'host.notice-withdrawn') && event.data.reportedBy !== undefined) {
+    return FUNCTIONS_PRINCIPAL;
+  }
   // Every remaining event's data names its agent (the schema requires it): the fact is that agent's word.
   return agentPrincipal((event.data as { agent: string }).agent);
 }

@@ -4,7 +4,7 @@ import { PublishedPort } from './container-network.js';
 import { ChunkRef } from './checkpoint-artifact.js';
 import { Sealing, SealingPublicKey } from './checkpoint-sealing.js';
 import { ContainerSecurityProfile } from './container-security.js';
-import { EVICTS_RULE_MESSAGE, evictsFollowsKind, noticeShape } from './host-notice.js';
+import { EVICTS_RULE_MESSAGE, evictsFollowsKind, NoticeReporter, noticeShape } from './host-notice.js';
 import { ArchiveEstimate, MigrationApproach } from './migration-approach.js';
 import { MigrationMode } from './migration-mode.js';
 import { PageServer, PageStreamGrant } from './page-stream.js';
@@ -323,10 +323,13 @@ export const eventData = {
   /**
    * The agent's cloud announced an eviction or maintenance of its host (core/host-notice.ts), or changed a
    * notice it had announced (a new deadline, Scheduled -> Started): the latest fact per noticeId holds.
-   * `evicts` must follow the kind: a notice that says a pause ends the host is refused.
+   * `evicts` must follow the kind: a notice that says a pause ends the host is refused. `reportedBy`: the cloud's
+   * event service reported it (functions/cloud-notice-ingress.ts), not the agent; absent: the agent's own reading.
    */
-  'host.notice': z.object({ agent: AgentId, ...noticeShape }).refine(evictsFollowsKind, { message: EVICTS_RULE_MESSAGE, path: ['evicts'] }),
-  /** A notice the agent had announced is gone from its cloud's metadata: withdrawn, or it ran its course. */
+  'host.notice': z
+    .object({ agent: AgentId, ...noticeShape, reportedBy: NoticeReporter.optional() })
+    .refine(evictsFollowsKind, { message: EVICTS_RULE_MESSAGE, path: ['evicts'] }),
+  /** A notice announced before is gone (from the metadata, or the event service said so): withdrawn, or it ran its course. */
   'host.notice-withdrawn': z
     .object({
       agent: AgentId,
@@ -335,6 +338,7 @@ export const eventData = {
       kind: noticeShape.kind,
       evicts: noticeShape.evicts,
       withdrawnAt: isoTime,
+      reportedBy: NoticeReporter.optional(),
     })
     .refine(evictsFollowsKind, { message: EVICTS_RULE_MESSAGE, path: ['evicts'] }),
   /**

@@ -87,9 +87,29 @@ export const noticeShape = {
   deadline: isoTime.optional(),
   /** What the cloud said, in one line, for operators (event type, status, description; never a token). */
   summary: z.string().max(500),
-  /** When this agent first saw the notice. */
+  /** When this agent first saw the notice (reported by the cloud's event service: when that service emitted it). */
   observedAt: isoTime,
 };
+
+/**
+ * The clouds' event services, through which a cloud also announces what happens to its VMs (Event Grid, Eventarc,
+ * EventBridge): functions/cloud-notice-ingress.ts turns their events into the same notices the agents read from
+ * their instance metadata.
+ */
+export const EventService = z.enum(['event-grid', 'eventarc', 'eventbridge']);
+export type EventService = z.infer<typeof EventService>;
+
+/**
+ * Who reported a notice that is not the agent's own reading of its metadata: the cloud's event service, with the
+ * id and source of its event (for an operator to find it there). A notice with a reporter is the functions' word,
+ * not the agent's (core/event-identity.ts): the ingress is not the agent and cannot speak for it.
+ */
+export const NoticeReporter = z.object({
+  service: EventService,
+  eventId: z.string().min(1).max(300),
+  eventSource: z.string().min(1).max(500),
+});
+export type NoticeReporter = z.infer<typeof NoticeReporter>;
 
 export const evictsFollowsKind = (notice: { kind: NoticeKind; evicts: boolean }): boolean => notice.evicts === endsTheHost(notice.kind);
 export const EVICTS_RULE_MESSAGE = 'evicts must say whether the kind ends the host (core/host-notice.ts)';

@@ -86,18 +86,28 @@ export async function closeFunctionContext(): Promise<void> {
   await (await bus?.catch(() => undefined))?.close();
 }
 
-export async function functionContext(functionName: string): Promise<FunctionContext> {
+/**
+ * The warm instance's broker connection, shared by every invocation. A function that signs no command and opens
+ * no store (the notice ingress) needs only this, and so none of their keys.
+ */
+export function functionBus(): Promise<EventBus> {
   const servers = process.env.NATS_URL;
-  if (!servers) throw new Error('NATS_URL is not set: the functions need the broker address (e.g. nats://nats.internal:4222)');
+  if (!servers)
+    return Promise.reject(new Error('NATS_URL is not set: the functions need the broker address (e.g. nats://nats.internal:4222)'));
   shared ??= connectNatsBus({ servers, name: `ums-functions-${process.pid}` }).catch((error: unknown) => {
     shared = undefined;
     throw error;
   });
+  return shared;
+}
+
+export async function functionContext(functionName: string): Promise<FunctionContext> {
+  const bus = await functionBus();
   const ttl = Number(process.env.UMS_SIGNED_URL_TTL_SECONDS ?? 900);
   const commandSigning = await commandSigner();
   const stores = storeAccess();
   return {
-    bus: await shared,
+    bus,
     log: createLogger(`function.${functionName}`),
     source: `/ums/functions/${functionName}`,
     openStore: (url) => openObjectStore(url, process.env, stores.options),

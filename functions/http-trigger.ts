@@ -62,7 +62,7 @@ function stringField(value: unknown): string {
 }
 
 /** The CloudEvent of a request: the parsed JSON body (structured mode) or ce-* headers plus the body as data. */
-function readCloudEvent(req: Request): Record<string, unknown> | undefined {
+export function readCloudEvent(req: Request): Record<string, unknown> | undefined {
   const body: unknown = req.body;
   const contentType = req.header('content-type') ?? '';
   if (contentType.startsWith('application/cloudevents+json')) {

@@ -3,7 +3,9 @@ import { publisherOf } from '../core/event-identity.js';
 import { eventScope, InvalidMessageError, parseEvent, type EventOf, type UmsEvent } from '../core/events.js';
 import { canonicalJson } from '../core/signed-envelope.js';
 import { SCHEDULE_TICK_TYPE, triggers, type FunctionName } from './triggers.js';
-import { functionContext, type FunctionContext } from './function-context.js';
+import { functionBus, functionContext, type FunctionContext } from './function-context.js';
+import { CLOUD_NOTICE_INGRESS, cloudNoticeIngress } from './cloud-notice-ingress.js';
+import { createLogger } from '../core/log.js';
 import { finalize, type FinalizeTrigger } from './finalize.js';
 import { evacuateHost, superviseEvacuations, type EvacuationEvent } from './evacuate-host.js';
 import { authenticatedCloudEvent } from './http-trigger.js';
@@ -88,6 +90,9 @@ framework.http(
     if (evacuationsActed > 0) ctx.log.warn({ acted: evacuationsActed }, 'supervisor caught evacuations up with their migrations');
   }),
 );
+
+/** The clouds' event services call this one themselves, not the bridge (functions/cloud-notice-ingress.ts). */
+framework.http(CLOUD_NOTICE_INGRESS, cloudNoticeIngress(functionBus, createLogger(`function.${CLOUD_NOTICE_INGRESS}`)));
 
 register('planMigration', planMigration);
 register('planRestore', planRestore);

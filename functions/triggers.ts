@@ -42,6 +42,12 @@ export const triggers = {
 
 export type FunctionName = keyof typeof triggers;
 
+/**
+ * The functions the clouds call over HTTP with events of their own (functions/cloud-notice-ingress.ts): not in
+ * `triggers`, so the bridge binds nothing to them and the local stack starts none; each authenticates its callers.
+ */
+export const httpIngresses = ['cloudNoticeIngress'] as const;
+
 /** The CloudEvent type of a scheduler tick (Cloud Scheduler in the cloud, the trigger bridge locally). */
 export const SCHEDULE_TICK_TYPE = 'dev.ums.schedule.tick.v1';
 

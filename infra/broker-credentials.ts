@@ -8,7 +8,7 @@ import { HOST_SCOPE } from '../core/events.js';
 import { agentPrincipal, CLI_PRINCIPAL, FRONTMAN_PRINCIPAL, FUNCTIONS_PRINCIPAL } from '../core/event-identity.js';
 import { buckets, inboxPrefixOf, type BrokerCredential } from '../core/nats-event-bus.js';
 import { bridgeConsumers } from '../bridge/trigger-bridge.js';
-import { triggers, type FunctionName } from '../functions/triggers.js';
+import { httpIngresses, triggers, type FunctionName } from '../functions/triggers.js';
 
 /*
  * The broker's identities and what each may do. Every component connects with its own nkey (a principal),
@@ -154,6 +154,8 @@ export function brokerPermissions(principal: Principal): Permissions {
           `$KV.${buckets.locks}.>`,
           `$KV.${buckets.evacuations}.>`,
           ...functionNames.map((fn) => subjects.deadLetter(`function-${fn}`)),
+          // The notice ingress's refused deliveries; the notices it states are its own events, allowed above.
+          ...httpIngresses.map((fn) => subjects.deadLetter(`function-${fn}`)),
           ...readEvents,
           ...readKv(buckets.migrations, buckets.agents, buckets.locks, buckets.frontmen, buckets.evacuations),
         ],

@@ -90,6 +90,14 @@ export class AwsInstanceNotices extends NoticeWatcher {
     ];
   }
 
+  async readInstanceId(signal: AbortSignal): Promise<string> {
+    const source = 'aws meta-data/instance-id';
+    const answer = await this.get(source, '/latest/meta-data/instance-id', signal);
+    const id = answer?.body.trim() ?? '';
+    if (!/^i-[0-9a-f]{8,32}$/.test(id)) throw new MetadataAnswerError(source, `${quote(id)} is not an instance id`);
+    return id;
+  }
+
   private async readSpotAction(signal: AbortSignal): Promise<void> {
     const source = 'aws spot/instance-action';
     const answer = await this.get(source, '/latest/meta-data/spot/instance-action', signal);

@@ -35,6 +35,8 @@ const API_VERSION = '2020-07-01';
 const EVENTS_PATH = `/metadata/scheduledevents?api-version=${API_VERSION}`;
 /** The VM's own name, as Scheduled Events lists it in Resources. */
 const VM_NAME_PATH = '/metadata/instance/compute/name?api-version=2021-02-01&format=text';
+/** The VM's resource id, as Event Grid's health events name it (targetResourceId). */
+const RESOURCE_ID_PATH = '/metadata/instance/compute/resourceId?api-version=2021-02-01&format=text';
 export const AZURE_METADATA_URL = 'http://169.254.169.254';
 
 const EventType = z.enum(['Reboot', 'Redeploy', 'Freeze', 'Preempt', 'Terminate']);
@@ -147,6 +149,18 @@ export class AzureScheduledEvents extends NoticeWatcher implements AcknowledgesN
     this.vmName = name;
     this.log.info({ vmName: name }, "read this VM's name from the instance metadata");
     return name;
+  }
+
+  async readInstanceId(signal: AbortSignal): Promise<string> {
+    const source = 'azure instance metadata (compute/resourceId)';
+    const answer = await this.request(source, RESOURCE_ID_PATH, { headers: { Metadata: 'true' }, signal });
+    if (answer.status !== 200)
+      throw new MetadataUnreachableError(source, `${source} answered HTTP ${answer.status}: ${quote(answer.body)}`);
+    const id = answer.body.trim();
+    if (!/^\/subscriptions\/[^/\s]+\/resourceGroups\/[^/\s]+\/providers\/Microsoft\.Compute\/[^\s]{1,400}$/i.test(id)) {
+      throw new MetadataAnswerError(source, `${quote(id)} is not a VM's resource id`);
+    }
+    return id;
   }
 
   /**

@@ -83,6 +83,18 @@ export class GcpMetadataNotices extends NoticeWatcher {
     this.waitSeconds = settings.waitSeconds ?? 60;
   }
 
+  async readInstanceId(signal: AbortSignal): Promise<string> {
+    const source = 'gcp metadata instance/id';
+    const answer = await this.request(source, '/computeMetadata/v1/instance/id', { headers: { 'Metadata-Flavor': 'Google' }, signal });
+    if (answer.status !== 200)
+      throw new MetadataUnreachableError(source, `${source} answered HTTP ${answer.status}: ${quote(answer.body)}`);
+    if (answer.headers.get('metadata-flavor') !== 'Google')
+      throw new MetadataAnswerError(source, 'no "Metadata-Flavor: Google" header in the answer');
+    const id = answer.body.trim();
+    if (!/^\d{1,20}$/.test(id)) throw new MetadataAnswerError(source, `${quote(id)} is not a numeric instance id`);
+    return id;
+  }
+
   protected loops(): ReadLoop[] {
     return KEYS.map((key) => {
       let etag: string | undefined;

@@ -125,6 +125,13 @@ export abstract class NoticeWatcher extends EventEmitter<NoticeWatcherEvents> {
   /** The loops this cloud's watcher runs, one per source it reads. */
   protected abstract loops(): ReadLoop[];
 
+  /**
+   * The cloud's own id of this VM, as its event services name it (Azure: the resource id; GCP: the numeric instance
+   * id; AWS: the instance id): the agent registers it, so that the notices the clouds' event services send to the
+   * functions find this agent (functions/cloud-notice-ingress.ts). Read once, at the agent's start.
+   */
+  abstract readInstanceId(signal: AbortSignal): Promise<string>;
+
   start(): void {
     if (this.running.length > 0) return;
     this.stopper = new AbortController();

@@ -12,6 +12,7 @@ import { ControlInputError, GARBAGE, header, MetadataServer, send } from './meta
  *   /latest/meta-data/spot/instance-action              {"action": "terminate", "time": "2017-09-18T08:22:00Z"}, else 404
  *   /latest/meta-data/events/maintenance/scheduled      [{"NotBefore": "21 Jan 2019 09:00:43 GMT", "Code": ..., "State": "active"}]
  *   /latest/meta-data/events/recommendations/rebalance  {"noticeTime": "2020-10-27T08:22:00Z"}, else 404
+ *   /latest/meta-data/instance-id                       the instance's id (what EventBridge's EC2 events name it by)
  * Not modelled: IMDSv1, the PUT response hop limit, throttling, and tokens outliving a stop/start.
  */
 
@@ -56,8 +57,11 @@ export class AwsMetadataServer extends MetadataServer {
   private rebalance: { noticeTime: string } | undefined;
   private readonly scheduled = new Map<string, AwsScheduledEvent>();
 
-  constructor(options: { host?: string } = {}) {
+  readonly instanceId: string;
+
+  constructor(options: { instanceId?: string; host?: string } = {}) {
     super(options.host);
+    this.instanceId = options.instanceId ?? 'i-0123456789abcdef0';
   }
 
   /** A spot interruption: `action` at `time` (default: in two minutes, the documented notice). */
@@ -147,6 +151,8 @@ export class AwsMetadataServer extends MetadataServer {
         return JSON.stringify([...this.scheduled.values()], null, 2);
       case '/latest/meta-data/events/recommendations/rebalance':
         return this.rebalance && JSON.stringify(this.rebalance);
+      case '/latest/meta-data/instance-id':
+        return this.instanceId;
       default:
         return undefined;
     }

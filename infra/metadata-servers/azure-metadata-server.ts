@@ -12,7 +12,8 @@ import { ControlInputError, GARBAGE, header, MetadataServer, send, sendJson } fr
  *   POST /metadata/scheduledevents?api-version=...   {"StartRequests": [{"EventId": "..."}]}: approves events
  *        (200; 400 for a malformed body or an unknown EventId); an approved event then goes Started with an
  *        empty NotBefore, as Azure does when every VM concerned approved it;
- *   GET  /metadata/instance/compute/name?api-version=...&format=text   the VM's name.
+ *   GET  /metadata/instance/compute/name?api-version=...&format=text   the VM's name;
+ *   GET  /metadata/instance/compute/resourceId?api-version=...&format=text   the VM's resource id.
  * Every request needs the header "Metadata: true" and an api-version, and one with X-Forwarded-For is refused,
  * all with 400 as IMDS answers. Not modelled: the delay of up to two minutes of the very first call, events
  * for other VMs' own timing, approvals gathered from several tenants of a host.
@@ -66,8 +67,16 @@ export class AzureMetadataServer extends MetadataServer {
   private readonly malformed: unknown[] = [];
   private incarnation = 1;
 
-  constructor(private readonly options: { vmName: string; startOnApproval?: boolean; host?: string }) {
+  constructor(private readonly options: { vmName: string; resourceId?: string; startOnApproval?: boolean; host?: string }) {
     super(options.host);
+  }
+
+  /** The VM's resource id (what Event Grid's health events name it by): given, or one in a subscription of zeros. */
+  get resourceId(): string {
+    return (
+      this.options.resourceId ??
+      `/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/ums/providers/Microsoft.Compute/virtualMachines/${this.options.vmName}`
+    );
   }
 
   /** Schedules an event (for this VM unless Resources says otherwise); returns its EventId. */
@@ -140,6 +149,9 @@ export class AzureMetadataServer extends MetadataServer {
     }
     if (url.pathname === '/metadata/instance/compute/name' && req.method === 'GET') {
       return send(res, 200, this.options.vmName);
+    }
+    if (url.pathname === '/metadata/instance/compute/resourceId' && req.method === 'GET') {
+      return send(res, 200, this.mode === 'garbage' ? GARBAGE : this.resourceId);
     }
     if (url.pathname !== '/metadata/scheduledevents') return sendJson(res, 404, { error: 'Not found' });
     if (req.method === 'GET') {

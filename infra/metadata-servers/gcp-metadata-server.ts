@@ -10,6 +10,7 @@ import { ControlInputError, GARBAGE, header, MetadataServer, send } from './meta
  *   /computeMetadata/v1/instance/maintenance-event             NONE, MIGRATE_ON_HOST_MAINTENANCE, TERMINATE_ON_HOST_MAINTENANCE
  *   /computeMetadata/v1/instance/scheduling/on-host-maintenance MIGRATE or TERMINATE
  *   /computeMetadata/v1/instance/scheduling/preemptible        TRUE or FALSE
+ *   /computeMetadata/v1/instance/id                            the VM's numeric id (what Compute Engine's audit logs name it by)
  * with the documented request rules (cloud.google.com/compute/docs/metadata/querying-metadata): the header
  * "Metadata-Flavor: Google" is required (403 without it), X-Forwarded-For is refused (403), every answer
  * carries "Metadata-Flavor: Google" and an ETag, and `?wait_for_change=true` holds the request until the value
@@ -48,8 +49,12 @@ export class GcpMetadataServer extends MetadataServer {
   private readonly values = new Map<Key, { value: string; version: number }>();
   private readonly waiters = new Set<Waiter>();
 
-  constructor(options: { onHostMaintenance?: 'MIGRATE' | 'TERMINATE'; preemptible?: boolean; host?: string } = {}) {
+  /** The VM's numeric id. */
+  readonly instanceId: string;
+
+  constructor(options: { onHostMaintenance?: 'MIGRATE' | 'TERMINATE'; preemptible?: boolean; instanceId?: string; host?: string } = {}) {
     super(options.host);
+    this.instanceId = options.instanceId ?? '4633012345678901234';
     this.values.set('instance/preempted', { value: 'FALSE', version: 1 });
     this.values.set('instance/maintenance-event', { value: 'NONE', version: 1 });
     this.values.set('instance/scheduling/on-host-maintenance', { value: options.onHostMaintenance ?? 'MIGRATE', version: 1 });
@@ -106,6 +111,10 @@ export class GcpMetadataServer extends MetadataServer {
       return send(res, 403, 'Your client does not have permission to get this URL. Missing Metadata-Flavor:Google header.\n');
     }
     if (req.method !== 'GET') return send(res, 405, 'Method not allowed\n');
+    if (url.pathname === '/computeMetadata/v1/instance/id') {
+      const value = this.mode === 'garbage' ? GARBAGE : this.instanceId;
+      return send(res, 200, value, { 'Content-Type': 'application/text', 'Metadata-Flavor': 'Google' });
+    }
     const key = url.pathname.replace(/^\/computeMetadata\/v1\//, '') as Key;
     if (!url.pathname.startsWith('/computeMetadata/v1/') || !this.values.has(key)) return send(res, 404, 'Not Found\n');
     if (url.searchParams.get('wait_for_change') !== 'true' || this.mode === 'garbage') return this.answer({ key, res });

@@ -471,3 +471,22 @@ describe('EC2 instance metadata (IMDSv2)', () => {
     assert.equal(notice.evicts, true);
   });
 });
+
+describe("the VM's own id, by which the clouds' event services' notices find the agent", () => {
+  it('each watcher reads it from its metadata service as the event services name the VM', async () => {
+    const { log } = capturingLogger();
+    const signal = AbortSignal.timeout(4_000);
+    const azure = await started(new AzureMetadataServer({ vmName: VM }));
+    assert.equal(
+      await new AzureScheduledEvents({ baseUrl: azure.url, log, ...FAST }).readInstanceId(signal),
+      `/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/ums/providers/Microsoft.Compute/virtualMachines/${VM}`,
+    );
+    const gcp = await started(new GcpMetadataServer({ instanceId: '4633012345678901234' }));
+    assert.equal(await new GcpMetadataNotices({ baseUrl: gcp.url, log, ...FAST }).readInstanceId(signal), '4633012345678901234');
+    const aws = await started(new AwsMetadataServer({ instanceId: 'i-0abcdef1234567890' }));
+    assert.equal(await new AwsInstanceNotices({ baseUrl: aws.url, log, ...FAST }).readInstanceId(signal), 'i-0abcdef1234567890');
+    // A garbled answer is said to be one, not registered.
+    gcp.mode = 'garbage';
+    await assert.rejects(new GcpMetadataNotices({ baseUrl: gcp.url, log, ...FAST }).readInstanceId(signal), MetadataAnswerError);
+  });
+});

@@ -71,6 +71,8 @@ export const AGENT_ENV_NOT_DEPLOYED: Record<string, string> = {
   UMS_MEASURE_UPLINK: 'auto (the default): the agent measures its uplink at start when it watches notices, which the hosts do',
   UMS_METADATA_URL: "a local stand-in for the metadata service (tests, the local stack); a VM reads its own cloud's",
   UMS_AZURE_VM_NAME: 'an Azure VM reads its name from the instance metadata (compute/name)',
+  UMS_INSTANCE_ID:
+    "a VM reads its own id from the instance metadata with the notices on (an EC2 instance's id is not known before its user data is)",
 };
 
 /** What the frontman's deployment leaves unset on purpose, with why (each must still be read by its code). */

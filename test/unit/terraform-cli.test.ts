@@ -35,7 +35,15 @@ const hasShellcheck = await execFileAsync('shellcheck', ['--version']).then(
 );
 
 /** Modules the CLI can initialise here: no provider, or only aws (in the mirror). */
-const CLI_MODULES = ['agent-cloud-init', 'nats-config', 'aws-bucket', 'aws-host', 'aws-frontman', 'aws-functions-role'];
+const CLI_MODULES = [
+  'agent-cloud-init',
+  'nats-config',
+  'aws-bucket',
+  'aws-host',
+  'aws-frontman',
+  'aws-functions-role',
+  'aws-notice-events',
+];
 
 const FAKE_SHA = '0'.repeat(64);
 /** A real Ed25519 public key: the agent started from the rendered environment parses it. */

@@ -6,7 +6,11 @@ import { join, relative, resolve } from 'node:path';
 import { describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { artifactPrefix } from '../../core/checkpoint-artifact.js';
-import { triggers } from '../../functions/triggers.js';
+import { httpIngresses, triggers } from '../../functions/triggers.js';
+import { HEALTH_EVENT_TYPE_CODES, REBALANCE_RECOMMENDATION, SPOT_INTERRUPTION } from '../../functions/cloud-notices/aws-eventbridge.js';
+import { ANNOTATED, AVAILABILITY_CHANGED } from '../../functions/cloud-notices/azure-event-grid.js';
+import { NOTICE_METHODS } from '../../functions/cloud-notices/gcp-eventarc.js';
+import { NOTICE_KEY_HEADER } from '../../functions/cloud-notice-ingress.js';
 import {
   blocksOf,
   type HclBody,
@@ -333,14 +337,83 @@ describe('terraform: drift against the code', () => {
 
   it("only the bridge's service account may invoke the functions, whose ingress stays internal", async () => {
     const parsed = await parseTf(join(modulesDir, 'gcp-functions', 'main.tf'));
-    const grants = [...resourcesOf(parsed)].filter(([type]) => type === 'google_cloud_run_v2_service_iam_member');
-    assert.equal(grants.length, 1, 'one invoker grant');
-    const invoker = grants[0]?.[2];
+    const grants = new Map(
+      [...resourcesOf(parsed)].filter(([type]) => type === 'google_cloud_run_v2_service_iam_member').map(([, name, body]) => [name, body]),
+    );
+    assert.deepEqual([...grants.keys()].sort(), ['invoker', 'notice_ingress_eventarc', 'notice_ingress_public']);
+    const invoker = grants.get('invoker');
     assert.equal(invoker?.role, 'roles/run.invoker');
     assert.equal(invoker?.member, 'serviceAccount:${google_service_account.bridge.email}');
-    const main = await readFile(join(modulesDir, 'gcp-functions', 'main.tf'), 'utf8');
-    assert.doesNotMatch(main.replace(/^\s*#.*$/gm, ''), /allUsers|allAuthenticatedUsers/, 'no public invoker anywhere in the module');
-    assert.match(main, /ingress_settings\s*=\s*"ALLOW_INTERNAL_ONLY"/);
+    assert.equal(invoker?.for_each, '${google_cloudfunctions2_function.this}', "the bridge's grant covers the bus's functions");
+    const functions = (await resourceBodies(join(modulesDir, 'gcp-functions'))).get('google_cloudfunctions2_function.this');
+    assert.equal(blocksOf(functions?.service_config)?.[0]?.ingress_settings, 'ALLOW_INTERNAL_ONLY');
+    // The one public invoker: the notice ingress that Event Grid and EventBridge call (no Google identity to
+    // present), which checks the notice key before it reads anything; Eventarc's ingress admits the trigger only.
+    const main = (await readFile(join(modulesDir, 'gcp-functions', 'main.tf'), 'utf8')).replace(/^\s*#.*$/gm, '');
+    assert.equal([...main.matchAll(/allUsers|allAuthenticatedUsers/g)].length, 1, 'one public invoker in the module');
+    assert.equal(grants.get('notice_ingress_public')?.member, 'allUsers');
+    assert.match(String(grants.get('notice_ingress_public')?.name), /notice_ingress\["public"\]/);
+    assert.equal(grants.get('notice_ingress_eventarc')?.member, 'serviceAccount:${google_service_account.notice_trigger[0].email}');
+    assert.match(String(grants.get('notice_ingress_eventarc')?.name), /notice_ingress\["eventarc"\]/);
+  });
+
+  it('the notice ingress: deployed as the code registers it, authenticated, fed exactly what its translations read', async () => {
+    const dir = join(modulesDir, 'gcp-functions');
+    const bodies = await resourceBodies(dir);
+    const ingress = bodies.get('google_cloudfunctions2_function.notice_ingress');
+    assert.deepEqual(httpIngresses, ['cloudNoticeIngress']);
+    assert.equal(blocksOf(ingress?.build_config)?.[0]?.entry_point, 'cloudNoticeIngress');
+    await import('../../functions/index.js');
+    const { getTestServer } = await import('@google-cloud/functions-framework/testing');
+    assert.doesNotThrow(() => getTestServer('cloudNoticeIngress'), 'functions/index.ts registers it');
+    const { blocks } = await parseModule(dir);
+    const locals = Object.assign({}, ...(blocks.get('locals') ?? [])) as Record<string, unknown>;
+    // Its identity reads the broker's CA, the functions' broker credential and the key: no signing key, no store.
+    const env = locals.notice_ingress_env as Record<string, unknown>;
+    const code = await functionsEnvironmentFromCode();
+    for (const name of [...Object.keys(env), 'UMS_CLOUD_NOTICE_AUTH', 'UMS_CLOUD_NOTICE_KEY'])
+      assert.ok(code.has(name), `${name} is read by the code`);
+    assert.ok(!('UMS_COMMAND_SIGNING_KEY_FILE' in env), 'the ingress signs no command');
+    assert.equal(blocksOf(ingress?.service_config)?.[0]?.service_account_email, '${google_service_account.notice_ingress[0].email}');
+    const ingresses = String(locals.notice_ingresses);
+    assert.match(ingresses, /public = \{ auth = "notice-key", ingress = "ALLOW_ALL" \}/);
+    assert.match(ingresses, /eventarc = \{ auth = "cloud-run-iam", ingress = "ALLOW_INTERNAL_ONLY" \}/);
+
+    // GCP: the sink lets through exactly the methods the translation reads, from the system-event log.
+    assert.deepEqual([...(locals.notice_methods as string[])].sort(), [...NOTICE_METHODS].sort());
+    const sink = bodies.get('google_logging_project_sink.cloud_notices');
+    assert.match(String(sink?.filter), /cloudaudit\.googleapis\.com%2Fsystem_event/);
+    const trigger = bodies.get('google_eventarc_trigger.cloud_notices');
+    const destination = blocksOf(blocksOf(trigger?.destination)?.[0]?.cloud_run_service)?.[0];
+    assert.equal(destination?.path, '/eventarc');
+    assert.match(String(destination?.service), /notice_ingress\["eventarc"\]/);
+
+    // Azure: Event Grid sends the types the translation reads, CloudEvents 1.0, the key in the header the ingress checks.
+    const azure = (await resourceBodies(join(modulesDir, 'azure-notice-events'))).get(
+      'azurerm_eventgrid_system_topic_event_subscription.ingress',
+    );
+    assert.deepEqual(azure?.included_event_types, [ANNOTATED, AVAILABILITY_CHANGED]);
+    assert.equal(azure?.event_delivery_schema, 'CloudEventSchemaV1_0');
+    const property = blocksOf(azure?.delivery_property)?.[0];
+    assert.equal(String(property?.header_name).toLowerCase(), NOTICE_KEY_HEADER);
+    assert.equal(property?.secret, true);
+    assert.match(String(blocksOf(azure?.webhook_endpoint)?.[0]?.url), /\/eventgrid"?\}?$/);
+
+    // AWS: the rules take the detail-types and AWS Health types the translation reads; the connection sends the key.
+    const aws = await parseModule(join(modulesDir, 'aws-notice-events'));
+    const awsLocals = Object.assign({}, ...(aws.blocks.get('locals') ?? [])) as Record<string, unknown>;
+    assert.deepEqual(awsLocals.ec2_detail_types, [SPOT_INTERRUPTION, REBALANCE_RECOMMENDATION]);
+    assert.deepEqual([...(awsLocals.health_event_types as string[])].sort(), [...HEALTH_EVENT_TYPE_CODES].sort());
+    const connection = (await resourceBodies(join(modulesDir, 'aws-notice-events'))).get('aws_cloudwatch_event_connection.ingress');
+    const apiKey = blocksOf(blocksOf(connection?.auth_parameters)?.[0]?.api_key)?.[0];
+    assert.equal(String(apiKey?.key).toLowerCase(), NOTICE_KEY_HEADER);
+
+    // The key never has a default, and is sensitive wherever Terraform takes it.
+    for (const name of ['azure-notice-events', 'aws-notice-events']) {
+      const variable = variableBody((await parseModule(join(modulesDir, name))).blocks, 'notice_key');
+      assert.equal(variable?.sensitive, true, `${name}: notice_key is sensitive`);
+      assert.ok(!('default' in (variable ?? {})), `${name}: notice_key has no default`);
+    }
   });
 
   it('the functions deployed are exactly the functions the code registers, with their entry points', async () => {

@@ -30,6 +30,8 @@ locals {
   }
   # A frontman outside GCP reaches the broker at its public addresses, which must let it in.
   frontman_broker_cidrs = local.frontman && var.frontman_cloud != "gcp" ? ["${local.frontman_address}/32"] : []
+  # The clouds' event services' notices, through the ingress (README: Notices from the clouds' event services).
+  cloud_notices = var.cloud_notice_key != null
 }
 
 # --- GCP: network, secrets, bucket ------------------------------------------------------------------------
@@ -55,7 +57,7 @@ resource "google_secret_manager_secret" "this" {
     "ums-command-signing-key",
     "ums-function-auth-key",
     "ums-agent-${local.gcp_agent}-nats",
-  ], local.frontman && var.frontman_cloud == "gcp" ? ["ums-frontman-nats"] : []))
+  ], local.frontman && var.frontman_cloud == "gcp" ? ["ums-frontman-nats"] : [], local.cloud_notices ? ["ums-cloud-notice-key"] : []))
   secret_id = each.value
   replication {
     auto {}
@@ -125,6 +127,17 @@ module "functions" {
     audience = module.functions_aws_role.audience
   }
   aws_region = var.aws_region
+  cloud_notices = local.cloud_notices ? {
+    key_secret = google_secret_manager_secret.this["ums-cloud-notice-key"].secret_id
+  } : null
+}
+
+# The notice key: Event Grid and EventBridge take its value as an argument (so it is in the state either way);
+# the ingress reads it from Secret Manager.
+resource "google_secret_manager_secret_version" "cloud_notice_key" {
+  count       = local.cloud_notices ? 1 : 0
+  secret      = google_secret_manager_secret.this["ums-cloud-notice-key"].id
+  secret_data = var.cloud_notice_key
 }
 
 # --- the GCP host ----------------------------------------------------------------------------------------
@@ -371,4 +384,25 @@ module "aws_frontman" {
   nats_credential_secret_arn = aws_secretsmanager_secret.frontman_nats[0].arn
   release_url                = var.release_url
   release_sha256             = var.release_sha256
+}
+
+# --- the clouds' event services, to the notice ingress (with cloud_notice_key) ---------------------------
+# Compute Engine's own notices take the Eventarc route gcp-functions deploys; Azure's and AWS's come from
+# Event Grid and EventBridge, for the hosts' VMs only.
+module "azure_notices" {
+  source              = "../../modules/azure-notice-events"
+  count               = local.cloud_notices ? 1 : 0
+  subscription_id     = var.azure_subscription_id
+  resource_group_name = azurerm_resource_group.ums.name
+  ingress_url         = module.functions.cloud_notice_ingress_url
+  notice_key          = var.cloud_notice_key
+  vm_ids              = [module.azure_host.vm_id]
+}
+
+module "aws_notices" {
+  source       = "../../modules/aws-notice-events"
+  count        = local.cloud_notices ? 1 : 0
+  ingress_url  = module.functions.cloud_notice_ingress_url
+  notice_key   = var.cloud_notice_key
+  instance_ids = [module.aws_host.instance_id]
 }

@@ -30,7 +30,7 @@ output "cli_environment" {
 output "secrets_to_fill" {
   description = "Secret Manager and Key Vault secrets whose values you add outside Terraform (README, step 4)."
   value = {
-    gcp_secret_manager  = sort([for s in google_secret_manager_secret.this : s.secret_id])
+    gcp_secret_manager  = sort([for s in google_secret_manager_secret.this : s.secret_id if s.secret_id != "ums-cloud-notice-key"])
     azure_key_vault     = concat(["${azurerm_key_vault.ums.name}/ums-agent-${local.azure_agent}-nats"], [for f in module.azure_frontman : "${azurerm_key_vault.ums.name}/ums-frontman-nats"])
     aws_secrets_manager = concat([aws_secretsmanager_secret.agent_nats.arn], aws_secretsmanager_secret.frontman_nats[*].arn)
   }

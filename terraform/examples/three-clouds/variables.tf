@@ -130,3 +130,10 @@ variable "frontman_client_cidrs" {
   type        = list(string)
   default     = []
 }
+
+variable "cloud_notice_key" {
+  description = "The notice key (32+ printable characters, e.g. `head -c 32 /dev/urandom | base64`): with it, the clouds' event services send their notices about the hosts' VMs to the functions' notice ingress (Event Grid, Eventarc, EventBridge); null: they do not."
+  type        = string
+  default     = null
+  sensitive   = true
+}

@@ -295,3 +295,204 @@ resource "google_cloud_run_v2_service" "bridge" {
 
   depends_on = [google_secret_manager_secret_iam_member.bridge]
 }
+
+# --- the cloud notice ingress: the clouds' event services call it, not the bridge ---------------------------
+# functions/cloud-notice-ingress.ts, deployed twice from the same entry point when cloud_notices is set:
+#  - "public": Event Grid (Azure) and EventBridge (AWS) deliver from outside Google, so Cloud Run lets anyone
+#    invoke it (they have no Google identity to present) and the function authenticates every delivery with the
+#    notice key (X-UMS-Notice-Key, secret cloud_notices.key_secret) before it reads anything;
+#  - "eventarc": Eventarc cannot send that header; it sends a Google OIDC token of the trigger's service account,
+#    which Cloud Run checks (run.invoker for that account alone, internal ingress) before the function runs
+#    (UMS_CLOUD_NOTICE_AUTH=cloud-run-iam: it then serves /eventarc only).
+# Neither signs commands nor opens a store: their identity reads the broker's CA, the functions' broker credential
+# (they state facts as the functions) and the key, nothing else.
+locals {
+  notice_ingresses = var.cloud_notices == null ? {} : merge(
+    var.cloud_notices.public ? { public = { auth = "notice-key", ingress = "ALLOW_ALL" } } : {},
+    var.cloud_notices.eventarc ? { eventarc = { auth = "cloud-run-iam", ingress = "ALLOW_INTERNAL_ONLY" } } : {},
+  )
+  notice_ingress_env = {
+    NATS_URL             = var.nats_url
+    UMS_NATS_CA          = "${local.mount}/ca/ca.pem"
+    UMS_NATS_CREDENTIALS = "${local.mount}/nats/credential.json"
+    GOOGLE_CLOUD_PROJECT = var.project_id
+  }
+  notice_ingress_secret_files = {
+    ca   = local.function_secret_files.ca
+    nats = local.function_secret_files.nats
+  }
+  # Compute Engine's system events the ingress turns into notices (functions/cloud-notices/gcp-eventarc.ts,
+  # METHODS; test/unit/terraform-static.test.ts compares the two).
+  notice_methods = [
+    "compute.instances.preempted",
+    "compute.instances.terminateOnHostMaintenance",
+    "compute.instances.hostError",
+    "compute.instances.migrateOnHostMaintenance",
+  ]
+}
+
+resource "google_service_account" "notice_ingress" {
+  count        = var.cloud_notices == null ? 0 : 1
+  project      = var.project_id
+  account_id   = "ums-notice-ingress"
+  display_name = "UMS cloud notice ingress"
+}
+
+resource "google_secret_manager_secret_iam_member" "notice_ingress" {
+  for_each  = var.cloud_notices == null ? toset([]) : toset([var.secrets.nats_ca, var.secrets.functions_nats_credential, var.cloud_notices.key_secret])
+  project   = var.project_id
+  secret_id = each.value
+  role      = "roles/secretmanager.secretAccessor"
+  member    = "serviceAccount:${google_service_account.notice_ingress[0].email}"
+}
+
+resource "google_cloudfunctions2_function" "notice_ingress" {
+  for_each = local.notice_ingresses
+  project  = var.project_id
+  location = var.region
+  name     = each.key == "public" ? "ums-cloud-notice-ingress" : "ums-cloud-notice-ingress-${each.key}"
+  labels   = var.labels
+
+  build_config {
+    runtime     = var.runtime
+    entry_point = "cloudNoticeIngress"
+    source {
+      storage_source {
+        bucket = var.source_bucket
+        object = var.source_object
+      }
+    }
+    environment_variables = {
+      GOOGLE_NODE_RUN_SCRIPTS = ""
+      NPM_CONFIG_OMIT         = "dev"
+    }
+  }
+
+  service_config {
+    # Notices are rare and a spot VM has 30 s to 2 min: one warm instance, so none waits for a cold start.
+    min_instance_count               = 1
+    max_instance_count               = 3
+    available_memory                 = "256Mi"
+    available_cpu                    = "1"
+    timeout_seconds                  = 60
+    max_instance_request_concurrency = 8
+    service_account_email            = google_service_account.notice_ingress[0].email
+    ingress_settings                 = each.value.ingress
+    all_traffic_on_latest_revision   = true
+    environment_variables            = merge(local.notice_ingress_env, { UMS_CLOUD_NOTICE_AUTH = each.value.auth })
+    vpc_connector                    = google_vpc_access_connector.functions.id
+    vpc_connector_egress_settings    = "PRIVATE_RANGES_ONLY"
+
+    # The key only where it is checked.
+    dynamic "secret_environment_variables" {
+      for_each = each.value.auth == "notice-key" ? { UMS_CLOUD_NOTICE_KEY = var.cloud_notices.key_secret } : {}
+      content {
+        key        = secret_environment_variables.key
+        project_id = var.project_id
+        secret     = secret_environment_variables.value
+        version    = "latest"
+      }
+    }
+
+    dynamic "secret_volumes" {
+      for_each = local.notice_ingress_secret_files
+      content {
+        mount_path = secret_volumes.value.path
+        project_id = var.project_id
+        secret     = secret_volumes.value.secret
+        versions {
+          path    = secret_volumes.value.file
+          version = "latest"
+        }
+      }
+    }
+  }
+
+  depends_on = [google_secret_manager_secret_iam_member.notice_ingress]
+}
+
+# Event Grid and EventBridge hold no Google identity: the platform admits any caller, the function admits only
+# a delivery with the notice key (and answers 401 before reading anything of any other).
+resource "google_cloud_run_v2_service_iam_member" "notice_ingress_public" {
+  count    = contains(keys(local.notice_ingresses), "public") ? 1 : 0
+  project  = var.project_id
+  location = var.region
+  name     = google_cloudfunctions2_function.notice_ingress["public"].service_config[0].service
+  role     = "roles/run.invoker"
+  member   = "allUsers"
+}
+
+# Compute Engine's system events reach Eventarc through a Logging sink and a Pub/Sub topic: the sink's filter
+# takes the system-event log by method, in one place (Eventarc's audit-log triggers match one method each).
+resource "google_pubsub_topic" "cloud_notices" {
+  count   = contains(keys(local.notice_ingresses), "eventarc") ? 1 : 0
+  project = var.project_id
+  name    = "ums-cloud-notices"
+  labels  = var.labels
+  # A notice is moot after a day (a preempted VM has 30 s).
+  message_retention_duration = "86400s"
+}
+
+resource "google_logging_project_sink" "cloud_notices" {
+  count                  = contains(keys(local.notice_ingresses), "eventarc") ? 1 : 0
+  project                = var.project_id
+  name                   = "ums-cloud-notices"
+  destination            = "pubsub.googleapis.com/${google_pubsub_topic.cloud_notices[0].id}"
+  unique_writer_identity = true
+  filter = join(" AND ", [
+    "logName=\"projects/${var.project_id}/logs/cloudaudit.googleapis.com%2Fsystem_event\"",
+    "resource.type=\"gce_instance\"",
+    "protoPayload.methodName=(${join(" OR ", [for m in local.notice_methods : "\"${m}\""])})",
+  ])
+}
+
+resource "google_pubsub_topic_iam_member" "cloud_notices_sink" {
+  count   = contains(keys(local.notice_ingresses), "eventarc") ? 1 : 0
+  project = var.project_id
+  topic   = google_pubsub_topic.cloud_notices[0].name
+  role    = "roles/pubsub.publisher"
+  member  = google_logging_project_sink.cloud_notices[0].writer_identity
+}
+
+resource "google_service_account" "notice_trigger" {
+  count        = contains(keys(local.notice_ingresses), "eventarc") ? 1 : 0
+  project      = var.project_id
+  account_id   = "ums-notice-trigger"
+  display_name = "UMS Eventarc trigger of the cloud notice ingress"
+}
+
+# The trigger's identity alone may invoke the Eventarc ingress: Cloud Run checks its OIDC token.
+resource "google_cloud_run_v2_service_iam_member" "notice_ingress_eventarc" {
+  count    = contains(keys(local.notice_ingresses), "eventarc") ? 1 : 0
+  project  = var.project_id
+  location = var.region
+  name     = google_cloudfunctions2_function.notice_ingress["eventarc"].service_config[0].service
+  role     = "roles/run.invoker"
+  member   = "serviceAccount:${google_service_account.notice_trigger[0].email}"
+}
+
+resource "google_eventarc_trigger" "cloud_notices" {
+  count           = contains(keys(local.notice_ingresses), "eventarc") ? 1 : 0
+  project         = var.project_id
+  location        = var.region
+  name            = "ums-cloud-notices"
+  labels          = var.labels
+  service_account = google_service_account.notice_trigger[0].email
+  matching_criteria {
+    attribute = "type"
+    value     = "google.cloud.pubsub.topic.v1.messagePublished"
+  }
+  transport {
+    pubsub {
+      topic = google_pubsub_topic.cloud_notices[0].id
+    }
+  }
+  destination {
+    cloud_run_service {
+      service = google_cloudfunctions2_function.notice_ingress["eventarc"].service_config[0].service
+      region  = var.region
+      path    = "/eventarc"
+    }
+  }
+  depends_on = [google_cloud_run_v2_service_iam_member.notice_ingress_eventarc]
+}

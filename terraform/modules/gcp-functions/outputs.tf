@@ -22,3 +22,10 @@ output "bridge_service" {
   description = "The bridge's Cloud Run service name."
   value       = google_cloud_run_v2_service.bridge.name
 }
+
+output "cloud_notice_ingress_url" {
+  description = "The public cloud notice ingress's URL, for Event Grid (<url>/eventgrid) and EventBridge (<url>/eventbridge); null without it."
+  value       = contains(keys(local.notice_ingresses), "public") ? google_cloudfunctions2_function.notice_ingress["public"].service_config[0].uri : null
+  # Event Grid validates the endpoint when its subscription is created: the URL is usable once callers may invoke it.
+  depends_on = [google_cloud_run_v2_service_iam_member.notice_ingress_public]
+}

@@ -166,3 +166,13 @@ variable "labels" {
   type        = map(string)
   default     = {}
 }
+
+variable "cloud_notices" {
+  description = "The cloud notice ingress (functions/cloud-notice-ingress.ts): null for none. key_secret: the Secret Manager secret id of the notice key (UMS_CLOUD_NOTICE_KEY: 32+ printable characters, e.g. 32 random bytes base64; the same value goes to the Event Grid subscription and the EventBridge connection, modules azure-notice-events and aws-notice-events); public: deploy the ingress Event Grid and EventBridge call (anyone may invoke it, the function checks the key); eventarc: deploy the Eventarc route for Compute Engine's own notices (a Logging sink into Pub/Sub, an Eventarc trigger, an ingress only the trigger's identity may invoke)."
+  type = object({
+    key_secret = string
+    public     = optional(bool, true)
+    eventarc   = optional(bool, true)
+  })
+  default = null
+}
