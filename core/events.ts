@@ -34,7 +34,7 @@ export const AgentId = ids;
 export const MigrationId = ids;
 export const ContainerName = containerName;
 /** A frontman's id (frontman/): the stable front door of some services. */
-/** An evacuation's id (core/evacuation.ts): its migrations are named `<evacuationId>-<n>`. */
+/** An evacuation's id (core/evacuation.ts): its migrations are named `<evacuationId>-<a hash of the container>`. */
 export const EvacuationId = z.string().regex(/^[a-z0-9][a-z0-9-]{0,40}$/, 'lowercase letters, digits and "-" only');
 export const FrontmanId = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/, 'letters, digits, "_" and "-" only');
 

@@ -188,7 +188,7 @@ async function advance(ctx: FunctionContext, agent: string): Promise<void> {
     const now = Date.now();
     let slots = record.concurrency - record.items.filter((item) => item.state === 'moving').length;
     const started: EvacuationItem[] = [];
-    const items = record.items.map((item, index): EvacuationItem => {
+    const items = record.items.map((item): EvacuationItem => {
       if (item.state !== 'pending' || slots <= 0) return item;
       const late = lateBy(record, item, now);
       if (late !== undefined) return { ...item, state: 'left', endedAt: new Date(now).toISOString(), reason: late };
@@ -196,7 +196,7 @@ async function advance(ctx: FunctionContext, agent: string): Promise<void> {
       const next: EvacuationItem = {
         ...item,
         state: 'moving',
-        migrationId: `${record.evacuationId}-${index}`,
+        migrationId: migrationIdOf(record.evacuationId, item.container),
         startedAt: new Date(now).toISOString(),
       };
       started.push(next);
@@ -216,6 +216,10 @@ async function advance(ctx: FunctionContext, agent: string): Promise<void> {
     return;
   }
 }
+
+/** A service's migration in an evacuation (one per service): the same however often it is asked for. */
+const migrationIdOf = (evacuationId: string, container: string): string =>
+  `${evacuationId}-${createHash('sha256').update(container).digest('hex').slice(0, 12)}`;
 
 /** Why a pending service would no longer leave the host before its end, if so. */
 function lateBy(record: EvacuationRecord, item: EvacuationItem, now: number): string | undefined {
