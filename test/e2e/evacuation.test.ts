@@ -173,7 +173,7 @@ describe('evacuation: drains, and evictions announced by the clouds', { timeout:
     const azure = hosts.get(AZURE.agentId) as PodmanHost;
     const metadata = stack.metadata.get(AZURE.agentId) as AzureMetadataServer;
     const names = ['withdrawn-0', 'withdrawn-1', 'withdrawn-2', 'withdrawn-3'];
-    for (const name of names) await runService(azure, name, 8);
+    for (const name of names) await runService(azure, name, 6);
     await listedRunning(AZURE.agentId, names);
     const before = new Map(await Promise.all(names.map(async (name) => [name, await lastTick(azure, name)] as const)));
 
