@@ -857,6 +857,8 @@ export class HostAgent {
     // once (moving it back) would otherwise find the container here too.
     await this.heartbeat.beat();
     await this.emit('source.discarded', { migrationId, agent: this.id, container });
+    // A service has left for good: an eviction waiting for an empty host may be approved now, not at the next check.
+    void this.hostEmptied().catch(() => undefined);
   }
 
   private async resume(command: CommandOf<'resume'>, log: Logger): Promise<void> {

@@ -68,6 +68,8 @@ export const EvacuationRecord = z.object({
   evacuationId: EvacuationId,
   state: EvacuationState,
   trigger: EvacuationTrigger,
+  /** The drain a notice took over: it governs again if the notice is withdrawn. */
+  drain: z.object({ evacuationId: EvacuationId, requestedBy: z.string().max(200).optional() }).optional(),
   /** When the host is expected to end (a notice's deadline); absent for a drain. */
   deadline: isoTime.optional(),
   /** How many of its services are sent from the host at once (a migration's slot frees when its last byte has left). */

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { isAlive } from '../core/agent-registration.js';
 import { RevisionConflictError, type Versioned } from '../core/event-bus.js';
 import { closedHosts, isUnderWay, type EvacuationItem, type EvacuationRecord, type EvacuationTrigger } from '../core/evacuation.js';
-import { BEFORE_FIRST_BYTE_MS, planEvacuation } from '../core/evacuation-plan.js';
+import { BEFORE_FIRST_BYTE_MS, DEFAULT_MARGIN, planEvacuation } from '../core/evacuation-plan.js';
 import { makeEvent, type EventOf } from '../core/events.js';
 import { isTerminal } from '../core/migration.js';
 import type { FunctionContext } from './function-context.js';
@@ -70,6 +70,7 @@ export async function evacuateHost(event: EvacuationEvent, ctx: FunctionContext)
     }
     case 'host.notice-withdrawn': {
       const { agent, noticeId, cloud } = event.data;
+      if (await drainGovernsAgain(ctx, agent, noticeId)) return advance(ctx, agent);
       return cancel(
         ctx,
         agent,
@@ -82,8 +83,14 @@ export async function evacuateHost(event: EvacuationEvent, ctx: FunctionContext)
     case 'checkpoint.uploaded':
       // The service's last byte has left its host: the host no longer needs to outlive it, and the next may go.
       return itemChanged(ctx, event.data.agent, event.data.migrationId, ['moving'], { state: 'sent', sentAt: event.data.uploadedAt });
-    case 'migration.completed':
-      return itemChanged(ctx, event.data.sourceAgent, event.data.migrationId, ['moving', 'sent'], { state: 'moved' });
+    case 'migration.completed': {
+      // Handled before checkpoint.uploaded (no order between them): the record's upload time says when it left.
+      const uploadedAt = (await ctx.bus.migrations.get(event.data.migrationId))?.value.times.uploadedAt;
+      return itemChanged(ctx, event.data.sourceAgent, event.data.migrationId, ['moving', 'sent'], {
+        state: 'moved',
+        ...(uploadedAt !== undefined ? { sentAt: uploadedAt } : {}),
+      });
+    }
     case 'migration.failed': {
       const record = await ctx.bus.migrations.get(event.data.migrationId);
       const source = record?.value.sourceAgent;
@@ -117,8 +124,17 @@ async function begin(
       bus.agents.list(),
       bus.evacuations.list(),
     ]);
-    // A redelivery (or, once cancelled, a late one: a cancelled evacuation is not started again by it).
-    if (existing?.value.evacuationId === evacuationId) return advance(ctx, agent);
+    // A redelivery (or, once cancelled, a late one: a cancelled evacuation is not started again by it), or the
+    // same notice with a new deadline (an Azure event moving its NotBefore, or Started): the earliest holds.
+    if (existing?.value.evacuationId === evacuationId) {
+      const sooner = earliest(deadline, existing.value.deadline);
+      if (existing.value.state === 'evacuating' && sooner !== existing.value.deadline && sooner !== undefined) {
+        const moved = { ...existing.value, deadline: sooner, updatedAt: new Date().toISOString() };
+        if (!(await compareAndSet(ctx, agent, moved, existing))) continue;
+        log.info({ agent, evacuationId, deadline: sooner }, 'the notice moved its deadline earlier');
+      }
+      return advance(ctx, agent);
+    }
     if (!registration || !isAlive(registration.value)) {
       log.warn({ agent, evacuationId, trigger: trigger.kind }, 'cannot evacuate: the agent is not registered or not alive');
       return;
@@ -142,11 +158,16 @@ async function begin(
       now,
     });
     const at = new Date(now).toISOString();
+    // A notice outranks a drain: its deadline and its id now govern (so a redelivery of it is recognised), and the
+    // drain it took over governs again if it is withdrawn. A drain asked during a notice's evacuation joins it.
+    const noticeOverDrain = under !== undefined && under.trigger.kind === 'drain' && trigger.kind === 'notice';
     const record: EvacuationRecord = {
       agent,
-      evacuationId: under?.evacuationId ?? evacuationId,
+      evacuationId: under !== undefined && !noticeOverDrain ? under.evacuationId : evacuationId,
+      ...(noticeOverDrain && under.trigger.kind === 'drain'
+        ? { drain: { evacuationId: under.evacuationId, ...(under.trigger.requestedBy ? { requestedBy: under.trigger.requestedBy } : {}) } }
+        : {}),
       state: 'evacuating',
-      // A notice outranks a drain: its deadline now governs.
       trigger: under !== undefined && trigger.kind === 'drain' ? under.trigger : trigger,
       ...(effectiveDeadline !== undefined ? { deadline: effectiveDeadline } : {}),
       concurrency: under?.concurrency ?? concurrency,
@@ -225,9 +246,11 @@ const migrationIdOf = (evacuationId: string, container: string): string =>
 function lateBy(record: EvacuationRecord, item: EvacuationItem, now: number): string | undefined {
   if (record.deadline === undefined) return undefined;
   const leftMs = Date.parse(record.deadline) - now;
+  // It shares the link with what is still being sent (not known how far along: counted whole), and keeps the margin.
+  const sending = record.items.filter((other) => other.state === 'moving').reduce((sum, other) => sum + (other.bytes ?? 0), 0);
   const bytes = item.bytes ?? 0;
-  const needMs = BEFORE_FIRST_BYTE_MS + (bytes / record.link.bytesPerSecond) * 1000;
-  if (needMs <= leftMs) return undefined;
+  const needMs = BEFORE_FIRST_BYTE_MS + ((bytes + sending) / record.link.bytesPerSecond) * 1000;
+  if (needMs <= leftMs * (1 - DEFAULT_MARGIN)) return undefined;
   if (leftMs <= 0) return 'the deadline passed before its turn: left where it ran';
   return `its turn came ${(leftMs / 1000).toFixed(1)} s before the deadline and it needs about ${(needMs / 1000).toFixed(1)} s to leave the host: left running rather than frozen for nothing`;
 }
@@ -268,9 +291,35 @@ async function itemChanged(
     if (!current || item === undefined || !from.includes(item.state)) return;
     const items = [...current.value.items];
     const ended = change.state === 'moved' || change.state === 'failed';
-    items[index] = { ...item, ...change, ...(ended ? { endedAt: new Date().toISOString() } : {}) };
+    items[index] = {
+      ...item,
+      ...change,
+      ...(item.sentAt !== undefined ? { sentAt: item.sentAt } : {}),
+      ...(ended ? { endedAt: new Date().toISOString() } : {}),
+    };
     if (await compareAndSet(ctx, agent, { ...current.value, items, updatedAt: new Date().toISOString() }, current))
       return advance(ctx, agent);
+  }
+  throw new Error(`the evacuation record of "${agent}" kept changing under this invocation; the event will be delivered again`);
+}
+
+/** A withdrawn notice that had taken over an operator's drain hands it back (no deadline); whether it did. */
+async function drainGovernsAgain(ctx: FunctionContext, agent: string, noticeId: string): Promise<boolean> {
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const current = await ctx.bus.evacuations.get(agent);
+    const record = current?.value;
+    if (!current || !record || record.state !== 'evacuating' || record.drain === undefined) return false;
+    if (record.trigger.kind !== 'notice' || record.trigger.noticeId !== noticeId) return false;
+    const { drain, deadline: _deadline, ...rest } = record;
+    const next: EvacuationRecord = {
+      ...rest,
+      trigger: { kind: 'drain', ...(drain.requestedBy !== undefined ? { requestedBy: drain.requestedBy } : {}) },
+      updatedAt: new Date().toISOString(),
+    };
+    if (await compareAndSet(ctx, agent, next, current)) {
+      ctx.log.info({ agent, noticeId }, 'the notice was withdrawn; the drain it had taken over goes on without a deadline');
+      return true;
+    }
   }
   throw new Error(`the evacuation record of "${agent}" kept changing under this invocation; the event will be delivered again`);
 }

@@ -53,7 +53,7 @@ export class NoticePublisher {
   }
 
   /**
-   * Checks now whether the host is empty and approves what waits for it. The drain work calls this once it has
+   * Checks now whether the host is empty and approves what waits for it. The agent calls this each time a service has left the host for good (a discarded source) once it has
    * moved the last container away; until then the periodic check finds it within checkEveryMs.
    */
   hostEmptied(): Promise<void> {
