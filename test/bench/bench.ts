@@ -36,6 +36,7 @@ import { measureSealing, sealingReport } from './sealing-cost.js';
 import { frontmanReport, measureFrontman } from './frontman-run.js';
 import { stopOnSignal } from './stack-signal.js';
 import { measureEngines } from './engine-run.js';
+import { evacuationReport, measureEvacuation } from './evacuation-run.js';
 
 /**
  * `npm run bench`: for each memory size, in one run and interleaved per repetition so that the machine's
@@ -45,7 +46,7 @@ import { measureEngines } from './engine-run.js';
  * then real servers (redis filled to each --server-sizes, with an in-container and a WAN client): the bare
  * Podman pair of the same container on one host, and a migration azure -> gcp, their data checked after each.
  * Before all that, on a stack of its own, the engine comparison: the launched counter moved between Podman
- * and Docker hosts (engine-run.ts).
+ * and Docker hosts (engine-run.ts); and on another, hosts emptied by an eviction notice (evacuation-run.ts).
  * Writes results.json (every raw sample), report.md and chart.png into --out, and prints the tables.
  * Measurement only: it asserts nothing.
  */
@@ -158,6 +159,13 @@ const program = new Command('bench')
     list(parseSize),
     [64, 256],
   )
+  .option(
+    '--evacuation-services <n,...>',
+    'how many services an Azure spot eviction (30 s notice) empties the host of, on a capped uplink, against one plain migration (empty: none)',
+    list(parseCount),
+    [2, 4, 8],
+  )
+  .option('--evacuation-mib <MiB>', 'the memory of each of those services', parseCount, 16)
   .option('--no-object-store', "skip the transfer through UMS's ObjectStore seam (kept: the plain SDK transfer)")
   .option('--out <dir>', 'where to write results.json, report.md and chart.png (default bench/results/<timestamp>)')
   .option('--timeout <seconds>', 'give up on one migration after this long', parseCount, 900)
@@ -258,6 +266,7 @@ function printTables(run: BenchRun): string {
     ...(run.postCopy && run.postCopy.length > 0 ? [postCopyReport(run.postCopy), ''] : []),
     ...(run.volumes && run.volumes.length > 0 ? [volumeReport(run.volumes), ''] : []),
     ...(run.frontman && run.frontman.length > 0 ? [frontmanReport(run.frontman), ''] : []),
+    ...(run.evacuation && run.evacuation.length > 0 ? [evacuationReport(run.evacuation), ''] : []),
     ...(run.engines && run.engines.length > 0 ? [engineSection(summariseEngines(run.engines, run.options.engineSizes ?? [])), ''] : []),
     ...(run.options.sizes.length > 0 ? [consoleTable(summarise(run))] : []),
     ...(approaches.length > 0 ? ['', approachConsoleTable(approaches)] : []),
@@ -280,6 +289,8 @@ async function main(): Promise<number> {
     frontmanFill: number[];
     frontmanRps: number;
     engineSizes: number[];
+    evacuationServices: number[];
+    evacuationMib: number;
     out?: string;
     timeout: number;
     fromResults?: string;
@@ -306,6 +317,8 @@ async function main(): Promise<number> {
     frontmanFill: raw.frontmanFill,
     frontmanRps: raw.frontmanRps,
     engineSizes: raw.engineSizes,
+    evacuationServices: raw.evacuationServices,
+    evacuationMiB: raw.evacuationMib,
     out: resolve(raw.out ?? join(repoRoot, 'bench', 'results', startedAt.toISOString().replace(/[:.]/g, '-'))),
   };
   await mkdir(options.out, { recursive: true });
@@ -365,6 +378,29 @@ async function main(): Promise<number> {
       } catch (error) {
         run.incidents.push(`frontman comparison failed: ${(error as Error).message}`);
       }
+    }
+    await writeResults(run, options.out);
+  }
+  if (raw.evacuationServices.length > 0) {
+    // A stack of its own (the azure host's uplink capped, notices on): before the main stack, so the two never share the machine.
+    log.info(
+      { services: raw.evacuationServices, serviceMiB: raw.evacuationMib, reps: options.reps },
+      'measuring evacuations against the notice window',
+    );
+    try {
+      run.evacuation = await measureEvacuation({
+        services: raw.evacuationServices,
+        serviceMiB: raw.evacuationMib,
+        reps: options.reps,
+        dir: `/tmp/ums-bench-evac-${process.pid}`,
+      });
+      // Timings are findings: only a service lost or running twice fails the run.
+      for (const s of run.evacuation) {
+        for (const lost of s.lost) run.incidents.push(`evacuation of ${s.services} rep ${s.rep}: ${lost} runs nowhere or lost its state`);
+        for (const twice of s.twice) run.incidents.push(`evacuation of ${s.services} rep ${s.rep}: ${twice} runs on both hosts`);
+      }
+    } catch (error) {
+      run.incidents.push(`evacuation measure failed: ${(error as Error).message}`);
     }
     await writeResults(run, options.out);
   }

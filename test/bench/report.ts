@@ -1,5 +1,6 @@
 import { postCopyReport } from './post-copy-run.js';
 import { frontmanReport } from './frontman-run.js';
+import { evacuationReport } from './evacuation-run.js';
 import { volumeReport } from './volume-run.js';
 import { sealingReport } from './sealing-cost.js';
 import {
@@ -414,6 +415,7 @@ export function markdownReport(
   if (run.postCopy && run.postCopy.length > 0) out.push(postCopyReport(run.postCopy), '');
   if (run.volumes && run.volumes.length > 0) out.push(volumeReport(run.volumes), '');
   if (run.frontman && run.frontman.length > 0) out.push(frontmanReport(run.frontman), '');
+  if (run.evacuation && run.evacuation.length > 0) out.push(evacuationReport(run.evacuation), '');
   if (run.engines && run.engines.length > 0) out.push(engineSection(engines), '');
   if (counters) {
     if (chartFile) out.push(`![time and downtime against memory size](${chartFile})`, '');
@@ -569,7 +571,10 @@ export function markdownReport(
     (run.options.frontmanFill
       ? ` --frontman-fill ${listArg(run.options.frontmanFill)} --frontman-rps ${run.options.frontmanRps ?? 200}`
       : '') +
-    (run.options.engineSizes ? ` --engine-sizes ${listArg(run.options.engineSizes)}` : '');
+    (run.options.engineSizes ? ` --engine-sizes ${listArg(run.options.engineSizes)}` : '') +
+    (run.options.evacuationServices
+      ? ` --evacuation-services ${listArg(run.options.evacuationServices)} --evacuation-mib ${run.options.evacuationMiB ?? 16}`
+      : '');
   out.push(`Raw samples: \`results.json\` beside this report. Re-run: \`${rerun}\`.`, '');
   return out.join('\n');
 }

@@ -1,6 +1,7 @@
 import type { PostCopySample } from './post-copy-run.js';
 import type { SealingSample } from './sealing-cost.js';
 import type { FrontmanSample } from './frontman-run.js';
+import type { EvacuationSample } from './evacuation-run.js';
 import type { VolumeSample } from './volume-run.js';
 import type { HostEngine } from '../../cli/stack-info.js';
 /**
@@ -190,6 +191,9 @@ export interface BenchOptions {
   frontmanRps?: number;
   /** sizes of the engine comparison (empty: none; absent from older results) */
   engineSizes?: number[];
+  /** how many services each evacuation empties the host of, and their size (empty: none; absent from older results) */
+  evacuationServices?: number[];
+  evacuationMiB?: number;
   out: string;
 }
 
@@ -219,6 +223,8 @@ export interface BenchRun {
   frontman?: FrontmanSample[];
   /** the same workload moved between Podman and Docker hosts (absent from older results) */
   engines?: EngineSample[];
+  /** hosts emptied by an eviction notice, against the notice window (absent from older results) */
+  evacuation?: EvacuationSample[];
   /** anything that went wrong but did not stop the run (a failed migration, a broken count) */
   incidents: string[];
 }
