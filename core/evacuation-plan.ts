@@ -1,7 +1,7 @@
 import { isAlive, type AgentRegistration } from './agent-registration.js';
 import type { EvacuationItem } from './evacuation.js';
 import { DEFAULT_POLICY, policyAllows } from './service-policy.js';
-import { COST_MODEL } from './migration-approach.js';
+import { COST_MODEL, fmtMiB } from './migration-approach.js';
 import { planAgainst, type Plan } from './migration-plan.js';
 
 /**
@@ -125,14 +125,13 @@ export function planEvacuation(input: EvacuationInput): EvacuationDecision {
     const bytes = archive.bytes + (archive.beforeFreezeBytes ?? 0);
     const trial = [...going, { startMs: startMsOf(archive.bytes), bytes }];
     const sentAt = simulateSending(trial, input.concurrency, link.bytesPerSecond);
-    const predictedMs = sentAt[sentAt.length - 1] as number;
     // Adding it may also slow the ones before it (they share the link): all must still fit.
     if (budgetMs !== undefined && Math.max(...sentAt) > budgetMs) {
       items.push({
         ...base,
         state: 'left',
         bytes,
-        predictedMs: Math.round(predictedMs),
+        predictedMs: Math.round(sentAt[sentAt.length - 1] as number),
         reason:
           `it does not fit: with it the host would be empty after about ${fmtS(Math.max(...sentAt))} (${fmtMiB(bytes)} more at ${fmtMiB(link.bytesPerSecond)}/s), ` +
           `past the ${fmtS(budgetMs)} the notice leaves (${fmtS(input.windowMs ?? 0)} less a ${Math.round(margin * 100)}% margin); ` +
@@ -148,22 +147,21 @@ export function planEvacuation(input: EvacuationInput): EvacuationDecision {
       state: 'pending',
       destination: chosen.destination.agentId,
       bytes,
-      predictedMs: Math.round(predictedMs),
       reason:
         `to ${chosen.destination.agentId} (${chosen.destination.cloud} ${chosen.destination.region}): ` +
-        `${chosen.decision.approach} level, ${fmtMiB(bytes)}, its last byte off the host after about ${fmtS(predictedMs)}` +
+        `${chosen.decision.approach} level, ${fmtMiB(bytes)}` +
         (fitting.length > 1
           ? `; of ${fitting.length} allowed hosts, the one given fewest of this host's services, then with the most memory free`
           : ''),
     });
   }
-  // Later services share the link with earlier ones: each one's time is the whole schedule's.
-  const finalSentAt = simulateSending(going, input.concurrency, link.bytesPerSecond);
-  let next = 0;
-  for (const item of items) {
-    if (item.state !== 'pending') continue;
-    item.predictedMs = Math.round(finalSentAt[next++] as number);
-  }
+  // Each one's time is the whole schedule's: a later service shares the link with the earlier ones.
+  const sentAt = simulateSending(going, input.concurrency, link.bytesPerSecond);
+  const pending = items.filter((item) => item.state === 'pending');
+  pending.forEach((item, i) => {
+    item.predictedMs = Math.round(sentAt[i] as number);
+    item.reason += `; its last byte off the host after about ${fmtS(item.predictedMs)}`;
+  });
   const ordered = [...items, ...left];
   return { items: ordered, link, summary: summarize(ordered, link, input.windowMs, budgetMs) };
 }
@@ -243,5 +241,4 @@ function summarize(items: EvacuationItem[], link: { basis: string }, windowMs: n
   return left.length === 0 ? moves : `${moves}; leaves ${left.length} running: ${left.map((item) => item.container).join(', ')}`;
 }
 
-const fmtMiB = (bytes: number): string => `${(bytes / MiB).toFixed(1)} MiB`;
 const fmtS = (ms: number): string => `${(ms / 1000).toFixed(1)} s`;

@@ -555,7 +555,8 @@ function fmtMs(ms: number | undefined): string {
   return ms >= 10_000 ? `${(ms / 1000).toFixed(1)} s` : `${Math.round(ms)} ms`;
 }
 
-function fmtMiB(bytes: number): string {
+/** Bytes as MiB for reasons and summaries: whole when whole, else to a tenth. */
+export function fmtMiB(bytes: number): string {
   const mib = bytes / MiB;
   return `${Number.isInteger(mib) ? mib : mib.toFixed(1)} MiB`;
 }

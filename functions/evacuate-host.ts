@@ -83,14 +83,16 @@ export async function evacuateHost(event: EvacuationEvent, ctx: FunctionContext)
     case 'checkpoint.uploaded':
       // The service's last byte has left its host: the host no longer needs to outlive it, and the next may go.
       return itemChanged(ctx, event.data.agent, event.data.migrationId, ['moving'], { state: 'sent', sentAt: event.data.uploadedAt });
-    case 'migration.completed': {
-      // Handled before checkpoint.uploaded (no order between them): the record's upload time says when it left.
-      const uploadedAt = (await ctx.bus.migrations.get(event.data.migrationId))?.value.times.uploadedAt;
-      return itemChanged(ctx, event.data.sourceAgent, event.data.migrationId, ['moving', 'sent'], {
-        state: 'moved',
-        ...(uploadedAt !== undefined ? { sentAt: uploadedAt } : {}),
-      });
-    }
+    case 'migration.completed':
+      // Handled before checkpoint.uploaded (no order between them), the record's upload time says when it left.
+      return itemChanged(
+        ctx,
+        event.data.sourceAgent,
+        event.data.migrationId,
+        ['moving', 'sent'],
+        { state: 'moved' },
+        async () => (await ctx.bus.migrations.get(event.data.migrationId))?.value.times.uploadedAt,
+      );
     case 'migration.failed': {
       const record = await ctx.bus.migrations.get(event.data.migrationId);
       const source = record?.value.sourceAgent;
@@ -282,6 +284,8 @@ async function itemChanged(
   migrationId: string,
   from: ReadonlyArray<EvacuationItem['state']>,
   change: Pick<EvacuationItem, 'state' | 'failure' | 'sentAt'>,
+  /** When its last byte left, if the item does not say yet (read only for an evacuation's own migration). */
+  sentAtIfUnknown?: () => Promise<string | undefined>,
 ): Promise<void> {
   for (let attempt = 0; attempt < 5; attempt++) {
     const current = await ctx.bus.evacuations.get(agent);
@@ -291,10 +295,11 @@ async function itemChanged(
     if (!current || item === undefined || !from.includes(item.state)) return;
     const items = [...current.value.items];
     const ended = change.state === 'moved' || change.state === 'failed';
+    const sentAt = item.sentAt ?? change.sentAt ?? (await sentAtIfUnknown?.());
     items[index] = {
       ...item,
       ...change,
-      ...(item.sentAt !== undefined ? { sentAt: item.sentAt } : {}),
+      ...(sentAt !== undefined ? { sentAt } : {}),
       ...(ended ? { endedAt: new Date().toISOString() } : {}),
     };
     if (await compareAndSet(ctx, agent, { ...current.value, items, updatedAt: new Date().toISOString() }, current))

